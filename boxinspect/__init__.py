@@ -1,0 +1,7 @@
+"""boxinspect: visual inspection for production lines.
+
+Packages: ``training`` (Keras transfer learning and evaluation), ``convert`` (Keras to TFLite with
+metadata and an accuracy gate), ``edge`` (the daemon), and this package (CLI, synthetic data, demo).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,70 @@
+"""The one console entry point: ``boxinspect <subcommand>``.
+
+Each package registers its own subcommands (``register(subparsers)`` in its ``cli.py``) so the
+module boundaries stay the public API. Registration must not import TensorFlow: heavy imports
+happen inside the handlers, so ``boxinspect run`` works on an edge install without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from boxinspect import __version__
+from boxinspect.logs import setup_logging
+
+EPILOG = """\
+typical flow:
+  boxinspect synth --out data/synth --video           # synthetic boxes on a belt (+ conveyor video)
+  boxinspect train data/synth --out runs/m1           # MobileNetV2 transfer learning
+  boxinspect evaluate runs/m1                         # report, plots, operating threshold
+  boxinspect convert runs/m1 --format int8            # TFLite + metadata + accuracy gate
+  boxinspect predict runs/m1/model_int8.tflite img.jpg
+  boxinspect run --config deploy/config.example.yaml  # the edge daemon
+  boxinspect demo                                     # all of the above on synthetic data
+
+Every subcommand has --help.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="boxinspect",
+        description="Visual inspection for production lines: train, quantise and run a box-defect classifier.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"boxinspect {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from boxinspect import demo, synth
+    from convert import cli as convert_cli
+    from edge import cli as edge_cli
+    from training import cli as training_cli
+
+    synth.register(sub)
+    training_cli.register(sub)
+    convert_cli.register(sub)
+    edge_cli.register(sub)
+    demo.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        logging.getLogger("boxinspect").warning("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Edge subcommands: run, predict, config check, bench. Handlers import their modules lazily."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge import daemon
+
+    return daemon.main(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from edge import predict
+
+    return predict.main(args)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as e:
+        print(e)
+        return 2
+    print(f"{args.file}: OK (line={cfg.line}, camera={cfg.camera}, source={cfg.source.uri}, model={cfg.model.path})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the edge daemon (camera -> model -> MQTT events, API, metrics)",
+        description="Run the inspection daemon. Stops cleanly on SIGTERM/SIGINT; SIGHUP reloads the model.",
+    )
+    p.add_argument("--config", "-c", required=True, help="YAML config (see deploy/config.example.yaml)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (testing)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify images or folders with a .tflite model",
+        description="Print label, score and latency for each image. Folders are searched recursively.",
+    )
+    p.add_argument("model", help="the .tflite file (its metadata sidecar <model>.json must be beside it)")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file ('-' = stdout)")
+    p.add_argument("--csv", dest="csv_out", default=None, help="also write results as CSV to this file")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("config", help="check a daemon config file")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    c = csub.add_parser("check", help="validate a config file and name any bad key")
+    c.add_argument("file")
+    c.set_defaults(func=_config_check)

@@ -1,0 +1,249 @@
+"""Daemon configuration: one YAML file, validated into typed objects at start-up.
+
+Every key is documented in ``deploy/config.example.yaml``. Secrets (and any other key) can be
+overridden from the environment with ``BOXINSPECT_<SECTION>__<KEY>``, for example
+``BOXINSPECT_MQTT__PASSWORD``. Errors name the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "BOXINSPECT_"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used. The message names the key and what was expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Section):
+    """Where frames come from. ``kind: auto`` guesses from ``uri``."""
+
+    kind: Literal["auto", "usb", "rtsp", "file", "folder"] = "auto"
+    uri: str = "0"  # camera index, /dev/videoN, rtsp://..., http://..., a video file or an image folder
+    loop: bool = False  # video file / folder: start again at the end
+    pace: Literal["realtime", "fast"] = "realtime"  # file/folder: play at native fps, or every frame as fast as it is consumed
+    fps: float | None = Field(default=None, gt=0)  # folder pace in realtime mode, or requested camera fps
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    stall_timeout_s: float = Field(default=5.0, gt=0)  # no new frame for this long -> state "stalled"
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    frozen_frames: int = Field(default=50, ge=2)  # identical consecutive frames before "frozen" is flagged
+    frozen_tolerance: float = Field(default=0.5, ge=0)  # mean abs pixel difference below which frames count as identical
+
+
+class RoiConfig(_Section):
+    """Region of interest in pixels of the full frame; null = the whole frame."""
+
+    x: int = Field(default=0, ge=0)
+    y: int = Field(default=0, ge=0)
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+
+
+class ModelConfig(_Section):
+    path: Path = Path("model.tflite")  # the .tflite; its metadata sidecar is <path>.json
+    threshold: float | None = Field(default=None, ge=0, le=1)  # overrides the threshold from the model metadata
+    num_threads: int = Field(default=2, ge=1, le=64)
+    runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = "auto"
+    verify_hash: bool = True  # refuse a model whose sha256 does not match its metadata
+    self_test: bool = True  # run the golden samples at start-up and on reload
+
+
+class PresenceConfig(_Section):
+    """How the daemon tells that a box is in the ROI (continuous mode)."""
+
+    method: Literal["foreground", "score", "both"] = "foreground"
+    fg_min_fraction: float = Field(default=0.15, gt=0, lt=1)  # share of ROI pixels that must be foreground
+    fg_var_threshold: float = Field(default=40.0, gt=0)  # MOG2 variance threshold
+    fg_history: int = Field(default=300, ge=10)
+    learning_frames: int = Field(default=30, ge=0)  # frames used to learn the empty belt before deciding
+    score_on: float = Field(default=0.6, ge=0, le=1)  # score hysteresis: enter
+    score_off: float = Field(default=0.4, ge=0, le=1)  # score hysteresis: leave
+    min_frames: int = Field(default=3, ge=1)  # frames a box must be present to count
+    gap_frames: int = Field(default=3, ge=1)  # absent frames that end a passage
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> PresenceConfig:
+        if self.score_off > self.score_on:
+            raise ValueError("score_off must be <= score_on")
+        return self
+
+
+class DecisionConfig(_Section):
+    mode: Literal["continuous", "triggered"] = "continuous"
+    aggregate: Literal["max", "mean", "median"] = "mean"  # how frame scores of one passage become the box score
+    presence: PresenceConfig = PresenceConfig()
+    trigger_topic: str | None = None  # triggered mode: MQTT topic carrying {"part_id": ...}; default <base>/trigger
+    trigger_frames: int = Field(default=3, ge=1)  # frames classified per trigger
+
+
+class TlsConfig(_Section):
+    enabled: bool = False
+    ca_certs: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    insecure: bool = False  # skip hostname verification (test rigs only)
+
+
+class MqttConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None  # default boxinspect-<line>-<camera>
+    username: str | None = None
+    password: SecretStr | None = None
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    keepalive_s: int = Field(default=30, ge=5)
+    base_topic: str = "boxinspect"  # topics are <base_topic>/<line>/<camera>/{defect,result,status,stats}
+    publish_results: bool = False  # every decision on .../result at QoS 0
+    stats_interval_s: float = Field(default=30.0, gt=0)
+    tls: TlsConfig = TlsConfig()
+    outbox_path: Path = Path("boxinspect-outbox.sqlite3")
+    outbox_max_events: int = Field(default=100_000, ge=1)
+    outbox_overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    reconnect_min_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+
+
+class ApiConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0 = pick a free port (logged)
+    token: SecretStr | None = None  # if set: Bearer token on everything but /healthz and /metrics
+    max_upload_bytes: int = Field(default=10_000_000, ge=1024)
+
+
+class EvidenceConfig(_Section):
+    enabled: bool = True
+    dir: Path = Path("evidence")
+    ok_sample_rate: float = Field(default=0.01, ge=0, le=1)  # fraction of OK decisions also saved
+    jpeg_quality: int = Field(default=90, ge=10, le=100)
+    max_files: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(default=2_000_000_000, ge=1)
+    max_age_days: float = Field(default=30.0, gt=0)
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True  # served at /metrics by the API
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Config(_Section):
+    line: str = "line1"
+    camera: str = "cam1"
+    source: SourceConfig = SourceConfig()
+    roi: RoiConfig = RoiConfig()
+    model: ModelConfig = ModelConfig()
+    decision: DecisionConfig = DecisionConfig()
+    mqtt: MqttConfig = MqttConfig()
+    api: ApiConfig = ApiConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("line", "camera")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        if not v or any(c in v for c in "/#+ "):
+            raise ValueError("must be non-empty and contain no '/', '#', '+' or spaces (it is an MQTT topic level)")
+        return v
+
+    @property
+    def topic_base(self) -> str:
+        return f"{self.mqtt.base_topic}/{self.line}/{self.camera}"
+
+    def summary(self) -> dict[str, Any]:
+        """The config as JSON-able data with secrets masked (SecretStr dumps as '**********')."""
+        return self.model_dump(mode="json")
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """Apply ``BOXINSPECT_A__B=value`` overrides onto the raw mapping (values parsed as YAML scalars)."""
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        # Secrets stay strings even if they look like numbers.
+        if path[-1] in {"password", "token", "username"}:
+            value = raw
+        node[path[-1]] = value
+    return data
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against deploy/config.example.yaml)"
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  {loc}: {msg}{got_s}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "config", environ: dict[str, str] | None = None) -> Config:
+    data = dict(data or {})
+    data = _apply_env(data, dict(os.environ if environ is None else environ))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None, environ: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate. Raises ConfigError with a readable message."""
+    if path is None:
+        return parse_config({}, "defaults", environ)
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys (line:, camera:, source:, ...), got {type(data).__name__}")
+    cfg = parse_config(data, str(p), environ)
+    # Relative paths are relative to the config file, so a config can travel with its model.
+    base = p.resolve().parent
+    for section, key in (("model", "path"), ("mqtt", "outbox_path"), ("evidence", "dir")):
+        obj = getattr(cfg, section)
+        val = getattr(obj, key)
+        if not val.is_absolute():
+            setattr(obj, key, (base / val))
+    return cfg

@@ -1,0 +1,83 @@
+"""Prometheus metrics of the daemon, on a registry of its own (so tests can run several daemons)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+CAMERA_STATES = ("ok", "stalled", "disconnected", "ended")
+
+
+class _ProcessCollector:
+    """Process RSS and CPU seconds via psutil (works where /proc is missing too)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._proc = psutil.Process(os.getpid())
+
+    def collect(self):
+        mem = self._proc.memory_info()
+        cpu = self._proc.cpu_times()
+        g = GaugeMetricFamily("boxinspect_process_rss_bytes", "Resident memory of the daemon")
+        g.add_metric([], mem.rss)
+        yield g
+        c = GaugeMetricFamily("boxinspect_process_cpu_seconds", "User+system CPU seconds used by the daemon")
+        c.add_metric([], cpu.user + cpu.system)
+        yield c
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.started = time.time()
+        self.frames_captured = Counter("boxinspect_frames_captured", "Frames read from the source", registry=r)
+        self.frames_processed = Counter("boxinspect_frames_processed", "Frames run through the model", registry=r)
+        self.frames_dropped = Counter(
+            "boxinspect_frames_dropped", "Frames replaced by a newer one before processing", registry=r
+        )
+        self.inference_seconds = Histogram(
+            "boxinspect_inference_seconds", "Model invoke latency (preprocess + invoke)", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.end_to_end_seconds = Histogram(
+            "boxinspect_end_to_end_seconds",
+            "Capture of the last frame of a box to the defect event being published",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter("boxinspect_decisions", "Box decisions by label", ["label"], registry=r)
+        self.defects = Counter("boxinspect_defects", "Defective boxes found", registry=r)
+        self.scores = Histogram("boxinspect_score", "Box scores (probability of the defect class)", buckets=SCORE_BUCKETS, registry=r)
+        self.camera_state = Gauge("boxinspect_camera_state", "1 for the current camera state", ["state"], registry=r)
+        self.camera_frozen = Gauge("boxinspect_camera_frozen", "1 while the picture is frozen", registry=r)
+        self.frame_brightness = Gauge("boxinspect_frame_brightness", "Mean grey level of the latest frame (0-255)", registry=r)
+        self.frame_sharpness = Gauge("boxinspect_frame_sharpness", "Variance of the Laplacian of the latest frame", registry=r)
+        self.mqtt_connected = Gauge("boxinspect_mqtt_connected", "1 while connected to the broker", registry=r)
+        self.outbox_depth = Gauge("boxinspect_outbox_depth", "Defect events on disk waiting for PUBACK", registry=r)
+        self.events_published = Counter("boxinspect_events_published", "Defect events acknowledged by the broker", registry=r)
+        self.events_failed = Counter("boxinspect_events_failed", "Publish attempts that failed (they stay in the outbox)", registry=r)
+        self.events_dropped = Counter(
+            "boxinspect_events_dropped", "Defect events lost to outbox overflow (see mqtt.outbox_overflow)", registry=r
+        )
+        self.model_info = Info("boxinspect_model", "The model in use", registry=r)
+        self.model_ready = Gauge("boxinspect_model_ready", "1 when the model is loaded and its self-test passed", registry=r)
+        self.reloads = Counter("boxinspect_model_reloads", "Model reloads by outcome", ["outcome"], registry=r)
+        self.uptime = Gauge("boxinspect_uptime_seconds", "Seconds since start", registry=r)
+        self.uptime.set_function(lambda: time.time() - self.started)
+        try:
+            r.register(_ProcessCollector())
+        except ImportError:  # psutil is an edge dependency; tolerate its absence
+            pass
+        self.set_camera_state("disconnected")
+
+    def set_camera_state(self, state: str) -> None:
+        for s in CAMERA_STATES:
+            self.camera_state.labels(state=s).set(1 if s == state else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
