@@ -17,6 +17,12 @@ def _predict(args: argparse.Namespace) -> int:
     return predict.main(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from edge import bench
+
+    return bench.main(args)
+
+
 def _config_check(args: argparse.Namespace) -> int:
     from edge.config import ConfigError, load_config
 
@@ -51,6 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file ('-' = stdout)")
     p.add_argument("--csv", dest="csv_out", default=None, help="also write results as CSV to this file")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure model latency (median, p90, p99) per runtime and thread count",
+        description="Time the interpreter on the model's golden samples or random input; results go to docs/BENCHMARKS.md.",
+    )
+    p.add_argument("model", help="the .tflite file")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--runs", type=int, default=200, help="timed invocations per setting (default 200)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed invocations first (default 20)")
+    p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("config", help="check a daemon config file")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")

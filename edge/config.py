@@ -31,6 +31,7 @@ class SourceConfig(_Section):
     kind: Literal["auto", "usb", "rtsp", "file", "folder"] = "auto"
     uri: str = "0"  # camera index, /dev/videoN, rtsp://..., http://..., a video file or an image folder
     loop: bool = False  # video file / folder: start again at the end
+    exit_on_end: bool = True  # video file / folder without loop: the daemon drains its outbox and exits at the end
     pace: Literal["realtime", "fast"] = "realtime"  # file/folder: play at native fps, or every frame as fast as it is consumed
     fps: float | None = Field(default=None, gt=0)  # folder pace in realtime mode, or requested camera fps
     width: int | None = Field(default=None, gt=0)
