@@ -1,0 +1,170 @@
+"""Shared session fixtures: real synthetic data, a real model trained and converted by our own code,
+and a real Mosquitto broker.
+
+The tiny model is cached under ``<repo>/.cache/test-models/<hash>/``, keyed on the source of the code
+that makes it, so a second local run skips training. CI starts from a clean clone, so it always trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+PARCEL_DIR = REPO.parent / "shared" / "data" / "parcel-damage"
+
+# Make tests/broker.py importable as ``tests.broker`` and as ``broker``.
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _source_hash(*parts: str) -> str:
+    h = hashlib.sha256()
+    for rel in parts:
+        p = REPO / rel
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        for f in files:
+            if f.exists():
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    """The offline ImageNet MobileNetV2 alpha 0.35 weights from ../shared/weights (never the network)."""
+    env = os.environ.get("BOXINSPECT_WEIGHTS")
+    p = Path(env) if env else REPO.parent / "shared" / "weights" / WEIGHTS_FILE
+    if not p.exists():
+        pytest.fail(f"offline weights not found at {p}; set BOXINSPECT_WEIGHTS")
+    return p
+
+
+@pytest.fixture(scope="session")
+def parcel_dir() -> Path:
+    if not PARCEL_DIR.exists():
+        pytest.fail(f"real photos not found at {PARCEL_DIR}")
+    return PARCEL_DIR
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    key = _source_hash("boxinspect/synth.py", "training", "convert", "edge/model_package.py", "tests/conftest.py")
+    d = REPO / ".cache" / "test-models" / key
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def synth_data(model_cache: Path) -> Path:
+    """Folder-per-class synthetic boxes (ok/, defective/), 96 px."""
+    from boxinspect.synth import make_dataset
+
+    out = model_cache / "synth"
+    if not (out / "manifest.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        make_dataset(out, n_per_class=160, size=96, seed=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_video(model_cache: Path) -> tuple[Path, dict]:
+    """A generated conveyor video and its ground truth (which box passed when, defective or not)."""
+    import json
+
+    from boxinspect.synth import make_video
+
+    path = model_cache / "video" / "conveyor.mp4"
+    gt_path = path.with_suffix(".json")
+    if not gt_path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        gt = make_video(path, n_boxes=10, defect_rate=0.5, seed=7)
+    else:
+        gt = json.loads(gt_path.read_text())
+    return path, gt
+
+
+@pytest.fixture(scope="session")
+def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
+    """A real (tiny) MobileNetV2 run dir trained on synthetic boxes and evaluated."""
+    from training.evaluate import evaluate
+    from training.train import TrainConfig, train
+
+    run = model_cache / "run"
+    if not (run / "metrics.json").exists():
+        shutil.rmtree(run, ignore_errors=True)
+        cfg = TrainConfig(
+            data_dir=synth_data,
+            out_dir=run,
+            img_size=96,
+            alpha=0.35,
+            weights=str(weights_path),
+            epochs=4,
+            fine_tune_epochs=0,
+            seed=0,
+        )
+        train(cfg)
+        evaluate(run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def int8_model(tiny_run: Path) -> Path:
+    from convert.tflite import convert_run
+
+    out = tiny_run / "model_int8.tflite"
+    if not out.exists() or not Path(str(out) + ".json").exists():
+        convert_run(tiny_run, "int8", out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def float_model(tiny_run: Path) -> Path:
+    from convert.tflite import convert_run
+
+    out = tiny_run / "model_float32.tflite"
+    if not out.exists() or not Path(str(out) + ".json").exists():
+        convert_run(tiny_run, "float32", out=out)
+    return out
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class _External:
+    """The broker .ci/run started on 127.0.0.1:1883."""
+
+    host = "127.0.0.1"
+    port = 1883
+
+
+@pytest.fixture(scope="session")
+def mosquitto():
+    """A real Mosquitto: the one .ci/run starts on 127.0.0.1:1883, else one started here on a free port."""
+    if _port_open("127.0.0.1", 1883):
+        yield _External()
+        return
+    from tests.broker import Broker
+
+    b = Broker()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
