@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install boxinspect[edge] into a clean venv and prove it has no TensorFlow and can still run a model
+# that the full install produced (the tests' cached int8 model, or one given as $1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model="${1:-$(ls -t .cache/test-models/*/run/model_int8.tflite 2>/dev/null | head -1)}"
+[ -n "$model" ] && [ -f "$model" ] || { echo "no int8 model found (run the tests first or pass one)"; exit 1; }
+venv=$(mktemp -d)/edge-venv
+python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q ".[edge]"
+if "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
+  echo "FAIL: the edge install pulled TensorFlow"; exit 1
+fi
+echo "edge venv: no tensorflow ($("$venv/bin/python" -m pip list 2>/dev/null | grep -ciE '^tensorflow') tensorflow packages)"
+img=$(ls .cache/test-models/*/synth/defective/*.jpg | head -1)
+"$venv/bin/boxinspect" predict "$model" "$img"
+"$venv/bin/boxinspect" config check deploy/config.example.yaml
+rm -rf "$(dirname "$venv")"
