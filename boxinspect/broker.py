@@ -1,0 +1,93 @@
+"""A broker for the demo when none is running: Mosquitto where installed, else an embedded Python broker (amqtt).
+
+Production lines should run a real broker (see deploy/docker-compose.yml); this exists so the demo needs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class DemoBroker:
+    """Start a local MQTT broker on host:port unless one already answers there."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883, prefer: str = "mosquitto") -> None:
+        self.host, self.port, self.prefer = host, port, prefer
+        self.kind = "none"
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> str:
+        if port_open(self.host, self.port):
+            self.kind = "existing"
+            log.info("using the MQTT broker already running on %s:%d", self.host, self.port)
+            return self.kind
+        mosq = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        if mosq and self.prefer == "mosquitto":
+            conf = Path(tempfile.mkdtemp(prefix="boxinspect-mosq-")) / "mosquitto.conf"
+            conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n")
+            self._proc = subprocess.Popen([mosq, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.kind = "mosquitto"
+        else:
+            self._thread = threading.Thread(target=self._run_amqtt, name="amqtt-broker", daemon=True)
+            self._thread.start()
+            self.kind = "amqtt"
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if port_open(self.host, self.port):
+                log.info("started a %s broker for the demo on %s:%d", self.kind, self.host, self.port)
+                return self.kind
+            time.sleep(0.1)
+        raise RuntimeError(f"could not start an MQTT broker on {self.host}:{self.port}")
+
+    def _run_amqtt(self) -> None:
+        from amqtt.broker import Broker
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            broker = Broker(
+                {
+                    "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                    "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+                }
+            )
+            await broker.start()
+            await self._stop.wait()
+            await broker.shutdown()
+
+        asyncio.run(serve())
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._proc = None
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            if self._thread:
+                self._thread.join(5)
+            self._loop = None
