@@ -1,0 +1,447 @@
+"""Frames from a camera, a network stream, a video file or an image folder, with health monitoring.
+
+A reader thread opens the source, reads frames and keeps only the newest one (``pace: realtime``), so
+a slow consumer never builds up lag; a replaced frame counts as dropped. Video files and image folders
+with ``pace: fast`` instead deliver every frame in order through a small bounded queue (the reader
+waits for the consumer; nothing is dropped).
+
+The source is reopened with exponential backoff when opening or reading fails. The camera state is
+``ok``, ``stalled`` (open, but no new frame for ``stall_timeout_s``), ``disconnected`` (open/read
+failed, retrying) or ``ended`` (file/folder finished, not looping). Each change is logged once and
+published as a metric, as are a frozen-picture flag, brightness and sharpness of every frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.config import SourceConfig
+from edge.metrics import Metrics
+from edge.roi import grey_stats, small_grey
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+STREAM_SCHEMES = {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"}
+FAST_QUEUE = 8  # frames buffered between reader and consumer with pace: fast
+DEFAULT_FOLDER_FPS = 10.0
+DEFAULT_FILE_FPS = 25.0
+OPEN_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # BGR uint8
+    index: int  # 0, 1, 2, ... in capture order; gaps mean dropped frames
+    captured_at: float  # time.time() when the frame was read
+    brightness: float = 0.0  # mean grey level 0-255 (downscaled)
+    sharpness: float = 0.0  # variance of the Laplacian (downscaled)
+
+
+def guess_kind(uri: str) -> str:
+    """``usb``, ``rtsp`` (any network stream), ``folder`` or ``file`` from the shape of ``uri``."""
+    u = uri.strip()
+    if u.isdigit() or u.startswith("/dev/video"):
+        return "usb"
+    if "://" in u and u.split("://", 1)[0].lower() in STREAM_SCHEMES:
+        return "rtsp"
+    p = Path(u)
+    if p.is_dir() or (not p.exists() and (u.endswith("/") or not p.suffix)):
+        return "folder"
+    return "file"
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` with any ``user:password@`` masked, for logs."""
+    return re.sub(r"://[^/@]*@", "://***@", uri)
+
+
+class _Source:
+    """One open source. ``read()`` -> ``(ok, image)``; ``finite`` sources end instead of failing."""
+
+    finite = False
+    fps: float | None = None
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        pass
+
+
+class _CvSource(_Source):
+    def __init__(self, cap: cv2.VideoCapture, finite: bool) -> None:
+        self.cap = cap
+        self.finite = finite
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        ok, img = self.cap.read()
+        return bool(ok) and img is not None, img
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+class _FolderSource(_Source):
+    finite = True
+
+    def __init__(self, files: list[Path], fps: float | None) -> None:
+        self.files = files
+        self.pos = 0
+        self.fps = fps
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        while self.pos < len(self.files):
+            f = self.files[self.pos]
+            self.pos += 1
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is not None:
+                return True, img
+            log.warning("capture: skipping unreadable image %s", f)
+        return False, None
+
+
+class Capture:
+    """Frames from ``cfg`` on a reader thread. See the module docstring."""
+
+    def __init__(self, cfg: SourceConfig, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.kind = cfg.kind if cfg.kind != "auto" else guess_kind(cfg.uri)
+        self.fast = cfg.pace == "fast" and self.kind in ("file", "folder")
+        if cfg.pace == "fast" and not self.fast:
+            log.info("capture: pace 'fast' applies to files and folders only; %s runs in realtime", self.kind)
+        self._cond = threading.Condition(threading.RLock())
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._queue: deque[Frame] = deque()
+        self._newest: Frame | None = None  # realtime: newest frame not yet returned
+        self._latest: Frame | None = None
+        self._state = "disconnected"
+        self._since = time.time()
+        self._index = 0
+        self._frames = 0
+        self._dropped = 0
+        self._reconnects = 0
+        self._progress = time.monotonic()  # last frame (or end of an intentional wait)
+        self._waiting = False  # pacing sleep or backpressure: no frame expected, not a stall
+        self._times: deque[float] = deque(maxlen=60)
+        self._prev_grey: np.ndarray | None = None
+        self._same = 0
+        self.frozen = False
+        self._read_timeout_s = max(2.0, 2 * cfg.stall_timeout_s)
+        if metrics is not None:
+            metrics.set_camera_state(self._state)
+            metrics.camera_frozen.set(0)
+
+    # ------------------------------------------------------------------ public
+    def start(self) -> Capture:
+        if self._threads:
+            return self
+        self._stop.clear()
+        reader = threading.Thread(target=self._run, name="capture-reader", daemon=True)
+        watch = threading.Thread(target=self._watch, name="capture-watchdog", daemon=True)
+        self._threads = [reader, watch]
+        for t in self._threads:
+            t.start()
+        log.info("capture: started %s source %s (pace %s)", self.kind, safe_uri(self.cfg.uri), "fast" if self.fast else "realtime")
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        wait = self._read_timeout_s + 1.0 if timeout is None else timeout
+        for t in self._threads:
+            t.join(wait)
+            if t.is_alive():
+                log.warning("capture: %s did not stop within %.1f s (blocked in a read)", t.name, wait)
+        self._threads = []
+
+    def __enter__(self) -> Capture:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        """The next frame (fast: in order; realtime: the newest not yet returned), or None after ``timeout``
+        or once the source has ended and everything was delivered."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self.fast and self._queue:
+                    f = self._queue.popleft()
+                    self._cond.notify_all()
+                    return f
+                if not self.fast and self._newest is not None:
+                    f, self._newest = self._newest, None
+                    return f
+                if self._state == "ended" or self._stop.is_set():
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def latest(self) -> Frame | None:
+        """The newest frame captured, returned by ``read`` or not (for snapshots)."""
+        return self._latest
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def finished(self) -> bool:
+        """True once a file/folder has ended and every frame has been handed out."""
+        with self._cond:
+            return self._state == "ended" and not self._queue and self._newest is None
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            latest = self._latest
+            times = list(self._times)
+            now_m = time.monotonic()
+            fps = 0.0
+            if len(times) >= 2 and now_m - times[-1] < 2.0:
+                fps = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+            return {
+                "kind": self.kind,
+                "uri": safe_uri(self.cfg.uri),
+                "fps": round(fps, 2),
+                "frames": self._frames,
+                "dropped": self._dropped,
+                "reconnects": self._reconnects,
+                "state": self._state,
+                "since": self._since,
+                "frozen": self.frozen,
+                "brightness": None if latest is None else round(latest.brightness, 2),
+                "sharpness": None if latest is None else round(latest.sharpness, 2),
+                "last_frame_age_s": None if latest is None else round(time.time() - latest.captured_at, 3),
+            }
+
+    # ---------------------------------------------------------------- internals
+    def _set_state(self, state: str, reason: str = "") -> None:
+        with self._cond:
+            if state == self._state:
+                return
+            old, self._state, self._since = self._state, state, time.time()
+            if self.metrics is not None:
+                self.metrics.set_camera_state(state)
+            self._cond.notify_all()
+        why = f": {reason}" if reason else ""
+        if state == "ok":
+            log.info("capture: camera ok (was %s)%s", old, why)
+        elif state == "ended":
+            log.info("capture: source ended after %d frames%s", self._frames, why)
+        else:
+            log.warning("capture: camera %s (was %s)%s", state, old, why)
+
+    def _sleep(self, seconds: float) -> None:
+        """An intentional wait (backoff, pacing): interruptible by stop, never counted as a stall."""
+        self._waiting = True
+        try:
+            self._stop.wait(max(0.0, seconds))
+        finally:
+            self._progress = time.monotonic()
+            self._waiting = False
+
+    def _open(self) -> tuple[_Source | None, str]:
+        cfg, uri = self.cfg, self.cfg.uri.strip()
+        if self.kind == "folder":
+            d = Path(uri)
+            if not d.is_dir():
+                return None, f"image folder {uri} not found"
+            files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+            if not files:
+                return None, f"image folder {uri} holds no images ({', '.join(sorted(IMAGE_EXTS))})"
+            return _FolderSource(files, cfg.fps or DEFAULT_FOLDER_FPS), ""
+        if self.kind == "file":
+            if not Path(uri).is_file():
+                return None, f"video file {uri} not found"
+            cap = cv2.VideoCapture(uri)
+            if not cap.isOpened():
+                cap.release()
+                return None, f"OpenCV cannot open video file {uri}"
+            src = _CvSource(cap, finite=True)
+            src.fps = src.fps or cfg.fps or DEFAULT_FILE_FPS
+            return src, ""
+        if self.kind == "usb":
+            target: int | str = int(uri) if uri.isdigit() else uri
+            cap = cv2.VideoCapture(target)
+            if not cap.isOpened():
+                cap.release()
+                return None, f"cannot open camera {uri}"
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            if cfg.width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+            if cfg.height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+            if cfg.fps:
+                cap.set(cv2.CAP_PROP_FPS, cfg.fps)
+            return _CvSource(cap, finite=False), ""
+        # Network stream through FFmpeg, with open/read timeouts so a dead peer cannot block forever.
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(OPEN_TIMEOUT_S * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(self._read_timeout_s * 1000),
+        ]
+        cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            return None, f"cannot open stream {safe_uri(uri)}"
+        return _CvSource(cap, finite=False), ""
+
+    def _run(self) -> None:
+        backoff = self.cfg.reconnect_initial_s
+        opened_once = False
+        while not self._stop.is_set():
+            try:
+                src, reason = self._open()
+            except Exception as e:  # OpenCV can raise on odd URIs; keep retrying like any failure
+                src, reason = None, f"open failed: {e}"
+            if src is None:
+                self._set_state("disconnected", f"{reason}; retrying in {backoff:.1f} s")
+                log.debug("capture: %s; next attempt in %.1f s", reason, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                continue
+            if opened_once and self._state == "disconnected":
+                self._reconnects += 1
+            opened_once = True
+            self._progress = time.monotonic()
+            try:
+                result, n = self._pump(src)
+            except Exception:
+                log.exception("capture: reading %s failed", safe_uri(self.cfg.uri))
+                result, n = "error", 0
+            finally:
+                src.release()
+            if n:
+                backoff = self.cfg.reconnect_initial_s
+            if result == "stop":
+                break
+            if result == "end" and n == 0:
+                result = "error"  # a file that yields nothing is broken, not finished
+                reason = "source opened but delivered no frame"
+            if result == "end":
+                if self.cfg.loop:
+                    log.debug("capture: looping %s", self.cfg.uri)
+                    continue
+                self._set_state("ended")
+                break
+            self._set_state("disconnected", f"{reason or 'read failed'}; retrying in {backoff:.1f} s")
+            self._sleep(backoff)
+            backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _pump(self, src: _Source) -> tuple[str, int]:
+        """Read until the source fails/ends or stop is requested. Returns (result, frames read)."""
+        paced = src.finite and not self.fast
+        period = 1.0 / src.fps if paced and src.fps else 0.0
+        next_t = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            ok, img = src.read()
+            if self._stop.is_set():
+                return "stop", n
+            if not ok or img is None:
+                return ("end" if src.finite else "error"), n
+            self._deliver(img)
+            n += 1
+            if period:
+                next_t += period
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    self._sleep(delay)
+                elif delay < -period:  # fell behind (slow disk/CPU): do not rush to catch up
+                    next_t = time.monotonic()
+        return "stop", n
+
+    def _deliver(self, img: np.ndarray) -> None:
+        now = time.time()
+        if img.dtype != np.uint8:
+            img = cv2.convertScaleAbs(img)
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        elif img.shape[2] == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        grey = small_grey(img)
+        brightness, sharpness = grey_stats(grey)
+        self._check_frozen(grey)
+        frame = Frame(img, self._index, now, brightness, sharpness)
+        self._index += 1
+        if self._state != "ok":
+            self._set_state("ok", f"reconnect #{self._reconnects}" if self._reconnects else "")
+        m = self.metrics
+        with self._cond:
+            self._frames += 1
+            if m is not None:
+                m.frames_captured.inc()
+                m.frame_brightness.set(brightness)
+                m.frame_sharpness.set(sharpness)
+            self._times.append(time.monotonic())
+            self._progress = time.monotonic()
+            self._latest = frame
+            if self.fast:
+                self._waiting = True
+                while len(self._queue) >= FAST_QUEUE and not self._stop.is_set():
+                    self._cond.wait(0.1)
+                self._waiting = False
+                self._progress = time.monotonic()
+                self._queue.append(frame)
+            else:
+                if self._newest is not None:
+                    self._dropped += 1
+                    if m is not None:
+                        m.frames_dropped.inc()
+                self._newest = frame
+            self._cond.notify_all()
+
+    def _check_frozen(self, grey: np.ndarray) -> None:
+        prev, self._prev_grey = self._prev_grey, grey
+        if prev is None or prev.shape != grey.shape:
+            self._same = 0
+            return
+        diff = float(cv2.absdiff(grey, prev).mean())
+        self._same = self._same + 1 if diff < self.cfg.frozen_tolerance else 0
+        frozen = self._same + 1 >= self.cfg.frozen_frames
+        if frozen != self.frozen:
+            self.frozen = frozen
+            if frozen:
+                log.warning(
+                    "capture: picture frozen: %d consecutive frames differ by less than %.2f grey levels",
+                    self._same + 1,
+                    self.cfg.frozen_tolerance,
+                )
+            else:
+                log.info("capture: picture changes again (no longer frozen)")
+            if self.metrics is not None:
+                self.metrics.camera_frozen.set(1 if frozen else 0)
+
+    def _watch(self) -> None:
+        tick = min(0.2, self.cfg.stall_timeout_s / 4)
+        while not self._stop.wait(tick):
+            if self._state == "ended":
+                return
+            if (
+                self._state == "ok"
+                and not self._waiting
+                and time.monotonic() - self._progress > self.cfg.stall_timeout_s
+            ):
+                self._set_state("stalled", f"no new frame for {self.cfg.stall_timeout_s:g} s")
