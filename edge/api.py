@@ -1,0 +1,512 @@
+"""The daemon's HTTP API (FastAPI, OpenAPI docs at /docs).
+
+``create_app(state)`` builds the app from an ``ApiState`` the daemon owns: the current model (swapped
+atomically on reload), the camera, the MQTT sink, the metrics, the recent decisions and the latest frame.
+The API reads that state; it never drives the inspection loop itself (reload and trigger go through the
+callables the daemon hands over).
+
+Endpoints: /healthz /readyz /predict /status /snapshot.jpg /events /metrics, POST /reload, POST /trigger.
+With ``api.token`` set, everything but /healthz and /metrics needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from boxinspect import __version__
+from edge.config import Config
+from edge.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edge.capture import Capture, Frame
+    from edge.classifier import Classifier
+    from edge.mqtt_sink import MqttSink
+
+log = logging.getLogger("boxinspect.api")
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_IMAGE_PIXELS = 50_000_000  # refuse decompression bombs before decoding (a 50 MP image is ~150 MB in RAM)
+MULTIPART_SLACK = 64 * 1024  # multipart framing on top of the image itself
+EVENTS_MAX = 1000
+
+
+# --------------------------------------------------------------------------------------------------
+# State shared by the daemon (writer) and the API (reader)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded model and the outcome of its self-test. Immutable: a reload makes a new one."""
+
+    classifier: Classifier
+    self_test_failures: tuple[str, ...] = ()
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def self_test_passed(self) -> bool:
+        return not self.self_test_failures
+
+
+class ModelSlot:
+    """The model in use. ``get()`` and ``swap()`` are atomic, so a reload never shows a half-swapped model.
+
+    The inspection loop and /predict may share one Classifier: it serialises its own invokes.
+    """
+
+    def __init__(self, model: LoadedModel | None = None) -> None:
+        self._lock = threading.Lock()
+        self._model = model
+        self._version = 0 if model is None else 1
+
+    def get(self) -> LoadedModel | None:
+        with self._lock:
+            return self._model
+
+    def get_versioned(self) -> tuple[LoadedModel | None, int]:
+        with self._lock:
+            return self._model, self._version
+
+    def swap(self, model: LoadedModel) -> LoadedModel | None:
+        with self._lock:
+            old, self._model = self._model, model
+            self._version += 1
+            return old
+
+
+class RecentEvents:
+    """A bounded ring buffer of the latest decision events (newest last inside, newest first out)."""
+
+    def __init__(self, maxlen: int = EVENTS_MAX) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxlen)
+
+    @property
+    def maxlen(self) -> int:
+        return self._items.maxlen or 0
+
+    def add(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self._items.append(event)
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            n = min(limit, len(self._items))
+            return [self._items[-1 - i] for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LatestFrame:
+    """The newest frame and the last verdict, kept by reference; /snapshot.jpg draws them on demand."""
+
+    def __init__(self) -> None:
+        self.frame: Frame | None = None
+        self.verdict: tuple[str, float, bool] | None = None  # label, score, is_defect
+
+    def set_frame(self, frame: Frame) -> None:
+        self.frame = frame
+
+    def set_verdict(self, label: str, score: float, is_defect: bool) -> None:
+        self.verdict = (label, score, is_defect)
+
+
+@dataclass
+class ReloadResult:
+    ok: bool
+    path: str
+    model_id: str | None = None
+    reason: str | None = None
+    self_test_failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ApiState:
+    """Everything the API serves. The daemon builds one; tests build one from real parts."""
+
+    config: Config
+    metrics: Metrics
+    models: ModelSlot
+    capture: Capture | None = None
+    sink: MqttSink | None = None
+    events: RecentEvents = field(default_factory=RecentEvents)
+    latest: LatestFrame = field(default_factory=LatestFrame)
+    reload: Callable[[str | None], ReloadResult] | None = None
+    trigger: Callable[[str | None], None] | None = None
+    started: float = field(default_factory=time.time)
+    counters: Callable[[], dict[str, Any]] | None = None  # live loop figures (fps, frames) from the daemon
+
+    def threshold(self, model: LoadedModel) -> float:
+        t = self.config.model.threshold
+        return float(model.classifier.threshold if t is None else t)
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons: list[str] = []
+        model = self.models.get()
+        if model is None:
+            reasons.append("model: not loaded")
+        elif not model.self_test_passed:
+            reasons.append("model: self-test failed: " + "; ".join(model.self_test_failures))
+        if self.capture is None:
+            reasons.append("camera: not started")
+        else:
+            state = self.capture.state
+            if state != "ok":
+                reasons.append(f"camera: {state} (source {self.config.source.uri})")
+            elif getattr(self.capture, "frozen", False):
+                reasons.append("camera: picture frozen (identical frames)")
+        if self.config.mqtt.enabled:
+            if self.sink is None:
+                reasons.append("mqtt: not started")
+            elif not self.sink.connected:
+                reasons.append(f"mqtt: not connected to {self.config.mqtt.host}:{self.config.mqtt.port}")
+        return reasons
+
+
+# --------------------------------------------------------------------------------------------------
+# Response models (they document the API in /docs)
+# --------------------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: str = "alive"
+    version: str = __version__
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class PredictResult(BaseModel):
+    label: str
+    score: float = Field(description="probability of the positive (defect) class")
+    is_defect: bool
+    threshold: float
+    latency_ms: float
+    model_id: str
+    width: int
+    height: int
+
+
+class ReloadRequest(BaseModel):
+    path: str | None = Field(default=None, description="a .tflite to load instead of the configured one")
+
+
+class ReloadResponse(BaseModel):
+    ok: bool
+    path: str
+    model_id: str | None = None
+    reason: str | None = None
+    self_test_failures: list[str] = Field(default_factory=list)
+
+
+class TriggerRequest(BaseModel):
+    part_id: str | None = Field(default=None, max_length=200)
+
+
+class TriggerResponse(BaseModel):
+    accepted: bool
+    part_id: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Image upload checks
+# --------------------------------------------------------------------------------------------------
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None if the format is not recognised."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    if data[:2] == b"\xff\xd8":
+        i, n = 2, len(data)
+        while i + 9 < n:
+            if data[i] != 0xFF:
+                i += 1
+                continue
+            marker = data[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            (seg_len,) = struct.unpack(">H", data[i + 2 : i + 4])
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+                return int(w), int(h)
+            i += 2 + seg_len
+    return None
+
+
+def decode_upload(data: bytes, max_bytes: int) -> np.ndarray:
+    """Bytes of an uploaded file -> BGR uint8 image, or HTTPException 413/415/422 with a clear message."""
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"upload is {len(data)} bytes; the limit is {max_bytes} (api.max_upload_bytes)")
+    if not data:
+        raise HTTPException(422, "the uploaded file is empty")
+    dims = image_dimensions(data)
+    if dims is not None and dims[0] * dims[1] > MAX_IMAGE_PIXELS:
+        raise HTTPException(413, f"image is {dims[0]}x{dims[1]} pixels; the limit is {MAX_IMAGE_PIXELS} pixels")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise HTTPException(
+            415, "the upload is not a decodable image (send a complete JPEG, PNG, BMP, TIFF or WebP file)"
+        )
+    return image
+
+
+# --------------------------------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------------------------------
+
+
+def _status(state: ApiState) -> dict[str, Any]:
+    m = state.metrics
+    reg = m.registry
+
+    def value(name: str, labels: dict[str, str] | None = None) -> float:
+        return float(reg.get_sample_value(name, labels or {}) or 0.0)
+
+    model = state.models.get()
+    model_info: dict[str, Any] = {"loaded": model is not None}
+    if model is not None:
+        clf = model.classifier
+        meta = clf.metadata
+        model_info.update(
+            model_id=clf.model_id,
+            runtime=clf.runtime_name,
+            delegate=clf.delegate,
+            threshold=state.threshold(model),
+            labels=list(meta.labels),
+            positive_class=meta.positive_class,
+            format=getattr(meta, "format", None),
+            self_test_passed=model.self_test_passed,
+            self_test_failures=list(model.self_test_failures),
+            loaded_at=model.loaded_at,
+        )
+    camera: dict[str, Any] = {"state": "not started"}
+    if state.capture is not None:
+        camera = {"state": state.capture.state, "frozen": bool(getattr(state.capture, "frozen", False))}
+        try:
+            camera["stats"] = state.capture.stats()
+        except Exception as e:  # stats are informative only; /status must not fail because of them
+            camera["stats_error"] = str(e)
+    mqtt: dict[str, Any] = {"enabled": state.config.mqtt.enabled}
+    if state.sink is not None:
+        mqtt.update(state.sink.status())
+    labels = model.classifier.metadata.labels if model is not None else []
+    counters = {
+        "frames_processed": value("boxinspect_frames_processed_total"),
+        "frames_captured": value("boxinspect_frames_captured_total"),
+        "decisions": {lbl: value("boxinspect_decisions_total", {"label": lbl}) for lbl in labels},
+        "defects": value("boxinspect_defects_total"),
+        "events_published": value("boxinspect_events_published_total"),
+        "events_failed": value("boxinspect_events_failed_total"),
+        "events_dropped": value("boxinspect_events_dropped_total"),
+    }
+    out: dict[str, Any] = {
+        "version": __version__,
+        "uptime_s": round(time.time() - state.started, 3),
+        "ready": not state.not_ready_reasons(),
+        "not_ready_reasons": state.not_ready_reasons(),
+        "line": state.config.line,
+        "camera_id": state.config.camera,
+        "model": model_info,
+        "camera": camera,
+        "mqtt": mqtt,
+        "counters": counters,
+        "config": state.config.summary(),
+    }
+    if state.counters is not None:
+        out["loop"] = state.counters()
+    return out
+
+
+def create_app(state: ApiState) -> FastAPI:
+    cfg = state.config
+    app = FastAPI(
+        title="boxinspect edge daemon",
+        version=__version__,
+        description="Box-defect inspection at the line: health, readiness, on-demand prediction, status, "
+        "the latest frame, recent decisions, Prometheus metrics, model reload and part triggers.",
+    )
+    app.state.boxinspect = state
+    bearer = HTTPBearer(auto_error=False, description="api.token from the daemon config")
+    token = cfg.api.token.get_secret_value().encode() if cfg.api.token is not None else None
+
+    def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if token is None:
+            return
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise HTTPException(
+                401, "missing API token: send 'Authorization: Bearer <api.token>'", {"WWW-Authenticate": "Bearer"}
+            )
+        if not hmac.compare_digest(creds.credentials.encode(), token):
+            raise HTTPException(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(require_token)]
+    upload_limit = cfg.api.max_upload_bytes + MULTIPART_SLACK
+
+    @app.middleware("http")
+    async def _declared_size(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        """Refuse a declared oversize upload before reading it (chunked bodies hit max_body_size below)."""
+        length = request.headers.get("content-length")
+        if request.url.path == "/predict" and length and length.isdigit() and int(length) > upload_limit:
+            return JSONResponse(
+                {"detail": f"request body is {length} bytes; uploads are limited to "
+                 f"{cfg.api.max_upload_bytes} bytes (api.max_upload_bytes)"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness: the process answers")
+    def healthz() -> Health:
+        return Health()
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["health"],
+        summary="Readiness: model loaded and self-tested, camera ok, MQTT connected",
+        responses={503: {"model": Readiness, "description": "not ready; `reasons` says why"}},
+        dependencies=auth,
+    )
+    def readyz() -> JSONResponse:
+        reasons = state.not_ready_reasons()
+        body = Readiness(ready=not reasons, reasons=reasons).model_dump()
+        return JSONResponse(body, status_code=200 if not reasons else 503)
+
+    @app.post(
+        "/predict",
+        response_model=PredictResult,
+        tags=["inference"],
+        summary="Classify one uploaded image (multipart field `file`)",
+        responses={
+            413: {"description": "upload larger than api.max_upload_bytes"},
+            415: {"description": "not a decodable image"},
+            422: {"description": "empty upload or missing `file` field"},
+            503: {"description": "no model loaded"},
+        },
+        dependencies=auth,
+        max_body_size=upload_limit,
+    )
+    def predict(file: UploadFile = File(..., description="a JPEG/PNG/BMP image")) -> PredictResult:
+        data = file.file.read(cfg.api.max_upload_bytes + 1)
+        image = decode_upload(data, cfg.api.max_upload_bytes)
+        model = state.models.get()
+        if model is None:
+            raise HTTPException(503, "no model loaded")
+        threshold = state.threshold(model)
+        p = model.classifier.predict(image, threshold)
+        return PredictResult(
+            label=p.label,
+            score=float(p.score),
+            is_defect=bool(p.is_defect),
+            threshold=threshold,
+            latency_ms=float(p.latency_ms),
+            model_id=model.classifier.model_id,
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+        )
+
+    @app.get("/status", tags=["status"], summary="Config (secrets masked), counters, camera, MQTT, model", dependencies=auth)
+    def status() -> dict[str, Any]:
+        return _status(state)
+
+    @app.get(
+        "/snapshot.jpg",
+        tags=["status"],
+        summary="The latest frame with the ROI and the last verdict drawn",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "no frame yet"}},
+        dependencies=auth,
+    )
+    def snapshot() -> Response:
+        from edge.roi import draw_overlay
+
+        latest = state.latest
+        frame = latest.frame
+        if frame is None:
+            raise HTTPException(503, "no frame captured yet")
+        label, score, is_defect = latest.verdict or (None, None, None)
+        try:
+            image = draw_overlay(frame.image, cfg.roi, label, score, is_defect, frame.captured_at)
+        except ValueError as e:  # the ROI lies outside this frame: show the frame and say so
+            log.warning("snapshot: %s", e)
+            image = frame.image
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            raise HTTPException(500, "could not encode the snapshot")
+        return Response(buf.tobytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/events", tags=["status"], summary="Recent decisions, newest first", dependencies=auth)
+    def events(
+        limit: int = Query(50, ge=1, le=EVENTS_MAX, description=f"how many (1..{EVENTS_MAX})"),
+    ) -> list[dict[str, Any]]:
+        return state.events.latest(limit)
+
+    @app.get(
+        "/metrics",
+        tags=["status"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def metrics() -> Response:
+        if not cfg.metrics.enabled:
+            raise HTTPException(404, "metrics are disabled (metrics.enabled: false)")
+        return Response(state.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    @app.post(
+        "/reload",
+        response_model=ReloadResponse,
+        tags=["control"],
+        summary="Load the model again (or the .tflite in `path`), self-test it, swap it in; the old one stays on failure",
+        responses={422: {"model": ReloadResponse, "description": "new model rejected; the old one stays"}},
+        dependencies=auth,
+    )
+    def reload(body: ReloadRequest | None = None) -> JSONResponse:
+        if state.reload is None:
+            raise HTTPException(503, "reload is not available")
+        result = state.reload(body.path if body is not None else None)
+        payload = ReloadResponse(**result.__dict__).model_dump()
+        return JSONResponse(payload, status_code=200 if result.ok else 422)
+
+    @app.post(
+        "/trigger",
+        response_model=TriggerResponse,
+        status_code=202,
+        tags=["control"],
+        summary="Triggered mode: inspect the next frames as one part",
+        responses={409: {"description": "the daemon runs in continuous mode"}},
+        dependencies=auth,
+    )
+    def trigger(body: TriggerRequest | None = None) -> TriggerResponse:
+        if cfg.decision.mode != "triggered" or state.trigger is None:
+            raise HTTPException(409, "decision.mode is 'continuous'; triggers only apply in 'triggered' mode")
+        part_id = body.part_id if body is not None else None
+        state.trigger(part_id)
+        return TriggerResponse(accepted=True, part_id=part_id)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("API error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    return app

@@ -1,0 +1,584 @@
+"""The inspection daemon: camera -> ROI -> model -> one decision per box -> MQTT, evidence, metrics, API.
+
+Read it top to bottom, it follows the data:
+
+1. ``main()``: config (exit 2 on a bad key), logging, the model (exit 3 with a one-line reason if it
+   cannot be loaded), its self-test (a failure makes the daemon not ready; it keeps running so /readyz
+   can say why), then ``Daemon(...).run()``.
+2. ``Daemon.run()`` starts the parts in order: MQTT sink (outbox on disk), evidence store, camera, the
+   decider, the trigger subscription (triggered mode), the HTTP API; then runs the loop.
+3. ``Daemon._loop()``: one frame at a time: ``_process(frame)`` crops the ROI, scores it when the decider
+   asks for a score, feeds the decider; a finished box goes to ``_on_decision()``: evidence, MQTT
+   (defects through the outbox, results optionally), metrics, the recent-events ring, the log.
+4. ``Daemon._shutdown()``: stop the camera, flush the decider (a box still in view is decided), drain the
+   outbox within ``shutdown_timeout_s``, publish ``offline``, stop the API.
+
+Signals only set flags (SIGTERM/SIGINT: stop, SIGHUP: reload); the main thread acts on them. A reload
+loads and self-tests the new model in a worker thread and swaps it in atomically; the old model stays if
+anything fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from boxinspect.logs import setup_logging
+from edge.api import ApiState, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult, create_app
+from edge.config import Config, ConfigError, load_config
+from edge.metrics import Metrics
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge.capture import Capture, Frame
+
+log = logging.getLogger("boxinspect.daemon")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
+READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
+STATUS_INTERVAL_S = 60.0  # one status line in the log at least this often (or every stats interval if shorter)
+FORCED_EXIT_GRACE_S = 5.0  # beyond shutdown_timeout_s, a hung shutdown is cut short
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Start-up
+# --------------------------------------------------------------------------------------------------
+
+
+def main(args: argparse.Namespace) -> int:
+    """``boxinspect run --config FILE [--max-frames N]``. Returns the process exit code."""
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        sys.stderr.write(f"{e}\n")
+        return EXIT_CONFIG
+    setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
+
+    from edge.classifier import ModelError
+
+    try:
+        model = load_model(cfg, cfg.model.path)
+    except ModelError as e:
+        sys.stderr.write(f"model: {e}\n")
+        return EXIT_MODEL
+    if not model.self_test_passed:
+        log.error(
+            "model self-test failed (%s); running, but /readyz reports not ready until a good model is loaded",
+            "; ".join(model.self_test_failures),
+        )
+    return Daemon(cfg, model, max_frames=getattr(args, "max_frames", None)).run()
+
+
+def load_model(cfg: Config, path: str | Path) -> LoadedModel:
+    """Load the .tflite at ``path`` and self-test it (if ``model.self_test``). ModelError if it cannot load."""
+    from edge.classifier import Classifier
+
+    m = cfg.model
+    clf = Classifier.load(path, num_threads=m.num_threads, runtime=m.runtime, verify_hash=m.verify_hash)
+    failures: list[str] = []
+    if m.self_test:
+        try:
+            failures = list(clf.self_test())
+        except Exception as e:  # a self-test that crashes is a failed self-test, not a crashed daemon
+            failures = [f"self-test crashed: {type(e).__name__}: {e}"]
+    return LoadedModel(clf, tuple(failures))
+
+
+def parse_trigger(payload: bytes) -> str | None:
+    """A trigger message -> part id: JSON ``{"part_id": "..."}``, a JSON string, or plain text; None if empty."""
+    text = payload.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:200]
+    if isinstance(data, dict):
+        pid = data.get("part_id")
+        return None if pid is None else str(pid)[:200]
+    if isinstance(data, (str, int, float)):
+        return str(data)[:200]
+    return None
+
+
+class Daemon:
+    """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code."""
+
+    def __init__(self, cfg: Config, model: LoadedModel, max_frames: int | None = None) -> None:
+        self.cfg = cfg
+        self.max_frames = max_frames
+        self.metrics = Metrics()
+        self.models = ModelSlot(model)
+        self.events = RecentEvents()
+        self.latest = LatestFrame()
+        self.started = time.time()
+        # Flags set by signal handlers and the API; only the main loop acts on them.
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.triggers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.stop_reason = ""
+        self._reload_lock = threading.Lock()
+        self._signals_seen = 0
+        # Parts, created in run().
+        self.sink: Any = None
+        self.evidence: Any = None
+        self.capture: Capture | None = None
+        self.decider: Any = None
+        self._trigger_client: Any = None
+        self._api_server: Any = None
+        self._api_thread: threading.Thread | None = None
+        self.api_url: str | None = None
+        self.state: ApiState | None = None
+        # Loop bookkeeping (main thread only).
+        self._model_version = -1
+        self._frames = 0
+        self._decisions = 0
+        self._defects = 0
+        self._best: tuple[float, Frame, np.ndarray] | None = None  # evidence: most defect-like frame of the box
+        self._fps = 0.0
+        self._roi_error: str | None = None
+        self._publish_model_info(model)
+
+    # ----------------------------------------------------------------------------------------------
+    # 2. Run: start the parts, loop, shut down
+    # ----------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.cfg
+        self._install_signal_handlers()
+        try:
+            self._start_parts()
+        except Exception as e:
+            log.error("start-up failed: %s", " ".join(str(e).split()) or type(e).__name__)
+            self._shutdown()
+            return EXIT_FAILED
+        model = self.models.get()
+        log.info(
+            "running: line=%s camera=%s source=%s model=%s mode=%s mqtt=%s",
+            cfg.line, cfg.camera, cfg.source.uri, model.classifier.model_id if model else None,
+            cfg.decision.mode, f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "disabled",
+        )
+        try:
+            self.stop_reason = self._loop()
+        except Exception:
+            log.exception("inspection loop failed")
+            self.stop_reason = "error"
+        log.info("stopping (%s)", self.stop_reason)
+        self._shutdown()  # events left in the outbox are delivered on the next start: still a clean exit
+        return EXIT_FAILED if self.stop_reason == "error" else EXIT_OK
+
+    def _start_parts(self) -> None:
+        from edge.capture import Capture
+        from edge.evidence import EvidenceStore
+        from edge.mqtt_sink import MqttSink
+
+        cfg = self.cfg
+        # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
+        self.sink = MqttSink(cfg.mqtt, cfg.topic_base, self.metrics, self._client_id())
+        self.sink.start()
+        if cfg.evidence.enabled:
+            self.evidence = EvidenceStore(cfg.evidence)
+        self.capture = Capture(cfg.source, self.metrics)
+        self.capture.start()
+        self.decider = self._make_decider()
+        if cfg.decision.mode == "triggered" and cfg.mqtt.enabled:
+            self._subscribe_triggers()
+        self.state = ApiState(
+            config=cfg,
+            metrics=self.metrics,
+            models=self.models,
+            capture=self.capture,
+            sink=self.sink,
+            events=self.events,
+            latest=self.latest,
+            reload=self.reload,
+            trigger=self.trigger if cfg.decision.mode == "triggered" else None,
+            started=self.started,
+            counters=self.loop_counters,
+        )
+        if cfg.api.enabled:
+            self._start_api()
+
+    def _make_decider(self) -> Any:
+        from edge.decision import ContinuousDecider, TriggeredDecider
+
+        model = self.models.get()
+        assert model is not None
+        clf = model.classifier
+        cls = TriggeredDecider if self.cfg.decision.mode == "triggered" else ContinuousDecider
+        decider = cls(self.cfg.decision, list(clf.metadata.labels), self._threshold(model), clf.model_id)
+        self._model_version = self.models.get_versioned()[1]
+        return decider
+
+    # ----------------------------------------------------------------------------------------------
+    # 3. The loop: frame -> ROI -> score -> decider -> decision
+    # ----------------------------------------------------------------------------------------------
+
+    def _loop(self) -> str:
+        cfg = self.cfg
+        capture = self.capture
+        assert capture is not None
+        stats_every = cfg.mqtt.stats_interval_s
+        status_every = min(STATUS_INTERVAL_S, stats_every)
+        now = time.monotonic()
+        next_stats, next_status = now + stats_every, now + status_every
+        fps_t0, fps_n0 = now, 0
+        while not self.stop_requested.is_set():
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                threading.Thread(target=self.reload, name="reload", daemon=True).start()
+            self._follow_model_swap()
+            self._take_triggers()
+
+            frame = capture.read(timeout=READ_TIMEOUT_S)
+            if frame is not None:
+                self._process(frame)
+                self._frames += 1
+
+            now = time.monotonic()
+            if now >= next_status or now >= next_stats:
+                self._fps = (self._frames - fps_n0) / max(now - fps_t0, 1e-6)
+                fps_t0, fps_n0 = now, self._frames
+                if now >= next_stats:
+                    self._publish_stats()
+                    next_stats = now + stats_every
+                if now >= next_status:
+                    self._log_status()
+                    next_status = now + status_every
+
+            if self.max_frames is not None and self._frames >= self.max_frames:
+                return f"--max-frames {self.max_frames} reached"
+            if frame is None and capture.finished and cfg.source.exit_on_end:
+                return "end of the source"
+        return "signal"
+
+    def _process(self, frame: Frame) -> None:
+        """The per-frame hot path: no logging, no copies (the ROI is a view of the frame)."""
+        from edge.roi import crop
+
+        self.latest.set_frame(frame)
+        try:
+            roi = crop(frame.image, self.cfg.roi)
+        except ValueError as e:  # the ROI lies outside this frame: say so once, keep going
+            if self._roi_error != str(e):
+                self._roi_error = str(e)
+                log.error("frame %d skipped: %s", frame.index, e)
+            return
+        score: float | None = None
+        if self.decider.needs_score(roi):
+            model = self.models.get()
+            assert model is not None
+            t0 = time.perf_counter()
+            score = model.classifier.score(roi)
+            self.metrics.inference_seconds.observe(time.perf_counter() - t0)
+            self.metrics.frames_processed.inc()
+            if self._best is None or score > self._best[0]:
+                self._best = (score, frame, roi)
+        decision = self.decider.update(frame.index, frame.captured_at, roi, score)
+        if decision is not None:
+            self._on_decision(decision)
+
+    def _on_decision(self, decision: Any) -> None:
+        cfg = self.cfg
+        event = decision.to_event(cfg.line, cfg.camera)
+        best, self._best = self._best, None
+        if self.evidence is not None and best is not None:
+            try:
+                event["evidence"] = self.evidence.save(event["event_id"], best[1].image, best[2], event["is_defect"])
+            except Exception as e:  # evidence is a by-product: a full disk must not lose the event itself
+                log.error("evidence for %s not saved: %s", event["event_id"], e)
+        if event["is_defect"] and self.sink is not None:
+            self.sink.publish_defect(event)
+        if self.sink is not None and cfg.mqtt.publish_results:
+            self.sink.publish_result(event)
+        m = self.metrics
+        m.decisions.labels(label=event["label"]).inc()
+        m.scores.observe(event["score"])
+        if event["is_defect"]:
+            m.defects.inc()
+            self._defects += 1
+            m.end_to_end_seconds.observe(max(0.0, time.time() - self._last_captured_at(decision)))
+        self._decisions += 1
+        self.events.add(event)
+        self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
+        log.info(
+            "decision %s score=%.3f frames=%s-%s (%s scored) event=%s%s",
+            event["label"], event["score"], event.get("first_frame"), event.get("last_frame"),
+            event.get("frames_scored", event.get("n_frames", "?")), event["event_id"],
+            f" part={event['part_id']}" if event.get("part_id") else "",
+        )
+
+    @staticmethod
+    def _last_captured_at(decision: Any) -> float:
+        for name in ("last_captured_at", "captured_at", "ended_at"):
+            value = getattr(decision, name, None)
+            if isinstance(value, (int, float)):
+                return float(value)
+        return time.time()
+
+    # ----------------------------------------------------------------------------------------------
+    # Periodic: stats on MQTT, a status line in the log
+    # ----------------------------------------------------------------------------------------------
+
+    def loop_counters(self) -> dict[str, Any]:
+        return {
+            "fps": round(self._fps, 2),
+            "frames": self._frames,
+            "decisions": self._decisions,
+            "defects": self._defects,
+            "stop_requested": self.stop_requested.is_set(),
+        }
+
+    def _stats(self) -> dict[str, Any]:
+        model = self.models.get()
+        capture = self.capture
+        return {
+            "ts": time.time(),
+            "line": self.cfg.line,
+            "camera": self.cfg.camera,
+            "uptime_s": round(time.time() - self.started, 1),
+            **self.loop_counters(),
+            "camera_state": capture.state if capture is not None else "not started",
+            "frozen": bool(getattr(capture, "frozen", False)),
+            "outbox_depth": self.sink.outbox_depth if self.sink is not None else 0,
+            "mqtt_connected": bool(self.sink.connected) if self.sink is not None else False,
+            "model_id": model.classifier.model_id if model else None,
+            "ready": not self.state.not_ready_reasons() if self.state is not None else False,
+        }
+
+    def _publish_stats(self) -> None:
+        if self.sink is None:
+            return
+        try:
+            self.sink.publish_stats(self._stats())
+        except Exception as e:
+            log.warning("stats not published: %s", e)
+
+    def _log_status(self) -> None:
+        s = self._stats()
+        log.info(
+            "status: fps=%.1f camera=%s%s frames=%d decisions=%d defects=%d outbox=%d mqtt=%s",
+            s["fps"], s["camera_state"], " (frozen)" if s["frozen"] else "", s["frames"], s["decisions"],
+            s["defects"], s["outbox_depth"],
+            "connected" if s["mqtt_connected"] else ("disconnected" if self.cfg.mqtt.enabled else "disabled"),
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Model reload (SIGHUP, POST /reload): load + self-test aside, swap atomically, keep the old on failure
+    # ----------------------------------------------------------------------------------------------
+
+    def reload(self, path: str | None = None) -> ReloadResult:
+        from edge.classifier import ModelError
+
+        target = Path(path) if path else self.cfg.model.path
+        with self._reload_lock:
+            old = self.models.get()
+            old_id = old.classifier.model_id if old else None
+            log.info("reloading model from %s", target)
+            try:
+                new = load_model(self.cfg, target)
+            except ModelError as e:
+                self.metrics.reloads.labels(outcome="load_failed").inc()
+                log.error("reload failed, keeping %s: %s", old_id, e)
+                return ReloadResult(False, str(target), model_id=old_id, reason=str(e))
+            if not new.self_test_passed:
+                self.metrics.reloads.labels(outcome="self_test_failed").inc()
+                reason = "self-test failed: " + "; ".join(new.self_test_failures)
+                log.error("reload rejected, keeping %s: %s", old_id, reason)
+                return ReloadResult(
+                    False, str(target), model_id=old_id, reason=reason, self_test_failures=list(new.self_test_failures)
+                )
+            self.models.swap(new)
+            self._publish_model_info(new)
+            self.metrics.reloads.labels(outcome="ok").inc()
+            log.info("model swapped: %s -> %s", old_id, new.classifier.model_id)
+            return ReloadResult(True, str(target), model_id=new.classifier.model_id)
+
+    def _follow_model_swap(self) -> None:
+        """After a swap, the decider takes the new threshold and model id (between frames, main thread)."""
+        model, version = self.models.get_versioned()
+        if version == self._model_version or model is None or self.decider is None:
+            return
+        self._model_version = version
+        self.decider.threshold = self._threshold(model)
+        self.decider.model_id = model.classifier.model_id
+
+    def _threshold(self, model: LoadedModel) -> float:
+        t = self.cfg.model.threshold
+        return float(model.classifier.threshold if t is None else t)
+
+    def _publish_model_info(self, model: LoadedModel) -> None:
+        clf = model.classifier
+        self.metrics.model_info.info(
+            {
+                "model_id": clf.model_id,
+                "path": str(clf.path),
+                "runtime": clf.runtime_name,
+                "delegate": str(clf.delegate),
+                "threshold": f"{self._threshold(model):.4f}",
+                "format": str(getattr(clf.metadata, "format", "")),
+            }
+        )
+        self.metrics.model_ready.set(1 if model.self_test_passed else 0)
+
+    # ----------------------------------------------------------------------------------------------
+    # Triggered mode: parts announced over MQTT or POST /trigger
+    # ----------------------------------------------------------------------------------------------
+
+    def trigger(self, part_id: str | None) -> None:
+        """Queue a trigger (any thread); the loop hands it to the decider before the next frame."""
+        self.triggers.put(part_id)
+
+    def _take_triggers(self) -> None:
+        while True:
+            try:
+                part_id = self.triggers.get_nowait()
+            except queue.Empty:
+                return
+            log.info("trigger: part %s", part_id)
+            self.decider.trigger(part_id)
+
+    def _subscribe_triggers(self) -> None:
+        """A second paho client subscribed to the trigger topic (MqttSink only publishes)."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+        cfg = self.cfg
+        m = cfg.mqtt
+        topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
+        v5 = m.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self._client_id() + "-trigger",
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        )
+        client.reconnect_delay_set(int(max(1, m.reconnect_min_s)), int(max(1, m.reconnect_max_s)))
+        if m.username is not None:
+            client.username_pw_set(m.username, m.password.get_secret_value() if m.password is not None else None)
+        if m.tls.enabled:
+            client.tls_set(
+                ca_certs=str(m.tls.ca_certs) if m.tls.ca_certs else None,
+                certfile=str(m.tls.certfile) if m.tls.certfile else None,
+                keyfile=str(m.tls.keyfile) if m.tls.keyfile else None,
+            )
+            if m.tls.insecure:
+                client.tls_insecure_set(True)
+
+        def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            if not reason.is_failure:
+                c.subscribe(topic, qos=1)  # again after every reconnect: the broker may have lost the session
+                log.info("listening for triggers on %s", topic)
+
+        def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            self.trigger(parse_trigger(msg.payload))
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
+        client.loop_start()
+        self._trigger_client = client
+
+    def _client_id(self) -> str:
+        return self.cfg.mqtt.client_id or f"boxinspect-{self.cfg.line}-{self.cfg.camera}"
+
+    # ----------------------------------------------------------------------------------------------
+    # The API server: uvicorn in a thread, on a socket bound here (port 0 -> a free port, logged)
+    # ----------------------------------------------------------------------------------------------
+
+    def _start_api(self) -> None:
+        import uvicorn
+
+        cfg = self.cfg.api
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((cfg.host, cfg.port))
+        except OSError as e:
+            sock.close()
+            raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
+        sock.listen(64)
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(self.state), log_level="warning", log_config=None, access_log=False, lifespan="off")
+        )
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
+        thread.start()
+        self._api_server, self._api_thread = server, thread
+        host = f"[{cfg.host}]" if family == socket.AF_INET6 else cfg.host
+        self.api_url = f"http://{host}:{port}"
+        log.info("API listening on %s (docs at %s/docs)", self.api_url, self.api_url)
+
+    # ----------------------------------------------------------------------------------------------
+    # 4. Signals and shutdown
+    # ----------------------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded in a test thread: the caller stops us with stop_requested
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self._signals_seen += 1
+        if self._signals_seen > 1:
+            os._exit(128 + signum)  # a second Ctrl-C: the operator does not want to wait (the outbox is on disk)
+        self.stop_requested.set()
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self.reload_requested.set()
+
+    def _shutdown(self) -> bool:
+        """Stop everything within ``shutdown_timeout_s``. Returns False if the outbox could not be drained."""
+        cfg = self.cfg
+        deadline = time.monotonic() + cfg.shutdown_timeout_s
+        watchdog = threading.Timer(cfg.shutdown_timeout_s + FORCED_EXIT_GRACE_S, self._forced_exit)
+        watchdog.daemon = True
+        watchdog.start()
+        drained = True
+        try:
+            if self.capture is not None:
+                self.capture.stop()
+            if self.decider is not None:
+                try:
+                    decision = self.decider.flush()
+                    if decision is not None:
+                        self._on_decision(decision)
+                except Exception:
+                    log.exception("flushing the last decision failed")
+            if self._trigger_client is not None:
+                self._trigger_client.loop_stop()
+                self._trigger_client.disconnect()
+            if self.sink is not None:
+                # Drains what it can within the time left, publishes "offline", keeps the rest on disk.
+                self.sink.stop(max(1.0, deadline - time.monotonic()))
+                drained = self.sink.outbox_depth == 0 if cfg.mqtt.enabled else True
+            self._publish_final_log()
+        finally:
+            if self._api_server is not None:
+                self._api_server.should_exit = True
+                if self._api_thread is not None:
+                    self._api_thread.join(timeout=max(0.5, deadline - time.monotonic()))
+            watchdog.cancel()
+        return drained
+
+    def _publish_final_log(self) -> None:
+        log.info("stopped: frames=%d decisions=%d defects=%d", self._frames, self._decisions, self._defects)
+
+    def _forced_exit(self) -> None:
+        log.error("shutdown took longer than shutdown_timeout_s + %.0fs; exiting now", FORCED_EXIT_GRACE_S)
+        logging.shutdown()
+        os._exit(EXIT_FAILED)
