@@ -1,0 +1,57 @@
+"""The ``convert`` subcommand. TensorFlow is imported only inside the handler."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("convert")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from convert.tflite import ConvertError, GateError, convert_run
+
+    src = Path(args.run)
+    run_dir = src.parent if src.suffix == ".keras" else src
+    try:
+        path = convert_run(
+            run_dir,
+            fmt=args.format,
+            out=Path(args.out) if args.out else None,
+            representative_count=args.representative,
+            gate=not args.no_gate,
+            max_f1_drop=args.max_f1_drop,
+            max_auc_drop=args.max_auc_drop,
+        )
+    except GateError as e:
+        print(f"REJECTED: {e}")
+        return 1
+    except ConvertError as e:
+        print(f"error: {e}")
+        return 2
+    print(path)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a trained run to a TFLite model package (int8/fp16/float32) with an accuracy gate",
+        description=(
+            "Convert RUN/model.keras to TFLite and write <model>.tflite plus its metadata sidecar "
+            "<model>.tflite.json (labels, preprocessing, quantisation, threshold, metrics, sha256, golden "
+            "samples). The TFLite model is evaluated next to Keras on the test split; the command exits 1 "
+            "if it loses more than the allowed macro F1 or AUC."
+        ),
+    )
+    p.add_argument("run", metavar="RUN_OR_MODEL", help="run directory (or its model.keras)")
+    p.add_argument("--format", "-f", choices=["int8", "fp16", "float32"], default="int8",
+                   help="int8 = full integer, uint8 in/out (default); fp16 = float16 weights; float32")
+    p.add_argument("--out", "-o", default=None, help="output .tflite (default RUN/model_<format>.tflite)")
+    p.add_argument("--representative", type=int, default=200,
+                   help="training images used to calibrate int8 (default 200)")
+    p.add_argument("--no-gate", action="store_true", help="write the model even if it loses accuracy")
+    p.add_argument("--max-f1-drop", type=float, default=0.01, help="allowed macro F1 loss (default 0.01)")
+    p.add_argument("--max-auc-drop", type=float, default=0.01, help="allowed AUC loss (default 0.01)")
+    p.set_defaults(func=_convert)

@@ -1,0 +1,388 @@
+"""Keras run directory -> TFLite model package (.tflite + metadata sidecar), with an accuracy gate.
+
+Formats:
+  int8     full-integer quantisation, uint8 input (the raw RGB frame, no float math) and uint8 output,
+           calibrated on images from the TRAINING split. The edge default: about 2x faster than float32.
+  fp16     float16 weights (half the size), float32 compute on CPU.
+  float32  no optimisation; the reference.
+Dynamic-range quantisation is deliberately not offered: measured slower than float32 on x86 and ARM with
+XNNPACK, and int8 beats it on size and speed (docs/BENCHMARKS.md).
+
+The gate evaluates the TFLite model next to the Keras model on the held-out test split with the SAME
+preprocessing the edge uses (edge.model_package.to_rgb_input), so the difference measured is the
+conversion alone. If macro F1 or AUC drops more than the margins, GateError is raised and the package is
+renamed ``*.rejected.tflite`` so it cannot be deployed by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.classifier import Runner
+from edge.model_package import (
+    PREPROCESSING_TEXT,
+    GoldenSample,
+    InputSpec,
+    ModelMetadata,
+    OutputSpec,
+    PackageMetrics,
+    QuantParams,
+    SplitMetrics,
+    TrainingDataSummary,
+    encode_golden,
+    sha256_file,
+    sidecar_path,
+    to_rgb_input,
+    utc_now,
+    write_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("int8", "fp16", "float32")
+RESIZE = "area"
+GOLDEN_PER_CLASS = 3
+
+
+class ConvertError(RuntimeError):
+    """The run directory cannot be converted (missing files, no images...)."""
+
+
+class GateError(ConvertError):
+    """The converted model lost more accuracy than allowed. ``rejected`` is where it was kept."""
+
+    def __init__(self, message: str, rejected: Path):
+        super().__init__(message)
+        self.rejected = rejected
+
+
+@dataclass
+class Item:
+    path: Path
+    label: str
+    split: str
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    config: dict
+    classes: list[str]
+    positive_class: str
+    img_size: tuple[int, int]
+    items: list[Item]
+    threshold: float
+    threshold_source: str
+    data_dir: str | None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConvertError(f"{path} not found (is {path.parent} a training run directory?)") from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConvertError(f"{path}: cannot read ({e})") from e
+
+
+def _resolve(p: str, run_dir: Path, data_dir: str | None) -> Path:
+    path = Path(p)
+    if path.is_absolute():
+        return path
+    for base in (run_dir, Path(data_dir) if data_dir else None, Path.cwd()):
+        if base is not None and (base / path).exists():
+            return base / path
+    return (Path(data_dir) / path) if data_dir else (run_dir / path)
+
+
+def _img_size(cfg: dict) -> tuple[int, int] | None:
+    size = cfg.get("img_size")
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    run_dir = Path(run_dir)
+    if run_dir.is_file() and run_dir.suffix == ".keras":
+        run_dir = run_dir.parent
+    cfg = _read_json(run_dir / "train_config.json")
+    split = _read_json(run_dir / "split.json")
+    classes = list(cfg.get("classes") or [])
+    if len(classes) != 2:
+        raise ConvertError(f"{run_dir}/train_config.json: expected 2 classes, got {classes}")
+    positive = cfg.get("positive_class") or classes[-1]
+    if positive not in classes:
+        raise ConvertError(f"{run_dir}/train_config.json: positive_class {positive!r} not in {classes}")
+    data_dir = cfg.get("data_dir") or split.get("data_dir")
+    items = [
+        Item(_resolve(it["path"], run_dir, data_dir), str(it["label"]), str(it["split"]))
+        for it in split.get("items", [])
+    ]
+    if not items:
+        raise ConvertError(f"{run_dir}/split.json has no items")
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file() and "threshold" in (m := _read_json(metrics_path)):
+        threshold, source = float(m["threshold"]), "metrics.json"
+    else:
+        log.warning("%s has no threshold (run `boxinspect evaluate %s`); using 0.5", metrics_path, run_dir)
+        threshold, source = 0.5, "default 0.5 (no metrics.json)"
+    return RunInfo(
+        run_dir=run_dir, config=cfg, classes=classes, positive_class=positive,
+        img_size=_img_size(cfg) or (0, 0), items=items, threshold=threshold, threshold_source=source,
+        data_dir=str(data_dir) if data_dir else None,
+    )
+
+
+def _load_images(items: list[Item], h: int, w: int) -> tuple[list[Item], np.ndarray]:
+    """Read and preprocess items exactly like the edge does; unreadable files are skipped with a warning."""
+    kept, arrays = [], []
+    for it in items:
+        bgr = cv2.imread(str(it.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            log.warning("skipping unreadable image %s", it.path)
+            continue
+        kept.append(it)
+        arrays.append(to_rgb_input(bgr, h, w, RESIZE))
+    return kept, (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8))
+
+
+def _metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> SplitMetrics:
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    pred = (scores >= threshold).astype(int)
+    auc = float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else None
+    return SplitMetrics(
+        n=int(len(y_true)),
+        accuracy=float(accuracy_score(y_true, pred)),
+        macro_f1=float(f1_score(y_true, pred, average="macro", labels=[0, 1], zero_division=0)),
+        auc=auc,
+    )
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def _convert_bytes(model, fmt: str, representative: np.ndarray | None) -> bytes:
+    tf = _tf()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if fmt == "int8":
+        assert representative is not None and len(representative)
+
+        def gen():
+            for x in representative:
+                yield [x[None].astype(np.float32)]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = gen
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.uint8
+    elif fmt == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif fmt != "float32":
+        raise ConvertError(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
+    # The converter prints every captured resource of the exported function to stdout; keep it in the log.
+    noise = io.StringIO()
+    with contextlib.redirect_stdout(noise):
+        data = conv.convert()
+    log.debug("converter output:\n%s", noise.getvalue())
+    return data
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("boxinspect", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opencv-python-headless"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _golden_tolerance(fmt: str, out_quant: tuple[float, int] | None) -> float:
+    if fmt == "int8":
+        return max(0.02, 3 * (out_quant[0] if out_quant else 0.0))
+    return 0.01 if fmt == "fp16" else 0.005
+
+
+def _table(keras: SplitMetrics, tfl: SplitMetrics, agreement: float, fmt: str) -> str:
+    def f(x: float | None) -> str:
+        return "   n/a" if x is None else f"{x:6.4f}"
+
+    rows = [
+        f"{'':10s} {'accuracy':>8s} {'macroF1':>8s} {'AUC':>8s}",
+        f"{'keras':10s} {f(keras.accuracy):>8s} {f(keras.macro_f1):>8s} {f(keras.auc):>8s}",
+        f"{'tflite/' + fmt:10s} {f(tfl.accuracy):>8s} {f(tfl.macro_f1):>8s} {f(tfl.auc):>8s}",
+        f"agreement (same side of threshold): {agreement:.4f} on n={tfl.n}",
+    ]
+    return "\n".join(rows)
+
+
+def convert_run(
+    run_dir: Path,
+    fmt: str = "int8",
+    out: Path | None = None,
+    representative_count: int = 200,
+    gate: bool = True,
+    max_f1_drop: float = 0.01,
+    max_auc_drop: float = 0.01,
+) -> Path:
+    """Convert ``run_dir/model.keras`` to ``out`` (default ``run_dir/model_<fmt>.tflite``) + sidecar.
+
+    Returns the .tflite path. Raises ConvertError for unusable input and GateError when the converted
+    model loses more than ``max_f1_drop`` macro F1 or ``max_auc_drop`` AUC against Keras on the test split.
+    """
+    if fmt not in FORMATS:
+        raise ConvertError(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
+    run = read_run(Path(run_dir))
+    keras_path = run.run_dir / "model.keras"
+    if not keras_path.is_file():
+        raise ConvertError(f"{keras_path} not found")
+    out = Path(out) if out else run.run_dir / f"model_{fmt}.tflite"
+
+    _tf()
+    import keras
+
+    model = keras.models.load_model(keras_path, compile=False)
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[3] != 3:
+        raise ConvertError(f"{keras_path}: expected input (None, H, W, 3), got {shape}")
+    h, w = int(shape[1]), int(shape[2])
+    if run.img_size != (0, 0) and run.img_size != (h, w):
+        log.warning("train_config img_size %s differs from the model input %s; using the model's", run.img_size, (h, w))
+
+    by_split: dict[str, list[Item]] = {}
+    for it in run.items:
+        by_split.setdefault(it.split, []).append(it)
+    train_items = by_split.get("train", [])
+    rep = None
+    rep_n = 0
+    if fmt == "int8":
+        if not train_items:
+            raise ConvertError(f"{run.run_dir}/split.json has no 'train' items to calibrate int8")
+        rng = random.Random(0)
+        chosen = rng.sample(train_items, min(representative_count, len(train_items)))
+        _, rep = _load_images(chosen, h, w)
+        rep_n = len(rep)
+        if rep_n == 0:
+            raise ConvertError("no readable training images for int8 calibration")
+        log.info("calibrating int8 on %d training images", rep_n)
+
+    eval_split = "test" if by_split.get("test") else "val"
+    eval_items, eval_x = _load_images(by_split.get(eval_split, []), h, w)
+    if eval_split != "test":
+        log.warning("split.json has no test items; evaluating on %r instead", eval_split)
+    if len(eval_items) == 0 and gate:
+        raise ConvertError("no readable test/val images: cannot run the accuracy gate (use --no-gate to skip)")
+
+    log.info("converting %s to %s", keras_path, fmt)
+    data = _convert_bytes(model, fmt, rep)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tflite.tmp", delete=False) as tmpf:
+        tmpf.write(data)
+    tmp = Path(tmpf.name)
+    tmp.chmod(0o644)
+    try:
+        runner = Runner(tmp, num_threads=2)
+        y = np.array([1 if it.label == run.positive_class else 0 for it in eval_items], dtype=int)
+        if len(eval_items):
+            keras_scores = np.asarray(model.predict(eval_x.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
+            tfl_scores = np.array([runner.run(x) for x in eval_x], dtype=np.float64)
+            if not np.all(np.isfinite(tfl_scores)):
+                raise ConvertError(f"converted {fmt} model produced non-finite outputs; refusing it")
+            km = _metrics(y, keras_scores, run.threshold)
+            tm = _metrics(y, tfl_scores, run.threshold)
+            agreement = float(np.mean((keras_scores >= run.threshold) == (tfl_scores >= run.threshold)))
+            max_diff = float(np.max(np.abs(keras_scores - tfl_scores)))
+            f1_drop = km.macro_f1 - tm.macro_f1
+            auc_drop = (km.auc - tm.auc) if (km.auc is not None and tm.auc is not None) else 0.0
+            passed = f1_drop <= max_f1_drop and auc_drop <= max_auc_drop
+            log.info("accuracy on %s split (threshold %.3f):\n%s", eval_split, run.threshold,
+                     _table(km, tm, agreement, fmt))
+            metrics = PackageMetrics(
+                split=eval_split, keras=km, tflite=tm, agreement=agreement, max_abs_score_diff=max_diff,
+                gate_passed=passed, max_f1_drop=max_f1_drop, max_auc_drop=max_auc_drop,
+            )
+        else:
+            log.warning("no evaluation images: package has no metrics and no gate was run")
+            metrics, passed, f1_drop, auc_drop, tfl_scores = None, True, 0.0, 0.0, np.zeros(0)
+
+        golden = []
+        for cls in (run.positive_class, next(c for c in run.classes if c != run.positive_class)):
+            idx = [i for i, it in enumerate(eval_items) if it.label == cls][:GOLDEN_PER_CLASS]
+            for i in idx:
+                b64 = encode_golden(eval_x[i])
+                golden.append(GoldenSample(name=eval_items[i].path.name, label=cls, png_b64=b64,
+                                           expected_score=float(runner.run(eval_x[i]))))
+
+        counts: dict[str, dict[str, int]] = {}
+        for it in run.items:
+            counts.setdefault(it.split, {}).setdefault(it.label, 0)
+            counts[it.split][it.label] += 1
+        tmp.replace(out)
+        meta = ModelMetadata(
+            name=f"{run.run_dir.name}_{fmt}",
+            format=fmt,
+            labels=run.classes,
+            positive_class=run.positive_class,
+            input=InputSpec(
+                height=h, width=w, dtype=str(runner.input_dtype), resize=RESIZE,
+                quantization=QuantParams(scale=runner.input_quant[0], zero_point=runner.input_quant[1])
+                if runner.input_quant else None,
+            ),
+            output=OutputSpec(
+                dtype=str(runner.output_dtype),
+                quantization=QuantParams(scale=runner.output_quant[0], zero_point=runner.output_quant[1])
+                if runner.output_quant else None,
+            ),
+            preprocessing=PREPROCESSING_TEXT.format(w=w, h=h, interp=RESIZE.upper() if RESIZE == "area" else "LINEAR"),
+            threshold=run.threshold,
+            threshold_source=run.threshold_source,
+            metrics=metrics,
+            training_data=TrainingDataSummary(data_dir=run.data_dir, counts=counts, representative_count=rep_n),
+            source={"run_dir": str(run.run_dir.resolve()), "keras_model": str(keras_path.resolve())},
+            sha256=sha256_file(out),
+            size_bytes=out.stat().st_size,
+            created_at=utc_now(),
+            tool_version=_versions().get("boxinspect", "unknown"),
+            versions=_versions(),
+            golden=golden,
+            golden_tolerance=_golden_tolerance(fmt, runner.output_quant),
+        )
+        write_metadata(meta, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+    if gate and not passed:
+        rejected = out.with_name(out.stem + ".rejected.tflite")
+        out.replace(rejected)
+        sidecar_path(out).replace(sidecar_path(rejected))
+        raise GateError(
+            f"accuracy gate failed for {fmt}: macro F1 drop {f1_drop:+.4f} (max {max_f1_drop}), "
+            f"AUC drop {auc_drop:+.4f} (max {max_auc_drop}); model kept as {rejected} for inspection",
+            rejected,
+        )
+    log.info("wrote %s (%d bytes, sha256 %s) and %s", out, meta.size_bytes, meta.sha256[:12], sidecar_path(out).name)
+    return out

@@ -1,0 +1,253 @@
+"""Run a boxinspect model package (.tflite + sidecar) on OpenCV frames. No TensorFlow needed.
+
+Runtimes, in the order ``runtime="auto"`` tries them:
+``ai_edge_litert.interpreter`` (LiteRT, XNNPACK on CPU), ``tflite_runtime.interpreter`` (legacy, last
+release 2.14: numpy<2 only, cannot load newer op versions), ``tensorflow.lite`` (last resort, imported
+lazily). A TFLite interpreter is not thread-safe: every invoke is guarded by a lock, so one Classifier can be
+shared by the daemon loop and the API.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.model_package import (
+    ModelMetadata,
+    PackageError,
+    decode_golden,
+    load_metadata,
+    sha256_file,
+    to_rgb_input,
+)
+
+log = logging.getLogger(__name__)
+
+RUNTIMES: dict[str, str] = {
+    "litert": "ai_edge_litert.interpreter",
+    "tflite_runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow.lite",
+}
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded or run. The message is one line saying why."""
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float  # P(positive class)
+    is_defect: bool
+    latency_ms: float  # preprocess + invoke
+
+
+def _interpreter_class(runtime: str) -> tuple[str, Callable[..., Any]]:
+    """Return (runtime name, Interpreter class); ModelError naming every runtime that failed."""
+    names = list(RUNTIMES) if runtime == "auto" else [runtime]
+    errors = []
+    for name in names:
+        if name not in RUNTIMES:
+            raise ModelError(f"unknown runtime {name!r} (choose auto, {', '.join(RUNTIMES)})")
+        try:
+            mod = importlib.import_module(RUNTIMES[name])
+            return name, mod.Interpreter
+        except Exception as e:  # ImportError, or a runtime built against another numpy
+            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise ModelError("no TFLite runtime available (" + "; ".join(errors) + "); pip install ai-edge-litert")
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+class Runner:
+    """A TFLite interpreter for a single-input, single-output image model, with its quantisation handled.
+
+    ``run(rgb)`` takes an RGB uint8 image already at the model input size and returns the dequantised
+    float output (a probability for boxinspect models). Used by :class:`Classifier` and by ``convert``.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 2, runtime: str = "auto"):
+        self.path = Path(path)
+        self.num_threads = int(num_threads)
+        self.runtime_name, interp_cls = _interpreter_class(runtime)
+        try:
+            self._interp = interp_cls(model_path=str(self.path), num_threads=self.num_threads)
+            self._interp.allocate_tensors()
+        except Exception as e:
+            raise ModelError(
+                f"{self.path}: corrupt or unsupported .tflite for runtime {self.runtime_name} ({_one_line(e)})"
+            ) from e
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelError(f"{self.path}: expected 1 input and 1 output tensor, got {len(ins)} and {len(outs)}")
+        self._in, self._out = ins[0], outs[0]
+        shape = tuple(int(x) for x in self._in["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise ModelError(f"{self.path}: expected input shape (1, H, W, 3), got {shape}")
+        self.height, self.width = shape[1], shape[2]
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self.output_dtype = np.dtype(self._out["dtype"])
+        self.input_quant = self._quant(self._in)
+        self.output_quant = self._quant(self._out)
+        self.delegate = self._detect_delegate()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _quant(detail: dict) -> tuple[float, int] | None:
+        scale, zp = detail.get("quantization", (0.0, 0))
+        return (float(scale), int(zp)) if scale else None
+
+    def _detect_delegate(self) -> str:
+        """Name what runs the graph: LiteRT/TF apply XNNPACK by default on CPU, visible as DELEGATE ops."""
+        try:
+            ops = self._interp._get_ops_details()  # noqa: SLF001 - the only way to see delegation
+        except Exception:
+            return "unknown"
+        names = {op.get("op_name", "") for op in ops}
+        if "DELEGATE" in names:
+            return "XNNPACK" if self.runtime_name in ("litert", "tensorflow", "tflite_runtime") else "delegate"
+        return "none (builtin kernels)"
+
+    def _to_input(self, rgb: np.ndarray) -> np.ndarray:
+        if self.input_dtype == np.float32:
+            return rgb.astype(np.float32)[None]
+        if self.input_quant is None or self.input_quant == (1.0, 0) and self.input_dtype == np.uint8:
+            return rgb[None].astype(self.input_dtype, copy=False)
+        scale, zp = self.input_quant
+        info = np.iinfo(self.input_dtype)
+        q = np.round(rgb.astype(np.float32) / scale + zp)
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)[None]
+
+    def set_input(self, rgb: np.ndarray) -> np.ndarray:
+        """Prepare the input tensor value for an RGB image (exposed for benchmarks)."""
+        if rgb.shape != (self.height, self.width, 3):
+            raise ValueError(f"expected RGB input of shape {(self.height, self.width, 3)}, got {rgb.shape}")
+        return self._to_input(rgb)
+
+    def invoke(self, tensor: np.ndarray) -> float:
+        """Set the prepared input, invoke, return the dequantised output (thread-safe)."""
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+            out = self._interp.get_tensor(self._out["index"]).reshape(-1)
+        if out.size != 1:
+            raise ModelError(f"{self.path}: expected one output value, got {out.size}")
+        value = float(out[0])
+        if self.output_quant is not None and self.output_dtype != np.float32:
+            scale, zp = self.output_quant
+            value = (value - zp) * scale
+        return value
+
+    def run(self, rgb: np.ndarray) -> float:
+        return self.invoke(self.set_input(rgb))
+
+
+class Classifier:
+    """A verified model package ready to score frames. Build it with :meth:`load`."""
+
+    def __init__(self, path: Path, metadata: ModelMetadata, runner: Runner):
+        self.path = path
+        self.metadata = metadata
+        self.runner = runner
+        self.threshold: float = metadata.threshold
+        self.model_id = f"{metadata.name}@{metadata.sha256[:12]}"
+
+    @property
+    def runtime_name(self) -> str:
+        return self.runner.runtime_name
+
+    @property
+    def delegate(self) -> str:
+        return self.runner.delegate
+
+    @classmethod
+    def load(
+        cls, path: str | Path, num_threads: int = 2, runtime: str = "auto", verify_hash: bool = True
+    ) -> Classifier:
+        """Load ``path`` (.tflite; its sidecar ``<path>.json`` beside it). Raises ModelError (one line)."""
+        p = Path(path)
+        if p.suffix == ".json" and p.name.endswith(".tflite.json"):
+            p = p.with_name(p.name[: -len(".json")])
+        if not p.is_file():
+            raise ModelError(f"model file not found: {p}")
+        try:
+            meta = load_metadata(p)
+        except PackageError as e:
+            raise ModelError(str(e)) from e
+        if verify_hash:
+            actual = sha256_file(p)
+            if actual != meta.sha256:
+                raise ModelError(
+                    f"{p}: sha256 mismatch (file {actual[:12]}, metadata {meta.sha256[:12]}): "
+                    "the .tflite is not the one its metadata describes; re-run convert or copy both files"
+                )
+        runner = Runner(p, num_threads=num_threads, runtime=runtime)
+        if (runner.height, runner.width) != (meta.input.height, meta.input.width):
+            raise ModelError(
+                f"{p}: input size {runner.height}x{runner.width} does not match metadata "
+                f"{meta.input.height}x{meta.input.width}"
+            )
+        if str(runner.input_dtype) != meta.input.dtype:
+            raise ModelError(f"{p}: input dtype {runner.input_dtype} does not match metadata {meta.input.dtype}")
+        clf = cls(p, meta, runner)
+        log.info(
+            "loaded %s (%s, input %dx%d %s, threshold %.3f) runtime=%s delegate=%s threads=%d",
+            clf.model_id, meta.format, runner.width, runner.height, meta.input.dtype, clf.threshold,
+            clf.runtime_name, clf.delegate, num_threads,
+        )
+        return clf
+
+    def preprocess(self, bgr: np.ndarray) -> np.ndarray:
+        m = self.metadata.input
+        return to_rgb_input(bgr, m.height, m.width, m.resize)
+
+    def score(self, bgr: np.ndarray) -> float:
+        """P(positive class) for a BGR uint8 image of any size (OpenCV order)."""
+        return self.runner.run(self.preprocess(bgr))
+
+    def score_rgb(self, rgb: np.ndarray) -> float:
+        """Score an RGB image already at the model input size (golden samples, convert's evaluation)."""
+        return self.runner.run(rgb)
+
+    def predict(self, bgr: np.ndarray, threshold: float | None = None) -> Prediction:
+        thr = self.threshold if threshold is None else float(threshold)
+        t0 = time.perf_counter()
+        s = self.score(bgr)
+        latency = (time.perf_counter() - t0) * 1000.0
+        defect = s >= thr
+        label = self.metadata.positive_class if defect else self.metadata.negative_class
+        return Prediction(label=label, score=s, is_defect=defect, latency_ms=latency)
+
+    def self_test(self) -> list[str]:
+        """Run the golden samples; return one message per failure ([] = pass)."""
+        meta = self.metadata
+        if not meta.golden:
+            return ["model package has no golden samples"]
+        tol = meta.golden_tolerance
+        failures = []
+        for i, g in enumerate(meta.golden):
+            try:
+                got = self.score_rgb(decode_golden(g.png_b64))
+            except Exception as e:
+                failures.append(f"golden[{i}] {g.name}: could not run ({_one_line(e)})")
+                continue
+            if not np.isfinite(got) or abs(got - g.expected_score) > tol:
+                failures.append(
+                    f"golden[{i}] {g.name}: score {got:.4f}, expected {g.expected_score:.4f} +/- {tol:g}"
+                )
+        if failures:
+            log.warning("self-test of %s: %d/%d golden samples failed", self.model_id, len(failures), len(meta.golden))
+        else:
+            log.info("self-test of %s: %d golden samples pass", self.model_id, len(meta.golden))
+        return failures
