@@ -13,7 +13,10 @@ Plain module, no pytest import, so tests, conftest fixtures and scripts can all 
         ...
 
 The port is chosen once and kept across stop()/start()/restart(), so clients reconnect to the same
-address after an outage. Persistence is off: a restarted broker has no retained messages or sessions.
+address after an outage. Persistence is off by default: a restarted broker has no retained messages
+or sessions. ``Broker(persistence=True)`` keeps them across a graceful stop()/start() (SIGTERM makes
+Mosquitto save its database), which lets a test subscriber with a persistent session (clean_session
+False, QoS 1) receive what was published while it was reconnecting.
 The broker log goes to ``broker.log_path`` (``broker.log_text()`` reads it, handy in assert messages).
 """
 
@@ -63,6 +66,7 @@ class Broker:
         workdir: str | Path | None = None,
         extra_config: str = "",
         mosquitto: str = MOSQUITTO,
+        persistence: bool = False,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -74,6 +78,7 @@ class Broker:
         self.conf_path = self.dir / "mosquitto.conf"
         self.log_path = self.dir / "mosquitto.log"
         self.extra_config = extra_config
+        self.persistence = persistence
         self.proc: subprocess.Popen[bytes] | None = None
         self._write_config()
 
@@ -81,7 +86,7 @@ class Broker:
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} {self.host}",
-            "persistence false",
+            "persistence true" if self.persistence else "persistence false",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -90,6 +95,8 @@ class Broker:
             "connection_messages true",
             "log_timestamp true",
         ]
+        if self.persistence:
+            lines.append(f"persistence_location {self.dir}/")
         try:
             lines.append(f"user {getpass.getuser()}")  # as root: stay root, so it can read our files
         except (KeyError, OSError):

@@ -1,0 +1,499 @@
+"""MQTT output of the daemon, with a store-and-forward outbox so no defect event is silently lost.
+
+Topics (``<base>`` = ``<mqtt.base_topic>/<line>/<camera>``), see docs/EVENTS.md:
+
+- ``<base>/defect``  QoS 1, not retained. Every defect event: written to the SQLite outbox
+  (edge/outbox.py) first, published by the sender thread in ``seq`` order, deleted on PUBACK.
+  After a reconnect everything not yet acknowledged is sent again from the outbox, oldest first,
+  so a subscriber can see an event twice (same ``event_id`` and ``seq``) but never loses one.
+- ``<base>/result``  QoS 0, every decision, only if ``mqtt.publish_results``; dropped while offline.
+- ``<base>/status``  retained ``online`` / ``offline``; ``offline`` is also the last will.
+- ``<base>/stats``   QoS 0; the daemon calls ``publish_stats()`` every ``mqtt.stats_interval_s``
+  (this module runs no timer of its own).
+
+At send time the sink stamps two fields into the stored JSON: ``seq`` (the outbox sequence) and
+``published_at`` (ISO 8601 UTC of this attempt; a resend carries a later one). The outbox keeps
+the payload exactly as ``publish_defect()`` stored it.
+
+Threads: paho's network thread (``loop_start``) runs the callbacks, which only enqueue events; one
+sender thread owns the in-flight bookkeeping (mid -> seq), reads the outbox and publishes. QoS 1
+messages are only handed to paho while connected, and paho's own in-memory copies of unacknowledged
+messages are dropped on every (re)connect: the outbox is the single source of truth for resends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+from edge.outbox import Outbox
+
+if TYPE_CHECKING:
+    from edge.config import MqttConfig
+    from edge.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+DEFAULT_MAX_INFLIGHT = 20
+LOG_REPEAT_S = 60.0  # a repeated connection problem is logged again at most this often
+
+
+class MqttSinkError(RuntimeError):
+    """The sink cannot be set up (bad TLS files, ...). The message names the config key."""
+
+
+def utc_iso(ts: float | None = None) -> str:
+    """ISO 8601 UTC with milliseconds and a ``Z``: ``2026-11-26T09:48:45.123Z``."""
+    dt = datetime.now(timezone.utc) if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Topics:
+    defect: str
+    result: str
+    status: str
+    stats: str
+
+    @classmethod
+    def for_base(cls, base: str) -> Topics:
+        base = base.rstrip("/")
+        return cls(f"{base}/defect", f"{base}/result", f"{base}/status", f"{base}/stats")
+
+
+class _Repeats:
+    """Rate limit for log lines that repeat while the broker is away: first one, then one per interval."""
+
+    def __init__(self, interval: float = LOG_REPEAT_S) -> None:
+        self.interval = interval
+        self._key: str | None = None
+        self._last = 0.0
+        self._suppressed = 0
+
+    def check(self, key: str) -> tuple[bool, int]:
+        """(emit?, how many were suppressed since the last emitted one)."""
+        now = time.monotonic()
+        if key != self._key or now - self._last >= self.interval:
+            n, self._suppressed = self._suppressed, 0
+            self._key, self._last = key, now
+            return True, n
+        self._suppressed += 1
+        return False, 0
+
+    def reset(self) -> None:
+        self._key = None
+        self._suppressed = 0
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).encode()
+    except ValueError as e:  # NaN / inf
+        raise ValueError(f"event {obj.get('event_id')} is not valid JSON ({e}); check score fields for NaN") from None
+
+
+def _stamp(payload: bytes, seq: int) -> bytes:
+    """Add ``seq`` and ``published_at`` to a stored JSON object; anything else is sent unchanged."""
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return payload
+    if not isinstance(obj, dict):
+        return payload
+    obj["seq"] = seq
+    obj["published_at"] = utc_iso()
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+class MqttSink:
+    """Publishes defect events (via the outbox), results, status and stats to one broker."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        topic_base: str,
+        metrics: Metrics | None = None,
+        client_id: str | None = None,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        outbox: Outbox | None = None,
+    ) -> None:
+        if max_inflight < 1:
+            raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
+        self.cfg = cfg
+        self.topic_base = topic_base.rstrip("/")
+        self.topics = Topics.for_base(self.topic_base)
+        self.metrics = metrics
+        self.max_inflight = max_inflight
+        self.client_id = client_id or cfg.client_id or "boxinspect-" + self.topic_base.replace("/", "-")
+        self.broker = f"{cfg.host}:{cfg.port}"
+        self.outbox = outbox or Outbox(cfg.outbox_path, cfg.outbox_max_events, cfg.outbox_overflow, metrics)
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._connected = threading.Event()
+        self._drained = threading.Condition()
+        self._inflight_n = 0
+        self._started = False
+        self._stopped = False
+        self._stopping = False
+        self._sender: threading.Thread | None = None
+        self._conn_log = _Repeats()
+        self._connect_failures = 0
+        self._disconnected_at: float | None = None
+        self.last_error: str | None = None
+        self.published = 0  # PUBACKs received for defect events (this process)
+        self.failed = 0  # failed attempts (they stay in the outbox)
+        self._client = self._make_client()
+        if metrics is not None:
+            metrics.mqtt_connected.set(0)
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        v5 = cfg.protocol == "5"
+        kwargs: dict[str, Any] = {} if v5 else {"clean_session": True}
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            **kwargs,
+        )
+        # paho's window must be larger than ours (status messages use QoS 1 too), so it never
+        # queues one of our defect messages in memory behind our back.
+        client.max_inflight_messages_set(self.max_inflight + 10)
+        client.reconnect_delay_set(cfg.reconnect_min_s, max(cfg.reconnect_min_s, cfg.reconnect_max_s))  # type: ignore[arg-type]
+        if cfg.username is not None:
+            pw = cfg.password.get_secret_value() if cfg.password is not None else None
+            client.username_pw_set(cfg.username, pw)
+        if cfg.tls.enabled:
+            for key in ("ca_certs", "certfile", "keyfile"):
+                p = getattr(cfg.tls, key)
+                if p is not None and not p.is_file():
+                    raise MqttSinkError(f"mqtt.tls.{key}: file not found: {p}")
+            try:
+                client.tls_set(
+                    ca_certs=str(cfg.tls.ca_certs) if cfg.tls.ca_certs else None,
+                    certfile=str(cfg.tls.certfile) if cfg.tls.certfile else None,
+                    keyfile=str(cfg.tls.keyfile) if cfg.tls.keyfile else None,
+                )
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                raise MqttSinkError(f"mqtt.tls: cannot load certificates/keys: {e}") from None
+            if cfg.tls.insecure:
+                client.tls_insecure_set(True)
+        client.will_set(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background (never blocks, also with no broker) and start sending."""
+        if self._started:
+            return
+        self._started = True
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._sender.start()
+        if not self.cfg.enabled:
+            log.info("MQTT disabled (mqtt.enabled: false): defect events stay in the outbox %s", self.outbox.path)
+            return
+        kwargs: dict[str, Any] = {"clean_start": True} if self.cfg.protocol == "5" else {}
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, **kwargs)
+        self._client.loop_start()
+        log.info(
+            "MQTT: connecting to %s as %s (MQTT %s%s%s); outbox %s holds %d event(s)",
+            self.broker, self.client_id, self.cfg.protocol, ", TLS" if self.cfg.tls.enabled else "",
+            f", user {self.cfg.username}" if self.cfg.username else "", self.outbox.path, self.outbox.depth(),
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Send what can be sent within ``timeout``, publish ``offline`` and disconnect cleanly.
+
+        Events still in the outbox afterwards are kept on disk and sent by the next start.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        deadline = time.monotonic() + max(0.0, timeout)
+        if not self._started:
+            self.outbox.close()
+            return
+        if self.connected:
+            # Keep a second for the offline message and the disconnect.
+            self.wait_drained(max(0.0, deadline - time.monotonic() - 1.0))
+        self._stopping = True
+        self._events.put(("stop",))
+        if self._sender is not None:
+            self._sender.join(max(0.1, deadline - time.monotonic()))
+        left = self.outbox.depth()
+        if self.cfg.enabled:
+            if self.connected:
+                info = self._client.publish(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
+                try:
+                    info.wait_for_publish(max(0.1, min(1.0, deadline - time.monotonic())))
+                except (RuntimeError, ValueError) as e:
+                    log.debug("MQTT: offline status not confirmed: %s", e)
+            self._client.disconnect()
+            stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-loop-stop", daemon=True)
+            stopper.start()
+            stopper.join(max(0.1, deadline - time.monotonic()))
+        self._connected.clear()
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(0)
+        if left:
+            log.warning("MQTT: stopped with %d defect event(s) in the outbox %s; they are sent on the next start",
+                        left, self.outbox.path)
+        else:
+            log.info("MQTT: stopped, outbox empty")
+        self.outbox.close()
+
+    def __enter__(self) -> MqttSink:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- publishing -----------------------------------------------------------------------------
+    def publish_defect(self, event: dict[str, Any]) -> int | None:
+        """Store the event in the outbox (durably), then let the sender publish it. Returns its seq.
+
+        Returns None only if the outbox is full and ``mqtt.outbox_overflow`` is ``drop_newest``
+        (the loss is counted and logged). Raises OutboxError if the disk write fails, ValueError
+        if the event cannot be encoded as JSON (NaN scores).
+        """
+        ev = dict(event)
+        if not ev.get("event_id"):
+            ev["event_id"] = str(uuid.uuid4())
+        ev.pop("seq", None)  # stamped at send time
+        ev.pop("published_at", None)
+        seq = self.outbox.put(self.topics.defect, _encode(ev), str(ev["event_id"]))
+        self._events.put(("put",))
+        return seq
+
+    def publish_result(self, event: dict[str, Any]) -> bool:
+        """Every decision at QoS 0 on ``<base>/result`` if ``mqtt.publish_results``. False if not sent."""
+        if not self.cfg.publish_results:
+            return False
+        ev = dict(event)
+        ev.pop("seq", None)
+        ev["published_at"] = utc_iso()
+        return self._publish_qos0(self.topics.result, _encode(ev))
+
+    def publish_stats(self, stats: dict[str, Any]) -> bool:
+        """Publish a stats document at QoS 0 on ``<base>/stats`` (adds ``published_at``). False if not sent."""
+        doc = dict(stats)
+        doc.setdefault("published_at", utc_iso())
+        return self._publish_qos0(self.topics.stats, json.dumps(doc, separators=(",", ":"), default=str).encode())
+
+    def _publish_qos0(self, topic: str, payload: bytes) -> bool:
+        if not self.connected or self._stopping:
+            return False
+        return self._client.publish(topic, payload, qos=0).rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def outbox_depth(self) -> int:
+        return self.outbox.depth()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight_n
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until every stored defect event is acknowledged. True if the outbox is empty."""
+        with self._drained:
+            return self._drained.wait_for(lambda: self.outbox.depth() == 0, timeout=max(0.0, timeout))
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able summary for /status and logs."""
+        return {
+            "broker": self.broker,
+            "client_id": self.client_id,
+            "connected": self.connected,
+            "outbox_depth": self.outbox.depth(),
+            "outbox_dropped": self.outbox.dropped,
+            "inflight": self._inflight_n,
+            "published": self.published,
+            "failed": self.failed,
+            "last_error": self.last_error,
+        }
+
+    # -- paho callbacks (network thread: keep them short) ---------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused the connection: {reason_code}"
+            emit, n = self._conn_log.check(f"refused:{reason_code}")
+            if emit:
+                log.error(
+                    "MQTT: broker %s refused the connection: %s (check mqtt.username / mqtt.password / client id); "
+                    "retrying with backoff, %d defect event(s) kept in the outbox%s",
+                    self.broker, reason_code, self.outbox.depth(), f" ({n} more refusals)" if n else "",
+                )
+            return
+        # Our outbox is the only resend queue: forget paho's in-memory copies from the last connection.
+        client.drop_out_messages()
+        outage = "" if self._disconnected_at is None else f" after {time.monotonic() - self._disconnected_at:.1f}s offline"
+        log.info("MQTT: connected to %s%s; %d defect event(s) to send", self.broker, outage, self.outbox.depth())
+        self._conn_log.reset()
+        self._connect_failures = 0
+        self._disconnected_at = None
+        self._connected.set()
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(1)
+        client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
+        self._events.put(("connected",))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._connect_failures += 1
+        if self._disconnected_at is None:
+            self._disconnected_at = time.monotonic()
+        emit, n = self._conn_log.check("connect_fail")
+        if emit:
+            reason = self._probe_reason()
+            self.last_error = f"cannot connect: {reason}"
+            log.warning(
+                "MQTT: cannot connect to %s: %s; retrying every %g-%gs, %d defect event(s) kept in the outbox%s",
+                self.broker, reason, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self.outbox.depth(),
+                f" ({n} more failed attempts)" if n else "",
+            )
+
+    def _probe_reason(self) -> str:
+        """paho swallows the OSError of a failed connect; one short TCP attempt recovers a readable reason."""
+        try:
+            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=2.0):
+                return "TCP connect works now, the MQTT/TLS handshake failed"
+        except OSError as e:
+            return e.strerror or str(e) or type(e).__name__
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(0)
+        self._events.put(("disconnected",))
+        if not was_connected or self._stopping:
+            return
+        self._disconnected_at = time.monotonic()
+        by = "broker sent DISCONNECT" if getattr(flags, "is_disconnect_packet_from_server", False) else "connection lost"
+        self.last_error = f"disconnected: {reason_code} ({by})"
+        emit, n = self._conn_log.check(f"disconnect:{reason_code}")
+        if emit:
+            log.warning(
+                "MQTT: disconnected from %s: %s (%s); reconnecting, defect events wait in the outbox%s",
+                self.broker, reason_code, by, f" ({n} more)" if n else "",
+            )
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self._events.put(("ack", mid, reason_code))
+
+    # -- sender thread --------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        try:
+            self._send_loop_inner()
+        except Exception:  # the outbox keeps everything; make the failure loud
+            log.exception("MQTT: sender thread died; defect events stay in the outbox %s", self.outbox.path)
+            self.last_error = "sender thread died (see log)"
+
+    def _send_loop_inner(self) -> None:
+        inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        last_sent = 0  # highest seq handed to paho on this connection
+        connected = False
+        retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
+        while True:
+            try:
+                batch = [self._events.get(timeout=0.5)]
+            except queue.Empty:
+                batch = []
+            while True:
+                try:
+                    batch.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            acked: list[int] = []
+            stop = False
+            for ev in batch:
+                kind = ev[0]
+                if kind == "ack":
+                    seq = inflight.pop(ev[1], None)
+                    if seq is None:
+                        continue  # a status/result/stats message, or from an older connection
+                    rc = ev[2]
+                    if getattr(rc, "is_failure", False):
+                        self.failed += 1
+                        if self.metrics is not None:
+                            self.metrics.events_failed.inc()
+                        self.last_error = f"broker rejected defect event seq {seq}: {rc}"
+                        log.warning("MQTT: broker rejected defect event seq %d: %s; kept in the outbox, retried later",
+                                    seq, rc)
+                        if retry_at is None:
+                            retry_at = time.monotonic() + self.cfg.reconnect_max_s
+                    else:
+                        acked.append(seq)
+                elif kind == "connected":
+                    connected, last_sent, retry_at = True, 0, None
+                    inflight.clear()
+                elif kind == "disconnected":
+                    if inflight:
+                        self.failed += len(inflight)
+                        if self.metrics is not None:
+                            self.metrics.events_failed.inc(len(inflight))
+                    connected, last_sent = False, 0
+                    inflight.clear()
+                elif kind == "stop":
+                    stop = True
+            if acked:
+                self.outbox.ack_many(acked)
+                self.published += len(acked)
+                if self.metrics is not None:
+                    self.metrics.events_published.inc(len(acked))
+            self._inflight_n = len(inflight)
+            if acked or stop:
+                with self._drained:
+                    self._drained.notify_all()
+            if stop:
+                return
+            if retry_at is not None and time.monotonic() >= retry_at:
+                last_sent, retry_at = 0, None
+            if not connected or not self._client.is_connected() or self._stopping:
+                continue
+            room = self.max_inflight - len(inflight)
+            if room <= 0:
+                continue
+            busy = set(inflight.values())
+            for row in self.outbox.pending(after_seq=last_sent, limit=room + len(busy)):
+                if row.seq in busy:
+                    continue
+                if len(inflight) >= self.max_inflight:
+                    break
+                info = self._client.publish(row.topic, _stamp(row.payload, row.seq), qos=1)
+                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    # Lost the connection between the check and the call; paho's copy is dropped on
+                    # the next connect and the row is sent again from the outbox.
+                    self.failed += 1
+                    if self.metrics is not None:
+                        self.metrics.events_failed.inc()
+                    log.debug("MQTT: publish of seq %d failed: %s", row.seq, mqtt.error_string(info.rc))
+                    break
+                inflight[info.mid] = row.seq
+                last_sent = row.seq
+            self._inflight_n = len(inflight)
