@@ -1,0 +1,167 @@
+"""``boxinspect bench MODEL``: latency of the interpreter per thread count, on this machine.
+
+Two timings per setting, both on the model's golden samples (random input if it has none):
+  invoke      set the prepared input tensor + invoke + read the output (what the runtime costs)
+  pre+invoke  Classifier.score() on a 640x480 BGR frame: resize + colour conversion + quantisation + invoke
+Only the median/p90/p99 of many runs after a warm-up mean anything; never compare single runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.classifier import Classifier, ModelError
+from edge.model_package import decode_golden
+
+log = logging.getLogger(__name__)
+
+FRAME_W, FRAME_H = 640, 480
+
+
+def _emit(text: str, stream=None) -> None:
+    (stream or sys.stdout).write(text + "\n")
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        info: dict[str, str] = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if ":" in line:
+                key, val = line.split(":", 1)
+                info.setdefault(key.strip().lower(), val.strip())
+        # x86: "model name"; Raspberry Pi: "Model" (board) or "Hardware"; "model" on x86 is just a number
+        for key in ("model name", "hardware", "model"):
+            if info.get(key) and not info[key].isdigit():
+                cpu = info[key]
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "numpy", "opencv-python-headless"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {
+        "median_ms": round(float(np.median(a)), 3),
+        "p90_ms": round(float(np.percentile(a, 90)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+        "min_ms": round(float(a.min()), 3),
+    }
+
+
+def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: int = 20) -> dict:
+    """Time ``model`` at each thread count; returns a JSON-able dict (machine, model, results)."""
+    rows = []
+    clf = None
+    for t in threads:
+        clf = Classifier.load(model, num_threads=t)
+        meta = clf.metadata
+        if meta.golden:
+            samples = [decode_golden(g.png_b64) for g in meta.golden]
+        else:
+            rng = np.random.default_rng(0)
+            samples = [rng.integers(0, 256, (meta.input.height, meta.input.width, 3), dtype=np.uint8)]
+        tensors = [clf.runner.set_input(s) for s in samples]
+        frames = [cv2.resize(cv2.cvtColor(s, cv2.COLOR_RGB2BGR), (FRAME_W, FRAME_H)) for s in samples]
+        for i in range(warmup):
+            clf.runner.invoke(tensors[i % len(tensors)])
+        inv, full = [], []
+        for i in range(runs):
+            x = tensors[i % len(tensors)]
+            t0 = time.perf_counter()
+            clf.runner.invoke(x)
+            inv.append((time.perf_counter() - t0) * 1000)
+        for i in range(warmup):
+            clf.score(frames[i % len(frames)])
+        for i in range(runs):
+            f = frames[i % len(frames)]
+            t0 = time.perf_counter()
+            clf.score(f)
+            full.append((time.perf_counter() - t0) * 1000)
+        rows.append({"threads": t, "invoke": _stats(inv), "preprocess_invoke": _stats(full)})
+        log.debug("threads=%d done", t)
+    assert clf is not None
+    return {
+        "model": str(model),
+        "model_id": clf.model_id,
+        "format": clf.metadata.format,
+        "size_bytes": clf.metadata.size_bytes,
+        "input": f"{clf.metadata.input.width}x{clf.metadata.input.height} {clf.metadata.input.dtype}",
+        "runtime": clf.runtime_name,
+        "delegate": clf.delegate,
+        "runs": runs,
+        "warmup": warmup,
+        "frame": f"{FRAME_W}x{FRAME_H} BGR",
+        "machine": machine_info(),
+        "results": rows,
+    }
+
+
+def format_table(res: dict) -> str:
+    m = res["machine"]
+    lines = [
+        f"model    {res['model_id']} ({res['format']}, {res['size_bytes'] / 1e6:.2f} MB, input {res['input']})",
+        f"runtime  {res['runtime']} delegate={res['delegate']} "
+        + " ".join(f"{k}={v}" for k, v in m["versions"].items() if k in ("ai-edge-litert", "tflite-runtime")),
+        f"machine  {m['cpu']} ({m['machine']}), {m['cores']} cores, load {m['load_avg_1m']}, {m['platform']}",
+        f"runs     {res['runs']} after {res['warmup']} warm-up; pre+invoke = score() on a {res['frame']} frame",
+        "",
+        f"{'threads':>7s} | {'invoke median':>13s} {'p90':>7s} {'p99':>7s} | {'pre+invoke median':>17s} {'p90':>7s} {'p99':>7s}",
+    ]
+    for r in res["results"]:
+        a, b = r["invoke"], r["preprocess_invoke"]
+        lines.append(
+            f"{r['threads']:>7d} | {a['median_ms']:>10.2f} ms {a['p90_ms']:>7.2f} {a['p99_ms']:>7.2f} | "
+            f"{b['median_ms']:>14.2f} ms {b['p90_ms']:>7.2f} {b['p99_ms']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+        if not threads or min(threads) < 1:
+            raise ValueError
+    except ValueError:
+        _emit(f"error: --threads must be comma-separated positive integers, got {args.threads!r}", sys.stderr)
+        return 2
+    if args.runs < 1 or args.warmup < 0:
+        _emit("error: --runs must be >= 1 and --warmup >= 0", sys.stderr)
+        return 2
+    try:
+        res = bench_model(args.model, threads, runs=args.runs, warmup=args.warmup)
+    except ModelError as e:
+        _emit(f"error: {e}", sys.stderr)
+        return 2
+    _emit(format_table(res))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    return 0
