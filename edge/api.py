@@ -148,7 +148,7 @@ class ApiState:
     events: RecentEvents = field(default_factory=RecentEvents)
     latest: LatestFrame = field(default_factory=LatestFrame)
     reload: Callable[[str | None], ReloadResult] | None = None
-    trigger: Callable[[str | None], None] | None = None
+    trigger: Callable[[str | None], bool] | None = None
     started: float = field(default_factory=time.time)
     counters: Callable[[], dict[str, Any]] | None = None  # live loop figures (fps, frames) from the daemon
 
@@ -494,14 +494,18 @@ def create_app(state: ApiState) -> FastAPI:
         status_code=202,
         tags=["control"],
         summary="Triggered mode: inspect the next frames as one part",
-        responses={409: {"description": "the daemon runs in continuous mode"}},
+        responses={
+            409: {"description": "the daemon runs in continuous mode"},
+            429: {"description": "too many triggers already waiting for frames"},
+        },
         dependencies=auth,
     )
     def trigger(body: TriggerRequest | None = None) -> TriggerResponse:
         if cfg.decision.mode != "triggered" or state.trigger is None:
             raise HTTPException(409, "decision.mode is 'continuous'; triggers only apply in 'triggered' mode")
         part_id = body.part_id if body is not None else None
-        state.trigger(part_id)
+        if not state.trigger(part_id):
+            raise HTTPException(429, "trigger refused: too many triggers are waiting for frames (is the camera ok?)")
         return TriggerResponse(accepted=True, part_id=part_id)
 
     @app.exception_handler(Exception)

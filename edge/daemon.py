@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
@@ -112,6 +111,12 @@ def parse_trigger(payload: bytes) -> str | None:
     return None
 
 
+def _label_pair(clf: Any) -> tuple[str, str]:
+    """(negative, positive) class names, the order the deciders take."""
+    meta = clf.metadata
+    return meta.negative_class, meta.positive_class
+
+
 class Daemon:
     """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code."""
 
@@ -126,7 +131,6 @@ class Daemon:
         # Flags set by signal handlers and the API; only the main loop acts on them.
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
-        self.triggers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self.stop_reason = ""
         self._reload_lock = threading.Lock()
         self._signals_seen = 0
@@ -149,6 +153,7 @@ class Daemon:
         self._fps = 0.0
         self._roi_error: str | None = None
         self._publish_model_info(model)
+        self.decider = self._make_decider()
 
     # ----------------------------------------------------------------------------------------------
     # 2. Run: start the parts, loop, shut down
@@ -180,7 +185,6 @@ class Daemon:
 
     def _start_parts(self) -> None:
         from edge.capture import Capture
-        from edge.evidence import EvidenceStore
         from edge.mqtt_sink import MqttSink
 
         cfg = self.cfg
@@ -188,10 +192,11 @@ class Daemon:
         self.sink = MqttSink(cfg.mqtt, cfg.topic_base, self.metrics, self._client_id())
         self.sink.start()
         if cfg.evidence.enabled:
+            from edge.evidence import EvidenceStore
+
             self.evidence = EvidenceStore(cfg.evidence)
         self.capture = Capture(cfg.source, self.metrics)
         self.capture.start()
-        self.decider = self._make_decider()
         if cfg.decision.mode == "triggered" and cfg.mqtt.enabled:
             self._subscribe_triggers()
         self.state = ApiState(
@@ -217,7 +222,7 @@ class Daemon:
         assert model is not None
         clf = model.classifier
         cls = TriggeredDecider if self.cfg.decision.mode == "triggered" else ContinuousDecider
-        decider = cls(self.cfg.decision, list(clf.metadata.labels), self._threshold(model), clf.model_id)
+        decider = cls(self.cfg.decision, _label_pair(clf), self._threshold(model), clf.model_id)
         self._model_version = self.models.get_versioned()[1]
         return decider
 
@@ -239,7 +244,6 @@ class Daemon:
                 self.reload_requested.clear()
                 threading.Thread(target=self.reload, name="reload", daemon=True).start()
             self._follow_model_swap()
-            self._take_triggers()
 
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
@@ -288,6 +292,12 @@ class Daemon:
         decision = self.decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
             self._on_decision(decision)
+        elif self._best is not None and not self._box_in_progress():
+            self._best = None  # a passage too short to decide: its frames are not evidence of the next box
+
+    def _box_in_progress(self) -> bool:
+        d = self.decider
+        return bool(d.in_passage) if hasattr(d, "in_passage") else d.pending > 0
 
     def _on_decision(self, decision: Any) -> None:
         cfg = self.cfg
@@ -308,24 +318,16 @@ class Daemon:
         if event["is_defect"]:
             m.defects.inc()
             self._defects += 1
-            m.end_to_end_seconds.observe(max(0.0, time.time() - self._last_captured_at(decision)))
+            m.end_to_end_seconds.observe(max(0.0, time.time() - decision.captured_at))
         self._decisions += 1
         self.events.add(event)
         self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
         log.info(
-            "decision %s score=%.3f frames=%s-%s (%s scored) event=%s%s",
+            "decision %s score=%.3f frames=%s-%s (%d scored) event=%s%s",
             event["label"], event["score"], event.get("first_frame"), event.get("last_frame"),
-            event.get("frames_scored", event.get("n_frames", "?")), event["event_id"],
+            event["frame_count"], event["event_id"],
             f" part={event['part_id']}" if event.get("part_id") else "",
         )
-
-    @staticmethod
-    def _last_captured_at(decision: Any) -> float:
-        for name in ("last_captured_at", "captured_at", "ended_at"):
-            value = getattr(decision, name, None)
-            if isinstance(value, (int, float)):
-                return float(value)
-        return time.time()
 
     # ----------------------------------------------------------------------------------------------
     # Periodic: stats on MQTT, a status line in the log
@@ -413,6 +415,7 @@ class Daemon:
         self._model_version = version
         self.decider.threshold = self._threshold(model)
         self.decider.model_id = model.classifier.model_id
+        self.decider.labels = _label_pair(model.classifier)
 
     def _threshold(self, model: LoadedModel) -> float:
         t = self.cfg.model.threshold
@@ -436,18 +439,12 @@ class Daemon:
     # Triggered mode: parts announced over MQTT or POST /trigger
     # ----------------------------------------------------------------------------------------------
 
-    def trigger(self, part_id: str | None) -> None:
-        """Queue a trigger (any thread); the loop hands it to the decider before the next frame."""
-        self.triggers.put(part_id)
-
-    def _take_triggers(self) -> None:
-        while True:
-            try:
-                part_id = self.triggers.get_nowait()
-            except queue.Empty:
-                return
-            log.info("trigger: part %s", part_id)
-            self.decider.trigger(part_id)
+    def trigger(self, part_id: str | None) -> bool:
+        """Announce a part (any thread: MQTT callback, API). Frames captured from now on are used for it.
+        False if the decider refused it (too many triggers waiting; it logs why)."""
+        accepted = bool(self.decider.trigger(part_id))
+        log.info("trigger: part %s%s", part_id, "" if accepted else " REFUSED")
+        return accepted
 
     def _subscribe_triggers(self) -> None:
         """A second paho client subscribed to the trigger topic (MqttSink only publishes)."""
@@ -563,7 +560,12 @@ class Daemon:
                 self._trigger_client.loop_stop()
                 self._trigger_client.disconnect()
             if self.sink is not None:
-                # Drains what it can within the time left, publishes "offline", keeps the rest on disk.
+                if cfg.mqtt.enabled and self.sink.outbox_depth:
+                    # Also while disconnected: the broker may be back before the deadline.
+                    log.info("delivering %d defect event(s) before exit (at most %.1f s)",
+                             self.sink.outbox_depth, max(0.0, deadline - time.monotonic() - 1.0))
+                    self.sink.wait_drained(max(0.0, deadline - time.monotonic() - 1.0))
+                # Publishes "offline", disconnects; whatever is still in the outbox stays on disk.
                 self.sink.stop(max(1.0, deadline - time.monotonic()))
                 drained = self.sink.outbox_depth == 0 if cfg.mqtt.enabled else True
             self._publish_final_log()

@@ -356,7 +356,11 @@ def test_trigger_only_in_triggered_mode(tmp_path, model_copy):
     r = client.post("/trigger", json={"part_id": "p1"})
     assert r.status_code == 202 and r.json() == {"accepted": True, "part_id": "p1"}
     assert client.post("/trigger").status_code == 202
-    assert d.triggers.get_nowait() == "p1" and d.triggers.get_nowait() is None
+    assert d.decider.pending == 2
+    # a refused trigger (too many waiting) is a 429, never a silent drop
+    d.decider.max_pending = 1
+    r = client.post("/trigger", json={"part_id": "p3"})
+    assert r.status_code == 429 and "too many" in r.json()["detail"]
 
 
 # -------------------------------------------------------------------------------- token
