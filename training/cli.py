@@ -1,0 +1,155 @@
+"""``boxinspect train`` and ``boxinspect evaluate``. Registration imports no TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TRAIN_DESCRIPTION = """\
+Train a box-defect classifier: MobileNetV2 transfer learning on a folder-per-class data set.
+
+DATA holds one folder per class, e.g. DATA/ok/*.jpg and DATA/defective/*.jpg (jpg, png, bmp, webp,
+tiff; unreadable files are counted and skipped). The model is binary: it outputs P(positive class).
+
+What happens:
+  1. split   near-duplicates (flipped/rotated/re-encoded copies of one photo, found with a dHash over
+             all 8 rotations/mirrors) are grouped, and whole groups go to train, val or test, stratified
+             by class, so a copy of a test photo is never trained on. Saved as RUN/split.json.
+  2. phase 1 backbone frozen, new head (GAP -> Dropout -> Dense sigmoid) trained with Adam --lr,
+             up to --epochs, early stopping on val_loss (best weights restored).
+  3. phase 2 top --unfreeze-blocks blocks of the backbone unfrozen, trained at the lower
+             --fine-tune-lr for up to --fine-tune-epochs (0 = skip).
+  Augmentation (flip, rotation, zoom, brightness, contrast) acts during training only; the saved
+  RUN/model.keras takes RGB float32 in [0, 255] and contains the [-1, 1] rescaling.
+"""
+
+TRAIN_EPILOG = """\
+defaults and why:
+  --img-size 160, --alpha 0.35  small enough for a Raspberry Pi (int8 TFLite runs in a few ms),
+                                large enough to see dents and tears; see docs/RESULTS.md
+  --lr 1e-4, --epochs 25        the reference project's settings, plus early stopping
+  --fine-tune-lr 1e-5           10x lower, so fine-tuning does not wreck the pretrained features
+  --balance weights             defects are usually rarer; weighting the loss costs nothing
+  --test-frac 0.2               a held-out test set large enough for a meaningful recall
+
+weights:
+  --weights imagenet (default) uses Keras' own download and cache (~/.keras/models/). Offline, copy
+  the official mobilenet_v2_weights_tf_dim_ordering_tf_kernels_<alpha>_224_no_top.h5 into
+  ~/.keras/models/ (it serves every input size) or pass --weights PATH. --weights none trains from
+  random initialisation (much worse on small data).
+
+examples:
+  boxinspect train data/boxes --out runs/m1
+  boxinspect train data/boxes --out runs/m2 --split-manifest runs/m1/split.json   # same split
+  boxinspect evaluate runs/m1
+"""
+
+EVAL_DESCRIPTION = """\
+Evaluate a trained run: classification report, ROC AUC, ROC and PR curves, confusion matrix, loss and
+accuracy curves of both phases, and a threshold table. The operating threshold is chosen on the
+VALIDATION split as the highest threshold whose defect recall is >= --target-recall (on a line a missed
+defect usually costs more than a false reject); the test split is then reported at that threshold and
+at 0.5. Writes RUN/metrics.json and RUN/report/ (PNGs + a self-contained report.html).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("train", help="train a MobileNetV2 defect classifier (run directory out)",
+                       description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG, formatter_class=fmt)
+    p.add_argument("data", type=Path, help="data folder with one sub-folder per class")
+    p.add_argument("--out", type=Path, required=True, help="run directory to create (e.g. runs/m1)")
+    p.add_argument("--classes", default=None,
+                   help="comma-separated class folders in index order (default: all sub-folders, sorted)")
+    p.add_argument("--positive-class", default=None,
+                   help="the defect class (default: 'defective' or 'damaged' if such a folder exists)")
+    p.add_argument("--img-size", type=int, default=160, help="square input size in px (default 160)")
+    p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (default, Keras cache/download), none (random init), or PATH to a no-top .h5")
+    p.add_argument("--epochs", type=int, default=25, help="phase 1 max epochs, backbone frozen (default 25)")
+    p.add_argument("--fine-tune-epochs", type=int, default=10,
+                   help="phase 2 max epochs, top blocks unfrozen (default 10; 0 = frozen backbone only)")
+    p.add_argument("--unfreeze-blocks", type=int, default=4,
+                   help="MobileNetV2 blocks (of 16) unfrozen in phase 2, counted from the top (default 4)")
+    p.add_argument("--batch-size", type=int, default=32, help="default 32")
+    p.add_argument("--lr", type=float, default=1e-4, help="phase 1 Adam learning rate (default 1e-4)")
+    p.add_argument("--fine-tune-lr", type=float, default=1e-5, help="phase 2 learning rate (default 1e-5)")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout before the output (default 0.2)")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (default 5)")
+    p.add_argument("--balance", choices=["weights", "oversample", "none"], default="weights",
+                   help="class imbalance: loss weights (default), oversample the minority (augmented), none")
+    p.add_argument("--no-augment", action="store_true", help="switch off training augmentation")
+    p.add_argument("--val-frac", type=float, default=0.15, help="validation fraction (default 0.15)")
+    p.add_argument("--test-frac", type=float, default=0.2, help="test fraction (default 0.2, >= 0.15 advised)")
+    p.add_argument("--dup-threshold", type=int, default=6,
+                   help="near-duplicate dHash Hamming distance, of 64 bits (default 6; -1 = no grouping)")
+    p.add_argument("--split-manifest", type=Path, default=None,
+                   help="reuse this split.json (from another run) instead of making a new split")
+    p.add_argument("--seed", type=int, default=0, help="seed for python/numpy/TensorFlow (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a run directory with a model")
+    p.add_argument("--quiet", action="store_true", help="no Keras progress bars (one log line per epoch stays)")
+    p.add_argument("--evaluate", action="store_true", help="run 'boxinspect evaluate' on the run afterwards")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a run: report, plots, operating threshold",
+                       description=EVAL_DESCRIPTION, formatter_class=fmt)
+    e.add_argument("run", type=Path, help="run directory written by 'boxinspect train'")
+    e.add_argument("--target-recall", type=float, default=0.95,
+                   help="defect recall the threshold must reach on validation (default 0.95)")
+    e.add_argument("--split", default="test", choices=["test", "val", "train"],
+                   help="split to report (default test)")
+    e.set_defaults(func=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.data import DataError
+    from training.model import WeightsError
+    from training.split import SplitError
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data_dir=args.data, out_dir=args.out,
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        positive_class=args.positive_class, img_size=args.img_size, alpha=args.alpha, weights=args.weights,
+        epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
+        batch_size=args.batch_size, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,
+        dropout=args.dropout, patience=args.patience, balance=args.balance, augment=not args.no_augment,
+        val_frac=args.val_frac, test_frac=args.test_frac, dup_threshold=args.dup_threshold,
+        split_manifest=args.split_manifest, seed=args.seed, overwrite=args.overwrite,
+        verbose=0 if args.quiet else "auto",
+    )
+    try:
+        run = train(cfg)
+    except (DataError, SplitError, WeightsError, FileExistsError) as e:
+        log.error("%s", e)
+        return 2
+    print(f"run directory: {run}")
+    if args.evaluate:
+        return _evaluate(argparse.Namespace(run=run, target_recall=0.95, split="test"))
+    print(f"next: boxinspect evaluate {run}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import EvaluateError, evaluate
+
+    try:
+        m = evaluate(args.run, target_recall=args.target_recall, split=args.split)
+    except EvaluateError as e:
+        log.error("%s", e)
+        return 2
+    print(m["classification_report_text"])
+    at = m["at_threshold"]
+    print(
+        f"ROC AUC {m['roc_auc']:.3f} | threshold {m['threshold']:.3f} (val recall >= {args.target_recall}): "
+        f"recall {at['recall']:.3f} precision {at['precision']:.3f} | at 0.5: recall {m['at_0.5']['recall']:.3f} "
+        f"precision {m['at_0.5']['precision']:.3f}"
+    )
+    print(f"report: {Path(args.run) / 'report' / 'report.html'}")
+    print(json.dumps({"threshold": m["threshold"], "roc_auc": m["roc_auc"]}))
+    return 0

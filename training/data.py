@@ -1,0 +1,157 @@
+"""Folder-per-class image loading (OpenCV), with unreadable files reported and skipped.
+
+A data set is ``DATA/<class>/<image>``; the class folders give the labels. The positive (defect) class
+is explicit: configured, or found by name (``defective`` / ``damaged``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_POSITIVE_NAMES = ("defective", "damaged")
+
+
+class DataError(ValueError):
+    """The data folder cannot be used as given (one readable sentence)."""
+
+
+@dataclass
+class ImageSet:
+    """Images found in a folder-per-class data set, in a stable (sorted) order."""
+
+    root: Path
+    classes: list[str]
+    positive_class: str
+    paths: list[Path] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def positive_index(self) -> int:
+        return self.classes.index(self.positive_class)
+
+    def rel(self, path: Path) -> str:
+        """Path relative to the data root, with forward slashes (how split.json stores it)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+
+def discover_classes(data_dir: Path) -> list[str]:
+    """Sub-folders of ``data_dir`` that hold at least one image, sorted by name."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data folder {data_dir} does not exist or is not a folder")
+    found = [
+        d.name
+        for d in sorted(data_dir.iterdir())
+        if d.is_dir() and not d.name.startswith(".") and any(_image_files(d))
+    ]
+    return found
+
+
+def resolve_positive(classes: list[str], positive_class: str | None) -> str:
+    """The positive (defect) class: the given one, else ``defective`` or ``damaged`` if present."""
+    if positive_class is not None:
+        if positive_class not in classes:
+            raise DataError(f"positive class {positive_class!r} is not one of the classes {classes}")
+        return positive_class
+    for name in DEFAULT_POSITIVE_NAMES:
+        if name in classes:
+            return name
+    raise DataError(
+        f"cannot tell which class is the defect among {classes}: pass --positive-class NAME "
+        f"(auto-detection only knows {', '.join(DEFAULT_POSITIVE_NAMES)})"
+    )
+
+
+def _image_files(folder: Path):
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            yield p
+
+
+def scan(data_dir: Path, classes: list[str] | None = None, positive_class: str | None = None) -> ImageSet:
+    """List the images of a folder-per-class data set (nothing is decoded yet)."""
+    data_dir = Path(data_dir).resolve()
+    found = discover_classes(data_dir)
+    if classes is None:
+        classes = found
+    else:
+        missing = [c for c in classes if not (data_dir / c).is_dir()]
+        if missing:
+            raise DataError(f"class folder(s) {missing} not found in {data_dir} (found: {found})")
+    if len(classes) < 2:
+        raise DataError(f"need at least two class folders with images in {data_dir}, found {found}")
+    positive = resolve_positive(list(classes), positive_class)
+    images = ImageSet(root=data_dir, classes=list(classes), positive_class=positive)
+    for c in classes:
+        files = list(_image_files(data_dir / c))
+        if not files:
+            raise DataError(f"class folder {data_dir / c} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        images.paths.extend(files)
+        images.labels.extend([c] * len(files))
+    if len(classes) > 2:
+        log.warning(
+            "%d classes; the model is binary: %r against all others", len(classes), positive
+        )
+    return images
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """Decode an image file to RGB uint8 (H, W, 3), or ``None`` if OpenCV cannot read it."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # also copes with non-ASCII paths
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        return None
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize (stretch) to ``size`` x ``size``; INTER_AREA when shrinking, the same as the edge does."""
+    h, w = rgb.shape[:2]
+    interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interp)
+
+
+@dataclass
+class Loaded:
+    """Decoded images (uint8 RGB, size x size) with their paths; unreadable files listed apart."""
+
+    paths: list[Path]
+    labels: list[str]
+    pixels: np.ndarray
+    unreadable: list[Path]
+
+
+def load_images(paths: list[Path], labels: list[str], size: int) -> Loaded:
+    """Decode and resize images; unreadable or corrupt files are logged, counted and skipped."""
+    keep_paths: list[Path] = []
+    keep_labels: list[str] = []
+    arrays: list[np.ndarray] = []
+    bad: list[Path] = []
+    for p, lab in zip(paths, labels, strict=True):
+        rgb = read_rgb(p)
+        if rgb is None:
+            bad.append(Path(p))
+            continue
+        arrays.append(resize(rgb, size))
+        keep_paths.append(Path(p))
+        keep_labels.append(lab)
+    if bad:
+        log.warning(
+            "skipped %d unreadable image file(s) of %d, e.g. %s",
+            len(bad), len(paths), ", ".join(str(b) for b in bad[:3]),
+        )
+    pixels = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    return Loaded(keep_paths, keep_labels, pixels, bad)

@@ -1,0 +1,356 @@
+"""Evaluate a run: scores on val and test, operating threshold for a target recall, plots and report.
+
+The threshold is chosen on the validation split (never on test): the highest threshold whose defect
+recall on val is >= ``target_recall``, placed halfway to the next lower val score so a small numeric
+change (e.g. int8 quantisation) does not flip the boundary case. A box is a defect when
+``score >= threshold``. Test metrics are then reported at that threshold and at 0.5.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from training import data as data_mod
+from training import split as split_mod
+
+log = logging.getLogger(__name__)
+
+TABLE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+class EvaluateError(RuntimeError):
+    """The run cannot be evaluated (one readable sentence)."""
+
+
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: float = 0.95) -> dict:
+    """Highest threshold with recall >= target on (y_true, scores); defect if score >= threshold.
+
+    Returns {"threshold", "recall", "precision", "target_recall", "n_pos", "n", "fallback"}.
+    With no positives the threshold falls back to 0.5 (``fallback`` says why).
+    """
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    pos = np.sort(s[y == 1])[::-1]
+    out = {"target_recall": target_recall, "n_pos": int(len(pos)), "n": int(len(s)), "fallback": None}
+    if len(pos) == 0:
+        out.update(threshold=0.5, fallback="no positive examples in the selection split; 0.5 used")
+    else:
+        k = max(1, math.ceil(target_recall * len(pos) - 1e-9))
+        kth = pos[k - 1]  # the k-th highest positive score: recall is k/P at threshold kth
+        below = s[s < kth]
+        thr = (kth + below.max()) / 2.0 if len(below) else kth * 0.999
+        out["threshold"] = float(thr)
+    pred = s >= out["threshold"]
+    tp = int(np.sum(pred & (y == 1)))
+    out["recall"] = tp / max(1, int(np.sum(y == 1)))
+    out["precision"] = tp / max(1, int(np.sum(pred)))
+    return out
+
+
+def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float, names: list[str]) -> dict:
+    """Accuracy, precision, recall, F1, specificity, confusion matrix and sklearn's classification report."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    y = np.asarray(y_true).astype(int).ravel()
+    pred = (np.asarray(scores).ravel() >= threshold).astype(int)
+    cm = confusion_matrix(y, pred, labels=[0, 1])
+    tn, fp, fn, tp = (int(v) for v in cm.ravel())
+    rep = classification_report(y, pred, labels=[0, 1], target_names=names, output_dict=True, zero_division=0)
+    text = classification_report(y, pred, labels=[0, 1], target_names=names, digits=2, zero_division=0)
+    return {
+        "threshold": float(threshold),
+        "accuracy": (tp + tn) / max(1, len(y)),
+        "precision": tp / max(1, tp + fp),
+        "recall": tp / max(1, tp + fn),
+        "specificity": tn / max(1, tn + fp),
+        "f1": 2 * tp / max(1, 2 * tp + fp + fn),
+        "macro_f1": rep["macro avg"]["f1-score"],
+        "confusion_matrix": {"labels": names, "matrix": cm.tolist(), "tn": tn, "fp": fp, "fn": fn, "tp": tp},
+        "classification_report": rep,
+        "classification_report_text": text,
+    }
+
+
+def threshold_table(y_true: np.ndarray, scores: np.ndarray, thresholds) -> list[dict]:
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(scores).ravel()
+    rows = []
+    for t in sorted(set(float(t) for t in thresholds)):
+        pred = s >= t
+        tp = int(np.sum(pred & (y == 1)))
+        fp = int(np.sum(pred & (y == 0)))
+        fn = int(np.sum(~pred & (y == 1)))
+        tn = int(np.sum(~pred & (y == 0)))
+        rows.append({
+            "threshold": round(t, 4), "recall": tp / max(1, tp + fn), "precision": tp / max(1, tp + fp),
+            "specificity": tn / max(1, tn + fp), "false_rejects": fp, "missed_defects": fn,
+            "accuracy": (tp + tn) / max(1, len(y)),
+        })
+    return rows
+
+
+def _names(classes: list[str], positive: str) -> list[str]:
+    """[negative name, positive name] for the binary report."""
+    others = [c for c in classes if c != positive]
+    neg = others[0] if len(others) == 1 else "not-" + positive
+    return [neg, positive]
+
+
+def _scores(model, split: split_mod.Split, name: str, root: Path, img_size: int, positive: str):
+    items = split.select(name)
+    loaded = data_mod.load_images([root / it["path"] for it in items], [it["label"] for it in items], img_size)
+    if len(loaded.paths) == 0:
+        return np.zeros(0), np.zeros(0), loaded
+    s = model.predict(loaded.pixels.astype(np.float32), batch_size=64, verbose=0).ravel()
+    y = np.array([1 if lab == positive else 0 for lab in loaded.labels])
+    return y, s.astype(np.float64), loaded
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np.ndarray, m: dict,
+           history: dict, names: list[str], split: str) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    thr = m["threshold"]
+
+    if len(np.unique(y)) == 2:
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        RocCurveDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
+        if len(np.unique(y_val)) == 2:
+            RocCurveDisplay.from_predictions(y_val, s_val, ax=ax, name=f"val (n={len(y_val)})", curve_kwargs={"linestyle": "--"})
+        a = m["at_threshold"]
+        ax.plot(1 - a["specificity"], a["recall"], "o", color="red", label=f"threshold {thr:.3f}")
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_title(f"ROC, positive = {names[1]}")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        files["roc"] = out / "roc.png"
+        fig.savefig(files["roc"], dpi=110)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        PrecisionRecallDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
+        ax.plot(a["recall"], a["precision"], "o", color="red", label=f"threshold {thr:.3f}")
+        ax.set_title(f"Precision-recall, positive = {names[1]}")
+        ax.legend(loc="lower left")
+        fig.tight_layout()
+        files["pr"] = out / "pr.png"
+        fig.savefig(files["pr"], dpi=110)
+        plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, key, title in ((axes[0], "at_threshold", f"threshold {thr:.3f}"), (axes[1], "at_0.5", "threshold 0.5")):
+        cm = np.array(m[key]["confusion_matrix"]["matrix"])
+        ConfusionMatrixDisplay(cm, display_labels=names).plot(ax=ax, colorbar=False, cmap="Blues")
+        ax.set_title(f"{split}, {title}")
+    fig.tight_layout()
+    files["confusion_matrix"] = out / "confusion_matrix.png"
+    fig.savefig(files["confusion_matrix"], dpi=110)
+    plt.close(fig)
+
+    phases = [(k, v) for k, v in history.items() if isinstance(v, dict) and "history" in v]
+    if phases:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            start = 0
+            for i, (pname, ph) in enumerate(phases):
+                h = ph["history"]
+                n = len(h.get(metric, []))
+                xs = np.arange(start + 1, start + n + 1)
+                colour = f"C{i}"
+                if n:
+                    ax.plot(xs, h[metric], "-", color=colour, label=f"{pname} train")
+                    ax.plot(xs, h.get("val_" + metric, [np.nan] * n), "--", color=colour, label=f"{pname} val")
+                if i > 0:
+                    ax.axvline(start + 0.5, color="grey", linestyle=":")
+                start += n
+            ax.set_xlabel("epoch")
+            ax.set_title(metric)
+            ax.legend()
+        fig.tight_layout()
+        files["curves"] = out / "curves.png"
+        fig.savefig(files["curves"], dpi=110)
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(s[y == 0], bins=bins, alpha=0.6, label=names[0])
+    ax.hist(s[y == 1], bins=bins, alpha=0.6, label=names[1])
+    ax.axvline(thr, color="red", label=f"threshold {thr:.3f}")
+    ax.axvline(0.5, color="grey", linestyle=":", label="0.5")
+    ax.set_xlabel(f"score = P({names[1]})")
+    ax.set_title(f"Score distribution, {split}")
+    ax.legend()
+    fig.tight_layout()
+    files["scores"] = out / "scores.png"
+    fig.savefig(files["scores"], dpi=110)
+    plt.close(fig)
+    return files
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _img_tag(path: Path, alt: str) -> str:
+    b64 = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _html(m: dict, files: dict[str, Path], cfg: dict, run_dir: Path) -> str:
+    a, h = m["at_threshold"], m["at_0.5"]
+    esc = html.escape
+
+    def row(label: str, d: dict) -> str:
+        return (f"<tr><td>{esc(label)}</td><td>{d['threshold']:.3f}</td><td>{d['accuracy']:.3f}</td>"
+                f"<td>{d['precision']:.3f}</td><td>{d['recall']:.3f}</td><td>{d['specificity']:.3f}</td>"
+                f"<td>{d['f1']:.3f}</td><td>{d['macro_f1']:.3f}</td>"
+                f"<td>{d['confusion_matrix']['fn']}</td><td>{d['confusion_matrix']['fp']}</td></tr>")
+
+    trs = "".join(
+        f"<tr><td>{r['threshold']:.3f}</td><td>{r['recall']:.3f}</td><td>{r['precision']:.3f}</td>"
+        f"<td>{r['specificity']:.3f}</td><td>{r['missed_defects']}</td><td>{r['false_rejects']}</td>"
+        f"<td>{r['accuracy']:.3f}</td></tr>"
+        for r in m["threshold_table"]
+    )
+    imgs = "".join(f"<figure>{_img_tag(p, k)}<figcaption>{esc(k)}</figcaption></figure>" for k, p in files.items())
+    counts = m.get("split_counts", {})
+    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+    sel = m["threshold_selection"]
+    cfg_rows = "".join(
+        f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(cfg.get(k)))}</td></tr>"
+        for k in ("data_dir", "classes", "positive_class", "img_size", "alpha", "weights", "epochs",
+                  "fine_tune_epochs", "unfreeze_blocks", "learning_rate", "fine_tune_learning_rate", "balance",
+                  "augment", "seed", "wall_time_s")
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>boxinspect evaluation: {esc(run_dir.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; max-width: 1150px; color: #222; }}
+table {{ border-collapse: collapse; margin: 8px 0 18px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 9px; text-align: right; }}
+th {{ background: #f2f2f2; }} td:first-child {{ text-align: left; }}
+pre {{ background: #f7f7f7; padding: 10px; display: inline-block; }}
+figure {{ display: inline-block; margin: 6px; vertical-align: top; }}
+img {{ max-width: 1080px; border: 1px solid #ddd; }}
+.big {{ font-size: 1.25em; }}
+</style></head><body>
+<h1>Evaluation of run <code>{esc(run_dir.name)}</code></h1>
+<p>{esc(m['created_at'])} &middot; split <b>{esc(m['split'])}</b> (n={m['n']}, {m['n_positive']} {esc(m['positive_class'])})
+&middot; classes {esc(', '.join(m['classes']))} &middot; positive class <b>{esc(m['positive_class'])}</b></p>
+<p class="big">ROC AUC <b>{auc}</b> &middot; operating threshold <b>{m['threshold']:.3f}</b>
+(highest threshold with defect recall &ge; {sel['target_recall']} on validation: val recall {sel['recall']:.3f},
+val precision {sel['precision']:.3f}{'; ' + esc(sel['fallback']) if sel['fallback'] else ''})</p>
+<h2>{esc(m['split'])} metrics</h2>
+<table><tr><th>at</th><th>threshold</th><th>accuracy</th><th>precision</th><th>recall</th><th>specificity</th>
+<th>F1 ({esc(m['positive_class'])})</th><th>macro F1</th><th>missed defects</th><th>false rejects</th></tr>
+{row('operating threshold', a)}{row('0.5', h)}</table>
+<h3>Classification report at the operating threshold ({a['threshold']:.3f})</h3>
+<pre>{esc(a['classification_report_text'])}</pre>
+<h3>Classification report at 0.5</h3>
+<pre>{esc(h['classification_report_text'])}</pre>
+<h2>Plots</h2>
+{imgs}
+<h2>Threshold table ({esc(m['split'])})</h2>
+<table><tr><th>threshold</th><th>recall</th><th>precision</th><th>specificity</th><th>missed defects</th>
+<th>false rejects</th><th>accuracy</th></tr>{trs}</table>
+<h2>Split (grouped by near-duplicate clusters)</h2>
+<pre>{esc(json.dumps(counts, indent=1))}</pre>
+<h2>Training configuration</h2>
+<table>{cfg_rows}</table>
+</body></html>
+"""
+
+
+# ---------------------------------------------------------------- main entry
+
+
+def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", data_dir: Path | None = None) -> dict:
+    """Evaluate ``run_dir``; writes metrics.json and report/ (PNGs + report.html) and returns the metrics.
+
+    ``data_dir`` overrides the data folder recorded in train_config.json (if the data moved).
+    """
+    run_dir = Path(run_dir)
+    if not 0 < target_recall <= 1:
+        raise EvaluateError(f"target recall must be in (0, 1], got {target_recall}")
+    try:
+        cfg = json.loads((run_dir / "train_config.json").read_text())
+        history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else {}
+        sp = split_mod.load_split(run_dir / "split.json")
+    except (OSError, json.JSONDecodeError, split_mod.SplitError) as e:
+        raise EvaluateError(f"{run_dir} is not a complete run directory: {e}") from e
+    if not (run_dir / "model.keras").is_file():
+        raise EvaluateError(f"{run_dir / 'model.keras'} not found; train first")
+    root = Path(data_dir or cfg["data_dir"])
+    if not root.is_dir():
+        raise EvaluateError(f"data folder {root} not found (pass data_dir= if it moved)")
+
+    import keras
+
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    positive = cfg["positive_class"]
+    names = _names(cfg["classes"], positive)
+    img_size = int(cfg["img_size"])
+
+    y_val, s_val, _ = _scores(model, sp, "val", root, img_size, positive)
+    y, s, loaded = _scores(model, sp, split, root, img_size, positive)
+    if len(y) == 0:
+        raise EvaluateError(f"split {split!r} has no readable images")
+    sel = choose_threshold(y_val, s_val, target_recall)
+    if sel["fallback"]:
+        log.warning("threshold: %s", sel["fallback"])
+    thr = sel["threshold"]
+
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    both = len(np.unique(y)) == 2
+    m: dict = {
+        "run": str(run_dir),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": split,
+        "classes": cfg["classes"],
+        "positive_class": positive,
+        "n": int(len(y)),
+        "n_positive": int(np.sum(y == 1)),
+        "threshold": float(thr),
+        "threshold_rule": "defect if score >= threshold",
+        "threshold_selection": {**sel, "split": "val"},
+        "roc_auc": float(roc_auc_score(y, s)) if both else None,
+        "average_precision": float(average_precision_score(y, s)) if both else None,
+        "val_roc_auc": float(roc_auc_score(y_val, s_val)) if len(np.unique(y_val)) == 2 else None,
+        "at_threshold": binary_metrics(y, s, thr, names),
+        "at_0.5": binary_metrics(y, s, 0.5, names),
+        "threshold_table": threshold_table(y, s, list(TABLE_THRESHOLDS) + [thr]),
+        "split_counts": sp.counts(),
+        "img_size": img_size,
+        "balance": cfg.get("balance"),
+    }
+    m["accuracy"] = m["at_threshold"]["accuracy"]
+    m["classification_report_text"] = m["at_threshold"]["classification_report_text"]
+    if loaded.unreadable:
+        m["unreadable"] = [str(p) for p in loaded.unreadable]
+
+    files = _plots(run_dir / "report", y, s, y_val, s_val, m, history, names, split)
+    m["report"] = {k: str(p.relative_to(run_dir)) for k, p in files.items()}
+    (run_dir / "report" / "report.html").write_text(_html(m, files, cfg, run_dir))
+    m["report"]["html"] = "report/report.html"
+    (run_dir / "metrics.json").write_text(json.dumps(m, indent=1))
+    log.info("evaluated %s on %s (n=%d): AUC %s, threshold %.3f, recall %.3f, precision %.3f",
+             run_dir, split, len(y), "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}", thr,
+             m["at_threshold"]["recall"], m["at_threshold"]["precision"])
+    return m

@@ -1,0 +1,166 @@
+"""MobileNetV2 classifier: the inference model saved as model.keras, and its training-only wrapper.
+
+Inference model: float32 RGB in [0, 255] -> Rescaling to [-1, 1] (what MobileNetV2 expects) ->
+MobileNetV2(include_top=False) -> GlobalAveragePooling -> Dropout -> Dense(1, sigmoid) = P(defect).
+Augmentation lives in a wrapper model used only for ``fit``, so it never reaches convert/ or the edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_ENV = "BOXINSPECT_WEIGHTS"
+BACKBONE_NAME = "mobilenetv2"
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights cannot be obtained (message says what to do)."""
+
+
+def weight_file_name(alpha: float, rows: int = 224) -> str:
+    """The file name Keras downloads for MobileNetV2(include_top=False, weights='imagenet')."""
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+
+
+def offline_weights_path(alpha: float = 0.35) -> Path | None:
+    """Offline ImageNet weights: ``$BOXINSPECT_WEIGHTS`` (file or folder), else ``<repo>/../shared/weights/``."""
+    name = weight_file_name(alpha)
+    candidates = []
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        p = Path(env)
+        candidates.append(p if p.suffix == ".h5" else p / name)
+    candidates.append(REPO_ROOT.parent / "shared" / "weights" / name)
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def _keras_cache_dir() -> Path:
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(base) / "models"
+
+
+def resolve_weights(weights: str, alpha: float, img_size: int) -> str | None:
+    """Turn ``imagenet`` / ``none`` / PATH into a weight file path for MobileNetV2 (or None = random).
+
+    ``imagenet`` uses Keras' own cache and download (``keras.utils.get_file``). The trunk without top does
+    not depend on the input size, so a cached file for 224 px serves any size.
+    """
+    if weights.lower() == "none":
+        return None
+    if weights.lower() != "imagenet":
+        p = Path(weights).expanduser()
+        if not p.is_file():
+            raise WeightsError(f"weights file {p} not found (expected a MobileNetV2 no-top .h5)")
+        return str(p)
+    names = [weight_file_name(alpha, img_size)] if img_size in (96, 128, 160, 192, 224) else []
+    names.append(weight_file_name(alpha, 224))
+    cache = _keras_cache_dir()
+    for n in names:
+        if (cache / n).is_file():
+            log.info("ImageNet weights from the Keras cache: %s", cache / n)
+            return str(cache / n)
+    import keras
+
+    url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + names[0]
+    try:
+        return keras.utils.get_file(names[0], url, cache_subdir="models")
+    except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for network errors
+        raise WeightsError(
+            f"Could not download the ImageNet weights for MobileNetV2 alpha={alpha} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). This machine is probably offline. Either copy the "
+            f"official file {weight_file_name(alpha, 224)} into {cache}/ (Keras then loads it from its cache "
+            f"with no download), or pass --weights PATH to a MobileNetV2 no-top .h5 file, or --weights none "
+            f"to train from random initialisation (much worse on small data sets)."
+        ) from e
+
+
+def build_backbone(img_size: int, alpha: float, weights_path: str | None):
+    import keras
+
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(img_size, img_size, 3), alpha=alpha, include_top=False, weights=None
+    )
+    if weights_path is not None:
+        backbone.load_weights(weights_path)
+    backbone.name = BACKBONE_NAME
+    return backbone
+
+
+def build_inference_model(img_size: int, alpha: float, weights_path: str | None, dropout: float = 0.2):
+    """The model saved as model.keras (see the module docstring). Returns (model, backbone)."""
+    import keras
+    from keras import layers
+
+    backbone = build_backbone(img_size, alpha, weights_path)
+    backbone.trainable = False
+    inputs = keras.Input(shape=(img_size, img_size, 3), dtype="float32", name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_plus1")(inputs)
+    # training=False keeps BatchNorm in inference mode, also when the top blocks are unfrozen later.
+    x = backbone(x, training=False)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="p_defect")(x)
+    model = keras.Model(inputs, outputs, name="boxinspect_mobilenetv2")
+    return model, backbone
+
+
+def augmentation(seed: int = 0):
+    """Training-only augmentation on [0, 255] RGB: flips, small rotation and zoom, brightness, contrast."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
+            layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed + 2),
+            layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 3),
+            layers.RandomContrast(0.15, seed=seed + 4),
+        ],
+        name="augment",
+    )
+
+
+def training_model(inference_model, seed: int = 0, augment: bool = True):
+    """Wrapper for ``fit``: augmentation (active only when training) in front of the inference model."""
+    if not augment:
+        return inference_model
+    import keras
+
+    shape = inference_model.input_shape[1:]
+    inputs = keras.Input(shape=shape, dtype="float32", name="image")
+    x = augmentation(seed)(inputs)
+    outputs = inference_model(x)
+    return keras.Model(inputs, outputs, name="train_wrapper")
+
+
+def unfreeze_top(backbone, blocks: int) -> int:
+    """Make the last ``blocks`` inverted-residual blocks (plus the final 1x1 conv) trainable.
+
+    BatchNorm layers stay frozen. Returns the number of trainable layers.
+    """
+    from keras import layers
+
+    first = 17 - blocks  # MobileNetV2 has blocks 1..16, then Conv_1
+    backbone.trainable = True
+    n = 0
+    for layer in backbone.layers:
+        name = layer.name
+        in_top = name.startswith("Conv_1") or name.startswith("out_relu")
+        if name.startswith("block_"):
+            try:
+                in_top = int(name.split("_")[1]) >= first
+            except ValueError:
+                in_top = False
+        trainable = in_top and blocks > 0 and not isinstance(layer, layers.BatchNormalization)
+        layer.trainable = trainable
+        n += int(trainable)
+    return n

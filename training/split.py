@@ -1,0 +1,232 @@
+"""Leakage-safe train/val/test split: near-duplicate clusters never straddle two splits.
+
+Near-duplicates are found with a difference hash (dHash, 64 bits) computed on all eight dihedral
+transforms (four rotations by 90 degrees, each mirrored), so a flipped or rotated copy of a photo hashes
+close to the original. Two images whose smallest Hamming distance is <= ``threshold`` are linked, and
+linked images form one group (union-find). Groups are then split with scikit-learn's
+``StratifiedGroupKFold``: stratified by class, grouped by cluster. The result is written as a manifest
+(``split.json``) that can be reused to reproduce a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+DEFAULT_DUP_THRESHOLD = 6
+MANIFEST_VERSION = 1
+
+
+class SplitError(ValueError):
+    """The data cannot be split as asked (one readable sentence)."""
+
+
+def dihedral(img: np.ndarray) -> list[np.ndarray]:
+    """The eight rotations/reflections of a square image."""
+    out = []
+    for k in range(4):
+        r = np.rot90(img, k)
+        out.append(r)
+        out.append(np.fliplr(r))
+    return out
+
+
+def _dhash(gray32: np.ndarray) -> np.ndarray:
+    small = cv2.resize(gray32, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = small[:, 1:] > small[:, :-1]
+    return np.packbits(bits.reshape(-1)).view(">u8")[0]
+
+
+def image_hashes(rgb: np.ndarray) -> np.ndarray:
+    """Eight 64-bit dHashes of an RGB (or grey) image, one per dihedral transform (index 0 = as is)."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    gray32 = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
+    return np.array([_dhash(np.ascontiguousarray(t)) for t in dihedral(gray32)], dtype=np.uint64)
+
+
+def hamming_matrix(hashes: np.ndarray) -> np.ndarray:
+    """Pairwise transform-invariant distance: min over transforms of the Hamming distance (N x N, int)."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    n = len(hashes)
+    ident = hashes[:, 0]
+    dist = np.empty((n, n), dtype=np.int16)
+    chunk = 256
+    for s in range(0, n, chunk):
+        a = ident[s:s + chunk, None, None]  # (c, 1, 1)
+        d = np.bitwise_count(a ^ hashes[None, :, :]).min(axis=2)  # (c, n)
+        dist[s:s + chunk] = d
+    return np.minimum(dist, dist.T)
+
+
+def near_duplicate_groups(hashes: np.ndarray, threshold: int = DEFAULT_DUP_THRESHOLD) -> np.ndarray:
+    """Cluster ids (0..G-1, in order of first appearance): union-find over pairs within ``threshold``."""
+    n = len(hashes)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if threshold >= 0 and n > 1:
+        dist = hamming_matrix(hashes)
+        ii, jj = np.nonzero(np.triu(dist <= threshold, k=1))
+        for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    roots = [find(i) for i in range(n)]
+    remap: dict[int, int] = {}
+    return np.array([remap.setdefault(r, len(remap)) for r in roots], dtype=np.int64)
+
+
+def _first_fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    """Boolean mask of one StratifiedGroupKFold fold holding about ``frac`` (never less) of the items."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    k = max(2, int(np.floor(1.0 / frac + 1e-9)))
+    n_groups = len(np.unique(groups))
+    if n_groups < k:
+        raise SplitError(
+            f"only {n_groups} near-duplicate group(s) for a {frac:.0%} split; add images or "
+            f"lower --dup-threshold"
+        )
+    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    _, fold = next(sgkf.split(np.zeros(len(labels)), labels, groups))
+    mask = np.zeros(len(labels), bool)
+    mask[fold] = True
+    return mask
+
+
+def assign_splits(
+    labels: list[str], groups: np.ndarray, val_frac: float = 0.15, test_frac: float = 0.2, seed: int = 0
+) -> list[str]:
+    """Split names per item: stratified by label, whole groups only.
+
+    Fractions are met from above in steps of 1/k (k folds): test 0.2 -> 1 of 5 folds, 0.15 -> 1 of 6.
+    """
+    if not (0 < test_frac < 0.5 and 0 < val_frac < 0.5):
+        raise SplitError(f"val and test fractions must be in (0, 0.5); got val={val_frac} test={test_frac}")
+    labels_a = np.asarray(labels)
+    groups = np.asarray(groups)
+    split = np.array(["train"] * len(labels_a), dtype=object)
+    test = _first_fold(labels_a, groups, test_frac, seed)
+    split[test] = "test"
+    rest = np.nonzero(~test)[0]
+    rel_val = val_frac / (1.0 - test.mean())
+    val_rest = _first_fold(labels_a[rest], groups[rest], rel_val, seed + 1)
+    split[rest[val_rest]] = "val"
+    return split.tolist()
+
+
+@dataclass
+class Split:
+    """A split manifest: one entry per image, with its cluster and split."""
+
+    items: list[dict]
+    classes: list[str]
+    positive_class: str
+    info: dict
+
+    def select(self, name: str) -> list[dict]:
+        return [it for it in self.items if it["split"] == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for s in SPLITS:
+            c = Counter(it["label"] for it in self.items if it["split"] == s)
+            out[s] = {k: c.get(k, 0) for k in self.classes}
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "version": MANIFEST_VERSION,
+            "classes": self.classes,
+            "positive_class": self.positive_class,
+            **self.info,
+            "counts": self.counts(),
+            "items": self.items,
+        }
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+
+def make_split(
+    rel_paths: list[str],
+    labels: list[str],
+    hashes: np.ndarray,
+    classes: list[str],
+    positive_class: str,
+    val_frac: float = 0.15,
+    test_frac: float = 0.2,
+    seed: int = 0,
+    dup_threshold: int = DEFAULT_DUP_THRESHOLD,
+) -> Split:
+    """Cluster near-duplicates and split them; also logs the clusters found."""
+    groups = near_duplicate_groups(hashes, dup_threshold)
+    sizes = Counter(groups.tolist())
+    multi = [g for g, n in sizes.items() if n > 1]
+    log.info(
+        "near-duplicates: %d images in %d groups (%d groups with copies, largest %d; dHash x8 dihedral, "
+        "Hamming <= %d)",
+        len(groups), len(sizes), len(multi), max(sizes.values()) if sizes else 0, dup_threshold,
+    )
+    if sizes and max(sizes.values()) > 0.2 * len(groups):
+        log.warning(
+            "one near-duplicate group holds %d of %d images; images may be too uniform for dHash "
+            "(try a lower --dup-threshold)", max(sizes.values()), len(groups),
+        )
+    splits = assign_splits(labels, groups, val_frac, test_frac, seed)
+    items = [
+        {"path": p, "label": lab, "group": int(g), "split": s}
+        for p, lab, g, s in zip(rel_paths, labels, groups.tolist(), splits, strict=True)
+    ]
+    info = {
+        "method": "StratifiedGroupKFold over dHash near-duplicate clusters (8 dihedral transforms)",
+        "dup_threshold": dup_threshold,
+        "val_frac": val_frac,
+        "test_frac": test_frac,
+        "seed": seed,
+        "n_groups": len(sizes),
+        "n_groups_with_copies": len(multi),
+    }
+    return Split(items, list(classes), positive_class, info)
+
+
+def load_split(path: Path) -> Split:
+    """Read a split manifest written by :meth:`Split.save`."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SplitError(f"cannot read split manifest {path}: {e}") from e
+    try:
+        items = doc["items"]
+        classes = doc["classes"]
+        positive = doc["positive_class"]
+        bad = {it["split"] for it in items} - set(SPLITS)
+    except (KeyError, TypeError) as e:
+        raise SplitError(f"split manifest {path} lacks {e}; expected items/classes/positive_class") from e
+    if bad:
+        raise SplitError(f"split manifest {path} has unknown split name(s) {sorted(bad)}")
+    info = {k: v for k, v in doc.items() if k not in ("items", "classes", "positive_class", "counts", "version")}
+    return Split(items, classes, positive, info)
+
+
+def leaks(split: Split) -> list[int]:
+    """Groups present in more than one split (empty list = no leakage)."""
+    seen: dict[int, set[str]] = {}
+    for it in split.items:
+        seen.setdefault(it["group"], set()).add(it["split"])
+    return sorted(g for g, s in seen.items() if len(s) > 1)

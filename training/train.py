@@ -1,0 +1,310 @@
+"""Two-phase MobileNetV2 transfer learning on a folder-per-class data set; writes a run directory.
+
+Run directory (see docs/ARCHITECTURE.md): model.keras (inference model), train_config.json, split.json,
+history.json, versions.json. ``training.evaluate`` adds metrics.json and report/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training import data as data_mod
+from training import split as split_mod
+
+log = logging.getLogger(__name__)
+
+BALANCE_MODES = ("weights", "oversample", "none")
+DEFAULT_IMG_SIZE = 160
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved as train_config.json)."""
+
+    data_dir: Path
+    out_dir: Path
+    classes: list[str] | None = None  # index order; None = sorted class folders
+    positive_class: str | None = None  # None = "defective" or "damaged" if present, else error
+    img_size: int = DEFAULT_IMG_SIZE
+    alpha: float = 0.35
+    weights: str = "imagenet"  # "imagenet" | "none" | path to a MobileNetV2 no-top .h5
+    epochs: int = 25  # phase 1 (frozen backbone), with early stopping
+    fine_tune_epochs: int = 10  # phase 2 (top blocks unfrozen); 0 = frozen backbone only
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    fine_tune_learning_rate: float = 1e-5
+    unfreeze_blocks: int = 4  # phase 2 trains blocks 13..16 and Conv_1 (BatchNorm stays frozen)
+    dropout: float = 0.2
+    patience: int = 5  # early stopping on val_loss, best weights restored
+    balance: str = "weights"  # weights | oversample | none
+    augment: bool = True
+    val_frac: float = 0.15
+    test_frac: float = 0.2
+    dup_threshold: int = split_mod.DEFAULT_DUP_THRESHOLD
+    split_manifest: Path | None = None  # reuse this split.json instead of making a new split
+    seed: int = 0
+    verbose: str | int = "auto"  # Keras progress bars
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)  # free-form notes stored with the config
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Path):
+                d[k] = str(v)
+        return d
+
+
+def class_weights(y: np.ndarray) -> dict[int, float]:
+    """Balanced class weights n / (2 * n_c) for binary labels (sklearn's 'balanced' rule)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.asarray(y).astype(int).ravel()
+    present = np.unique(y)
+    w = compute_class_weight("balanced", classes=present, y=y)
+    out = {int(c): float(v) for c, v in zip(present, w, strict=True)}
+    for c in (0, 1):
+        out.setdefault(c, 1.0)
+    return out
+
+
+def oversample_indices(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices with the minority class repeated (random picks) up to the majority count, shuffled."""
+    y = np.asarray(y).astype(int).ravel()
+    idx = [np.nonzero(y == c)[0] for c in (0, 1)]
+    target = max(len(i) for i in idx)
+    parts = []
+    for i in idx:
+        if len(i) == 0:
+            continue
+        extra = rng.choice(i, target - len(i), replace=True) if len(i) < target else np.array([], int)
+        parts.append(np.concatenate([i, extra]))
+    out = np.concatenate(parts)
+    rng.shuffle(out)
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
+    for name in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "opencv-python-headless", "scikit-learn",
+                 "matplotlib", "boxinspect"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _prepare_split(cfg: TrainConfig, images: data_mod.ImageSet):
+    """Load pixels and make (or reuse) the split. Returns (split, pixels by relative path)."""
+    if cfg.split_manifest is not None:
+        split = split_mod.load_split(cfg.split_manifest)
+        if split.positive_class != images.positive_class:
+            raise data_mod.DataError(
+                f"split manifest positive class {split.positive_class!r} != {images.positive_class!r}"
+            )
+        paths = [images.root / it["path"] for it in split.items]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            log.warning("%d file(s) of the split manifest are missing, e.g. %s", len(missing), missing[0])
+        listed = {it["path"] for it in split.items}
+        unlisted = [p for p in images.paths if images.rel(p) not in listed]
+        if unlisted:
+            log.warning("%d image(s) in %s are not in the manifest and are not used", len(unlisted), images.root)
+        loaded = data_mod.load_images(paths, [it["label"] for it in split.items], cfg.img_size)
+        keep = {images.rel(p) for p in loaded.paths}
+        split.items = [it for it in split.items if it["path"] in keep]
+        split.info["reused_from"] = str(cfg.split_manifest)
+        split.info["unreadable"] = [images.rel(p) for p in loaded.unreadable]
+    else:
+        loaded = data_mod.load_images(images.paths, images.labels, cfg.img_size)
+        if len(loaded.paths) == 0:
+            raise data_mod.DataError(f"no readable images in {images.root}")
+        t = time.monotonic()
+        hashes = np.stack([split_mod.image_hashes(p) for p in loaded.pixels])
+        rel = [images.rel(p) for p in loaded.paths]
+        split = split_mod.make_split(
+            rel, loaded.labels, hashes, images.classes, images.positive_class,
+            cfg.val_frac, cfg.test_frac, cfg.seed, cfg.dup_threshold,
+        )
+        split.info["unreadable"] = [images.rel(p) for p in loaded.unreadable]
+        log.info("split made in %.1f s", time.monotonic() - t)
+    pixels = {images.rel(p): px for p, px in zip(loaded.paths, loaded.pixels, strict=True)}
+    return split, pixels
+
+
+def _arrays(split: split_mod.Split, pixels: dict, name: str, positive: str):
+    items = split.select(name)
+    x = np.stack([pixels[it["path"]] for it in items]) if items else None
+    y = np.array([1.0 if it["label"] == positive else 0.0 for it in items], np.float32)
+    return x, y
+
+
+class _EpochLog:
+    """Keras callback factory: one log line per epoch (kept import-light by building lazily)."""
+
+    @staticmethod
+    def make(phase: str, epochs: int):
+        import keras
+
+        class EpochLog(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                parts = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float | int))
+                log.info("%s epoch %d/%d: %s (%.1f s)", phase, epoch + 1, epochs, parts,
+                         time.monotonic() - self._t)
+
+        return EpochLog()
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int,
+             sample_w: np.ndarray | None = None):
+    import tensorflow as tf
+
+    tensors = (x, y.reshape(-1, 1)) if sample_w is None else (x, y.reshape(-1, 1), sample_w)
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+
+    def cast(*t):
+        return (tf.cast(t[0], tf.float32),) + tuple(t[1:])
+
+    return ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train per ``cfg``; returns the run directory (which then holds model.keras and friends)."""
+    t_start = time.monotonic()
+    if cfg.balance not in BALANCE_MODES:
+        raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
+    out = Path(cfg.out_dir)
+    if (out / "model.keras").exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds a model.keras; choose another --out or pass --overwrite")
+    images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
+    log.info("data: %s, classes %s, positive %r, %d files", images.root, images.classes,
+             images.positive_class, len(images.paths))
+
+    # Imports of TensorFlow happen here, not at package import.
+    import keras
+
+    from training import model as model_mod
+
+    weights_path = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
+    keras.utils.set_random_seed(cfg.seed)
+
+    split, pixels = _prepare_split(cfg, images)
+    counts = split.counts()
+    log.info("split counts: %s", counts)
+    positive = images.positive_class
+    x_tr, y_tr = _arrays(split, pixels, "train", positive)
+    x_va, y_va = _arrays(split, pixels, "val", positive)
+    if x_tr is None or x_va is None:
+        raise data_mod.DataError("train or val split is empty; add images or change the fractions")
+    if len(np.unique(y_tr)) < 2:
+        raise data_mod.DataError("the training split holds only one class")
+
+    out.mkdir(parents=True, exist_ok=True)
+    split.save(out / "split.json")
+
+    rng = np.random.default_rng(cfg.seed)
+    cw = class_weights(y_tr)
+    sample_w = None
+    if cfg.balance == "weights":
+        sample_w = np.where(y_tr > 0.5, cw[1], cw[0]).astype(np.float32)
+        log.info("class imbalance: class weights %s (negative, positive)", {0: round(cw[0], 3), 1: round(cw[1], 3)})
+    elif cfg.balance == "oversample":
+        idx = oversample_indices(y_tr, rng)
+        log.info("class imbalance: oversampling to %d training images (minority repeated, augmented)", len(idx))
+        x_tr, y_tr = x_tr[idx], y_tr[idx]
+    else:
+        log.info("class imbalance: not corrected (--balance none)")
+    ds_tr = _dataset(x_tr, y_tr, cfg.batch_size, True, cfg.seed, sample_w)
+    ds_va = _dataset(x_va, y_va, cfg.batch_size, False, cfg.seed)
+
+    model, backbone = model_mod.build_inference_model(cfg.img_size, cfg.alpha, weights_path, cfg.dropout)
+    trainer = model_mod.training_model(model, cfg.seed, cfg.augment)
+
+    def compile_(lr: float) -> None:
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        )
+
+    def callbacks(phase: str, epochs: int):
+        return [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
+            _EpochLog.make(phase, epochs),
+        ]
+
+    history: dict = {}
+    t1 = time.monotonic()
+    compile_(cfg.learning_rate)
+    h1 = trainer.fit(ds_tr, validation_data=ds_va, epochs=cfg.epochs, callbacks=callbacks("phase1", cfg.epochs),
+                     verbose=cfg.verbose)
+    history["phase1"] = _history(h1, cfg.learning_rate, time.monotonic() - t1, "backbone frozen")
+    if cfg.fine_tune_epochs > 0:
+        n = model_mod.unfreeze_top(backbone, cfg.unfreeze_blocks)
+        log.info("phase 2: %d backbone layers trainable (top %d blocks), lr %g", n, cfg.unfreeze_blocks,
+                 cfg.fine_tune_learning_rate)
+        t2 = time.monotonic()
+        compile_(cfg.fine_tune_learning_rate)
+        h2 = trainer.fit(ds_tr, validation_data=ds_va, epochs=cfg.fine_tune_epochs,
+                         callbacks=callbacks("phase2", cfg.fine_tune_epochs), verbose=cfg.verbose)
+        history["phase2"] = _history(h2, cfg.fine_tune_learning_rate, time.monotonic() - t2,
+                                     f"top {cfg.unfreeze_blocks} blocks unfrozen")
+    backbone.trainable = False
+    model.save(out / "model.keras")
+
+    wall = time.monotonic() - t_start
+    history["wall_time_s"] = round(wall, 1)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    doc = cfg.to_json()
+    doc.update(
+        classes=images.classes,
+        positive_class=positive,
+        data_dir=str(images.root),
+        weights_file=weights_path,
+        class_weights={"0": cw[0], "1": cw[1]} if cfg.balance == "weights" else None,
+        counts=counts,
+        unreadable=split.info.get("unreadable", []),
+        input={"dtype": "float32", "range": [0, 255], "colour": "RGB", "shape": [cfg.img_size, cfg.img_size, 3],
+               "resize": "stretch, cv2.INTER_AREA"},
+        output="sigmoid P(positive_class), shape (1,)",
+        wall_time_s=round(wall, 1),
+    )
+    (out / "train_config.json").write_text(json.dumps(doc, indent=1))
+    (out / "versions.json").write_text(json.dumps(package_versions(), indent=1))
+    log.info("trained in %.1f s (%s); run directory %s", wall, _fmt_time(wall), out)
+    return out
+
+
+def _history(h, lr: float, seconds: float, note: str) -> dict:
+    hist = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    val = hist.get("val_loss", [])
+    return {
+        "note": note,
+        "learning_rate": lr,
+        "epochs_run": len(hist.get("loss", [])),
+        "best_epoch": int(np.argmin(val)) + 1 if val else None,
+        "seconds": round(seconds, 1),
+        "history": hist,
+    }
+
+
+def _fmt_time(s: float) -> str:
+    m, s = divmod(int(round(s)), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
