@@ -162,6 +162,7 @@ class Broker:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case it was paused
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
@@ -176,6 +177,17 @@ class Broker:
             self.proc.kill()
             self.proc.wait(timeout=5)
         self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing is answered (a hung broker; PUBACKs stop)."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
 
     def restart(self, timeout: float = 10.0) -> Broker:
         self.stop()

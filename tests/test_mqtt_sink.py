@@ -191,6 +191,41 @@ def test_outage_events_wait_on_disk_then_arrive_in_order(tmp_path: Path) -> None
     assert sample(m, "boxinspect_outbox_depth") == 0
 
 
+def test_unacknowledged_in_flight_events_are_resent_after_a_broker_crash(tmp_path: Path) -> None:
+    """Events sent but never PUBACKed (broker hung, then killed) are sent again from the outbox."""
+    m = Metrics()
+    # autosave every second: the subscriber's persistent session survives the SIGKILL of the broker.
+    with Broker(persistence=True, extra_config="autosave_interval 1") as broker:
+        sub = Subscriber(broker.host, broker.port, f"{BASE}/defect", client_id="t-sub-crash", persistent=True)
+        sink = MqttSink(cfg_for(broker, tmp_path), BASE, m, client_id="t-sink-crash", max_inflight=5)
+        sink.start()
+        try:
+            assert sink.wait_connected(10)
+            time.sleep(2.5)  # let Mosquitto autosave the subscriber's session
+            broker.pause()  # PUBACKs stop; the sink's window fills up
+            events = [make_event(i) for i in range(12)]
+            for ev in events:
+                sink.publish_defect(ev)
+            deadline = time.monotonic() + 10
+            while sink.inflight < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sink.inflight == 5  # bounded: the window, not the whole outbox
+            assert sink.outbox_depth == 12
+            broker.kill()
+            deadline = time.monotonic() + 10
+            while sink.connected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not sink.connected and sink.outbox_depth == 12
+            broker.start()
+            assert sink.wait_drained(20), sink.status()
+            assert sub.wait_for(lambda s: len({e["event_id"] for e in s.json("/defect")}) >= 12, 20)
+        finally:
+            sink.stop(5)
+            sub.close()
+    assert_no_loss_in_order(sub.json("/defect"), [e["event_id"] for e in events])
+    assert sample(m, "boxinspect_events_failed_total") >= 5  # the in-flight attempts that got no PUBACK
+
+
 SINK_SCRIPT = textwrap.dedent(
     """
     import json, sys, time, uuid
