@@ -361,7 +361,10 @@ class MqttSink:
         if self.metrics is not None:
             self.metrics.mqtt_connected.set(1)
         client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
-        self._events.put(("connected",))
+        # MQTT 5: never exceed the broker's Receive Maximum (paho does not enforce it).
+        receive_max = getattr(properties, "ReceiveMaximum", None)
+        window = min(self.max_inflight, int(receive_max)) if receive_max else self.max_inflight
+        self._events.put(("connected", window))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._connect_failures += 1
@@ -418,6 +421,7 @@ class MqttSink:
         inflight: dict[int, int] = {}  # paho mid -> outbox seq
         last_sent = 0  # highest seq handed to paho on this connection
         connected = False
+        window = self.max_inflight
         retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
         while True:
             try:
@@ -450,7 +454,7 @@ class MqttSink:
                     else:
                         acked.append(seq)
                 elif kind == "connected":
-                    connected, last_sent, retry_at = True, 0, None
+                    connected, last_sent, retry_at, window = True, 0, None, ev[1]
                     inflight.clear()
                 elif kind == "disconnected":
                     if inflight:
@@ -476,14 +480,14 @@ class MqttSink:
                 last_sent, retry_at = 0, None
             if not connected or not self._client.is_connected() or self._stopping:
                 continue
-            room = self.max_inflight - len(inflight)
+            room = window - len(inflight)
             if room <= 0:
                 continue
             busy = set(inflight.values())
             for row in self.outbox.pending(after_seq=last_sent, limit=room + len(busy)):
                 if row.seq in busy:
                     continue
-                if len(inflight) >= self.max_inflight:
+                if len(inflight) >= window:
                     break
                 info = self._client.publish(row.topic, _stamp(row.payload, row.seq), qos=1)
                 if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:

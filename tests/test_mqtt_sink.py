@@ -478,3 +478,19 @@ def test_tls(tmp_path: Path, tls_files: dict[str, Path]) -> None:
             assert sink.published == 3
         finally:
             sink.stop(5)
+
+
+def test_decision_events_match_the_schema() -> None:
+    """The contract with edge/decision.py: what Decision.to_event produces validates, also with evidence."""
+    from edge.decision import Decision
+
+    t = time.time()
+    for mode, part in (("continuous", None), ("triggered", "P-42")):
+        d = Decision(str(uuid.uuid4()), part, "damaged", True, 0.8, 0.9, 0.8, 3, 5, 7, 0.5, "m-1", t, t, mode)
+        ev = d.to_event("line1", "cam1")
+        assert not [e.message for e in VALIDATOR.iter_errors(ev)]
+        ev["evidence"] = {"frame": "/var/lib/boxinspect/evidence/a.jpg", "crop": "/var/lib/boxinspect/evidence/b.jpg"}
+        ev["seq"], ev["published_at"] = 12, utc_iso()
+        assert not [e.message for e in VALIDATOR.iter_errors(ev)]
+    bad = dict(ev, score=1.5, mode="batch", extra=1)
+    assert len(list(VALIDATOR.iter_errors(bad))) == 3  # the schema can fail
