@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from edge.outbox import Outbox
+from edge.outbox import Outbox, OutboxError
 
 if TYPE_CHECKING:
     from edge.config import MqttConfig
@@ -148,7 +148,10 @@ class MqttSink:
         self._stopped = False
         self._stopping = False
         self._sender: threading.Thread | None = None
-        self._conn_log = _Repeats()
+        # Log lines of a flapping or absent broker: each kind at most once a minute (with a count).
+        self._fail_log = _Repeats()
+        self._down_log = _Repeats()
+        self._up_log = _Repeats()
         self._connect_failures = 0
         self._disconnected_at: float | None = None
         self.last_error: str | None = None
@@ -342,7 +345,7 @@ class MqttSink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
-            emit, n = self._conn_log.check(f"refused:{reason_code}")
+            emit, n = self._fail_log.check(f"refused:{reason_code}")
             if emit:
                 log.error(
                     "MQTT: broker %s refused the connection: %s (check mqtt.username / mqtt.password / client id); "
@@ -353,8 +356,12 @@ class MqttSink:
         # Our outbox is the only resend queue: forget paho's in-memory copies from the last connection.
         client.drop_out_messages()
         outage = "" if self._disconnected_at is None else f" after {time.monotonic() - self._disconnected_at:.1f}s offline"
-        log.info("MQTT: connected to %s%s; %d defect event(s) to send", self.broker, outage, self.outbox.depth())
-        self._conn_log.reset()
+        emit, n = self._up_log.check("up")
+        log.log(
+            logging.INFO if emit else logging.DEBUG,
+            "MQTT: connected to %s%s; %d defect event(s) to send%s",
+            self.broker, outage, self.outbox.depth(), f" ({n} more reconnects)" if n else "",
+        )
         self._connect_failures = 0
         self._disconnected_at = None
         self._connected.set()
@@ -370,7 +377,7 @@ class MqttSink:
         self._connect_failures += 1
         if self._disconnected_at is None:
             self._disconnected_at = time.monotonic()
-        emit, n = self._conn_log.check("connect_fail")
+        emit, n = self._fail_log.check("connect_fail")
         if emit:
             reason = self._probe_reason()
             self.last_error = f"cannot connect: {reason}"
@@ -399,7 +406,7 @@ class MqttSink:
         self._disconnected_at = time.monotonic()
         by = "broker sent DISCONNECT" if getattr(flags, "is_disconnect_packet_from_server", False) else "connection lost"
         self.last_error = f"disconnected: {reason_code} ({by})"
-        emit, n = self._conn_log.check(f"disconnect:{reason_code}")
+        emit, n = self._down_log.check(f"disconnect:{reason_code}")
         if emit:
             log.warning(
                 "MQTT: disconnected from %s: %s (%s); reconnecting, defect events wait in the outbox%s",
@@ -423,6 +430,8 @@ class MqttSink:
         connected = False
         window = self.max_inflight
         retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
+        acked: list[int] = []  # PUBACKed seqs not yet deleted from the outbox (kept if the delete fails)
+        disk_log = _Repeats()
         while True:
             try:
                 batch = [self._events.get(timeout=0.5)]
@@ -433,7 +442,6 @@ class MqttSink:
                     batch.append(self._events.get_nowait())
                 except queue.Empty:
                     break
-            acked: list[int] = []
             stop = False
             for ev in batch:
                 kind = ev[0]
@@ -466,15 +474,22 @@ class MqttSink:
                 elif kind == "stop":
                     stop = True
             if acked:
-                self.outbox.ack_many(acked)
-                self.published += len(acked)
-                if self.metrics is not None:
-                    self.metrics.events_published.inc(len(acked))
+                try:
+                    self.outbox.ack_many(acked)
+                except OutboxError as e:  # keep the seqs and try again; worst case a duplicate later
+                    if disk_log.check("ack")[0]:
+                        log.error("MQTT: %s; will retry", e)
+                else:
+                    self.published += len(acked)
+                    if self.metrics is not None:
+                        self.metrics.events_published.inc(len(acked))
+                    acked = []
+                    with self._drained:
+                        self._drained.notify_all()
             self._inflight_n = len(inflight)
-            if acked or stop:
+            if stop:
                 with self._drained:
                     self._drained.notify_all()
-            if stop:
                 return
             if retry_at is not None and time.monotonic() >= retry_at:
                 last_sent, retry_at = 0, None
@@ -483,8 +498,14 @@ class MqttSink:
             room = window - len(inflight)
             if room <= 0:
                 continue
-            busy = set(inflight.values())
-            for row in self.outbox.pending(after_seq=last_sent, limit=room + len(busy)):
+            busy = set(inflight.values()) | set(acked)
+            try:
+                rows = self.outbox.pending(after_seq=last_sent, limit=room + len(busy))
+            except OutboxError as e:
+                if disk_log.check("read")[0]:
+                    log.error("MQTT: %s; will retry", e)
+                continue
+            for row in rows:
                 if row.seq in busy:
                     continue
                 if len(inflight) >= window:

@@ -233,11 +233,14 @@ class Outbox:
     def pending(self, after_seq: int = 0, limit: int = 100) -> list[Row]:
         """Rows with seq > after_seq, oldest first."""
         with self._lock:
-            cur = self._conn.execute(
-                "SELECT seq, topic, payload, event_id, created_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (int(after_seq), int(limit)),
-            )
-            return [Row(int(s), str(t), bytes(p), str(e), float(c)) for s, t, p, e, c in cur]
+            try:
+                cur = self._conn.execute(
+                    "SELECT seq, topic, payload, event_id, created_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (int(after_seq), int(limit)),
+                )
+                return [Row(int(s), str(t), bytes(p), str(e), float(c)) for s, t, p, e, c in cur]
+            except sqlite3.Error as e:
+                raise self._fail("cannot read waiting events", e) from None
 
     def ack(self, seq: int) -> bool:
         """Delete one row (its PUBACK arrived). False if it was not there (already acked or dropped)."""

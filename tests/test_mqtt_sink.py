@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -449,6 +450,8 @@ def test_tls_config_errors_name_the_key(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
     d = tmp_path_factory.mktemp("tls")
 
     def run(*args: str) -> None:
