@@ -1,0 +1,482 @@
+"""Frames -> one decision per box.
+
+``ContinuousDecider`` watches a moving belt: a cheap presence signal (background subtraction, or the
+model's score with hysteresis) cuts the frame stream into box passages, and the scores of the frames
+of one passage are aggregated into ONE decision. ``TriggeredDecider`` decides on the next few frames
+after an external trigger (a PLC or light barrier via MQTT or HTTP) and tags the decision with its
+part id. See docs/DECISION.md for the approach and its failure modes.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.config import DecisionConfig, PresenceConfig
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FG_WIDTH = 160  # background subtraction runs on the ROI downscaled to this width
+EDGE_MARGIN = 2  # foreground within this many (downscaled) pixels of the left/right ROI edge "touches" it
+FALLBACK_SHARE = 0.8  # no frame fully inside: use frames whose foreground is >= this share of the largest
+MAX_PENDING_TRIGGERS = 100
+
+
+def iso_utc(t: float) -> str:
+    """``2026-11-26T10:15:30.123Z`` for a ``time.time()`` value."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Decision:
+    event_id: str
+    part_id: str | None
+    label: str
+    is_defect: bool
+    score: float  # the aggregate the decision was made on
+    max_score: float
+    mean_score: float
+    frame_count: int  # frames whose scores were aggregated
+    first_frame: int  # first frame of the passage (continuous) or first frame used (triggered)
+    last_frame: int
+    threshold: float
+    model_id: str
+    captured_at: float  # capture time of the last frame used
+    decided_at: float
+    mode: str  # "continuous" | "triggered"
+
+    def to_event(self, line: str, camera: str) -> dict[str, Any]:
+        """The JSON event (docs/EVENTS.md, edge/event.schema.json); ``evidence`` is filled by the daemon."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": self.event_id,
+            "line": line,
+            "camera": camera,
+            "part_id": self.part_id,
+            "label": self.label,
+            "is_defect": bool(self.is_defect),
+            "score": round(float(self.score), 6),
+            "max_score": round(float(self.max_score), 6),
+            "mean_score": round(float(self.mean_score), 6),
+            "frame_count": int(self.frame_count),
+            "first_frame": int(self.first_frame),
+            "last_frame": int(self.last_frame),
+            "threshold": float(self.threshold),
+            "model_id": self.model_id,
+            "captured_at": iso_utc(self.captured_at),
+            "decided_at": iso_utc(self.decided_at),
+            "mode": self.mode,
+            "evidence": None,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Record:
+    index: int
+    captured_at: float
+    score: float | None
+    fraction: float = 0.0  # foreground share of the ROI
+    inside: bool = False  # foreground clear of the ROI's left/right edges (the whole box is in view)
+
+
+@dataclass
+class _Passage:
+    first: int
+    last: int
+    present: int = 0  # present frames
+    absent: int = 0  # consecutive absent frames since the last present one
+    records: list[_Record] = field(default_factory=list)
+
+    @property
+    def has_inside(self) -> bool:
+        return any(r.inside and r.score is not None for r in self.records)
+
+
+@dataclass
+class Foreground:
+    fraction: float  # share of ROI pixels that are foreground (0 while learning)
+    inside: bool  # foreground present and clear of the left/right edges
+    learning: bool  # still learning the empty belt
+
+
+def _aggregate(scores: list[float], how: str) -> float:
+    if how == "max":
+        return max(scores)
+    if how == "median":
+        return float(statistics.median(scores))
+    return float(sum(scores) / len(scores))
+
+
+def _labels(labels: Sequence[str]) -> tuple[str, str]:
+    labels = tuple(labels)
+    if len(labels) != 2 or not all(isinstance(x, str) and x for x in labels):
+        raise ValueError(f"labels must be two class names (negative, positive), got {labels!r}")
+    return labels[0], labels[1]
+
+
+class ForegroundDetector:
+    """MOG2 background subtraction on a downscaled ROI (shadows off, morphological clean-up).
+
+    The background model learns only while the ROI is (nearly) empty: while anything covers more than a
+    quarter of ``fg_min_fraction`` of it, or a passage is open, learning is frozen so a slow or waiting box
+    is not absorbed into the background. Partial foreground that persists for ``fg_history`` frames
+    outside a passage (a new object parked at the edge, a local lighting change) is accepted as the new
+    background: the model is relearned.
+    """
+
+    def __init__(self, cfg: PresenceConfig) -> None:
+        self.cfg = cfg
+        self.freeze_fraction = 0.25 * cfg.fg_min_fraction
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+        self.resets = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.mog = cv2.createBackgroundSubtractorMOG2(
+            history=self.cfg.fg_history, varThreshold=self.cfg.fg_var_threshold, detectShadows=False
+        )
+        self.seen = 0
+        self.stuck = 0
+        self.last_fraction = 0.0
+        self.shape: tuple[int, ...] | None = None
+        self.mask: np.ndarray | None = None
+
+    def relearn(self, why: str) -> None:
+        log.warning("presence: %s; learning the empty belt again (%d frames)", why, self.cfg.learning_frames)
+        self.resets += 1
+        self.reset()
+
+    def measure(self, roi_bgr: np.ndarray, in_passage: bool = False) -> Foreground:
+        """Foreground of this ROI. ``in_passage`` freezes the background model (a box is in view)."""
+        h, w = roi_bgr.shape[:2]
+        small = roi_bgr
+        if w > FG_WIDTH:
+            small = cv2.resize(roi_bgr, (FG_WIDTH, max(1, round(h * FG_WIDTH / w))), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (3, 3), 0)
+        if self.shape is not None and small.shape != self.shape:
+            self.relearn(f"ROI size changed from {self.shape} to {small.shape}")
+        self.shape = small.shape
+        self.seen += 1
+        learning = self.seen <= self.cfg.learning_frames
+        freeze = in_passage or self.last_fraction >= self.freeze_fraction
+        rate = -1.0 if learning else (0.0 if freeze else 1.0 / self.cfg.fg_history)
+        mask = self.mog.apply(small, learningRate=rate)
+        if learning:
+            return Foreground(0.0, False, True)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+        self.mask = mask
+        fraction = cv2.countNonZero(mask) / mask.size
+        self.last_fraction = fraction
+        inside = False
+        if fraction > 0:
+            n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            min_area = 0.02 * mask.size  # ignore specks: only blobs of >= 2 % of the ROI decide "touching"
+            blobs = [stats[i] for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+            mw = mask.shape[1]
+            inside = bool(blobs) and all(
+                b[cv2.CC_STAT_LEFT] > EDGE_MARGIN and b[cv2.CC_STAT_LEFT] + b[cv2.CC_STAT_WIDTH] < mw - EDGE_MARGIN
+                for b in blobs
+            )
+        self.stuck = self.stuck + 1 if (freeze and not in_passage) else 0
+        if self.stuck >= self.cfg.fg_history:
+            self.relearn(f"{fraction:.1%} of the ROI stayed foreground for {self.stuck} frames without a box passage")
+        return Foreground(float(fraction), inside, False)
+
+
+class ContinuousDecider:
+    """Cuts a frame stream into box passages and makes one decision per passage.
+
+    Per frame: ``if decider.needs_score(roi): score = model(roi)``, then
+    ``decider.update(index, captured_at, roi, score)`` with the SAME ``roi`` array (the presence measured
+    by ``needs_score`` is reused). ``update`` returns a Decision when a passage ends, else None.
+    """
+
+    def __init__(self, cfg: DecisionConfig, labels: Sequence[str], threshold: float, model_id: str) -> None:
+        self.cfg = cfg
+        self.presence_cfg = cfg.presence
+        self.labels = _labels(labels)
+        self.threshold = float(threshold)
+        self.model_id = model_id
+        self.method = cfg.presence.method
+        self.fg = ForegroundDetector(cfg.presence) if self.method in ("foreground", "both") else None
+        # A passage that never ends (stopped belt, sudden lighting change) is decided after this many frames
+        # and the empty belt is learned again.
+        self.max_passage_frames = max(cfg.presence.fg_history, cfg.presence.min_frames + 1)
+        self._passage: _Passage | None = None
+        self._hyst = False
+        self._present = False
+        self._cache: tuple[np.ndarray, Foreground] | None = None
+        self.passages = 0  # decided passages
+        self.discarded = 0  # passages shorter than min_frames
+
+    @property
+    def present(self) -> bool:
+        """A box is in view (as of the last frame)."""
+        return self._present
+
+    @property
+    def in_passage(self) -> bool:
+        """A passage is open (box in view, or gone for fewer than gap_frames frames)."""
+        return self._passage is not None
+
+    def _foreground(self, roi_bgr: np.ndarray) -> Foreground | None:
+        if self.fg is None:
+            return None
+        if self._cache is not None and self._cache[0] is roi_bgr:
+            return self._cache[1]
+        res = self.fg.measure(roi_bgr, in_passage=self._passage is not None)
+        self._cache = (roi_bgr, res)
+        return res
+
+    def needs_score(self, roi_bgr: np.ndarray) -> bool:
+        """Whether this frame needs a model score. With ``foreground`` presence only frames with a box in view
+        are scored (and once the box is fully inside, not the frames where it touches the ROI edges)."""
+        if self.method != "foreground":
+            return True  # score hysteresis needs a score on every frame
+        fg = self._foreground(roi_bgr)
+        assert fg is not None
+        if fg.learning or fg.fraction < self.presence_cfg.fg_min_fraction:
+            return False
+        return fg.inside or self._passage is None or not self._passage.has_inside
+
+    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray, score: float | None) -> Decision | None:
+        pc = self.presence_cfg
+        fg = self._foreground(roi_bgr)
+        self._cache = None
+        fg_present = fg is not None and not fg.learning and fg.fraction >= pc.fg_min_fraction
+        if self.method != "foreground":
+            if score is None:
+                self._hyst = False
+            elif self._hyst:
+                self._hyst = score >= pc.score_off
+            else:
+                self._hyst = score >= pc.score_on
+        present = fg_present or (self.method != "foreground" and self._hyst)
+        self._present = present
+        p = self._passage
+        if present:
+            if p is None:
+                p = self._passage = _Passage(first=frame_index, last=frame_index)
+            p.present += 1
+            p.absent = 0
+            p.last = frame_index
+            p.records.append(
+                _Record(frame_index, captured_at, score, fg.fraction if fg else 0.0, bool(fg and fg_present and fg.inside))
+            )
+            if p.last - p.first + 1 >= self.max_passage_frames:
+                why = (
+                    f"something stayed in the ROI for {p.last - p.first + 1} frames ({p.first}-{p.last}): stopped "
+                    "belt, stuck box or a lighting change; deciding it now"
+                )
+                decision = self._close()
+                if self.fg is not None:
+                    self.fg.relearn(why)
+                else:
+                    log.warning("presence: %s", why)
+                return decision
+            return None
+        if p is None:
+            return None
+        p.absent += 1
+        if p.absent >= pc.gap_frames:
+            return self._close()
+        return None
+
+    def flush(self) -> Decision | None:
+        """Decide the passage still open (end of stream / shutdown)."""
+        if self._passage is None:
+            return None
+        return self._close()
+
+    def _close(self) -> Decision | None:
+        p, self._passage = self._passage, None
+        if p is None:
+            return None
+        if p.present < self.presence_cfg.min_frames:
+            self.discarded += 1
+            log.debug("presence: %d frame(s) at %d-%d are shorter than min_frames; ignored", p.present, p.first, p.last)
+            return None
+        scored = [r for r in p.records if r.score is not None]
+        if not scored:
+            log.warning("presence: box at frames %d-%d had no scored frame; no decision", p.first, p.last)
+            return None
+        use = [r for r in scored if r.inside]
+        if not use:
+            top = max(r.fraction for r in scored)
+            use = [r for r in scored if r.fraction >= FALLBACK_SHARE * top] if top > 0 else scored
+        self.passages += 1
+        return make_decision(
+            [r.score for r in use if r.score is not None],
+            self.cfg.aggregate,
+            self.labels,
+            self.threshold,
+            self.model_id,
+            first_frame=p.first,
+            last_frame=p.last,
+            captured_at=use[-1].captured_at,
+            mode="continuous",
+        )
+
+
+def make_decision(
+    scores: list[float],
+    aggregate: str,
+    labels: tuple[str, str],
+    threshold: float,
+    model_id: str,
+    *,
+    first_frame: int,
+    last_frame: int,
+    captured_at: float,
+    mode: str,
+    part_id: str | None = None,
+) -> Decision:
+    score = _aggregate(scores, aggregate)
+    is_defect = score >= threshold
+    return Decision(
+        event_id=str(uuid.uuid4()),
+        part_id=part_id,
+        label=labels[1] if is_defect else labels[0],
+        is_defect=is_defect,
+        score=score,
+        max_score=max(scores),
+        mean_score=sum(scores) / len(scores),
+        frame_count=len(scores),
+        first_frame=first_frame,
+        last_frame=last_frame,
+        threshold=threshold,
+        model_id=model_id,
+        captured_at=captured_at,
+        decided_at=time.time(),
+        mode=mode,
+    )
+
+
+@dataclass
+class _Job:
+    part_id: str | None
+    at: float
+    records: list[_Record] = field(default_factory=list)
+
+
+class TriggeredDecider:
+    """One decision per trigger from the next ``cfg.trigger_frames`` scored frames captured after it.
+
+    ``trigger(part_id)`` may be called from any thread. Triggers that arrive while one is being served
+    queue up (at most ``max_pending``; beyond that a trigger is refused with an error log, never dropped
+    silently).
+    """
+
+    def __init__(
+        self,
+        cfg: DecisionConfig,
+        labels: Sequence[str],
+        threshold: float,
+        model_id: str,
+        max_pending: int = MAX_PENDING_TRIGGERS,
+    ) -> None:
+        self.cfg = cfg
+        self.labels = _labels(labels)
+        self.threshold = float(threshold)
+        self.model_id = model_id
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        self._queue: deque[_Job] = deque()
+        self._active: _Job | None = None
+        self.rejected = 0
+
+    def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
+        """Queue a part. ``at`` is when it arrived (default now): only frames captured after it are used.
+        Returns False (and logs an error) when ``max_pending`` triggers are already waiting."""
+        with self._lock:
+            waiting = len(self._queue) + (self._active is not None)
+            if len(self._queue) >= self.max_pending:
+                self.rejected += 1
+                log.error(
+                    "trigger for part %s REFUSED: %d triggers already waiting (is the camera delivering frames?)",
+                    part_id, len(self._queue),
+                )
+                return False
+            self._queue.append(_Job(part_id, time.time() if at is None else at))
+        if waiting:
+            log.warning("trigger for part %s queued behind %d pending trigger(s)", part_id, waiting)
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Triggers not yet decided (including the one being served)."""
+        with self._lock:
+            return len(self._queue) + (self._active is not None)
+
+    @property
+    def present(self) -> bool:
+        return self.pending > 0
+
+    def needs_score(self, roi_bgr: np.ndarray | None = None) -> bool:
+        return self.pending > 0
+
+    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
+        with self._lock:
+            if self._active is None:
+                if not self._queue:
+                    return None
+                self._active = self._queue.popleft()
+            job = self._active
+            if score is None or captured_at < job.at:
+                return None  # not scored, or captured before the part was announced
+            job.records.append(_Record(frame_index, captured_at, float(score)))
+            if len(job.records) < self.cfg.trigger_frames:
+                return None
+            self._active = None
+        return self._decide(job)
+
+    def flush(self) -> Decision | None:
+        """End of stream: decide a trigger that has some frames; report triggers that never got any."""
+        with self._lock:
+            job, self._active = self._active, None
+            lost = list(self._queue)
+            self._queue.clear()
+        if job is not None and not job.records:
+            lost.insert(0, job)
+            job = None
+        for j in lost:
+            log.error("trigger for part %s got no frame before the stream ended: NO decision", j.part_id)
+        if job is None:
+            return None
+        log.warning(
+            "trigger for part %s decided on %d of %d frames (stream ended)",
+            job.part_id, len(job.records), self.cfg.trigger_frames,
+        )
+        return self._decide(job)
+
+    def _decide(self, job: _Job) -> Decision:
+        recs = job.records
+        return make_decision(
+            [r.score for r in recs if r.score is not None],
+            self.cfg.aggregate,
+            self.labels,
+            self.threshold,
+            self.model_id,
+            first_frame=recs[0].index,
+            last_frame=recs[-1].index,
+            captured_at=recs[-1].captured_at,
+            mode="triggered",
+            part_id=job.part_id,
+        )
