@@ -27,6 +27,7 @@ import json
 import logging
 import queue
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -157,6 +158,7 @@ class MqttSink:
         self.last_error: str | None = None
         self.published = 0  # PUBACKs received for defect events (this process)
         self.failed = 0  # failed attempts (they stay in the outbox)
+        self._ssl_context: ssl.SSLContext | None = None
         self._client = self._make_client()
         if metrics is not None:
             metrics.mqtt_connected.set(0)
@@ -184,22 +186,32 @@ class MqttSink:
                 p = getattr(cfg.tls, key)
                 if p is not None and not p.is_file():
                     raise MqttSinkError(f"mqtt.tls.{key}: file not found: {p}")
-            try:
-                client.tls_set(
-                    ca_certs=str(cfg.tls.ca_certs) if cfg.tls.ca_certs else None,
-                    certfile=str(cfg.tls.certfile) if cfg.tls.certfile else None,
-                    keyfile=str(cfg.tls.keyfile) if cfg.tls.keyfile else None,
-                )
-            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-                raise MqttSinkError(f"mqtt.tls: cannot load certificates/keys: {e}") from None
-            if cfg.tls.insecure:
-                client.tls_insecure_set(True)
+            self._ssl_context = self._make_ssl_context()
+            client.tls_set_context(self._ssl_context)
         client.will_set(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
+
+    def _make_ssl_context(self) -> ssl.SSLContext:
+        """Our own context (kept for _probe_reason): system CAs unless ca_certs, TLS >= 1.2."""
+        tls = self.cfg.tls
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_certs) if tls.ca_certs else None)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            raise MqttSinkError(f"mqtt.tls.ca_certs: cannot load {tls.ca_certs}: {e}") from None
+        if tls.certfile is not None:
+            try:
+                ctx.load_cert_chain(str(tls.certfile), str(tls.keyfile) if tls.keyfile else None)
+            except (OSError, ValueError) as e:
+                raise MqttSinkError(f"mqtt.tls.certfile/keyfile: cannot load {tls.certfile}: {e}") from None
+        elif tls.keyfile is not None:
+            raise MqttSinkError("mqtt.tls.keyfile is set but mqtt.tls.certfile is not")
+        if tls.insecure:
+            ctx.check_hostname = False  # still verifies the chain, not the name
+        return ctx
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -388,10 +400,16 @@ class MqttSink:
             )
 
     def _probe_reason(self) -> str:
-        """paho swallows the OSError of a failed connect; one short TCP attempt recovers a readable reason."""
+        """paho swallows the OSError of a failed connect; one short attempt of our own recovers the reason."""
         try:
-            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=2.0):
-                return "TCP connect works now, the MQTT/TLS handshake failed"
+            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=2.0) as sock:
+                if self._ssl_context is None:
+                    return "TCP connect works now, the MQTT handshake failed"
+                try:
+                    with self._ssl_context.wrap_socket(sock, server_hostname=self.cfg.host):
+                        return "TCP and TLS work now, the MQTT handshake failed"
+                except (OSError, ValueError) as e:  # ssl.SSLError, ssl.CertificateError
+                    return f"TLS handshake failed: {getattr(e, 'verify_message', None) or e}"
         except OSError as e:
             return e.strerror or str(e) or type(e).__name__
 

@@ -497,3 +497,22 @@ def test_decision_events_match_the_schema() -> None:
         assert not [e.message for e in VALIDATOR.iter_errors(ev)]
     bad = dict(ev, score=1.5, mode="batch", extra=1)
     assert len(list(VALIDATOR.iter_errors(bad))) == 3  # the schema can fail
+
+
+def test_tls_untrusted_broker_is_refused_with_a_reason(
+    tmp_path: Path, tls_files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    extra = f"cafile {tls_files['ca']}\ncertfile {tls_files['cert']}\nkeyfile {tls_files['key']}"
+    with Broker(extra_config=extra) as broker:
+        # Trust the server certificate itself as a CA: the chain does not verify.
+        cfg = cfg_for(broker, tmp_path, tls=TlsConfig(enabled=True, ca_certs=tls_files["cert"]))
+        with caplog.at_level(logging.WARNING, logger="edge.mqtt_sink"):
+            sink = MqttSink(cfg, BASE, client_id="t-sink-tls-bad")
+            sink.start()
+            sink.publish_defect(make_event(0))
+            deadline = time.monotonic() + 10
+            while "TLS handshake failed" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not sink.connected and sink.outbox_depth == 1
+            sink.stop(1)
+    assert "TLS handshake failed" in caplog.text and "certificate" in caplog.text
