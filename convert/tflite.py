@@ -47,6 +47,7 @@ from edge.model_package import (
     utc_now,
     write_metadata,
 )
+from training.data import read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,12 @@ def _load_images(items: list[Item], h: int, w: int) -> tuple[list[Item], np.ndar
     """Read and preprocess items exactly like the edge does; unreadable files are skipped with a warning."""
     kept, arrays = [], []
     for it in items:
-        bgr = cv2.imread(str(it.path), cv2.IMREAD_COLOR)
-        if bgr is None:
+        rgb = read_rgb(it.path)
+        if rgb is None:
             log.warning("skipping unreadable image %s", it.path)
             continue
         kept.append(it)
-        arrays.append(to_rgb_input(bgr, h, w, RESIZE))
+        arrays.append(to_rgb_input(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), h, w, RESIZE))
     return kept, (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8))
 
 
@@ -356,7 +357,7 @@ def convert_run(
                 quantization=QuantParams(scale=runner.output_quant[0], zero_point=runner.output_quant[1])
                 if runner.output_quant else None,
             ),
-            preprocessing=PREPROCESSING_TEXT.format(w=w, h=h, interp=RESIZE.upper() if RESIZE == "area" else "LINEAR"),
+            preprocessing=PREPROCESSING_TEXT.format(w=w, h=h),
             threshold=run.threshold,
             threshold_source=run.threshold_source,
             metrics=metrics,

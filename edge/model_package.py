@@ -45,7 +45,8 @@ class InputSpec(_Strict):
     dtype: Literal["uint8", "int8", "float32"]
     colour_order: Literal["RGB"] = "RGB"
     value_range: tuple[float, float] = (0.0, 255.0)  # what the model expects before its own rescaling
-    resize: Literal["area", "bilinear"] = "area"  # OpenCV interpolation used to reach height x width
+    # "area": cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging (as training); "bilinear": always LINEAR
+    resize: Literal["area", "bilinear"] = "area"
     quantization: QuantParams | None = None
 
 
@@ -195,14 +196,18 @@ def to_rgb_input(bgr: np.ndarray, height: int, width: int, resize: str = "area")
         raise ValueError(f"expected an image of shape (H, W[, 1|3|4]), got {bgr.shape}")
     if bgr.shape[0] == 0 or bgr.shape[1] == 0:
         raise ValueError(f"empty image {bgr.shape}")
-    if bgr.shape[:2] != (height, width):
-        interp = cv2.INTER_AREA if resize == "area" else cv2.INTER_LINEAR
+    h, w = bgr.shape[:2]
+    if (h, w) != (height, width):
+        # Same rule as training (training/data.py resize): INTER_AREA when shrinking, else INTER_LINEAR.
+        shrink = h > height or w > width
+        interp = cv2.INTER_AREA if (resize == "area" and shrink) else cv2.INTER_LINEAR
         bgr = cv2.resize(bgr, (width, height), interpolation=interp)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 PREPROCESSING_TEXT = (
-    "OpenCV BGR uint8 frame -> resize to {w}x{h} (cv2.INTER_{interp}) -> BGR to RGB -> uint8 values 0..255 "
+    "OpenCV BGR uint8 frame -> stretch to {w}x{h} (cv2.INTER_AREA when shrinking, INTER_LINEAR when "
+    "enlarging) -> BGR to RGB -> uint8 values 0..255 "
     "fed as-is (int8 package: uint8 input tensor; float packages: cast to float32); "
     "the MobileNetV2 scaling to [-1, 1] is inside the model"
 )
