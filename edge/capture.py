@@ -37,6 +37,7 @@ FAST_QUEUE = 8  # frames buffered between reader and consumer with pace: fast
 DEFAULT_FOLDER_FPS = 10.0
 DEFAULT_FILE_FPS = 25.0
 OPEN_TIMEOUT_S = 10.0
+FROZEN_WIDTH = 320  # the frozen-picture check compares frames subsampled to about this width
 
 
 @dataclass
@@ -381,9 +382,8 @@ class Capture:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         elif img.shape[2] == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-        grey = small_grey(img)
-        brightness, sharpness = grey_stats(grey)
-        self._check_frozen(grey)
+        brightness, sharpness = grey_stats(small_grey(img))
+        self._check_frozen(img)
         frame = Frame(img, self._index, now, brightness, sharpness)
         self._index += 1
         if self._state != "ok":
@@ -413,7 +413,11 @@ class Capture:
                 self._newest = frame
             self._cond.notify_all()
 
-    def _check_frozen(self, grey: np.ndarray) -> None:
+    def _check_frozen(self, img: np.ndarray) -> None:
+        # Nearest-neighbour subsampling (not area averaging) keeps each pixel's sensor noise, so a live but
+        # idle scene still differs from frame to frame while a frozen feed repeats the same pixels exactly.
+        step = max(1, img.shape[1] // FROZEN_WIDTH)
+        grey = cv2.cvtColor(np.ascontiguousarray(img[::step, ::step]), cv2.COLOR_BGR2GRAY)
         prev, self._prev_grey = self._prev_grey, grey
         if prev is None or prev.shape != grey.shape:
             self._same = 0
