@@ -1,0 +1,456 @@
+"""The daemon as its own process (``python -m boxinspect.cli run``): a real int8 model, a generated
+conveyor video, its own Mosquitto that these tests stop, restart and kill around it.
+
+Every defect decision the daemon makes is logged with its event id; the tests count those against what a
+subscriber receives, so a lost event fails the test and a resend is recognised by its event_id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+
+from tests.broker import Broker, free_port
+
+pytestmark = pytest.mark.slow
+
+DECISION_RE = re.compile(r"decision (\S+) score=([0-9.]+) .*event=([0-9a-f-]{36})")
+START_TIMEOUT = 90.0  # model load + first frames on a busy 2-core machine
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2, d: DaemonProc | None = None
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = "\n".join(d.log().splitlines()[-60:]) if d is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
+        time.sleep(interval)
+
+
+def positive_class(model: Path) -> str:
+    return json.loads(Path(str(model) + ".json").read_text())["positive_class"]
+
+
+class DaemonProc:
+    """One daemon process with a config written to ``workdir``."""
+
+    def __init__(self, workdir: Path, cfg: dict[str, Any], name: str = "daemon") -> None:
+        self.workdir = workdir
+        self.cfg = cfg
+        self.name = name
+        self.cfg_path = workdir / f"{name}.yaml"
+        self.log_path = workdir / f"{name}.log"
+        self.cfg_path.write_text(yaml.safe_dump(cfg))
+        self.proc: subprocess.Popen[bytes] | None = None
+        port = cfg.get("api", {}).get("port")
+        self.base = f"http://127.0.0.1:{port}" if port else None
+
+    def start(self, *extra: str) -> DaemonProc:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(self.cfg_path), *extra],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        assert self.base, "no API port"
+        return httpx.get(self.base + path, timeout=5, **kw)
+
+    def wait_api(self, timeout: float = START_TIMEOUT) -> None:
+        if self.base is None:  # port 0: the daemon logs the URL it picked
+            m = wait_for(lambda: re.search(r"API listening on (http://\S+)", self.log()) or self._dead(), timeout, "the API URL in the log")
+            self.base = m.group(1)
+
+        def up() -> bool:
+            self._dead()
+            try:
+                return self.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout, f"/healthz of {self.name}", d=self)
+
+    def _dead(self) -> bool:
+        assert self.alive(), f"{self.name} exited with {self.proc.returncode if self.proc else None}:\n{self.log()}"
+        return False
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/status").json()
+
+    def metric(self, name: str, labels: str = "") -> float:
+        text = self.get("/metrics").text
+        for line in text.splitlines():
+            if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def decisions(self) -> list[tuple[str, float, str]]:
+        """(label, score, event_id) of every decision the daemon logged, in order."""
+        return [(m.group(1), float(m.group(2)), m.group(3)) for m in DECISION_RE.finditer(self.log())]
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Subscriber:
+    """A paho subscriber. ``persistent`` uses a fixed client id and clean_session=False, so a broker with
+    persistence keeps its subscription and queues QoS 1 messages across a broker restart."""
+
+    def __init__(self, broker: Broker, topic: str, persistent: bool = False) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.raw: list[tuple[str, bytes, bool]] = []
+        self._subscribed = threading.Event()
+        cid = f"test-sub-{uuid.uuid4().hex[:8]}"
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=not persistent)
+        c.reconnect_delay_set(1, 1)
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
+        c.on_subscribe = lambda cl, u, mid, rcs, p: self._subscribed.set()
+        c.on_message = self._on_message
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+        assert self._subscribed.wait(10), "subscriber could not subscribe"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.raw.append((msg.topic, msg.payload, bool(msg.retain)))
+        try:
+            self.messages.append(json.loads(msg.payload))
+        except ValueError:
+            pass
+
+    def ids(self) -> list[str]:
+        return [m["event_id"] for m in self.messages]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def base_cfg(tmp_path: Path, model: Path, video: Path, gt: dict, broker: Broker | None, **over: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "line": "t",
+        "camera": f"c{uuid.uuid4().hex[:6]}",
+        "source": {"uri": str(video), "pace": "realtime", "loop": True},
+        "roi": {k: gt["roi"][k] for k in ("x", "y", "width", "height")},
+        "model": {"path": str(model)},
+        "mqtt": {
+            "enabled": broker is not None,
+            "host": "127.0.0.1",
+            "port": broker.port if broker is not None else 1,
+            "outbox_path": str(tmp_path / "outbox.sqlite3"),
+            "reconnect_min_s": 1,
+            "reconnect_max_s": 2,
+            "stats_interval_s": 5,
+        },
+        "api": {"port": free_port()},
+        "evidence": {"dir": str(tmp_path / "evidence")},
+        "shutdown_timeout_s": 15,
+    }
+    for key, value in over.items():
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture()
+def broker():
+    """A broker of this test alone (the tests stop and restart it), persistent across restarts."""
+    d = Path(tempfile.mkdtemp(prefix="boxinspect-test-broker-"))
+    b = Broker(workdir=d, extra_config=f"persistence true\npersistence_location {d}/")
+    b.start()
+    yield b
+    b.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture()
+def model_copy(tmp_path: Path, int8_model: Path) -> Path:
+    dst = tmp_path / "model" / "model.tflite"
+    dst.parent.mkdir()
+    shutil.copy(int8_model, dst)
+    shutil.copy(str(int8_model) + ".json", str(dst) + ".json")
+    return dst
+
+
+def defect_ids(d: DaemonProc, positive: str) -> list[str]:
+    return [eid for label, _, eid in d.decisions() if label == positive]
+
+
+def first_occurrences(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for m in msgs:
+        if m["event_id"] not in seen:
+            seen.add(m["event_id"])
+            out.append(m)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ outages
+
+
+def test_broker_outage_loses_no_defect_event(tmp_path, int8_model, synth_video, broker):
+    video, gt = synth_video
+    positive = positive_class(int8_model)
+    cfg = base_cfg(tmp_path, int8_model, video, gt, broker)
+    topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/defect"
+    sub = Subscriber(broker, topic, persistent=True)
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()
+        wait_for(lambda: sub.messages, 120, "a first defect event over MQTT", d=d)
+        broker.stop()
+        outage_start = time.monotonic()
+        # the daemon notices and says so
+        wait_for(lambda: d.get("/readyz").status_code == 503 and "mqtt" in d.get("/readyz").text, 20, "readyz: mqtt down", d=d)
+        time.sleep(max(0.0, 30 - (time.monotonic() - outage_start)))
+        depth = d.status()["mqtt"]["outbox_depth"]
+        assert depth > 0, f"no defect decided during the 30 s outage; the test proves nothing\n{d.log()}"
+        broker.start()
+        wait_for(lambda: d.status()["mqtt"]["outbox_depth"] == 0, 60, "the outbox to drain after the broker is back", d=d)
+        d.send(signal.SIGTERM)
+        assert d.wait(40) == 0, d.log()
+        expected = defect_ids(d, positive)
+        wait_for(lambda: set(expected) <= set(sub.ids()), 20, "every defect event at the subscriber", d=d)
+    finally:
+        d.stop()
+        sub.close()
+    got = first_occurrences(sub.messages)
+    assert [m["event_id"] for m in got] == expected, "events missing, unexpected or out of order"
+    seqs = [m["seq"] for m in got]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert len(expected) >= depth + 1
+    dupes = len(sub.messages) - len(got)
+    print(f"{len(expected)} defect events, {depth} waited out a 30 s outage, {dupes} duplicate(s) (same event_id)")
+
+
+def test_sigkill_with_events_in_the_outbox_delivers_them_after_restart(tmp_path, int8_model, synth_video, broker):
+    video, gt = synth_video
+    positive = positive_class(int8_model)
+    cfg = base_cfg(tmp_path, int8_model, video, gt, broker)
+    outbox = Path(cfg["mqtt"]["outbox_path"])
+    topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/defect"
+    first = DaemonProc(tmp_path, cfg, "first").start()
+    try:
+        first.wait_api()
+        wait_for(lambda: first.status()["mqtt"].get("connected"), 30, "the first daemon to connect", d=first)
+        broker.stop()
+        wait_for(lambda: first.status()["mqtt"]["outbox_depth"] >= 2, 120, "two defect events waiting in the outbox", d=first)
+        first.proc.kill()  # SIGKILL: no flush, no goodbye
+        first.wait(10)
+    finally:
+        first.stop()
+    with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True) as db:
+        waiting = [r[0] for r in db.execute("SELECT event_id FROM outbox ORDER BY seq")]
+    assert len(waiting) >= 2
+    assert set(waiting) <= set(defect_ids(first, positive)), "the outbox holds exactly decided defects"
+
+    broker.start()
+    sub = Subscriber(broker, topic)
+    second = DaemonProc(tmp_path, dict(cfg, api={"port": free_port()}), "second").start()
+    try:
+        second.wait_api()
+        wait_for(lambda: set(waiting) <= set(sub.ids()), 60, "the events the killed daemon left behind", d=second)
+        second.send(signal.SIGTERM)
+        assert second.wait(40) == 0, second.log()
+    finally:
+        second.stop()
+        sub.close()
+    got = [m["event_id"] for m in first_occurrences(sub.messages) if m["event_id"] in waiting]
+    assert got == waiting, "the left-over events arrive in their original order"
+
+
+# ------------------------------------------------------------------------------------------------ lifecycle
+
+
+def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, synth_video, broker):
+    video, gt = synth_video
+    cfg = base_cfg(tmp_path, int8_model, video, gt, broker, shutdown_timeout_s=10)
+    status_topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/status"
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()
+        wait_for(lambda: d.get("/readyz").status_code == 200, 60, "/readyz 200", d=d)
+        t0 = time.monotonic()
+        d.send(signal.SIGTERM)
+        rc = d.wait(cfg["shutdown_timeout_s"] + 10)
+        took = time.monotonic() - t0
+    finally:
+        d.stop()
+    assert rc == 0, d.log()
+    assert took < cfg["shutdown_timeout_s"] + 5, f"shutdown took {took:.1f}s"
+    assert "stopping (signal)" in d.log()
+    sub = Subscriber(broker, status_topic)
+    try:
+        wait_for(lambda: sub.raw, 10, "the retained status message")
+    finally:
+        sub.close()
+    topic, payload, retained = sub.raw[0]
+    assert payload == b"offline" and retained
+
+
+def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_copy, float_model, synth_video):
+    video, gt = synth_video
+    cfg = base_cfg(tmp_path, model_copy, video, gt, None, api={"port": 0})
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()  # port 0: URL taken from the log
+        old_id = wait_for(lambda: d.status()["model"].get("model_id"), 30, "model id", d=d)
+        model_copy.write_bytes(b"not a flatbuffer" * 64)  # a corrupt file in place of the model
+        d.send(signal.SIGHUP)
+        wait_for(lambda: d.metric("boxinspect_model_reloads_total", 'outcome="load_failed"') == 1, 60, "failed reload", d=d)
+        assert d.status()["model"]["model_id"] == old_id
+        # still inspecting with the old model
+        n = d.metric("boxinspect_frames_captured_total")
+        wait_for(lambda: d.metric("boxinspect_frames_captured_total") > n + 10, 30, "frames after the failed reload", d=d)
+        assert d.alive()
+        assert "reload failed, keeping " + old_id in d.log()
+        # a good (different) model in place -> swapped
+        shutil.copy(float_model, model_copy)
+        shutil.copy(str(float_model) + ".json", str(model_copy) + ".json")
+        d.send(signal.SIGHUP)
+        wait_for(lambda: d.metric("boxinspect_model_reloads_total", 'outcome="ok"') == 1, 60, "successful reload", d=d)
+        new_id = d.status()["model"]["model_id"]
+        assert new_id != old_id and new_id.split("@")[1] == json.loads(Path(str(float_model) + ".json").read_text())["sha256"][:12]
+        assert f'model_id="{new_id}"' in d.get("/metrics").text
+        d.send(signal.SIGTERM)
+        assert d.wait(40) == 0, d.log()
+    finally:
+        d.stop()
+
+
+def test_corrupt_model_stops_startup_with_one_line(tmp_path, model_copy):
+    model_copy.write_bytes(b"\x00garbage" * 50)
+    cfg = {"model": {"path": str(model_copy)}, "mqtt": {"enabled": False, "outbox_path": str(tmp_path / "o.sqlite3")}}
+    for verify, words in ((True, "sha256 mismatch"), (False, "corrupt or unsupported")):
+        cfg["model"]["verify_hash"] = verify
+        p = tmp_path / "c.yaml"
+        p.write_text(yaml.safe_dump(cfg))
+        res = subprocess.run(
+            [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(p)],
+            capture_output=True, text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        )
+        assert res.returncode == 3, res.stderr
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("model:")]
+        assert len(lines) == 1 and words in lines[0], res.stderr
+        assert "Traceback" not in res.stderr
+
+
+def test_missing_model_and_bad_config_name_the_problem(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"model": {"path": str(tmp_path / "nope.tflite")}, "mqtt": {"enabled": False}}))
+    res = subprocess.run([sys.executable, "-m", "boxinspect.cli", "run", "--config", str(p)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3 and "model: model file not found" in res.stderr, res.stderr
+    p.write_text(yaml.safe_dump({"mqtt": {"port": 99999}, "sorce": {"uri": "0"}}))
+    res = subprocess.run([sys.executable, "-m", "boxinspect.cli", "run", "--config", str(p)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "mqtt.port" in res.stderr and "sorce" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_end_of_file_drains_and_exits_zero(tmp_path, int8_model, synth_video, broker):
+    video, gt = synth_video
+    positive = positive_class(int8_model)
+    cfg = base_cfg(tmp_path, int8_model, video, gt, broker, source={"pace": "fast", "loop": False, "exit_on_end": True})
+    sub = Subscriber(broker, f"boxinspect/{cfg['line']}/{cfg['camera']}/defect")
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        rc = d.wait(180)
+        expected = defect_ids(d, positive)
+        wait_for(lambda: set(expected) <= set(sub.ids()), 10, "every defect event at the subscriber", d=d)
+    finally:
+        d.stop()
+        sub.close()
+    assert rc == 0, d.log()
+    assert "stopping (end of the source)" in d.log()
+    assert expected, d.log()
+    assert [m["event_id"] for m in first_occurrences(sub.messages)] == expected
+    assert "outbox empty" in d.log()
+
+
+def test_max_frames_stops_the_daemon(tmp_path, int8_model, synth_video):
+    video, gt = synth_video
+    cfg = base_cfg(tmp_path, int8_model, video, gt, None, source={"pace": "fast"})
+    d = DaemonProc(tmp_path, cfg).start("--max-frames", "40")
+    try:
+        assert d.wait(120) == 0, d.log()
+    finally:
+        d.stop()
+    assert "--max-frames 40 reached" in d.log()
+    assert "stopped: frames=40 " in d.log()
+
+
+def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, broker):
+    video, gt = synth_video
+    cfg = base_cfg(tmp_path, int8_model, video, gt, broker, decision={"mode": "triggered", "trigger_frames": 2})
+    trigger_topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/trigger"
+    d = DaemonProc(tmp_path, cfg).start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}")
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    try:
+        d.wait_api()
+        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
+        pub.publish(trigger_topic, json.dumps({"part_id": "P-100"}), qos=1).wait_for_publish(5)
+        pub.publish(trigger_topic, "P-101", qos=1).wait_for_publish(5)
+        r = httpx.post(d.base + "/trigger", json={"part_id": "P-102"}, timeout=5)
+        assert r.status_code == 202, r.text
+        parts = wait_for(
+            lambda: {e["part_id"] for e in d.get("/events").json()} >= {"P-100", "P-101", "P-102"}
+            and [e["part_id"] for e in d.get("/events").json()],
+            60, "three triggered decisions", d=d,
+        )
+        assert sorted(parts) == ["P-100", "P-101", "P-102"]
+        for e in d.get("/events").json():
+            assert e["mode"] == "triggered" and e["frame_count"] == 2
+        d.send(signal.SIGTERM)
+        assert d.wait(40) == 0, d.log()
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        d.stop()
