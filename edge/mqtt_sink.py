@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -99,11 +100,23 @@ class _Repeats:
         self._suppressed = 0
 
 
+def _json_default(o: Any) -> Any:
+    """Paths -> str, numpy scalars -> Python numbers, datetimes -> ISO 8601; anything else is an error."""
+    if isinstance(o, PurePath):
+        return str(o)
+    if isinstance(o, datetime):
+        return o.isoformat()
+    item = getattr(o, "item", None)  # numpy scalar (np.float32, np.bool_, ...)
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
 def _encode(obj: dict[str, Any]) -> bytes:
     try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).encode()
-    except ValueError as e:  # NaN / inf
-        raise ValueError(f"event {obj.get('event_id')} is not valid JSON ({e}); check score fields for NaN") from None
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_json_default).encode()
+    except (ValueError, TypeError) as e:  # NaN / inf, unknown types
+        raise ValueError(f"event {obj.get('event_id')} cannot be encoded as JSON: {e}") from None
 
 
 def _stamp(payload: bytes, seq: int) -> bytes:
@@ -116,7 +129,7 @@ def _stamp(payload: bytes, seq: int) -> bytes:
         return payload
     obj["seq"] = seq
     obj["published_at"] = utc_iso()
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 class MqttSink:

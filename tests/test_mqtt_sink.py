@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 from pydantic import SecretStr
 
@@ -426,16 +427,22 @@ def test_event_encoding(broker: Broker, tmp_path: Path) -> None:
     try:
         ev = make_event(0)
         ev["score"] = float("nan")
-        with pytest.raises(ValueError, match="NaN"):
+        with pytest.raises(ValueError, match="cannot be encoded as JSON"):
             sink.publish_defect(ev)
+        ev["score"] = object()
+        with pytest.raises(ValueError, match="object is not JSON serializable"):
+            sink.publish_defect(ev)
+        assert sink.outbox_depth == 0
         ev = make_event(1)
         del ev["event_id"]  # a missing id is filled in, never a reason to lose the event
         ev["evidence"] = {"frame": tmp_path / "f.jpg", "crop": None}  # Paths become strings
+        ev["score"], ev["is_defect"] = np.float32(0.75), np.bool_(True)  # numpy scalars become numbers
         assert sink.publish_defect(ev) is not None
         row = sink.outbox.pending()[0]
         stored = json.loads(row.payload)
         assert uuid.UUID(stored["event_id"]).version == 4 and row.event_id == stored["event_id"]
         assert stored["evidence"]["frame"] == str(tmp_path / "f.jpg")
+        assert stored["score"] == 0.75 and stored["is_defect"] is True
         assert "seq" not in stored and "published_at" not in stored  # stamped at send time
     finally:
         sink.stop(1)
