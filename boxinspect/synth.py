@@ -305,7 +305,7 @@ def _outline(b: _Box, crush: dict | None) -> np.ndarray:
         u_next = (next_c - c) / np.linalg.norm(next_c - c)
         a = c + u_prev * d * crush["spread_a"]
         bb = c + u_next * d * crush["spread_b"]
-        inner = c + (u_prev + u_next) * d * 0.42
+        inner = c + (u_prev + u_next) * d * 0.3
         # jagged crumpled edge from a -> inner -> bb
         path = [a]
         for t in np.linspace(0, 1, 6)[1:-1]:
@@ -316,23 +316,33 @@ def _outline(b: _Box, crush: dict | None) -> np.ndarray:
             p = inner + (bb - inner) * t
             path.append(p + (u_prev + u_next) * b.rng.uniform(-0.06, 0.06) * d)
         path.append(bb)
+        crush["path"] = [tuple(map(float, p)) for p in path]
+        crush["deep"] = tuple(map(float, c + (u_prev + u_next) * d * rng_uniform(b, 0.85, 1.05)))
         pts.extend(tuple(p) for p in path)
     return np.array(pts, np.float64)
+
+
+def rng_uniform(b: _Box, lo: float, hi: float) -> float:
+    return float(b.rng.uniform(lo, hi))
 
 
 def _cardboard(b: _Box) -> None:
     """Paper texture: mottling, corrugation flutes, fibre specks; flap shading, seam and edges."""
     rng, k = b.rng, b.k
-    h, w = b.alpha.shape
+    # the texture covers the top (its size does not depend on the canvas, so the same box looks the
+    # same whatever room its defect needs around it)
+    ys, xs = slice(b.pad - 2, b.pad + int(math.ceil(b.W)) + 2), slice(b.pad - 2, b.pad + int(math.ceil(b.L)) + 2)
+    X, Y = b.grid()
+    X, Y = X[ys, xs], Y[ys, xs]
+    h, w = X.shape
     mott = _smooth_noise(rng, h, w, 22 * k) * rng.uniform(0.02, 0.045)
     fine = _smooth_noise(rng, h, w, 2.5 * k) * rng.uniform(0.008, 0.02)
-    X, Y = b.grid()
     flutes = np.sin(2 * math.pi * X / (rng.uniform(4.5, 7.0) * k)) * rng.uniform(0.004, 0.012)
     gain = 1.0 + mott + fine + flutes
     # the two top flaps are separate panels that sit at slightly different angles
     f1, f2 = 1.0 + rng.uniform(-0.035, 0.035, 2)
     gain *= np.where(Y < b.seam, f1, f2).astype(np.float32)
-    _shade(b.img, gain.astype(np.float32))
+    b.img[ys, xs] *= _c3(gain.astype(np.float32))
     # fibre specks
     n = int(rng.integers(20, 60))
     xs = rng.uniform(b.x0, b.x1 - 1, n).astype(int)
@@ -523,46 +533,65 @@ def _dent(b: _Box) -> dict | None:
     """Choose the dent: a crushed corner (returned, it changes the outline) or a dented top (None)."""
     rng = b.rng
     if rng.random() < 0.6:
-        depth = _sev(b, (0.24, 0.32), (0.08, 0.13)) * min(b.L, b.W)
+        depth = _sev(b, (0.3, 0.4), (0.1, 0.15)) * min(b.L, b.W)
         return {"corner": int(rng.integers(4)), "depth": depth, "spread_a": rng.uniform(1.1, 1.6),
                 "spread_b": rng.uniform(1.1, 1.6)}
     return None
 
 
-def _creases(b: _Box, cx: float, cy: float, r: float, amp: float) -> None:
+def _creases(b: _Box, cx: float, cy: float, r: float, amp: float, radial: bool = False) -> None:
+    """Crease lines: a dark fold with a thin highlight beside it (light comes from the top left)."""
     rng, k = b.rng, b.k
     m_dark = np.zeros(b.alpha.shape, np.uint8)
     m_light = np.zeros(b.alpha.shape, np.uint8)
+    th = max(1, int(round(1.4 * k)))
     for _ in range(int(rng.integers(3, 7))):
-        a = rng.uniform(0, math.pi)
-        ln = r * rng.uniform(0.6, 1.3)
-        ox, oy = cx + rng.uniform(-0.4, 0.4) * r, cy + rng.uniform(-0.4, 0.4) * r
-        p0 = (ox - ln / 2 * math.cos(a), oy - ln / 2 * math.sin(a))
-        p1 = (ox + ln / 2 * math.cos(a), oy + ln / 2 * math.sin(a))
-        th = max(1, int(round(1.5 * k)))
-        cv2.line(m_dark, (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1])), 255, th, cv2.LINE_AA)
-        cv2.line(m_light, (int(p0[0] - th), int(p0[1] - th)), (int(p1[0] - th), int(p1[1] - th)), 255, th, cv2.LINE_AA)
-    _shade(b.img, 1.0 + 0.5 * amp * m_light.astype(np.float32) / 255 * b.alpha)
+        a = rng.uniform(0, 2 * math.pi)
+        if radial:
+            r0, r1 = r * rng.uniform(0.0, 0.3), r * rng.uniform(0.7, 1.15)
+            p0 = (cx + r0 * math.cos(a), cy + r0 * math.sin(a))
+            p1 = (cx + r1 * math.cos(a), cy + r1 * math.sin(a))
+        else:
+            ln = r * rng.uniform(0.6, 1.3)
+            ox, oy = cx + rng.uniform(-0.4, 0.4) * r, cy + rng.uniform(-0.4, 0.4) * r
+            p0 = (ox - ln / 2 * math.cos(a), oy - ln / 2 * math.sin(a))
+            p1 = (ox + ln / 2 * math.cos(a), oy + ln / 2 * math.sin(a))
+        mid = ((p0[0] + p1[0]) / 2 + rng.uniform(-0.1, 0.1) * r, (p0[1] + p1[1]) / 2 + rng.uniform(-0.1, 0.1) * r)
+        for q0, q1 in ((p0, mid), (mid, p1)):
+            cv2.line(m_dark, (int(q0[0]), int(q0[1])), (int(q1[0]), int(q1[1])), 255, th, cv2.LINE_AA)
+            cv2.line(m_light, (int(q0[0] - th), int(q0[1] - th)), (int(q1[0] - th), int(q1[1] - th)), 255, th,
+                     cv2.LINE_AA)
+    light = m_light.astype(np.float32) / 255 * (1.0 - m_dark.astype(np.float32) / 255)
+    _shade(b.img, 1.0 + 0.35 * amp * light * b.alpha)
     _shade(b.img, 1.0 - 0.9 * amp * m_dark.astype(np.float32) / 255 * b.alpha)
 
 
 def _crush_shading(b: _Box, crush: dict) -> None:
-    corners = [(b.x0, b.y0), (b.x1, b.y0), (b.x1, b.y1), (b.x0, b.y1)]
-    cx, cy = corners[crush["corner"]]
+    """A crushed corner: folded facets at different angles (so different shades), fold lines, and the
+    crumpled wall along the pushed-in outline."""
+    rng, k = b.rng, b.k
     d = crush["depth"]
-    X, Y = b.grid()
-    rr = np.sqrt((X - cx) ** 2 + (Y - cy) ** 2) / (d * 1.9)
-    near = np.clip(1.0 - rr, 0, 1) ** 0.7
+    path = [np.array(p) for p in crush["path"]]
+    deep = np.array(crush["deep"])
     amp = 0.5 if not b.hard else 0.16
-    tone = 1.0 - amp * near * (0.7 + 0.3 * _smooth_noise(b.rng, *b.alpha.shape, 4 * b.k))
-    _shade(b.img, tone.astype(np.float32))
+    lo, hi = (0.4, 0.85) if not b.hard else (0.8, 0.95)
+    idx = sorted(set([0, len(path) - 1, *rng.choice(np.arange(1, len(path) - 1), 2, replace=False).tolist()]))
+    folds = np.zeros(b.alpha.shape, np.uint8)
+    for i0, i1 in zip(idx[:-1], idx[1:], strict=True):
+        tri = np.array([*path[i0 : i1 + 1], deep])
+        _shade(b.img, 1.0 - (1.0 - rng.uniform(lo, hi)) * _poly(tri, b.alpha.shape) * b.alpha)
+    for i in idx:
+        cv2.line(folds, tuple(int(v) for v in path[i]), tuple(int(v) for v in deep), 255, max(1, int(1.3 * k)),
+                 cv2.LINE_AA)
     # the crumpled wall along the new outline shows as a dark band
+    X, Y = b.grid()
+    rr = np.sqrt((X - deep[0]) ** 2 + (Y - deep[1]) ** 2) / (d * 1.3)
     mask = (b.alpha > 0.5).astype(np.uint8)
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
-    band = np.exp(-dist / (3.0 * b.k)) * (rr < 1.0)
-    _shade(b.img, (1.0 - (0.55 if not b.hard else 0.2) * band).astype(np.float32))
-    inward = (1.0 if crush["corner"] in (0, 3) else -1.0, 1.0 if crush["corner"] in (0, 1) else -1.0)
-    _creases(b, cx + inward[0] * d * 0.6, cy + inward[1] * d * 0.6, d * 0.9, amp)
+    band = np.exp(-dist / (2.5 * k)) * (rr < 1.0)
+    _shade(b.img, (1.0 - (0.5 if not b.hard else 0.2) * band).astype(np.float32))
+    _shade(b.img, 1.0 - 0.6 * amp * folds.astype(np.float32) / 255 * b.alpha)
+    _creases(b, deep[0], deep[1], d * 0.7, amp * 0.8, radial=True)
     b.params["dent_kind"] = "corner"
     b.params["defect_size"] = round(float(d / min(b.L, b.W)), 3)
 
@@ -666,9 +695,11 @@ def _open_flap(b: _Box) -> None:
     b.params["defect_size"] = round(float(gap / b.W), 3)
 
 
-def _loose_tape(b: _Box, kind: str, tw: float) -> None:
+def _loose_tape(b: _Box, kind: str, tw: float, drng: np.random.Generator) -> None:
     """Tape stuck for part of the length; the rest has peeled off and swings out to one side."""
-    rng, k = b.rng, b.k
+    tape_rng = b.rng
+    b.rng = rng = drng
+    k = b.k
     frac = _sev(b, (0.38, 0.55), (0.12, 0.2))
     ln = frac * b.L
     from_right = rng.random() < 0.5
@@ -680,10 +711,12 @@ def _loose_tape(b: _Box, kind: str, tw: float) -> None:
     _shade(b.img, 1.0 - 0.07 * res)
     _seam(b, (4.0 if not b.hard else 2.0) * k, 0.3, xa, xb)
     # stuck part
+    b.rng = tape_rng
     if from_right:
         _tape_strip(b, kind, tw, b.x0 - 1, xp, b.seam)
     else:
         _tape_strip(b, kind, tw, xp, b.x1 + 1, b.seam)
+    b.rng = rng
     # loose part: a curling strip rotating away from the seam around the peel point
     phi = math.radians(_sev(b, (28, 55), (8, 16))) * (1 if rng.random() < 0.5 else -1)
     lift = rng.uniform(0.8, 0.95)  # foreshortening as it lifts off
@@ -735,11 +768,17 @@ def _draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, sca
     if defect is not None and defect not in DEFECTS:
         raise ValueError(f"unknown defect {defect!r}; expected one of {DEFECTS}")
     b = _new_box(rng, difficulty, scale, defect)
+    # one generator per part, so the main generator is used the same way with or without a defect and
+    # a box drawn with a defect is the same box as the one drawn without
+    parts = ("paper", "prints", "label", "tape", "defect")
+    sub = dict(zip(parts, (np.random.default_rng(int(x)) for x in rng.integers(0, 2**62, len(parts))), strict=True))
     k = b.k
+    b.rng = sub["defect"]
     crush = _dent(b) if defect == "dent" else None
     outline = _outline(b, crush)
     mask = _poly(outline, b.alpha.shape)
     b.alpha = mask.copy()
+    b.rng = sub["paper"]
     _cardboard(b)
     _edges(b, mask)
     hard = b.hard
@@ -750,14 +789,19 @@ def _draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, sca
     b.params.update({"tape": tape, "tape_width": round(tw, 1)})
     # closed flaps meet at a thin seam (under the tape)
     _seam(b, rng.uniform(0.8, 1.6) * k, 0.55)
-    _prints(b)
-    _shipping_label(b)
-    if defect == "water_stain":
-        _water_stain(b)
-    # tape
     cross = rng.random() < 0.25
     b.params["cross_tape"] = bool(cross)
+    b.rng = sub["prints"]
+    _prints(b)
+    b.rng = sub["label"]
+    _shipping_label(b)
+    b.rng = sub["defect"]
+    if defect == "water_stain":
+        _water_stain(b)
+    # tape (the tape's own details come from the tape generator, the defect's from the defect's)
+    b.rng = sub["tape"]
     if defect == "missing_tape":
+        b.rng = sub["defect"]
         gap = _sev(b, (5.0, 8.0), (1.5, 3.0)) * k
         _seam(b, gap, 0.22 if not hard else 0.45)
         # unheld flaps bow up a little along the seam
@@ -769,16 +813,18 @@ def _draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, sca
             for xe in (b.x0, b.x1 - tw):
                 _tape_cross(b, tape, tw, xe)
     elif defect == "loose_tape":
-        _loose_tape(b, tape, tw)
+        _loose_tape(b, tape, tw, sub["defect"])
     elif defect == "open_flap":
         # the tape was cut along the seam: each flap keeps its half
         _tape_strip(b, tape, tw, b.x0 - 1, b.x1 + 1, b.seam)
+        b.rng = sub["defect"]
         _open_flap(b)
     else:
         _tape_strip(b, tape, tw, b.x0 - 1, b.x1 + 1, b.seam)
         if cross:
             for xe in (b.x0, b.x1 - tw):
                 _tape_cross(b, tape, tw, xe)
+    b.rng = sub["defect"]
     if defect == "dent":
         if crush is not None:
             _crush_shading(b, crush)
@@ -793,7 +839,7 @@ def _draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, sca
 
 def _dent_top(b: _Box) -> None:
     rng = b.rng
-    r = _sev(b, (0.2, 0.28), (0.08, 0.12)) * min(b.L, b.W)
+    r = _sev(b, (0.24, 0.32), (0.09, 0.13)) * min(b.L, b.W)
     cx = rng.uniform(b.x0 + r * 1.1, b.x1 - r * 1.1)
     cy = rng.uniform(b.y0 + r * 1.1, b.y1 - r * 1.1)
     X, Y = b.grid()
@@ -803,10 +849,11 @@ def _dent_top(b: _Box) -> None:
     inside = np.clip(1.0 - rr, 0, 1)
     bowl = np.sin(np.clip(rr, 0, 1) * math.pi)
     facing = -(dx + dy) / np.maximum(rr, 1e-3) / math.sqrt(2)
-    amp = _sev(b, (0.42, 0.55), (0.12, 0.2))
-    gain = 1.0 + amp * bowl * facing * (rr < 1) - 0.12 * amp * inside
+    amp = _sev(b, (0.6, 0.75), (0.15, 0.25))
+    slope = bowl * facing * (rr < 1)
+    gain = 1.0 + np.where(slope > 0, 0.3 * amp * slope, amp * slope) - 0.15 * amp * inside
     _shade(b.img, np.where(b.alpha > 0, gain, 1.0).astype(np.float32))
-    _creases(b, cx, cy, r, amp)
+    _creases(b, cx, cy, r, amp, radial=True)
     b.params["dent_kind"] = "top"
     b.params["defect_size"] = round(float(r / min(b.L, b.W)), 3)
 
@@ -1152,7 +1199,7 @@ def make_dataset(out: Path, n_per_class: int = 300, size: int = 160, seed: int =
     summary = {"out": str(out), "n_images": len(items), "counts": counts, "defects": per_defect, "size": size,
                "seed": seed, "difficulty": difficulty, "classes": list(CLASSES), "positive_class": "defective",
                "seconds": round(time.time() - t0, 2)}
-    manifest = {k: v for k, v in summary.items() if k != "seconds"}
+    manifest = {k: v for k, v in summary.items() if k not in ("seconds", "out")}
     manifest["images"] = items
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     log.info("wrote %d images (%s) to %s in %.1f s", len(items), counts, out, summary["seconds"])
