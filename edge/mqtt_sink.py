@@ -360,6 +360,7 @@ class MqttSink:
             "connected": self.connected,
             "outbox_depth": self.outbox.depth(),
             "outbox_dropped": self.outbox.dropped,
+            "outbox_oldest_age_s": None if self.outbox.closed else self.outbox.oldest_age(),
             "inflight": self._inflight_n,
             "published": self.published,
             "failed": self.failed,

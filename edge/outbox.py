@@ -279,7 +279,7 @@ class Outbox:
     def oldest_age(self) -> float | None:
         """Seconds since the oldest waiting event was stored, None when empty."""
         with self._lock:
-            row = self._conn.execute("SELECT MIN(created_at) FROM outbox").fetchone()
+            row = self._conn.execute("SELECT created_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
         return None if row is None or row[0] is None else max(0.0, time.time() - float(row[0]))
 
     def _set_depth_metric(self) -> None:

@@ -197,3 +197,14 @@ def test_bad_arguments(tmp_path: Path) -> None:
         Outbox(tmp_path / "b.sqlite3", max_events=0)
     with Outbox(tmp_path / "c.sqlite3") as ob, pytest.raises(TypeError, match="bytes"):
         ob.put("t", "text", "ev")  # type: ignore[arg-type]
+
+
+def test_oldest_age(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "ob.sqlite3") as ob:
+        assert ob.oldest_age() is None
+        s = _put(ob, 0)
+        _put(ob, 1)
+        age = ob.oldest_age()
+        assert age is not None and age >= 0
+        ob.ack(s)
+        assert ob.oldest_age() is not None
