@@ -151,9 +151,8 @@ class MqttSink:
         self.topics = Topics.for_base(self.topic_base)
         self.metrics = metrics
         self.max_inflight = max_inflight
-        self.client_id = client_id or cfg.client_id or "boxinspect-" + self.topic_base.replace("/", "-")
+        self.client_id = client_id or cfg.client_id or self.topic_base.replace("/", "-")
         self.broker = f"{cfg.host}:{cfg.port}"
-        self.outbox = outbox or Outbox(cfg.outbox_path, cfg.outbox_max_events, cfg.outbox_overflow, metrics)
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._connected = threading.Event()
         self._drained = threading.Condition()
@@ -172,7 +171,8 @@ class MqttSink:
         self.published = 0  # PUBACKs received for defect events (this process)
         self.failed = 0  # failed attempts (they stay in the outbox)
         self._ssl_context: ssl.SSLContext | None = None
-        self._client = self._make_client()
+        self._client = self._make_client()  # config errors first, before the outbox is locked
+        self.outbox = outbox or Outbox(cfg.outbox_path, cfg.outbox_max_events, cfg.outbox_overflow, metrics)
         if metrics is not None:
             metrics.mqtt_connected.set(0)
 
