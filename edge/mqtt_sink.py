@@ -464,6 +464,7 @@ class MqttSink:
         retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
         acked: list[int] = []  # PUBACKed seqs not yet deleted from the outbox (kept if the delete fails)
         disk_log = _Repeats()
+        reject_log = _Repeats()
         while True:
             try:
                 batch = [self._events.get(timeout=0.5)]
@@ -487,8 +488,14 @@ class MqttSink:
                         if self.metrics is not None:
                             self.metrics.events_failed.inc()
                         self.last_error = f"broker rejected defect event seq {seq}: {rc}"
-                        log.warning("MQTT: broker rejected defect event seq %d: %s; kept in the outbox, retried later",
-                                    seq, rc)
+                        emit, n = reject_log.check(str(rc))
+                        if emit:
+                            log.warning(
+                                "MQTT: broker rejected defect event seq %d: %s (check the broker's ACL for %s); "
+                                "kept in the outbox, retried every %gs%s",
+                                seq, rc, self.topics.defect, self.cfg.reconnect_max_s,
+                                f" ({n} more rejections)" if n else "",
+                            )
                         if retry_at is None:
                             retry_at = time.monotonic() + self.cfg.reconnect_max_s
                     else:

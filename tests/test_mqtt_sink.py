@@ -376,6 +376,30 @@ def test_mqtt5(broker: Broker, tmp_path: Path) -> None:
     assert_no_loss_in_order(sub.json("/defect"), [e["event_id"] for e in events])
 
 
+def test_mqtt5_rejected_publish_stays_in_the_outbox(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MQTT 5 reports an ACL denial in the PUBACK: the event is not deleted, the failure is counted."""
+    m = Metrics()
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite {BASE}/status\n")  # anonymous may publish status, not defects
+    with Broker(extra_config=f"acl_file {acl}") as broker:
+        cfg = cfg_for(broker, tmp_path, protocol="5", reconnect_max_s=1.0)
+        with caplog.at_level(logging.WARNING, logger="edge.mqtt_sink"):
+            sink = MqttSink(cfg, BASE, m, client_id="t-sink-acl")
+            sink.start()
+            try:
+                assert sink.wait_connected(10)
+                sink.publish_defect(make_event(0))
+                deadline = time.monotonic() + 10
+                while sample(m, "boxinspect_events_failed_total") < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)  # rejected, retried after reconnect_max_s, rejected again
+                assert sample(m, "boxinspect_events_failed_total") >= 2
+                assert sink.outbox_depth == 1 and sample(m, "boxinspect_events_published_total") == 0
+            finally:
+                sink.stop(1)
+    rejected = [r.getMessage() for r in caplog.records if "broker rejected" in r.getMessage()]
+    assert len(rejected) == 1 and "Not authorized" in rejected[0]  # rate-limited: one line, not one per retry
+
+
 def test_overflow_while_offline_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     m = Metrics()
     broker = Broker()  # not started
