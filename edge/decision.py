@@ -32,6 +32,8 @@ FG_WIDTH = 160  # background subtraction runs on the ROI downscaled to this widt
 EDGE_MARGIN = 2  # foreground within this many (downscaled) pixels of the left/right ROI edge "touches" it
 FALLBACK_SHARE = 0.8  # no frame fully inside: use frames whose foreground is >= this share of the largest
 MAX_PENDING_TRIGGERS = 100
+EDGE_GROWTH = 1.2  # entering box: score again once its foreground grew by this factor ...
+EDGE_SCORE_EVERY = 5  # ... or after this many unscored present frames
 
 
 def iso_utc(t: float) -> str:
@@ -101,10 +103,9 @@ class _Passage:
     present: int = 0  # present frames
     absent: int = 0  # consecutive absent frames since the last present one
     records: list[_Record] = field(default_factory=list)
-
-    @property
-    def has_inside(self) -> bool:
-        return any(r.inside and r.score is not None for r in self.records)
+    has_inside: bool = False  # a scored frame with the whole box in view
+    edge_best: float = 0.0  # largest foreground among scored frames where the box touched an edge
+    since_edge_score: int = 0  # present frames since the last such frame was scored
 
 
 @dataclass
@@ -254,7 +255,14 @@ class ContinuousDecider:
         assert fg is not None
         if fg.learning or fg.fraction < self.presence_cfg.fg_min_fraction:
             return False
-        return fg.inside or self._passage is None or not self._passage.has_inside
+        p = self._passage
+        if fg.inside or p is None:
+            return True
+        if p.has_inside:
+            return False  # the box is leaving: its fully-visible frames are already scored
+        # Entering, or a box that never fits the ROI (the fallback needs some scores): score a frame when the
+        # box has grown by a fifth since the last one scored, or every EDGE_SCORE_EVERY frames.
+        return fg.fraction >= EDGE_GROWTH * p.edge_best or p.since_edge_score >= EDGE_SCORE_EVERY
 
     def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray, score: float | None) -> Decision | None:
         pc = self.presence_cfg
@@ -277,9 +285,15 @@ class ContinuousDecider:
             p.present += 1
             p.absent = 0
             p.last = frame_index
-            p.records.append(
-                _Record(frame_index, captured_at, score, fg.fraction if fg else 0.0, bool(fg and fg_present and fg.inside))
-            )
+            rec = _Record(frame_index, captured_at, score, fg.fraction if fg else 0.0, bool(fg and fg_present and fg.inside))
+            p.records.append(rec)
+            if score is not None and rec.inside:
+                p.has_inside = True
+            elif score is not None:
+                p.edge_best = max(p.edge_best, rec.fraction)
+                p.since_edge_score = 0
+            else:
+                p.since_edge_score += 1
             if p.last - p.first + 1 >= self.max_passage_frames:
                 why = (
                     f"something stayed in the ROI for {p.last - p.first + 1} frames ({p.first}-{p.last}): stopped "

@@ -198,17 +198,18 @@ def test_labels_are_checked() -> None:
 
 # ------------------------------------------------------------------------------- simple moving rectangles
 def belt_frames(n: int, boxes: list[tuple[int, int]], speed: int = 8, stop_at: int | None = None, seed: int = 0):
-    """A 100x200 grey belt with sensor noise; each (start_frame, length) box is an 80x50 rectangle moving right.
-    ``stop_at``: the first box stops when its left edge reaches that x."""
+    """A 100x200 grey belt with sensor noise; each (start_frame, length) box is a rectangle 50 px high and
+    ``length`` px long (0 = 80) moving right. ``stop_at``: the first box stops when its left edge reaches that x."""
     rng = np.random.default_rng(seed)
     for t in range(n):
         img = np.full((100, 200, 3), 90, np.uint8)
-        for k, (start, _length) in enumerate(boxes):
-            x = -80 + (t - start) * speed
+        for k, (start, length) in enumerate(boxes):
+            length = length or 80
+            x = -length + (t - start) * speed
             if stop_at is not None and k == 0:
                 x = min(x, stop_at)
-            if -80 < x < 200:
-                img[25:75, max(0, x) : max(0, min(200, x + 80))] = (60, 140, 200)
+            if -length < x < 200:
+                img[25:75, max(0, x) : max(0, min(200, x + length))] = (60, 140, 200)
         noise = rng.normal(0, 2.0, img.shape)
         yield t, np.clip(img + noise, 0, 255).astype(np.uint8)
 
@@ -249,6 +250,19 @@ def test_foreground_rectangles_and_both_mode() -> None:
     assert [d.is_defect for d in both] == [False, False, True]
     assert (both[2].first_frame, both[2].last_frame) == (100, 104)
     assert scored_both == 125  # hysteresis needs a score on every frame
+
+
+def test_box_longer_than_the_roi_uses_the_largest_foreground() -> None:
+    """Never fully inside: the frames where most of the box is in view decide (score = share of ROI width covered)."""
+
+    def covered(t: int) -> float:
+        x = -260 + (t - 20) * 8
+        return (min(200, x + 260) - max(0, x)) / 200
+
+    out, scored = run_frames(ContinuousDecider(fg_cfg(fg_history=500), LABELS, 0.5, "m"), belt_frames(90, [(20, 260)]), covered)
+    assert len(out) == 1
+    assert out[0].frame_count >= 3 and out[0].score >= 0.8
+    assert scored < 20  # not every frame of the 44-frame passage was classified
 
 
 def test_stopped_box_is_decided_and_the_belt_relearned(caplog: pytest.LogCaptureFixture) -> None:
