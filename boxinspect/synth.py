@@ -1362,39 +1362,43 @@ def contact_sheet(images: list[np.ndarray], path: Path, cols: int = 8, labels: l
         raise OSError(f"could not write {path}")
 
 
-def dataset_sheet(out: Path, path: Path, per_row: int = 8) -> None:
-    """Contact sheet of a written dataset: a row of OK images, then rows of defective ones labelled by defect."""
-    man = json.loads((Path(out) / "manifest.json").read_text())
-    ok = [it for it in man["images"] if it["label"] == "ok"][:per_row]
-    bad = [it for it in man["images"] if it["label"] == "defective"][: per_row * 2]
-    items = ok + bad
-    imgs = [cv2.imread(str(Path(out) / it["file"])) for it in items]
+def dataset_sheet(out: Path, path: Path, per_row: int = 6) -> None:
+    """Contact sheet of a written dataset: a row of OK images, then one row per defect type, labelled."""
+    out = Path(out)
+    man = json.loads((out / "manifest.json").read_text())
+    items = [it for it in man["images"] if it["label"] == "ok"][:per_row]
+    for d in DEFECTS:
+        items += [it for it in man["images"] if it["defect"] == d][:per_row]
+    imgs = [cv2.imread(str(out / it["file"])) for it in items]
     labels = ["ok" if it["defect"] is None else it["defect"] for it in items]
     contact_sheet(imgs, path, cols=per_row, labels=labels)
 
 
-def video_sheet(video: Path, path: Path, n: int = 8) -> None:
-    """Contact sheet of frames across a video with the ROI drawn (from its ground truth JSON)."""
+def video_sheet(video: Path, path: Path, width: int = 320) -> None:
+    """Contact sheet of frames of a video with the ROI drawn (from its ground truth JSON): the first box
+    entering, centred and leaving the ROI, the empty belt after it, then the next boxes centred."""
     video = Path(video)
     gt = json.loads(video.with_suffix(".json").read_text())
-    roi = gt["roi"]
-    want = np.linspace(0, gt["frame_count"] - 1, n + 2).astype(int)[1:-1]
+    roi, boxes = gt["roi"], gt["boxes"]
+    b0 = boxes[0]
+    want = [b0["enter_frame"] + 8, b0["centre_frame"], b0["exit_frame"] - 8]
+    want.append((b0["exit_frame"] + boxes[1]["enter_frame"]) // 2 if len(boxes) > 1 else b0["exit_frame"] + 1)
+    want += [b["centre_frame"] for b in boxes[1:5]]
+    want = sorted(set(min(max(0, t), gt["frame_count"] - 1) for t in want))
     cap = cv2.VideoCapture(str(video))
     frames, labels = [], []
     t = 0
-    while True:
+    while t <= want[-1]:
         ok, fr = cap.read()
         if not ok:
             break
-        if t in set(want.tolist()):
+        if t in want:
             cv2.rectangle(fr, (roi["x"], roi["y"]), (roi["x"] + roi["width"], roi["y"] + roi["height"]),
                           (0, 255, 255), 2)
-            inside = [b for b in gt["boxes"] if b["enter_frame"] <= t <= b["exit_frame"]]
-            tag = f"frame {t}"
-            if inside:
-                b = inside[0]
-                tag += f" box {b['id']} {b['defect'] or 'ok'}"
-            frames.append(fr)
+            inside = [b for b in boxes if b["enter_frame"] <= t <= b["exit_frame"]]
+            tag = f"frame {t}: " + (f"box {inside[0]['id']} {inside[0]['defect'] or 'ok'}" if inside else "empty ROI")
+            h = int(round(fr.shape[0] * width / fr.shape[1]))
+            frames.append(cv2.resize(fr, (width, h), interpolation=cv2.INTER_AREA))
             labels.append(tag)
         t += 1
     cap.release()
