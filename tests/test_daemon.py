@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
@@ -408,7 +409,13 @@ def test_end_of_file_drains_and_exits_zero(tmp_path, int8_model, synth_video, br
     assert rc == 0, d.log()
     assert "stopping (end of the source)" in d.log()
     assert expected, d.log()
-    assert [m["event_id"] for m in first_occurrences(sub.messages)] == expected
+    got = first_occurrences(sub.messages)
+    assert [m["event_id"] for m in got] == expected
+    schema = json.loads((Path(__file__).resolve().parents[1] / "edge" / "event.schema.json").read_text())
+    for ev in got:
+        jsonschema.validate(ev, schema)
+        assert ev["is_defect"] and ev["label"] == positive
+        assert ev["evidence"] and Path(ev["evidence"]["frame"]).is_file() and Path(ev["evidence"]["crop"]).is_file()
     assert "outbox empty" in d.log()
 
 
