@@ -32,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-MOSQUITTO = os.environ.get("BOXINSPECT_MOSQUITTO", "/usr/sbin/mosquitto")
+MOSQUITTO = os.environ.get("BOXINSPECT_MOSQUITTO") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
 
