@@ -91,6 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-manifest", type=Path, default=None,
                    help="reuse this split.json (from another run) instead of making a new split")
     p.add_argument("--seed", type=int, default=0, help="seed for python/numpy/TensorFlow (default 0)")
+    p.add_argument("--save-phase1", action="store_true",
+                   help="also keep the frozen-backbone model as RUN/phase1/ (a run dir of its own, for comparison)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a run directory with a model")
     p.add_argument("--quiet", action="store_true", help="no Keras progress bars (one log line per epoch stays)")
     p.add_argument("--evaluate", action="store_true", help="run 'boxinspect evaluate' on the run afterwards")
@@ -120,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,
         dropout=args.dropout, patience=args.patience, balance=args.balance, augment=not args.no_augment,
         val_frac=args.val_frac, test_frac=args.test_frac, dup_threshold=args.dup_threshold,
-        split_manifest=args.split_manifest, seed=args.seed, overwrite=args.overwrite,
+        split_manifest=args.split_manifest, seed=args.seed, overwrite=args.overwrite, save_phase1=args.save_phase1,
         verbose=0 if args.quiet else "auto",
     )
     try:

@@ -95,16 +95,22 @@ def build_backbone(img_size: int, alpha: float, weights_path: str | None):
 
 
 def build_inference_model(img_size: int, alpha: float, weights_path: str | None, dropout: float = 0.2):
-    """The model saved as model.keras (see the module docstring). Returns (model, backbone)."""
+    """The model saved as model.keras (see the module docstring). Returns (model, backbone).
+
+    Pretrained: the backbone starts frozen and its BatchNorm layers always run in inference mode.
+    Random init (``weights_path=None``): the whole backbone trains, BatchNorm included, since frozen
+    random features would be a straw man.
+    """
     import keras
     from keras import layers
 
     backbone = build_backbone(img_size, alpha, weights_path)
-    backbone.trainable = False
+    pretrained = weights_path is not None
+    backbone.trainable = not pretrained
     inputs = keras.Input(shape=(img_size, img_size, 3), dtype="float32", name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_plus1")(inputs)
     # training=False keeps BatchNorm in inference mode, also when the top blocks are unfrozen later.
-    x = backbone(x, training=False)
+    x = backbone(x, training=False) if pretrained else backbone(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="p_defect")(x)

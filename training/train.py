@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     verbose: str | int = "auto"  # Keras progress bars
     overwrite: bool = False
+    save_phase1: bool = False  # also write RUN/phase1/ (a complete run dir of the frozen-backbone model)
     extra: dict = field(default_factory=dict)  # free-form notes stored with the config
 
     def to_json(self) -> dict:
@@ -95,8 +96,12 @@ def oversample_indices(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def package_versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
-    for name in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "opencv-python-headless", "scikit-learn",
+    import keras
+    import tensorflow as tf
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+           "tensorflow": tf.__version__, "keras": keras.__version__}
+    for name in ("numpy", "opencv-python-headless", "scikit-learn",
                  "matplotlib", "boxinspect"):
         try:
             out[name] = md.version(name)
@@ -254,28 +259,49 @@ def train(cfg: TrainConfig) -> Path:
     t1 = time.monotonic()
     compile_(cfg.learning_rate)
     h1 = trainer.fit(ds_tr, validation_data=ds_va, epochs=cfg.epochs, callbacks=callbacks("phase1", cfg.epochs),
-                     verbose=cfg.verbose)
-    history["phase1"] = _history(h1, cfg.learning_rate, time.monotonic() - t1, "backbone frozen")
+                     verbose=cfg.verbose, shuffle=False)
+    history["phase1"] = _history(h1, cfg.learning_rate, time.monotonic() - t1,
+                                 "backbone frozen" if weights_path is not None else "whole network (random init)")
+    if cfg.save_phase1 and cfg.fine_tune_epochs > 0:
+        p1_cfg = TrainConfig(**{**asdict(cfg), "fine_tune_epochs": 0, "out_dir": out / "phase1"})
+        _write_run(out / "phase1", model, p1_cfg, history, time.monotonic() - t_start, images, weights_path, cw,
+                   counts, split, note=f"snapshot after phase 1 of {out}")
+        log.info("phase-1 (frozen backbone) snapshot written to %s", out / "phase1")
+    pretrained = weights_path is not None
+    if not pretrained:
+        log.info("random initialisation (--weights none): the whole backbone trains in both phases")
     if cfg.fine_tune_epochs > 0:
-        n = model_mod.unfreeze_top(backbone, cfg.unfreeze_blocks)
-        log.info("phase 2: %d backbone layers trainable (top %d blocks), lr %g", n, cfg.unfreeze_blocks,
-                 cfg.fine_tune_learning_rate)
+        if pretrained:
+            n = model_mod.unfreeze_top(backbone, cfg.unfreeze_blocks)
+            log.info("phase 2: %d backbone layers trainable (top %d blocks), lr %g", n, cfg.unfreeze_blocks,
+                     cfg.fine_tune_learning_rate)
         t2 = time.monotonic()
         compile_(cfg.fine_tune_learning_rate)
         h2 = trainer.fit(ds_tr, validation_data=ds_va, epochs=cfg.fine_tune_epochs,
-                         callbacks=callbacks("phase2", cfg.fine_tune_epochs), verbose=cfg.verbose)
+                         callbacks=callbacks("phase2", cfg.fine_tune_epochs), verbose=cfg.verbose, shuffle=False)
         history["phase2"] = _history(h2, cfg.fine_tune_learning_rate, time.monotonic() - t2,
-                                     f"top {cfg.unfreeze_blocks} blocks unfrozen")
+                                     f"top {cfg.unfreeze_blocks} blocks unfrozen" if pretrained
+                                     else "whole network, lower learning rate")
     backbone.trainable = False
-    model.save(out / "model.keras")
-
     wall = time.monotonic() - t_start
-    history["wall_time_s"] = round(wall, 1)
+    _write_run(out, model, cfg, history, wall, images, weights_path, cw, counts, split)
+    log.info("trained in %.1f s (%s); run directory %s", wall, _fmt_time(wall), out)
+    return out
+
+
+def _write_run(out: Path, model, cfg: TrainConfig, history: dict, wall: float, images: data_mod.ImageSet,
+               weights_path: str | None, cw: dict, counts: dict, split: split_mod.Split, note: str = "") -> None:
+    """Write model.keras, history.json, train_config.json, versions.json (and split.json) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "model.keras")
+    if not (out / "split.json").exists():
+        split.save(out / "split.json")
+    history = {**history, "wall_time_s": round(wall, 1)}
     (out / "history.json").write_text(json.dumps(history, indent=1))
     doc = cfg.to_json()
     doc.update(
         classes=images.classes,
-        positive_class=positive,
+        positive_class=images.positive_class,
         data_dir=str(images.root),
         weights_file=weights_path,
         class_weights={"0": cw[0], "1": cw[1]} if cfg.balance == "weights" else None,
@@ -286,10 +312,10 @@ def train(cfg: TrainConfig) -> Path:
         output="sigmoid P(positive_class), shape (1,)",
         wall_time_s=round(wall, 1),
     )
+    if note:
+        doc["note"] = note
     (out / "train_config.json").write_text(json.dumps(doc, indent=1))
     (out / "versions.json").write_text(json.dumps(package_versions(), indent=1))
-    log.info("trained in %.1f s (%s); run directory %s", wall, _fmt_time(wall), out)
-    return out
 
 
 def _history(h, lr: float, seconds: float, note: str) -> dict:
