@@ -14,6 +14,7 @@ published as a metric, as are a frozen-picture flag, brightness and sharpness of
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -295,6 +296,10 @@ class Capture:
                 cap.set(cv2.CAP_PROP_FPS, cfg.fps)
             return _CvSource(cap, finite=False), ""
         # Network stream through FFmpeg, with open/read timeouts so a dead peer cannot block forever.
+        # RTSP over TCP: UDP loses packets on busy factory networks (smeared, half-grey frames). An
+        # OPENCV_FFMPEG_CAPTURE_OPTIONS set by the operator wins.
+        if uri.lower().startswith(("rtsp://", "rtsps://")) and "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ:
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             int(OPEN_TIMEOUT_S * 1000),

@@ -58,7 +58,7 @@ def draw_overlay(
         out = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
     h, w = out.shape[:2]
     scale = max(0.4, w / 1280)
-    thick = max(1, round(2 * scale))
+    thick = max(2, round(3 * scale))
     x0, y0, x1, y1 = roi_box(out.shape, roi)
     if verdict is None:
         colour = (0, 220, 255)
