@@ -211,10 +211,12 @@ def test_file_realtime_keeps_only_the_newest(tmp_path: Path) -> None:
     frames: list[Frame] = []
     try:
         while not cap.finished:
+            newest = cap.latest()
             f = cap.read(timeout=5)
             if f is not None:
+                # What we get is the newest frame captured, never an older one left waiting.
+                assert newest is None or f.index >= newest.index
                 frames.append(f)
-                # The newest frame is what we got: nothing newer was waiting at the time of the read.
                 time.sleep(0.2)  # a slow consumer (a slow model on a Pi)
     finally:
         cap.stop()
@@ -223,6 +225,10 @@ def test_file_realtime_keeps_only_the_newest(tmp_path: Path) -> None:
     assert len(frames) < 45
     assert [level(f) for f in frames] == idx  # each frame carries its own content
     st = cap.stats()
+    assert set(st) >= {"fps", "frames", "dropped", "reconnects", "state", "since", "frozen", "brightness",
+                       "sharpness", "last_frame_age_s"}
+    assert st["brightness"] == pytest.approx(10 + 4 * 44, abs=3) and st["last_frame_age_s"] >= 0
+    assert gauge(m, "boxinspect_frame_brightness") == pytest.approx(st["brightness"], abs=0.01)
     assert st["frames"] == 45
     assert st["dropped"] == 45 - len(frames)
     assert gauge(m, "boxinspect_frames_dropped_total") == st["dropped"]
