@@ -180,6 +180,8 @@ def test_outage_events_wait_on_disk_then_arrive_in_order(tmp_path: Path) -> None
                 sink.publish_defect(ev)
                 sent.append(ev["event_id"])
             assert sink.outbox_depth == n  # they wait on disk
+            # ... and only there: nothing was handed to paho, which would keep it in memory only.
+            assert len(sink._client._out_messages) == 0
             assert sample(m, "boxinspect_outbox_depth") == n
             assert not sink.wait_drained(1.0)  # nothing can drain while the broker is away
             broker.start()
@@ -226,6 +228,25 @@ def test_unacknowledged_in_flight_events_are_resent_after_a_broker_crash(tmp_pat
             sub.close()
     assert_no_loss_in_order(sub.json("/defect"), [e["event_id"] for e in events])
     assert sample(m, "boxinspect_events_failed_total") >= 5  # the in-flight attempts that got no PUBACK
+
+
+def test_stop_with_a_hung_broker_keeps_unacknowledged_events(tmp_path: Path) -> None:
+    """stop() gives up after its timeout when PUBACKs never come; the events stay on disk."""
+    with Broker() as broker:
+        sink = MqttSink(cfg_for(broker, tmp_path), BASE, client_id="t-sink-hung")
+        sink.start()
+        try:
+            assert sink.wait_connected(10)
+            broker.pause()
+            events = [make_event(i) for i in range(4)]
+            for ev in events:
+                sink.publish_defect(ev)
+        finally:
+            sink.stop(2)
+            broker.resume()
+        assert sink.outbox.closed
+    with Outbox(tmp_path / "outbox.sqlite3") as ob:
+        assert [r.event_id for r in ob.pending()] == [e["event_id"] for e in events]
 
 
 SINK_SCRIPT = textwrap.dedent(
