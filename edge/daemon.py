@@ -32,15 +32,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import paho.mqtt.client as mqtt
+import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
 from boxinspect.logs import setup_logging
 from edge.api import ApiState, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult, create_app
+from edge.capture import Capture, Frame
+from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
+from edge.decision import ContinuousDecider, Decision, TriggeredDecider
+from edge.evidence import EvidenceStore
 from edge.metrics import Metrics
+from edge.mqtt_sink import MqttSink
+from edge.roi import crop
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from edge.capture import Capture, Frame
 
 log = logging.getLogger("boxinspect.daemon")
 
@@ -64,8 +72,6 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
 
-    from edge.classifier import ModelError
-
     try:
         model = load_model(cfg, cfg.model.path)
     except ModelError as e:
@@ -81,8 +87,6 @@ def main(args: argparse.Namespace) -> int:
 
 def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     """Load the .tflite at ``path`` and self-test it (if ``model.self_test``). ModelError if it cannot load."""
-    from edge.classifier import Classifier
-
     m = cfg.model
     clf = Classifier.load(path, num_threads=m.num_threads, runtime=m.runtime, verify_hash=m.verify_hash)
     failures: list[str] = []
@@ -111,7 +115,7 @@ def parse_trigger(payload: bytes) -> str | None:
     return None
 
 
-def _label_pair(clf: Any) -> tuple[str, str]:
+def _label_pair(clf: Classifier) -> tuple[str, str]:
     """(negative, positive) class names, the order the deciders take."""
     meta = clf.metadata
     return meta.negative_class, meta.positive_class
@@ -135,12 +139,11 @@ class Daemon:
         self._reload_lock = threading.Lock()
         self._signals_seen = 0
         # Parts, created in run().
-        self.sink: Any = None
-        self.evidence: Any = None
+        self.sink: MqttSink | None = None
+        self.evidence: EvidenceStore | None = None
         self.capture: Capture | None = None
-        self.decider: Any = None
-        self._trigger_client: Any = None
-        self._api_server: Any = None
+        self._trigger_client: mqtt.Client | None = None
+        self._api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
         self.api_url: str | None = None
         self.state: ApiState | None = None
@@ -152,8 +155,10 @@ class Daemon:
         self._best: tuple[float, Frame, np.ndarray] | None = None  # evidence: most defect-like frame of the box
         self._fps = 0.0
         self._roi_error: str | None = None
+        self._frame_errors = 0
+        self._frame_error_logged = 0.0
         self._publish_model_info(model)
-        self.decider = self._make_decider()
+        self.decider: ContinuousDecider | TriggeredDecider = self._make_decider()
 
     # ----------------------------------------------------------------------------------------------
     # 2. Run: start the parts, loop, shut down
@@ -184,16 +189,11 @@ class Daemon:
         return EXIT_FAILED if self.stop_reason == "error" else EXIT_OK
 
     def _start_parts(self) -> None:
-        from edge.capture import Capture
-        from edge.mqtt_sink import MqttSink
-
         cfg = self.cfg
         # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
         self.sink = MqttSink(cfg.mqtt, cfg.topic_base, self.metrics, self._client_id())
         self.sink.start()
         if cfg.evidence.enabled:
-            from edge.evidence import EvidenceStore
-
             self.evidence = EvidenceStore(cfg.evidence)
         self.capture = Capture(cfg.source, self.metrics)
         self.capture.start()
@@ -215,14 +215,12 @@ class Daemon:
         if cfg.api.enabled:
             self._start_api()
 
-    def _make_decider(self) -> Any:
-        from edge.decision import ContinuousDecider, TriggeredDecider
-
+    def _make_decider(self) -> ContinuousDecider | TriggeredDecider:
         model = self.models.get()
         assert model is not None
         clf = model.classifier
-        cls = TriggeredDecider if self.cfg.decision.mode == "triggered" else ContinuousDecider
-        decider = cls(self.cfg.decision, _label_pair(clf), self._threshold(model), clf.model_id)
+        args = (self.cfg.decision, _label_pair(clf), self._threshold(model), clf.model_id)
+        decider = TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
         self._model_version = self.models.get_versioned()[1]
         return decider
 
@@ -247,7 +245,10 @@ class Daemon:
 
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
-                self._process(frame)
+                try:
+                    self._process(frame)
+                except Exception as e:  # one bad frame must not stop the line's inspection
+                    self._frame_error(frame, e)
                 self._frames += 1
 
             now = time.monotonic()
@@ -269,8 +270,6 @@ class Daemon:
 
     def _process(self, frame: Frame) -> None:
         """The per-frame hot path: no logging, no copies (the ROI is a view of the frame)."""
-        from edge.roi import crop
-
         self.latest.set_frame(frame)
         try:
             roi = crop(frame.image, self.cfg.roi)
@@ -297,9 +296,17 @@ class Daemon:
 
     def _box_in_progress(self) -> bool:
         d = self.decider
-        return bool(d.in_passage) if hasattr(d, "in_passage") else d.pending > 0
+        return d.in_passage if isinstance(d, ContinuousDecider) else d.pending > 0
 
-    def _on_decision(self, decision: Any) -> None:
+    def _frame_error(self, frame: Frame, e: Exception) -> None:
+        """Log a failing frame with its traceback, then at most once a minute with a count."""
+        self._frame_errors += 1
+        now = time.monotonic()
+        if self._frame_error_logged == 0.0 or now - self._frame_error_logged >= 60.0:
+            self._frame_error_logged = now
+            log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
+
+    def _on_decision(self, decision: Decision) -> None:
         cfg = self.cfg
         event = decision.to_event(cfg.line, cfg.camera)
         best, self._best = self._best, None
@@ -309,7 +316,11 @@ class Daemon:
             except Exception as e:  # evidence is a by-product: a full disk must not lose the event itself
                 log.error("evidence for %s not saved: %s", event["event_id"], e)
         if event["is_defect"] and self.sink is not None:
-            self.sink.publish_defect(event)
+            try:
+                self.sink.publish_defect(event)
+            except Exception as e:  # the outbox could not store it (disk full, ...): never lose it silently
+                self.metrics.events_dropped.inc()
+                log.error("DEFECT EVENT NOT STORED in the outbox (%s); the event: %s", e, json.dumps(event))
         if self.sink is not None and cfg.mqtt.publish_results:
             self.sink.publish_result(event)
         m = self.metrics
@@ -339,6 +350,7 @@ class Daemon:
             "frames": self._frames,
             "decisions": self._decisions,
             "defects": self._defects,
+            "frame_errors": self._frame_errors,
             "stop_requested": self.stop_requested.is_set(),
         }
 
@@ -381,8 +393,6 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------
 
     def reload(self, path: str | None = None) -> ReloadResult:
-        from edge.classifier import ModelError
-
         target = Path(path) if path else self.cfg.model.path
         with self._reload_lock:
             old = self.models.get()
@@ -448,9 +458,6 @@ class Daemon:
 
     def _subscribe_triggers(self) -> None:
         """A second paho client subscribed to the trigger topic (MqttSink only publishes)."""
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
         cfg = self.cfg
         m = cfg.mqtt
         topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
@@ -494,8 +501,6 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------
 
     def _start_api(self) -> None:
-        import uvicorn
-
         cfg = self.cfg.api
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
