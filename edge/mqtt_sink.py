@@ -318,7 +318,12 @@ class MqttSink:
         ev = dict(event)
         ev.pop("seq", None)
         ev["published_at"] = utc_iso()
-        return self._publish_qos0(self.topics.result, _encode(ev))
+        try:
+            payload = _encode(ev)
+        except ValueError as e:  # telemetry: report, never stop the caller
+            log.warning("MQTT: result not published: %s", e)
+            return False
+        return self._publish_qos0(self.topics.result, payload)
 
     def publish_stats(self, stats: dict[str, Any]) -> bool:
         """Publish a stats document at QoS 0 on ``<base>/stats`` (adds ``published_at``). False if not sent."""
@@ -364,6 +369,7 @@ class MqttSink:
             "inflight": self._inflight_n,
             "published": self.published,
             "failed": self.failed,
+            "connect_failures": self._connect_failures,
             "last_error": self.last_error,
         }
 
