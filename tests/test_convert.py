@@ -1,0 +1,140 @@
+"""convert/: the model package written from a real (tiny) training run, the accuracy gate and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.classifier import Classifier
+from edge.model_package import load_metadata, sha256_file, sidecar_path
+
+
+def _parcel_photos(parcel_dir: Path, per_class: int = 5) -> list[Path]:
+    out = []
+    for cls in ("damaged", "intact"):
+        files = sorted((parcel_dir / cls).glob("*.jpg"))
+        out += files[:: max(1, len(files) // per_class)][:per_class]
+    return out
+
+
+def test_sidecar_describes_the_package(int8_model: Path, tiny_run: Path):
+    meta = load_metadata(int8_model)
+    cfg = json.loads((tiny_run / "train_config.json").read_text())
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    split = json.loads((tiny_run / "split.json").read_text())
+
+    assert meta.format == "int8"
+    assert meta.labels == cfg["classes"] and meta.positive_class == cfg["positive_class"]
+    assert meta.threshold == pytest.approx(metrics["threshold"]) and meta.threshold_source == "metrics.json"
+    assert meta.sha256 == sha256_file(int8_model) and meta.size_bytes == int8_model.stat().st_size
+    assert (meta.input.height, meta.input.width) == (cfg["img_size"], cfg["img_size"])
+    assert meta.input.dtype == "uint8" and meta.output.dtype == "uint8" and meta.input.colour_order == "RGB"
+    assert meta.input.quantization is not None and meta.output.quantization is not None
+    assert "INTER_AREA" in meta.preprocessing
+
+    n_test = sum(1 for it in split["items"] if it["split"] == "test")
+    assert meta.metrics is not None and meta.metrics.split == "test"
+    assert meta.metrics.keras.n == meta.metrics.tflite.n == n_test
+    assert meta.metrics.gate_passed
+    # the Keras numbers in the package are the evaluate step's numbers: same images, same preprocessing
+    assert meta.metrics.keras.accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
+    assert meta.metrics.keras.auc == pytest.approx(metrics["roc_auc"], abs=1e-6)
+
+    counts: dict = {}
+    for it in split["items"]:
+        counts.setdefault(it["split"], {}).setdefault(it["label"], 0)
+        counts[it["split"]][it["label"]] += 1
+    assert meta.training_data.counts == counts
+    assert 0 < meta.training_data.representative_count <= sum(counts["train"].values())
+
+    assert len(meta.golden) == 6 and {g.label for g in meta.golden} == set(meta.labels)
+
+
+def test_float32_package_is_unquantised(float_model: Path):
+    meta = load_metadata(float_model)
+    assert meta.input.dtype == "float32" and meta.input.quantization is None
+    assert meta.metrics is not None and meta.metrics.agreement == 1.0
+    assert meta.metrics.max_abs_score_diff < 1e-4
+
+
+def test_converted_outputs_match_keras_on_real_photos(tiny_run, int8_model, float_model, parcel_dir):
+    """Real parcel photos (any size, JPEG) through the edge path vs the Keras model on the same pixels."""
+    import keras
+
+    model = keras.models.load_model(tiny_run / "model.keras", compile=False)
+    f32, q8 = Classifier.load(float_model), Classifier.load(int8_model)
+    photos = _parcel_photos(parcel_dir)
+    imgs = [cv2.imread(str(p)) for p in photos]
+    assert all(i is not None for i in imgs) and len(imgs) == 10
+    x = np.stack([f32.preprocess(i) for i in imgs]).astype(np.float32)
+    k = model.predict(x, verbose=0).reshape(-1)
+    s_f32 = np.array([f32.score(i) for i in imgs])
+    s_q8 = np.array([q8.score(i) for i in imgs])
+    np.testing.assert_allclose(s_f32, k, atol=1e-4)
+    # int8 on photos unlike its calibration set (the fixture model is trained on synthetic boxes):
+    # close on average, never wildly off
+    assert np.abs(s_q8 - k).mean() < 0.08, np.round(np.c_[k, s_q8], 3)
+    assert np.abs(s_q8 - k).max() < 0.25, np.round(np.c_[k, s_q8], 3)
+
+
+def test_gate_rejects_a_model_that_loses_accuracy(tiny_run: Path, tmp_path: Path, repo_root: Path):
+    """A margin no model can meet: convert exits 1, names the drop, and leaves no deployable package."""
+    out = tmp_path / "m.tflite"
+    r = subprocess.run(
+        [sys.executable, "-m", "boxinspect.cli", "convert", str(tiny_run), "--format", "int8", "--out", str(out),
+         "--representative", "20", "--max-f1-drop", "-1", "--max-auc-drop", "-1"],
+        cwd=repo_root, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "REJECTED: accuracy gate failed for int8: macro F1 drop" in r.stdout
+    assert not out.exists() and not sidecar_path(out).exists()
+    rejected = tmp_path / "m.rejected.tflite"
+    assert rejected.exists()
+    meta = load_metadata(rejected)
+    assert meta.metrics is not None and meta.metrics.gate_passed is False
+    assert meta.training_data.representative_count == 20
+
+
+def test_convert_explains_a_bad_run_dir(tmp_path: Path, repo_root: Path):
+    from convert.tflite import ConvertError, convert_run
+
+    with pytest.raises(ConvertError, match="train_config.json not found"):
+        convert_run(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "boxinspect.cli", "convert", str(tmp_path)],
+                       cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "train_config.json not found" in r.stdout
+
+
+def test_missing_threshold_falls_back_to_half(tiny_run: Path, tmp_path: Path, caplog):
+    from convert.tflite import read_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("train_config.json", "split.json"):
+        (run / name).write_text((tiny_run / name).read_text())
+    with caplog.at_level("WARNING"):
+        info = read_run(run)
+    assert info.threshold == 0.5 and "default" in info.threshold_source
+    assert "no threshold" in caplog.text
+    # split paths are relative to the data dir recorded in train_config.json
+    assert all(it.path.is_file() for it in info.items[:5])
+
+
+def test_cli_registration_does_not_import_tensorflow(repo_root: Path):
+    code = (
+        "import sys\n"
+        "from boxinspect.cli import build_parser\n"
+        "p = build_parser()\n"
+        "a = p.parse_args(['convert', 'runs/x', '--format', 'fp16', '--no-gate'])\n"
+        "assert a.format == 'fp16' and a.no_gate and a.representative == 200\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported at registration'\n"
+        "print('OK')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr
