@@ -113,6 +113,7 @@ class Foreground:
     fraction: float  # share of ROI pixels that are foreground (0 while learning)
     inside: bool  # foreground present and clear of the left/right edges
     learning: bool  # still learning the empty belt
+    restored: bool = False  # the scene went back to the background learned before the last relearn
 
 
 def _aggregate(scores: list[float], how: str) -> float:
@@ -138,6 +139,11 @@ class ForegroundDetector:
     is not absorbed into the background. Partial foreground that persists for ``fg_history`` frames
     outside a passage (a new object parked at the edge, a local lighting change) is accepted as the new
     background: the model is relearned.
+
+    After a relearn the previous model (the empty belt) is kept: while the frame matches its background
+    image again (a stopped box finally moved on, a lamp was switched off again) it is restored at once,
+    so the spot a parked box uncovers does not show up as a "ghost" box. It is dropped when a normal box
+    passage under the new model shows the change was permanent (``confirm()``).
     """
 
     def __init__(self, cfg: PresenceConfig) -> None:
@@ -146,22 +152,42 @@ class ForegroundDetector:
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
         self.resets = 0
+        self.restores = 0
+        self.seen = 0
+        self._old: cv2.BackgroundSubtractorMOG2 | None = None
+        self._old_bg: np.ndarray | None = None
+        self._bg_diff = 2.5 * float(np.sqrt(cfg.fg_var_threshold))  # grey levels that count as "different"
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, keep_old: bool = False) -> None:
+        if not keep_old:
+            self._old = self._old_bg = None
+        elif self._old is None and self.seen > self.cfg.learning_frames:
+            # Keep the last model learned on an empty belt (not one learned with a parked box in view).
+            self._old, self._old_bg = self.mog, self.mog.getBackgroundImage()
         self.mog = cv2.createBackgroundSubtractorMOG2(
             history=self.cfg.fg_history, varThreshold=self.cfg.fg_var_threshold, detectShadows=False
         )
         self.seen = 0
         self.stuck = 0
         self.last_fraction = 0.0
-        self.shape: tuple[int, ...] | None = None
+        if not keep_old:
+            self.shape: tuple[int, ...] | None = None
         self.mask: np.ndarray | None = None
 
-    def relearn(self, why: str) -> None:
+    def relearn(self, why: str, keep_old: bool = True) -> None:
         log.warning("presence: %s; learning the empty belt again (%d frames)", why, self.cfg.learning_frames)
         self.resets += 1
-        self.reset()
+        self.reset(keep_old=keep_old)
+
+    def confirm(self) -> None:
+        """A normal passage was seen with the current model: the scene change that caused the last relearn is
+        permanent, forget the model from before it."""
+        self._old = self._old_bg = None
+
+    def _clean(self, mask: np.ndarray) -> np.ndarray:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
 
     def measure(self, roi_bgr: np.ndarray, in_passage: bool = False) -> Foreground:
         """Foreground of this ROI. ``in_passage`` freezes the background model (a box is in view)."""
@@ -171,8 +197,22 @@ class ForegroundDetector:
             small = cv2.resize(roi_bgr, (FG_WIDTH, max(1, round(h * FG_WIDTH / w))), interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (3, 3), 0)
         if self.shape is not None and small.shape != self.shape:
-            self.relearn(f"ROI size changed from {self.shape} to {small.shape}")
+            self.relearn(f"ROI size changed from {self.shape} to {small.shape}", keep_old=False)
         self.shape = small.shape
+        restored = False
+        if self._old is not None and self._old_bg is not None and self._old_bg.shape == small.shape:
+            diff = cv2.absdiff(small, self._old_bg)
+            if diff.ndim == 3:
+                diff = diff.max(axis=2)
+            old = self._clean(((diff > self._bg_diff) * 255).astype(np.uint8))
+            if cv2.countNonZero(old) / old.size < self.freeze_fraction:
+                log.info("presence: the ROI looks like the empty belt learned before again; restored that background")
+                self.mog = self._old
+                self._old = self._old_bg = None
+                self.seen = self.cfg.learning_frames
+                self.stuck = 0
+                self.restores += 1
+                restored = True
         self.seen += 1
         learning = self.seen <= self.cfg.learning_frames
         freeze = in_passage or self.last_fraction >= self.freeze_fraction
@@ -180,8 +220,7 @@ class ForegroundDetector:
         mask = self.mog.apply(small, learningRate=rate)
         if learning:
             return Foreground(0.0, False, True)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+        mask = self._clean(mask)
         self.mask = mask
         fraction = cv2.countNonZero(mask) / mask.size
         self.last_fraction = fraction
@@ -198,7 +237,7 @@ class ForegroundDetector:
         self.stuck = self.stuck + 1 if (freeze and not in_passage) else 0
         if self.stuck >= self.cfg.fg_history:
             self.relearn(f"{fraction:.1%} of the ROI stayed foreground for {self.stuck} frames without a box passage")
-        return Foreground(float(fraction), inside, False)
+        return Foreground(float(fraction), inside, False, restored)
 
 
 class ContinuousDecider:
@@ -268,6 +307,15 @@ class ContinuousDecider:
         pc = self.presence_cfg
         fg = self._foreground(roi_bgr)
         self._cache = None
+        if fg is not None and fg.restored and self._passage is not None:
+            # What moved since the relearn was the object that had stood in the ROI (already decided, or
+            # learned as background) leaving, plus the spot it uncovered: not a new box.
+            p = self._passage
+            log.warning(
+                "presence: frames %d-%d were the object that stood in the ROI moving away; not decided again",
+                p.first, p.last,
+            )
+            self._passage = None
         fg_present = fg is not None and not fg.learning and fg.fraction >= pc.fg_min_fraction
         if self.method != "foreground":
             if score is None:
@@ -310,7 +358,10 @@ class ContinuousDecider:
             return None
         p.absent += 1
         if p.absent >= pc.gap_frames:
-            return self._close()
+            decision = self._close()
+            if decision is not None and self.fg is not None:
+                self.fg.confirm()  # a normal passage: the background in use is right
+            return decision
         return None
 
     def flush(self) -> Decision | None:

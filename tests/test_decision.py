@@ -197,9 +197,19 @@ def test_labels_are_checked() -> None:
 
 
 # ------------------------------------------------------------------------------- simple moving rectangles
-def belt_frames(n: int, boxes: list[tuple[int, int]], speed: int = 8, stop_at: int | None = None, seed: int = 0):
+def belt_frames(
+    n: int,
+    boxes: list[tuple[int, int]],
+    speed: int = 8,
+    stop_at: int | None = None,
+    seed: int = 0,
+    light: tuple[int, int] | None = None,
+    resume_at: int | None = None,
+):
     """A 100x200 grey belt with sensor noise; each (start_frame, length) box is a rectangle 50 px high and
-    ``length`` px long (0 = 80) moving right. ``stop_at``: the first box stops when its left edge reaches that x."""
+    ``length`` px long (0 = 80) moving right. ``stop_at``: the first box stops when its left edge reaches that x
+    (and moves on at frame ``resume_at``). ``light``: (on, off) frames between which the scene is 40 grey
+    levels brighter (a lamp switched on)."""
     rng = np.random.default_rng(seed)
     for t in range(n):
         img = np.full((100, 200, 3), 90, np.uint8)
@@ -208,9 +218,11 @@ def belt_frames(n: int, boxes: list[tuple[int, int]], speed: int = 8, stop_at: i
             x = -length + (t - start) * speed
             if stop_at is not None and k == 0:
                 x = min(x, stop_at)
+                if resume_at is not None and t >= resume_at:
+                    x = stop_at + (t - resume_at) * speed
             if -length < x < 200:
                 img[25:75, max(0, x) : max(0, min(200, x + length))] = (60, 140, 200)
-        noise = rng.normal(0, 2.0, img.shape)
+        noise = rng.normal(0, 2.0, img.shape) + (40 if light is not None and light[0] <= t < light[1] else 0)
         yield t, np.clip(img + noise, 0, 255).astype(np.uint8)
 
 
@@ -265,14 +277,39 @@ def test_box_longer_than_the_roi_uses_the_largest_foreground() -> None:
     assert scored < 20  # not every frame of the 44-frame passage was classified
 
 
-def test_stopped_box_is_decided_and_the_belt_relearned(caplog: pytest.LogCaptureFixture) -> None:
+def test_stopped_belt_decides_the_waiting_box_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A box stops in the ROI: it is decided after fg_history frames and the belt is relearned with it in view.
+    When it moves on, the old empty-belt background is restored: no second decision, no ghost, and the next
+    box is found normally."""
+    dec = ContinuousDecider(fg_cfg(fg_history=60), LABELS, 0.5, "m")
+    with caplog.at_level(logging.INFO, logger="edge.decision"):
+        out, _ = run_frames(dec, belt_frames(320, [(20, 0), (250, 0)], stop_at=70, resume_at=200), lambda t: 0.1)
+    spans = [(d.first_frame, d.last_frame) for d in out]
+    assert len(out) == 2, spans
+    assert spans[0][1] - spans[0][0] + 1 == 60 and spans[0][0] < 40  # the waiting box, decided once
+    assert 250 < spans[1][0] and spans[1][1] < 300  # the next box
+    assert "stayed in the ROI" in caplog.text and "not decided again" in caplog.text
+    assert dec.fg is not None and dec.fg.resets == 1 and dec.fg.restores == 1
+
+
+@pytest.mark.parametrize("lamp_off", [180, None])
+def test_sudden_lighting_change_is_relearned_and_boxes_are_found_again(
+    lamp_off: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lamp switched on makes the whole ROI foreground: that 'passage' is closed after fg_history frames and the
+    belt relearned. If the lamp goes off again the earlier background comes back at once. Either way the next
+    box is found normally."""
     dec = ContinuousDecider(fg_cfg(fg_history=60), LABELS, 0.5, "m")
     with caplog.at_level(logging.WARNING, logger="edge.decision"):
-        out, _ = run_frames(dec, belt_frames(160, [(20, 0)], stop_at=70), lambda t: 0.1)
-    assert len(out) == 1, "a box that stays in view is decided once"
-    assert out[0].last_frame - out[0].first_frame + 1 == 60
+        frames = belt_frames(300, [(20, 0), (250, 0)], light=(100, lamp_off or 10_000))
+        out, _ = run_frames(dec, frames, lambda t: 0.1)
+    spans = [(d.first_frame, d.last_frame) for d in out]
+    assert len(out) == 3, spans
+    assert spans[0][1] < 60  # the first box, before the lamp
+    assert spans[1] == (100, 159)  # the lighting change, cut after fg_history frames
+    assert 250 < spans[2][0] and spans[2][1] < 300  # the next box
     assert "stayed in the ROI" in caplog.text
-    assert dec.fg is not None and dec.fg.resets == 1 and not dec.in_passage
+    assert dec.fg is not None and dec.fg.restores == (1 if lamp_off else 0)
 
 
 # ----------------------------------------------------------------------------------------------- triggered
