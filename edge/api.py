@@ -29,6 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from boxinspect import __version__
+from edge.capture import safe_uri
 from edge.config import Config
 from edge.metrics import Metrics
 
@@ -168,14 +169,17 @@ class ApiState:
         else:
             state = self.capture.state
             if state != "ok":
-                reasons.append(f"camera: {state} (source {self.config.source.uri})")
+                reasons.append(f"camera: {state} (source {safe_uri(self.config.source.uri)})")
             elif getattr(self.capture, "frozen", False):
                 reasons.append("camera: picture frozen (identical frames)")
         if self.config.mqtt.enabled:
             if self.sink is None:
                 reasons.append("mqtt: not started")
             elif not self.sink.connected:
-                reasons.append(f"mqtt: not connected to {self.config.mqtt.host}:{self.config.mqtt.port}")
+                why = getattr(self.sink, "last_error", None)
+                reasons.append(
+                    f"mqtt: not connected to {self.config.mqtt.host}:{self.config.mqtt.port}" + (f" ({why})" if why else "")
+                )
         return reasons
 
 
@@ -276,6 +280,13 @@ def decode_upload(data: bytes, max_bytes: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+def _config_summary(cfg: Config) -> dict[str, Any]:
+    """The config without secrets: SecretStr fields are masked, and so are credentials in a stream URL."""
+    summary = cfg.summary()
+    summary["source"]["uri"] = safe_uri(cfg.source.uri)
+    return summary
+
+
 def _status(state: ApiState) -> dict[str, Any]:
     m = state.metrics
     reg = m.registry
@@ -331,7 +342,7 @@ def _status(state: ApiState) -> dict[str, Any]:
         "camera": camera,
         "mqtt": mqtt,
         "counters": counters,
-        "config": state.config.summary(),
+        "config": _config_summary(state.config),
     }
     if state.counters is not None:
         out["loop"] = state.counters()

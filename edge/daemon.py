@@ -38,7 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from boxinspect.logs import setup_logging
 from edge.api import ApiState, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult, create_app
-from edge.capture import Capture, Frame
+from edge.capture import Capture, Frame, safe_uri
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
@@ -71,6 +71,10 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{e}\n")
         return EXIT_CONFIG
     setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
+    early_stop = threading.Event()  # a SIGTERM while the model loads still ends in a clean exit
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: early_stop.set())
 
     try:
         model = load_model(cfg, cfg.model.path)
@@ -82,7 +86,10 @@ def main(args: argparse.Namespace) -> int:
             "model self-test failed (%s); running, but /readyz reports not ready until a good model is loaded",
             "; ".join(model.self_test_failures),
         )
-    return Daemon(cfg, model, max_frames=getattr(args, "max_frames", None)).run()
+    daemon = Daemon(cfg, model, max_frames=getattr(args, "max_frames", None))
+    if early_stop.is_set():
+        daemon.stop_requested.set()
+    return daemon.run()
 
 
 def load_model(cfg: Config, path: str | Path) -> LoadedModel:
@@ -176,7 +183,7 @@ class Daemon:
         model = self.models.get()
         log.info(
             "running: line=%s camera=%s source=%s model=%s mode=%s mqtt=%s",
-            cfg.line, cfg.camera, cfg.source.uri, model.classifier.model_id if model else None,
+            cfg.line, cfg.camera, safe_uri(cfg.source.uri), model.classifier.model_id if model else None,
             cfg.decision.mode, f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "disabled",
         )
         try:
@@ -352,6 +359,7 @@ class Daemon:
             "defects": self._defects,
             "frame_errors": self._frame_errors,
             "stop_requested": self.stop_requested.is_set(),
+            "evidence": self.evidence.stats() if self.evidence is not None else None,
         }
 
     def _stats(self) -> dict[str, Any]:

@@ -226,14 +226,22 @@ def test_status_summarises_without_secrets(tmp_path, int8_model, loaded):
         tmp_path, int8_model,
         api={"token": "tok-SECRET-1"},
         mqtt={"username": "edge", "password": "pw-SECRET-2"},
+        source={"uri": "rtsp://cam:pw-SECRET-3@10.0.0.5/stream"},
     )
-    client, state = _client(cfg, loaded)
+    from edge.capture import Capture
+
+    client, state = _client(cfg, loaded, capture=Capture(cfg.source))  # never started: "disconnected"
     positive = loaded.classifier.metadata.positive_class
     state.metrics.decisions.labels(label=positive).inc(3)
     r = client.get("/status", headers={"Authorization": "Bearer tok-SECRET-1"})
     assert r.status_code == 200
     assert "SECRET" not in r.text
     body = r.json()
+    assert body["config"]["source"]["uri"] == "rtsp://***@10.0.0.5/stream"
+    # the readiness reasons do not leak the stream password either
+    r = client.get("/readyz", headers={"Authorization": "Bearer tok-SECRET-1"})
+    assert r.status_code == 503 and "SECRET" not in r.text
+    assert "camera: disconnected (source rtsp://***@10.0.0.5/stream)" in r.json()["reasons"]
     assert body["model"]["model_id"] == loaded.classifier.model_id
     assert body["model"]["self_test_passed"] is True
     assert body["config"]["mqtt"]["username"] == "edge"

@@ -174,7 +174,9 @@ def base_cfg(tmp_path: Path, model: Path, video: Path, gt: dict, broker: Broker 
         "camera": f"c{uuid.uuid4().hex[:6]}",
         "source": {"uri": str(video), "pace": "realtime", "loop": True},
         "roi": {k: gt["roi"][k] for k in ("x", "y", "width", "height")},
-        "model": {"path": str(model)},
+        # threshold 0: every box is a defect event. These tests are about delivery, not accuracy (test_e2e),
+        # so they must not depend on how well the tiny fixture model separates the classes.
+        "model": {"path": str(model), "threshold": 0.0},
         "mqtt": {
             "enabled": broker is not None,
             "host": "127.0.0.1",
