@@ -38,9 +38,23 @@ def box_at(gt: dict, frame: int) -> dict | None:
 
 
 @pytest.fixture(scope="module")
-def video_run(synth_video: tuple[Path, dict]) -> dict:
-    """Read the generated video through Capture (pace fast) and feed two deciders with GT-derived scores."""
-    path, gt = synth_video
+def hard_video(model_cache: Path) -> tuple[Path, dict]:
+    """A second generated video: other seed, 'hard' scenes (more noise, blur, belt texture), smaller frames."""
+    from boxinspect.synth import make_video
+
+    path = model_cache / "video-hard" / "conveyor.avi"
+    gt_path = path.with_suffix(".json")
+    if gt_path.exists() and path.exists():
+        return path, json.loads(gt_path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gt = make_video(path, n_boxes=8, defect_rate=0.5, seed=3, difficulty="hard", frame_size=(480, 270))
+    return path, gt
+
+
+@pytest.fixture(scope="module", params=["easy", "hard"])
+def video_run(request: pytest.FixtureRequest) -> dict:
+    """Read a generated video through Capture (pace fast) and feed two deciders with GT-derived scores."""
+    path, gt = request.getfixturevalue("synth_video" if request.param == "easy" else "hard_video")
     roi_cfg = RoiConfig(**{k: gt["roi"][k] for k in ("x", "y", "width", "height")})
     by_label = ContinuousDecider(DecisionConfig(aggregate="mean"), LABELS, 0.5, "gt-scores")
     by_full = ContinuousDecider(DecisionConfig(aggregate="mean"), LABELS, 0.5, "gt-full")
