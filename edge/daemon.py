@@ -401,7 +401,11 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------
 
     def reload(self, path: str | None = None) -> ReloadResult:
-        target = Path(path) if path else self.cfg.model.path
+        """Load ``path`` (default: the configured ``model.path``; a relative path is taken beside it), self-test
+        it and swap it in. SIGHUP always reloads ``model.path``, as does a restart."""
+        target = self.cfg.model.path
+        if path:
+            target = Path(path) if Path(path).is_absolute() else self.cfg.model.path.parent / path
         with self._reload_lock:
             old = self.models.get()
             old_id = old.classifier.model_id if old else None

@@ -334,11 +334,15 @@ def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_
 def test_reload_swaps_in_a_good_model(tmp_path, model_copy, int8_model):
     client, d = _daemon_client(_cfg(tmp_path, model_copy))
     before = d.models.get()
-    r = client.post("/reload", json={"path": str(int8_model)})
+    # a relative path is taken beside the configured model
+    shutil.copy(int8_model, model_copy.parent / "other.tflite")
+    shutil.copy(str(int8_model) + ".json", model_copy.parent / "other.tflite.json")
+    r = client.post("/reload", json={"path": "other.tflite"})
     assert r.status_code == 200, r.text
     assert r.json()["ok"] is True and r.json()["model_id"] == before.classifier.model_id
     after = d.models.get()
     assert after is not before and after.self_test_passed
+    assert after.classifier.path == model_copy.parent / "other.tflite"
     assert d.metrics.registry.get_sample_value("boxinspect_model_reloads_total", {"outcome": "ok"}) == 1
 
 
