@@ -385,7 +385,10 @@ class ContinuousDecider:
         use = [r for r in scored if r.inside]
         if not use:
             top = max(r.fraction for r in scored)
-            use = [r for r in scored if r.fraction >= FALLBACK_SHARE * top] if top > 0 else scored
+            if top >= self.presence_cfg.fg_min_fraction:  # a box that never fitted: its largest views
+                use = [r for r in scored if r.fraction >= FALLBACK_SHARE * top]
+            else:  # found by score hysteresis only: every scored frame
+                use = scored
         self.passages += 1
         return make_decision(
             [r.score for r in use if r.score is not None],
