@@ -313,16 +313,26 @@ def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, sy
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, shutdown_timeout_s=10)
     status_topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/status"
+    stats = Subscriber(broker, f"boxinspect/{cfg['line']}/{cfg['camera']}/stats")
     d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
         wait_for(lambda: d.get("/readyz").status_code == 200, 60, "/readyz 200", d=d)
+        # while it runs: periodic stats on MQTT, the latest frame with the ROI drawn
+        wait_for(lambda: stats.messages, 3 * cfg["mqtt"]["stats_interval_s"], "a stats message", d=d)
+        doc = stats.messages[-1]
+        assert doc["camera_state"] == "ok" and doc["mqtt_connected"] is True and doc["model_id"]
+        assert doc["frames"] > 0 and "fps" in doc and "outbox_depth" in doc
+        snap = d.get("/snapshot.jpg")
+        assert snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg"
+        assert snap.content[:2] == b"\xff\xd8"
         t0 = time.monotonic()
         d.send(signal.SIGTERM)
         rc = d.wait(cfg["shutdown_timeout_s"] + 10)
         took = time.monotonic() - t0
     finally:
         d.stop()
+        stats.close()
     assert rc == 0, d.log()
     assert took < cfg["shutdown_timeout_s"] + 5, f"shutdown took {took:.1f}s"
     assert "stopping (signal)" in d.log()
