@@ -58,8 +58,9 @@ def _interpreter_class(runtime: str) -> tuple[str, Callable[..., Any]]:
         if name not in RUNTIMES:
             raise ModelError(f"unknown runtime {name!r} (choose auto, {', '.join(RUNTIMES)})")
         try:
-            mod = importlib.import_module(RUNTIMES[name])
-            return name, mod.Interpreter
+            if name == "tensorflow":  # tf.lite is an API alias, not the tensorflow.lite package
+                return name, importlib.import_module("tensorflow").lite.Interpreter
+            return name, importlib.import_module(RUNTIMES[name]).Interpreter
         except Exception as e:  # ImportError, or a runtime built against another numpy
             errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     raise ModelError("no TFLite runtime available (" + "; ".join(errors) + "); pip install ai-edge-litert")
@@ -114,10 +115,12 @@ class Runner:
             ops = self._interp._get_ops_details()  # noqa: SLF001 - the only way to see delegation
         except Exception:
             return "unknown"
-        names = {op.get("op_name", "") for op in ops}
-        if "DELEGATE" in names:
-            return "XNNPACK" if self.runtime_name in ("litert", "tensorflow", "tflite_runtime") else "delegate"
-        return "none (builtin kernels)"
+        parts = sum(1 for op in ops if op.get("op_name") == "DELEGATE")
+        if parts == 0:
+            return "none (builtin kernels)"
+        # XNNPACK is the only delegate these runtimes apply by default on CPU; we never add another one.
+        # Several partitions mean some ops fell back to builtin kernels (e.g. dynamic-range hybrid ops).
+        return "XNNPACK" if parts == 1 else f"XNNPACK ({parts} partitions, rest on builtin kernels)"
 
     def _to_input(self, rgb: np.ndarray) -> np.ndarray:
         if self.input_dtype == np.float32:

@@ -213,3 +213,13 @@ print("OK", clf.runtime_name)
     r = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "OK litert" in r.stdout
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tensorflow_fallback_runtime_gives_the_same_scores(int8_model: Path, synth_data: Path):
+    pytest.importorskip("tensorflow")
+    lite, tf = Classifier.load(int8_model), Classifier.load(int8_model, runtime="tensorflow")
+    assert tf.runtime_name == "tensorflow" and tf.self_test() == []
+    for path in _images(synth_data, 4):
+        img = cv2.imread(str(path))
+        assert tf.score(img) == pytest.approx(lite.score(img), abs=1 / 128)
