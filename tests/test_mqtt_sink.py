@@ -287,6 +287,16 @@ def _run_child(port: int, outbox: Path, events: list[dict]) -> subprocess.Popen[
     return proc
 
 
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the child (no cleanup of any kind in it) and close our ends of its pipes."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            f.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def _read_until_ready(proc: subprocess.Popen[str], timeout: float = 60) -> list[str]:
     assert proc.stdout is not None
     lines: list[str] = []
@@ -299,7 +309,8 @@ def _read_until_ready(proc: subprocess.Popen[str], timeout: float = 60) -> list[
         if line.startswith("READY"):
             return lines
     proc.kill()
-    raise AssertionError(f"child sink did not get ready: {lines}\n{proc.stderr.read() if proc.stderr else ''}")
+    err = proc.communicate(timeout=10)[1]
+    raise AssertionError(f"child sink did not get ready: {lines}\n{err}")
 
 
 def test_sigkilled_sink_events_are_delivered_by_the_next_sink(tmp_path: Path) -> None:
@@ -310,9 +321,7 @@ def test_sigkilled_sink_events_are_delivered_by_the_next_sink(tmp_path: Path) ->
         proc = _run_child(broker.port, outbox, events)
         lines = _read_until_ready(proc)
         assert len([ln for ln in lines if ln.startswith("STORED")]) == 8
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        assert proc.returncode == -signal.SIGKILL
+        _kill(proc)
 
         broker.start()
         with Subscriber(broker.host, broker.port, f"{BASE}/defect") as sub:
@@ -335,8 +344,7 @@ def test_last_will_offline_when_the_sink_process_dies(broker: Broker, tmp_path: 
         lines = _read_until_ready(proc)
         assert "CONNECTED True" in lines
         assert sub.wait_for(lambda s: [p for _, p, _ in s.on("/status")] == [b"online"])
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        _kill(proc)
         assert sub.wait_for(lambda s: [p for _, p, _ in s.on("/status")] == [b"online", b"offline"], 15)
     with Subscriber(broker.host, broker.port, f"{BASE}/status") as late:  # the will is retained
         assert late.wait_for(lambda s: s.on("/status"))
