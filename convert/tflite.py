@@ -319,6 +319,9 @@ def convert_run(
             f1_drop = km.macro_f1 - tm.macro_f1
             auc_drop = (km.auc - tm.auc) if (km.auc is not None and tm.auc is not None) else 0.0
             passed = f1_drop <= max_f1_drop and auc_drop <= max_auc_drop
+            if gate and len(y) < 100:
+                log.warning("the %s split has only %d images: one changed decision moves macro F1 by about %.3f, "
+                            "so the gate is coarse", eval_split, len(y), 2.0 / len(y))
             log.info("accuracy on %s split (threshold %.3f):\n%s", eval_split, run.threshold,
                      _table(km, tm, agreement, fmt))
             metrics = PackageMetrics(
