@@ -143,6 +143,7 @@ class Capture:
         self._prev_grey: np.ndarray | None = None
         self._same = 0
         self.frozen = False
+        self._first_failure_logged = False
         self._read_timeout_s = max(2.0, 2 * cfg.stall_timeout_s)
         if metrics is not None:
             metrics.set_camera_state(self._state)
@@ -156,9 +157,9 @@ class Capture:
         reader = threading.Thread(target=self._run, name="capture-reader", daemon=True)
         watch = threading.Thread(target=self._watch, name="capture-watchdog", daemon=True)
         self._threads = [reader, watch]
+        log.info("capture: starting %s source %s (pace %s)", self.kind, safe_uri(self.cfg.uri), "fast" if self.fast else "realtime")
         for t in self._threads:
             t.start()
-        log.info("capture: started %s source %s (pace %s)", self.kind, safe_uri(self.cfg.uri), "fast" if self.fast else "realtime")
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -321,6 +322,10 @@ class Capture:
             except Exception as e:  # OpenCV can raise on odd URIs; keep retrying like any failure
                 src, reason = None, f"open failed: {e}"
             if src is None:
+                if not opened_once and not self._first_failure_logged:
+                    # The state starts as "disconnected", so this is no state change: say it anyway.
+                    self._first_failure_logged = True
+                    log.warning("capture: camera disconnected: %s; retrying (backoff up to %g s)", reason, self.cfg.reconnect_max_s)
                 self._set_state("disconnected", f"{reason}; retrying in {backoff:.1f} s")
                 log.debug("capture: %s; next attempt in %.1f s", reason, backoff)
                 self._sleep(backoff)
