@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from edge.classifier import Classifier
     from edge.mqtt_sink import MqttSink
 
-log = logging.getLogger("boxinspect.api")
+log = logging.getLogger(__name__)
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_IMAGE_PIXELS = 50_000_000  # refuse decompression bombs before decoding (a 50 MP image is ~150 MB in RAM)

@@ -4,9 +4,10 @@ Read it top to bottom, it follows the data:
 
 1. ``main()``: config (exit 2 on a bad key), logging, the model (exit 3 with a one-line reason if it
    cannot be loaded), its self-test (a failure makes the daemon not ready; it keeps running so /readyz
-   can say why), then ``Daemon(...).run()``.
+   can say why), then ``Daemon(...).run()`` (exit 0 after a clean stop, 1 if start-up or the loop failed).
 2. ``Daemon.run()`` starts the parts in order: MQTT sink (outbox on disk), evidence store, camera, the
-   decider, the trigger subscription (triggered mode), the HTTP API; then runs the loop.
+   trigger subscription (triggered mode), the HTTP API; then runs the loop. (The decider is built with
+   the daemon, from the model's labels and threshold.)
 3. ``Daemon._loop()``: one frame at a time: ``_process(frame)`` crops the ROI, scores it when the decider
    asks for a score, feeds the decider; a finished box goes to ``_on_decision()``: evidence, MQTT
    (defects through the outbox, results optionally), metrics, the recent-events ring, the log.
@@ -50,7 +51,7 @@ from edge.roi import crop
 if TYPE_CHECKING:
     import numpy as np
 
-log = logging.getLogger("boxinspect.daemon")
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
@@ -565,7 +566,8 @@ class Daemon:
         drained = True
         try:
             if self.capture is not None:
-                self.capture.stop()
+                # A reader blocked in a network read is abandoned (daemon thread) rather than waited for.
+                self.capture.stop(min(3.0, cfg.shutdown_timeout_s / 3))
             if self.decider is not None:
                 try:
                     decision = self.decider.flush()
@@ -574,8 +576,8 @@ class Daemon:
                 except Exception:
                     log.exception("flushing the last decision failed")
             if self._trigger_client is not None:
-                self._trigger_client.loop_stop()
                 self._trigger_client.disconnect()
+                self._trigger_client.loop_stop()
             if self.sink is not None:
                 if cfg.mqtt.enabled and self.sink.outbox_depth:
                     # Also while disconnected: the broker may be back before the deadline.
@@ -585,7 +587,7 @@ class Daemon:
                 # Publishes "offline", disconnects; whatever is still in the outbox stays on disk.
                 self.sink.stop(max(1.0, deadline - time.monotonic()))
                 drained = self.sink.outbox_depth == 0 if cfg.mqtt.enabled else True
-            self._publish_final_log()
+            log.info("stopped: frames=%d decisions=%d defects=%d", self._frames, self._decisions, self._defects)
         finally:
             if self._api_server is not None:
                 self._api_server.should_exit = True
@@ -593,9 +595,6 @@ class Daemon:
                     self._api_thread.join(timeout=max(0.5, deadline - time.monotonic()))
             watchdog.cancel()
         return drained
-
-    def _publish_final_log(self) -> None:
-        log.info("stopped: frames=%d decisions=%d defects=%d", self._frames, self._decisions, self._defects)
 
     def _forced_exit(self) -> None:
         log.error("shutdown took longer than shutdown_timeout_s + %.0fs; exiting now", FORCED_EXIT_GRACE_S)
