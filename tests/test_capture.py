@@ -3,6 +3,7 @@ and image folders read through OpenCV."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -288,12 +289,15 @@ def test_folder_loop_and_frozen_picture(tmp_path: Path) -> None:
         cap.stop()
 
 
-def test_missing_file_is_disconnected_and_retried(tmp_path: Path) -> None:
+def test_missing_file_is_disconnected_and_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "later.avi"
     cfg = SourceConfig(uri=str(path), pace="fast", reconnect_initial_s=0.05, reconnect_max_s=0.1)
+    caplog.set_level(logging.INFO, logger="edge.capture")
     cap = Capture(cfg).start()
     try:
-        wait_for(lambda: cap.state == "disconnected", 5, "disconnected")
+        wait_for(lambda: "later.avi not found" in caplog.text, 5, "a warning naming the missing file")
+        assert cap.state == "disconnected"
+        assert caplog.text.count("camera disconnected") == 1  # said once, not on every retry
         write_video(tmp_path / "tmp.avi", 5)
         (tmp_path / "tmp.avi").rename(path)
         frames = []
