@@ -345,6 +345,29 @@ def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, sy
     assert payload == b"offline" and retained
 
 
+def test_sigterm_with_the_broker_down_is_bounded_and_keeps_the_events(tmp_path, int8_model, synth_video, broker):
+    video, gt = synth_video
+    cfg = base_cfg(tmp_path, int8_model, video, gt, broker, shutdown_timeout_s=5)
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()
+        wait_for(lambda: d.status()["mqtt"].get("connected"), 30, "the daemon to connect", d=d)
+        broker.stop()
+        wait_for(lambda: d.status()["mqtt"]["outbox_depth"] >= 1, 120, "a defect event waiting in the outbox", d=d)
+        t0 = time.monotonic()
+        d.send(signal.SIGTERM)
+        rc = d.wait(cfg["shutdown_timeout_s"] + 10)
+        took = time.monotonic() - t0
+    finally:
+        d.stop()
+    assert rc == 0, d.log()
+    assert took < cfg["shutdown_timeout_s"] + 5, f"shutdown took {took:.1f}s"
+    with sqlite3.connect(f"file:{cfg['mqtt']['outbox_path']}?mode=ro", uri=True) as db:
+        left = [r[0] for r in db.execute("SELECT event_id FROM outbox ORDER BY seq")]
+    assert left and set(left) <= set(defect_ids(d, positive_class(int8_model)))
+    assert "sent on the next start" in d.log()
+
+
 def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_copy, float_model, synth_video):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, model_copy, video, gt, None, api={"port": 0})
