@@ -333,6 +333,8 @@ class Capture:
                 continue
             if opened_once and self._state == "disconnected":
                 self._reconnects += 1
+            if not opened_once or self._state == "disconnected":
+                self._log_opened(src)
             opened_once = True
             self._progress = time.monotonic()
             try:
@@ -360,6 +362,21 @@ class Capture:
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
         with self._cond:
             self._cond.notify_all()
+
+    def _log_opened(self, src: _Source) -> None:
+        cfg = self.cfg
+        if isinstance(src, _FolderSource):
+            log.info("capture: %d images in %s", len(src.files), cfg.uri)
+            return
+        if not isinstance(src, _CvSource):
+            return
+        w = int(src.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        h = int(src.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        asked = ""
+        if self.kind == "usb" and (cfg.width or cfg.height or cfg.fps):
+            asked = f" (asked for {cfg.width or '?'}x{cfg.height or '?'} @ {cfg.fps or '?'} fps)"
+        fps = f"{src.fps:g} fps" if src.fps else "unknown fps"
+        log.info("capture: opened %s: %dx%d @ %s%s", safe_uri(cfg.uri), w, h, fps, asked)
 
     def _pump(self, src: _Source) -> tuple[str, int]:
         """Read until the source fails/ends or stop is requested. Returns (result, frames read)."""

@@ -285,9 +285,24 @@ class ContinuousDecider:
         self._cache = (roi_bgr, res)
         return res
 
-    def needs_score(self, roi_bgr: np.ndarray) -> bool:
+    def stats(self) -> dict[str, Any]:
+        fg = self.fg
+        return {
+            "mode": "continuous",
+            "presence": self.method,
+            "present": self._present,
+            "in_passage": self._passage is not None,
+            "passages": self.passages,
+            "discarded": self.discarded,
+            "learning": bool(fg is not None and fg.seen <= self.presence_cfg.learning_frames),
+            "relearns": fg.resets if fg is not None else 0,
+            "restores": fg.restores if fg is not None else 0,
+        }
+
+    def needs_score(self, roi_bgr: np.ndarray, captured_at: float | None = None) -> bool:
         """Whether this frame needs a model score. With ``foreground`` presence only frames with a box in view
-        are scored (and once the box is fully inside, not the frames where it touches the ROI edges)."""
+        are scored (and once the box is fully inside, not the frames where it touches the ROI edges).
+        ``captured_at`` is accepted for symmetry with TriggeredDecider and not used."""
         if self.method != "foreground":
             return True  # score hysteresis needs a score on every frame
         fg = self._foreground(roi_bgr)
@@ -469,6 +484,7 @@ class TriggeredDecider:
         self._queue: deque[_Job] = deque()
         self._active: _Job | None = None
         self.rejected = 0
+        self.decided = 0
 
     def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
         """Queue a part. ``at`` is when it arrived (default now): only frames captured after it are used.
@@ -497,8 +513,16 @@ class TriggeredDecider:
     def present(self) -> bool:
         return self.pending > 0
 
-    def needs_score(self, roi_bgr: np.ndarray | None = None) -> bool:
-        return self.pending > 0
+    def needs_score(self, roi_bgr: np.ndarray | None = None, captured_at: float | None = None) -> bool:
+        """A trigger is waiting for frames (and, if ``captured_at`` is given, this frame is recent enough)."""
+        with self._lock:
+            job = self._active or (self._queue[0] if self._queue else None)
+        if job is None:
+            return False
+        return captured_at is None or captured_at >= job.at
+
+    def stats(self) -> dict[str, Any]:
+        return {"mode": "triggered", "pending": self.pending, "rejected": self.rejected, "decided": self.decided}
 
     def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
         with self._lock:
@@ -535,6 +559,7 @@ class TriggeredDecider:
         return self._decide(job)
 
     def _decide(self, job: _Job) -> Decision:
+        self.decided += 1
         recs = job.records
         return make_decision(
             [r.score for r in recs if r.score is not None],

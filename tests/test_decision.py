@@ -304,6 +304,8 @@ def test_stopped_belt_decides_the_waiting_box_once(caplog: pytest.LogCaptureFixt
     assert 250 < spans[1][0] and spans[1][1] < 300  # the next box
     assert "stayed in the ROI" in caplog.text and "not decided again" in caplog.text
     assert dec.fg is not None and dec.fg.resets == 1 and dec.fg.restores == 1
+    st = dec.stats()
+    assert st["passages"] == 2 and st["relearns"] == 1 and st["restores"] == 1 and not st["in_passage"]
 
 
 @pytest.mark.parametrize("lamp_off", [180, None])
@@ -335,6 +337,8 @@ def test_triggered_part_ids_and_queue(caplog: pytest.LogCaptureFixture) -> None:
         assert dec.trigger("A-2", at=100.6)  # arrives while A-1 is pending: queued, logged
     assert "queued behind 1" in caplog.text
     assert dec.pending == 2 and dec.needs_score(BLANK)
+    assert not dec.needs_score(BLANK, captured_at=100.0)  # a frame from before the trigger needs no inference
+    assert dec.needs_score(BLANK, captured_at=101.0)
     assert dec.update(0, 100.0, BLANK, 0.9) is None  # captured before the trigger: not used
     out = [dec.update(i, 101.0 + i, BLANK, s) for i, s in enumerate([0.2, 0.7, 0.3, 0.1, 0.1, 0.2], start=1)]
     got = [d for d in out if d is not None]
@@ -343,6 +347,7 @@ def test_triggered_part_ids_and_queue(caplog: pytest.LogCaptureFixture) -> None:
     assert got[0].is_defect and got[0].score == pytest.approx(0.7) and got[0].mode == "triggered"
     assert not got[1].is_defect and got[1].label == "ok"
     assert dec.pending == 0 and not dec.needs_score(BLANK)
+    assert dec.stats() == {"mode": "triggered", "pending": 0, "rejected": 0, "decided": 2}
 
 
 def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFixture) -> None:
