@@ -500,7 +500,9 @@ class TriggeredDecider:
                 return False
             self._queue.append(_Job(part_id, time.time() if at is None else at))
         if waiting:
-            log.warning("trigger for part %s queued behind %d pending trigger(s)", part_id, waiting)
+            # Queueing is normal when parts follow each other closely; a long queue means frames are not coming.
+            level = logging.WARNING if waiting >= self.max_pending // 2 else logging.INFO
+            log.log(level, "trigger for part %s queued behind %d pending trigger(s)", part_id, waiting)
         return True
 
     @property

@@ -332,7 +332,7 @@ def test_sudden_lighting_change_is_relearned_and_boxes_are_found_again(
 def test_triggered_part_ids_and_queue(caplog: pytest.LogCaptureFixture) -> None:
     dec = TriggeredDecider(DecisionConfig(mode="triggered", trigger_frames=3, aggregate="max"), LABELS, 0.5, "m")
     assert not dec.needs_score(BLANK) and dec.update(0, 100.0, BLANK, 0.9) is None  # no trigger: nothing
-    with caplog.at_level(logging.WARNING, logger="edge.decision"):
+    with caplog.at_level(logging.INFO, logger="edge.decision"):
         assert dec.trigger("A-1", at=100.5)
         assert dec.trigger("A-2", at=100.6)  # arrives while A-1 is pending: queued, logged
     assert "queued behind 1" in caplog.text
