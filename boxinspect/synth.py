@@ -368,10 +368,13 @@ def _seam(b: _Box, width: float, darkness: float, x_from: float | None = None, x
     rng = b.rng
     xa = b.x0 + 1 if x_from is None else x_from
     xb = b.x1 - 1 if x_to is None else x_to
-    xs = np.linspace(xa, xb, 12)
-    wob = rng.uniform(-0.3, 0.3, 12) * width
-    top = np.stack([xs, b.seam - width / 2 + wob], 1)
-    bot = np.stack([xs[::-1], (b.seam + width / 2 + wob)[::-1]], 1)
+    xs = np.linspace(xa, xb, 24)
+    # the flap edges are straight-ish: a gentle bow and a gap that varies a little in width
+    ctrl = np.linspace(xa, xb, 4)
+    centre = np.interp(xs, ctrl, rng.uniform(-0.12, 0.12, 4) * width + rng.uniform(-0.5, 0.5) * b.k)
+    half = width / 2 * np.interp(xs, ctrl, rng.uniform(0.75, 1.2, 4))
+    top = np.stack([xs, b.seam + centre - half], 1)
+    bot = np.stack([xs[::-1], (b.seam + centre + half)[::-1]], 1)
     m = _poly(np.concatenate([top, bot]), b.alpha.shape)
     _blend(b.img, b.colour * darkness, m * b.alpha)
 
@@ -510,7 +513,7 @@ def _sev(b: _Box, easy: tuple[float, float], hard: tuple[float, float]) -> float
 def _water_stain(b: _Box) -> None:
     rng = b.rng
     h, w = b.alpha.shape
-    r = _sev(b, (0.26, 0.36), (0.09, 0.15)) * min(b.L, b.W)
+    r = _sev(b, (0.3, 0.4), (0.09, 0.15)) * min(b.L, b.W)
     cx = rng.uniform(b.x0 + r * 0.8, b.x1 - r * 0.8)
     cy = rng.uniform(b.y0 + r * 0.8, b.y1 - r * 0.8)
     X, Y = b.grid()
@@ -519,7 +522,7 @@ def _water_stain(b: _Box) -> None:
     field_ = 1.0 - rr + 0.28 * _smooth_noise(rng, h, w, r * 0.45)
     blob = (field_ > 0).astype(np.float32)
     blob = cv2.GaussianBlur(blob, (0, 0), 1.2 * b.k) * b.alpha
-    dark = _sev(b, (0.52, 0.66), (0.8, 0.88))
+    dark = _sev(b, (0.45, 0.6), (0.8, 0.88))
     tint = np.array([0.86, 0.95, 1.0], np.float32)  # wet kraft goes darker and redder
     b.img *= cv2.merge([1.0 - blob * (1.0 - dark * float(t)) for t in tint])
     # tide mark: a darker rim where the water stopped
@@ -533,8 +536,8 @@ def _water_stain(b: _Box) -> None:
 def _dent(b: _Box) -> dict | None:
     """Choose the dent: a crushed corner (returned, it changes the outline) or a dented top (None)."""
     rng = b.rng
-    if rng.random() < 0.6:
-        depth = _sev(b, (0.3, 0.4), (0.1, 0.15)) * min(b.L, b.W)
+    if rng.random() < (0.75 if not b.hard else 0.5):
+        depth = _sev(b, (0.34, 0.44), (0.1, 0.15)) * min(b.L, b.W)
         return {"corner": int(rng.integers(4)), "depth": depth, "spread_a": rng.uniform(1.1, 1.6),
                 "spread_b": rng.uniform(1.1, 1.6)}
     return None
@@ -575,7 +578,7 @@ def _crush_shading(b: _Box, crush: dict) -> None:
     path = [np.array(p) for p in crush["path"]]
     deep = np.array(crush["deep"])
     amp = 0.5 if not b.hard else 0.16
-    lo, hi = (0.4, 0.85) if not b.hard else (0.8, 0.95)
+    lo, hi = (0.3, 0.75) if not b.hard else (0.8, 0.95)
     idx = sorted(set([0, len(path) - 1, *rng.choice(np.arange(1, len(path) - 1), 2, replace=False).tolist()]))
     folds = np.zeros(b.alpha.shape, np.uint8)
     for i0, i1 in zip(idx[:-1], idx[1:], strict=True):
@@ -658,7 +661,7 @@ def _open_flap(b: _Box) -> None:
     reg = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 0.7 * k)
     # inside: dark, the far wall a bit lighter, contents in deep shadow
     dist_from_seam = np.abs(Y - seam_edge) / max(gap, 1)
-    inside_tone = rng.uniform(0.2, 0.3) * (0.75 + 0.5 * dist_from_seam) * (1 + 0.1 * _smooth_noise(rng, *Y.shape, 10 * k))
+    inside_tone = rng.uniform(0.2, 0.3) * (0.75 + 0.5 * dist_from_seam) * (1 + 0.08 * _smooth_noise(rng, *Y.shape, 16 * k))
     inside = _const(b.img.shape, b.colour) * _c3(inside_tone.astype(np.float32))
     _blend(b.img, inside, reg)
     if not b.hard:
@@ -701,7 +704,7 @@ def _loose_tape(b: _Box, kind: str, tw: float, drng: np.random.Generator) -> Non
     tape_rng = b.rng
     b.rng = rng = drng
     k = b.k
-    frac = _sev(b, (0.38, 0.55), (0.12, 0.2))
+    frac = _sev(b, (0.45, 0.65), (0.12, 0.2))
     ln = frac * b.L
     from_right = rng.random() < 0.5
     xp = b.x1 - ln if from_right else b.x0 + ln
@@ -710,7 +713,7 @@ def _loose_tape(b: _Box, kind: str, tw: float, drng: np.random.Generator) -> Non
     res = _poly(np.array([(xa, b.seam - tw / 2), (xb, b.seam - tw / 2), (xb, b.seam + tw / 2), (xa, b.seam + tw / 2)]),
                 b.alpha.shape)
     _shade(b.img, 1.0 - 0.07 * res)
-    _seam(b, (4.0 if not b.hard else 2.0) * k, 0.3, xa, xb)
+    _seam(b, (6.0 if not b.hard else 2.0) * k, 0.2 if not b.hard else 0.35, xa, xb)
     # stuck part
     b.rng = tape_rng
     if from_right:
@@ -719,7 +722,7 @@ def _loose_tape(b: _Box, kind: str, tw: float, drng: np.random.Generator) -> Non
         _tape_strip(b, kind, tw, xp, b.x1 + 1, b.seam)
     b.rng = rng
     # loose part: a curling strip rotating away from the seam around the peel point
-    phi = math.radians(_sev(b, (28, 55), (8, 16))) * (1 if rng.random() < 0.5 else -1)
+    phi = math.radians(_sev(b, (35, 60), (8, 16))) * (1 if rng.random() < 0.5 else -1)
     lift = rng.uniform(0.8, 0.95)  # foreshortening as it lifts off
     n = 16
     s = np.linspace(0, ln * lift, n)
@@ -733,8 +736,9 @@ def _loose_tape(b: _Box, kind: str, tw: float, drng: np.random.Generator) -> Non
     poly = np.concatenate([left, right[::-1]])
     tm = _poly(poly, b.alpha.shape)
     # its shadow on the box (tape is above the surface)
-    sh = cv2.GaussianBlur(np.roll(np.roll(tm, int(4 * k), 0), int(4 * k), 1), (0, 0), 2.0 * k)
-    _shade(b.img, 1.0 - 0.35 * sh * b.alpha)
+    off = int(round((6 if not b.hard else 3) * k))
+    sh = cv2.GaussianBlur(np.roll(np.roll(tm, off, 0), off, 1), (0, 0), 2.0 * k)
+    _shade(b.img, 1.0 - (0.5 if not b.hard else 0.3) * sh * b.alpha)
     colour, opacity = TAPES[kind]
     under = np.array(colour, np.float32) * rng.uniform(0.8, 0.9)  # the matt adhesive side shows
     opacity = max(opacity, 0.6)
@@ -803,8 +807,8 @@ def _draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, sca
     b.rng = sub["tape"]
     if defect == "missing_tape":
         b.rng = sub["defect"]
-        gap = _sev(b, (5.0, 8.0), (1.5, 3.0)) * k
-        _seam(b, gap, 0.22 if not hard else 0.45)
+        gap = _sev(b, (6.5, 10.0), (1.5, 3.0)) * k
+        _seam(b, gap, 0.15 if not hard else 0.45)
         # unheld flaps bow up a little along the seam
         X, Y = b.grid()
         near = np.exp(-np.abs(Y - b.seam) / (8 * k)) * b.alpha
@@ -840,7 +844,7 @@ def _draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, sca
 
 def _dent_top(b: _Box) -> None:
     rng = b.rng
-    r = _sev(b, (0.24, 0.32), (0.09, 0.13)) * min(b.L, b.W)
+    r = _sev(b, (0.27, 0.35), (0.09, 0.13)) * min(b.L, b.W)
     cx = rng.uniform(b.x0 + r * 1.1, b.x1 - r * 1.1)
     cy = rng.uniform(b.y0 + r * 1.1, b.y1 - r * 1.1)
     X, Y = b.grid()
@@ -850,7 +854,7 @@ def _dent_top(b: _Box) -> None:
     inside = np.clip(1.0 - rr, 0, 1)
     bowl = np.sin(np.clip(rr, 0, 1) * math.pi)
     facing = -(dx + dy) / np.maximum(rr, 1e-3) / math.sqrt(2)
-    amp = _sev(b, (0.6, 0.75), (0.15, 0.25))
+    amp = _sev(b, (0.7, 0.85), (0.15, 0.25))
     slope = bowl * facing * (rr < 1)
     gain = 1.0 + np.where(slope > 0, 0.3 * amp * slope, amp * slope) - 0.15 * amp * inside
     _shade(b.img, np.where(b.alpha > 0, gain, 1.0).astype(np.float32))
@@ -1465,6 +1469,14 @@ is fully inside, crosses the centre of and leaves the ROI). Same seed, same outp
 """
 
 
+EXAMPLES = """\
+examples:
+  boxinspect synth --out data/synth                                # 300 + 300 images, 160 px
+  boxinspect synth --out data/synth --video --contact-sheet        # + conveyor.mp4/.json and previews
+  boxinspect synth --out data/hard --difficulty hard --n-per-class 1000 --seed 7
+"""
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t0 = time.time()
@@ -1499,16 +1511,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate synthetic box images (ok/defective) and a conveyor video",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--n-per-class", type=int, default=300, help="images per class (default 300)")
-    p.add_argument("--size", type=int, default=160, help="image side in px (default 160)")
+                       description=HELP, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--n-per-class", type=int, default=300, metavar="N", help="images per class (default 300)")
+    p.add_argument("--size", type=int, default=160, metavar="PX", help="image side in px (default 160)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, identical output (default 0)")
     p.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
                    help="easy: large, high-contrast defects; hard: smaller, subtler defects and more clutter")
     p.add_argument("--video", action="store_true", help="also write DIR/conveyor.mp4 and its ground truth DIR/conveyor.json")
-    p.add_argument("--video-boxes", type=int, default=16, help="boxes in the video (default 16)")
-    p.add_argument("--defect-rate", type=float, default=0.4, help="share of defective boxes in the video (default 0.4)")
+    p.add_argument("--video-boxes", type=int, default=16, metavar="N", help="boxes in the video (default 16)")
+    p.add_argument("--defect-rate", type=float, default=0.4, metavar="RATE",
+                   help="share of defective boxes in the video, placed at random (default 0.4)")
     p.add_argument("--fps", type=int, default=15, help="video frame rate (default 15)")
     p.add_argument("--contact-sheet", action="store_true",
                    help="also write DIR/contact_sheet.png (a row of OK images, a row per defect type) and, with "
