@@ -30,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
 STATUS_INTERVAL_S = 60.0  # one status line in the log at least this often (or every stats interval if shorter)
+FRAME_TIMES_KEPT = 256  # capture times of recent frames, for the end-to-end latency of a decision
 FORCED_EXIT_GRACE_S = 5.0  # beyond shutdown_timeout_s, a hung shutdown is cut short
 
 
@@ -162,6 +164,7 @@ class Daemon:
         self._defects = 0
         self._best: tuple[float, Frame, np.ndarray] | None = None  # evidence: most defect-like frame of the box
         self._fps = 0.0
+        self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
         self._roi_error: str | None = None
         self._frame_errors = 0
         self._frame_error_logged = 0.0
@@ -279,6 +282,7 @@ class Daemon:
     def _process(self, frame: Frame) -> None:
         """The per-frame hot path: no logging, no copies (the ROI is a view of the frame)."""
         self.latest.set_frame(frame)
+        self._frame_times.append((frame.index, frame.captured_at))
         try:
             roi = crop(frame.image, self.cfg.roi)
         except ValueError as e:  # the ROI lies outside this frame: say so once, keep going
@@ -337,7 +341,7 @@ class Daemon:
         if event["is_defect"]:
             m.defects.inc()
             self._defects += 1
-            m.end_to_end_seconds.observe(max(0.0, time.time() - decision.captured_at))
+            m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
         self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
@@ -347,6 +351,15 @@ class Daemon:
             event["frame_count"], event["event_id"],
             f" part={event['part_id']}" if event.get("part_id") else "",
         )
+
+    def _captured_at(self, index: int, decision: Decision) -> float:
+        """Capture time of frame ``index`` (the box's last frame) if still known, else of the last frame used."""
+        for i, t in reversed(self._frame_times):
+            if i == index:
+                return t
+            if i < index:
+                break
+        return decision.captured_at
 
     # ----------------------------------------------------------------------------------------------
     # Periodic: stats on MQTT, a status line in the log
