@@ -23,6 +23,13 @@ from training import split as split_mod
 
 log = logging.getLogger(__name__)
 
+CAPTIONS = {
+    "roc": "ROC curve (red dot: operating threshold)",
+    "pr": "Precision-recall curve",
+    "confusion_matrix": "Confusion matrices at the operating threshold and at 0.5",
+    "curves": "Loss and accuracy per epoch, phase 1 then phase 2 (dotted line)",
+    "scores": "Scores by true class",
+}
 TABLE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
@@ -130,7 +137,7 @@ def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np
     thr = m["threshold"]
 
     if len(np.unique(y)) == 2:
-        fig, ax = plt.subplots(figsize=(5.5, 5))
+        fig, ax = plt.subplots(figsize=(4.9, 4.5))
         RocCurveDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
         if len(np.unique(y_val)) == 2:
             RocCurveDisplay.from_predictions(y_val, s_val, ax=ax, name=f"val (n={len(y_val)})", curve_kwargs={"linestyle": "--"})
@@ -144,7 +151,7 @@ def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np
         fig.savefig(files["roc"], dpi=110)
         plt.close(fig)
 
-        fig, ax = plt.subplots(figsize=(5.5, 5))
+        fig, ax = plt.subplots(figsize=(4.9, 4.5))
         PrecisionRecallDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
         ax.plot(a["recall"], a["precision"], "o", color="red", label=f"threshold {thr:.3f}")
         ax.set_title(f"Precision-recall, positive = {names[1]}")
@@ -228,7 +235,9 @@ def _html(m: dict, files: dict[str, Path], cfg: dict, run_dir: Path) -> str:
         f"<td>{r['accuracy']:.3f}</td></tr>"
         for r in m["threshold_table"]
     )
-    imgs = "".join(f"<figure>{_img_tag(p, k)}<figcaption>{esc(k)}</figcaption></figure>" for k, p in files.items())
+    imgs = "".join(
+        f"<figure>{_img_tag(p, k)}<figcaption>{esc(CAPTIONS.get(k, k))}</figcaption></figure>" for k, p in files.items()
+    )
     counts = m.get("split_counts", {})
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
     sel = m["threshold_selection"]
