@@ -156,9 +156,10 @@ def _shade(img: np.ndarray, factor: np.ndarray | float) -> None:
 
 
 def _jagged(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float, n: int, rough: float) -> np.ndarray:
+    """An irregular closed outline: a few smooth lobes plus fine ragged edges (a tear, not a star)."""
     ang = np.sort(rng.uniform(0, 2 * math.pi, n))
-    rad = 1.0 + rough * rng.uniform(-1, 1, n)
-    rad[rng.random(n) < 0.15] *= 1.0 + rough  # a few spikes
+    lobes = sum(rng.uniform(0.05, 0.16) * np.cos(j * ang + rng.uniform(0, 2 * math.pi)) for j in (2, 3, 5))
+    rad = 1.0 + lobes + rough * 0.35 * rng.uniform(-1, 1, n)
     return np.stack([cx + rx * rad * np.cos(ang), cy + ry * rad * np.sin(ang)], 1)
 
 
@@ -470,6 +471,39 @@ def _shipping_label(b: _Box) -> None:
     b.params["label"] = True
 
 
+def _clutter(b: _Box) -> None:
+    """Hard difficulty: things on OK boxes that are not defects: a handwritten marker note, a strapping
+    band across the box, a small sticker."""
+    rng, k = b.rng, b.k
+    notes = []
+    if rng.random() < 0.35:  # marker scribble
+        txt = f"{int(rng.integers(10, 999))}{'-' + str(int(rng.integers(1, 9))) if rng.random() < 0.5 else ''}"
+        hgt = rng.uniform(12, 20) * k
+        x = rng.uniform(b.x0 + 6 * k, max(b.x0 + 7 * k, b.x1 - len(txt) * hgt * 0.8))
+        y = rng.uniform(b.y0 + hgt + 4 * k, b.y1 - 4 * k)
+        m = np.zeros(b.alpha.shape, np.uint8)
+        cv2.putText(m, txt, (int(x), int(y)), cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, hgt / 22, 255, max(1, int(2 * k)),
+                    cv2.LINE_AA)
+        _blend(b.img, (35, 30, 30), m.astype(np.float32) / 255 * 0.85 * b.alpha)
+        notes.append("marker")
+    if rng.random() < 0.25:  # strapping band across the box (perpendicular to the seam)
+        xs = rng.uniform(b.x0 + 0.2 * b.L, b.x1 - 0.2 * b.L)
+        wdt = rng.uniform(3, 5) * k
+        colour = [(230, 230, 230), (160, 90, 40), (40, 40, 40)][int(rng.integers(3))]
+        band = _poly(np.array([(xs, b.y0 - 1), (xs + wdt, b.y0 - 1), (xs + wdt, b.y1 + 1), (xs, b.y1 + 1)]),
+                     b.alpha.shape)
+        _blend(b.img, colour, band * 0.95 * (b.alpha > 0.5))
+        notes.append("strap")
+    if rng.random() < 0.3:  # small coloured sticker
+        sw, shh = rng.uniform(14, 24) * k, rng.uniform(10, 16) * k
+        x, y = rng.uniform(b.x0 + 4 * k, b.x1 - sw - 4 * k), rng.uniform(b.y0 + 4 * k, b.y1 - shh - 4 * k)
+        colour = [(40, 160, 240), (60, 60, 220), (60, 200, 230), (200, 120, 40)][int(rng.integers(4))]
+        st = _poly(np.array([(x, y), (x + sw, y), (x + sw, y + shh), (x, y + shh)]), b.alpha.shape)
+        _blend(b.img, colour, st * b.alpha)
+        notes.append("sticker")
+    b.params["clutter"] = notes
+
+
 def _tape_strip(b: _Box, kind: str, tw: float, xa: float, xb: float, y_c: float, alpha_scale: float = 1.0) -> np.ndarray:
     """Draw a straight tape strip along x from xa to xb centred at y_c; returns its mask."""
     rng, k = b.rng, b.k
@@ -522,14 +556,14 @@ def _water_stain(b: _Box) -> None:
     field_ = 1.0 - rr + 0.28 * _smooth_noise(rng, h, w, r * 0.45)
     blob = (field_ > 0).astype(np.float32)
     blob = cv2.GaussianBlur(blob, (0, 0), 1.2 * b.k) * b.alpha
-    dark = _sev(b, (0.45, 0.6), (0.8, 0.88))
+    dark = _sev(b, (0.45, 0.6), (0.72, 0.82))
     tint = np.array([0.86, 0.95, 1.0], np.float32)  # wet kraft goes darker and redder
     b.img *= cv2.merge([1.0 - blob * (1.0 - dark * float(t)) for t in tint])
     # tide mark: a darker rim where the water stopped
     rim = cv2.morphologyEx((blob > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT,
                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     rim = cv2.GaussianBlur(rim.astype(np.float32), (0, 0), 1.0 * b.k)
-    _shade(b.img, 1.0 - rim * (0.35 if not b.hard else 0.12))
+    _shade(b.img, 1.0 - rim * (0.35 if not b.hard else 0.2))
     b.params["defect_size"] = round(float(blob.sum() / (b.L * b.W)), 3)
 
 
@@ -611,7 +645,7 @@ def _tear(b: _Box) -> None:
         rx, ry = r * ex, r / ex
     cx = rng.uniform(b.x0 + rx + 8 * k, b.x1 - rx - 8 * k)
     cy = rng.uniform(b.y0 + ry + 8 * k, b.y1 - ry - 8 * k)
-    pts = _jagged(rng, cx, cy, rx, ry, int(rng.integers(14, 24)), 0.28)
+    pts = _jagged(rng, cx, cy, rx, ry, int(rng.integers(30, 44)), 0.3)
     ang = rng.uniform(0, 180)
     R = cv2.getRotationMatrix2D((cx, cy), ang, 1.0)
     pts = pts @ R[:, :2].T + R[:, 2]
@@ -632,7 +666,7 @@ def _tear(b: _Box) -> None:
     for _ in range(int(rng.integers(1, 4))):
         i = int(rng.integers(len(pts)))
         p = pts[i]
-        q = pts[(i + 2) % len(pts)]
+        q = pts[(i + len(pts) // int(rng.integers(5, 9))) % len(pts)]
         tip = p + (np.array([cx, cy]) - p) * rng.uniform(0.35, 0.7)
         flap = _poly(np.array([p, q, tip]), hole.shape)
         _blend(b.img, b.colour * rng.uniform(0.7, 0.95), flap * hole)
@@ -722,7 +756,7 @@ def _loose_tape(b: _Box, kind: str, tw: float, drng: np.random.Generator) -> Non
         _tape_strip(b, kind, tw, xp, b.x1 + 1, b.seam)
     b.rng = rng
     # loose part: a curling strip rotating away from the seam around the peel point
-    phi = math.radians(_sev(b, (35, 60), (8, 16))) * (1 if rng.random() < 0.5 else -1)
+    phi = math.radians(_sev(b, (35, 60), (10, 20))) * (1 if rng.random() < 0.5 else -1)
     lift = rng.uniform(0.8, 0.95)  # foreshortening as it lifts off
     n = 16
     s = np.linspace(0, ln * lift, n)
@@ -800,6 +834,8 @@ def _draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, sca
     _prints(b)
     b.rng = sub["label"]
     _shipping_label(b)
+    if hard:
+        _clutter(b)
     b.rng = sub["defect"]
     if defect == "water_stain":
         _water_stain(b)
