@@ -1048,17 +1048,22 @@ class Scene:
         self.motion_kernel = np.full((1, k), 1.0 / k, np.float32) if k > 1 else None
         self.defocus = params.defocus * layout.scale if params.defocus > 0.25 else 0.0
         # static background: rails with a highlight and bolts
-        bg = np.zeros((h, w, 3), np.float32)
         metal = np.array([150, 150, 146], np.float32) * rng.uniform(0.8, 1.05)
         bolt_x0 = int(rng.integers(10, 60))
-        for y0, y1 in ((0, layout.belt_top), (layout.belt_bottom, h)):
-            if y1 <= y0:
-                continue
-            prof = (0.85 + 0.3 * np.sin(np.linspace(0, 1, y1 - y0, dtype=np.float32) * math.pi))[:, None]
-            bg[y0:y1] = cv2.merge([np.repeat(prof * float(c), w, 1) for c in metal])
-            for x in range(bolt_x0, w, 96):
-                cv2.circle(bg, (x, (y0 + y1) // 2), max(1, (y1 - y0) // 6), (90, 90, 90), -1, cv2.LINE_AA)
-        self.bg = np.ascontiguousarray(self.blur(bg)[self.ay : self.by, self.ax : self.bx])
+        m = self.MARGIN
+        if self.ay - m >= layout.belt_top and self.by + m <= layout.belt_bottom:
+            # a window well inside the belt (the ROI of a dataset image): no rail in view, nothing to draw
+            self.bg = np.zeros((self.by - self.ay, self.bx - self.ax, 3), np.float32)
+        else:
+            bg = np.zeros((h, w, 3), np.float32)
+            for y0, y1 in ((0, layout.belt_top), (layout.belt_bottom, h)):
+                if y1 <= y0:
+                    continue
+                prof = (0.85 + 0.3 * np.sin(np.linspace(0, 1, y1 - y0, dtype=np.float32) * math.pi))[:, None]
+                bg[y0:y1] = cv2.merge([np.repeat(prof * float(c), w, 1) for c in metal])
+                for x in range(bolt_x0, w, 96):
+                    cv2.circle(bg, (x, (y0 + y1) // 2), max(1, (y1 - y0) // 6), (90, 90, 90), -1, cv2.LINE_AA)
+            self.bg = np.ascontiguousarray(self.blur(bg)[self.ay : self.by, self.ax : self.bx])
         # lighting: overall level, a linear gradient, vignetting, white balance (in frame coordinates)
         u = ((np.arange(self.ax, self.bx, dtype=np.float32) - w / 2) / (w / 2))[None, :]
         v = ((np.arange(self.ay, self.by, dtype=np.float32) - h / 2) / (h / 2))[:, None]
