@@ -301,6 +301,7 @@ def _status(state: ApiState) -> dict[str, Any]:
         meta = clf.metadata
         model_info.update(
             model_id=clf.model_id,
+            path=str(clf.path),
             runtime=clf.runtime_name,
             delegate=clf.delegate,
             threshold=state.threshold(model),
@@ -331,11 +332,12 @@ def _status(state: ApiState) -> dict[str, Any]:
         "events_failed": value("boxinspect_events_failed_total"),
         "events_dropped": value("boxinspect_events_dropped_total"),
     }
+    reasons = state.not_ready_reasons()
     out: dict[str, Any] = {
         "version": __version__,
         "uptime_s": round(time.time() - state.started, 3),
-        "ready": not state.not_ready_reasons(),
-        "not_ready_reasons": state.not_ready_reasons(),
+        "ready": not reasons,
+        "not_ready_reasons": reasons,
         "line": state.config.line,
         "camera_id": state.config.camera,
         "model": model_info,

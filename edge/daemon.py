@@ -58,6 +58,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
 STATUS_INTERVAL_S = 60.0  # one status line in the log at least this often (or every stats interval if shorter)
 FRAME_TIMES_KEPT = 256  # capture times of recent frames, for the end-to-end latency of a decision
+API_START_TIMEOUT_S = 10.0
 FORCED_EXIT_GRACE_S = 5.0  # beyond shutdown_timeout_s, a hung shutdown is cut short
 
 
@@ -544,6 +545,11 @@ class Daemon:
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
         thread.start()
         self._api_server, self._api_thread = server, thread
+        deadline = time.monotonic() + API_START_TIMEOUT_S
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not server.started:
+            raise RuntimeError(f"api: the HTTP server did not start within {API_START_TIMEOUT_S:g} s (see the log above)")
         host = f"[{cfg.host}]" if family == socket.AF_INET6 else cfg.host
         self.api_url = f"http://{host}:{port}"
         log.info("API listening on %s (docs at %s/docs)", self.api_url, self.api_url)
