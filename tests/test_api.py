@@ -407,3 +407,13 @@ def test_openapi_documents_the_endpoints(tmp_path, int8_model, loaded):
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/healthz", "/readyz", "/predict", "/status", "/snapshot.jpg", "/events", "/metrics", "/reload", "/trigger"):
         assert p in paths
+
+
+def test_image_dimensions_from_headers():
+    from edge.api import image_dimensions
+
+    for ext in (".png", ".jpg"):
+        ok, buf = cv2.imencode(ext, np.zeros((37, 53, 3), np.uint8))
+        assert ok and image_dimensions(buf.tobytes()) == (53, 37)
+    assert image_dimensions(b"GIF89a....") is None
+    assert image_dimensions(b"\xff\xd8\xff") is None  # truncated JPEG header

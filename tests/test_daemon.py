@@ -31,7 +31,7 @@ import yaml
 
 from tests.broker import Broker, free_port
 
-pytestmark = pytest.mark.slow
+SLOW = pytest.mark.slow  # every test that runs the daemon as a process
 
 DECISION_RE = re.compile(r"decision (\S+) score=([0-9.]+) .*event=([0-9a-f-]{36})")
 START_TIMEOUT = 90.0  # model load + first frames on a busy 2-core machine
@@ -235,6 +235,7 @@ def first_occurrences(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ outages
 
 
+@SLOW
 def test_broker_outage_loses_no_defect_event(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     positive = positive_class(int8_model)
@@ -270,6 +271,7 @@ def test_broker_outage_loses_no_defect_event(tmp_path, int8_model, synth_video, 
     print(f"{len(expected)} defect events, {depth} waited out a 30 s outage, {dupes} duplicate(s) (same event_id)")
 
 
+@SLOW
 def test_sigkill_with_events_in_the_outbox_delivers_them_after_restart(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     positive = positive_class(int8_model)
@@ -309,6 +311,7 @@ def test_sigkill_with_events_in_the_outbox_delivers_them_after_restart(tmp_path,
 # ------------------------------------------------------------------------------------------------ lifecycle
 
 
+@SLOW
 def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, shutdown_timeout_s=10)
@@ -345,6 +348,7 @@ def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, sy
     assert payload == b"offline" and retained
 
 
+@SLOW
 def test_sigterm_with_the_broker_down_is_bounded_and_keeps_the_events(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, shutdown_timeout_s=5)
@@ -368,6 +372,7 @@ def test_sigterm_with_the_broker_down_is_bounded_and_keeps_the_events(tmp_path, 
     assert "sent on the next start" in d.log()
 
 
+@SLOW
 def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_copy, float_model, synth_video):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, model_copy, video, gt, None, api={"port": 0})
@@ -398,6 +403,7 @@ def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_co
         d.stop()
 
 
+@SLOW
 def test_corrupt_model_stops_startup_with_one_line(tmp_path, model_copy):
     model_copy.write_bytes(b"\x00garbage" * 50)
     cfg = {"model": {"path": str(model_copy)}, "mqtt": {"enabled": False, "outbox_path": str(tmp_path / "o.sqlite3")}}
@@ -415,6 +421,30 @@ def test_corrupt_model_stops_startup_with_one_line(tmp_path, model_copy):
         assert "Traceback" not in res.stderr
 
 
+@SLOW
+def test_failed_self_test_keeps_running_and_readyz_says_why(tmp_path, model_copy, synth_video):
+    video, gt = synth_video
+    side = Path(str(model_copy) + ".json")
+    meta = json.loads(side.read_text())
+    for g in meta["golden"]:
+        g["expected_score"] = 5.0  # no score can match: every golden sample fails
+    side.write_text(json.dumps(meta))
+    cfg = base_cfg(tmp_path, model_copy, video, gt, None)
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()
+        r = d.get("/readyz")
+        assert r.status_code == 503
+        assert any(x.startswith("model: self-test failed: golden[0]") for x in r.json()["reasons"]), r.json()
+        assert d.metric("boxinspect_model_ready") == 0
+        assert "model self-test failed" in d.log()
+        d.send(signal.SIGTERM)
+        assert d.wait(40) == 0, d.log()
+    finally:
+        d.stop()
+
+
+@SLOW
 def test_missing_model_and_bad_config_name_the_problem(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({"model": {"path": str(tmp_path / "nope.tflite")}, "mqtt": {"enabled": False}}))
@@ -428,6 +458,7 @@ def test_missing_model_and_bad_config_name_the_problem(tmp_path):
     assert "mqtt.port" in res.stderr and "sorce" in res.stderr and "Traceback" not in res.stderr
 
 
+@SLOW
 def test_end_of_file_drains_and_exits_zero(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     positive = positive_class(int8_model)
@@ -454,6 +485,7 @@ def test_end_of_file_drains_and_exits_zero(tmp_path, int8_model, synth_video, br
     assert "outbox empty" in d.log()
 
 
+@SLOW
 def test_max_frames_stops_the_daemon(tmp_path, int8_model, synth_video):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, None, source={"pace": "fast"})
@@ -466,6 +498,7 @@ def test_max_frames_stops_the_daemon(tmp_path, int8_model, synth_video):
     assert "stopped: frames=40 " in d.log()
 
 
+@SLOW
 def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, decision={"mode": "triggered", "trigger_frames": 2})
@@ -496,3 +529,14 @@ def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, br
         pub.loop_stop()
         pub.disconnect()
         d.stop()
+
+
+@pytest.mark.parametrize(
+    "payload,part",
+    [(b'{"part_id": "A-1"}', "A-1"), (b"A-2", "A-2"), (b' "A-3" ', "A-3"), (b"17", "17"), (b"", None),
+     (b'{"other": 1}', None), (b"[1, 2]", None)],
+)
+def test_trigger_payloads(payload, part):
+    from edge.daemon import parse_trigger
+
+    assert parse_trigger(payload) == part
