@@ -512,6 +512,9 @@ class Daemon:
                 log.info("listening for triggers on %s", topic)
 
         def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            if msg.retain:  # a stale retained trigger would announce a phantom part on every reconnect
+                log.warning("ignoring a retained message on the trigger topic %s (publish triggers without retain)", topic)
+                return
             self.trigger(parse_trigger(msg.payload))
 
         client.on_connect = on_connect

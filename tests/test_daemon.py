@@ -504,10 +504,12 @@ def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, br
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, decision={"mode": "triggered", "trigger_frames": 2})
     trigger_topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/trigger"
-    d = DaemonProc(tmp_path, cfg).start()
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}")
     pub.connect(broker.host, broker.port)
     pub.loop_start()
+    # a stale retained trigger is ignored (it would announce a phantom part on every reconnect)
+    pub.publish(trigger_topic, json.dumps({"part_id": "STALE"}), qos=1, retain=True).wait_for_publish(5)
+    d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
         wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
@@ -522,6 +524,7 @@ def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, br
             60, "three triggered decisions", d=d,
         )
         assert sorted(parts) == ["P-100", "P-101", "P-102"]
+        assert "ignoring a retained message on the trigger topic" in d.log()
         for e in d.get("/events").json():
             assert e["mode"] == "triggered" and e["frame_count"] == 2
         d.send(signal.SIGTERM)
