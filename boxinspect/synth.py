@@ -1218,6 +1218,8 @@ def make_dataset(out: Path, n_per_class: int = 300, size: int = 160, seed: int =
     t0 = time.time()
     for c in CLASSES:
         (out / c).mkdir(parents=True, exist_ok=True)
+    # images of an earlier run into the same folder (our own names only) are replaced, not mixed in
+    earlier = {p for c in CLASSES for p in (out / c).glob(f"{'ok' if c == 'ok' else 'defective'}_*.jpg")}
     kit = _DatasetKit.make(seed)
     items: list[dict[str, Any]] = []
     total = 2 * n_per_class
@@ -1240,6 +1242,11 @@ def make_dataset(out: Path, n_per_class: int = 300, size: int = 160, seed: int =
                 done += 1
                 if progress and (done % step == 0 or done == total):
                     log.info("synth dataset: %d/%d images (%.0f s)", done, total, time.time() - t0)
+    stale = earlier - {out / it["file"] for it in items}
+    for p in stale:
+        p.unlink()
+    if stale:
+        log.warning("removed %d images of an earlier run from %s", len(stale), out)
     counts = {c: sum(1 for it in items if it["label"] == c) for c in CLASSES}
     per_defect = {d: sum(1 for it in items if it["defect"] == d) for d in DEFECTS}
     summary = {"out": str(out), "n_images": len(items), "counts": counts, "defects": per_defect, "size": size,

@@ -80,6 +80,15 @@ def test_dataset_is_deterministic(small_dataset: tuple[Path, dict], tmp_path: Pa
     assert _digest(other) != _digest(out)
 
 
+def test_rerun_into_same_folder_replaces_earlier_images(tmp_path: Path) -> None:
+    synth.make_dataset(tmp_path, n_per_class=8, size=32, seed=1, progress=False)
+    (tmp_path / "ok" / "mine.jpg").write_bytes(b"not ours")
+    synth.make_dataset(tmp_path, n_per_class=3, size=32, seed=1, progress=False)
+    assert len(list((tmp_path / "defective").glob("*.jpg"))) == 3
+    assert sorted(p.name for p in (tmp_path / "ok").glob("*.jpg")) == ["mine.jpg", "ok_00000.jpg", "ok_00001.jpg",
+                                                                      "ok_00002.jpg"]
+
+
 def test_sample_render_is_deterministic() -> None:
     a, info_a = synth.render_sample(synth._child(11, 1, 2), "tear")
     b, info_b = synth.render_sample(synth._child(11, 1, 2), "tear")
