@@ -460,6 +460,25 @@ def test_missing_model_and_bad_config_name_the_problem(tmp_path):
 
 
 @SLOW
+def test_api_port_in_use_stops_startup_with_a_clear_message(tmp_path, int8_model, synth_video):
+    import socket
+
+    video, gt = synth_video
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        cfg = base_cfg(tmp_path, int8_model, video, gt, None, api={"port": port})
+        d = DaemonProc(tmp_path, cfg).start()
+        try:
+            rc = d.wait(120)
+        finally:
+            d.stop()
+    assert rc == 1, d.log()
+    assert f"start-up failed: api: cannot listen on 127.0.0.1:{port}: Address already in use" in d.log()
+
+
+@SLOW
 def test_end_of_file_drains_and_exits_zero(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     positive = positive_class(int8_model)
