@@ -129,7 +129,13 @@ def run_demo(args: argparse.Namespace) -> int:
         "source": {"uri": str(video), "pace": "realtime", "exit_on_end": True},
         "roi": {k: gt["roi"][k] for k in ("x", "y", "width", "height")},
         "model": {"path": str(model)},
-        "mqtt": {"host": args.mqtt_host, "port": args.mqtt_port, "outbox_path": str(out / "outbox.sqlite3")},
+        "mqtt": {
+            "host": args.mqtt_host,
+            "port": args.mqtt_port,
+            "outbox_path": str(out / "outbox.sqlite3"),
+            # the embedded Python broker speaks MQTT 3.1.1 only
+            "protocol": "3.1.1" if kind == "amqtt" else "5",
+        },
         "api": {"port": args.api_port},
         "evidence": {"dir": str(out / "evidence")},
     }

@@ -48,7 +48,7 @@ class SourceConfig(_Section):
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     frozen_frames: int = Field(default=50, ge=2)  # identical consecutive frames before "frozen" is flagged
-    frozen_tolerance: float = Field(default=0.5, ge=0)  # mean abs pixel difference below which frames count as identical
+    frozen_tolerance: float = Field(default=0.2, ge=0)  # mean abs pixel difference below which frames count as identical
 
 
 class RoiConfig(_Section):
@@ -112,7 +112,7 @@ class MqttConfig(_Section):
     client_id: str | None = None  # default boxinspect-<line>-<camera>
     username: str | None = None
     password: SecretStr | None = None
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    protocol: Literal["3.1.1", "5"] = "5"
     keepalive_s: int = Field(default=30, ge=5)
     base_topic: str = "boxinspect"  # topics are <base_topic>/<line>/<camera>/{defect,result,status,stats}
     publish_results: bool = False  # every decision on .../result at QoS 0
