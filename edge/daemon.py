@@ -578,14 +578,13 @@ class Daemon:
     def _on_hup(self, signum: int, frame: Any) -> None:
         self.reload_requested.set()
 
-    def _shutdown(self) -> bool:
-        """Stop everything within ``shutdown_timeout_s``. Returns False if the outbox could not be drained."""
+    def _shutdown(self) -> None:
+        """Stop everything within ``shutdown_timeout_s``; undelivered defect events stay in the outbox file."""
         cfg = self.cfg
         deadline = time.monotonic() + cfg.shutdown_timeout_s
         watchdog = threading.Timer(cfg.shutdown_timeout_s + FORCED_EXIT_GRACE_S, self._forced_exit)
         watchdog.daemon = True
         watchdog.start()
-        drained = True
         try:
             if self.capture is not None:
                 # A reader blocked in a network read is abandoned (daemon thread) rather than waited for.
@@ -608,7 +607,6 @@ class Daemon:
                     self.sink.wait_drained(max(0.0, deadline - time.monotonic() - 1.0))
                 # Publishes "offline", disconnects; whatever is still in the outbox stays on disk.
                 self.sink.stop(max(1.0, deadline - time.monotonic()))
-                drained = self.sink.outbox_depth == 0 if cfg.mqtt.enabled else True
             log.info("stopped: frames=%d decisions=%d defects=%d", self._frames, self._decisions, self._defects)
         finally:
             if self._api_server is not None:
@@ -616,7 +614,6 @@ class Daemon:
                 if self._api_thread is not None:
                     self._api_thread.join(timeout=max(0.5, deadline - time.monotonic()))
             watchdog.cancel()
-        return drained
 
     def _forced_exit(self) -> None:
         log.error("shutdown took longer than shutdown_timeout_s + %.0fs; exiting now", FORCED_EXIT_GRACE_S)
