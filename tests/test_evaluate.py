@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
 
-from training.evaluate import EvaluateError, binary_metrics, choose_threshold, evaluate, threshold_table
+from training.evaluate import (
+    EvaluateError,
+    binary_metrics,
+    bootstrap_ci,
+    choose_threshold,
+    evaluate,
+    threshold_table,
+)
 
 
 def _scores(n_pos: int, n_neg: int, seed: int = 0):
@@ -70,6 +77,17 @@ def test_threshold_table_is_monotone():
     assert all(r["missed_defects"] + round(r["recall"] * 50) == 50 for r in rows)
 
 
+def test_bootstrap_interval_brackets_the_estimate_and_shrinks_with_n():
+    from sklearn.metrics import roc_auc_score
+
+    y, s = _scores(40, 60, 5)
+    ci = bootstrap_ci(y, s, 0.5, n=400)
+    assert ci["roc_auc"][0] < roc_auc_score(y, s) < ci["roc_auc"][1]
+    y4, s4 = np.tile(y, 4), np.tile(s, 4)
+    ci4 = bootstrap_ci(y4, s4, 0.5, n=400)
+    assert ci4["roc_auc"][1] - ci4["roc_auc"][0] < ci["roc_auc"][1] - ci["roc_auc"][0]
+
+
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(EvaluateError, match="not a complete run"):
         evaluate(tmp_path)
@@ -95,5 +113,8 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run):
     srcs = re.findall(r'src="([^"]*)"', page)
     assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "macro avg" in page and "ROC AUC" in page
+    rows = (report / "scores_test.csv").read_text().splitlines()
+    assert rows[0] == "path,label,score,predicted_defect" and len(rows) == doc["n"] + 1
+    assert doc["ci95"]["roc_auc"][0] <= doc["roc_auc"] <= doc["ci95"]["roc_auc"][1]
     # restore what the shared fixture wrote (default target recall), for other tests
     evaluate(tiny_run)

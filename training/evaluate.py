@@ -62,6 +62,29 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: floa
     return out
 
 
+def bootstrap_ci(y_true: np.ndarray, scores: np.ndarray, threshold: float, n: int = 1000, seed: int = 0) -> dict:
+    """95% percentile-bootstrap intervals (resampling images) for AUC, accuracy and recall at ``threshold``."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    rng = np.random.default_rng(seed)
+    aucs, accs, recs = [], [], []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        yi, si = y[i], s[i]
+        pred = si >= threshold
+        accs.append(np.mean(pred == (yi == 1)))
+        if yi.sum() and (1 - yi).sum():
+            aucs.append(roc_auc_score(yi, si))
+            recs.append(np.mean(pred[yi == 1]))
+
+    def ci(v: list[float]) -> list[float] | None:
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None
+
+    return {"n_resamples": n, "roc_auc": ci(aucs), "accuracy": ci(accs), "recall": ci(recs)}
+
+
 def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float, names: list[str]) -> dict:
     """Accuracy, precision, recall, F1, specificity, confusion matrix and sklearn's classification report."""
     from sklearn.metrics import classification_report, confusion_matrix
@@ -240,6 +263,9 @@ def _html(m: dict, files: dict[str, Path], cfg: dict, run_dir: Path) -> str:
     )
     counts = m.get("split_counts", {})
     auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+    if m.get("ci95", {}).get("roc_auc"):
+        lo, hi = m["ci95"]["roc_auc"]
+        auc += f" <small>(95% bootstrap CI {lo:.3f} to {hi:.3f})</small>"
     sel = m["threshold_selection"]
     cfg_rows = "".join(
         f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(cfg.get(k)))}</td></tr>"
@@ -349,15 +375,22 @@ def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", da
         "img_size": img_size,
         "balance": cfg.get("balance"),
     }
+    m["ci95"] = bootstrap_ci(y, s, thr)
     m["accuracy"] = m["at_threshold"]["accuracy"]
     m["classification_report_text"] = m["at_threshold"]["classification_report_text"]
     if loaded.unreadable:
         m["unreadable"] = [str(p) for p in loaded.unreadable]
 
     files = _plots(run_dir / "report", y, s, y_val, s_val, m, history, names, split)
+    with open(run_dir / "report" / f"scores_{split}.csv", "w") as f:  # per-image scores, for error analysis
+        f.write("path,label,score,predicted_defect\n")
+        for p, lab, sc in zip(loaded.paths, loaded.labels, s.tolist(), strict=True):
+            f.write(f"{Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else p},{lab},"
+                    f"{sc:.6f},{int(sc >= thr)}\n")
     m["report"] = {k: str(p.relative_to(run_dir)) for k, p in files.items()}
     (run_dir / "report" / "report.html").write_text(_html(m, files, cfg, run_dir))
     m["report"]["html"] = "report/report.html"
+    m["report"]["scores"] = f"report/scores_{split}.csv"
     (run_dir / "metrics.json").write_text(json.dumps(m, indent=1))
     log.info("evaluated %s on %s (n=%d): AUC %s, threshold %.3f, recall %.3f, precision %.3f",
              run_dir, split, len(y), "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}", thr,
