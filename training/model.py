@@ -90,6 +90,15 @@ def build_backbone(img_size: int, alpha: float, weights_path: str | None):
     )
     if weights_path is not None:
         backbone.load_weights(weights_path)
+    else:
+        # Keras' MobileNetV2 uses BatchNorm momentum 0.999: fine for ImageNet, but on a few hundred training
+        # steps the moving statistics of a random-init network never catch up and inference collapses to a
+        # constant output. 0.9 lets them follow the batches.
+        from keras import layers
+
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = 0.9
     backbone.name = BACKBONE_NAME
     return backbone
 
