@@ -383,7 +383,7 @@ def _seam(b: _Box, width: float, darkness: float, x_from: float | None = None, x
 def _prints(b: _Box) -> None:
     """Printed ink on the cardboard: words, handling arrows, a logo frame."""
     rng, k = b.rng, b.k
-    n = int(rng.integers(0, 3 if not b.hard else 5))
+    n = int(rng.choice(3, p=[0.45, 0.4, 0.15])) if not b.hard else int(rng.integers(0, 5))
     marks = []
     for _ in range(n):
         ink = np.array(INKS[int(rng.integers(len(INKS)))], np.float32)
@@ -570,8 +570,8 @@ def _water_stain(b: _Box) -> None:
 def _dent(b: _Box) -> dict | None:
     """Choose the dent: a crushed corner (returned, it changes the outline) or a dented top (None)."""
     rng = b.rng
-    if rng.random() < (0.75 if not b.hard else 0.5):
-        depth = _sev(b, (0.34, 0.44), (0.1, 0.15)) * min(b.L, b.W)
+    if rng.random() < (0.85 if not b.hard else 0.5):
+        depth = _sev(b, (0.36, 0.46), (0.1, 0.15)) * min(b.L, b.W)
         return {"corner": int(rng.integers(4)), "depth": depth, "spread_a": rng.uniform(1.1, 1.6),
                 "spread_b": rng.uniform(1.1, 1.6)}
     return None
@@ -828,7 +828,7 @@ def _draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, sca
     b.params.update({"tape": tape, "tape_width": round(tw, 1)})
     # closed flaps meet at a thin seam (under the tape)
     _seam(b, rng.uniform(0.8, 1.6) * k, 0.55)
-    cross = rng.random() < 0.25
+    cross = rng.random() < (0.15 if not hard else 0.3)  # H-taping: strips across both ends
     b.params["cross_tape"] = bool(cross)
     b.rng = sub["prints"]
     _prints(b)
