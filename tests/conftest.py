@@ -18,6 +18,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+TINY_SIZE = 128  # input size of the test model
+TINY_PER_CLASS = 250
 PARCEL_DIR = REPO.parent / "shared" / "data" / "parcel-damage"
 
 # Make tests/broker.py importable as ``tests.broker`` and as ``broker``.
@@ -68,13 +70,13 @@ def model_cache() -> Path:
 
 @pytest.fixture(scope="session")
 def synth_data(model_cache: Path) -> Path:
-    """Folder-per-class synthetic boxes (ok/, defective/), 96 px."""
+    """Folder-per-class synthetic boxes (ok/, defective/), 128 px."""
     from boxinspect.synth import make_dataset
 
     out = model_cache / "synth"
     if not (out / "manifest.json").exists():
         shutil.rmtree(out, ignore_errors=True)
-        make_dataset(out, n_per_class=160, size=96, seed=1, progress=False)
+        make_dataset(out, n_per_class=TINY_PER_CLASS, size=TINY_SIZE, seed=1, progress=False)
     return out
 
 
@@ -97,7 +99,12 @@ def synth_video(model_cache: Path) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="session")
 def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
-    """A real (tiny) MobileNetV2 run dir trained on synthetic boxes and evaluated."""
+    """A real (small) MobileNetV2 run dir trained on synthetic boxes and evaluated.
+
+    Frozen phase at a higher learning rate than the product default (1e-3, so a few epochs suffice),
+    then a short fine-tune: a linear probe on frozen 128 px features reaches only ~95% on these images,
+    and the end-to-end test needs every box right.
+    """
     from training.evaluate import evaluate
     from training.train import TrainConfig, train
 
@@ -107,11 +114,13 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
         cfg = TrainConfig(
             data_dir=synth_data,
             out_dir=run,
-            img_size=96,
+            img_size=TINY_SIZE,
             alpha=0.35,
             weights=str(weights_path),
-            epochs=4,
-            fine_tune_epochs=0,
+            epochs=10,
+            learning_rate=1e-3,
+            fine_tune_epochs=6,
+            fine_tune_learning_rate=1e-4,
             seed=0,
         )
         train(cfg)
@@ -125,7 +134,8 @@ def int8_model(tiny_run: Path) -> Path:
 
     out = tiny_run / "model_int8.tflite"
     if not out.exists() or not Path(str(out) + ".json").exists():
-        convert_run(tiny_run, "int8", out=out)
+        # ~100 test images: one changed decision moves macro F1 by ~1 point, the product default margin
+        convert_run(tiny_run, "int8", out=out, max_f1_drop=0.02)
     return out
 
 
