@@ -94,7 +94,8 @@ def run_demo(args: argparse.Namespace) -> int:
     run = out / "run"
     cfg = TrainConfig(
         data_dir=data, out_dir=run, img_size=args.img_size, alpha=0.35, weights=weights,
-        epochs=args.epochs, fine_tune_epochs=0, seed=args.seed,
+        epochs=args.epochs, learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.lr / 10, seed=args.seed,
     )
     try:
         train(cfg)
@@ -183,10 +184,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", default="demo-out", help="working folder (default demo-out/)")
-    p.add_argument("--per-class", type=int, default=200, help="synthetic training images per class (default 200)")
+    p.add_argument("--per-class", type=int, default=250, help="synthetic training images per class (default 250)")
     p.add_argument("--boxes", type=int, default=12, help="boxes in the conveyor video (default 12)")
-    p.add_argument("--img-size", type=int, default=96, help="model input size in pixels (default 96 for a quick demo)")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    p.add_argument("--img-size", type=int, default=128, help="model input size in pixels (default 128)")
+    p.add_argument("--epochs", type=int, default=10, help="frozen-backbone epochs (default 10)")
+    p.add_argument("--fine-tune-epochs", type=int, default=6, help="epochs with the top blocks unfrozen (default 6)")
+    p.add_argument(
+        "--lr", type=float, default=1e-3,
+        help="learning rate of the frozen phase (default 1e-3: the product default 1e-4 needs ~25 epochs); fine-tuning uses a tenth",
+    )
     p.add_argument("--weights", default=None, help="imagenet, none or a .h5 path (default: an offline copy if found, else imagenet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mqtt-host", default="127.0.0.1")
