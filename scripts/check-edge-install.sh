@@ -15,4 +15,20 @@ echo "edge venv: no tensorflow ($("$venv/bin/python" -m pip list 2>/dev/null | g
 img=$(ls .cache/test-models/*/synth/defective/*.jpg | head -1)
 "$venv/bin/boxinspect" predict "$model" "$img"
 "$venv/bin/boxinspect" config check deploy/config.example.yaml
+# the daemon itself, over the tests' generated video, publishing to the broker on 127.0.0.1:1883 if one runs
+video=$(ls -t .cache/test-models/*/video/conveyor.mp4 | head -1)
+work=$(dirname "$venv")
+cat > "$work/edge.yaml" <<YAML
+line: edgecheck
+camera: cam1
+source: {uri: "$(realpath "$video")", pace: fast}
+roi: {x: 170, y: 30, width: 300, height: 300}
+model: {path: "$(realpath "$model")"}
+mqtt: {host: 127.0.0.1, port: 1883, outbox_path: "$work/outbox.sqlite3"}
+api: {port: 0}
+evidence: {dir: "$work/evidence"}
+shutdown_timeout_s: 5
+YAML
+"$venv/bin/boxinspect" run --config "$work/edge.yaml" --max-frames 400 2>&1 | tail -n 5
+echo "edge venv: boxinspect run exited 0"
 rm -rf "$(dirname "$venv")"
