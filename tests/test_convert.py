@@ -15,7 +15,7 @@ from edge.classifier import Classifier
 from edge.model_package import load_metadata, sha256_file, sidecar_path
 
 
-def _parcel_photos(parcel_dir: Path, per_class: int = 5) -> list[Path]:
+def _parcel_photos(parcel_dir: Path, per_class: int = 10) -> list[Path]:
     out = []
     for cls in ("damaged", "intact"):
         files = sorted((parcel_dir / cls).glob("*.jpg"))
@@ -71,16 +71,17 @@ def test_converted_outputs_match_keras_on_real_photos(tiny_run, int8_model, floa
     f32, q8 = Classifier.load(float_model), Classifier.load(int8_model)
     photos = _parcel_photos(parcel_dir)
     imgs = [cv2.imread(str(p)) for p in photos]
-    assert all(i is not None for i in imgs) and len(imgs) == 10
+    assert all(i is not None for i in imgs) and len(imgs) == 20
     x = np.stack([f32.preprocess(i) for i in imgs]).astype(np.float32)
     k = model.predict(x, verbose=0).reshape(-1)
     s_f32 = np.array([f32.score(i) for i in imgs])
     s_q8 = np.array([q8.score(i) for i in imgs])
     np.testing.assert_allclose(s_f32, k, atol=1e-4)
-    # int8 on photos unlike its calibration set (the fixture model is trained on synthetic boxes):
-    # close on average, never wildly off
-    assert np.abs(s_q8 - k).mean() < 0.08, np.round(np.c_[k, s_q8], 3)
-    assert np.abs(s_q8 - k).max() < 0.25, np.round(np.c_[k, s_q8], 3)
+    # int8 on photos unlike its calibration set (the fixture model is trained on synthetic boxes): a
+    # single mid-range score can move by ~0.25, so check the typical and the average error. A swapped
+    # colour order, a wrong input quantisation or a broken conversion moves these by far more.
+    err = np.abs(s_q8 - k)
+    assert np.median(err) < 0.02 and err.mean() < 0.06, np.round(np.c_[k, s_q8], 3)
 
 
 def test_gate_rejects_a_model_that_loses_accuracy(tiny_run: Path, tmp_path: Path, repo_root: Path):
