@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-edge,train}"
 py="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  # missing, or left half-made by an interrupted run
   echo "==> creating .venv with $($py --version)"
+  rm -rf .venv
   "$py" -m venv .venv
 fi
 stamp=".venv/.installed-$extras"
