@@ -31,8 +31,11 @@ TRAIN_EPILOG = """\
 defaults and why:
   --img-size 160, --alpha 0.35  small enough for a Raspberry Pi (int8 TFLite runs in a few ms),
                                 large enough to see dents and tears; see docs/RESULTS.md
-  --lr 1e-4, --epochs 25        the reference project's settings, plus early stopping
+  --lr 1e-4, --epochs 25        the reference project's settings, plus early stopping. On small data sets
+                                try --lr 1e-3: on parcel-damage the head converged in ~10 epochs with 1e-3
+                                and had not after 25 with 1e-4 (docs/RESULTS.md)
   --fine-tune-lr 1e-5           10x lower, so fine-tuning does not wreck the pretrained features
+                                (with --lr 1e-3 use --fine-tune-lr 1e-4 --unfreeze-blocks 8)
   --balance weights             defects are usually rarer; weighting the loss costs nothing
   --test-frac 0.2               a held-out test set large enough for a meaningful recall
 
