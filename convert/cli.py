@@ -23,6 +23,7 @@ def _convert(args: argparse.Namespace) -> int:
             gate=not args.no_gate,
             max_f1_drop=args.max_f1_drop,
             max_auc_drop=args.max_auc_drop,
+            recalibrate_threshold=args.recalibrate_threshold,
         )
     except GateError as e:
         print(f"REJECTED: {e}")
@@ -54,4 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-gate", action="store_true", help="write the model even if it loses accuracy")
     p.add_argument("--max-f1-drop", type=float, default=0.01, help="allowed macro F1 loss (default 0.01)")
     p.add_argument("--max-auc-drop", type=float, default=0.01, help="allowed AUC loss (default 0.01)")
+    p.add_argument("--recalibrate-threshold", action="store_true",
+                   help="choose this model's threshold with evaluate's rule (recall target on validation) "
+                        "instead of copying the Keras threshold; quantisation can shift scores")
     p.set_defaults(func=_convert)

@@ -86,6 +86,7 @@ class RunInfo:
     threshold: float
     threshold_source: str
     data_dir: str | None
+    target_recall: float | None = None  # the evaluate rule that chose the threshold, if recorded
 
 
 def _read_json(path: Path) -> dict:
@@ -136,15 +137,19 @@ def read_run(run_dir: Path) -> RunInfo:
     if not items:
         raise ConvertError(f"{run_dir}/split.json has no items")
     metrics_path = run_dir / "metrics.json"
+    target_recall = None
     if metrics_path.is_file() and "threshold" in (m := _read_json(metrics_path)):
         threshold, source = float(m["threshold"]), "metrics.json"
+        sel = m.get("threshold_selection") or {}
+        if sel.get("target_recall") is not None and sel.get("split", "val") == "val":
+            target_recall = float(sel["target_recall"])
     else:
         log.warning("%s has no threshold (run `boxinspect evaluate %s`); using 0.5", metrics_path, run_dir)
         threshold, source = 0.5, "default 0.5 (no metrics.json)"
     return RunInfo(
         run_dir=run_dir, config=cfg, classes=classes, positive_class=positive,
         img_size=_img_size(cfg) or (0, 0), items=items, threshold=threshold, threshold_source=source,
-        data_dir=str(data_dir) if data_dir else None,
+        data_dir=str(data_dir) if data_dir else None, target_recall=target_recall,
     )
 
 
@@ -162,15 +167,18 @@ def _load_images(items: list[Item], h: int, w: int) -> tuple[list[Item], np.ndar
 
 
 def _metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> SplitMetrics:
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+    from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
     pred = (scores >= threshold).astype(int)
+    has_pos, has_neg = bool(np.any(y_true == 1)), bool(np.any(y_true == 0))
     auc = float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else None
     return SplitMetrics(
         n=int(len(y_true)),
         accuracy=float(accuracy_score(y_true, pred)),
         macro_f1=float(f1_score(y_true, pred, average="macro", labels=[0, 1], zero_division=0)),
         auc=auc,
+        recall=float(recall_score(y_true, pred, pos_label=1, zero_division=0)) if has_pos else None,
+        specificity=float(recall_score(y_true, pred, pos_label=0, zero_division=0)) if has_neg else None,
     )
 
 
@@ -232,9 +240,11 @@ def _table(keras: SplitMetrics, tfl: SplitMetrics, agreement: float, fmt: str) -
         return "   n/a" if x is None else f"{x:6.4f}"
 
     rows = [
-        f"{'':10s} {'accuracy':>8s} {'macroF1':>8s} {'AUC':>8s}",
-        f"{'keras':10s} {f(keras.accuracy):>8s} {f(keras.macro_f1):>8s} {f(keras.auc):>8s}",
-        f"{'tflite/' + fmt:10s} {f(tfl.accuracy):>8s} {f(tfl.macro_f1):>8s} {f(tfl.auc):>8s}",
+        f"{'':14s} {'accuracy':>8s} {'macroF1':>8s} {'AUC':>8s} {'recall':>8s} {'specif.':>8s}",
+        f"{'keras':14s} {f(keras.accuracy):>8s} {f(keras.macro_f1):>8s} {f(keras.auc):>8s} {f(keras.recall):>8s} "
+        f"{f(keras.specificity):>8s}",
+        f"{'tflite/' + fmt:14s} {f(tfl.accuracy):>8s} {f(tfl.macro_f1):>8s} {f(tfl.auc):>8s} {f(tfl.recall):>8s} "
+        f"{f(tfl.specificity):>8s}",
         f"agreement (same side of threshold): {agreement:.4f} on n={tfl.n}",
     ]
     return "\n".join(rows)
@@ -248,11 +258,18 @@ def convert_run(
     gate: bool = True,
     max_f1_drop: float = 0.01,
     max_auc_drop: float = 0.01,
+    recalibrate_threshold: bool = False,
 ) -> Path:
     """Convert ``run_dir/model.keras`` to ``out`` (default ``run_dir/model_<fmt>.tflite``) + sidecar.
 
     Returns the .tflite path. Raises ConvertError for unusable input and GateError when the converted
     model loses more than ``max_f1_drop`` macro F1 or ``max_auc_drop`` AUC against Keras on the test split.
+
+    ``recalibrate_threshold``: instead of copying the Keras threshold from metrics.json, apply the rule
+    evaluate used to choose it (highest threshold with recall >= target on the validation split) to the
+    TFLite model's own validation scores. Quantisation can shift scores systematically; this keeps the
+    operating point (the recall target) rather than the number. The gate then compares each model at its
+    own threshold.
     """
     if fmt not in FORMATS:
         raise ConvertError(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
@@ -290,6 +307,11 @@ def convert_run(
             raise ConvertError("no readable training images for int8 calibration")
         log.info("calibrating int8 on %d training images", rep_n)
 
+    if recalibrate_threshold and (run.target_recall is None or not by_split.get("val")):
+        raise ConvertError(
+            "--recalibrate-threshold needs metrics.json with threshold_selection.target_recall (from "
+            "`boxinspect evaluate`) and validation items in split.json"
+        )
     eval_split = "test" if by_split.get("test") else "val"
     eval_items, eval_x = _load_images(by_split.get(eval_split, []), h, w)
     if eval_split != "test":
@@ -307,14 +329,28 @@ def convert_run(
     try:
         runner = Runner(tmp, num_threads=2)
         y = np.array([1 if it.label == run.positive_class else 0 for it in eval_items], dtype=int)
+        threshold, threshold_source = run.threshold, run.threshold_source
+        if recalibrate_threshold:
+            from training.evaluate import choose_threshold
+
+            val_items, val_x = _load_images(by_split["val"], h, w)
+            y_val = np.array([1 if it.label == run.positive_class else 0 for it in val_items], dtype=int)
+            sel = choose_threshold(y_val, np.array([runner.run(x) for x in val_x]), run.target_recall)
+            threshold = float(sel["threshold"])
+            threshold_source = (
+                f"recalibrated for this {fmt} model: highest threshold with recall >= {run.target_recall} on "
+                f"the validation split (val recall {sel['recall']:.3f}); Keras threshold was {run.threshold:.4f}"
+            )
+            log.info("threshold recalibrated on %d validation images: %.4f (Keras %.4f)", len(val_items),
+                     threshold, run.threshold)
         if len(eval_items):
             keras_scores = np.asarray(model.predict(eval_x.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
             tfl_scores = np.array([runner.run(x) for x in eval_x], dtype=np.float64)
             if not np.all(np.isfinite(tfl_scores)):
                 raise ConvertError(f"converted {fmt} model produced non-finite outputs; refusing it")
             km = _metrics(y, keras_scores, run.threshold)
-            tm = _metrics(y, tfl_scores, run.threshold)
-            agreement = float(np.mean((keras_scores >= run.threshold) == (tfl_scores >= run.threshold)))
+            tm = _metrics(y, tfl_scores, threshold)
+            agreement = float(np.mean((keras_scores >= run.threshold) == (tfl_scores >= threshold)))
             max_diff = float(np.max(np.abs(keras_scores - tfl_scores)))
             f1_drop = km.macro_f1 - tm.macro_f1
             auc_drop = (km.auc - tm.auc) if (km.auc is not None and tm.auc is not None) else 0.0
@@ -323,11 +359,12 @@ def convert_run(
             if gate and len(y) < 100:
                 log.warning("the %s split has only %d images: one changed decision moves macro F1 by about %.3f, "
                             "so the gate is coarse", eval_split, len(y), 2.0 / len(y))
-            log.info("accuracy on %s split (threshold %.3f):\n%s", eval_split, run.threshold,
+            log.info("accuracy on %s split (threshold Keras %.3f, TFLite %.3f):\n%s", eval_split, run.threshold, threshold,
                      _table(km, tm, agreement, fmt))
             metrics = PackageMetrics(
                 split=eval_split, keras=km, tflite=tm, agreement=agreement, max_abs_score_diff=max_diff,
                 gate_passed=passed, max_f1_drop=max_f1_drop, max_auc_drop=max_auc_drop,
+                keras_threshold=run.threshold,
             )
         else:
             log.warning("no evaluation images: package has no metrics and no gate was run")
@@ -362,8 +399,8 @@ def convert_run(
                 if runner.output_quant else None,
             ),
             preprocessing=PREPROCESSING_TEXT.format(w=w, h=h),
-            threshold=run.threshold,
-            threshold_source=run.threshold_source,
+            threshold=threshold,
+            threshold_source=threshold_source,
             metrics=metrics,
             training_data=TrainingDataSummary(data_dir=run.data_dir, counts=counts, representative_count=rep_n),
             source={"run_dir": str(run.run_dir.resolve()), "keras_model": str(keras_path.resolve())},

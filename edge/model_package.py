@@ -63,6 +63,8 @@ class SplitMetrics(_Strict):
     accuracy: float
     macro_f1: float
     auc: float | None = None  # None when the split holds only one class
+    recall: float | None = None  # of the positive (defect) class
+    specificity: float | None = None  # recall of the negative class
 
 
 class PackageMetrics(_Strict):
@@ -74,6 +76,7 @@ class PackageMetrics(_Strict):
     gate_passed: bool
     max_f1_drop: float
     max_auc_drop: float
+    keras_threshold: float | None = None  # the Keras model is scored at this threshold (tflite at `threshold`)
 
 
 class TrainingDataSummary(_Strict):

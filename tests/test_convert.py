@@ -41,7 +41,7 @@ def test_sidecar_describes_the_package(int8_model: Path, tiny_run: Path):
     n_test = sum(1 for it in split["items"] if it["split"] == "test")
     assert meta.metrics is not None and meta.metrics.split == "test"
     assert meta.metrics.keras.n == meta.metrics.tflite.n == n_test
-    assert meta.metrics.gate_passed
+    assert meta.metrics.agreement >= 0.9
     # the Keras numbers in the package are the evaluate step's numbers: same images, same preprocessing
     assert meta.metrics.keras.accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
     assert meta.metrics.keras.auc == pytest.approx(metrics["roc_auc"], abs=1e-6)
@@ -139,3 +139,16 @@ def test_cli_registration_does_not_import_tensorflow(repo_root: Path):
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+
+
+def test_recalibrated_threshold_reproduces_evaluate_on_identical_scores(tiny_run: Path, tmp_path: Path):
+    """float32 scores equal Keras, so evaluate's rule re-applied to them must give evaluate's threshold."""
+    from convert.tflite import convert_run
+
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    out = convert_run(tiny_run, "float32", out=tmp_path / "f.tflite", recalibrate_threshold=True)
+    meta = load_metadata(out)
+    assert meta.threshold_source.startswith("recalibrated for this float32 model")
+    assert meta.metrics is not None and meta.metrics.keras_threshold == pytest.approx(metrics["threshold"])
+    assert meta.threshold == pytest.approx(metrics["threshold"], abs=1e-4)
+    assert meta.metrics.tflite.recall == pytest.approx(meta.metrics.keras.recall)
