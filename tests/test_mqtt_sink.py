@@ -143,7 +143,10 @@ def test_results_off_by_default_and_status_is_retained(broker: Broker, tmp_path:
     try:
         assert sink.wait_connected(10)
         assert sink.publish_result(make_event(0)) is False  # mqtt.publish_results is false
-        # A subscriber that comes later still learns the state: status is retained.
+        # Wait until the broker has the "online" (CONNACK comes before the sink publishes it) ...
+        with Subscriber(broker.host, broker.port, f"{BASE}/status") as first:
+            assert first.wait_for(lambda s: s.on("/status") and s.on("/status")[-1][1] == b"online")
+        # ... then a subscriber that comes later still learns the state: status is retained.
         with Subscriber(broker.host, broker.port, f"{BASE}/status") as late:
             assert late.wait_for(lambda s: s.on("/status"))
             assert late.on("/status")[0][1:] == (b"online", True)
