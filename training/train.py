@@ -209,6 +209,10 @@ def train(cfg: TrainConfig) -> Path:
 
     weights_path = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
     keras.utils.set_random_seed(cfg.seed)
+    import tensorflow as tf
+
+    # Same seed and data -> the same model, run after run (checked: identical histories and thresholds).
+    tf.config.experimental.enable_op_determinism()
 
     split, pixels = _prepare_split(cfg, images)
     counts = split.counts()
