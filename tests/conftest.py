@@ -134,8 +134,9 @@ def int8_model(tiny_run: Path) -> Path:
 
     out = tiny_run / "model_int8.tflite"
     if not out.exists() or not Path(str(out) + ".json").exists():
-        # ~100 test images: one changed decision moves macro F1 by ~1 point, the product default margin
-        convert_run(tiny_run, "int8", out=out, max_f1_drop=0.02)
+        # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
+        # so allow up to three here; the gate itself is tested in test_convert.py.
+        convert_run(tiny_run, "int8", out=out, max_f1_drop=0.03)
     return out
 
 
