@@ -23,9 +23,9 @@ def _f(x: float | None, nd: int = 3) -> str:
 
 def formats_table(models: list[Path], bench_suffix: str = ".bench.json") -> str:
     rows = [
-        "| format | file | size | accuracy | macro F1 | AUC | agreement with Keras | max abs score diff | gate "
-        "| invoke median 1 thread | 2 threads | preprocess+invoke median 1 / 2 threads |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| format | file | size | threshold | accuracy | macro F1 | AUC | defect recall | agreement with Keras "
+        "| max abs score diff | gate | invoke median 1 thread | 2 threads | preprocess+invoke median 1 / 2 threads |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     keras_row = None
     for m in models:
@@ -43,12 +43,14 @@ def formats_table(models: list[Path], bench_suffix: str = ".bench.json") -> str:
         gate = "-" if met is None else ("pass" if met.gate_passed else "**REJECTED**")
         if met is not None and keras_row is None:
             k = met.keras
-            keras_row = (f"| Keras (reference) | model.keras | - | {_f(k.accuracy)} | {_f(k.macro_f1)} | {_f(k.auc)} "
-                         f"| - | - | - | - | - | - |")
+            kthr = met.keras_threshold if met.keras_threshold is not None else meta.threshold
+            keras_row = (f"| Keras (reference) | model.keras | - | {_f(kthr)} | {_f(k.accuracy)} | {_f(k.macro_f1)} "
+                         f"| {_f(k.auc)} | {_f(k.recall)} | - | - | - | - | - | - |")
         t = met.tflite if met else None
         rows.append(
-            f"| {meta.format} | {m.name} | {meta.size_bytes / 1e6:.2f} MB | {_f(t.accuracy if t else None)} "
-            f"| {_f(t.macro_f1 if t else None)} | {_f(t.auc if t else None)} | {_f(met.agreement if met else None)} "
+            f"| {meta.format} | {m.name} | {meta.size_bytes / 1e6:.2f} MB | {_f(meta.threshold)} "
+            f"| {_f(t.accuracy if t else None)} | {_f(t.macro_f1 if t else None)} | {_f(t.auc if t else None)} "
+            f"| {_f(t.recall if t else None)} | {_f(met.agreement if met else None)} "
             f"| {_f(met.max_abs_score_diff if met else None, 4)} | {gate} | {med(1)} | {med(2)} "
             f"| {med(1, 'preprocess_invoke')} / {med(2, 'preprocess_invoke')} |"
         )
