@@ -17,13 +17,13 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import cv2
 import numpy as np
 
 from edge.config import DecisionConfig, PresenceConfig
+from edge.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,6 @@ FALLBACK_SHARE = 0.8  # no frame fully inside: use frames whose foreground is >=
 MAX_PENDING_TRIGGERS = 100
 EDGE_GROWTH = 1.2  # entering box: score again once its foreground grew by this factor ...
 EDGE_SCORE_EVERY = 5  # ... or after this many unscored present frames
-
-
-def iso_utc(t: float) -> str:
-    """``2026-11-26T10:15:30.123Z`` for a ``time.time()`` value."""
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from edge.outbox import Outbox, OutboxError
+from edge.timeutil import iso_utc
 
 if TYPE_CHECKING:
     from edge.config import MqttConfig
@@ -55,12 +56,6 @@ LOG_REPEAT_S = 60.0  # a repeated connection problem is logged again at most thi
 
 class MqttSinkError(RuntimeError):
     """The sink cannot be set up (bad TLS files, ...). The message names the config key."""
-
-
-def utc_iso(ts: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds and a ``Z``: ``2026-11-26T09:48:45.123Z``."""
-    dt = datetime.now(timezone.utc) if ts is None else datetime.fromtimestamp(ts, timezone.utc)
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -128,7 +123,7 @@ def _stamp(payload: bytes, seq: int) -> bytes:
     if not isinstance(obj, dict):
         return payload
     obj["seq"] = seq
-    obj["published_at"] = utc_iso()
+    obj["published_at"] = iso_utc()
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
@@ -317,7 +312,7 @@ class MqttSink:
             return False
         ev = dict(event)
         ev.pop("seq", None)
-        ev["published_at"] = utc_iso()
+        ev["published_at"] = iso_utc()
         try:
             payload = _encode(ev)
         except ValueError as e:  # telemetry: report, never stop the caller
@@ -328,7 +323,7 @@ class MqttSink:
     def publish_stats(self, stats: dict[str, Any]) -> bool:
         """Publish a stats document at QoS 0 on ``<base>/stats`` (adds ``published_at``). False if not sent."""
         doc = dict(stats)
-        doc.setdefault("published_at", utc_iso())
+        doc.setdefault("published_at", iso_utc())
         return self._publish_qos0(self.topics.stats, json.dumps(doc, separators=(",", ":"), default=str).encode())
 
     def _publish_qos0(self, topic: str, payload: bytes) -> bool:

@@ -18,8 +18,9 @@ import pytest
 
 from edge.capture import Capture
 from edge.config import DecisionConfig, PresenceConfig, RoiConfig, SourceConfig
-from edge.decision import ContinuousDecider, Decision, TriggeredDecider, iso_utc
+from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.roi import crop
+from edge.timeutil import iso_utc
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("ok", "defective")

@@ -22,8 +22,9 @@ from pydantic import SecretStr
 
 from edge.config import MqttConfig, TlsConfig
 from edge.metrics import Metrics
-from edge.mqtt_sink import MqttSink, MqttSinkError, utc_iso
+from edge.mqtt_sink import MqttSink, MqttSinkError
 from edge.outbox import Outbox
+from edge.timeutil import iso_utc
 from tests.broker import Broker, Subscriber
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ BASE = "boxinspect/line1/cam1"
 
 
 def make_event(i: int, defect: bool = True) -> dict[str, Any]:
-    now = utc_iso()
+    now = iso_utc()
     score = 0.9 if defect else 0.1
     return {
         "schema_version": 1,
@@ -556,7 +557,7 @@ def test_decision_events_match_the_schema() -> None:
         ev = d.to_event("line1", "cam1")
         assert not [e.message for e in VALIDATOR.iter_errors(ev)]
         ev["evidence"] = {"frame": "/var/lib/boxinspect/evidence/a.jpg", "crop": "/var/lib/boxinspect/evidence/b.jpg"}
-        ev["seq"], ev["published_at"] = 12, utc_iso()
+        ev["seq"], ev["published_at"] = 12, iso_utc()
         assert not [e.message for e in VALIDATOR.iter_errors(ev)]
     bad = dict(ev, score=1.5, mode="batch", extra=1)
     assert len(list(VALIDATOR.iter_errors(bad))) == 3  # the schema can fail
