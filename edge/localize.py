@@ -13,8 +13,8 @@ Methods (``CropSpec.method``):
 * ``salient``: no reference. The belt is what the frame's border shows: a Gaussian model of the border's
   colour (Lab) and local texture; the box is the largest connected region that the model calls unlikely.
 * ``auto`` (default): ``background`` when a reference is given, else ``salient``; then a plausibility check,
-  so photos that are already box-centred are not hurt: a region that covers more than ``max_area`` of the
-  frame, or touches three or four of its edges, means the box fills the frame, and the crop is the whole
+  so photos that are already box-centred are not hurt: a region whose bounding box spans more than
+  ``max_area`` of the frame, or that touches three or four of its edges, means the box fills the frame, and the crop is the whole
   image. For stills a region too small to be a box also gives the whole image; the daemon instead reports
   "no box" and never classifies the belt.
 * ``none``: the whole image (the model input is the stretched frame, as before crops existed).
@@ -53,7 +53,8 @@ class CropSpec(BaseModel):
     rotated: bool = False  # turn the box's minimum-area rectangle upright before cropping
     work_size: int = Field(default=256, ge=64, le=1024)  # longer side of the image the search runs on
     min_area: float = Field(default=0.01, gt=0.0, lt=1.0)  # a smaller region is no box (share of the frame)
-    max_area: float = Field(default=0.8, gt=0.0, le=1.0)  # auto: a larger region means the box fills the frame
+    max_area: float = Field(default=0.7, gt=0.0, le=1.0)  # auto: a region whose bounding box spans more of the
+    # frame than this means the box fills the frame (a box-centred photo): the crop is the whole image
     diff_threshold: float = Field(default=14.0, gt=0.0)  # background: Lab distance that counts as "changed"
     salient_sigma: float = Field(default=4.0, gt=0.0)  # salient: Mahalanobis distance from the border's model
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
@@ -201,9 +202,10 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     area = float(region.sum()) / (h * w)
     x, y, bw, bh = cv2.boundingRect(region)
     edges = int(x <= 1) + int(y <= 1) + int(x + bw >= w - 1) + int(y + bh >= h - 1)
-    if spec.method == "auto" and (area > spec.max_area or edges >= 3):
+    span = bw * bh / (h * w)  # what the crop would keep: a box whose bounding box spans the frame fills it
+    if spec.method == "auto" and (span > spec.max_area or edges >= 3):
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, area,
-                       f"region covers {area:.0%} of the frame / touches {edges} edges: the box fills the frame")
+                       f"region spans {span:.0%} of the frame / touches {edges} edges: the box fills the frame")
     if area < spec.min_area:
         return Located(False, method, area_frac=area, reason=f"largest region {area:.1%} < min_area {spec.min_area:g}")
     inv = 1.0 / scale
@@ -262,7 +264,8 @@ def crop(bgr: np.ndarray, loc: Located, spec: CropSpec) -> np.ndarray:
         x0, x1, y0, y1 = cx - side / 2, cx + side / 2, cy - side / 2, cy + side / 2
     else:
         x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
-    ix0, iy0, ix1, iy1 = (int(round(v)) for v in (x0, y0, x1, y1))
+    ix0, iy0 = int(round(x0)), int(round(y0))
+    ix1, iy1 = ix0 + max(1, int(round(x1 - x0))), iy0 + max(1, int(round(y1 - y0)))  # square stays square
     h, w = bgr.shape[:2]
     pad = (max(0, -iy0), max(0, iy1 - h), max(0, -ix0), max(0, ix1 - w))
     if any(pad):
@@ -278,3 +281,9 @@ def iou(a: tuple[int, int, int, int] | list[int], b: tuple[int, int, int, int] |
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def crop_from_config(cfg: dict) -> CropSpec:
+    """The crop recorded in a run's train_config.json (runs made before crops existed: none)."""
+    raw = cfg.get("crop")
+    return NO_CROP if raw is None else CropSpec.model_validate(raw)

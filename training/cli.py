@@ -23,6 +23,8 @@ What happens:
              up to --epochs, early stopping on val_loss (best weights restored).
   3. phase 2 top --unfreeze-blocks blocks of the backbone unfrozen, trained at the lower
              --fine-tune-lr for up to --fine-tune-epochs (0 = skip).
+  Every image is first cropped to its box (--crop, default auto; see edge/localize.py):
+  a camera over a line sees mostly belt, and a model fed the whole frame learns the belt.
   Augmentation (flip, rotation, zoom, brightness, contrast) acts during training only; the saved
   RUN/model.keras takes RGB float32 in [0, 255] and contains the [-1, 1] rescaling.
 """
@@ -71,6 +73,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--positive-class", default=None,
                    help="the defect class (default: 'defective' or 'damaged' if such a folder exists)")
     p.add_argument("--img-size", type=int, default=160, help="square input size in px (default 160)")
+    p.add_argument("--crop", choices=["auto", "background", "salient", "none"], default="auto",
+                   help="find the box and crop it before resizing (edge/localize.py; recorded in the run and the "
+                        "model package, so convert, predict and the daemon crop alike). auto (default): "
+                        "background difference if --background is given, else the region that stands out from "
+                        "the image border; the whole image when the box fills the frame or none is found. "
+                        "none: the whole image")
+    p.add_argument("--background", type=Path, default=None, metavar="FILE",
+                   help="empty-belt reference image for --crop background/auto (stills; the daemon uses its "
+                        "own running background)")
+    p.add_argument("--crop-margin", type=float, default=0.08, metavar="FRAC",
+                   help="margin around the box, share of its longer side (default 0.08)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (default, Keras cache/download), none (random init), or PATH to a no-top .h5")
@@ -112,15 +125,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from edge.localize import CropSpec
     from training.data import DataError
     from training.model import WeightsError
     from training.split import SplitError
     from training.train import TrainConfig, train
 
+    if args.crop == "background" and args.background is None:
+        log.error("--crop background needs --background FILE (an empty-belt reference image)")
+        return 2
+    if args.background is not None and not args.background.is_file():
+        log.error("--background %s: no such file", args.background)
+        return 2
+    crop = CropSpec(method=args.crop, margin=args.crop_margin,
+                    background_file=str(args.background.resolve()) if args.background else None)
+
     cfg = TrainConfig(
         data_dir=args.data, out_dir=args.out,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
-        positive_class=args.positive_class, img_size=args.img_size, alpha=args.alpha, weights=args.weights,
+        positive_class=args.positive_class, img_size=args.img_size, crop=crop, alpha=args.alpha, weights=args.weights,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
         batch_size=args.batch_size, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,
         dropout=args.dropout, patience=args.patience, balance=args.balance, augment=not args.no_augment,
@@ -155,6 +178,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"recall {at['recall']:.3f} precision {at['precision']:.3f} | at 0.5: recall {m['at_0.5']['recall']:.3f} "
         f"precision {m['at_0.5']['precision']:.3f}"
     )
+    if "multi_view" in m:
+        mv = m["multi_view"]
+        views = ", ".join(f"{v} AUC {r['auc']:.3f}" for v, r in mv["per_view"].items() if r["auc"] is not None)
+        parts = ", ".join(f"{rule} AUC {r['auc']:.3f}" for rule, r in mv["per_part"].items() if r["auc"] is not None)
+        print(f"per view: {views} | per part ({mv['per_part']['max']['n_parts']} parts), fused: {parts}")
     print(f"report: {Path(args.run) / 'report' / 'report.html'}")
     print(json.dumps({"threshold": m["threshold"], "roc_auc": m["roc_auc"]}))
     return 0
