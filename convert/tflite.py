@@ -23,7 +23,7 @@ import logging
 import os
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ class RunInfo:
     threshold_source: str
     data_dir: str | None
     target_recall: float | None = None  # the evaluate rule that chose the threshold, if recorded
-    crop: CropSpec = NO_CROP  # the run's box crop (train_config.json), applied before every model input
+    crop: CropSpec = field(default_factory=lambda: NO_CROP)  # the run's box crop (train_config.json), applied before every model input
 
 
 def _read_json(path: Path) -> dict:

@@ -226,6 +226,7 @@ def _status(state: ApiState) -> dict[str, Any]:
             labels=list(meta.labels),
             positive_class=meta.positive_class,
             format=getattr(meta, "format", None),
+            crop=meta.crop.model_dump(mode="json"),
             self_test_passed=model.self_test_passed,
             self_test_failures=list(model.self_test_failures),
             loaded_at=model.loaded_at,
@@ -244,6 +245,8 @@ def _status(state: ApiState) -> dict[str, Any]:
     counters = {
         "frames_processed": value("boxinspect_frames_processed_total"),
         "frames_captured": value("boxinspect_frames_captured_total"),
+        "no_box": value("boxinspect_no_box_total"),
+        "no_box_parts": value("boxinspect_no_box_parts_total"),
         "decisions": {lbl: value("boxinspect_decisions_total", {"label": lbl}) for lbl in labels},
         "defects": value("boxinspect_defects_total"),
         "events_published": value("boxinspect_events_published_total"),

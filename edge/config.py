@@ -95,6 +95,8 @@ class DecisionConfig(_Section):
     presence: PresenceConfig = PresenceConfig()
     trigger_topic: str | None = None  # triggered mode: MQTT topic carrying {"part_id": ...}; default <base>/trigger
     trigger_frames: int = Field(default=3, ge=1)  # frames classified per trigger
+    # frames after a trigger in which the localiser finds no box before the part is closed without a decision
+    trigger_no_box_frames: int = Field(default=30, ge=1)
 
 
 class TlsConfig(_Section):

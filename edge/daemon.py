@@ -44,6 +44,7 @@ from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.evidence import EvidenceStore
+from edge.localize import Located, locate
 from edge.logs import setup_logging
 from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink
@@ -164,6 +165,8 @@ class Daemon:
         self._roi_error: str | None = None
         self._frame_errors = 0
         self._frame_error_logged = 0.0
+        self._no_box = 0  # frames with no box found where a score was wanted
+        self._crop_fallback_logged = False
         self._publish_model_info(model)
         self.decider: Decider = self._make_decider()
 
@@ -290,16 +293,45 @@ class Daemon:
             model = self.models.get()
             assert model is not None
             t0 = time.perf_counter()
-            score = model.classifier.score(roi)
-            self.metrics.inference_seconds.observe(time.perf_counter() - t0)
-            self.metrics.frames_processed.inc()
-            if self._best is None or score > self._best[0]:
-                self._best = (score, frame, roi)
+            located = self._locate(model.classifier, roi)
+            if located is not None and not located.found:
+                self._on_no_box(frame)  # never classify the belt
+            else:
+                score = model.classifier.score(roi, located)
+                self.metrics.inference_seconds.observe(time.perf_counter() - t0)
+                self.metrics.frames_processed.inc()
+                if self._best is None or score > self._best[0]:
+                    self._best = (score, frame, roi)
         decision = self.decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
             self._on_decision(decision)
         elif self._best is not None and not self.decider.box_in_progress:
             self._best = None  # a passage too short to decide: its frames are not evidence of the next box
+
+    def _locate(self, clf: Classifier, roi: np.ndarray) -> Located | None:
+        """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI).
+        ``background`` and ``auto`` difference against the presence detector's learned empty belt when there
+        is one; without it they look for the region that stands out from the ROI's border."""
+        spec = clf.metadata.crop
+        if spec.method == "none":
+            return None
+        background = self.decider.background() if spec.method in ("background", "auto") else None
+        if spec.method == "background" and background is None:
+            if not self._crop_fallback_logged:
+                self._crop_fallback_logged = True
+                log.warning("crop 'background': no learned empty belt (triggered mode, or presence by score); "
+                            "using the reference-free 'salient' search instead")
+            spec = spec.model_copy(update={"method": "salient"})
+        return locate(roi, spec, background)
+
+    def _on_no_box(self, frame: Frame) -> None:
+        self.metrics.no_box.inc()
+        self._no_box += 1
+        part = self.decider.no_box(frame.index, frame.captured_at)
+        if part is not None:
+            self.metrics.no_box_parts.inc()
+            log.warning("part %s: no box found in %d frames after its trigger; NOT classified (no decision)",
+                        part or "(no id)", self.cfg.decision.trigger_frames)
 
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""
@@ -363,6 +395,7 @@ class Daemon:
             "decisions": self._decisions,
             "defects": self._defects,
             "frame_errors": self._frame_errors,
+            "no_box": self._no_box,
             "stop_requested": self.stop_requested.is_set(),
             "evidence": self.evidence.stats() if self.evidence is not None else None,
         }

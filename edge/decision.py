@@ -381,6 +381,19 @@ class ContinuousDecider:
             return decision
         return None
 
+    def background(self) -> np.ndarray | None:
+        """The empty belt as the presence detector has learned it (downscaled ROI, BGR), or None (not learned,
+        or presence by model score only). The localiser's ``background`` crop differences against it."""
+        fg = self.fg
+        if fg is None or fg.seen <= self.presence_cfg.learning_frames:
+            return None
+        return fg.mog.getBackgroundImage()
+
+    def no_box(self, frame_index: int, captured_at: float) -> str | None:
+        """A frame the decider asked to score had no box: continuous mode just does not score it (a passage
+        with no scored frame is not decided). Returns None."""
+        return None
+
     def flush(self) -> Decision | None:
         """Decide the passage still open (end of stream / shutdown)."""
         if self._passage is None:
@@ -459,6 +472,8 @@ class _Job:
     part_id: str | None
     at: float
     records: list[_Record] = field(default_factory=list)
+    no_box: int = 0  # frames after the trigger in which the localiser found no box
+    expired: bool = False  # too many frames without a box after some with one: decide on what there is
 
 
 class TriggeredDecider:
@@ -487,6 +502,7 @@ class TriggeredDecider:
         self._active: _Job | None = None
         self.rejected = 0
         self.decided = 0
+        self.no_box_parts = 0
 
     def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
         """Queue a part. ``at`` is when it arrived (default now): only frames captured after it are used.
@@ -530,7 +546,34 @@ class TriggeredDecider:
         return captured_at is None or captured_at >= job.at
 
     def stats(self) -> dict[str, Any]:
-        return {"mode": "triggered", "pending": self.pending, "rejected": self.rejected, "decided": self.decided}
+        return {"mode": "triggered", "pending": self.pending, "rejected": self.rejected, "decided": self.decided,
+                "no_box": self.no_box_parts}
+
+    def background(self) -> np.ndarray | None:
+        """Triggered mode keeps no background model: the localiser works without a reference."""
+        return None
+
+    def no_box(self, frame_index: int, captured_at: float) -> str | None:
+        """A frame for the waiting trigger had no box in it (it does not count towards ``trigger_frames``).
+        After ``trigger_no_box_frames`` such frames the trigger is closed WITHOUT a decision (the belt is never
+        classified): returns its part id (``""`` if it had none), else None."""
+        with self._lock:
+            if self._active is None:
+                if not self._queue:
+                    return None
+                self._active = self._queue.popleft()
+            job = self._active
+            if captured_at < job.at:
+                return None
+            job.no_box += 1
+            if job.no_box < self.cfg.trigger_no_box_frames:
+                return None
+            if job.records:  # a box was seen, then went: the next update() decides on the frames it had
+                job.expired = True
+                return None
+            self._active = None
+            self.no_box_parts += 1
+        return job.part_id or ""
 
     def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
         with self._lock:
@@ -539,6 +582,11 @@ class TriggeredDecider:
                     return None
                 self._active = self._queue.popleft()
             job = self._active
+            if job.expired:
+                self._active = None
+                log.warning("trigger for part %s decided on %d of %d frames (the box left the view)",
+                            job.part_id, len(job.records), self.cfg.trigger_frames)
+                return self._decide(job)
             if score is None or captured_at < job.at:
                 return None  # not scored, or captured before the part was announced
             job.records.append(_Record(frame_index, captured_at, float(score)))

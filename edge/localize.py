@@ -14,9 +14,10 @@ Methods (``CropSpec.method``):
   colour (Lab) and local texture; the box is the largest connected region that the model calls unlikely.
 * ``auto`` (default): ``background`` when a reference is given, else ``salient``; then a plausibility check,
   so photos that are already box-centred are not hurt: a region whose bounding box spans more than
-  ``max_area`` of the frame, or that touches three or four of its edges, means the box fills the frame, and the crop is the whole
-  image. For stills a region too small to be a box also gives the whole image; the daemon instead reports
-  "no box" and never classifies the belt.
+  ``max_area`` of the frame, or that touches three or four of its edges, means the box fills the frame, and
+  a scene where much else stands out besides the region (``max_clutter``: several boxes, clutter) is not a
+  belt; in both cases the crop is the whole image. For stills a region too small to be a box also gives the
+  whole image; the daemon instead reports "no box" and never classifies the belt.
 * ``none``: the whole image (the model input is the stretched frame, as before crops existed).
 
 Crop: the region's bounding box (axis-aligned, or the minimum-area rotated rectangle turned upright with
@@ -52,9 +53,13 @@ class CropSpec(BaseModel):
     square: bool = True  # pad the crop to a square around the box centre (no aspect distortion)
     rotated: bool = False  # turn the box's minimum-area rectangle upright before cropping
     work_size: int = Field(default=256, ge=64, le=1024)  # longer side of the image the search runs on
-    min_area: float = Field(default=0.01, gt=0.0, lt=1.0)  # a smaller region is no box (share of the frame)
+    min_area: float = Field(default=0.02, gt=0.0, lt=1.0)  # a smaller region is no box (share of the frame)
     max_area: float = Field(default=0.7, gt=0.0, le=1.0)  # auto: a region whose bounding box spans more of the
     # frame than this means the box fills the frame (a box-centred photo): the crop is the whole image
+    max_clutter: float = Field(default=0.25, ge=0.0)  # auto: other salient area, share of the box's, above
+    # which the scene is cluttered (several things stand out) and the crop is the whole image
+    min_contrast: float = Field(default=1.5, gt=0.0)  # salient: the region's median distance from the belt
+    # model, in multiples of the detection bar; fainter regions are belt wear, not boxes
     diff_threshold: float = Field(default=14.0, gt=0.0)  # background: Lab distance that counts as "changed"
     salient_sigma: float = Field(default=4.0, gt=0.0)  # salient: Mahalanobis distance from the border's model
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
@@ -161,7 +166,11 @@ def salient_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
     # the belt's own spread sets the bar too: a texture that is not Gaussian has a long tail
     bar = max(spec.salient_sigma, float(np.percentile(bd[bd <= np.percentile(bd, 75)], 99.0)) * 1.5)
     mask = (cv2.GaussianBlur(dist, (0, 0), 1.0) > bar).astype(np.uint8)
+    _last_strength[0] = dist / bar  # how far beyond the bar each pixel is (the region's contrast is checked)
     return _clean(mask), scale
+
+
+_last_strength: list[np.ndarray] = [np.zeros((1, 1), np.float32)]
 
 
 def background_mask(bgr: np.ndarray, background: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
@@ -195,6 +204,7 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     else:
         mask, scale = salient_mask(bgr, spec)
         method = "salient"
+    strength = _last_strength[0] if method == "salient" else None
     region = _largest_region(mask)
     h, w = mask.shape
     if region is None:
@@ -203,11 +213,26 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     x, y, bw, bh = cv2.boundingRect(region)
     edges = int(x <= 1) + int(y <= 1) + int(x + bw >= w - 1) + int(y + bh >= h - 1)
     span = bw * bh / (h * w)  # what the crop would keep: a box whose bounding box spans the frame fills it
-    if spec.method == "auto" and (span > spec.max_area or edges >= 3):
-        return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, area,
-                       f"region spans {span:.0%} of the frame / touches {edges} edges: the box fills the frame")
+    whole = (0, 0, bgr.shape[1], bgr.shape[0])
+    if strength is not None and region.any():
+        contrast = float(np.median(strength[region > 0]))
+        if contrast < spec.min_contrast:  # a wear mark or a light patch on the belt, not a box
+            return Located(False, method, area_frac=area,
+                           reason=f"the region stands out only {contrast:.2f}x the belt's own spread")
     if area < spec.min_area:
         return Located(False, method, area_frac=area, reason=f"largest region {area:.1%} < min_area {spec.min_area:g}")
+    if spec.method == "auto" and (span > spec.max_area or edges >= 3):
+        return Located(True, "whole", whole, None, area,
+                       f"region spans {span:.0%} of the frame / touches {edges} edges: the box fills the frame")
+    if spec.method == "auto":
+        # a belt shows one box and little else; a scene where much else stands out (several boxes, clutter)
+        # is not one the localiser understands: keep the whole image rather than guess a piece of it
+        k = max(3, int(round(max(h, w) / 16)) | 1)
+        near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        other = float(np.count_nonzero(mask & (1 - near))) / (h * w)
+        if other > spec.max_clutter * area:
+            return Located(True, "whole", whole, None, area,
+                           f"{other:.1%} of the frame stands out besides the box ({area:.1%}): cluttered scene")
     inv = 1.0 / scale
     fh, fw = bgr.shape[:2]
     bbox = (max(0, int(np.floor(x * inv))), max(0, int(np.floor(y * inv))),

@@ -106,6 +106,7 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
     then a short fine-tune: a linear probe on frozen 128 px features reaches only ~95% on these images,
     and the end-to-end test needs every box right.
     """
+    from edge.localize import NO_CROP
     from training.evaluate import evaluate
     from training.train import TrainConfig, train
 
@@ -123,6 +124,7 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
             fine_tune_epochs=6,
             fine_tune_learning_rate=1e-4,
             seed=0,
+            crop=NO_CROP,  # the images are already the ROI around the box; crops are tested with crop_model
         )
         train(cfg)
         evaluate(run)
@@ -138,6 +140,27 @@ def int8_model(tiny_run: Path) -> Path:
         # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
         # so allow up to three here; the gate itself is tested in test_convert.py.
         convert_run(tiny_run, "int8", out=out, max_f1_drop=0.03)
+    return out
+
+
+@pytest.fixture(scope="session")
+def crop_model(tiny_run: Path, model_cache: Path) -> Path:
+    """The tiny run converted (float32, real convert) as if trained with the product's default crop (auto):
+    its sidecar carries the crop, so predict and the daemon find the box before classifying."""
+    import json
+
+    from convert.tflite import convert_run
+
+    run = model_cache / "run-crop"
+    out = run / "model_float32.tflite"
+    if not out.exists() or not Path(str(out) + ".json").exists():
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.tflite", "*.tflite.json", "report"))
+        cfg = json.loads((run / "train_config.json").read_text())
+        cfg["crop"] = {"method": "auto"}
+        (run / "train_config.json").write_text(json.dumps(cfg, indent=1))
+        # the model was trained on whole ROI images, so the gate (Keras vs TFLite on crops) is not the point here
+        convert_run(run, "float32", out=out, gate=False)
     return out
 
 

@@ -563,3 +563,48 @@ def test_trigger_payloads(payload, part):
     from edge.daemon import parse_trigger
 
     assert parse_trigger(payload) == part
+
+
+def write_still_video(path: Path, frame: Any, n: int = 30, fps: int = 15) -> Path:
+    """An mp4 showing one still frame (a fixed camera over a stopped belt) with fresh sensor noise per frame."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    h, w = frame.shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert vw.isOpened()
+    for _ in range(n):
+        noise = rng.normal(0, 1.5, frame.shape)
+        vw.write(np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8))
+    vw.release()
+    return path
+
+
+@SLOW
+def test_no_box_is_never_classified(tmp_path, crop_model):
+    """Triggered on an empty belt, a model that crops to the box says "no box": counted, visible in /status,
+    the part is closed without a decision, and nothing is classified."""
+    from boxinspect.synth import render_line_part
+
+    assert json.loads(Path(str(crop_model) + ".json").read_text())["crop"]["method"] == "auto"
+    empty = render_line_part(2, 0, "ok", None, empty=True)["empty"]["top"]
+    video = write_still_video(tmp_path / "empty.mp4", empty)
+    gt = {"roi": {"x": 0, "y": 0, "width": empty.shape[1], "height": empty.shape[0]}}
+    cfg = base_cfg(tmp_path, crop_model, video, gt, None,
+                   decision={"mode": "triggered", "trigger_frames": 2, "trigger_no_box_frames": 5})
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()
+        wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
+        r = httpx.post(d.base + "/trigger", json={"part_id": "NOTHING"}, timeout=5)
+        assert r.status_code == 202, r.text
+        wait_for(lambda: "part NOTHING: no box found" in d.log(), 60, "the no-box log line", d=d)
+        st = d.status()
+        assert st["counters"]["no_box"] >= 5 and st["counters"]["no_box_parts"] == 1, st["counters"]
+        assert st["model"]["crop"]["method"] == "auto"
+        assert d.metric("boxinspect_no_box_parts_total") == 1
+        assert d.metric("boxinspect_frames_processed_total") == 0  # the belt was never run through the model
+        assert d.get("/events").json() == [] and d.decisions() == []
+    finally:
+        d.stop()

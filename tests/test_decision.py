@@ -348,7 +348,7 @@ def test_triggered_part_ids_and_queue(caplog: pytest.LogCaptureFixture) -> None:
     assert got[0].is_defect and got[0].score == pytest.approx(0.7) and got[0].mode == "triggered"
     assert not got[1].is_defect and got[1].label == "ok"
     assert dec.pending == 0 and not dec.needs_score(BLANK)
-    assert dec.stats() == {"mode": "triggered", "pending": 0, "rejected": 0, "decided": 2}
+    assert dec.stats() == {"mode": "triggered", "pending": 0, "rejected": 0, "decided": 2, "no_box": 0}
 
 
 def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFixture) -> None:
@@ -379,3 +379,23 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     assert d is not None and d.part_id == "LAST-1" and d.frame_count == 1 and d.is_defect
     assert "LAST-2" in caplog.text and "NO decision" in caplog.text
     assert dec.flush() is None
+
+
+def test_triggered_no_box_closes_the_part_without_classifying() -> None:
+    """Frames without a box never count as scores; a part that shows no box is closed with no decision."""
+    cfg = DecisionConfig(mode="triggered", trigger_frames=2, trigger_no_box_frames=3)
+    dec = TriggeredDecider(cfg, LABELS, 0.5, "m")
+    assert dec.no_box(0, 1.0) is None  # no trigger waiting: nothing to close
+    dec.trigger("EMPTY", at=10.0)
+    dec.trigger("LATE", at=10.0)
+    assert dec.no_box(1, 9.0) is None  # captured before the trigger: ignored
+    assert [dec.no_box(i, 11.0 + i) for i in range(2)] == [None, None]
+    assert dec.update(5, 12.5, BLANK, None) is None
+    assert dec.no_box(6, 13.0) == "EMPTY"  # the third frame without a box closes the part, no decision
+    assert dec.pending == 1 and dec.no_box_parts == 1 and dec.decided == 0 and dec.stats()["no_box"] == 1
+    # the next part: a box in one frame, then it leaves: decided on the frame it had
+    assert dec.update(7, 14.0, BLANK, 0.9) is None
+    assert [dec.no_box(i, 15.0 + i) for i in range(3)] == [None, None, None]
+    d = dec.update(11, 18.0, BLANK, None)
+    assert d is not None and d.part_id == "LATE" and d.frame_count == 1 and d.is_defect
+    assert dec.pending == 0

