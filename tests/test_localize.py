@@ -110,9 +110,10 @@ def test_training_and_edge_give_the_same_tensor(int8_model: Path, tmp_path: Path
     files = sorted((tmp_path / "line").rglob("*.jpg"))
     parts = json.loads((tmp_path / "line" / "parts.json").read_text())["parts"]
     # an empty-belt reference for the background method: a rendered empty frame of the first file's part
-    first = next(p for p in parts if p["views"]["top"]["file"] == str(files[0].relative_to(tmp_path / "line")))
+    rel = files[0].relative_to(tmp_path / "line").as_posix()
+    first, view = next((p, v) for p in parts for v in VIEWS if p["views"][v]["file"] == rel)
     idx = int(first["part"].split("-")[1])
-    ref = render_line_part(5, idx, first["label"], first["defect"], empty=True)["empty"]["top"]
+    ref = render_line_part(5, idx, first["label"], first["defect"], empty=True)["empty"][view]
     bg_file = tmp_path / "empty.png"
     cv2.imwrite(str(bg_file), ref)
 
