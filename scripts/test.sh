@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: installs what it needs into .venv, then runs pytest.
 #   bash scripts/test.sh           the whole suite (what CI runs; trains the test model on a clean clone)
-#   bash scripts/test.sh --fast    lint + type check + the fast lane: every test not marked slow, no training
+#   bash scripts/test.sh --fast    ruff + mypy + the fast lane: every test not marked slow, no training
 # Other arguments go to pytest (bash scripts/test.sh --fast -k api).
 # Tests use a real Mosquitto: the one on 127.0.0.1:1883 if running, else they start their own
 # (needs the mosquitto binary: apt-get install -y mosquitto).
@@ -17,6 +17,8 @@ export TF_CPP_MIN_LOG_LEVEL=2
 if [ "$fast" = 1 ]; then
   echo "==> ruff"
   .venv/bin/ruff check .
+  echo "==> mypy (strict on edge/)"
+  .venv/bin/mypy
   echo "==> pytest -m 'not slow'"
   exec .venv/bin/python -m pytest -m "not slow" --durations=10 ${args[@]+"${args[@]}"}
 fi
