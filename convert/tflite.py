@@ -48,6 +48,7 @@ from edge.model_package import (
     utc_now,
     write_metadata,
 )
+from edge.versions import installed_versions
 from training.data import read_rgb
 
 log = logging.getLogger(__name__)
@@ -219,15 +220,7 @@ def _convert_bytes(model, fmt: str, representative: np.ndarray | None) -> bytes:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("boxinspect", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opencv-python-headless"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return installed_versions("boxinspect", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opencv-python-headless")
 
 
 def _golden_tolerance(fmt: str, out_quant: tuple[float, int] | None) -> float:

@@ -15,7 +15,6 @@ import os
 import platform
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from edge.classifier import Classifier, ModelError
 from edge.model_package import decode_golden
+from edge.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,8 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
-    for pkg in ("ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "numpy", "opencv-python-headless"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
+    versions = installed_versions("ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "numpy",
+                                "opencv-python-headless")
     return {
         "cpu": cpu,
         "machine": platform.machine(),

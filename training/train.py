@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.versions import installed_versions
 from training import data as data_mod
 from training import split as split_mod
 
@@ -94,19 +95,12 @@ def oversample_indices(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     import keras
     import tensorflow as tf
 
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
            "tensorflow": tf.__version__, "keras": keras.__version__}
-    for name in ("numpy", "opencv-python-headless", "scikit-learn",
-                 "matplotlib", "boxinspect"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
+    out.update(installed_versions("numpy", "opencv-python-headless", "scikit-learn", "matplotlib", "boxinspect"))
     return out
 
 
