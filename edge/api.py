@@ -6,7 +6,8 @@ The API reads that state; it never drives the inspection loop itself (reload and
 callables the daemon hands over).
 
 Endpoints: /healthz /readyz /predict /status /snapshot.jpg /events /metrics, POST /reload, POST /trigger.
-With ``api.token`` set, everything but /healthz and /metrics needs ``Authorization: Bearer <token>``.
+With ``api.token`` set, everything but /healthz, /metrics and the operator page's read-only views (``/``,
+``GET /ui/*``, edge/operator.py) needs ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ async function act(path, body, isForm = false) {
   let data = null;
   try { data = await r.json(); } catch (e) { data = null; }
   if (r.status === 401) {
+    if ($("detail").open) $("detail").close(); // a modal dialog would keep the token form out of reach
     sessionStorage.removeItem(TOKEN_KEY);
     refreshTokenState();
     showTokenForm(true);
