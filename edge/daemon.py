@@ -48,6 +48,7 @@ from edge.localize import Located, locate
 from edge.logs import setup_logging
 from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink
+from edge.operator import OperatorState
 from edge.roi import crop
 from edge.state import Decider, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult
 
@@ -111,7 +112,7 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     return LoadedModel(clf, tuple(failures))
 
 
-def parse_trigger(payload: bytes) -> str | None:
+def parse_trigger(payload: bytes | bytearray) -> str | None:
     """A trigger message -> part id: JSON ``{"part_id": "..."}``, a JSON string, or plain text; None if empty."""
     text = payload.decode("utf-8", errors="replace").strip()
     if not text:
@@ -154,6 +155,7 @@ class Daemon:
         self._api_thread: threading.Thread | None = None
         self.api_url: str | None = None
         self.state: ApiState | None = None
+        self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
         # Loop bookkeeping (main thread only).
         self._model_version = -1
         self._frames = 0
@@ -209,6 +211,8 @@ class Daemon:
         self.capture.start()
         if cfg.decision.mode == "triggered" and cfg.mqtt.enabled:
             self._subscribe_triggers()
+        if cfg.api.enabled and cfg.operator.enabled:
+            self.operator = OperatorState(cfg, self.metrics)
         self.state = ApiState(
             config=cfg,
             metrics=self.metrics,
@@ -221,6 +225,7 @@ class Daemon:
             trigger=self.trigger if cfg.decision.mode == "triggered" else None,
             started=self.started,
             counters=self.loop_counters,
+            operator=self.operator,
         )
         if cfg.api.enabled:
             self._start_api()
@@ -367,6 +372,8 @@ class Daemon:
             m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
+        if self.operator is not None:  # keeps references only: the page encodes on request
+            self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
         self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
         log.info(
             "decision %s score=%.3f frames=%s-%s (%d scored) event=%s%s",
@@ -564,6 +571,7 @@ class Daemon:
             raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
         sock.listen(64)
         port = sock.getsockname()[1]
+        assert self.state is not None, "the API state is made in __init__"
         server = uvicorn.Server(
             uvicorn.Config(create_app(self.state), log_level="warning", log_config=None, access_log=False, lifespan="off")
         )

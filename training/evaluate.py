@@ -22,6 +22,7 @@ from edge.fusion import FUSION_RULES, fuse_parts, part_and_view
 from edge.localize import CropSpec, crop_from_config
 from training import data as data_mod
 from training import split as split_mod
+from training.quiet import native_output_to_log
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,8 @@ def _scores(model, split: split_mod.Split, name: str, root: Path, img_size: int,
                                   crop)
     if len(loaded.paths) == 0:
         return np.zeros(0), np.zeros(0), loaded
-    s = model.predict(loaded.pixels.astype(np.float32), batch_size=64, verbose=0).ravel()
+    with native_output_to_log("Keras predict"):
+        s = model.predict(loaded.pixels.astype(np.float32), batch_size=64, verbose=0).ravel()
     y = np.array([1 if lab == positive else 0 for lab in loaded.labels])
     return y, s.astype(np.float64), loaded
 
