@@ -42,7 +42,7 @@ from edge.state import (
 )
 
 if TYPE_CHECKING:
-    from edge.capture import Capture
+    from edge.capture import Capture, MultiCapture
     from edge.mqtt_sink import MqttSink
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class ApiState:
     config: Config
     metrics: Metrics
     models: ModelSlot
-    capture: Capture | None = None
+    capture: Capture | MultiCapture | None = None  # MultiCapture: several views (config sources)
     sink: MqttSink | None = None
     events: RecentEvents = field(default_factory=RecentEvents)
     latest: LatestFrame = field(default_factory=LatestFrame)

@@ -39,10 +39,10 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge.api import ApiState, create_app
-from edge.capture import Capture, Frame, safe_uri
+from edge.capture import Capture, Frame, MultiCapture, safe_uri
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
-from edge.decision import ContinuousDecider, Decision, TriggeredDecider
+from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
 from edge.localize import Located, locate
 from edge.logs import setup_logging
@@ -149,7 +149,7 @@ class Daemon:
         # Parts, created in run().
         self.sink: MqttSink | None = None
         self.evidence: EvidenceStore | None = None
-        self.capture: Capture | None = None
+        self.capture: Capture | MultiCapture | None = None
         self._trigger_client: mqtt.Client | None = None
         self._api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
@@ -168,6 +168,11 @@ class Daemon:
         self._frame_errors = 0
         self._frame_error_logged = 0.0
         self._no_box = 0  # frames with no box found where a score was wanted
+        # several views (cfg.sources): ROI per view, and per view the evidence of the part being collected and
+        # of the parts it has concluded (in trigger order, popped when every view has concluded one)
+        self._view_rois = {v.view: v.roi for v in cfg.sources}
+        self._view_best: dict[str, tuple[float, Frame, np.ndarray]] = {}
+        self._view_done: dict[str, deque[tuple[float, Frame, np.ndarray] | None]] = {v.view: deque() for v in cfg.sources}
         self._crop_fallback_logged = False
         self._publish_model_info(model)
         self.decider: Decider = self._make_decider()
@@ -188,7 +193,9 @@ class Daemon:
         model = self.models.get()
         log.info(
             "running: line=%s camera=%s source=%s model=%s mode=%s mqtt=%s",
-            cfg.line, cfg.camera, safe_uri(cfg.source.uri), model.classifier.model_id if model else None,
+            cfg.line, cfg.camera,
+            ", ".join(f"{v.view}={safe_uri(v.source.uri)}" for v in cfg.sources) or safe_uri(cfg.source.uri),
+            model.classifier.model_id if model else None,
             cfg.decision.mode, f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "disabled",
         )
         try:
@@ -207,7 +214,10 @@ class Daemon:
         self.sink.start()
         if cfg.evidence.enabled:
             self.evidence = EvidenceStore(cfg.evidence)
-        self.capture = Capture(cfg.source, self.metrics)
+        if cfg.sources:
+            self.capture = MultiCapture([(v.view, v.source) for v in cfg.sources], self.metrics)
+        else:
+            self.capture = Capture(cfg.source, self.metrics)
         self.capture.start()
         if cfg.decision.mode == "triggered" and cfg.mqtt.enabled:
             self._subscribe_triggers()
@@ -234,7 +244,13 @@ class Daemon:
         model = self.models.get()
         assert model is not None
         args = (self.cfg.decision, model.labels, self._threshold(model), model.classifier.model_id)
-        decider: Decider = TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
+        decider: Decider
+        if self.cfg.sources:  # several views of each part: one decider per view, fused per trigger
+            decider = MultiViewDecider(self.cfg.decision, [v.view for v in self.cfg.sources], *args[1:])
+        elif self.cfg.decision.mode == "triggered":
+            decider = TriggeredDecider(*args)
+        else:
+            decider = ContinuousDecider(*args)
         self._model_version = self.models.get_versioned()[1]
         return decider
 
@@ -278,7 +294,8 @@ class Daemon:
 
             if self.max_frames is not None and self._frames >= self.max_frames:
                 return f"--max-frames {self.max_frames} reached"
-            if frame is None and capture.finished and cfg.source.exit_on_end:
+            exit_on_end = all(v.source.exit_on_end for v in cfg.sources) if cfg.sources else cfg.source.exit_on_end
+            if frame is None and capture.finished and exit_on_end:
                 return "end of the source"
         return "signal"
 
@@ -286,41 +303,50 @@ class Daemon:
         """The per-frame hot path: no logging, no copies (the ROI is a view of the frame)."""
         self.latest.set_frame(frame)
         self._frame_times.append((frame.index, frame.captured_at))
+        view = frame.view
         try:
-            roi = crop(frame.image, self.cfg.roi)
+            roi = crop(frame.image, self._view_rois[view] if view is not None else self.cfg.roi)
         except ValueError as e:  # the ROI lies outside this frame: say so once, keep going
             if self._roi_error != str(e):
                 self._roi_error = str(e)
-                log.error("frame %d skipped: %s", frame.index, e)
+                log.error("frame %d%s skipped: %s", frame.index, f" of view {view}" if view else "", e)
             return
+        decider: Decider = self.decider.view(view) if view is not None else self.decider  # type: ignore[attr-defined]
         score: float | None = None
-        if self.decider.needs_score(roi):
+        if decider.needs_score(roi):
             model = self.models.get()
             assert model is not None
             t0 = time.perf_counter()
-            located = self._locate(model.classifier, roi)
+            located = self._locate(model.classifier, roi, decider)
             if located is not None and not located.found:
-                self._on_no_box(frame)  # never classify the belt
+                self._on_no_box(frame, decider)  # never classify the belt
             else:
                 score = model.classifier.score(roi, located)
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)
                 self.metrics.frames_processed.inc()
-                if self._best is None or score > self._best[0]:
+                if view is not None:
+                    best = self._view_best.get(view)
+                    if best is None or score > best[0]:
+                        self._view_best[view] = (score, frame, roi)
+                elif self._best is None or score > self._best[0]:
                     self._best = (score, frame, roi)
-        decision = self.decider.update(frame.index, frame.captured_at, roi, score)
+        decision = decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
-            self._on_decision(decision)
-        elif self._best is not None and not self.decider.box_in_progress:
+            if view is not None:
+                self._on_view_outcome(view, decision)
+            else:
+                self._on_decision(decision)
+        elif view is None and self._best is not None and not decider.box_in_progress:
             self._best = None  # a passage too short to decide: its frames are not evidence of the next box
 
-    def _locate(self, clf: Classifier, roi: np.ndarray) -> Located | None:
+    def _locate(self, clf: Classifier, roi: np.ndarray, decider: Decider) -> Located | None:
         """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI).
         ``background`` and ``auto`` difference against the presence detector's learned empty belt when there
         is one; without it they look for the region that stands out from the ROI's border."""
         spec = clf.metadata.crop
         if spec.method == "none":
             return None
-        background = self.decider.background() if spec.method in ("background", "auto") else None
+        background = decider.background() if spec.method in ("background", "auto") else None
         if spec.method == "background" and background is None:
             if not self._crop_fallback_logged:
                 self._crop_fallback_logged = True
@@ -329,14 +355,35 @@ class Daemon:
             spec = spec.model_copy(update={"method": "salient"})
         return locate(roi, spec, background)
 
-    def _on_no_box(self, frame: Frame) -> None:
+    def _on_no_box(self, frame: Frame, decider: Decider) -> None:
         self.metrics.no_box.inc()
         self._no_box += 1
-        part = self.decider.no_box(frame.index, frame.captured_at)
-        if part is not None:
+        part = decider.no_box(frame.index, frame.captured_at)
+        if part is None:
+            return
+        if frame.view is not None:
+            log.info("part %s: view %s found no box in %d frames; it does not vote", part or "(no id)", frame.view,
+                     self.cfg.decision.trigger_no_box_frames)
+            self._on_view_outcome(frame.view, None, part)
+            return
+        self.metrics.no_box_parts.inc()
+        log.warning("part %s: no box found in %d frames after its trigger; NOT classified (no decision)",
+                    part or "(no id)", self.cfg.decision.trigger_no_box_frames)
+
+    def _on_view_outcome(self, view: str, outcome: Decision | None, part: str | None = None) -> None:
+        """One view concluded a part (its decision, or None: no box). Once all views have, one fused decision."""
+        assert isinstance(self.decider, MultiViewDecider)
+        self._view_done[view].append(self._view_best.pop(view, None))
+        got = self.decider.collect(view, outcome)
+        if got is None:
+            return  # other views have not concluded this part yet
+        bests = {v: q.popleft() for v, q in self._view_done.items()}
+        fused, _ = got
+        if fused is None:
             self.metrics.no_box_parts.inc()
-            log.warning("part %s: no box found in %d frames after its trigger; NOT classified (no decision)",
-                        part or "(no id)", self.cfg.decision.trigger_frames)
+            log.warning("part %s: no box found in any view; NOT classified (no decision)", part or "(no id)")
+            return
+        self._on_decision(fused, bests)
 
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""
@@ -346,10 +393,24 @@ class Daemon:
             self._frame_error_logged = now
             log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
 
-    def _on_decision(self, decision: Decision) -> None:
+    def _on_decision(self, decision: Decision,
+                     view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None = None) -> None:
         cfg = self.cfg
         event = decision.to_event(cfg.line, cfg.camera)
         best, self._best = self._best, None
+        if view_bests is not None:  # several views: evidence per view; the event's own is the worst view's
+            best = None
+            for v, vb in view_bests.items():
+                saved = None
+                if self.evidence is not None and vb is not None:
+                    try:
+                        saved = self.evidence.save(f"{event['event_id']}_{v}", vb[1].image, vb[2], event["is_defect"])
+                    except Exception as e:
+                        log.error("evidence of view %s for %s not saved: %s", v, event["event_id"], e)
+                event["views"][v]["evidence"] = saved
+            scored = {v: d["score"] for v, d in event["views"].items() if d["score"] is not None}
+            if scored:
+                event["evidence"] = event["views"][max(scored, key=lambda v: scored[v])]["evidence"]
         if self.evidence is not None and best is not None:
             try:
                 event["evidence"] = self.evidence.save(event["event_id"], best[1].image, best[2], event["is_defect"])
@@ -621,9 +682,15 @@ class Daemon:
                 self.capture.stop(min(3.0, cfg.shutdown_timeout_s / 3))
             if self.decider is not None:
                 try:
-                    decision = self.decider.flush()
-                    if decision is not None:
-                        self._on_decision(decision)
+                    if isinstance(self.decider, MultiViewDecider):
+                        for v in self.decider.view_names:  # each view decides what it has, then they are fused
+                            dec = self.decider.view(v).flush()
+                            if dec is not None:
+                                self._on_view_outcome(v, dec)
+                    else:
+                        decision = self.decider.flush()
+                        if decision is not None:
+                            self._on_decision(decision)
                 except Exception:
                     log.exception("flushing the last decision failed")
             if self._trigger_client is not None:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from edge.config import DecisionConfig, PresenceConfig
+from edge.fusion import fuse
 from edge.state import verdict
 from edge.timeutil import iso_utc
 
@@ -54,6 +55,8 @@ class Decision:
     captured_at: float  # capture time of the last frame used
     decided_at: float
     mode: str  # "continuous" | "triggered"
+    views: dict[str, dict[str, Any]] | None = None  # several views of one part: per view score, no_box, frames
+    fusion: str | None = None  # the rule that fused the views' scores into ``score``
 
     def to_event(self, line: str, camera: str) -> dict[str, Any]:
         """The JSON event (docs/EVENTS.md, edge/event.schema.json); ``evidence`` is filled by the daemon."""
@@ -77,6 +80,7 @@ class Decision:
             "decided_at": iso_utc(self.decided_at),
             "mode": self.mode,
             "evidence": None,
+            **({"fusion": self.fusion, "views": {v: dict(d) for v, d in self.views.items()}} if self.views else {}),
         }
 
 
@@ -631,3 +635,153 @@ class TriggeredDecider:
             mode="triggered",
             part_id=job.part_id,
         )
+
+
+class MultiViewDecider:
+    """Triggered mode with several camera views of one part (config ``sources``): one decision per trigger.
+
+    Every trigger goes to one :class:`TriggeredDecider` per view (all or none: a trigger is refused when any
+    view's queue is full, so the k-th outcome of every view is the same part). The daemon feeds each view's
+    frames to ``view(name)`` and hands what a view concluded to :meth:`collect`: its Decision, or None when the
+    view found no box. Once every view has concluded, their scores are fused with ``decision.fusion``
+    (edge/fusion.py) into one Decision that carries the per-view scores. A view without a box does not vote;
+    a part whose views all found no box gets no decision.
+    """
+
+    def __init__(self, cfg: DecisionConfig, views: Sequence[str], labels: Sequence[str], threshold: float,
+                 model_id: str, max_pending: int = MAX_PENDING_TRIGGERS) -> None:
+        if not views:
+            raise ValueError("MultiViewDecider needs at least one view")
+        self.cfg = cfg
+        self.rule = cfg.fusion
+        self.max_pending = max_pending
+        self._views = {v: TriggeredDecider(cfg, labels, threshold, model_id, max_pending) for v in views}
+        self._outcomes: dict[str, deque[Decision | None]] = {v: deque() for v in views}
+        self._lock = threading.Lock()
+        self.labels = _labels(labels)
+        self._threshold = float(threshold)
+        self._model_id = model_id
+        self.decided = 0
+        self.no_box_parts = 0
+        self.rejected = 0
+
+    # the model's threshold, id and labels follow a reload into every view
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = float(value)
+        for d in self._views.values():
+            d.threshold = float(value)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @model_id.setter
+    def model_id(self, value: str) -> None:
+        self._model_id = value
+        for d in self._views.values():
+            d.model_id = value
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return self._labels
+
+    @labels.setter
+    def labels(self, value: Sequence[str]) -> None:
+        self._labels = _labels(value)
+        for d in getattr(self, "_views", {}).values():
+            d.labels = self._labels
+
+    @property
+    def view_names(self) -> list[str]:
+        return list(self._views)
+
+    def view(self, name: str) -> TriggeredDecider:
+        return self._views[name]
+
+    @property
+    def pending(self) -> int:
+        return max(d.pending for d in self._views.values())
+
+    @property
+    def box_in_progress(self) -> bool:
+        return self.pending > 0
+
+    def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
+        at = time.time() if at is None else at
+        with self._lock:
+            if any(len(d._queue) >= d.max_pending for d in self._views.values()):  # noqa: SLF001 - same module
+                self.rejected += 1
+                log.error("trigger for part %s REFUSED: a view has %d triggers waiting (are its frames coming?)",
+                          part_id, self.max_pending)
+                return False
+            return all([d.trigger(part_id, at) for d in self._views.values()])
+
+    def needs_score(self, roi_bgr: np.ndarray | None = None, captured_at: float | None = None) -> bool:
+        return any(d.needs_score(roi_bgr, captured_at) for d in self._views.values())
+
+    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
+        raise TypeError("MultiViewDecider: feed frames to view(name) and pass outcomes to collect()")
+
+    def no_box(self, frame_index: int, captured_at: float) -> str | None:
+        raise TypeError("MultiViewDecider: report a view's missing box through view(name).no_box() and collect()")
+
+    def background(self) -> np.ndarray | None:
+        return None
+
+    def collect(self, view: str, outcome: Decision | None) -> tuple[Decision | None, str | None] | None:
+        """A view concluded a part (its Decision, or None: no box). When every view has concluded that part:
+        ``(fused Decision, part_id)``, the Decision None when no view saw a box; else None (wait)."""
+        with self._lock:
+            self._outcomes[view].append(outcome)
+            if any(not q for q in self._outcomes.values()):
+                return None
+            outs = {v: q.popleft() for v, q in self._outcomes.items()}
+        return self._fuse(outs)
+
+    def _fuse(self, outs: dict[str, Decision | None]) -> tuple[Decision | None, str | None]:
+        voted = {v: d for v, d in outs.items() if d is not None}
+        part_id = next((d.part_id for d in voted.values()), None)
+        if not voted:
+            self.no_box_parts += 1
+            return None, None
+        score = fuse([d.score for d in voted.values()], self.rule)
+        label, is_defect = verdict(score, self._threshold, self._labels)
+        n = sum(d.frame_count for d in voted.values())
+        last = max(voted.values(), key=lambda d: d.captured_at)
+        self.decided += 1
+        views = {
+            v: ({"score": round(float(d.score), 6), "no_box": False, "frame_count": d.frame_count,
+                 "first_frame": d.first_frame, "last_frame": d.last_frame} if d is not None
+                else {"score": None, "no_box": True, "frame_count": 0, "first_frame": None, "last_frame": None})
+            for v, d in outs.items()
+        }
+        return Decision(
+            event_id=str(uuid.uuid4()), part_id=part_id, label=label, is_defect=is_defect, score=score,
+            max_score=max(d.max_score for d in voted.values()),
+            mean_score=sum(d.mean_score * d.frame_count for d in voted.values()) / n, frame_count=n,
+            first_frame=min(d.first_frame for d in voted.values()), last_frame=last.last_frame,
+            threshold=self._threshold, model_id=self._model_id, captured_at=last.captured_at,
+            decided_at=time.time(), mode="triggered", views=views, fusion=self.rule,
+        ), part_id
+
+    def flush(self) -> Decision | None:
+        """End of stream: each view decides what it has; parts with an outcome from every view are fused (one
+        returned, the rest logged as decided by the daemon's caller through collect)."""
+        out = None
+        for v, d in self._views.items():
+            dec = d.flush()
+            if dec is not None:
+                got = self.collect(v, dec)
+                if got is not None and got[0] is not None:
+                    out = got[0]
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {"mode": "triggered", "views": {v: d.stats() for v, d in self._views.items()}, "fusion": self.rule,
+                "pending": self.pending, "decided": self.decided, "no_box": self.no_box_parts,
+                "rejected": self.rejected}

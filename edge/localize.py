@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -308,7 +308,7 @@ def iou(a: tuple[int, int, int, int] | list[int], b: tuple[int, int, int, int] |
     return inter / union if union > 0 else 0.0
 
 
-def crop_from_config(cfg: dict) -> CropSpec:
+def crop_from_config(cfg: dict[str, Any]) -> CropSpec:
     """The crop recorded in a run's train_config.json (runs made before crops existed: none)."""
     raw = cfg.get("crop")
     return NO_CROP if raw is None else CropSpec.model_validate(raw)
