@@ -62,8 +62,19 @@ def parcel_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
-    key = _source_hash("boxinspect/synth.py", "training", "convert", "edge/model_package.py", "tests/conftest.py")
+    """Synthetic data, video and the trained run: keyed on the code that makes them (not on convert)."""
+    key = _source_hash("boxinspect/synth.py", "training", "tests/conftest.py")
     d = REPO / ".cache" / "test-models" / key
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def convert_cache(model_cache: Path) -> Path:
+    """Converted packages of the cached run, keyed also on convert/ and the package format, so a change to
+    either re-converts (a minute) without re-training (several minutes)."""
+    key = _source_hash("convert", "edge/model_package.py", "edge/classifier.py")
+    d = model_cache / f"convert-{key}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -129,10 +140,10 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def int8_model(tiny_run: Path) -> Path:
+def int8_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
-    out = tiny_run / "model_int8.tflite"
+    out = convert_cache / "model_int8.tflite"
     if not out.exists() or not Path(str(out) + ".json").exists():
         # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
         # so allow up to three here; the gate itself is tested in test_convert.py.
@@ -141,10 +152,10 @@ def int8_model(tiny_run: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def float_model(tiny_run: Path) -> Path:
+def float_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
-    out = tiny_run / "model_float32.tflite"
+    out = convert_cache / "model_float32.tflite"
     if not out.exists() or not Path(str(out) + ".json").exists():
         convert_run(tiny_run, "float32", out=out)
     return out

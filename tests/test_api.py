@@ -18,6 +18,7 @@ from edge.classifier import Classifier
 from edge.config import parse_config
 from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
+from edge.model_package import package_digest
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -354,6 +355,7 @@ def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
     assert meta["golden"], "the fixture model has golden samples"
     for g in meta["golden"]:
         g["expected_score"] = 5.0  # no probability is 5: every golden sample fails
+    meta["package_sha256"] = package_digest(meta)  # a re-made package, not a tampered one
     side.write_text(json.dumps(meta))
     r = client.post("/reload")
     assert r.status_code == 422 and "self-test failed" in r.json()["reason"]

@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
+from edge.model_package import package_digest
 from tests.broker import Broker, free_port
 
 SLOW = pytest.mark.slow  # every test that runs the daemon as a process
@@ -429,6 +430,7 @@ def test_failed_self_test_keeps_running_and_readyz_says_why(tmp_path, model_copy
     meta = json.loads(side.read_text())
     for g in meta["golden"]:
         g["expected_score"] = 5.0  # no score can match: every golden sample fails
+    meta["package_sha256"] = package_digest(meta)  # a re-made package, not a tampered one
     side.write_text(json.dumps(meta))
     cfg = base_cfg(tmp_path, model_copy, video, gt, None)
     d = DaemonProc(tmp_path, cfg).start()
