@@ -63,7 +63,7 @@ def parcel_dir() -> Path:
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
     """Synthetic data, video and the trained run: keyed on the code that makes them (not on convert)."""
-    key = _source_hash("boxinspect/synth.py", "training", "tests/conftest.py")
+    key = _source_hash("boxinspect/synth", "training", "tests/conftest.py")
     d = REPO / ".cache" / "test-models" / key
     d.mkdir(parents=True, exist_ok=True)
     return d
