@@ -227,6 +227,35 @@ def verify_package(model_path: str | Path, verify_hash: bool = True) -> ModelMet
     return meta
 
 
+MAX_MODEL_NAME = 255
+
+
+def resolve_model_name(model_dir: str | Path, name: str) -> Path:
+    """``name`` (from a network request) -> the .tflite inside ``model_dir``, or PackageError.
+
+    Only plain relative names inside the folder: no absolute path, no ``..``, no NUL/backslash, at most
+    255 characters, a ``.tflite`` that exists as a file whose real path (symlinks followed) stays in the
+    folder. Every refusal has the same message, so the answer does not reveal which files exist elsewhere.
+    """
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    refused = PackageError(
+        f"no model package {shown!r} in model.dir (give a .tflite name inside model.dir: no absolute path, no '..')"
+    )
+    if not name or len(name) > MAX_MODEL_NAME or "\0" in name or "\\" in name:
+        raise refused
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or rel.suffix != ".tflite":
+        raise refused
+    base = Path(model_dir).resolve()
+    try:
+        target = (base / rel).resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise refused from None
+    if base not in target.parents or not target.is_file():
+        raise refused
+    return target
+
+
 def write_metadata(meta: ModelMetadata, model_path: str | Path) -> Path:
     """Write the sidecar beside ``model_path`` with its package hash filled in (atomic replace)."""
     side = sidecar_path(model_path)

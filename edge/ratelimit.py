@@ -23,15 +23,18 @@ CLIENT_FACING_LOGGERS = ("uvicorn", "uvicorn.error", "edge.api", "edge.server", 
 class RateLimitFilter(logging.Filter):
     """First record of a kind passes; then one per ``interval`` with a suppressed-count suffix."""
 
-    def __init__(self, interval: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, interval: float = DEFAULT_INTERVAL_S, prefixes: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.interval = interval
+        self.prefixes = prefixes  # only messages starting with one of these are limited; () = all
         self._lock = threading.Lock()
         self._last: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(record.msg))
+        if self.prefixes and not key[1].startswith(self.prefixes):
+            return True
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)
@@ -56,4 +59,6 @@ def install(interval: float = DEFAULT_INTERVAL_S) -> RateLimitFilter:
     f = RateLimitFilter(interval)
     for name in CLIENT_FACING_LOGGERS:
         logging.getLogger(name).addFilter(f)
+    # The decider's trigger lines (a refused or queued trigger) follow what clients send; its other lines do not.
+    logging.getLogger("edge.decision").addFilter(RateLimitFilter(interval, prefixes=("trigger for part",)))
     return f

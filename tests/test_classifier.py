@@ -44,7 +44,7 @@ def test_load_reports_runtime_delegate_and_threshold(int8_model: Path, tiny_run:
     assert clf.threshold == pytest.approx(metrics["threshold"])
     assert clf.runtime_name == "litert"
     assert clf.delegate == "XNNPACK"
-    assert clf.model_id == f"{clf.metadata.name}@{clf.metadata.sha256[:12]}"
+    assert clf.model_id == f"{clf.metadata.name}@{clf.metadata.package_sha256[:12]}"
     assert clf.metadata.input.dtype == "uint8"
 
 
