@@ -12,7 +12,7 @@ import logging
 import sys
 
 from boxinspect import __version__
-from boxinspect.logs import setup_logging
+from edge.logs import setup_logging
 
 EPILOG = """\
 typical flow:

@@ -19,7 +19,7 @@ Only numpy and OpenCV are used (this module is part of the edge install). All ra
 
 The package is split along the renderer's stages: ``layout`` (frame geometry and constants), ``_draw``
 (drawing helpers), ``boxes``, ``defects``, ``sprite``, ``scene``, ``dataset``, ``video``, ``sheet`` (contact
-sheets) and ``cli``. Everything public is re-exported here.
+sheets), ``line`` (line scenes: wide frames, two views per part) and ``cli``. Everything public is re-exported here.
 """
 
 from __future__ import annotations
@@ -42,12 +42,28 @@ from boxinspect.synth.layout import (
     Layout,
     layout_for,
 )
+from boxinspect.synth.line import (
+    AREA_RANGE,
+    LINE_FRAME,
+    VIEWS,
+    line_sheet,
+    make_line_dataset,
+    part_name,
+    render_line_part,
+)
 from boxinspect.synth.scene import BELTS, Placed, Scene, SceneParams, sample_scene
 from boxinspect.synth.sheet import contact_sheet, dataset_sheet, video_sheet
 from boxinspect.synth.sprite import _draw_box, make_box, render_box
 from boxinspect.synth.video import VideoPlan, make_video, plan_video, video_frames
 
 __all__ = [
+    "AREA_RANGE",
+    "LINE_FRAME",
+    "VIEWS",
+    "line_sheet",
+    "make_line_dataset",
+    "part_name",
+    "render_line_part",
     "BASE_ROI",
     "BELTS",
     "BELT_SPEED",
