@@ -397,7 +397,7 @@ def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_co
         d.send(signal.SIGHUP)
         wait_for(lambda: d.metric("boxinspect_model_reloads_total", 'outcome="ok"') == 1, 60, "successful reload", d=d)
         new_id = d.status()["model"]["model_id"]
-        assert new_id != old_id and new_id.split("@")[1] == json.loads(Path(str(float_model) + ".json").read_text())["sha256"][:12]
+        assert new_id != old_id and new_id.split("@")[1] == json.loads(Path(str(float_model) + ".json").read_text())["package_sha256"][:12]
         assert f'model_id="{new_id}"' in d.get("/metrics").text
         d.send(signal.SIGTERM)
         assert d.wait(40) == 0, d.log()
