@@ -137,7 +137,7 @@ class ModelMetadata(_Strict):
     def negative_class(self) -> str:
         return next(lbl for lbl in self.labels if lbl != self.positive_class)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The metadata without the golden images (for logs, /status and the like)."""
         d = self.model_dump(mode="json", exclude={"golden"})
         d["golden_count"] = len(self.golden)

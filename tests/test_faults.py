@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from edge.model_package import sidecar_path
-from tests.helpers import edit_sidecar
-from tests.test_daemon import SLOW, DaemonProc, Subscriber, base_cfg, wait_for
+from tests.helpers import DaemonProc, Subscriber, edit_sidecar, wait_for
+from tests.test_daemon import SLOW, base_cfg
 from tests.test_security import ONE_ANSWER
 
 TOKEN = "fault-test-token"

@@ -27,7 +27,8 @@ import pytest
 import requests
 
 from edge.model_package import sidecar_path
-from tests.test_daemon import SLOW, DaemonProc, base_cfg
+from tests.helpers import DaemonProc
+from tests.test_daemon import SLOW, base_cfg
 
 hypothesis = pytest.importorskip("hypothesis")
 schemathesis = pytest.importorskip("schemathesis")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
 from edge.model_package import sidecar_path
 from edge.server import server_config
-from tests.helpers import edit_sidecar
+from tests.helpers import edit_sidecar, free_port
 
 TOKEN = "t0k3n-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -306,12 +305,6 @@ def test_trusted_hosts_refuse_a_rebound_host_header(tmp_path, int8_model, loaded
     assert r.status_code == 400
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_500_logs_one_traceback_from_a_real_server(tmp_path, int8_model, loaded, caplog):
     """Through uvicorn with the daemon's settings: one log record with a traceback, a JSON 500, no echo."""
 
@@ -320,7 +313,7 @@ def test_a_500_logs_one_traceback_from_a_real_server(tmp_path, int8_model, loade
 
     cfg = _cfg(tmp_path, int8_model)
     state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded), counters=broken)
-    port = _free_port()
+    port = free_port()
     kw = server_config(create_app(state), cfg.api)
     server = uvicorn.Server(uvicorn.Config(**kw, host="127.0.0.1", port=port))
     t = threading.Thread(target=server.run, daemon=True)
