@@ -501,6 +501,9 @@ class Capture:
         self._same = self._same + 1 if diff < self.cfg.frozen_tolerance else 0
         frozen = self._same + 1 >= self.cfg.frozen_frames
         if frozen != self.frozen:
+            # metric first: whoever sees the flag change also sees the metric (tests read both)
+            if self.metrics is not None:
+                self.metrics.camera_frozen.set(1 if frozen else 0)
             self.frozen = frozen
             if frozen:
                 log.warning(
@@ -510,8 +513,6 @@ class Capture:
                 )
             else:
                 log.info("capture: picture changes again (no longer frozen)")
-            if self.metrics is not None:
-                self.metrics.camera_frozen.set(1 if frozen else 0)
 
     def _watch(self) -> None:
         tick = min(0.2, self.cfg.stall_timeout_s / 4)

@@ -237,7 +237,7 @@ def test_model_integrity_over_reload_and_the_retained_model_topic(tmp_path, int8
     sub = None
     try:
         d.wait_api()
-        sub = Subscriber(mosquitto, f"{base}/model")
+        sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/model")
         first: dict[str, Any] = wait_for(lambda: sub.messages and sub.messages[-1], 30, "retained model doc", d=d)
         old_id = first["model_id"]
         assert first["threshold"] == pytest.approx(json.loads(sidecar_path(pkg).read_text())["threshold"])
@@ -271,7 +271,7 @@ def test_model_integrity_over_reload_and_the_retained_model_topic(tmp_path, int8
         wait_for(lambda: sub.messages[-1]["model_id"] == new_id, 30, "the new model id on the model topic", d=d)
         assert sub.messages[-1]["threshold"] == pytest.approx(0.9)
         assert f"model swapped: {old_id} -> {new_id} (threshold" in d.log()
-        late = Subscriber(mosquitto, f"{base}/model")  # a late subscriber gets the retained one
+        late = Subscriber(mosquitto.host, mosquitto.port, f"{base}/model")  # a late subscriber gets the retained one
         wait_for(lambda: late.messages and late.messages[-1]["model_id"] == new_id, 30, "retained for a late subscriber")
         late.close()
         d.send(signal.SIGTERM)
