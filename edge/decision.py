@@ -587,7 +587,8 @@ class TriggeredDecider:
             lost.insert(0, job)
             job = None
         for j in lost:
-            log.error("trigger for part %s got no frame before the stream ended: NO decision", j.part_id)
+            log.error("trigger for part %s got no frame before the stream ended: no model decision "
+                      "(the deadline fail-safe decides it)", j.part_id)
         if job is None:
             return None
         log.warning(

@@ -167,6 +167,9 @@ class Plant:
             "last_part_id": last.get("part_id"),
             "deadline": self.tracker.stats(),
             "spc_alarm": bool(self.spc is not None and self.spc.state.active),
+            "spc": None if self.spc is None else {
+                "active": self.spc.state.active, "rules": list(self.spc.state.rules), "reason": self.spc.state.reason,
+            },
         }
 
     # -- helpers --------------------------------------------------------------------------------

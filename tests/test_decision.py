@@ -377,5 +377,5 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger="edge.decision"):
         d = dec.flush()
     assert d is not None and d.part_id == "LAST-1" and d.frame_count == 1 and d.is_defect
-    assert "LAST-2" in caplog.text and "NO decision" in caplog.text
+    assert "LAST-2" in caplog.text and "no model decision" in caplog.text
     assert dec.flush() is None
