@@ -119,7 +119,7 @@ def _version() -> str:
     return __version__
 
 
-def parse_trigger(payload: bytes) -> str | None:
+def parse_trigger(payload: bytes | bytearray) -> str | None:
     """A trigger message -> part id: JSON ``{"part_id": "..."}``, a JSON string, or plain text; None if empty."""
     text = payload.decode("utf-8", errors="replace").strip()
     if not text:
@@ -413,7 +413,7 @@ class Daemon:
                 return t
             if i < index:
                 break
-        return decision.captured_at
+        return decision.captured_at if decision.captured_at is not None else decision.decided_at
 
     # ----------------------------------------------------------------------------------------------
     # Periodic: stats on MQTT, a status line in the log
@@ -599,6 +599,7 @@ class Daemon:
             raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
         sock.listen(64)
         port = sock.getsockname()[1]
+        assert self.state is not None, "the API state is made in __init__"
         server = uvicorn.Server(
             uvicorn.Config(create_app(self.state), log_level="warning", log_config=None, access_log=False, lifespan="off")
         )

@@ -133,11 +133,16 @@ class OpcuaServer:
             loop.close()
 
     async def _serve(self) -> None:
-        from asyncua import Server, ua
+        from asyncua import ua
         from asyncua.crypto import uacrypto
+        from asyncua.server.server import Server
+        from asyncua.ua.attribute_ids import AttributeIds
 
         cfg = self.cfg
-        trusted = [uacrypto.der_from_x509(await uacrypto.load_certificate(str(p))) for p in cfg.trusted_client_certs]
+        trusted = [
+            uacrypto.der_from_x509(await uacrypto.load_certificate(str(p)))  # type: ignore[no-untyped-call]
+            for p in cfg.trusted_client_certs
+        ]
         server = Server(user_manager=_Users(cfg, trusted))  # type: ignore[arg-type]
         await server.init()
         server.set_endpoint(cfg.endpoint)
@@ -161,19 +166,17 @@ class OpcuaServer:
             await server.load_private_key(str(cfg.private_key))
         idx = await server.register_namespace(cfg.namespace)
         self.namespace_index = idx
-        root = await server.nodes.objects.add_object(ua.NodeId(self.prefix, idx), ua.QualifiedName(self.prefix, idx))
+        root = await server.nodes.objects.add_object(f"ns={idx};s={self.prefix}", f"{idx}:{self.prefix}")
         groups: dict[str, Any] = {}
         for path, (vtype, initial, description) in NODES.items():
             group, name = path.split(".", 1)
             if group not in groups:
-                groups[group] = await root.add_object(ua.NodeId(f"{self.prefix}.{group}", idx), ua.QualifiedName(group, idx))
+                groups[group] = await root.add_object(f"ns={idx};s={self.prefix}.{group}", f"{idx}:{group}")
             vt = getattr(ua.VariantType, vtype)
             if vtype == "DateTime" and initial is None:
                 initial = datetime(1970, 1, 1, tzinfo=timezone.utc)
-            node = await groups[group].add_variable(
-                ua.NodeId(f"{self.prefix}.{path}", idx), ua.QualifiedName(name, idx), ua.Variant(initial, vt)
-            )
-            await node.write_attribute(ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(description))))
+            node = await groups[group].add_variable(f"ns={idx};s={self.prefix}.{path}", f"{idx}:{name}", ua.Variant(initial, vt))
+            await node.write_attribute(AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(description))))
             self._nodes[path], self._types[path] = node, vt
         self._stop = asyncio.Event()
         async with server:

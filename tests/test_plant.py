@@ -33,22 +33,12 @@ from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink
 from edge.reject import GpiodPulse, RejectOutput
 from edge.spc import SpcMonitor
-from tests.broker import Subscriber, free_port
+from tests.helpers import Subscriber, free_port, metric, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "edge" / "event.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 LABELS = ("intact", "damaged")
-
-
-def wait_until(cond: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Clock:
@@ -82,10 +72,6 @@ def make_tracker(policy: str = "reject", deadline_ms: float = 500) -> tuple[Dead
     return tr, emitted, cancelled, clock, m
 
 
-def sample(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
-    return m.registry.get_sample_value(name, labels or {}) or 0.0
-
-
 # ------------------------------------------------------------------------------------------------ deadlines
 
 
@@ -104,7 +90,7 @@ def test_deadline_met_and_missed() -> None:
         assert not emitted
         # B is not decided: once the clock passes its deadline the watchdog emits its timeout decision
         clock.t = t0 + 0.6
-        wait_until(lambda: emitted, what="the timeout decision of B")
+        wait_for(lambda: emitted, 10, "the timeout decision of B", interval=0.01)
         (b,) = emitted
         assert b.part_id == "B" and b.kind == "timeout" and b.late is True and b.action == "reject"
         assert b.slack_ms == pytest.approx(-100, abs=1)
@@ -113,10 +99,10 @@ def test_deadline_met_and_missed() -> None:
         assert not tr.resolve(model_decision("B", clock.t))
     finally:
         tr.stop()
-    assert sample(m, "boxinspect_deadline_slack_seconds_count") == 2
-    assert sample(m, "boxinspect_decisions_late_total") == 1
-    assert sample(m, "boxinspect_timeouts_total", {"action": "reject"}) == 1
-    assert sample(m, "boxinspect_decisions_superseded_total") == 1
+    assert metric(m, "boxinspect_deadline_slack_seconds_count") == 2
+    assert metric(m, "boxinspect_decisions_late_total") == 1
+    assert metric(m, "boxinspect_timeouts_total", action="reject") == 1
+    assert metric(m, "boxinspect_decisions_superseded_total") == 1
     assert tr.stats()["pending"] == 0
 
 
@@ -127,7 +113,7 @@ def test_each_fail_safe_policy_makes_a_valid_timeout_event(policy: str, is_defec
     try:
         tr.register("P-1", clock.t)
         clock.t += 1.0
-        wait_until(lambda: emitted, what="a timeout decision")
+        wait_for(lambda: emitted, 10, "a timeout decision", interval=0.01)
     finally:
         tr.stop()
     (d,) = emitted
@@ -203,10 +189,10 @@ def test_gpio_pulse_through_the_gpiod_v2_api_with_a_fake_chip() -> None:
     out.pulse(0.05)
     assert out.active and chip.request.values == [(23, "ACTIVE")]
     out.pulse(0.05)  # a reject during the pulse extends it: no second edge
-    wait_until(lambda: not out.active, what="the end of the pulse")
+    wait_for(lambda: not out.active, 10, "the end of the pulse", interval=0.01)
     assert chip.request.values == [(23, "ACTIVE"), (23, "INACTIVE")]
     out.pulse(0.05)
-    wait_until(lambda: not out.active, what="the end of the second pulse")
+    wait_for(lambda: not out.active, 10, "the end of the second pulse", interval=0.01)
     out.close()
     assert chip.request.values[-3:] == [(23, "ACTIVE"), (23, "INACTIVE"), (23, "INACTIVE")] and chip.request.released
 
@@ -245,9 +231,9 @@ def test_reject_command_on_the_broker(mosquitto: Any, tmp_path: Path) -> None:
     assert [(c["part_id"], c["action"]) for c in cmds] == [("P-7", "reject"), ("P-9", "hold")]
     assert not any(retained for _, _, retained in msgs)
     assert chip.request.values[0] == (17, "ACTIVE")  # the pulse fired for the reject only
-    wait_until(lambda: pulses == [True, False], what="the OPC UA pulse flag to go up and down")
-    assert sample(m, "boxinspect_reject_commands_total", {"output": "mqtt", "outcome": "sent"}) == 2
-    assert sample(m, "boxinspect_reject_commands_total", {"output": "gpio", "outcome": "sent"}) == 1
+    wait_for(lambda: pulses == [True, False], 10, "the OPC UA pulse flag to go up and down", interval=0.01)
+    assert metric(m, "boxinspect_reject_commands_total", output="mqtt", outcome="sent") == 2
+    assert metric(m, "boxinspect_reject_commands_total", output="gpio", outcome="sent") == 1
 
 
 # ------------------------------------------------------------------------------------------------ SPC
@@ -260,13 +246,13 @@ def test_spc_consecutive_rule_sets_and_clears_with_hysteresis() -> None:
     assert [spc.update(x) for x in seq] == [None] * 5  # never 3 in a row
     s = spc.update(True)
     assert s is not None and s.active and s.rules == ["consecutive"] and "3 defective parts in a row" in s.reason
-    assert sample(m, "boxinspect_spc_alarm", {"rule": "consecutive"}) == 1
+    assert metric(m, "boxinspect_spc_alarm", rule="consecutive") == 1
     assert spc.update(False) is None  # one good part is not enough: hysteresis
     assert spc.update(True) is None and spc.update(False) is None
     s = spc.update(False)
     assert s is not None and not s.active
-    assert sample(m, "boxinspect_spc_alarm", {"rule": "consecutive"}) == 0
-    assert sample(m, "boxinspect_spc_alarms_total", {"rule": "consecutive"}) == 1
+    assert metric(m, "boxinspect_spc_alarm", rule="consecutive") == 0
+    assert metric(m, "boxinspect_spc_alarms_total", rule="consecutive") == 1
 
 
 def test_spc_rate_rule_needs_a_full_window_and_clears_below_the_lower_limit() -> None:
@@ -348,8 +334,8 @@ def test_home_assistant_discovery_payloads_on_the_broker(mosquitto: Any, tmp_pat
     node = f"boxinspect_l1_{cam}"
     # a subscriber that comes later (Home Assistant restarting) gets them: retained
     with Subscriber(mosquitto.host, mosquitto.port, f"homeassistant/+/{node}/+/config") as sub:
-        assert sub.wait_for(lambda s: len(s.messages) >= len(expected), 10)
-        got = {t: (json.loads(p), r) for t, p, r in sub.messages}
+        assert sub.wait_for(lambda s: len(s.raw) >= len(expected), 10)
+        got = {t: (json.loads(p), r) for t, p, r in sub.raw}
         # clean up the retained messages of this test
         for t in got:
             sub.client.publish(t, b"", qos=1, retain=True).wait_for_publish(5)

@@ -25,8 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.testhooks import SLOW_MODEL_ENV
-from tests.broker import Subscriber, free_port
-from tests.test_daemon import DaemonProc, base_cfg, wait_for
+from tests.helpers import DaemonProc, Subscriber, free_port, wait_for
+from tests.test_daemon import base_cfg
 
 SLOW = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
             trig.send(pid)
         wait_for(lambda: {"S-1", "S-2"} <= set(by_part(sub.json("/result"))), 30, "two timeout decisions", d=d)
         d.stall(None)
-        wait_for(lambda: d.metric("boxinspect_timeouts_total", 'action="reject"') == 2, 10, "the timeout metric", d=d)
+        wait_for(lambda: d.metric("boxinspect_timeouts_total", action="reject") == 2, 10, "the timeout metric", d=d)
         wait_for(lambda: {"S-1", "S-2"} <= {e["part_id"] for e in sub.json("/defect")}, 30, "timeouts via the outbox", d=d)
         wait_for(lambda: any(v == "S-2" for n, v in seen if n.endswith("PartId"))
                  and any(v == "timeout" for n, v in seen if n.endswith("Kind")), 15, "the timeout on OPC UA", d=d)
@@ -196,7 +196,7 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
     assert {"M-1", "M-2", "S-1", "S-2"} <= set(pids), seen
     assert "timeout" in [v for n, v in seen if n.endswith("Kind")] and 2 in [v for n, v in seen if n.endswith("Timeouts")]
     # Home Assistant discovery: retained config messages for the daemon's device, availability from .../status
-    ha = {t: json.loads(p) for t, p, _ in sub.messages if t.startswith("homeassistant/") and p}
+    ha = {t: json.loads(p) for t, p, _ in sub.raw if t.startswith("homeassistant/") and p}
     assert {t.split("/")[3] for t in ha} == {"defect_rate", "last_verdict", "last_score", "fps", "outbox_depth", "camera_ok"}
     assert all(p["availability_topic"] == f"{base}/status" for p in ha.values())
     stats = sub.json("/stats")
@@ -309,9 +309,9 @@ def test_spc_alarm_set_and_cleared_on_a_video_run(tmp_path, int8_model, synth_vi
                         and d.get("/ui/summary").json()["spc"], 240, "the SPC alarm on the operator page", d=d)
         assert page["rules"] == ["consecutive"] and "in a row" in page["reason"]
         wait_for(lambda: True in alarms(), 10, "the SPC alarm on MQTT", d=d)
-        assert d.metric("boxinspect_spc_alarm", 'rule="consecutive"') == 1 or False in alarms()[alarms().index(True):]
+        assert d.metric("boxinspect_spc_alarm", rule="consecutive") == 1 or False in alarms()[alarms().index(True):]
         wait_for(lambda: alarms()[-1] is False and True in alarms(), 240, "the SPC alarm to clear", d=d)
-        assert d.metric("boxinspect_spc_alarm", 'rule="consecutive"') == 0
+        assert d.metric("boxinspect_spc_alarm", rule="consecutive") == 0
         d.send(signal.SIGTERM)
         assert d.wait(40) == 0, d.log()
     finally:
