@@ -82,9 +82,7 @@ def parcel_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
-    """Data, video and trained run: keyed on the data generator, the training code and TINY_TRAINING."""
-    extra = repr(sorted(TINY_TRAINING.items())) + f" per_class={TINY_PER_CLASS}"
-    key = _source_hash("boxinspect/synth.py", "boxinspect/synth", "training", extra=extra)
+    key = _source_hash("boxinspect/synth", "training", "convert", "edge/model_package.py", "tests/conftest.py")
     d = REPO / ".cache" / "test-models" / key
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -92,7 +90,8 @@ def model_cache() -> Path:
 
 @pytest.fixture(scope="session")
 def convert_cache(model_cache: Path) -> Path:
-    """Converted packages of the cached run: keyed also on convert/ and the package format."""
+    """Converted packages of the cached run, keyed also on convert/ and the package format, so a change to
+    either re-converts (a minute) without re-training (several minutes)."""
     key = _source_hash("convert", "edge/model_package.py", "edge/classifier.py")
     d = model_cache / f"convert-{key}"
     d.mkdir(parents=True, exist_ok=True)
