@@ -366,9 +366,14 @@ class MqttSink:
     def publish_model(self, info: dict[str, Any]) -> bool:
         """Retain ``info`` (the model in use) on ``<base>/model``; sent now if connected and on every connect."""
         self._model_payload = json.dumps(info, separators=(",", ":"), default=str).encode()
+        return self.publish(self.topics.model, self._model_payload, qos=1, retain=True)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """A message outside the outbox (reject commands, alarms, discovery): sent only while connected.
+        False if not handed to the client (offline, stopping)."""
         if not self.connected or self._stopping:
             return False
-        return self._client.publish(self.topics.model, self._model_payload, qos=1, retain=True).rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._client.publish(topic, payload, qos=qos, retain=retain).rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _publish_qos0(self, topic: str, payload: bytes) -> bool:
         if not self.connected or self._stopping:
