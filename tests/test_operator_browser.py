@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.test_daemon import SLOW, DaemonProc, base_cfg, positive_class, wait_for
+from tests.helpers import DaemonProc, wait_for
+from tests.test_daemon import SLOW, base_cfg, positive_class
 
 pytestmark = SLOW
 
@@ -165,7 +166,7 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
 
     # A false reject: the crop lands in feedback/<negative class>/, the page and /metrics count it.
     assert _int(drv, "fb-new") == 0
-    metric_before = d.metric("boxinspect_feedback_total", 'kind="false_reject"')
+    metric_before = d.metric("boxinspect_feedback_total", kind="false_reject")
     event_id = _click_defect_decision(drv, d)
     drv.find_element(By.CSS_SELECTOR, "#d-answers button[data-kind='false_reject']").click()
     crop = tmp_path / "feedback" / negative / f"{event_id}.jpg"
@@ -175,7 +176,7 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
     assert (tmp_path / "feedback" / record["frame"]).is_file()
     wait_for(lambda: _int(drv, "fb-new") == 1, 15, "the page's 'new labels' counter", d=d)
     assert f"{negative}: 1" in _text(drv, "fb-counts")
-    assert d.metric("boxinspect_feedback_total", 'kind="false_reject"') == metric_before + 1
+    assert d.metric("boxinspect_feedback_total", kind="false_reject") == metric_before + 1
 
     # Collection mode from the page, then the label queue by keyboard: 2 = defect.
     every = drv.find_element(By.ID, "collect-every")
@@ -195,7 +196,7 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
     positive_dir = tmp_path / "feedback" / positive_class(int8_model)
     labelled = wait_for(lambda: list(positive_dir.glob("*.json")), 15, "the keyboard label in feedback/", d=d)
     assert json.loads(labelled[0].read_text())["kind"] == "label"
-    assert d.metric("boxinspect_feedback_total", 'kind="label"') == 1
+    assert d.metric("boxinspect_feedback_total", kind="label") == 1
 
     # Usable on a phone-sized screen: one column, nothing wider than the screen.
     drv.set_window_size(390, 844)
