@@ -403,6 +403,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
                 "collected": int(value("boxinspect_collected_total")),
             },
             "mode": cfg.decision.mode,
+            "spc": loop.get("spc"),  # the SPC alarm (edge/spc.py), None when spc.enabled is false
         }
 
     @r.get(
