@@ -269,7 +269,7 @@ class LabelRequest(BaseModel):
 
 
 class CollectionRequest(BaseModel):
-    enabled: bool
+    enabled: bool | None = Field(default=None, description="on or off; left as it is when not given")
     every: int | None = Field(default=None, ge=1, le=100_000, description="save every Nth box crop")
 
 
@@ -630,7 +630,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
 
     @r.post("/ui/collection", summary="Collection mode on or off (and every how many boxes)", dependencies=auth)
     def collection(body: CollectionRequest) -> dict[str, Any]:
-        op.collector.set(body.enabled, body.every)
+        op.collector.set(op.collector.enabled if body.enabled is None else body.enabled, body.every)
         op.invalidate()
         return {"enabled": op.collector.enabled, "every": op.collector.every, "queued": len(op.collector)}
 

@@ -256,6 +256,9 @@ def test_collection_mode_and_label_queue(tmp_path, int8_model, loaded, images):
     assert client.get("/ui/queue").json()["waiting"] == 0  # collection is off by default
     r = client.post("/ui/collection", json={"enabled": True, "every": 2})
     assert r.status_code == 200 and r.json() == {"enabled": True, "every": 2, "queued": 0}
+    r = client.post("/ui/collection", json={"every": 2})  # the interval alone leaves collection on
+    assert r.status_code == 200 and r.json()["enabled"] is True
+    assert client.post("/ui/collection", json={"every": 0}).status_code == 422
     for _ in range(7):
         _decide(state, loaded, box)
     q = client.get("/ui/queue").json()

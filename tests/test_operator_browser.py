@@ -112,12 +112,21 @@ def _int(driver, element_id: str) -> int:
 
 def _click_defect_decision(driver, d: DaemonProc) -> str:
     """Open a defect decision of the recent list (waits for one) and return its event id."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    item = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#decisions li[data-defect='true']"), 240,
-                    "a defect decision on the page", d=d)[0]
-    event_id = item.get_attribute("data-event")
-    item.click()
+    def click() -> str | None:
+        items = driver.find_elements(By.CSS_SELECTOR, "#decisions li[data-defect='true']")
+        if not items:
+            return None
+        try:  # the list is redrawn when a decision arrives: then look again
+            event_id = items[0].get_attribute("data-event")
+            items[0].click()
+            return event_id
+        except StaleElementReferenceException:
+            return None
+
+    event_id = wait_for(click, 240, "a defect decision on the page", d=d)
     wait_for(lambda: driver.execute_script("return document.getElementById('detail').open"), 10, "the decision dialog")
     return event_id
 
