@@ -387,7 +387,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
                 "defects": loop.get("defects", int(counters["defects"])),
                 "frames": loop.get("frames", int(counters["frames_processed"])),
                 "fps": op.fps(frames) if frames is not None else loop.get("fps"),
-                "no_box_frames": loop.get("no_box_frames"),
+                "no_box_frames": loop.get("no_box_frames", loop.get("no_box")),  # frames where no box was found
                 **op.rates(),
             },
             "feedback": {
