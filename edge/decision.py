@@ -29,7 +29,7 @@ from edge.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FG_WIDTH = 160  # background subtraction runs on the ROI downscaled to this width
 EDGE_MARGIN = 2  # foreground within this many (downscaled) pixels of the left/right ROI edge "touches" it
 FALLBACK_SHARE = 0.8  # no frame fully inside: use frames whose foreground is >= this share of the largest
@@ -44,40 +44,57 @@ class Decision:
     part_id: str | None
     label: str
     is_defect: bool
-    score: float  # the aggregate the decision was made on
-    max_score: float
-    mean_score: float
-    frame_count: int  # frames whose scores were aggregated
-    first_frame: int  # first frame of the passage (continuous) or first frame used (triggered)
-    last_frame: int
+    score: float | None  # the aggregate the decision was made on; None for a timeout decision
+    max_score: float | None
+    mean_score: float | None
+    frame_count: int  # frames whose scores were aggregated (0 for a timeout decision)
+    first_frame: int | None  # first frame of the passage (continuous) or first frame used (triggered)
+    last_frame: int | None
     threshold: float
     model_id: str
-    captured_at: float  # capture time of the last frame used
+    captured_at: float | None  # capture time of the last frame used; None for a timeout decision
     decided_at: float
     mode: str  # "continuous" | "triggered"
     views: dict[str, dict[str, Any]] | None = None  # several views of one part: per view score, no_box, frames
     fusion: str | None = None  # the rule that fused the views' scores into ``score``
+    # Deadline bookkeeping (edge/deadline.py), filled in before the decision is published.
+    kind: str = "model"  # "model": the classifier decided; "timeout": no decision by the deadline (fail-safe policy)
+    action: str | None = None  # what the reject actuator does: "reject" | "pass" | "hold"
+    reason: str | None = None  # why a timeout decision was made
+    deadline_at: float | None = None  # when the part reaches the pusher (epoch seconds)
+    slack_ms: float | None = None  # deadline_at - decided_at in ms (negative: late)
+    late: bool | None = None  # the decision missed its deadline
 
     def to_event(self, line: str, camera: str) -> dict[str, Any]:
         """The JSON event (docs/EVENTS.md, edge/event.schema.json); ``evidence`` is filled by the daemon."""
+
+        def num(x: float | None) -> float | None:
+            return None if x is None else round(float(x), 6)
+
         return {
             "schema_version": SCHEMA_VERSION,
             "event_id": self.event_id,
             "line": line,
             "camera": camera,
             "part_id": self.part_id,
+            "kind": self.kind,
             "label": self.label,
             "is_defect": bool(self.is_defect),
-            "score": round(float(self.score), 6),
-            "max_score": round(float(self.max_score), 6),
-            "mean_score": round(float(self.mean_score), 6),
+            "action": self.action or ("reject" if self.is_defect else "pass"),
+            "reason": self.reason,
+            "score": num(self.score),
+            "max_score": num(self.max_score),
+            "mean_score": num(self.mean_score),
             "frame_count": int(self.frame_count),
-            "first_frame": int(self.first_frame),
-            "last_frame": int(self.last_frame),
+            "first_frame": None if self.first_frame is None else int(self.first_frame),
+            "last_frame": None if self.last_frame is None else int(self.last_frame),
             "threshold": float(self.threshold),
             "model_id": self.model_id,
-            "captured_at": iso_utc(self.captured_at),
+            "captured_at": None if self.captured_at is None else iso_utc(self.captured_at),
             "decided_at": iso_utc(self.decided_at),
+            "deadline_at": None if self.deadline_at is None else iso_utc(self.deadline_at),
+            "slack_ms": None if self.slack_ms is None else round(float(self.slack_ms), 1),
+            "late": self.late,
             "mode": self.mode,
             "evidence": None,
             **({"fusion": self.fusion, "views": {v: dict(d) for v, d in self.views.items()}} if self.views else {}),
@@ -529,6 +546,19 @@ class TriggeredDecider:
             log.log(level, "trigger for part %s queued behind %d pending trigger(s)", part_id, waiting)
         return True
 
+    def cancel(self, part_id: str | None) -> bool:
+        """Forget the oldest undecided trigger of ``part_id`` (its deadline passed and it got a timeout decision),
+        so no model time is spent on a part that is already past the pusher. False if there was none."""
+        with self._lock:
+            if self._active is not None and self._active.part_id == part_id:
+                self._active = None
+                return True
+            for job in self._queue:
+                if job.part_id == part_id:
+                    self._queue.remove(job)
+                    return True
+        return False
+
     @property
     def pending(self) -> int:
         """Triggers not yet decided (including the one being served)."""
@@ -611,7 +641,8 @@ class TriggeredDecider:
             lost.insert(0, job)
             job = None
         for j in lost:
-            log.error("trigger for part %s got no frame before the stream ended: NO decision", j.part_id)
+            log.error("trigger for part %s got no frame before the stream ended: no model decision "
+                      "(the deadline fail-safe decides it)", j.part_id)
         if job is None:
             return None
         log.warning(
@@ -656,7 +687,8 @@ class MultiViewDecider:
         self.rule = cfg.fusion
         self.max_pending = max_pending
         self._views = {v: TriggeredDecider(cfg, labels, threshold, model_id, max_pending) for v in views}
-        self._outcomes: dict[str, deque[Decision | None]] = {v: deque() for v in views}
+        # per view, what it concluded and for which part id, in trigger order: its Decision, or None (no box)
+        self._outcomes: dict[str, deque[tuple[str | None, Decision | None]]] = {v: deque() for v in views}
         self._lock = threading.Lock()
         self.labels = _labels(labels)
         self._threshold = float(threshold)
@@ -733,38 +765,63 @@ class MultiViewDecider:
     def background(self) -> np.ndarray | None:
         return None
 
-    def collect(self, view: str, outcome: Decision | None) -> tuple[Decision | None, str | None] | None:
-        """A view concluded a part (its Decision, or None: no box). When every view has concluded that part:
-        ``(fused Decision, part_id)``, the Decision None when no view saw a box; else None (wait)."""
+    def collect(self, view: str, outcome: Decision | None,
+                part_id: str | None = None) -> tuple[Decision | None, str | None] | None:
+        """A view concluded a part (its Decision, or None: no box, for ``part_id``). When every view has
+        concluded that part: ``(fused Decision, part_id)``, the Decision None when no view saw a box; else None
+        (wait for the other views)."""
         with self._lock:
-            self._outcomes[view].append(outcome)
+            self._outcomes[view].append((outcome.part_id if outcome is not None else part_id, outcome))
             if any(not q for q in self._outcomes.values()):
                 return None
-            outs = {v: q.popleft() for v, q in self._outcomes.items()}
+            outs = {v: q.popleft()[1] for v, q in self._outcomes.items()}
         return self._fuse(outs)
 
+    def cancel(self, part_id: str | None) -> dict[str, int]:
+        """The part timed out (edge/plant.py): every view forgets it. A view that had already concluded it drops
+        that outcome; returns those views with the outcome's position, so the caller drops its evidence too."""
+        removed: dict[str, int] = {}
+        with self._lock:
+            for v, d in self._views.items():
+                if d.cancel(part_id):
+                    continue
+                for i, (pid, _) in enumerate(self._outcomes[v]):
+                    if pid == part_id:
+                        del self._outcomes[v][i]
+                        removed[v] = i
+                        break
+        return removed
+
     def _fuse(self, outs: dict[str, Decision | None]) -> tuple[Decision | None, str | None]:
-        voted = {v: d for v, d in outs.items() if d is not None}
+        # a view's decision comes from its frames' scores, so its score fields are set (only timeout
+        # decisions of edge/plant.py have none, and those are not made per view)
+        voted = {v: d for v, d in outs.items() if d is not None and d.score is not None}
         part_id = next((d.part_id for d in voted.values()), None)
         if not voted:
             self.no_box_parts += 1
             return None, None
-        score = fuse([d.score for d in voted.values()], self.rule)
+
+        def num(x: float | None) -> float:
+            return 0.0 if x is None else float(x)
+
+        score = fuse([num(d.score) for d in voted.values()], self.rule)
         label, is_defect = verdict(score, self._threshold, self._labels)
         n = sum(d.frame_count for d in voted.values())
-        last = max(voted.values(), key=lambda d: d.captured_at)
+        last = max(voted.values(), key=lambda d: num(d.captured_at))
         self.decided += 1
-        views = {
-            v: ({"score": round(float(d.score), 6), "no_box": False, "frame_count": d.frame_count,
-                 "first_frame": d.first_frame, "last_frame": d.last_frame} if d is not None
-                else {"score": None, "no_box": True, "frame_count": 0, "first_frame": None, "last_frame": None})
-            for v, d in outs.items()
-        }
+        views: dict[str, dict[str, Any]] = {}
+        for v, d in outs.items():
+            if d is not None and d.score is not None:
+                views[v] = {"score": round(float(d.score), 6), "no_box": False, "frame_count": d.frame_count,
+                            "first_frame": d.first_frame, "last_frame": d.last_frame}
+            else:
+                views[v] = {"score": None, "no_box": True, "frame_count": 0, "first_frame": None, "last_frame": None}
+        firsts = [d.first_frame for d in voted.values() if d.first_frame is not None]
         return Decision(
             event_id=str(uuid.uuid4()), part_id=part_id, label=label, is_defect=is_defect, score=score,
-            max_score=max(d.max_score for d in voted.values()),
-            mean_score=sum(d.mean_score * d.frame_count for d in voted.values()) / n, frame_count=n,
-            first_frame=min(d.first_frame for d in voted.values()), last_frame=last.last_frame,
+            max_score=max(num(d.max_score) for d in voted.values()),
+            mean_score=sum(num(d.mean_score) * d.frame_count for d in voted.values()) / max(1, n), frame_count=n,
+            first_frame=min(firsts) if firsts else None, last_frame=last.last_frame,
             threshold=self._threshold, model_id=self._model_id, captured_at=last.captured_at,
             decided_at=time.time(), mode="triggered", views=views, fusion=self.rule,
         ), part_id
