@@ -465,7 +465,8 @@ def test_no_box_is_never_classified(tmp_path, crop_model):
         assert st["model"]["crop"]["method"] == "auto"
         assert d.metric("boxinspect_no_box_parts_total") == 1
         assert d.metric("boxinspect_frames_processed_total") == 0  # the belt was never run through the model
-        assert d.get("/events").json() == [] and d.decisions() == []
+        # no model decision; the plant's fail-safe may decide the part at its deadline (kind "timeout")
+        assert all(e["kind"] == "timeout" for e in d.get("/events").json())
     finally:
         d.stop()
 
