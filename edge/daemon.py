@@ -22,6 +22,7 @@ anything fails.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -31,12 +32,11 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
 import uvicorn
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, safe_uri
@@ -44,11 +44,21 @@ from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.evidence import EvidenceStore
-from edge.logs import setup_logging
+from edge.logs import RateLimit, setup_logging
 from edge.metrics import Metrics
+from edge.mqtt import TriggerListener
 from edge.mqtt_sink import MqttSink
 from edge.roi import crop
-from edge.state import Decider, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult
+from edge.state import (
+    Decider,
+    EventSink,
+    FrameSource,
+    LatestFrame,
+    LoadedModel,
+    ModelSlot,
+    RecentEvents,
+    ReloadResult,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,7 +101,11 @@ def main(args: argparse.Namespace) -> int:
             "model self-test failed (%s); running, but /readyz reports not ready until a good model is loaded",
             "; ".join(model.self_test_failures),
         )
-    daemon = Daemon(cfg, model, max_frames=getattr(args, "max_frames", None))
+    try:
+        daemon = Daemon.from_config(cfg, model, max_frames=getattr(args, "max_frames", None))
+    except Exception as e:  # bad TLS files, an outbox that cannot be opened, ...: one line, exit 1
+        log.error("start-up failed: %s", " ".join(str(e).split()) or type(e).__name__)
+        return EXIT_FAILED
     if early_stop.is_set():
         daemon.stop_requested.set()
     return daemon.run()
@@ -110,45 +124,53 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     return LoadedModel(clf, tuple(failures))
 
 
-def parse_trigger(payload: bytes) -> str | None:
-    """A trigger message -> part id: JSON ``{"part_id": "..."}``, a JSON string, or plain text; None if empty."""
-    text = payload.decode("utf-8", errors="replace").strip()
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:200]
-    if isinstance(data, dict):
-        pid = data.get("part_id")
-        return None if pid is None else str(pid)[:200]
-    if isinstance(data, (str, int, float)):
-        return str(data)[:200]
-    return None
-
-
 class Daemon:
-    """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code."""
+    """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code.
 
-    def __init__(self, cfg: Config, model: LoadedModel, max_frames: int | None = None) -> None:
+    The daemon receives its parts; ``Daemon.from_config`` builds the real ones. Tests hand in others (a
+    capture that replays frames, a sink that records events, a model loader). A part left out is absent:
+    without ``sink`` nothing is published, without ``capture`` ``run()`` fails at start-up.
+
+    - ``capture``: where frames come from (edge/capture.py ``Capture``); started and stopped by ``run()``.
+    - ``sink``: where events go (edge/mqtt_sink.py ``MqttSink``); started and stopped by ``run()``.
+    - ``evidence``: where the frames of a decision are kept (edge/evidence.py).
+    - ``decider``: frames -> decisions (edge/decision.py); by default built from ``decision.*`` and the model.
+    - ``loader``: path -> LoadedModel, for reloads (default: ``load_model`` with ``model.*``).
+    - ``clock``: wall-clock time (``time.time``) for uptime, stats and the end-to-end latency.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: LoadedModel,
+        *,
+        capture: FrameSource | None = None,
+        sink: EventSink | None = None,
+        evidence: EvidenceStore | None = None,
+        decider: Decider | None = None,
+        metrics: Metrics | None = None,
+        loader: Callable[[str | Path], LoadedModel] | None = None,
+        clock: Callable[[], float] = time.time,
+        max_frames: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.max_frames = max_frames
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.models = ModelSlot(model)
         self.events = RecentEvents()
         self.latest = LatestFrame()
-        self.started = time.time()
+        self.clock = clock
+        self.loader = loader or functools.partial(load_model, cfg)
+        self.started = clock()
         # Flags set by signal handlers and the API; only the main loop acts on them.
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.stop_reason = ""
         self._reload_lock = threading.Lock()
         self._signals_seen = 0
-        # Parts, created in run().
-        self.sink: MqttSink | None = None
-        self.evidence: EvidenceStore | None = None
-        self.capture: Capture | None = None
-        self._trigger_client: mqtt.Client | None = None
+        self.sink = sink
+        self.evidence = evidence
+        self.capture = capture
         self._api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
         self.api_url: str | None = None
@@ -163,9 +185,25 @@ class Daemon:
         self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
         self._roi_error: str | None = None
         self._frame_errors = 0
-        self._frame_error_logged = 0.0
+        self._frame_error_log = RateLimit(60.0)
         self._publish_model_info(model)
-        self.decider: Decider = self._make_decider()
+        self.decider: Decider = decider or self._make_decider()
+        self._model_version = self.models.get_versioned()[1]
+
+    @classmethod
+    def from_config(cls, cfg: Config, model: LoadedModel, *, max_frames: int | None = None) -> Daemon:
+        """The real parts for ``cfg``: the MQTT sink (with its outbox), the evidence store, the camera."""
+        metrics = Metrics()
+        # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
+        client_id = cfg.mqtt.client_id or f"boxinspect-{cfg.line}-{cfg.camera}"
+        sink = MqttSink(cfg.mqtt, cfg.topic_base, metrics, client_id)
+        try:
+            evidence = EvidenceStore(cfg.evidence) if cfg.evidence.enabled else None
+            capture = Capture(cfg.source, metrics)
+        except Exception:
+            sink.stop(0)
+            raise
+        return cls(cfg, model, capture=capture, sink=sink, evidence=evidence, metrics=metrics, max_frames=max_frames)
 
     # ----------------------------------------------------------------------------------------------
     # 2. Run: start the parts, loop, shut down
@@ -197,15 +235,14 @@ class Daemon:
 
     def _start_parts(self) -> None:
         cfg = self.cfg
-        # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
-        self.sink = MqttSink(cfg.mqtt, cfg.topic_base, self.metrics, self._client_id())
-        self.sink.start()
-        if cfg.evidence.enabled:
-            self.evidence = EvidenceStore(cfg.evidence)
-        self.capture = Capture(cfg.source, self.metrics)
+        if self.capture is None:
+            raise RuntimeError("no frame source (capture) was given to the daemon")
+        if self.sink is not None:
+            self.sink.start()
         self.capture.start()
-        if cfg.decision.mode == "triggered" and cfg.mqtt.enabled:
-            self._subscribe_triggers()
+        if cfg.decision.mode == "triggered" and cfg.mqtt.enabled and self.sink is not None:
+            topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
+            self.sink.subscribe(topic, TriggerListener(topic, self.trigger, self.metrics), what="triggers")
         self.state = ApiState(
             config=cfg,
             metrics=self.metrics,
@@ -226,9 +263,7 @@ class Daemon:
         model = self.models.get()
         assert model is not None
         args = (self.cfg.decision, model.labels, self._threshold(model), model.classifier.model_id)
-        decider: Decider = TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
-        self._model_version = self.models.get_versioned()[1]
-        return decider
+        return TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
 
     # ----------------------------------------------------------------------------------------------
     # 3. The loop: frame -> ROI -> score -> decider -> decision
@@ -304,9 +339,7 @@ class Daemon:
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""
         self._frame_errors += 1
-        now = time.monotonic()
-        if self._frame_error_logged == 0.0 or now - self._frame_error_logged >= 60.0:
-            self._frame_error_logged = now
+        if self._frame_error_log.check()[0]:
             log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
 
     def _on_decision(self, decision: Decision) -> None:
@@ -325,14 +358,17 @@ class Daemon:
                 self.metrics.events_dropped.inc()
                 log.error("DEFECT EVENT NOT STORED in the outbox (%s); the event: %s", e, json.dumps(event))
         if self.sink is not None and cfg.mqtt.publish_results:
-            self.sink.publish_result(event)
+            try:
+                self.sink.publish_result(event)
+            except Exception as e:  # telemetry: never keeps a decision out of the metrics, /events and the log
+                log.warning("result for %s not published: %s", event["event_id"], e)
         m = self.metrics
         m.decisions.labels(label=event["label"]).inc()
         m.scores.observe(event["score"])
         if event["is_defect"]:
             m.defects.inc()
             self._defects += 1
-            m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
+            m.end_to_end_seconds.observe(max(0.0, self.clock() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
         self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
@@ -371,13 +407,13 @@ class Daemon:
         model = self.models.get()
         capture = self.capture
         return {
-            "ts": time.time(),
+            "ts": self.clock(),
             "line": self.cfg.line,
             "camera": self.cfg.camera,
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(self.clock() - self.started, 1),
             **self.loop_counters(),
             "camera_state": str(capture.state) if capture is not None else "not started",
-            "frozen": bool(getattr(capture, "frozen", False)),
+            "frozen": bool(capture is not None and capture.frozen),
             "outbox_depth": self.sink.outbox_depth if self.sink is not None else 0,
             "mqtt_connected": bool(self.sink.connected) if self.sink is not None else False,
             "model_id": model.classifier.model_id if model else None,
@@ -416,7 +452,7 @@ class Daemon:
             old_id = old.classifier.model_id if old else None
             log.info("reloading model from %s", target)
             try:
-                new = load_model(self.cfg, target)
+                new = self.loader(target)
             except ModelError as e:
                 self.metrics.reloads.labels(outcome="load_failed").inc()
                 log.error("reload failed, keeping %s: %s", old_id, e)
@@ -471,49 +507,6 @@ class Daemon:
         accepted = bool(self.decider.trigger(part_id))
         log.info("trigger: part %s%s", part_id, "" if accepted else " REFUSED")
         return accepted
-
-    def _subscribe_triggers(self) -> None:
-        """A second paho client subscribed to the trigger topic (MqttSink only publishes)."""
-        cfg = self.cfg
-        m = cfg.mqtt
-        topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
-        v5 = m.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self._client_id() + "-trigger",
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        )
-        client.reconnect_delay_set(int(max(1, m.reconnect_min_s)), int(max(1, m.reconnect_max_s)))
-        if m.username is not None:
-            client.username_pw_set(m.username, m.password.get_secret_value() if m.password is not None else None)
-        if m.tls.enabled:
-            client.tls_set(
-                ca_certs=str(m.tls.ca_certs) if m.tls.ca_certs else None,
-                certfile=str(m.tls.certfile) if m.tls.certfile else None,
-                keyfile=str(m.tls.keyfile) if m.tls.keyfile else None,
-            )
-            if m.tls.insecure:
-                client.tls_insecure_set(True)
-
-        def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-            if not reason.is_failure:
-                c.subscribe(topic, qos=1)  # again after every reconnect: the broker may have lost the session
-                log.info("listening for triggers on %s", topic)
-
-        def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-            if msg.retain:  # a stale retained trigger would announce a phantom part on every reconnect
-                log.warning("ignoring a retained message on the trigger topic %s (publish triggers without retain)", topic)
-                return
-            self.trigger(parse_trigger(msg.payload))
-
-        client.on_connect = on_connect
-        client.on_message = on_message
-        client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
-        client.loop_start()
-        self._trigger_client = client
-
-    def _client_id(self) -> str:
-        return self.cfg.mqtt.client_id or f"boxinspect-{self.cfg.line}-{self.cfg.camera}"
 
     # ----------------------------------------------------------------------------------------------
     # The API server: uvicorn in a thread, on a socket bound here (port 0 -> a free port, logged)
@@ -585,9 +578,6 @@ class Daemon:
                         self._on_decision(decision)
                 except Exception:
                     log.exception("flushing the last decision failed")
-            if self._trigger_client is not None:
-                self._trigger_client.disconnect()
-                self._trigger_client.loop_stop()
             if self.sink is not None:
                 if cfg.mqtt.enabled and self.sink.outbox_depth:
                     # Also while disconnected: the broker may be back before the deadline.
