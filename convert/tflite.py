@@ -218,15 +218,9 @@ def _convert_bytes(model, fmt: str, representative: np.ndarray | None) -> bytes:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from edge import package_versions
 
-    out = {}
-    for pkg in ("boxinspect", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opencv-python-headless"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return package_versions("boxinspect", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opencv-python-headless")
 
 
 def _golden_tolerance(fmt: str, out_quant: tuple[float, int] | None) -> float:

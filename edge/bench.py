@@ -15,12 +15,12 @@ import os
 import platform
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge import package_versions
 from edge.classifier import Classifier, ModelError
 from edge.model_package import decode_golden
 
@@ -48,12 +48,9 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    versions = {}
-    for pkg in ("ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "numpy", "opencv-python-headless"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
+    versions = package_versions(
+        "ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "numpy", "opencv-python-headless"
+    )
     return {
         "cpu": cpu,
         "machine": platform.machine(),

@@ -514,6 +514,7 @@ class Daemon:
 
     def _start_api(self) -> None:
         cfg = self.cfg.api
+        assert self.state is not None, "the API state is built in _start_parts"
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

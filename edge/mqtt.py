@@ -245,7 +245,7 @@ def _part_id(value: Any) -> str | None:
     return pid
 
 
-def parse_trigger(payload: bytes) -> str | None:
+def parse_trigger(payload: bytes | bytearray) -> str | None:
     """A trigger message -> its part id (None: a trigger without one). Raises TriggerRejected.
 
     Accepted (docs/EVENTS.md): an empty payload; a JSON object with an optional ``part_id`` (string or

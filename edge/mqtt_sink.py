@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
@@ -101,6 +101,20 @@ class _Stop:
 
 
 SenderMessage = _Stored | _Acked | _Connected | _Disconnected | _Stop
+
+
+@dataclass
+class _SenderState:
+    """What the sender thread alone keeps between rounds."""
+
+    window: int  # at most this many defect events in flight
+    inflight: dict[int, int] = field(default_factory=dict)  # paho mid -> outbox seq
+    last_sent: int = 0  # highest seq handed to paho on this connection
+    connected: bool = False
+    retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
+    acked: list[int] = field(default_factory=list)  # PUBACKed seqs not yet deleted from the outbox
+    disk_log: RateLimit = field(default_factory=lambda: RateLimit(LOG_REPEAT_S))
+    reject_log: RateLimit = field(default_factory=lambda: RateLimit(LOG_REPEAT_S))
 
 
 def _json_default(o: Any) -> Any:
@@ -475,106 +489,116 @@ class MqttSink:
             self.last_error = "sender thread died (see log)"
 
     def _send_loop_inner(self) -> None:
-        inflight: dict[int, int] = {}  # paho mid -> outbox seq
-        last_sent = 0  # highest seq handed to paho on this connection
-        connected = False
-        window = self.max_inflight
-        retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
-        acked: list[int] = []  # PUBACKed seqs not yet deleted from the outbox (kept if the delete fails)
-        disk_log = RateLimit(LOG_REPEAT_S)
-        reject_log = RateLimit(LOG_REPEAT_S)
+        st = _SenderState(window=self.max_inflight)
         while True:
-            try:
-                batch = [self._events.get(timeout=0.5)]
-            except queue.Empty:
-                batch = []
-            while True:
-                try:
-                    batch.append(self._events.get_nowait())
-                except queue.Empty:
-                    break
-            stop = False
-            for ev in batch:
-                if isinstance(ev, _Acked):
-                    seq = inflight.pop(ev.mid, None)
-                    if seq is None:
-                        continue  # a status/result/stats message, or from an older connection
-                    rc = ev.reason_code
-                    if getattr(rc, "is_failure", False):
-                        self.failed += 1
-                        if self.metrics is not None:
-                            self.metrics.events_failed.inc()
-                        self.last_error = f"broker rejected defect event seq {seq}: {rc}"
-                        emit, n = reject_log.check(str(rc))
-                        if emit:
-                            log.warning(
-                                "MQTT: broker rejected defect event seq %d: %s (check the broker's ACL for %s); "
-                                "kept in the outbox, retried every %gs%s",
-                                seq, rc, self.topics.defect, self.cfg.reconnect_max_s,
-                                f" ({n} more rejections)" if n else "",
-                            )
-                        if retry_at is None:
-                            retry_at = time.monotonic() + self.cfg.reconnect_max_s
-                    else:
-                        acked.append(seq)
-                elif isinstance(ev, _Connected):
-                    connected, last_sent, retry_at, window = True, 0, None, ev.window
-                    inflight.clear()
-                elif isinstance(ev, _Disconnected):
-                    if inflight:
-                        self.failed += len(inflight)
-                        if self.metrics is not None:
-                            self.metrics.events_failed.inc(len(inflight))
-                    connected, last_sent = False, 0
-                    inflight.clear()
-                elif isinstance(ev, _Stop):
-                    stop = True
-            if acked:
-                try:
-                    self.outbox.ack_many(acked)
-                except OutboxError as e:  # keep the seqs and try again; worst case a duplicate later
-                    if disk_log.check("ack")[0]:
-                        log.error("MQTT: %s; will retry", e)
-                else:
-                    self.published += len(acked)
-                    if self.metrics is not None:
-                        self.metrics.events_published.inc(len(acked))
-                    acked = []
-                    with self._drained:
-                        self._drained.notify_all()
-            self._inflight_n = len(inflight)
+            stop = self._apply_messages(st, self._next_batch())
+            self._delete_acked(st)
+            self._inflight_n = len(st.inflight)
             if stop:
                 with self._drained:
                     self._drained.notify_all()
                 return
-            if retry_at is not None and time.monotonic() >= retry_at:
-                last_sent, retry_at = 0, None
-            if not connected or not self._client.is_connected() or self._stopping:
-                continue
-            room = window - len(inflight)
-            if room <= 0:
-                continue
-            busy = set(inflight.values()) | set(acked)
+            self._send_pending(st)
+            self._inflight_n = len(st.inflight)
+
+    def _next_batch(self) -> list[SenderMessage]:
+        """Whatever is queued, after waiting at most half a second for the first message."""
+        try:
+            batch = [self._events.get(timeout=0.5)]
+        except queue.Empty:
+            batch = []
+        while True:
             try:
-                rows = self.outbox.pending(after_seq=last_sent, limit=room + len(busy))
-            except OutboxError as e:
-                if disk_log.check("read")[0]:
-                    log.error("MQTT: %s; will retry", e)
+                batch.append(self._events.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def _apply_messages(self, st: _SenderState, batch: list[SenderMessage]) -> bool:
+        """Phase 1: PUBACKs, (dis)connects and stop update the sender's state. True on stop."""
+        stop = False
+        for ev in batch:
+            if isinstance(ev, _Acked):
+                seq = st.inflight.pop(ev.mid, None)
+                if seq is None:
+                    continue  # a status/result/stats message, or from an older connection
+                if getattr(ev.reason_code, "is_failure", False):
+                    self._rejected(st, seq, ev.reason_code)
+                else:
+                    st.acked.append(seq)
+            elif isinstance(ev, _Connected):
+                st.connected, st.last_sent, st.retry_at, st.window = True, 0, None, ev.window
+                st.inflight.clear()
+            elif isinstance(ev, _Disconnected):
+                if st.inflight:
+                    self._count_failed(len(st.inflight))
+                st.connected, st.last_sent = False, 0
+                st.inflight.clear()
+            elif isinstance(ev, _Stop):
+                stop = True
+        return stop
+
+    def _rejected(self, st: _SenderState, seq: int, rc: Any) -> None:
+        self._count_failed(1)
+        self.last_error = f"broker rejected defect event seq {seq}: {rc}"
+        emit, n = st.reject_log.check(str(rc))
+        if emit:
+            log.warning(
+                "MQTT: broker rejected defect event seq %d: %s (check the broker's ACL for %s); "
+                "kept in the outbox, retried every %gs%s",
+                seq, rc, self.topics.defect, self.cfg.reconnect_max_s, f" ({n} more rejections)" if n else "",
+            )
+        if st.retry_at is None:
+            st.retry_at = time.monotonic() + self.cfg.reconnect_max_s
+
+    def _count_failed(self, n: int) -> None:
+        self.failed += n
+        if self.metrics is not None:
+            self.metrics.events_failed.inc(n)
+
+    def _delete_acked(self, st: _SenderState) -> None:
+        """Phase 2: acknowledged events leave the outbox (kept for the next round if the delete fails)."""
+        if not st.acked:
+            return
+        try:
+            self.outbox.ack_many(st.acked)
+        except OutboxError as e:  # keep the seqs and try again; worst case a duplicate later
+            if st.disk_log.check("ack")[0]:
+                log.error("MQTT: %s; will retry", e)
+            return
+        self.published += len(st.acked)
+        if self.metrics is not None:
+            self.metrics.events_published.inc(len(st.acked))
+        st.acked = []
+        with self._drained:
+            self._drained.notify_all()
+
+    def _send_pending(self, st: _SenderState) -> None:
+        """Phase 3: while connected, hand the next stored events to paho in seq order, within the window."""
+        if st.retry_at is not None and time.monotonic() >= st.retry_at:
+            st.last_sent, st.retry_at = 0, None
+        if not st.connected or not self._client.is_connected() or self._stopping:
+            return
+        room = st.window - len(st.inflight)
+        if room <= 0:
+            return
+        busy = set(st.inflight.values()) | set(st.acked)
+        try:
+            rows = self.outbox.pending(after_seq=st.last_sent, limit=room + len(busy))
+        except OutboxError as e:
+            if st.disk_log.check("read")[0]:
+                log.error("MQTT: %s; will retry", e)
+            return
+        for row in rows:
+            if row.seq in busy:
                 continue
-            for row in rows:
-                if row.seq in busy:
-                    continue
-                if len(inflight) >= window:
-                    break
-                info = self._client.publish(row.topic, _stamp(row.payload, row.seq), qos=1)
-                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    # Lost the connection between the check and the call; paho's copy is dropped on
-                    # the next connect and the row is sent again from the outbox.
-                    self.failed += 1
-                    if self.metrics is not None:
-                        self.metrics.events_failed.inc()
-                    log.debug("MQTT: publish of seq %d failed: %s", row.seq, mqtt.error_string(info.rc))
-                    break
-                inflight[info.mid] = row.seq
-                last_sent = row.seq
-            self._inflight_n = len(inflight)
+            if len(st.inflight) >= st.window:
+                break
+            info = self._client.publish(row.topic, _stamp(row.payload, row.seq), qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                # Lost the connection between the check and the call; paho's copy is dropped on
+                # the next connect and the row is sent again from the outbox.
+                self._count_failed(1)
+                log.debug("MQTT: publish of seq %d failed: %s", row.seq, mqtt.error_string(info.rc))
+                break
+            st.inflight[info.mid] = row.seq
+            st.last_sent = row.seq

@@ -94,19 +94,14 @@ def oversample_indices(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     import keras
     import tensorflow as tf
 
+    from edge import package_versions as installed
+
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
            "tensorflow": tf.__version__, "keras": keras.__version__}
-    for name in ("numpy", "opencv-python-headless", "scikit-learn",
-                 "matplotlib", "boxinspect"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
+    out.update(installed("numpy", "opencv-python-headless", "scikit-learn", "matplotlib", "boxinspect"))
     return out
 
 
