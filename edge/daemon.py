@@ -48,6 +48,7 @@ from edge.logs import RateLimit, setup_logging
 from edge.metrics import Metrics
 from edge.mqtt import TriggerListener
 from edge.mqtt_sink import MqttSink
+from edge.operator import OperatorState
 from edge.roi import crop
 from edge.state import (
     Decider,
@@ -175,6 +176,7 @@ class Daemon:
         self._api_thread: threading.Thread | None = None
         self.api_url: str | None = None
         self.state: ApiState | None = None
+        self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
         # Loop bookkeeping (main thread only).
         self._model_version = -1
         self._frames = 0
@@ -243,6 +245,8 @@ class Daemon:
         if cfg.decision.mode == "triggered" and cfg.mqtt.enabled and self.sink is not None:
             topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
             self.sink.subscribe(topic, TriggerListener(topic, self.trigger, self.metrics), what="triggers")
+        if cfg.api.enabled and cfg.operator.enabled:
+            self.operator = OperatorState(cfg, self.metrics)
         self.state = ApiState(
             config=cfg,
             metrics=self.metrics,
@@ -255,6 +259,7 @@ class Daemon:
             trigger=self.trigger if cfg.decision.mode == "triggered" else None,
             started=self.started,
             counters=self.loop_counters,
+            operator=self.operator,
         )
         if cfg.api.enabled:
             self._start_api()
@@ -371,6 +376,8 @@ class Daemon:
             m.end_to_end_seconds.observe(max(0.0, self.clock() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
+        if self.operator is not None:  # keeps references only: the page encodes on request
+            self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
         self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
         log.info(
             "decision %s score=%.3f frames=%s-%s (%d scored) event=%s%s",
