@@ -13,6 +13,8 @@ import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.test_daemon import SLOW, DaemonProc, base_cfg, wait_for
 
@@ -229,3 +231,41 @@ def test_a_crash_in_on_connect_still_connects_subscribes_and_delivers(tmp_path, 
         pub.loop_stop()
         pub.disconnect()
         sink.stop(5)
+
+
+# ------------------------------------------------------------------ any payload: a part id, none, or a refusal
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["part_id", "a", "b"]), inner, max_size=3),
+    max_leaves=30,
+)
+
+
+def _check(payload: bytes) -> None:
+    from edge.mqtt import PART_ID_MAX, TriggerRejected, parse_trigger
+
+    try:
+        part = parse_trigger(payload)
+    except TriggerRejected as e:
+        assert e.reason in {"too_large", "not_utf8", "too_deep", "bad_json", "not_a_trigger", "bad_part_id"}
+        return
+    assert part is None or (1 <= len(part) <= PART_ID_MAX and part.isprintable() and part == part.strip())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=1500))
+def test_any_bytes_give_a_part_id_none_or_a_refusal(payload):
+    _check(payload)
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON)
+def test_any_json_gives_a_part_id_none_or_a_refusal(doc):
+    _check(json.dumps(doc).encode())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet='[]{}":,1a\\ ', max_size=1024))
+def test_bracket_soup_never_escapes_as_another_exception(text):
+    _check(text.encode())
