@@ -4,10 +4,12 @@ Read it top to bottom, it follows the data:
 
 1. ``main()``: config (exit 2 on a bad key), logging, the model (exit 3 with a one-line reason if it
    cannot be loaded), its self-test (a failure makes the daemon not ready; it keeps running so /readyz
-   can say why), then ``Daemon(...).run()`` (exit 0 after a clean stop, 1 if start-up or the loop failed).
-2. ``Daemon.run()`` starts the parts in order: MQTT sink (outbox on disk), evidence store, camera, the
-   trigger subscription (triggered mode), the HTTP API; then runs the loop. (The decider is built with
-   the daemon, from the model's labels and threshold.)
+   can say why), then ``Daemon.from_config(...)`` builds the parts (MQTT sink with its outbox on disk,
+   evidence store, camera) and ``run()`` runs them (exit 0 after a clean stop, 1 if start-up or the loop
+   failed). ``Daemon`` itself receives its parts, so tests hand in others (tests/test_loop.py).
+2. ``Daemon.run()`` starts the parts in order: MQTT sink, camera, the trigger subscription on the sink's
+   connection (triggered mode), the HTTP API; then runs the loop. (The decider is built with the daemon,
+   from the model's labels and threshold, unless one is given.)
 3. ``Daemon._loop()``: one frame at a time: ``_process(frame)`` crops the ROI, scores it when the decider
    asks for a score, feeds the decider; a finished box goes to ``_on_decision()``: evidence, MQTT
    (defects through the outbox, results optionally), metrics, the recent-events ring, the log.
