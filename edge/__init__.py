@@ -10,13 +10,3 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-
-def package_versions(*names: str) -> dict[str, str]:
-    """The installed version of each of ``names`` that is installed (reports, model metadata, benchmarks)."""
-    out: dict[str, str] = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out

@@ -534,6 +534,7 @@ class Daemon:
             raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
         sock.listen(64)
         port = sock.getsockname()[1]
+        assert self.state is not None, "the API state is made in __init__"
         server = uvicorn.Server(
             uvicorn.Config(create_app(self.state), log_level="warning", log_config=None, access_log=False, lifespan="off")
         )
