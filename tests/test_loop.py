@@ -1,4 +1,4 @@
-"""The inspection loop in-process: ``Daemon`` with injected parts (tests/fakes.py): real frames from the
+"""The inspection loop in-process: ``Daemon`` with injected parts (tests/helpers.py): real frames from the
 generated conveyor video, the real decider and evidence store, a score function instead of the model, a
 sink that records. Covers decisions, reload, stop and the error policy (a defect is never dropped)."""
 
@@ -15,8 +15,7 @@ import pytest
 from edge.classifier import ModelError
 from edge.config import parse_config
 from edge.daemon import EXIT_OK, Daemon
-from tests.fakes import RecordingSink, ReplayCapture, fake_model, video_frames
-from tests.test_daemon import wait_for
+from tests.helpers import RecordingSink, ReplayCapture, fake_model, video_frames, wait_for
 
 FIRST_BOXES = 5  # replay the video up to the end of this many boxes: enough to show the loop, quick to run
 

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_daemon import SLOW, DaemonProc, base_cfg, wait_for
+from tests.helpers import DaemonProc, metric, wait_for
+from tests.test_daemon import SLOW, base_cfg
 
 POISON: list[tuple[bytes, str]] = [
     (b"{", "bad_json"),
@@ -50,8 +51,8 @@ def test_poison_triggers_never_become_parts_and_inspection_goes_on(tmp_path, int
         assert [e["part_id"] for e in d.get("/events").json()] == ["P-OK"]
         for reason in {r for _, r in POISON}:
             want = sum(1 for _, r in POISON if r == reason)
-            assert d.metric("boxinspect_triggers_rejected_total", f'reason="{reason}"') == want, reason
-        assert d.metric("boxinspect_mqtt_callback_errors_total", 'callback="on_message"') == 0
+            assert d.metric("boxinspect_triggers_rejected_total", reason=reason) == want, reason
+        assert d.metric("boxinspect_mqtt_callback_errors_total") == 0
         # the subscription is alive: a second good trigger after the poison is inspected too
         pub.publish(topic, "P-OK-2", qos=1).wait_for_publish(5)
         wait_for(lambda: len(d.get("/events").json()) == 2, 60, "the second good trigger's decision", d=d)
@@ -179,8 +180,7 @@ def test_a_crashing_subscription_handler_is_caught_counted_reported_and_recovers
         assert sink.not_ready_reason() is None
         pub.publish(topic, b"boom", qos=1).wait_for_publish(5)
         label = {"callback": f"on_message:{topic}"}
-        wait_for(lambda: m.registry.get_sample_value("boxinspect_mqtt_callback_errors_total", label) == 1, 10,
-                 "the crash counted")
+        wait_for(lambda: metric(m, "boxinspect_mqtt_callback_errors_total", **label) == 1, 10, "the crash counted")
         # /readyz says so
         state = ApiState(config=parse_config({"mqtt": {"port": mosquitto.port}}), metrics=m, models=ModelSlot(), sink=sink)
         reasons = state.not_ready_reasons()
@@ -223,7 +223,7 @@ def test_a_crash_in_on_connect_still_connects_subscribes_and_delivers(tmp_path, 
     pub = _publisher(mosquitto)
     try:
         wait_for(lambda: crashed, 10, "the injected crash")
-        assert m.registry.get_sample_value("boxinspect_mqtt_callback_errors_total", {"callback": "on_connect"}) == 1
+        assert metric(m, "boxinspect_mqtt_callback_errors_total", callback="on_connect") == 1
         assert sink.wait_connected(10)
         assert sink.wait_drained(10), "the stored event was not delivered after the crash"
         _until_received(pub, topic, got, b"hello")
