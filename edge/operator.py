@@ -362,6 +362,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
                 "collected": int(state.metrics.value(op.collector.collected)),
             },
             "mode": cfg.decision.mode,
+            "spc": loop.get("spc"),  # the SPC alarm (edge/spc.py), None when spc.enabled is false
         }
 
     @r.get(

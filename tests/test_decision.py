@@ -27,7 +27,7 @@ LABELS = ("ok", "defective")
 EVENT_KEYS = {
     "schema_version", "event_id", "line", "camera", "part_id", "label", "is_defect", "score", "max_score",
     "mean_score", "frame_count", "first_frame", "last_frame", "threshold", "model_id", "captured_at",
-    "decided_at", "mode", "evidence",
+    "decided_at", "mode", "evidence", "kind", "action", "reason", "deadline_at", "slack_ms", "late",
 }
 
 
@@ -132,7 +132,7 @@ def test_event_format_and_schema(video_run: dict) -> None:
         assert set(ev) == EVENT_KEYS
         jsonschema.validate(ev, schema, format_checker=jsonschema.FormatChecker())
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ev["captured_at"])
-        assert ev["schema_version"] == 1 and ev["evidence"] is None
+        assert ev["schema_version"] == 2 and ev["evidence"] is None and ev["kind"] == "model"
         json.dumps(ev)
     assert len({d.event_id for d in video_run["label"]}) == len(video_run["label"])
     assert iso_utc(0.0) == "1970-01-01T00:00:00.000Z"
@@ -377,5 +377,5 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger="edge.decision"):
         d = dec.flush()
     assert d is not None and d.part_id == "LAST-1" and d.frame_count == 1 and d.is_defect
-    assert "LAST-2" in caplog.text and "NO decision" in caplog.text
+    assert "LAST-2" in caplog.text and "no model decision" in caplog.text
     assert dec.flush() is None

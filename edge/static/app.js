@@ -105,6 +105,10 @@ function renderSummary(s) {
   const ready = $("ready");
   ready.textContent = s.ready ? "READY" : "NOT READY";
   ready.className = "pill " + (s.ready ? "ok" : "bad");
+  const spc = $("spc-alarm");  // the SPC alarm: "the line started producing bad boxes" (docs/INTEGRATION.md)
+  spc.hidden = !(s.spc && s.spc.active);
+  spc.textContent = s.spc && s.spc.active ? "SPC ALARM" : "";
+  spc.title = s.spc && s.spc.reason ? s.spc.reason : "";
   const reasons = $("reasons");
   reasons.replaceChildren(...s.reasons.map((r) => el("li", {}, r)));
 
