@@ -356,13 +356,14 @@ class ReplayCapture:
 
 
 class RecordingSink:
-    """Keeps every published defect, result and stats document. ``fail_defects`` makes the next N
+    """Keeps every published defect, result, stats document and other message. ``fail_defects`` makes the next N
     ``publish_defect`` calls raise OutboxError (the outbox could not store the event)."""
 
     def __init__(self, fail_defects: int = 0, fail_results: bool = False) -> None:
         self.defects: list[dict[str, Any]] = []
         self.results: list[dict[str, Any]] = []
         self.stats: list[dict[str, Any]] = []
+        self.other: list[tuple[str, bytes]] = []  # reject commands, alarms, discovery (publish())
         self.subscriptions: dict[str, Callable[..., None]] = {}
         self.fail_defects = fail_defects
         self.fail_results = fail_results
@@ -392,6 +393,10 @@ class RecordingSink:
 
     def publish_stats(self, stats: dict[str, Any]) -> bool:
         self.stats.append(dict(stats))
+        return True
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        self.other.append((topic, payload))
         return True
 
     def subscribe(self, topic: str, handler: Callable[..., None], what: str = "messages", qos: int = 1) -> None:
