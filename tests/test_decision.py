@@ -20,6 +20,7 @@ from edge.capture import Capture
 from edge.config import DecisionConfig, PresenceConfig, RoiConfig, SourceConfig
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.roi import crop
+from edge.state import verdict
 from edge.timeutil import iso_utc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -379,3 +380,11 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     assert d is not None and d.part_id == "LAST-1" and d.frame_count == 1 and d.is_defect
     assert "LAST-2" in caplog.text and "no model decision" in caplog.text
     assert dec.flush() is None
+
+
+def test_score_at_the_threshold_is_a_defect() -> None:
+    """The one decision rule is ``score >= threshold``: the threshold itself counts as a defect (evaluate picks
+    the highest threshold that meets the recall target, so the boundary box is one it counted as caught)."""
+    assert verdict(0.44, 0.44, LABELS) == ("defective", True)
+    assert verdict(float(np.nextafter(0.44, 0.0)), 0.44, LABELS) == ("ok", False)
+    assert verdict(0.0, 0.0, LABELS) == ("defective", True)  # threshold 0: every box is an event
