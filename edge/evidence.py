@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edge.config import EvidenceConfig
-from edge.logs import RateLimit
+from edge.ratelimit import RateLimit
 
 log = logging.getLogger(__name__)
 

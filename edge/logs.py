@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -42,33 +40,3 @@ def setup_logging(level: str | int | None = None, fmt: str = "text") -> None:
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL", "urllib3", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-
-class RateLimit:
-    """For log lines a client, a flapping broker or a bad frame can repeat: the first of a kind is logged,
-    then at most one per ``interval`` seconds, and that one says how many were held back.
-
-    ``check(key)`` -> (log it?, how many were suppressed since the last one logged). A new ``key`` (another
-    kind of problem) is always logged.
-    """
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self._key: str | None = None
-        self._last = 0.0
-        self._suppressed = 0
-        self._lock = threading.Lock()
-
-    def check(self, key: str = "") -> tuple[bool, int]:
-        now = time.monotonic()
-        with self._lock:
-            if key != self._key or now - self._last >= self.interval:
-                n, self._suppressed = self._suppressed, 0
-                self._key, self._last = key, now
-                return True, n
-            self._suppressed += 1
-            return False, 0
-
-    def reset(self) -> None:
-        with self._lock:
-            self._key = None
-            self._suppressed = 0

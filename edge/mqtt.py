@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge.logs import RateLimit
+from edge.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from edge.config import MqttConfig, TlsConfig

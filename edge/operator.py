@@ -526,7 +526,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
         from edge.api import decode_upload
 
         data = file.file.read(cfg.api.max_upload_bytes + 1)
-        image = decode_upload(data, cfg.api.max_upload_bytes)
+        image = decode_upload(data, cfg.api.max_upload_bytes, cfg.api.max_image_pixels)
         return run_check(image, "upload", None)
 
     @r.post("/ui/check/current", summary="Manual check of the current frame's ROI",

@@ -189,12 +189,20 @@ class Decider(Protocol):
 class FrameSource(Protocol):
     """Where the loop gets frames (edge/capture.py ``Capture``; tests replay frames)."""
 
+    kind: str  # usb, rtsp, file, folder (or what a test source calls itself)
+    truncated: str | None  # a file that ended early: "truncated at frame N of M"
+
     @property
     def state(self) -> CameraState: ...
 
     @property
     def finished(self) -> bool:
         """A finite source ended and every frame was handed out."""
+        ...
+
+    @property
+    def delivered_any(self) -> bool:
+        """At least one frame came from the source."""
         ...
 
     frozen: bool
@@ -229,6 +237,10 @@ class EventSink(Protocol):
     def publish_result(self, event: dict[str, Any]) -> bool: ...
 
     def publish_stats(self, stats: dict[str, Any]) -> bool: ...
+
+    def publish_model(self, info: dict[str, Any]) -> bool:
+        """The model in use, retained (sent now if connected and again on every connect)."""
+        ...
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Anything else (reject commands, alarms, discovery): sent only while connected, never stored."""

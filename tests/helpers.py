@@ -33,8 +33,8 @@ from edge.outbox import OutboxError
 from edge.state import CameraState, LoadedModel
 
 __all__ = [
-    "DaemonProc", "FakeClassifier", "RecordingSink", "ReplayCapture", "Subscriber", "fake_model", "free_port", "metric",
-    "port_open", "video_frames", "wait_for",
+    "DaemonProc", "FakeClassifier", "RecordingSink", "ReplayCapture", "Subscriber", "edit_sidecar", "fake_model", "free_port",
+    "metric", "port_open", "video_frames", "wait_for",
 ]
 
 DECISION_RE = re.compile(r"decision (\S+) score=([0-9.]+) .*event=([0-9a-f-]{36})")
@@ -264,6 +264,20 @@ class DaemonProc:
             self.proc.wait(10)
 
 
+def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True) -> dict[str, Any]:
+    """Apply ``change`` to the sidecar of ``model``. ``reseal`` recomputes package_sha256, as convert would
+    (a legitimately re-made package); without it the edit is a tampering the loader must refuse."""
+    from edge.model_package import package_digest, sidecar_path
+
+    side = sidecar_path(model)
+    doc = json.loads(side.read_text())
+    change(doc)
+    if reseal:
+        doc["package_sha256"] = package_digest(doc)
+    side.write_text(json.dumps(doc, indent=1))
+    return doc
+
+
 # --------------------------------------------------------------------------------------------------
 # Stand-ins for the daemon's parts. Each replaces a part a test is NOT about: the frames are real (the
 # generated conveyor video), the decider, presence detection, evidence store and loop are the real ones.
@@ -330,6 +344,12 @@ class ReplayCapture:
         self.frozen = False
         self.current = -1
         self.started = self.stopped = False
+        self.kind = "replay"
+        self.truncated: str | None = None
+
+    @property
+    def delivered_any(self) -> bool:
+        return self.current >= 0
 
     def start(self) -> ReplayCapture:
         self.started = True
@@ -364,6 +384,7 @@ class RecordingSink:
         self.results: list[dict[str, Any]] = []
         self.stats: list[dict[str, Any]] = []
         self.other: list[tuple[str, bytes]] = []  # reject commands, alarms, discovery (publish())
+        self.models: list[dict[str, Any]] = []  # model docs (publish_model())
         self.subscriptions: dict[str, Callable[..., None]] = {}
         self.fail_defects = fail_defects
         self.fail_results = fail_results
@@ -397,6 +418,10 @@ class RecordingSink:
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         self.other.append((topic, payload))
+        return True
+
+    def publish_model(self, info: dict[str, Any]) -> bool:
+        self.models.append(dict(info))
         return True
 
     def subscribe(self, topic: str, handler: Callable[..., None], what: str = "messages", qos: int = 1) -> None:
