@@ -301,7 +301,8 @@ class FakeClassifier:
         self.runtime_name = "fake"
         self.delegate = "none"
         self.metadata = SimpleNamespace(
-            labels=list(labels), negative_class=labels[0], positive_class=labels[1], format="fake"
+            name="fake", labels=list(labels), negative_class=labels[0], positive_class=labels[1], format="fake",
+            sha256="0" * 64, package_sha256="0" * 64,
         )
 
     def score(self, bgr: np.ndarray) -> float:

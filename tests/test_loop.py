@@ -92,11 +92,13 @@ def test_reload_swaps_model_and_threshold_between_frames_and_keeps_the_old_on_fa
     capture = ReplayCapture(video_frames(video), end=False)
     sink = RecordingSink()
     models = {"m2.tflite": fake_model(lambda roi: 0.6, threshold=0.7, model_id="m2@000000000002")}
+    for name in ("m2.tflite", "broken.tflite"):  # reload takes names of files inside model.dir
+        (tmp_path / name).write_bytes(b"the loader is injected: not read")
 
     def loader(path):
         name = Path(path).name
         if name not in models:
-            raise ModelError(f"model file not found: {path}")
+            raise ModelError(f"{path}: sha256 mismatch")
         return models[name]
 
     cfg = loop_cfg(tmp_path, gt, decision={"mode": "triggered", "trigger_frames": 2})
@@ -109,8 +111,10 @@ def test_reload_swaps_model_and_threshold_between_frames_and_keeps_the_old_on_fa
         assert result.ok and result.model_id == "m2@000000000002"
         assert d.trigger("B")
         wait_for(lambda: len(sink.results) == 2, 20, "the decision for part B")
-        bad = d.reload("missing.tflite")
-        assert not bad.ok and "not found" in (bad.reason or "") and bad.model_id == "m2@000000000002"
+        bad = d.reload("broken.tflite")
+        assert not bad.ok and "sha256 mismatch" in (bad.reason or "") and bad.model_id == "m2@000000000002"
+        outside = d.reload("../elsewhere.tflite")
+        assert not outside.ok and outside.model_id == "m2@000000000002"
         assert d.trigger("C")
         wait_for(lambda: len(sink.results) == 3, 20, "the decision for part C")
     finally:
@@ -124,6 +128,8 @@ def test_reload_swaps_model_and_threshold_between_frames_and_keeps_the_old_on_fa
     assert [e["part_id"] for e in sink.defects] == ["A"]
     assert d.metrics.value(d.metrics.reloads, outcome="ok") == 1
     assert d.metrics.value(d.metrics.reloads, outcome="load_failed") == 1
+    assert d.metrics.value(d.metrics.reloads, outcome="refused") == 1
+    assert [m["model_id"] for m in sink.models] == ["fake@000000000001", "m2@000000000002"]  # retained model topic
 
 
 def test_stop_decides_the_box_still_in_view(tmp_path, synth_video):
