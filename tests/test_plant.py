@@ -427,3 +427,78 @@ def test_opcua_server_subscription_and_security() -> None:
             server.update({"No.Such": 1})
     finally:
         server.stop()
+
+
+def _cert(tmp: Path, name: str, uri: str, server: bool) -> tuple[Path, Path]:
+    """A self-signed OPC UA application certificate (DER) and its key (PEM), made with asyncua's own helpers."""
+    import ipaddress
+
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = cert_gen.generate_private_key()
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key, name, {}, [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    cert_path, key_path = tmp / f"{name}.der", tmp / f"{name}.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return cert_path, key_path
+
+
+def test_opcua_signed_and_encrypted_channel_with_password_and_certificate_login(tmp_path: Path) -> None:
+    from asyncua import Client
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+    from asyncua.ua import MessageSecurityMode
+
+    from edge.opcua_server import OpcuaServer
+
+    server_cert, server_key = _cert(tmp_path, "server", "urn:freeopcua:python:server", server=True)
+    client_cert, client_key = _cert(tmp_path, "client", "urn:freeopcua:client", server=False)
+    cfg = opcua_cfg(security_policy="Basic256Sha256_SignAndEncrypt", certificate=server_cert, private_key=server_key,
+                    trusted_client_certs=[client_cert])
+    server = OpcuaServer(cfg, "l1", "c1")
+    server.start()
+
+    async def read_part_id(secure: bool, user: str | None, password: str | None, cert_login: bool = False) -> Any:
+        c = Client(cfg.endpoint)
+        if secure:
+            await c.set_security(SecurityPolicyBasic256Sha256, str(client_cert), str(client_key),
+                                 mode=MessageSecurityMode.SignAndEncrypt)
+        if user is not None:
+            c.set_user(user)
+            c.set_password(password or "")
+        if cert_login:  # X509 identity token: the user is the trusted client certificate
+            await c.load_client_certificate(str(client_cert))
+            await c.load_private_key(str(client_key))
+        async with c:
+            idx = await c.get_namespace_index("urn:boxinspect")
+            return await c.get_node(f"ns={idx};s=l1.c1.LastDecision.PartId").read_value()
+
+    try:
+        server.update({"LastDecision.PartId": "ENC-1"}).result(5)
+        assert asyncio.run(read_part_id(True, "plc", "s3cret")) == "ENC-1"  # password over an encrypted channel
+        assert asyncio.run(read_part_id(True, None, None, cert_login=True)) == "ENC-1"  # certificate as the user
+        with pytest.raises(Exception):  # noqa: B017 (asyncua raises different errors per version): no plain channel
+            asyncio.run(read_part_id(False, "plc", "s3cret"))
+    finally:
+        server.stop()
+
+
+def test_opcua_port_in_use_is_a_clear_error() -> None:
+    import socket
+
+    from edge.opcua_server import OpcuaServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        cfg = opcua_cfg(endpoint=f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/boxinspect/")
+        server = OpcuaServer(cfg, "l1", "c1")
+        with pytest.raises(RuntimeError, match=r"opcua: cannot start on opc.tcp://127.0.0.1:\d+/boxinspect/: .*address already in use"):
+            server.start()
+        server.stop()
