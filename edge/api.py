@@ -363,7 +363,7 @@ def create_app(state: ApiState) -> FastAPI:
     async def _declared_size(request: Request, call_next: Callable[[Request], Any]) -> Any:
         """Refuse a declared oversize upload before reading it (chunked bodies hit max_body_size below)."""
         length = request.headers.get("content-length")
-        if request.url.path == "/predict" and length and length.isdigit() and int(length) > upload_limit:
+        if request.url.path in ("/predict", "/ui/check") and length and length.isdigit() and int(length) > upload_limit:
             return JSONResponse(
                 {"detail": f"request body is {length} bytes; uploads are limited to "
                  f"{cfg.api.max_upload_bytes} bytes (api.max_upload_bytes)"},

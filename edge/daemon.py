@@ -198,6 +198,7 @@ class Daemon:
         self._fps = 0.0
         self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
         self._roi_error: str | None = None
+        self._open_part: str | None = None  # continuous mode: part id of the box passage in view
         self._frame_errors = 0
         self._frame_error_log = RateLimit(60.0)
         self._publish_model_info(model)
@@ -361,7 +362,11 @@ class Daemon:
                 log.error("frame %d skipped: %s", frame.index, e)
             return
         score: float | None = None
+        continuous = self.cfg.decision.mode == "continuous"
         if self.decider.needs_score(roi):
+            if continuous and self._open_part is None and self.cfg.decision.presence.method == "foreground":
+                # a box is in view: it is a part from now on (its deadline watch starts before the model runs)
+                self._open_part = self.plant.passage_opened(frame.captured_at)
             model = self.models.get()
             assert model is not None
             t0 = time.perf_counter()
@@ -373,9 +378,18 @@ class Daemon:
                 self._best = (score, frame, roi)
         decision = self.decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
+            if continuous:
+                decision.part_id = decision.part_id or self._open_part
+                self._open_part = None
             self._on_decision(decision)
         elif self._best is not None and not self.decider.box_in_progress:
             self._best = None  # a passage too short to decide: its frames are not evidence of the next box
+        if continuous and decision is None:
+            if self.decider.box_in_progress and self._open_part is None:
+                self._open_part = self.plant.passage_opened(frame.captured_at)
+            elif not self.decider.box_in_progress and self._open_part is not None:
+                self.plant.passage_discarded(self._open_part)  # too short to be a box: never a part
+                self._open_part = None
 
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""
@@ -688,7 +702,12 @@ class Daemon:
                 try:
                     decision = self.decider.flush()
                     if decision is not None:
+                        if decision.mode == "continuous":
+                            decision.part_id = decision.part_id or self._open_part
                         self._on_decision(decision)
+                    elif self._open_part is not None:
+                        self.plant.passage_discarded(self._open_part)
+                    self._open_part = None
                 except Exception:
                     log.exception("flushing the last decision failed")
             try:

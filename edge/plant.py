@@ -104,6 +104,12 @@ class Plant:
         self.tracker.register(pid, at)
         return pid
 
+    def passage_opened(self, at: float) -> str:
+        return self.tracker.open_passage(at)
+
+    def passage_discarded(self, part_id: str) -> None:
+        self.tracker.forget(part_id)
+
     def trigger_refused(self, part_id: str, reason: str) -> None:
         self.tracker.refuse(part_id, reason)
 
@@ -133,6 +139,7 @@ class Plant:
 
     # -- periodic -------------------------------------------------------------------------------
     def tick(self, force: bool = False) -> None:
+        self.tracker.heartbeat()
         sink = self.sink
         connected = bool(sink is not None and self.cfg.mqtt.enabled and sink.connected)
         if connected and not self._announced:

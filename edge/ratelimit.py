@@ -20,8 +20,8 @@ DEFAULT_INTERVAL_S = 10.0
 MAX_KINDS = 256  # bound on remembered kinds (templates are few; this only guards against surprises)
 
 # Loggers whose lines a remote client can trigger: uvicorn's protocol warnings ("Invalid HTTP request
-# received.", "Exceeded concurrency limit."), the API's own errors, connection-cap refusals, triggers.
-CLIENT_FACING_LOGGERS = ("uvicorn", "uvicorn.error", "edge.api", "edge.server", "edge.triggers")
+# received.", "Exceeded concurrency limit."), asyncio's accept errors, the API's own errors, connection-cap refusals, triggers.
+CLIENT_FACING_LOGGERS = ("uvicorn", "uvicorn.error", "asyncio", "edge.api", "edge.server", "edge.triggers")
 
 
 class RateLimit:
