@@ -122,6 +122,7 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
             fine_tune_epochs=6,
             fine_tune_learning_rate=1e-4,
             seed=0,
+            recipe="finetune",
         )
         train(cfg)
         evaluate(run)
