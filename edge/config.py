@@ -143,6 +143,21 @@ class EvidenceConfig(_Section):
     max_age_days: float = Field(default=30.0, gt=0)
 
 
+class OperatorConfig(_Section):
+    """The operator page at / (edge/operator.py): live view, recent decisions, manual check, feedback, collection."""
+
+    enabled: bool = True  # serve the page and its /ui/* endpoints (needs api.enabled)
+    feedback_dir: Path = Path("feedback")  # feedback/<class>/ crops + JSON records, the layout `boxinspect train` reads
+    recent_images: int = Field(default=20, ge=1, le=500)  # decisions whose frame and crop stay in memory for the page
+    frame_max_fps: float = Field(default=4.0, gt=0, le=30)  # /ui/frame.jpg is drawn at most this often, for all viewers
+    frame_width: int = Field(default=640, ge=64)  # the live frame is scaled down to at most this width
+    rate_window: int = Field(default=100, ge=1)  # the page's defect rate over the last N boxes
+    collect: bool = False  # collection mode at start (the page switches it on and off)
+    collect_every: int = Field(default=10, ge=1)  # collection mode saves every Nth box crop, unlabelled
+    collect_max_files: int = Field(default=2000, ge=1)  # label queue retention: oldest crops go first
+    collect_max_age_days: float = Field(default=14.0, gt=0)
+
+
 class MetricsConfig(_Section):
     enabled: bool = True  # served at /metrics by the API
 
@@ -162,6 +177,7 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     api: ApiConfig = ApiConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+    operator: OperatorConfig = OperatorConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
@@ -250,7 +266,7 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
     cfg = parse_config(data, str(p), environ)
     # Relative paths are relative to the config file, so a config can travel with its model.
     base = p.resolve().parent
-    for section, key in (("model", "path"), ("mqtt", "outbox_path"), ("evidence", "dir")):
+    for section, key in (("model", "path"), ("mqtt", "outbox_path"), ("evidence", "dir"), ("operator", "feedback_dir")):
         obj = getattr(cfg, section)
         val = getattr(obj, key)
         if not val.is_absolute():
