@@ -69,7 +69,8 @@ def test_registration_and_package_import_do_not_import_tensorflow():
 def test_help_teaches_the_defaults():
     out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "train", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for text in ("--img-size", "default 160", "1e-4", "--balance", "--split-manifest", "~/.keras/models/"):
+    for text in ("--img-size", "default 224 for linear", "--recipe", "1e-4", "--balance", "--split-manifest",
+                 "~/.keras/models/"):
         assert text in out, text
 
 

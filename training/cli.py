@@ -12,26 +12,33 @@ log = logging.getLogger(__name__)
 LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
 
 TRAIN_DESCRIPTION = """\
-Train a box-defect classifier: MobileNetV2 transfer learning on a folder-per-class data set.
+Train a box-defect classifier on a folder-per-class data set with a MobileNetV2 backbone.
 
 DATA holds one folder per class, e.g. DATA/ok/*.jpg and DATA/defective/*.jpg (jpg, png, bmp, webp,
 tiff; unreadable files are counted and skipped). The model is binary: it outputs P(positive class).
+Files named <part>_<view>.jpg are views of one part and always stay on one side of every split.
 
 What happens:
   1. split   near-duplicates (flipped/rotated/re-encoded copies of one photo, found with a dHash over
              all 8 rotations/mirrors) are grouped, and whole groups go to train, val or test, stratified
              by class, so a copy of a test photo is never trained on. Saved as RUN/split.json.
-  2. phase 1 backbone frozen, new head (GAP -> Dropout -> Dense sigmoid) trained with Adam --lr,
-             up to --epochs, early stopping on val_loss (best weights restored).
-  3. phase 2 top --unfreeze-blocks blocks of the backbone unfrozen, trained at the lower
-             --fine-tune-lr for up to --fine-tune-epochs (0 = skip).
-  Augmentation (flip, rotation, zoom, brightness, contrast) acts during training only; the saved
+  2. --recipe linear (default, the cross-validated winner, docs/RESULTS.md): ImageNet MobileNetV2
+             features of every train+val image (frozen, cached on disk), standardised, L2 logistic
+             regression with C chosen by grouped CV; the operating threshold is chosen on the
+             out-of-fold scores of that CV (--target-recall, default 0.95, or --cost-ratio). The head is
+             folded into one Dense layer, so RUN/model.keras is an ordinary Keras model. About a minute.
+     --recipe finetune: phase 1 backbone frozen, new head (GAP -> Dropout -> Dense sigmoid) trained with
+             Adam --lr up to --epochs with early stopping on val_loss; phase 2 top --unfreeze-blocks
+             blocks unfrozen at --fine-tune-lr for up to --fine-tune-epochs (0 = skip), with
+             augmentation (flip, rotation, zoom, brightness, contrast) during training only.
   RUN/model.keras takes RGB float32 in [0, 255] and contains the [-1, 1] rescaling.
 """
 
 TRAIN_EPILOG = """\
 defaults and why:
-  --img-size 160, --alpha 0.35  small enough for a Raspberry Pi (int8 TFLite runs in a few ms),
+  --recipe linear --img-size 224 repeated grouped CV on parcel-damage (docs/RESULTS.md): a linear head on
+                                frozen 224 px features beats two-phase fine-tuning and 160 px
+  finetune --img-size 160, --alpha 0.35  small enough for a Raspberry Pi (int8 TFLite runs in a few ms),
                                 large enough to see dents and tears; see docs/RESULTS.md
   --lr 1e-4, --epochs 25        the reference project's settings, plus early stopping. On small data sets
                                 try --lr 1e-3: on parcel-damage the head converged in ~10 epochs with 1e-3
@@ -115,8 +122,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="evaluate a run: report, plots, operating threshold",
                        description=EVAL_DESCRIPTION, formatter_class=fmt)
     e.add_argument("run", type=Path, help="run directory written by 'boxinspect train'")
-    e.add_argument("--target-recall", type=float, default=0.95,
-                   help="defect recall the threshold must reach on validation (default 0.95)")
+    eg = e.add_mutually_exclusive_group()
+    eg.add_argument("--target-recall", type=float, default=0.95,
+                    help="the threshold is the highest with defect recall >= this on the out-of-fold scores "
+                         "(linear recipe) or the validation split (finetune) (default 0.95)")
+    eg.add_argument("--cost-ratio", type=float, default=None,
+                    help="instead: the threshold minimising RATIO x missed defects + false rejects")
     e.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="split to report (default test)")
     e.set_defaults(func=_evaluate)
@@ -243,7 +254,8 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     print(f"run directory: {run}")
     if args.evaluate:
-        return _evaluate(argparse.Namespace(run=run, target_recall=0.95, split="test"))
+        return _evaluate(argparse.Namespace(run=run, target_recall=args.target_recall or 0.95, split="test",
+                                            cost_ratio=args.cost_ratio))
     print(f"next: boxinspect evaluate {run}")
     return 0
 
@@ -252,17 +264,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import EvaluateError, evaluate
 
     try:
-        m = evaluate(args.run, target_recall=args.target_recall, split=args.split)
+        m = evaluate(args.run, target_recall=args.target_recall, split=args.split,
+                     cost_ratio=getattr(args, "cost_ratio", None))
     except EvaluateError as e:
         log.error("%s", e)
         return 2
     print(m["classification_report_text"])
     at = m["at_threshold"]
+    sel = m["threshold_selection"]
     print(
-        f"ROC AUC {m['roc_auc']:.3f} | threshold {m['threshold']:.3f} (val recall >= {args.target_recall}): "
+        f"ROC AUC {m['roc_auc']:.3f} | threshold {m['threshold']:.3f} ({sel.get('rule')}, on {sel['split']}): "
         f"recall {at['recall']:.3f} precision {at['precision']:.3f} | at 0.5: recall {m['at_0.5']['recall']:.3f} "
         f"precision {m['at_0.5']['precision']:.3f}"
     )
+    for k, r in m["operating_point"].items():
+        print(f"operating point on {k}: {r['sentence']}")
     print(f"report: {Path(args.run) / 'report' / 'report.html'}")
     print(json.dumps({"threshold": m["threshold"], "roc_auc": m["roc_auc"]}))
     return 0
