@@ -186,6 +186,8 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", default="none", help="crop to the box first (edge.localize method; default none)")
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
+    p.add_argument("--scaling", choices=["global", "standard"], default="global",
+                   help="linear: centre + one global scale (default; int8-friendly) or per-feature standardisation")
     p.add_argument("--no-views", action="store_true",
                    help="do not treat <part>_<view> file names as views of one part")
     p.add_argument("--dup-threshold", type=int, default=6, help="near-duplicate dHash distance (default 6)")
@@ -210,7 +212,7 @@ def _cv(args: argparse.Namespace) -> int:
     cfg = CVConfig(
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
         seed=args.seed, img_size=args.img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
-        crop=args.crop, C=args.C, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
+        crop=args.crop, C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         dup_threshold=args.dup_threshold, positive_class=args.positive_class, views=not args.no_views,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.lr,
         fine_tune_learning_rate=args.fine_tune_lr, unfreeze_blocks=args.unfreeze_blocks,

@@ -57,6 +57,7 @@ class CVConfig:
     flip_tta: bool = False
     crop: str = "none"
     C: float | None = None  # None = inner grouped CV
+    scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
     target_recall: float | None = 0.95
     cost_ratio: float | None = None
     dup_threshold: int = split_mod.DEFAULT_DUP_THRESHOLD
@@ -200,7 +201,7 @@ def _linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.n
 def _linear_fold(cfg: CVConfig, x, y, groups, tr, te, seed) -> tuple[np.ndarray, float, dict]:
     from training import linear
 
-    fit = linear.fit(x[tr], y[tr], groups[tr], c=cfg.C, seed=seed)
+    fit = linear.fit(x[tr], y[tr], groups[tr], c=cfg.C, seed=seed, scaling=cfg.scaling)
     s = fit["model"].predict_proba(x[te])[:, 1]
     thr = operating.choose(y[tr], fit["oof"], cfg.target_recall, cfg.cost_ratio)["threshold"]
     return s, thr, {"C": fit["C"]}
@@ -391,3 +392,70 @@ def _plot(path: Path, y: np.ndarray, oof: np.ndarray, summary: dict) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- comparison table
+
+
+def _paired(a: dict, b: dict, key: str = "roc_auc") -> tuple[float, float, int] | None:
+    """Mean and sd of the per-fold difference a - b over the folds both ran (same repeat and fold = same split)."""
+    fa = {(r["repeat"], r["fold"]): r[key] for r in a["folds"]}
+    fb = {(r["repeat"], r["fold"]): r[key] for r in b["folds"]}
+    common = sorted(set(fa) & set(fb))
+    if len(common) < 2 or a["data"]["n"] != b["data"]["n"] or a["config"]["seed"] != b["config"]["seed"]:
+        return None
+    d = np.array([fa[k] - fb[k] for k in common])
+    return float(d.mean()), float(d.std(ddof=1)), len(common)
+
+
+def load_summary(d: Path) -> dict | None:
+    """summary.json of a finished run, else the folds finished so far (folds.jsonl) of an interrupted one."""
+    d = Path(d)
+    if (d / "summary.json").is_file():
+        return json.loads((d / "summary.json").read_text())
+    if (d / "folds.jsonl").is_file():
+        rows = [json.loads(x) for x in (d / "folds.jsonl").read_text().splitlines() if x.strip()]
+        if rows:
+            return {"folds": rows, "per_view": mean_sd(rows), "per_part": None, "partial": True,
+                    "config": {"seed": 0}, "data": {"n": None}}
+    return None
+
+
+def markdown_table(dirs: list[Path], reference: Path | None = None) -> str:
+    """One row per CV output folder: mean +- sd over folds, and the paired AUC difference to ``reference``."""
+    ref = load_summary(reference) if reference else None
+
+    def f(d: dict, k: str) -> str:
+        v = d.get(k)
+        if not v or v["mean"] is None:
+            return "-"
+        return f"{v['mean']:.3f} ± {v['sd'] or 0:.3f}"
+
+    lines = ["| run | folds | ROC AUC | macro F1 | recall | specificity | per-part AUC (max / mean / noisy-OR) | "
+             "AUC - reference, paired (mean ± sd) |", "|---|---|---|---|---|---|---|---|"]
+    for d in dirs:
+        s = load_summary(d)
+        if s is None:
+            continue
+        pv = s["per_view"]
+        pp = s.get("per_part") or {}
+        parts = " / ".join(f(pp[r], "roc_auc") for r in FUSIONS if r in pp) or "-"
+        diff = "-"
+        if ref is not None and Path(d) != Path(reference):
+            p = _paired(s, ref) if not s.get("partial") else _paired({**s, "data": ref["data"],
+                                                                       "config": ref["config"]}, ref)
+            diff = f"{p[0]:+.3f} ± {p[1]:.3f} ({p[2]} folds)" if p else "-"
+        name = Path(d).name + (" (partial)" if s.get("partial") else "")
+        lines.append(f"| `{name}` | {pv['roc_auc']['n_folds']} | {f(pv, 'roc_auc')} | {f(pv, 'macro_f1')} | "
+                     f"{f(pv, 'recall')} | {f(pv, 'specificity')} | {parts} | {diff} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m training.cv [--reference DIR] DIR...: the comparison table
+    import argparse
+
+    ap = argparse.ArgumentParser(description="markdown table of boxinspect cv output folders")
+    ap.add_argument("dirs", nargs="+", type=Path)
+    ap.add_argument("--reference", type=Path, default=None)
+    a = ap.parse_args()
+    print(markdown_table(a.dirs, a.reference))  # noqa: T201 - a command-line report
