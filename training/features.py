@@ -71,11 +71,15 @@ def prepare_pixels(rgb: np.ndarray, size: int, crop: str = "none") -> np.ndarray
 
 def crop_rgb(rgb: np.ndarray, method: str) -> np.ndarray:
     """Crop an RGB image to the box with edge.localize (the same code the edge uses)."""
+    import cv2
+
     try:
         from edge import localize
     except ImportError as e:  # pragma: no cover - depends on edge/localize.py being present
         raise ValueError(f"crop method {method!r} needs edge/localize.py, which is not available: {e}") from e
-    return localize.crop_rgb(rgb, method)  # type: ignore[attr-defined]
+    spec = localize.CropSpec(method=method)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(localize.crop(bgr, localize.locate_for_still(bgr, spec), spec), cv2.COLOR_BGR2RGB)
 
 
 class FeatureExtractor:
