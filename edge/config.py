@@ -49,6 +49,8 @@ class SourceConfig(_Section):
     reconnect_max_s: float = Field(default=30.0, gt=0)
     frozen_frames: int = Field(default=50, ge=2)  # identical consecutive frames before "frozen" is flagged
     frozen_tolerance: float = Field(default=0.2, ge=0)  # mean abs pixel difference below which frames count as identical
+    # file/folder with exit_on_end: a source that has delivered no frame after this long ends the run (exit 1)
+    end_if_not_opened_s: float = Field(default=30.0, gt=0)
 
 
 class RoiConfig(_Section):
@@ -62,6 +64,7 @@ class RoiConfig(_Section):
 
 class ModelConfig(_Section):
     path: Path = Path("model.tflite")  # the .tflite; its metadata sidecar is <path>.json
+    dir: Path | None = None  # POST /reload {"path": NAME} loads only NAME inside this folder; null = model.path's folder
     threshold: float | None = Field(default=None, ge=0, le=1)  # overrides the threshold from the model metadata
     num_threads: int = Field(default=2, ge=1, le=64)
     runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = "auto"
@@ -131,6 +134,13 @@ class ApiConfig(_Section):
     port: int = Field(default=8080, ge=0, le=65535)  # 0 = pick a free port (logged)
     token: SecretStr | None = None  # if set: Bearer token on everything but /healthz and /metrics
     max_upload_bytes: int = Field(default=10_000_000, ge=1024)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)  # /predict: larger images are refused from their header
+    max_concurrent_decodes: int = Field(default=2, ge=1)  # /predict decodes at once (each can take ~3 B/pixel)
+    reload_without_token: bool = False  # allow POST /reload with no api.token configured (refused by default)
+    trusted_hosts: list[str] = Field(default_factory=list)  # Host header allow-list (DNS rebinding); [] = any
+    max_connections: int = Field(default=100, ge=1)  # open HTTP connections; more are closed at once
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections are closed after this
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a connection must send its request head within this
 
 
 class EvidenceConfig(_Section):
@@ -167,6 +177,79 @@ class LoggingConfig(_Section):
     format: Literal["text", "json"] = "text"
 
 
+class GpioConfig(_Section):
+    """Reject pulse on a GPIO line through libgpiod (python ``gpiod``, v2 API); Linux only."""
+
+    enabled: bool = False
+    chip: str = "/dev/gpiochip0"  # the GPIO character device
+    line: int = Field(default=17, ge=0)  # line offset on that chip (BCM number on a Raspberry Pi)
+    active_low: bool = False  # the line is active (pusher fires) at 0 V
+    pulse_ms: float = Field(default=200.0, gt=0, le=60_000)  # how long the line stays active per reject
+
+
+class RejectConfig(_Section):
+    """Deadline and fail-safe of each part, and the reject outputs (docs/INTEGRATION.md)."""
+
+    deadline_ms: float = Field(default=2000.0, gt=0)  # after the trigger (triggered) or the ROI exit (continuous)
+    on_timeout: Literal["reject", "pass", "hold"] = "reject"  # a part without a decision by its deadline
+    mqtt: bool = False  # publish a command on <base>/reject (QoS 1, not retained) for every reject/hold
+    topic: str | None = None  # default <base_topic>/<line>/<camera>/reject
+    gpio: GpioConfig = GpioConfig()
+
+
+class OpcuaConfig(_Section):
+    """OPC UA server (optional extra ``plant``: asyncua). Anonymous access only when explicitly allowed."""
+
+    enabled: bool = False
+    endpoint: str = "opc.tcp://127.0.0.1:4840/boxinspect/"  # 0.0.0.0 to serve the network
+    namespace: str = "urn:boxinspect"
+    allow_anonymous: bool = False
+    username: str | None = None
+    password: SecretStr | None = None  # prefer BOXINSPECT_OPCUA__PASSWORD
+    security_policy: Literal["none", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"] = "none"
+    certificate: Path | None = None  # server certificate (DER or PEM); needed unless security_policy is none
+    private_key: Path | None = None  # its private key (PEM)
+    trusted_client_certs: list[Path] = []  # client certificates accepted as user identities (X509 tokens)
+
+    @model_validator(mode="after")
+    def _access(self) -> OpcuaConfig:
+        if self.enabled and not (self.allow_anonymous or self.username or self.trusted_client_certs):
+            raise ValueError(
+                "no way to log in: set username and password, or trusted_client_certs, "
+                "or allow_anonymous: true (explicitly)"
+            )
+        if self.username and self.password is None:
+            raise ValueError("username is set but password is not (BOXINSPECT_OPCUA__PASSWORD)")
+        if self.security_policy != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security_policy {self.security_policy} needs certificate and private_key")
+        return self
+
+
+class HomeAssistantConfig(_Section):
+    """Home Assistant MQTT discovery: retained config topics for the line's sensors."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    device_name: str | None = None  # default "boxinspect <line>/<camera>"
+
+
+class SpcConfig(_Section):
+    """Statistical process control alarm: "the line started producing bad boxes"."""
+
+    enabled: bool = False
+    consecutive: int = Field(default=5, ge=1)  # this many rejects in a row raise the alarm
+    window: int = Field(default=50, ge=2)  # parts in the rolling window of the rate rule
+    rate_pct: float = Field(default=20.0, gt=0, le=100)  # defect rate over the window that raises the alarm
+    clear_rate_pct: float = Field(default=10.0, ge=0, le=100)  # the rate rule clears at or below this
+    clear_consecutive_ok: int = Field(default=5, ge=1)  # the run rule clears after this many good parts in a row
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> SpcConfig:
+        if self.clear_rate_pct >= self.rate_pct:
+            raise ValueError("clear_rate_pct must be below rate_pct (hysteresis)")
+        return self
+
+
 class Config(_Section):
     line: str = "line1"
     camera: str = "cam1"
@@ -180,6 +263,10 @@ class Config(_Section):
     operator: OperatorConfig = OperatorConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    reject: RejectConfig = RejectConfig()
+    opcua: OpcuaConfig = OpcuaConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    spc: SpcConfig = SpcConfig()
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("line", "camera")
@@ -266,9 +353,11 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
     cfg = parse_config(data, str(p), environ)
     # Relative paths are relative to the config file, so a config can travel with its model.
     base = p.resolve().parent
-    for section, key in (("model", "path"), ("mqtt", "outbox_path"), ("evidence", "dir"), ("operator", "feedback_dir")):
+    for section, key in (
+        ("model", "path"), ("model", "dir"), ("mqtt", "outbox_path"), ("evidence", "dir"), ("operator", "feedback_dir"),
+    ):
         obj = getattr(cfg, section)
         val = getattr(obj, key)
-        if not val.is_absolute():
+        if val is not None and not val.is_absolute():
             setattr(obj, key, (base / val))
     return cfg

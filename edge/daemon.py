@@ -38,6 +38,7 @@ import paho.mqtt.client as mqtt
 import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from edge import ratelimit
 from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, safe_uri
 from edge.classifier import Classifier, ModelError
@@ -46,15 +47,20 @@ from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.evidence import EvidenceStore
 from edge.logs import setup_logging
 from edge.metrics import Metrics
+from edge.model_package import PackageError, resolve_model_name
 from edge.mqtt_sink import MqttSink
 from edge.operator import OperatorState
+from edge.plant import Plant
 from edge.roi import crop
+from edge.server import raise_fd_limit, server_config
 from edge.state import Decider, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult
+from edge.testhooks import slow_model_delay
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
+trigger_log = logging.getLogger("edge.triggers")  # client-caused lines: rate-limited (edge/ratelimit.py)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
@@ -77,6 +83,9 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{e}\n")
         return EXIT_CONFIG
     setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
+    ratelimit.install()  # every line a network client can cause is rate-limited
+    soft, hard = raise_fd_limit()  # idle API sockets must not leave the camera without descriptors
+    log.debug("open-file limit %d (hard %d)", soft, hard)
     early_stop = threading.Event()  # a SIGTERM while the model loads still ends in a clean exit
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,7 +120,13 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     return LoadedModel(clf, tuple(failures))
 
 
-def parse_trigger(payload: bytes) -> str | None:
+def _version() -> str:
+    from edge import __version__
+
+    return __version__
+
+
+def parse_trigger(payload: bytes | bytearray) -> str | None:
     """A trigger message -> part id: JSON ``{"part_id": "..."}``, a JSON string, or plain text; None if empty."""
     text = payload.decode("utf-8", errors="replace").strip()
     if not text:
@@ -168,6 +183,13 @@ class Daemon:
         self._frame_error_logged = 0.0
         self._publish_model_info(model)
         self.decider: Decider = self._make_decider()
+        # Deadlines, fail-safe timeouts, reject outputs, OPC UA, Home Assistant, SPC (edge/plant.py). Timeout
+        # decisions come from its watchdog thread: _on_decision runs under this lock.
+        self._decision_lock = threading.RLock()
+        self.plant = Plant(
+            cfg, self.metrics, emit=self._on_decision, context=self._decision_context,
+            cancel=self._cancel_part, status=self._plant_status, version=_version(),
+        )
 
     # ----------------------------------------------------------------------------------------------
     # 2. Run: start the parts, loop, shut down
@@ -193,15 +215,20 @@ class Daemon:
         except Exception:
             log.exception("inspection loop failed")
             self.stop_reason = "error"
-        log.info("stopping (%s)", self.stop_reason)
+        failed = self.stop_reason.startswith("error")
+        (log.error if failed else log.info)("stopping (%s)", self.stop_reason)
         self._shutdown()  # events left in the outbox are delivered on the next start: still a clean exit
-        return EXIT_FAILED if self.stop_reason == "error" else EXIT_OK
+        return EXIT_FAILED if failed else EXIT_OK
 
     def _start_parts(self) -> None:
         cfg = self.cfg
         # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
         self.sink = MqttSink(cfg.mqtt, cfg.topic_base, self.metrics, self._client_id())
+        model = self.models.get()
+        if model is not None:
+            self.sink.publish_model(self._model_doc(model))  # retained on <base>/model from the first connect
         self.sink.start()
+        self.plant.start(self.sink)
         if cfg.evidence.enabled:
             self.evidence = EvidenceStore(cfg.evidence)
         self.capture = Capture(cfg.source, self.metrics)
@@ -248,6 +275,7 @@ class Daemon:
         now = time.monotonic()
         next_stats, next_status = now + stats_every, now + status_every
         fps_t0, fps_n0 = now, 0
+        loop_started = now
         while not self.stop_requested.is_set():
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
@@ -273,10 +301,23 @@ class Daemon:
                     self._log_status()
                     next_status = now + status_every
 
+            self.plant.tick()
             if self.max_frames is not None and self._frames >= self.max_frames:
                 return f"--max-frames {self.max_frames} reached"
-            if frame is None and capture.finished and cfg.source.exit_on_end:
-                return "end of the source"
+            if cfg.source.exit_on_end and not cfg.source.loop:
+                if frame is None and capture.finished:
+                    if capture.truncated:  # not the whole file was inspected: say so in the exit code too
+                        return f"error: end of the source: video file {capture.truncated}"
+                    return "end of the source"
+                if (
+                    capture.kind in ("file", "folder")
+                    and not capture.delivered_any
+                    and time.monotonic() - loop_started > cfg.source.end_if_not_opened_s
+                ):
+                    return (
+                        f"error: the source {safe_uri(cfg.source.uri)} delivered no frame within "
+                        f"{cfg.source.end_if_not_opened_s:g} s (source.end_if_not_opened_s); camera {capture.state}"
+                    )
         return "signal"
 
     def _process(self, frame: Frame) -> None:
@@ -295,6 +336,7 @@ class Daemon:
             model = self.models.get()
             assert model is not None
             t0 = time.perf_counter()
+            slow_model_delay()  # test-only stall hook (edge/testhooks.py); a no-op unless its variable is set
             score = model.classifier.score(roi)
             self.metrics.inference_seconds.observe(time.perf_counter() - t0)
             self.metrics.frames_processed.inc()
@@ -315,9 +357,22 @@ class Daemon:
             log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
 
     def _on_decision(self, decision: Decision) -> None:
+        """Publish one decision: model decisions from the loop, timeout decisions from the deadline watchdog."""
+        with self._decision_lock:
+            self._publish_decision(decision)
+
+    def _publish_decision(self, decision: Decision) -> None:
         cfg = self.cfg
+        timeout = decision.kind == "timeout"
+        exit_at = None
+        if not timeout and decision.mode == "continuous" and decision.last_frame is not None:
+            exit_at = self._captured_at(decision.last_frame, decision)  # the box left the ROI
+        if not self.plant.before_publish(decision, exit_at):
+            return  # its part already got a timeout decision: one decision per part
         event = decision.to_event(cfg.line, cfg.camera)
-        best, self._best = self._best, None
+        best = None
+        if not timeout:  # a timeout decision (watchdog thread) has no frames; the loop's evidence is not its
+            best, self._best = self._best, None
         if self.evidence is not None and best is not None:
             try:
                 event["evidence"] = self.evidence.save(event["event_id"], best[1].image, best[2], event["is_defect"])
@@ -333,22 +388,47 @@ class Daemon:
             self.sink.publish_result(event)
         m = self.metrics
         m.decisions.labels(label=event["label"]).inc()
-        m.scores.observe(event["score"])
+        if event["score"] is not None:
+            m.scores.observe(event["score"])
         if event["is_defect"]:
             m.defects.inc()
             self._defects += 1
-            m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
+            if not timeout and decision.last_frame is not None:
+                m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
         if self.operator is not None:  # keeps references only: the page encodes on request
             self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
-        self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
+        if not timeout:
+            self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
+        self.plant.after_publish(event)
         log.info(
-            "decision %s score=%.3f frames=%s-%s (%d scored) event=%s%s",
-            event["label"], event["score"], event.get("first_frame"), event.get("last_frame"),
-            event["frame_count"], event["event_id"],
-            f" part={event['part_id']}" if event.get("part_id") else "",
+            "decision %s score=%s frames=%s-%s (%d scored) event=%s%s action=%s slack=%sms%s",
+            event["label"], "-" if event["score"] is None else f"{event['score']:.3f}", event.get("first_frame"),
+            event.get("last_frame"), event["frame_count"], event["event_id"],
+            f" part={event['part_id']}" if event.get("part_id") else "", event["action"],
+            "-" if event["slack_ms"] is None else f"{event['slack_ms']:.0f}", " LATE" if event["late"] else "",
         )
+
+    def _decision_context(self) -> tuple[tuple[str, str], float, str]:
+        """(labels, threshold, model_id) for timeout decisions."""
+        d = self.decider
+        return d.labels, d.threshold, d.model_id
+
+    def _cancel_part(self, part_id: str) -> None:
+        """A part timed out: the decider forgets it (triggered mode), no model time is spent on it."""
+        cancel = getattr(self.decider, "cancel", None)
+        if cancel is not None:
+            cancel(part_id)
+
+    def _plant_status(self) -> dict[str, Any]:
+        model = self.models.get()
+        return {
+            "model_id": model.classifier.model_id if model else None,
+            "self_test_ok": bool(model and model.self_test_passed),
+            "camera_state": str(self.capture.state) if self.capture is not None else "not started",
+            "outbox_depth": self.sink.outbox_depth if self.sink is not None else 0,
+        }
 
     def _captured_at(self, index: int, decision: Decision) -> float:
         """Capture time of frame ``index`` (the box's last frame) if still known, else of the last frame used."""
@@ -357,7 +437,7 @@ class Daemon:
                 return t
             if i < index:
                 break
-        return decision.captured_at
+        return decision.captured_at if decision.captured_at is not None else decision.decided_at
 
     # ----------------------------------------------------------------------------------------------
     # Periodic: stats on MQTT, a status line in the log
@@ -372,6 +452,7 @@ class Daemon:
             "frame_errors": self._frame_errors,
             "stop_requested": self.stop_requested.is_set(),
             "evidence": self.evidence.stats() if self.evidence is not None else None,
+            **self.plant.stats(),  # deadline bookkeeping, last verdict, defect rate, SPC alarm
         }
 
     def _stats(self) -> dict[str, Any]:
@@ -416,11 +497,16 @@ class Daemon:
         """Load ``path`` (default: the configured ``model.path``; a relative path is taken beside it), self-test
         it and swap it in. SIGHUP always reloads ``model.path``, as does a restart."""
         target = self.cfg.model.path
-        if path:
-            target = Path(path) if Path(path).is_absolute() else self.cfg.model.path.parent / path
         with self._reload_lock:
             old = self.models.get()
             old_id = old.classifier.model_id if old else None
+            if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
+                try:
+                    target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
+                except PackageError as e:
+                    self.metrics.reloads.labels(outcome="refused").inc()
+                    log.warning("reload refused, keeping %s: %s", old_id, e)
+                    return ReloadResult(False, path[:80], model_id=old_id, reason=str(e))
             log.info("reloading model from %s", target)
             try:
                 new = load_model(self.cfg, target)
@@ -438,7 +524,10 @@ class Daemon:
             self.models.swap(new)
             self._publish_model_info(new)
             self.metrics.reloads.labels(outcome="ok").inc()
-            log.info("model swapped: %s -> %s", old_id, new.classifier.model_id)
+            log.info(
+                "model swapped: %s -> %s (threshold %s -> %.4f)", old_id, new.classifier.model_id,
+                f"{self._threshold(old):.4f}" if old else None, self._threshold(new),
+            )
             return ReloadResult(True, str(target), model_id=new.classifier.model_id)
 
     def _follow_model_swap(self) -> None:
@@ -454,6 +543,24 @@ class Daemon:
     def _threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.cfg.model.threshold)
 
+    def _model_doc(self, model: LoadedModel) -> dict[str, Any]:
+        """The model in use, as published on the retained ``<base>/model`` topic."""
+        clf = model.classifier
+        meta = clf.metadata
+        return {
+            "model_id": clf.model_id,
+            "name": meta.name,
+            "format": str(getattr(meta, "format", "")),
+            "threshold": self._threshold(model),
+            "threshold_source": "config model.threshold" if self.cfg.model.threshold is not None else "package",
+            "package_sha256": getattr(meta, "package_sha256", ""),
+            "tflite_sha256": meta.sha256,
+            "labels": list(meta.labels),
+            "positive_class": meta.positive_class,
+            "self_test_passed": model.self_test_passed,
+            "loaded_at": model.loaded_at,
+        }
+
     def _publish_model_info(self, model: LoadedModel) -> None:
         clf = model.classifier
         self.metrics.model_info.info(
@@ -467,6 +574,8 @@ class Daemon:
             }
         )
         self.metrics.model_ready.set(1 if model.self_test_passed else 0)
+        if self.sink is not None:
+            self.sink.publish_model(self._model_doc(model))
 
     # ----------------------------------------------------------------------------------------------
     # Triggered mode: parts announced over MQTT or POST /trigger
@@ -475,8 +584,13 @@ class Daemon:
     def trigger(self, part_id: str | None) -> bool:
         """Announce a part (any thread: MQTT callback, API). Frames captured from now on are used for it.
         False if the decider refused it (too many triggers waiting; it logs why)."""
-        accepted = bool(self.decider.trigger(part_id))
-        log.info("trigger: part %s%s", part_id, "" if accepted else " REFUSED")
+        at = time.time()
+        part_id = self.plant.on_trigger(part_id, at)  # its deadline starts now; a trigger without id gets one
+        accepted = bool(self.decider.trigger(part_id, at))
+        if accepted:  # a refusal is logged once, by the decider (rate-limited: clients cause it)
+            trigger_log.info("trigger: part %s", part_id)
+        else:
+            self.plant.trigger_refused(part_id, "trigger refused: too many triggers waiting for frames")
         return accepted
 
     def _subscribe_triggers(self) -> None:
@@ -538,9 +652,8 @@ class Daemon:
             raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
         sock.listen(64)
         port = sock.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(self.state), log_level="warning", log_config=None, access_log=False, lifespan="off")
-        )
+        assert self.state is not None, "the API state is made in __init__"
+        server = uvicorn.Server(uvicorn.Config(**server_config(create_app(self.state), cfg)))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
         thread.start()
         self._api_server, self._api_thread = server, thread
@@ -592,6 +705,10 @@ class Daemon:
                         self._on_decision(decision)
                 except Exception:
                     log.exception("flushing the last decision failed")
+            try:
+                self.plant.stop()  # parts still waiting get their timeout decisions before the outbox drains
+            except Exception:
+                log.exception("stopping the plant integration failed")
             if self._trigger_client is not None:
                 self._trigger_client.disconnect()
                 self._trigger_client.loop_stop()

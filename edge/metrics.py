@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from edge.state import CameraState
 
@@ -22,7 +23,7 @@ class _ProcessCollector:
 
         self._proc = psutil.Process(os.getpid())
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         mem = self._proc.memory_info()
         cpu = self._proc.cpu_times()
         g = GaugeMetricFamily("boxinspect_process_rss_bytes", "Resident memory of the daemon")

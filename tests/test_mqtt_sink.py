@@ -25,7 +25,9 @@ from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink, MqttSinkError
 from edge.outbox import Outbox
 from edge.timeutil import iso_utc
-from tests.broker import Broker, Subscriber
+from tests.broker import Broker
+from tests.helpers import Subscriber
+from tests.helpers import metric as sample
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "edge" / "event.schema.json").read_text())
@@ -37,7 +39,7 @@ def make_event(i: int, defect: bool = True) -> dict[str, Any]:
     now = iso_utc()
     score = 0.9 if defect else 0.1
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "event_id": str(uuid.uuid4()),
         "line": "line1",
         "camera": "cam1",
@@ -56,6 +58,12 @@ def make_event(i: int, defect: bool = True) -> dict[str, Any]:
         "decided_at": now,
         "mode": "continuous",
         "evidence": {"frame": f"evidence/{i}.jpg", "crop": None},
+        "kind": "model",
+        "action": "reject" if defect else "pass",
+        "reason": None,
+        "deadline_at": now,
+        "slack_ms": 12.5,
+        "late": False,
     }
 
 
@@ -70,11 +78,6 @@ def cfg_for(broker: Broker, tmp_path: Path, **kw: Any) -> MqttConfig:
     }
     base.update(kw)
     return MqttConfig(**base)
-
-
-def sample(m: Metrics, name: str) -> float:
-    v = m.registry.get_sample_value(name)
-    return 0.0 if v is None else v
 
 
 def assert_no_loss_in_order(received: list[dict], sent_ids: list[str]) -> None:
