@@ -67,6 +67,7 @@ def test_threshold_by_cost_ratio_trades_misses_for_false_rejects():
         threshold_for_cost(y, s, 0)
 
 
+@pytest.mark.slow
 def test_cv_writes_oof_scores_and_mean_sd_and_keeps_views_together(views_data, tmp_path, weights_path):
     from training.cv import CVConfig, part_ids, run_cv
 
@@ -101,6 +102,7 @@ def test_cv_writes_oof_scores_and_mean_sd_and_keeps_views_together(views_data, t
     assert list(Path(os.environ["BOXINSPECT_FEATURE_CACHE"]).glob("*.npz"))
 
 
+@pytest.mark.slow
 def test_default_recipe_is_linear_and_evaluate_and_convert_accept_it(views_data, tmp_path, weights_path):
     import keras
 
