@@ -82,6 +82,17 @@ def _copy_as(package: Path, name: str) -> Path:
 # ------------------------------------------------------------------------------ item 2: model integrity
 
 
+def test_convert_writes_the_package_hash(int8_model: Path):
+    import json
+
+    from edge.model_package import SCHEMA_VERSION, package_digest
+
+    raw = json.loads(sidecar_path(int8_model).read_text())
+    assert raw["schema_version"] == SCHEMA_VERSION == 2
+    assert raw["package_sha256"] == package_digest(raw)
+    assert Classifier.load(int8_model).model_id == f"{raw['name']}@{raw['package_sha256'][:12]}"
+
+
 def test_a_tampered_sidecar_is_refused_at_load_with_one_line(package: Path):
     edit_sidecar(package, lambda d: d.update(threshold=0.999), reseal=False)
     with pytest.raises(ModelError) as e:
