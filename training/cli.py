@@ -61,11 +61,13 @@ examples:
 """
 
 EVAL_DESCRIPTION = """\
-Evaluate a trained run: classification report, ROC AUC, ROC and PR curves, confusion matrix, loss and
-accuracy curves of both phases, and a threshold table. The operating threshold is chosen on the
-VALIDATION split as the highest threshold whose defect recall is >= --target-recall (on a line a missed
-defect usually costs more than a false reject); the test split is then reported at that threshold and
-at 0.5. Writes RUN/metrics.json and RUN/report/ (PNGs + a self-contained report.html).
+Evaluate a trained run: classification report, ROC AUC, ROC and PR curves, confusion matrix, training
+curves, a threshold table and the trade-off curve. The operating threshold is chosen on the run's
+OUT-OF-FOLD scores (runs of the linear recipe: every train+val image scored by a model that did not see it)
+or, for finetune runs, on the VALIDATION split: the highest threshold whose defect recall is >=
+--target-recall, or the one minimising --cost-ratio x missed defects + false rejects. The test split is
+then reported at that threshold and at 0.5, and in the line's terms: "N of 1,000 good boxes rejected, M of
+100 defects missed" with 95% intervals. Writes RUN/metrics.json and RUN/report/ (PNGs + report.html).
 """
 
 
