@@ -543,6 +543,20 @@ class MultiCapture:
             raise ValueError("MultiCapture needs at least one view")
         self.captures = [(name, Capture(cfg, metrics)) for name, cfg in views]
         self._next = 0
+        self.kind = "multi"
+
+    @property
+    def truncated(self) -> str | None:
+        """The first view whose video file ended early, if any."""
+        return next((f"{name}: {c.truncated}" for name, c in self.captures if c.truncated), None)
+
+    @truncated.setter
+    def truncated(self, value: str | None) -> None:
+        raise AttributeError("MultiCapture.truncated comes from its views")
+
+    @property
+    def delivered_any(self) -> bool:
+        return any(c.delivered_any for _, c in self.captures)
 
     def start(self) -> MultiCapture:
         for _, c in self.captures:
@@ -583,6 +597,10 @@ class MultiCapture:
     @property
     def frozen(self) -> bool:
         return any(c.frozen for _, c in self.captures)
+
+    @frozen.setter
+    def frozen(self, value: bool) -> None:
+        raise AttributeError("MultiCapture.frozen comes from its views")
 
     def stats(self) -> dict[str, Any]:
         return {"state": self.state, "frozen": self.frozen, "views": {name: c.stats() for name, c in self.captures}}

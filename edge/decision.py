@@ -300,6 +300,10 @@ class ContinuousDecider:
         log.warning("trigger for part %s ignored: decision.mode is 'continuous'", part_id)
         return False
 
+    def cancel(self, part_id: str | None) -> bool:
+        """Continuous mode has no queued parts to forget."""
+        return False
+
     def _foreground(self, roi_bgr: np.ndarray) -> Foreground | None:
         if self.fg is None:
             return None
@@ -696,6 +700,7 @@ class MultiViewDecider:
         self.decided = 0
         self.no_box_parts = 0
         self.rejected = 0
+        self.last_cancelled: dict[str, int] = {}
 
     # the model's threshold, id and labels follow a reload into every view
     @property
@@ -777,20 +782,25 @@ class MultiViewDecider:
             outs = {v: q.popleft()[1] for v, q in self._outcomes.items()}
         return self._fuse(outs)
 
-    def cancel(self, part_id: str | None) -> dict[str, int]:
+    def cancel(self, part_id: str | None) -> bool:
         """The part timed out (edge/plant.py): every view forgets it. A view that had already concluded it drops
-        that outcome; returns those views with the outcome's position, so the caller drops its evidence too."""
+        that outcome; ``last_cancelled`` then holds those views with the outcome's position, so the caller drops
+        their evidence too. False if no view knew the part."""
         removed: dict[str, int] = {}
+        found = False
         with self._lock:
             for v, d in self._views.items():
                 if d.cancel(part_id):
+                    found = True
                     continue
                 for i, (pid, _) in enumerate(self._outcomes[v]):
                     if pid == part_id:
                         del self._outcomes[v][i]
                         removed[v] = i
+                        found = True
                         break
-        return removed
+            self.last_cancelled = removed
+        return found
 
     def _fuse(self, outs: dict[str, Decision | None]) -> tuple[Decision | None, str | None]:
         # a view's decision comes from its frames' scores, so its score fields are set (only timeout
