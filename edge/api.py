@@ -140,14 +140,6 @@ class ReloadRequest(BaseModel):
     )
 
 
-class ReloadResponse(BaseModel):
-    ok: bool
-    path: str
-    model_id: str | None = None
-    reason: str | None = None
-    self_test_failures: list[str] = Field(default_factory=list)
-
-
 class TriggerRequest(BaseModel):
     part_id: str | None = Field(default=None, max_length=200)
 
@@ -476,10 +468,10 @@ def create_app(state: ApiState) -> FastAPI:
 
     @app.post(
         "/reload",
-        response_model=ReloadResponse,
+        response_model=ReloadResult,
         tags=["control"],
         summary="Load the model again (or the .tflite in `path`), self-test it, swap it in; the old one stays on failure",
-        responses={422: {"model": ReloadResponse, "description": "new model rejected; the old one stays"}},
+        responses={422: {"model": ReloadResult, "description": "new model rejected; the old one stays"}},
         dependencies=auth,
     )
     def reload(body: ReloadRequest | None = None) -> JSONResponse:
@@ -490,7 +482,7 @@ def create_app(state: ApiState) -> FastAPI:
                 403, "reload over HTTP needs api.token (or api.reload_without_token: true); SIGHUP still reloads"
             )
         result = state.reload(body.path if body is not None else None)
-        payload = ReloadResponse(**result.__dict__).model_dump()
+        payload = result.model_dump()
         return JSONResponse(payload, status_code=200 if result.ok else 422)
 
     @app.post(

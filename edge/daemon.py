@@ -548,20 +548,21 @@ class Daemon:
                 except PackageError as e:
                     self.metrics.reloads.labels(outcome="refused").inc()
                     log.warning("reload refused, keeping %s: %s", old_id, e)
-                    return ReloadResult(False, path[:80], model_id=old_id, reason=str(e))
+                    return ReloadResult(ok=False, path=path[:80], model_id=old_id, reason=str(e))
             log.info("reloading model from %s", target)
             try:
                 new = self.loader(target)
             except ModelError as e:
                 self.metrics.reloads.labels(outcome="load_failed").inc()
                 log.error("reload failed, keeping %s: %s", old_id, e)
-                return ReloadResult(False, str(target), model_id=old_id, reason=str(e))
+                return ReloadResult(ok=False, path=str(target), model_id=old_id, reason=str(e))
             if not new.self_test_passed:
                 self.metrics.reloads.labels(outcome="self_test_failed").inc()
                 reason = "self-test failed: " + "; ".join(new.self_test_failures)
                 log.error("reload rejected, keeping %s: %s", old_id, reason)
                 return ReloadResult(
-                    False, str(target), model_id=old_id, reason=reason, self_test_failures=list(new.self_test_failures)
+                    ok=False, path=str(target), model_id=old_id, reason=reason,
+                    self_test_failures=list(new.self_test_failures),
                 )
             self.models.swap(new)
             self._publish_model_info(new)
@@ -570,7 +571,7 @@ class Daemon:
                 "model swapped: %s -> %s (threshold %s -> %.4f)", old_id, new.classifier.model_id,
                 f"{self._threshold(old):.4f}" if old else None, self._threshold(new),
             )
-            return ReloadResult(True, str(target), model_id=new.classifier.model_id)
+            return ReloadResult(ok=True, path=str(target), model_id=new.classifier.model_id)
 
     def _follow_model_swap(self) -> None:
         """After a swap, the decider takes the new threshold and model id (between frames, main thread)."""
