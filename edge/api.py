@@ -13,6 +13,7 @@ With ``api.token`` set, everything but /healthz, /metrics and the operator page'
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import struct
 import threading
@@ -33,6 +34,7 @@ from edge import __version__
 from edge.capture import safe_uri
 from edge.config import Config
 from edge.metrics import Metrics
+from edge.outbox import OutboxError
 from edge.state import (
     EVENTS_MAX,
     CameraState,
@@ -96,13 +98,14 @@ class ApiState:
         if self.config.mqtt.enabled:
             if self.sink is None:
                 reasons.append("mqtt: not started")
-            elif not self.sink.connected:
-                why = self.sink.last_error
-                reasons.append(
-                    f"mqtt: not connected to {self.config.mqtt.host}:{self.config.mqtt.port}" + (f" ({why})" if why else "")
-                )
-            elif (problem := self.sink.not_ready_reason()) is not None:
-                reasons.append(f"mqtt: {problem}")
+            else:
+                if not self.sink.connected:
+                    why = self.sink.last_error
+                    reasons.append(
+                        f"mqtt: not connected to {self.config.mqtt.host}:{self.config.mqtt.port}" + (f" ({why})" if why else "")
+                    )
+                if (problem := self.sink.not_ready_reason()) is not None:  # e.g. disk full, events only in memory
+                    reasons.append(f"mqtt: {problem}")
         return reasons
 
 
@@ -448,11 +451,40 @@ def create_app(state: ApiState) -> FastAPI:
             raise HTTPException(500, "could not encode the snapshot")
         return Response(buf.tobytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
-    @app.get("/events", tags=["status"], summary="Recent decisions, newest first", dependencies=auth)
+    @app.get(
+        "/events",
+        tags=["status"],
+        summary="Recent decisions, newest first; with since_seq: replay of the outbox",
+        dependencies=auth,
+    )
     def events(
         limit: int = Query(50, ge=1, le=EVENTS_MAX, description=f"how many (1..{EVENTS_MAX})"),
+        since_seq: int | None = Query(
+            None, ge=0, le=2**62,
+            description="replay: re-publish every event still in the outbox with seq > since_seq (original event_id "
+            "and seq, at most 1000, oldest first) and return them (docs/EVENTS.md)",
+        ),
     ) -> list[dict[str, Any]]:
-        return state.events.latest(limit)
+        if since_seq is None:
+            return state.events.latest(limit)
+        replay = getattr(state.sink, "replay", None)
+        if replay is None:
+            raise HTTPException(404, "no outbox: replay needs the MQTT sink")
+        try:
+            rows = replay(since_seq)
+        except OutboxError as e:
+            raise HTTPException(503, f"replay failed: {e}") from None
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            try:
+                doc = json.loads(row.payload)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                doc["seq"] = row.seq
+                doc["topic"] = row.topic
+                out.append(doc)
+        return out
 
     @app.get(
         "/metrics",

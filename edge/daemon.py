@@ -219,6 +219,7 @@ class Daemon:
         # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
         client_id = cfg.mqtt.client_id or f"boxinspect-{cfg.line}-{cfg.camera}"
         sink = MqttSink(cfg.mqtt, cfg.topic_base, metrics, client_id)
+        sink.enable_replay(cfg.api.token.get_secret_value() if cfg.api.token is not None else None)
         try:
             evidence = EvidenceStore(cfg.evidence) if cfg.evidence.enabled else None
             capture = Capture(cfg.source, metrics)
@@ -422,9 +423,10 @@ class Daemon:
         if event["is_defect"] and self.sink is not None:
             try:
                 self.sink.publish_defect(event)
-            except Exception as e:  # the outbox could not store it (disk full, ...): never lose it silently
-                self.metrics.events_dropped.inc()
-                log.error("DEFECT EVENT NOT STORED in the outbox (%s); the event: %s", e, json.dumps(event))
+            except Exception as e:  # cannot be encoded (NaN), or a bug: lost, so counted and logged in full
+                reason = "unencodable" if isinstance(e, ValueError) else "error"
+                self.metrics.events_lost.labels(reason=reason).inc()
+                log.error("DEFECT EVENT LOST (%s: %s); the event: %s", reason, e, json.dumps(event, default=str))
         if self.sink is not None and cfg.mqtt.publish_results:
             try:
                 self.sink.publish_result(event)

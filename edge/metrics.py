@@ -66,6 +66,15 @@ class Metrics:
         self.events_dropped = Counter(
             "boxinspect_events_dropped", "Defect events lost to outbox overflow (see mqtt.outbox_overflow)", registry=r
         )
+        self.events_lost = Counter(
+            "boxinspect_events_lost", "Defect events lost for another reason than overflow, by reason (disk_full, ...)",
+            ["reason"], registry=r,
+        )
+        self.events_unstored = Counter(
+            "boxinspect_events_unstored",
+            "Defect events the outbox could not store (disk full), by what happened: direct (published without the "
+            "outbox) or memory (held in memory)", ["route"], registry=r,
+        )
         self.mqtt_callback_errors = Counter(
             "boxinspect_mqtt_callback_errors", "Exceptions caught in MQTT callbacks (the connection lives on)", ["callback"],
             registry=r,
