@@ -45,6 +45,7 @@ from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.evidence import EvidenceStore
+from edge.liveness import Heartbeat, sd_notify
 from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink
 from edge.roi import crop
@@ -143,6 +144,7 @@ class Daemon:
         self.events = RecentEvents()
         self.latest = LatestFrame()
         self.started = time.time()
+        self.heartbeat = Heartbeat(cfg.liveness_timeout_s)  # /healthz and systemd's watchdog watch the loop
         # Flags set by signal handlers and the API; only the main loop acts on them.
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -186,6 +188,7 @@ class Daemon:
             self._shutdown()
             return EXIT_FAILED
         model = self.models.get()
+        sd_notify(f"READY=1\nSTATUS=inspecting line {cfg.line} camera {cfg.camera}")
         log.info(
             "running: line=%s camera=%s source=%s model=%s mode=%s mqtt=%s",
             cfg.line, cfg.camera, safe_uri(cfg.source.uri), model.classifier.model_id if model else None,
@@ -197,6 +200,8 @@ class Daemon:
             log.exception("inspection loop failed")
             self.stop_reason = "error"
         log.info("stopping (%s)", self.stop_reason)
+        self.heartbeat.stopped()
+        sd_notify(f"STOPPING=1\nSTATUS=stopping ({self.stop_reason})")
         self._shutdown()  # events left in the outbox are delivered on the next start: still a clean exit
         return EXIT_FAILED if self.stop_reason == "error" else EXIT_OK
 
@@ -223,6 +228,7 @@ class Daemon:
             trigger=self.trigger if cfg.decision.mode == "triggered" else None,
             started=self.started,
             counters=self.loop_counters,
+            heartbeat=self.heartbeat,
         )
         if cfg.api.enabled:
             self._start_api()
@@ -255,8 +261,10 @@ class Daemon:
                 threading.Thread(target=self.reload, name="reload", daemon=True).start()
             self._follow_model_swap()
 
+            self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != "ok")
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
+                self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision, outbox)")
                 try:
                     self._process(frame)
                 except Exception as e:  # one bad frame must not stop the line's inspection
