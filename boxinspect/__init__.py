@@ -4,4 +4,6 @@ Packages: ``training`` (Keras transfer learning and evaluation), ``convert`` (Ke
 metadata and an accuracy gate), ``edge`` (the daemon), and this package (CLI, synthetic data, demo).
 """
 
-__version__ = "0.1.0"
+from edge import __version__
+
+__all__ = ["__version__"]

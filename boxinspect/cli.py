@@ -12,7 +12,7 @@ import logging
 import sys
 
 from boxinspect import __version__
-from boxinspect.logs import setup_logging
+from edge.logs import setup_logging
 
 # Modules only the train extra installs: a subcommand that needs one on an edge install says so plainly.
 TRAIN_ONLY_MODULES = {"tensorflow", "keras", "sklearn", "matplotlib", "tqdm", "amqtt"}

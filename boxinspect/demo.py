@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -19,18 +18,6 @@ from pathlib import Path
 import yaml
 
 log = logging.getLogger("boxinspect.demo")
-WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-
-
-def find_offline_weights() -> Path | None:
-    """An offline copy of the ImageNet MobileNetV2 alpha 0.35 weights, if one is on this machine."""
-    candidates = []
-    if os.environ.get("BOXINSPECT_WEIGHTS"):
-        candidates.append(Path(os.environ["BOXINSPECT_WEIGHTS"]))
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    repo = Path(__file__).resolve().parents[1]
-    candidates += [keras_home / "models" / WEIGHTS_FILE, repo / "weights" / WEIGHTS_FILE, repo.parent / "shared" / "weights" / WEIGHTS_FILE]
-    return next((p for p in candidates if p.exists()), None)
 
 
 def _step(n: int, total: int, text: str) -> float:
@@ -87,9 +74,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
     t = _step(2, total, "train MobileNetV2 (alpha 0.35) by transfer learning")
     from training.evaluate import evaluate
+    from training.model import offline_weights_path
     from training.train import TrainConfig, train
 
-    weights = args.weights or (str(find_offline_weights()) if find_offline_weights() else "imagenet")
+    offline = offline_weights_path(0.35)
+    weights = args.weights or (str(offline) if offline else "imagenet")
     print(f"      pretrained weights: {weights}")
     run = out / "run"
     cfg = TrainConfig(

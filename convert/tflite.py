@@ -25,6 +25,7 @@ import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -250,6 +251,211 @@ def _table(keras: SplitMetrics, tfl: SplitMetrics, agreement: float, fmt: str) -
     return "\n".join(rows)
 
 
+@dataclass
+class _EvalSet:
+    """The held-out images the gate compares Keras and TFLite on (test split, else val)."""
+
+    split: str
+    items: list[Item]
+    x: np.ndarray
+
+
+@dataclass
+class _GateOutcome:
+    metrics: PackageMetrics | None
+    passed: bool
+    f1_drop: float
+    auc_drop: float
+
+
+def _load_keras(run: RunInfo) -> tuple[Any, Path, int, int]:
+    """Step 1: load ``model.keras`` and read its input size (H, W)."""
+    keras_path = run.run_dir / "model.keras"
+    if not keras_path.is_file():
+        raise ConvertError(f"{keras_path} not found")
+    _tf()
+    import keras
+
+    model = keras.models.load_model(keras_path, compile=False)
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[3] != 3:
+        raise ConvertError(f"{keras_path}: expected input (None, H, W, 3), got {shape}")
+    h, w = int(shape[1]), int(shape[2])
+    if run.img_size != (0, 0) and run.img_size != (h, w):
+        log.warning("train_config img_size %s differs from the model input %s; using the model's", run.img_size, (h, w))
+    return model, keras_path, h, w
+
+
+def _by_split(run: RunInfo) -> dict[str, list[Item]]:
+    by_split: dict[str, list[Item]] = {}
+    for it in run.items:
+        by_split.setdefault(it.split, []).append(it)
+    return by_split
+
+
+def _calibration_images(
+    run: RunInfo, by_split: dict[str, list[Item]], fmt: str, h: int, w: int, count: int
+) -> np.ndarray | None:
+    """Step 2: int8 only, up to ``count`` training images (seeded sample) to calibrate the quantisation."""
+    if fmt != "int8":
+        return None
+    train_items = by_split.get("train", [])
+    if not train_items:
+        raise ConvertError(f"{run.run_dir}/split.json has no 'train' items to calibrate int8")
+    rng = random.Random(0)
+    chosen = rng.sample(train_items, min(count, len(train_items)))
+    _, rep = _load_images(chosen, h, w)
+    if len(rep) == 0:
+        raise ConvertError("no readable training images for int8 calibration")
+    log.info("calibrating int8 on %d training images", len(rep))
+    return rep
+
+
+def _eval_images(by_split: dict[str, list[Item]], h: int, w: int, gate: bool) -> _EvalSet:
+    """Step 3: the images the gate evaluates on (test split, else val)."""
+    eval_split = "test" if by_split.get("test") else "val"
+    eval_items, eval_x = _load_images(by_split.get(eval_split, []), h, w)
+    if eval_split != "test":
+        log.warning("split.json has no test items; evaluating on %r instead", eval_split)
+    if len(eval_items) == 0 and gate:
+        raise ConvertError("no readable test/val images: cannot run the accuracy gate (use --no-gate to skip)")
+    return _EvalSet(eval_split, eval_items, eval_x)
+
+
+def _write_tmp(out: Path, data: bytes) -> Path:
+    """Step 4b: write the converted bytes beside ``out`` under a temporary name (renamed only when complete)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tflite.tmp", delete=False) as tmpf:
+        tmpf.write(data)
+    tmp = Path(tmpf.name)
+    tmp.chmod(0o644)
+    return tmp
+
+
+def _labels01(run: RunInfo, items: list[Item]) -> np.ndarray:
+    return np.array([1 if it.label == run.positive_class else 0 for it in items], dtype=int)
+
+
+def _recalibrated_threshold(
+    run: RunInfo, runner: Runner, by_split: dict[str, list[Item]], fmt: str, h: int, w: int
+) -> tuple[float, str]:
+    """Step 5 (optional): re-apply evaluate's threshold rule to the TFLite model's own validation scores."""
+    from training.evaluate import choose_threshold
+
+    assert run.target_recall is not None
+    val_items, val_x = _load_images(by_split["val"], h, w)
+    sel = choose_threshold(_labels01(run, val_items), np.array([runner.run(x) for x in val_x]), run.target_recall)
+    threshold = float(sel["threshold"])
+    source = (
+        f"recalibrated for this {fmt} model: highest threshold with recall >= {run.target_recall} on "
+        f"the validation split (val recall {sel['recall']:.3f}); Keras threshold was {run.threshold:.4f}"
+    )
+    log.info("threshold recalibrated on %d validation images: %.4f (Keras %.4f)", len(val_items),
+             threshold, run.threshold)
+    return threshold, source
+
+
+def _compare(
+    run: RunInfo, model: Any, runner: Runner, ev: _EvalSet, fmt: str, threshold: float, gate: bool,
+    max_f1_drop: float, max_auc_drop: float,
+) -> _GateOutcome:
+    """Step 6: score the eval images with Keras and TFLite, each at its own threshold, and apply the gate."""
+    if not len(ev.items):
+        log.warning("no evaluation images: package has no metrics and no gate was run")
+        return _GateOutcome(None, True, 0.0, 0.0)
+    y = _labels01(run, ev.items)
+    keras_scores = np.asarray(model.predict(ev.x.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
+    tfl_scores = np.array([runner.run(x) for x in ev.x], dtype=np.float64)
+    if not np.all(np.isfinite(tfl_scores)):
+        raise ConvertError(f"converted {fmt} model produced non-finite outputs; refusing it")
+    km = _metrics(y, keras_scores, run.threshold)
+    tm = _metrics(y, tfl_scores, threshold)
+    agreement = float(np.mean((keras_scores >= run.threshold) == (tfl_scores >= threshold)))
+    max_diff = float(np.max(np.abs(keras_scores - tfl_scores)))
+    f1_drop = km.macro_f1 - tm.macro_f1
+    auc_drop = (km.auc - tm.auc) if (km.auc is not None and tm.auc is not None) else 0.0
+    eps = 1e-9  # a drop of exactly the margin passes (0.01 is not exact in floating point)
+    passed = f1_drop <= max_f1_drop + eps and auc_drop <= max_auc_drop + eps
+    if gate and len(y) < 100:
+        log.warning("the %s split has only %d images: one changed decision moves macro F1 by about %.3f, "
+                    "so the gate is coarse", ev.split, len(y), 2.0 / len(y))
+    log.info("accuracy on %s split (threshold Keras %.3f, TFLite %.3f):\n%s", ev.split, run.threshold, threshold,
+             _table(km, tm, agreement, fmt))
+    metrics = PackageMetrics(
+        split=ev.split, keras=km, tflite=tm, agreement=agreement, max_abs_score_diff=max_diff,
+        gate_passed=passed, max_f1_drop=max_f1_drop, max_auc_drop=max_auc_drop,
+        keras_threshold=run.threshold,
+    )
+    return _GateOutcome(metrics, passed, f1_drop, auc_drop)
+
+
+def _golden_samples(run: RunInfo, runner: Runner, ev: _EvalSet) -> list[GoldenSample]:
+    """Step 7: a few eval images per class with the TFLite score, so the edge can self-check the model."""
+    golden = []
+    for cls in (run.positive_class, next(c for c in run.classes if c != run.positive_class)):
+        idx = [i for i, it in enumerate(ev.items) if it.label == cls][:GOLDEN_PER_CLASS]
+        for i in idx:
+            golden.append(GoldenSample(name=ev.items[i].path.name, label=cls, png_b64=encode_golden(ev.x[i]),
+                                       expected_score=float(runner.run(ev.x[i]))))
+    return golden
+
+
+def _split_counts(run: RunInfo) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for it in run.items:
+        counts.setdefault(it.split, {}).setdefault(it.label, 0)
+        counts[it.split][it.label] += 1
+    return counts
+
+
+def _metadata(
+    run: RunInfo, fmt: str, out: Path, keras_path: Path, runner: Runner, h: int, w: int, threshold: float,
+    threshold_source: str, metrics: PackageMetrics | None, rep_n: int, golden: list[GoldenSample],
+) -> ModelMetadata:
+    """Step 8: the sidecar for the (already renamed) ``out``."""
+    return ModelMetadata(
+        name=f"{run.run_dir.name}_{fmt}",
+        format=fmt,
+        labels=run.classes,
+        positive_class=run.positive_class,
+        input=InputSpec(
+            height=h, width=w, dtype=str(runner.input_dtype), resize=RESIZE,
+            quantization=QuantParams(scale=runner.input_quant[0], zero_point=runner.input_quant[1])
+            if runner.input_quant else None,
+        ),
+        output=OutputSpec(
+            dtype=str(runner.output_dtype),
+            quantization=QuantParams(scale=runner.output_quant[0], zero_point=runner.output_quant[1])
+            if runner.output_quant else None,
+        ),
+        preprocessing=PREPROCESSING_TEXT.format(w=w, h=h),
+        threshold=threshold,
+        threshold_source=threshold_source,
+        metrics=metrics,
+        training_data=TrainingDataSummary(data_dir=run.data_dir, counts=_split_counts(run), representative_count=rep_n),
+        source={"run_dir": str(run.run_dir.resolve()), "keras_model": str(keras_path.resolve())},
+        sha256=sha256_file(out),
+        size_bytes=out.stat().st_size,
+        created_at=utc_now(),
+        tool_version=_versions().get("boxinspect", "unknown"),
+        versions=_versions(),
+        golden=golden,
+        golden_tolerance=_golden_tolerance(fmt, runner.output_quant),
+    )
+
+
+def _reject(out: Path, fmt: str, outcome: _GateOutcome, max_f1_drop: float, max_auc_drop: float) -> GateError:
+    """Step 9: the gate failed; rename the package ``*.rejected.tflite`` so it cannot be deployed by accident."""
+    rejected = out.with_name(out.stem + ".rejected.tflite")
+    out.replace(rejected)
+    sidecar_path(out).replace(sidecar_path(rejected))
+    return GateError(
+        f"accuracy gate failed for {fmt}: macro F1 drop {outcome.f1_drop:+.4f} (max {max_f1_drop}), "
+        f"AUC drop {outcome.auc_drop:+.4f} (max {max_auc_drop}); model kept as {rejected} for inspection",
+        rejected,
+    )
+
+
 def convert_run(
     run_dir: Path,
     fmt: str = "int8",
@@ -270,161 +476,43 @@ def convert_run(
     TFLite model's own validation scores. Quantisation can shift scores systematically; this keeps the
     operating point (the recall target) rather than the number. The gate then compares each model at its
     own threshold.
+
+    Steps: load Keras model -> calibration images (int8) -> eval images -> convert to a temp file ->
+    (recalibrate threshold) -> compare Keras vs TFLite (gate) -> golden samples -> rename + sidecar ->
+    reject if the gate failed.
     """
     if fmt not in FORMATS:
         raise ConvertError(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
     run = read_run(Path(run_dir))
-    keras_path = run.run_dir / "model.keras"
-    if not keras_path.is_file():
-        raise ConvertError(f"{keras_path} not found")
+    model, keras_path, h, w = _load_keras(run)
     out = Path(out) if out else run.run_dir / f"model_{fmt}.tflite"
-
-    _tf()
-    import keras
-
-    model = keras.models.load_model(keras_path, compile=False)
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[3] != 3:
-        raise ConvertError(f"{keras_path}: expected input (None, H, W, 3), got {shape}")
-    h, w = int(shape[1]), int(shape[2])
-    if run.img_size != (0, 0) and run.img_size != (h, w):
-        log.warning("train_config img_size %s differs from the model input %s; using the model's", run.img_size, (h, w))
-
-    by_split: dict[str, list[Item]] = {}
-    for it in run.items:
-        by_split.setdefault(it.split, []).append(it)
-    train_items = by_split.get("train", [])
-    rep = None
-    rep_n = 0
-    if fmt == "int8":
-        if not train_items:
-            raise ConvertError(f"{run.run_dir}/split.json has no 'train' items to calibrate int8")
-        rng = random.Random(0)
-        chosen = rng.sample(train_items, min(representative_count, len(train_items)))
-        _, rep = _load_images(chosen, h, w)
-        rep_n = len(rep)
-        if rep_n == 0:
-            raise ConvertError("no readable training images for int8 calibration")
-        log.info("calibrating int8 on %d training images", rep_n)
-
+    by_split = _by_split(run)
+    rep = _calibration_images(run, by_split, fmt, h, w, representative_count)
     if recalibrate_threshold and (run.target_recall is None or not by_split.get("val")):
         raise ConvertError(
             "--recalibrate-threshold needs metrics.json with threshold_selection.target_recall (from "
             "`boxinspect evaluate`) and validation items in split.json"
         )
-    eval_split = "test" if by_split.get("test") else "val"
-    eval_items, eval_x = _load_images(by_split.get(eval_split, []), h, w)
-    if eval_split != "test":
-        log.warning("split.json has no test items; evaluating on %r instead", eval_split)
-    if len(eval_items) == 0 and gate:
-        raise ConvertError("no readable test/val images: cannot run the accuracy gate (use --no-gate to skip)")
+    ev = _eval_images(by_split, h, w, gate)
 
     log.info("converting %s to %s", keras_path, fmt)
-    data = _convert_bytes(model, fmt, rep)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".tflite.tmp", delete=False) as tmpf:
-        tmpf.write(data)
-    tmp = Path(tmpf.name)
-    tmp.chmod(0o644)
+    tmp = _write_tmp(out, _convert_bytes(model, fmt, rep))
     try:
         runner = Runner(tmp, num_threads=2)
-        y = np.array([1 if it.label == run.positive_class else 0 for it in eval_items], dtype=int)
         threshold, threshold_source = run.threshold, run.threshold_source
         if recalibrate_threshold:
-            from training.evaluate import choose_threshold
-
-            val_items, val_x = _load_images(by_split["val"], h, w)
-            y_val = np.array([1 if it.label == run.positive_class else 0 for it in val_items], dtype=int)
-            sel = choose_threshold(y_val, np.array([runner.run(x) for x in val_x]), run.target_recall)
-            threshold = float(sel["threshold"])
-            threshold_source = (
-                f"recalibrated for this {fmt} model: highest threshold with recall >= {run.target_recall} on "
-                f"the validation split (val recall {sel['recall']:.3f}); Keras threshold was {run.threshold:.4f}"
-            )
-            log.info("threshold recalibrated on %d validation images: %.4f (Keras %.4f)", len(val_items),
-                     threshold, run.threshold)
-        if len(eval_items):
-            keras_scores = np.asarray(model.predict(eval_x.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
-            tfl_scores = np.array([runner.run(x) for x in eval_x], dtype=np.float64)
-            if not np.all(np.isfinite(tfl_scores)):
-                raise ConvertError(f"converted {fmt} model produced non-finite outputs; refusing it")
-            km = _metrics(y, keras_scores, run.threshold)
-            tm = _metrics(y, tfl_scores, threshold)
-            agreement = float(np.mean((keras_scores >= run.threshold) == (tfl_scores >= threshold)))
-            max_diff = float(np.max(np.abs(keras_scores - tfl_scores)))
-            f1_drop = km.macro_f1 - tm.macro_f1
-            auc_drop = (km.auc - tm.auc) if (km.auc is not None and tm.auc is not None) else 0.0
-            eps = 1e-9  # a drop of exactly the margin passes (0.01 is not exact in floating point)
-            passed = f1_drop <= max_f1_drop + eps and auc_drop <= max_auc_drop + eps
-            if gate and len(y) < 100:
-                log.warning("the %s split has only %d images: one changed decision moves macro F1 by about %.3f, "
-                            "so the gate is coarse", eval_split, len(y), 2.0 / len(y))
-            log.info("accuracy on %s split (threshold Keras %.3f, TFLite %.3f):\n%s", eval_split, run.threshold, threshold,
-                     _table(km, tm, agreement, fmt))
-            metrics = PackageMetrics(
-                split=eval_split, keras=km, tflite=tm, agreement=agreement, max_abs_score_diff=max_diff,
-                gate_passed=passed, max_f1_drop=max_f1_drop, max_auc_drop=max_auc_drop,
-                keras_threshold=run.threshold,
-            )
-        else:
-            log.warning("no evaluation images: package has no metrics and no gate was run")
-            metrics, passed, f1_drop, auc_drop, tfl_scores = None, True, 0.0, 0.0, np.zeros(0)
-
-        golden = []
-        for cls in (run.positive_class, next(c for c in run.classes if c != run.positive_class)):
-            idx = [i for i, it in enumerate(eval_items) if it.label == cls][:GOLDEN_PER_CLASS]
-            for i in idx:
-                b64 = encode_golden(eval_x[i])
-                golden.append(GoldenSample(name=eval_items[i].path.name, label=cls, png_b64=b64,
-                                           expected_score=float(runner.run(eval_x[i]))))
-
-        counts: dict[str, dict[str, int]] = {}
-        for it in run.items:
-            counts.setdefault(it.split, {}).setdefault(it.label, 0)
-            counts[it.split][it.label] += 1
+            threshold, threshold_source = _recalibrated_threshold(run, runner, by_split, fmt, h, w)
+        outcome = _compare(run, model, runner, ev, fmt, threshold, gate, max_f1_drop, max_auc_drop)
+        golden = _golden_samples(run, runner, ev)
         tmp.replace(out)
-        meta = ModelMetadata(
-            name=f"{run.run_dir.name}_{fmt}",
-            format=fmt,
-            labels=run.classes,
-            positive_class=run.positive_class,
-            input=InputSpec(
-                height=h, width=w, dtype=str(runner.input_dtype), resize=RESIZE,
-                quantization=QuantParams(scale=runner.input_quant[0], zero_point=runner.input_quant[1])
-                if runner.input_quant else None,
-            ),
-            output=OutputSpec(
-                dtype=str(runner.output_dtype),
-                quantization=QuantParams(scale=runner.output_quant[0], zero_point=runner.output_quant[1])
-                if runner.output_quant else None,
-            ),
-            preprocessing=PREPROCESSING_TEXT.format(w=w, h=h),
-            threshold=threshold,
-            threshold_source=threshold_source,
-            metrics=metrics,
-            training_data=TrainingDataSummary(data_dir=run.data_dir, counts=counts, representative_count=rep_n),
-            source={"run_dir": str(run.run_dir.resolve()), "keras_model": str(keras_path.resolve())},
-            sha256=sha256_file(out),
-            size_bytes=out.stat().st_size,
-            created_at=utc_now(),
-            tool_version=_versions().get("boxinspect", "unknown"),
-            versions=_versions(),
-            golden=golden,
-            golden_tolerance=_golden_tolerance(fmt, runner.output_quant),
-        )
+        meta = _metadata(run, fmt, out, keras_path, runner, h, w, threshold, threshold_source, outcome.metrics,
+                         0 if rep is None else len(rep), golden)
         write_metadata(meta, out)
     finally:
         if tmp.exists():
             tmp.unlink()
 
-    if gate and not passed:
-        rejected = out.with_name(out.stem + ".rejected.tflite")
-        out.replace(rejected)
-        sidecar_path(out).replace(sidecar_path(rejected))
-        raise GateError(
-            f"accuracy gate failed for {fmt}: macro F1 drop {f1_drop:+.4f} (max {max_f1_drop}), "
-            f"AUC drop {auc_drop:+.4f} (max {max_auc_drop}); model kept as {rejected} for inspection",
-            rejected,
-        )
+    if gate and not outcome.passed:
+        raise _reject(out, fmt, outcome, max_f1_drop, max_auc_drop)
     log.info("wrote %s (%d bytes, sha256 %s) and %s", out, meta.size_bytes, meta.sha256[:12], sidecar_path(out).name)
     return out

@@ -11,12 +11,10 @@ With ``api.token`` set, everything but /healthz and /metrics needs ``Authorizati
 
 from __future__ import annotations
 
-import collections
 import hmac
 import json
 import logging
 import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,14 +27,22 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from boxinspect import __version__
+from edge import __version__
 from edge.capture import safe_uri
 from edge.config import Config
 from edge.metrics import Metrics
+from edge.state import (
+    EVENTS_MAX,
+    CameraState,
+    LatestFrame,
+    LoadedModel,
+    ModelSlot,
+    RecentEvents,
+    ReloadResult,
+)
 
 if TYPE_CHECKING:
-    from edge.capture import Capture, Frame
-    from edge.classifier import Classifier
+    from edge.capture import Capture
     from edge.liveness import Heartbeat
     from edge.mqtt_sink import MqttSink
 
@@ -45,98 +51,11 @@ log = logging.getLogger(__name__)
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_IMAGE_PIXELS = 50_000_000  # refuse decompression bombs before decoding (a 50 MP image is ~150 MB in RAM)
 MULTIPART_SLACK = 64 * 1024  # multipart framing on top of the image itself
-EVENTS_MAX = 1000
 
 
 # --------------------------------------------------------------------------------------------------
-# State shared by the daemon (writer) and the API (reader)
+# What the API serves (the shared types live in edge/state.py)
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """One loaded model and the outcome of its self-test. Immutable: a reload makes a new one."""
-
-    classifier: Classifier
-    self_test_failures: tuple[str, ...] = ()
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def self_test_passed(self) -> bool:
-        return not self.self_test_failures
-
-
-class ModelSlot:
-    """The model in use. ``get()`` and ``swap()`` are atomic, so a reload never shows a half-swapped model.
-
-    The inspection loop and /predict may share one Classifier: it serialises its own invokes.
-    """
-
-    def __init__(self, model: LoadedModel | None = None) -> None:
-        self._lock = threading.Lock()
-        self._model = model
-        self._version = 0 if model is None else 1
-
-    def get(self) -> LoadedModel | None:
-        with self._lock:
-            return self._model
-
-    def get_versioned(self) -> tuple[LoadedModel | None, int]:
-        with self._lock:
-            return self._model, self._version
-
-    def swap(self, model: LoadedModel) -> LoadedModel | None:
-        with self._lock:
-            old, self._model = self._model, model
-            self._version += 1
-            return old
-
-
-class RecentEvents:
-    """A bounded ring buffer of the latest decision events (newest last inside, newest first out)."""
-
-    def __init__(self, maxlen: int = EVENTS_MAX) -> None:
-        self._lock = threading.Lock()
-        self._items: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxlen)
-
-    @property
-    def maxlen(self) -> int:
-        return self._items.maxlen or 0
-
-    def add(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            self._items.append(event)
-
-    def latest(self, limit: int) -> list[dict[str, Any]]:
-        with self._lock:
-            n = min(limit, len(self._items))
-            return [self._items[-1 - i] for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class LatestFrame:
-    """The newest frame and the last verdict, kept by reference; /snapshot.jpg draws them on demand."""
-
-    def __init__(self) -> None:
-        self.frame: Frame | None = None
-        self.verdict: tuple[str, float, bool] | None = None  # label, score, is_defect
-
-    def set_frame(self, frame: Frame) -> None:
-        self.frame = frame
-
-    def set_verdict(self, label: str, score: float, is_defect: bool) -> None:
-        self.verdict = (label, score, is_defect)
-
-
-@dataclass
-class ReloadResult:
-    ok: bool
-    path: str
-    model_id: str | None = None
-    reason: str | None = None
-    self_test_failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -157,8 +76,7 @@ class ApiState:
     heartbeat: Heartbeat | None = None  # the inspection loop's pulse: /healthz fails when it stops
 
     def threshold(self, model: LoadedModel) -> float:
-        t = self.config.model.threshold
-        return float(model.classifier.threshold if t is None else t)
+        return model.threshold(self.config.model.threshold)
 
     def not_ready_reasons(self) -> list[str]:
         reasons: list[str] = []
@@ -171,7 +89,7 @@ class ApiState:
             reasons.append("camera: not started")
         else:
             state = self.capture.state
-            if state != "ok":
+            if state != CameraState.OK:
                 reasons.append(f"camera: {state} (source {safe_uri(self.config.source.uri)})")
             elif getattr(self.capture, "frozen", False):
                 reasons.append("camera: picture frozen (identical frames)")

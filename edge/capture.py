@@ -29,6 +29,7 @@ import numpy as np
 from edge.config import SourceConfig
 from edge.metrics import Metrics
 from edge.roi import grey_stats, small_grey
+from edge.state import CameraState
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class Capture:
         self._queue: deque[Frame] = deque()
         self._newest: Frame | None = None  # realtime: newest frame not yet returned
         self._latest: Frame | None = None
-        self._state = "disconnected"
+        self._state = CameraState.DISCONNECTED
         self._since = time.time()
         self._index = 0
         self._frames = 0
@@ -192,7 +193,7 @@ class Capture:
                 if not self.fast and self._newest is not None:
                     f, self._newest = self._newest, None
                     return f
-                if self._state == "ended" or self._stop.is_set():
+                if self._state == CameraState.ENDED or self._stop.is_set():
                     return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -204,14 +205,14 @@ class Capture:
         return self._latest
 
     @property
-    def state(self) -> str:
+    def state(self) -> CameraState:
         return self._state
 
     @property
     def finished(self) -> bool:
         """True once a file/folder has ended and every frame has been handed out."""
         with self._cond:
-            return self._state == "ended" and not self._queue and self._newest is None
+            return self._state == CameraState.ENDED and not self._queue and self._newest is None
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
@@ -237,7 +238,7 @@ class Capture:
             }
 
     # ---------------------------------------------------------------- internals
-    def _set_state(self, state: str, reason: str = "") -> None:
+    def _set_state(self, state: CameraState, reason: str = "") -> None:
         with self._cond:
             if state == self._state:
                 return
@@ -246,9 +247,9 @@ class Capture:
                 self.metrics.set_camera_state(state)
             self._cond.notify_all()
         why = f": {reason}" if reason else ""
-        if state == "ok":
+        if state == CameraState.OK:
             log.info("capture: camera ok (was %s)%s", old, why)
-        elif state == "ended":
+        elif state == CameraState.ENDED:
             log.info("capture: source ended after %d frames%s", self._frames, why)
         else:
             log.warning("capture: camera %s (was %s)%s", state, old, why)
@@ -326,14 +327,14 @@ class Capture:
                     # The state starts as "disconnected", so this is no state change: say it anyway.
                     self._first_failure_logged = True
                     log.warning("capture: camera disconnected: %s; retrying (backoff up to %g s)", reason, self.cfg.reconnect_max_s)
-                self._set_state("disconnected", f"{reason}; retrying in {backoff:.1f} s")
+                self._set_state(CameraState.DISCONNECTED, f"{reason}; retrying in {backoff:.1f} s")
                 log.debug("capture: %s; next attempt in %.1f s", reason, backoff)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                 continue
-            if opened_once and self._state == "disconnected":
+            if opened_once and self._state == CameraState.DISCONNECTED:
                 self._reconnects += 1
-            if not opened_once or self._state == "disconnected":
+            if not opened_once or self._state == CameraState.DISCONNECTED:
                 self._log_opened(src)
             opened_once = True
             self._progress = time.monotonic()
@@ -355,9 +356,9 @@ class Capture:
                 if self.cfg.loop:
                     log.debug("capture: looping %s", self.cfg.uri)
                     continue
-                self._set_state("ended")
+                self._set_state(CameraState.ENDED)
                 break
-            self._set_state("disconnected", f"{reason or 'read failed'}; retrying in {backoff:.1f} s")
+            self._set_state(CameraState.DISCONNECTED, f"{reason or 'read failed'}; retrying in {backoff:.1f} s")
             self._sleep(backoff)
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
         with self._cond:
@@ -413,8 +414,8 @@ class Capture:
         self._check_frozen(img)
         frame = Frame(img, self._index, now, brightness, sharpness)
         self._index += 1
-        if self._state != "ok":
-            self._set_state("ok", f"reconnect #{self._reconnects}" if self._reconnects else "")
+        if self._state != CameraState.OK:
+            self._set_state(CameraState.OK, f"reconnect #{self._reconnects}" if self._reconnects else "")
         m = self.metrics
         with self._cond:
             self._frames += 1
@@ -468,11 +469,11 @@ class Capture:
     def _watch(self) -> None:
         tick = min(0.2, self.cfg.stall_timeout_s / 4)
         while not self._stop.wait(tick):
-            if self._state == "ended":
+            if self._state == CameraState.ENDED:
                 return
             if (
-                self._state == "ok"
+                self._state == CameraState.OK
                 and not self._waiting
                 and time.monotonic() - self._progress > self.cfg.stall_timeout_s
             ):
-                self._set_state("stalled", f"no new frame for {self.cfg.stall_timeout_s:g} s")
+                self._set_state(CameraState.STALLED, f"no new frame for {self.cfg.stall_timeout_s:g} s")

@@ -28,6 +28,7 @@ from edge.model_package import (
     sha256_file,
     to_rgb_input,
 )
+from edge.state import effective_threshold, verdict
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,11 @@ class Classifier:
         return self.runner.run(rgb)
 
     def predict(self, bgr: np.ndarray, threshold: float | None = None) -> Prediction:
-        thr = self.threshold if threshold is None else float(threshold)
+        thr = effective_threshold(self.threshold, threshold)
         t0 = time.perf_counter()
         s = self.score(bgr)
         latency = (time.perf_counter() - t0) * 1000.0
-        defect = s >= thr
-        label = self.metadata.positive_class if defect else self.metadata.negative_class
+        label, defect = verdict(s, thr, (self.metadata.negative_class, self.metadata.positive_class))
         return Prediction(label=label, score=s, is_defect=defect, latency_ms=latency)
 
     def self_test(self) -> list[str]:

@@ -38,17 +38,18 @@ import paho.mqtt.client as mqtt
 import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from boxinspect.logs import setup_logging
-from edge.api import ApiState, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult, create_app
+from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, safe_uri
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.evidence import EvidenceStore
 from edge.liveness import Heartbeat, sd_notify
+from edge.logs import setup_logging
 from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink
 from edge.roi import crop
+from edge.state import Decider, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,12 +128,6 @@ def parse_trigger(payload: bytes) -> str | None:
     return None
 
 
-def _label_pair(clf: Classifier) -> tuple[str, str]:
-    """(negative, positive) class names, the order the deciders take."""
-    meta = clf.metadata
-    return meta.negative_class, meta.positive_class
-
-
 class Daemon:
     """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code."""
 
@@ -172,7 +167,7 @@ class Daemon:
         self._frame_errors = 0
         self._frame_error_logged = 0.0
         self._publish_model_info(model)
-        self.decider: ContinuousDecider | TriggeredDecider = self._make_decider()
+        self.decider: Decider = self._make_decider()
 
     # ----------------------------------------------------------------------------------------------
     # 2. Run: start the parts, loop, shut down
@@ -233,12 +228,11 @@ class Daemon:
         if cfg.api.enabled:
             self._start_api()
 
-    def _make_decider(self) -> ContinuousDecider | TriggeredDecider:
+    def _make_decider(self) -> Decider:
         model = self.models.get()
         assert model is not None
-        clf = model.classifier
-        args = (self.cfg.decision, _label_pair(clf), self._threshold(model), clf.model_id)
-        decider = TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
+        args = (self.cfg.decision, model.labels, self._threshold(model), model.classifier.model_id)
+        decider: Decider = TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
         self._model_version = self.models.get_versioned()[1]
         return decider
 
@@ -312,12 +306,8 @@ class Daemon:
         decision = self.decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
             self._on_decision(decision)
-        elif self._best is not None and not self._box_in_progress():
+        elif self._best is not None and not self.decider.box_in_progress:
             self._best = None  # a passage too short to decide: its frames are not evidence of the next box
-
-    def _box_in_progress(self) -> bool:
-        d = self.decider
-        return d.in_passage if isinstance(d, ContinuousDecider) else d.pending > 0
 
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""
@@ -394,7 +384,7 @@ class Daemon:
             "camera": self.cfg.camera,
             "uptime_s": round(time.time() - self.started, 1),
             **self.loop_counters(),
-            "camera_state": capture.state if capture is not None else "not started",
+            "camera_state": str(capture.state) if capture is not None else "not started",
             "frozen": bool(getattr(capture, "frozen", False)),
             "outbox_depth": self.sink.outbox_depth if self.sink is not None else 0,
             "mqtt_connected": bool(self.sink.connected) if self.sink is not None else False,
@@ -460,11 +450,10 @@ class Daemon:
         self._model_version = version
         self.decider.threshold = self._threshold(model)
         self.decider.model_id = model.classifier.model_id
-        self.decider.labels = _label_pair(model.classifier)
+        self.decider.labels = model.labels
 
     def _threshold(self, model: LoadedModel) -> float:
-        t = self.cfg.model.threshold
-        return float(model.classifier.threshold if t is None else t)
+        return model.threshold(self.cfg.model.threshold)
 
     def _publish_model_info(self, model: LoadedModel) -> None:
         clf = model.classifier

@@ -16,13 +16,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
 from edge.config import DecisionConfig, PresenceConfig
+from edge.state import verdict
 from edge.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,6 @@ class Decision:
             "mode": self.mode,
             "evidence": None,
         }
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -271,6 +269,15 @@ class ContinuousDecider:
         """A passage is open (box in view, or gone for fewer than gap_frames frames)."""
         return self._passage is not None
 
+    @property
+    def box_in_progress(self) -> bool:
+        return self.in_passage
+
+    def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
+        """Continuous mode takes no triggers: refused (the API answers 409 before it gets here)."""
+        log.warning("trigger for part %s ignored: decision.mode is 'continuous'", part_id)
+        return False
+
     def _foreground(self, roi_bgr: np.ndarray) -> Foreground | None:
         if self.fg is None:
             return None
@@ -427,11 +434,11 @@ def make_decision(
     part_id: str | None = None,
 ) -> Decision:
     score = _aggregate(scores, aggregate)
-    is_defect = score >= threshold
+    label, is_defect = verdict(score, threshold, labels)
     return Decision(
         event_id=str(uuid.uuid4()),
         part_id=part_id,
-        label=labels[1] if is_defect else labels[0],
+        label=label,
         is_defect=is_defect,
         score=score,
         max_score=max(scores),
@@ -508,6 +515,10 @@ class TriggeredDecider:
 
     @property
     def present(self) -> bool:
+        return self.pending > 0
+
+    @property
+    def box_in_progress(self) -> bool:
         return self.pending > 0
 
     def needs_score(self, roi_bgr: np.ndarray | None = None, captured_at: float | None = None) -> bool:

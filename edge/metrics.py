@@ -14,9 +14,10 @@ from prometheus_client import (
     generate_latest,
 )
 
+from edge.state import CameraState
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
-CAMERA_STATES = ("ok", "stalled", "disconnected", "ended")
 
 
 class Metrics:
@@ -58,11 +59,11 @@ class Metrics:
         self.uptime.set_function(lambda: time.time() - self.started)
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (from /proc; Linux)
         ProcessCollector(registry=r)
-        self.set_camera_state("disconnected")
+        self.set_camera_state(CameraState.DISCONNECTED)
 
-    def set_camera_state(self, state: str) -> None:
-        for s in CAMERA_STATES:
-            self.camera_state.labels(state=s).set(1 if s == state else 0)
+    def set_camera_state(self, state: CameraState) -> None:
+        for s in CameraState:
+            self.camera_state.labels(state=s.value).set(1 if s == state else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -95,6 +95,40 @@ class _Repeats:
         self._suppressed = 0
 
 
+# Messages to the sender thread (paho's callbacks and the publishing API put them on its queue).
+@dataclass(frozen=True)
+class _Stored:
+    """A defect event was written to the outbox."""
+
+
+@dataclass(frozen=True)
+class _Acked:
+    """PUBACK (or a rejection) for paho message ``mid``."""
+
+    mid: int
+    reason_code: Any
+
+
+@dataclass(frozen=True)
+class _Connected:
+    """Connected; at most ``window`` defect events may be in flight."""
+
+    window: int
+
+
+@dataclass(frozen=True)
+class _Disconnected:
+    """The connection is gone: everything in flight will be sent again."""
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """stop() was called."""
+
+
+SenderMessage = _Stored | _Acked | _Connected | _Disconnected | _Stop
+
+
 def _json_default(o: Any) -> Any:
     """Paths -> str, numpy scalars -> Python numbers, datetimes -> ISO 8601; anything else is an error."""
     if isinstance(o, PurePath):
@@ -148,7 +182,7 @@ class MqttSink:
         self.max_inflight = max_inflight
         self.client_id = client_id or cfg.client_id or self.topic_base.replace("/", "-")
         self.broker = f"{cfg.host}:{cfg.port}"
-        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[SenderMessage] = queue.SimpleQueue()
         self._connected = threading.Event()
         self._drained = threading.Condition()
         self._inflight_n = 0
@@ -257,7 +291,7 @@ class MqttSink:
             # Keep a second for the offline message and the disconnect.
             self.wait_drained(max(0.0, deadline - time.monotonic() - 1.0))
         self._stopping = True
-        self._events.put(("stop",))
+        self._events.put(_Stop())
         if self._sender is not None:
             self._sender.join(max(0.1, deadline - time.monotonic()))
         left = self.outbox.depth()
@@ -303,7 +337,7 @@ class MqttSink:
         ev.pop("seq", None)  # stamped at send time
         ev.pop("published_at", None)
         seq = self.outbox.put(self.topics.defect, _encode(ev), str(ev["event_id"]))
-        self._events.put(("put",))
+        self._events.put(_Stored())
         return seq
 
     def publish_result(self, event: dict[str, Any]) -> bool:
@@ -398,7 +432,7 @@ class MqttSink:
         # MQTT 5: never exceed the broker's Receive Maximum (paho does not enforce it).
         receive_max = getattr(properties, "ReceiveMaximum", None)
         window = min(self.max_inflight, int(receive_max)) if receive_max else self.max_inflight
-        self._events.put(("connected", window))
+        self._events.put(_Connected(window))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._connect_failures += 1
@@ -433,7 +467,7 @@ class MqttSink:
         self._connected.clear()
         if self.metrics is not None:
             self.metrics.mqtt_connected.set(0)
-        self._events.put(("disconnected",))
+        self._events.put(_Disconnected())
         if not was_connected or self._stopping:
             return
         self._disconnected_at = time.monotonic()
@@ -447,7 +481,7 @@ class MqttSink:
             )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        self._events.put(("ack", mid, reason_code))
+        self._events.put(_Acked(mid, reason_code))
 
     # -- sender thread --------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -478,12 +512,11 @@ class MqttSink:
                     break
             stop = False
             for ev in batch:
-                kind = ev[0]
-                if kind == "ack":
-                    seq = inflight.pop(ev[1], None)
+                if isinstance(ev, _Acked):
+                    seq = inflight.pop(ev.mid, None)
                     if seq is None:
                         continue  # a status/result/stats message, or from an older connection
-                    rc = ev[2]
+                    rc = ev.reason_code
                     if getattr(rc, "is_failure", False):
                         self.failed += 1
                         if self.metrics is not None:
@@ -501,17 +534,17 @@ class MqttSink:
                             retry_at = time.monotonic() + self.cfg.reconnect_max_s
                     else:
                         acked.append(seq)
-                elif kind == "connected":
-                    connected, last_sent, retry_at, window = True, 0, None, ev[1]
+                elif isinstance(ev, _Connected):
+                    connected, last_sent, retry_at, window = True, 0, None, ev.window
                     inflight.clear()
-                elif kind == "disconnected":
+                elif isinstance(ev, _Disconnected):
                     if inflight:
                         self.failed += len(inflight)
                         if self.metrics is not None:
                             self.metrics.events_failed.inc(len(inflight))
                     connected, last_sent = False, 0
                     inflight.clear()
-                elif kind == "stop":
+                elif isinstance(ev, _Stop):
                     stop = True
             if acked:
                 try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 
 from edge.classifier import Classifier, ModelError
+from edge.state import effective_threshold
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     except ModelError as e:
         _emit(f"error: {e}", sys.stderr)
         return 2
-    threshold = clf.threshold if args.threshold is None else args.threshold
+    threshold = effective_threshold(clf.threshold, args.threshold)
     text_out = sys.stderr if args.json_out == "-" else sys.stdout
     _emit(
         f"# model {clf.model_id} ({clf.metadata.format}) runtime={clf.runtime_name} delegate={clf.delegate} "

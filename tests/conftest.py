@@ -62,7 +62,7 @@ def parcel_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
-    key = _source_hash("boxinspect/synth.py", "training", "convert", "edge/model_package.py", "tests/conftest.py")
+    key = _source_hash("boxinspect/synth", "training", "convert", "edge/model_package.py", "tests/conftest.py")
     d = REPO / ".cache" / "test-models" / key
     d.mkdir(parents=True, exist_ok=True)
     return d

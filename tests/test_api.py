@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api import ApiState, LoadedModel, ModelSlot, create_app
+from edge.api import ApiState, create_app
 from edge.classifier import Classifier
 from edge.config import parse_config
 from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
+from edge.state import LoadedModel, ModelSlot
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 

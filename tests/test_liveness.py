@@ -56,7 +56,7 @@ def _drain(sock: socket.socket) -> list[str]:
     while True:
         try:
             out.append(sock.recv(4096).decode())
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return out
 
 

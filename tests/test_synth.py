@@ -268,3 +268,66 @@ def test_other_frame_sizes_keep_the_rules(tmp_path: Path) -> None:
         assert a["exit_frame"] + 1 < b["enter_frame"]
     for b in gt["boxes"]:
         assert b["full_end"] - b["full_start"] + 1 >= 8  # 12 frames at 15 fps = 0.8 s
+
+
+# ------------------------------------------------------------------------------------------- line scenes
+@pytest.fixture(scope="module")
+def line_scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("line")
+    summary = synth.make_line_dataset(out, n_per_class=6, seed=2, progress=False)
+    return out, summary
+
+
+def test_line_scenes_layout_and_ground_truth(line_scenes: tuple[Path, dict]) -> None:
+    out, summary = line_scenes
+    man = json.loads((out / "parts.json").read_text())
+    assert summary["n_parts"] == 12 and summary["n_images"] == 24 and summary["counts"] == {"defective": 6, "ok": 6}
+    files = {str(p.relative_to(out)) for p in out.rglob("*.jpg")}
+    assert len(files) == 24
+    w, h = synth.LINE_FRAME
+    for part in man["parts"]:
+        assert set(part["views"]) == set(synth.VIEWS)
+        assert (part["defect"] is None) == (part["label"] == "ok")
+        for view, v in part["views"].items():
+            assert v["file"] == f"{part['label']}/{part['part']}_{view}.jpg" and v["file"] in files
+            img = cv2.imread(str(out / v["file"]))
+            assert img.shape == (h, w, 3)
+            x0, y0, x1, y1 = v["bbox"]
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            # the box covers 5-25% of the frame (the oblique view adds the side faces it shows)
+            lo, hi = synth.AREA_RANGE
+            assert lo * 0.8 <= v["area_frac"] <= (hi if view == "top" else hi * 1.6), (part["part"], view, v)
+    names = {(p["part"], p["label"]) for p in man["parts"]}
+    assert len(names) == 12 and all("_" not in p for p, _ in names)
+
+
+def test_line_scene_box_is_where_the_truth_says(tmp_path: Path) -> None:
+    """The ground-truth box is where the frame differs from the same frame without the box."""
+    r = synth.render_line_part(4, 3, "defective", "tear", empty=True)
+    for view in synth.VIEWS:
+        diff = cv2.absdiff(r["views"][view], r["empty"][view]).max(axis=2) > 25
+        x0, y0, x1, y1 = r["truth"]["views"][view]["bbox"]
+        inside = diff[y0:y1, x0:x1].sum()
+        assert inside > 0.5 * (x1 - x0) * (y1 - y0)  # the box body differs from the belt
+        outside = diff.sum() - inside
+        assert outside < 0.25 * inside  # only the shadow and blur differ outside the box
+
+
+def test_line_scenes_are_deterministic(line_scenes: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = line_scenes
+    again = tmp_path / "again"
+    synth.make_line_dataset(again, n_per_class=6, seed=2, progress=False)
+    assert _digest(again) == _digest(out)
+    assert json.loads((again / "parts.json").read_text()) == json.loads((out / "parts.json").read_text())
+    other = synth.render_line_part(3, 0, "ok", None)["views"]["top"]
+    assert not np.array_equal(other, cv2.imread(str(out / "ok" / "ok-00000_top.jpg")))
+
+
+def test_synth_cli_line_scenes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from boxinspect.cli import main
+
+    assert main(["synth", "--out", str(tmp_path), "--scenes", "line", "--n-per-class", "2", "--contact-sheet"]) == 0
+    assert len(list(tmp_path.rglob("*_top.jpg"))) == 4 and len(list(tmp_path.rglob("*_oblique.jpg"))) == 4
+    assert (tmp_path / "contact_sheet.png").exists() and (tmp_path / "parts.json").exists()
+    assert "line scenes: 4 parts x 2 views" in capsys.readouterr().out
+    assert main(["synth", "--out", str(tmp_path), "--difficulty", "mixed"]) == 2  # mixed is for line scenes only

@@ -28,18 +28,20 @@ def weight_file_name(alpha: float, rows: int = 224) -> str:
 
 
 def offline_weights_path(alpha: float = 0.35) -> Path | None:
-    """Offline ImageNet weights: ``$BOXINSPECT_WEIGHTS`` (file or folder), else ``<repo>/../shared/weights/``."""
+    """An offline copy of the ImageNet MobileNetV2 no-top weights, if one is on this machine.
+
+    Looks in ``$BOXINSPECT_WEIGHTS`` (file or folder), the Keras cache (``$KERAS_HOME`` or ``~/.keras``,
+    ``models/``), ``<repo>/weights/`` and ``<repo>/../shared/weights/``. The one lookup used by the demo and
+    the tests.
+    """
     name = weight_file_name(alpha)
     candidates = []
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         p = Path(env)
         candidates.append(p if p.suffix == ".h5" else p / name)
-    candidates.append(REPO_ROOT.parent / "shared" / "weights" / name)
-    for c in candidates:
-        if c.is_file():
-            return c
-    return None
+    candidates += [_keras_cache_dir() / name, REPO_ROOT / "weights" / name, REPO_ROOT.parent / "shared" / "weights" / name]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _keras_cache_dir() -> Path:

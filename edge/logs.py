@@ -1,4 +1,4 @@
-"""Logging set-up shared by every subcommand."""
+"""Logging set-up shared by every subcommand (the daemon and the CLI)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,181 @@
+"""The daemon's shared state, as types: what the loop writes and the API, the sinks and the tests read.
+
+- ``LoadedModel`` / ``ModelSlot``: the model in use, swapped atomically on reload.
+- ``effective_threshold`` (which threshold is in force) and ``verdict`` (defect iff score >= threshold): the
+  threshold rule, used by the loop, the API, ``boxinspect predict`` and the classifier.
+- ``RecentEvents`` (the /events ring) and ``LatestFrame`` (what /snapshot.jpg draws).
+- ``ReloadResult``: the outcome of a reload (SIGHUP, POST /reload).
+- ``CameraState``: ok / stalled / disconnected / ended. A ``str`` enum, so JSON, metric labels and log lines
+  show the plain value.
+- ``Decider``: what the loop needs from a decider (``ContinuousDecider`` and ``TriggeredDecider`` both are one).
+
+Nothing here imports the HTTP, MQTT or camera modules at run time, so any of them can import this one.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge.capture import Frame
+    from edge.classifier import Classifier
+    from edge.decision import Decision
+
+EVENTS_MAX = 1000
+
+
+class CameraState(str, Enum):
+    """The camera's health (edge/capture.py). ``str(state)`` and JSON give the plain value, e.g. ``ok``."""
+
+    OK = "ok"
+    STALLED = "stalled"  # open, but no new frame for source.stall_timeout_s
+    DISCONNECTED = "disconnected"  # open/read failed, retrying with backoff
+    ENDED = "ended"  # a file or folder finished (not looping)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+def effective_threshold(model_threshold: float, override: float | None) -> float:
+    """The decision threshold in force: the override (``model.threshold``, ``--threshold``) if set, else the
+    model's own (from its sidecar)."""
+    return float(model_threshold if override is None else override)
+
+
+def verdict(score: float, threshold: float, labels: tuple[str, str]) -> tuple[str, bool]:
+    """The one decision rule: defect iff ``score >= threshold``. -> (label, is_defect); labels = (negative, positive)."""
+    is_defect = bool(score >= threshold)
+    return (labels[1] if is_defect else labels[0]), is_defect
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded model and the outcome of its self-test. Immutable: a reload makes a new one."""
+
+    classifier: Classifier
+    self_test_failures: tuple[str, ...] = ()
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def self_test_passed(self) -> bool:
+        return not self.self_test_failures
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        """(negative, positive) class names, the order the deciders take."""
+        meta = self.classifier.metadata
+        return meta.negative_class, meta.positive_class
+
+    def threshold(self, override: float | None = None) -> float:
+        return effective_threshold(self.classifier.threshold, override)
+
+
+class ModelSlot:
+    """The model in use. ``get()`` and ``swap()`` are atomic, so a reload never shows a half-swapped model.
+
+    The inspection loop and /predict may share one Classifier: it serialises its own invokes.
+    """
+
+    def __init__(self, model: LoadedModel | None = None) -> None:
+        self._lock = threading.Lock()
+        self._model = model
+        self._version = 0 if model is None else 1
+
+    def get(self) -> LoadedModel | None:
+        with self._lock:
+            return self._model
+
+    def get_versioned(self) -> tuple[LoadedModel | None, int]:
+        with self._lock:
+            return self._model, self._version
+
+    def swap(self, model: LoadedModel) -> LoadedModel | None:
+        with self._lock:
+            old, self._model = self._model, model
+            self._version += 1
+            return old
+
+
+class RecentEvents:
+    """A bounded ring buffer of the latest decision events (newest last inside, newest first out)."""
+
+    def __init__(self, maxlen: int = EVENTS_MAX) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxlen)
+
+    @property
+    def maxlen(self) -> int:
+        return self._items.maxlen or 0
+
+    def add(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self._items.append(event)
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            n = min(limit, len(self._items))
+            return [self._items[-1 - i] for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LatestFrame:
+    """The newest frame and the last verdict, kept by reference; /snapshot.jpg draws them on demand."""
+
+    def __init__(self) -> None:
+        self.frame: Frame | None = None
+        self.verdict: tuple[str, float, bool] | None = None  # label, score, is_defect
+
+    def set_frame(self, frame: Frame) -> None:
+        self.frame = frame
+
+    def set_verdict(self, label: str, score: float, is_defect: bool) -> None:
+        self.verdict = (label, score, is_defect)
+
+
+@dataclass
+class ReloadResult:
+    ok: bool
+    path: str
+    model_id: str | None = None
+    reason: str | None = None
+    self_test_failures: list[str] = field(default_factory=list)
+
+
+class Decider(Protocol):
+    """Frames -> one decision per box or part. Per frame the loop calls ``needs_score(roi, captured_at)``,
+    scores the ROI if asked, then ``update(index, captured_at, roi, score)`` with the same ``roi`` array."""
+
+    threshold: float
+    model_id: str
+    labels: tuple[str, str]
+
+    @property
+    def box_in_progress(self) -> bool:
+        """A box or part is being collected: its frames are not yet decided."""
+        ...
+
+    def needs_score(self, roi_bgr: np.ndarray, captured_at: float | None = None) -> bool: ...
+
+    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray, score: float | None) -> Decision | None: ...
+
+    def flush(self) -> Decision | None:
+        """Decide what is still open (end of stream, shutdown)."""
+        ...
+
+    def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
+        """Announce a part (triggered mode). False if refused."""
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
