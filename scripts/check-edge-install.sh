@@ -68,7 +68,7 @@ tail -n 4 "$work/run.log"
 [ -f "$work/state/outbox.sqlite3" ] || { echo "FAIL: no outbox in the state directory"; exit 1; }
 echo "edge venv: boxinspect run exited 0"
 if [ -n "${EXTRA_TESTS:-}" ]; then
-  "$venv/bin/python" -m pip install "${pipargs[@]}" pytest "httpx<0.28"
+  "$venv/bin/python" -m pip install "${pipargs[@]}" pytest "httpx<0.28" jsonschema
   # shellcheck disable=SC2086
   PYTHONPATH=$PWD "$venv/bin/python" -m pytest -q -p no:cacheprovider $EXTRA_TESTS
 fi
