@@ -6,6 +6,8 @@
 #   CONSTRAINTS=FILE   pip constraints, e.g. constraints/floors.txt (the lowest allowed versions) or
 #                      constraints/edge.txt (the image lock)
 #   EXTRA_TESTS="..."  pytest files to run in that venv as well (it gets pytest and httpx)
+#   SYSTEMD_LAYOUT=1   also start the daemon as a non-root user with the systemd unit's paths (as root this
+#                      runs as uid 65534, so the interpreter must be readable by it: e.g. /usr/bin/python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # (no `ls | head` under pipefail: head closing the pipe would kill the script with SIGPIPE)
@@ -67,6 +69,37 @@ YAML
 tail -n 4 "$work/run.log"
 [ -f "$work/state/outbox.sqlite3" ] || { echo "FAIL: no outbox in the state directory"; exit 1; }
 echo "edge venv: boxinspect run exited 0"
+
+if [ "${SYSTEMD_LAYOUT:-0}" = 1 ]; then
+# The shipped systemd layout, as a non-root user: a temp root stands in for /, the config and model in a
+# read-only etc/boxinspect (deploy/config.example.yaml, unchanged but for the environment), state in
+# var/lib/<StateDirectory> handed to the service user the way systemd does, $STATE_DIRECTORY set.
+root=$work/root
+statedir=$(sed -n 's/^StateDirectory=//p' deploy/boxinspect.service)
+confpath=$(sed -n 's/^ExecStart=.* --config //p' deploy/boxinspect.service)
+mkdir -p "$root$(dirname "$confpath")" "$root/var/lib/$statedir"
+cp deploy/config.example.yaml "$root$confpath"
+cp "$model" "$root$(dirname "$confpath")/model_int8.tflite"
+cp "$model.json" "$root$(dirname "$confpath")/model_int8.tflite.json"
+cp "$video" "$root/conveyor.mp4"
+chmod -R a+rX "$work"
+chmod 0555 "$root$(dirname "$confpath")"
+asuser=()
+if [ "$(id -u)" = 0 ]; then
+  chown 65534:65534 "$root/var/lib/$statedir"
+  asuser=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+( cd "$root/var/lib/$statedir" && env STATE_DIRECTORY="$root/var/lib/$statedir" BOXINSPECT_SOURCE__URI="$root/conveyor.mp4" \
+    BOXINSPECT_SOURCE__PACE=fast BOXINSPECT_API__PORT=0 BOXINSPECT_MQTT__ENABLED=false \
+    "${asuser[@]}" "$venv/bin/boxinspect" run --config "$root$confpath" --max-frames 60 ) > "$work/systemd.log" 2>&1 \
+  || { echo "FAIL: the daemon as uid $([ "$(id -u)" = 0 ] && echo 65534 || id -u) with the systemd layout:"; cat "$work/systemd.log"; exit 1; }
+outbox="$root/var/lib/$statedir/boxinspect-outbox.sqlite3"
+[ -f "$outbox" ] || { echo "FAIL: no outbox at $outbox"; cat "$work/systemd.log"; exit 1; }
+if find "$root$(dirname "$confpath")" -newer "$root$confpath" -type f | grep -q .; then
+  echo "FAIL: the daemon wrote into the config directory"; exit 1
+fi
+echo "edge venv: systemd layout as uid $(stat -c %u "$outbox"): outbox created at ${outbox#"$root"} (config dir read-only)"
+fi
 if [ -n "${EXTRA_TESTS:-}" ]; then
   "$venv/bin/python" -m pip install "${pipargs[@]}" pytest "httpx<0.28" jsonschema
   # shellcheck disable=SC2086
