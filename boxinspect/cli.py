@@ -24,7 +24,8 @@ typical flow:
   boxinspect evaluate runs/m1                         # report, plots, operating threshold
   boxinspect convert runs/m1 --format int8            # TFLite + metadata + accuracy gate
   boxinspect predict runs/m1/model_int8.tflite img.jpg
-  boxinspect run --config deploy/config.example.yaml  # the edge daemon
+  boxinspect run --config deploy/config.example.yaml  # the edge daemon (operator page at http://127.0.0.1:8080/)
+  boxinspect dataset export feedback --out data/line # the page's labels into a training set
   boxinspect demo                                     # all of the above on synthetic data
 
 Every subcommand has --help.
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from boxinspect import demo, synth
+    from boxinspect import dataset, demo, synth
     from convert import cli as convert_cli
     from edge import cli as edge_cli
     from training import cli as training_cli
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_cli.register(sub)
     convert_cli.register(sub)
     edge_cli.register(sub)
+    dataset.register(sub)
     demo.register(sub)
     return parser
 

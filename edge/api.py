@@ -6,7 +6,8 @@ The API reads that state; it never drives the inspection loop itself (reload and
 callables the daemon hands over).
 
 Endpoints: /healthz /readyz /predict /status /snapshot.jpg /events /metrics, POST /reload, POST /trigger.
-With ``api.token`` set, everything but /healthz and /metrics needs ``Authorization: Bearer <token>``.
+With ``api.token`` set, everything but /healthz, /metrics and the operator page's read-only views (``/``,
+``GET /ui/*``, edge/operator.py) needs ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class ApiState:
     started: float = field(default_factory=time.time)
     counters: Callable[[], dict[str, Any]] | None = None  # live loop figures (fps, frames) from the daemon
     heartbeat: Heartbeat | None = None  # the inspection loop's pulse: /healthz fails when it stops
+    operator: Any = None  # edge.operator.OperatorState: the page's images, rates, feedback (made by create_app if None)
 
     def threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.config.model.threshold)
@@ -325,6 +327,8 @@ def create_app(state: ApiState) -> FastAPI:
         version=__version__,
         description="Box-defect inspection at the line: health, readiness, on-demand prediction, status, "
         "the latest frame, recent decisions, Prometheus metrics, model reload and part triggers.",
+        docs_url=None,  # /docs is served offline by edge/operator.py
+        redoc_url=None,
     )
     app.state.boxinspect = state
     bearer = HTTPBearer(auto_error=False, description="api.token from the daemon config")
@@ -493,6 +497,10 @@ def create_app(state: ApiState) -> FastAPI:
         if not state.trigger(part_id):
             raise HTTPException(429, "trigger refused: too many triggers are waiting for frames (is the camera ok?)")
         return TriggerResponse(accepted=True, part_id=part_id)
+
+    from edge.operator import install_operator
+
+    install_operator(app, state, auth)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

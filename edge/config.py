@@ -7,7 +7,7 @@ variable counts as unset). Errors name the key path, what was expected and, for 
 variable it came from.
 
 Paths: inputs (``model.path``, the TLS files) relative to the config file's folder; state
-(``mqtt.outbox_path``, ``evidence.dir``) relative to the state directory: ``state_dir`` in the file or
+(``mqtt.outbox_path``, ``evidence.dir``, ``operator.feedback_dir``) relative to the state directory: ``state_dir`` in the file or
 ``BOXINSPECT_STATE_DIR``, else ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``), else the
 config file's folder.
 """
@@ -159,6 +159,21 @@ class EvidenceConfig(_Section):
     max_age_days: float = Field(default=30.0, gt=0)
 
 
+class OperatorConfig(_Section):
+    """The operator page at / (edge/operator.py): live view, recent decisions, manual check, feedback, collection."""
+
+    enabled: bool = True  # serve the page and its /ui/* endpoints (needs api.enabled)
+    feedback_dir: Path = Path("feedback")  # feedback/<class>/ crops + JSON records, the layout `boxinspect train` reads
+    recent_images: int = Field(default=20, ge=1, le=500)  # decisions whose frame and crop stay in memory for the page
+    frame_max_fps: float = Field(default=4.0, gt=0, le=30)  # /ui/frame.jpg is drawn at most this often, for all viewers
+    frame_width: int = Field(default=640, ge=64)  # the live frame is scaled down to at most this width
+    rate_window: int = Field(default=100, ge=1)  # the page's defect rate over the last N boxes
+    collect: bool = False  # collection mode at start (the page switches it on and off)
+    collect_every: int = Field(default=10, ge=1)  # collection mode saves every Nth box crop, unlabelled
+    collect_max_files: int = Field(default=2000, ge=1)  # label queue retention: oldest crops go first
+    collect_max_age_days: float = Field(default=14.0, gt=0)
+
+
 class MetricsConfig(_Section):
     enabled: bool = True  # served at /metrics by the API
 
@@ -178,6 +193,7 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     api: ApiConfig = ApiConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+    operator: OperatorConfig = OperatorConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
@@ -310,7 +326,7 @@ def state_dir(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Path:
 
 def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> None:
     """Make every path absolute: inputs against the config's folder (a config travels with its model),
-    state (outbox, evidence) against :func:`state_dir`."""
+    state (outbox, evidence, operator feedback) against :func:`state_dir`."""
     state = state_dir(cfg, config_dir, environ)
     cfg.state_dir = state
     for obj, key, base in (
@@ -320,6 +336,7 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
         (cfg.mqtt.tls, "keyfile", config_dir),
         (cfg.mqtt, "outbox_path", state),
         (cfg.evidence, "dir", state),
+        (cfg.operator, "feedback_dir", state),
     ):
         val = getattr(obj, key)
         if val is not None and not val.is_absolute():

@@ -48,6 +48,7 @@ from edge.liveness import Heartbeat, sd_notify
 from edge.logs import setup_logging
 from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink
+from edge.operator import OperatorState
 from edge.roi import crop
 from edge.state import Decider, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult
 
@@ -155,6 +156,7 @@ class Daemon:
         self._api_thread: threading.Thread | None = None
         self.api_url: str | None = None
         self.state: ApiState | None = None
+        self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
         # Loop bookkeeping (main thread only).
         self._model_version = -1
         self._frames = 0
@@ -211,6 +213,8 @@ class Daemon:
         self.capture.start()
         if cfg.decision.mode == "triggered" and cfg.mqtt.enabled:
             self._subscribe_triggers()
+        if cfg.api.enabled and cfg.operator.enabled:
+            self.operator = OperatorState(cfg, self.metrics)
         self.state = ApiState(
             config=cfg,
             metrics=self.metrics,
@@ -224,6 +228,7 @@ class Daemon:
             started=self.started,
             counters=self.loop_counters,
             heartbeat=self.heartbeat,
+            operator=self.operator,
         )
         if cfg.api.enabled:
             self._start_api()
@@ -343,6 +348,8 @@ class Daemon:
             m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
+        if self.operator is not None:  # keeps references only: the page encodes on request
+            self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
         self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
         log.info(
             "decision %s score=%.3f frames=%s-%s (%d scored) event=%s%s",

@@ -1,0 +1,593 @@
+"""The operator page at ``/`` and its ``/ui/*`` endpoints: what a person at the line needs.
+
+- Live: the current frame with the ROI and the last verdict drawn (``/ui/frame.jpg``), camera, model, MQTT
+  and outbox state with the ``/readyz`` reasons, counters (``/ui/summary``).
+- Recent decisions with thumbnails; the full frame and the crop of each (``/ui/decisions``).
+- Manual check of an uploaded image or of the current frame (``POST /ui/check``, ``POST /ui/check/current``).
+- Feedback on a decision or a check (``POST /ui/feedback``): the crop goes to ``feedback/<class>/`` (edge/feedback.py).
+- Collection mode and the label queue (``POST /ui/collection``, ``/ui/queue``).
+
+Read-only views are open (the API listens on 127.0.0.1 unless configured otherwise); every action needs the
+API token when ``api.token`` is set. Every response carries a Content-Security-Policy that allows this origin
+only: the page, its script and style, and the Swagger UI at ``/docs`` (served from the ``fastapi-offline``
+package's files, not a CDN) load nothing from anywhere else.
+
+Cost to the inspection loop: the loop hands over references (``on_decision``: no copy, no encoding); the
+live frame is drawn, scaled and encoded in the API thread on request, at most ``operator.frame_max_fps``
+times a second however many pages are open. docs/BENCHMARKS.md has the measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from edge.feedback import (
+    KINDS,
+    Collector,
+    FeedbackError,
+    FeedbackStore,
+    class_for,
+    encode_jpeg,
+    parse_iso,
+    safe_name,
+)
+
+if TYPE_CHECKING:
+    from edge.api import ApiState
+    from edge.config import Config
+    from edge.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+CHECKS_KEPT = 20
+THUMB_WIDTH = 160
+HOUR_S = 3600.0
+FPS_WINDOW_S = 5.0
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+# Swagger UI sets style attributes from its scripts; that needs 'unsafe-inline' styles on /docs (still no other origin).
+DOCS_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def swagger_dir() -> Path | None:
+    """Swagger UI's files as shipped by the fastapi-offline package (None if it is not installed)."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    d = Path(fastapi_offline.__file__).parent / "static"
+    return d if (d / "swagger-ui-bundle.js").is_file() else None
+
+
+@dataclass
+class _Kept:
+    """A decision or a manual check the page can still show and answer: the record and its images."""
+
+    record: dict[str, Any]
+    frame: np.ndarray | bytes | None
+    crop: np.ndarray | bytes | None
+    thumb: bytes | None = None
+    seen: bytes | None = None  # manual checks: the model's input image
+
+
+class OperatorState:
+    """What the page shows beyond the daemon's own state: images of recent decisions, rates, checks, labels."""
+
+    def __init__(self, cfg: Config, metrics: Metrics) -> None:
+        oc = cfg.operator
+        self.cfg = cfg
+        self.feedback = FeedbackStore(oc.feedback_dir, metrics.registry)
+        self.collector = Collector(
+            oc.feedback_dir, oc.collect_every, oc.collect_max_files, oc.collect_max_age_days, oc.collect, metrics.registry
+        )
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[str, _Kept] = OrderedDict()  # event_id -> images, newest last
+        self._checks: OrderedDict[str, _Kept] = OrderedDict()
+        self._last_n: deque[bool] = deque(maxlen=oc.rate_window)
+        self._hour: deque[tuple[float, bool]] = deque()
+        self._answered: dict[str, str] = {}  # decision/check id -> class of the latest answer
+        self._frame_lock = threading.Lock()
+        self._frame_cache: tuple[Any, float, bytes] | None = None  # (key, drawn at, jpeg)
+        self.frames_drawn = 0
+        self._fps_samples: deque[tuple[float, int]] = deque()  # (monotonic time, frames) seen by /ui/summary
+
+    # -- the inspection loop's side (main thread; O(1), no copies) -------------------------------------------
+    def on_decision(self, event: dict[str, Any], frame: np.ndarray | None, crop: np.ndarray | None) -> None:
+        now = time.time()
+        with self._lock:
+            self._recent[event["event_id"]] = _Kept(event, frame, crop)
+            while len(self._recent) > self.cfg.operator.recent_images:
+                self._recent.popitem(last=False)
+            self._last_n.append(bool(event["is_defect"]))
+            self._hour.append((now, bool(event["is_defect"])))
+            while self._hour and self._hour[0][0] < now - HOUR_S:
+                self._hour.popleft()
+        if self.collector.enabled:
+            self.collector.offer(event, crop)
+
+    # -- read side (API threads) ------------------------------------------------------------------------------
+    def rates(self) -> dict[str, Any]:
+        now = time.time()
+        with self._lock:
+            last = list(self._last_n)
+            hour = [d for t, d in self._hour if t >= now - HOUR_S]
+
+        def rate(xs: list[bool]) -> float | None:
+            return round(sum(xs) / len(xs), 4) if xs else None
+
+        return {
+            "last_n": {"n": self._last_n.maxlen, "boxes": len(last), "defects": sum(last), "rate": rate(last)},
+            "last_hour": {"boxes": len(hour), "defects": sum(hour), "rate": rate(hour)},
+        }
+
+    def fps(self, frames: int) -> float | None:
+        """Frames per second over the last ~5 s of summary requests (the loop's own figure is updated slowly)."""
+        now = time.monotonic()
+        with self._lock:
+            self._fps_samples.append((now, frames))
+            while len(self._fps_samples) > 2 and now - self._fps_samples[1][0] >= FPS_WINDOW_S:
+                self._fps_samples.popleft()
+            t0, n0 = self._fps_samples[0]
+        return round((frames - n0) / (now - t0), 2) if now - t0 >= 0.5 else None
+
+    def kept(self, target: str, id_: str) -> _Kept | None:
+        with self._lock:
+            return (self._recent if target == "decision" else self._checks).get(id_)
+
+    def has_images(self, event_id: str) -> bool:
+        with self._lock:
+            return event_id in self._recent
+
+    def add_check(self, record: dict[str, Any], frame: np.ndarray | bytes | None, crop: np.ndarray) -> None:
+        with self._lock:
+            self._checks[record["check_id"]] = _Kept(record, frame, crop)
+            while len(self._checks) > CHECKS_KEPT:
+                self._checks.popitem(last=False)
+
+    def answered(self, id_: str) -> str | None:
+        with self._lock:
+            return self._answered.get(id_)
+
+    def set_answered(self, id_: str, cls: str) -> None:
+        with self._lock:
+            self._answered[id_] = cls
+            if len(self._answered) > 10_000:
+                self._answered.pop(next(iter(self._answered)))
+
+    def live_frame(self, state: ApiState) -> bytes | None:
+        """The latest frame drawn, scaled and encoded; shared by all viewers for 1/frame_max_fps seconds."""
+        latest = state.latest
+        frame = latest.frame
+        if frame is None:
+            return None
+        box = getattr(latest, "box", None)
+        key = (frame.index, latest.verdict, box)
+        oc = self.cfg.operator
+        with self._frame_lock:
+            cached = self._frame_cache
+            if cached is not None and (cached[0] == key or time.monotonic() - cached[1] < 1.0 / oc.frame_max_fps):
+                return cached[2]
+            jpeg = encode_jpeg(self._draw(frame, latest.verdict, box), 80)
+            self._frame_cache = (key, time.monotonic(), jpeg)
+            self.frames_drawn += 1
+            return jpeg
+
+    def _draw(self, frame: Any, verdict: tuple[str, float, bool] | None, box: Any) -> np.ndarray:
+        from edge.roi import draw_overlay
+
+        label, score, is_defect = verdict or (None, None, None)
+        try:
+            image = draw_overlay(frame.image, self.cfg.roi, label, score, is_defect, frame.captured_at)
+        except ValueError:  # the ROI lies outside this frame: show the frame as it is
+            image = frame.image
+        if box is not None:
+            try:
+                x0, y0, x1, y1 = (int(v) for v in box)
+                cv2.rectangle(image, (x0, y0), (x1, y1), (255, 160, 0), max(2, image.shape[1] // 400))
+            except (TypeError, ValueError):
+                pass
+        w = self.cfg.operator.frame_width
+        if image.shape[1] > w:
+            image = cv2.resize(image, (w, round(image.shape[0] * w / image.shape[1])), interpolation=cv2.INTER_AREA)
+        return image
+
+
+def _jpeg(data: np.ndarray | bytes | None, max_width: int | None = None) -> bytes | None:
+    if data is None:
+        return None
+    if isinstance(data, bytes):
+        if max_width is None:
+            return data
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            return None
+    else:
+        image = data
+    if max_width is not None and image.shape[1] > max_width:
+        image = cv2.resize(image, (max_width, max(1, round(image.shape[0] * max_width / image.shape[1]))),
+                           interpolation=cv2.INTER_AREA)
+    return encode_jpeg(image, 85)
+
+
+def _jpeg_response(data: bytes) -> Response:
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Request / response bodies
+# --------------------------------------------------------------------------------------------------
+
+
+class FeedbackRequest(BaseModel):
+    target: Literal["decision", "check"] = Field("decision", description="a decision of the line or a manual check")
+    id: str = Field(min_length=1, max_length=120, description="the decision's event_id or the check's check_id")
+    kind: Literal["correct", "false_reject", "missed_defect"]
+    who: str | None = Field(default=None, max_length=80, description="operator name or badge (optional)")
+
+
+class LabelRequest(BaseModel):
+    label: str = Field(min_length=1, max_length=80, description="a class name of the model, or 'skip'")
+    who: str | None = Field(default=None, max_length=80)
+
+
+class CollectionRequest(BaseModel):
+    enabled: bool
+    every: int | None = Field(default=None, ge=1, le=100_000, description="save every Nth box crop")
+
+
+# --------------------------------------------------------------------------------------------------
+# Routes
+# --------------------------------------------------------------------------------------------------
+
+
+def install_operator(app: FastAPI, state: ApiState, auth: list[Any]) -> None:
+    """Add the page, its endpoints, the offline /docs and the CSP header to ``app``."""
+    cfg = state.config
+    _install_headers(app)
+    _install_docs(app)
+    if not cfg.operator.enabled:
+        return
+    op = getattr(state, "operator", None)
+    if op is None:
+        op = OperatorState(cfg, state.metrics)
+        state.operator = op
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(_router(state, op, auth))
+
+
+def _install_headers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def _security_headers(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers.setdefault(
+            "Content-Security-Policy", DOCS_CSP if request.url.path == "/docs" else CSP
+        )
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+
+def _install_docs(app: FastAPI) -> None:
+    sdir = swagger_dir()
+    if sdir is None:
+        log.warning("fastapi-offline is not installed: /docs is off (the OpenAPI schema stays at /openapi.json)")
+        return
+    app.mount("/swagger", StaticFiles(directory=sdir), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
+
+
+def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  # noqa: C901 (one route per def)
+    cfg = state.config
+    r = APIRouter(tags=["operator page"])
+
+    def model_or_503() -> Any:
+        model = state.models.get()
+        if model is None:
+            raise HTTPException(503, "no model loaded")
+        return model
+
+    def labels(model: Any) -> tuple[str, str]:
+        meta = model.classifier.metadata
+        return meta.negative_class, meta.positive_class
+
+    @r.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((STATIC_DIR / "index.html").read_text(), headers={"Cache-Control": "no-store"})
+
+    @r.get("/ui/summary", summary="Everything the page's header and counters show")
+    def summary() -> dict[str, Any]:
+        from edge.api import _status
+
+        s = _status(state)
+        s.pop("config", None)
+        model = state.models.get()
+        loop = s.get("loop") or {}
+        created = None
+        if model is not None:
+            created = parse_iso(getattr(model.classifier.metadata, "created_at", None)) or model.loaded_at
+        counts = op.feedback.counts()
+        counters = s["counters"]
+        frames = loop.get("frames")
+
+        def value(name: str, lbls: dict[str, str] | None = None) -> float:
+            return float(state.metrics.registry.get_sample_value(name, lbls or {}) or 0.0)
+
+        return {
+            "version": s["version"],
+            "line": s["line"],
+            "camera_id": s["camera_id"],
+            "ready": s["ready"],
+            "reasons": s["not_ready_reasons"],
+            "token_required": cfg.api.token is not None,
+            "camera": s["camera"],
+            "model": {k: s["model"].get(k) for k in ("loaded", "model_id", "threshold", "labels", "positive_class",
+                                                     "format", "self_test_passed", "loaded_at")},
+            "mqtt": s["mqtt"],
+            "counters": {
+                "boxes": loop.get("decisions", int(sum(counters["decisions"].values()))),
+                "defects": loop.get("defects", int(counters["defects"])),
+                "frames": loop.get("frames", int(counters["frames_processed"])),
+                "fps": op.fps(frames) if frames is not None else loop.get("fps"),
+                "no_box_frames": loop.get("no_box_frames"),
+                **op.rates(),
+            },
+            "feedback": {
+                "counts": counts,
+                "total": sum(counts.values()),
+                "new_since_model": op.feedback.since(created) if created is not None else None,
+                "answers": {k: int(value("boxinspect_feedback_total", {"kind": k})) for k in KINDS},
+            },
+            "collection": {
+                "enabled": op.collector.enabled,
+                "every": op.collector.every,
+                "queued": len(op.collector),
+                "collected": int(value("boxinspect_collected_total")),
+            },
+            "mode": cfg.decision.mode,
+        }
+
+    @r.get(
+        "/ui/frame.jpg",
+        summary="The current frame with the ROI, the located box and the last verdict, scaled for the page",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "no frame yet"}},
+    )
+    def frame() -> Response:
+        jpeg = op.live_frame(state)
+        if jpeg is None:
+            raise HTTPException(503, "no frame captured yet")
+        return _jpeg_response(jpeg)
+
+    @r.get("/ui/decisions", summary="Recent decisions, newest first, with whether their images are kept")
+    def decisions(limit: int = Query(20, ge=1, le=200)) -> list[dict[str, Any]]:
+        out = []
+        for e in state.events.latest(limit):
+            eid = e["event_id"]
+            ev = e.get("evidence") or {}
+            out.append({
+                **{k: e.get(k) for k in ("event_id", "label", "is_defect", "score", "threshold", "model_id",
+                                          "part_id", "decided_at", "frame_count")},
+                "images": op.has_images(eid) or bool(ev.get("crop") or ev.get("frame")),
+                "answered": op.answered(eid),
+            })
+        return out
+
+    def find_event(event_id: str) -> dict[str, Any] | None:
+        for e in state.events.latest(state.events.maxlen or 1000):
+            if e["event_id"] == event_id:
+                return e
+        return None
+
+    def decision_images(event_id: str) -> _Kept:
+        kept = op.kept("decision", event_id)
+        if kept is not None:
+            return kept
+        event = find_event(event_id)
+        if event is None:
+            raise HTTPException(404, f"no recent decision {event_id}")
+        ev = event.get("evidence") or {}
+
+        def read(p: str | None) -> bytes | None:
+            try:
+                return Path(p).read_bytes() if p else None
+            except OSError:
+                return None
+
+        kept = _Kept(event, read(ev.get("frame")), read(ev.get("crop")))
+        if kept.crop is None and kept.frame is None:
+            raise HTTPException(
+                404, f"the images of decision {event_id} are no longer kept (operator.recent_images) "
+                "and it has no evidence files",
+            )
+        return kept
+
+    def image_of(kept: _Kept, which: str) -> Response:
+        if which == "frame":
+            data = _jpeg(kept.frame)
+        elif which == "crop":
+            data = _jpeg(kept.crop)
+        elif which == "seen":
+            data = kept.seen or _jpeg(kept.crop)
+        else:
+            if kept.thumb is None:
+                kept.thumb = _jpeg(kept.crop if kept.crop is not None else kept.frame, THUMB_WIDTH)
+            data = kept.thumb
+        if data is None:
+            raise HTTPException(404, f"no {which} image")
+        return _jpeg_response(data)
+
+    @r.get("/ui/decisions/{event_id}/{which}.jpg", summary="A decision's full frame, crop or thumbnail",
+           response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def decision_image(event_id: str, which: Literal["frame", "crop", "thumb"]) -> Response:
+        return image_of(decision_images(event_id), which)
+
+    @r.get("/ui/checks/{check_id}/{which}.jpg", summary="A manual check's image or the crop the model saw",
+           response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def check_image(check_id: str, which: Literal["frame", "crop", "thumb", "seen"]) -> Response:
+        kept = op.kept("check", check_id)
+        if kept is None:
+            raise HTTPException(404, f"no recent check {check_id}")
+        return image_of(kept, which)
+
+    def run_check(image: np.ndarray, source: str, frame: np.ndarray | bytes | None) -> dict[str, Any]:
+        model = model_or_503()
+        threshold = state.threshold(model)
+        clf = model.classifier
+        p = clf.predict(image, threshold)
+        seen = cv2.cvtColor(np.ascontiguousarray(clf.preprocess(image)), cv2.COLOR_RGB2BGR)
+        record = {
+            "check_id": uuid.uuid4().hex,
+            "source": source,
+            "label": p.label,
+            "is_defect": bool(p.is_defect),
+            "score": round(float(p.score), 6),
+            "threshold": threshold,
+            "model_id": clf.model_id,
+            "latency_ms": round(float(p.latency_ms), 2),
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "checked_at": time.time(),
+        }
+        # The crop kept for feedback is the image at full resolution; the one shown is what the model saw.
+        op.add_check(record, frame, image)
+        kept = op.kept("check", record["check_id"])
+        if kept is not None:
+            kept.seen = _jpeg(seen)
+        return record
+
+    upload_limit = cfg.api.max_upload_bytes + 64 * 1024
+
+    @r.post(
+        "/ui/check",
+        summary="Manual check of an uploaded image: verdict, score, threshold; what the model saw at /ui/checks/{id}/seen.jpg",
+        responses={413: {"description": "too large"}, 415: {"description": "not an image"},
+                   422: {"description": "empty or missing file"}, 503: {"description": "no model loaded"}},
+        dependencies=auth,
+        max_body_size=upload_limit,
+    )
+    def check_upload(file: UploadFile = File(..., description="a JPEG/PNG/BMP image")) -> dict[str, Any]:
+        from edge.api import decode_upload
+
+        data = file.file.read(cfg.api.max_upload_bytes + 1)
+        image = decode_upload(data, cfg.api.max_upload_bytes)
+        return run_check(image, "upload", None)
+
+    @r.post("/ui/check/current", summary="Manual check of the current frame's ROI",
+            responses={503: {"description": "no frame yet or no model"}}, dependencies=auth)
+    def check_current() -> dict[str, Any]:
+        from edge.roi import crop
+
+        frame = state.latest.frame
+        if frame is None:
+            raise HTTPException(503, "no frame captured yet")
+        try:
+            roi = crop(frame.image, cfg.roi)
+        except ValueError as e:
+            raise HTTPException(409, f"the ROI does not fit the current frame: {e}") from None
+        return run_check(np.ascontiguousarray(roi), "current frame", frame.image)
+
+    @r.post("/ui/feedback", summary="Answer a decision or a check: correct, false reject or missed defect",
+            responses={404: {"description": "unknown or forgotten decision/check"},
+                       422: {"description": "the answer does not fit the verdict"}},
+            dependencies=auth)
+    def feedback(body: FeedbackRequest) -> dict[str, Any]:
+        model = model_or_503()
+        if body.target == "decision":
+            kept = decision_images(body.id)
+            rec = kept.record
+            record = {"decision_id": body.id, "source": "decision"}
+        else:
+            found = op.kept("check", body.id)
+            if found is None:
+                raise HTTPException(404, f"no recent check {body.id}")
+            kept, rec = found, found.record
+            record = {"check_id": body.id, "source": f"manual check ({rec.get('source')})"}
+        try:
+            cls = class_for(body.kind, bool(rec["is_defect"]), labels(model))
+        except FeedbackError as e:
+            raise HTTPException(422, str(e)) from None
+        if kept.crop is None:
+            raise HTTPException(404, "this decision has no crop to store")
+        record.update({
+            "model_id": rec.get("model_id"), "score": rec.get("score"), "threshold": rec.get("threshold"),
+            "verdict": rec.get("label"), "who": body.who, "line": cfg.line, "camera": cfg.camera,
+        })
+        crop_img = kept.crop if isinstance(kept.crop, bytes) else np.ascontiguousarray(kept.crop)
+        frame_img = kept.frame if isinstance(kept.frame, (bytes, type(None))) else np.ascontiguousarray(kept.frame)
+        try:
+            saved = op.feedback.save(safe_name(body.id), cls, body.kind, crop_img, frame_img, record)
+        except FeedbackError as e:
+            raise HTTPException(422, str(e)) from None
+        except OSError as e:
+            raise HTTPException(507, f"feedback not stored: {e.strerror or e}") from None
+        op.set_answered(body.id, cls)
+        return saved
+
+    @r.get("/ui/queue", summary="Collection mode's unlabelled crops, oldest first")
+    def queue(limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+        model = state.models.get()
+        return {
+            "labels": list(labels(model)) if model is not None else [],
+            "waiting": len(op.collector),
+            "items": op.collector.items(limit),
+        }
+
+    @r.get("/ui/queue/{name}.jpg", summary="One unlabelled crop", response_class=Response,
+           responses={200: {"content": {"image/jpeg": {}}}})
+    def queue_image(name: str) -> Response:
+        try:
+            path = op.collector.crop_path(name)
+        except FeedbackError:
+            path = None
+        if path is None or not path.is_file():
+            raise HTTPException(404, f"{name} is not in the label queue")
+        return _jpeg_response(path.read_bytes())
+
+    @r.post("/ui/queue/{name}", summary="Label (or skip) one crop of the queue", dependencies=auth,
+            responses={404: {"description": "not in the queue"}, 422: {"description": "unknown label"}})
+    def queue_label(name: str, body: LabelRequest) -> dict[str, Any]:
+        model = model_or_503()
+        names = labels(model)
+        if body.label != "skip" and body.label not in names:
+            raise HTTPException(422, f"label must be one of {', '.join(names)} or 'skip'")
+        try:
+            data, rec = op.collector.pop(name)
+        except FeedbackError as e:
+            raise HTTPException(404, str(e)) from None
+        if body.label == "skip":
+            return {"name": name, "label": "skip"}
+        record = {"decision_id": rec.get("event_id"), "source": "collection", "model_id": rec.get("model_id"),
+                  "score": rec.get("score"), "threshold": rec.get("threshold"), "verdict": rec.get("label"),
+                  "who": body.who, "line": cfg.line, "camera": cfg.camera}
+        try:
+            return op.feedback.save(name, body.label, "label", data, None, record)
+        except OSError as e:
+            raise HTTPException(507, f"label not stored: {e.strerror or e}") from None
+
+    @r.post("/ui/collection", summary="Collection mode on or off (and every how many boxes)", dependencies=auth)
+    def collection(body: CollectionRequest) -> dict[str, Any]:
+        op.collector.set(body.enabled, body.every)
+        return {"enabled": op.collector.enabled, "every": op.collector.every, "queued": len(op.collector)}
+
+    return r

@@ -1,0 +1,317 @@
+// The operator page: plain JS, no build step, talks only to the daemon that served it.
+"use strict";
+
+const TOKEN_KEY = "boxinspect-token";
+const $ = (id) => document.getElementById(id);
+let summary = null;
+let labels = ["ok", "defective"]; // (negative, positive), from the model
+let queueItem = null;
+let lastDecisionsKey = "";
+
+// ---------------------------------------------------------------- helpers
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k.startsWith("data-")) e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %"; }
+function num(x, d = 3) { return x === null || x === undefined ? "–" : Number(x).toFixed(d); }
+function when(iso) {
+  if (!iso) return "";
+  const t = new Date(iso);
+  return isNaN(t) ? iso : t.toLocaleTimeString();
+}
+
+let toastTimer = null;
+function toast(text, bad = false) {
+  const t = $("toast");
+  t.textContent = text;
+  t.className = bad ? "bad" : "good";
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
+}
+
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+function showTokenForm(show) {
+  $("token-form").hidden = !show;
+  if (show) $("token-input").focus();
+}
+
+function refreshTokenState() {
+  const need = summary && summary.token_required;
+  $("token-state").textContent = need ? (token() ? "token set for this session" : "actions need the API token") : "";
+  $("token-button").hidden = !need;
+}
+
+async function getJSON(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+  return r.json();
+}
+
+// Every action goes through here: it sends the token and says plainly when the daemon refused it.
+async function act(path, body, isForm = false) {
+  const headers = {};
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  if (!isForm) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method: "POST", headers, body: isForm ? body : JSON.stringify(body || {}) });
+  let data = null;
+  try { data = await r.json(); } catch (e) { data = null; }
+  if (r.status === 401) {
+    if ($("detail").open) $("detail").close(); // a modal dialog would keep the token form out of reach
+    sessionStorage.removeItem(TOKEN_KEY);
+    refreshTokenState();
+    showTokenForm(true);
+    toast("Refused: " + ((data && data.detail) || "the API token is missing or wrong") + ". Enter the token and try again.", true);
+    throw new Error("refused");
+  }
+  if (!r.ok) {
+    const detail = data && data.reason ? data.reason : data && data.detail ? (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : `HTTP ${r.status}`;
+    toast("Not done: " + detail, true);
+    throw new Error(detail);
+  }
+  return data;
+}
+
+// ---------------------------------------------------------------- live frame (one request at a time)
+function liveLoop() {
+  const img = $("live");
+  const next = () => setTimeout(liveLoop, document.hidden ? 2000 : 500);
+  if (document.hidden) { next(); return; }
+  const probe = new Image();
+  probe.onload = () => { img.src = probe.src; next(); };
+  probe.onerror = () => next();
+  probe.src = "/ui/frame.jpg?t=" + Date.now();
+}
+
+// ---------------------------------------------------------------- summary
+function renderSummary(s) {
+  summary = s;
+  if (s.model && s.model.labels && s.model.labels.length === 2) {
+    const pos = s.model.positive_class;
+    labels = [s.model.labels.find((l) => l !== pos), pos];
+  }
+  $("where").textContent = `${s.line} / ${s.camera_id}`;
+  $("version").textContent = "boxinspect " + s.version;
+  const ready = $("ready");
+  ready.textContent = s.ready ? "READY" : "NOT READY";
+  ready.className = "pill " + (s.ready ? "ok" : "bad");
+  const reasons = $("reasons");
+  reasons.replaceChildren(...s.reasons.map((r) => el("li", {}, r)));
+
+  const cam = s.camera || {};
+  const stats = cam.stats || {};
+  $("st-camera").textContent = `${cam.state}${cam.frozen ? " (picture frozen)" : ""}` +
+    (stats.fps ? ` · ${num(stats.fps, 1)} fps captured` : "");
+  const m = s.model || {};
+  $("st-model").textContent = m.loaded
+    ? `${m.model_id} · threshold ${num(m.threshold, 2)} · ${m.format || ""}${m.self_test_passed ? "" : " · SELF-TEST FAILED"}`
+    : "not loaded";
+  const q = s.mqtt || {};
+  $("st-mqtt").textContent = !q.enabled ? "disabled (events kept in the outbox)"
+    : q.connected ? `connected to ${q.broker}` : `not connected${q.last_error ? " (" + q.last_error + ")" : ""}`;
+  $("st-outbox").textContent = q.outbox_depth === undefined ? "–"
+    : `${q.outbox_depth} event(s) waiting${q.outbox_dropped ? ` · ${q.outbox_dropped} dropped` : ""}`;
+  $("st-mode").textContent = s.mode;
+
+  const c = s.counters;
+  $("c-boxes").textContent = c.boxes;
+  $("c-defects").textContent = c.defects;
+  $("c-rate-n").textContent = pct(c.last_n.rate);
+  $("c-rate-n-label").textContent = `defect rate, last ${c.last_n.n}`;
+  $("c-rate-h").textContent = pct(c.last_hour.rate);
+  $("c-fps").textContent = c.fps === null || c.fps === undefined ? "–" : num(c.fps, 1);
+  $("c-nobox").textContent = c.no_box_frames === null || c.no_box_frames === undefined ? "–" : c.no_box_frames;
+
+  const f = s.feedback;
+  $("fb-new").textContent = f.new_since_model === null ? "–" : f.new_since_model;
+  $("fb-total").textContent = f.total;
+  $("fb-counts").replaceChildren(...Object.entries(f.counts).map(([k, v]) => el("li", { "data-class": k }, `${k}: ${v}`)));
+
+  const col = s.collection;
+  if (document.activeElement !== $("collect-every")) $("collect-every").value = col.every;
+  $("collect-on").checked = col.enabled;
+  $("collect-queued").textContent = col.queued;
+  $("q-neg").textContent = $("q-neg-b").textContent = labels[0];
+  $("q-pos").textContent = $("q-pos-b").textContent = labels[1];
+  refreshTokenState();
+}
+
+async function summaryLoop() {
+  try { renderSummary(await getJSON("/ui/summary")); } catch (e) { $("ready").textContent = "NO CONNECTION"; $("ready").className = "pill bad"; }
+  setTimeout(summaryLoop, 1000);
+}
+
+// ---------------------------------------------------------------- answers (feedback buttons)
+function answerButtons(target, record, container, after) {
+  const id = target === "decision" ? record.event_id : record.check_id;
+  const kinds = record.is_defect
+    ? [["correct", "Correct (defect)", "bad"], ["false_reject", "False reject: it is OK", "ok"]]
+    : [["correct", "Correct (OK)", "ok"], ["missed_defect", "Missed defect", "bad"]];
+  container.replaceChildren(...kinds.map(([kind, text, cls]) =>
+    el("button", {
+      type: "button", class: cls, "data-kind": kind, "data-id": id,
+      onclick: async (ev) => {
+        ev.stopPropagation();
+        try {
+          const rec = await act("/ui/feedback", { target, id, kind });
+          toast(`Stored as "${rec.label}" in feedback/${rec.label}/`);
+          container.setAttribute("data-answered", rec.label);
+          if (after) after(rec);
+          summaryLoopOnce();
+          lastDecisionsKey = "";
+        } catch (e) { /* toast says why */ }
+      },
+    }, text)));
+}
+
+async function summaryLoopOnce() {
+  try { renderSummary(await getJSON("/ui/summary")); } catch (e) { /* next poll */ }
+}
+
+// ---------------------------------------------------------------- recent decisions
+function openDecision(d) {
+  $("d-title").textContent = `${d.label.toUpperCase()} · score ${num(d.score)} (threshold ${num(d.threshold, 2)})`;
+  $("d-meta").textContent = `${when(d.decided_at)} · ${d.frame_count} frame(s) · model ${d.model_id}` +
+    (d.part_id ? ` · part ${d.part_id}` : "") + ` · ${d.event_id}`;
+  $("d-frame").src = d.images ? `/ui/decisions/${d.event_id}/frame.jpg` : "";
+  $("d-crop").src = d.images ? `/ui/decisions/${d.event_id}/crop.jpg` : "";
+  answerButtons("decision", d, $("d-answers"), () => $("detail").close());
+  $("detail").showModal();
+}
+
+function renderDecisions(list) {
+  const key = list.map((d) => d.event_id + (d.answered || "")).join(",");
+  if (key === lastDecisionsKey) return;
+  lastDecisionsKey = key;
+  $("decisions-empty").hidden = list.length > 0;
+  $("decisions").replaceChildren(...list.map((d) => {
+    const thumb = d.images
+      ? el("img", { src: `/ui/decisions/${d.event_id}/thumb.jpg`, alt: "crop", width: 80, height: 80, loading: "lazy" })
+      : el("div", { class: "nothumb" }, "no image");
+    return el("li", { class: d.is_defect ? "bad" : "ok", "data-event": d.event_id, "data-defect": String(d.is_defect), onclick: () => openDecision(d) },
+      thumb,
+      el("div", {},
+        el("b", {}, d.label.toUpperCase()), " ",
+        el("span", {}, `${num(d.score)} / ${num(d.threshold, 2)}`),
+        el("br"),
+        el("span", { class: "muted" }, when(d.decided_at) + (d.part_id ? ` · ${d.part_id}` : "")),
+        d.answered ? el("span", { class: "tag" }, `→ ${d.answered}`) : ""));
+  }));
+}
+
+async function decisionsLoop() {
+  try { renderDecisions(await getJSON("/ui/decisions?limit=24")); } catch (e) { /* next poll */ }
+  setTimeout(decisionsLoop, 2000);
+}
+
+// ---------------------------------------------------------------- manual check
+function showCheck(rec) {
+  $("check-result").hidden = false;
+  $("check-result").setAttribute("data-check", rec.check_id);
+  const v = $("check-verdict");
+  v.textContent = rec.label.toUpperCase();
+  v.className = "verdict " + (rec.is_defect ? "bad" : "ok");
+  $("check-score").textContent = num(rec.score);
+  $("check-threshold").textContent = num(rec.threshold, 2);
+  $("check-seen").src = `/ui/checks/${rec.check_id}/seen.jpg`;
+  answerButtons("check", rec, $("check-answers"));
+}
+
+async function checkFile(file) {
+  if (!file) return;
+  const fd = new FormData();
+  fd.append("file", file, file.name || "image");
+  try { showCheck(await act("/ui/check", fd, true)); } catch (e) { /* toast says why */ }
+}
+
+// ---------------------------------------------------------------- collection and the label queue
+async function queueLoop() {
+  try {
+    const q = await getJSON("/ui/queue?limit=1");
+    queueItem = q.items.length ? q.items[0] : null;
+    $("queue").hidden = !queueItem;
+    if (queueItem) {
+      const src = `/ui/queue/${queueItem.name}.jpg`;
+      if (!$("queue-img").src.endsWith(src)) $("queue-img").src = src;
+    }
+  } catch (e) { /* next poll */ }
+  setTimeout(queueLoop, 3000);
+}
+
+async function labelQueued(key) {
+  if (!queueItem) return;
+  const label = key === "1" ? labels[0] : key === "2" ? labels[1] : "skip";
+  const name = queueItem.name;
+  queueItem = null;
+  try {
+    await act(`/ui/queue/${encodeURIComponent(name)}`, { label });
+    toast(label === "skip" ? "Skipped" : `Labelled "${label}"`);
+  } catch (e) { /* toast says why */ }
+  const q = await getJSON("/ui/queue?limit=1");
+  queueItem = q.items.length ? q.items[0] : null;
+  $("queue").hidden = !queueItem;
+  if (queueItem) $("queue-img").src = `/ui/queue/${queueItem.name}.jpg`;
+}
+
+async function setCollection() {
+  try {
+    await act("/ui/collection", { enabled: $("collect-on").checked, every: Number($("collect-every").value) || 1 });
+    summaryLoopOnce();
+  } catch (e) { summaryLoopOnce(); }
+}
+
+// ---------------------------------------------------------------- wiring
+function wire() {
+  $("token-button").addEventListener("click", () => showTokenForm($("token-form").hidden));
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = $("token-input").value.trim();
+    if (v) sessionStorage.setItem(TOKEN_KEY, v);
+    $("token-input").value = "";
+    showTokenForm(false);
+    refreshTokenState();
+    toast("Token kept for this session");
+  });
+  $("token-forget").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); refreshTokenState(); });
+
+  $("check-file").addEventListener("change", (ev) => checkFile(ev.target.files[0]));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); checkFile(ev.dataTransfer.files[0]); });
+  $("check-current").addEventListener("click", async () => {
+    try { showCheck(await act("/ui/check/current", {})); } catch (e) { /* toast says why */ }
+  });
+  $("reload").addEventListener("click", async () => {
+    try {
+      const r = await act("/reload", {});
+      toast(r.ok ? `Model reloaded: ${r.model_id}` : `Reload refused: ${r.reason}`, !r.ok);
+    } catch (e) { /* toast says why */ }
+  });
+  $("collect-on").addEventListener("change", setCollection);
+  $("collect-every").addEventListener("change", setCollection);
+  $("q-1").addEventListener("click", () => labelQueued("1"));
+  $("q-2").addEventListener("click", () => labelQueued("2"));
+  $("q-0").addEventListener("click", () => labelQueued("0"));
+  document.addEventListener("keydown", (ev) => {
+    const t = ev.target;
+    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA") || $("detail").open) return;
+    if (["0", "1", "2"].includes(ev.key) && queueItem) { ev.preventDefault(); labelQueued(ev.key); }
+  });
+}
+
+wire();
+summaryLoop();
+decisionsLoop();
+queueLoop();
+liveLoop();

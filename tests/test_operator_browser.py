@@ -1,0 +1,192 @@
+"""The operator page in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by
+Selenium, against the daemon as its own process running the generated conveyor video with the real int8
+model and a real Mosquitto.
+
+It proves: the page (and /docs) load with no request to any other host (Chrome's performance log), the
+counters move, a manual check shows a verdict, an action without the token is refused, and a false-reject
+click writes a crop into feedback/<negative class>/ while the page's counter and /metrics go up.
+A screenshot is saved beside the test's files; set BOXINSPECT_SCREENSHOT=docs/img/operator.png to refresh
+the one in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.test_daemon import SLOW, DaemonProc, base_cfg, positive_class, wait_for
+
+pytestmark = SLOW
+
+TOKEN = "browser-test-token"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+CHROME_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--disable-extensions", "--window-size=1280,1500",
+)
+
+
+@pytest.fixture
+def daemon(tmp_path, int8_model, synth_video, mosquitto):
+    video, gt = synth_video
+    cfg = base_cfg(tmp_path, int8_model, video, gt, mosquitto, api={"token": TOKEN},
+                   operator={"feedback_dir": str(tmp_path / "feedback")})
+    cfg["model"]["threshold"] = None  # the model's own threshold: OK and defect boxes both appear
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not Path(path).exists():
+            pytest.fail(f"{path} not found: apt-get install -y {pkg} (.ci/run installs it)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for flag in CHROME_FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}")
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    # A driver path given to Service: Selenium Manager is not asked to find or download anything.
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Requests:
+    """Every URL the browser asked for, from Chrome's performance log (read incrementally)."""
+
+    def __init__(self, driver) -> None:
+        self.driver = driver
+        self.urls: list[str] = []
+
+    def collect(self) -> list[str]:
+        for entry in self.driver.get_log("performance"):
+            msg = json.loads(entry["message"])["message"]
+            if msg["method"] == "Network.requestWillBeSent":
+                self.urls.append(msg["params"]["request"]["url"])
+            elif msg["method"] == "Network.webSocketCreated":
+                self.urls.append(msg["params"]["url"])
+        return self.urls
+
+    def external(self) -> list[str]:
+        out = []
+        for url in self.collect():
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https", "ws", "wss") and parts.hostname not in LOCAL_HOSTS:
+                out.append(url)
+        return out
+
+
+def _text(driver, element_id: str) -> str:
+    return driver.execute_script(f"return document.getElementById('{element_id}').textContent") or ""
+
+
+def _int(driver, element_id: str) -> int:
+    t = _text(driver, element_id).strip()
+    return int(t) if t.isdigit() else -1
+
+
+def _click_defect_decision(driver, d: DaemonProc) -> str:
+    """Open a defect decision of the recent list (waits for one) and return its event id."""
+    from selenium.webdriver.common.by import By
+
+    item = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#decisions li[data-defect='true']"), 240,
+                    "a defect decision on the page", d=d)[0]
+    event_id = item.get_attribute("data-event")
+    item.click()
+    wait_for(lambda: driver.execute_script("return document.getElementById('detail').open"), 10, "the decision dialog")
+    return event_id
+
+
+def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, int8_model):
+    from selenium.webdriver.common.by import By
+
+    d, drv = daemon, browser
+    negative = next(c for c in json.loads(Path(str(int8_model) + ".json").read_text())["labels"]
+                    if c != positive_class(int8_model))
+    requests = Requests(drv)
+    drv.get(d.base + "/")
+
+    # Live: the frame is drawn and shown, the counters move.
+    wait_for(lambda: drv.execute_script("return document.getElementById('live').naturalWidth") > 0, 60,
+             "the live frame", d=d)
+    wait_for(lambda: _int(drv, "c-boxes") >= 1, 240, "the first box on the page", d=d)
+    first = _int(drv, "c-boxes")
+    wait_for(lambda: _int(drv, "c-boxes") > first, 240, "the box counter to move", d=d)
+    assert _text(drv, "st-camera").startswith("ok")
+    assert "run_int8" in _text(drv, "st-model") or _text(drv, "st-model") not in ("", "not loaded")
+
+    # An action without the token is refused: nothing is written, the page says so and asks for the token.
+    _click_defect_decision(drv, d)
+    drv.find_element(By.CSS_SELECTOR, "#d-answers button[data-kind='false_reject']").click()
+    wait_for(lambda: "Refused" in _text(drv, "toast"), 15, "the refusal message")
+    assert drv.find_element(By.ID, "token-form").is_displayed()
+    assert not list((tmp_path / "feedback").rglob("*.jpg")) if (tmp_path / "feedback").exists() else True
+    r = httpx.post(d.base + "/ui/feedback", json={"id": "x", "kind": "correct"}, timeout=10)
+    assert r.status_code == 401
+
+    # The token, entered once, is kept for the session.
+    drv.find_element(By.ID, "token-input").send_keys(TOKEN)
+    drv.find_element(By.ID, "token-save").click()
+    assert drv.execute_script("return sessionStorage.getItem('boxinspect-token')") == TOKEN
+
+    # Manual check of an uploaded photo: verdict, score, threshold and the crop the model saw.
+    photo = sorted((synth_data / positive_class(int8_model)).glob("*.jpg"))[0]
+    drv.find_element(By.ID, "check-file").send_keys(str(photo))
+    wait_for(lambda: _text(drv, "check-verdict").strip() != "", 30, "the manual check's verdict", d=d)
+    assert _text(drv, "check-verdict").lower() in {c.lower() for c in json.loads(
+        Path(str(int8_model) + ".json").read_text())["labels"]}
+    assert 0.0 <= float(_text(drv, "check-score")) <= 1.0 and float(_text(drv, "check-threshold")) > 0
+    wait_for(lambda: drv.execute_script("return document.getElementById('check-seen').naturalWidth") > 0, 15,
+             "the crop the model saw")
+
+    # A false reject: the crop lands in feedback/<negative class>/, the page and /metrics count it.
+    assert _int(drv, "fb-new") == 0
+    metric_before = d.metric("boxinspect_feedback_total", 'kind="false_reject"')
+    event_id = _click_defect_decision(drv, d)
+    drv.find_element(By.CSS_SELECTOR, "#d-answers button[data-kind='false_reject']").click()
+    crop = tmp_path / "feedback" / negative / f"{event_id}.jpg"
+    wait_for(crop.is_file, 15, f"{crop}", d=d)
+    record = json.loads(crop.with_suffix(".json").read_text())
+    assert record["decision_id"] == event_id and record["kind"] == "false_reject" and record["model_id"]
+    assert (tmp_path / "feedback" / record["frame"]).is_file()
+    wait_for(lambda: _int(drv, "fb-new") == 1, 15, "the page's 'new labels' counter", d=d)
+    assert f"{negative}: 1" in _text(drv, "fb-counts")
+    assert d.metric("boxinspect_feedback_total", 'kind="false_reject"') == metric_before + 1
+
+    drv.execute_script("window.scrollTo(0, 0)")
+    shot = tmp_path / "operator.png"
+    drv.save_screenshot(str(shot))
+    if os.environ.get("BOXINSPECT_SCREENSHOT"):
+        shutil.copy(shot, os.environ["BOXINSPECT_SCREENSHOT"])
+
+    # /docs renders from the daemon's own files too.
+    drv.get(d.base + "/docs")
+    wait_for(lambda: drv.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"), 60, "Swagger UI to render", d=d)
+
+    external = requests.external()
+    assert requests.urls and not external, f"requests to other hosts: {external}"
+    csp_errors = [e["message"] for e in drv.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not csp_errors, csp_errors
