@@ -475,6 +475,8 @@ class Daemon:
             }
         )
         self.metrics.model_ready.set(1 if model.self_test_passed else 0)
+        for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
+            self.metrics.decisions.labels(label=label)
 
     # ----------------------------------------------------------------------------------------------
     # Triggered mode: parts announced over MQTT or POST /trigger
