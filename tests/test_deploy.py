@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
+import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.broker import MOSQUITTO_PASSWD, Broker, Subscriber
 from tests.test_daemon import SLOW, START_TIMEOUT, DaemonProc, base_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,3 +95,79 @@ def test_compose_mounts_what_the_image_reads():
     dockerfile = (REPO / daemon["build"]["dockerfile"]).read_text()
     assert 'CMD ["run", "--config", "/config/config.yaml"]' in dockerfile
     assert "/healthz" in dockerfile and "HEALTHCHECK" in dockerfile
+
+
+class ComposeBroker(Broker):
+    """Mosquitto with deploy/mosquitto/mosquitto.conf, only its paths and port moved into a temp dir."""
+
+    def __init__(self, secrets_dir: Path) -> None:
+        self.secrets_dir = secrets_dir
+        super().__init__()
+
+    def _write_config(self) -> None:
+        conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+        conf = conf.replace("listener 1883", f"listener {self.port} {self.host}")
+        conf = conf.replace("/mosquitto/config/", f"{self.secrets_dir}/mosquitto/")
+        conf = conf.replace("/mosquitto/data/", f"{self.dir}/")
+        if os.geteuid() == 0:
+            conf += "user root\n"  # the passwd file belongs to the container's uid 1883
+        self.conf_path.write_text(conf)
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def _publish(broker: Broker, user: str | None, password: str | None, topic: str) -> str:
+    """Connect, publish one QoS 1 message under MQTT 5, return the connect or PUBACK reason."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    if user is not None:
+        c.username_pw_set(user, password)
+    done = threading.Event()
+    result: list[str] = []
+
+    def on_connect(cl: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            result.append(f"connect refused: {reason}")
+            done.set()
+        else:
+            cl.publish(topic, b'{"test": 1}', qos=1)
+
+    def on_publish(cl: Any, u: Any, mid: int, reason: Any, props: Any) -> None:
+        result.append(f"puback: {reason}")
+        done.set()
+
+    c.on_connect, c.on_publish = on_connect, on_publish
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    try:
+        assert done.wait(10), "no answer from the broker"
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return result[0]
+
+
+@pytest.mark.skipif(not Path(MOSQUITTO_PASSWD).exists(), reason="mosquitto_passwd not installed")
+def test_compose_broker_refuses_anonymous_clients_and_enforces_the_acl(tmp_path):
+    deploy = tmp_path / "deploy"
+    subprocess.run(["bash", str(REPO / "deploy" / "make-secrets.sh")], env={**os.environ, "DEPLOY_DIR": str(deploy)}, check=True)
+    daemon = _env_file(deploy / "boxinspect.env")
+    reader_pw = _env_file(deploy / ".env")["MQTT_READER_PASSWORD"]
+    assert len(daemon["BOXINSPECT_API__TOKEN"]) >= 20
+    with ComposeBroker(deploy) as broker, Subscriber(
+        broker.host, broker.port, "boxinspect/#", username="reader", password=reader_pw
+    ) as sub:
+        assert "refused" in _publish(broker, None, None, "boxinspect/l1/c1/defect")
+        assert "refused" in _publish(broker, "boxinspect", "wrong", "boxinspect/l1/c1/defect")
+        ok = _publish(broker, "boxinspect", daemon["BOXINSPECT_MQTT__PASSWORD"], "boxinspect/l1/c1/defect")
+        assert ok == "puback: Success", ok
+        assert sub.wait_for(lambda s: s.on("/defect"), 10), broker.log_tail()
+        # the reader may not fake events, and the daemon may not write outside boxinspect/
+        assert "Not authorized" in _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/defect")
+        assert "Not authorized" in _publish(broker, "boxinspect", daemon["BOXINSPECT_MQTT__PASSWORD"], "plant/other")
+        assert _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/trigger") == "puback: Success"
+        assert len(sub.on("/defect")) == 1
