@@ -351,7 +351,7 @@ def create_app(state: ApiState) -> FastAPI:
     # (FastAPI's own per-route ``max_body_size`` exists only from 0.164, which needs Python 3.11).
     app.add_middleware(
         BodyLimit,
-        paths=("/predict",),
+        paths=("/predict", "/ui/check"),
         limit=upload_limit,
         detail=f"uploads are limited to {cfg.api.max_upload_bytes} bytes (api.max_upload_bytes)",
     )

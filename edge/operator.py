@@ -476,16 +476,13 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
             kept.seen = _jpeg(seen)
         return record
 
-    upload_limit = cfg.api.max_upload_bytes + 64 * 1024
-
     @r.post(
         "/ui/check",
         summary="Manual check of an uploaded image: verdict, score, threshold; what the model saw at /ui/checks/{id}/seen.jpg",
         responses={413: {"description": "too large"}, 415: {"description": "not an image"},
                    422: {"description": "empty or missing file"}, 503: {"description": "no model loaded"}},
         dependencies=auth,
-        max_body_size=upload_limit,
-    )
+    )  # body size: edge.api.BodyLimit covers /ui/check too (no FastAPI max_body_size: 0.164+, Python 3.11+)
     def check_upload(file: UploadFile = File(..., description="a JPEG/PNG/BMP image")) -> dict[str, Any]:
         from edge.api import decode_upload
 
