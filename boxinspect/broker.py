@@ -36,6 +36,8 @@ class DemoBroker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
 
     def start(self) -> str:
         if port_open(self.host, self.port):
@@ -49,9 +51,15 @@ class DemoBroker:
             self._proc = subprocess.Popen([mosq, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.kind = "mosquitto"
         else:
+            # Readiness comes from the broker itself: a TCP probe of amqtt makes it log an ERROR ("No data to
+            # decode MQTT packet fixed header") that looks like a failure to whoever watches the demo.
             self._thread = threading.Thread(target=self._run_amqtt, name="amqtt-broker", daemon=True)
             self._thread.start()
             self.kind = "amqtt"
+            if self._ready.wait(10):
+                log.info("started an amqtt broker for the demo on %s:%d", self.host, self.port)
+                return self.kind
+            raise RuntimeError(f"could not start an MQTT broker on {self.host}:{self.port}: {self._error or 'timed out'}")
         deadline = time.time() + 10
         while time.time() < deadline:
             if port_open(self.host, self.port):
@@ -73,10 +81,14 @@ class DemoBroker:
                 }
             )
             await broker.start()
+            self._ready.set()
             await self._stop.wait()
             await broker.shutdown()
 
-        asyncio.run(serve())
+        try:
+            asyncio.run(serve())
+        except BaseException as e:  # noqa: BLE001 - reported by start(), which is waiting for readiness
+            self._error = e
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -16,13 +16,12 @@ renamed ``*.rejected.tflite`` so it cannot be deployed by accident.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
 import random
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,9 @@ from edge.model_package import (
     utc_now,
     write_metadata,
 )
+from edge.versions import installed_versions
 from training.data import read_rgb
+from training.quiet import native_output_to_log
 
 log = logging.getLogger(__name__)
 
@@ -210,24 +211,17 @@ def _convert_bytes(model, fmt: str, representative: np.ndarray | None) -> bytes:
         conv.target_spec.supported_types = [tf.float16]
     elif fmt != "float32":
         raise ConvertError(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
-    # The converter prints every captured resource of the exported function to stdout; keep it in the log.
-    noise = io.StringIO()
-    with contextlib.redirect_stdout(noise):
+    # The converter prints every captured resource of the exported function (Python stdout), its C++ parts
+    # print settings and "E0000" lines (file descriptors 1 and 2), and it warns about input statistics that
+    # the representative dataset makes unnecessary: all of it goes to the debug log, not the terminal.
+    with native_output_to_log("converter"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         data = conv.convert()
-    log.debug("converter output:\n%s", noise.getvalue())
     return data
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("boxinspect", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opencv-python-headless"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return installed_versions("boxinspect", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opencv-python-headless")
 
 
 def _golden_tolerance(fmt: str, out_quant: tuple[float, int] | None) -> float:
@@ -364,7 +358,8 @@ def _compare(
         log.warning("no evaluation images: package has no metrics and no gate was run")
         return _GateOutcome(None, True, 0.0, 0.0)
     y = _labels01(run, ev.items)
-    keras_scores = np.asarray(model.predict(ev.x.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
+    with native_output_to_log("Keras predict"):  # TensorFlow's C++ "E0000 ... NodeDef mentions attribute" lines
+        keras_scores = np.asarray(model.predict(ev.x.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
     tfl_scores = np.array([runner.run(x) for x in ev.x], dtype=np.float64)
     if not np.all(np.isfinite(tfl_scores)):
         raise ConvertError(f"converted {fmt} model produced non-finite outputs; refusing it")
@@ -498,7 +493,8 @@ def convert_run(
     log.info("converting %s to %s", keras_path, fmt)
     tmp = _write_tmp(out, _convert_bytes(model, fmt, rep))
     try:
-        runner = Runner(tmp, num_threads=2)
+        with native_output_to_log("LiteRT"):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            runner = Runner(tmp, num_threads=2)
         threshold, threshold_source = run.threshold, run.threshold_source
         if recalibrate_threshold:
             threshold, threshold_source = _recalibrated_threshold(run, runner, by_split, fmt, h, w)

@@ -112,10 +112,10 @@ class ApiState:
 
 
 class Health(BaseModel):
-    status: str = Field("alive", description="alive, or hung when the inspection loop stopped turning (503)")
+    status: str = Field(default="alive", description="alive, or hung when the inspection loop stopped turning (503)")
     version: str = __version__
-    reason: str | None = Field(None, description="why: loop running, waiting for the camera, or where it hung")
-    loop_age_s: float | None = Field(None, description="seconds since the inspection loop last completed an iteration")
+    reason: str | None = Field(default=None, description="why: loop running, waiting for the camera, or where it hung")
+    loop_age_s: float | None = Field(default=None, description="seconds since the inspection loop last completed an iteration")
 
 
 class Readiness(BaseModel):

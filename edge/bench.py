@@ -15,25 +15,26 @@ import os
 import platform
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
 
 from edge.classifier import Classifier, ModelError
 from edge.model_package import decode_golden
+from edge.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
 FRAME_W, FRAME_H = 640, 480
 
 
-def _emit(text: str, stream=None) -> None:
+def _emit(text: str, stream: TextIO | None = None) -> None:
     (stream or sys.stdout).write(text + "\n")
 
 
-def machine_info() -> dict:
+def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         info: dict[str, str] = {}
@@ -48,12 +49,8 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    versions = {}
-    for pkg in ("ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "numpy", "opencv-python-headless"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
+    versions = installed_versions("ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "numpy",
+                                "opencv-python-headless")
     return {
         "cpu": cpu,
         "machine": platform.machine(),
@@ -66,7 +63,7 @@ def machine_info() -> dict:
     }
 
 
-def _stats(ms: list[float]) -> dict:
+def _stats(ms: list[float]) -> dict[str, Any]:
     a = np.asarray(ms)
     return {
         "median_ms": round(float(np.median(a)), 3),
@@ -77,7 +74,7 @@ def _stats(ms: list[float]) -> dict:
     }
 
 
-def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: int = 20) -> dict:
+def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: int = 20) -> dict[str, Any]:
     """Time ``model`` at each thread count; returns a JSON-able dict (machine, model, results)."""
     rows = []
     clf = None
@@ -125,7 +122,7 @@ def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: 
     }
 
 
-def format_table(res: dict) -> str:
+def format_table(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [
         f"model    {res['model_id']} ({res['format']}, {res['size_bytes'] / 1e6:.2f} MB, input {res['input']})",

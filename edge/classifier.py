@@ -106,7 +106,7 @@ class Runner:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _quant(detail: dict) -> tuple[float, int] | None:
+    def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
         scale, zp = detail.get("quantization", (0.0, 0))
         return (float(scale), int(zp)) if scale else None
 

@@ -48,7 +48,7 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="run the edge daemon (camera -> model -> MQTT events, API, metrics)",

@@ -112,7 +112,7 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     return LoadedModel(clf, tuple(failures))
 
 
-def parse_trigger(payload: bytes) -> str | None:
+def parse_trigger(payload: bytes | bytearray) -> str | None:
     """A trigger message -> part id: JSON ``{"part_id": "..."}``, a JSON string, or plain text; None if empty."""
     text = payload.decode("utf-8", errors="replace").strip()
     if not text:
@@ -548,6 +548,7 @@ class Daemon:
             raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
         sock.listen(64)
         port = sock.getsockname()[1]
+        assert self.state is not None, "the API state is made in __init__"
         server = uvicorn.Server(
             uvicorn.Config(create_app(self.state), log_level="warning", log_config=None, access_log=False, lifespan="off")
         )

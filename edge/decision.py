@@ -148,6 +148,7 @@ class ForegroundDetector:
         self.restores = 0
         self.seen = 0
         self._old: cv2.BackgroundSubtractorMOG2 | None = None
+        self.mog: cv2.BackgroundSubtractorMOG2
         self._old_bg: np.ndarray | None = None
         self._bg_diff = 2.5 * float(np.sqrt(cfg.fg_var_threshold))  # grey levels that count as "different"
         self.reset()
@@ -324,6 +325,7 @@ class ContinuousDecider:
         pc = self.presence_cfg
         fg = self._foreground(roi_bgr)
         self._cache = None
+        p: _Passage | None
         if fg is not None and fg.restored and self._passage is not None:
             # What moved since the relearn was the object that had stood in the ROI (already decided, or
             # learned as background) leaving, plus the spot it uncovered: not a new box.

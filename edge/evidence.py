@@ -57,7 +57,7 @@ class EvidenceStore:
         self.enforce()
 
     # ------------------------------------------------------------------ public
-    def save(self, event_id: str, frame_bgr: np.ndarray | None, crop_bgr: np.ndarray | None, is_defect: bool) -> dict | None:
+    def save(self, event_id: str, frame_bgr: np.ndarray | None, crop_bgr: np.ndarray | None, is_defect: bool) -> dict[str, Any] | None:
         """Save the evidence of one decision: all defects, OK decisions at ``ok_sample_rate``.
 
         Returns ``{"frame": path, "crop": path}`` (a path is None if that image was not given or not

@@ -15,7 +15,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -124,7 +124,7 @@ class ModelMetadata(_Strict):
     def negative_class(self) -> str:
         return next(lbl for lbl in self.labels if lbl != self.positive_class)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The metadata without the golden images (for logs, /status and the like)."""
         d = self.model_dump(mode="json", exclude={"golden"})
         d["golden_count"] = len(self.golden)

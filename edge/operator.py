@@ -513,7 +513,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
         if body.target == "decision":
             kept = decision_images(body.id)
             rec = kept.record
-            record = {"decision_id": body.id, "source": "decision"}
+            record: dict[str, Any] = {"decision_id": body.id, "source": "decision"}
         else:
             found = op.kept("check", body.id)
             if found is None:

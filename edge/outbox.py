@@ -31,10 +31,10 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 try:
     import fcntl
@@ -97,7 +97,7 @@ class Outbox:
         self.overflow: Overflow = overflow
         self.metrics = metrics
         self._lock = threading.Lock()
-        self._lock_file = None
+        self._lock_file: IO[str] | None = None
         self._db: sqlite3.Connection | None = None
         self._open()
 
@@ -209,7 +209,7 @@ class Outbox:
             self._set_depth_metric()
             return seq
 
-    def _count_drops(self, dropped: list[tuple[int | None, str]], persisted: bool = False) -> None:
+    def _count_drops(self, dropped: Sequence[tuple[int | None, str]], persisted: bool = False) -> None:
         if not persisted:
             try:
                 self._conn.execute("UPDATE meta SET value = value + ? WHERE key='dropped'", (len(dropped),))

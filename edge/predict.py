@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any, TextIO
 
 import cv2
 
@@ -32,7 +33,7 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return out
 
 
-def _emit(text: str, stream=None) -> None:
+def _emit(text: str, stream: TextIO | None = None) -> None:
     """CLI output (results, per-file errors); library code logs instead."""
     stream = stream or sys.stdout
     stream.write(text + "\n")
@@ -55,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     if not files:
         _emit("error: no images found in " + " ".join(args.images), sys.stderr)
         return 1
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     ok = 0
     width = max(len(str(f)) for f in files)
     for f in files:

@@ -53,7 +53,7 @@ def draw_overlay(
     ``is_defect`` picks the colour; when None it is guessed from ``verdict`` (``defect``, ``defective``,
     ``damaged``, ... are red). Without a verdict the rectangle is drawn in yellow.
     """
-    out = image.copy()
+    out: np.ndarray = image.copy()
     if out.ndim == 2:
         out = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
     h, w = out.shape[:2]

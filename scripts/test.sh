@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs into .venv, then runs pytest.
+# The test suite: installs what it needs into .venv, then runs pytest.
+#   bash scripts/test.sh           the whole suite (what CI runs; trains the test model on a clean clone)
+#   bash scripts/test.sh --fast    ruff + mypy + the fast lane: every test not marked slow, no training
+# Other arguments go to pytest (bash scripts/test.sh --fast -k api).
 # Tests use a real Mosquitto: the one on 127.0.0.1:1883 if running, else they start their own
 # (needs the mosquitto binary: apt-get install -y mosquitto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--fast" ]; then fast=1; else args+=("$a"); fi
+done
 bash scripts/setup-venv.sh edge,train,dev
 export TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m pytest "$@"
+if [ "$fast" = 1 ]; then
+  echo "==> ruff"
+  .venv/bin/ruff check .
+  echo "==> mypy (strict on edge/)"
+  .venv/bin/mypy
+  echo "==> pytest -m 'not slow'"
+  exec .venv/bin/python -m pytest -m "not slow" --durations=10 ${args[@]+"${args[@]}"}
+fi
+exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}

@@ -26,11 +26,12 @@ import getpass
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.helpers import free_port, port_open
 
 MOSQUITTO = os.environ.get("BOXINSPECT_MOSQUITTO") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -40,21 +41,6 @@ MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passw
 
 class BrokerError(RuntimeError):
     """The broker could not be started (the message carries the tail of its log)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the usual bind-to-0 trick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class Broker:
@@ -221,90 +207,3 @@ class Broker:
         state = "running" if self.running else "stopped"
         auth = f", users={sorted(self.users)}" if self.users else ""
         return f"Broker({self.host}:{self.port}, {state}{auth})"
-
-
-class Subscriber:
-    """A paho client that records every message it receives (for assertions in tests).
-
-    ``persistent=True`` uses a fixed client id and clean_session False, so with
-    ``Broker(persistence=True)`` nothing published while it reconnects after a broker restart is lost.
-    paho is imported here, not at module import, so ``Broker`` alone needs nothing but the stdlib.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        topics: str | list[str] = "#",
-        client_id: str | None = None,
-        persistent: bool = False,
-        username: str | None = None,
-        password: str | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        import threading
-        import uuid
-
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.topics = [topics] if isinstance(topics, str) else list(topics)
-        self.messages: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
-        self._cond = threading.Condition()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"test-sub-{uuid.uuid4().hex[:8]}",
-            clean_session=not persistent,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.connect(host, port, keepalive=30)
-        self.client.loop_start()
-        if not self._subscribed.wait(timeout):
-            self.close()
-            raise TimeoutError(f"subscriber could not subscribe to {self.topics} on {host}:{port}")
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
-        if not reason_code.is_failure:
-            client.subscribe([(t, 1) for t in self.topics])
-
-    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
-        with self._cond:
-            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
-            self._cond.notify_all()
-
-    def on(self, suffix: str) -> list[tuple[str, bytes, bool]]:
-        """Messages whose topic ends with ``suffix`` (for example ``/defect``)."""
-        with self._cond:
-            return [m for m in self.messages if m[0].endswith(suffix)]
-
-    def json(self, suffix: str) -> list[dict]:
-        import json
-
-        return [json.loads(p) for _, p, _ in self.on(suffix)]
-
-    def wait_for(self, predicate, timeout: float = 10.0) -> bool:  # noqa: ANN001
-        """Wait until ``predicate(self)`` is true (re-checked on every message)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.2))
-            return True
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

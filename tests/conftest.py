@@ -1,8 +1,15 @@
 """Shared session fixtures: real synthetic data, a real model trained and converted by our own code,
 and a real Mosquitto broker.
 
-The tiny model is cached under ``<repo>/.cache/test-models/<hash>/``, keyed on the source of the code
-that makes it, so a second local run skips training. CI starts from a clean clone, so it always trains.
+Two lanes (``scripts/test.sh --fast`` / ``bash scripts/test.sh``): every test that needs the trained model
+(fixtures in ``TRAINED``) is marked ``slow`` here automatically, as are tests marked slow by hand (the
+daemon as a process); all others are marked ``fast``. Fast tests that need *a* real model package use
+``tiny_model``: a small int8 model made by our own pipeline and committed under tests/fixtures/.
+
+The trained model is cached under ``<repo>/.cache/test-models/<hash>/``, keyed on what makes it (data
+generation, training code and ``TINY_TRAINING``), so a second local run skips training; the converted
+packages sit below it under ``convert-<hash>/`` keyed also on convert/ and the package format. Editing
+tests or this file retrains nothing. CI starts from a clean clone, so it always trains.
 """
 
 from __future__ import annotations
@@ -10,16 +17,19 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 TINY_SIZE = 128  # input size of the test model
 TINY_PER_CLASS = 250
+# The training run of the session model (part of its cache key).
+TINY_TRAINING = dict(img_size=TINY_SIZE, alpha=0.35, epochs=10, learning_rate=1e-3, fine_tune_epochs=6,
+                     fine_tune_learning_rate=1e-4, seed=0)
+TRAINED = {"tiny_run", "int8_model", "float_model", "synth_data"}  # fixtures that make a test slow
+FIXTURE_MODEL = REPO / "tests" / "fixtures" / "tiny_int8.tflite"
 PARCEL_DIR = REPO.parent / "shared" / "data" / "parcel-damage"
 
 # Make tests/broker.py importable as ``tests.broker`` and as ``broker``.
@@ -27,8 +37,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _source_hash(*parts: str) -> str:
-    h = hashlib.sha256()
+def _source_hash(*parts: str, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
     for rel in parts:
         p = REPO / rel
         files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
@@ -38,6 +48,14 @@ def _source_hash(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") is None and TRAINED & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
@@ -45,11 +63,13 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def weights_path() -> Path:
-    """The offline ImageNet MobileNetV2 alpha 0.35 weights from ../shared/weights (never the network)."""
-    env = os.environ.get("BOXINSPECT_WEIGHTS")
-    p = Path(env) if env else REPO.parent / "shared" / "weights" / WEIGHTS_FILE
-    if not p.exists():
-        pytest.fail(f"offline weights not found at {p}; set BOXINSPECT_WEIGHTS")
+    """The offline ImageNet MobileNetV2 alpha 0.35 weights (never the network): training.model's lookup."""
+    from training.model import offline_weights_path
+
+    p = offline_weights_path(0.35)
+    if p is None:
+        pytest.fail("offline MobileNetV2 alpha 0.35 weights not found (../shared/weights/, ~/.keras/models/); "
+                    "set BOXINSPECT_WEIGHTS")
     return p
 
 
@@ -111,28 +131,17 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
     run = model_cache / "run"
     if not (run / "metrics.json").exists():
         shutil.rmtree(run, ignore_errors=True)
-        cfg = TrainConfig(
-            data_dir=synth_data,
-            out_dir=run,
-            img_size=TINY_SIZE,
-            alpha=0.35,
-            weights=str(weights_path),
-            epochs=10,
-            learning_rate=1e-3,
-            fine_tune_epochs=6,
-            fine_tune_learning_rate=1e-4,
-            seed=0,
-        )
+        cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, **TINY_TRAINING)
         train(cfg)
         evaluate(run)
     return run
 
 
 @pytest.fixture(scope="session")
-def int8_model(tiny_run: Path) -> Path:
+def int8_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
-    out = tiny_run / "model_int8.tflite"
+    out = convert_cache / "model_int8.tflite"
     if not out.exists() or not Path(str(out) + ".json").exists():
         # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
         # so allow up to three here; the gate itself is tested in test_convert.py.
@@ -141,21 +150,41 @@ def int8_model(tiny_run: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def float_model(tiny_run: Path) -> Path:
+def float_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
-    out = tiny_run / "model_float32.tflite"
+    out = convert_cache / "model_float32.tflite"
     if not out.exists() or not Path(str(out) + ".json").exists():
         convert_run(tiny_run, "float32", out=out)
     return out
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The committed tiny int8 package (tests/fixtures/build_tiny_model.py): real and valid, scores meaningless."""
+    if not FIXTURE_MODEL.exists():
+        pytest.fail(f"{FIXTURE_MODEL} missing: python -m tests.fixtures.build_tiny_model")
+    return FIXTURE_MODEL
+
+
+@pytest.fixture()
+def model_copy(tmp_path: Path, tiny_model: Path) -> Path:
+    """The tiny model package copied to tmp_path, so a test can corrupt or replace it."""
+    dst = tmp_path / "model" / "model.tflite"
+    dst.parent.mkdir()
+    shutil.copy(tiny_model, dst)
+    shutil.copy(str(tiny_model) + ".json", str(dst) + ".json")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def few_boxes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few synthetic box images per class (ok/, defective/), 96 px: for tests that need images, not many."""
+    from boxinspect.synth import make_dataset
+
+    out = tmp_path_factory.mktemp("few-boxes")
+    make_dataset(out, n_per_class=4, size=96, seed=2, progress=False)
+    return out
 
 
 class _External:
@@ -168,7 +197,9 @@ class _External:
 @pytest.fixture(scope="session")
 def mosquitto():
     """A real Mosquitto: the one .ci/run starts on 127.0.0.1:1883, else one started here on a free port."""
-    if _port_open("127.0.0.1", 1883):
+    from tests.helpers import port_open
+
+    if port_open("127.0.0.1", 1883):
         yield _External()
         return
     from tests.broker import Broker

@@ -39,19 +39,19 @@ def _cfg(tmp_path: Path, model_path: Path, **over):
 
 
 @pytest.fixture(scope="module")
-def loaded(int8_model: Path) -> LoadedModel:
-    return LoadedModel(Classifier.load(int8_model))
+def loaded(tiny_model: Path) -> LoadedModel:
+    return LoadedModel(Classifier.load(tiny_model))
 
 
 @pytest.fixture(scope="module")
-def box_images(synth_data: Path) -> dict[str, Path]:
+def box_images(few_boxes: Path) -> dict[str, Path]:
     """One synthetic box image per class folder."""
     out = {}
-    for d in sorted(p for p in synth_data.iterdir() if p.is_dir()):
+    for d in sorted(p for p in few_boxes.iterdir() if p.is_dir()):
         files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
         if files:
             out[d.name] = files[0]
-    assert len(out) >= 2, f"expected class folders with images in {synth_data}"
+    assert len(out) >= 2, f"expected class folders with images in {few_boxes}"
     return out
 
 
@@ -63,14 +63,14 @@ def _client(cfg, loaded: LoadedModel | None, **parts) -> tuple[TestClient, ApiSt
 # -------------------------------------------------------------------------------- health and readiness
 
 
-def test_healthz_is_always_ok(tmp_path, int8_model, loaded):
-    client, _ = _client(_cfg(tmp_path, int8_model), loaded)
+def test_healthz_is_always_ok(tmp_path, tiny_model, loaded):
+    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json()["status"] == "alive"
 
 
-def test_readyz_lists_every_reason(tmp_path, int8_model):
-    cfg = _cfg(tmp_path, int8_model)
+def test_readyz_lists_every_reason(tmp_path, tiny_model):
+    cfg = _cfg(tmp_path, tiny_model)
     client, _ = _client(cfg, None)
     r = client.get("/readyz")
     assert r.status_code == 503
@@ -80,20 +80,20 @@ def test_readyz_lists_every_reason(tmp_path, int8_model):
     assert any(x.startswith("mqtt:") for x in reasons)
 
 
-def test_readyz_names_a_failed_self_test(tmp_path, int8_model, loaded):
+def test_readyz_names_a_failed_self_test(tmp_path, tiny_model, loaded):
     bad = LoadedModel(loaded.classifier, ("golden[0] x: score 0.9, expected 0.1",))
-    client, _ = _client(_cfg(tmp_path, int8_model, mqtt={"enabled": False}), bad)
+    client, _ = _client(_cfg(tmp_path, tiny_model, mqtt={"enabled": False}), bad)
     reasons = client.get("/readyz").json()["reasons"]
     assert any("self-test failed" in x and "golden[0]" in x for x in reasons), reasons
 
 
-def test_readyz_ok_with_model_camera_and_broker(tmp_path, int8_model, loaded, synth_video, mosquitto):
+def test_readyz_ok_with_model_camera_and_broker(tmp_path, tiny_model, loaded, synth_video, mosquitto):
     from edge.capture import Capture
     from edge.mqtt_sink import MqttSink
 
     video, _ = synth_video
     cfg = _cfg(
-        tmp_path, int8_model,
+        tmp_path, tiny_model,
         source={"uri": str(video), "loop": True, "pace": "realtime"},
         mqtt={"host": mosquitto.host, "port": mosquitto.port},
     )
@@ -127,8 +127,8 @@ def test_readyz_ok_with_model_camera_and_broker(tmp_path, int8_model, loaded, sy
 # -------------------------------------------------------------------------------- /predict
 
 
-def test_predict_matches_the_classifier(tmp_path, int8_model, loaded, box_images):
-    client, _ = _client(_cfg(tmp_path, int8_model), loaded)
+def test_predict_matches_the_classifier(tmp_path, tiny_model, loaded, box_images):
+    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
     clf = loaded.classifier
     for name, path in box_images.items():
         data = path.read_bytes()
@@ -144,8 +144,8 @@ def test_predict_matches_the_classifier(tmp_path, int8_model, loaded, box_images
         assert body["label"] in clf.metadata.labels
 
 
-def test_predict_uses_the_configured_threshold(tmp_path, int8_model, loaded, box_images):
-    client, _ = _client(_cfg(tmp_path, int8_model, model={"threshold": 0.0}), loaded)
+def test_predict_uses_the_configured_threshold(tmp_path, tiny_model, loaded, box_images):
+    client, _ = _client(_cfg(tmp_path, tiny_model, model={"threshold": 0.0}), loaded)
     path = next(iter(box_images.values()))
     body = client.post("/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
     assert body["threshold"] == 0.0 and body["is_defect"] is True
@@ -167,15 +167,15 @@ def _jpeg(w: int = 64, h: int = 48) -> bytes:
         ("random.png", bytes(range(256)) * 4, 415, "not a decodable image"),
     ],
 )
-def test_predict_rejects_bad_uploads_with_4xx(tmp_path, int8_model, loaded, name, payload, status, words):
-    client, _ = _client(_cfg(tmp_path, int8_model), loaded)
+def test_predict_rejects_bad_uploads_with_4xx(tmp_path, tiny_model, loaded, name, payload, status, words):
+    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
     r = client.post("/predict", files={"file": (name, payload, "application/octet-stream")})
     assert r.status_code == status, r.text
     assert words in r.json()["detail"]
 
 
-def test_predict_refuses_oversize_uploads(tmp_path, int8_model, loaded):
-    cfg = _cfg(tmp_path, int8_model, api={"max_upload_bytes": 4096})
+def test_predict_refuses_oversize_uploads(tmp_path, tiny_model, loaded):
+    cfg = _cfg(tmp_path, tiny_model, api={"max_upload_bytes": 4096})
     client, _ = _client(cfg, loaded)
     big = _jpeg(400, 300)
     assert len(big) > 4096 + 64 * 1024 or len(big) > 4096
@@ -197,24 +197,24 @@ def test_predict_refuses_oversize_uploads(tmp_path, int8_model, loaded):
     assert r.status_code == 413
 
 
-def test_predict_refuses_decompression_bombs(tmp_path, int8_model, loaded):
-    client, _ = _client(_cfg(tmp_path, int8_model), loaded)
+def test_predict_refuses_decompression_bombs(tmp_path, tiny_model, loaded):
+    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
     ok, buf = cv2.imencode(".png", np.zeros((12000, 12000), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     assert ok and len(buf) < 1_000_000
     r = client.post("/predict", files={"file": ("bomb.png", buf.tobytes(), "image/png")})
     assert r.status_code == 413 and "pixels" in r.json()["detail"]
 
 
-def test_predict_without_a_file_field_is_422(tmp_path, int8_model, loaded):
-    client, _ = _client(_cfg(tmp_path, int8_model), loaded)
+def test_predict_without_a_file_field_is_422(tmp_path, tiny_model, loaded):
+    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
     assert client.post("/predict").status_code == 422
     assert client.post("/predict", data={"other": "x"}).status_code == 422
     r = client.post("/predict", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=b"})
     assert 400 <= r.status_code < 500
 
 
-def test_predict_without_a_model_is_503(tmp_path, int8_model):
-    client, _ = _client(_cfg(tmp_path, int8_model), None)
+def test_predict_without_a_model_is_503(tmp_path, tiny_model):
+    client, _ = _client(_cfg(tmp_path, tiny_model), None)
     r = client.post("/predict", files={"file": ("a.jpg", _jpeg(), "image/jpeg")})
     assert r.status_code == 503
 
@@ -222,9 +222,9 @@ def test_predict_without_a_model_is_503(tmp_path, int8_model):
 # -------------------------------------------------------------------------------- status, snapshot, events, metrics
 
 
-def test_status_summarises_without_secrets(tmp_path, int8_model, loaded):
+def test_status_summarises_without_secrets(tmp_path, tiny_model, loaded):
     cfg = _cfg(
-        tmp_path, int8_model,
+        tmp_path, tiny_model,
         api={"token": "tok-SECRET-1"},
         mqtt={"username": "edge", "password": "pw-SECRET-2"},
         source={"uri": "rtsp://cam:pw-SECRET-3@10.0.0.5/stream"},
@@ -250,11 +250,11 @@ def test_status_summarises_without_secrets(tmp_path, int8_model, loaded):
     assert body["counters"]["decisions"][positive] == 3
 
 
-def test_snapshot_draws_the_latest_frame(tmp_path, int8_model, loaded, synth_video):
+def test_snapshot_draws_the_latest_frame(tmp_path, tiny_model, loaded, synth_video):
     from edge.capture import Capture
 
     video, gt = synth_video
-    cfg = _cfg(tmp_path, int8_model, source={"uri": str(video), "pace": "fast"}, roi={k: gt["roi"][k] for k in ("x", "y", "width", "height")})
+    cfg = _cfg(tmp_path, tiny_model, source={"uri": str(video), "pace": "fast"}, roi={k: gt["roi"][k] for k in ("x", "y", "width", "height")})
     client, state = _client(cfg, loaded)
     assert client.get("/snapshot.jpg").status_code == 503
     cap = Capture(cfg.source).start()
@@ -273,8 +273,8 @@ def test_snapshot_draws_the_latest_frame(tmp_path, int8_model, loaded, synth_vid
     assert float(cv2.absdiff(img, frame.image).mean()) > 0.5
 
 
-def test_events_newest_first_and_bounded(tmp_path, int8_model, loaded):
-    client, state = _client(_cfg(tmp_path, int8_model), loaded)
+def test_events_newest_first_and_bounded(tmp_path, tiny_model, loaded):
+    client, state = _client(_cfg(tmp_path, tiny_model), loaded)
     assert client.get("/events").json() == []
     for i in range(7):
         state.events.add({"event_id": f"e{i}", "label": "ok"})
@@ -285,8 +285,8 @@ def test_events_newest_first_and_bounded(tmp_path, int8_model, loaded):
     assert client.get("/events?limit=abc").status_code == 422
 
 
-def test_metrics_is_prometheus_text(tmp_path, int8_model, loaded):
-    client, state = _client(_cfg(tmp_path, int8_model), loaded)
+def test_metrics_is_prometheus_text(tmp_path, tiny_model, loaded):
+    client, state = _client(_cfg(tmp_path, tiny_model), loaded)
     state.metrics.defects.inc()
     r = client.get("/metrics")
     assert r.status_code == 200
@@ -295,16 +295,6 @@ def test_metrics_is_prometheus_text(tmp_path, int8_model, loaded):
 
 
 # -------------------------------------------------------------------------------- reload and trigger (the daemon's own)
-
-
-@pytest.fixture()
-def model_copy(tmp_path: Path, int8_model: Path) -> Path:
-    """The model package copied to tmp_path, so a test can corrupt it."""
-    dst = tmp_path / "model" / "m.tflite"
-    dst.parent.mkdir()
-    shutil.copy(int8_model, dst)
-    shutil.copy(str(int8_model) + ".json", str(dst) + ".json")
-    return dst
 
 
 def _daemon_client(cfg) -> tuple[TestClient, Daemon]:
@@ -332,12 +322,12 @@ def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_
     assert d.models.get() is before
 
 
-def test_reload_swaps_in_a_good_model(tmp_path, model_copy, int8_model):
+def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
     client, d = _daemon_client(_cfg(tmp_path, model_copy))
     before = d.models.get()
     # a relative path is taken beside the configured model
-    shutil.copy(int8_model, model_copy.parent / "other.tflite")
-    shutil.copy(str(int8_model) + ".json", model_copy.parent / "other.tflite.json")
+    shutil.copy(tiny_model, model_copy.parent / "other.tflite")
+    shutil.copy(str(tiny_model) + ".json", model_copy.parent / "other.tflite.json")
     r = client.post("/reload", json={"path": "other.tflite"})
     assert r.status_code == 200, r.text
     assert r.json()["ok"] is True and r.json()["model_id"] == before.classifier.model_id
@@ -379,8 +369,8 @@ def test_trigger_only_in_triggered_mode(tmp_path, model_copy):
 # -------------------------------------------------------------------------------- token
 
 
-def test_token_guards_everything_but_health_and_metrics(tmp_path, int8_model, loaded):
-    client, _ = _client(_cfg(tmp_path, int8_model, api={"token": "s3cret"}), loaded)
+def test_token_guards_everything_but_health_and_metrics(tmp_path, tiny_model, loaded):
+    client, _ = _client(_cfg(tmp_path, tiny_model, api={"token": "s3cret"}), loaded)
     assert client.get("/healthz").status_code == 200
     assert client.get("/metrics").status_code == 200
     for method, path in [("get", "/readyz"), ("get", "/status"), ("get", "/events"), ("get", "/snapshot.jpg"),
@@ -397,14 +387,14 @@ def test_token_guards_everything_but_health_and_metrics(tmp_path, int8_model, lo
     assert r.status_code == 200
 
 
-def test_no_token_configured_means_open(tmp_path, int8_model, loaded):
-    client, _ = _client(_cfg(tmp_path, int8_model), loaded)
+def test_no_token_configured_means_open(tmp_path, tiny_model, loaded):
+    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
     assert client.get("/status").status_code == 200
     assert client.get("/status", headers={"Authorization": "Bearer anything"}).status_code == 200
 
 
-def test_openapi_documents_the_endpoints(tmp_path, int8_model, loaded):
-    client, _ = _client(_cfg(tmp_path, int8_model), loaded)
+def test_openapi_documents_the_endpoints(tmp_path, tiny_model, loaded):
+    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/healthz", "/readyz", "/predict", "/status", "/snapshot.jpg", "/events", "/metrics", "/reload", "/trigger"):
         assert p in paths

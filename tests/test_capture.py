@@ -18,6 +18,7 @@ from edge.capture import Capture, Frame, guess_kind, safe_uri
 from edge.config import RoiConfig, SourceConfig
 from edge.metrics import Metrics
 from edge.roi import crop, draw_overlay, frame_stats
+from tests.helpers import metric, wait_for
 
 
 class MjpegServer:
@@ -80,19 +81,6 @@ class MjpegServer:
         return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
 
-def wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def gauge(m: Metrics, name: str, **labels: str) -> float | None:
-    return m.registry.get_sample_value(name, labels or None)
-
-
 def write_video(path: Path, n: int, fps: float = 30.0, size: tuple[int, int] = (160, 120)) -> None:
     """Frame i is a flat grey of level 10 + 4*i (so the order can be read back)."""
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
@@ -140,20 +128,20 @@ def test_stream_disappears_and_recovers_without_restart() -> None:
         f = cap.read(timeout=10)
         assert f is not None and f.image.shape == (96, 128, 3) and f.image.dtype == np.uint8
         assert cap.state == "ok"
-        assert gauge(m, "boxinspect_camera_state", state="ok") == 1
+        assert metric(m, "boxinspect_camera_state", default=None, state="ok") == 1
 
         # The camera keeps the connection but sends nothing: stalled, then back to ok when it resumes.
         server.paused.set()
         wait_for(lambda: cap.state == "stalled", 5, "stalled")
-        assert gauge(m, "boxinspect_camera_state", state="stalled") == 1
-        assert gauge(m, "boxinspect_camera_state", state="ok") == 0
+        assert metric(m, "boxinspect_camera_state", default=None, state="stalled") == 1
+        assert metric(m, "boxinspect_camera_state", default=None, state="ok") == 0
         server.paused.clear()
         wait_for(lambda: cap.state == "ok", 10, "ok after the stall")
 
         # The camera goes away entirely: disconnected, retrying with backoff.
         server.stop()
         wait_for(lambda: cap.state == "disconnected", 10, "disconnected")
-        assert gauge(m, "boxinspect_camera_state", state="disconnected") == 1
+        assert metric(m, "boxinspect_camera_state", default=None, state="disconnected") == 1
         time.sleep(1.0)  # a few failed reconnect attempts
         assert cap.state == "disconnected"
 
@@ -168,9 +156,9 @@ def test_stream_disappears_and_recovers_without_restart() -> None:
         st = cap.stats()
         assert st["reconnects"] >= 1
         assert st["state"] == "ok"
-        assert gauge(m, "boxinspect_camera_state", state="ok") == 1
-        assert gauge(m, "boxinspect_camera_state", state="disconnected") == 0
-        assert gauge(m, "boxinspect_frames_captured_total") == st["frames"]
+        assert metric(m, "boxinspect_camera_state", default=None, state="ok") == 1
+        assert metric(m, "boxinspect_camera_state", default=None, state="disconnected") == 0
+        assert metric(m, "boxinspect_frames_captured_total", default=None) == st["frames"]
     finally:
         stop.set()
         cap.stop()
@@ -199,8 +187,8 @@ def test_file_fast_delivers_every_frame_in_order(tmp_path: Path) -> None:
     assert cap.state == "ended"
     st = cap.stats()
     assert st["frames"] == 40 and st["dropped"] == 0
-    assert gauge(m, "boxinspect_frames_dropped_total") == 0
-    assert gauge(m, "boxinspect_camera_state", state="ended") == 1
+    assert metric(m, "boxinspect_frames_dropped_total", default=None) == 0
+    assert metric(m, "boxinspect_camera_state", default=None, state="ended") == 1
     assert cap.read(timeout=0.1) is None
 
 
@@ -229,10 +217,10 @@ def test_file_realtime_keeps_only_the_newest(tmp_path: Path) -> None:
     assert set(st) >= {"fps", "frames", "dropped", "reconnects", "state", "since", "frozen", "brightness",
                        "sharpness", "last_frame_age_s"}
     assert st["brightness"] == pytest.approx(10 + 4 * 44, abs=3) and st["last_frame_age_s"] >= 0
-    assert gauge(m, "boxinspect_frame_brightness") == pytest.approx(st["brightness"], abs=0.01)
+    assert metric(m, "boxinspect_frame_brightness", default=None) == pytest.approx(st["brightness"], abs=0.01)
     assert st["frames"] == 45
     assert st["dropped"] == 45 - len(frames)
-    assert gauge(m, "boxinspect_frames_dropped_total") == st["dropped"]
+    assert metric(m, "boxinspect_frames_dropped_total", default=None) == st["dropped"]
     assert idx[-1] == 44  # the last frame of the file was delivered, not lost
 
 
@@ -276,7 +264,7 @@ def test_folder_loop_and_frozen_picture(tmp_path: Path) -> None:
         assert all(f is not None for f in frames)
         assert [f.index for f in frames] == list(range(6))
         wait_for(lambda: cap.frozen, 5, "frozen")
-        assert gauge(m, "boxinspect_camera_frozen") == 1
+        assert metric(m, "boxinspect_camera_frozen", default=None) == 1
         assert cap.stats()["frozen"] is True
         # A new picture arrives: no longer frozen.
         cv2.imwrite(str(folder / "b.png"), np.full((60, 80, 3), 30, np.uint8))
@@ -284,7 +272,7 @@ def test_folder_loop_and_frozen_picture(tmp_path: Path) -> None:
         while cap.frozen and time.monotonic() < deadline:
             cap.read(timeout=1)
         assert not cap.frozen
-        assert gauge(m, "boxinspect_camera_frozen") == 0
+        assert metric(m, "boxinspect_camera_frozen", default=None) == 0
     finally:
         cap.stop()
 

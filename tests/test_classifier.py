@@ -47,8 +47,8 @@ def test_load_reports_runtime_delegate_and_threshold(int8_model: Path, tiny_run:
     assert clf.metadata.input.dtype == "uint8"
 
 
-def test_corrupt_tflite_is_a_clear_model_error(int8_model: Path, tmp_path: Path):
-    model = _copy_package(int8_model, tmp_path)
+def test_corrupt_tflite_is_a_clear_model_error(tiny_model: Path, tmp_path: Path):
+    model = _copy_package(tiny_model, tmp_path)
     data = bytearray(model.read_bytes())
     model.write_bytes(bytes(data[: len(data) // 3]))  # truncated, e.g. an interrupted copy
     with pytest.raises(ModelError) as e:
@@ -61,8 +61,8 @@ def test_corrupt_tflite_is_a_clear_model_error(int8_model: Path, tmp_path: Path)
         Classifier.load(model, verify_hash=False)
 
 
-def test_hash_mismatch_is_refused(int8_model: Path, tmp_path: Path):
-    model = _copy_package(int8_model, tmp_path)
+def test_hash_mismatch_is_refused(tiny_model: Path, tmp_path: Path):
+    model = _copy_package(tiny_model, tmp_path)
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights: still loads, silently wrong
     model.write_bytes(bytes(data))
@@ -74,8 +74,8 @@ def test_hash_mismatch_is_refused(int8_model: Path, tmp_path: Path):
     Classifier.load(model, verify_hash=False)
 
 
-def test_missing_or_invalid_sidecar(int8_model: Path, tmp_path: Path):
-    model = _copy_package(int8_model, tmp_path)
+def test_missing_or_invalid_sidecar(tiny_model: Path, tmp_path: Path):
+    model = _copy_package(tiny_model, tmp_path)
     side = sidecar_path(model)
     doc = json.loads(side.read_text())
     side.unlink()
@@ -98,7 +98,7 @@ def test_missing_or_invalid_sidecar(int8_model: Path, tmp_path: Path):
         Classifier.load(tmp_path / "nope.tflite")
 
 
-def test_unavailable_runtime_is_named(int8_model: Path):
+def test_unavailable_runtime_is_named(tiny_model: Path):
     pytest.importorskip("ai_edge_litert")
     try:
         import tflite_runtime  # noqa: F401
@@ -107,21 +107,21 @@ def test_unavailable_runtime_is_named(int8_model: Path):
     except ImportError:
         pass
     with pytest.raises(ModelError) as e:
-        Classifier.load(int8_model, runtime="tflite_runtime")
+        Classifier.load(tiny_model, runtime="tflite_runtime")
     msg = _assert_one_line(e)
     assert "no TFLite runtime available" in msg and "tflite_runtime" in msg
     with pytest.raises(ModelError, match="unknown runtime"):
-        Classifier.load(int8_model, runtime="onnx")
+        Classifier.load(tiny_model, runtime="onnx")
 
 
-def test_self_test_passes_and_catches_tampered_expectations(int8_model: Path, tmp_path: Path):
-    clf = Classifier.load(int8_model)
+def test_self_test_passes_and_catches_tampered_expectations(tiny_model: Path, tmp_path: Path):
+    clf = Classifier.load(tiny_model)
     meta = clf.metadata
     assert len(meta.golden) >= 4
     assert {g.label for g in meta.golden} == set(meta.labels)
     assert clf.self_test() == []
 
-    model = _copy_package(int8_model, tmp_path)
+    model = _copy_package(tiny_model, tmp_path)
     side = sidecar_path(model)
     doc = json.loads(side.read_text())
     g = doc["golden"][1]
@@ -139,9 +139,9 @@ def test_golden_samples_are_at_input_size(float_model: Path):
     assert Classifier.load(float_model).self_test() == []
 
 
-def test_score_accepts_any_size_grey_and_bgra(int8_model: Path, synth_data: Path):
-    clf = Classifier.load(int8_model)
-    img = cv2.imread(str(_images(synth_data, 1)[0]))
+def test_score_accepts_any_size_grey_and_bgra(tiny_model: Path, few_boxes: Path):
+    clf = Classifier.load(tiny_model)
+    img = cv2.imread(str(_images(few_boxes, 1)[0]))
     base = clf.score(img)
     assert 0.0 <= base <= 1.0
     big = cv2.resize(img, (640, 480), interpolation=cv2.INTER_LINEAR)
@@ -152,9 +152,9 @@ def test_score_accepts_any_size_grey_and_bgra(int8_model: Path, synth_data: Path
         clf.score(img.astype(np.float32))
 
 
-def test_predict_label_follows_threshold(int8_model: Path, synth_data: Path):
-    clf = Classifier.load(int8_model)
-    img = cv2.imread(str(_images(synth_data, 1)[0]))
+def test_predict_label_follows_threshold(tiny_model: Path, few_boxes: Path):
+    clf = Classifier.load(tiny_model)
+    img = cv2.imread(str(_images(few_boxes, 1)[0]))
     p = clf.predict(img)
     assert p.is_defect == (p.score >= clf.threshold)
     assert p.label == (clf.metadata.positive_class if p.is_defect else clf.metadata.negative_class)
@@ -174,9 +174,9 @@ def test_int8_agrees_with_float(int8_model: Path, float_model: Path, synth_data:
     assert same / len(files) >= 0.98, f"int8 agrees with float32 on only {same}/{len(files)} images"
 
 
-def test_one_classifier_is_safe_across_threads(int8_model: Path, synth_data: Path):
-    clf = Classifier.load(int8_model, num_threads=2)
-    imgs = [cv2.imread(str(p)) for p in _images(synth_data, 8)]
+def test_one_classifier_is_safe_across_threads(tiny_model: Path, few_boxes: Path):
+    clf = Classifier.load(tiny_model, num_threads=2)
+    imgs = [cv2.imread(str(p)) for p in _images(few_boxes, 8)]
     expected = [clf.score(i) for i in imgs]
     results: dict[int, list[float]] = {}
 
@@ -192,7 +192,7 @@ def test_one_classifier_is_safe_across_threads(int8_model: Path, synth_data: Pat
         assert vals == [expected[(k + j) % len(imgs)] for j in range(40)]
 
 
-def test_edge_runs_without_tensorflow(int8_model: Path, repo_root: Path):
+def test_edge_runs_without_tensorflow(tiny_model: Path, repo_root: Path):
     """The edge install has no TensorFlow: block it and run load + score + self-test in a fresh process."""
     code = f"""
 import sys
@@ -203,7 +203,7 @@ class Block:
 sys.meta_path.insert(0, Block())
 import numpy as np
 from edge.classifier import Classifier
-clf = Classifier.load({str(int8_model)!r})
+clf = Classifier.load({str(tiny_model)!r})
 assert clf.self_test() == [], clf.self_test()
 s = clf.score(np.zeros((300, 400, 3), np.uint8))
 assert 0.0 <= s <= 1.0
@@ -216,10 +216,10 @@ print("OK", clf.runtime_name)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_tensorflow_fallback_runtime_gives_the_same_scores(int8_model: Path, synth_data: Path):
+def test_tensorflow_fallback_runtime_gives_the_same_scores(tiny_model: Path, few_boxes: Path):
     pytest.importorskip("tensorflow")
-    lite, tf = Classifier.load(int8_model), Classifier.load(int8_model, runtime="tensorflow")
+    lite, tf = Classifier.load(tiny_model), Classifier.load(tiny_model, runtime="tensorflow")
     assert tf.runtime_name == "tensorflow" and tf.self_test() == []
-    for path in _images(synth_data, 4):
+    for path in _images(few_boxes, 4):
         img = cv2.imread(str(path))
         assert tf.score(img) == pytest.approx(lite.score(img), abs=1 / 128)

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,143 +26,13 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from tests.broker import Broker, free_port
+from tests.broker import Broker
+from tests.helpers import DaemonProc, Subscriber, free_port, wait_for
 
 SLOW = pytest.mark.slow  # every test that runs the daemon as a process
 
-DECISION_RE = re.compile(r"decision (\S+) score=([0-9.]+) .*event=([0-9a-f-]{36})")
-START_TIMEOUT = 90.0  # model load + first frames on a busy 2-core machine
-
-
-def wait_for(
-    cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2, d: DaemonProc | None = None
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = "\n".join(d.log().splitlines()[-60:]) if d is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
-        time.sleep(interval)
-
-
 def positive_class(model: Path) -> str:
     return json.loads(Path(str(model) + ".json").read_text())["positive_class"]
-
-
-class DaemonProc:
-    """One daemon process with a config written to ``workdir``."""
-
-    def __init__(self, workdir: Path, cfg: dict[str, Any], name: str = "daemon") -> None:
-        self.workdir = workdir
-        self.cfg = cfg
-        self.name = name
-        self.cfg_path = workdir / f"{name}.yaml"
-        self.log_path = workdir / f"{name}.log"
-        self.cfg_path.write_text(yaml.safe_dump(cfg))
-        self.proc: subprocess.Popen[bytes] | None = None
-        port = cfg.get("api", {}).get("port")
-        self.base = f"http://127.0.0.1:{port}" if port else None
-
-    def start(self, *extra: str) -> DaemonProc:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(self.cfg_path), *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-            )
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        assert self.base, "no API port"
-        return httpx.get(self.base + path, timeout=5, **kw)
-
-    def wait_api(self, timeout: float = START_TIMEOUT) -> None:
-        if self.base is None:  # port 0: the daemon logs the URL it picked
-            m = wait_for(lambda: re.search(r"API listening on (http://\S+)", self.log()) or self._dead(), timeout, "the API URL in the log")
-            self.base = m.group(1)
-
-        def up() -> bool:
-            self._dead()
-            try:
-                return self.get("/healthz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout, f"/healthz of {self.name}", d=self)
-
-    def _dead(self) -> bool:
-        assert self.alive(), f"{self.name} exited with {self.proc.returncode if self.proc else None}:\n{self.log()}"
-        return False
-
-    def status(self) -> dict[str, Any]:
-        return self.get("/status").json()
-
-    def metric(self, name: str, labels: str = "") -> float:
-        text = self.get("/metrics").text
-        for line in text.splitlines():
-            if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-    def send(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def decisions(self) -> list[tuple[str, float, str]]:
-        """(label, score, event_id) of every decision the daemon logged, in order."""
-        return [(m.group(1), float(m.group(2)), m.group(3)) for m in DECISION_RE.finditer(self.log())]
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-class Subscriber:
-    """A paho subscriber. ``persistent`` uses a fixed client id and clean_session=False, so a broker with
-    persistence keeps its subscription and queues QoS 1 messages across a broker restart."""
-
-    def __init__(self, broker: Broker, topic: str, persistent: bool = False) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.raw: list[tuple[str, bytes, bool]] = []
-        self._subscribed = threading.Event()
-        cid = f"test-sub-{uuid.uuid4().hex[:8]}"
-        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=not persistent)
-        c.reconnect_delay_set(1, 1)
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
-        c.on_subscribe = lambda cl, u, mid, rcs, p: self._subscribed.set()
-        c.on_message = self._on_message
-        c.connect(broker.host, broker.port)
-        c.loop_start()
-        assert self._subscribed.wait(10), "subscriber could not subscribe"
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.raw.append((msg.topic, msg.payload, bool(msg.retain)))
-        try:
-            self.messages.append(json.loads(msg.payload))
-        except ValueError:
-            pass
-
-    def ids(self) -> list[str]:
-        return [m["event_id"] for m in self.messages]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def base_cfg(tmp_path: Path, model: Path, video: Path, gt: dict, broker: Broker | None, **over: Any) -> dict[str, Any]:
@@ -209,15 +76,6 @@ def broker():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture()
-def model_copy(tmp_path: Path, int8_model: Path) -> Path:
-    dst = tmp_path / "model" / "model.tflite"
-    dst.parent.mkdir()
-    shutil.copy(int8_model, dst)
-    shutil.copy(str(int8_model) + ".json", str(dst) + ".json")
-    return dst
-
-
 def defect_ids(d: DaemonProc, positive: str) -> list[str]:
     return [eid for label, _, eid in d.decisions() if label == positive]
 
@@ -241,7 +99,7 @@ def test_broker_outage_loses_no_defect_event(tmp_path, int8_model, synth_video, 
     positive = positive_class(int8_model)
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker)
     topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/defect"
-    sub = Subscriber(broker, topic, persistent=True)
+    sub = Subscriber(broker.host, broker.port, topic, persistent=True)
     d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
@@ -295,7 +153,7 @@ def test_sigkill_with_events_in_the_outbox_delivers_them_after_restart(tmp_path,
     assert set(waiting[:-1]) <= set(defect_ids(first, positive))
 
     broker.start()
-    sub = Subscriber(broker, topic)
+    sub = Subscriber(broker.host, broker.port, topic)
     second = DaemonProc(tmp_path, dict(cfg, api={"port": free_port()}), "second").start()
     try:
         second.wait_api()
@@ -317,7 +175,7 @@ def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, sy
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, shutdown_timeout_s=10)
     status_topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/status"
-    stats = Subscriber(broker, f"boxinspect/{cfg['line']}/{cfg['camera']}/stats")
+    stats = Subscriber(broker.host, broker.port, f"boxinspect/{cfg['line']}/{cfg['camera']}/stats")
     d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
@@ -340,7 +198,7 @@ def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, sy
     assert rc == 0, d.log()
     assert took < cfg["shutdown_timeout_s"] + 5, f"shutdown took {took:.1f}s"
     assert "stopping (signal)" in d.log()
-    sub = Subscriber(broker, status_topic)
+    sub = Subscriber(broker.host, broker.port, status_topic)
     try:
         wait_for(lambda: sub.raw, 10, "the retained status message")
     finally:
@@ -383,7 +241,7 @@ def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_co
         old_id = wait_for(lambda: d.status()["model"].get("model_id"), 30, "model id", d=d)
         model_copy.write_bytes(b"not a flatbuffer" * 64)  # a corrupt file in place of the model
         d.send(signal.SIGHUP)
-        wait_for(lambda: d.metric("boxinspect_model_reloads_total", 'outcome="load_failed"') == 1, 60, "failed reload", d=d)
+        wait_for(lambda: d.metric("boxinspect_model_reloads_total", outcome="load_failed") == 1, 60, "failed reload", d=d)
         assert d.status()["model"]["model_id"] == old_id
         # still inspecting with the old model
         n = d.metric("boxinspect_frames_captured_total")
@@ -394,7 +252,7 @@ def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_co
         shutil.copy(float_model, model_copy)
         shutil.copy(str(float_model) + ".json", str(model_copy) + ".json")
         d.send(signal.SIGHUP)
-        wait_for(lambda: d.metric("boxinspect_model_reloads_total", 'outcome="ok"') == 1, 60, "successful reload", d=d)
+        wait_for(lambda: d.metric("boxinspect_model_reloads_total", outcome="ok") == 1, 60, "successful reload", d=d)
         new_id = d.status()["model"]["model_id"]
         assert new_id != old_id and new_id.split("@")[1] == json.loads(Path(str(float_model) + ".json").read_text())["sha256"][:12]
         assert f'model_id="{new_id}"' in d.get("/metrics").text
@@ -483,7 +341,7 @@ def test_end_of_file_drains_and_exits_zero(tmp_path, int8_model, synth_video, br
     video, gt = synth_video
     positive = positive_class(int8_model)
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, source={"pace": "fast", "loop": False, "exit_on_end": True})
-    sub = Subscriber(broker, f"boxinspect/{cfg['line']}/{cfg['camera']}/defect")
+    sub = Subscriber(broker.host, broker.port, f"boxinspect/{cfg['line']}/{cfg['camera']}/defect")
     d = DaemonProc(tmp_path, cfg).start()
     try:
         rc = d.wait(180)

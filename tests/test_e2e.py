@@ -6,52 +6,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
 from boxinspect.groundtruth import match_events
+from tests.helpers import Subscriber, free_port
+from tests.helpers import metric as metric_value
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def metric_value(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"metric {name} not found")
-
-
-class Subscriber:
-    def __init__(self, host: str, port: int, topic: str) -> None:
-        self.messages: list[dict] = []
-        self._ready = threading.Event()
-        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"e2e-{uuid.uuid4().hex[:8]}")
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
-        c.on_subscribe = lambda cl, u, mid, rcs, p: self._ready.set()
-        c.on_message = lambda cl, u, msg: self.messages.append(json.loads(msg.payload))
-        c.connect(host, port)
-        c.loop_start()
-        assert self._ready.wait(10), "subscriber could not subscribe"
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_daemon_process_publishes_one_event_per_defective_box(tmp_path: Path, int8_model, synth_video, mosquitto):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -94,9 +95,11 @@ def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run):
-    m = evaluate(tiny_run, target_recall=0.9)
-    doc = json.loads((tiny_run / "metrics.json").read_text())
+def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path):
+    run = tmp_path / "run"  # a copy: the shared cached run stays as the fixture made it
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("report", "phase1"))
+    m = evaluate(run, target_recall=0.9)
+    doc = json.loads((run / "metrics.json").read_text())
     assert doc["threshold"] == pytest.approx(m["threshold"]) and 0 < doc["threshold"] < 1
     sel = doc["threshold_selection"]
     assert sel["split"] == "val" and sel["target_recall"] == 0.9
@@ -106,7 +109,7 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run):
         cm = doc[key]["confusion_matrix"]
         assert cm["tn"] + cm["fp"] + cm["fn"] + cm["tp"] == doc["n"]
     assert doc["roc_auc"] is not None and 0 <= doc["roc_auc"] <= 1
-    report = tiny_run / "report"
+    report = run / "report"
     for name in ("roc.png", "pr.png", "confusion_matrix.png", "curves.png", "scores.png"):
         assert (report / name).stat().st_size > 5000, name
     page = (report / "report.html").read_text()
@@ -116,5 +119,3 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run):
     rows = (report / "scores_test.csv").read_text().splitlines()
     assert rows[0] == "path,label,score,predicted_defect" and len(rows) == doc["n"] + 1
     assert doc["ci95"]["roc_auc"][0] <= doc["roc_auc"] <= doc["ci95"]["roc_auc"][1]
-    # restore what the shared fixture wrote (default target recall), for other tests
-    evaluate(tiny_run)

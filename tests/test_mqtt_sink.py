@@ -25,7 +25,9 @@ from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink, MqttSinkError
 from edge.outbox import Outbox
 from edge.timeutil import iso_utc
-from tests.broker import Broker, Subscriber
+from tests.broker import Broker
+from tests.helpers import Subscriber
+from tests.helpers import metric as sample
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "edge" / "event.schema.json").read_text())
@@ -70,11 +72,6 @@ def cfg_for(broker: Broker, tmp_path: Path, **kw: Any) -> MqttConfig:
     }
     base.update(kw)
     return MqttConfig(**base)
-
-
-def sample(m: Metrics, name: str) -> float:
-    v = m.registry.get_sample_value(name)
-    return 0.0 if v is None else v
 
 
 def assert_no_loss_in_order(received: list[dict], sent_ids: list[str]) -> None:

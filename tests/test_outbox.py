@@ -14,15 +14,11 @@ import pytest
 
 from edge.metrics import Metrics
 from edge.outbox import Outbox, OutboxError
+from tests.helpers import metric
 
 
 def _put(ob: Outbox, i: int) -> int | None:
     return ob.put("t/defect", f'{{"i":{i}}}'.encode(), f"ev-{i}")
-
-
-def _sample(m: Metrics, name: str) -> float:
-    v = m.registry.get_sample_value(name)
-    return 0.0 if v is None else v
 
 
 def test_order_pending_and_ack(tmp_path: Path) -> None:
@@ -30,7 +26,7 @@ def test_order_pending_and_ack(tmp_path: Path) -> None:
     with Outbox(tmp_path / "ob.sqlite3", max_events=100, metrics=m) as ob:
         seqs = [_put(ob, i) for i in range(10)]
         assert seqs == sorted(seqs) and len(set(seqs)) == 10
-        assert ob.depth() == 10 and _sample(m, "boxinspect_outbox_depth") == 10
+        assert ob.depth() == 10 and metric(m, "boxinspect_outbox_depth") == 10
         rows = ob.pending()
         assert [r.event_id for r in rows] == [f"ev-{i}" for i in range(10)]
         assert rows[3].payload == b'{"i":3}' and rows[3].topic == "t/defect"
@@ -39,7 +35,7 @@ def test_order_pending_and_ack(tmp_path: Path) -> None:
         assert ob.ack(seqs[0]) is True
         assert ob.ack(seqs[0]) is False  # already gone
         assert ob.ack_many(seqs[1:4] + [9999]) == 3
-        assert ob.depth() == 6 and _sample(m, "boxinspect_outbox_depth") == 6
+        assert ob.depth() == 6 and metric(m, "boxinspect_outbox_depth") == 6
         assert [r.seq for r in ob.pending()] == seqs[4:]
 
 
@@ -77,7 +73,7 @@ def test_overflow_drop_oldest(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
             assert ob.depth() == 3
             assert [r.event_id for r in ob.pending()] == ["ev-2", "ev-3", "ev-4"]
             assert ob.dropped == 2
-    assert _sample(m, "boxinspect_events_dropped_total") == 2
+    assert metric(m, "boxinspect_events_dropped_total") == 2
     text = caplog.text
     assert "ev-0" in text and "ev-1" in text and "drop_oldest" in text
     with Outbox(path, max_events=3) as ob:
@@ -96,7 +92,7 @@ def test_overflow_drop_newest(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
             ob.ack(seqs[0])  # room again
             assert _put(ob, 5) is not None
             assert [r.event_id for r in ob.pending()] == ["ev-1", "ev-2", "ev-5"]
-    assert _sample(m, "boxinspect_events_dropped_total") == 2
+    assert metric(m, "boxinspect_events_dropped_total") == 2
     assert "ev-3" in caplog.text and "ev-4" in caplog.text and "drop_newest" in caplog.text
     with Outbox(path, max_events=3, overflow="drop_newest") as ob:
         assert ob.dropped == 2

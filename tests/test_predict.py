@@ -14,25 +14,25 @@ from edge.classifier import Classifier
 
 
 @pytest.fixture()
-def image_folder(synth_data: Path, tmp_path: Path) -> Path:
+def image_folder(few_boxes: Path, tmp_path: Path) -> Path:
     """A nested folder of 6 real synthetic images plus one corrupt file."""
     folder = tmp_path / "imgs"
-    for cls in sorted(p.name for p in synth_data.iterdir() if p.is_dir()):
+    for cls in sorted(p.name for p in few_boxes.iterdir() if p.is_dir()):
         sub = folder / cls / "nested"
         sub.mkdir(parents=True)
-        for src in sorted((synth_data / cls).iterdir())[:3]:
+        for src in sorted((few_boxes / cls).iterdir())[:3]:
             (sub / src.name).write_bytes(src.read_bytes())
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     return folder
 
 
-def test_predict_prints_json_and_csv(int8_model: Path, image_folder: Path, tmp_path: Path, capsys):
+def test_predict_prints_json_and_csv(tiny_model: Path, image_folder: Path, tmp_path: Path, capsys):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
-    rc = main(["predict", str(int8_model), str(image_folder), str(tmp_path / "missing.png"),
+    rc = main(["predict", str(tiny_model), str(image_folder), str(tmp_path / "missing.png"),
                "--json", str(out_json), "--csv", str(out_csv), "--threads", "1"])
     cap = capsys.readouterr()
     assert rc == 0
-    clf = Classifier.load(int8_model)
+    clf = Classifier.load(tiny_model)
     doc = json.loads(out_json.read_text())
     assert doc["model"] == clf.model_id and doc["runtime"] == "litert"
     good = [r for r in doc["results"] if r["error"] is None]
@@ -50,9 +50,9 @@ def test_predict_prints_json_and_csv(int8_model: Path, image_folder: Path, tmp_p
     assert len(rows) == 8 and {r["path"] for r in rows} == {r["path"] for r in doc["results"]}
 
 
-def test_predict_json_to_stdout_and_threshold_override(int8_model: Path, image_folder: Path, capsys):
+def test_predict_json_to_stdout_and_threshold_override(tiny_model: Path, image_folder: Path, capsys):
     good = next(p for p in sorted(image_folder.rglob("*")) if p.is_file() and p.name != "broken.jpg")
-    rc = main(["predict", str(int8_model), str(image_folder / "broken.jpg"), str(good), "--json", "-", "--threshold", "0"])
+    rc = main(["predict", str(tiny_model), str(image_folder / "broken.jpg"), str(good), "--json", "-", "--threshold", "0"])
     cap = capsys.readouterr()
     assert rc == 0
     doc = json.loads(cap.out)  # stdout holds only the JSON; the table went to stderr
@@ -60,10 +60,10 @@ def test_predict_json_to_stdout_and_threshold_override(int8_model: Path, image_f
     assert [r["is_defect"] for r in doc["results"] if r["error"] is None] == [True]
 
 
-def test_predict_fails_when_nothing_is_readable(int8_model: Path, tmp_path: Path, capsys):
+def test_predict_fails_when_nothing_is_readable(tiny_model: Path, tmp_path: Path, capsys):
     (tmp_path / "a.jpg").write_bytes(b"junk")
-    assert main(["predict", str(int8_model), str(tmp_path / "a.jpg")]) == 1
-    assert main(["predict", str(int8_model), str(tmp_path / "empty_dir_missing")]) == 1
+    assert main(["predict", str(tiny_model), str(tmp_path / "a.jpg")]) == 1
+    assert main(["predict", str(tiny_model), str(tmp_path / "empty_dir_missing")]) == 1
     assert "ERROR" in capsys.readouterr().err
 
 
@@ -75,9 +75,9 @@ def test_predict_reports_a_bad_model_in_one_line(tmp_path: Path, capsys):
     assert err[-1].startswith("error: ") and "missing metadata sidecar" in err[-1]
 
 
-def test_bench_writes_a_table_and_json(int8_model: Path, tmp_path: Path, capsys):
+def test_bench_writes_a_table_and_json(tiny_model: Path, tmp_path: Path, capsys):
     out = tmp_path / "b.json"
-    assert main(["bench", str(int8_model), "--threads", "1,2", "--runs", "5", "--warmup", "1", "--json", str(out)]) == 0
+    assert main(["bench", str(tiny_model), "--threads", "1,2", "--runs", "5", "--warmup", "1", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "delegate=XNNPACK" in text and "threads" in text
     res = json.loads(out.read_text())
@@ -87,4 +87,4 @@ def test_bench_writes_a_table_and_json(int8_model: Path, tmp_path: Path, capsys)
             s = r[key]
             assert 0 < s["min_ms"] <= s["median_ms"] <= s["p90_ms"] <= s["p99_ms"]
     assert res["machine"]["cores"] >= 1 and res["runtime"] == "litert"
-    assert main(["bench", str(int8_model), "--threads", "0"]) == 2
+    assert main(["bench", str(tiny_model), "--threads", "0"]) == 2

@@ -33,10 +33,6 @@ class ImageSet:
     paths: list[Path] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
 
-    @property
-    def positive_index(self) -> int:
-        return self.classes.index(self.positive_class)
-
     def rel(self, path: Path) -> str:
         """Path relative to the data root, with forward slashes (how split.json stores it)."""
         return Path(path).relative_to(self.root).as_posix()

@@ -20,6 +20,7 @@ import numpy as np
 
 from training import data as data_mod
 from training import split as split_mod
+from training.quiet import native_output_to_log
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ def _scores(model, split: split_mod.Split, name: str, root: Path, img_size: int,
     loaded = data_mod.load_images([root / it["path"] for it in items], [it["label"] for it in items], img_size)
     if len(loaded.paths) == 0:
         return np.zeros(0), np.zeros(0), loaded
-    s = model.predict(loaded.pixels.astype(np.float32), batch_size=64, verbose=0).ravel()
+    with native_output_to_log("Keras predict"):
+        s = model.predict(loaded.pixels.astype(np.float32), batch_size=64, verbose=0).ravel()
     y = np.array([1 if lab == positive else 0 for lab in loaded.labels])
     return y, s.astype(np.float64), loaded
 

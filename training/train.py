@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.versions import installed_versions
 from training import data as data_mod
 from training import split as split_mod
 
@@ -93,20 +94,21 @@ def oversample_indices(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
+def _keras_verbose(verbose: str | int) -> str | int:
+    """Keras' "auto" draws a progress bar with terminal control codes; written to a file or a pipe those are
+    garbage, and the per-epoch log line says the same. So "auto" is a bar on a terminal and silence elsewhere."""
+    if verbose == "auto" and not sys.stdout.isatty():
+        return 0
+    return verbose
 
+
+def package_versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
            "tensorflow": tf.__version__, "keras": keras.__version__}
-    for name in ("numpy", "opencv-python-headless", "scikit-learn",
-                 "matplotlib", "boxinspect"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
+    out.update(installed_versions("numpy", "opencv-python-headless", "scikit-learn", "matplotlib", "boxinspect"))
     return out
 
 
@@ -263,7 +265,7 @@ def train(cfg: TrainConfig) -> Path:
     t1 = time.monotonic()
     compile_(cfg.learning_rate)
     h1 = trainer.fit(ds_tr, validation_data=ds_va, epochs=cfg.epochs, callbacks=callbacks("phase1", cfg.epochs),
-                     verbose=cfg.verbose, shuffle=False)
+                     verbose=_keras_verbose(cfg.verbose), shuffle=False)
     history["phase1"] = _history(h1, cfg.learning_rate, time.monotonic() - t1,
                                  "backbone frozen" if weights_path is not None else "whole network (random init)")
     if cfg.save_phase1 and cfg.fine_tune_epochs > 0:
@@ -282,7 +284,7 @@ def train(cfg: TrainConfig) -> Path:
         t2 = time.monotonic()
         compile_(cfg.fine_tune_learning_rate)
         h2 = trainer.fit(ds_tr, validation_data=ds_va, epochs=cfg.fine_tune_epochs,
-                         callbacks=callbacks("phase2", cfg.fine_tune_epochs), verbose=cfg.verbose, shuffle=False)
+                         callbacks=callbacks("phase2", cfg.fine_tune_epochs), verbose=_keras_verbose(cfg.verbose), shuffle=False)
         history["phase2"] = _history(h2, cfg.fine_tune_learning_rate, time.monotonic() - t2,
                                      f"top {cfg.unfreeze_blocks} blocks unfrozen" if pretrained
                                      else "whole network, lower learning rate")
