@@ -20,8 +20,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.broker import MOSQUITTO_PASSWD, Broker, Subscriber
-from tests.test_daemon import SLOW, START_TIMEOUT, DaemonProc, base_cfg
+from tests.broker import MOSQUITTO_PASSWD, Broker
+from tests.helpers import START_TIMEOUT, DaemonProc, Subscriber
+from tests.test_daemon import SLOW, base_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "boxinspect.json"

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from edge.liveness import Heartbeat, sd_notify, watchdog_interval
-from tests.test_daemon import SLOW, START_TIMEOUT, DaemonProc, base_cfg, wait_for
+from tests.helpers import START_TIMEOUT, DaemonProc, wait_for
+from tests.test_daemon import SLOW, base_cfg
 
 
 class FakeClock:
