@@ -40,8 +40,11 @@ def _subscribe(host: str, port: int, topic: str, received: list[dict], ready: th
         except ValueError:
             return
         received.append(ev)
+        if ev.get("kind") == "timeout":  # no model decision by the part's deadline: the fail-safe decided
+            print(f"  MQTT {msg.topic}: TIMEOUT part {ev.get('part_id')}: {ev.get('reason')} -> {ev.get('action')}", flush=True)
+            return
         print(
-            f"  MQTT {msg.topic}: DEFECT box score={ev.get('score', 0):.3f} (threshold {ev.get('threshold', 0):.2f}) "
+            f"  MQTT {msg.topic}: DEFECT box score={ev.get('score') or 0:.3f} (threshold {ev.get('threshold') or 0:.2f}) "
             f"frames {ev.get('first_frame')}-{ev.get('last_frame')} id={str(ev.get('event_id'))[:8]}",
             flush=True,
         )

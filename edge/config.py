@@ -183,6 +183,79 @@ class LoggingConfig(_Section):
     format: Literal["text", "json"] = "text"
 
 
+class GpioConfig(_Section):
+    """Reject pulse on a GPIO line through libgpiod (python ``gpiod``, v2 API); Linux only."""
+
+    enabled: bool = False
+    chip: str = "/dev/gpiochip0"  # the GPIO character device
+    line: int = Field(default=17, ge=0)  # line offset on that chip (BCM number on a Raspberry Pi)
+    active_low: bool = False  # the line is active (pusher fires) at 0 V
+    pulse_ms: float = Field(default=200.0, gt=0, le=60_000)  # how long the line stays active per reject
+
+
+class RejectConfig(_Section):
+    """Deadline and fail-safe of each part, and the reject outputs (docs/INTEGRATION.md)."""
+
+    deadline_ms: float = Field(default=2000.0, gt=0)  # after the trigger (triggered) or the ROI exit (continuous)
+    on_timeout: Literal["reject", "pass", "hold"] = "reject"  # a part without a decision by its deadline
+    mqtt: bool = False  # publish a command on <base>/reject (QoS 1, not retained) for every reject/hold
+    topic: str | None = None  # default <base_topic>/<line>/<camera>/reject
+    gpio: GpioConfig = GpioConfig()
+
+
+class OpcuaConfig(_Section):
+    """OPC UA server (optional extra ``plant``: asyncua). Anonymous access only when explicitly allowed."""
+
+    enabled: bool = False
+    endpoint: str = "opc.tcp://127.0.0.1:4840/boxinspect/"  # 0.0.0.0 to serve the network
+    namespace: str = "urn:boxinspect"
+    allow_anonymous: bool = False
+    username: str | None = None
+    password: SecretStr | None = None  # prefer BOXINSPECT_OPCUA__PASSWORD
+    security_policy: Literal["none", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"] = "none"
+    certificate: Path | None = None  # server certificate (DER or PEM); needed unless security_policy is none
+    private_key: Path | None = None  # its private key (PEM)
+    trusted_client_certs: list[Path] = []  # client certificates accepted as user identities (X509 tokens)
+
+    @model_validator(mode="after")
+    def _access(self) -> OpcuaConfig:
+        if self.enabled and not (self.allow_anonymous or self.username or self.trusted_client_certs):
+            raise ValueError(
+                "no way to log in: set username and password, or trusted_client_certs, "
+                "or allow_anonymous: true (explicitly)"
+            )
+        if self.username and self.password is None:
+            raise ValueError("username is set but password is not (BOXINSPECT_OPCUA__PASSWORD)")
+        if self.security_policy != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security_policy {self.security_policy} needs certificate and private_key")
+        return self
+
+
+class HomeAssistantConfig(_Section):
+    """Home Assistant MQTT discovery: retained config topics for the line's sensors."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    device_name: str | None = None  # default "boxinspect <line>/<camera>"
+
+
+class SpcConfig(_Section):
+    """Statistical process control alarm: "the line started producing bad boxes"."""
+
+    enabled: bool = False
+    consecutive: int = Field(default=5, ge=1)  # this many rejects in a row raise the alarm
+    window: int = Field(default=50, ge=2)  # parts in the rolling window of the rate rule
+    rate_pct: float = Field(default=20.0, gt=0, le=100)  # defect rate over the window that raises the alarm
+    clear_rate_pct: float = Field(default=10.0, ge=0, le=100)  # the rate rule clears at or below this
+    clear_consecutive_ok: int = Field(default=5, ge=1)  # the run rule clears after this many good parts in a row
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> SpcConfig:
+        if self.clear_rate_pct >= self.rate_pct:
+            raise ValueError("clear_rate_pct must be below rate_pct (hysteresis)")
+        return self
+
+
 class Config(_Section):
     line: str = "line1"
     camera: str = "cam1"
@@ -196,6 +269,10 @@ class Config(_Section):
     operator: OperatorConfig = OperatorConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    reject: RejectConfig = RejectConfig()
+    opcua: OpcuaConfig = OpcuaConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    spc: SpcConfig = SpcConfig()
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     state_dir: Path | None = None  # outbox and evidence live here; null = $STATE_DIRECTORY, else the config's folder
     liveness_timeout_s: float = Field(default=30.0, gt=0)  # /healthz fails when the loop has not turned for this long

@@ -49,8 +49,10 @@ from edge.logs import setup_logging
 from edge.metrics import Metrics
 from edge.mqtt_sink import MqttSink
 from edge.operator import OperatorState
+from edge.plant import Plant
 from edge.roi import crop
 from edge.state import Decider, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult
+from edge.testhooks import slow_model_delay
 
 if TYPE_CHECKING:
     import numpy as np
@@ -112,6 +114,12 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     return LoadedModel(clf, tuple(failures))
 
 
+def _version() -> str:
+    from edge import __version__
+
+    return __version__
+
+
 def parse_trigger(payload: bytes | bytearray) -> str | None:
     """A trigger message -> part id: JSON ``{"part_id": "..."}``, a JSON string, or plain text; None if empty."""
     text = payload.decode("utf-8", errors="replace").strip()
@@ -170,6 +178,13 @@ class Daemon:
         self._frame_error_logged = 0.0
         self._publish_model_info(model)
         self.decider: Decider = self._make_decider()
+        # Deadlines, fail-safe timeouts, reject outputs, OPC UA, Home Assistant, SPC (edge/plant.py). Timeout
+        # decisions come from its watchdog thread: _on_decision runs under this lock.
+        self._decision_lock = threading.RLock()
+        self.plant = Plant(
+            cfg, self.metrics, emit=self._on_decision, context=self._decision_context,
+            cancel=self._cancel_part, status=self._plant_status, version=_version(),
+        )
 
     # ----------------------------------------------------------------------------------------------
     # 2. Run: start the parts, loop, shut down
@@ -207,6 +222,7 @@ class Daemon:
         # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
         self.sink = MqttSink(cfg.mqtt, cfg.topic_base, self.metrics, self._client_id())
         self.sink.start()
+        self.plant.start(self.sink)
         if cfg.evidence.enabled:
             self.evidence = EvidenceStore(cfg.evidence)
         self.capture = Capture(cfg.source, self.metrics)
@@ -281,6 +297,7 @@ class Daemon:
                     self._log_status()
                     next_status = now + status_every
 
+            self.plant.tick()
             if self.max_frames is not None and self._frames >= self.max_frames:
                 return f"--max-frames {self.max_frames} reached"
             if frame is None and capture.finished and cfg.source.exit_on_end:
@@ -303,6 +320,7 @@ class Daemon:
             model = self.models.get()
             assert model is not None
             t0 = time.perf_counter()
+            slow_model_delay()  # test-only stall hook (edge/testhooks.py); a no-op unless its variable is set
             score = model.classifier.score(roi)
             self.metrics.inference_seconds.observe(time.perf_counter() - t0)
             self.metrics.frames_processed.inc()
@@ -323,9 +341,22 @@ class Daemon:
             log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
 
     def _on_decision(self, decision: Decision) -> None:
+        """Publish one decision: model decisions from the loop, timeout decisions from the deadline watchdog."""
+        with self._decision_lock:
+            self._publish_decision(decision)
+
+    def _publish_decision(self, decision: Decision) -> None:
         cfg = self.cfg
+        timeout = decision.kind == "timeout"
+        exit_at = None
+        if not timeout and decision.mode == "continuous" and decision.last_frame is not None:
+            exit_at = self._captured_at(decision.last_frame, decision)  # the box left the ROI
+        if not self.plant.before_publish(decision, exit_at):
+            return  # its part already got a timeout decision: one decision per part
         event = decision.to_event(cfg.line, cfg.camera)
-        best, self._best = self._best, None
+        best = None
+        if not timeout:  # a timeout decision (watchdog thread) has no frames; the loop's evidence is not its
+            best, self._best = self._best, None
         if self.evidence is not None and best is not None:
             try:
                 event["evidence"] = self.evidence.save(event["event_id"], best[1].image, best[2], event["is_defect"])
@@ -341,22 +372,47 @@ class Daemon:
             self.sink.publish_result(event)
         m = self.metrics
         m.decisions.labels(label=event["label"]).inc()
-        m.scores.observe(event["score"])
+        if event["score"] is not None:
+            m.scores.observe(event["score"])
         if event["is_defect"]:
             m.defects.inc()
             self._defects += 1
-            m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
+            if not timeout and decision.last_frame is not None:
+                m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
         if self.operator is not None:  # keeps references only: the page encodes on request
             self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
-        self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
+        if not timeout:
+            self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
+        self.plant.after_publish(event)
         log.info(
-            "decision %s score=%.3f frames=%s-%s (%d scored) event=%s%s",
-            event["label"], event["score"], event.get("first_frame"), event.get("last_frame"),
-            event["frame_count"], event["event_id"],
-            f" part={event['part_id']}" if event.get("part_id") else "",
+            "decision %s score=%s frames=%s-%s (%d scored) event=%s%s action=%s slack=%sms%s",
+            event["label"], "-" if event["score"] is None else f"{event['score']:.3f}", event.get("first_frame"),
+            event.get("last_frame"), event["frame_count"], event["event_id"],
+            f" part={event['part_id']}" if event.get("part_id") else "", event["action"],
+            "-" if event["slack_ms"] is None else f"{event['slack_ms']:.0f}", " LATE" if event["late"] else "",
         )
+
+    def _decision_context(self) -> tuple[tuple[str, str], float, str]:
+        """(labels, threshold, model_id) for timeout decisions."""
+        d = self.decider
+        return d.labels, d.threshold, d.model_id
+
+    def _cancel_part(self, part_id: str) -> None:
+        """A part timed out: the decider forgets it (triggered mode), no model time is spent on it."""
+        cancel = getattr(self.decider, "cancel", None)
+        if cancel is not None:
+            cancel(part_id)
+
+    def _plant_status(self) -> dict[str, Any]:
+        model = self.models.get()
+        return {
+            "model_id": model.classifier.model_id if model else None,
+            "self_test_ok": bool(model and model.self_test_passed),
+            "camera_state": str(self.capture.state) if self.capture is not None else "not started",
+            "outbox_depth": self.sink.outbox_depth if self.sink is not None else 0,
+        }
 
     def _captured_at(self, index: int, decision: Decision) -> float:
         """Capture time of frame ``index`` (the box's last frame) if still known, else of the last frame used."""
@@ -365,7 +421,7 @@ class Daemon:
                 return t
             if i < index:
                 break
-        return decision.captured_at
+        return decision.captured_at if decision.captured_at is not None else decision.decided_at
 
     # ----------------------------------------------------------------------------------------------
     # Periodic: stats on MQTT, a status line in the log
@@ -380,6 +436,7 @@ class Daemon:
             "frame_errors": self._frame_errors,
             "stop_requested": self.stop_requested.is_set(),
             "evidence": self.evidence.stats() if self.evidence is not None else None,
+            **self.plant.stats(),  # deadline bookkeeping, last verdict, defect rate, SPC alarm
         }
 
     def _stats(self) -> dict[str, Any]:
@@ -485,8 +542,12 @@ class Daemon:
     def trigger(self, part_id: str | None) -> bool:
         """Announce a part (any thread: MQTT callback, API). Frames captured from now on are used for it.
         False if the decider refused it (too many triggers waiting; it logs why)."""
-        accepted = bool(self.decider.trigger(part_id))
+        at = time.time()
+        part_id = self.plant.on_trigger(part_id, at)  # its deadline starts now; a trigger without id gets one
+        accepted = bool(self.decider.trigger(part_id, at))
         log.info("trigger: part %s%s", part_id, "" if accepted else " REFUSED")
+        if not accepted:
+            self.plant.trigger_refused(part_id, "trigger refused: too many triggers waiting for frames")
         return accepted
 
     def _subscribe_triggers(self) -> None:
@@ -603,6 +664,10 @@ class Daemon:
                         self._on_decision(decision)
                 except Exception:
                     log.exception("flushing the last decision failed")
+            try:
+                self.plant.stop()  # parts still waiting get their timeout decisions before the outbox drains
+            except Exception:
+                log.exception("stopping the plant integration failed")
             if self._trigger_client is not None:
                 self._trigger_client.disconnect()
                 self._trigger_client.loop_stop()

@@ -28,7 +28,7 @@ from edge.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FG_WIDTH = 160  # background subtraction runs on the ROI downscaled to this width
 EDGE_MARGIN = 2  # foreground within this many (downscaled) pixels of the left/right ROI edge "touches" it
 FALLBACK_SHARE = 0.8  # no frame fully inside: use frames whose foreground is >= this share of the largest
@@ -43,38 +43,55 @@ class Decision:
     part_id: str | None
     label: str
     is_defect: bool
-    score: float  # the aggregate the decision was made on
-    max_score: float
-    mean_score: float
-    frame_count: int  # frames whose scores were aggregated
-    first_frame: int  # first frame of the passage (continuous) or first frame used (triggered)
-    last_frame: int
+    score: float | None  # the aggregate the decision was made on; None for a timeout decision
+    max_score: float | None
+    mean_score: float | None
+    frame_count: int  # frames whose scores were aggregated (0 for a timeout decision)
+    first_frame: int | None  # first frame of the passage (continuous) or first frame used (triggered)
+    last_frame: int | None
     threshold: float
     model_id: str
-    captured_at: float  # capture time of the last frame used
+    captured_at: float | None  # capture time of the last frame used; None for a timeout decision
     decided_at: float
     mode: str  # "continuous" | "triggered"
+    # Deadline bookkeeping (edge/deadline.py), filled in before the decision is published.
+    kind: str = "model"  # "model": the classifier decided; "timeout": no decision by the deadline (fail-safe policy)
+    action: str | None = None  # what the reject actuator does: "reject" | "pass" | "hold"
+    reason: str | None = None  # why a timeout decision was made
+    deadline_at: float | None = None  # when the part reaches the pusher (epoch seconds)
+    slack_ms: float | None = None  # deadline_at - decided_at in ms (negative: late)
+    late: bool | None = None  # the decision missed its deadline
 
     def to_event(self, line: str, camera: str) -> dict[str, Any]:
         """The JSON event (docs/EVENTS.md, edge/event.schema.json); ``evidence`` is filled by the daemon."""
+
+        def num(x: float | None) -> float | None:
+            return None if x is None else round(float(x), 6)
+
         return {
             "schema_version": SCHEMA_VERSION,
             "event_id": self.event_id,
             "line": line,
             "camera": camera,
             "part_id": self.part_id,
+            "kind": self.kind,
             "label": self.label,
             "is_defect": bool(self.is_defect),
-            "score": round(float(self.score), 6),
-            "max_score": round(float(self.max_score), 6),
-            "mean_score": round(float(self.mean_score), 6),
+            "action": self.action or ("reject" if self.is_defect else "pass"),
+            "reason": self.reason,
+            "score": num(self.score),
+            "max_score": num(self.max_score),
+            "mean_score": num(self.mean_score),
             "frame_count": int(self.frame_count),
-            "first_frame": int(self.first_frame),
-            "last_frame": int(self.last_frame),
+            "first_frame": None if self.first_frame is None else int(self.first_frame),
+            "last_frame": None if self.last_frame is None else int(self.last_frame),
             "threshold": float(self.threshold),
             "model_id": self.model_id,
-            "captured_at": iso_utc(self.captured_at),
+            "captured_at": None if self.captured_at is None else iso_utc(self.captured_at),
             "decided_at": iso_utc(self.decided_at),
+            "deadline_at": None if self.deadline_at is None else iso_utc(self.deadline_at),
+            "slack_ms": None if self.slack_ms is None else round(float(self.slack_ms), 1),
+            "late": self.late,
             "mode": self.mode,
             "evidence": None,
         }
@@ -509,6 +526,19 @@ class TriggeredDecider:
             log.log(level, "trigger for part %s queued behind %d pending trigger(s)", part_id, waiting)
         return True
 
+    def cancel(self, part_id: str | None) -> bool:
+        """Forget the oldest undecided trigger of ``part_id`` (its deadline passed and it got a timeout decision),
+        so no model time is spent on a part that is already past the pusher. False if there was none."""
+        with self._lock:
+            if self._active is not None and self._active.part_id == part_id:
+                self._active = None
+                return True
+            for job in self._queue:
+                if job.part_id == part_id:
+                    self._queue.remove(job)
+                    return True
+        return False
+
     @property
     def pending(self) -> int:
         """Triggers not yet decided (including the one being served)."""
@@ -559,7 +589,8 @@ class TriggeredDecider:
             lost.insert(0, job)
             job = None
         for j in lost:
-            log.error("trigger for part %s got no frame before the stream ended: NO decision", j.part_id)
+            log.error("trigger for part %s got no frame before the stream ended: no model decision "
+                      "(the deadline fail-safe decides it)", j.part_id)
         if job is None:
             return None
         log.warning(

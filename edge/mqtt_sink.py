@@ -360,6 +360,13 @@ class MqttSink:
         doc.setdefault("published_at", iso_utc())
         return self._publish_qos0(self.topics.stats, json.dumps(doc, separators=(",", ":"), default=str).encode())
 
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """A message outside the outbox (reject commands, alarms, discovery): sent only while connected.
+        False if not handed to the client (offline, stopping)."""
+        if not self.connected or self._stopping:
+            return False
+        return self._client.publish(topic, payload, qos=qos, retain=retain).rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def _publish_qos0(self, topic: str, payload: bytes) -> bool:
         if not self.connected or self._stopping:
             return False

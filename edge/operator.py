@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +35,7 @@ from fastapi import APIRouter, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.datastructures import MutableHeaders
 
 from edge.feedback import (
     KINDS,
@@ -58,6 +60,7 @@ CHECKS_KEPT = 20
 THUMB_WIDTH = 160
 HOUR_S = 3600.0
 FPS_WINDOW_S = 5.0
+SUMMARY_TTL_S = 0.5
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
     "font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
@@ -108,6 +111,8 @@ class OperatorState:
         self._frame_cache: tuple[Any, float, bytes] | None = None  # (key, drawn at, jpeg)
         self.frames_drawn = 0
         self._fps_samples: deque[tuple[float, int]] = deque()  # (monotonic time, frames) seen by /ui/summary
+        self._summary_lock = threading.Lock()
+        self._summary: tuple[float, dict[str, Any]] | None = None  # (built at, summary) shared by all pages
 
     # -- the inspection loop's side (main thread; O(1), no copies) -------------------------------------------
     def on_decision(self, event: dict[str, Any], frame: np.ndarray | None, crop: np.ndarray | None) -> None:
@@ -120,6 +125,7 @@ class OperatorState:
             self._hour.append((now, bool(event["is_defect"])))
             while self._hour and self._hour[0][0] < now - HOUR_S:
                 self._hour.popleft()
+        self.invalidate()  # the page's counters show this decision at its next poll
         if self.collector.enabled:
             self.collector.offer(event, crop)
 
@@ -137,6 +143,20 @@ class OperatorState:
             "last_n": {"n": self._last_n.maxlen, "boxes": len(last), "defects": sum(last), "rate": rate(last)},
             "last_hour": {"boxes": len(hour), "defects": sum(hour), "rate": rate(hour)},
         }
+
+    def summary(self, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """One summary serves every open page for SUMMARY_TTL_S, so its cost is bounded however many are open."""
+        with self._summary_lock:
+            cached = self._summary
+            if cached is not None and time.monotonic() - cached[0] < SUMMARY_TTL_S:
+                return cached[1]
+            out = build()
+            self._summary = (time.monotonic(), out)
+            return out
+
+    def invalidate(self) -> None:
+        """After a decision or an action: the next summary is fresh."""
+        self._summary = None
 
     def fps(self, frames: int) -> float | None:
         """Frames per second over the last ~5 s of summary requests (the loop's own figure is updated slowly)."""
@@ -249,7 +269,7 @@ class LabelRequest(BaseModel):
 
 
 class CollectionRequest(BaseModel):
-    enabled: bool
+    enabled: bool | None = Field(default=None, description="on or off; left as it is when not given")
     every: int | None = Field(default=None, ge=1, le=100_000, description="save every Nth box crop")
 
 
@@ -273,16 +293,31 @@ def install_operator(app: FastAPI, state: ApiState, auth: list[Any]) -> None:
     app.include_router(_router(state, op, auth))
 
 
+class SecurityHeaders:
+    """Pure ASGI middleware: the CSP (and nosniff, no-referrer) on every response, at almost no cost per request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = DOCS_CSP if scope.get("path") == "/docs" else CSP
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", csp)
+                for k, v in SECURITY_HEADERS.items():
+                    headers.setdefault(k, v)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _install_headers(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _security_headers(request: Any, call_next: Any) -> Any:
-        response = await call_next(request)
-        response.headers.setdefault(
-            "Content-Security-Policy", DOCS_CSP if request.url.path == "/docs" else CSP
-        )
-        for k, v in SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        return response
+    app.add_middleware(SecurityHeaders)
 
 
 def _install_docs(app: FastAPI) -> None:
@@ -317,6 +352,9 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
 
     @r.get("/ui/summary", summary="Everything the page's header and counters show")
     def summary() -> dict[str, Any]:
+        return op.summary(build_summary)
+
+    def build_summary() -> dict[str, Any]:
         from edge.api import _status
 
         s = _status(state)
@@ -365,6 +403,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
                 "collected": int(value("boxinspect_collected_total")),
             },
             "mode": cfg.decision.mode,
+            "spc": loop.get("spc"),  # the SPC alarm (edge/spc.py), None when spc.enabled is false
         }
 
     @r.get(
@@ -539,6 +578,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
         except OSError as e:
             raise HTTPException(507, f"feedback not stored: {e.strerror or e}") from None
         op.set_answered(body.id, cls)
+        op.invalidate()
         return saved
 
     @r.get("/ui/queue", summary="Collection mode's unlabelled crops, oldest first")
@@ -572,19 +612,23 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
             data, rec = op.collector.pop(name)
         except FeedbackError as e:
             raise HTTPException(404, str(e)) from None
+        op.invalidate()
         if body.label == "skip":
             return {"name": name, "label": "skip"}
         record = {"decision_id": rec.get("event_id"), "source": "collection", "model_id": rec.get("model_id"),
                   "score": rec.get("score"), "threshold": rec.get("threshold"), "verdict": rec.get("label"),
                   "who": body.who, "line": cfg.line, "camera": cfg.camera}
         try:
-            return op.feedback.save(name, body.label, "label", data, None, record)
+            saved = op.feedback.save(name, body.label, "label", data, None, record)
+            op.invalidate()
+            return saved
         except OSError as e:
             raise HTTPException(507, f"label not stored: {e.strerror or e}") from None
 
     @r.post("/ui/collection", summary="Collection mode on or off (and every how many boxes)", dependencies=auth)
     def collection(body: CollectionRequest) -> dict[str, Any]:
-        op.collector.set(body.enabled, body.every)
+        op.collector.set(op.collector.enabled if body.enabled is None else body.enabled, body.every)
+        op.invalidate()
         return {"enabled": op.collector.enabled, "every": op.collector.every, "queued": len(op.collector)}
 
     return r

@@ -89,6 +89,16 @@ def model_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
+def convert_cache(model_cache: Path) -> Path:
+    """Converted packages of the cached run, keyed also on convert/ and the package format, so a change to
+    either re-converts (a minute) without re-training (several minutes)."""
+    key = _source_hash("convert", "edge/model_package.py", "edge/classifier.py")
+    d = model_cache / f"convert-{key}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
 def synth_data(model_cache: Path) -> Path:
     """Folder-per-class synthetic boxes (ok/, defective/), 128 px."""
     from boxinspect.synth import make_dataset

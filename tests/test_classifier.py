@@ -215,6 +215,7 @@ print("OK", clf.runtime_name)
     assert "OK litert" in r.stdout
 
 
+@pytest.mark.slow  # imports TensorFlow (~20 s): the fast lane stays on the edge runtime
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_tensorflow_fallback_runtime_gives_the_same_scores(tiny_model: Path, few_boxes: Path):
     pytest.importorskip("tensorflow")

@@ -20,6 +20,7 @@ from edge.capture import Capture
 from edge.config import DecisionConfig, PresenceConfig, RoiConfig, SourceConfig
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.roi import crop
+from edge.state import verdict
 from edge.timeutil import iso_utc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ LABELS = ("ok", "defective")
 EVENT_KEYS = {
     "schema_version", "event_id", "line", "camera", "part_id", "label", "is_defect", "score", "max_score",
     "mean_score", "frame_count", "first_frame", "last_frame", "threshold", "model_id", "captured_at",
-    "decided_at", "mode", "evidence",
+    "decided_at", "mode", "evidence", "kind", "action", "reason", "deadline_at", "slack_ms", "late",
 }
 
 
@@ -132,7 +133,7 @@ def test_event_format_and_schema(video_run: dict) -> None:
         assert set(ev) == EVENT_KEYS
         jsonschema.validate(ev, schema, format_checker=jsonschema.FormatChecker())
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ev["captured_at"])
-        assert ev["schema_version"] == 1 and ev["evidence"] is None
+        assert ev["schema_version"] == 2 and ev["evidence"] is None and ev["kind"] == "model"
         json.dumps(ev)
     assert len({d.event_id for d in video_run["label"]}) == len(video_run["label"])
     assert iso_utc(0.0) == "1970-01-01T00:00:00.000Z"
@@ -377,5 +378,13 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger="edge.decision"):
         d = dec.flush()
     assert d is not None and d.part_id == "LAST-1" and d.frame_count == 1 and d.is_defect
-    assert "LAST-2" in caplog.text and "NO decision" in caplog.text
+    assert "LAST-2" in caplog.text and "no model decision" in caplog.text
     assert dec.flush() is None
+
+
+def test_score_at_the_threshold_is_a_defect() -> None:
+    """The one decision rule is ``score >= threshold``: the threshold itself counts as a defect (evaluate picks
+    the highest threshold that meets the recall target, so the boundary box is one it counted as caught)."""
+    assert verdict(0.44, 0.44, LABELS) == ("defective", True)
+    assert verdict(float(np.nextafter(0.44, 0.0)), 0.44, LABELS) == ("ok", False)
+    assert verdict(0.0, 0.0, LABELS) == ("defective", True)  # threshold 0: every box is an event

@@ -39,7 +39,7 @@ def make_event(i: int, defect: bool = True) -> dict[str, Any]:
     now = iso_utc()
     score = 0.9 if defect else 0.1
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "event_id": str(uuid.uuid4()),
         "line": "line1",
         "camera": "cam1",
@@ -58,6 +58,12 @@ def make_event(i: int, defect: bool = True) -> dict[str, Any]:
         "decided_at": now,
         "mode": "continuous",
         "evidence": {"frame": f"evidence/{i}.jpg", "crop": None},
+        "kind": "model",
+        "action": "reject" if defect else "pass",
+        "reason": None,
+        "deadline_at": now,
+        "slack_ms": 12.5,
+        "late": False,
     }
 
 

@@ -23,6 +23,7 @@ from edge.config import parse_config
 from edge.decision import Decision
 from edge.metrics import Metrics
 from edge.operator import STATIC_DIR
+from tests.helpers import metric
 
 TOKEN = "line-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -70,10 +71,8 @@ def _decide(state: ApiState, loaded: LoadedModel, image: np.ndarray) -> dict:
     return event
 
 
-def _metric(client: TestClient, name: str, labels: str = "") -> float:
-    text = client.get("/metrics").text
-    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
+def _metric(client: TestClient, name: str, **labels: str) -> float:
+    return float(metric(client.get("/metrics").text, name, **labels) or 0.0)
 
 
 def test_page_and_every_response_forbid_external_origins(tmp_path, int8_model, loaded):
@@ -137,7 +136,7 @@ def test_false_reject_stores_crop_frame_and_record_in_the_training_layout(tmp_pa
     defect = next(e for e in events if e["is_defect"])
     summary0 = client.get("/ui/summary").json()
     assert summary0["counters"]["boxes"] == len(events) and summary0["counters"]["last_n"]["boxes"] == len(events)
-    before = _metric(client, "boxinspect_feedback_total", '{kind="false_reject"}')
+    before = _metric(client, "boxinspect_feedback_total", kind="false_reject")
 
     r = client.post("/ui/feedback", json={"target": "decision", "id": defect["event_id"], "kind": "false_reject",
                                           "who": "anna"}, headers=AUTH)
@@ -149,7 +148,7 @@ def test_false_reject_stores_crop_frame_and_record_in_the_training_layout(tmp_pa
     assert record["decision_id"] == defect["event_id"] and record["model_id"] == loaded.classifier.model_id
     assert record["score"] == defect["score"] and record["who"] == "anna" and record["kind"] == "false_reject"
     assert record["created_at"].endswith("Z")
-    assert _metric(client, "boxinspect_feedback_total", '{kind="false_reject"}') == before + 1
+    assert _metric(client, "boxinspect_feedback_total", kind="false_reject") == before + 1
     fb = client.get("/ui/summary").json()["feedback"]
     assert fb["counts"] == {neg: 1} and fb["new_since_model"] == 1
     assert next(d for d in client.get("/ui/decisions").json() if d["event_id"] == defect["event_id"])["answered"] == neg
@@ -257,6 +256,9 @@ def test_collection_mode_and_label_queue(tmp_path, int8_model, loaded, images):
     assert client.get("/ui/queue").json()["waiting"] == 0  # collection is off by default
     r = client.post("/ui/collection", json={"enabled": True, "every": 2})
     assert r.status_code == 200 and r.json() == {"enabled": True, "every": 2, "queued": 0}
+    r = client.post("/ui/collection", json={"every": 2})  # the interval alone leaves collection on
+    assert r.status_code == 200 and r.json()["enabled"] is True
+    assert client.post("/ui/collection", json={"every": 0}).status_code == 422
     for _ in range(7):
         _decide(state, loaded, box)
     q = client.get("/ui/queue").json()
@@ -271,7 +273,7 @@ def test_collection_mode_and_label_queue(tmp_path, int8_model, loaded, images):
     assert client.post(f"/ui/queue/{second}", json={"label": "skip"}).status_code == 200
     assert client.get("/ui/queue").json()["waiting"] == 0
     assert not any((tmp_path / "feedback" / ".unlabelled").glob("*.jpg"))
-    assert _metric(client, "boxinspect_feedback_total", '{kind="label"}') == 1
+    assert _metric(client, "boxinspect_feedback_total", kind="label") == 1
     assert client.get("/ui/summary").json()["feedback"]["counts"] == {pos: 1}
     assert neg not in client.get("/ui/summary").json()["feedback"]["counts"]
 

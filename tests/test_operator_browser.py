@@ -3,8 +3,9 @@ Selenium, against the daemon as its own process running the generated conveyor v
 model and a real Mosquitto.
 
 It proves: the page (and /docs) load with no request to any other host (Chrome's performance log), the
-counters move, a manual check shows a verdict, an action without the token is refused, and a false-reject
-click writes a crop into feedback/<negative class>/ while the page's counter and /metrics go up.
+counters move, a manual check shows a verdict, an action without the token is refused, a false-reject
+click writes a crop into feedback/<negative class>/ while the page's counter and /metrics go up, and collection
+mode fills the label queue, which the keyboard empties (2 = defect).
 A screenshot is saved beside the test's files; set BOXINSPECT_SCREENSHOT=docs/img/operator.png to refresh
 the one in the README.
 """
@@ -21,7 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.test_daemon import SLOW, DaemonProc, base_cfg, positive_class, wait_for
+from tests.helpers import DaemonProc, wait_for
+from tests.test_daemon import SLOW, base_cfg, positive_class
 
 pytestmark = SLOW
 
@@ -110,12 +112,21 @@ def _int(driver, element_id: str) -> int:
 
 def _click_defect_decision(driver, d: DaemonProc) -> str:
     """Open a defect decision of the recent list (waits for one) and return its event id."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    item = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#decisions li[data-defect='true']"), 240,
-                    "a defect decision on the page", d=d)[0]
-    event_id = item.get_attribute("data-event")
-    item.click()
+    def click() -> str | None:
+        items = driver.find_elements(By.CSS_SELECTOR, "#decisions li[data-defect='true']")
+        if not items:
+            return None
+        try:  # the list is redrawn when a decision arrives: then look again
+            event_id = items[0].get_attribute("data-event")
+            items[0].click()
+            return event_id
+        except StaleElementReferenceException:
+            return None
+
+    event_id = wait_for(click, 240, "a defect decision on the page", d=d)
     wait_for(lambda: driver.execute_script("return document.getElementById('detail').open"), 10, "the decision dialog")
     return event_id
 
@@ -164,7 +175,7 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
 
     # A false reject: the crop lands in feedback/<negative class>/, the page and /metrics count it.
     assert _int(drv, "fb-new") == 0
-    metric_before = d.metric("boxinspect_feedback_total", 'kind="false_reject"')
+    metric_before = d.metric("boxinspect_feedback_total", kind="false_reject")
     event_id = _click_defect_decision(drv, d)
     drv.find_element(By.CSS_SELECTOR, "#d-answers button[data-kind='false_reject']").click()
     crop = tmp_path / "feedback" / negative / f"{event_id}.jpg"
@@ -174,13 +185,34 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
     assert (tmp_path / "feedback" / record["frame"]).is_file()
     wait_for(lambda: _int(drv, "fb-new") == 1, 15, "the page's 'new labels' counter", d=d)
     assert f"{negative}: 1" in _text(drv, "fb-counts")
-    assert d.metric("boxinspect_feedback_total", 'kind="false_reject"') == metric_before + 1
+    assert d.metric("boxinspect_feedback_total", kind="false_reject") == metric_before + 1
 
+    # Collection mode from the page, then the label queue by keyboard: 2 = defect.
+    every = drv.find_element(By.ID, "collect-every")
+    every.clear()
+    every.send_keys("1")
+    drv.find_element(By.ID, "collect-on").click()
+    wait_for(lambda: drv.find_element(By.ID, "queue").is_displayed(), 60, "a crop in the label queue", d=d)
+    wait_for(lambda: drv.execute_script("return document.getElementById('queue-img').naturalWidth") > 0, 15,
+             "the queued crop")
     drv.execute_script("window.scrollTo(0, 0)")
     shot = tmp_path / "operator.png"
     drv.save_screenshot(str(shot))
     if os.environ.get("BOXINSPECT_SCREENSHOT"):
         shutil.copy(shot, os.environ["BOXINSPECT_SCREENSHOT"])
+    drv.execute_script("document.activeElement.blur()")  # keys typed into an input field are not labels
+    drv.find_element(By.TAG_NAME, "body").send_keys("2")
+    positive_dir = tmp_path / "feedback" / positive_class(int8_model)
+    labelled = wait_for(lambda: list(positive_dir.glob("*.json")), 15, "the keyboard label in feedback/", d=d)
+    assert json.loads(labelled[0].read_text())["kind"] == "label"
+    assert d.metric("boxinspect_feedback_total", kind="label") == 1
+
+    # Usable on a phone-sized screen: one column, nothing wider than the screen.
+    drv.set_window_size(390, 844)
+    wait_for(lambda: drv.execute_script("return window.innerWidth") <= 400, 10, "the phone-sized window")
+    overflow = drv.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than a 390 px screen"
+    drv.save_screenshot(str(tmp_path / "operator-phone.png"))
 
     # /docs renders from the daemon's own files too.
     drv.get(d.base + "/docs")

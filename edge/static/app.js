@@ -7,6 +7,7 @@ let summary = null;
 let labels = ["ok", "defective"]; // (negative, positive), from the model
 let queueItem = null;
 let lastDecisionsKey = "";
+let everyShown = null; // the collection interval last taken from the daemon
 
 // ---------------------------------------------------------------- helpers
 function el(tag, attrs, ...children) {
@@ -105,6 +106,10 @@ function renderSummary(s) {
   const ready = $("ready");
   ready.textContent = s.ready ? "READY" : "NOT READY";
   ready.className = "pill " + (s.ready ? "ok" : "bad");
+  const spc = $("spc-alarm");  // the SPC alarm: "the line started producing bad boxes" (docs/INTEGRATION.md)
+  spc.hidden = !(s.spc && s.spc.active);
+  spc.textContent = s.spc && s.spc.active ? "SPC ALARM" : "";
+  spc.title = s.spc && s.spc.reason ? s.spc.reason : "";
   const reasons = $("reasons");
   reasons.replaceChildren(...s.reasons.map((r) => el("li", {}, r)));
 
@@ -138,7 +143,7 @@ function renderSummary(s) {
   $("fb-counts").replaceChildren(...Object.entries(f.counts).map(([k, v]) => el("li", { "data-class": k }, `${k}: ${v}`)));
 
   const col = s.collection;
-  if (document.activeElement !== $("collect-every")) $("collect-every").value = col.every;
+  if (col.every !== everyShown) { $("collect-every").value = col.every; everyShown = col.every; } // not while typing
   $("collect-on").checked = col.enabled;
   $("collect-queued").textContent = col.queued;
   $("q-neg").textContent = $("q-neg-b").textContent = labels[0];
@@ -263,11 +268,15 @@ async function labelQueued(key) {
   if (queueItem) $("queue-img").src = `/ui/queue/${queueItem.name}.jpg`;
 }
 
-async function setCollection() {
-  try {
-    await act("/ui/collection", { enabled: $("collect-on").checked, every: Number($("collect-every").value) || 1 });
-    summaryLoopOnce();
-  } catch (e) { summaryLoopOnce(); }
+// The checkbox sends on/off (and the interval); the interval field sends only the interval, so the two
+// requests a click can trigger (the field's change on blur, the checkbox's change) never undo each other.
+async function setCollection(withEnabled) {
+  const every = parseInt($("collect-every").value, 10);
+  if (!(every >= 1) && !withEnabled) return; // half-typed: wait for a number
+  const body = every >= 1 ? { every } : {};
+  if (withEnabled) body.enabled = $("collect-on").checked;
+  try { await act("/ui/collection", body); } catch (e) { /* toast says why */ }
+  summaryLoopOnce();
 }
 
 // ---------------------------------------------------------------- wiring
@@ -298,8 +307,8 @@ function wire() {
       toast(r.ok ? `Model reloaded: ${r.model_id}` : `Reload refused: ${r.reason}`, !r.ok);
     } catch (e) { /* toast says why */ }
   });
-  $("collect-on").addEventListener("change", setCollection);
-  $("collect-every").addEventListener("change", setCollection);
+  $("collect-on").addEventListener("change", () => setCollection(true));
+  $("collect-every").addEventListener("change", () => setCollection(false));
   $("q-1").addEventListener("click", () => labelQueued("1"));
   $("q-2").addEventListener("click", () => labelQueued("2"));
   $("q-0").addEventListener("click", () => labelQueued("0"));

@@ -1,0 +1,26 @@
+"""TEST-ONLY hooks. Nothing here does anything unless its environment variable is set; never set them in production.
+
+``TESTONLY_BOXINSPECT_SLOW_MODEL_FILE``: path of a file. While the file exists, every model score in the daemon's
+loop first sleeps for the number of seconds written in it (a stalled or overloaded classifier, on demand). The
+tests of the deadline fail-safe (tests/test_plant_daemon.py) use it; the model itself is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+SLOW_MODEL_ENV = "TESTONLY_BOXINSPECT_SLOW_MODEL_FILE"
+_PATH = os.environ.get(SLOW_MODEL_ENV)
+
+
+def slow_model_delay() -> None:
+    if not _PATH:
+        return
+    try:
+        with open(_PATH) as f:
+            seconds = float(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if seconds > 0:
+        time.sleep(seconds)
