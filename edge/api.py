@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge import __version__
 from edge.capture import safe_uri
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_IMAGE_PIXELS = 50_000_000  # refuse decompression bombs before decoding (a 50 MP image is ~150 MB in RAM)
 MULTIPART_SLACK = 64 * 1024  # multipart framing on top of the image itself
+DECODE_WAIT_S = 10.0  # /predict waits this long for a decode slot (api.max_concurrent_decodes), then 503
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,7 +138,11 @@ class PredictResult(BaseModel):
 
 
 class ReloadRequest(BaseModel):
-    path: str | None = Field(default=None, description="a .tflite to load instead of the configured one")
+    path: str | None = Field(
+        default=None,
+        max_length=255,
+        description="the name of a .tflite inside model.dir to load instead of model.path (no absolute path, no '..')",
+    )
 
 
 class ReloadResponse(BaseModel):
@@ -160,43 +167,95 @@ class TriggerResponse(BaseModel):
 # --------------------------------------------------------------------------------------------------
 
 
-def image_dimensions(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header without decoding; None if the format is not recognised."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        w, h = struct.unpack(">II", data[16:24])
-        return int(w), int(h)
-    if data[:2] == b"\xff\xd8":
-        i, n = 2, len(data)
-        while i + 9 < n:
-            if data[i] != 0xFF:
-                i += 1
-                continue
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 1 if marker == 0xFF else 2
-                continue
-            (seg_len,) = struct.unpack(">H", data[i + 2 : i + 4])
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-                return int(w), int(h)
-            i += 2 + seg_len
+UPLOAD_FORMATS = ("JPEG", "PNG", "BMP", "WebP")  # the allow-list; everything else is 415 before decoding
+
+
+def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        (seg_len,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return int(w), int(h)
+        i += 2 + seg_len
     return None
 
 
-def decode_upload(data: bytes, max_bytes: int) -> np.ndarray:
-    """Bytes of an uploaded file -> BGR uint8 image, or HTTPException 413/415/422 with a clear message."""
+def _webp_dimensions(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:  # extended: 24-bit canvas width-1, height-1
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:  # lossless: 14-bit width-1, height-1
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":  # lossy key frame
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+def image_header(data: bytes) -> tuple[str, tuple[int, int] | None] | None:
+    """(format, (width, height) or None if the header is cut short) for an allow-listed format, read from
+    the header without decoding; None if the bytes are not one of UPLOAD_FORMATS."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return "PNG", (int(w), int(h))
+        return "PNG", None
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG", _jpeg_dimensions(data)
+    if data[:2] == b"BM":
+        if len(data) >= 26:
+            w, h = struct.unpack("<ii", data[18:26])
+            return "BMP", (abs(int(w)), abs(int(h)))
+        return "BMP", None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP", _webp_dimensions(data)
+    return None
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of an allow-listed image from its header; None if unknown."""
+    head = image_header(data)
+    return None if head is None else head[1]
+
+
+def decode_upload(data: bytes, max_bytes: int, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Bytes of an uploaded file -> BGR uint8 image, or HTTPException 413/415/422 with a clear message.
+
+    One rule for every format: the format must be allow-listed (JPEG, PNG, BMP, WebP: checked by its magic
+    bytes) and its header must state a size of at most ``max_pixels`` before anything is decoded. A header
+    that cannot be read is refused too, so no format reaches the decoder with an unchecked size.
+    """
     if len(data) > max_bytes:
         raise HTTPException(413, f"upload is {len(data)} bytes; the limit is {max_bytes} (api.max_upload_bytes)")
     if not data:
         raise HTTPException(422, "the uploaded file is empty")
-    dims = image_dimensions(data)
-    if dims is not None and dims[0] * dims[1] > MAX_IMAGE_PIXELS:
-        raise HTTPException(413, f"image is {dims[0]}x{dims[1]} pixels; the limit is {MAX_IMAGE_PIXELS} pixels")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
+    head = image_header(data)
+    if head is None:
+        raise HTTPException(415, f"not a decodable image: unsupported format (send {', '.join(UPLOAD_FORMATS)})")
+    fmt, dims = head
+    if dims is None or dims[0] <= 0 or dims[1] <= 0:
+        raise HTTPException(415, f"not a decodable image: the {fmt} header is incomplete (no image size found)")
+    if dims[0] * dims[1] > max_pixels:
         raise HTTPException(
-            415, "the upload is not a decodable image (send a complete JPEG, PNG, BMP, TIFF or WebP file)"
+            413, f"image is {dims[0]}x{dims[1]} pixels; the limit is {max_pixels} pixels (api.max_image_pixels)"
         )
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # a decoder that gives up loudly is still a bad upload, not a server error
+        raise HTTPException(415, f"not a decodable image: the {fmt} decoder failed ({' '.join(str(e).split())[-120:]})") from None
+    if image is None or image.size == 0:
+        raise HTTPException(415, f"not a decodable image: the {fmt} data is incomplete or corrupt (send a complete file)")
+    if image.shape[0] * image.shape[1] > max_pixels:  # the decoder disagreed with the header
+        raise HTTPException(413, f"image is {image.shape[1]}x{image.shape[0]} pixels; the limit is {max_pixels}")
     return image
 
 
@@ -346,6 +405,12 @@ def create_app(state: ApiState) -> FastAPI:
 
     auth = [Depends(require_token)]
     upload_limit = cfg.api.max_upload_bytes + MULTIPART_SLACK
+    decodes = threading.BoundedSemaphore(cfg.api.max_concurrent_decodes)
+    app.state.decode_slots = decodes
+
+    app.add_middleware(_CatchAll)  # one log line (with traceback) and a JSON 500 per unexpected error
+    if cfg.api.trusted_hosts:  # DNS rebinding: a browser page on another name cannot reach the API
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.api.trusted_hosts))
 
     # The upload limit as plain ASGI middleware: works with every FastAPI/Starlette this package supports
     # (FastAPI's own per-route ``max_body_size`` exists only from 0.164, which needs Python 3.11).
@@ -389,16 +454,21 @@ def create_app(state: ApiState) -> FastAPI:
         tags=["inference"],
         summary="Classify one uploaded image (multipart field `file`)",
         responses={
-            413: {"description": "upload larger than api.max_upload_bytes"},
-            415: {"description": "not a decodable image"},
+            413: {"description": "upload larger than api.max_upload_bytes, or more pixels than api.max_image_pixels"},
+            415: {"description": "not a decodable image, or not JPEG/PNG/BMP/WebP"},
             422: {"description": "empty upload or missing `file` field"},
             503: {"description": "no model loaded"},
         },
         dependencies=auth,
     )
-    def predict(file: UploadFile = File(..., description="a JPEG/PNG/BMP image")) -> PredictResult:
+    def predict(file: UploadFile = File(..., description="a JPEG, PNG, BMP or WebP image")) -> PredictResult:
         data = file.file.read(cfg.api.max_upload_bytes + 1)
-        image = decode_upload(data, cfg.api.max_upload_bytes)
+        if not decodes.acquire(timeout=DECODE_WAIT_S):
+            raise HTTPException(503, "too many images are being decoded; retry shortly", {"Retry-After": "1"})
+        try:
+            image = decode_upload(data, cfg.api.max_upload_bytes, cfg.api.max_image_pixels)
+        finally:
+            decodes.release()
         model = state.models.get()
         if model is None:
             raise HTTPException(503, "no model loaded")
@@ -474,6 +544,10 @@ def create_app(state: ApiState) -> FastAPI:
     def reload(body: ReloadRequest | None = None) -> JSONResponse:
         if state.reload is None:
             raise HTTPException(503, "reload is not available")
+        if token is None and not cfg.api.reload_without_token:
+            raise HTTPException(
+                403, "reload over HTTP needs api.token (or api.reload_without_token: true); SIGHUP still reloads"
+            )
         result = state.reload(body.path if body is not None else None)
         payload = ReloadResponse(**result.__dict__).model_dump()
         return JSONResponse(payload, status_code=200 if result.ok else 422)
@@ -502,9 +576,35 @@ def create_app(state: ApiState) -> FastAPI:
 
     install_operator(app, state, auth)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("API error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
-
     return app
+
+
+class _CatchAll:
+    """ASGI middleware: an unexpected exception becomes one logged traceback and a JSON 500.
+
+    (A FastAPI ``exception_handler(Exception)`` answers too, but Starlette then re-raises the exception to
+    the server, which logs the same traceback a second time.)
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error("API error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            if not started:
+                response = JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+                await response(scope, receive, send)

@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
@@ -64,9 +65,44 @@ def guess_kind(uri: str) -> str:
     return "file"
 
 
+SECRET_PARAM_WORDS = ("pass", "pwd", "token", "secret", "key", "auth", "sig", "credential", "session")
+
+
+def _mask_params(text: str) -> str:
+    """``a=1&password=x`` -> ``a=1&password=***`` (any parameter whose name looks like a credential)."""
+    parts = []
+    for piece in text.split("&"):
+        name, eq, value = piece.partition("=")
+        if eq and value and any(w in unquote(name).lower() for w in SECRET_PARAM_WORDS):
+            piece = f"{name}=***"
+        parts.append(piece)
+    return "&".join(parts)
+
+
 def safe_uri(uri: str) -> str:
-    """``uri`` with any ``user:password@`` masked, for logs."""
-    return re.sub(r"://[^/@]*@", "://***@", uri)
+    """``uri`` with credentials masked: the whole userinfo (``user:pass@``, also when the password holds
+    ``@`` or ``/``) and the values of credential-like query/fragment parameters (``?token=``,
+    ``password=``, ``api_key=``...). The one masking function for logs, /status and /readyz."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. an invalid IPv6 literal: show nothing that could hold a secret
+        return uri.split("://", 1)[0] + "://***" if "://" in uri else "***"
+    if "://" not in uri:  # a device index or a file path: nothing to mask but a query-like tail
+        return _mask_params(uri) if "=" in uri else uri
+    scheme, rest = uri.split("://", 1)
+    # The authority ends at the first '/', '?' or '#', but a password may contain '/' or '@': whatever
+    # stands before the LAST '@' ahead of the query is userinfo (over-masking a path with '@' is harmless).
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    if "@" in head:
+        rest = "***@" + rest[head.rindex("@") + 1 :]
+    masked = f"{scheme}://{rest}"
+    if parts.query or parts.fragment:
+        base, sep, tail = masked.partition("?") if "?" in masked else masked.partition("#")
+        query, hsep, frag = tail.partition("#") if sep == "?" else ("", "#", tail)
+        masked = base + sep + _mask_params(query) if sep == "?" else base
+        if hsep and frag:
+            masked += "#" + _mask_params(frag)
+    return masked
 
 
 class _Source:
@@ -88,6 +124,8 @@ class _CvSource(_Source):
         self.finite = finite
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if finite else 0
+        self.frame_count = int(count) if count and 0 < count < 1e9 else 0  # from the container; 0 = unknown
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         ok, img = self.cap.read()
@@ -145,6 +183,8 @@ class Capture:
         self._same = 0
         self.frozen = False
         self._first_failure_logged = False
+        self.truncated: str | None = None  # "truncated at frame N of M" when a file ended early
+        self.delivered_any = False  # at least one frame came from the source
         self._read_timeout_s = max(2.0, 2 * cfg.stall_timeout_s)
         if metrics is not None:
             metrics.set_camera_state(self._state)
@@ -231,6 +271,7 @@ class Capture:
                 "reconnects": self._reconnects,
                 "state": self._state,
                 "since": self._since,
+                "truncated": self.truncated,
                 "frozen": self.frozen,
                 "brightness": None if latest is None else round(latest.brightness, 2),
                 "sharpness": None if latest is None else round(latest.sharpness, 2),
@@ -268,18 +309,18 @@ class Capture:
         if self.kind == "folder":
             d = Path(uri)
             if not d.is_dir():
-                return None, f"image folder {uri} not found"
+                return None, f"image folder {safe_uri(uri)} not found"
             files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
             if not files:
-                return None, f"image folder {uri} holds no images ({', '.join(sorted(IMAGE_EXTS))})"
+                return None, f"image folder {safe_uri(uri)} holds no images ({', '.join(sorted(IMAGE_EXTS))})"
             return _FolderSource(files, cfg.fps or DEFAULT_FOLDER_FPS), ""
         if self.kind == "file":
             if not Path(uri).is_file():
-                return None, f"video file {uri} not found"
+                return None, f"video file {safe_uri(uri)} not found"
             cap = cv2.VideoCapture(uri)
             if not cap.isOpened():
                 cap.release()
-                return None, f"OpenCV cannot open video file {uri}"
+                return None, f"OpenCV cannot open video file {safe_uri(uri)}"
             src = _CvSource(cap, finite=True)
             src.fps = src.fps or cfg.fps or DEFAULT_FILE_FPS
             return src, ""
@@ -288,7 +329,7 @@ class Capture:
             cap = cv2.VideoCapture(target)
             if not cap.isOpened():
                 cap.release()
-                return None, f"cannot open camera {uri}"
+                return None, f"cannot open camera {safe_uri(uri)}"
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
             if cfg.width:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
@@ -321,7 +362,7 @@ class Capture:
             try:
                 src, reason = self._open()
             except Exception as e:  # OpenCV can raise on odd URIs; keep retrying like any failure
-                src, reason = None, f"open failed: {e}"
+                src, reason = None, f"open failed: {str(e).replace(self.cfg.uri, safe_uri(self.cfg.uri))}"
             if src is None:
                 if not opened_once and not self._first_failure_logged:
                     # The state starts as "disconnected", so this is no state change: say it anyway.
@@ -352,11 +393,16 @@ class Capture:
             if result == "end" and n == 0:
                 result = "error"  # a file that yields nothing is broken, not finished
                 reason = "source opened but delivered no frame"
+            expected = getattr(src, "frame_count", 0)
+            if result == "end" and expected and n < expected - max(2, expected // 100):
+                # The container promised more frames than the file holds: a cut-off copy or a disk error.
+                self.truncated = f"truncated at frame {n} of {expected}"
+                log.error("capture: video file %s %s (the container's frame count)", safe_uri(self.cfg.uri), self.truncated)
             if result == "end":
                 if self.cfg.loop:
-                    log.debug("capture: looping %s", self.cfg.uri)
+                    log.debug("capture: looping %s", safe_uri(self.cfg.uri))
                     continue
-                self._set_state(CameraState.ENDED)
+                self._set_state(CameraState.ENDED, self.truncated or "")
                 break
             self._set_state(CameraState.DISCONNECTED, f"{reason or 'read failed'}; retrying in {backoff:.1f} s")
             self._sleep(backoff)
@@ -367,7 +413,7 @@ class Capture:
     def _log_opened(self, src: _Source) -> None:
         cfg = self.cfg
         if isinstance(src, _FolderSource):
-            log.info("capture: %d images in %s", len(src.files), cfg.uri)
+            log.info("capture: %d images in %s", len(src.files), safe_uri(cfg.uri))
             return
         if not isinstance(src, _CvSource):
             return
@@ -414,6 +460,7 @@ class Capture:
         self._check_frozen(img)
         frame = Frame(img, self._index, now, brightness, sharpness)
         self._index += 1
+        self.delivered_any = True
         if self._state != CameraState.OK:
             self._set_state(CameraState.OK, f"reconnect #{self._reconnects}" if self._reconnects else "")
         m = self.metrics
@@ -454,6 +501,9 @@ class Capture:
         self._same = self._same + 1 if diff < self.cfg.frozen_tolerance else 0
         frozen = self._same + 1 >= self.cfg.frozen_frames
         if frozen != self.frozen:
+            # metric first: whoever sees the flag change also sees the metric (tests read both)
+            if self.metrics is not None:
+                self.metrics.camera_frozen.set(1 if frozen else 0)
             self.frozen = frozen
             if frozen:
                 log.warning(
@@ -463,8 +513,6 @@ class Capture:
                 )
             else:
                 log.info("capture: picture changes again (no longer frozen)")
-            if self.metrics is not None:
-                self.metrics.camera_frozen.set(1 if frozen else 0)
 
     def _watch(self) -> None:
         tick = min(0.2, self.cfg.stall_timeout_s / 4)

@@ -24,9 +24,8 @@ from edge.model_package import (
     ModelMetadata,
     PackageError,
     decode_golden,
-    load_metadata,
-    sha256_file,
     to_rgb_input,
+    verify_package,
 )
 from edge.state import effective_threshold, verdict
 
@@ -165,7 +164,7 @@ class Classifier:
         self.metadata = metadata
         self.runner = runner
         self.threshold: float = metadata.threshold
-        self.model_id = f"{metadata.name}@{metadata.sha256[:12]}"
+        self.model_id = metadata.model_id  # covers the .tflite and the sidecar (edge/model_package.py)
 
     @property
     def runtime_name(self) -> str:
@@ -183,19 +182,10 @@ class Classifier:
         p = Path(path)
         if p.suffix == ".json" and p.name.endswith(".tflite.json"):
             p = p.with_name(p.name[: -len(".json")])
-        if not p.is_file():
-            raise ModelError(f"model file not found: {p}")
         try:
-            meta = load_metadata(p)
+            meta = verify_package(p, verify_hash=verify_hash)
         except PackageError as e:
             raise ModelError(str(e)) from e
-        if verify_hash:
-            actual = sha256_file(p)
-            if actual != meta.sha256:
-                raise ModelError(
-                    f"{p}: sha256 mismatch (file {actual[:12]}, metadata {meta.sha256[:12]}): "
-                    "the .tflite is not the one its metadata describes; re-run convert or copy both files"
-                )
         runner = Runner(p, num_threads=num_threads, runtime=runtime)
         if (runner.height, runner.width) != (meta.input.height, meta.input.width):
             raise ModelError(

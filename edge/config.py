@@ -58,6 +58,8 @@ class SourceConfig(_Section):
     reconnect_max_s: float = Field(default=30.0, gt=0)
     frozen_frames: int = Field(default=50, ge=2)  # identical consecutive frames before "frozen" is flagged
     frozen_tolerance: float = Field(default=0.2, ge=0)  # mean abs pixel difference below which frames count as identical
+    # file/folder with exit_on_end: a source that has delivered no frame after this long ends the run (exit 1)
+    end_if_not_opened_s: float = Field(default=30.0, gt=0)
 
 
 class RoiConfig(_Section):
@@ -71,6 +73,7 @@ class RoiConfig(_Section):
 
 class ModelConfig(_Section):
     path: Path = Path("model.tflite")  # the .tflite; its metadata sidecar is <path>.json
+    dir: Path | None = None  # POST /reload {"path": NAME} loads only NAME inside this folder; null = model.path's folder
     threshold: float | None = Field(default=None, ge=0, le=1)  # overrides the threshold from the model metadata
     num_threads: int = Field(default=2, ge=1, le=64)
     runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = "auto"
@@ -140,6 +143,13 @@ class ApiConfig(_Section):
     port: int = Field(default=8080, ge=0, le=65535)  # 0 = pick a free port (logged)
     token: SecretStr | None = None  # if set: Bearer token on everything but /healthz and /metrics
     max_upload_bytes: int = Field(default=10_000_000, ge=1024)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)  # /predict: larger images are refused from their header
+    max_concurrent_decodes: int = Field(default=2, ge=1)  # /predict decodes at once (each can take ~3 B/pixel)
+    reload_without_token: bool = False  # allow POST /reload with no api.token configured (refused by default)
+    trusted_hosts: list[str] = Field(default_factory=list)  # Host header allow-list (DNS rebinding); [] = any
+    max_connections: int = Field(default=100, ge=1)  # open HTTP connections; more are closed at once
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections are closed after this
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a connection must send its request head within this
 
     @field_validator("token", mode="before")
     @classmethod
@@ -408,6 +418,7 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
     cfg.state_dir = state
     for obj, key, base in (
         (cfg.model, "path", config_dir),
+        (cfg.model, "dir", config_dir),
         (cfg.mqtt.tls, "ca_certs", config_dir),
         (cfg.mqtt.tls, "certfile", config_dir),
         (cfg.mqtt.tls, "keyfile", config_dir),

@@ -38,6 +38,7 @@ import paho.mqtt.client as mqtt
 import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from edge import ratelimit
 from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, safe_uri
 from edge.classifier import Classifier, ModelError
@@ -47,10 +48,12 @@ from edge.evidence import EvidenceStore
 from edge.liveness import Heartbeat, sd_notify
 from edge.logs import setup_logging
 from edge.metrics import Metrics
+from edge.model_package import PackageError, resolve_model_name
 from edge.mqtt_sink import MqttSink
 from edge.operator import OperatorState
 from edge.plant import Plant
 from edge.roi import crop
+from edge.server import raise_fd_limit, server_config
 from edge.state import Decider, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult
 from edge.testhooks import slow_model_delay
 
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
+trigger_log = logging.getLogger("edge.triggers")  # client-caused lines: rate-limited (edge/ratelimit.py)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
@@ -80,6 +84,9 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{e}\n")
         return EXIT_CONFIG
     setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
+    ratelimit.install()  # every line a network client can cause is rate-limited
+    soft, hard = raise_fd_limit()  # idle API sockets must not leave the camera without descriptors
+    log.debug("open-file limit %d (hard %d)", soft, hard)
     early_stop = threading.Event()  # a SIGTERM while the model loads still ends in a clean exit
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -211,16 +218,20 @@ class Daemon:
         except Exception:
             log.exception("inspection loop failed")
             self.stop_reason = "error"
-        log.info("stopping (%s)", self.stop_reason)
+        failed = self.stop_reason.startswith("error")
+        (log.error if failed else log.info)("stopping (%s)", self.stop_reason)
         self.heartbeat.stopped()
         sd_notify(f"STOPPING=1\nSTATUS=stopping ({self.stop_reason})")
         self._shutdown()  # events left in the outbox are delivered on the next start: still a clean exit
-        return EXIT_FAILED if self.stop_reason == "error" else EXIT_OK
+        return EXIT_FAILED if failed else EXIT_OK
 
     def _start_parts(self) -> None:
         cfg = self.cfg
         # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
         self.sink = MqttSink(cfg.mqtt, cfg.topic_base, self.metrics, self._client_id())
+        model = self.models.get()
+        if model is not None:
+            self.sink.publish_model(self._model_doc(model))  # retained on <base>/model from the first connect
         self.sink.start()
         self.plant.start(self.sink)
         if cfg.evidence.enabled:
@@ -270,6 +281,7 @@ class Daemon:
         now = time.monotonic()
         next_stats, next_status = now + stats_every, now + status_every
         fps_t0, fps_n0 = now, 0
+        loop_started = now
         while not self.stop_requested.is_set():
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
@@ -300,8 +312,20 @@ class Daemon:
             self.plant.tick()
             if self.max_frames is not None and self._frames >= self.max_frames:
                 return f"--max-frames {self.max_frames} reached"
-            if frame is None and capture.finished and cfg.source.exit_on_end:
-                return "end of the source"
+            if cfg.source.exit_on_end and not cfg.source.loop:
+                if frame is None and capture.finished:
+                    if capture.truncated:  # not the whole file was inspected: say so in the exit code too
+                        return f"error: end of the source: video file {capture.truncated}"
+                    return "end of the source"
+                if (
+                    capture.kind in ("file", "folder")
+                    and not capture.delivered_any
+                    and time.monotonic() - loop_started > cfg.source.end_if_not_opened_s
+                ):
+                    return (
+                        f"error: the source {safe_uri(cfg.source.uri)} delivered no frame within "
+                        f"{cfg.source.end_if_not_opened_s:g} s (source.end_if_not_opened_s); camera {capture.state}"
+                    )
         return "signal"
 
     def _process(self, frame: Frame) -> None:
@@ -481,11 +505,16 @@ class Daemon:
         """Load ``path`` (default: the configured ``model.path``; a relative path is taken beside it), self-test
         it and swap it in. SIGHUP always reloads ``model.path``, as does a restart."""
         target = self.cfg.model.path
-        if path:
-            target = Path(path) if Path(path).is_absolute() else self.cfg.model.path.parent / path
         with self._reload_lock:
             old = self.models.get()
             old_id = old.classifier.model_id if old else None
+            if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
+                try:
+                    target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
+                except PackageError as e:
+                    self.metrics.reloads.labels(outcome="refused").inc()
+                    log.warning("reload refused, keeping %s: %s", old_id, e)
+                    return ReloadResult(False, path[:80], model_id=old_id, reason=str(e))
             log.info("reloading model from %s", target)
             try:
                 new = load_model(self.cfg, target)
@@ -503,7 +532,10 @@ class Daemon:
             self.models.swap(new)
             self._publish_model_info(new)
             self.metrics.reloads.labels(outcome="ok").inc()
-            log.info("model swapped: %s -> %s", old_id, new.classifier.model_id)
+            log.info(
+                "model swapped: %s -> %s (threshold %s -> %.4f)", old_id, new.classifier.model_id,
+                f"{self._threshold(old):.4f}" if old else None, self._threshold(new),
+            )
             return ReloadResult(True, str(target), model_id=new.classifier.model_id)
 
     def _follow_model_swap(self) -> None:
@@ -518,6 +550,24 @@ class Daemon:
 
     def _threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.cfg.model.threshold)
+
+    def _model_doc(self, model: LoadedModel) -> dict[str, Any]:
+        """The model in use, as published on the retained ``<base>/model`` topic."""
+        clf = model.classifier
+        meta = clf.metadata
+        return {
+            "model_id": clf.model_id,
+            "name": meta.name,
+            "format": str(getattr(meta, "format", "")),
+            "threshold": self._threshold(model),
+            "threshold_source": "config model.threshold" if self.cfg.model.threshold is not None else "package",
+            "package_sha256": getattr(meta, "package_sha256", ""),
+            "tflite_sha256": meta.sha256,
+            "labels": list(meta.labels),
+            "positive_class": meta.positive_class,
+            "self_test_passed": model.self_test_passed,
+            "loaded_at": model.loaded_at,
+        }
 
     def _publish_model_info(self, model: LoadedModel) -> None:
         clf = model.classifier
@@ -534,6 +584,8 @@ class Daemon:
         self.metrics.model_ready.set(1 if model.self_test_passed else 0)
         for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
             self.metrics.decisions.labels(label=label)
+        if self.sink is not None:
+            self.sink.publish_model(self._model_doc(model))
 
     # ----------------------------------------------------------------------------------------------
     # Triggered mode: parts announced over MQTT or POST /trigger
@@ -545,8 +597,9 @@ class Daemon:
         at = time.time()
         part_id = self.plant.on_trigger(part_id, at)  # its deadline starts now; a trigger without id gets one
         accepted = bool(self.decider.trigger(part_id, at))
-        log.info("trigger: part %s%s", part_id, "" if accepted else " REFUSED")
-        if not accepted:
+        if accepted:  # a refusal is logged once, by the decider (rate-limited: clients cause it)
+            trigger_log.info("trigger: part %s", part_id)
+        else:
             self.plant.trigger_refused(part_id, "trigger refused: too many triggers waiting for frames")
         return accepted
 
@@ -610,9 +663,7 @@ class Daemon:
         sock.listen(64)
         port = sock.getsockname()[1]
         assert self.state is not None, "the API state is made in __init__"
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(self.state), log_level="warning", log_config=None, access_log=False, lifespan="off")
-        )
+        server = uvicorn.Server(uvicorn.Config(**server_config(create_app(self.state), cfg)))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
         thread.start()
         self._api_server, self._api_thread = server, thread

@@ -5,6 +5,12 @@ was evaluated lives in the sidecar: labels, input size and colour order, how fra
 quantisation parameters, the operating threshold, test metrics, the sha256 of the .tflite and a few golden
 samples (small PNGs at the model input size, base64, with the score the converted model gave them).
 
+Integrity: ``package_sha256`` is the sha256 of the sidecar's own canonical JSON (every field but this one,
+keys sorted, no whitespace), and the sidecar holds the sha256 of the .tflite. So the package hash covers
+both files: an edited threshold (or any other sidecar field) no longer matches, and ``verify_package``
+refuses it with one line. The model id (``name@<package_sha256[:12]>``) changes with any change to either
+file. This module is the one place that validates a package; the classifier and the daemon call it.
+
 No TensorFlow here: this module is imported on the edge.
 """
 
@@ -21,7 +27,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: package_sha256 covers the sidecar
 SIDECAR_SUFFIX = ".json"
 
 ModelFormat = Literal["int8", "fp16", "float32"]
@@ -113,12 +119,19 @@ class ModelMetadata(_Strict):
     versions: dict[str, str] = Field(default_factory=dict)
     golden: list[GoldenSample] = Field(default_factory=list)
     golden_tolerance: float = Field(default=0.02, gt=0)
+    # sha256 of this sidecar without this field (see package_digest); write_metadata fills it in
+    package_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
 
     @model_validator(mode="after")
     def _positive_in_labels(self) -> ModelMetadata:
         if self.positive_class not in self.labels:
             raise ValueError(f"positive_class {self.positive_class!r} is not one of labels {self.labels}")
         return self
+
+    @property
+    def model_id(self) -> str:
+        """``name@`` + the first 12 hex digits of the package hash: a new .tflite or any sidecar change is a new id."""
+        return f"{self.name}@{self.package_sha256[:12]}"
 
     @property
     def negative_class(self) -> str:
@@ -152,15 +165,41 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def package_digest(sidecar: dict[str, Any]) -> str:
+    """sha256 of a sidecar mapping without its ``package_sha256``: canonical JSON (sorted keys, no spaces)."""
+    body = {k: v for k, v in sidecar.items() if k != "package_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def load_metadata(model_path: str | Path) -> ModelMetadata:
-    """Read and validate the sidecar of ``model_path``; PackageError (one line) if missing or invalid."""
+    """Read and validate the sidecar of ``model_path`` and check its package hash; PackageError (one line) if
+    it is missing, invalid, from an older convert, or edited after convert."""
     side = sidecar_path(model_path)
     if not side.is_file():
         raise PackageError(f"missing metadata sidecar {side} (convert writes it next to the .tflite)")
     try:
         raw = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackageError(f"unreadable metadata sidecar {side}: {e}") from e
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise PackageError(f"unreadable metadata sidecar {side}: {' '.join(str(e).split())[:200]}") from e
+    if not isinstance(raw, dict):
+        raise PackageError(f"invalid metadata sidecar {side}: the top level must be a JSON object")
+    declared = raw.get("package_sha256")
+    if not declared:
+        raise PackageError(
+            f"metadata sidecar {side} has no package_sha256 (schema_version {raw.get('schema_version')!r}, "
+            f"expected {SCHEMA_VERSION}): re-run boxinspect convert"
+        )
+    try:
+        actual = package_digest(raw)
+    except ValueError as e:  # NaN/Infinity in the file
+        raise PackageError(f"invalid metadata sidecar {side}: {e}") from e
+    if actual != declared:
+        raise PackageError(
+            f"tampered model package {side}: sidecar hash mismatch (file {actual[:12]}, declared "
+            f"{str(declared)[:12]}): it was edited after convert; re-run convert (set a different "
+            "threshold with model.threshold in the config, not in the sidecar)"
+        )
     try:
         return ModelMetadata.model_validate(raw)
     except ValidationError as e:
@@ -171,10 +210,62 @@ def load_metadata(model_path: str | Path) -> ModelMetadata:
         ) from e
 
 
+def verify_package(model_path: str | Path, verify_hash: bool = True) -> ModelMetadata:
+    """The checks every loader runs: the .tflite exists, its sidecar is valid and matches its package hash,
+    and (``verify_hash``) the .tflite is the file the sidecar describes. PackageError (one line) otherwise."""
+    p = Path(model_path)
+    if not p.is_file():
+        raise PackageError(f"model file not found: {p}")
+    meta = load_metadata(p)
+    if verify_hash:
+        actual = sha256_file(p)
+        if actual != meta.sha256:
+            raise PackageError(
+                f"{p}: sha256 mismatch (file {actual[:12]}, metadata {meta.sha256[:12]}): "
+                "the .tflite is not the one its metadata describes; re-run convert or copy both files"
+            )
+    return meta
+
+
+MAX_MODEL_NAME = 255
+
+
+def resolve_model_name(model_dir: str | Path, name: str) -> Path:
+    """``name`` (from a network request) -> the .tflite inside ``model_dir``, or PackageError.
+
+    Only plain relative names inside the folder: no absolute path, no ``..``, no NUL/backslash, at most
+    255 characters, a ``.tflite`` that exists as a file whose real path (symlinks followed) stays in the
+    folder. Every refusal has the same message, so the answer does not reveal which files exist elsewhere.
+    """
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    refused = PackageError(
+        f"no model package {shown!r} in model.dir (give a .tflite name inside model.dir: no absolute path, no '..')"
+    )
+    if not name or len(name) > MAX_MODEL_NAME or "\0" in name or "\\" in name:
+        raise refused
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or rel.suffix != ".tflite":
+        raise refused
+    base = Path(model_dir).resolve()
+    try:
+        target = (base / rel).resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise refused from None
+    if base not in target.parents or not target.is_file():
+        raise refused
+    return target
+
+
 def write_metadata(meta: ModelMetadata, model_path: str | Path) -> Path:
+    """Write the sidecar beside ``model_path`` with its package hash filled in (atomic replace)."""
     side = sidecar_path(model_path)
+    data = meta.model_dump(mode="json")
+    data["schema_version"] = SCHEMA_VERSION
+    data["package_sha256"] = package_digest(data)
+    meta.schema_version = SCHEMA_VERSION
+    meta.package_sha256 = data["package_sha256"]
     tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(meta.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     tmp.replace(side)
     return side
 

@@ -8,6 +8,7 @@ Topics (``<base>`` = ``<mqtt.base_topic>/<line>/<camera>``), see docs/EVENTS.md:
   so a subscriber can see an event twice (same ``event_id`` and ``seq``) but never loses one.
 - ``<base>/result``  QoS 0, every decision, only if ``mqtt.publish_results``; dropped while offline.
 - ``<base>/status``  retained ``online`` / ``offline``; ``offline`` is also the last will.
+- ``<base>/model``   retained, QoS 1: the model in use (id, threshold, ...), sent on every connect and swap.
 - ``<base>/stats``   QoS 0; the daemon calls ``publish_stats()`` every ``mqtt.stats_interval_s``
   (this module runs no timer of its own).
 
@@ -64,11 +65,12 @@ class Topics:
     result: str
     status: str
     stats: str
+    model: str = ""
 
     @classmethod
     def for_base(cls, base: str) -> Topics:
         base = base.rstrip("/")
-        return cls(f"{base}/defect", f"{base}/result", f"{base}/status", f"{base}/stats")
+        return cls(f"{base}/defect", f"{base}/result", f"{base}/status", f"{base}/stats", f"{base}/model")
 
 
 class _Repeats:
@@ -189,6 +191,7 @@ class MqttSink:
         self._started = False
         self._stopped = False
         self._stopping = False
+        self._model_payload: bytes | None = None  # retained on <base>/model, re-sent on every connect
         self._sender: threading.Thread | None = None
         # Log lines of a flapping or absent broker: each kind at most once a minute (with a count).
         self._fail_log = _Repeats()
@@ -360,6 +363,11 @@ class MqttSink:
         doc.setdefault("published_at", iso_utc())
         return self._publish_qos0(self.topics.stats, json.dumps(doc, separators=(",", ":"), default=str).encode())
 
+    def publish_model(self, info: dict[str, Any]) -> bool:
+        """Retain ``info`` (the model in use) on ``<base>/model``; sent now if connected and on every connect."""
+        self._model_payload = json.dumps(info, separators=(",", ":"), default=str).encode()
+        return self.publish(self.topics.model, self._model_payload, qos=1, retain=True)
+
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """A message outside the outbox (reject commands, alarms, discovery): sent only while connected.
         False if not handed to the client (offline, stopping)."""
@@ -436,6 +444,8 @@ class MqttSink:
         if self.metrics is not None:
             self.metrics.mqtt_connected.set(1)
         client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
+        if self._model_payload is not None:
+            client.publish(self.topics.model, self._model_payload, qos=1, retain=True)
         # MQTT 5: never exceed the broker's Receive Maximum (paho does not enforce it).
         receive_max = getattr(properties, "ReceiveMaximum", None)
         window = min(self.max_inflight, int(receive_max)) if receive_max else self.max_inflight

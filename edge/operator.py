@@ -290,7 +290,7 @@ def install_operator(app: FastAPI, state: ApiState, auth: list[Any]) -> None:
         op = OperatorState(cfg, state.metrics)
         state.operator = op
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(_router(state, op, auth))
+    app.include_router(_router(state, op, auth, app.state))
 
 
 class SecurityHeaders:
@@ -332,7 +332,7 @@ def _install_docs(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
 
 
-def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  # noqa: C901 (one route per def)
+def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any = None) -> APIRouter:  # noqa: C901 (one route per def)
     cfg = state.config
     r = APIRouter(tags=["operator page"])
 
@@ -387,7 +387,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
                 "defects": loop.get("defects", int(counters["defects"])),
                 "frames": loop.get("frames", int(counters["frames_processed"])),
                 "fps": op.fps(frames) if frames is not None else loop.get("fps"),
-                "no_box_frames": loop.get("no_box_frames"),
+                "no_box_frames": loop.get("no_box_frames", loop.get("no_box")),  # frames where no box was found
                 **op.rates(),
             },
             "feedback": {
@@ -518,15 +518,23 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any]) -> APIRouter:  
     @r.post(
         "/ui/check",
         summary="Manual check of an uploaded image: verdict, score, threshold; what the model saw at /ui/checks/{id}/seen.jpg",
-        responses={413: {"description": "too large"}, 415: {"description": "not an image"},
-                   422: {"description": "empty or missing file"}, 503: {"description": "no model loaded"}},
+        responses={413: {"description": "larger than api.max_upload_bytes or api.max_image_pixels"},
+                   415: {"description": "not a decodable image"}, 422: {"description": "empty or missing file"},
+                   503: {"description": "no model loaded, or too many decodes at once"}},
         dependencies=auth,
     )  # body size: edge.api.BodyLimit covers /ui/check too (no FastAPI max_body_size: 0.164+, Python 3.11+)
-    def check_upload(file: UploadFile = File(..., description="a JPEG/PNG/BMP image")) -> dict[str, Any]:
-        from edge.api import decode_upload
+    def check_upload(file: UploadFile = File(..., description="a JPEG, PNG, BMP or WebP image")) -> dict[str, Any]:
+        from edge.api import DECODE_WAIT_S, decode_upload
 
         data = file.file.read(cfg.api.max_upload_bytes + 1)
-        image = decode_upload(data, cfg.api.max_upload_bytes)
+        slots = getattr(app_state, "decode_slots", None)  # shared with /predict: api.max_concurrent_decodes
+        if slots is not None and not slots.acquire(timeout=DECODE_WAIT_S):
+            raise HTTPException(503, "too many images are being decoded; retry shortly", {"Retry-After": "1"})
+        try:
+            image = decode_upload(data, cfg.api.max_upload_bytes, cfg.api.max_image_pixels)
+        finally:
+            if slots is not None:
+                slots.release()
         return run_check(image, "upload", None)
 
     @r.post("/ui/check/current", summary="Manual check of the current frame's ROI",

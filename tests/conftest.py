@@ -82,7 +82,8 @@ def parcel_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
-    key = _source_hash("boxinspect/synth", "training", "convert", "edge/model_package.py", "tests/conftest.py")
+    """Synthetic data, video and the trained run: keyed on the code that makes them (not on convert)."""
+    key = _source_hash("boxinspect/synth", "training", "tests/conftest.py")
     d = REPO / ".cache" / "test-models" / key
     d.mkdir(parents=True, exist_ok=True)
     return d

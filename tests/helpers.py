@@ -22,7 +22,7 @@ from typing import Any
 
 from boxinspect.broker import port_open
 
-__all__ = ["DaemonProc", "Subscriber", "free_port", "metric", "port_open", "wait_for"]
+__all__ = ["DaemonProc", "Subscriber", "edit_sidecar", "free_port", "metric", "port_open", "wait_for"]
 
 DECISION_RE = re.compile(r"decision (\S+) score=([0-9.]+) .*event=([0-9a-f-]{36})")
 START_TIMEOUT = 90.0  # model load + first frames on a busy 2-core machine
@@ -249,3 +249,17 @@ class DaemonProc:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait(10)
+
+
+def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True) -> dict[str, Any]:
+    """Apply ``change`` to the sidecar of ``model``. ``reseal`` recomputes package_sha256, as convert would
+    (a legitimately re-made package); without it the edit is a tampering the loader must refuse."""
+    from edge.model_package import package_digest, sidecar_path
+
+    side = sidecar_path(model)
+    doc = json.loads(side.read_text())
+    change(doc)
+    if reseal:
+        doc["package_sha256"] = package_digest(doc)
+    side.write_text(json.dumps(doc, indent=1))
+    return doc

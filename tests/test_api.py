@@ -18,6 +18,7 @@ from edge.classifier import Classifier
 from edge.config import parse_config
 from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
+from edge.model_package import package_digest
 from edge.state import LoadedModel, ModelSlot
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -307,7 +308,7 @@ def _daemon_client(cfg) -> tuple[TestClient, Daemon]:
 
 
 def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_copy):
-    client, d = _daemon_client(_cfg(tmp_path, model_copy))
+    client, d = _daemon_client(_cfg(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     model_copy.write_bytes(b"\0garbage" * 100)
     r = client.post("/reload")
@@ -316,16 +317,16 @@ def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_
     assert body["ok"] is False and "sha256" in body["reason"]
     assert d.models.get() is before
     assert d.metrics.registry.get_sample_value("boxinspect_model_reloads_total", {"outcome": "load_failed"}) == 1
-    # a path that does not exist, given in the body
-    r = client.post("/reload", json={"path": str(tmp_path / "nope.tflite")})
-    assert r.status_code == 422 and "not found" in r.json()["reason"]
+    # a name that does not exist in model.dir
+    r = client.post("/reload", json={"path": "nope.tflite"})
+    assert r.status_code == 422 and "no model package 'nope.tflite' in model.dir" in r.json()["reason"]
     assert d.models.get() is before
 
 
 def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
-    client, d = _daemon_client(_cfg(tmp_path, model_copy))
+    client, d = _daemon_client(_cfg(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
-    # a relative path is taken beside the configured model
+    # a name is taken inside model.dir (default: the configured model's folder)
     shutil.copy(tiny_model, model_copy.parent / "other.tflite")
     shutil.copy(str(tiny_model) + ".json", model_copy.parent / "other.tflite.json")
     r = client.post("/reload", json={"path": "other.tflite"})
@@ -338,13 +339,14 @@ def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
 
 
 def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
-    client, d = _daemon_client(_cfg(tmp_path, model_copy))
+    client, d = _daemon_client(_cfg(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     side = Path(str(model_copy) + ".json")
     meta = json.loads(side.read_text())
     assert meta["golden"], "the fixture model has golden samples"
     for g in meta["golden"]:
         g["expected_score"] = 5.0  # no probability is 5: every golden sample fails
+    meta["package_sha256"] = package_digest(meta)  # a re-made package, not a tampered one
     side.write_text(json.dumps(meta))
     r = client.post("/reload")
     assert r.status_code == 422 and "self-test failed" in r.json()["reason"]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from edge.classifier import Classifier, ModelError
-from edge.model_package import decode_golden, load_metadata, sidecar_path
+from edge.model_package import decode_golden, load_metadata, package_digest, sidecar_path
+from tests.helpers import edit_sidecar
 
 
 def _copy_package(model: Path, dest: Path) -> Path:
@@ -43,7 +44,7 @@ def test_load_reports_runtime_delegate_and_threshold(int8_model: Path, tiny_run:
     assert clf.threshold == pytest.approx(metrics["threshold"])
     assert clf.runtime_name == "litert"
     assert clf.delegate == "XNNPACK"
-    assert clf.model_id == f"{clf.metadata.name}@{clf.metadata.sha256[:12]}"
+    assert clf.model_id == f"{clf.metadata.name}@{clf.metadata.package_sha256[:12]}"
     assert clf.metadata.input.dtype == "uint8"
 
 
@@ -84,6 +85,7 @@ def test_missing_or_invalid_sidecar(tiny_model: Path, tmp_path: Path):
     assert "missing metadata sidecar" in _assert_one_line(e)
 
     doc["threshold"] = 7
+    doc["package_sha256"] = package_digest(doc)
     side.write_text(json.dumps(doc))
     with pytest.raises(ModelError) as e:
         Classifier.load(model)
@@ -122,11 +124,12 @@ def test_self_test_passes_and_catches_tampered_expectations(tiny_model: Path, tm
     assert clf.self_test() == []
 
     model = _copy_package(tiny_model, tmp_path)
-    side = sidecar_path(model)
-    doc = json.loads(side.read_text())
-    g = doc["golden"][1]
-    g["expected_score"] = 1.0 - g["expected_score"] if abs(g["expected_score"] - 0.5) > 0.1 else 0.0
-    side.write_text(json.dumps(doc))
+
+    def flip(doc: dict) -> None:
+        g = doc["golden"][1]
+        g["expected_score"] = 1.0 - g["expected_score"] if abs(g["expected_score"] - 0.5) > 0.1 else 0.0
+
+    edit_sidecar(model, flip)
     failures = Classifier.load(model).self_test()
     assert len(failures) == 1
     assert failures[0].startswith("golden[1] ") and "expected" in failures[0]

@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
+from edge.model_package import package_digest
 from tests.broker import Broker
 from tests.helpers import DaemonProc, Subscriber, free_port, wait_for
 
@@ -254,7 +255,7 @@ def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_co
         d.send(signal.SIGHUP)
         wait_for(lambda: d.metric("boxinspect_model_reloads_total", outcome="ok") == 1, 60, "successful reload", d=d)
         new_id = d.status()["model"]["model_id"]
-        assert new_id != old_id and new_id.split("@")[1] == json.loads(Path(str(float_model) + ".json").read_text())["sha256"][:12]
+        assert new_id != old_id and new_id.split("@")[1] == json.loads(Path(str(float_model) + ".json").read_text())["package_sha256"][:12]
         assert f'model_id="{new_id}"' in d.get("/metrics").text
         d.send(signal.SIGTERM)
         assert d.wait(40) == 0, d.log()
@@ -287,6 +288,7 @@ def test_failed_self_test_keeps_running_and_readyz_says_why(tmp_path, model_copy
     meta = json.loads(side.read_text())
     for g in meta["golden"]:
         g["expected_score"] = 5.0  # no score can match: every golden sample fails
+    meta["package_sha256"] = package_digest(meta)  # a re-made package, not a tampered one
     side.write_text(json.dumps(meta))
     cfg = base_cfg(tmp_path, model_copy, video, gt, None)
     d = DaemonProc(tmp_path, cfg).start()

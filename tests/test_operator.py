@@ -336,3 +336,27 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["dataset", "export", str(tmp_path / "empty"), "--out", str(tmp_path / "d")]) == 2
     assert "no class folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the stores on their own
+
+
+def test_feedback_and_queue_survive_a_restart(tmp_path):
+    """A restarted daemon counts the labels already on disk, and the label queue still holds its crops."""
+    from edge.feedback import Collector, FeedbackStore
+
+    crop = np.full((40, 60, 3), 120, np.uint8)
+    store = FeedbackStore(tmp_path / "fb")
+    store.save("a1", "ok", "false_reject", crop, crop, {"decision_id": "a1"})
+    t = time.time()
+    time.sleep(0.01)
+    store.save("b2", "defective", "missed_defect", crop, None, {"decision_id": "b2"})
+    again = FeedbackStore(tmp_path / "fb")
+    assert again.counts() == {"ok": 1, "defective": 1} and again.since(t) == 1
+    with pytest.raises(ValueError):
+        again.save("c3", "../up", "correct", crop, None, {})
+    col = Collector(tmp_path / "fb", every=1, max_files=5, max_age_days=1, enabled=True)
+    col.offer({"event_id": "e1", "label": "ok"}, crop)
+    col.offer({"event_id": "e2", "label": "ok"}, None)  # no crop: nothing to save
+    assert [i["name"] for i in Collector(tmp_path / "fb", 1, 5, 1).items()] == ["e1"]
+    assert FeedbackStore(tmp_path / "fb").counts() == {"ok": 1, "defective": 1}  # the queue is not a class

@@ -487,3 +487,18 @@ def test_opcua_signed_and_encrypted_channel_with_password_and_certificate_login(
             asyncio.run(read_part_id(False, "plc", "s3cret"))
     finally:
         server.stop()
+
+
+def test_opcua_port_in_use_is_a_clear_error() -> None:
+    import socket
+
+    from edge.opcua_server import OpcuaServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        cfg = opcua_cfg(endpoint=f"opc.tcp://127.0.0.1:{s.getsockname()[1]}/boxinspect/")
+        server = OpcuaServer(cfg, "l1", "c1")
+        with pytest.raises(RuntimeError, match=r"opcua: cannot start on opc.tcp://127.0.0.1:\d+/boxinspect/: .*address already in use"):
+            server.start()
+        server.stop()

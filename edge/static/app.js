@@ -127,6 +127,7 @@ function renderSummary(s) {
   $("st-outbox").textContent = q.outbox_depth === undefined ? "–"
     : `${q.outbox_depth} event(s) waiting${q.outbox_dropped ? ` · ${q.outbox_dropped} dropped` : ""}`;
   $("st-mode").textContent = s.mode;
+  $("trigger").hidden = s.mode !== "triggered";
 
   const c = s.counters;
   $("c-boxes").textContent = c.boxes;
@@ -305,6 +306,12 @@ function wire() {
     try {
       const r = await act("/reload", {});
       toast(r.ok ? `Model reloaded: ${r.model_id}` : `Reload refused: ${r.reason}`, !r.ok);
+    } catch (e) { /* toast says why */ }
+  });
+  $("trigger").addEventListener("click", async () => {
+    try {
+      const r = await act("/trigger", {});
+      toast(`Part triggered${r.part_id ? ": " + r.part_id : ""}; the next frames decide it`);
     } catch (e) { /* toast says why */ }
   });
   $("collect-on").addEventListener("change", () => setCollection(true));
