@@ -27,7 +27,7 @@ find_python() {
   echo "no Python $want found (looked for python$want and ~/.pyenv/versions/$want.*)" >&2; return 1
 }
 py=$(find_python "${PYTHON:-python3}")
-model="${1:-$(newest .cache/test-models/*/run/model_int8.tflite)}"
+model="${1:-$(newest .cache/test-models/*/convert-*/model_int8.tflite .cache/test-models/*/run/model_int8.tflite)}"
 [ -n "$model" ] && [ -f "$model" ] || { echo "no int8 model found (run the tests first or pass one)"; exit 1; }
 work=$(mktemp -d)
 venv=$work/edge-venv
