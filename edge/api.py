@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,21 +33,19 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from edge import __version__
 from edge.capture import safe_uri
 from edge.config import Config
+from edge.liveness import Heartbeat
 from edge.metrics import Metrics
 from edge.state import (
     EVENTS_MAX,
     CameraState,
+    EventSink,
+    FrameSource,
     LatestFrame,
     LoadedModel,
     ModelSlot,
     RecentEvents,
     ReloadResult,
 )
-
-if TYPE_CHECKING:
-    from edge.capture import Capture
-    from edge.liveness import Heartbeat
-    from edge.mqtt_sink import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +67,8 @@ class ApiState:
     config: Config
     metrics: Metrics
     models: ModelSlot
-    capture: Capture | None = None
-    sink: MqttSink | None = None
+    capture: FrameSource | None = None
+    sink: EventSink | None = None
     events: RecentEvents = field(default_factory=RecentEvents)
     latest: LatestFrame = field(default_factory=LatestFrame)
     reload: Callable[[str | None], ReloadResult] | None = None
@@ -96,16 +94,18 @@ class ApiState:
             state = self.capture.state
             if state != CameraState.OK:
                 reasons.append(f"camera: {state} (source {safe_uri(self.config.source.uri)})")
-            elif getattr(self.capture, "frozen", False):
+            elif self.capture.frozen:
                 reasons.append("camera: picture frozen (identical frames)")
         if self.config.mqtt.enabled:
             if self.sink is None:
                 reasons.append("mqtt: not started")
             elif not self.sink.connected:
-                why = getattr(self.sink, "last_error", None)
+                why = self.sink.last_error
                 reasons.append(
                     f"mqtt: not connected to {self.config.mqtt.host}:{self.config.mqtt.port}" + (f" ({why})" if why else "")
                 )
+            elif (problem := self.sink.not_ready_reason()) is not None:
+                reasons.append(f"mqtt: {problem}")
         return reasons
 
 
@@ -317,11 +317,7 @@ def _config_summary(cfg: Config) -> dict[str, Any]:
 
 def _status(state: ApiState) -> dict[str, Any]:
     m = state.metrics
-    reg = m.registry
-
-    def value(name: str, labels: dict[str, str] | None = None) -> float:
-        return float(reg.get_sample_value(name, labels or {}) or 0.0)
-
+    value = m.value
     model = state.models.get()
     model_info: dict[str, Any] = {"loaded": model is not None}
     if model is not None:
@@ -342,7 +338,7 @@ def _status(state: ApiState) -> dict[str, Any]:
         )
     camera: dict[str, Any] = {"state": "not started"}
     if state.capture is not None:
-        camera = {"state": state.capture.state, "frozen": bool(getattr(state.capture, "frozen", False))}
+        camera = {"state": state.capture.state, "frozen": bool(state.capture.frozen)}
         try:
             camera["stats"] = state.capture.stats()
         except Exception as e:  # stats are informative only; /status must not fail because of them
@@ -352,13 +348,13 @@ def _status(state: ApiState) -> dict[str, Any]:
         mqtt.update(state.sink.status())
     labels = model.classifier.metadata.labels if model is not None else []
     counters = {
-        "frames_processed": value("boxinspect_frames_processed_total"),
-        "frames_captured": value("boxinspect_frames_captured_total"),
-        "decisions": {lbl: value("boxinspect_decisions_total", {"label": lbl}) for lbl in labels},
-        "defects": value("boxinspect_defects_total"),
-        "events_published": value("boxinspect_events_published_total"),
-        "events_failed": value("boxinspect_events_failed_total"),
-        "events_dropped": value("boxinspect_events_dropped_total"),
+        "frames_processed": value(m.frames_processed),
+        "frames_captured": value(m.frames_captured),
+        "decisions": {lbl: value(m.decisions, label=lbl) for lbl in labels},
+        "defects": value(m.defects),
+        "events_published": value(m.events_published),
+        "events_failed": value(m.events_failed),
+        "events_dropped": value(m.events_dropped),
     }
     reasons = state.not_ready_reasons()
     out: dict[str, Any] = {

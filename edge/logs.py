@@ -34,3 +34,4 @@ def setup_logging(level: str | int | None = None, fmt: str = "text") -> None:
     # TensorFlow and friends are chatty; keep their noise out of an operator's log.
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL", "urllib3", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+

@@ -52,6 +52,14 @@ class Metrics:
         self.events_dropped = Counter(
             "boxinspect_events_dropped", "Defect events lost to outbox overflow (see mqtt.outbox_overflow)", registry=r
         )
+        self.mqtt_callback_errors = Counter(
+            "boxinspect_mqtt_callback_errors", "Exceptions caught in MQTT callbacks (the connection lives on)", ["callback"],
+            registry=r,
+        )
+        self.triggers_rejected = Counter(
+            "boxinspect_triggers_rejected", "Trigger messages refused as malformed, by reason (docs/EVENTS.md)", ["reason"],
+            registry=r,
+        )
         self.model_info = Info("boxinspect_model", "The model in use", registry=r)
         self.model_ready = Gauge("boxinspect_model_ready", "1 when the model is loaded and its self-test passed", registry=r)
         self.reloads = Counter("boxinspect_model_reloads", "Model reloads by outcome", ["outcome"], registry=r)
@@ -60,6 +68,16 @@ class Metrics:
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (from /proc; Linux)
         ProcessCollector(registry=r)
         self.set_camera_state(CameraState.DISCONNECTED)
+
+    @staticmethod
+    def value(metric: Counter | Gauge, **labels: str) -> float:
+        """The current value of one of these metrics (of its child with ``labels``), read through the
+        metric object: /status names attributes, not sample names, so a rename cannot silently read 0."""
+        for family in metric.collect():
+            for sample in family.samples:
+                if not sample.name.endswith("_created") and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
 
     def set_camera_state(self, state: CameraState) -> None:
         for s in CameraState:

@@ -368,9 +368,6 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
         counters = s["counters"]
         frames = loop.get("frames")
 
-        def value(name: str, lbls: dict[str, str] | None = None) -> float:
-            return float(state.metrics.registry.get_sample_value(name, lbls or {}) or 0.0)
-
         return {
             "version": s["version"],
             "line": s["line"],
@@ -394,13 +391,13 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
                 "counts": counts,
                 "total": sum(counts.values()),
                 "new_since_model": op.feedback.since(created) if created is not None else None,
-                "answers": {k: int(value("boxinspect_feedback_total", {"kind": k})) for k in KINDS},
+                "answers": {k: int(state.metrics.value(op.feedback.answers, kind=k)) for k in KINDS},
             },
             "collection": {
                 "enabled": op.collector.enabled,
                 "every": op.collector.every,
                 "queued": len(op.collector),
-                "collected": int(value("boxinspect_collected_total")),
+                "collected": int(state.metrics.value(op.collector.collected)),
             },
             "mode": cfg.decision.mode,
             "spc": loop.get("spc"),  # the SPC alarm (edge/spc.py), None when spc.enabled is false
