@@ -9,3 +9,4 @@ try:
     __version__ = version("boxinspect")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
+

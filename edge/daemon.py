@@ -4,10 +4,12 @@ Read it top to bottom, it follows the data:
 
 1. ``main()``: config (exit 2 on a bad key), logging, the model (exit 3 with a one-line reason if it
    cannot be loaded), its self-test (a failure makes the daemon not ready; it keeps running so /readyz
-   can say why), then ``Daemon(...).run()`` (exit 0 after a clean stop, 1 if start-up or the loop failed).
-2. ``Daemon.run()`` starts the parts in order: MQTT sink (outbox on disk), evidence store, camera, the
-   trigger subscription (triggered mode), the HTTP API; then runs the loop. (The decider is built with
-   the daemon, from the model's labels and threshold.)
+   can say why), then ``Daemon.from_config(...)`` builds the parts (MQTT sink with its outbox on disk,
+   evidence store, camera) and ``run()`` runs them (exit 0 after a clean stop, 1 if start-up or the loop
+   failed). ``Daemon`` itself receives its parts, so tests hand in others (tests/test_loop.py).
+2. ``Daemon.run()`` starts the parts in order: MQTT sink, camera, the trigger subscription on the sink's
+   connection (triggered mode), the HTTP API; then runs the loop. (The decider is built with the daemon,
+   from the model's labels and threshold, unless one is given.)
 3. ``Daemon._loop()``: one frame at a time: ``_process(frame)`` crops the ROI, scores it when the decider
    asks for a score, feeds the decider; a finished box goes to ``_on_decision()``: evidence, MQTT
    (defects through the outbox, results optionally), metrics, the recent-events ring, the log.
@@ -22,6 +24,7 @@ anything fails.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -31,29 +34,40 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
 import uvicorn
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edge import ratelimit
+from edge import __version__, ratelimit
 from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, safe_uri
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.evidence import EvidenceStore
+from edge.liveness import Heartbeat, sd_notify
 from edge.logs import setup_logging
 from edge.metrics import Metrics
 from edge.model_package import PackageError, resolve_model_name
+from edge.mqtt import TriggerListener
 from edge.mqtt_sink import MqttSink
 from edge.operator import OperatorState
 from edge.plant import Plant
+from edge.ratelimit import RateLimit
 from edge.roi import crop
 from edge.server import raise_fd_limit, server_config
-from edge.state import Decider, LatestFrame, LoadedModel, ModelSlot, RecentEvents, ReloadResult
+from edge.state import (
+    Decider,
+    EventSink,
+    FrameSource,
+    LatestFrame,
+    LoadedModel,
+    ModelSlot,
+    RecentEvents,
+    ReloadResult,
+)
 from edge.testhooks import slow_model_delay
 
 if TYPE_CHECKING:
@@ -101,7 +115,11 @@ def main(args: argparse.Namespace) -> int:
             "model self-test failed (%s); running, but /readyz reports not ready until a good model is loaded",
             "; ".join(model.self_test_failures),
         )
-    daemon = Daemon(cfg, model, max_frames=getattr(args, "max_frames", None))
+    try:
+        daemon = Daemon.from_config(cfg, model, max_frames=getattr(args, "max_frames", None))
+    except Exception as e:  # bad TLS files, an outbox that cannot be opened, ...: one line, exit 1
+        log.error("start-up failed: %s", " ".join(str(e).split()) or type(e).__name__)
+        return EXIT_FAILED
     if early_stop.is_set():
         daemon.stop_requested.set()
     return daemon.run()
@@ -120,51 +138,54 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     return LoadedModel(clf, tuple(failures))
 
 
-def _version() -> str:
-    from edge import __version__
-
-    return __version__
-
-
-def parse_trigger(payload: bytes | bytearray) -> str | None:
-    """A trigger message -> part id: JSON ``{"part_id": "..."}``, a JSON string, or plain text; None if empty."""
-    text = payload.decode("utf-8", errors="replace").strip()
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:200]
-    if isinstance(data, dict):
-        pid = data.get("part_id")
-        return None if pid is None else str(pid)[:200]
-    if isinstance(data, (str, int, float)):
-        return str(data)[:200]
-    return None
-
-
 class Daemon:
-    """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code."""
+    """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code.
 
-    def __init__(self, cfg: Config, model: LoadedModel, max_frames: int | None = None) -> None:
+    The daemon receives its parts; ``Daemon.from_config`` builds the real ones. Tests hand in others (a
+    capture that replays frames, a sink that records events, a model loader). A part left out is absent:
+    without ``sink`` nothing is published, without ``capture`` ``run()`` fails at start-up.
+
+    - ``capture``: where frames come from (edge/capture.py ``Capture``); started and stopped by ``run()``.
+    - ``sink``: where events go (edge/mqtt_sink.py ``MqttSink``); started and stopped by ``run()``.
+    - ``evidence``: where the frames of a decision are kept (edge/evidence.py).
+    - ``decider``: frames -> decisions (edge/decision.py); by default built from ``decision.*`` and the model.
+    - ``loader``: path -> LoadedModel, for reloads (default: ``load_model`` with ``model.*``).
+    - ``clock``: wall-clock time (``time.time``) for uptime, stats and the end-to-end latency.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: LoadedModel,
+        *,
+        capture: FrameSource | None = None,
+        sink: EventSink | None = None,
+        evidence: EvidenceStore | None = None,
+        decider: Decider | None = None,
+        metrics: Metrics | None = None,
+        loader: Callable[[str | Path], LoadedModel] | None = None,
+        clock: Callable[[], float] = time.time,
+        max_frames: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.max_frames = max_frames
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.models = ModelSlot(model)
         self.events = RecentEvents()
         self.latest = LatestFrame()
-        self.started = time.time()
+        self.clock = clock
+        self.loader = loader or functools.partial(load_model, cfg)
+        self.started = clock()
+        self.heartbeat = Heartbeat(cfg.liveness_timeout_s)  # /healthz and systemd's watchdog watch the loop
         # Flags set by signal handlers and the API; only the main loop acts on them.
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.stop_reason = ""
         self._reload_lock = threading.Lock()
         self._signals_seen = 0
-        # Parts, created in run().
-        self.sink: MqttSink | None = None
-        self.evidence: EvidenceStore | None = None
-        self.capture: Capture | None = None
-        self._trigger_client: mqtt.Client | None = None
+        self.sink = sink
+        self.evidence = evidence
+        self.capture = capture
         self._api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
         self.api_url: str | None = None
@@ -179,17 +200,34 @@ class Daemon:
         self._fps = 0.0
         self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
         self._roi_error: str | None = None
+        self._open_part: str | None = None  # continuous mode: part id of the box passage in view
         self._frame_errors = 0
-        self._frame_error_logged = 0.0
+        self._frame_error_log = RateLimit(60.0)
         self._publish_model_info(model)
-        self.decider: Decider = self._make_decider()
+        self.decider: Decider = decider or self._make_decider()
+        self._model_version = self.models.get_versioned()[1]
         # Deadlines, fail-safe timeouts, reject outputs, OPC UA, Home Assistant, SPC (edge/plant.py). Timeout
         # decisions come from its watchdog thread: _on_decision runs under this lock.
         self._decision_lock = threading.RLock()
         self.plant = Plant(
             cfg, self.metrics, emit=self._on_decision, context=self._decision_context,
-            cancel=self._cancel_part, status=self._plant_status, version=_version(),
+            cancel=self._cancel_part, status=self._plant_status, version=__version__,
         )
+
+    @classmethod
+    def from_config(cls, cfg: Config, model: LoadedModel, *, max_frames: int | None = None) -> Daemon:
+        """The real parts for ``cfg``: the MQTT sink (with its outbox), the evidence store, the camera."""
+        metrics = Metrics()
+        # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
+        client_id = cfg.mqtt.client_id or f"boxinspect-{cfg.line}-{cfg.camera}"
+        sink = MqttSink(cfg.mqtt, cfg.topic_base, metrics, client_id)
+        try:
+            evidence = EvidenceStore(cfg.evidence) if cfg.evidence.enabled else None
+            capture = Capture(cfg.source, metrics)
+        except Exception:
+            sink.stop(0)
+            raise
+        return cls(cfg, model, capture=capture, sink=sink, evidence=evidence, metrics=metrics, max_frames=max_frames)
 
     # ----------------------------------------------------------------------------------------------
     # 2. Run: start the parts, loop, shut down
@@ -205,6 +243,7 @@ class Daemon:
             self._shutdown()
             return EXIT_FAILED
         model = self.models.get()
+        sd_notify(f"READY=1\nSTATUS=inspecting line {cfg.line} camera {cfg.camera}")
         log.info(
             "running: line=%s camera=%s source=%s model=%s mode=%s mqtt=%s",
             cfg.line, cfg.camera, safe_uri(cfg.source.uri), model.classifier.model_id if model else None,
@@ -217,24 +256,22 @@ class Daemon:
             self.stop_reason = "error"
         failed = self.stop_reason.startswith("error")
         (log.error if failed else log.info)("stopping (%s)", self.stop_reason)
+        self.heartbeat.stopped()
+        sd_notify(f"STOPPING=1\nSTATUS=stopping ({self.stop_reason})")
         self._shutdown()  # events left in the outbox are delivered on the next start: still a clean exit
         return EXIT_FAILED if failed else EXIT_OK
 
     def _start_parts(self) -> None:
         cfg = self.cfg
-        # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
-        self.sink = MqttSink(cfg.mqtt, cfg.topic_base, self.metrics, self._client_id())
-        model = self.models.get()
-        if model is not None:
-            self.sink.publish_model(self._model_doc(model))  # retained on <base>/model from the first connect
-        self.sink.start()
+        if self.capture is None:
+            raise RuntimeError("no frame source (capture) was given to the daemon")
+        if self.sink is not None:
+            self.sink.start()  # the model doc was handed to it in __init__: retained from the first connect
         self.plant.start(self.sink)
-        if cfg.evidence.enabled:
-            self.evidence = EvidenceStore(cfg.evidence)
-        self.capture = Capture(cfg.source, self.metrics)
         self.capture.start()
-        if cfg.decision.mode == "triggered" and cfg.mqtt.enabled:
-            self._subscribe_triggers()
+        if cfg.decision.mode == "triggered" and cfg.mqtt.enabled and self.sink is not None:
+            topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
+            self.sink.subscribe(topic, TriggerListener(topic, self.trigger, self.metrics), what="triggers")
         if cfg.api.enabled and cfg.operator.enabled:
             self.operator = OperatorState(cfg, self.metrics)
         self.state = ApiState(
@@ -249,6 +286,7 @@ class Daemon:
             trigger=self.trigger if cfg.decision.mode == "triggered" else None,
             started=self.started,
             counters=self.loop_counters,
+            heartbeat=self.heartbeat,
             operator=self.operator,
         )
         if cfg.api.enabled:
@@ -258,9 +296,7 @@ class Daemon:
         model = self.models.get()
         assert model is not None
         args = (self.cfg.decision, model.labels, self._threshold(model), model.classifier.model_id)
-        decider: Decider = TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
-        self._model_version = self.models.get_versioned()[1]
-        return decider
+        return TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
 
     # ----------------------------------------------------------------------------------------------
     # 3. The loop: frame -> ROI -> score -> decider -> decision
@@ -282,8 +318,10 @@ class Daemon:
                 threading.Thread(target=self.reload, name="reload", daemon=True).start()
             self._follow_model_swap()
 
+            self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != "ok")
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
+                self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision, outbox)")
                 try:
                     self._process(frame)
                 except Exception as e:  # one bad frame must not stop the line's inspection
@@ -332,7 +370,11 @@ class Daemon:
                 log.error("frame %d skipped: %s", frame.index, e)
             return
         score: float | None = None
+        continuous = self.cfg.decision.mode == "continuous"
         if self.decider.needs_score(roi):
+            if continuous and self._open_part is None and self.cfg.decision.presence.method == "foreground":
+                # a box is in view: it is a part from now on (its deadline watch starts before the model runs)
+                self._open_part = self.plant.passage_opened(frame.captured_at)
             model = self.models.get()
             assert model is not None
             t0 = time.perf_counter()
@@ -344,16 +386,23 @@ class Daemon:
                 self._best = (score, frame, roi)
         decision = self.decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
+            if continuous:
+                decision.part_id = decision.part_id or self._open_part
+                self._open_part = None
             self._on_decision(decision)
         elif self._best is not None and not self.decider.box_in_progress:
             self._best = None  # a passage too short to decide: its frames are not evidence of the next box
+        if continuous and decision is None:
+            if self.decider.box_in_progress and self._open_part is None:
+                self._open_part = self.plant.passage_opened(frame.captured_at)
+            elif not self.decider.box_in_progress and self._open_part is not None:
+                self.plant.passage_discarded(self._open_part)  # too short to be a box: never a part
+                self._open_part = None
 
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""
         self._frame_errors += 1
-        now = time.monotonic()
-        if self._frame_error_logged == 0.0 or now - self._frame_error_logged >= 60.0:
-            self._frame_error_logged = now
+        if self._frame_error_log.check()[0]:
             log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
 
     def _on_decision(self, decision: Decision) -> None:
@@ -385,7 +434,10 @@ class Daemon:
                 self.metrics.events_dropped.inc()
                 log.error("DEFECT EVENT NOT STORED in the outbox (%s); the event: %s", e, json.dumps(event))
         if self.sink is not None and cfg.mqtt.publish_results:
-            self.sink.publish_result(event)
+            try:
+                self.sink.publish_result(event)
+            except Exception as e:  # telemetry: never keeps a decision out of the metrics, /events and the log
+                log.warning("result for %s not published: %s", event["event_id"], e)
         m = self.metrics
         m.decisions.labels(label=event["label"]).inc()
         if event["score"] is not None:
@@ -394,7 +446,7 @@ class Daemon:
             m.defects.inc()
             self._defects += 1
             if not timeout and decision.last_frame is not None:
-                m.end_to_end_seconds.observe(max(0.0, time.time() - self._captured_at(decision.last_frame, decision)))
+                m.end_to_end_seconds.observe(max(0.0, self.clock() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
         if self.operator is not None:  # keeps references only: the page encodes on request
@@ -417,9 +469,7 @@ class Daemon:
 
     def _cancel_part(self, part_id: str) -> None:
         """A part timed out: the decider forgets it (triggered mode), no model time is spent on it."""
-        cancel = getattr(self.decider, "cancel", None)
-        if cancel is not None:
-            cancel(part_id)
+        self.decider.cancel(part_id)
 
     def _plant_status(self) -> dict[str, Any]:
         model = self.models.get()
@@ -459,13 +509,13 @@ class Daemon:
         model = self.models.get()
         capture = self.capture
         return {
-            "ts": time.time(),
+            "ts": self.clock(),
             "line": self.cfg.line,
             "camera": self.cfg.camera,
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(self.clock() - self.started, 1),
             **self.loop_counters(),
             "camera_state": str(capture.state) if capture is not None else "not started",
-            "frozen": bool(getattr(capture, "frozen", False)),
+            "frozen": bool(capture is not None and capture.frozen),
             "outbox_depth": self.sink.outbox_depth if self.sink is not None else 0,
             "mqtt_connected": bool(self.sink.connected) if self.sink is not None else False,
             "model_id": model.classifier.model_id if model else None,
@@ -509,7 +559,7 @@ class Daemon:
                     return ReloadResult(False, path[:80], model_id=old_id, reason=str(e))
             log.info("reloading model from %s", target)
             try:
-                new = load_model(self.cfg, target)
+                new = self.loader(target)
             except ModelError as e:
                 self.metrics.reloads.labels(outcome="load_failed").inc()
                 log.error("reload failed, keeping %s: %s", old_id, e)
@@ -574,6 +624,8 @@ class Daemon:
             }
         )
         self.metrics.model_ready.set(1 if model.self_test_passed else 0)
+        for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
+            self.metrics.decisions.labels(label=label)
         if self.sink is not None:
             self.sink.publish_model(self._model_doc(model))
 
@@ -593,55 +645,13 @@ class Daemon:
             self.plant.trigger_refused(part_id, "trigger refused: too many triggers waiting for frames")
         return accepted
 
-    def _subscribe_triggers(self) -> None:
-        """A second paho client subscribed to the trigger topic (MqttSink only publishes)."""
-        cfg = self.cfg
-        m = cfg.mqtt
-        topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
-        v5 = m.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self._client_id() + "-trigger",
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        )
-        client.reconnect_delay_set(int(max(1, m.reconnect_min_s)), int(max(1, m.reconnect_max_s)))
-        if m.username is not None:
-            client.username_pw_set(m.username, m.password.get_secret_value() if m.password is not None else None)
-        if m.tls.enabled:
-            client.tls_set(
-                ca_certs=str(m.tls.ca_certs) if m.tls.ca_certs else None,
-                certfile=str(m.tls.certfile) if m.tls.certfile else None,
-                keyfile=str(m.tls.keyfile) if m.tls.keyfile else None,
-            )
-            if m.tls.insecure:
-                client.tls_insecure_set(True)
-
-        def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-            if not reason.is_failure:
-                c.subscribe(topic, qos=1)  # again after every reconnect: the broker may have lost the session
-                log.info("listening for triggers on %s", topic)
-
-        def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-            if msg.retain:  # a stale retained trigger would announce a phantom part on every reconnect
-                log.warning("ignoring a retained message on the trigger topic %s (publish triggers without retain)", topic)
-                return
-            self.trigger(parse_trigger(msg.payload))
-
-        client.on_connect = on_connect
-        client.on_message = on_message
-        client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
-        client.loop_start()
-        self._trigger_client = client
-
-    def _client_id(self) -> str:
-        return self.cfg.mqtt.client_id or f"boxinspect-{self.cfg.line}-{self.cfg.camera}"
-
     # ----------------------------------------------------------------------------------------------
     # The API server: uvicorn in a thread, on a socket bound here (port 0 -> a free port, logged)
     # ----------------------------------------------------------------------------------------------
 
     def _start_api(self) -> None:
         cfg = self.cfg.api
+        assert self.state is not None, "the API state is built in _start_parts"
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -702,16 +712,18 @@ class Daemon:
                 try:
                     decision = self.decider.flush()
                     if decision is not None:
+                        if decision.mode == "continuous":
+                            decision.part_id = decision.part_id or self._open_part
                         self._on_decision(decision)
+                    elif self._open_part is not None:
+                        self.plant.passage_discarded(self._open_part)
+                    self._open_part = None
                 except Exception:
                     log.exception("flushing the last decision failed")
             try:
                 self.plant.stop()  # parts still waiting get their timeout decisions before the outbox drains
             except Exception:
                 log.exception("stopping the plant integration failed")
-            if self._trigger_client is not None:
-                self._trigger_client.disconnect()
-                self._trigger_client.loop_stop()
             if self.sink is not None:
                 if cfg.mqtt.enabled and self.sink.outbox_depth:
                     # Also while disconnected: the broker may be back before the deadline.

@@ -8,9 +8,12 @@ A part's deadline is ``reject.deadline_ms`` after its trigger (triggered mode) o
   ``reject``, ``pass`` or ``hold``) through the ``emit`` callback, at once, even while the inspection loop
   is stuck in the model. A model decision that arrives after that is superseded: logged and counted,
   never published as a second decision for the part.
-- Continuous mode: the part is the box passage; it is numbered here (``part_id`` = passage sequence number
-  of this daemon run) when its decision arrives, and the deadline runs from the capture time of the passage's
-  last frame. A stalled loop sees no passage end, so continuous mode measures slack but cannot time a part out.
+- Continuous mode: the part is the box passage, numbered here (``part_id`` = passage sequence number of this
+  daemon run) when it opens (``open_passage``). Its deadline runs from the capture time of the passage's last
+  frame (the ROI exit). While it is open, the inspection loop's heartbeat (``heartbeat()``, every loop turn)
+  keeps its provisional deadline ``deadline_ms`` ahead: a loop stuck for longer (a stalled model) cannot see
+  the box leave, and the watchdog times the part out. A passage too short to be a box is forgotten
+  (``forget``): it was never a part.
 
 Every decision gets ``deadline_at``, ``slack_ms`` (deadline minus decision time) and ``late``; the slack
 goes into a histogram and late decisions into a counter.
@@ -62,8 +65,8 @@ class DeadlineMetrics:
 @dataclass
 class Part:
     part_id: str
-    started_at: float  # trigger time (epoch s)
-    deadline_at: float
+    started_at: float  # trigger time or passage start (epoch s)
+    deadline_at: float  # for an open passage: provisional, moved on by the loop's heartbeat
     mode: str
 
 
@@ -167,6 +170,26 @@ class DeadlineTracker:
             self.metrics.pending.set(len(self._order))
         return part
 
+    def open_passage(self, at: float | None = None) -> str:
+        """Continuous mode: a box passage opened. Returns its part id (the passage number)."""
+        with self._lock:
+            self._seq += 1
+            pid = str(self._seq)
+        self.register(pid, at, mode="continuous")
+        return pid
+
+    def forget(self, part_id: str) -> None:
+        """An open passage that ended too short to be a box: not a part, no decision."""
+        self._pop(part_id)
+
+    def heartbeat(self) -> None:
+        """The inspection loop is turning: open passages stay ``deadline_ms`` ahead of now."""
+        now = self.clock()
+        with self._lock:
+            for part in self._order:
+                if part.mode == "continuous":
+                    part.deadline_at = now + self.deadline_s
+
     def refuse(self, part_id: str, reason: str) -> None:
         """A registered part that will never get a model decision (trigger refused): its timeout decision now."""
         part = self._pop(part_id)
@@ -195,7 +218,7 @@ class DeadlineTracker:
         """Stamp a model decision with its deadline, slack and action. False: its part already got a timeout
         decision (the caller must not publish this one). ``exit_at``: continuous mode, when the box left the ROI."""
         now = decision.decided_at
-        if decision.mode == "triggered":
+        if decision.mode == "triggered" or decision.part_id is not None:
             part = self._pop(decision.part_id)
             if part is None:
                 self.superseded += 1
@@ -206,6 +229,9 @@ class DeadlineTracker:
                 )
                 return False
             deadline = part.deadline_at
+            if decision.mode == "continuous":  # the real deadline of a passage: from the ROI exit
+                start = exit_at if exit_at is not None else (decision.captured_at or now)
+                deadline = start + self.deadline_s
         else:
             with self._lock:
                 self._seq += 1
@@ -253,7 +279,9 @@ class DeadlineTracker:
                         due.append(part)
             for part in due:
                 if self._pop(part.part_id, only=part) is part:
-                    self._time_out(part, f"no decision within {self.cfg.deadline_ms:g} ms of the trigger")
+                    why = (f"no decision within {self.cfg.deadline_ms:g} ms of the trigger" if part.mode == "triggered"
+                           else f"the inspection loop stalled for {self.cfg.deadline_ms:g} ms with box passage {part.part_id} open")
+                    self._time_out(part, why)
 
     # -- state ----------------------------------------------------------------------------------
     @property

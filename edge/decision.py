@@ -296,6 +296,10 @@ class ContinuousDecider:
         log.warning("trigger for part %s ignored: decision.mode is 'continuous'", part_id)
         return False
 
+    def cancel(self, part_id: str | None) -> bool:
+        """Continuous mode has no queued parts to forget."""
+        return False
+
     def _foreground(self, roi_bgr: np.ndarray) -> Foreground | None:
         if self.fg is None:
             return None

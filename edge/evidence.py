@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from edge.config import EvidenceConfig
+from edge.ratelimit import RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ class EvidenceStore:
         self.saved = 0  # decisions with evidence written
         self.deleted = 0  # files removed by retention
         self.errors = 0  # failed writes (disk full, unwritable dir, ...)
-        self._last_error_log = 0.0
-        self._suppressed = 0
+        self._error_log = RateLimit(ERROR_LOG_INTERVAL_S)
         self._scan()
         self.enforce()
 
@@ -167,14 +167,10 @@ class EvidenceStore:
 
     def _error(self, msg: str) -> None:
         self.errors += 1
-        now = time.monotonic()
-        if self._last_error_log == 0.0 or now - self._last_error_log >= ERROR_LOG_INTERVAL_S:
-            extra = f" ({self._suppressed} similar error(s) not logged)" if self._suppressed else ""
+        emit, suppressed = self._error_log.check()
+        if emit:
+            extra = f" ({suppressed} similar error(s) not logged)" if suppressed else ""
             log.error("evidence: %s%s; the daemon carries on without this evidence", msg, extra)
-            self._last_error_log = now
-            self._suppressed = 0
-        else:
-            self._suppressed += 1
 
     def _scan(self) -> None:
         """Build the index from what is on disk (once, at start); remove temporaries of a crashed write."""

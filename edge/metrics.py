@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 
 from edge.state import CameraState
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
-
-
-class _ProcessCollector:
-    """Process RSS and CPU seconds via psutil (works where /proc is missing too)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._proc = psutil.Process(os.getpid())
-
-    def collect(self) -> Iterator[Metric]:
-        mem = self._proc.memory_info()
-        cpu = self._proc.cpu_times()
-        g = GaugeMetricFamily("boxinspect_process_rss_bytes", "Resident memory of the daemon")
-        g.add_metric([], mem.rss)
-        yield g
-        c = GaugeMetricFamily("boxinspect_process_cpu_seconds", "User+system CPU seconds used by the daemon")
-        c.add_metric([], cpu.user + cpu.system)
-        yield c
 
 
 class Metrics:
@@ -66,16 +52,32 @@ class Metrics:
         self.events_dropped = Counter(
             "boxinspect_events_dropped", "Defect events lost to outbox overflow (see mqtt.outbox_overflow)", registry=r
         )
+        self.mqtt_callback_errors = Counter(
+            "boxinspect_mqtt_callback_errors", "Exceptions caught in MQTT callbacks (the connection lives on)", ["callback"],
+            registry=r,
+        )
+        self.triggers_rejected = Counter(
+            "boxinspect_triggers_rejected", "Trigger messages refused as malformed, by reason (docs/EVENTS.md)", ["reason"],
+            registry=r,
+        )
         self.model_info = Info("boxinspect_model", "The model in use", registry=r)
         self.model_ready = Gauge("boxinspect_model_ready", "1 when the model is loaded and its self-test passed", registry=r)
         self.reloads = Counter("boxinspect_model_reloads", "Model reloads by outcome", ["outcome"], registry=r)
         self.uptime = Gauge("boxinspect_uptime_seconds", "Seconds since start", registry=r)
         self.uptime.set_function(lambda: time.time() - self.started)
-        try:
-            r.register(_ProcessCollector())
-        except ImportError:  # psutil is an edge dependency; tolerate its absence
-            pass
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (from /proc; Linux)
+        ProcessCollector(registry=r)
         self.set_camera_state(CameraState.DISCONNECTED)
+
+    @staticmethod
+    def value(metric: Counter | Gauge, **labels: str) -> float:
+        """The current value of one of these metrics (of its child with ``labels``), read through the
+        metric object: /status names attributes, not sample names, so a rename cannot silently read 0."""
+        for family in metric.collect():
+            for sample in family.samples:
+                if not sample.name.endswith("_created") and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
 
     def set_camera_state(self, state: CameraState) -> None:
         for s in CameraState:

@@ -27,20 +27,22 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import socket
 import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 
+from edge.mqtt import CallbackGuard, connect_async, make_client, probe_reason
 from edge.outbox import Outbox, OutboxError
+from edge.ratelimit import RateLimit
 from edge.timeutil import iso_utc
 
 if TYPE_CHECKING:
@@ -55,10 +57,6 @@ DEFAULT_MAX_INFLIGHT = 20
 LOG_REPEAT_S = 60.0  # a repeated connection problem is logged again at most this often
 
 
-class MqttSinkError(RuntimeError):
-    """The sink cannot be set up (bad TLS files, ...). The message names the config key."""
-
-
 @dataclass(frozen=True)
 class Topics:
     defect: str
@@ -71,30 +69,6 @@ class Topics:
     def for_base(cls, base: str) -> Topics:
         base = base.rstrip("/")
         return cls(f"{base}/defect", f"{base}/result", f"{base}/status", f"{base}/stats", f"{base}/model")
-
-
-class _Repeats:
-    """Rate limit for log lines that repeat while the broker is away: first one, then one per interval."""
-
-    def __init__(self, interval: float = LOG_REPEAT_S) -> None:
-        self.interval = interval
-        self._key: str | None = None
-        self._last = 0.0
-        self._suppressed = 0
-
-    def check(self, key: str) -> tuple[bool, int]:
-        """(emit?, how many were suppressed since the last emitted one)."""
-        now = time.monotonic()
-        if key != self._key or now - self._last >= self.interval:
-            n, self._suppressed = self._suppressed, 0
-            self._key, self._last = key, now
-            return True, n
-        self._suppressed += 1
-        return False, 0
-
-    def reset(self) -> None:
-        self._key = None
-        self._suppressed = 0
 
 
 # Messages to the sender thread (paho's callbacks and the publishing API put them on its queue).
@@ -129,6 +103,20 @@ class _Stop:
 
 
 SenderMessage = _Stored | _Acked | _Connected | _Disconnected | _Stop
+
+
+@dataclass
+class _SenderState:
+    """What the sender thread alone keeps between rounds."""
+
+    window: int  # at most this many defect events in flight
+    inflight: dict[int, int] = field(default_factory=dict)  # paho mid -> outbox seq
+    last_sent: int = 0  # highest seq handed to paho on this connection
+    connected: bool = False
+    retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
+    acked: list[int] = field(default_factory=list)  # PUBACKed seqs not yet deleted from the outbox
+    disk_log: RateLimit = field(default_factory=lambda: RateLimit(LOG_REPEAT_S))
+    reject_log: RateLimit = field(default_factory=lambda: RateLimit(LOG_REPEAT_S))
 
 
 def _json_default(o: Any) -> Any:
@@ -194,9 +182,13 @@ class MqttSink:
         self._model_payload: bytes | None = None  # retained on <base>/model, re-sent on every connect
         self._sender: threading.Thread | None = None
         # Log lines of a flapping or absent broker: each kind at most once a minute (with a count).
-        self._fail_log = _Repeats()
-        self._down_log = _Repeats()
-        self._up_log = _Repeats()
+        self._fail_log = RateLimit(LOG_REPEAT_S)
+        self._down_log = RateLimit(LOG_REPEAT_S)
+        self._up_log = RateLimit(LOG_REPEAT_S)
+        # Every paho callback runs guarded: an exception is counted and logged, and we subscribe again.
+        self._guard = CallbackGuard(metrics, on_crash=self._recover)
+        self._subscriptions: dict[str, tuple[int, str]] = {}  # topic -> (qos, what)
+        self._pending_subs: dict[int, str] = {}  # SUBSCRIBE mid -> topic, until the SUBACK
         self._connect_failures = 0
         self._disconnected_at: float | None = None
         self.last_error: str | None = None
@@ -210,53 +202,19 @@ class MqttSink:
 
     # -- setup ----------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        cfg = self.cfg
-        v5 = cfg.protocol == "5"
-        kwargs: dict[str, Any] = {} if v5 else {"clean_session": True}
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            **kwargs,
-        )
         # paho's window must be larger than ours (status messages use QoS 1 too), so it never
         # queues one of our defect messages in memory behind our back.
-        client.max_inflight_messages_set(self.max_inflight + 10)
-        client.reconnect_delay_set(cfg.reconnect_min_s, max(cfg.reconnect_min_s, cfg.reconnect_max_s))  # type: ignore[arg-type]
-        if cfg.username is not None:
-            pw = cfg.password.get_secret_value() if cfg.password is not None else None
-            client.username_pw_set(cfg.username, pw)
-        if cfg.tls.enabled:
-            for key in ("ca_certs", "certfile", "keyfile"):
-                p = getattr(cfg.tls, key)
-                if p is not None and not p.is_file():
-                    raise MqttSinkError(f"mqtt.tls.{key}: file not found: {p}")
-            self._ssl_context = self._make_ssl_context()
-            client.tls_set_context(self._ssl_context)
-        client.will_set(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
+        client, self._ssl_context = make_client(
+            self.cfg, self.client_id, max_inflight=self.max_inflight + 10, will=(self.topics.status, STATUS_OFFLINE)
+        )
+        g = self._guard.wrap
+        client.on_connect = g("on_connect", self._on_connect)
+        client.on_connect_fail = g("on_connect_fail", self._on_connect_fail)
+        client.on_disconnect = g("on_disconnect", self._on_disconnect)
+        client.on_publish = g("on_publish", self._on_publish)
+        client.on_subscribe = g("on_subscribe", self._on_subscribe)
+        client.on_message = g("on_message", self._on_unexpected_message)
         return client
-
-    def _make_ssl_context(self) -> ssl.SSLContext:
-        """Our own context (kept for _probe_reason): system CAs unless ca_certs, TLS >= 1.2."""
-        tls = self.cfg.tls
-        try:
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_certs) if tls.ca_certs else None)
-        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-            raise MqttSinkError(f"mqtt.tls.ca_certs: cannot load {tls.ca_certs}: {e}") from None
-        if tls.certfile is not None:
-            try:
-                ctx.load_cert_chain(str(tls.certfile), str(tls.keyfile) if tls.keyfile else None)
-            except (OSError, ValueError) as e:
-                raise MqttSinkError(f"mqtt.tls.certfile/keyfile: cannot load {tls.certfile}: {e}") from None
-        elif tls.keyfile is not None:
-            raise MqttSinkError("mqtt.tls.keyfile is set but mqtt.tls.certfile is not")
-        if tls.insecure:
-            ctx.check_hostname = False  # still verifies the chain, not the name
-        return ctx
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -269,9 +227,7 @@ class MqttSink:
         if not self.cfg.enabled:
             log.info("MQTT disabled (mqtt.enabled: false): defect events stay in the outbox %s", self.outbox.path)
             return
-        kwargs: dict[str, Any] = {"clean_start": True} if self.cfg.protocol == "5" else {}
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, **kwargs)
-        self._client.loop_start()
+        connect_async(self._client, self.cfg)
         log.info(
             "MQTT: connecting to %s as %s (MQTT %s%s%s); outbox %s holds %d event(s)",
             self.broker, self.client_id, self.cfg.protocol, ", TLS" if self.cfg.tls.enabled else "",
@@ -414,6 +370,8 @@ class MqttSink:
             "published": self.published,
             "failed": self.failed,
             "connect_failures": self._connect_failures,
+            "callback_errors": self._guard.errors,
+            "last_callback_error": self._guard.last_error,
             "last_error": self.last_error,
         }
 
@@ -450,6 +408,7 @@ class MqttSink:
         receive_max = getattr(properties, "ReceiveMaximum", None)
         window = min(self.max_inflight, int(receive_max)) if receive_max else self.max_inflight
         self._events.put(_Connected(window))
+        self._subscribe_all(client)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._connect_failures += 1
@@ -457,27 +416,13 @@ class MqttSink:
             self._disconnected_at = time.monotonic()
         emit, n = self._fail_log.check("connect_fail")
         if emit:
-            reason = self._probe_reason()
+            reason = probe_reason(self.cfg.host, self.cfg.port, self._ssl_context)
             self.last_error = f"cannot connect: {reason}"
             log.warning(
                 "MQTT: cannot connect to %s: %s; retrying every %g-%gs, %d defect event(s) kept in the outbox%s",
                 self.broker, reason, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self.outbox.depth(),
                 f" ({n} more failed attempts)" if n else "",
             )
-
-    def _probe_reason(self) -> str:
-        """paho swallows the OSError of a failed connect; one short attempt of our own recovers the reason."""
-        try:
-            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=2.0) as sock:
-                if self._ssl_context is None:
-                    return "TCP connect works now, the MQTT handshake failed"
-                try:
-                    with self._ssl_context.wrap_socket(sock, server_hostname=self.cfg.host):
-                        return "TCP and TLS work now, the MQTT handshake failed"
-                except (OSError, ValueError) as e:  # ssl.SSLError, ssl.CertificateError
-                    return f"TLS handshake failed: {getattr(e, 'verify_message', None) or e}"
-        except OSError as e:
-            return e.strerror or str(e) or type(e).__name__
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was_connected = self._connected.is_set()
@@ -500,6 +445,58 @@ class MqttSink:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         self._events.put(_Acked(mid, reason_code))
 
+    # -- subscriptions (e.g. triggers): on the same connection, renewed on every connect ----------
+    def subscribe(
+        self, topic: str, handler: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None], what: str = "messages", qos: int = 1
+    ) -> None:
+        """Deliver messages on ``topic`` to ``handler`` (guarded: an exception is caught, counted and logged,
+        and the subscriptions are renewed). ``what`` names them in the log once the broker confirmed the
+        subscription ("listening for <what> on <topic>"). Call before or after ``start()``."""
+        self._subscriptions[topic] = (qos, what)
+        self._client.message_callback_add(topic, self._guard.wrap(f"on_message:{topic}", handler))
+        if self.connected:
+            self._subscribe_all(self._client)
+
+    def _subscribe_all(self, client: mqtt.Client) -> None:
+        for topic, (qos, _) in list(self._subscriptions.items()):
+            rc, mid = client.subscribe(topic, qos=qos)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._pending_subs[mid] = topic
+            else:
+                log.warning("MQTT: subscribing to %s failed: %s; again on the next connect", topic, mqtt.error_string(rc))
+
+    def _recover(self, callback: str) -> None:
+        """After a callback crashed (CallbackGuard): finish what a crashed on_connect skipped, and renew every
+        subscription (the broker keeps them on a live connection, but a crash may have come before them)."""
+        client = self._client
+        if not client.is_connected():
+            return  # the next on_connect does it all
+        if callback == "on_connect" and not self._connected.is_set():
+            self._connected.set()
+            if self.metrics is not None:
+                self.metrics.mqtt_connected.set(1)
+            client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
+            self._events.put(_Connected(self.max_inflight))
+        self._subscribe_all(client)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        topic = self._pending_subs.pop(mid, None)
+        if topic is None:
+            return
+        failed = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if failed:
+            self.last_error = f"broker refused the subscription to {topic}: {failed[0]}"
+            log.error("MQTT: broker refused the subscription to %s: %s (check its ACL)", topic, failed[0])
+        else:
+            log.info("listening for %s on %s", self._subscriptions.get(topic, (0, "messages"))[1], topic)
+
+    def _on_unexpected_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        log.debug("MQTT: message on %s matches no subscription; ignored", msg.topic)
+
+    def not_ready_reason(self) -> str | None:
+        """Why the connection is not healthy although it may be connected (a callback crashed lately)."""
+        return self._guard.not_ready_reason()
+
     # -- sender thread --------------------------------------------------------------------------
     def _send_loop(self) -> None:
         try:
@@ -509,106 +506,116 @@ class MqttSink:
             self.last_error = "sender thread died (see log)"
 
     def _send_loop_inner(self) -> None:
-        inflight: dict[int, int] = {}  # paho mid -> outbox seq
-        last_sent = 0  # highest seq handed to paho on this connection
-        connected = False
-        window = self.max_inflight
-        retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
-        acked: list[int] = []  # PUBACKed seqs not yet deleted from the outbox (kept if the delete fails)
-        disk_log = _Repeats()
-        reject_log = _Repeats()
+        st = _SenderState(window=self.max_inflight)
         while True:
-            try:
-                batch = [self._events.get(timeout=0.5)]
-            except queue.Empty:
-                batch = []
-            while True:
-                try:
-                    batch.append(self._events.get_nowait())
-                except queue.Empty:
-                    break
-            stop = False
-            for ev in batch:
-                if isinstance(ev, _Acked):
-                    seq = inflight.pop(ev.mid, None)
-                    if seq is None:
-                        continue  # a status/result/stats message, or from an older connection
-                    rc = ev.reason_code
-                    if getattr(rc, "is_failure", False):
-                        self.failed += 1
-                        if self.metrics is not None:
-                            self.metrics.events_failed.inc()
-                        self.last_error = f"broker rejected defect event seq {seq}: {rc}"
-                        emit, n = reject_log.check(str(rc))
-                        if emit:
-                            log.warning(
-                                "MQTT: broker rejected defect event seq %d: %s (check the broker's ACL for %s); "
-                                "kept in the outbox, retried every %gs%s",
-                                seq, rc, self.topics.defect, self.cfg.reconnect_max_s,
-                                f" ({n} more rejections)" if n else "",
-                            )
-                        if retry_at is None:
-                            retry_at = time.monotonic() + self.cfg.reconnect_max_s
-                    else:
-                        acked.append(seq)
-                elif isinstance(ev, _Connected):
-                    connected, last_sent, retry_at, window = True, 0, None, ev.window
-                    inflight.clear()
-                elif isinstance(ev, _Disconnected):
-                    if inflight:
-                        self.failed += len(inflight)
-                        if self.metrics is not None:
-                            self.metrics.events_failed.inc(len(inflight))
-                    connected, last_sent = False, 0
-                    inflight.clear()
-                elif isinstance(ev, _Stop):
-                    stop = True
-            if acked:
-                try:
-                    self.outbox.ack_many(acked)
-                except OutboxError as e:  # keep the seqs and try again; worst case a duplicate later
-                    if disk_log.check("ack")[0]:
-                        log.error("MQTT: %s; will retry", e)
-                else:
-                    self.published += len(acked)
-                    if self.metrics is not None:
-                        self.metrics.events_published.inc(len(acked))
-                    acked = []
-                    with self._drained:
-                        self._drained.notify_all()
-            self._inflight_n = len(inflight)
+            stop = self._apply_messages(st, self._next_batch())
+            self._delete_acked(st)
+            self._inflight_n = len(st.inflight)
             if stop:
                 with self._drained:
                     self._drained.notify_all()
                 return
-            if retry_at is not None and time.monotonic() >= retry_at:
-                last_sent, retry_at = 0, None
-            if not connected or not self._client.is_connected() or self._stopping:
-                continue
-            room = window - len(inflight)
-            if room <= 0:
-                continue
-            busy = set(inflight.values()) | set(acked)
+            self._send_pending(st)
+            self._inflight_n = len(st.inflight)
+
+    def _next_batch(self) -> list[SenderMessage]:
+        """Whatever is queued, after waiting at most half a second for the first message."""
+        try:
+            batch = [self._events.get(timeout=0.5)]
+        except queue.Empty:
+            batch = []
+        while True:
             try:
-                rows = self.outbox.pending(after_seq=last_sent, limit=room + len(busy))
-            except OutboxError as e:
-                if disk_log.check("read")[0]:
-                    log.error("MQTT: %s; will retry", e)
+                batch.append(self._events.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def _apply_messages(self, st: _SenderState, batch: list[SenderMessage]) -> bool:
+        """Phase 1: PUBACKs, (dis)connects and stop update the sender's state. True on stop."""
+        stop = False
+        for ev in batch:
+            if isinstance(ev, _Acked):
+                seq = st.inflight.pop(ev.mid, None)
+                if seq is None:
+                    continue  # a status/result/stats message, or from an older connection
+                if getattr(ev.reason_code, "is_failure", False):
+                    self._rejected(st, seq, ev.reason_code)
+                else:
+                    st.acked.append(seq)
+            elif isinstance(ev, _Connected):
+                st.connected, st.last_sent, st.retry_at, st.window = True, 0, None, ev.window
+                st.inflight.clear()
+            elif isinstance(ev, _Disconnected):
+                if st.inflight:
+                    self._count_failed(len(st.inflight))
+                st.connected, st.last_sent = False, 0
+                st.inflight.clear()
+            elif isinstance(ev, _Stop):
+                stop = True
+        return stop
+
+    def _rejected(self, st: _SenderState, seq: int, rc: Any) -> None:
+        self._count_failed(1)
+        self.last_error = f"broker rejected defect event seq {seq}: {rc}"
+        emit, n = st.reject_log.check(str(rc))
+        if emit:
+            log.warning(
+                "MQTT: broker rejected defect event seq %d: %s (check the broker's ACL for %s); "
+                "kept in the outbox, retried every %gs%s",
+                seq, rc, self.topics.defect, self.cfg.reconnect_max_s, f" ({n} more rejections)" if n else "",
+            )
+        if st.retry_at is None:
+            st.retry_at = time.monotonic() + self.cfg.reconnect_max_s
+
+    def _count_failed(self, n: int) -> None:
+        self.failed += n
+        if self.metrics is not None:
+            self.metrics.events_failed.inc(n)
+
+    def _delete_acked(self, st: _SenderState) -> None:
+        """Phase 2: acknowledged events leave the outbox (kept for the next round if the delete fails)."""
+        if not st.acked:
+            return
+        try:
+            self.outbox.ack_many(st.acked)
+        except OutboxError as e:  # keep the seqs and try again; worst case a duplicate later
+            if st.disk_log.check("ack")[0]:
+                log.error("MQTT: %s; will retry", e)
+            return
+        self.published += len(st.acked)
+        if self.metrics is not None:
+            self.metrics.events_published.inc(len(st.acked))
+        st.acked = []
+        with self._drained:
+            self._drained.notify_all()
+
+    def _send_pending(self, st: _SenderState) -> None:
+        """Phase 3: while connected, hand the next stored events to paho in seq order, within the window."""
+        if st.retry_at is not None and time.monotonic() >= st.retry_at:
+            st.last_sent, st.retry_at = 0, None
+        if not st.connected or not self._client.is_connected() or self._stopping:
+            return
+        room = st.window - len(st.inflight)
+        if room <= 0:
+            return
+        busy = set(st.inflight.values()) | set(st.acked)
+        try:
+            rows = self.outbox.pending(after_seq=st.last_sent, limit=room + len(busy))
+        except OutboxError as e:
+            if st.disk_log.check("read")[0]:
+                log.error("MQTT: %s; will retry", e)
+            return
+        for row in rows:
+            if row.seq in busy:
                 continue
-            for row in rows:
-                if row.seq in busy:
-                    continue
-                if len(inflight) >= window:
-                    break
-                info = self._client.publish(row.topic, _stamp(row.payload, row.seq), qos=1)
-                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    # Lost the connection between the check and the call; paho's copy is dropped on
-                    # the next connect and the row is sent again from the outbox.
-                    self.failed += 1
-                    if self.metrics is not None:
-                        self.metrics.events_failed.inc()
-                    log.debug("MQTT: publish of seq %d failed: %s", row.seq, mqtt.error_string(info.rc))
-                    break
-                inflight[info.mid] = row.seq
-                last_sent = row.seq
-            self._inflight_n = len(inflight)
+            if len(st.inflight) >= st.window:
+                break
+            info = self._client.publish(row.topic, _stamp(row.payload, row.seq), qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                # Lost the connection between the check and the call; paho's copy is dropped on
+                # the next connect and the row is sent again from the outbox.
+                self._count_failed(1)
+                log.debug("MQTT: publish of seq %d failed: %s", row.seq, mqtt.error_string(info.rc))
+                break
+            st.inflight[info.mid] = row.seq
+            st.last_sent = row.seq

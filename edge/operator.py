@@ -368,9 +368,6 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
         counters = s["counters"]
         frames = loop.get("frames")
 
-        def value(name: str, lbls: dict[str, str] | None = None) -> float:
-            return float(state.metrics.registry.get_sample_value(name, lbls or {}) or 0.0)
-
         return {
             "version": s["version"],
             "line": s["line"],
@@ -394,13 +391,13 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
                 "counts": counts,
                 "total": sum(counts.values()),
                 "new_since_model": op.feedback.since(created) if created is not None else None,
-                "answers": {k: int(value("boxinspect_feedback_total", {"kind": k})) for k in KINDS},
+                "answers": {k: int(state.metrics.value(op.feedback.answers, kind=k)) for k in KINDS},
             },
             "collection": {
                 "enabled": op.collector.enabled,
                 "every": op.collector.every,
                 "queued": len(op.collector),
-                "collected": int(value("boxinspect_collected_total")),
+                "collected": int(state.metrics.value(op.collector.collected)),
             },
             "mode": cfg.decision.mode,
             "spc": loop.get("spc"),  # the SPC alarm (edge/spc.py), None when spc.enabled is false
@@ -515,8 +512,6 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
             kept.seen = _jpeg(seen)
         return record
 
-    upload_limit = cfg.api.max_upload_bytes + 64 * 1024
-
     @r.post(
         "/ui/check",
         summary="Manual check of an uploaded image: verdict, score, threshold; what the model saw at /ui/checks/{id}/seen.jpg",
@@ -524,8 +519,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
                    415: {"description": "not a decodable image"}, 422: {"description": "empty or missing file"},
                    503: {"description": "no model loaded, or too many decodes at once"}},
         dependencies=auth,
-        max_body_size=upload_limit,
-    )
+    )  # body size: edge.api.BodyLimit covers /ui/check too (no FastAPI max_body_size: 0.164+, Python 3.11+)
     def check_upload(file: UploadFile = File(..., description="a JPEG, PNG, BMP or WebP image")) -> dict[str, Any]:
         from edge.api import DECODE_WAIT_S, decode_upload
 

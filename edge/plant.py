@@ -35,8 +35,8 @@ from edge.spc import AlarmState, SpcMonitor
 if TYPE_CHECKING:
     from edge.config import Config
     from edge.metrics import Metrics
-    from edge.mqtt_sink import MqttSink
     from edge.opcua_server import OpcuaServer
+    from edge.state import EventSink
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Plant:
         self.tracker = DeadlineTracker(cfg.reject, emit, context, cancel, registry=metrics.registry)
         self.spc = SpcMonitor(cfg.spc, registry=metrics.registry) if cfg.spc.enabled else None
         self.registry = metrics.registry
-        self.sink: MqttSink | None = None
+        self.sink: EventSink | None = None
         self.reject: RejectOutput | None = None
         self.opcua: OpcuaServer | None = None
         self._announced = False
@@ -72,7 +72,7 @@ class Plant:
         self.alarm_topic = f"{cfg.topic_base}/alarm"
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, sink: MqttSink | None) -> None:
+    def start(self, sink: EventSink | None) -> None:
         cfg = self.cfg
         self.sink = sink
         publish = sink.publish if (sink is not None and cfg.mqtt.enabled) else None
@@ -104,6 +104,12 @@ class Plant:
         self.tracker.register(pid, at)
         return pid
 
+    def passage_opened(self, at: float) -> str:
+        return self.tracker.open_passage(at)
+
+    def passage_discarded(self, part_id: str) -> None:
+        self.tracker.forget(part_id)
+
     def trigger_refused(self, part_id: str, reason: str) -> None:
         self.tracker.refuse(part_id, reason)
 
@@ -133,6 +139,7 @@ class Plant:
 
     # -- periodic -------------------------------------------------------------------------------
     def tick(self, force: bool = False) -> None:
+        self.tracker.heartbeat()
         sink = self.sink
         connected = bool(sink is not None and self.cfg.mqtt.enabled and sink.connected)
         if connected and not self._announced:

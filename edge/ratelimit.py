@@ -1,9 +1,13 @@
-"""Rate-limited logging for every log line a network client can cause.
+"""Rate-limited logging: one rule, two ways to use it.
 
-A client that floods the API (bad requests, refused triggers, connections over the cap) must not be able
-to fill the disk with log lines. ``RateLimitFilter`` lets the first record of each kind through, then at
-most one per ``interval`` seconds, and says how many were suppressed in between. A "kind" is the logger
-name plus the unformatted message template, so different problems never hide each other.
+``RateLimit`` is the rule: the first line of a kind is logged, then at most one per ``interval`` seconds,
+and that one says how many were held back. Code that knows its repeating lines asks it directly
+(a flapping broker, a failing frame, a full evidence disk, rejected trigger payloads, crashed MQTT callbacks).
+
+``RateLimitFilter`` applies it to whole loggers, for every log line a network client can cause: a client
+that floods the API (bad requests, refused triggers, connections over the cap) must not be able to fill
+the disk with log lines. A "kind" is the logger name plus the unformatted message template, so different
+problems never hide each other.
 """
 
 from __future__ import annotations
@@ -20,6 +24,32 @@ MAX_KINDS = 256  # bound on remembered kinds (templates are few; this only guard
 CLIENT_FACING_LOGGERS = ("uvicorn", "uvicorn.error", "asyncio", "edge.api", "edge.server", "edge.triggers")
 
 
+class RateLimit:
+    """For log lines a client, a flapping broker or a bad frame can repeat: the first of a kind is logged,
+    then at most one per ``interval`` seconds, and that one says how many were held back.
+
+    ``check(key)`` -> (log it?, how many were suppressed since the last one logged). A new ``key`` (another
+    kind of problem) is always logged.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._key: str | None = None
+        self._last = 0.0
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def check(self, key: str = "") -> tuple[bool, int]:
+        now = time.monotonic()
+        with self._lock:
+            if key != self._key or now - self._last >= self.interval:
+                n, self._suppressed = self._suppressed, 0
+                self._key, self._last = key, now
+                return True, n
+            self._suppressed += 1
+            return False, 0
+
+
 class RateLimitFilter(logging.Filter):
     """First record of a kind passes; then one per ``interval`` with a suppressed-count suffix."""
 
@@ -28,23 +58,21 @@ class RateLimitFilter(logging.Filter):
         self.interval = interval
         self.prefixes = prefixes  # only messages starting with one of these are limited; () = all
         self._lock = threading.Lock()
-        self._last: dict[tuple[str, str], float] = {}
-        self._suppressed: dict[tuple[str, str], int] = {}
+        self._kinds: dict[tuple[str, str], RateLimit] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(record.msg))
         if self.prefixes and not key[1].startswith(self.prefixes):
             return True
-        now = time.monotonic()
         with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.interval:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return False
-            if len(self._last) >= MAX_KINDS and key not in self._last:
-                self._last.clear()
-            self._last[key] = now
-            n = self._suppressed.pop(key, 0)
+            limit = self._kinds.get(key)
+            if limit is None:
+                if len(self._kinds) >= MAX_KINDS:
+                    self._kinds.clear()
+                limit = self._kinds[key] = RateLimit(self.interval)
+        emit, n = limit.check()
+        if not emit:
+            return False
         if n:
             record.msg = f"{record.msg} ({n} similar line(s) suppressed in the last {self.interval:g} s)"
         return True

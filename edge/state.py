@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -178,4 +179,77 @@ class Decider(Protocol):
         """Announce a part (triggered mode). False if refused."""
         ...
 
+    def cancel(self, part_id: str | None) -> bool:
+        """Forget a part that already got a timeout decision (triggered mode). False if there was none."""
+        ...
+
     def stats(self) -> dict[str, Any]: ...
+
+
+class FrameSource(Protocol):
+    """Where the loop gets frames (edge/capture.py ``Capture``; tests replay frames)."""
+
+    kind: str  # usb, rtsp, file, folder (or what a test source calls itself)
+    truncated: str | None  # a file that ended early: "truncated at frame N of M"
+
+    @property
+    def state(self) -> CameraState: ...
+
+    @property
+    def finished(self) -> bool:
+        """A finite source ended and every frame was handed out."""
+        ...
+
+    @property
+    def delivered_any(self) -> bool:
+        """At least one frame came from the source."""
+        ...
+
+    frozen: bool
+
+    def start(self) -> Any: ...
+
+    def stop(self, timeout: float | None = None) -> None: ...
+
+    def read(self, timeout: float = 1.0) -> Frame | None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class EventSink(Protocol):
+    """Where decisions go (edge/mqtt_sink.py ``MqttSink``; tests record them). ``publish_defect`` must keep
+    the event durably or raise: the daemon never drops a defect silently."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def outbox_depth(self) -> int: ...
+
+    last_error: str | None
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+    def publish_defect(self, event: dict[str, Any]) -> int | None: ...
+
+    def publish_result(self, event: dict[str, Any]) -> bool: ...
+
+    def publish_stats(self, stats: dict[str, Any]) -> bool: ...
+
+    def publish_model(self, info: dict[str, Any]) -> bool:
+        """The model in use, retained (sent now if connected and again on every connect)."""
+        ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Anything else (reject commands, alarms, discovery): sent only while connected, never stored."""
+        ...
+
+    def subscribe(self, topic: str, handler: Callable[..., None], what: str = "messages", qos: int = 1) -> None: ...
+
+    def wait_drained(self, timeout: float) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def not_ready_reason(self) -> str | None: ...

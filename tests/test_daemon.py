@@ -412,14 +412,3 @@ def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, br
         pub.loop_stop()
         pub.disconnect()
         d.stop()
-
-
-@pytest.mark.parametrize(
-    "payload,part",
-    [(b'{"part_id": "A-1"}', "A-1"), (b"A-2", "A-2"), (b' "A-3" ', "A-3"), (b"17", "17"), (b"", None),
-     (b'{"other": 1}', None), (b"[1, 2]", None)],
-)
-def test_trigger_payloads(payload, part):
-    from edge.daemon import parse_trigger
-
-    assert parse_trigger(payload) == part

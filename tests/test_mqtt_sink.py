@@ -22,7 +22,8 @@ from pydantic import SecretStr
 
 from edge.config import MqttConfig, TlsConfig
 from edge.metrics import Metrics
-from edge.mqtt_sink import MqttSink, MqttSinkError
+from edge.mqtt import MqttSetupError as MqttSinkError
+from edge.mqtt_sink import MqttSink
 from edge.outbox import Outbox
 from edge.timeutil import iso_utc
 from tests.broker import Broker

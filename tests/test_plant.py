@@ -147,6 +147,32 @@ def test_continuous_parts_are_numbered_and_timed_from_the_roi_exit() -> None:
     assert (d2.part_id, d2.late, round(d2.slack_ms)) == ("2", True, -500)
 
 
+def test_open_passage_times_out_only_when_the_loop_stalls() -> None:
+    tr, emitted, _, clock, m = make_tracker(deadline_ms=1000)
+    tr.start()
+    try:
+        pid = tr.open_passage(clock.t)
+        assert pid == "1"
+        for _ in range(5):  # the loop turns: 5 s with the box in view, no timeout
+            clock.t += 0.5
+            tr.heartbeat()
+            time.sleep(0.03)
+        assert not emitted
+        d = model_decision("1", clock.t, mode="continuous")
+        assert tr.resolve(d, exit_at=clock.t - 0.2) and (d.late, round(d.slack_ms)) == (False, 800)
+        pid = tr.open_passage(clock.t)
+        tr.forget(pid)  # too short to be a box: never a part
+        pid = tr.open_passage(clock.t)
+        clock.t += 1.5  # no heartbeat: the loop is stuck
+        wait_for(lambda: emitted, 10, "the timeout of the open passage", interval=0.01)
+    finally:
+        tr.stop()
+    (t,) = emitted
+    assert (t.part_id, t.mode, t.kind) == ("3", "continuous", "timeout") and "stalled" in (t.reason or "")
+    assert not tr.resolve(model_decision("3", clock.t, mode="continuous"), exit_at=clock.t)  # superseded
+    assert metric(m, "boxinspect_decisions_superseded_total") == 1
+
+
 # ------------------------------------------------------------------------------------------------ reject outputs
 
 

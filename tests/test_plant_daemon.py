@@ -331,3 +331,33 @@ def test_spc_alarm_set_and_cleared_on_a_video_run(tmp_path, int8_model, synth_vi
     # leave the shared broker clean
     sub.client.publish(f"{base}/alarm", b"", qos=1, retain=True).wait_for_publish(5)
     sub.close()
+
+
+@SLOW
+def test_continuous_mode_stall_times_out_the_box_in_view(tmp_path, int8_model, synth_video, mosquitto):
+    """Continuous mode: the model stalls (4 s per score, deadline 1 s) while a box is in view; the box gets its
+    timeout decision, the later boxes their model decisions, every passage number exactly once."""
+    cfg = plant_cfg(tmp_path, int8_model, synth_video, mosquitto, reject={"deadline_ms": 1000, "on_timeout": "reject"})
+    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/result")
+    d = StalledDaemon(tmp_path, cfg)
+    d.stall(4)
+    d.start()
+    try:
+        d.wait_api()
+        first = wait_for(lambda: sub.json("/result"), 90, "the first decision", d=d)[0]
+        d.stall(None)
+        wait_for(lambda: sum(e["kind"] == "model" for e in sub.json("/result")) >= 2, 90, "two model decisions after", d=d)
+        assert d.metric("boxinspect_timeouts_total", action="reject") >= 1
+        d.send(signal.SIGTERM)
+        assert d.wait(40) == 0, d.log()
+    finally:
+        d.stop()
+    assert (first["part_id"], first["kind"], first["action"], first["mode"]) == ("1", "timeout", "reject", "continuous")
+    assert "stalled for 1000 ms with box passage 1 open" in first["reason"]
+    events = sub.json("/result")
+    for e in events:
+        VALIDATOR.validate(e)
+    ids = [e["part_id"] for e in events]
+    assert len(ids) == len(set(ids)), ids  # one decision per part
+    assert all(e["kind"] == "model" and e["late"] is False for e in events[1:] if int(e["part_id"]) > 2)
