@@ -91,7 +91,7 @@ def run_demo(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data_dir=data, out_dir=run, img_size=args.img_size, alpha=0.35, weights=weights,
         epochs=args.epochs, learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.lr / 10, seed=args.seed,
+        fine_tune_learning_rate=args.lr / 10, seed=args.seed, recipe="finetune",
     )
     try:
         train(cfg)

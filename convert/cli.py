@@ -27,6 +27,15 @@ def _convert(args: argparse.Namespace) -> int:
         )
     except GateError as e:
         print(f"REJECTED: {e}")
+        if args.format == "int8":
+            print(
+                "int8 cannot ship for this model: the gate judges it at the operating threshold that would ship "
+                "and it changes too many decisions there. Use fp16 instead: "
+                f"`boxinspect convert {run_dir} --format fp16` (float16 weights, float32 arithmetic: the same "
+                "decisions as Keras in docs/RESULTS.md, half the size of float32, as fast as float32 on CPUs "
+                "without int8 acceleration). `--recalibrate-threshold` re-chooses the int8 model's own "
+                "threshold for the same recall target, if int8 speed is needed (measure it with boxinspect bench)."
+            )
         return 1
     except ConvertError as e:
         print(f"error: {e}")

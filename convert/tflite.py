@@ -486,7 +486,9 @@ def convert_run(
     if recalibrate_threshold and (run.target_recall is None or not by_split.get("val")):
         raise ConvertError(
             "--recalibrate-threshold needs metrics.json with threshold_selection.target_recall (from "
-            "`boxinspect evaluate`) and validation items in split.json"
+            "`boxinspect evaluate`) and validation items in split.json; a run of the linear recipe chose its "
+            "threshold on out-of-fold scores (its head was fitted on val), so it cannot be re-chosen on val: "
+            "use --format fp16 if int8 is rejected"
         )
     ev = _eval_images(by_split, h, w, gate)
 

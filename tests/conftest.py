@@ -27,7 +27,7 @@ TINY_SIZE = 128  # input size of the test model
 TINY_PER_CLASS = 250
 # The training run of the session model (part of its cache key).
 TINY_TRAINING = dict(img_size=TINY_SIZE, alpha=0.35, epochs=10, learning_rate=1e-3, fine_tune_epochs=6,
-                     fine_tune_learning_rate=1e-4, seed=0)
+                     fine_tune_learning_rate=1e-4, seed=0, recipe="finetune")
 TRAINED = {"tiny_run", "int8_model", "float_model", "synth_data"}  # fixtures that make a test slow
 FIXTURE_MODEL = REPO / "tests" / "fixtures" / "tiny_int8.tflite"
 PARCEL_DIR = REPO.parent / "shared" / "data" / "parcel-damage"

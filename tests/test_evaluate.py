@@ -110,12 +110,18 @@ def test_evaluate_writes_metrics_and_a_self_contained_report(tiny_run, tmp_path)
         assert cm["tn"] + cm["fp"] + cm["fn"] + cm["tp"] == doc["n"]
     assert doc["roc_auc"] is not None and 0 <= doc["roc_auc"] <= 1
     report = run / "report"
-    for name in ("roc.png", "pr.png", "confusion_matrix.png", "curves.png", "scores.png"):
+    for name in ("roc.png", "pr.png", "confusion_matrix.png", "curves.png", "scores.png", "tradeoff.png"):
         assert (report / name).stat().st_size > 5000, name
     page = (report / "report.html").read_text()
     srcs = re.findall(r'src="([^"]*)"', page)
-    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "macro avg" in page and "ROC AUC" in page
+    # the operating point in the line's terms, with its interval
+    op = doc["operating_point"]["test"]
+    assert op["false_rejects"] + op["missed"] == doc["at_threshold"]["confusion_matrix"]["fp"] + \
+        doc["at_threshold"]["confusion_matrix"]["fn"]
+    assert op["rejected_per_1000_good_ci95"][0] <= op["rejected_per_1000_good"] <= op["rejected_per_1000_good_ci95"][1]
+    assert "of 1,000 good boxes are rejected" in page and "of 100 defects are missed" in page
     rows = (report / "scores_test.csv").read_text().splitlines()
     assert rows[0] == "path,label,score,predicted_defect" and len(rows) == doc["n"] + 1
     assert doc["ci95"]["roc_auc"][0] <= doc["roc_auc"] <= doc["ci95"]["roc_auc"][1]

@@ -69,7 +69,8 @@ def test_registration_and_package_import_do_not_import_tensorflow():
 def test_help_teaches_the_defaults():
     out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "train", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for text in ("--img-size", "default 160", "1e-4", "--balance", "--split-manifest", "~/.keras/models/"):
+    for text in ("--img-size", "default 224 for linear", "--recipe", "1e-4", "--balance", "--split-manifest",
+                 "~/.keras/models/"):
         assert text in out, text
 
 
@@ -94,6 +95,7 @@ def test_tiny_end_to_end_training(tmp_path, small_data, weights_path):
     run = train(TrainConfig(
         data_dir=small_data, out_dir=tmp_path / "run", img_size=96, weights=str(weights_path),
         epochs=1, fine_tune_epochs=1, batch_size=16, balance="oversample", seed=0, verbose=0, save_phase1=True,
+        recipe="finetune",
     ))
     for name in ("model.keras", "train_config.json", "split.json", "history.json", "versions.json"):
         assert (run / name).is_file(), name
@@ -133,8 +135,8 @@ def test_tiny_end_to_end_training(tmp_path, small_data, weights_path):
     # reuse the split with a second, random-init run
     run2 = train(TrainConfig(
         data_dir=small_data, out_dir=tmp_path / "run2", img_size=96, weights="none", epochs=1,
-        fine_tune_epochs=0, batch_size=16, split_manifest=run / "split.json", verbose=0,
+        fine_tune_epochs=0, batch_size=16, split_manifest=run / "split.json", verbose=0, recipe="finetune",
     ))
     assert load_split(run2 / "split.json").items == split.items
     with pytest.raises(FileExistsError):
-        train(TrainConfig(data_dir=small_data, out_dir=run2, weights="none", epochs=1))
+        train(TrainConfig(data_dir=small_data, out_dir=run2, weights="none", epochs=1, recipe="finetune"))

@@ -30,6 +30,7 @@ CAPTIONS = {
     "confusion_matrix": "Confusion matrices at the operating threshold and at 0.5",
     "curves": "Loss and accuracy per epoch, phase 1 then phase 2 (dotted line)",
     "scores": "Scores by true class",
+    "tradeoff": "Trade-off: good boxes rejected per 1,000 vs defects missed per 100 (red: operating point, 95% CI)",
 }
 TABLE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -269,9 +270,18 @@ def _html(m: dict, files: dict[str, Path], cfg: dict, run_dir: Path) -> str:
         lo, hi = m["ci95"]["roc_auc"]
         auc += f" <small>(95% bootstrap CI {lo:.3f} to {hi:.3f})</small>"
     sel = m["threshold_selection"]
+    op_li = "".join(f"<li><b>{esc(k)}</b> (n={r['n_good'] + r['n_defect']}): {esc(r['sentence'])}</li>"
+                    for k, r in m.get("operating_point", {}).items())
+    tr_rows = "".join(
+        f"<tr><td>{r['threshold']:.3f}</td><td>{r['rejected_per_1000_good']:.0f} "
+        f"({r['rejected_per_1000_good_ci95'][0]:.0f}-{r['rejected_per_1000_good_ci95'][1]:.0f})</td>"
+        f"<td>{r['missed_per_100_defects']:.0f} ({r['missed_per_100_defects_ci95'][0]:.0f}-"
+        f"{r['missed_per_100_defects_ci95'][1]:.0f})</td><td>{r['recall']:.3f}</td><td>{r['specificity']:.3f}</td></tr>"
+        for r in m.get("tradeoff", []))
     cfg_rows = "".join(
         f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(cfg.get(k)))}</td></tr>"
-        for k in ("data_dir", "classes", "positive_class", "img_size", "alpha", "weights", "epochs",
+        for k in ("data_dir", "classes", "positive_class", "recipe", "C_chosen", "flip_tta", "img_size", "alpha",
+                  "weights", "epochs",
                   "fine_tune_epochs", "unfreeze_blocks", "learning_rate", "fine_tune_learning_rate", "balance",
                   "augment", "seed", "wall_time_s")
     )
@@ -291,8 +301,15 @@ img {{ max-width: 1080px; border: 1px solid #ddd; }}
 <p>{esc(m['created_at'])} &middot; split <b>{esc(m['split'])}</b> (n={m['n']}, {m['n_positive']} {esc(m['positive_class'])})
 &middot; classes {esc(', '.join(m['classes']))} &middot; positive class <b>{esc(m['positive_class'])}</b></p>
 <p class="big">ROC AUC <b>{auc}</b> &middot; operating threshold <b>{m['threshold']:.3f}</b>
-(highest threshold with defect recall &ge; {sel['target_recall']} on validation: val recall {sel['recall']:.3f},
-val precision {sel['precision']:.3f}{'; ' + esc(sel['fallback']) if sel['fallback'] else ''})</p>
+(rule: {esc(sel.get('rule') or f"defect recall >= {sel['target_recall']}")}, chosen on the
+{esc('out-of-fold scores of train+val' if sel.get('split') == 'oof' else 'validation split')}: recall
+{sel['recall']:.3f}{'; ' + esc(sel['fallback']) if sel.get('fallback') else ''})</p>
+<h2>Operating point in the line's terms</h2>
+<ul>{op_li}</ul>
+<table><tr><th>threshold</th><th>good boxes rejected per 1,000 (95% CI)</th><th>defects missed per 100 (95% CI)</th>
+<th>recall</th><th>specificity</th></tr>{tr_rows}</table>
+<p><small>Trade-off on the {esc('out-of-fold scores (train+val)' if m.get('tradeoff_on') == 'oof' else m['split'] + ' split')};
+intervals are 95% Wilson intervals for the proportions.</small></p>
 <h2>{esc(m['split'])} metrics</h2>
 <table><tr><th>at</th><th>threshold</th><th>accuracy</th><th>precision</th><th>recall</th><th>specificity</th>
 <th>F1 ({esc(m['positive_class'])})</th><th>macro F1</th><th>missed defects</th><th>false rejects</th></tr>
@@ -317,11 +334,31 @@ val precision {sel['precision']:.3f}{'; ' + esc(sel['fallback']) if sel['fallbac
 # ---------------------------------------------------------------- main entry
 
 
-def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", data_dir: Path | None = None) -> dict:
+def _oof(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, scores) of the out-of-fold scores a linear-recipe run saved (oof_scores.csv), if any."""
+    import csv
+
+    path = run_dir / "oof_scores.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return None
+    return np.array([int(r["y"]) for r in rows]), np.array([float(r["score"]) for r in rows])
+
+
+def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", data_dir: Path | None = None,
+             cost_ratio: float | None = None) -> dict:
     """Evaluate ``run_dir``; writes metrics.json and report/ (PNGs + report.html) and returns the metrics.
 
+    The operating threshold comes from the run's out-of-fold scores (``oof_scores.csv``, written by the
+    linear recipe: every train+val image scored by a model that did not see it) when present, else from
+    the validation split. Rule: ``cost_ratio`` if given, else ``target_recall``.
     ``data_dir`` overrides the data folder recorded in train_config.json (if the data moved).
     """
+    from training import operating
+
     run_dir = Path(run_dir)
     if not 0 < target_recall <= 1:
         raise EvaluateError(f"target recall must be in (0, 1], got {target_recall}")
@@ -348,7 +385,15 @@ def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", da
     y, s, loaded = _scores(model, sp, split, root, img_size, positive)
     if len(y) == 0:
         raise EvaluateError(f"split {split!r} has no readable images")
-    sel = choose_threshold(y_val, s_val, target_recall)
+    oof = _oof(run_dir)
+    sel_y, sel_s, sel_split = (oof[0], oof[1], "oof") if oof is not None else (y_val, s_val, "val")
+    try:
+        sel = operating.choose(sel_y, sel_s, target_recall, cost_ratio)
+    except ValueError as e:
+        raise EvaluateError(str(e)) from e
+    sel.setdefault("target_recall", None)
+    sel.setdefault("fallback", None)
+    sel.setdefault("precision", None)
     if sel["fallback"]:
         log.warning("threshold: %s", sel["fallback"])
     thr = sel["threshold"]
@@ -366,10 +411,13 @@ def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", da
         "n_positive": int(np.sum(y == 1)),
         "threshold": float(thr),
         "threshold_rule": "defect if score >= threshold",
-        "threshold_selection": {**sel, "split": "val"},
+        "threshold_selection": {**sel, "split": sel_split},
         "roc_auc": float(roc_auc_score(y, s)) if both else None,
         "average_precision": float(average_precision_score(y, s)) if both else None,
-        "val_roc_auc": float(roc_auc_score(y_val, s_val)) if len(np.unique(y_val)) == 2 else None,
+        # the linear recipe fits on train + val, so its val AUC would be in-sample: report the OOF AUC instead
+        "val_roc_auc": (float(roc_auc_score(y_val, s_val)) if len(np.unique(y_val)) == 2 and oof is None
+                        else None),
+        "oof_roc_auc": float(roc_auc_score(oof[0], oof[1])) if oof is not None else None,
         "at_threshold": binary_metrics(y, s, thr, names),
         "at_0.5": binary_metrics(y, s, 0.5, names),
         "threshold_table": threshold_table(y, s, list(TABLE_THRESHOLDS) + [thr]),
@@ -378,12 +426,22 @@ def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", da
         "balance": cfg.get("balance"),
     }
     m["ci95"] = bootstrap_ci(y, s, thr)
+    op_rows = {split: operating.tradeoff_row(y, s, thr)}
+    if oof is not None:
+        op_rows["oof"] = operating.tradeoff_row(oof[0], oof[1], thr)
+    m["operating_point"] = {k: {**r, "sentence": operating.sentence(r)} for k, r in op_rows.items()}
+    m["tradeoff"] = operating.tradeoff(oof[0] if oof is not None else y, oof[1] if oof is not None else s,
+                                       sorted(set(TABLE_THRESHOLDS) | {thr}))
+    m["tradeoff_on"] = "oof" if oof is not None else split
     m["accuracy"] = m["at_threshold"]["accuracy"]
     m["classification_report_text"] = m["at_threshold"]["classification_report_text"]
     if loaded.unreadable:
         m["unreadable"] = [str(p) for p in loaded.unreadable]
 
     files = _plots(run_dir / "report", y, s, y_val, s_val, m, history, names, split)
+    files["tradeoff"] = run_dir / "report" / "tradeoff.png"
+    operating.plot_tradeoff(files["tradeoff"], oof[0] if oof is not None else y, oof[1] if oof is not None else s,
+                            thr, f"Trade-off ({'out-of-fold, train+val' if oof is not None else split})")
     with open(run_dir / "report" / f"scores_{split}.csv", "w") as f:  # per-image scores, for error analysis
         f.write("path,label,score,predicted_defect\n")
         for p, lab, sc in zip(loaded.paths, loaded.labels, s.tolist(), strict=True):

@@ -181,3 +181,29 @@ def unfreeze_top(backbone, blocks: int) -> int:
         layer.trainable = trainable
         n += int(trainable)
     return n
+
+
+def build_linear_model(img_size: int, alpha: float, weights_path: str, kernel, bias: float, flip_tta: bool = False):
+    """Inference model of the linear recipe: rescaling -> frozen MobileNetV2 -> GAP -> Dense(1, sigmoid).
+
+    ``kernel`` (D,) and ``bias`` are the standardisation folded into the logistic regression
+    (``training.linear.folded_dense``). With ``flip_tta`` the pooled features of the image and of its
+    horizontal mirror are averaged before the Dense layer (the mirror is made by the model itself).
+    """
+    import keras
+    import numpy as np
+    from keras import layers
+
+    backbone = build_backbone(img_size, alpha, weights_path)
+    backbone.trainable = False
+    inputs = keras.Input(shape=(img_size, img_size, 3), dtype="float32", name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_plus1")(inputs)
+    f = layers.GlobalAveragePooling2D(name="gap")(backbone(x, training=False))
+    if flip_tta:
+        xm = keras.ops.flip(x, axis=2)
+        fm = layers.GlobalAveragePooling2D(name="gap_mirror")(backbone(xm, training=False))
+        f = layers.Average(name="flip_tta")([f, fm])
+    dense = layers.Dense(1, activation="sigmoid", name="p_defect")
+    outputs = dense(f)
+    dense.set_weights([np.asarray(kernel, np.float32).reshape(-1, 1), np.array([bias], np.float32)])
+    return keras.Model(inputs, outputs, name="boxinspect_mobilenetv2_linear")

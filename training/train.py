@@ -23,7 +23,8 @@ from training import split as split_mod
 log = logging.getLogger(__name__)
 
 BALANCE_MODES = ("weights", "oversample", "none")
-DEFAULT_IMG_SIZE = 160
+RECIPES = ("linear", "finetune")
+DEFAULT_IMG_SIZE = 224  # the linear recipe's size, chosen by CV; `train --recipe finetune` uses 160
 
 
 @dataclass
@@ -55,6 +56,14 @@ class TrainConfig:
     verbose: str | int = "auto"  # Keras progress bars
     overwrite: bool = False
     save_phase1: bool = False  # also write RUN/phase1/ (a complete run dir of the frozen-backbone model)
+    label_smoothing: float = 0.0  # finetune recipe: BinaryCrossentropy label smoothing
+    # "linear" (the default, chosen by cross-validation in docs/RESULTS.md): frozen features + L2 logistic
+    # head; "finetune": the two-phase recipe (epochs, learning rates, blocks, dropout, augment apply to it)
+    recipe: str = "linear"
+    C: float | None = None  # linear: inverse L2 strength; None = chosen by inner grouped CV
+    flip_tta: bool = False  # linear: model averages the features of the image and its mirror
+    target_recall: float | None = None  # linear: operating threshold on out-of-fold scores (default 0.95)
+    cost_ratio: float | None = None  # linear: ... or minimising cost_ratio x missed + false rejects
     extra: dict = field(default_factory=dict)  # free-form notes stored with the config
 
     def to_json(self) -> dict:
@@ -195,6 +204,12 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int,
 def train(cfg: TrainConfig) -> Path:
     """Train per ``cfg``; returns the run directory (which then holds model.keras and friends)."""
     t_start = time.monotonic()
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
+    if cfg.recipe == "linear":
+        from training.train_linear import train_linear
+
+        return train_linear(cfg)
     if cfg.balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
     out = Path(cfg.out_dir)
@@ -251,7 +266,7 @@ def train(cfg: TrainConfig) -> Path:
     def compile_(lr: float) -> None:
         trainer.compile(
             optimizer=keras.optimizers.Adam(lr),
-            loss=keras.losses.BinaryCrossentropy(),
+            loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
             metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
         )
 

@@ -1,0 +1,461 @@
+"""Repeated, stratified, grouped cross-validation of a training recipe: the project's yardstick.
+
+Groups: the near-duplicate clusters of ``training.split`` (dHash over 8 dihedral transforms) merged with
+part groups: files named ``<part>_<view>.<ext>`` (several views of one part) always stay in one fold. Folds:
+scikit-learn's ``StratifiedGroupKFold`` with a different shuffle seed per repeat.
+
+Recipes:
+  linear    frozen MobileNetV2 features (cached on disk, see ``training.features``), optional flip
+            test-time augmentation (mean of the features of the image and its mirror), standardise, L2
+            logistic regression with C chosen by an inner grouped CV on the training side of each fold
+            (or fixed with --C).
+  finetune  the two-phase recipe of ``training.train`` per fold (the fold's training side is split again
+            into train and validation for early stopping); expensive.
+
+Per fold: ROC AUC, and at the fold's operating threshold (chosen on the training side only: the inner
+out-of-fold scores for ``linear``, the validation split for ``finetune``) macro F1, defect recall and
+specificity. Reported as mean +- sd over all folds of all repeats. Outputs in OUT: ``oof_scores.csv`` (every
+image's out-of-fold score per repeat), ``summary.json``, ``cv.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training import data as data_mod
+from training import operating
+from training import split as split_mod
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("linear", "finetune")
+FUSIONS = ("max", "mean", "noisy_or")
+MAX_VIEWS = 8
+HASH_SIZE = 64  # px the images are reduced to before the dHash (which works on 32x32 anyway)
+_VIEW_RE = re.compile(r"^(?P<part>.+)_(?P<view>[^_]+)$")
+
+
+@dataclass
+class CVConfig:
+    data_dir: Path
+    out_dir: Path
+    recipe: str = "linear"
+    folds: int = 5
+    repeats: int = 2
+    seed: int = 0
+    img_size: int = 224
+    alpha: float = 0.35
+    weights: str = "imagenet"
+    flip_tta: bool = False
+    crop: str = "none"
+    C: float | None = None  # None = inner grouped CV
+    scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
+    target_recall: float | None = 0.95
+    cost_ratio: float | None = None
+    dup_threshold: int = split_mod.DEFAULT_DUP_THRESHOLD
+    classes: list[str] | None = None
+    positive_class: str | None = None
+    views: bool = True  # group <part>_<view> files and report per-part fused metrics
+    # finetune recipe
+    epochs: int = 8
+    fine_tune_epochs: int = 6
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    unfreeze_blocks: int = 8
+    label_smoothing: float = 0.0
+    patience: int = 3
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+# ---------------------------------------------------------------- groups and parts
+
+
+def part_ids(rel_paths: list[str]) -> list[str]:
+    """Part id per file: ``<part>`` of ``<class>/<part>_<view>.<ext>``, else the file's own path.
+
+    A view token is not all digits (``ok_00012.jpg`` is one image, not view 00012 of part ``ok``), and a
+    "part" with more than MAX_VIEWS files is not a part: its files count as single images.
+    """
+    from collections import Counter
+
+    raw = []
+    for r in rel_paths:
+        stem = Path(r).stem
+        m = _VIEW_RE.match(stem)
+        raw.append(m.group("part") if m and not m.group("view").isdigit() else None)
+    n = Counter(p for p in raw if p is not None)
+    return [p if p is not None and n[p] <= MAX_VIEWS else r for p, r in zip(raw, rel_paths, strict=True)]
+
+
+def is_multiview(parts: list[str]) -> bool:
+    """True when most files share their part id with another file (a multi-view data set)."""
+    from collections import Counter
+
+    c = Counter(parts)
+    return sum(n for n in c.values() if n > 1) >= 0.5 * len(parts)
+
+
+def merge_groups(*labelings: list) -> np.ndarray:
+    """Connected components of items linked by equal labels in any of the labelings (0..G-1)."""
+    n = len(labelings[0])
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for lab in labelings:
+        first: dict = {}
+        for i, v in enumerate(lab):
+            j = first.setdefault(v, i)
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    remap: dict[int, int] = {}
+    return np.array([remap.setdefault(find(i), len(remap)) for i in range(n)], dtype=np.int64)
+
+
+def fuse(scores: np.ndarray, rule: str) -> float:
+    s = np.asarray(scores, dtype=np.float64)
+    if rule == "max":
+        return float(s.max())
+    if rule == "mean":
+        return float(s.mean())
+    if rule == "noisy_or":
+        return float(1.0 - np.prod(1.0 - np.clip(s, 0.0, 1.0)))
+    raise ValueError(f"unknown fusion rule {rule!r} (choose {', '.join(FUSIONS)})")
+
+
+def fuse_parts(parts: list[str], y: np.ndarray, s: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """One (label, score) per part: label = any view defective, score = fusion of the view scores."""
+    by: dict[str, list[int]] = {}
+    for i, p in enumerate(parts):
+        by.setdefault(p, []).append(i)
+    ys = np.array([int(np.max(y[idx])) for idx in by.values()])
+    ss = np.array([fuse(s[idx], rule) for idx in by.values()])
+    return ys, ss
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def fold_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    pred = (np.asarray(s) >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y, s)) if both else float("nan"),
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=[0, 1], zero_division=0)),
+        "recall": float(np.mean(pred[y == 1])) if np.any(y == 1) else float("nan"),
+        "specificity": float(np.mean(pred[y == 0] == 0)) if np.any(y == 0) else float("nan"),
+        "macro_f1_at_0.5": float(f1_score(y, (np.asarray(s) >= 0.5).astype(int), average="macro", labels=[0, 1],
+                                          zero_division=0)),
+        "threshold": float(threshold),
+        "n": int(len(y)),
+    }
+
+
+def mean_sd(rows: list[dict]) -> dict:
+    keys = [k for k in rows[0] if k not in ("threshold", "n", "repeat", "fold")]
+    out = {}
+    for k in keys:
+        v = np.array([r[k] for r in rows], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        out[k] = {"mean": float(v.mean()) if len(v) else None, "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+                  "n_folds": int(len(v))}
+    return out
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def _linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    from training import model as model_mod
+    from training.features import FeatureExtractor, FeatureSpec
+
+    wp = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
+    spec = FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=False, crop=cfg.crop)
+    x, ok = FeatureExtractor(spec).features(paths)
+    if cfg.flip_tta:
+        x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=True, crop=cfg.crop)).features(paths)
+        x = (x + x2) / 2.0
+        ok = [a and b for a, b in zip(ok, ok2, strict=True)]
+    return x, np.array(ok)
+
+
+def _linear_fold(cfg: CVConfig, x, y, groups, tr, te, seed) -> tuple[np.ndarray, float, dict]:
+    from training import linear
+
+    fit = linear.fit(x[tr], y[tr], groups[tr], c=cfg.C, seed=seed, scaling=cfg.scaling)
+    s = fit["model"].predict_proba(x[te])[:, 1]
+    thr = operating.choose(y[tr], fit["oof"], cfg.target_recall, cfg.cost_ratio)["threshold"]
+    return s, thr, {"C": fit["C"]}
+
+
+def _finetune_fold(cfg: CVConfig, images: data_mod.ImageSet, rel: list[str], y, groups, tr, te, seed,
+                   fold_dir: Path) -> tuple[np.ndarray, float, dict]:
+    import keras
+
+    from training.train import TrainConfig, train
+
+    val_mask = split_mod._first_fold(y[tr], groups[tr], 0.15, seed + 1000)
+    items = []
+    for k, i in enumerate(tr):
+        items.append({"path": rel[i], "label": images.labels[i], "group": int(groups[i]),
+                      "split": "val" if val_mask[k] else "train"})
+    for i in te:
+        items.append({"path": rel[i], "label": images.labels[i], "group": int(groups[i]), "split": "test"})
+    sp = split_mod.Split(items, images.classes, images.positive_class, {"method": "cv fold", "seed": seed})
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    sp.save(fold_dir / "fold_split.json")
+    tcfg = TrainConfig(
+        data_dir=images.root, out_dir=fold_dir, classes=images.classes, positive_class=images.positive_class,
+        img_size=cfg.img_size, alpha=cfg.alpha, weights=cfg.weights, epochs=cfg.epochs,
+        fine_tune_epochs=cfg.fine_tune_epochs, learning_rate=cfg.learning_rate,
+        fine_tune_learning_rate=cfg.fine_tune_learning_rate, unfreeze_blocks=cfg.unfreeze_blocks,
+        patience=cfg.patience, label_smoothing=cfg.label_smoothing, split_manifest=fold_dir / "fold_split.json",
+        seed=seed, verbose=0, overwrite=True, recipe="finetune",
+    )
+    train(tcfg)
+    model = keras.models.load_model(fold_dir / "model.keras", compile=False)
+
+    def predict(idx) -> np.ndarray:
+        loaded = data_mod.load_images([images.paths[i] for i in idx], [images.labels[i] for i in idx], cfg.img_size)
+        return model.predict(loaded.pixels.astype(np.float32), batch_size=32, verbose=0).ravel().astype(np.float64)
+
+    va = tr[val_mask]
+    thr = operating.choose(y[va], predict(va), cfg.target_recall, cfg.cost_ratio)["threshold"]
+    s = predict(te)
+    keras.backend.clear_session()
+    return s, thr, {}
+
+
+# ---------------------------------------------------------------- main entry
+
+
+def run_cv(cfg: CVConfig) -> dict:
+    """Run the cross-validation; writes OUT/oof_scores.csv, OUT/summary.json, OUT/cv.png; returns the summary."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
+    if cfg.recipe == "finetune" and (cfg.flip_tta or cfg.crop != "none"):
+        raise ValueError("--flip-tta and --crop are measured with the linear recipe only")
+    t0 = time.monotonic()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "folds.jsonl").unlink(missing_ok=True)
+    images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
+    rel = [images.rel(p) for p in images.paths]
+    y_all = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
+
+    loaded = data_mod.load_images(images.paths, images.labels, HASH_SIZE)
+    keep = np.array([p not in set(loaded.unreadable) for p in images.paths])
+    hashes = np.stack([split_mod.image_hashes(px) for px in loaded.pixels])
+    dup = split_mod.near_duplicate_groups(hashes, cfg.dup_threshold)
+    idx_keep = np.nonzero(keep)[0]
+    rel = [rel[i] for i in idx_keep]
+    images.paths = [images.paths[i] for i in idx_keep]
+    images.labels = [images.labels[i] for i in idx_keep]
+    y = y_all[idx_keep]
+    parts = part_ids(rel)
+    multiview = cfg.views and is_multiview(parts)
+    groups = merge_groups(dup.tolist(), parts) if cfg.views else dup
+    log.info("cv: %d images (%d %s), %d groups (near-duplicates%s), %d x %d folds, recipe %s",
+             len(y), int(y.sum()), images.positive_class, len(np.unique(groups)),
+             " + parts of multi-view files" if cfg.views else "", cfg.repeats, cfg.folds, cfg.recipe)
+
+    x = None
+    if cfg.recipe == "linear":
+        x, ok = _linear_features(cfg, images.paths)
+        if not ok.all():
+            raise data_mod.DataError(f"{int((~ok).sum())} image(s) could not be featurised")
+
+    rows: list[dict] = []
+    part_rows: dict[str, list[dict]] = {r: [] for r in FUSIONS}
+    oof = np.full((cfg.repeats, len(y)), np.nan)
+    fold_of = np.full((cfg.repeats, len(y)), -1)
+    n_total = cfg.repeats * cfg.folds
+    done = 0
+    for r in range(cfg.repeats):
+        seed = cfg.seed + r
+        sgkf = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=seed)
+        for f, (tr, te) in enumerate(sgkf.split(np.zeros(len(y)), y, groups)):
+            tf0 = time.monotonic()
+            if cfg.recipe == "linear":
+                s, thr, info = _linear_fold(cfg, x, y, groups, tr, te, seed)
+            else:
+                s, thr, info = _finetune_fold(cfg, images, rel, y, groups, tr, te, seed,
+                                              out / "folds" / f"r{r}f{f}")
+            oof[r, te] = s
+            fold_of[r, te] = f
+            m = {"repeat": r, "fold": f, **fold_metrics(y[te], s, thr), **info}
+            rows.append(m)
+            with open(out / "folds.jsonl", "a") as fh:  # partial results survive an interrupted run
+                fh.write(json.dumps(m) + "\n")
+            if multiview:
+                pte = [parts[i] for i in te]
+                for rule in FUSIONS:
+                    yp, sp_ = fuse_parts(pte, y[te], s, rule)
+                    part_rows[rule].append({"repeat": r, "fold": f, **fold_metrics(yp, sp_, thr)})
+            done += 1
+            el = time.monotonic() - t0
+            log.info("fold %d/%d (repeat %d, fold %d): AUC %.3f, macro F1 %.3f, recall %.3f, specificity %.3f "
+                     "at %.3f%s (%.0f s; %.0f s elapsed, ~%.0f s left)", done, n_total, r + 1, f + 1, m["roc_auc"],
+                     m["macro_f1"], m["recall"], m["specificity"], thr,
+                     f", C {info['C']:g}" if "C" in info else "", time.monotonic() - tf0, el,
+                     el / done * (n_total - done))
+
+    # Operating point on all out-of-fold scores (repeat 0: every image scored once, by a model that did not
+    # see it), in the line's terms.
+    op = operating.choose(y, oof[0], cfg.target_recall, cfg.cost_ratio)
+    op_row = operating.tradeoff_row(y, oof[0], op["threshold"])
+    summary = {
+        "config": cfg.to_json(),
+        "data": {"root": str(images.root), "n": int(len(y)), "n_positive": int(y.sum()),
+                 "positive_class": images.positive_class, "classes": images.classes,
+                 "n_groups": int(len(np.unique(groups))), "multiview": bool(multiview),
+                 "n_parts": int(len(set(parts))), "unreadable": [str(p) for p in loaded.unreadable]},
+        "per_view": mean_sd(rows),
+        "per_part": {rule: mean_sd(v) for rule, v in part_rows.items() if v} if multiview else None,
+        "pooled_oof_auc": [float(roc_auc_score(y, oof[r])) for r in range(cfg.repeats)],
+        "operating_point": {**{k: v for k, v in op.items() if k != "fallback"}, **op_row,
+                            "sentence": operating.sentence(op_row), "chosen_on": "out-of-fold scores, repeat 1"},
+        "tradeoff": operating.tradeoff(y, oof[0]),
+        "folds": rows,
+        "folds_per_part": part_rows if multiview else None,
+        "wall_time_s": round(time.monotonic() - t0, 1),
+    }
+    with open(out / "oof_scores.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "y", "part", "group", "repeat", "fold", "score"])
+        for r in range(cfg.repeats):
+            for i in range(len(y)):
+                w.writerow([rel[i], images.labels[i], int(y[i]), parts[i], int(groups[i]), r, int(fold_of[r, i]),
+                            f"{oof[r, i]:.6f}"])
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    try:
+        _plot(out / "cv.png", y, oof, summary)
+    except Exception as e:  # noqa: BLE001 - a failed plot must not lose the numbers
+        log.warning("cv plot failed: %s", e)
+    log.info("cv done in %.0f s: %s", summary["wall_time_s"], format_summary(summary))
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    def ms(d: dict, k: str) -> str:
+        v = d[k]
+        return "n/a" if v["mean"] is None else f"{v['mean']:.3f} +- {v['sd'] if v['sd'] is not None else 0:.3f}"
+
+    pv = s["per_view"]
+    txt = (f"AUC {ms(pv, 'roc_auc')} | macro F1 {ms(pv, 'macro_f1')} | recall {ms(pv, 'recall')} | "
+           f"specificity {ms(pv, 'specificity')} ({pv['roc_auc']['n_folds']} folds)")
+    if s.get("per_part"):
+        txt += " | per part AUC " + ", ".join(f"{r} {ms(d, 'roc_auc')}" for r, d in s["per_part"].items())
+    return txt
+
+
+def _plot(path: Path, y: np.ndarray, oof: np.ndarray, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import RocCurveDisplay
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for r in range(oof.shape[0]):
+        RocCurveDisplay.from_predictions(y, oof[r], ax=axes[0], name=f"repeat {r + 1} (out of fold)")
+    axes[0].plot([0, 1], [0, 1], ":", color="grey")
+    pv = summary["per_view"]["roc_auc"]
+    axes[0].set_title(f"ROC, AUC per fold {pv['mean']:.3f} +- {pv['sd'] or 0:.3f}")
+    op = summary["operating_point"]
+    fpr, tpr = 1 - op["specificity"], op["recall"]
+    axes[0].plot(fpr, tpr, "o", color="red", label=f"threshold {op['threshold']:.3f}")
+    axes[0].legend(loc="lower right")
+    operating.draw_tradeoff(axes[1], y, oof[0], op["threshold"], "Trade-off (out-of-fold scores, repeat 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- comparison table
+
+
+def _paired(a: dict, b: dict, key: str = "roc_auc") -> tuple[float, float, int] | None:
+    """Mean and sd of the per-fold difference a - b over the folds both ran (same repeat and fold = same split)."""
+    fa = {(r["repeat"], r["fold"]): r[key] for r in a["folds"]}
+    fb = {(r["repeat"], r["fold"]): r[key] for r in b["folds"]}
+    common = sorted(set(fa) & set(fb))
+    if len(common) < 2 or a["data"]["n"] != b["data"]["n"] or a["config"]["seed"] != b["config"]["seed"]:
+        return None
+    d = np.array([fa[k] - fb[k] for k in common])
+    return float(d.mean()), float(d.std(ddof=1)), len(common)
+
+
+def load_summary(d: Path) -> dict | None:
+    """summary.json of a finished run, else the folds finished so far (folds.jsonl) of an interrupted one."""
+    d = Path(d)
+    if (d / "summary.json").is_file():
+        return json.loads((d / "summary.json").read_text())
+    if (d / "folds.jsonl").is_file():
+        rows = [json.loads(x) for x in (d / "folds.jsonl").read_text().splitlines() if x.strip()]
+        if rows:
+            return {"folds": rows, "per_view": mean_sd(rows), "per_part": None, "partial": True,
+                    "config": {"seed": 0}, "data": {"n": None}}
+    return None
+
+
+def markdown_table(dirs: list[Path], reference: Path | None = None) -> str:
+    """One row per CV output folder: mean +- sd over folds, and the paired AUC difference to ``reference``."""
+    ref = load_summary(reference) if reference else None
+
+    def f(d: dict, k: str) -> str:
+        v = d.get(k)
+        if not v or v["mean"] is None:
+            return "-"
+        return f"{v['mean']:.3f} ± {v['sd'] or 0:.3f}"
+
+    lines = ["| run | folds | ROC AUC | macro F1 | recall | specificity | per-part AUC (max / mean / noisy-OR) | "
+             "AUC - reference, paired (mean ± sd) |", "|---|---|---|---|---|---|---|---|"]
+    for d in dirs:
+        s = load_summary(d)
+        if s is None:
+            continue
+        pv = s["per_view"]
+        pp = s.get("per_part") or {}
+        parts = " / ".join(f(pp[r], "roc_auc") for r in FUSIONS if r in pp) or "-"
+        diff = "-"
+        if ref is not None and Path(d) != Path(reference):
+            p = _paired(s, ref) if not s.get("partial") else _paired({**s, "data": ref["data"],
+                                                                       "config": ref["config"]}, ref)
+            diff = f"{p[0]:+.3f} ± {p[1]:.3f} ({p[2]} folds)" if p else "-"
+        name = Path(d).name + (" (partial)" if s.get("partial") else "")
+        lines.append(f"| `{name}` | {pv['roc_auc']['n_folds']} | {f(pv, 'roc_auc')} | {f(pv, 'macro_f1')} | "
+                     f"{f(pv, 'recall')} | {f(pv, 'specificity')} | {parts} | {diff} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m training.cv [--reference DIR] DIR...: the comparison table
+    import argparse
+
+    ap = argparse.ArgumentParser(description="markdown table of boxinspect cv output folders")
+    ap.add_argument("dirs", nargs="+", type=Path)
+    ap.add_argument("--reference", type=Path, default=None)
+    a = ap.parse_args()
+    print(markdown_table(a.dirs, a.reference))  # noqa: T201 - a command-line report

@@ -1,0 +1,176 @@
+"""Frozen MobileNetV2 features (global-average-pooled), cached on disk.
+
+A frozen-backbone recipe only needs the pooled backbone output of every image once. The cache is keyed by
+the image file's content hash (SHA-1 of its bytes) and by everything that changes the feature: input size,
+width multiplier (alpha), the weight file (name + size + mtime), mirrored or not, and the crop method. One
+``.npz`` per key under the cache folder (default ``~/.cache/boxinspect/features``, or
+``$BOXINSPECT_FEATURE_CACHE``), written atomically, so repeated cross-validation of a linear head costs
+seconds after the first pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training import data as data_mod
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "BOXINSPECT_FEATURE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    return Path(os.path.expanduser("~")) / ".cache" / "boxinspect" / "features"
+
+
+def file_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the cached features depend on."""
+
+    img_size: int
+    alpha: float
+    weights_path: str | None  # resolved weight file (None = random init: never cached)
+    flip: bool = False  # features of the horizontally mirrored image
+    crop: str = "none"  # crop method applied before resizing (edge.localize), "none" = whole frame
+
+    def key(self) -> str:
+        w = "none"
+        if self.weights_path:
+            p = Path(self.weights_path)
+            st = p.stat()
+            w = f"{p.name}:{st.st_size}:{int(st.st_mtime)}"
+        raw = f"v1|{self.img_size}|{self.alpha}|{w}|flip={int(self.flip)}|crop={self.crop}"
+        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def prepare_pixels(rgb: np.ndarray, size: int, crop: str = "none") -> np.ndarray:
+    """Crop (if asked) and resize one RGB image exactly like training does."""
+    if crop != "none":
+        rgb = crop_rgb(rgb, crop)
+    return data_mod.resize(rgb, size)
+
+
+def crop_rgb(rgb: np.ndarray, method: str) -> np.ndarray:
+    """Crop an RGB image to the box with edge.localize (the same code the edge uses)."""
+    import cv2
+
+    try:
+        from edge import localize
+    except ImportError as e:  # pragma: no cover - depends on edge/localize.py being present
+        raise ValueError(f"crop method {method!r} needs edge/localize.py, which is not available: {e}") from e
+    spec = localize.CropSpec(method=method)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(localize.crop(bgr, localize.locate_for_still(bgr, spec), spec), cv2.COLOR_BGR2RGB)
+
+
+class FeatureExtractor:
+    """Pooled frozen-backbone features for image files, with the on-disk cache."""
+
+    def __init__(self, spec: FeatureSpec, cache_dir: Path | None = None, batch_size: int = 32):
+        self.spec = spec
+        self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._model = None
+
+    @property
+    def cache_file(self) -> Path:
+        return self.cache_dir / f"{self.spec.key()}.npz"
+
+    def _load_cache(self) -> dict[str, np.ndarray]:
+        if self.spec.weights_path is None or not self.cache_file.is_file():
+            return {}
+        try:
+            with np.load(self.cache_file) as z:
+                return dict(zip(z["hashes"].tolist(), z["features"], strict=True))
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("feature cache %s unreadable (%s); recomputing", self.cache_file, e)
+            return {}
+
+    def _save_cache(self, store: dict[str, np.ndarray]) -> None:
+        if self.spec.weights_path is None or not store:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        hashes = np.array(list(store.keys()))
+        feats = np.stack(list(store.values())).astype(np.float32)
+        with tempfile.NamedTemporaryFile(dir=self.cache_dir, suffix=".npz.tmp", delete=False) as f:
+            np.savez(f, hashes=hashes, features=feats)
+        os.replace(f.name, self.cache_file)
+
+    def model(self):
+        if self._model is None:
+            import keras
+            from keras import layers
+
+            from training import model as model_mod
+
+            backbone = model_mod.build_backbone(self.spec.img_size, self.spec.alpha, self.spec.weights_path)
+            inputs = keras.Input(shape=(self.spec.img_size, self.spec.img_size, 3), dtype="float32")
+            x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+            x = backbone(x, training=False)
+            self._model = keras.Model(inputs, layers.GlobalAveragePooling2D()(x))
+        return self._model
+
+    def features_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Features of already-prepared uint8 pixels (N, S, S, 3); mirrored first if the spec says so."""
+        x = pixels[:, :, ::-1, :] if self.spec.flip else pixels
+        return np.asarray(self.model().predict(x.astype(np.float32), batch_size=self.batch_size, verbose=0))
+
+    def features(self, paths: list[Path], progress: bool = True) -> tuple[np.ndarray, list[bool]]:
+        """Features for ``paths`` (N, D) and a per-path readable flag; unreadable files get a row of NaN."""
+        store = self._load_cache()
+        hashes = [file_sha1(Path(p)) for p in paths]
+        todo = [i for i, h in enumerate(hashes) if h not in store]
+        ok = [True] * len(paths)
+        if todo:
+            t0 = time.monotonic()
+            log.info("features: %d of %d images not cached (%s); computing at %d px%s%s", len(todo), len(paths),
+                     self.cache_file.name, self.spec.img_size, ", mirrored" if self.spec.flip else "",
+                     f", crop {self.spec.crop}" if self.spec.crop != "none" else "")
+            chunk = 128
+            for s in range(0, len(todo), chunk):
+                idx = todo[s:s + chunk]
+                arrays, keep = [], []
+                for i in idx:
+                    rgb = data_mod.read_rgb(paths[i])
+                    if rgb is None:
+                        ok[i] = False
+                        continue
+                    arrays.append(prepare_pixels(rgb, self.spec.img_size, self.spec.crop))
+                    keep.append(i)
+                if arrays:
+                    f = self.features_of_pixels(np.stack(arrays))
+                    for i, row in zip(keep, f, strict=True):
+                        store[hashes[i]] = row.astype(np.float32)
+                if progress:
+                    done = min(s + chunk, len(todo))
+                    el = time.monotonic() - t0
+                    log.info("features %d/%d (%.0f s, ~%.0f s left)", done, len(todo), el,
+                             el / done * (len(todo) - done))
+            self._save_cache(store)
+        dim = next(iter(store.values())).shape[0] if store else 0
+        out = np.full((len(paths), dim), np.nan, np.float32)
+        for i, h in enumerate(hashes):
+            if h in store and ok[i]:
+                out[i] = store[h]
+            else:
+                ok[i] = False
+        return out, ok

@@ -1,0 +1,130 @@
+"""The default training recipe: frozen MobileNetV2 features + standardised L2 logistic regression.
+
+Chosen by repeated grouped cross-validation (docs/RESULTS.md): on parcel-damage it beats two-phase
+fine-tuning, trains in about a minute and has one hyper-parameter (C), chosen by an inner grouped CV.
+
+Steps: the same leakage-safe split as the fine-tune recipe (the test split stays held out for evaluate and
+the convert gate); the head is fitted on train + val (it needs no early stopping); C by grouped CV on those
+images (near-duplicate clusters and the parts of multi-view files stay together); the operating threshold
+is chosen on the out-of-fold scores of that CV (``--target-recall`` or ``--cost-ratio``), not on a small
+validation split. The saved model.keras is an ordinary Keras model: rescaling -> MobileNetV2 -> global
+average pooling -> Dense(1, sigmoid) whose kernel and bias fold in the standardisation, so evaluate,
+convert, predict and the edge use it unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training import data as data_mod
+from training import operating
+
+log = logging.getLogger(__name__)
+
+
+def train_linear(cfg) -> Path:
+    from training import cv as cv_mod
+    from training import linear
+    from training import model as model_mod
+    from training import train as train_mod
+    from training.features import FeatureExtractor, FeatureSpec
+
+    t_start = time.monotonic()
+    out = Path(cfg.out_dir)
+    if (out / "model.keras").exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds a model.keras; choose another --out or pass --overwrite")
+    images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
+    log.info("data: %s, classes %s, positive %r, %d files; recipe linear (frozen features + logistic head)",
+             images.root, images.classes, images.positive_class, len(images.paths))
+    weights_path = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
+    if weights_path is None:
+        raise data_mod.DataError("the linear recipe needs pretrained weights (frozen random features are "
+                                 "useless); pass --weights or use --recipe finetune")
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+
+    split, _ = train_mod._prepare_split(cfg, images)
+    counts = split.counts()
+    log.info("split counts: %s", counts)
+    fit_items = [it for it in split.items if it["split"] in ("train", "val")]
+    if len({it["label"] for it in fit_items}) < 2:
+        raise data_mod.DataError("train + val hold only one class")
+    paths = [images.root / it["path"] for it in fit_items]
+    y = np.array([1 if it["label"] == images.positive_class else 0 for it in fit_items])
+    rel = [it["path"] for it in fit_items]
+    groups = cv_mod.merge_groups([it["group"] for it in fit_items], cv_mod.part_ids(rel))
+
+    t1 = time.monotonic()
+    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path)
+    x, ok = FeatureExtractor(spec).features(paths)
+    if cfg.flip_tta:
+        x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True)).features(paths)
+        x, ok = (x + x2) / 2.0, [a and b for a, b in zip(ok, ok2, strict=True)]
+    keep = np.array(ok)
+    x, y, groups = x[keep], y[keep], groups[keep]
+    rel = [r for r, k in zip(rel, keep, strict=True) if k]
+    t_feat = time.monotonic() - t1
+
+    t2 = time.monotonic()
+    fit = linear.fit(x, y, groups, c=cfg.C, seed=cfg.seed)
+    if fit["inner_auc"]:
+        log.info("C by grouped %d-fold CV on %d images: %s -> C = %g", linear.INNER_FOLDS, len(y),
+                 ", ".join(f"{c:g}: {a:.3f}" for c, a in fit["inner_auc"].items()), fit["C"])
+    from sklearn.metrics import roc_auc_score
+
+    oof_auc = float(roc_auc_score(y, fit["oof"]))
+    op = operating.choose(y, fit["oof"], cfg.target_recall, cfg.cost_ratio)
+    op_row = operating.tradeoff_row(y, fit["oof"], op["threshold"])
+    log.info("out-of-fold AUC %.3f on train+val; operating point: %s", oof_auc, operating.sentence(op_row))
+
+    kernel, bias = linear.folded_dense(fit["model"])
+    model = model_mod.build_linear_model(cfg.img_size, cfg.alpha, weights_path, kernel, bias, cfg.flip_tta)
+    # The folded Dense layer must reproduce scaler + logistic regression (checked on up to 16 images).
+    n_chk = min(16, len(paths))
+    chk = data_mod.load_images(paths[:n_chk], [""] * n_chk, cfg.img_size)
+    if len(chk.paths):
+        want = fit["model"].predict_proba(x[:len(chk.paths)])[:, 1] if keep[:n_chk].all() else None
+        got = model.predict(chk.pixels.astype(np.float32), verbose=0).ravel()
+        if want is not None and np.max(np.abs(want - got)) > 1e-3:
+            raise RuntimeError(f"folded linear head disagrees with the fitted head (max diff "
+                               f"{np.max(np.abs(want - got)):.4f}); please report this")
+    t_fit = time.monotonic() - t2
+
+    out.mkdir(parents=True, exist_ok=True)
+    split.save(out / "split.json")
+    with open(out / "oof_scores.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "y", "group", "score"])
+        for r, yy, g, s in zip(rel, y, groups, fit["oof"], strict=True):
+            w.writerow([r, images.positive_class if yy else "", int(yy), int(g), f"{s:.6f}"])
+    operating_point = {
+        **{k: v for k, v in op.items() if k != "fallback"}, **op_row,
+        "sentence": operating.sentence(op_row), "chosen_on": "out-of-fold scores of train+val (grouped CV)",
+        "oof_roc_auc": oof_auc, "n": int(len(y)),
+    }
+    (out / "operating_point.json").write_text(json.dumps(operating_point, indent=1))
+    history = {
+        "linear": {
+            "note": "frozen backbone features, standardised, L2 logistic regression (class_weight balanced)",
+            "fit_on": ["train", "val"], "n": int(len(y)), "C": fit["C"],
+            "inner_cv_auc_by_C": {str(k): v for k, v in (fit["inner_auc"] or {}).items()} or None,
+            "oof_roc_auc": oof_auc, "features_seconds": round(t_feat, 1), "fit_seconds": round(t_fit, 1),
+        }
+    }
+    cw = train_mod.class_weights(y)
+    wall = time.monotonic() - t_start
+    train_mod._write_run(out, model, cfg, history, wall, images, weights_path, cw, counts, split)
+    doc = json.loads((out / "train_config.json").read_text())
+    doc.update(recipe="linear", C_chosen=fit["C"], operating_point=operating_point,
+               head={"type": "standardise + L2 logistic regression, folded into Dense(1, sigmoid)",
+                     "fit_on": ["train", "val"]})
+    (out / "train_config.json").write_text(json.dumps(doc, indent=1))
+    log.info("trained in %.1f s (features %.1f s, head %.1f s); run directory %s", wall, t_feat, t_fit, out)
+    return out
