@@ -24,7 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -33,6 +33,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from edge import __version__
 from edge.capture import safe_uri
 from edge.config import Config
+from edge.liveness import Heartbeat
 from edge.metrics import Metrics
 from edge.outbox import OutboxError
 from edge.state import (
@@ -75,6 +76,7 @@ class ApiState:
     trigger: Callable[[str | None], bool] | None = None
     started: float = field(default_factory=time.time)
     counters: Callable[[], dict[str, Any]] | None = None  # live loop figures (fps, frames) from the daemon
+    heartbeat: Heartbeat | None = None  # the inspection loop's pulse: /healthz fails when it stops
     operator: Any = None  # edge.operator.OperatorState: the page's images, rates, feedback (made by create_app if None)
 
     def threshold(self, model: LoadedModel) -> float:
@@ -115,8 +117,10 @@ class ApiState:
 
 
 class Health(BaseModel):
-    status: str = "alive"
+    status: str = Field(default="alive", description="alive, or hung when the inspection loop stopped turning (503)")
     version: str = __version__
+    reason: str | None = Field(default=None, description="why: loop running, waiting for the camera, or where it hung")
+    loop_age_s: float | None = Field(default=None, description="seconds since the inspection loop last completed an iteration")
 
 
 class Readiness(BaseModel):
@@ -249,6 +253,50 @@ def decode_upload(data: bytes, max_bytes: int, max_pixels: int = MAX_IMAGE_PIXEL
     return image
 
 
+class BodyTooLarge(HTTPException):
+    """Raised from the request's ``receive`` once a body passes the limit; FastAPI turns it into a 413."""
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies above ``limit`` bytes on ``paths`` with 413.
+
+    A declared ``Content-Length`` above the limit is refused before anything is read; a chunked body
+    is counted as it arrives and cut off at the limit (the body is never buffered beyond it).
+    """
+
+    def __init__(self, app: Any, paths: tuple[str, ...], limit: int, detail: str) -> None:
+        self.app, self.paths, self.limit, self.detail = app, paths, limit, detail
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                body = json.dumps({"detail": f"request body is {int(value)} bytes; {self.detail}"}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        seen = 0
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(413, f"request body is over {self.limit} bytes; {self.detail}")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 # --------------------------------------------------------------------------------------------------
 # The app
 # --------------------------------------------------------------------------------------------------
@@ -354,21 +402,28 @@ def create_app(state: ApiState) -> FastAPI:
     if cfg.api.trusted_hosts:  # DNS rebinding: a browser page on another name cannot reach the API
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.api.trusted_hosts))
 
-    @app.middleware("http")
-    async def _declared_size(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        """Refuse a declared oversize upload before reading it (chunked bodies hit max_body_size below)."""
-        length = request.headers.get("content-length")
-        if request.url.path in ("/predict", "/ui/check") and length and length.isdigit() and int(length) > upload_limit:
-            return JSONResponse(
-                {"detail": f"request body is {length} bytes; uploads are limited to "
-                 f"{cfg.api.max_upload_bytes} bytes (api.max_upload_bytes)"},
-                status_code=413,
-            )
-        return await call_next(request)
+    # The upload limit as plain ASGI middleware: works with every FastAPI/Starlette this package supports
+    # (FastAPI's own per-route ``max_body_size`` exists only from 0.164, which needs Python 3.11).
+    app.add_middleware(
+        BodyLimit,
+        paths=("/predict", "/ui/check"),
+        limit=upload_limit,
+        detail=f"uploads are limited to {cfg.api.max_upload_bytes} bytes (api.max_upload_bytes)",
+    )
 
-    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness: the process answers")
-    def healthz() -> Health:
-        return Health()
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["health"],
+        summary="Liveness: the process answers and the inspection loop is turning",
+        responses={503: {"model": Health, "description": "the inspection loop is hung; `reason` says where"}},
+    )
+    def healthz() -> JSONResponse:
+        if state.heartbeat is None:
+            return JSONResponse(Health().model_dump())
+        live = state.heartbeat.check()
+        body = Health(status="alive" if live.alive else "hung", reason=live.reason, loop_age_s=round(live.loop_age_s, 3))
+        return JSONResponse(body.model_dump(), status_code=200 if live.alive else 503)
 
     @app.get(
         "/readyz",
@@ -395,7 +450,6 @@ def create_app(state: ApiState) -> FastAPI:
             503: {"description": "no model loaded"},
         },
         dependencies=auth,
-        max_body_size=upload_limit,
     )
     def predict(file: UploadFile = File(..., description="a JPEG, PNG, BMP or WebP image")) -> PredictResult:
         data = file.file.read(cfg.api.max_upload_bytes + 1)

@@ -47,6 +47,7 @@ from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.evidence import EvidenceStore
+from edge.liveness import Heartbeat, sd_notify
 from edge.logs import setup_logging
 from edge.metrics import Metrics
 from edge.model_package import PackageError, resolve_model_name
@@ -175,6 +176,7 @@ class Daemon:
         self.clock = clock
         self.loader = loader or functools.partial(load_model, cfg)
         self.started = clock()
+        self.heartbeat = Heartbeat(cfg.liveness_timeout_s)  # /healthz and systemd's watchdog watch the loop
         # Flags set by signal handlers and the API; only the main loop acts on them.
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -242,6 +244,7 @@ class Daemon:
             self._shutdown()
             return EXIT_FAILED
         model = self.models.get()
+        sd_notify(f"READY=1\nSTATUS=inspecting line {cfg.line} camera {cfg.camera}")
         log.info(
             "running: line=%s camera=%s source=%s model=%s mode=%s mqtt=%s",
             cfg.line, cfg.camera, safe_uri(cfg.source.uri), model.classifier.model_id if model else None,
@@ -254,6 +257,8 @@ class Daemon:
             self.stop_reason = "error"
         failed = self.stop_reason.startswith("error")
         (log.error if failed else log.info)("stopping (%s)", self.stop_reason)
+        self.heartbeat.stopped()
+        sd_notify(f"STOPPING=1\nSTATUS=stopping ({self.stop_reason})")
         self._shutdown()  # events left in the outbox are delivered on the next start: still a clean exit
         return EXIT_FAILED if failed else EXIT_OK
 
@@ -282,6 +287,7 @@ class Daemon:
             trigger=self.trigger if cfg.decision.mode == "triggered" else None,
             started=self.started,
             counters=self.loop_counters,
+            heartbeat=self.heartbeat,
             operator=self.operator,
         )
         if cfg.api.enabled:
@@ -313,8 +319,10 @@ class Daemon:
                 threading.Thread(target=self.reload, name="reload", daemon=True).start()
             self._follow_model_swap()
 
+            self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != "ok")
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
+                self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision, outbox)")
                 try:
                     self._process(frame)
                 except Exception as e:  # one bad frame must not stop the line's inspection
@@ -619,6 +627,8 @@ class Daemon:
             }
         )
         self.metrics.model_ready.set(1 if model.self_test_passed else 0)
+        for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
+            self.metrics.decisions.labels(label=label)
         if self.sink is not None:
             self.sink.publish_model(self._model_doc(model))
 

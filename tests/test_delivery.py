@@ -218,7 +218,7 @@ def test_broker_sigkill_chaos_persistent_subscriber_with_replay_loses_nothing(tm
 
 
 def test_shipped_mosquitto_config_persists_sessions_on_changes() -> None:
-    conf = (Path(__file__).resolve().parents[1] / "deploy" / "mosquitto.conf").read_text().split("\n")
+    conf = (Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf").read_text().split("\n")
     keys = dict(line.split(None, 1) for line in conf if line.strip() and not line.startswith("#"))
     assert keys.get("persistence") == "true"
     assert keys.get("autosave_on_changes") == "true"
