@@ -66,6 +66,25 @@ def wait_for(
         time.sleep(interval)
 
 
+def edge_config(tmp_path: Path, model_path: Path, **over: Any) -> Any:
+    """An edge Config for in-process tests: the model, MQTT on a closed port, outbox and evidence in ``tmp_path``.
+    ``over``: sections to update (dicts) or keys to set."""
+    from edge.config import parse_config
+
+    data: dict[str, Any] = {
+        "model": {"path": str(model_path)},
+        "mqtt": {"port": 1, "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "evidence": {"dir": str(tmp_path / "evidence")},
+    }
+    for key, value in over.items():
+        data.setdefault(key, {})
+        if isinstance(value, dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return parse_config(data, environ={})
+
+
 def _labels_match(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
     return all(have.get(k) == v for k, v in want.items())
 

@@ -15,28 +15,14 @@ from fastapi.testclient import TestClient
 
 from edge.api import ApiState, create_app
 from edge.classifier import Classifier
-from edge.config import parse_config
 from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
 from edge.model_package import package_digest
 from edge.state import LoadedModel, ModelSlot
+from tests.helpers import edge_config
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 
-
-def _cfg(tmp_path: Path, model_path: Path, **over):
-    data = {
-        "model": {"path": str(model_path)},
-        "mqtt": {"port": 1, "outbox_path": str(tmp_path / "outbox.sqlite3")},
-        "evidence": {"dir": str(tmp_path / "evidence")},
-    }
-    for key, value in over.items():
-        data.setdefault(key, {})
-        if isinstance(value, dict):
-            data[key].update(value)
-        else:
-            data[key] = value
-    return parse_config(data, environ={})
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +51,13 @@ def _client(cfg, loaded: LoadedModel | None, **parts) -> tuple[TestClient, ApiSt
 
 
 def test_healthz_is_always_ok(tmp_path, tiny_model, loaded):
-    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model), loaded)
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json()["status"] == "alive"
 
 
 def test_readyz_lists_every_reason(tmp_path, tiny_model):
-    cfg = _cfg(tmp_path, tiny_model)
+    cfg = edge_config(tmp_path, tiny_model)
     client, _ = _client(cfg, None)
     r = client.get("/readyz")
     assert r.status_code == 503
@@ -83,7 +69,7 @@ def test_readyz_lists_every_reason(tmp_path, tiny_model):
 
 def test_readyz_names_a_failed_self_test(tmp_path, tiny_model, loaded):
     bad = LoadedModel(loaded.classifier, ("golden[0] x: score 0.9, expected 0.1",))
-    client, _ = _client(_cfg(tmp_path, tiny_model, mqtt={"enabled": False}), bad)
+    client, _ = _client(edge_config(tmp_path, tiny_model, mqtt={"enabled": False}), bad)
     reasons = client.get("/readyz").json()["reasons"]
     assert any("self-test failed" in x and "golden[0]" in x for x in reasons), reasons
 
@@ -93,7 +79,7 @@ def test_readyz_ok_with_model_camera_and_broker(tmp_path, tiny_model, loaded, sy
     from edge.mqtt_sink import MqttSink
 
     video, _ = synth_video
-    cfg = _cfg(
+    cfg = edge_config(
         tmp_path, tiny_model,
         source={"uri": str(video), "loop": True, "pace": "realtime"},
         mqtt={"host": mosquitto.host, "port": mosquitto.port},
@@ -129,7 +115,7 @@ def test_readyz_ok_with_model_camera_and_broker(tmp_path, tiny_model, loaded, sy
 
 
 def test_predict_matches_the_classifier(tmp_path, tiny_model, loaded, box_images):
-    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model), loaded)
     clf = loaded.classifier
     for name, path in box_images.items():
         data = path.read_bytes()
@@ -146,7 +132,7 @@ def test_predict_matches_the_classifier(tmp_path, tiny_model, loaded, box_images
 
 
 def test_predict_uses_the_configured_threshold(tmp_path, tiny_model, loaded, box_images):
-    client, _ = _client(_cfg(tmp_path, tiny_model, model={"threshold": 0.0}), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model, model={"threshold": 0.0}), loaded)
     path = next(iter(box_images.values()))
     body = client.post("/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
     assert body["threshold"] == 0.0 and body["is_defect"] is True
@@ -169,14 +155,14 @@ def _jpeg(w: int = 64, h: int = 48) -> bytes:
     ],
 )
 def test_predict_rejects_bad_uploads_with_4xx(tmp_path, tiny_model, loaded, name, payload, status, words):
-    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model), loaded)
     r = client.post("/predict", files={"file": (name, payload, "application/octet-stream")})
     assert r.status_code == status, r.text
     assert words in r.json()["detail"]
 
 
 def test_predict_refuses_oversize_uploads(tmp_path, tiny_model, loaded):
-    cfg = _cfg(tmp_path, tiny_model, api={"max_upload_bytes": 4096})
+    cfg = edge_config(tmp_path, tiny_model, api={"max_upload_bytes": 4096})
     client, _ = _client(cfg, loaded)
     big = _jpeg(400, 300)
     assert len(big) > 4096 + 64 * 1024 or len(big) > 4096
@@ -199,7 +185,7 @@ def test_predict_refuses_oversize_uploads(tmp_path, tiny_model, loaded):
 
 
 def test_predict_refuses_decompression_bombs(tmp_path, tiny_model, loaded):
-    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model), loaded)
     ok, buf = cv2.imencode(".png", np.zeros((12000, 12000), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     assert ok and len(buf) < 1_000_000
     r = client.post("/predict", files={"file": ("bomb.png", buf.tobytes(), "image/png")})
@@ -207,7 +193,7 @@ def test_predict_refuses_decompression_bombs(tmp_path, tiny_model, loaded):
 
 
 def test_predict_without_a_file_field_is_422(tmp_path, tiny_model, loaded):
-    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model), loaded)
     assert client.post("/predict").status_code == 422
     assert client.post("/predict", data={"other": "x"}).status_code == 422
     r = client.post("/predict", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=b"})
@@ -215,7 +201,7 @@ def test_predict_without_a_file_field_is_422(tmp_path, tiny_model, loaded):
 
 
 def test_predict_without_a_model_is_503(tmp_path, tiny_model):
-    client, _ = _client(_cfg(tmp_path, tiny_model), None)
+    client, _ = _client(edge_config(tmp_path, tiny_model), None)
     r = client.post("/predict", files={"file": ("a.jpg", _jpeg(), "image/jpeg")})
     assert r.status_code == 503
 
@@ -224,7 +210,7 @@ def test_predict_without_a_model_is_503(tmp_path, tiny_model):
 
 
 def test_status_summarises_without_secrets(tmp_path, tiny_model, loaded):
-    cfg = _cfg(
+    cfg = edge_config(
         tmp_path, tiny_model,
         api={"token": "tok-SECRET-1"},
         mqtt={"username": "edge", "password": "pw-SECRET-2"},
@@ -255,7 +241,7 @@ def test_snapshot_draws_the_latest_frame(tmp_path, tiny_model, loaded, synth_vid
     from edge.capture import Capture
 
     video, gt = synth_video
-    cfg = _cfg(tmp_path, tiny_model, source={"uri": str(video), "pace": "fast"}, roi={k: gt["roi"][k] for k in ("x", "y", "width", "height")})
+    cfg = edge_config(tmp_path, tiny_model, source={"uri": str(video), "pace": "fast"}, roi={k: gt["roi"][k] for k in ("x", "y", "width", "height")})
     client, state = _client(cfg, loaded)
     assert client.get("/snapshot.jpg").status_code == 503
     cap = Capture(cfg.source).start()
@@ -275,7 +261,7 @@ def test_snapshot_draws_the_latest_frame(tmp_path, tiny_model, loaded, synth_vid
 
 
 def test_events_newest_first_and_bounded(tmp_path, tiny_model, loaded):
-    client, state = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, state = _client(edge_config(tmp_path, tiny_model), loaded)
     assert client.get("/events").json() == []
     for i in range(7):
         state.events.add({"event_id": f"e{i}", "label": "ok"})
@@ -287,7 +273,7 @@ def test_events_newest_first_and_bounded(tmp_path, tiny_model, loaded):
 
 
 def test_metrics_is_prometheus_text(tmp_path, tiny_model, loaded):
-    client, state = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, state = _client(edge_config(tmp_path, tiny_model), loaded)
     state.metrics.defects.inc()
     r = client.get("/metrics")
     assert r.status_code == 200
@@ -308,7 +294,7 @@ def _daemon_client(cfg) -> tuple[TestClient, Daemon]:
 
 
 def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_copy):
-    client, d = _daemon_client(_cfg(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     model_copy.write_bytes(b"\0garbage" * 100)
     r = client.post("/reload")
@@ -324,7 +310,7 @@ def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_
 
 
 def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
-    client, d = _daemon_client(_cfg(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     # a name is taken inside model.dir (default: the configured model's folder)
     shutil.copy(tiny_model, model_copy.parent / "other.tflite")
@@ -339,7 +325,7 @@ def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
 
 
 def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
-    client, d = _daemon_client(_cfg(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     side = Path(str(model_copy) + ".json")
     meta = json.loads(side.read_text())
@@ -355,9 +341,9 @@ def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
 
 
 def test_trigger_only_in_triggered_mode(tmp_path, model_copy):
-    client, d = _daemon_client(_cfg(tmp_path, model_copy))
+    client, d = _daemon_client(edge_config(tmp_path, model_copy))
     assert client.post("/trigger", json={"part_id": "p1"}).status_code == 409
-    client, d = _daemon_client(_cfg(tmp_path, model_copy, decision={"mode": "triggered"}))
+    client, d = _daemon_client(edge_config(tmp_path, model_copy, decision={"mode": "triggered"}))
     r = client.post("/trigger", json={"part_id": "p1"})
     assert r.status_code == 202 and r.json() == {"accepted": True, "part_id": "p1"}
     assert client.post("/trigger").status_code == 202
@@ -372,7 +358,7 @@ def test_trigger_only_in_triggered_mode(tmp_path, model_copy):
 
 
 def test_token_guards_everything_but_health_and_metrics(tmp_path, tiny_model, loaded):
-    client, _ = _client(_cfg(tmp_path, tiny_model, api={"token": "s3cret"}), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model, api={"token": "s3cret"}), loaded)
     assert client.get("/healthz").status_code == 200
     assert client.get("/metrics").status_code == 200
     for method, path in [("get", "/readyz"), ("get", "/status"), ("get", "/events"), ("get", "/snapshot.jpg"),
@@ -390,13 +376,13 @@ def test_token_guards_everything_but_health_and_metrics(tmp_path, tiny_model, lo
 
 
 def test_no_token_configured_means_open(tmp_path, tiny_model, loaded):
-    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model), loaded)
     assert client.get("/status").status_code == 200
     assert client.get("/status", headers={"Authorization": "Bearer anything"}).status_code == 200
 
 
 def test_openapi_documents_the_endpoints(tmp_path, tiny_model, loaded):
-    client, _ = _client(_cfg(tmp_path, tiny_model), loaded)
+    client, _ = _client(edge_config(tmp_path, tiny_model), loaded)
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/healthz", "/readyz", "/predict", "/status", "/snapshot.jpg", "/events", "/metrics", "/reload", "/trigger"):
         assert p in paths

@@ -24,29 +24,17 @@ from fastapi.testclient import TestClient
 from edge.api import ApiState, LoadedModel, ModelSlot, create_app
 from edge.capture import safe_uri
 from edge.classifier import Classifier, ModelError
-from edge.config import parse_config
 from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
 from edge.model_package import sidecar_path
 from edge.server import server_config
-from tests.helpers import edit_sidecar, free_port
+from tests.helpers import edge_config, edit_sidecar, free_port
 
 TOKEN = "t0k3n-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # the one refusal for every name that is not a package in model.dir (the name itself is echoed, shortened)
 ONE_ANSWER = re.compile(r"^no model package '.*' in model\.dir \(give a \.tflite name inside model\.dir: no absolute path, no '\.\.'\)$")
 
-
-def _cfg(tmp_path: Path, model_path: Path, **over):
-    data = {
-        "model": {"path": str(model_path)},
-        "mqtt": {"port": 1, "outbox_path": str(tmp_path / "outbox.sqlite3")},
-        "evidence": {"dir": str(tmp_path / "evidence")},
-    }
-    for key, value in over.items():
-        data.setdefault(key, {})
-        data[key].update(value)
-    return parse_config(data, environ={})
 
 
 @pytest.fixture()
@@ -117,7 +105,7 @@ def test_a_changed_threshold_is_a_different_model_id(package: Path, loaded: Load
 
 
 def test_reload_refuses_a_tampered_sidecar_and_keeps_the_model(tmp_path, package):
-    client, d = _daemon_client(_cfg(tmp_path, package, api={"token": TOKEN}))
+    client, d = _daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
     before = d.models.get()
     bad = _copy_as(package, "evil.tflite")
     edit_sidecar(bad, lambda doc: doc.update(threshold=0.999), reseal=False)
@@ -128,7 +116,7 @@ def test_reload_refuses_a_tampered_sidecar_and_keeps_the_model(tmp_path, package
 
 
 def test_reload_of_a_new_threshold_logs_the_new_model_id(tmp_path, package, caplog):
-    client, d = _daemon_client(_cfg(tmp_path, package, api={"token": TOKEN}))
+    client, d = _daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
     old_id = d.models.get().classifier.model_id
     new = _copy_as(package, "strict.tflite")
     edit_sidecar(new, lambda doc: doc.update(threshold=0.9))
@@ -143,7 +131,7 @@ def test_reload_of_a_new_threshold_logs_the_new_model_id(tmp_path, package, capl
 def test_reload_names_only_inside_model_dir_with_one_answer(tmp_path, package):
     """No absolute path, no '..', no symlink out of the folder, and no file-existence oracle: a missing
     name and a forbidden one get the same status and the same words; 300 characters are a 4xx."""
-    client, d = _daemon_client(_cfg(tmp_path, package, api={"token": TOKEN}))
+    client, d = _daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
     before = d.models.get()
     outside = _copy_as(package, "../outside/o.tflite")  # a valid package, but not in model.dir
     (package.parent / "link.tflite").symlink_to(outside)
@@ -166,13 +154,13 @@ def test_reload_names_only_inside_model_dir_with_one_answer(tmp_path, package):
 
 
 def test_reload_needs_a_token_unless_explicitly_allowed(tmp_path, package):
-    client, _ = _daemon_client(_cfg(tmp_path, package))
+    client, _ = _daemon_client(edge_config(tmp_path, package))
     r = client.post("/reload")
     assert r.status_code == 403 and "api.token" in r.json()["detail"]
-    client, _ = _daemon_client(_cfg(tmp_path, package, api={"token": TOKEN}))
+    client, _ = _daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
     assert client.post("/reload").status_code == 401
     assert client.post("/reload", headers=AUTH).status_code == 200
-    client, _ = _daemon_client(_cfg(tmp_path, package, api={"reload_without_token": True}))
+    client, _ = _daemon_client(edge_config(tmp_path, package, api={"reload_without_token": True}))
     assert client.post("/reload").status_code == 200
 
 
@@ -213,7 +201,7 @@ BOMBS = {
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_upload_bombs_and_other_formats_are_refused_before_decoding(tmp_path, int8_model, loaded, name):
     make, status = BOMBS[name]
-    state = ApiState(config=_cfg(tmp_path, int8_model), metrics=Metrics(), models=ModelSlot(loaded))
+    state = ApiState(config=edge_config(tmp_path, int8_model), metrics=Metrics(), models=ModelSlot(loaded))
     client = TestClient(create_app(state), raise_server_exceptions=False)
     r = client.post("/predict", files={"file": (f"x.{name}", make(), "application/octet-stream")})
     assert r.status_code == status, r.text
@@ -221,7 +209,7 @@ def test_upload_bombs_and_other_formats_are_refused_before_decoding(tmp_path, in
 
 
 def test_allowed_formats_still_work(tmp_path, int8_model, loaded):
-    client = TestClient(create_app(ApiState(config=_cfg(tmp_path, int8_model), metrics=Metrics(), models=ModelSlot(loaded))))
+    client = TestClient(create_app(ApiState(config=edge_config(tmp_path, int8_model), metrics=Metrics(), models=ModelSlot(loaded))))
     img = (np.random.default_rng(1).random((90, 120, 3)) * 255).astype(np.uint8)
     for ext in (".jpg", ".png", ".bmp", ".webp"):
         r = client.post("/predict", files={"file": (f"a{ext}", _encoded(ext, img), "application/octet-stream")})
@@ -233,7 +221,7 @@ def test_allowed_formats_still_work(tmp_path, int8_model, loaded):
 
 
 def test_the_pixel_limit_is_one_rule_for_every_format(tmp_path, int8_model, loaded):
-    cfg = _cfg(tmp_path, int8_model, api={"max_image_pixels": 100 * 100})
+    cfg = edge_config(tmp_path, int8_model, api={"max_image_pixels": 100 * 100})
     client = TestClient(create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded))))
     img = np.zeros((101, 100, 3), np.uint8)
     for ext in (".jpg", ".png", ".bmp", ".webp"):
@@ -245,7 +233,7 @@ def test_decodes_wait_for_a_slot_then_503(tmp_path, int8_model, loaded, monkeypa
     import edge.api
 
     monkeypatch.setattr(edge.api, "DECODE_WAIT_S", 0.2)
-    cfg = _cfg(tmp_path, int8_model, api={"max_concurrent_decodes": 1})
+    cfg = edge_config(tmp_path, int8_model, api={"max_concurrent_decodes": 1})
     app = create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded)))
     client = TestClient(app)
     jpg = _encoded(".jpg", np.zeros((32, 32, 3), np.uint8))
@@ -287,7 +275,7 @@ def test_safe_uri_leaves_plain_sources_alone():
 def test_status_and_readyz_mask_an_rtsp_password_with_at_sign(tmp_path, int8_model, loaded):
     from edge.capture import Capture
 
-    cfg = _cfg(tmp_path, int8_model, source={"uri": "rtsp://admin:p@ssw0rd@10.0.0.5/stream?token=T0KEN"})
+    cfg = edge_config(tmp_path, int8_model, source={"uri": "rtsp://admin:p@ssw0rd@10.0.0.5/stream?token=T0KEN"})
     state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded), capture=Capture(cfg.source))
     client = TestClient(create_app(state))
     for path in ("/status", "/readyz"):
@@ -297,7 +285,7 @@ def test_status_and_readyz_mask_an_rtsp_password_with_at_sign(tmp_path, int8_mod
 
 
 def test_one_log_line_per_refused_trigger(tmp_path, package, caplog):
-    client, d = _daemon_client(_cfg(tmp_path, package, decision={"mode": "triggered"}))
+    client, d = _daemon_client(edge_config(tmp_path, package, decision={"mode": "triggered"}))
     d.decider.max_pending = 1
     assert client.post("/trigger", json={"part_id": "p1"}).status_code == 202
     caplog.clear()
@@ -310,7 +298,7 @@ def test_one_log_line_per_refused_trigger(tmp_path, package, caplog):
 
 
 def test_trusted_hosts_refuse_a_rebound_host_header(tmp_path, int8_model, loaded):
-    cfg = _cfg(tmp_path, int8_model, api={"trusted_hosts": ["127.0.0.1", "localhost"]})
+    cfg = edge_config(tmp_path, int8_model, api={"trusted_hosts": ["127.0.0.1", "localhost"]})
     client = TestClient(create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded))), base_url="http://127.0.0.1")
     assert client.get("/healthz").status_code == 200
     assert client.get("/healthz", headers={"Host": "localhost:8080"}).status_code == 200
@@ -324,7 +312,7 @@ def test_a_500_logs_one_traceback_from_a_real_server(tmp_path, int8_model, loade
     def broken() -> dict:
         raise ZeroDivisionError("counter exploded")
 
-    cfg = _cfg(tmp_path, int8_model)
+    cfg = edge_config(tmp_path, int8_model)
     state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded), counters=broken)
     port = free_port()
     kw = server_config(create_app(state), cfg.api)
@@ -346,7 +334,7 @@ def test_a_500_logs_one_traceback_from_a_real_server(tmp_path, int8_model, loade
 
 
 def test_server_settings_bound_connections(tmp_path, int8_model):
-    cfg = _cfg(tmp_path, int8_model, api={"max_connections": 50, "keep_alive_timeout_s": 3, "header_timeout_s": 4})
+    cfg = edge_config(tmp_path, int8_model, api={"max_connections": 50, "keep_alive_timeout_s": 3, "header_timeout_s": 4})
     kw = server_config(object(), cfg.api)
     assert kw["timeout_keep_alive"] == 3 and kw["limit_concurrency"] >= 50
     assert kw["http"].__name__ == "GuardedH11Protocol"
