@@ -14,6 +14,9 @@ import sys
 from boxinspect import __version__
 from edge.logs import setup_logging
 
+# Modules only the train extra installs: a subcommand that needs one on an edge install says so plainly.
+TRAIN_ONLY_MODULES = {"tensorflow", "keras", "sklearn", "matplotlib", "tqdm", "amqtt"}
+
 EPILOG = """\
 typical flow:
   boxinspect synth --out data/synth --video           # synthetic boxes on a belt (+ conveyor video)
@@ -63,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_ONLY_MODULES:
+            raise
+        sys.stderr.write(
+            f"boxinspect {args.command}: needs {e.name}, which comes with the workstation install "
+            f"(pip install 'boxinspect[train]'); this looks like an edge-only install, which runs models "
+            f"(run, predict, bench, config check) but does not train or convert them.\n"
+        )
+        return 1
     except KeyboardInterrupt:
         logging.getLogger("boxinspect").warning("interrupted")
         return 130

@@ -111,7 +111,9 @@ class _Index:
             return None
         if self._stack is None:
             self._stack = np.stack(self._h)  # (N, 8)
-        d = np.bitwise_count(hashes[0] ^ self._stack).min(axis=1)  # identity hash vs all transforms of each
+        from training.split import popcount
+
+        d = popcount(hashes[0] ^ self._stack).min(axis=1)  # identity hash vs all transforms of each
         i = int(d.argmin())
         return int(d[i]), self._cls[i], self._path[i]
 

@@ -13,6 +13,7 @@ With ``api.token`` set, everything but /healthz, /metrics and the operator page'
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import struct
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -32,7 +33,9 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from edge import __version__
 from edge.capture import safe_uri
 from edge.config import Config
+from edge.liveness import Heartbeat
 from edge.metrics import Metrics
+from edge.outbox import OutboxError
 from edge.state import (
     EVENTS_MAX,
     CameraState,
@@ -73,6 +76,7 @@ class ApiState:
     trigger: Callable[[str | None], bool] | None = None
     started: float = field(default_factory=time.time)
     counters: Callable[[], dict[str, Any]] | None = None  # live loop figures (fps, frames) from the daemon
+    heartbeat: Heartbeat | None = None  # the inspection loop's pulse: /healthz fails when it stops
     operator: Any = None  # edge.operator.OperatorState: the page's images, rates, feedback (made by create_app if None)
 
     def threshold(self, model: LoadedModel) -> float:
@@ -96,13 +100,14 @@ class ApiState:
         if self.config.mqtt.enabled:
             if self.sink is None:
                 reasons.append("mqtt: not started")
-            elif not self.sink.connected:
-                why = self.sink.last_error
-                reasons.append(
-                    f"mqtt: not connected to {self.config.mqtt.host}:{self.config.mqtt.port}" + (f" ({why})" if why else "")
-                )
-            elif (problem := self.sink.not_ready_reason()) is not None:
-                reasons.append(f"mqtt: {problem}")
+            else:
+                if not self.sink.connected:
+                    why = self.sink.last_error
+                    reasons.append(
+                        f"mqtt: not connected to {self.config.mqtt.host}:{self.config.mqtt.port}" + (f" ({why})" if why else "")
+                    )
+                if (problem := self.sink.not_ready_reason()) is not None:  # e.g. disk full, events only in memory
+                    reasons.append(f"mqtt: {problem}")
         return reasons
 
 
@@ -112,8 +117,10 @@ class ApiState:
 
 
 class Health(BaseModel):
-    status: str = "alive"
+    status: str = Field(default="alive", description="alive, or hung when the inspection loop stopped turning (503)")
     version: str = __version__
+    reason: str | None = Field(default=None, description="why: loop running, waiting for the camera, or where it hung")
+    loop_age_s: float | None = Field(default=None, description="seconds since the inspection loop last completed an iteration")
 
 
 class Readiness(BaseModel):
@@ -138,14 +145,6 @@ class ReloadRequest(BaseModel):
         max_length=255,
         description="the name of a .tflite inside model.dir to load instead of model.path (no absolute path, no '..')",
     )
-
-
-class ReloadResponse(BaseModel):
-    ok: bool
-    path: str
-    model_id: str | None = None
-    reason: str | None = None
-    self_test_failures: list[str] = Field(default_factory=list)
 
 
 class TriggerRequest(BaseModel):
@@ -252,6 +251,50 @@ def decode_upload(data: bytes, max_bytes: int, max_pixels: int = MAX_IMAGE_PIXEL
     if image.shape[0] * image.shape[1] > max_pixels:  # the decoder disagreed with the header
         raise HTTPException(413, f"image is {image.shape[1]}x{image.shape[0]} pixels; the limit is {max_pixels}")
     return image
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from the request's ``receive`` once a body passes the limit; FastAPI turns it into a 413."""
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies above ``limit`` bytes on ``paths`` with 413.
+
+    A declared ``Content-Length`` above the limit is refused before anything is read; a chunked body
+    is counted as it arrives and cut off at the limit (the body is never buffered beyond it).
+    """
+
+    def __init__(self, app: Any, paths: tuple[str, ...], limit: int, detail: str) -> None:
+        self.app, self.paths, self.limit, self.detail = app, paths, limit, detail
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                body = json.dumps({"detail": f"request body is {int(value)} bytes; {self.detail}"}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        seen = 0
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(413, f"request body is over {self.limit} bytes; {self.detail}")
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,21 +405,28 @@ def create_app(state: ApiState) -> FastAPI:
     if cfg.api.trusted_hosts:  # DNS rebinding: a browser page on another name cannot reach the API
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.api.trusted_hosts))
 
-    @app.middleware("http")
-    async def _declared_size(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        """Refuse a declared oversize upload before reading it (chunked bodies hit max_body_size below)."""
-        length = request.headers.get("content-length")
-        if request.url.path in ("/predict", "/ui/check") and length and length.isdigit() and int(length) > upload_limit:
-            return JSONResponse(
-                {"detail": f"request body is {length} bytes; uploads are limited to "
-                 f"{cfg.api.max_upload_bytes} bytes (api.max_upload_bytes)"},
-                status_code=413,
-            )
-        return await call_next(request)
+    # The upload limit as plain ASGI middleware: works with every FastAPI/Starlette this package supports
+    # (FastAPI's own per-route ``max_body_size`` exists only from 0.164, which needs Python 3.11).
+    app.add_middleware(
+        BodyLimit,
+        paths=("/predict", "/ui/check"),
+        limit=upload_limit,
+        detail=f"uploads are limited to {cfg.api.max_upload_bytes} bytes (api.max_upload_bytes)",
+    )
 
-    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness: the process answers")
-    def healthz() -> Health:
-        return Health()
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["health"],
+        summary="Liveness: the process answers and the inspection loop is turning",
+        responses={503: {"model": Health, "description": "the inspection loop is hung; `reason` says where"}},
+    )
+    def healthz() -> JSONResponse:
+        if state.heartbeat is None:
+            return JSONResponse(Health().model_dump())
+        live = state.heartbeat.check()
+        body = Health(status="alive" if live.alive else "hung", reason=live.reason, loop_age_s=round(live.loop_age_s, 3))
+        return JSONResponse(body.model_dump(), status_code=200 if live.alive else 503)
 
     @app.get(
         "/readyz",
@@ -403,7 +453,6 @@ def create_app(state: ApiState) -> FastAPI:
             503: {"description": "no model loaded"},
         },
         dependencies=auth,
-        max_body_size=upload_limit,
     )
     def predict(file: UploadFile = File(..., description="a JPEG, PNG, BMP or WebP image")) -> PredictResult:
         data = file.file.read(cfg.api.max_upload_bytes + 1)
@@ -459,11 +508,40 @@ def create_app(state: ApiState) -> FastAPI:
             raise HTTPException(500, "could not encode the snapshot")
         return Response(buf.tobytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
-    @app.get("/events", tags=["status"], summary="Recent decisions, newest first", dependencies=auth)
+    @app.get(
+        "/events",
+        tags=["status"],
+        summary="Recent decisions, newest first; with since_seq: replay of the outbox",
+        dependencies=auth,
+    )
     def events(
         limit: int = Query(50, ge=1, le=EVENTS_MAX, description=f"how many (1..{EVENTS_MAX})"),
+        since_seq: int | None = Query(
+            None, ge=0, le=2**62,
+            description="replay: re-publish every event still in the outbox with seq > since_seq (original event_id "
+            "and seq, at most 1000, oldest first) and return them (docs/EVENTS.md)",
+        ),
     ) -> list[dict[str, Any]]:
-        return state.events.latest(limit)
+        if since_seq is None:
+            return state.events.latest(limit)
+        replay = getattr(state.sink, "replay", None)
+        if replay is None:
+            raise HTTPException(404, "no outbox: replay needs the MQTT sink")
+        try:
+            rows = replay(since_seq)
+        except OutboxError as e:
+            raise HTTPException(503, f"replay failed: {e}") from None
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            try:
+                doc = json.loads(row.payload)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                doc["seq"] = row.seq
+                doc["topic"] = row.topic
+                out.append(doc)
+        return out
 
     @app.get(
         "/metrics",
@@ -479,10 +557,10 @@ def create_app(state: ApiState) -> FastAPI:
 
     @app.post(
         "/reload",
-        response_model=ReloadResponse,
+        response_model=ReloadResult,
         tags=["control"],
         summary="Load the model again (or the .tflite in `path`), self-test it, swap it in; the old one stays on failure",
-        responses={422: {"model": ReloadResponse, "description": "new model rejected; the old one stays"}},
+        responses={422: {"model": ReloadResult, "description": "new model rejected; the old one stays"}},
         dependencies=auth,
     )
     def reload(body: ReloadRequest | None = None) -> JSONResponse:
@@ -493,7 +571,7 @@ def create_app(state: ApiState) -> FastAPI:
                 403, "reload over HTTP needs api.token (or api.reload_without_token: true); SIGHUP still reloads"
             )
         result = state.reload(body.path if body is not None else None)
-        payload = ReloadResponse(**result.__dict__).model_dump()
+        payload = result.model_dump()
         return JSONResponse(payload, status_code=200 if result.ok else 422)
 
     @app.post(

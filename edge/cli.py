@@ -24,14 +24,27 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError, load_config
+    """Validate the file, then check what start-up needs: files exist, state directories are writable.
+    Problems go to stderr (exit 2); the summary of a good config to stdout."""
+    import sys
+
+    from edge.config import ConfigError, check_files, load_config
 
     try:
         cfg = load_config(args.file)
     except ConfigError as e:
-        print(e)
+        sys.stderr.write(f"{e}\n")
         return 2
-    print(f"{args.file}: OK (line={cfg.line}, camera={cfg.camera}, source={cfg.source.uri}, model={cfg.model.path})")
+    errors, warnings = check_files(cfg)
+    for w in warnings:
+        sys.stderr.write(f"{args.file}: warning: {w}\n")
+    if errors:
+        sys.stderr.write(f"{args.file}: the daemon would not start\n" + "".join(f"  {e}\n" for e in errors))
+        return 2
+    print(
+        f"{args.file}: OK (line={cfg.line}, camera={cfg.camera}, source={cfg.source.uri}, model={cfg.model.path}, "
+        f"state in {cfg.state_dir})"
+    )
     return 0
 
 
@@ -76,6 +89,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("config", help="check a daemon config file")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
-    c = csub.add_parser("check", help="validate a config file and name any bad key")
+    c = csub.add_parser(
+        "check", help="validate a config file, name any bad key, check that files exist and state directories are writable"
+    )
     c.add_argument("file")
     c.set_defaults(func=_config_check)

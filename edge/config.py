@@ -1,8 +1,15 @@
 """Daemon configuration: one YAML file, validated into typed objects at start-up.
 
 Every key is documented in ``deploy/config.example.yaml``. Secrets (and any other key) can be
-overridden from the environment with ``BOXINSPECT_<SECTION>__<KEY>``, for example
-``BOXINSPECT_MQTT__PASSWORD``. Errors name the key path and what was expected.
+overridden from the environment with ``BOXINSPECT_<KEY>`` or ``BOXINSPECT_<SECTION>__<KEY>``, for example
+``BOXINSPECT_MQTT__PASSWORD`` (read by pydantic-settings, so values are parsed for the key's type; an empty
+variable counts as unset). Errors name the key path, what was expected and, for an environment value, the
+variable it came from.
+
+Paths: inputs (``model.path``, the TLS files) relative to the config file's folder; state
+(``mqtt.outbox_path``, ``evidence.dir``, ``operator.feedback_dir``) relative to the state directory: ``state_dir`` in the file or
+``BOXINSPECT_STATE_DIR``, else ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``), else the
+config file's folder.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "BOXINSPECT_"
+ENV_NESTING = "__"
 
 
 class ConfigError(ValueError):
@@ -142,6 +151,8 @@ class MqttConfig(_Section):
     outbox_path: Path = Path("boxinspect-outbox.sqlite3")
     outbox_max_events: int = Field(default=100_000, ge=1)
     outbox_overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    outbox_retention_s: float = Field(default=3600.0, ge=0)  # acknowledged events kept this long for replay; 0 = delete on PUBACK
+    outbox_memory_max_events: int = Field(default=1000, ge=1)  # disk full: at most this many events wait in memory
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
 
@@ -159,6 +170,13 @@ class ApiConfig(_Section):
     max_connections: int = Field(default=100, ge=1)  # open HTTP connections; more are closed at once
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections are closed after this
     header_timeout_s: float = Field(default=10.0, gt=0)  # a connection must send its request head within this
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, v: Any) -> Any:
+        # "token:" left empty (or an unset compose variable) means no token, not "the empty token",
+        # which would lock every endpoint behind a credential nobody can send.
+        return None if isinstance(v, str) and not v.strip() else v
 
 
 class EvidenceConfig(_Section):
@@ -288,6 +306,8 @@ class Config(_Section):
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     spc: SpcConfig = SpcConfig()
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    state_dir: Path | None = None  # outbox and evidence live here; null = $STATE_DIRECTORY, else the config's folder
+    liveness_timeout_s: float = Field(default=30.0, gt=0)  # /healthz fails when the loop has not turned for this long
 
     @field_validator("line", "camera")
     @classmethod
@@ -318,31 +338,58 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    """Apply ``BOXINSPECT_A__B=value`` overrides onto the raw mapping (values parsed as YAML scalars)."""
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        # Secrets stay strings even if they look like numbers.
-        if path[-1] in {"password", "token", "username"}:
-            value = raw
-        node[path[-1]] = value
-    return data
+class _EnvNames(BaseSettings):
+    """Only for its settings: pydantic-settings reads the environment for :class:`Config`'s fields."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, case_sensitive=False, env_ignore_empty=True
+    )
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``BOXINSPECT_...`` variables as a nested mapping of raw strings, keyed like the YAML file.
+
+    pydantic-settings does the reading (prefix, ``__`` nesting, JSON for whole sections); the values stay
+    strings so that pydantic parses each for its key's type ("0" stays the string "0" for ``source.uri``,
+    "on" is no port). Empty values are ignored: an unset compose variable must not blank a key.
+    """
+    source = EnvSettingsSource(_EnvNames, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING)
+    source.env_vars = {k.lower(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX) and v != ""}
+    out: dict[str, Any] = {}
+    for name, field in Config.model_fields.items():
+        value, _, _ = source.get_field_value(field, name)
+        value = source.prepare_field_value(name, field, value, source.field_is_complex(field))
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _env_name(loc: tuple[Any, ...], env_keys: set[tuple[str, ...]]) -> str | None:
+    """The variable that set the value at ``loc`` (or a section above it), if one did."""
+    for n in range(len(loc), 0, -1):
+        key = tuple(str(p) for p in loc[:n])
+        if key in env_keys:
+            return ENV_PREFIX + ENV_NESTING.join(key).upper()
+    return None
+
+
+def _paths(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    out: set[tuple[str, ...]] = set()
+    for k, v in data.items():
+        out.add((*prefix, k))
+        if isinstance(v, dict):
+            out |= _paths(v, (*prefix, k))
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _format_errors(err: ValidationError, source: str, env_keys: set[tuple[str, ...]] | None = None) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -351,17 +398,19 @@ def _format_errors(err: ValidationError, source: str) -> str:
             msg = "unknown key (check the spelling against deploy/config.example.yaml)"
         got = e.get("input")
         got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
-        lines.append(f"  {loc}: {msg}{got_s}")
+        var = _env_name(tuple(e["loc"]), env_keys or set())
+        from_env = f" [from the environment: {var}]" if var else ""
+        lines.append(f"  {loc}: {msg}{got_s}{from_env}")
     return "\n".join(lines)
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "config", environ: dict[str, str] | None = None) -> Config:
-    data = dict(data or {})
-    data = _apply_env(data, dict(os.environ if environ is None else environ))
+    env = env_overrides(dict(os.environ if environ is None else environ))
+    data = _merge(dict(data or {}), env)
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, _paths(env))) from None
 
 
 def load_config(path: str | Path | None, environ: dict[str, str] | None = None) -> Config:
@@ -384,13 +433,90 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys (line:, camera:, source:, ...), got {type(data).__name__}")
     cfg = parse_config(data, str(p), environ)
-    # Relative paths are relative to the config file, so a config can travel with its model.
-    base = p.resolve().parent
-    for section, key in (
-        ("model", "path"), ("model", "dir"), ("mqtt", "outbox_path"), ("evidence", "dir"), ("operator", "feedback_dir"),
+    resolve_paths(cfg, p.resolve().parent, dict(os.environ if environ is None else environ))
+    return cfg
+
+
+def state_dir(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Path:
+    """Where relative state paths go: ``state_dir`` (or BOXINSPECT_STATE_DIR), else systemd's
+    ``$STATE_DIRECTORY`` (its first entry), else the config file's folder."""
+    if cfg.state_dir is not None:
+        return cfg.state_dir if cfg.state_dir.is_absolute() else config_dir / cfg.state_dir
+    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(systemd) if systemd else config_dir
+
+
+def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> None:
+    """Make every path absolute: inputs against the config's folder (a config travels with its model),
+    state (outbox, evidence, operator feedback) against :func:`state_dir`."""
+    state = state_dir(cfg, config_dir, environ)
+    cfg.state_dir = state
+    for obj, key, base in (
+        (cfg.model, "path", config_dir),
+        (cfg.model, "dir", config_dir),
+        (cfg.mqtt.tls, "ca_certs", config_dir),
+        (cfg.mqtt.tls, "certfile", config_dir),
+        (cfg.mqtt.tls, "keyfile", config_dir),
+        (cfg.mqtt, "outbox_path", state),
+        (cfg.evidence, "dir", state),
+        (cfg.operator, "feedback_dir", state),
     ):
-        obj = getattr(cfg, section)
         val = getattr(obj, key)
         if val is not None and not val.is_absolute():
-            setattr(obj, key, (base / val))
-    return cfg
+            setattr(obj, key, base / val)
+
+
+def _writable_dir(path: Path) -> str | None:
+    """None if ``path`` is (or can be made as) a directory this process can write; else why not."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        who = f"uid {os.getuid()}" if hasattr(os, "getuid") else "this user"
+        return f"{probe} is not writable by {who}" + ("" if probe == path else f" (needed to create {path})")
+    return None
+
+
+def check_files(cfg: Config) -> tuple[list[str], list[str]]:
+    """What start-up would trip over, found now: (errors, warnings), each naming the key.
+
+    Errors: a missing model or its sidecar, a missing video file/folder or TLS file, a state directory
+    (outbox, evidence) that this user cannot create or write. Warnings: things that may be fine
+    elsewhere (no /dev/videoN on this machine).
+    """
+    from edge.capture import guess_kind
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    model = cfg.model.path
+    if not model.is_file():
+        errors.append(f"model.path: {model} does not exist")
+    elif not Path(f"{model}.json").is_file():
+        errors.append(f"model.path: the metadata sidecar {model}.json is missing (copy it with the model)")
+    kind = cfg.source.kind if cfg.source.kind != "auto" else guess_kind(cfg.source.uri)
+    if kind == "file" and not Path(cfg.source.uri).is_file():
+        errors.append(f"source.uri: video file {cfg.source.uri} does not exist")
+    elif kind == "folder" and not Path(cfg.source.uri).is_dir():
+        errors.append(f"source.uri: image folder {cfg.source.uri} does not exist")
+    elif kind == "usb":
+        dev = Path(cfg.source.uri if cfg.source.uri.startswith("/dev/") else f"/dev/video{cfg.source.uri}")
+        if cfg.source.uri.isdigit() or cfg.source.uri.startswith("/dev/"):
+            if not dev.exists():
+                warnings.append(f"source.uri: {dev} does not exist on this machine (no camera plugged in?)")
+    if cfg.mqtt.tls.enabled:
+        for key in ("ca_certs", "certfile", "keyfile"):
+            val = getattr(cfg.mqtt.tls, key)
+            if val is not None and not val.is_file():
+                errors.append(f"mqtt.tls.{key}: {val} does not exist")
+    why = _writable_dir(cfg.mqtt.outbox_path.parent)
+    if why:
+        errors.append(f"mqtt.outbox_path: {why}; set state_dir (or BOXINSPECT_STATE_DIR) to a writable directory")
+    if cfg.evidence.enabled:
+        why = _writable_dir(cfg.evidence.dir)
+        if why:
+            errors.append(f"evidence.dir: {why}; set state_dir (or BOXINSPECT_STATE_DIR) to a writable directory")
+    return errors, warnings

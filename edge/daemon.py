@@ -47,6 +47,7 @@ from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
+from edge.liveness import Heartbeat, sd_notify
 from edge.localize import Located, locate
 from edge.logs import setup_logging
 from edge.metrics import Metrics
@@ -176,6 +177,7 @@ class Daemon:
         self.clock = clock
         self.loader = loader or functools.partial(load_model, cfg)
         self.started = clock()
+        self.heartbeat = Heartbeat(cfg.liveness_timeout_s)  # /healthz and systemd's watchdog watch the loop
         # Flags set by signal handlers and the API; only the main loop acts on them.
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -227,6 +229,7 @@ class Daemon:
         # With mqtt.enabled false the sink still keeps defect events in the outbox (nothing is lost).
         client_id = cfg.mqtt.client_id or f"boxinspect-{cfg.line}-{cfg.camera}"
         sink = MqttSink(cfg.mqtt, cfg.topic_base, metrics, client_id)
+        sink.enable_replay(cfg.api.token.get_secret_value() if cfg.api.token is not None else None)
         try:
             evidence = EvidenceStore(cfg.evidence) if cfg.evidence.enabled else None
             capture: FrameSource = (
@@ -252,6 +255,7 @@ class Daemon:
             self._shutdown()
             return EXIT_FAILED
         model = self.models.get()
+        sd_notify(f"READY=1\nSTATUS=inspecting line {cfg.line} camera {cfg.camera}")
         log.info(
             "running: line=%s camera=%s source=%s model=%s mode=%s mqtt=%s",
             cfg.line, cfg.camera,
@@ -266,6 +270,8 @@ class Daemon:
             self.stop_reason = "error"
         failed = self.stop_reason.startswith("error")
         (log.error if failed else log.info)("stopping (%s)", self.stop_reason)
+        self.heartbeat.stopped()
+        sd_notify(f"STOPPING=1\nSTATUS=stopping ({self.stop_reason})")
         self._shutdown()  # events left in the outbox are delivered on the next start: still a clean exit
         return EXIT_FAILED if failed else EXIT_OK
 
@@ -294,6 +300,7 @@ class Daemon:
             trigger=self.trigger if cfg.decision.mode == "triggered" else None,
             started=self.started,
             counters=self.loop_counters,
+            heartbeat=self.heartbeat,
             operator=self.operator,
         )
         if cfg.api.enabled:
@@ -327,8 +334,10 @@ class Daemon:
                 threading.Thread(target=self.reload, name="reload", daemon=True).start()
             self._follow_model_swap()
 
+            self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != "ok")
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
+                self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision, outbox)")
                 try:
                     self._process(frame)
                 except Exception as e:  # one bad frame must not stop the line's inspection
@@ -517,9 +526,10 @@ class Daemon:
         if event["is_defect"] and self.sink is not None:
             try:
                 self.sink.publish_defect(event)
-            except Exception as e:  # the outbox could not store it (disk full, ...): never lose it silently
-                self.metrics.events_dropped.inc()
-                log.error("DEFECT EVENT NOT STORED in the outbox (%s); the event: %s", e, json.dumps(event))
+            except Exception as e:  # cannot be encoded (NaN), or a bug: lost, so counted and logged in full
+                reason = "unencodable" if isinstance(e, ValueError) else "error"
+                self.metrics.events_lost.labels(reason=reason).inc()
+                log.error("DEFECT EVENT LOST (%s: %s); the event: %s", reason, e, json.dumps(event, default=str))
         if self.sink is not None and cfg.mqtt.publish_results:
             try:
                 self.sink.publish_result(event)
@@ -648,20 +658,21 @@ class Daemon:
                 except PackageError as e:
                     self.metrics.reloads.labels(outcome="refused").inc()
                     log.warning("reload refused, keeping %s: %s", old_id, e)
-                    return ReloadResult(False, path[:80], model_id=old_id, reason=str(e))
+                    return ReloadResult(ok=False, path=path[:80], model_id=old_id, reason=str(e))
             log.info("reloading model from %s", target)
             try:
                 new = self.loader(target)
             except ModelError as e:
                 self.metrics.reloads.labels(outcome="load_failed").inc()
                 log.error("reload failed, keeping %s: %s", old_id, e)
-                return ReloadResult(False, str(target), model_id=old_id, reason=str(e))
+                return ReloadResult(ok=False, path=str(target), model_id=old_id, reason=str(e))
             if not new.self_test_passed:
                 self.metrics.reloads.labels(outcome="self_test_failed").inc()
                 reason = "self-test failed: " + "; ".join(new.self_test_failures)
                 log.error("reload rejected, keeping %s: %s", old_id, reason)
                 return ReloadResult(
-                    False, str(target), model_id=old_id, reason=reason, self_test_failures=list(new.self_test_failures)
+                    ok=False, path=str(target), model_id=old_id, reason=reason,
+                    self_test_failures=list(new.self_test_failures),
                 )
             self.models.swap(new)
             self._publish_model_info(new)
@@ -670,7 +681,7 @@ class Daemon:
                 "model swapped: %s -> %s (threshold %s -> %.4f)", old_id, new.classifier.model_id,
                 f"{self._threshold(old):.4f}" if old else None, self._threshold(new),
             )
-            return ReloadResult(True, str(target), model_id=new.classifier.model_id)
+            return ReloadResult(ok=True, path=str(target), model_id=new.classifier.model_id)
 
     def _follow_model_swap(self) -> None:
         """After a swap, the decider takes the new threshold and model id (between frames, main thread)."""
@@ -716,6 +727,8 @@ class Daemon:
             }
         )
         self.metrics.model_ready.set(1 if model.self_test_passed else 0)
+        for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
+            self.metrics.decisions.labels(label=label)
         if self.sink is not None:
             self.sink.publish_model(self._model_doc(model))
 

@@ -18,20 +18,15 @@ def setup_logging(level: str | int | None = None, fmt: str = "text") -> None:
         root.removeHandler(h)
     handler = logging.StreamHandler()
     if fmt == "json":
-        import json
+        # One JSON object per line, tracebacks included (exc_info, stack_info) and any extra= fields.
+        from pythonjsonlogger.json import JsonFormatter
 
-        class _Json(logging.Formatter):
-            def format(self, record: logging.LogRecord) -> str:
-                return json.dumps(
-                    {
-                        "ts": self.formatTime(record),
-                        "level": record.levelname,
-                        "logger": record.name,
-                        "msg": record.getMessage(),
-                    }
-                )
-
-        handler.setFormatter(_Json())
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "message": "msg"},
+            )
+        )
     else:
         handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
     root.addHandler(handler)

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 
 from edge.state import CameraState
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
-
-
-class _ProcessCollector:
-    """Process RSS and CPU seconds via psutil (works where /proc is missing too)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._proc = psutil.Process(os.getpid())
-
-    def collect(self) -> Iterator[Metric]:
-        mem = self._proc.memory_info()
-        cpu = self._proc.cpu_times()
-        g = GaugeMetricFamily("boxinspect_process_rss_bytes", "Resident memory of the daemon")
-        g.add_metric([], mem.rss)
-        yield g
-        c = GaugeMetricFamily("boxinspect_process_cpu_seconds", "User+system CPU seconds used by the daemon")
-        c.add_metric([], cpu.user + cpu.system)
-        yield c
 
 
 class Metrics:
@@ -74,6 +60,15 @@ class Metrics:
         self.events_dropped = Counter(
             "boxinspect_events_dropped", "Defect events lost to outbox overflow (see mqtt.outbox_overflow)", registry=r
         )
+        self.events_lost = Counter(
+            "boxinspect_events_lost", "Defect events lost for another reason than overflow, by reason (disk_full, ...)",
+            ["reason"], registry=r,
+        )
+        self.events_unstored = Counter(
+            "boxinspect_events_unstored",
+            "Defect events the outbox could not store (disk full), by what happened: direct (published without the "
+            "outbox) or memory (held in memory)", ["route"], registry=r,
+        )
         self.mqtt_callback_errors = Counter(
             "boxinspect_mqtt_callback_errors", "Exceptions caught in MQTT callbacks (the connection lives on)", ["callback"],
             registry=r,
@@ -87,10 +82,8 @@ class Metrics:
         self.reloads = Counter("boxinspect_model_reloads", "Model reloads by outcome", ["outcome"], registry=r)
         self.uptime = Gauge("boxinspect_uptime_seconds", "Seconds since start", registry=r)
         self.uptime.set_function(lambda: time.time() - self.started)
-        try:
-            r.register(_ProcessCollector())
-        except ImportError:  # psutil is an edge dependency; tolerate its absence
-            pass
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (from /proc; Linux)
+        ProcessCollector(registry=r)
         self.set_camera_state(CameraState.DISCONNECTED)
 
     @staticmethod

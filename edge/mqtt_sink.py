@@ -16,6 +16,17 @@ At send time the sink stamps two fields into the stored JSON: ``seq`` (the outbo
 ``published_at`` (ISO 8601 UTC of this attempt; a resend carries a later one). The outbox keeps
 the payload exactly as ``publish_defect()`` stored it.
 
+Disk full (the outbox raises OutboxFull): the event is held in a bounded in-memory queue
+(``mqtt.outbox_memory_max_events``) and, while connected, published directly (QoS 1, ``seq`` null),
+counted in ``boxinspect_events_unstored{route}`` and logged. While events are held only in memory
+``/readyz`` says not ready. When the queue is full the oldest held event is lost (counted as
+``boxinspect_events_lost{reason="disk_full"}``, logged with its id); once the outbox stores again the
+sink records the loss as a seq gap plus a ``lost`` notice on ``<base>/lost`` (docs/EVENTS.md).
+
+Replay: with a retention window (``mqtt.outbox_retention_s``) acknowledged events stay in the outbox;
+``replay(since_seq)`` re-publishes them with their original ``event_id`` and ``seq`` (token-protected
+command topic ``<base>/replay`` and ``GET /events?since_seq=``).
+
 Threads: paho's network thread (``loop_start``) runs the callbacks, which only enqueue events; one
 sender thread owns the in-flight bookkeeping (mid -> seq), reads the outbox and publishes. QoS 1
 messages are only handed to paho while connected, and paho's own in-memory copies of unacknowledged
@@ -24,6 +35,8 @@ messages are dropped on every (re)connect: the outbox is the single source of tr
 
 from __future__ import annotations
 
+import collections
+import hmac
 import json
 import logging
 import queue
@@ -41,7 +54,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from edge.mqtt import CallbackGuard, connect_async, make_client, probe_reason
-from edge.outbox import Outbox, OutboxError
+from edge.outbox import Outbox, OutboxError, OutboxFull, Row
 from edge.ratelimit import RateLimit
 from edge.timeutil import iso_utc
 
@@ -55,6 +68,9 @@ STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 DEFAULT_MAX_INFLIGHT = 20
 LOG_REPEAT_S = 60.0  # a repeated connection problem is logged again at most this often
+REPLAY_MAX = 1000  # events re-published per replay request (ask again from the last seq for more)
+REPLAY_REQUEST_MAX_BYTES = 256
+LOST_IDS_KEPT = 100  # event ids named in a `lost` notice
 
 
 @dataclass(frozen=True)
@@ -64,11 +80,25 @@ class Topics:
     status: str
     stats: str
     model: str = ""
+    lost: str = ""
+    replay: str = ""
 
     @classmethod
     def for_base(cls, base: str) -> Topics:
         base = base.rstrip("/")
-        return cls(f"{base}/defect", f"{base}/result", f"{base}/status", f"{base}/stats", f"{base}/model")
+        return cls(
+            f"{base}/defect", f"{base}/result", f"{base}/status", f"{base}/stats", f"{base}/model",
+            f"{base}/lost", f"{base}/replay",
+        )
+
+
+@dataclass(eq=False)
+class _Held:
+    """A defect event the outbox could not store (disk full): in memory until stored or acknowledged."""
+
+    topic: str
+    payload: bytes
+    event_id: str
 
 
 # Messages to the sender thread (paho's callbacks and the publishing API put them on its queue).
@@ -111,6 +141,7 @@ class _SenderState:
 
     window: int  # at most this many defect events in flight
     inflight: dict[int, int] = field(default_factory=dict)  # paho mid -> outbox seq
+    direct: dict[int, _Held] = field(default_factory=dict)  # paho mid -> held event published without the outbox
     last_sent: int = 0  # highest seq handed to paho on this connection
     connected: bool = False
     retry_at: float | None = None  # after a rejected PUBACK: when to resend from the oldest row
@@ -138,7 +169,7 @@ def _encode(obj: dict[str, Any]) -> bytes:
         raise ValueError(f"event {obj.get('event_id')} cannot be encoded as JSON: {e}") from None
 
 
-def _stamp(payload: bytes, seq: int) -> bytes:
+def _stamp(payload: bytes, seq: int | None) -> bytes:
     """Add ``seq`` and ``published_at`` to a stored JSON object; anything else is sent unchanged."""
     try:
         obj = json.loads(payload)
@@ -195,8 +226,21 @@ class MqttSink:
         self.published = 0  # PUBACKs received for defect events (this process)
         self.failed = 0  # failed attempts (they stay in the outbox)
         self._ssl_context: ssl.SSLContext | None = None
+        # Disk full: events the outbox could not store, oldest first (bounded); losses not yet on disk.
+        self._held: collections.deque[_Held] = collections.deque()
+        self._held_lock = threading.RLock()
+        self._held_max = cfg.outbox_memory_max_events
+        self._lost_pending = 0
+        self._lost_ids: collections.deque[str] = collections.deque(maxlen=LOST_IDS_KEPT)
+        self._storage_error: str | None = None
+        self._storage_full = False
+        self._held_log = RateLimit(LOG_REPEAT_S)
+        self._replay_log = RateLimit(LOG_REPEAT_S)
+        self._replay_token: bytes | None = None
         self._client = self._make_client()  # config errors first, before the outbox is locked
-        self.outbox = outbox or Outbox(cfg.outbox_path, cfg.outbox_max_events, cfg.outbox_overflow, metrics)
+        self.outbox = outbox or Outbox(
+            cfg.outbox_path, cfg.outbox_max_events, cfg.outbox_overflow, metrics, retention_s=cfg.outbox_retention_s
+        )
         if metrics is not None:
             metrics.mqtt_connected.set(0)
 
@@ -268,6 +312,11 @@ class MqttSink:
         self._connected.clear()
         if self.metrics is not None:
             self.metrics.mqtt_connected.set(0)
+        with self._held_lock:
+            held = len(self._held)
+        if held:
+            log.error("MQTT: stopped with %d defect event(s) held in memory only (the outbox could not store them: "
+                      "%s); they are LOST: %s", held, self._storage_error, ", ".join(h.event_id for h in self._held))
         if left:
             log.warning("MQTT: stopped with %d defect event(s) in the outbox %s; they are sent on the next start",
                         left, self.outbox.path)
@@ -286,18 +335,147 @@ class MqttSink:
     def publish_defect(self, event: dict[str, Any]) -> int | None:
         """Store the event in the outbox (durably), then let the sender publish it. Returns its seq.
 
-        Returns None only if the outbox is full and ``mqtt.outbox_overflow`` is ``drop_newest``
-        (the loss is counted and logged). Raises OutboxError if the disk write fails, ValueError
-        if the event cannot be encoded as JSON (NaN scores).
+        Returns None if the outbox is full and ``mqtt.outbox_overflow`` is ``drop_newest`` (the loss is
+        counted and logged), or if the outbox cannot store it (disk full): the event is then held in
+        memory and published directly while connected (see the module doc). Raises ValueError if the
+        event cannot be encoded as JSON (NaN scores).
         """
         ev = dict(event)
         if not ev.get("event_id"):
             ev["event_id"] = str(uuid.uuid4())
         ev.pop("seq", None)  # stamped at send time
         ev.pop("published_at", None)
-        seq = self.outbox.put(self.topics.defect, _encode(ev), str(ev["event_id"]))
+        item = _Held(self.topics.defect, _encode(ev), str(ev["event_id"]))
+        seq = None
+        with self._held_lock:
+            if self._held:  # keep the order: behind the events already waiting in memory
+                self._hold(item)
+            else:
+                try:
+                    seq = self._store(item)
+                except OutboxError as e:
+                    self._storage_failed(e)
+                    self._hold(item)
         self._events.put(_Stored())
         return seq
+
+    # -- disk full: events the outbox cannot store ------------------------------------------------
+    def _store(self, item: _Held | None) -> int | None:
+        """Put ``item`` into the outbox; first the `lost` notice for events lost while it could not store."""
+        if self._lost_pending:
+            n, ids, lost_id = self._lost_pending, list(self._lost_ids), str(uuid.uuid4())
+            reason = "disk_full" if self._storage_full else "outbox_error"
+
+            def notice(first: int) -> bytes:
+                return json.dumps({
+                    "kind": "lost", "event_id": lost_id, "count": n, "first_seq": first, "last_seq": first + n - 1,
+                    "reason": reason, "event_ids": ids, "topic": self.topics.defect, "recorded_at": iso_utc(),
+                }, separators=(",", ":")).encode()
+
+            self.outbox.put(self.topics.lost, notice, lost_id, gap=n)
+            log.error("MQTT: recorded %d lost defect event(s) (%s) as a seq gap and a notice on %s",
+                      n, reason, self.topics.lost)
+            self._lost_pending = 0
+            self._lost_ids.clear()
+        return None if item is None else self.outbox.put(item.topic, item.payload, item.event_id)
+
+    def _storage_failed(self, err: OutboxError) -> None:
+        self._storage_error = str(err)
+        self._storage_full = isinstance(err, OutboxFull)
+
+    def _hold(self, item: _Held) -> None:
+        """Keep an event the outbox could not store in memory (bounded: the oldest is lost)."""
+        reason = "disk_full" if self._storage_full else "outbox_error"
+        if len(self._held) >= self._held_max:
+            old = self._held.popleft()
+            self._lost_pending += 1
+            self._lost_ids.append(old.event_id)
+            if self.metrics is not None:
+                self.metrics.events_lost.labels(reason=reason).inc()
+            log.error(
+                "DEFECT EVENT LOST: %s (%s: the outbox cannot store and %d event(s) already wait in memory, "
+                "mqtt.outbox_memory_max_events); consumers will see a seq gap and a notice on %s",
+                old.event_id, "disk full" if self._storage_full else "outbox error", self._held_max, self.topics.lost,
+            )
+        self._held.append(item)
+        route = "direct" if self.connected else "memory"
+        if self.metrics is not None:
+            self.metrics.events_unstored.labels(route=route).inc()
+        emit, n = self._held_log.check(route)
+        if emit:
+            what = "disk full" if self._storage_full else "cannot store"
+            how = ("publishing it directly (broker connected, seq null)" if route == "direct" else
+                   f"holding it in memory ({len(self._held)} of at most {self._held_max}) until the disk has room "
+                   "or the broker is back; /readyz says not ready")
+            log.error("outbox %s: %s, defect event %s not stored; %s (%s)%s", self.outbox.path, what, item.event_id,
+                      how, self._storage_error, f" ({n} more since the last line)" if n else "")
+
+    def _flush_held(self) -> None:
+        """Sender phase 0: once the outbox stores again, move held events (and the loss record) into it."""
+        with self._held_lock:
+            if not self._held and not self._lost_pending:
+                return
+            try:
+                if not self._held:
+                    self._store(None)
+                while self._held:
+                    self._store(self._held[0])
+                    self._held.popleft()
+            except OutboxError as e:
+                self._storage_failed(e)
+                return
+            log.warning("outbox %s stores again; the events held in memory are on disk now", self.outbox.path)
+            self._storage_error, self._storage_full = None, False
+
+    # -- replay -----------------------------------------------------------------------------------
+    def replay(self, since_seq: int, limit: int = REPLAY_MAX) -> list[Row]:
+        """Re-publish (QoS 1, original ``event_id`` and ``seq``) every event still in the outbox with seq > since_seq:
+        waiting ones and acknowledged ones within ``mqtt.outbox_retention_s``. At most ``REPLAY_MAX`` per call.
+        Returns the rows (published only while connected)."""
+        rows = self.outbox.since(max(0, int(since_seq)), max(1, min(int(limit), REPLAY_MAX)))
+        sent = 0
+        if self.connected and not self._stopping:
+            for row in rows:
+                if self._client.publish(row.topic, _stamp(row.payload, row.seq), qos=1).rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    sent += 1
+        log.info("replay since seq %d: %d event(s) in the outbox, %d re-published", since_seq, len(rows), sent)
+        return rows
+
+    def enable_replay(self, token: str | None) -> None:
+        """Accept replay requests on ``<base>/replay``: ``{"since_seq": N, "token": "<api.token>"}``. Without a
+        token configured MQTT replay stays off (anyone on the broker could flood the line with replays)."""
+        if not token:
+            log.info("MQTT replay on %s is off: it needs api.token (GET /events?since_seq= still replays)", self.topics.replay)
+            return
+        self._replay_token = token.encode()
+        self.subscribe(self.topics.replay, self._on_replay_request, "replay requests")
+
+    def _on_replay_request(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        since, problem = None, None
+        if len(msg.payload) > REPLAY_REQUEST_MAX_BYTES:
+            problem = "too large"
+        else:
+            try:
+                req = json.loads(msg.payload)
+            except (ValueError, RecursionError):
+                req = None
+            if not isinstance(req, dict) or not isinstance(req.get("since_seq"), int) or isinstance(req.get("since_seq"), bool):
+                problem = 'not {"since_seq": <int>, "token": "..."}'
+            elif not isinstance(req.get("token"), str) or self._replay_token is None or not hmac.compare_digest(
+                req["token"].encode(), self._replay_token
+            ):
+                problem = "missing or wrong token"
+            else:
+                since = int(req["since_seq"])
+        if problem is not None or since is None:
+            emit, n = self._replay_log.check(problem or "bad")
+            if emit:
+                log.warning("replay request on %s refused: %s%s", msg.topic, problem, f" ({n} more)" if n else "")
+            return
+        try:
+            self.replay(since)
+        except OutboxError as e:
+            log.error("replay since seq %d failed: %s", since, e)
 
     def publish_result(self, event: dict[str, Any]) -> bool:
         """Every decision at QoS 0 on ``<base>/result`` if ``mqtt.publish_results``. False if not sent."""
@@ -359,12 +537,18 @@ class MqttSink:
 
     def status(self) -> dict[str, Any]:
         """A JSON-able summary for /status and logs."""
+        with self._held_lock:
+            held, lost_pending = len(self._held), self._lost_pending
+        lost = self.outbox.lost + lost_pending
         return {
+            "outbox_lost": lost,
+            "held_in_memory": held,
+            "storage_error": self._storage_error,
             "broker": self.broker,
             "client_id": self.client_id,
             "connected": self.connected,
             "outbox_depth": self.outbox.depth(),
-            "outbox_dropped": self.outbox.dropped,
+            "outbox_dropped": self.outbox.dropped + lost,  # every loss: overflow and disk full
             "outbox_oldest_age_s": None if self.outbox.closed else self.outbox.oldest_age(),
             "inflight": self._inflight_n,
             "published": self.published,
@@ -494,7 +678,13 @@ class MqttSink:
         log.debug("MQTT: message on %s matches no subscription; ignored", msg.topic)
 
     def not_ready_reason(self) -> str | None:
-        """Why the connection is not healthy although it may be connected (a callback crashed lately)."""
+        """Why delivery is not healthy: events held in memory only (disk full), or a callback crashed lately."""
+        with self._held_lock:
+            held = len(self._held)
+        if held:
+            what = "disk full" if self._storage_full else "outbox cannot store"
+            return (f"outbox: {what}: {held} defect event(s) held in memory only (at most {self._held_max}), "
+                    f"{'being published directly' if self.connected else 'broker away'}")
         return self._guard.not_ready_reason()
 
     # -- sender thread --------------------------------------------------------------------------
@@ -510,12 +700,15 @@ class MqttSink:
         while True:
             stop = self._apply_messages(st, self._next_batch())
             self._delete_acked(st)
+            if not stop:
+                self._flush_held()
             self._inflight_n = len(st.inflight)
             if stop:
                 with self._drained:
                     self._drained.notify_all()
                 return
             self._send_pending(st)
+            self._send_held(st)
             self._inflight_n = len(st.inflight)
 
     def _next_batch(self) -> list[SenderMessage]:
@@ -535,6 +728,10 @@ class MqttSink:
         stop = False
         for ev in batch:
             if isinstance(ev, _Acked):
+                held = st.direct.pop(ev.mid, None)
+                if held is not None:
+                    self._direct_acked(held, ev.reason_code)
+                    continue
                 seq = st.inflight.pop(ev.mid, None)
                 if seq is None:
                     continue  # a status/result/stats message, or from an older connection
@@ -545,11 +742,13 @@ class MqttSink:
             elif isinstance(ev, _Connected):
                 st.connected, st.last_sent, st.retry_at, st.window = True, 0, None, ev.window
                 st.inflight.clear()
+                st.direct.clear()
             elif isinstance(ev, _Disconnected):
                 if st.inflight:
                     self._count_failed(len(st.inflight))
                 st.connected, st.last_sent = False, 0
                 st.inflight.clear()
+                st.direct.clear()
             elif isinstance(ev, _Stop):
                 stop = True
         return stop
@@ -566,6 +765,36 @@ class MqttSink:
             )
         if st.retry_at is None:
             st.retry_at = time.monotonic() + self.cfg.reconnect_max_s
+
+    def _direct_acked(self, held: _Held, rc: Any) -> None:
+        if getattr(rc, "is_failure", False):
+            self._count_failed(1)
+            return  # still held: sent again on the next round
+        with self._held_lock:
+            try:
+                self._held.remove(held)
+            except ValueError:
+                return  # stored in the meantime: it goes out (again) from the outbox
+        self.published += 1
+        if self.metrics is not None:
+            self.metrics.events_published.inc()
+        log.info("defect event %s published directly (outbox cannot store) and acknowledged", held.event_id)
+
+    def _send_held(self, st: _SenderState) -> None:
+        """Phase 4: while connected, publish held (unstored) events directly, oldest first, within the window."""
+        if not st.connected or not self._client.is_connected() or self._stopping:
+            return
+        with self._held_lock:
+            busy = {id(h) for h in st.direct.values()}
+            todo = [h for h in self._held if id(h) not in busy]
+        for h in todo:
+            if len(st.inflight) + len(st.direct) >= st.window:
+                break
+            info = self._client.publish(h.topic, _stamp(h.payload, None), qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._count_failed(1)
+                break
+            st.direct[info.mid] = h
 
     def _count_failed(self, n: int) -> None:
         self.failed += n

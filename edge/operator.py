@@ -512,8 +512,6 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
             kept.seen = _jpeg(seen)
         return record
 
-    upload_limit = cfg.api.max_upload_bytes + 64 * 1024
-
     @r.post(
         "/ui/check",
         summary="Manual check of an uploaded image: verdict, score, threshold; what the model saw at /ui/checks/{id}/seen.jpg",
@@ -521,8 +519,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
                    415: {"description": "not a decodable image"}, 422: {"description": "empty or missing file"},
                    503: {"description": "no model loaded, or too many decodes at once"}},
         dependencies=auth,
-        max_body_size=upload_limit,
-    )
+    )  # body size: edge.api.BodyLimit covers /ui/check too (no FastAPI max_body_size: 0.164+, Python 3.11+)
     def check_upload(file: UploadFile = File(..., description="a JPEG, PNG, BMP or WebP image")) -> dict[str, Any]:
         from edge.api import DECODE_WAIT_S, decode_upload
 

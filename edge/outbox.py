@@ -20,6 +20,16 @@ Bounded: at most ``max_events`` rows. When full, ``overflow`` decides what is lo
 Sequence numbers come from ``AUTOINCREMENT``: they only ever grow, also after rows are deleted and
 across restarts, so ``seq`` orders events for the life of the file.
 
+Retention (``retention_s`` > 0, ``mqtt.outbox_retention_s``): an acknowledged row is not deleted but
+marked (``acked_at``) and kept that long, so ``since()`` can hand it to a consumer that asks for a
+replay (docs/EVENTS.md). Kept rows do not count as waiting (``depth()``); they are pruned on later
+acks and make room first when the file reaches ``max_events`` rows.
+
+Disk full: every write that fails because the filesystem is full raises ``OutboxFull`` (an
+OutboxError whose message says "disk full"), also at open. Events that could not be stored are the
+sink's business (edge/mqtt_sink.py); when storage returns it records their number with
+``put(..., gap=n)``: the sequence skips ``n`` numbers (a seq gap for consumers) and ``lost`` grows.
+
 One process at a time: the outbox takes an exclusive ``flock`` on ``<path>.lock``; a second opener
 gets an OutboxError instead of sending the same events twice. The OS releases the lock when the
 holder dies, also on SIGKILL.
@@ -27,11 +37,12 @@ holder dies, also on SIGKILL.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
@@ -47,7 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Overflow = Literal["drop_oldest", "drop_newest"]
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SQLITE_FULL = 13
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -55,18 +67,34 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic      TEXT    NOT NULL,
     payload    BLOB    NOT NULL,
     event_id   TEXT    NOT NULL,
-    created_at REAL    NOT NULL
+    created_at REAL    NOT NULL,
+    acked_at   REAL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES ('dropped', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('lost', 0);
 """
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for SQLite's SQLITE_FULL ("database or disk is full") and OSError ENOSPC / EDQUOT."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(err, sqlite3.Error):
+        code = getattr(err, "sqlite_errorcode", None)
+        return (code is not None and code & 0xFF == SQLITE_FULL) or "disk is full" in str(err)
+    return False
 
 
 class OutboxError(RuntimeError):
     """The outbox file cannot be used. The message names the file and what to do."""
+
+
+class OutboxFull(OutboxError):
+    """The filesystem of the outbox is full: nothing can be stored until space is freed."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +115,7 @@ class Outbox:
         max_events: int = 100_000,
         overflow: Overflow = "drop_oldest",
         metrics: Metrics | None = None,
+        retention_s: float = 0.0,
     ) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be >= 1, got {max_events}")
@@ -96,6 +125,7 @@ class Outbox:
         self.max_events = max_events
         self.overflow: Overflow = overflow
         self.metrics = metrics
+        self.retention_s = max(0.0, float(retention_s))
         self._lock = threading.Lock()
         self._lock_file: IO[str] | None = None
         self._db: sqlite3.Connection | None = None
@@ -104,6 +134,8 @@ class Outbox:
     # -- opening --------------------------------------------------------------------------------
     def _fail(self, what: str, err: BaseException | None = None) -> OutboxError:
         detail = f": {err}" if err is not None else ""
+        if err is not None and is_disk_full(err):
+            return OutboxFull(f"outbox {self.path}: disk full, {what}{detail}")
         return OutboxError(f"outbox {self.path}: {what}{detail}")
 
     def _open(self) -> None:
@@ -126,12 +158,20 @@ class Outbox:
             cols = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
             if cols[:5] != ["seq", "topic", "payload", "event_id", "created_at"]:
                 raise sqlite3.DatabaseError(f"table 'outbox' has unexpected columns {cols}")
+            if "acked_at" not in cols:  # a file of schema 1: every row in it is waiting
+                db.execute("ALTER TABLE outbox ADD COLUMN acked_at REAL")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._depth = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            self._depth = int(db.execute("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0])
             self._dropped = int(db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()[0])
+            self._lost = int(db.execute("SELECT value FROM meta WHERE key='lost'").fetchone()[0])
         except sqlite3.Error as e:
             db.close()
             self._release_lock()
+            if is_disk_full(e):
+                raise OutboxFull(
+                    f"outbox {self.path}: disk full, cannot set up the outbox database (no space left on its "
+                    f"filesystem); free space there, the file itself is not corrupt: {e}"
+                ) from None
             raise self._fail(
                 "is not a usable outbox database (corrupt, or another kind of file). Move it aside to start "
                 "with an empty outbox; the events in it would then have to be recovered by hand",
@@ -172,13 +212,20 @@ class Outbox:
         return self._db
 
     # -- the queue ------------------------------------------------------------------------------
-    def put(self, topic: str, payload: bytes, event_id: str) -> int | None:
-        """Store one event durably. Returns its seq, or None if ``drop_newest`` refused it (outbox full)."""
-        if not isinstance(payload, (bytes, bytearray)):
+    def put(self, topic: str, payload: bytes | Callable[[int], bytes], event_id: str, gap: int = 0) -> int | None:
+        """Store one event durably. Returns its seq, or None if ``drop_newest`` refused it (outbox full).
+
+        ``gap`` > 0: first skip that many seq numbers (events that could not be stored, counted in
+        ``lost``). ``payload`` may then be a function of the first skipped seq (a ``lost`` notice
+        names the range). Raises OutboxFull when the disk is full, OutboxError on other failures.
+        """
+        if not isinstance(payload, (bytes, bytearray)) and not callable(payload):
             raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
         with self._lock:
             db = self._conn
             dropped: list[tuple[int, str]] = []
+            if self.retention_s > 0:
+                self._make_room_among_kept(db)
             if self._depth >= self.max_events:
                 if self.overflow == "drop_newest":
                     self._count_drops([(None, event_id)])
@@ -186,16 +233,28 @@ class Outbox:
                 excess = self._depth - self.max_events + 1
                 dropped = [
                     (int(s), str(e))
-                    for s, e in db.execute("SELECT seq, event_id FROM outbox ORDER BY seq LIMIT ?", (excess,))
+                    for s, e in db.execute(
+                        "SELECT seq, event_id FROM outbox WHERE acked_at IS NULL ORDER BY seq LIMIT ?", (excess,)
+                    )
                 ]
             try:
                 db.execute("BEGIN IMMEDIATE")
                 if dropped:
-                    db.execute("DELETE FROM outbox WHERE seq <= ?", (dropped[-1][0],))
+                    db.execute("DELETE FROM outbox WHERE seq <= ? AND acked_at IS NULL", (dropped[-1][0],))
                     db.execute("UPDATE meta SET value = value + ? WHERE key='dropped'", (len(dropped),))
+                first_skipped = 0
+                if gap > 0:
+                    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+                    first_skipped = (int(row[0]) if row else 0) + 1
+                    if row is None:
+                        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (gap,))
+                    else:
+                        db.execute("UPDATE sqlite_sequence SET seq = seq + ? WHERE name='outbox'", (gap,))
+                    db.execute("UPDATE meta SET value = value + ? WHERE key='lost'", (gap,))
+                data = payload(first_skipped) if callable(payload) else bytes(payload)
                 cur = db.execute(
                     "INSERT INTO outbox (topic, payload, event_id, created_at) VALUES (?, ?, ?, ?)",
-                    (topic, bytes(payload), str(event_id), time.time()),
+                    (topic, data, str(event_id), time.time()),
                 )
                 db.execute("COMMIT")
             except sqlite3.Error as e:
@@ -203,11 +262,25 @@ class Outbox:
                     db.execute("ROLLBACK")
                 raise self._fail(f"cannot store event {event_id}", e) from None
             seq = int(cur.lastrowid or 0)
+            self._lost += max(0, gap)
             self._depth += 1 - len(dropped)
             if dropped:
                 self._count_drops(dropped, persisted=True)
             self._set_depth_metric()
             return seq
+
+    def _make_room_among_kept(self, db: sqlite3.Connection) -> None:
+        """With retention: acknowledged rows kept for replay give way first when the file is at ``max_events``."""
+        total = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        excess = min(total - self.max_events + 1, total - self._depth)
+        if excess > 0:
+            try:
+                db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE acked_at IS NOT NULL ORDER BY seq LIMIT ?)",
+                    (excess,),
+                )
+            except sqlite3.Error as e:
+                raise self._fail("cannot prune acknowledged events", e) from None
 
     def _count_drops(self, dropped: Sequence[tuple[int | None, str]], persisted: bool = False) -> None:
         if not persisted:
@@ -235,19 +308,32 @@ class Outbox:
         with self._lock:
             try:
                 cur = self._conn.execute(
-                    "SELECT seq, topic, payload, event_id, created_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    "SELECT seq, topic, payload, event_id, created_at FROM outbox WHERE seq > ? AND acked_at IS NULL "
+                    "ORDER BY seq LIMIT ?",
                     (int(after_seq), int(limit)),
                 )
                 return [Row(int(s), str(t), bytes(p), str(e), float(c)) for s, t, p, e, c in cur]
             except sqlite3.Error as e:
                 raise self._fail("cannot read waiting events", e) from None
 
+    def since(self, after_seq: int = 0, limit: int = 1000) -> list[Row]:
+        """Every row still in the file with seq > after_seq, acknowledged (kept for retention) or not, oldest first."""
+        with self._lock:
+            try:
+                cur = self._conn.execute(
+                    "SELECT seq, topic, payload, event_id, created_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (int(after_seq), int(limit)),
+                )
+                return [Row(int(s), str(t), bytes(p), str(e), float(c)) for s, t, p, e, c in cur]
+            except sqlite3.Error as e:
+                raise self._fail("cannot read events for a replay", e) from None
+
     def ack(self, seq: int) -> bool:
         """Delete one row (its PUBACK arrived). False if it was not there (already acked or dropped)."""
         return self.ack_many([seq]) == 1
 
     def ack_many(self, seqs: Iterable[int]) -> int:
-        """Delete several rows in one transaction. Returns how many existed."""
+        """Delete (with retention: mark) several rows in one transaction. Returns how many were waiting."""
         seqs = [int(s) for s in seqs]
         if not seqs:
             return 0
@@ -256,8 +342,16 @@ class Outbox:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 n = 0
+                now = time.time()
                 for s in seqs:
-                    n += db.execute("DELETE FROM outbox WHERE seq = ?", (s,)).rowcount
+                    if self.retention_s > 0:
+                        n += db.execute(
+                            "UPDATE outbox SET acked_at = ? WHERE seq = ? AND acked_at IS NULL", (now, s)
+                        ).rowcount
+                    else:
+                        n += db.execute("DELETE FROM outbox WHERE seq = ? AND acked_at IS NULL", (s,)).rowcount
+                if self.retention_s > 0:
+                    db.execute("DELETE FROM outbox WHERE acked_at IS NOT NULL AND acked_at < ?", (now - self.retention_s,))
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 if db.in_transaction:
@@ -276,10 +370,17 @@ class Outbox:
         """Events lost to overflow over the life of this file."""
         return self._dropped
 
+    @property
+    def lost(self) -> int:
+        """Events that could not be stored (disk full) and were lost, recorded with ``put(gap=...)``."""
+        return self._lost
+
     def oldest_age(self) -> float | None:
         """Seconds since the oldest waiting event was stored, None when empty."""
         with self._lock:
-            row = self._conn.execute("SELECT created_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            row = self._conn.execute(
+                "SELECT created_at FROM outbox WHERE acked_at IS NULL ORDER BY seq LIMIT 1"
+            ).fetchone()
         return None if row is None or row[0] is None else max(0.0, time.time() - float(row[0]))
 
     def _set_depth_metric(self) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic import BaseModel, Field
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -145,13 +147,14 @@ class LatestFrame:
         self.verdict = (label, score, is_defect)
 
 
-@dataclass
-class ReloadResult:
+class ReloadResult(BaseModel):
+    """The outcome of a reload; also the body of the POST /reload response."""
+
     ok: bool
     path: str
     model_id: str | None = None
     reason: str | None = None
-    self_test_failures: list[str] = field(default_factory=list)
+    self_test_failures: list[str] = Field(default_factory=list)
 
 
 class Decider(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_origin
 
 import pytest
 import yaml
@@ -20,7 +21,8 @@ def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
         path = f"{prefix}{name}"
         out.add(path)
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        # (on Python 3.10 a generic alias such as list[str] passes isinstance(..., type))
+        if isinstance(ann, type) and get_origin(ann) is None and issubclass(ann, BaseModel):
             out |= _keys(ann, path + ".")
     return out
 
@@ -84,11 +86,85 @@ def test_env_override_error_names_the_key():
         parse_config({}, environ={"BOXINSPECT_MQTT__PORT": "not-a-port"})
 
 
-def test_config_check_cli(tmp_path, capsys):
+def test_env_values_are_parsed_for_the_key_type():
+    env = {
+        "BOXINSPECT_SOURCE__URI": "0",  # a camera index stays the string "0"
+        "BOXINSPECT_MQTT__PROTOCOL": "5",
+        "BOXINSPECT_LINE": "line7",  # a top-level key
+        "BOXINSPECT_DECISION__PRESENCE__MIN_FRAMES": "5",
+        "BOXINSPECT_API__TOKEN": "",  # an unset compose variable: ignored, not "the empty token"
+        "BOXINSPECT_WEIGHTS": "/elsewhere",  # not a config key: not ours to judge
+    }
+    cfg = parse_config({"api": {"token": "from-file"}}, environ=env)
+    assert cfg.source.uri == "0" and cfg.mqtt.protocol == "5" and cfg.line == "line7"
+    assert cfg.decision.presence.min_frames == 5
+    assert cfg.api.token is not None and cfg.api.token.get_secret_value() == "from-file"
+    assert parse_config({"api": {"token": ""}}, environ={}).api.token is None
+
+
+@pytest.mark.parametrize(
+    "name, value, key",
+    [("BOXINSPECT_MQTT__PORT", "on", "mqtt.port"), ("BOXINSPECT_MQTT__PROT", "5", "mqtt.prot"),
+     ("BOXINSPECT_SHUTDOWN_TIMEOUT_S", "soon", "shutdown_timeout_s")],
+)
+def test_bad_env_value_names_key_and_variable(name, value, key):
+    with pytest.raises(ConfigError) as e:
+        parse_config({}, environ={name: value})
+    msg = str(e.value)
+    assert key in msg and f"from the environment: {name}" in msg
+
+
+def test_state_paths_resolve_against_the_state_dir(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "c.yaml").write_text("model: {path: m.tflite}\nmqtt: {outbox_path: out.sqlite3}\n")
+    cfg = load_config(etc / "c.yaml", environ={"STATE_DIRECTORY": str(tmp_path / "var")})
+    assert cfg.model.path == etc / "m.tflite"  # an input travels with its config
+    assert cfg.mqtt.outbox_path == tmp_path / "var" / "out.sqlite3"
+    assert cfg.evidence.dir == tmp_path / "var" / "evidence"
+    cfg = load_config(etc / "c.yaml", environ={"BOXINSPECT_STATE_DIR": str(tmp_path / "data")})
+    assert cfg.mqtt.outbox_path == tmp_path / "data" / "out.sqlite3"
+    cfg = load_config(etc / "c.yaml", environ={})  # neither: beside the config
+    assert cfg.mqtt.outbox_path == etc / "out.sqlite3"
+
+
+def _check(capsys, path):
     from boxinspect.cli import main
 
-    assert main(["config", "check", str(EXAMPLE)]) == 0
+    rc = main(["config", "check", str(path)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_config_check_cli(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("evidence:\n  jpeg_quality: 500\n")
-    assert main(["config", "check", str(bad)]) == 2
-    assert "evidence.jpeg_quality" in capsys.readouterr().out
+    rc, out, err = _check(capsys, bad)
+    assert rc == 2 and "evidence.jpeg_quality" in err and out == ""
+    # the example is valid YAML and keys, but its model is not there
+    rc, out, err = _check(capsys, EXAMPLE)
+    assert rc == 2 and "model.path" in err and "does not exist" in err
+
+
+def test_config_check_finds_missing_files_and_unwritable_state(tmp_path, capsys):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    (tmp_path / "m.tflite.json").write_text("{}")
+    video = tmp_path / "belt.mp4"
+    video.write_bytes(b"x")
+    good = tmp_path / "good.yaml"
+    good.write_text(f"source: {{uri: {video}}}\nmodel: {{path: m.tflite}}\nstate_dir: state\n")
+    rc, out, err = _check(capsys, good)
+    assert rc == 0 and "OK" in out, err
+
+    ro = tmp_path / "not-a-dir"
+    ro.write_text("a file where the state directory should go")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"source: {{uri: {tmp_path / 'nope.mp4'}}}\nmodel: {{path: gone.tflite}}\nstate_dir: {ro / 'state'}\n"
+        "mqtt: {tls: {enabled: true, ca_certs: ca.pem}}\n"
+    )
+    rc, out, err = _check(capsys, bad)
+    assert rc == 2 and out == ""
+    assert "model.path" in err and "source.uri" in err and "mqtt.tls.ca_certs" in err
+    assert "mqtt.outbox_path" in err and "is not a directory" in err and "evidence.dir" in err

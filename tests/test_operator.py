@@ -19,11 +19,10 @@ from boxinspect.dataset import export
 from edge.api import ApiState, LoadedModel, ModelSlot, create_app
 from edge.capture import Frame
 from edge.classifier import Classifier
-from edge.config import parse_config
 from edge.decision import Decision
 from edge.metrics import Metrics
 from edge.operator import STATIC_DIR
-from tests.helpers import metric
+from tests.helpers import edge_config, metric
 
 TOKEN = "line-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,13 +41,8 @@ def images(synth_data: Path) -> dict[str, list[Path]]:
 
 
 def _app(tmp_path: Path, model: Path, loaded: LoadedModel, token: str | None = TOKEN, **operator) -> tuple[TestClient, ApiState]:
-    cfg = parse_config({
-        "model": {"path": str(model)},
-        "mqtt": {"enabled": False, "outbox_path": str(tmp_path / "outbox.sqlite3")},
-        "api": {"token": token},
-        "evidence": {"dir": str(tmp_path / "evidence")},
-        "operator": {"feedback_dir": str(tmp_path / "feedback"), **operator},
-    }, environ={})
+    cfg = edge_config(tmp_path, model, mqtt={"enabled": False}, api={"token": token},
+                      operator={"feedback_dir": str(tmp_path / "feedback"), **operator})
     state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded))
     return TestClient(create_app(state)), state
 

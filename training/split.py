@@ -56,6 +56,14 @@ def image_hashes(rgb: np.ndarray) -> np.ndarray:
     return np.array([_dhash(np.ascontiguousarray(t)) for t in dihedral(gray32)], dtype=np.uint64)
 
 
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per element of an unsigned-integer array: ``np.bitwise_count`` (numpy 2) for any numpy the
+    edge install allows (its floor is 1.24; ``boxinspect dataset export`` runs on the edge)."""
+    x = np.ascontiguousarray(x)
+    as_bytes = x.view(np.uint8).reshape(*x.shape, x.dtype.itemsize)
+    return np.unpackbits(as_bytes, axis=-1).sum(axis=-1, dtype=np.int16)
+
+
 def hamming_matrix(hashes: np.ndarray) -> np.ndarray:
     """Pairwise transform-invariant distance: min over transforms of the Hamming distance (N x N, int)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
@@ -65,7 +73,7 @@ def hamming_matrix(hashes: np.ndarray) -> np.ndarray:
     chunk = 256
     for s in range(0, n, chunk):
         a = ident[s:s + chunk, None, None]  # (c, 1, 1)
-        d = np.bitwise_count(a ^ hashes[None, :, :]).min(axis=2)  # (c, n)
+        d = popcount(a ^ hashes[None, :, :]).min(axis=2)  # (c, n)
         dist[s:s + chunk] = d
     return np.minimum(dist, dist.T)
 

@@ -1,0 +1,155 @@
+"""Liveness: the loop's heartbeat, /healthz going red on a hung loop (a real daemon process), and the
+sd_notify protocol over a real unix datagram socket (READY=1 after start-up, WATCHDOG=1 from the loop)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge.liveness import Heartbeat, sd_notify, watchdog_interval
+from tests.helpers import START_TIMEOUT, DaemonProc, wait_for
+from tests.test_daemon import SLOW, base_cfg
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_heartbeat_goes_red_only_when_the_loop_stops_turning():
+    clock = FakeClock()
+    hb = Heartbeat(timeout_s=30, clock=clock)
+    hb.beat("waiting for a frame", camera_waiting=True)
+    clock.t += 29  # an empty iteration every READ_TIMEOUT_S keeps it alive while the camera is away
+    live = hb.check()
+    assert live.alive and "waiting for frames from the camera" in live.reason
+    hb.beat("processing frame 7 (ROI, model, decision, outbox)")
+    assert hb.check().reason == "loop running"
+    clock.t += 31
+    live = hb.check()
+    assert not live.alive and "hung" in live.reason and "processing frame 7" in live.reason
+    hb.stopped()  # shutting down is not a hang
+    assert hb.check().alive
+
+
+@pytest.fixture()
+def notify_socket(tmp_path):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.5)
+    yield path, sock
+    sock.close()
+
+
+def _drain(sock: socket.socket) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except TimeoutError:
+            return out
+
+
+def test_sd_notify_sends_one_datagram_to_the_socket(notify_socket):
+    path, sock = notify_socket
+    assert sd_notify("READY=1\nSTATUS=hello", {"NOTIFY_SOCKET": str(path)})
+    assert sock.recv(4096) == b"READY=1\nSTATUS=hello"
+    assert not sd_notify("READY=1", {})  # not under systemd: nothing to do
+    assert not sd_notify("READY=1", {"NOTIFY_SOCKET": str(path) + ".gone"})  # logged, not raised
+
+
+def test_watchdog_interval_is_half_of_watchdogsec():
+    assert watchdog_interval({"WATCHDOG_USEC": "20000000"}) == 10.0
+    assert watchdog_interval({"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": str(os.getpid() + 1)}) is None
+    assert watchdog_interval({}) is None
+
+
+# A launcher for the test below, and only for it: the real daemon (`boxinspect run`), with the model's
+# score() blocking forever from the Nth frame on, the way a wedged accelerator delegate would.
+HANG_LAUNCHER = textwrap.dedent(
+    """
+    import sys, threading
+    from edge.classifier import Classifier
+
+    hang_after = int(sys.argv.pop(1))
+    real_score = Classifier.score
+    calls = [0]
+
+    def score(self, bgr):
+        calls[0] += 1
+        if calls[0] > hang_after:
+            print("TEST HOOK: score() now blocks forever", flush=True)
+            threading.Event().wait()
+        return real_score(self, bgr)
+
+    Classifier.score = score
+    from boxinspect.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+class HangingDaemon(DaemonProc):
+    extra_env: dict[str, str] = {}  # noqa: RUF012 (set per instance before start)
+
+    def start(self, *extra: str) -> HangingDaemon:
+        launcher = self.workdir / "hang_launcher.py"
+        launcher.write_text(HANG_LAUNCHER)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **self.extra_env)
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(launcher), "20", "run", "--config", str(self.cfg_path), *extra],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            )
+        return self
+
+
+@SLOW
+def test_hung_loop_turns_healthz_red_and_stops_the_watchdog(tmp_path, int8_model, synth_video, notify_socket):
+    video, gt = synth_video
+    path, sock = notify_socket
+    cfg = base_cfg(
+        tmp_path, int8_model, video, gt, None,
+        liveness_timeout_s=3,
+        # score every frame: box presence must not decide whether the model is called
+        decision={"presence": {"method": "score", "learning_frames": 0}},
+    )
+    d = HangingDaemon(tmp_path, cfg)
+    d.extra_env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"}  # WatchdogSec=1s: ping every 0.5 s
+    d.start()
+    try:
+        d.wait_api(START_TIMEOUT)
+        first = _drain(sock)
+        assert any(m.startswith("READY=1") for m in first), first
+        # the loop turns: alive, and it pings the watchdog
+        r = d.get("/healthz")
+        assert r.status_code == 200 and r.json()["status"] == "alive", r.text
+        wait_for(lambda: "WATCHDOG=1" in _drain(sock), 30, "a WATCHDOG=1 ping", d=d)
+        # then score() blocks: /healthz goes 503 and names where the loop is stuck
+        wait_for(lambda: "TEST HOOK" in d.log(), START_TIMEOUT, "the model to hang", d=d)
+
+        def red() -> httpx.Response | None:
+            r = d.get("/healthz")
+            return r if r.status_code == 503 else None
+
+        r = wait_for(red, 60, "/healthz to answer 503", d=d)
+        body = r.json()
+        assert body["status"] == "hung" and "processing frame" in body["reason"], body
+        assert body["loop_age_s"] > 3
+        _drain(sock)
+        assert "WATCHDOG=1" not in _drain(sock)  # systemd would now kill and restart it
+        assert d.alive()  # the API itself still answers: only the loop is stuck
+    finally:
+        d.stop()
