@@ -362,7 +362,7 @@ class Daemon:
                 if frame is None and capture.finished and all(v.source.exit_on_end and not v.source.loop
                                                               for v in cfg.sources):
                     return "end of the source"
-            elif cfg.source.exit_on_end and not cfg.source.loop and isinstance(capture, Capture):
+            elif cfg.source.exit_on_end and not cfg.source.loop:
                 if frame is None and capture.finished:
                     if capture.truncated:  # not the whole file was inspected: say so in the exit code too
                         return f"error: end of the source: video file {capture.truncated}"

@@ -29,6 +29,7 @@ import numpy as np
 
 from boxinspect.broker import port_open
 from edge.capture import Frame
+from edge.localize import NO_CROP
 from edge.outbox import OutboxError
 from edge.state import CameraState, LoadedModel
 
@@ -321,10 +322,10 @@ class FakeClassifier:
         self.delegate = "none"
         self.metadata = SimpleNamespace(
             name="fake", labels=list(labels), negative_class=labels[0], positive_class=labels[1], format="fake",
-            sha256="0" * 64, package_sha256="0" * 64,
+            sha256="0" * 64, package_sha256="0" * 64, crop=NO_CROP,
         )
 
-    def score(self, bgr: np.ndarray) -> float:
+    def score(self, bgr: np.ndarray, located: Any = None) -> float:
         return float(self.score_fn(bgr))
 
     def self_test(self) -> list[str]:
