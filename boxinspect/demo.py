@@ -80,6 +80,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"      {args.per_class} images per class; video: {len(gt['boxes'])} boxes, {n_def} defective ({time.time() - t:.0f} s)")
 
     t = _step(2, total, "train MobileNetV2 (alpha 0.35) by transfer learning")
+    from edge.localize import NO_CROP
     from training.evaluate import evaluate
     from training.model import offline_weights_path
     from training.train import TrainConfig, train
@@ -92,6 +93,7 @@ def run_demo(args: argparse.Namespace) -> int:
         data_dir=data, out_dir=run, img_size=args.img_size, alpha=0.35, weights=weights,
         epochs=args.epochs, learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.lr / 10, seed=args.seed, recipe="finetune",
+        crop=NO_CROP,  # the demo's images and the daemon's ROI are already the box's square
     )
     try:
         train(cfg)

@@ -9,8 +9,8 @@ Dynamic-range quantisation is deliberately not offered: measured slower than flo
 XNNPACK, and int8 beats it on size and speed (docs/BENCHMARKS.md).
 
 The gate evaluates the TFLite model next to the Keras model on the held-out test split with the SAME
-preprocessing the edge uses (edge.model_package.to_rgb_input), so the difference measured is the
-conversion alone. If macro F1 or AUC drops more than the margins, GateError is raised and the package is
+preprocessing the edge uses (edge.model_package.model_input: the run's box crop, then resize), so the
+difference measured is the conversion alone. Calibration images and golden samples are crops too. If macro F1 or AUC drops more than the margins, GateError is raised and the package is
 renamed ``*.rejected.tflite`` so it cannot be deployed by accident.
 """
 
@@ -22,14 +22,15 @@ import os
 import random
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+from pydantic import ValidationError
 
 from edge.classifier import Runner
+from edge.localize import NO_CROP, CropSpec, crop_from_config
 from edge.model_package import (
     PREPROCESSING_TEXT,
     GoldenSample,
@@ -41,14 +42,14 @@ from edge.model_package import (
     SplitMetrics,
     TrainingDataSummary,
     encode_golden,
+    model_input,
     sha256_file,
     sidecar_path,
-    to_rgb_input,
     utc_now,
     write_metadata,
 )
 from edge.versions import installed_versions
-from training.data import read_rgb
+from training.data import read_bgr
 from training.quiet import native_output_to_log
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class RunInfo:
     threshold_source: str
     data_dir: str | None
     target_recall: float | None = None  # the evaluate rule that chose the threshold, if recorded
+    crop: CropSpec = field(default_factory=lambda: NO_CROP)  # the run's box crop (train_config.json), applied before every model input
 
 
 def _read_json(path: Path) -> dict:
@@ -151,20 +153,28 @@ def read_run(run_dir: Path) -> RunInfo:
     return RunInfo(
         run_dir=run_dir, config=cfg, classes=classes, positive_class=positive,
         img_size=_img_size(cfg) or (0, 0), items=items, threshold=threshold, threshold_source=source,
-        data_dir=str(data_dir) if data_dir else None, target_recall=target_recall,
+        data_dir=str(data_dir) if data_dir else None, target_recall=target_recall, crop=_crop(cfg, run_dir),
     )
 
 
-def _load_images(items: list[Item], h: int, w: int) -> tuple[list[Item], np.ndarray]:
-    """Read and preprocess items exactly like the edge does; unreadable files are skipped with a warning."""
+def _crop(cfg: dict, run_dir: Path) -> CropSpec:
+    try:
+        return crop_from_config(cfg)
+    except ValidationError as e:
+        raise ConvertError(f"{run_dir}/train_config.json: invalid crop: {e.errors()[0]['msg']}") from e
+
+
+def _load_images(items: list[Item], h: int, w: int, crop: CropSpec) -> tuple[list[Item], np.ndarray]:
+    """Read, crop and preprocess items exactly like the edge does (the same ``model_input``); unreadable
+    files are skipped with a warning."""
     kept, arrays = [], []
     for it in items:
-        rgb = read_rgb(it.path)
-        if rgb is None:
+        bgr = read_bgr(it.path)
+        if bgr is None:
             log.warning("skipping unreadable image %s", it.path)
             continue
         kept.append(it)
-        arrays.append(to_rgb_input(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), h, w, RESIZE))
+        arrays.append(model_input(bgr, crop, h, w, RESIZE))
     return kept, (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8))
 
 
@@ -298,17 +308,17 @@ def _calibration_images(
         raise ConvertError(f"{run.run_dir}/split.json has no 'train' items to calibrate int8")
     rng = random.Random(0)
     chosen = rng.sample(train_items, min(count, len(train_items)))
-    _, rep = _load_images(chosen, h, w)
+    _, rep = _load_images(chosen, h, w, run.crop)
     if len(rep) == 0:
         raise ConvertError("no readable training images for int8 calibration")
     log.info("calibrating int8 on %d training images", len(rep))
     return rep
 
 
-def _eval_images(by_split: dict[str, list[Item]], h: int, w: int, gate: bool) -> _EvalSet:
+def _eval_images(by_split: dict[str, list[Item]], h: int, w: int, gate: bool, crop: CropSpec) -> _EvalSet:
     """Step 3: the images the gate evaluates on (test split, else val)."""
     eval_split = "test" if by_split.get("test") else "val"
-    eval_items, eval_x = _load_images(by_split.get(eval_split, []), h, w)
+    eval_items, eval_x = _load_images(by_split.get(eval_split, []), h, w, crop)
     if eval_split != "test":
         log.warning("split.json has no test items; evaluating on %r instead", eval_split)
     if len(eval_items) == 0 and gate:
@@ -337,7 +347,7 @@ def _recalibrated_threshold(
     from training.evaluate import choose_threshold
 
     assert run.target_recall is not None
-    val_items, val_x = _load_images(by_split["val"], h, w)
+    val_items, val_x = _load_images(by_split["val"], h, w, run.crop)
     sel = choose_threshold(_labels01(run, val_items), np.array([runner.run(x) for x in val_x]), run.target_recall)
     threshold = float(sel["threshold"])
     source = (
@@ -424,6 +434,7 @@ def _metadata(
             if runner.output_quant else None,
         ),
         preprocessing=PREPROCESSING_TEXT.format(w=w, h=h),
+        crop=run.crop,
         threshold=threshold,
         threshold_source=threshold_source,
         metrics=metrics,
@@ -490,7 +501,7 @@ def convert_run(
             "threshold on out-of-fold scores (its head was fitted on val), so it cannot be re-chosen on val: "
             "use --format fp16 if int8 is rejected"
         )
-    ev = _eval_images(by_split, h, w, gate)
+    ev = _eval_images(by_split, h, w, gate, run.crop)
 
     log.info("converting %s to %s", keras_path, fmt)
     tmp = _write_tmp(out, _convert_bytes(model, fmt, rep))

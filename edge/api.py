@@ -326,6 +326,7 @@ def _status(state: ApiState) -> dict[str, Any]:
             labels=list(meta.labels),
             positive_class=meta.positive_class,
             format=getattr(meta, "format", None),
+            crop=meta.crop.model_dump(mode="json"),
             self_test_passed=model.self_test_passed,
             self_test_failures=list(model.self_test_failures),
             loaded_at=model.loaded_at,
@@ -344,6 +345,8 @@ def _status(state: ApiState) -> dict[str, Any]:
     counters = {
         "frames_processed": value(m.frames_processed),
         "frames_captured": value(m.frames_captured),
+        "no_box": value(m.no_box),
+        "no_box_parts": value(m.no_box_parts),
         "decisions": {lbl: value(m.decisions, label=lbl) for lbl in labels},
         "defects": value(m.defects),
         "events_published": value(m.events_published),

@@ -50,6 +50,7 @@ class Frame:
     captured_at: float  # time.time() when the frame was read
     brightness: float = 0.0  # mean grey level 0-255 (downscaled)
     sharpness: float = 0.0  # variance of the Laplacian (downscaled)
+    view: str | None = None  # several views (MultiCapture): which camera took it
 
 
 def guess_kind(uri: str) -> str:
@@ -525,3 +526,81 @@ class Capture:
                 and time.monotonic() - self._progress > self.cfg.stall_timeout_s
             ):
                 self._set_state(CameraState.STALLED, f"no new frame for {self.cfg.stall_timeout_s:g} s")
+
+
+_STATE_RANK = {CameraState.DISCONNECTED: 3, CameraState.STALLED: 2, CameraState.ENDED: 1, CameraState.OK: 0}
+
+
+class MultiCapture:
+    """Several cameras in one process (config ``sources``), read as one stream of frames tagged with their view.
+
+    Each view is an ordinary :class:`Capture` (own reader thread, reconnects, stall and freeze detection);
+    ``read`` takes the next frame of whichever view has one, round robin, so a busy camera cannot starve the
+    other. ``state`` is the worst view's state, ``finished`` is true when every view has ended."""
+
+    def __init__(self, views: list[tuple[str, SourceConfig]], metrics: Any = None) -> None:
+        if not views:
+            raise ValueError("MultiCapture needs at least one view")
+        self.captures = [(name, Capture(cfg, metrics)) for name, cfg in views]
+        self._next = 0
+        self.kind = "multi"
+
+    @property
+    def truncated(self) -> str | None:
+        """The first view whose video file ended early, if any."""
+        return next((f"{name}: {c.truncated}" for name, c in self.captures if c.truncated), None)
+
+    @truncated.setter
+    def truncated(self, value: str | None) -> None:
+        raise AttributeError("MultiCapture.truncated comes from its views")
+
+    @property
+    def delivered_any(self) -> bool:
+        return any(c.delivered_any for _, c in self.captures)
+
+    def start(self) -> MultiCapture:
+        for _, c in self.captures:
+            c.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        for _, c in self.captures:
+            c.stop(timeout)
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        deadline = time.monotonic() + timeout
+        n = len(self.captures)
+        while True:
+            for k in range(n):
+                i = (self._next + k) % n
+                name, cap = self.captures[i]
+                f = cap.read(timeout=0.0)
+                if f is not None:
+                    self._next = (i + 1) % n
+                    f.view = name
+                    return f
+            if self.finished or time.monotonic() >= deadline:
+                return None
+            time.sleep(0.003)
+
+    def latest(self) -> Frame | None:
+        return self.captures[0][1].latest()
+
+    @property
+    def state(self) -> CameraState:
+        return max((c.state for _, c in self.captures), key=lambda s: _STATE_RANK[s])
+
+    @property
+    def finished(self) -> bool:
+        return all(c.finished for _, c in self.captures)
+
+    @property
+    def frozen(self) -> bool:
+        return any(c.frozen for _, c in self.captures)
+
+    @frozen.setter
+    def frozen(self, value: bool) -> None:
+        raise AttributeError("MultiCapture.frozen comes from its views")
+
+    def stats(self) -> dict[str, Any]:
+        return {"state": self.state, "frozen": self.frozen, "views": {name: c.stats() for name, c in self.captures}}

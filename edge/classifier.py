@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from edge.localize import Located
 from edge.model_package import (
     ModelMetadata,
     PackageError,
     decode_golden,
-    to_rgb_input,
+    model_input,
     verify_package,
 )
 from edge.state import effective_threshold, verdict
@@ -202,13 +203,17 @@ class Classifier:
         )
         return clf
 
-    def preprocess(self, bgr: np.ndarray) -> np.ndarray:
+    def preprocess(self, bgr: np.ndarray, located: Located | None = None,
+                   background: np.ndarray | None = None) -> np.ndarray:
+        """The model input for a BGR image: the package's crop (``metadata.crop``), then resize to the input."""
         m = self.metadata.input
-        return to_rgb_input(bgr, m.height, m.width, m.resize)
+        return model_input(bgr, self.metadata.crop, m.height, m.width, m.resize, background=background,
+                           located=located)
 
-    def score(self, bgr: np.ndarray) -> float:
-        """P(positive class) for a BGR uint8 image of any size (OpenCV order)."""
-        return self.runner.run(self.preprocess(bgr))
+    def score(self, bgr: np.ndarray, located: Located | None = None) -> float:
+        """P(positive class) for a BGR uint8 image of any size (OpenCV order), cropped as the package says
+        (at ``located`` if given, else wherever the localiser finds the box, else the whole image)."""
+        return self.runner.run(self.preprocess(bgr, located))
 
     def score_rgb(self, rgb: np.ndarray) -> float:
         """Score an RGB image already at the model input size (golden samples, convert's evaluation)."""

@@ -61,12 +61,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "predict",
         help="classify images or folders with a .tflite model",
-        description="Print label, score and latency for each image. Folders are searched recursively.",
+        description="Print label, score and latency for each image. Folders are searched recursively. "
+                    "Each image is cropped to its box as the model package says (its `crop`, the one training used).",
     )
     p.add_argument("model", help="the .tflite file (its metadata sidecar <model>.json must be beside it)")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--background", default=None, metavar="FILE",
+                   help="empty-belt reference image for a package cropped with 'background' (overrides the one "
+                        "recorded at training)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file ('-' = stdout)")
     p.add_argument("--csv", dest="csv_out", default=None, help="also write results as CSV to this file")
     p.set_defaults(func=_predict)

@@ -71,6 +71,21 @@ class RoiConfig(_Section):
     height: int | None = Field(default=None, gt=0)
 
 
+class ViewSourceConfig(_Section):
+    """One camera view of a part, for several views in one process (``sources``, triggered mode)."""
+
+    view: str  # the view's name: in events (views.<name>) and evidence file names, e.g. top, oblique
+    source: SourceConfig = SourceConfig()
+    roi: RoiConfig = RoiConfig()
+
+    @field_validator("view")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("must be non-empty letters, digits, '-' or '_' (it names files and JSON keys)")
+        return v
+
+
 class ModelConfig(_Section):
     path: Path = Path("model.tflite")  # the .tflite; its metadata sidecar is <path>.json
     dir: Path | None = None  # POST /reload {"path": NAME} loads only NAME inside this folder; null = model.path's folder
@@ -107,6 +122,9 @@ class DecisionConfig(_Section):
     presence: PresenceConfig = PresenceConfig()
     trigger_topic: str | None = None  # triggered mode: MQTT topic carrying {"part_id": ...}; default <base>/trigger
     trigger_frames: int = Field(default=3, ge=1)  # frames classified per trigger
+    # frames after a trigger in which the localiser finds no box before the part is closed without a decision
+    trigger_no_box_frames: int = Field(default=30, ge=1)
+    fusion: Literal["max", "mean", "noisy_or"] = "max"  # several views (sources): how their scores become one
 
 
 class TlsConfig(_Section):
@@ -273,6 +291,8 @@ class Config(_Section):
     camera: str = "cam1"
     source: SourceConfig = SourceConfig()
     roi: RoiConfig = RoiConfig()
+    # several views of each part (one process, one decision per trigger); replaces source and roi
+    sources: list[ViewSourceConfig] = Field(default_factory=list)
     model: ModelConfig = ModelConfig()
     decision: DecisionConfig = DecisionConfig()
     mqtt: MqttConfig = MqttConfig()
@@ -295,6 +315,19 @@ class Config(_Section):
         if not v or any(c in v for c in "/#+ "):
             raise ValueError("must be non-empty and contain no '/', '#', '+' or spaces (it is an MQTT topic level)")
         return v
+
+    @model_validator(mode="after")
+    def _views(self) -> Config:
+        if self.sources:
+            names = [v.view for v in self.sources]
+            if len(set(names)) != len(names):
+                raise ValueError(f"sources: view names must be unique, got {names}")
+            if self.decision.mode != "triggered":
+                raise ValueError("sources: several views are fused per trigger; set decision.mode: triggered "
+                                 "(continuous mode cannot pair the views of one part, see docs/DECISION.md)")
+            if {"source", "roi"} & self.model_fields_set:
+                raise ValueError("sources replaces source and roi: give each view its own source and roi")
+        return self
 
     @property
     def topic_base(self) -> str:

@@ -42,12 +42,13 @@ import uvicorn
 
 from edge import __version__, ratelimit
 from edge.api import ApiState, create_app
-from edge.capture import Capture, Frame, safe_uri
+from edge.capture import Capture, Frame, MultiCapture, safe_uri
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
-from edge.decision import ContinuousDecider, Decision, TriggeredDecider
+from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
 from edge.liveness import Heartbeat, sd_notify
+from edge.localize import Located, locate
 from edge.logs import setup_logging
 from edge.metrics import Metrics
 from edge.model_package import PackageError, resolve_model_name
@@ -203,6 +204,13 @@ class Daemon:
         self._open_part: str | None = None  # continuous mode: part id of the box passage in view
         self._frame_errors = 0
         self._frame_error_log = RateLimit(60.0)
+        self._no_box = 0  # frames with no box found where a score was wanted
+        # several views (cfg.sources): ROI per view, and per view the evidence of the part being collected and
+        # of the parts it has concluded (in trigger order, popped when every view has concluded one)
+        self._view_rois = {v.view: v.roi for v in cfg.sources}
+        self._view_best: dict[str, tuple[float, Frame, np.ndarray]] = {}
+        self._view_done: dict[str, deque[tuple[float, Frame, np.ndarray] | None]] = {v.view: deque() for v in cfg.sources}
+        self._crop_fallback_logged = False
         self._publish_model_info(model)
         self.decider: Decider = decider or self._make_decider()
         self._model_version = self.models.get_versioned()[1]
@@ -224,7 +232,10 @@ class Daemon:
         sink.enable_replay(cfg.api.token.get_secret_value() if cfg.api.token is not None else None)
         try:
             evidence = EvidenceStore(cfg.evidence) if cfg.evidence.enabled else None
-            capture = Capture(cfg.source, metrics)
+            capture: FrameSource = (
+                MultiCapture([(v.view, v.source) for v in cfg.sources], metrics) if cfg.sources
+                else Capture(cfg.source, metrics)
+            )
         except Exception:
             sink.stop(0)
             raise
@@ -247,7 +258,9 @@ class Daemon:
         sd_notify(f"READY=1\nSTATUS=inspecting line {cfg.line} camera {cfg.camera}")
         log.info(
             "running: line=%s camera=%s source=%s model=%s mode=%s mqtt=%s",
-            cfg.line, cfg.camera, safe_uri(cfg.source.uri), model.classifier.model_id if model else None,
+            cfg.line, cfg.camera,
+            ", ".join(f"{v.view}={safe_uri(v.source.uri)}" for v in cfg.sources) or safe_uri(cfg.source.uri),
+            model.classifier.model_id if model else None,
             cfg.decision.mode, f"{cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "disabled",
         )
         try:
@@ -297,6 +310,8 @@ class Daemon:
         model = self.models.get()
         assert model is not None
         args = (self.cfg.decision, model.labels, self._threshold(model), model.classifier.model_id)
+        if self.cfg.sources:  # several views of each part: one decider per view, fused per trigger
+            return MultiViewDecider(self.cfg.decision, [v.view for v in self.cfg.sources], *args[1:])
         return TriggeredDecider(*args) if self.cfg.decision.mode == "triggered" else ContinuousDecider(*args)
 
     # ----------------------------------------------------------------------------------------------
@@ -343,7 +358,11 @@ class Daemon:
             self.plant.tick()
             if self.max_frames is not None and self._frames >= self.max_frames:
                 return f"--max-frames {self.max_frames} reached"
-            if cfg.source.exit_on_end and not cfg.source.loop:
+            if cfg.sources:  # several views: the end when every view's file has ended and none loops
+                if frame is None and capture.finished and all(v.source.exit_on_end and not v.source.loop
+                                                              for v in cfg.sources):
+                    return "end of the source"
+            elif cfg.source.exit_on_end and not cfg.source.loop and isinstance(capture, Capture):
                 if frame is None and capture.finished:
                     if capture.truncated:  # not the whole file was inspected: say so in the exit code too
                         return f"error: end of the source: video file {capture.truncated}"
@@ -363,16 +382,18 @@ class Daemon:
         """The per-frame hot path: no logging, no copies (the ROI is a view of the frame)."""
         self.latest.set_frame(frame)
         self._frame_times.append((frame.index, frame.captured_at))
+        view = frame.view
         try:
-            roi = crop(frame.image, self.cfg.roi)
+            roi = crop(frame.image, self._view_rois[view] if view is not None else self.cfg.roi)
         except ValueError as e:  # the ROI lies outside this frame: say so once, keep going
             if self._roi_error != str(e):
                 self._roi_error = str(e)
-                log.error("frame %d skipped: %s", frame.index, e)
+                log.error("frame %d%s skipped: %s", frame.index, f" of view {view}" if view else "", e)
             return
+        decider: Decider = self.decider.view(view) if view is not None else self.decider  # type: ignore[attr-defined]
         score: float | None = None
         continuous = self.cfg.decision.mode == "continuous"
-        if self.decider.needs_score(roi):
+        if decider.needs_score(roi):
             if continuous and self._open_part is None and self.cfg.decision.presence.method == "foreground":
                 # a box is in view: it is a part from now on (its deadline watch starts before the model runs)
                 self._open_part = self.plant.passage_opened(frame.captured_at)
@@ -380,18 +401,29 @@ class Daemon:
             assert model is not None
             t0 = time.perf_counter()
             slow_model_delay()  # test-only stall hook (edge/testhooks.py); a no-op unless its variable is set
-            score = model.classifier.score(roi)
-            self.metrics.inference_seconds.observe(time.perf_counter() - t0)
-            self.metrics.frames_processed.inc()
-            if self._best is None or score > self._best[0]:
-                self._best = (score, frame, roi)
-        decision = self.decider.update(frame.index, frame.captured_at, roi, score)
+            located = self._locate(model.classifier, roi, decider)
+            if located is not None and not located.found:
+                self._on_no_box(frame, decider)  # never classify the belt
+            else:
+                score = model.classifier.score(roi, located)
+                self.metrics.inference_seconds.observe(time.perf_counter() - t0)
+                self.metrics.frames_processed.inc()
+                if view is not None:
+                    best = self._view_best.get(view)
+                    if best is None or score > best[0]:
+                        self._view_best[view] = (score, frame, roi)
+                elif self._best is None or score > self._best[0]:
+                    self._best = (score, frame, roi)
+        decision = decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
+            if view is not None:
+                self._on_view_outcome(view, decision)
+                return
             if continuous:
                 decision.part_id = decision.part_id or self._open_part
                 self._open_part = None
             self._on_decision(decision)
-        elif self._best is not None and not self.decider.box_in_progress:
+        elif view is None and self._best is not None and not decider.box_in_progress:
             self._best = None  # a passage too short to decide: its frames are not evidence of the next box
         if continuous and decision is None:
             if self.decider.box_in_progress and self._open_part is None:
@@ -400,18 +432,68 @@ class Daemon:
                 self.plant.passage_discarded(self._open_part)  # too short to be a box: never a part
                 self._open_part = None
 
+    def _locate(self, clf: Classifier, roi: np.ndarray, decider: Decider) -> Located | None:
+        """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI).
+        ``background`` and ``auto`` difference against the presence detector's learned empty belt when there
+        is one; without it they look for the region that stands out from the ROI's border."""
+        spec = clf.metadata.crop
+        if spec.method == "none":
+            return None
+        background = decider.background() if spec.method in ("background", "auto") else None
+        if spec.method == "background" and background is None:
+            if not self._crop_fallback_logged:
+                self._crop_fallback_logged = True
+                log.warning("crop 'background': no learned empty belt (triggered mode, or presence by score); "
+                            "using the reference-free 'salient' search instead")
+            spec = spec.model_copy(update={"method": "salient"})
+        return locate(roi, spec, background)
+
+    def _on_no_box(self, frame: Frame, decider: Decider) -> None:
+        self.metrics.no_box.inc()
+        self._no_box += 1
+        part = decider.no_box(frame.index, frame.captured_at)
+        if part is None:
+            return
+        if frame.view is not None:
+            log.info("part %s: view %s found no box in %d frames; it does not vote", part or "(no id)", frame.view,
+                     self.cfg.decision.trigger_no_box_frames)
+            self._on_view_outcome(frame.view, None, part)
+            return
+        self.metrics.no_box_parts.inc()
+        log.warning("part %s: no box found in %d frames after its trigger; NOT classified (no decision)",
+                    part or "(no id)", self.cfg.decision.trigger_no_box_frames)
+
+    def _on_view_outcome(self, view: str, outcome: Decision | None, part: str | None = None) -> None:
+        """One view concluded a part (its decision, or None: no box). Once all views have, one fused decision."""
+        assert isinstance(self.decider, MultiViewDecider)
+        with self._decision_lock:  # a part cancelled by the deadline watchdog changes the same queues
+            self._view_done[view].append(self._view_best.pop(view, None))
+            got = self.decider.collect(view, outcome, part)
+            if got is None:
+                return  # other views have not concluded this part yet
+            bests = {v: q.popleft() for v, q in self._view_done.items()}
+        fused, _ = got
+        if fused is None:
+            self.metrics.no_box_parts.inc()
+            log.warning("part %s: no box found in any view; NOT classified (no decision)", part or "(no id)")
+            return
+        self._on_decision(fused, bests)
+
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""
         self._frame_errors += 1
         if self._frame_error_log.check()[0]:
             log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
 
-    def _on_decision(self, decision: Decision) -> None:
-        """Publish one decision: model decisions from the loop, timeout decisions from the deadline watchdog."""
+    def _on_decision(self, decision: Decision,
+                     view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None = None) -> None:
+        """Publish one decision: model decisions from the loop, timeout decisions from the deadline watchdog.
+        ``view_bests``: several views, the evidence frame of each view."""
         with self._decision_lock:
-            self._publish_decision(decision)
+            self._publish_decision(decision, view_bests)
 
-    def _publish_decision(self, decision: Decision) -> None:
+    def _publish_decision(self, decision: Decision,
+                          view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None = None) -> None:
         cfg = self.cfg
         timeout = decision.kind == "timeout"
         exit_at = None
@@ -421,8 +503,21 @@ class Daemon:
             return  # its part already got a timeout decision: one decision per part
         event = decision.to_event(cfg.line, cfg.camera)
         best = None
-        if not timeout:  # a timeout decision (watchdog thread) has no frames; the loop's evidence is not its
+        if not timeout and view_bests is None:  # a timeout decision (watchdog thread) has no frames
             best, self._best = self._best, None
+        if view_bests is not None:  # several views: evidence per view; the event's own is the worst view's
+            best = None
+            for v, vb in view_bests.items():
+                saved = None
+                if self.evidence is not None and vb is not None:
+                    try:
+                        saved = self.evidence.save(f"{event['event_id']}_{v}", vb[1].image, vb[2], event["is_defect"])
+                    except Exception as e:
+                        log.error("evidence of view %s for %s not saved: %s", v, event["event_id"], e)
+                event["views"][v]["evidence"] = saved
+            scored = {v: d["score"] for v, d in event["views"].items() if d["score"] is not None}
+            if scored:
+                event["evidence"] = event["views"][max(scored, key=lambda v: scored[v])]["evidence"]
         if self.evidence is not None and best is not None:
             try:
                 event["evidence"] = self.evidence.save(event["event_id"], best[1].image, best[2], event["is_defect"])
@@ -471,7 +566,11 @@ class Daemon:
 
     def _cancel_part(self, part_id: str) -> None:
         """A part timed out: the decider forgets it (triggered mode), no model time is spent on it."""
-        self.decider.cancel(part_id)
+        with self._decision_lock:
+            self.decider.cancel(part_id)
+            if isinstance(self.decider, MultiViewDecider):  # drop the evidence of views that had concluded it
+                for v, i in self.decider.last_cancelled.items():
+                    del self._view_done[v][i]
 
     def _plant_status(self) -> dict[str, Any]:
         model = self.models.get()
@@ -502,6 +601,7 @@ class Daemon:
             "decisions": self._decisions,
             "defects": self._defects,
             "frame_errors": self._frame_errors,
+            "no_box": self._no_box,
             "stop_requested": self.stop_requested.is_set(),
             "evidence": self.evidence.stats() if self.evidence is not None else None,
             **self.plant.stats(),  # deadline bookkeeping, last verdict, defect rate, SPC alarm
@@ -713,14 +813,20 @@ class Daemon:
                 self.capture.stop(min(3.0, cfg.shutdown_timeout_s / 3))
             if self.decider is not None:
                 try:
-                    decision = self.decider.flush()
-                    if decision is not None:
-                        if decision.mode == "continuous":
-                            decision.part_id = decision.part_id or self._open_part
-                        self._on_decision(decision)
-                    elif self._open_part is not None:
-                        self.plant.passage_discarded(self._open_part)
-                    self._open_part = None
+                    if isinstance(self.decider, MultiViewDecider):
+                        for v in self.decider.view_names:  # each view decides what it has, then they are fused
+                            dec = self.decider.view(v).flush()
+                            if dec is not None:
+                                self._on_view_outcome(v, dec)
+                    else:
+                        decision = self.decider.flush()
+                        if decision is not None:
+                            if decision.mode == "continuous":
+                                decision.part_id = decision.part_id or self._open_part
+                            self._on_decision(decision)
+                        elif self._open_part is not None:
+                            self.plant.passage_discarded(self._open_part)
+                        self._open_part = None
                 except Exception:
                     log.exception("flushing the last decision failed")
             try:

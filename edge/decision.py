@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from edge.config import DecisionConfig, PresenceConfig
+from edge.fusion import fuse
 from edge.state import verdict
 from edge.timeutil import iso_utc
 
@@ -54,6 +55,8 @@ class Decision:
     captured_at: float | None  # capture time of the last frame used; None for a timeout decision
     decided_at: float
     mode: str  # "continuous" | "triggered"
+    views: dict[str, dict[str, Any]] | None = None  # several views of one part: per view score, no_box, frames
+    fusion: str | None = None  # the rule that fused the views' scores into ``score``
     # Deadline bookkeeping (edge/deadline.py), filled in before the decision is published.
     kind: str = "model"  # "model": the classifier decided; "timeout": no decision by the deadline (fail-safe policy)
     action: str | None = None  # what the reject actuator does: "reject" | "pass" | "hold"
@@ -94,6 +97,7 @@ class Decision:
             "late": self.late,
             "mode": self.mode,
             "evidence": None,
+            **({"fusion": self.fusion, "views": {v: dict(d) for v, d in self.views.items()}} if self.views else {}),
         }
 
 
@@ -404,6 +408,19 @@ class ContinuousDecider:
             return decision
         return None
 
+    def background(self) -> np.ndarray | None:
+        """The empty belt as the presence detector has learned it (downscaled ROI, BGR), or None (not learned,
+        or presence by model score only). The localiser's ``background`` crop differences against it."""
+        fg = self.fg
+        if fg is None or fg.seen <= self.presence_cfg.learning_frames:
+            return None
+        return fg.mog.getBackgroundImage()
+
+    def no_box(self, frame_index: int, captured_at: float) -> str | None:
+        """A frame the decider asked to score had no box: continuous mode just does not score it (a passage
+        with no scored frame is not decided). Returns None."""
+        return None
+
     def flush(self) -> Decision | None:
         """Decide the passage still open (end of stream / shutdown)."""
         if self._passage is None:
@@ -482,6 +499,8 @@ class _Job:
     part_id: str | None
     at: float
     records: list[_Record] = field(default_factory=list)
+    no_box: int = 0  # frames after the trigger in which the localiser found no box
+    expired: bool = False  # too many frames without a box after some with one: decide on what there is
 
 
 class TriggeredDecider:
@@ -510,6 +529,7 @@ class TriggeredDecider:
         self._active: _Job | None = None
         self.rejected = 0
         self.decided = 0
+        self.no_box_parts = 0
 
     def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
         """Queue a part. ``at`` is when it arrived (default now): only frames captured after it are used.
@@ -566,7 +586,34 @@ class TriggeredDecider:
         return captured_at is None or captured_at >= job.at
 
     def stats(self) -> dict[str, Any]:
-        return {"mode": "triggered", "pending": self.pending, "rejected": self.rejected, "decided": self.decided}
+        return {"mode": "triggered", "pending": self.pending, "rejected": self.rejected, "decided": self.decided,
+                "no_box": self.no_box_parts}
+
+    def background(self) -> np.ndarray | None:
+        """Triggered mode keeps no background model: the localiser works without a reference."""
+        return None
+
+    def no_box(self, frame_index: int, captured_at: float) -> str | None:
+        """A frame for the waiting trigger had no box in it (it does not count towards ``trigger_frames``).
+        After ``trigger_no_box_frames`` such frames the trigger is closed WITHOUT a decision (the belt is never
+        classified): returns its part id (``""`` if it had none), else None."""
+        with self._lock:
+            if self._active is None:
+                if not self._queue:
+                    return None
+                self._active = self._queue.popleft()
+            job = self._active
+            if captured_at < job.at:
+                return None
+            job.no_box += 1
+            if job.no_box < self.cfg.trigger_no_box_frames:
+                return None
+            if job.records:  # a box was seen, then went: the next update() decides on the frames it had
+                job.expired = True
+                return None
+            self._active = None
+            self.no_box_parts += 1
+        return job.part_id or ""
 
     def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
         with self._lock:
@@ -575,6 +622,11 @@ class TriggeredDecider:
                     return None
                 self._active = self._queue.popleft()
             job = self._active
+            if job.expired:
+                self._active = None
+                log.warning("trigger for part %s decided on %d of %d frames (the box left the view)",
+                            job.part_id, len(job.records), self.cfg.trigger_frames)
+                return self._decide(job)
             if score is None or captured_at < job.at:
                 return None  # not scored, or captured before the part was announced
             job.records.append(_Record(frame_index, captured_at, float(score)))
@@ -618,3 +670,185 @@ class TriggeredDecider:
             mode="triggered",
             part_id=job.part_id,
         )
+
+
+class MultiViewDecider:
+    """Triggered mode with several camera views of one part (config ``sources``): one decision per trigger.
+
+    Every trigger goes to one :class:`TriggeredDecider` per view (all or none: a trigger is refused when any
+    view's queue is full, so the k-th outcome of every view is the same part). The daemon feeds each view's
+    frames to ``view(name)`` and hands what a view concluded to :meth:`collect`: its Decision, or None when the
+    view found no box. Once every view has concluded, their scores are fused with ``decision.fusion``
+    (edge/fusion.py) into one Decision that carries the per-view scores. A view without a box does not vote;
+    a part whose views all found no box gets no decision.
+    """
+
+    def __init__(self, cfg: DecisionConfig, views: Sequence[str], labels: Sequence[str], threshold: float,
+                 model_id: str, max_pending: int = MAX_PENDING_TRIGGERS) -> None:
+        if not views:
+            raise ValueError("MultiViewDecider needs at least one view")
+        self.cfg = cfg
+        self.rule = cfg.fusion
+        self.max_pending = max_pending
+        self._views = {v: TriggeredDecider(cfg, labels, threshold, model_id, max_pending) for v in views}
+        # per view, what it concluded and for which part id, in trigger order: its Decision, or None (no box)
+        self._outcomes: dict[str, deque[tuple[str | None, Decision | None]]] = {v: deque() for v in views}
+        self._lock = threading.Lock()
+        self.labels = _labels(labels)
+        self._threshold = float(threshold)
+        self._model_id = model_id
+        self.decided = 0
+        self.no_box_parts = 0
+        self.rejected = 0
+        self.last_cancelled: dict[str, int] = {}
+
+    # the model's threshold, id and labels follow a reload into every view
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = float(value)
+        for d in self._views.values():
+            d.threshold = float(value)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @model_id.setter
+    def model_id(self, value: str) -> None:
+        self._model_id = value
+        for d in self._views.values():
+            d.model_id = value
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return self._labels
+
+    @labels.setter
+    def labels(self, value: Sequence[str]) -> None:
+        self._labels = _labels(value)
+        for d in getattr(self, "_views", {}).values():
+            d.labels = self._labels
+
+    @property
+    def view_names(self) -> list[str]:
+        return list(self._views)
+
+    def view(self, name: str) -> TriggeredDecider:
+        return self._views[name]
+
+    @property
+    def pending(self) -> int:
+        return max(d.pending for d in self._views.values())
+
+    @property
+    def box_in_progress(self) -> bool:
+        return self.pending > 0
+
+    def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
+        at = time.time() if at is None else at
+        with self._lock:
+            if any(len(d._queue) >= d.max_pending for d in self._views.values()):  # noqa: SLF001 - same module
+                self.rejected += 1
+                log.error("trigger for part %s REFUSED: a view has %d triggers waiting (are its frames coming?)",
+                          part_id, self.max_pending)
+                return False
+            return all([d.trigger(part_id, at) for d in self._views.values()])
+
+    def needs_score(self, roi_bgr: np.ndarray | None = None, captured_at: float | None = None) -> bool:
+        return any(d.needs_score(roi_bgr, captured_at) for d in self._views.values())
+
+    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
+        raise TypeError("MultiViewDecider: feed frames to view(name) and pass outcomes to collect()")
+
+    def no_box(self, frame_index: int, captured_at: float) -> str | None:
+        raise TypeError("MultiViewDecider: report a view's missing box through view(name).no_box() and collect()")
+
+    def background(self) -> np.ndarray | None:
+        return None
+
+    def collect(self, view: str, outcome: Decision | None,
+                part_id: str | None = None) -> tuple[Decision | None, str | None] | None:
+        """A view concluded a part (its Decision, or None: no box, for ``part_id``). When every view has
+        concluded that part: ``(fused Decision, part_id)``, the Decision None when no view saw a box; else None
+        (wait for the other views)."""
+        with self._lock:
+            self._outcomes[view].append((outcome.part_id if outcome is not None else part_id, outcome))
+            if any(not q for q in self._outcomes.values()):
+                return None
+            outs = {v: q.popleft()[1] for v, q in self._outcomes.items()}
+        return self._fuse(outs)
+
+    def cancel(self, part_id: str | None) -> bool:
+        """The part timed out (edge/plant.py): every view forgets it. A view that had already concluded it drops
+        that outcome; ``last_cancelled`` then holds those views with the outcome's position, so the caller drops
+        their evidence too. False if no view knew the part."""
+        removed: dict[str, int] = {}
+        found = False
+        with self._lock:
+            for v, d in self._views.items():
+                if d.cancel(part_id):
+                    found = True
+                    continue
+                for i, (pid, _) in enumerate(self._outcomes[v]):
+                    if pid == part_id:
+                        del self._outcomes[v][i]
+                        removed[v] = i
+                        found = True
+                        break
+            self.last_cancelled = removed
+        return found
+
+    def _fuse(self, outs: dict[str, Decision | None]) -> tuple[Decision | None, str | None]:
+        # a view's decision comes from its frames' scores, so its score fields are set (only timeout
+        # decisions of edge/plant.py have none, and those are not made per view)
+        voted = {v: d for v, d in outs.items() if d is not None and d.score is not None}
+        part_id = next((d.part_id for d in voted.values()), None)
+        if not voted:
+            self.no_box_parts += 1
+            return None, None
+
+        def num(x: float | None) -> float:
+            return 0.0 if x is None else float(x)
+
+        score = fuse([num(d.score) for d in voted.values()], self.rule)
+        label, is_defect = verdict(score, self._threshold, self._labels)
+        n = sum(d.frame_count for d in voted.values())
+        last = max(voted.values(), key=lambda d: num(d.captured_at))
+        self.decided += 1
+        views: dict[str, dict[str, Any]] = {}
+        for v, d in outs.items():
+            if d is not None and d.score is not None:
+                views[v] = {"score": round(float(d.score), 6), "no_box": False, "frame_count": d.frame_count,
+                            "first_frame": d.first_frame, "last_frame": d.last_frame}
+            else:
+                views[v] = {"score": None, "no_box": True, "frame_count": 0, "first_frame": None, "last_frame": None}
+        firsts = [d.first_frame for d in voted.values() if d.first_frame is not None]
+        return Decision(
+            event_id=str(uuid.uuid4()), part_id=part_id, label=label, is_defect=is_defect, score=score,
+            max_score=max(num(d.max_score) for d in voted.values()),
+            mean_score=sum(num(d.mean_score) * d.frame_count for d in voted.values()) / max(1, n), frame_count=n,
+            first_frame=min(firsts) if firsts else None, last_frame=last.last_frame,
+            threshold=self._threshold, model_id=self._model_id, captured_at=last.captured_at,
+            decided_at=time.time(), mode="triggered", views=views, fusion=self.rule,
+        ), part_id
+
+    def flush(self) -> Decision | None:
+        """End of stream: each view decides what it has; parts with an outcome from every view are fused (one
+        returned, the rest logged as decided by the daemon's caller through collect)."""
+        out = None
+        for v, d in self._views.items():
+            dec = d.flush()
+            if dec is not None:
+                got = self.collect(v, dec)
+                if got is not None and got[0] is not None:
+                    out = got[0]
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {"mode": "triggered", "views": {v: d.stats() for v, d in self._views.items()}, "fusion": self.rule,
+                "pending": self.pending, "decided": self.decided, "no_box": self.no_box_parts,
+                "rejected": self.rejected}

@@ -38,6 +38,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.no_box = Counter(
+            "boxinspect_no_box", "Frames the decider wanted scored in which the localiser found no box (not classified)",
+            registry=r,
+        )
+        self.no_box_parts = Counter(
+            "boxinspect_no_box_parts", "Triggered parts closed without a decision: no box in trigger_frames frames",
+            registry=r,
+        )
         self.decisions = Counter("boxinspect_decisions", "Box decisions by label", ["label"], registry=r)
         self.defects = Counter("boxinspect_defects", "Defective boxes found", registry=r)
         self.scores = Histogram("boxinspect_score", "Box scores (probability of the defect class)", buckets=SCORE_BUCKETS, registry=r)

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.localize import NO_CROP, CropSpec, Located, crop, locate_for_still
+
 SCHEMA_VERSION = 2  # 2: package_sha256 covers the sidecar
 SIDECAR_SUFFIX = ".json"
 
@@ -107,6 +109,7 @@ class ModelMetadata(_Strict):
     input: InputSpec
     output: OutputSpec
     preprocessing: str
+    crop: CropSpec = NO_CROP  # how the box is found and cropped before resizing (packages before crops: none)
     threshold: float = Field(ge=0, le=1)
     threshold_source: str = "metrics.json"
     metrics: PackageMetrics | None = None
@@ -270,38 +273,56 @@ def write_metadata(meta: ModelMetadata, model_path: str | Path) -> Path:
     return side
 
 
+def as_bgr(img: np.ndarray) -> np.ndarray:
+    """Any OpenCV image (BGR, BGRA or grey, uint8) -> 3-channel BGR uint8; ValueError/TypeError if it is not one."""
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"expected a numpy image, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {img.dtype}")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif not (img.ndim == 3 and img.shape[2] == 3):
+        raise ValueError(f"expected an image of shape (H, W[, 1|3|4]), got {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"empty image {img.shape}")
+    return img
+
+
 def to_rgb_input(bgr: np.ndarray, height: int, width: int, resize: str = "area") -> np.ndarray:
     """Any OpenCV image (BGR, BGRA or grey, uint8) -> RGB uint8 (height, width, 3), the model's input.
 
-    The same function is used by convert (calibration, evaluation, golden samples) and by the edge, so
-    the preprocessing cannot drift between the two.
+    The same function is used by training, convert (calibration, evaluation, golden samples) and the edge,
+    so the preprocessing cannot drift between them. Crops come first: see :func:`model_input`.
     """
-    if not isinstance(bgr, np.ndarray):
-        raise TypeError(f"expected a numpy image, got {type(bgr).__name__}")
-    if bgr.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {bgr.dtype}")
-    if bgr.ndim == 2:
-        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-    elif bgr.ndim == 3 and bgr.shape[2] == 4:
-        bgr = cv2.cvtColor(bgr, cv2.COLOR_BGRA2BGR)
-    elif bgr.ndim == 3 and bgr.shape[2] == 1:
-        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-    elif not (bgr.ndim == 3 and bgr.shape[2] == 3):
-        raise ValueError(f"expected an image of shape (H, W[, 1|3|4]), got {bgr.shape}")
-    if bgr.shape[0] == 0 or bgr.shape[1] == 0:
-        raise ValueError(f"empty image {bgr.shape}")
+    bgr = as_bgr(bgr)
     h, w = bgr.shape[:2]
     if (h, w) != (height, width):
-        # Same rule as training (training/data.py resize): INTER_AREA when shrinking, else INTER_LINEAR.
+        # INTER_AREA when shrinking, else INTER_LINEAR (training/data.py uses this very function)
         shrink = h > height or w > width
         interp = cv2.INTER_AREA if (resize == "area" and shrink) else cv2.INTER_LINEAR
         bgr = cv2.resize(bgr, (width, height), interpolation=interp)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def model_input(img: np.ndarray, spec: CropSpec, height: int, width: int, resize: str = "area",
+                background: np.ndarray | None = None, located: Located | None = None) -> np.ndarray:
+    """A still image or frame -> the model's RGB input: find the box (``spec``; the whole image when none is
+    found), crop it, resize. Training, convert, predict and the daemon all call this, so a crop is the same
+    tensor everywhere. ``located`` skips the search (the daemon locates first, to tell "no box")."""
+    bgr = as_bgr(img)
+    if spec.method != "none":
+        loc = located if located is not None else locate_for_still(bgr, spec, background)
+        bgr = crop(bgr, loc, spec)
+    return to_rgb_input(bgr, height, width, resize)
+
+
 PREPROCESSING_TEXT = (
-    "OpenCV BGR uint8 frame -> stretch to {w}x{h} (cv2.INTER_AREA when shrinking, INTER_LINEAR when "
-    "enlarging) -> BGR to RGB -> uint8 values 0..255 "
+    "OpenCV BGR uint8 frame -> box crop as in `crop` (edge/localize.py; none = whole frame) -> "
+    "stretch to {w}x{h} (cv2.INTER_AREA when shrinking, INTER_LINEAR when enlarging) -> BGR to RGB -> uint8 values 0..255 "
     "fed as-is (int8 package: uint8 input tensor; float packages: cast to float32); "
     "the MobileNetV2 scaling to [-1, 1] is inside the model"
 )

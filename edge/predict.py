@@ -45,11 +45,22 @@ def main(args: argparse.Namespace) -> int:
     except ModelError as e:
         _emit(f"error: {e}", sys.stderr)
         return 2
+    background = getattr(args, "background", None)
+    if background:
+        if cv2.imread(str(background)) is None:
+            _emit(f"error: --background {background} is not a readable image", sys.stderr)
+            return 2
+        clf.metadata.crop = clf.metadata.crop.model_copy(update={"background_file": str(background)})
+    ref = clf.metadata.crop.background_file
+    if ref and clf.metadata.crop.method in ("background", "auto") and cv2.imread(ref) is None:
+        _emit(f"error: the model crops against the background image {ref}, which is not readable here; "
+              "pass --background FILE", sys.stderr)
+        return 2
     threshold = effective_threshold(clf.threshold, args.threshold)
     text_out = sys.stderr if args.json_out == "-" else sys.stdout
     _emit(
         f"# model {clf.model_id} ({clf.metadata.format}) runtime={clf.runtime_name} delegate={clf.delegate} "
-        f"threshold={threshold:.3f}",
+        f"threshold={threshold:.3f} crop={clf.metadata.crop.describe()}",
         text_out,
     )
     files = collect_images(args.images)

@@ -188,6 +188,14 @@ class Decider(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    def background(self) -> np.ndarray | None:
+        """The empty-belt reference the localiser may difference against (None: not available)."""
+        ...
+
+    def no_box(self, frame_index: int, captured_at: float) -> str | None:
+        """A frame the decider wanted scored showed no box. Returns the part id of a trigger given up for
+        lack of a box (``""`` without an id), else None."""
+        ...
 
 class FrameSource(Protocol):
     """Where the loop gets frames (edge/capture.py ``Capture``; tests replay frames)."""

@@ -28,7 +28,7 @@ TINY_PER_CLASS = 250
 # The training run of the session model (part of its cache key).
 TINY_TRAINING = dict(img_size=TINY_SIZE, alpha=0.35, epochs=10, learning_rate=1e-3, fine_tune_epochs=6,
                      fine_tune_learning_rate=1e-4, seed=0, recipe="finetune")
-TRAINED = {"tiny_run", "int8_model", "float_model", "synth_data"}  # fixtures that make a test slow
+TRAINED = {"tiny_run", "int8_model", "float_model", "crop_model", "synth_data"}  # fixtures that make a test slow
 FIXTURE_MODEL = REPO / "tests" / "fixtures" / "tiny_int8.tflite"
 PARCEL_DIR = REPO.parent / "shared" / "data" / "parcel-damage"
 
@@ -136,13 +136,16 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
     then a short fine-tune: a linear probe on frozen 128 px features reaches only ~95% on these images,
     and the end-to-end test needs every box right.
     """
+    from edge.localize import NO_CROP
     from training.evaluate import evaluate
     from training.train import TrainConfig, train
 
     run = model_cache / "run"
     if not (run / "metrics.json").exists():
         shutil.rmtree(run, ignore_errors=True)
-        cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, **TINY_TRAINING)
+        # the images are already the ROI around the box: no crop (crops are tested with crop_model)
+        cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, crop=NO_CROP,
+                          **TINY_TRAINING)
         train(cfg)
         evaluate(run)
     return run
@@ -157,6 +160,27 @@ def int8_model(tiny_run: Path, convert_cache: Path) -> Path:
         # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
         # so allow up to three here; the gate itself is tested in test_convert.py.
         convert_run(tiny_run, "int8", out=out, max_f1_drop=0.03)
+    return out
+
+
+@pytest.fixture(scope="session")
+def crop_model(tiny_run: Path, convert_cache: Path) -> Path:
+    """The tiny run converted (float32, real convert) as if trained with the product's default crop (auto):
+    its sidecar carries the crop, so predict and the daemon find the box before classifying."""
+    import json
+
+    from convert.tflite import convert_run
+
+    run = convert_cache / "run-crop"
+    out = run / "model_float32.tflite"
+    if not out.exists() or not Path(str(out) + ".json").exists():
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.tflite", "*.tflite.json", "report"))
+        cfg = json.loads((run / "train_config.json").read_text())
+        cfg["crop"] = {"method": "auto"}
+        (run / "train_config.json").write_text(json.dumps(cfg, indent=1))
+        # the model was trained on whole ROI images, so the gate (Keras vs TFLite on crops) is not the point here
+        convert_run(run, "float32", out=out, gate=False)
     return out
 
 

@@ -412,3 +412,114 @@ def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, br
         pub.loop_stop()
         pub.disconnect()
         d.stop()
+
+
+def write_still_video(path: Path, frame: Any, n: int = 30, fps: int = 15) -> Path:
+    """An mp4 showing one still frame (a fixed camera over a stopped belt) with fresh sensor noise per frame."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    h, w = frame.shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert vw.isOpened()
+    for _ in range(n):
+        noise = rng.normal(0, 1.5, frame.shape)
+        vw.write(np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8))
+    vw.release()
+    return path
+
+
+@SLOW
+def test_no_box_is_never_classified(tmp_path, crop_model):
+    """Triggered on an empty belt, a model that crops to the box says "no box": counted, visible in /status,
+    the part is closed without a decision, and nothing is classified."""
+    from boxinspect.synth import render_line_part
+
+    assert json.loads(Path(str(crop_model) + ".json").read_text())["crop"]["method"] == "auto"
+    empty = render_line_part(2, 0, "ok", None, empty=True)["empty"]["top"]
+    video = write_still_video(tmp_path / "empty.mp4", empty)
+    gt = {"roi": {"x": 0, "y": 0, "width": empty.shape[1], "height": empty.shape[0]}}
+    cfg = base_cfg(tmp_path, crop_model, video, gt, None,
+                   decision={"mode": "triggered", "trigger_frames": 2, "trigger_no_box_frames": 5})
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()
+        wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
+        r = httpx.post(d.base + "/trigger", json={"part_id": "NOTHING"}, timeout=5)
+        assert r.status_code == 202, r.text
+        wait_for(lambda: "part NOTHING: no box found" in d.log(), 60, "the no-box log line", d=d)
+        st = d.status()
+        assert st["counters"]["no_box"] >= 5 and st["counters"]["no_box_parts"] == 1, st["counters"]
+        assert st["model"]["crop"]["method"] == "auto"
+        assert d.metric("boxinspect_no_box_parts_total") == 1
+        assert d.metric("boxinspect_frames_processed_total") == 0  # the belt was never run through the model
+        # no model decision; the plant's fail-safe may decide the part at its deadline (kind "timeout")
+        assert all(e["kind"] == "timeout" for e in d.get("/events").json())
+    finally:
+        d.stop()
+
+
+@SLOW
+def test_two_views_in_triggered_mode_give_one_fused_event_per_part(tmp_path, crop_model, mosquitto):
+    """One daemon, two sources (top and oblique view of a part), triggered over MQTT: every part id gives ONE
+    event on the real broker, carrying both views' scores fused by max, with evidence per view."""
+    from boxinspect.synth import render_line_part
+
+    part = render_line_part(6, 1, "defective", "tear")
+    videos = {v: write_still_video(tmp_path / f"{v}.mp4", part["views"][v]) for v in ("top", "oblique")}
+    h, w = part["views"]["top"].shape[:2]
+    cfg = base_cfg(tmp_path, crop_model, videos["top"], {"roi": {"x": 0, "y": 0, "width": w, "height": h}},
+                   mosquitto, decision={"mode": "triggered", "trigger_frames": 2, "fusion": "max"})
+    del cfg["source"], cfg["roi"]
+    cfg["sources"] = [{"view": v, "source": {"uri": str(p), "pace": "realtime", "loop": True}} for v, p in videos.items()]
+    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/defect")
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}")
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_api()
+        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "both cameras ok", d=d)
+        assert set(d.status()["camera"]["stats"]["views"]) == {"top", "oblique"}
+        for pid in ("P-1", "P-2", "P-3"):
+            pub.publish(f"{base}/trigger", json.dumps({"part_id": pid}), qos=1).wait_for_publish(5)
+        wait_for(lambda: len({m["part_id"] for m in sub.messages}) >= 3, 90, "three fused events", d=d)
+        time.sleep(1.0)  # a second event for a part would arrive now
+        events = first_occurrences(sub.messages)
+        assert sorted(e["part_id"] for e in events) == ["P-1", "P-2", "P-3"]  # exactly one event per part id
+        schema = json.loads((Path(__file__).resolve().parents[1] / "edge" / "event.schema.json").read_text())
+        for e in events:
+            jsonschema.validate(e, schema)
+            assert e["fusion"] == "max" and set(e["views"]) == {"top", "oblique"}
+            scores = [e["views"][v]["score"] for v in ("top", "oblique")]
+            assert all(s is not None for s in scores) and not any(e["views"][v]["no_box"] for v in e["views"])
+            assert e["score"] == pytest.approx(max(scores), abs=1e-6)
+            assert e["frame_count"] == 4 and all(e["views"][v]["frame_count"] == 2 for v in e["views"])
+            for v in e["views"]:  # evidence kept per view
+                assert Path(e["views"][v]["evidence"]["crop"]).is_file()
+            assert e["evidence"] == e["views"][max(e["views"], key=lambda v: e["views"][v]["score"])]["evidence"]
+        assert len(d.decisions()) == 3
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.close()
+        d.stop()
+
+
+def test_sources_need_triggered_mode_and_unique_views(tmp_path):
+    from edge.config import ConfigError, parse_config
+
+    two = [{"view": "top", "source": {"uri": "a.mp4"}}, {"view": "side", "source": {"uri": "b.mp4"}}]
+    with pytest.raises(ConfigError, match="decision.mode: triggered"):
+        parse_config({"sources": two}, "test")
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config({"sources": [two[0], two[0]], "decision": {"mode": "triggered"}}, "test")
+    with pytest.raises(ConfigError, match="replaces source and roi"):
+        parse_config({"sources": two, "decision": {"mode": "triggered"}, "source": {"uri": "c.mp4"}}, "test")
+    with pytest.raises(ConfigError, match="sources.0.view"):
+        parse_config({"sources": [{"view": "a/b"}], "decision": {"mode": "triggered"}}, "test")
+    cfg = parse_config({"sources": two, "decision": {"mode": "triggered", "fusion": "noisy_or"}}, "test")
+    assert [v.view for v in cfg.sources] == ["top", "side"] and cfg.decision.fusion == "noisy_or"

@@ -349,7 +349,7 @@ def test_triggered_part_ids_and_queue(caplog: pytest.LogCaptureFixture) -> None:
     assert got[0].is_defect and got[0].score == pytest.approx(0.7) and got[0].mode == "triggered"
     assert not got[1].is_defect and got[1].label == "ok"
     assert dec.pending == 0 and not dec.needs_score(BLANK)
-    assert dec.stats() == {"mode": "triggered", "pending": 0, "rejected": 0, "decided": 2}
+    assert dec.stats() == {"mode": "triggered", "pending": 0, "rejected": 0, "decided": 2, "no_box": 0}
 
 
 def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFixture) -> None:
@@ -380,6 +380,68 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     assert d is not None and d.part_id == "LAST-1" and d.frame_count == 1 and d.is_defect
     assert "LAST-2" in caplog.text and "no model decision" in caplog.text
     assert dec.flush() is None
+
+
+def test_triggered_no_box_closes_the_part_without_classifying() -> None:
+    """Frames without a box never count as scores; a part that shows no box is closed with no decision."""
+    cfg = DecisionConfig(mode="triggered", trigger_frames=2, trigger_no_box_frames=3)
+    dec = TriggeredDecider(cfg, LABELS, 0.5, "m")
+    assert dec.no_box(0, 1.0) is None  # no trigger waiting: nothing to close
+    dec.trigger("EMPTY", at=10.0)
+    dec.trigger("LATE", at=10.0)
+    assert dec.no_box(1, 9.0) is None  # captured before the trigger: ignored
+    assert [dec.no_box(i, 11.0 + i) for i in range(2)] == [None, None]
+    assert dec.update(5, 12.5, BLANK, None) is None
+    assert dec.no_box(6, 13.0) == "EMPTY"  # the third frame without a box closes the part, no decision
+    assert dec.pending == 1 and dec.no_box_parts == 1 and dec.decided == 0 and dec.stats()["no_box"] == 1
+    # the next part: a box in one frame, then it leaves: decided on the frame it had
+    assert dec.update(7, 14.0, BLANK, 0.9) is None
+    assert [dec.no_box(i, 15.0 + i) for i in range(3)] == [None, None, None]
+    d = dec.update(11, 18.0, BLANK, None)
+    assert d is not None and d.part_id == "LATE" and d.frame_count == 1 and d.is_defect
+    assert dec.pending == 0
+
+
+def test_multi_view_decider_fuses_the_views_of_each_part() -> None:
+    from edge.decision import MultiViewDecider
+
+    cfg = DecisionConfig(mode="triggered", trigger_frames=2, trigger_no_box_frames=2, fusion="max")
+    dec = MultiViewDecider(cfg, ["top", "side"], LABELS, 0.5, "m")
+    assert dec.trigger("A", at=1.0) and dec.trigger("B", at=1.0)
+    top, side = dec.view("top"), dec.view("side")
+    outs = []
+    for i, (t, s) in enumerate([(0.2, 0.7), (0.3, 0.9)]):
+        for v, d, sc in (("top", top, t), ("side", side, s)):
+            got = d.update(i, 2.0 + i, BLANK, sc)
+            if got is not None:
+                outs.append(dec.collect(v, got))
+    assert outs[0] is None  # top has decided A, side not yet
+    fused, pid = outs[1]
+    assert pid == "A" and fused.part_id == "A" and fused.fusion == "max"
+    assert fused.score == pytest.approx(0.8) and fused.is_defect and fused.frame_count == 4
+    assert fused.views["top"]["score"] == pytest.approx(0.25) and fused.views["side"]["score"] == pytest.approx(0.8)
+    ev = fused.to_event("l", "c")
+    assert ev["views"]["side"]["no_box"] is False and ev["fusion"] == "max"
+    # part B: the side view sees no box, so only top votes
+    assert side.no_box(9, 5.0) is None and side.no_box(10, 5.1) == "B"
+    assert dec.collect("side", None) is None
+    for i in range(2):
+        got = top.update(11 + i, 6.0, BLANK, 0.1)
+    fused, pid = dec.collect("top", got)
+    assert pid == "B" and fused.score == pytest.approx(0.1) and not fused.is_defect
+    assert fused.views["side"] == {"score": None, "no_box": True, "frame_count": 0, "first_frame": None,
+                                   "last_frame": None}
+    # a part no view saw: no decision
+    dec.trigger("C", at=7.0)
+    for v in ("top", "side"):
+        d = dec.view(v)
+        assert d.no_box(20, 8.0) is None
+        assert d.no_box(21, 8.1) == "C"
+    assert dec.collect("top", None) is None and dec.collect("side", None) == (None, None)
+    assert dec.no_box_parts == 1 and dec.decided == 2
+    # the model's threshold and labels follow a reload into every view
+    dec.threshold, dec.labels = 0.9, ("a", "b")
+    assert top.threshold == 0.9 and side.labels == ("a", "b")
 
 
 def test_score_at_the_threshold_is_a_defect() -> None:

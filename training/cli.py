@@ -31,6 +31,8 @@ What happens:
              Adam --lr up to --epochs with early stopping on val_loss; phase 2 top --unfreeze-blocks
              blocks unfrozen at --fine-tune-lr for up to --fine-tune-epochs (0 = skip), with
              augmentation (flip, rotation, zoom, brightness, contrast) during training only.
+  Every image is first cropped to its box (--crop, default auto; see edge/localize.py): a camera over a
+  line sees mostly belt, and a model fed the whole frame learns the belt.
   RUN/model.keras takes RGB float32 in [0, 255] and contains the [-1, 1] rescaling.
 """
 
@@ -86,6 +88,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "threshold on out-of-fold scores; finetune: two-phase transfer learning")
     p.add_argument("--img-size", type=int, default=None,
                    help=f"square input size in px (default {LINEAR_IMG_SIZE} for linear, 160 for finetune)")
+    p.add_argument("--crop", choices=["auto", "background", "salient", "none"], default="auto",
+                   help="find the box and crop it before resizing (edge/localize.py; recorded in the run and the "
+                        "model package, so convert, predict and the daemon crop alike). auto (default): "
+                        "background difference if --background is given, else the region that stands out from "
+                        "the image border; the whole image when the box fills the frame or none is found. "
+                        "none: the whole image")
+    p.add_argument("--background", type=Path, default=None, metavar="FILE",
+                   help="empty-belt reference image for --crop background/auto (stills; the daemon uses its "
+                        "own running background)")
+    p.add_argument("--crop-margin", type=float, default=0.08, metavar="FRAC",
+                   help="margin around the box, share of its longer side (default 0.08)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (default, Keras cache/download), none (random init), or PATH to a no-top .h5")
@@ -232,17 +245,27 @@ def _cv(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from edge.localize import CropSpec
     from training.data import DataError
     from training.model import WeightsError
     from training.split import SplitError
     from training.train import TrainConfig, train
+
+    if args.crop == "background" and args.background is None:
+        log.error("--crop background needs --background FILE (an empty-belt reference image)")
+        return 2
+    if args.background is not None and not args.background.is_file():
+        log.error("--background %s: no such file", args.background)
+        return 2
+    crop = CropSpec(method=args.crop, margin=args.crop_margin,
+                    background_file=str(args.background.resolve()) if args.background else None)
 
     cfg = TrainConfig(
         data_dir=args.data, out_dir=args.out,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         positive_class=args.positive_class,
         img_size=args.img_size or (LINEAR_IMG_SIZE if args.recipe == "linear" else 160), alpha=args.alpha,
-        weights=args.weights, recipe=args.recipe, C=args.C, flip_tta=args.flip_tta,
+        weights=args.weights, crop=crop, recipe=args.recipe, C=args.C, flip_tta=args.flip_tta,
         target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
         batch_size=args.batch_size, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,
@@ -253,7 +276,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     try:
         run = train(cfg)
-    except (DataError, SplitError, WeightsError, FileExistsError) as e:
+    except (DataError, SplitError, WeightsError, FileExistsError, ValueError) as e:
         log.error("%s", e)
         return 2
     print(f"run directory: {run}")
@@ -281,6 +304,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"recall {at['recall']:.3f} precision {at['precision']:.3f} | at 0.5: recall {m['at_0.5']['recall']:.3f} "
         f"precision {m['at_0.5']['precision']:.3f}"
     )
+    if "multi_view" in m:
+        mv = m["multi_view"]
+        views = ", ".join(f"{v} AUC {r['auc']:.3f}" for v, r in mv["per_view"].items() if r["auc"] is not None)
+        parts = ", ".join(f"{rule} AUC {r['auc']:.3f}" for rule, r in mv["per_part"].items() if r["auc"] is not None)
+        print(f"per view: {views} | per part ({mv['per_part']['max']['n_parts']} parts), fused: {parts}")
     for k, r in m["operating_point"].items():
         print(f"operating point on {k}: {r['sentence']}")
     print(f"report: {Path(args.run) / 'report' / 'report.html'}")

@@ -211,6 +211,7 @@ def _finetune_fold(cfg: CVConfig, images: data_mod.ImageSet, rel: list[str], y, 
                    fold_dir: Path) -> tuple[np.ndarray, float, dict]:
     import keras
 
+    from edge.localize import NO_CROP
     from training.train import TrainConfig, train
 
     val_mask = split_mod._first_fold(y[tr], groups[tr], 0.15, seed + 1000)
@@ -229,7 +230,7 @@ def _finetune_fold(cfg: CVConfig, images: data_mod.ImageSet, rel: list[str], y, 
         fine_tune_epochs=cfg.fine_tune_epochs, learning_rate=cfg.learning_rate,
         fine_tune_learning_rate=cfg.fine_tune_learning_rate, unfreeze_blocks=cfg.unfreeze_blocks,
         patience=cfg.patience, label_smoothing=cfg.label_smoothing, split_manifest=fold_dir / "fold_split.json",
-        seed=seed, verbose=0, overwrite=True, recipe="finetune",
+        seed=seed, verbose=0, overwrite=True, recipe="finetune", crop=NO_CROP,  # folds are scored uncropped below
     )
     train(tcfg)
     model = keras.models.load_model(fold_dir / "model.keras", compile=False)

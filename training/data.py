@@ -13,6 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.localize import NO_CROP, CropSpec, load_background, locate_for_still
+from edge.model_package import model_input
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -99,8 +102,8 @@ def scan(data_dir: Path, classes: list[str] | None = None, positive_class: str |
     return images
 
 
-def read_rgb(path: Path) -> np.ndarray | None:
-    """Decode an image file to RGB uint8 (H, W, 3), or ``None`` if OpenCV cannot read it."""
+def read_bgr(path: Path) -> np.ndarray | None:
+    """Decode an image file to BGR uint8 (H, W, 3), OpenCV's order, or ``None`` if OpenCV cannot read it."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # also copes with non-ASCII paths
     except OSError:
@@ -110,7 +113,13 @@ def read_rgb(path: Path) -> np.ndarray | None:
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         return None
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """Decode an image file to RGB uint8 (H, W, 3), or ``None`` if OpenCV cannot read it."""
+    img = read_bgr(path)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def resize(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -122,26 +131,33 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class Loaded:
-    """Decoded images (uint8 RGB, size x size) with their paths; unreadable files listed apart."""
+    """Decoded images (uint8 RGB, size x size, cropped as asked) with their paths; unreadable files listed apart."""
 
     paths: list[Path]
     labels: list[str]
     pixels: np.ndarray
     unreadable: list[Path]
+    whole: int = 0  # images whose crop is the whole image (no box found, or it fills the frame)
 
 
-def load_images(paths: list[Path], labels: list[str], size: int) -> Loaded:
-    """Decode and resize images; unreadable or corrupt files are logged, counted and skipped."""
+def load_images(paths: list[Path], labels: list[str], size: int, crop: CropSpec | None = None) -> Loaded:
+    """Decode, crop and resize images with the edge's own function (:func:`edge.model_package.model_input`),
+    so a training tensor is exactly what the edge feeds the model; unreadable files are logged and skipped."""
+    spec = crop or NO_CROP
     keep_paths: list[Path] = []
     keep_labels: list[str] = []
     arrays: list[np.ndarray] = []
     bad: list[Path] = []
+    whole = 0
+    background = load_background(spec.background_file) if spec.background_file else None
     for p, lab in zip(paths, labels, strict=True):
-        rgb = read_rgb(p)
-        if rgb is None:
+        bgr = read_bgr(p)
+        if bgr is None:
             bad.append(Path(p))
             continue
-        arrays.append(resize(rgb, size))
+        loc = locate_for_still(bgr, spec, background) if spec.method != "none" else None
+        whole += int(loc is None or loc.whole)
+        arrays.append(model_input(bgr, spec, size, size, "area", located=loc))
         keep_paths.append(Path(p))
         keep_labels.append(lab)
     if bad:
@@ -149,5 +165,8 @@ def load_images(paths: list[Path], labels: list[str], size: int) -> Loaded:
             "skipped %d unreadable image file(s) of %d, e.g. %s",
             len(bad), len(paths), ", ".join(str(b) for b in bad[:3]),
         )
+    if spec.method != "none" and arrays:
+        log.info("crop %s: box cropped in %d of %d images (the rest: whole image)", spec.describe(),
+                 len(arrays) - whole, len(arrays))
     pixels = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return Loaded(keep_paths, keep_labels, pixels, bad)
+    return Loaded(keep_paths, keep_labels, pixels, bad, whole)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.fusion import FUSION_RULES, fuse_parts, part_and_view
+from edge.localize import CropSpec, crop_from_config
 from training import data as data_mod
 from training import split as split_mod
 from training.quiet import native_output_to_log
@@ -129,6 +131,42 @@ def threshold_table(y_true: np.ndarray, scores: np.ndarray, thresholds) -> list[
     return rows
 
 
+def multi_view_metrics(paths: list[Path], y: np.ndarray, s: np.ndarray, val_paths: list[Path], y_val: np.ndarray,
+                       s_val: np.ndarray, target_recall: float = 0.95) -> dict | None:
+    """Per-view and per-part metrics when the images are views of parts (``<part>_<view>.<ext>``), else None.
+
+    Per view: AUC of each camera alone. Per part, for every fusion rule (edge/fusion.py): the views' scores
+    fused, a threshold chosen on the fused validation parts (same recall rule), and AUC, recall and
+    specificity on the evaluated split's parts at that threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    views = [part_and_view(p)[1] for p in paths]
+    if not any(v is not None for v in views):
+        return None
+
+    def auc(yy: np.ndarray, ss: np.ndarray) -> float | None:
+        return float(roc_auc_score(yy, ss)) if len(np.unique(yy)) == 2 else None
+
+    per_view = {}
+    for v in sorted({v for v in views if v is not None}):
+        idx = np.array([i for i, x in enumerate(views) if x == v])
+        per_view[v] = {"n": int(len(idx)), "auc": auc(y[idx], s[idx])}
+    per_part = {}
+    for rule in FUSION_RULES:
+        parts, fs, fy, nv = fuse_parts(paths, s, y, rule)
+        row: dict = {"n_parts": len(parts), "views_per_part": float(np.mean(nv)), "auc": auc(fy, fs)}
+        if len(val_paths):
+            _, vs, vy, _ = fuse_parts(val_paths, s_val, y_val, rule)
+            thr = choose_threshold(vy, vs, target_recall)["threshold"]
+            pred = fs >= thr
+            row.update(threshold=float(thr),
+                       recall=float(np.mean(pred[fy == 1])) if np.any(fy == 1) else None,
+                       specificity=float(np.mean(~pred[fy == 0])) if np.any(fy == 0) else None)
+        per_part[rule] = row
+    return {"per_view": per_view, "per_part": per_part,
+            "note": "per_part: views of one part fused by each rule; threshold chosen on fused val parts"}
+
+
 def _names(classes: list[str], positive: str) -> list[str]:
     """[negative name, positive name] for the binary report."""
     others = [c for c in classes if c != positive]
@@ -136,9 +174,11 @@ def _names(classes: list[str], positive: str) -> list[str]:
     return [neg, positive]
 
 
-def _scores(model, split: split_mod.Split, name: str, root: Path, img_size: int, positive: str):
+def _scores(model, split: split_mod.Split, name: str, root: Path, img_size: int, positive: str,
+            crop: CropSpec | None = None):
     items = split.select(name)
-    loaded = data_mod.load_images([root / it["path"] for it in items], [it["label"] for it in items], img_size)
+    loaded = data_mod.load_images([root / it["path"] for it in items], [it["label"] for it in items], img_size,
+                                  crop)
     if len(loaded.paths) == 0:
         return np.zeros(0), np.zeros(0), loaded
     with native_output_to_log("Keras predict"):
@@ -280,7 +320,7 @@ def _html(m: dict, files: dict[str, Path], cfg: dict, run_dir: Path) -> str:
         for r in m.get("tradeoff", []))
     cfg_rows = "".join(
         f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(cfg.get(k)))}</td></tr>"
-        for k in ("data_dir", "classes", "positive_class", "recipe", "C_chosen", "flip_tta", "img_size", "alpha",
+        for k in ("data_dir", "classes", "positive_class", "recipe", "C_chosen", "flip_tta", "img_size", "crop", "alpha",
                   "weights", "epochs",
                   "fine_tune_epochs", "unfreeze_blocks", "learning_rate", "fine_tune_learning_rate", "balance",
                   "augment", "seed", "wall_time_s")
@@ -381,8 +421,9 @@ def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", da
     names = _names(cfg["classes"], positive)
     img_size = int(cfg["img_size"])
 
-    y_val, s_val, _ = _scores(model, sp, "val", root, img_size, positive)
-    y, s, loaded = _scores(model, sp, split, root, img_size, positive)
+    crop = crop_from_config(cfg)
+    y_val, s_val, loaded_val = _scores(model, sp, "val", root, img_size, positive, crop)
+    y, s, loaded = _scores(model, sp, split, root, img_size, positive, crop)
     if len(y) == 0:
         raise EvaluateError(f"split {split!r} has no readable images")
     oof = _oof(run_dir)
@@ -423,6 +464,7 @@ def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", da
         "threshold_table": threshold_table(y, s, list(TABLE_THRESHOLDS) + [thr]),
         "split_counts": sp.counts(),
         "img_size": img_size,
+        "crop": crop.model_dump(mode="json"),
         "balance": cfg.get("balance"),
     }
     m["ci95"] = bootstrap_ci(y, s, thr)
@@ -437,6 +479,9 @@ def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", da
     m["classification_report_text"] = m["at_threshold"]["classification_report_text"]
     if loaded.unreadable:
         m["unreadable"] = [str(p) for p in loaded.unreadable]
+    mv = multi_view_metrics(loaded.paths, y, s, loaded_val.paths, y_val, s_val, target_recall)
+    if mv is not None:
+        m["multi_view"] = mv
 
     files = _plots(run_dir / "report", y, s, y_val, s_val, m, history, names, split)
     files["tradeoff"] = run_dir / "report" / "tradeoff.png"

@@ -3,8 +3,9 @@
 Near-duplicates are found with a difference hash (dHash, 64 bits) computed on all eight dihedral
 transforms (four rotations by 90 degrees, each mirrored), so a flipped or rotated copy of a photo hashes
 close to the original. Two images whose smallest Hamming distance is <= ``threshold`` are linked, and
-linked images form one group (union-find). Groups are then split with scikit-learn's
-``StratifiedGroupKFold``: stratified by class, grouped by cluster. The result is written as a manifest
+linked images form one group (union-find). The views of one part (files ``<part>_<view>.<ext>``, see
+edge/fusion.py) are linked too, so a part never has a view in train and another in test. Groups are then
+split with scikit-learn's ``StratifiedGroupKFold``: stratified by class, grouped by cluster. The result is written as a manifest
 (``split.json``) that can be reused to reproduce a run.
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edge.fusion import part_keys
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,28 @@ def near_duplicate_groups(hashes: np.ndarray, threshold: int = DEFAULT_DUP_THRES
     roots = [find(i) for i in range(n)]
     remap: dict[int, int] = {}
     return np.array([remap.setdefault(r, len(remap)) for r in roots], dtype=np.int64)
+
+
+def merge_by_key(groups: np.ndarray, keys: list[str]) -> np.ndarray:
+    """Join the groups of items that share a key (the views of one part): group ids 0..G-1 again."""
+    parent = {int(g): int(g) for g in np.unique(groups)}
+
+    def find(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    first: dict[str, int] = {}
+    for g, k in zip(groups.tolist(), keys, strict=True):
+        if k in first:
+            a, b = find(first[k]), find(g)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        else:
+            first[k] = g
+    remap: dict[int, int] = {}
+    return np.array([remap.setdefault(find(int(g)), len(remap)) for g in groups], dtype=np.int64)
 
 
 def _first_fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.ndarray:
@@ -181,8 +206,15 @@ def make_split(
     seed: int = 0,
     dup_threshold: int = DEFAULT_DUP_THRESHOLD,
 ) -> Split:
-    """Cluster near-duplicates and split them; also logs the clusters found."""
+    """Cluster near-duplicates and the views of one part (``<part>_<view>.<ext>``, edge/fusion.py), and split
+    whole clusters; also logs the clusters found."""
     groups = near_duplicate_groups(hashes, dup_threshold)
+    keys = part_keys(rel_paths)
+    n_multi = sum(1 for k in keys if k.startswith("part:"))
+    if n_multi:
+        groups = merge_by_key(groups, keys)
+        log.info("multi-view: %d images are views of %d parts; a part's views stay in one split", n_multi,
+                 len({k for k in keys if k.startswith("part:")}))
     sizes = Counter(groups.tolist())
     multi = [g for g, n in sizes.items() if n > 1]
     log.info(
@@ -201,7 +233,9 @@ def make_split(
         for p, lab, g, s in zip(rel_paths, labels, groups.tolist(), splits, strict=True)
     ]
     info = {
-        "method": "StratifiedGroupKFold over dHash near-duplicate clusters (8 dihedral transforms)",
+        "method": "StratifiedGroupKFold over dHash near-duplicate clusters (8 dihedral transforms), "
+                  "joined with the views of one part",
+        "multi_view_images": n_multi,
         "dup_threshold": dup_threshold,
         "val_frac": val_frac,
         "test_frac": test_frac,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.localize import CropSpec
 from edge.versions import installed_versions
 from training import data as data_mod
 from training import split as split_mod
@@ -36,6 +37,7 @@ class TrainConfig:
     classes: list[str] | None = None  # index order; None = sorted class folders
     positive_class: str | None = None  # None = "defective" or "damaged" if present, else error
     img_size: int = DEFAULT_IMG_SIZE
+    crop: CropSpec = field(default_factory=CropSpec)  # find and crop the box (edge/localize.py); default auto
     alpha: float = 0.35
     weights: str = "imagenet"  # "imagenet" | "none" | path to a MobileNetV2 no-top .h5
     epochs: int = 25  # phase 1 (frozen backbone), with early stopping
@@ -71,6 +73,7 @@ class TrainConfig:
         for k, v in d.items():
             if isinstance(v, Path):
                 d[k] = str(v)
+        d["crop"] = self.crop.model_dump(mode="json")
         return d
 
 
@@ -137,13 +140,13 @@ def _prepare_split(cfg: TrainConfig, images: data_mod.ImageSet):
         unlisted = [p for p in images.paths if images.rel(p) not in listed]
         if unlisted:
             log.warning("%d image(s) in %s are not in the manifest and are not used", len(unlisted), images.root)
-        loaded = data_mod.load_images(paths, [it["label"] for it in split.items], cfg.img_size)
+        loaded = data_mod.load_images(paths, [it["label"] for it in split.items], cfg.img_size, cfg.crop)
         keep = {images.rel(p) for p in loaded.paths}
         split.items = [it for it in split.items if it["path"] in keep]
         split.info["reused_from"] = str(cfg.split_manifest)
         split.info["unreadable"] = [images.rel(p) for p in loaded.unreadable]
     else:
-        loaded = data_mod.load_images(images.paths, images.labels, cfg.img_size)
+        loaded = data_mod.load_images(images.paths, images.labels, cfg.img_size, cfg.crop)
         if len(loaded.paths) == 0:
             raise data_mod.DataError(f"no readable images in {images.root}")
         t = time.monotonic()

@@ -62,10 +62,16 @@ def train_linear(cfg) -> Path:
     groups = cv_mod.merge_groups([it["group"] for it in fit_items], cv_mod.part_ids(rel))
 
     t1 = time.monotonic()
-    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path)
+    # the box crop of the run (train_config.json, the model sidecar): features are computed on the same crops
+    # convert, predict and the daemon make (edge.model_package.model_input); only default crop parameters here
+    crop = cfg.crop.method
+    if cfg.crop != type(cfg.crop)(method=crop):
+        raise ValueError("the linear recipe crops with the default crop parameters (--crop METHOD only); "
+                         "--crop-margin and --background need --recipe finetune")
+    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
-        x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True)).features(paths)
+        x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True, crop=crop)).features(paths)
         x, ok = (x + x2) / 2.0, [a and b for a, b in zip(ok, ok2, strict=True)]
     keep = np.array(ok)
     x, y, groups = x[keep], y[keep], groups[keep]
@@ -88,7 +94,7 @@ def train_linear(cfg) -> Path:
     model = model_mod.build_linear_model(cfg.img_size, cfg.alpha, weights_path, kernel, bias, cfg.flip_tta)
     # The folded Dense layer must reproduce scaler + logistic regression (checked on up to 16 images).
     n_chk = min(16, len(paths))
-    chk = data_mod.load_images(paths[:n_chk], [""] * n_chk, cfg.img_size)
+    chk = data_mod.load_images(paths[:n_chk], [""] * n_chk, cfg.img_size, cfg.crop)
     if len(chk.paths):
         want = fit["model"].predict_proba(x[:len(chk.paths)])[:, 1] if keep[:n_chk].all() else None
         got = model.predict(chk.pixels.astype(np.float32), verbose=0).ravel()
