@@ -242,3 +242,32 @@ def test_shipped_mosquitto_config_persists_sessions_on_changes() -> None:
     assert keys.get("autosave_on_changes") == "true"
     assert int(keys["autosave_interval"]) <= 10
     assert os.path.isabs(keys["persistence_location"])
+
+
+def test_mqtt_replay_needs_the_token_and_refuses_junk(
+    tmp_path: Path, mosquitto: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    base = f"boxinspect/replay-{os.getpid()}/cam1"
+    sink = MqttSink(cfg_for(mosquitto, tmp_path, outbox_retention_s=600), base, Metrics())
+    sink.enable_replay(TOKEN)
+    sink.start()
+    try:
+        assert sink.wait_connected(10)
+        events = [make_event(i) for i in range(3)]
+        for ev in events:
+            sink.publish_defect(ev)
+        assert sink.wait_drained(10)
+        with Subscriber(mosquitto.host, mosquitto.port, f"{base}/defect") as sub:
+            wait_for(lambda: "listening for replay requests" in caplog.text, 10, "the replay subscription")
+            for bad in [json.dumps({"since_seq": 0, "token": "wrong"}), json.dumps({"since_seq": 0}),
+                        "[" * 300, "null", json.dumps({"since_seq": "0", "token": TOKEN})]:
+                sub.client.publish(f"{base}/replay", bad, qos=1)
+            wait_for(lambda: caplog.text.count("replay request on") >= 3, 10, "refusals logged")
+            assert "missing or wrong token" in caplog.text and "too large" in caplog.text
+            assert not sub.wait_for(lambda s: len(s.ids()) > 0, 1)  # nothing replayed
+            sub.client.publish(f"{base}/replay", json.dumps({"since_seq": 1, "token": TOKEN}), qos=1)
+            assert sub.wait_for(lambda s: len(s.ids()) >= 2, 10)
+            assert sub.ids()[:2] == [e["event_id"] for e in events[1:]]
+    finally:
+        sink.stop(5)
