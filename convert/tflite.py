@@ -89,7 +89,8 @@ class RunInfo:
     threshold: float
     threshold_source: str
     data_dir: str | None
-    target_recall: float | None = None  # the evaluate rule that chose the threshold, if recorded
+    target_recall: float | None = None  # the evaluate rule that chose the threshold on val, if recorded:
+    cost_ratio: float | None = None  # a target recall or a cost ratio (training.operating.choose)
     crop: CropSpec = field(default_factory=lambda: NO_CROP)  # the run's box crop (train_config.json), applied before every model input
 
 
@@ -141,19 +142,22 @@ def read_run(run_dir: Path) -> RunInfo:
     if not items:
         raise ConvertError(f"{run_dir}/split.json has no items")
     metrics_path = run_dir / "metrics.json"
-    target_recall = None
+    target_recall = cost_ratio = None
     if metrics_path.is_file() and "threshold" in (m := _read_json(metrics_path)):
         threshold, source = float(m["threshold"]), "metrics.json"
         sel = m.get("threshold_selection") or {}
-        if sel.get("target_recall") is not None and sel.get("split", "val") == "val":
-            target_recall = float(sel["target_recall"])
+        if sel.get("split", "val") == "val":
+            if sel.get("target_recall") is not None:
+                target_recall = float(sel["target_recall"])
+            elif sel.get("cost_ratio") is not None:
+                cost_ratio = float(sel["cost_ratio"])
     else:
         log.warning("%s has no threshold (run `boxinspect evaluate %s`); using 0.5", metrics_path, run_dir)
         threshold, source = 0.5, "default 0.5 (no metrics.json)"
     return RunInfo(
         run_dir=run_dir, config=cfg, classes=classes, positive_class=positive,
         img_size=_img_size(cfg) or (0, 0), items=items, threshold=threshold, threshold_source=source,
-        data_dir=str(data_dir) if data_dir else None, target_recall=target_recall, crop=_crop(cfg, run_dir),
+        data_dir=str(data_dir) if data_dir else None, target_recall=target_recall, cost_ratio=cost_ratio, crop=_crop(cfg, run_dir),
     )
 
 
@@ -344,14 +348,15 @@ def _recalibrated_threshold(
     run: RunInfo, runner: Runner, by_split: dict[str, list[Item]], fmt: str, h: int, w: int
 ) -> tuple[float, str]:
     """Step 5 (optional): re-apply evaluate's threshold rule to the TFLite model's own validation scores."""
-    from training.evaluate import choose_threshold
+    from training import operating
 
-    assert run.target_recall is not None
+    assert run.target_recall is not None or run.cost_ratio is not None
     val_items, val_x = _load_images(by_split["val"], h, w, run.crop)
-    sel = choose_threshold(_labels01(run, val_items), np.array([runner.run(x) for x in val_x]), run.target_recall)
+    sel = operating.choose(_labels01(run, val_items), np.array([runner.run(x) for x in val_x]),
+                           run.target_recall, run.cost_ratio)
     threshold = float(sel["threshold"])
     source = (
-        f"recalibrated for this {fmt} model: highest threshold with recall >= {run.target_recall} on "
+        f"recalibrated for this {fmt} model: {sel['rule']} on "
         f"the validation split (val recall {sel['recall']:.3f}); Keras threshold was {run.threshold:.4f}"
     )
     log.info("threshold recalibrated on %d validation images: %.4f (Keras %.4f)", len(val_items),
@@ -494,9 +499,9 @@ def convert_run(
     out = Path(out) if out else run.run_dir / f"model_{fmt}.tflite"
     by_split = _by_split(run)
     rep = _calibration_images(run, by_split, fmt, h, w, representative_count)
-    if recalibrate_threshold and (run.target_recall is None or not by_split.get("val")):
+    if recalibrate_threshold and ((run.target_recall is None and run.cost_ratio is None) or not by_split.get("val")):
         raise ConvertError(
-            "--recalibrate-threshold needs metrics.json with threshold_selection.target_recall (from "
+            "--recalibrate-threshold needs metrics.json with a validation threshold_selection (from "
             "`boxinspect evaluate`) and validation items in split.json; a run of the linear recipe chose its "
             "threshold on out-of-fold scores (its head was fitted on val), so it cannot be re-chosen on val: "
             "use --format fp16 if int8 is rejected"

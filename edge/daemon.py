@@ -57,7 +57,7 @@ from edge.mqtt_sink import MqttSink
 from edge.operator import OperatorState
 from edge.plant import Plant
 from edge.ratelimit import RateLimit
-from edge.roi import crop
+from edge.roi import crop, roi_box
 from edge.server import raise_fd_limit, server_config
 from edge.state import (
     Decider,
@@ -404,6 +404,11 @@ class Daemon:
             located = self._locate(model.classifier, roi, decider)
             if located is not None and not located.found:
                 self._on_no_box(frame, decider)  # never classify the belt
+            elif located is not None and located.bbox is not None and not located.whole:
+                # for the operator page: the box in frame pixels (a reference; drawn only when the page asks)
+                rx, ry = roi_box(frame.image.shape, self._view_rois[view] if view is not None else self.cfg.roi)[:2]
+                x0, y0, x1, y1 = located.bbox
+                self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
             else:
                 score = model.classifier.score(roi, located)
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)

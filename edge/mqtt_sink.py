@@ -3,7 +3,8 @@
 Topics (``<base>`` = ``<mqtt.base_topic>/<line>/<camera>``), see docs/EVENTS.md:
 
 - ``<base>/defect``  QoS 1, not retained. Every defect event: written to the SQLite outbox
-  (edge/outbox.py) first, published by the sender thread in ``seq`` order, deleted on PUBACK.
+  (edge/outbox.py) first, published by the sender thread in ``seq`` order, marked
+  acknowledged on PUBACK (kept for replay, see below).
   After a reconnect everything not yet acknowledged is sent again from the outbox, oldest first,
   so a subscriber can see an event twice (same ``event_id`` and ``seq``) but never loses one.
 - ``<base>/result``  QoS 0, every decision, only if ``mqtt.publish_results``; dropped while offline.

@@ -221,7 +221,9 @@ class OperatorState:
         if box is not None:
             try:
                 x0, y0, x1, y1 = (int(v) for v in box)
-                cv2.rectangle(image, (x0, y0), (x1, y1), (255, 160, 0), max(2, image.shape[1] // 400))
+                if image is frame.image:
+                    image = image.copy()
+                cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), (255, 160, 0), max(2, image.shape[1] // 400))
             except (TypeError, ValueError):
                 pass
         w = self.cfg.operator.frame_width

@@ -1,9 +1,9 @@
 """Store-and-forward outbox: defect events on disk until the broker acknowledges them.
 
 One SQLite file in WAL mode. ``put()`` commits the event before it returns; the MQTT sink
-publishes rows in ``seq`` order and calls ``ack()`` on PUBACK, which deletes the row. Whatever is
-still in the file after a crash, a power cut or a broker outage is sent again by the next sink
-that opens the file.
+publishes rows in ``seq`` order and calls ``ack()`` on PUBACK, which deletes the row (with a
+retention window: marks it). Whatever is still waiting in the file after a crash, a power cut or
+a broker outage is sent again by the next sink that opens the file.
 
 Durability: ``PRAGMA synchronous=FULL``. In WAL mode NORMAL already survives a killed process
 (the committed WAL pages are in the OS page cache), but not a power cut: the WAL is only fsynced at

@@ -139,9 +139,14 @@ class LatestFrame:
     def __init__(self) -> None:
         self.frame: Frame | None = None
         self.verdict: tuple[str, float, bool] | None = None  # label, score, is_defect
+        self.box: tuple[int, int, int, int] | None = None  # the located box of ``frame`` (x0, y0, x1, y1 exclusive)
 
     def set_frame(self, frame: Frame) -> None:
         self.frame = frame
+        self.box = None  # until the localiser finds one in this frame
+
+    def set_box(self, box: tuple[int, int, int, int]) -> None:
+        self.box = box
 
     def set_verdict(self, label: str, score: float, is_defect: bool) -> None:
         self.verdict = (label, score, is_defect)

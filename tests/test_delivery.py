@@ -110,6 +110,12 @@ def test_disk_full_with_the_broker_up_publishes_directly_then_holds_counts_losse
             assert st["held_in_memory"] == 3 and st["outbox_lost"] == 1 and st["outbox_dropped"] == 1, st
             reason = sink.not_ready_reason()
             assert reason is not None and "disk full" in reason and "memory" in reason, reason
+            api_cfg = edge_config(tmp_path, tmp_path / "none.tflite", mqtt={"host": broker.host, "port": broker.port})
+            api = TestClient(create_app(ApiState(config=api_cfg, metrics=m, models=ModelSlot(None), sink=sink)))
+            ready = api.get("/readyz")
+            assert ready.status_code == 503
+            assert any("disk full" in r and "held in memory only" in r for r in ready.json()["reasons"]), ready.json()
+            assert api.get("/status").json()["mqtt"]["outbox_dropped"] == 1
             assert sample(m.registry, "boxinspect_events_lost_total", reason="disk_full") == 1
             assert sample(m.registry, "boxinspect_events_dropped_total") == 0  # not "overflow"
             assert f"DEFECT EVENT LOST: {held[0]['event_id']}" in caplog.text
@@ -121,8 +127,15 @@ def test_disk_full_with_the_broker_up_publishes_directly_then_holds_counts_losse
             broker.start()
             assert sink.wait_connected(15) and sink.wait_drained(15)
             want = {e["event_id"] for e in [first, *direct, *held[1:]]}
-            assert sub.wait_for(lambda s: want <= set(s.ids()) and s.on("/lost"), 15)
-            notices = sub.json("/lost")
+            # The test subscriber has no persistent session on this broker (restarted without persistence): what
+            # was sent before it re-subscribed it gets, like any consumer, by asking for a replay.
+            for _ in range(15):
+                if sub.wait_for(lambda s: want <= set(s.ids()) and s.on("/lost"), 1):
+                    break
+                if sub.client.is_connected():
+                    sink.replay(1)
+            assert want <= set(sub.ids()) and sub.on("/lost")
+            notices = list({n["event_id"]: n for n in sub.json("/lost")}.values())  # a replay may repeat it
             assert len(notices) == 1
             lost = notices[0]
             assert lost["kind"] == "lost" and lost["count"] == 1 and lost["reason"] == "disk_full"
@@ -171,13 +184,17 @@ def test_replay_over_http_republishes_retained_events_with_their_ids(tmp_path: P
         sink.stop(5)
 
 
-def test_broker_sigkill_chaos_persistent_subscriber_with_replay_loses_nothing(tmp_path: Path) -> None:
+SHIPPED_AUTOSAVE = "autosave_on_changes true\nautosave_interval 1"
+
+
+@pytest.mark.parametrize("autosave", ["", SHIPPED_AUTOSAVE], ids=["default-autosave", "shipped-autosave"])
+def test_broker_sigkill_chaos_persistent_subscriber_with_replay_loses_nothing(tmp_path: Path, autosave: str) -> None:
     """12 broker SIGKILLs while events flow; a persistent QoS 1 subscriber that asks for its seq gaps ends
-    with every event. The broker persists (default autosave), so a SIGKILL can drop messages it had
-    already PUBACKed but not yet delivered: that is what replay is for."""
+    with every event. The broker persists (Mosquitto's default autosave, or the shipped save-on-every-change),
+    so a SIGKILL can drop messages it had already PUBACKed but not yet delivered: that is what replay is for."""
     rng = random.Random(8)
     sent: list[str] = []
-    with Broker(persistence=True) as broker:
+    with Broker(persistence=True, extra_config=autosave) as broker:
         cfg = cfg_for(broker, tmp_path, outbox_retention_s=3600)
         sink = MqttSink(cfg, BASE, Metrics())
         sink.enable_replay(TOKEN)
@@ -195,6 +212,7 @@ def test_broker_sigkill_chaos_persistent_subscriber_with_replay_loses_nothing(tm
                 broker.start()
             assert sink.wait_connected(15) and sink.wait_drained(30)
             assert sub.wait_for(lambda s: s.client.is_connected(), 15)
+            sub.wait_for(lambda s: set(sent) <= set(s.ids()), 3)  # what the broker still delivers by itself
             before = set(sub.ids())
             # The consumer: de-duplicate by event_id; ask for everything after the last contiguous seq.
             for _ in range(5):
@@ -209,7 +227,7 @@ def test_broker_sigkill_chaos_persistent_subscriber_with_replay_loses_nothing(tm
                                                           for q in range(c + 1, len(sent) + 1)), 10)
             got = set(sub.ids())
             lost = set(sent) - got
-            print(f"chaos: {len(sent)} sent, {len(sent) - len(set(sent) - before)} before replay, "
+            print(f"chaos ({'shipped' if autosave else 'default'} autosave): {len(sent)} sent, {len(sent) - len(set(sent) - before)} before replay, "
                   f"{len(lost)} lost after replay, {len(sub.ids()) - len(got)} duplicates")
             assert not lost, f"{len(lost)} of {len(sent)} lost even with replay"
         finally:
@@ -224,3 +242,32 @@ def test_shipped_mosquitto_config_persists_sessions_on_changes() -> None:
     assert keys.get("autosave_on_changes") == "true"
     assert int(keys["autosave_interval"]) <= 10
     assert os.path.isabs(keys["persistence_location"])
+
+
+def test_mqtt_replay_needs_the_token_and_refuses_junk(
+    tmp_path: Path, mosquitto: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    base = f"boxinspect/replay-{os.getpid()}/cam1"
+    sink = MqttSink(cfg_for(mosquitto, tmp_path, outbox_retention_s=600), base, Metrics())
+    sink.enable_replay(TOKEN)
+    sink.start()
+    try:
+        assert sink.wait_connected(10)
+        events = [make_event(i) for i in range(3)]
+        for ev in events:
+            sink.publish_defect(ev)
+        assert sink.wait_drained(10)
+        with Subscriber(mosquitto.host, mosquitto.port, f"{base}/defect") as sub:
+            wait_for(lambda: "listening for replay requests" in caplog.text, 10, "the replay subscription")
+            for bad in [json.dumps({"since_seq": 0, "token": "wrong"}), json.dumps({"since_seq": 0}),
+                        "[" * 300, "null", json.dumps({"since_seq": "0", "token": TOKEN})]:
+                sub.client.publish(f"{base}/replay", bad, qos=1)
+            wait_for(lambda: caplog.text.count("replay request on") >= 3, 10, "refusals logged")
+            assert "missing or wrong token" in caplog.text and "too large" in caplog.text
+            assert not sub.wait_for(lambda s: len(s.ids()) > 0, 1)  # nothing replayed
+            sub.client.publish(f"{base}/replay", json.dumps({"since_seq": 1, "token": TOKEN}), qos=1)
+            assert sub.wait_for(lambda s: len(s.ids()) >= 2, 10)
+            assert sub.ids()[:2] == [e["event_id"] for e in events[1:]]
+    finally:
+        sink.stop(5)

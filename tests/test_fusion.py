@@ -79,7 +79,7 @@ def test_multi_view_metrics_per_view_and_per_part() -> None:
             y.append(lab)
             s.append(float(rng.uniform(0.6, 1.0) if lab and v == seen else rng.uniform(0.0, 0.7)))
     y_a, s_a = np.array(y), np.array(s)
-    m = multi_view_metrics(paths, y_a, s_a, paths, y_a, s_a)
+    m = multi_view_metrics(paths, y_a, s_a, paths, y_a, s_a, target_recall=0.95)
     assert m is not None and set(m["per_view"]) == {"top", "oblique"}
     assert m["per_view"]["top"]["n"] == n
     assert set(m["per_part"]) == set(FUSION_RULES) and m["per_part"]["max"]["n_parts"] == n

@@ -40,8 +40,9 @@ def images(synth_data: Path) -> dict[str, list[Path]]:
             for d in sorted(synth_data.iterdir()) if d.is_dir()}
 
 
-def _app(tmp_path: Path, model: Path, loaded: LoadedModel, token: str | None = TOKEN, **operator) -> tuple[TestClient, ApiState]:
-    cfg = edge_config(tmp_path, model, mqtt={"enabled": False}, api={"token": token},
+def _app(tmp_path: Path, model: Path, loaded: LoadedModel, token: str | None = TOKEN, roi: dict | None = None,
+         **operator) -> tuple[TestClient, ApiState]:
+    cfg = edge_config(tmp_path, model, mqtt={"enabled": False}, api={"token": token}, roi=roi or {},
                       operator={"feedback_dir": str(tmp_path / "feedback"), **operator})
     state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded))
     return TestClient(create_app(state)), state
@@ -354,3 +355,14 @@ def test_feedback_and_queue_survive_a_restart(tmp_path):
     col.offer({"event_id": "e2", "label": "ok"}, None)  # no crop: nothing to save
     assert [i["name"] for i in Collector(tmp_path / "fb", 1, 5, 1).items()] == ["e1"]
     assert FeedbackStore(tmp_path / "fb").counts() == {"ok": 1, "defective": 1}  # the queue is not a class
+
+
+def test_live_frame_draws_the_located_box(tmp_path, int8_model, loaded):
+    client, state = _app(tmp_path, int8_model, loaded, roi={"x": 100, "y": 50, "width": 300, "height": 250})
+    frame = np.full((360, 640, 3), 90, np.uint8)
+    state.latest.set_frame(Frame(frame, 1, time.time()))
+    state.latest.set_box((200, 120, 320, 240))
+    img = cv2.imdecode(np.frombuffer(client.get("/ui/frame.jpg").content, np.uint8), cv2.IMREAD_COLOR)
+    b, g, r = (int(v) for v in img[180, 201])  # on the box's left edge
+    assert b > 200 and r < 80, (b, g, r)  # drawn in the box colour (BGR 255, 160, 0)
+    assert int(frame[180, 201, 0]) == 90  # on a copy: the loop's frame is untouched

@@ -25,7 +25,8 @@ What happens:
   2. --recipe linear (default, the cross-validated winner, docs/RESULTS.md): ImageNet MobileNetV2
              features of every train+val image (frozen, cached on disk), standardised, L2 logistic
              regression with C chosen by grouped CV; the operating threshold is chosen on the
-             out-of-fold scores of that CV (--target-recall, default 0.95, or --cost-ratio). The head is
+             out-of-fold scores of that CV (default: a missed defect costs 2 false rejects; or --cost-ratio
+             or --target-recall). The head is
              folded into one Dense layer, so RUN/model.keras is an ordinary Keras model. About a minute.
      --recipe finetune: phase 1 backbone frozen, new head (GAP -> Dropout -> Dense sigmoid) trained with
              Adam --lr up to --epochs with early stopping on val_loss; phase 2 top --unfreeze-blocks
@@ -138,9 +139,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=EVAL_DESCRIPTION, formatter_class=fmt)
     e.add_argument("run", type=Path, help="run directory written by 'boxinspect train'")
     eg = e.add_mutually_exclusive_group()
-    eg.add_argument("--target-recall", type=float, default=0.95,
+    eg.add_argument("--target-recall", type=float, default=None,
                     help="the threshold is the highest with defect recall >= this on the out-of-fold scores "
-                         "(linear recipe) or the validation split (finetune) (default 0.95)")
+                         "(linear recipe) or the validation split (finetune). Default: neither this nor "
+                         "--cost-ratio, which means --cost-ratio 2")
     eg.add_argument("--cost-ratio", type=float, default=None,
                     help="instead: the threshold minimising RATIO x missed defects + false rejects")
     e.add_argument("--split", default="test", choices=["test", "val", "train"],
@@ -177,10 +179,11 @@ examples:
 def _add_operating_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--target-recall", type=float, default=None,
-                   help="operating threshold: highest with defect recall >= this (default 0.95)")
+                   help="operating threshold: highest with defect recall >= this (e.g. 0.95; a weak model "
+                        "then rejects most good boxes: look at the trade-off curve first)")
     g.add_argument("--cost-ratio", type=float, default=None,
                    help="operating threshold: minimise RATIO x missed defects + false rejects (a missed defect "
-                        "costs RATIO good boxes sent to a human)")
+                        "costs RATIO good boxes sent to a human). Default when neither is given: 2")
 
 
 def register_cv(sub: argparse._SubParsersAction) -> None:
@@ -281,7 +284,7 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     print(f"run directory: {run}")
     if args.evaluate:
-        return _evaluate(argparse.Namespace(run=run, target_recall=args.target_recall or 0.95, split="test",
+        return _evaluate(argparse.Namespace(run=run, target_recall=args.target_recall, split="test",
                                             cost_ratio=args.cost_ratio))
     print(f"next: boxinspect evaluate {run}")
     return 0

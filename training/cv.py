@@ -58,7 +58,7 @@ class CVConfig:
     crop: str = "none"
     C: float | None = None  # None = inner grouped CV
     scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
-    target_recall: float | None = 0.95
+    target_recall: float | None = None  # neither: training.operating.DEFAULT_COST_RATIO
     cost_ratio: float | None = None
     dup_threshold: int = split_mod.DEFAULT_DUP_THRESHOLD
     classes: list[str] | None = None

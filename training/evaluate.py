@@ -1,9 +1,10 @@
-"""Evaluate a run: scores on val and test, operating threshold for a target recall, plots and report.
+"""Evaluate a run: scores on val and test, the operating threshold, plots and report.
 
-The threshold is chosen on the validation split (never on test): the highest threshold whose defect
-recall on val is >= ``target_recall``, placed halfway to the next lower val score so a small numeric
-change (e.g. int8 quantisation) does not flip the boundary case. A box is a defect when
-``score >= threshold``. Test metrics are then reported at that threshold and at 0.5.
+The threshold is chosen on the run's out-of-fold scores (linear recipe) or the validation split (never on
+test) by ``training.operating.choose``: a cost ratio (default 2: a missed defect costs two false rejects) or
+the highest threshold whose defect recall is >= ``target_recall`` (``choose_threshold``), placed halfway to
+the next lower score so a small numeric change (e.g. int8 quantisation) does not flip the boundary case. A box
+is a defect when ``score >= threshold``. Test metrics are then reported at that threshold and at 0.5.
 """
 
 from __future__ import annotations
@@ -132,13 +133,16 @@ def threshold_table(y_true: np.ndarray, scores: np.ndarray, thresholds) -> list[
 
 
 def multi_view_metrics(paths: list[Path], y: np.ndarray, s: np.ndarray, val_paths: list[Path], y_val: np.ndarray,
-                       s_val: np.ndarray, target_recall: float = 0.95) -> dict | None:
+                       s_val: np.ndarray, target_recall: float | None = None,
+                       cost_ratio: float | None = None) -> dict | None:
     """Per-view and per-part metrics when the images are views of parts (``<part>_<view>.<ext>``), else None.
 
     Per view: AUC of each camera alone. Per part, for every fusion rule (edge/fusion.py): the views' scores
-    fused, a threshold chosen on the fused validation parts (same recall rule), and AUC, recall and
+    fused, a threshold chosen on the fused validation parts (the same rule as the run: training.operating.choose), and AUC, recall and
     specificity on the evaluated split's parts at that threshold."""
     from sklearn.metrics import roc_auc_score
+
+    from training import operating
 
     views = [part_and_view(p)[1] for p in paths]
     if not any(v is not None for v in views):
@@ -157,7 +161,7 @@ def multi_view_metrics(paths: list[Path], y: np.ndarray, s: np.ndarray, val_path
         row: dict = {"n_parts": len(parts), "views_per_part": float(np.mean(nv)), "auc": auc(fy, fs)}
         if len(val_paths):
             _, vs, vy, _ = fuse_parts(val_paths, s_val, y_val, rule)
-            thr = choose_threshold(vy, vs, target_recall)["threshold"]
+            thr = operating.choose(vy, vs, target_recall, cost_ratio)["threshold"]
             pred = fs >= thr
             row.update(threshold=float(thr),
                        recall=float(np.mean(pred[fy == 1])) if np.any(fy == 1) else None,
@@ -388,19 +392,19 @@ def _oof(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return np.array([int(r["y"]) for r in rows]), np.array([float(r["score"]) for r in rows])
 
 
-def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", data_dir: Path | None = None,
+def evaluate(run_dir: Path, target_recall: float | None = None, split: str = "test", data_dir: Path | None = None,
              cost_ratio: float | None = None) -> dict:
     """Evaluate ``run_dir``; writes metrics.json and report/ (PNGs + report.html) and returns the metrics.
 
     The operating threshold comes from the run's out-of-fold scores (``oof_scores.csv``, written by the
     linear recipe: every train+val image scored by a model that did not see it) when present, else from
-    the validation split. Rule: ``cost_ratio`` if given, else ``target_recall``.
+    the validation split. Rule: ``target_recall`` or ``cost_ratio``; neither: ``operating.DEFAULT_COST_RATIO``.
     ``data_dir`` overrides the data folder recorded in train_config.json (if the data moved).
     """
     from training import operating
 
     run_dir = Path(run_dir)
-    if not 0 < target_recall <= 1:
+    if target_recall is not None and not 0 < target_recall <= 1:
         raise EvaluateError(f"target recall must be in (0, 1], got {target_recall}")
     try:
         cfg = json.loads((run_dir / "train_config.json").read_text())
@@ -479,7 +483,7 @@ def evaluate(run_dir: Path, target_recall: float = 0.95, split: str = "test", da
     m["classification_report_text"] = m["at_threshold"]["classification_report_text"]
     if loaded.unreadable:
         m["unreadable"] = [str(p) for p in loaded.unreadable]
-    mv = multi_view_metrics(loaded.paths, y, s, loaded_val.paths, y_val, s_val, target_recall)
+    mv = multi_view_metrics(loaded.paths, y, s, loaded_val.paths, y_val, s_val, target_recall, cost_ratio)
     if mv is not None:
         m["multi_view"] = mv
 
