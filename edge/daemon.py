@@ -404,12 +404,12 @@ class Daemon:
             located = self._locate(model.classifier, roi, decider)
             if located is not None and not located.found:
                 self._on_no_box(frame, decider)  # never classify the belt
-            elif located is not None and located.bbox is not None and not located.whole:
-                # for the operator page: the box in frame pixels (a reference; drawn only when the page asks)
-                rx, ry = roi_box(frame.image.shape, self._view_rois[view] if view is not None else self.cfg.roi)[:2]
-                x0, y0, x1, y1 = located.bbox
-                self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
             else:
+                if located is not None and located.bbox is not None and not located.whole:
+                    # for the operator page: the box in frame pixels (a reference; drawn only when the page asks)
+                    rx, ry = roi_box(frame.image.shape, self._view_rois[view] if view is not None else self.cfg.roi)[:2]
+                    x0, y0, x1, y1 = located.bbox
+                    self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
                 score = model.classifier.score(roi, located)
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)
                 self.metrics.frames_processed.inc()
