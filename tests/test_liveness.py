@@ -86,12 +86,12 @@ HANG_LAUNCHER = textwrap.dedent(
     real_score = Classifier.score
     calls = [0]
 
-    def score(self, bgr):
+    def score(self, bgr, located=None):
         calls[0] += 1
         if calls[0] > hang_after:
             print("TEST HOOK: score() now blocks forever", flush=True)
             threading.Event().wait()
-        return real_score(self, bgr)
+        return real_score(self, bgr, located)
 
     Classifier.score = score
     from boxinspect.cli import main

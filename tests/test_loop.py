@@ -4,6 +4,7 @@ sink that records. Covers decisions, reload, stop and the error policy (a defect
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from pathlib import Path
@@ -92,7 +93,8 @@ def test_one_decision_per_box_and_every_defect_reaches_the_sink(tmp_path, synth_
 
 def test_reload_swaps_model_and_threshold_between_frames_and_keeps_the_old_on_failure(tmp_path, synth_video):
     video, gt = synth_video
-    capture = ReplayCapture(video_frames(video), end=False)
+    # a camera that never runs dry (the frames cycle): the reloads between triggers take as long as they take
+    capture = ReplayCapture(itertools.cycle(list(video_frames(video, 30))), end=False)
     sink = RecordingSink()
     models = {"m2.tflite": fake_model(lambda roi: 0.6, threshold=0.7, model_id="m2@000000000002")}
     for name in ("m2.tflite", "broken.tflite"):  # reload takes names of files inside model.dir
