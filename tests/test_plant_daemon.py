@@ -138,7 +138,7 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
     watcher: threading.Thread | None = None
     try:
         d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         watcher = threading.Thread(
             target=opcua_watch, daemon=True,
@@ -223,7 +223,7 @@ def test_one_decision_per_part_under_overload(tmp_path, int8_model, synth_video,
     n = 40
     try:
         d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         for i in range(n):
             trig.send(f"O-{i}")
@@ -262,7 +262,7 @@ def test_fail_safe_policy_on_the_wire(tmp_path, int8_model, synth_video, mosquit
     d.start()
     try:
         d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
         trig.send("F-1")
         wait_for(lambda: sub.json("/result"), 30, "the timeout decision", d=d)
         if policy == "hold":
