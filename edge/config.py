@@ -212,6 +212,8 @@ class ShadowConfig(_Section):
     keep: int = Field(default=200, ge=1, le=100_000)  # disagreeing crops kept for review; the oldest go first
     queue: int = Field(default=64, ge=1, le=10_000)  # boxes waiting for the shadow worker; more are skipped (counted)
     history: int = Field(default=20, ge=1, le=1000)  # promotions and rollbacks kept in memory for GET /model
+    # POST /model/retrain learns from operator.feedback_dir plus these folder-per-class data sets (the base data)
+    retrain_data: list[Path] = Field(default_factory=list)
 
 
 class MetricsConfig(_Section):
@@ -476,6 +478,7 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
         val = getattr(obj, key)
         if val is not None and not val.is_absolute():
             setattr(obj, key, base / val)
+    cfg.shadow.retrain_data = [p if p.is_absolute() else config_dir / p for p in cfg.shadow.retrain_data]
 
 
 def _writable_dir(path: Path) -> str | None:

@@ -72,11 +72,11 @@ def package_metrics(model: LoadedModel, extra: dict[str, Any] | None = None) -> 
     meta = model.classifier.metadata
     out: dict[str, Any] = {"source": None, "threshold": float(model.classifier.threshold)}
     head = getattr(meta, "head", None)
-    cv = extra or (getattr(head, "cv", None) if head is not None else None)
+    cv = extra or getattr(meta, "cv_metrics", None)
     if cv:
         cv = cv if isinstance(cv, dict) else cv.model_dump(mode="json")
         out.update({k: cv.get(k) for k in METRIC_KEYS if k in cv and k != "threshold"})
-        out["source"] = str(cv.get("source") or "cross-validation (retrain)")
+        out["source"] = "grouped CV (" + ("retrained head" if head is not None else "convert") + ")"
         return out
     m = getattr(meta, "metrics", None)
     if m is not None:
@@ -263,23 +263,17 @@ class ShadowStats:
         }
 
 
-def head_score(candidate: Any, features: np.ndarray) -> float | None:
-    """A head-only candidate's score from the live backbone's features (None: not a head-only candidate)."""
-    fn = getattr(candidate, "score_from_features", None) or getattr(candidate, "head_score", None)
-    return None if fn is None else float(fn(features))
-
-
-def shares_backbone(candidate: Any, live: Any) -> bool:
-    """True when ``candidate`` is a head applied to the very backbone ``live`` runs (same backbone identity)."""
-    c = getattr(getattr(candidate, "metadata", None), "backbone", None)
-    ident = getattr(c, "sha256", None) if c is not None else None
-    if not ident:
+def head_on_backbone_of(candidate: Any, live: Any) -> bool:
+    """True when ``candidate`` is a head-only package whose backbone is the one ``live`` runs (equal
+    ``backbone_sha256``, edge/model_package.py): then the live invoke's features give its score by a dot
+    product (``Classifier.head_score``), with no second invoke."""
+    try:
+        if getattr(getattr(candidate, "metadata", None), "head", None) is None:
+            return False
+        ident = getattr(candidate, "backbone_sha256", None)
+        return bool(ident) and ident == getattr(live, "backbone_sha256", None) and bool(getattr(live, "has_features", False))
+    except Exception:  # noqa: BLE001 - an odd package is judged the slow way
         return False
-    live_ident = getattr(live, "backbone_sha256", None)
-    if live_ident is None:
-        lb = getattr(getattr(live, "metadata", None), "backbone", None)
-        live_ident = getattr(lb, "sha256", None) if lb is not None else getattr(getattr(live, "metadata", None), "sha256", None)
-    return bool(live_ident) and ident == live_ident
 
 
 class Shadow:
@@ -303,11 +297,10 @@ class Shadow:
     def candidate(self) -> Candidate | None:
         return self._candidate
 
-    @property
-    def wants_features(self) -> bool:
-        """The loop should keep the live invoke's features: the candidate is a head on the live backbone."""
+    def wants_features(self, live: Any) -> bool:
+        """The loop should ask the live invoke for its features: the candidate is a head on ``live``'s backbone."""
         c = self._candidate
-        return c is not None and getattr(c.model.classifier, "head", None) is not None
+        return c is not None and head_on_backbone_of(c.model.classifier, live)
 
     def set_candidate(self, candidate: Candidate | None) -> None:
         """Start judging with ``candidate`` (None: stop). Statistics start again at zero; the disagreement
@@ -409,13 +402,12 @@ class Shadow:
         cand = job.candidate
         if cand is not self._candidate:
             return True  # the candidate changed meanwhile: not this one's box to count
-        clf = cand.model.classifier
-        score = None
-        if job.features is not None and shares_backbone(clf, job.live.classifier):
-            score = head_score(clf, job.features)
-        fast = score is not None
-        if score is None:
-            score = float(clf.score(job.roi, job.located))
+        clf: Any = cand.model.classifier  # a Classifier; head_score exists on head-only packages
+        fast = job.features is not None and head_on_backbone_of(clf, job.live.classifier)
+        if fast:
+            score = float(clf.head_score(job.features))  # a dot product on the live invoke's features
+        else:
+            score = float(clf.score(job.roi, job.located))  # a second invoke, here in the worker
         if not np.isfinite(score):
             raise ModelError(f"candidate {clf.model_id} returned a non-finite score")
         thr = cand.model.threshold(self.cfg.model.threshold)
@@ -489,7 +481,7 @@ class ModelControl:
         self.shadow = shadow
         self.loader = loader
         self.swap = swap
-        self.feedback_dirs = feedback_dirs or (lambda: [Path(cfg.operator.feedback_dir)])
+        self.feedback_dirs = feedback_dirs or (lambda: [Path(cfg.operator.feedback_dir), *cfg.shadow.retrain_data])
         self.model_dir = Path(cfg.model.dir or Path(cfg.model.path).parent)
         self.candidate_dir = Path(cfg.shadow.dir) / CANDIDATES_DIR
         self._lock = threading.RLock()
@@ -537,7 +529,8 @@ class ModelControl:
         return self.doc()
 
     # -- retrain (edge/retrain.py) in the background ------------------------------------------------------------
-    def start_retrain(self, target_recall: float | None = None, cost_ratio: float | None = None) -> dict[str, Any]:
+    def start_retrain(self, target_recall: float | None = None, cost_ratio: float | None = None,
+                      min_per_class: int | None = None) -> dict[str, Any]:
         try:
             retrain_mod = importlib.import_module("edge.retrain")
         except ImportError as e:
@@ -556,6 +549,8 @@ class ModelControl:
                 kwargs["target_recall"] = target_recall
             if cost_ratio is not None:
                 kwargs["cost_ratio"] = cost_ratio
+            if min_per_class is not None:
+                kwargs["min_per_class"] = min_per_class
             t = threading.Thread(target=self._retrain, args=(retrain_mod, Path(live.classifier.path), out, kwargs),
                                  name="retrain", daemon=True)
             self._retrain_thread = t
@@ -565,8 +560,8 @@ class ModelControl:
     def _retrain(self, mod: Any, package: Path, out: Path, kwargs: dict[str, Any]) -> None:
         t0 = time.monotonic()
 
-        def progress(text: str) -> None:
-            self.retrain_job["progress"] = str(text)[:200]
+        def progress(text: str, done: int | None = None, total: int | None = None) -> None:
+            self.retrain_job["progress"] = str(text)[:200] + (f" ({done}/{total})" if total else "")
 
         try:
             fn = mod.retrain
@@ -579,9 +574,9 @@ class ModelControl:
                 pass
             progress("extracting features and fitting the head")
             result = fn(package, [d for d in self.feedback_dirs() if Path(d).is_dir()], out, **kwargs)
-            cand_path = Path(getattr(result, "candidate", None) or getattr(result, "path", None) or result)
+            cand_path = Path(getattr(result, "candidate", None) or result)
             report = _as_dict(result)
-            cv = report.get("cv") or report.get("metrics") or report.get("cv_metrics")
+            cv = report.get("cv")
             progress("loading the candidate")
             self.load_candidate(cand_path, "retrain", cv if isinstance(cv, dict) else None, report)
             self.retrain_job.update(state="done", progress="candidate running in shadow", finished_at=iso_utc(),
@@ -683,7 +678,9 @@ class ModelControl:
 
 def _as_dict(result: Any) -> dict[str, Any]:
     """A retrain result (dataclass, pydantic model, dict or path) as JSON-able data."""
-    if isinstance(result, dict):
+    if hasattr(result, "to_json"):
+        d = result.to_json()
+    elif isinstance(result, dict):
         d = dict(result)
     elif hasattr(result, "model_dump"):
         d = result.model_dump(mode="json")
@@ -710,6 +707,8 @@ class CandidateRequest(BaseModel):
 class RetrainRequest(BaseModel):
     target_recall: float | None = Field(default=None, gt=0, le=1, description="pick the threshold for this recall")
     cost_ratio: float | None = Field(default=None, gt=0, le=1000, description="a missed defect costs N false rejects")
+    min_per_class: int | None = Field(default=None, ge=2, le=100_000,
+                                      description="refuse when a class has fewer labelled images (default: retrain's)")
 
 
 class ActionRequest(BaseModel):
@@ -765,7 +764,7 @@ def install_model_api(app: FastAPI, state: Any, control: ModelControl, auth: lis
             responses={404: {"description": "retrain not available in this install"}, 409: {"description": "already running"}})
     def retrain(body: RetrainRequest | None = None) -> JSONResponse:
         b = body or RetrainRequest()
-        resp = run(lambda: control.start_retrain(b.target_recall, b.cost_ratio))
+        resp = run(lambda: control.start_retrain(b.target_recall, b.cost_ratio, b.min_per_class))
         resp.status_code = 202
         return resp
 
