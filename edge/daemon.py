@@ -59,7 +59,7 @@ from edge.plant import Plant
 from edge.ratelimit import RateLimit
 from edge.roi import crop, roi_box
 from edge.server import raise_fd_limit, server_config
-from edge.shadow import ModelControl, Shadow
+from edge.shadow import ModelControl, Shadow, active_model_path
 from edge.state import (
     Decider,
     EventSink,
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda signum, frame: early_stop.set())
 
     try:
-        model = load_model(cfg, cfg.model.path)
+        model = load_model(cfg, active_model_path(cfg))  # model.path, or the package promoted since (edge/shadow.py)
     except ModelError as e:
         sys.stderr.write(f"model: {e}\n")
         return EXIT_MODEL
@@ -658,9 +658,10 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------
 
     def reload(self, path: str | None = None) -> ReloadResult:
-        """Load ``path`` (default: the configured ``model.path``; a relative path is taken beside it), self-test
-        it and swap it in. SIGHUP always reloads ``model.path``, as does a restart."""
-        target = self.cfg.model.path
+        """Load ``path`` (default: the configured ``model.path``, or the package promoted or rolled back to since,
+        edge/shadow.py; a name is taken inside model.dir), self-test it and swap it in. SIGHUP reloads the
+        default, as does a restart."""
+        target = active_model_path(self.cfg)
         if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
             try:
                 target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from edge.api import ApiState, create_app
 from edge.classifier import ModelError
 from edge.daemon import EXIT_OK, Daemon, load_model
+from edge.shadow import active_model_path
 from tests.helpers import (
     RecordingSink,
     ReplayCapture,
@@ -176,15 +177,28 @@ def test_promote_and_rollback_through_the_api_with_real_packages(tmp_path, synth
         back = sink.models[-1]
         assert back["model_id"] == a_id and back["change"]["action"] == "rollback" and back["previous_model_id"] == b_id
         assert [h["action"] for h in api.get("/model", headers=auth).json()["history"]] == ["rollback", "promote"]
+        r = api.post("/model/rollback", headers=auth)  # a rollback of the rollback: b is live again
+        assert r.status_code == 200 and r.json()["live"]["model_id"] == b_id, r.text
     finally:
         d.stop_requested.set()
         t.join(30)
     assert code == [EXIT_OK]
-    assert d.metrics.value(d.metrics.reloads, outcome="ok") == 2
+    assert d.metrics.value(d.metrics.reloads, outcome="ok") == 3
     schema = json.loads((Path(__file__).resolve().parents[1] / "edge" / "model.schema.json").read_text())
     for doc in sink.models:  # the start, the promotion, the rollback: each a valid retained model document
         jsonschema.validate(doc, schema)
-    assert [m["change"] and m["change"]["action"] for m in sink.models] == [None, "promote", "rollback"]
+    assert [m["change"] and m["change"]["action"] for m in sink.models] == [None, "promote", "rollback", "rollback"]
+
+    # A restart keeps the promoted package, and what a rollback returns to (<shadow.dir>/active.json).
+    assert active_model_path(cfg) == b
+    again = Daemon(cfg, load_model(cfg, active_model_path(cfg)), sink=RecordingSink())
+    assert again.models.get().classifier.model_id == b_id
+    assert again.model_control.previous["model_id"] == a_id and len(again.model_control.history) == 3
+    assert again.model_control.rollback()["live"]["model_id"] == a_id
+    assert active_model_path(cfg) == a
+    # a config that names another model.path wins over the record
+    other = shadow_cfg(tmp_path, gt, model={"path": str(b)})
+    assert active_model_path(other) == b and Daemon(other, load_model(other, b)).model_control.previous is None
 
 
 def test_model_changes_need_a_token_like_reload(tmp_path, synth_video, two_packages):
