@@ -56,6 +56,7 @@ from edge.plant import Plant
 from edge.ratelimit import RateLimit
 from edge.roi import crop, roi_box
 from edge.server import ApiServer, raise_fd_limit, start_api
+from edge.shadow import ModelControl, Shadow
 from edge.state import (
     Decider,
     EventSink,
@@ -206,6 +207,9 @@ class Daemon:
         self._view_best: dict[str, tuple[float, Frame, np.ndarray]] = {}
         self._view_done: dict[str, deque[tuple[float, Frame, np.ndarray] | None]] = {v.view: deque() for v in cfg.sources}
         self._crop_fallback_logged = False
+        # a candidate model beside the live one, promote and roll back (edge/shadow.py)
+        self.shadow = Shadow(cfg, self.metrics)
+        self.model_control = ModelControl(cfg, self.metrics, self.models, self.shadow, self.loader, self.swap_in)
         self._publish_model_info(model)
         self.decider: Decider = decider or self._make_decider()
         self._model_version = self.models.get_versioned()[1]
@@ -297,6 +301,7 @@ class Daemon:
             counters=self.loop_counters,
             heartbeat=self.heartbeat,
             operator=self.operator,
+            model_control=self.model_control,
         )
         if cfg.api.enabled:
             self.api = start_api(create_app(self.state), cfg.api)
@@ -408,6 +413,7 @@ class Daemon:
                     self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
                 score = model.classifier.score(roi, located)
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)
+                self.shadow.observe(roi, located, score)  # a reference, for the candidate (edge/shadow.py)
                 self.metrics.frames_processed.inc()
                 if view is not None:
                     best = self._view_best.get(view)
@@ -547,6 +553,7 @@ class Daemon:
                 m.end_to_end_seconds.observe(max(0.0, self.clock() - self._captured_at(decision.last_frame, decision)))
         self._decisions += 1
         self.events.add(event)
+        self.shadow.on_decision(event, best, self.models.get())  # queued for the candidate; never raises
         if self.operator is not None:  # keeps references only: the page encodes on request
             self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
         if not timeout:
@@ -650,16 +657,23 @@ class Daemon:
         """Load ``path`` (default: the configured ``model.path``; a relative path is taken beside it), self-test
         it and swap it in. SIGHUP always reloads ``model.path``, as does a restart."""
         target = self.cfg.model.path
+        if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
+            try:
+                target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
+            except PackageError as e:
+                old = self.models.get()
+                old_id = old.classifier.model_id if old else None
+                self.metrics.reloads.labels(outcome="refused").inc()
+                log.warning("reload refused, keeping %s: %s", old_id, e)
+                return ReloadResult(ok=False, path=path[:80], model_id=old_id, reason=str(e))
+        return self.swap_in(target)
+
+    def swap_in(self, target: str | Path, change: dict[str, Any] | None = None) -> ReloadResult:
+        """Load the package at the trusted path ``target``, self-test it, swap it in; the old model stays on
+        failure. ``change``: a promotion or rollback (edge/shadow.py), published with the retained model doc."""
         with self._reload_lock:
             old = self.models.get()
             old_id = old.classifier.model_id if old else None
-            if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
-                try:
-                    target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
-                except PackageError as e:
-                    self.metrics.reloads.labels(outcome="refused").inc()
-                    log.warning("reload refused, keeping %s: %s", old_id, e)
-                    return ReloadResult(ok=False, path=path[:80], model_id=old_id, reason=str(e))
             log.info("reloading model from %s", target)
             try:
                 new = self.loader(target)
@@ -676,7 +690,7 @@ class Daemon:
                     self_test_failures=list(new.self_test_failures),
                 )
             self.models.swap(new)
-            self._publish_model_info(new)
+            self._publish_model_info(new, change)
             self.metrics.reloads.labels(outcome="ok").inc()
             log.info(
                 "model swapped: %s -> %s (threshold %s -> %.4f)", old_id, new.classifier.model_id,
@@ -697,7 +711,7 @@ class Daemon:
     def _threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.cfg.model.threshold)
 
-    def _model_doc(self, model: LoadedModel) -> dict[str, Any]:
+    def _model_doc(self, model: LoadedModel, change: dict[str, Any] | None = None) -> dict[str, Any]:
         """The model in use, as published on the retained ``<base>/model`` topic."""
         clf = model.classifier
         meta = clf.metadata
@@ -713,9 +727,10 @@ class Daemon:
             "positive_class": meta.positive_class,
             "self_test_passed": model.self_test_passed,
             "loaded_at": model.loaded_at,
+            **self.model_control.mqtt_fields(change),  # the last promotion/rollback, what a rollback returns to
         }
 
-    def _publish_model_info(self, model: LoadedModel) -> None:
+    def _publish_model_info(self, model: LoadedModel, change: dict[str, Any] | None = None) -> None:
         clf = model.classifier
         self.metrics.model_info.info(
             {
@@ -731,7 +746,7 @@ class Daemon:
         for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
             self.metrics.decisions.labels(label=label)
         if self.sink is not None:
-            self.sink.publish_model(self._model_doc(model))
+            self.sink.publish_model(self._model_doc(model, change))
 
     # ----------------------------------------------------------------------------------------------
     # Triggered mode: parts announced over MQTT or POST /trigger
