@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -37,8 +36,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import uvicorn
 
 from edge import __version__, ratelimit
 from edge.api import ApiState, create_app
@@ -58,7 +55,7 @@ from edge.operator import OperatorState
 from edge.plant import Plant
 from edge.ratelimit import RateLimit
 from edge.roi import crop, roi_box
-from edge.server import raise_fd_limit, server_config
+from edge.server import ApiServer, raise_fd_limit, start_api
 from edge.shadow import ModelControl, Shadow, active_model_path
 from edge.state import (
     Decider,
@@ -82,7 +79,6 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
 STATUS_INTERVAL_S = 60.0  # one status line in the log at least this often (or every stats interval if shorter)
 FRAME_TIMES_KEPT = 256  # capture times of recent frames, for the end-to-end latency of a decision
-API_START_TIMEOUT_S = 10.0
 FORCED_EXIT_GRACE_S = 5.0  # beyond shutdown_timeout_s, a hung shutdown is cut short
 
 
@@ -188,8 +184,7 @@ class Daemon:
         self.sink = sink
         self.evidence = evidence
         self.capture = capture
-        self._api_server: uvicorn.Server | None = None
-        self._api_thread: threading.Thread | None = None
+        self.api: ApiServer | None = None  # the HTTP API (edge/server.py), started by run()
         self.api_url: str | None = None
         self.state: ApiState | None = None
         self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
@@ -309,7 +304,8 @@ class Daemon:
             model_control=self.model_control,
         )
         if cfg.api.enabled:
-            self._start_api()
+            self.api = start_api(create_app(self.state), cfg.api)
+            self.api_url = self.api.url
 
     def _make_decider(self) -> Decider:
         model = self.models.get()
@@ -770,37 +766,6 @@ class Daemon:
         return accepted
 
     # ----------------------------------------------------------------------------------------------
-    # The API server: uvicorn in a thread, on a socket bound here (port 0 -> a free port, logged)
-    # ----------------------------------------------------------------------------------------------
-
-    def _start_api(self) -> None:
-        cfg = self.cfg.api
-        assert self.state is not None, "the API state is built in _start_parts"
-        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((cfg.host, cfg.port))
-        except OSError as e:
-            sock.close()
-            raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
-        sock.listen(64)
-        port = sock.getsockname()[1]
-        assert self.state is not None, "the API state is made in __init__"
-        server = uvicorn.Server(uvicorn.Config(**server_config(create_app(self.state), cfg)))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
-        thread.start()
-        self._api_server, self._api_thread = server, thread
-        deadline = time.monotonic() + API_START_TIMEOUT_S
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not server.started:
-            raise RuntimeError(f"api: the HTTP server did not start within {API_START_TIMEOUT_S:g} s (see the log above)")
-        host = f"[{cfg.host}]" if family == socket.AF_INET6 else cfg.host
-        self.api_url = f"http://{host}:{port}"
-        log.info("API listening on %s (docs at %s/docs)", self.api_url, self.api_url)
-
-    # ----------------------------------------------------------------------------------------------
     # 4. Signals and shutdown
     # ----------------------------------------------------------------------------------------------
 
@@ -864,10 +829,8 @@ class Daemon:
                 self.sink.stop(max(1.0, deadline - time.monotonic()))
             log.info("stopped: frames=%d decisions=%d defects=%d", self._frames, self._decisions, self._defects)
         finally:
-            if self._api_server is not None:
-                self._api_server.should_exit = True
-                if self._api_thread is not None:
-                    self._api_thread.join(timeout=max(0.5, deadline - time.monotonic()))
+            if self.api is not None:
+                self.api.stop(max(0.5, deadline - time.monotonic()))
             watchdog.cancel()
 
     def _forced_exit(self) -> None:
