@@ -411,9 +411,13 @@ class Daemon:
                     rx, ry = roi_box(frame.image.shape, self._view_rois[view] if view is not None else self.cfg.roi)[:2]
                     x0, y0, x1, y1 = located.bbox
                     self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
-                score = model.classifier.score(roi, located)
+                features = None
+                if self.shadow.wants_features(model.classifier):  # a head-only candidate on this backbone
+                    score, features = model.classifier.score_features(roi, located)  # the same one invoke
+                else:
+                    score = model.classifier.score(roi, located)
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)
-                self.shadow.observe(roi, located, score)  # a reference, for the candidate (edge/shadow.py)
+                self.shadow.observe(roi, located, score, features)  # references, for the candidate (edge/shadow.py)
                 self.metrics.frames_processed.inc()
                 if view is not None:
                     best = self._view_best.get(view)

@@ -693,13 +693,16 @@ class ModelControl:
         sh = change.get("shadow") or {}
         fm = (change.get("from") or {}).get("metrics") or {}
         tm = (change.get("to") or {}).get("metrics") or {}
+        def f(x: Any) -> str:
+            return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
         log.info(
             "model %s: %s -> %s; metrics from %s (auc %s, recall %s, specificity %s) to %s (auc %s, recall %s, "
             "specificity %s); shadow: %s boxes, agreement %s, %s disagreement(s)",
             change["action"], (change.get("from") or {}).get("model_id"), (change.get("to") or {}).get("model_id"),
-            fm.get("source"), fm.get("auc"), fm.get("recall"), fm.get("specificity"),
-            tm.get("source"), tm.get("auc"), tm.get("recall"), tm.get("specificity"),
-            sh.get("judged"), sh.get("agreement_ratio"), sh.get("disagreed"),
+            fm.get("source"), f(fm.get("auc")), f(fm.get("recall")), f(fm.get("specificity")),
+            tm.get("source"), f(tm.get("auc")), f(tm.get("recall")), f(tm.get("specificity")),
+            sh.get("judged"), f(sh.get("agreement_ratio")), sh.get("disagreed"),
         )
 
     # -- views ---------------------------------------------------------------------------------------------------
