@@ -122,6 +122,61 @@ def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: 
     }
 
 
+def bench_shadow(model: str | Path, candidate: str | Path, threads: int = 2, runs: int = 200,
+                 warmup: int = 20) -> dict[str, Any]:
+    """What shadow mode (edge/shadow.py) costs per box with ``candidate`` beside ``model``: the live invoke with
+    and without its features, the candidate's own invoke (any candidate: a second invoke in the shadow worker)
+    and, for a head-only candidate on the live backbone, its head on the live features (a dot product)."""
+    from edge.shadow import head_on_backbone_of
+
+    live = Classifier.load(model, num_threads=threads)
+    cand = Classifier.load(candidate, num_threads=threads)
+    meta = live.metadata
+    samples = [decode_golden(g.png_b64) for g in meta.golden] or [
+        np.random.default_rng(0).integers(0, 256, (meta.input.height, meta.input.width, 3), dtype=np.uint8)]
+    fast = head_on_backbone_of(cand, live)
+    feats = [live.score_features_rgb(s)[1] for s in samples] if live.has_features else []
+
+    def timed(fn: Any, n: int) -> dict[str, Any]:
+        for i in range(warmup):
+            fn(i)
+        ms = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            fn(i)
+            ms.append((time.perf_counter() - t0) * 1000)
+        return _stats(ms)
+
+    k = len(samples)
+    rows: dict[str, Any] = {
+        "live_invoke": timed(lambda i: live.score_rgb(samples[i % k]), runs),
+        "live_invoke_with_features": timed(lambda i: live.score_features_rgb(samples[i % k]), runs)
+        if live.has_features else None,
+        "candidate_invoke": timed(lambda i: cand.score_rgb(samples[i % k]), runs),
+        "candidate_head_on_live_features": timed(lambda i: cand.head_score(feats[i % k]), runs * 10)
+        if fast and feats else None,
+    }
+    return {"model_id": live.model_id, "candidate_id": cand.model_id, "threads": threads, "runs": runs,
+            "fast_path": fast, "input": f"{meta.input.width}x{meta.input.height} {meta.input.dtype}",
+            "machine": machine_info(), "results": rows}
+
+
+def format_shadow(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [
+        f"live       {res['model_id']} (input {res['input']}, {res['threads']} thread(s))",
+        f"candidate  {res['candidate_id']}: " + ("a head on the live backbone, judged from the live features"
+                                                if res["fast_path"] else "judged by its own invoke in the shadow worker"),
+        f"machine    {m['cpu']} ({m['machine']}), {m['cores']} cores, load {m['load_avg_1m']}",
+        "",
+        f"{'':34s} {'median':>10s} {'p90':>9s} {'p99':>9s}",
+    ]
+    for name, r in res["results"].items():
+        if r is not None:
+            lines.append(f"{name:34s} {r['median_ms']:>7.3f} ms {r['p90_ms']:>9.3f} {r['p99_ms']:>9.3f}")
+    return "\n".join(lines)
+
+
 def format_table(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [
@@ -154,11 +209,14 @@ def main(args: argparse.Namespace) -> int:
         _emit("error: --runs must be >= 1 and --warmup >= 0", sys.stderr)
         return 2
     try:
-        res = bench_model(args.model, threads, runs=args.runs, warmup=args.warmup)
+        if getattr(args, "candidate", None):
+            res = bench_shadow(args.model, args.candidate, threads[0], runs=args.runs, warmup=args.warmup)
+        else:
+            res = bench_model(args.model, threads, runs=args.runs, warmup=args.warmup)
     except ModelError as e:
         _emit(f"error: {e}", sys.stderr)
         return 2
-    _emit(format_table(res))
+    _emit(format_shadow(res) if "candidate_id" in res else format_table(res))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -121,6 +121,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--runs", type=int, default=200, help="timed invocations per setting (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed invocations first (default 20)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file")
+    p.add_argument("--candidate", default=None, metavar="PACKAGE",
+                   help="time shadow mode instead: this candidate beside MODEL (first --threads value)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser(
