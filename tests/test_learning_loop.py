@@ -60,9 +60,8 @@ def model_docs(sub: Subscriber) -> list[dict[str, Any]]:
 
 
 def test_the_line_teaches_itself_without_tensorflow(tmp_path, tiny_model, synth_video, mosquitto):
-    from edge.retrain import retrain
-
     from boxinspect.synth import make_dataset
+    from edge.retrain import retrain
 
     video, gt = synth_video
     make_dataset(tmp_path / "data", n_per_class=PER_CLASS, size=96, seed=11, progress=False)
