@@ -191,6 +191,8 @@ def main(args: argparse.Namespace) -> int:
         return pipeline_main(args)
     if args.model == "idle":
         return idle_main(args)
+    if args.model == "soak":
+        return soak_main(args)
     try:
         threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
         if not threads or min(threads) < 1:
@@ -651,6 +653,108 @@ def idle_main(args: argparse.Namespace) -> int:
         return 1
     _emit(f"idle: {res['cpu_percent_of_a_core']} % of a core over {res['seconds']} s ({res['source']}); RSS {res['rss']}; "
           f"load {res['load_avg_1m']}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# `boxinspect bench soak`: the daemon at pace fast for a long time, its RSS sampled
+# --------------------------------------------------------------------------------------------------
+
+
+def _rss_mb(pid: int) -> float | None:
+    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if ln.startswith("VmRSS:"):
+            return round(int(ln.split()[1]) / 1024, 1)
+    return None
+
+
+def bench_soak(source: str, model: str, threads: int = 1, duration: float = 600.0, every: float = 10.0,
+               roi: Any = None, broker: tuple[str, int] = ("127.0.0.1", 1883),
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The daemon (pace fast, looped source, MQTT, evidence and API on) for ``duration`` s, RSS every ``every`` s."""
+    import signal
+    import subprocess
+    import tempfile
+
+    from boxinspect.broker import DemoBroker
+    from edge.config import RoiConfig
+
+    roi = roi or RoiConfig()
+    mqtt = DemoBroker(*broker)
+    kind = mqtt.start()
+    samples: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
+            cfg_path = _daemon_config(Path(tmp), source, model, threads, roi, broker, overrides)
+            logf = Path(tmp) / "daemon.log"
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+            with open(logf, "wb") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "boxinspect.cli", "run", "--config", str(cfg_path)],
+                                        stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+            try:
+                deadline = time.monotonic() + 120
+                while "running: line=" not in logf.read_text(errors="replace"):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("the daemon did not start:\n" + logf.read_text(errors="replace")[-3000:])
+                    time.sleep(0.1)
+                t0 = time.monotonic()
+                c0 = _proc_cpu_s(proc.pid)
+                while True:
+                    t = time.monotonic() - t0
+                    samples.append({"t_s": round(t, 1), "rss_mb": _rss_mb(proc.pid),
+                                    "cpu_s": round(_proc_cpu_s(proc.pid) - c0, 1), "load_1m": os.getloadavg()[0]})
+                    if t >= duration or proc.poll() is not None:
+                        break
+                    time.sleep(min(every, max(0.0, duration - t)))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            text = logf.read_text(errors="replace")
+    finally:
+        mqtt.stop()
+    rss = [s["rss_mb"] for s in samples if s["rss_mb"] is not None]
+    status = [ln for ln in text.splitlines() if "status: fps=" in ln or "stopped: frames=" in ln]
+    return {
+        "kind": "soak",
+        "source": str(source),
+        "model": str(model),
+        "threads": threads,
+        "broker": f"{broker[0]}:{broker[1]} ({kind})",
+        "overrides": overrides or {},
+        "duration_s": duration,
+        "rss_mb": {"start": rss[0] if rss else None, "end": rss[-1] if rss else None, "max": max(rss) if rss else None},
+        "exit_code": proc.returncode,
+        "samples": samples,
+        "status_lines": status[-3:],
+        "errors": [ln for ln in text.splitlines() if " ERROR " in ln][:5],
+        "machine": machine_info(),
+    }
+
+
+def soak_main(args: argparse.Namespace) -> int:
+    import yaml
+
+    if not args.source or not args.pipeline_model:
+        _emit("error: bench soak needs --source VIDEO and --model MODEL.tflite", sys.stderr)
+        return 2
+    try:
+        roi = _parse_roi(args.roi or _roi_from_ground_truth(args.source))
+        host, _, port = args.broker.rpartition(":")
+        overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+        res = bench_soak(args.source, args.pipeline_model, int(str(args.threads).split(",")[0]), args.duration,
+                         roi=roi, broker=(host, int(port)), overrides=overrides)
+    except (ModelError, ValueError, RuntimeError) as e:
+        _emit(f"error: {e}", sys.stderr)
+        return 1
+    r = res["rss_mb"]
+    _emit(f"soak: {res['duration_s']:g} s at pace fast, RSS start {r['start']} MB, end {r['end']} MB, max {r['max']} MB; "
+          f"exit {res['exit_code']}; {res['status_lines'][-1] if res['status_lines'] else ''}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     return 0

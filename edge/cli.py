@@ -85,15 +85,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "`bench pipeline --source VIDEO --model MODEL`: decode, invoke, preprocessing and the whole daemon "
                     "(pace fast, MQTT to a real broker, evidence and API on) with the end-to-end latency frame read -> "
                     "PUBACK and the ratios to the limit. `bench idle --source VIDEO --model MODEL`: the daemon's CPU with "
-                    "the belt empty and still. Results go to docs/BENCHMARKS.md.",
+                    "the belt empty and still. `bench soak --source VIDEO --model MODEL --duration 600`: RSS of the daemon at "
+                    "pace fast, sampled every 10 s. Results go to docs/BENCHMARKS.md.",
     )
-    p.add_argument("model", help="the .tflite file, or `pipeline`, or `idle`")
+    p.add_argument("model", help="the .tflite file, or `pipeline`, `idle` or `soak`")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2; pipeline/idle: the first)")
     p.add_argument("--runs", type=int, default=200, help="timed invocations per setting (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed invocations first (default 20)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file")
-    p.add_argument("--source", default=None, help="pipeline/idle: the video file (e.g. from `boxinspect synth --video`)")
-    p.add_argument("--model", dest="pipeline_model", default=None, help="pipeline/idle: the .tflite model package")
+    p.add_argument("--source", default=None, help="pipeline/idle/soak: the video file (e.g. from `boxinspect synth --video`)")
+    p.add_argument("--model", dest="pipeline_model", default=None, help="pipeline/idle/soak: the .tflite model package")
     p.add_argument("--duration", type=float, default=30.0, help="pipeline/idle: seconds the daemon runs (default 30)")
     p.add_argument("--roi", default=None, metavar="X,Y,W,H",
                    help="pipeline/idle: the ROI (default: from VIDEO's .json written by synth, else the whole frame)")

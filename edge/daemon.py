@@ -86,6 +86,7 @@ STATUS_INTERVAL_S = 60.0  # one status line in the log at least this often (or e
 FRAME_TIMES_KEPT = 256  # capture times of recent frames, for the end-to-end latency of a decision
 API_START_TIMEOUT_S = 10.0
 FORCED_EXIT_GRACE_S = 5.0  # beyond shutdown_timeout_s, a hung shutdown is cut short
+GIL_SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass
@@ -116,6 +117,11 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{e}\n")
         return EXIT_CONFIG
     setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
+    # A decision hops threads on its way out (loop -> publisher -> MQTT sender -> paho's network thread and back
+    # with the PUBACK); each hop waits for the GIL, which a busy thread gives up only every switch interval
+    # (5 ms by default). 1 ms keeps the hops short; the loop's heavy work (OpenCV, the interpreter) runs
+    # without the GIL anyway (docs/BENCHMARKS.md, "bench pipeline").
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     ratelimit.install()  # every line a network client can cause is rate-limited
     soft, hard = raise_fd_limit()  # idle API sockets must not leave the camera without descriptors
     log.debug("open-file limit %d (hard %d)", soft, hard)
@@ -901,6 +907,8 @@ class Daemon:
                         self._open_part = None
                 except Exception:
                     log.exception("flushing the last decision failed")
+            # the decisions made so far are published before the plant gives parts still waiting their timeouts
+            self._publisher.drain(max(1.0, deadline - time.monotonic() - 2.0))
             try:
                 self.plant.stop()  # parts still waiting get their timeout decisions before the outbox drains
             except Exception:

@@ -30,7 +30,7 @@ from edge.timeutil import iso_utc
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-IDLE_WIDTH = 40  # idle_skip compares block-averaged thumbnails of the ROI this wide (4x4 blocks at fg_width 160)
+IDLE_BLOCK = 4  # idle_skip compares thumbnails of the shrunk ROI averaged over blocks of this many pixels squared
 _RESIZE = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 EDGE_MARGIN = 2  # foreground within this many (downscaled) pixels of the left/right ROI edge "touches" it
 FALLBACK_SHARE = 0.8  # no frame fully inside: use frames whose foreground is >= this share of the largest
@@ -229,9 +229,9 @@ class ForegroundDetector:
         return cv2.resize(roi_bgr, size, dst=buf, interpolation=_RESIZE[self.cfg.fg_resize])
 
     def _thumb(self, small: np.ndarray) -> np.ndarray:
-        """A block-averaged thumbnail of the shrunk ROI (``IDLE_WIDTH`` wide): camera noise averages out."""
+        """The shrunk ROI averaged over IDLE_BLOCK x IDLE_BLOCK blocks: camera noise averages out."""
         h, w = small.shape[:2]
-        size = (min(w, IDLE_WIDTH), max(1, round(h * min(w, IDLE_WIDTH) / w)))
+        size = (max(1, w // IDLE_BLOCK), max(1, h // IDLE_BLOCK))
         buf = self._thumb_buf
         if buf is None or buf.shape[1::-1] != size or buf.shape[2:] != small.shape[2:]:
             buf = self._thumb_buf = np.empty((size[1], size[0], *small.shape[2:]), np.uint8)

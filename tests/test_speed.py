@@ -21,7 +21,7 @@ from edge.decision import ForegroundDetector
 from tests.helpers import RecordingSink, ReplayCapture, fake_model, video_frames
 
 # The presence path before issue 13 (INTER_AREA, every frame measured): kept selectable as the reference.
-REFERENCE = {"fg_resize": "area", "idle_skip": False}
+REFERENCE = {"fg_resize": "area", "fg_width": 160, "idle_skip": False}
 
 
 def _decisions(tmp_path: Path, model: Path, video: Path, gt: dict[str, Any], presence: dict[str, Any]) -> list[dict]:
@@ -53,6 +53,7 @@ def test_fast_frame_path_decides_the_synth_video_like_the_reference_path(tmp_pat
     ref = _decisions(tmp_path / "ref", int8_model, video, gt, REFERENCE)
     fast = _decisions(tmp_path / "fast", int8_model, video, gt, {})
     assert PresenceConfig().fg_resize != "area" and PresenceConfig().idle_skip  # the defaults are the fast path
+    assert PresenceConfig().fg_width < 160
     # one decision per box, the same label for every box, and (as before) every box right
     truth = [["defective" if b["defective"] else "ok"] for b in gt["boxes"]]
     assert _per_box(ref, gt) == truth
@@ -170,5 +171,5 @@ def test_shrunk_roi_buffers_are_reused():
     fg = ForegroundDetector(PresenceConfig(learning_frames=0))
     roi = np.zeros((300, 300, 3), np.uint8)
     first = fg._shrink(roi)
-    assert fg._shrink(roi + 1) is first and first.shape == (160, 160, 3)
+    assert fg._shrink(roi + 1) is first and first.shape == (80, 80, 3)
     assert cv2.countNonZero(first[..., 0]) == first.shape[0] * first.shape[1]
