@@ -63,7 +63,7 @@ def main() -> int:
             "mean_abs_dscore": round(float(np.abs(s - ref).mean()), 4),
             "frames_flipped": int(((s >= thr) != (ref >= thr)).sum()),
         }
-    print(json.dumps(out, indent=1))
+    sys.stdout.write(json.dumps(out, indent=1) + "\n")
     return 0
 
 

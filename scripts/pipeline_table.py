@@ -11,10 +11,11 @@ from pathlib import Path
 
 
 def main() -> int:
-    print("| model | threads | decode fps | invoke fps (p99 ms) | presence p50 ms | model input p50 ms | daemon fps "
+    out = sys.stdout.write
+    out("| model | threads | decode fps | invoke fps (p99 ms) | presence p50 ms | model input p50 ms | daemon fps "
           "| throughput / limit | e2e p50 / p99 ms | e2e p99 / invoke p99 | gap delay p50 ms | CPU % | peak RSS MB "
-          "| load 1 min |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| load 1 min |\n")
+    out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for f in sys.argv[1:]:
         r = json.loads(Path(f).read_text())
@@ -30,7 +31,7 @@ def main() -> int:
             f"| {d.get('cpu_percent_of_a_core', 0):.0f} | {d['max_rss_mb']:.0f} | {load[0]:.1f}-{load[1]:.1f} |")))
     order = {"int8": 0, "fp16": 1, "float32": 2}
     for *_, row in sorted(rows, key=lambda x: (x[0], order.get(x[1], 9), x[2])):
-        print(row)
+        out(row + "\n")
     return 0
 
 
