@@ -407,11 +407,12 @@ def analyse_trace(tr: dict[str, Any], warmup_s: float = PIPELINE_WARMUP_S) -> di
         res["cpu_percent_of_a_core"] = round(100 * (tr["cpu_last_s"] - tr["cpu_first_s"]) / wall, 1) if wall > 0 else None
     res["max_rss_mb"] = round(tr["max_rss_kb"] / 1024, 1)
     t0 = read[start]
-    evs = [e for e in tr["events"] if e.get("read_at") and e["read_at"] >= t0]
+    # decisions made by a frame in the window (not the one the shutdown flushes, which no frame made)
+    evs = [e for e in tr["events"] if e.get("read_at") and e["read_at"] >= t0 and e.get("frame") is not None]
     defects = [e for e in evs if e.get("is_defect")]
     acked = [e for e in defects if e.get("puback_at")]
     gap = [read[e["frame"]] - read[e["last_frame"]] for e in evs
-           if e.get("frame") is not None and e.get("last_frame") is not None and e["frame"] < read.size]
+           if e.get("last_frame") is not None and e["frame"] < read.size]
     res["decisions"] = len(evs)
     res["defects"] = len(defects)
     res["defects_acked"] = len(acked)
