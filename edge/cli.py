@@ -1,4 +1,4 @@
-"""Edge subcommands: run, predict, config check, bench. Handlers import their modules lazily."""
+"""Edge subcommands: run, predict, config check, bench, retrain. Handlers import their modules lazily."""
 
 from __future__ import annotations
 
@@ -21,6 +21,42 @@ def _bench(args: argparse.Namespace) -> int:
     from edge import bench
 
     return bench.main(args)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    """Fit a new head on labelled folders; print the candidate and its CV metrics (stdout), errors to stderr."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from edge.classifier import ModelError
+    from edge.retrain import DEFAULT_MIN_PER_CLASS, RetrainError, retrain
+
+    try:
+        res = retrain(Path(args.package), [Path(d) for d in args.label_dirs], Path(args.out),
+                      target_recall=args.target_recall, cost_ratio=args.cost_ratio,
+                      min_per_class=DEFAULT_MIN_PER_CLASS if args.min_per_class is None else args.min_per_class, C=args.C, name=args.name, num_threads=args.threads,
+                      seed=args.seed)
+    except (RetrainError, ModelError) as e:
+        sys.stderr.write(f"retrain: {e}\n")
+        return 2
+    cv = res.cv
+    live = f"{res.live_auc:.3f}" if res.live_auc is not None else "n/a"
+    print(f"candidate: {res.candidate}  ({res.model_id}, parent {res.parent_model_id})")
+    print(f"labels: {', '.join(f'{c} {n}' for c, n in res.counts.items())}; {cv.groups} groups; "
+          f"C = {cv.C:g}")
+    print(f"grouped {cv.folds}-fold CV: AUC {cv.auc:.3f}, macro F1 {cv.macro_f1:.3f}, recall {cv.recall:.3f}, "
+          f"specificity {cv.specificity:.3f} at threshold {cv.threshold:.3f} ({cv.rule}); "
+          f"the live model on the same labels: AUC {live}")
+    print(f"time {res.seconds:.1f} s (features {res.features_seconds:.1f} s, fit {res.fit_seconds:.1f} s), "
+          f"peak memory {res.peak_rss_mb:.0f} MiB; report {res.report}")
+    if args.json_out:
+        text = json.dumps(res.to_json(), indent=1) + "\n"
+        if args.json_out == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json_out).write_text(text, encoding="utf-8")
+    return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -103,6 +139,54 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="pipeline/idle: daemon config override, e.g. decision.presence.fg_resize=area (repeatable)")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "retrain",
+        help="fit a new head for a deployed model from labelled boxes, on the device (no TensorFlow)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Teach the deployed model from the line's own labels, on the device, in seconds.
+
+The backbone of the deployed package (the .tflite) stays as it is; only its last layer, a logistic
+"head" on the backbone's pooled features, is fitted again, on every labelled image you give:
+the operator page's feedback/ folder (feedback/<class>/*.jpg) and, if you like, the data set the
+model was trained on (any folder-per-class data set with the model's class names). Each image is
+cropped and resized exactly as the daemon does, the features come from the same .tflite.
+
+C (how strongly the head is regularised) and the threshold are chosen by grouped 5-fold
+cross-validation, with the same rules as `boxinspect train`: near-duplicate photos and the views of
+one part stay in one fold; the threshold minimises cost-ratio x missed defects + false rejects
+(default cost ratio 2), or meets --target-recall. The result is a CANDIDATE package in --out: the
+same .tflite (hardlinked) and a sidecar carrying the new head, its threshold and its CV metrics.
+Nothing deployed changes: run the candidate in shadow, then promote it (operator page, or the API),
+or point model.path at it.""",
+        epilog="""\
+examples:
+  boxinspect retrain /opt/models/model_int8.tflite /var/lib/boxinspect/feedback --out /var/lib/boxinspect/candidates
+  boxinspect retrain model_int8.tflite feedback/ data/line/ --out candidates/ --target-recall 0.95
+
+It refuses (exit 2, one sentence) when a class has fewer than --min-per-class images, and when the
+package was converted before on-device retraining existed (no features output: convert it again).
+Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""",
+    )
+    p.add_argument("package", help="the deployed .tflite (its sidecar <package>.json beside it)")
+    p.add_argument("label_dirs", nargs="+", metavar="LABEL_DIR",
+                   help="folder(s) with one sub-folder per class of the model, e.g. the daemon's feedback/")
+    p.add_argument("--out", required=True, help="folder for the candidate package (created if missing)")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--target-recall", type=float, default=None,
+                      help="threshold: the highest with out-of-fold defect recall >= this (e.g. 0.95)")
+    rule.add_argument("--cost-ratio", type=float, default=None,
+                      help="threshold: minimise RATIO x missed defects + false rejects (default 2)")
+    p.add_argument("--min-per-class", type=int, default=None,
+                   help="refuse with fewer images than this in a class (default 20: edge/retrain.py "
+                        "DEFAULT_MIN_PER_CLASS; a 5-fold CV then tests ~4 images of the class per fold)")
+    p.add_argument("--C", type=float, default=None, help="fix the regularisation C instead of choosing it by CV")
+    p.add_argument("--name", default=None, help="candidate name (default <parent>-head-<UTC time>)")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads for the features (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the CV folds (default 0)")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON ('-' = stdout)")
+    p.set_defaults(func=_retrain)
 
     p = sub.add_parser("config", help="check a daemon config file")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")

@@ -212,6 +212,18 @@ class OperatorConfig(_Section):
     collect_max_age_days: float = Field(default=14.0, gt=0)
 
 
+class ShadowConfig(_Section):
+    """Shadow mode, promote and roll back (edge/shadow.py): a candidate model judges every decided box beside the
+    live one and never publishes; the disagreements wait on the operator page for a person's label."""
+
+    dir: Path = Path("shadow")  # disagreeing crops, retrain candidates and the promotion record live here
+    keep: int = Field(default=200, ge=1, le=100_000)  # disagreeing crops kept for review; the oldest go first
+    queue: int = Field(default=64, ge=1, le=10_000)  # boxes waiting for the shadow worker; more are skipped (counted)
+    history: int = Field(default=20, ge=1, le=1000)  # promotions and rollbacks kept in memory for GET /model
+    # POST /model/retrain learns from operator.feedback_dir plus these folder-per-class data sets (the base data)
+    retrain_data: list[Path] = Field(default_factory=list)
+
+
 class MetricsConfig(_Section):
     enabled: bool = True  # served at /metrics by the API
 
@@ -307,6 +319,7 @@ class Config(_Section):
     api: ApiConfig = ApiConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     operator: OperatorConfig = OperatorConfig()
+    shadow: ShadowConfig = ShadowConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     reject: RejectConfig = RejectConfig()
@@ -468,10 +481,12 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
         (cfg.mqtt, "outbox_path", state),
         (cfg.evidence, "dir", state),
         (cfg.operator, "feedback_dir", state),
+        (cfg.shadow, "dir", state),
     ):
         val = getattr(obj, key)
         if val is not None and not val.is_absolute():
             setattr(obj, key, base / val)
+    cfg.shadow.retrain_data = [p if p.is_absolute() else config_dir / p for p in cfg.shadow.retrain_data]
 
 
 def _writable_dir(path: Path) -> str | None:

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -38,8 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import uvicorn
 
 from edge import __version__, ratelimit
 from edge.api import ApiState, create_app
@@ -60,7 +57,8 @@ from edge.plant import Plant
 from edge.publisher import OrderedWorker
 from edge.ratelimit import RateLimit
 from edge.roi import crop, roi_box
-from edge.server import raise_fd_limit, server_config
+from edge.server import ApiServer, raise_fd_limit, start_api
+from edge.shadow import ModelControl, Shadow, active_model_path
 from edge.state import (
     Decider,
     EventSink,
@@ -84,7 +82,6 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
 STATUS_INTERVAL_S = 60.0  # one status line in the log at least this often (or every stats interval if shorter)
 FRAME_TIMES_KEPT = 256  # capture times of recent frames, for the end-to-end latency of a decision
-API_START_TIMEOUT_S = 10.0
 FORCED_EXIT_GRACE_S = 5.0  # beyond shutdown_timeout_s, a hung shutdown is cut short
 GIL_SWITCH_INTERVAL_S = 0.001
 
@@ -131,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda signum, frame: early_stop.set())
 
     try:
-        model = load_model(cfg, cfg.model.path)
+        model = load_model(cfg, active_model_path(cfg))  # model.path, or the package promoted since (edge/shadow.py)
     except ModelError as e:
         sys.stderr.write(f"model: {e}\n")
         return EXIT_MODEL
@@ -213,8 +210,7 @@ class Daemon:
         self.sink = sink
         self.evidence = evidence
         self.capture = capture
-        self._api_server: uvicorn.Server | None = None
-        self._api_thread: threading.Thread | None = None
+        self.api: ApiServer | None = None  # the HTTP API (edge/server.py), started by run()
         self.api_url: str | None = None
         self.state: ApiState | None = None
         self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
@@ -243,6 +239,9 @@ class Daemon:
         self.trace: PipelineTrace | None = None  # `boxinspect run --trace FILE` (edge/trace.py)
         self._read_at = 0.0  # when the loop read the current frame
         self._scored = False  # the current frame was scored
+        # a candidate model beside the live one, promote and roll back (edge/shadow.py)
+        self.shadow = Shadow(cfg, self.metrics)
+        self.model_control = ModelControl(cfg, self.metrics, self.models, self.shadow, self.loader, self.swap_in)
         self._publish_model_info(model)
         self.decider: Decider = decider or self._make_decider()
         self._model_version = self.models.get_versioned()[1]
@@ -346,9 +345,11 @@ class Daemon:
             counters=self.loop_counters,
             heartbeat=self.heartbeat,
             operator=self.operator,
+            model_control=self.model_control,
         )
         if cfg.api.enabled:
-            self._start_api()
+            self.api = start_api(create_app(self.state), cfg.api)
+            self.api_url = self.api.url
 
     def _make_decider(self) -> Decider:
         model = self.models.get()
@@ -458,9 +459,14 @@ class Daemon:
                     rx, ry = roi_box(frame.image.shape, self._view_rois[view] if view is not None else self.cfg.roi)[:2]
                     x0, y0, x1, y1 = located.bbox
                     self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
-                score = model.classifier.score(roi, located)
+                features = None
+                if self.shadow.wants_features(model.classifier):  # a head-only candidate on this backbone
+                    score, features = model.classifier.score_features(roi, located)  # the same one invoke
+                else:
+                    score = model.classifier.score(roi, located)
                 self._scored = True
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)
+                self.shadow.observe(roi, located, score, features)  # references, for the candidate (edge/shadow.py)
                 self.metrics.frames_processed.inc()
                 if view is not None:
                     best = self._view_best.get(view)
@@ -624,6 +630,7 @@ class Daemon:
                 m.end_to_end_seconds.observe(max(0.0, self.clock() - job.last_captured))
         self._decisions += 1
         self.events.add(event)
+        self.shadow.on_decision(event, best, self.models.get())  # queued for the candidate; never raises
         if self.operator is not None:  # keeps references only: the page encodes on request
             self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
         if not timeout:
@@ -724,19 +731,27 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------
 
     def reload(self, path: str | None = None) -> ReloadResult:
-        """Load ``path`` (default: the configured ``model.path``; a relative path is taken beside it), self-test
-        it and swap it in. SIGHUP always reloads ``model.path``, as does a restart."""
-        target = self.cfg.model.path
+        """Load ``path`` (default: the configured ``model.path``, or the package promoted or rolled back to since,
+        edge/shadow.py; a name is taken inside model.dir), self-test it and swap it in. SIGHUP reloads the
+        default, as does a restart."""
+        target = active_model_path(self.cfg)
+        if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
+            try:
+                target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
+            except PackageError as e:
+                old = self.models.get()
+                old_id = old.classifier.model_id if old else None
+                self.metrics.reloads.labels(outcome="refused").inc()
+                log.warning("reload refused, keeping %s: %s", old_id, e)
+                return ReloadResult(ok=False, path=path[:80], model_id=old_id, reason=str(e))
+        return self.swap_in(target)
+
+    def swap_in(self, target: str | Path, change: dict[str, Any] | None = None) -> ReloadResult:
+        """Load the package at the trusted path ``target``, self-test it, swap it in; the old model stays on
+        failure. ``change``: a promotion or rollback (edge/shadow.py), published with the retained model doc."""
         with self._reload_lock:
             old = self.models.get()
             old_id = old.classifier.model_id if old else None
-            if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
-                try:
-                    target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
-                except PackageError as e:
-                    self.metrics.reloads.labels(outcome="refused").inc()
-                    log.warning("reload refused, keeping %s: %s", old_id, e)
-                    return ReloadResult(ok=False, path=path[:80], model_id=old_id, reason=str(e))
             log.info("reloading model from %s", target)
             try:
                 new = self.loader(target)
@@ -753,7 +768,7 @@ class Daemon:
                     self_test_failures=list(new.self_test_failures),
                 )
             self.models.swap(new)
-            self._publish_model_info(new)
+            self._publish_model_info(new, change)
             self.metrics.reloads.labels(outcome="ok").inc()
             log.info(
                 "model swapped: %s -> %s (threshold %s -> %.4f)", old_id, new.classifier.model_id,
@@ -774,7 +789,7 @@ class Daemon:
     def _threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.cfg.model.threshold)
 
-    def _model_doc(self, model: LoadedModel) -> dict[str, Any]:
+    def _model_doc(self, model: LoadedModel, change: dict[str, Any] | None = None) -> dict[str, Any]:
         """The model in use, as published on the retained ``<base>/model`` topic."""
         clf = model.classifier
         meta = clf.metadata
@@ -790,9 +805,10 @@ class Daemon:
             "positive_class": meta.positive_class,
             "self_test_passed": model.self_test_passed,
             "loaded_at": model.loaded_at,
+            **self.model_control.mqtt_fields(change),  # the last promotion/rollback, what a rollback returns to
         }
 
-    def _publish_model_info(self, model: LoadedModel) -> None:
+    def _publish_model_info(self, model: LoadedModel, change: dict[str, Any] | None = None) -> None:
         clf = model.classifier
         self.metrics.model_info.info(
             {
@@ -808,7 +824,7 @@ class Daemon:
         for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
             self.metrics.decisions.labels(label=label)
         if self.sink is not None:
-            self.sink.publish_model(self._model_doc(model))
+            self.sink.publish_model(self._model_doc(model, change))
 
     # ----------------------------------------------------------------------------------------------
     # Triggered mode: parts announced over MQTT or POST /trigger
@@ -825,37 +841,6 @@ class Daemon:
         else:
             self.plant.trigger_refused(part_id, "trigger refused: too many triggers waiting for frames")
         return accepted
-
-    # ----------------------------------------------------------------------------------------------
-    # The API server: uvicorn in a thread, on a socket bound here (port 0 -> a free port, logged)
-    # ----------------------------------------------------------------------------------------------
-
-    def _start_api(self) -> None:
-        cfg = self.cfg.api
-        assert self.state is not None, "the API state is built in _start_parts"
-        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((cfg.host, cfg.port))
-        except OSError as e:
-            sock.close()
-            raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
-        sock.listen(64)
-        port = sock.getsockname()[1]
-        assert self.state is not None, "the API state is made in __init__"
-        server = uvicorn.Server(uvicorn.Config(**server_config(create_app(self.state), cfg)))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
-        thread.start()
-        self._api_server, self._api_thread = server, thread
-        deadline = time.monotonic() + API_START_TIMEOUT_S
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not server.started:
-            raise RuntimeError(f"api: the HTTP server did not start within {API_START_TIMEOUT_S:g} s (see the log above)")
-        host = f"[{cfg.host}]" if family == socket.AF_INET6 else cfg.host
-        self.api_url = f"http://{host}:{port}"
-        log.info("API listening on %s (docs at %s/docs)", self.api_url, self.api_url)
 
     # ----------------------------------------------------------------------------------------------
     # 4. Signals and shutdown
@@ -925,10 +910,8 @@ class Daemon:
                 self.sink.stop(max(1.0, deadline - time.monotonic()))
             log.info("stopped: frames=%d decisions=%d defects=%d", self._frames, self._decisions, self._defects)
         finally:
-            if self._api_server is not None:
-                self._api_server.should_exit = True
-                if self._api_thread is not None:
-                    self._api_thread.join(timeout=max(0.5, deadline - time.monotonic()))
+            if self.api is not None:
+                self.api.stop(max(0.5, deadline - time.monotonic()))
             watchdog.cancel()
 
     def _forced_exit(self) -> None:

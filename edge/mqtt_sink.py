@@ -222,6 +222,9 @@ class MqttSink:
         self._guard = CallbackGuard(metrics, on_crash=self._recover)
         self._subscriptions: dict[str, tuple[int, str]] = {}  # topic -> (qos, what)
         self._pending_subs: dict[int, str] = {}  # SUBSCRIBE mid -> topic, until the SUBACK
+        # subscribe() may run on the caller's thread: the SUBACK (network thread) must not look up its mid
+        # before it is recorded, or the subscription is never confirmed in the log
+        self._subs_lock = threading.Lock()
         self._connect_failures = 0
         self._disconnected_at: float | None = None
         self.last_error: str | None = None
@@ -648,10 +651,11 @@ class MqttSink:
 
     def _subscribe_all(self, client: mqtt.Client) -> None:
         for topic, (qos, _) in list(self._subscriptions.items()):
-            rc, mid = client.subscribe(topic, qos=qos)
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-                self._pending_subs[mid] = topic
-            else:
+            with self._subs_lock:
+                rc, mid = client.subscribe(topic, qos=qos)
+                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                    self._pending_subs[mid] = topic
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 log.warning("MQTT: subscribing to %s failed: %s; again on the next connect", topic, mqtt.error_string(rc))
 
     def _recover(self, callback: str) -> None:
@@ -669,7 +673,8 @@ class MqttSink:
         self._subscribe_all(client)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
-        topic = self._pending_subs.pop(mid, None)
+        with self._subs_lock:
+            topic = self._pending_subs.pop(mid, None)
         if topic is None:
             return
         failed = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
