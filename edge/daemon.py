@@ -99,6 +99,7 @@ class _Publish:
     frame: int | None = None  # that frame's index (trace)
     captured_at: float | None = None  # when the capture thread had decoded it (trace)
     handed_at: float | None = None  # when the loop handed the decision over (trace)
+    shadow_obs: Any = None  # the shadow's observation of this box (edge/shadow.py), taken when it was decided
 
 
 # --------------------------------------------------------------------------------------------------
@@ -560,7 +561,8 @@ class Daemon:
                 last_captured = self._captured_at(decision.last_frame, decision)
                 if decision.mode == "continuous":
                     exit_at = last_captured  # the box left the ROI
-        job = _Publish(decision, view_bests, best, exit_at, last_captured)
+        job = _Publish(decision, view_bests, best, exit_at, last_captured,
+                       shadow_obs=self.shadow.take_observed() if not timeout else None)
         if self.trace is not None and not timeout:
             job.read_at, job.handed_at = self._read_at, time.time()
             if frame is not None:
@@ -630,7 +632,7 @@ class Daemon:
                 m.end_to_end_seconds.observe(max(0.0, self.clock() - job.last_captured))
         self._decisions += 1
         self.events.add(event)
-        self.shadow.on_decision(event, best, self.models.get())  # queued for the candidate; never raises
+        self.shadow.on_decision(event, best, self.models.get(), job.shadow_obs)  # queued for the candidate; never raises
         if self.operator is not None:  # keeps references only: the page encodes on request
             self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
         if not timeout:
