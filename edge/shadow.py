@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from edge.state import LoadedModel, ModelSlot, ReloadResult
 
 log = logging.getLogger(__name__)
+_TAKE: Any = object()  # on_decision: take the observation now
 
 DISAGREEMENTS_DIR = "disagreements"
 CANDIDATES_DIR = "candidates"
@@ -371,11 +372,18 @@ class Shadow:
         except Exception:  # noqa: BLE001 - a shadow fault must not reach the frame path
             self._observed = None
 
-    def on_decision(self, event: dict[str, Any], best: tuple[float, Any, np.ndarray] | None,
-                    live: LoadedModel | None) -> None:
-        """A published decision: queue its best frame for the candidate (skipped and counted if the queue is full)."""
-        cand = self._candidate
+    def take_observed(self) -> Any:
+        """The box's observation so far, and forget it (the loop calls this when it hands a decision over, so the
+        publisher thread's ``on_decision`` gets this box's frame, not the next box's)."""
         obs, self._observed = self._observed, None
+        return obs
+
+    def on_decision(self, event: dict[str, Any], best: tuple[float, Any, np.ndarray] | None,
+                    live: LoadedModel | None, observed: Any = _TAKE) -> None:
+        """A published decision: queue its best frame for the candidate (skipped and counted if the queue is full).
+        ``observed``: what ``take_observed`` returned when the decision was made (default: take it now)."""
+        cand = self._candidate
+        obs = self.take_observed() if observed is _TAKE else observed
         if cand is None or live is None or best is None or event.get("kind") != "model":
             return
         try:
