@@ -467,7 +467,6 @@ class Daemon:
                     score = model.classifier.score(roi, located)
                 self._scored = True
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)
-                self.shadow.observe(roi, located, score, features)  # references, for the candidate (edge/shadow.py)
                 self.metrics.frames_processed.inc()
                 if view is not None:
                     best = self._view_best.get(view)
@@ -475,6 +474,7 @@ class Daemon:
                         self._view_best[view] = (score, frame, roi)
                 elif self._best is None or score > self._best[0]:
                     self._best = (score, frame, roi)
+                    self.shadow.observe(roi, located, score, features)  # the best frame's crop and features
         decision = decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
             if view is not None:

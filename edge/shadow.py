@@ -362,15 +362,10 @@ class Shadow:
 
     # -- the loop's side (main thread): references only, never raises -----------------------------------
     def observe(self, roi: np.ndarray, located: Located | None, score: float, features: np.ndarray | None = None) -> None:
-        """A scored frame: keep a reference if it is the box's most defect-like so far."""
-        if self._candidate is None:
-            return
-        try:
-            o = self._observed
-            if o is None or score > o.score:
-                self._observed = _Observed(roi, located, float(score), features)
-        except Exception:  # noqa: BLE001 - a shadow fault must not reach the frame path
-            self._observed = None
+        """The frame that just became the box's evidence (its most defect-like): keep references to its crop
+        position and features, so the candidate judges that very frame (matched by identity at the decision)."""
+        if self._candidate is not None:
+            self._observed = _Observed(roi, located, float(score), features)
 
     def take_observed(self) -> Any:
         """The box's observation so far, and forget it (the loop calls this when it hands a decision over, so the
