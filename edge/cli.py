@@ -93,6 +93,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--config", "-c", required=True, help="YAML config (see deploy/config.example.yaml)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (testing)")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="write frame and decision timestamps (frame read .. MQTT PUBACK) to FILE at exit, for "
+                        "`boxinspect bench pipeline` (costs two clock reads per frame)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser(
@@ -114,14 +117,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "bench",
-        help="measure model latency (median, p90, p99) per runtime and thread count",
-        description="Time the interpreter on the model's golden samples or random input; results go to docs/BENCHMARKS.md.",
+        help="measure model latency (median, p90, p99) per runtime and thread count, or the whole pipeline",
+        description="`bench MODEL`: time the interpreter on the model's golden samples or random input. "
+                    "`bench pipeline --source VIDEO --model MODEL`: decode, invoke, preprocessing and the whole daemon "
+                    "(pace fast, MQTT to a real broker, evidence and API on) with the end-to-end latency frame read -> "
+                    "PUBACK and the ratios to the limit. `bench idle --source VIDEO --model MODEL`: the daemon's CPU with "
+                    "the belt empty and still. `bench soak --source VIDEO --model MODEL --duration 600`: RSS of the daemon at "
+                    "pace fast, sampled every 10 s. Results go to docs/BENCHMARKS.md.",
     )
-    p.add_argument("model", help="the .tflite file")
-    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("model", help="the .tflite file, or `pipeline`, `idle` or `soak`")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2; pipeline/idle: the first)")
     p.add_argument("--runs", type=int, default=200, help="timed invocations per setting (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed invocations first (default 20)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file")
+    p.add_argument("--source", default=None, help="pipeline/idle/soak: the video file (e.g. from `boxinspect synth --video`)")
+    p.add_argument("--model", dest="pipeline_model", default=None, help="pipeline/idle/soak: the .tflite model package")
+    p.add_argument("--duration", type=float, default=30.0, help="pipeline/idle: seconds the daemon runs (default 30)")
+    p.add_argument("--roi", default=None, metavar="X,Y,W,H",
+                   help="pipeline/idle: the ROI (default: from VIDEO's .json written by synth, else the whole frame)")
+    p.add_argument("--broker", default="127.0.0.1:1883",
+                   help="pipeline: MQTT broker host:port (default 127.0.0.1:1883; one is started there if none answers)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="pipeline/idle: daemon config override, e.g. decision.presence.fg_resize=area (repeatable)")
+    p.add_argument("--candidate", default=None, metavar="PACKAGE",
+                   help="time shadow mode instead: this candidate beside MODEL (first --threads value)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser(

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from edge.state import LoadedModel, ModelSlot, ReloadResult
 
 log = logging.getLogger(__name__)
+_TAKE: Any = object()  # on_decision: take the observation now
 
 DISAGREEMENTS_DIR = "disagreements"
 CANDIDATES_DIR = "candidates"
@@ -361,21 +362,23 @@ class Shadow:
 
     # -- the loop's side (main thread): references only, never raises -----------------------------------
     def observe(self, roi: np.ndarray, located: Located | None, score: float, features: np.ndarray | None = None) -> None:
-        """A scored frame: keep a reference if it is the box's most defect-like so far."""
-        if self._candidate is None:
-            return
-        try:
-            o = self._observed
-            if o is None or score > o.score:
-                self._observed = _Observed(roi, located, float(score), features)
-        except Exception:  # noqa: BLE001 - a shadow fault must not reach the frame path
-            self._observed = None
+        """The frame that just became the box's evidence (its most defect-like): keep references to its crop
+        position and features, so the candidate judges that very frame (matched by identity at the decision)."""
+        if self._candidate is not None:
+            self._observed = _Observed(roi, located, float(score), features)
+
+    def take_observed(self) -> Any:
+        """The box's observation so far, and forget it (the loop calls this when it hands a decision over, so the
+        publisher thread's ``on_decision`` gets this box's frame, not the next box's)."""
+        obs, self._observed = self._observed, None
+        return obs
 
     def on_decision(self, event: dict[str, Any], best: tuple[float, Any, np.ndarray] | None,
-                    live: LoadedModel | None) -> None:
-        """A published decision: queue its best frame for the candidate (skipped and counted if the queue is full)."""
+                    live: LoadedModel | None, observed: Any = _TAKE) -> None:
+        """A published decision: queue its best frame for the candidate (skipped and counted if the queue is full).
+        ``observed``: what ``take_observed`` returned when the decision was made (default: take it now)."""
         cand = self._candidate
-        obs, self._observed = self._observed, None
+        obs = self.take_observed() if observed is _TAKE else observed
         if cand is None or live is None or best is None or event.get("kind") != "model":
             return
         try:
@@ -732,6 +735,20 @@ class ModelControl:
         }
 
 
+PATH_KEYS = ("path", "out_dir", "report", "candidate", "package", "label_dirs", "sources")
+
+
+def _without_paths(doc: Any) -> Any:
+    """``doc`` without file-system paths (for the open page): keys naming files or folders are dropped where
+    their value is a string or a list of strings."""
+    if isinstance(doc, dict):
+        return {k: _without_paths(v) for k, v in doc.items()
+                if not (k in PATH_KEYS and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))))}
+    if isinstance(doc, list):
+        return [_without_paths(x) for x in doc]
+    return doc
+
+
 def _as_dict(result: Any) -> dict[str, Any]:
     """A retrain result (dataclass, pydantic model, dict or path) as JSON-able data."""
     if hasattr(result, "to_json"):
@@ -800,9 +817,10 @@ def install_model_api(app: FastAPI, state: Any, control: ModelControl, auth: lis
     def get_model() -> dict[str, Any]:
         return control.doc()
 
-    @r.get("/ui/model", summary="The operator page's Model panel (same as GET /model, read-only)", tags=["operator page"])
+    @r.get("/ui/model", summary="The operator page's Model panel: GET /model without file paths, plus the "
+           "disagreement queue (read-only, open like the page)", tags=["operator page"])
     def ui_model(limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
-        d = control.doc()
+        d: dict[str, Any] = _without_paths(control.doc())
         d["disagreements"] = control.shadow.store.items(limit)
         return d
 

@@ -119,7 +119,8 @@ def test_the_line_teaches_itself_without_tensorflow(tmp_path, tiny_model, synth_
         assert doc["live"]["metrics"]["source"].startswith("grouped CV")  # side by side with the live head's
         shadow = wait_for(lambda: (s := api.get("/model").json()["shadow"])["judged"] >= 3 and s, 240,
                           "three boxes judged in shadow", d=d)
-        assert shadow["fast_path"] == shadow["judged"] and shadow["errors"] == 0  # a dot product per box
+        # a dot product per box; only a box whose best frame was scored before the candidate came may take an invoke
+        assert shadow["fast_path"] >= max(2, shadow["judged"] - 1) and shadow["errors"] == 0
         assert shadow["agreed"] + shadow["disagreed"] == shadow["judged"]
         ratio = metric(d.get("/metrics").text, "boxinspect_shadow_agreement_ratio")
         assert ratio is not None and 0.0 <= ratio <= 1.0

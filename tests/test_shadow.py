@@ -79,6 +79,7 @@ def test_shadow_counts_agreements_and_keeps_disagreements_for_review(tmp_path, s
     assert kept == sorted(e["event_id"] for e in defects)
     client = TestClient(create_app(d.state))
     view = client.get("/ui/model").json()
+    assert str(tmp_path) not in json.dumps(view)  # the open page's view names no file paths
     assert view["candidate"]["model_id"] == "cand@0000000000c1" and view["shadow"]["disagreed"] == len(defects)
     first = view["disagreements"][0]
     assert first["live"]["label"] == "defective" and first["candidate"]["label"] == "ok"
@@ -213,3 +214,18 @@ def test_model_changes_need_a_token_like_reload(tmp_path, synth_video, two_packa
         assert r.status_code == 403 and "api.token" in r.json()["detail"]
     assert client.post("/model/candidate", json={"path": "b.tflite"}).status_code == 403
     assert client.get("/model").json()["live"]["model_id"] == d.models.get().classifier.model_id
+
+
+def test_bench_candidate_times_the_head_on_live_features_only_for_a_head_on_the_live_backbone(
+        tmp_path, tiny_model, few_boxes, two_packages):
+    from edge.bench import bench_shadow, format_shadow
+    from edge.retrain import retrain
+
+    head = retrain(tiny_model, [few_boxes], tmp_path / "cand", min_per_class=4, C=1.0).candidate  # no C search
+    res = bench_shadow(tiny_model, head, threads=1, runs=5, warmup=1)
+    assert res["fast_path"] and res["results"]["candidate_head_on_live_features"]["median_ms"] >= 0
+    assert "judged from the live features" in format_shadow(res)
+    _, other = two_packages  # a full package (same network, another threshold): no head, a second invoke
+    res = bench_shadow(tiny_model, other, threads=1, runs=5, warmup=1)
+    assert not res["fast_path"] and res["results"]["candidate_head_on_live_features"] is None
+    assert res["results"]["candidate_invoke"]["median_ms"] > 0
