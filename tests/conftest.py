@@ -9,7 +9,11 @@ daemon as a process); all others are marked ``fast``. Fast tests that need *a* r
 The trained model is cached under ``<repo>/.cache/test-models/<hash>/``, keyed on what makes it (data
 generation, training code and ``TINY_TRAINING``), so a second local run skips training; the converted
 packages sit below it under ``convert-<hash>/`` keyed also on convert/ and the package format. Editing
-tests or this file retrains nothing. CI starts from a clean clone, so it always trains.
+tests or this file retrains nothing. CI starts from a clean clone, so it always trains. Each cached
+artefact is made under a file lock (``tests.helpers.cache_lock``), so parallel workers make it once.
+
+A fast test must not import TensorFlow (the fast lane's point, and the edge never does): one that loads it
+errors at teardown, naming itself.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,12 +53,31 @@ def _source_hash(*parts: str, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
+def _cache_lock(path: Path) -> Any:
+    from tests.helpers import cache_lock  # here: tests/ is importable once this module has run
+
+    return cache_lock(path)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is None and TRAINED & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.fast)
+
+
+_TF_BEFORE = pytest.StashKey[bool]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_TF_BEFORE] = "tensorflow" in sys.modules
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if item.get_closest_marker("fast") is not None and not item.stash.get(_TF_BEFORE, True) and "tensorflow" in sys.modules:
+        pytest.fail(f"{item.nodeid} is a fast test but imported TensorFlow: mark it slow (pytest.mark.slow) or avoid "
+                    "the import", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +129,10 @@ def synth_data(model_cache: Path) -> Path:
     from boxinspect.synth import make_dataset
 
     out = model_cache / "synth"
-    if not (out / "manifest.json").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        make_dataset(out, n_per_class=TINY_PER_CLASS, size=TINY_SIZE, seed=1, progress=False)
+    with _cache_lock(out):
+        if not (out / "manifest.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            make_dataset(out, n_per_class=TINY_PER_CLASS, size=TINY_SIZE, seed=1, progress=False)
     return out
 
 
@@ -120,11 +145,12 @@ def synth_video(model_cache: Path) -> tuple[Path, dict]:
 
     path = model_cache / "video" / "conveyor.mp4"
     gt_path = path.with_suffix(".json")
-    if not gt_path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        gt = make_video(path, n_boxes=10, defect_rate=0.5, seed=7)
-    else:
-        gt = json.loads(gt_path.read_text())
+    with _cache_lock(path):
+        if not gt_path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            gt = make_video(path, n_boxes=10, defect_rate=0.5, seed=7)
+        else:
+            gt = json.loads(gt_path.read_text())
     return path, gt
 
 
@@ -141,13 +167,14 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
     from training.train import TrainConfig, train
 
     run = model_cache / "run"
-    if not (run / "metrics.json").exists():
-        shutil.rmtree(run, ignore_errors=True)
-        # the images are already the ROI around the box: no crop (crops are tested with crop_model)
-        cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, crop=NO_CROP,
-                          **TINY_TRAINING)
-        train(cfg)
-        evaluate(run, target_recall=0.95)  # the rule these tests were calibrated on (the product default is a cost ratio)
+    with _cache_lock(run):
+        if not (run / "metrics.json").exists():
+            shutil.rmtree(run, ignore_errors=True)
+            # the images are already the ROI around the box: no crop (crops are tested with crop_model)
+            cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, crop=NO_CROP,
+                              **TINY_TRAINING)
+            train(cfg)
+            evaluate(run, target_recall=0.95)  # the rule these tests were calibrated on (the product default is a cost ratio)
     return run
 
 
@@ -156,10 +183,11 @@ def int8_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
     out = convert_cache / "model_int8.tflite"
-    if not out.exists() or not Path(str(out) + ".json").exists():
-        # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
-        # so allow up to three here; the gate itself is tested in test_convert.py.
-        convert_run(tiny_run, "int8", out=out, max_f1_drop=0.03)
+    with _cache_lock(out):
+        if not out.exists() or not Path(str(out) + ".json").exists():
+            # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
+            # so allow up to three here; the gate itself is tested in test_convert.py.
+            convert_run(tiny_run, "int8", out=out, max_f1_drop=0.03)
     return out
 
 
@@ -173,14 +201,15 @@ def crop_model(tiny_run: Path, convert_cache: Path) -> Path:
 
     run = convert_cache / "run-crop"
     out = run / "model_float32.tflite"
-    if not out.exists() or not Path(str(out) + ".json").exists():
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.tflite", "*.tflite.json", "report"))
-        cfg = json.loads((run / "train_config.json").read_text())
-        cfg["crop"] = {"method": "auto"}
-        (run / "train_config.json").write_text(json.dumps(cfg, indent=1))
-        # the model was trained on whole ROI images, so the gate (Keras vs TFLite on crops) is not the point here
-        convert_run(run, "float32", out=out, gate=False)
+    with _cache_lock(run):
+        if not out.exists() or not Path(str(out) + ".json").exists():
+            shutil.rmtree(run, ignore_errors=True)
+            shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.tflite", "*.tflite.json", "report"))
+            cfg = json.loads((run / "train_config.json").read_text())
+            cfg["crop"] = {"method": "auto"}
+            (run / "train_config.json").write_text(json.dumps(cfg, indent=1))
+            # the model was trained on whole ROI images, so the gate (Keras vs TFLite on crops) is not the point here
+            convert_run(run, "float32", out=out, gate=False)
     return out
 
 
@@ -189,8 +218,9 @@ def float_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
     out = convert_cache / "model_float32.tflite"
-    if not out.exists() or not Path(str(out) + ".json").exists():
-        convert_run(tiny_run, "float32", out=out)
+    with _cache_lock(out):
+        if not out.exists() or not Path(str(out) + ".json").exists():
+            convert_run(tiny_run, "float32", out=out)
     return out
 
 
