@@ -7,9 +7,9 @@ daemon as a process); all others are marked ``fast``. Fast tests that need *a* r
 ``tiny_model``: a small int8 model made by our own pipeline and committed under tests/fixtures/.
 
 The trained model is cached under ``<repo>/.cache/test-models/<hash>/``, keyed on what makes it (data
-generation, training code and ``TINY_TRAINING``), so a second local run skips training; the converted
-packages sit below it under ``convert-<hash>/`` keyed also on convert/ and the package format. Editing
-tests or this file retrains nothing. CI starts from a clean clone, so it always trains. Each cached
+generation, training code and the ``TINY_*`` settings below), so a second local run skips training; the
+converted packages sit below it under ``convert-<hash>/`` keyed also on convert/ and the package format.
+Editing tests or this file retrains nothing unless a ``TINY_*`` setting changes. CI starts from a clean clone, so it always trains. Each cached
 artefact is made under a file lock (``tests.helpers.cache_lock``), so parallel workers make it once.
 
 A fast test must not import TensorFlow (the fast lane's point, and the edge never does): one that loads it
@@ -30,6 +30,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY_SIZE = 128  # input size of the test model
 TINY_PER_CLASS = 250
+TINY_DATA_SEED = 1
+TINY_VIDEO = dict(n_boxes=10, defect_rate=0.5, seed=7)  # the session's conveyor video (synth_video)
+TINY_TARGET_RECALL = 0.95  # the threshold rule the tests were calibrated on (the product default is a cost ratio)
 # The training run of the session model (part of its cache key).
 TINY_TRAINING = dict(img_size=TINY_SIZE, alpha=0.35, epochs=10, learning_rate=1e-3, fine_tune_epochs=6,
                      fine_tune_learning_rate=1e-4, seed=0, recipe="finetune")
@@ -107,7 +110,9 @@ def parcel_dir() -> Path:
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
     """Synthetic data, video and the trained run: keyed on the code that makes them (not on convert)."""
-    key = _source_hash("boxinspect/synth", "training", "tests/conftest.py")
+    recipe = repr((TINY_SIZE, TINY_PER_CLASS, TINY_DATA_SEED, TINY_TARGET_RECALL, sorted(TINY_TRAINING.items()),
+                   sorted(TINY_VIDEO.items())))
+    key = _source_hash("boxinspect/synth", "training", extra=recipe)
     d = REPO / ".cache" / "test-models" / key
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -132,26 +137,16 @@ def synth_data(model_cache: Path) -> Path:
     with _cache_lock(out):
         if not (out / "manifest.json").exists():
             shutil.rmtree(out, ignore_errors=True)
-            make_dataset(out, n_per_class=TINY_PER_CLASS, size=TINY_SIZE, seed=1, progress=False)
+            make_dataset(out, n_per_class=TINY_PER_CLASS, size=TINY_SIZE, seed=TINY_DATA_SEED, progress=False)
     return out
 
 
 @pytest.fixture(scope="session")
 def synth_video(model_cache: Path) -> tuple[Path, dict]:
     """A generated conveyor video and its ground truth (which box passed when, defective or not)."""
-    import json
+    from tests.helpers import cached_video
 
-    from boxinspect.synth import make_video
-
-    path = model_cache / "video" / "conveyor.mp4"
-    gt_path = path.with_suffix(".json")
-    with _cache_lock(path):
-        if not gt_path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            gt = make_video(path, n_boxes=10, defect_rate=0.5, seed=7)
-        else:
-            gt = json.loads(gt_path.read_text())
-    return path, gt
+    return cached_video(model_cache / "video" / "conveyor.mp4", **TINY_VIDEO)
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +169,7 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
             cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, crop=NO_CROP,
                               **TINY_TRAINING)
             train(cfg)
-            evaluate(run, target_recall=0.95)  # the rule these tests were calibrated on (the product default is a cost ratio)
+            evaluate(run, target_recall=TINY_TARGET_RECALL)
     return run
 
 

@@ -33,7 +33,7 @@ from edge.outbox import OutboxError
 from edge.state import CameraState, LoadedModel
 
 __all__ = [
-    "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "edit_sidecar",
+    "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video", "edit_sidecar",
     "fake_model", "free_port",
     "metric", "port_open", "video_frames", "wait_for",
 ]
@@ -48,6 +48,19 @@ def cache_lock(path: Path) -> Any:
     from filelock import FileLock
 
     return FileLock(f"{path}.lock")
+
+
+def cached_video(path: Path, **make_video_kw: Any) -> tuple[Path, dict[str, Any]]:
+    """A generated conveyor video (``boxinspect.synth.make_video``) at ``path`` and its ground truth, made once
+    (under ``cache_lock``) and read back from ``path``.json afterwards."""
+    from boxinspect.synth import make_video
+
+    gt_path = path.with_suffix(".json")
+    with cache_lock(path):
+        if path.exists() and gt_path.exists():
+            return path, json.loads(gt_path.read_text())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path, make_video(path, **make_video_kw)
 
 
 def wait_for(
@@ -113,7 +126,23 @@ def metric(source: Any, name: str, default: float | None = 0.0, **labels: str) -
     return default
 
 
-class Subscriber:
+class _PahoClient:
+    """close() and ``with`` for the test's paho clients (``self.client``, its network loop started)."""
+
+    client: Any
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscriber(_PahoClient):
     """A paho client that records every message it receives (for assertions in tests).
 
     ``messages``: the JSON payloads (non-JSON skipped); ``raw``: every (topic, payload, retain).
@@ -193,18 +222,8 @@ class Subscriber:
                 self._cond.wait(min(left, 0.2))
             return True
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Publisher:
+class Publisher(_PahoClient):
     """A paho client that publishes test messages (triggers, commands) at QoS 1; ``send`` returns once the broker
     has acknowledged the message. ``topic``: the default topic of ``send``."""
 
@@ -224,16 +243,6 @@ class Publisher:
         assert to is not None, "Publisher.send: no topic"
         data = json.dumps(payload) if isinstance(payload, dict) else payload
         self.client.publish(to, data, qos=1, retain=retain).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class DaemonProc:
