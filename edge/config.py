@@ -108,6 +108,14 @@ class PresenceConfig(_Section):
     score_off: float = Field(default=0.4, ge=0, le=1)  # score hysteresis: leave
     min_frames: int = Field(default=3, ge=1)  # frames a box must be present to count
     gap_frames: int = Field(default=3, ge=1)  # absent frames that end a passage
+    # the frame path of the presence detector (docs/BENCHMARKS.md, "Presence detection"): the ROI is shrunk to
+    # fg_width pixels wide with this interpolation (area at 160 px = the reference path of earlier releases) and compared in
+    # colour; idle_skip: while the belt is empty, a frame whose block-averaged thumbnail differs from the last
+    # measured frame's by at most idle_diff grey levels everywhere is not measured again (idle CPU)
+    fg_width: int = Field(default=80, ge=16, le=640)
+    fg_resize: Literal["area", "linear", "nearest"] = "nearest"
+    idle_skip: bool = True
+    idle_diff: float = Field(default=6.0, ge=0, le=255)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> PresenceConfig:

@@ -114,6 +114,7 @@ class _Acked:
 
     mid: int
     reason_code: Any
+    at: float = 0.0  # time.time() when paho reported it (for the end-to-end latency of `bench pipeline`)
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,9 @@ class MqttSink:
         self._disconnected_at: float | None = None
         self.last_error: str | None = None
         self.published = 0  # PUBACKs received for defect events (this process)
+        # called on the sender thread with (seq, time of the PUBACK) for each acknowledged defect event
+        # (the daemon's trace for `boxinspect bench pipeline`; None = nothing extra per ack)
+        self.on_acked: Callable[[int, float], None] | None = None
         self.failed = 0  # failed attempts (they stay in the outbox)
         self._ssl_context: ssl.SSLContext | None = None
         # Disk full: events the outbox could not store, oldest first (bounded); losses not yet on disk.
@@ -631,7 +635,7 @@ class MqttSink:
             )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        self._events.put(_Acked(mid, reason_code))
+        self._events.put(_Acked(mid, reason_code, time.time()))
 
     # -- subscriptions (e.g. triggers): on the same connection, renewed on every connect ----------
     def subscribe(
@@ -745,6 +749,8 @@ class MqttSink:
                     self._rejected(st, seq, ev.reason_code)
                 else:
                     st.acked.append(seq)
+                    if self.on_acked is not None:
+                        self.on_acked(seq, ev.at)
             elif isinstance(ev, _Connected):
                 st.connected, st.last_sent, st.retry_at, st.window = True, 0, None, ev.window
                 st.inflight.clear()

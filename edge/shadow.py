@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from edge.state import LoadedModel, ModelSlot, ReloadResult
 
 log = logging.getLogger(__name__)
+_TAKE: Any = object()  # on_decision: take the observation now
 
 DISAGREEMENTS_DIR = "disagreements"
 CANDIDATES_DIR = "candidates"
@@ -66,13 +67,13 @@ class ControlError(ValueError):
         self.status = status
 
 
-def package_metrics(model: LoadedModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The metrics a package carries, flat, with where they come from: cross-validation of a retrained head
-    (its sidecar's ``head.cv`` or the retrain result), else the test split that ``convert`` measured."""
+def package_metrics(model: LoadedModel) -> dict[str, Any]:
+    """The metrics a package carries, flat, with where they come from: the grouped cross-validation of its head
+    (sidecar ``cv_metrics``: retrain, or convert of a linear-head run), else the test split convert measured."""
     meta = model.classifier.metadata
     out: dict[str, Any] = {"source": None, "threshold": float(model.classifier.threshold)}
     head = getattr(meta, "head", None)
-    cv = extra or getattr(meta, "cv_metrics", None)
+    cv = getattr(meta, "cv_metrics", None)
     if cv:
         cv = cv if isinstance(cv, dict) else cv.model_dump(mode="json")
         out.update({k: cv.get(k) for k in METRIC_KEYS if k in cv and k != "threshold"})
@@ -86,8 +87,7 @@ def package_metrics(model: LoadedModel, extra: dict[str, Any] | None = None) -> 
     return out
 
 
-def model_summary(model: LoadedModel | None, override: float | None = None,
-                  metrics: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def model_summary(model: LoadedModel | None, override: float | None = None) -> dict[str, Any] | None:
     if model is None:
         return None
     clf = model.classifier
@@ -97,8 +97,50 @@ def model_summary(model: LoadedModel | None, override: float | None = None,
         "threshold": model.threshold(override),
         "self_test_passed": model.self_test_passed,
         "loaded_at": model.loaded_at,
-        "metrics": package_metrics(model, metrics),
+        "metrics": package_metrics(model),
     }
+
+
+RECORD_FILE = "active.json"
+
+
+def record_path(cfg: Config) -> Path:
+    return Path(cfg.shadow.dir) / RECORD_FILE
+
+
+def read_record(cfg: Config) -> dict[str, Any] | None:
+    """The last promotion or rollback (``<shadow.dir>/active.json``), if it was made under this ``model.path``
+    and its live package still exists; else None (a changed config wins over the record)."""
+    path = record_path(cfg)
+    try:
+        rec = json.loads(path.read_text())
+        live = Path(rec["live"]["path"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("ignoring the promotion record %s: %s", path, e)
+        return None
+    if rec.get("config_model_path") != str(cfg.model.path):
+        log.info("promotion record %s was made for model.path %s, not %s: ignored", path,
+                 rec.get("config_model_path"), cfg.model.path)
+        return None
+    if not live.is_file():
+        log.warning("promotion record %s names %s, which no longer exists: loading model.path", path, live)
+        return None
+    return dict(rec)
+
+
+def active_model_path(cfg: Config) -> Path:
+    """The package to load at start-up and on a plain reload: the last promoted or rolled-back one if recorded
+    for this ``model.path``, else ``model.path``."""
+    rec = read_record(cfg)
+    if rec is None:
+        return Path(cfg.model.path)
+    live = Path(rec["live"]["path"])
+    if live != Path(cfg.model.path):
+        log.info("model: %s (%s on record in %s) instead of model.path %s; POST /model/rollback goes back",
+                 live, (rec.get("history") or [{}])[0].get("action", "promotion"), record_path(cfg), cfg.model.path)
+    return live
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,8 +247,7 @@ class Candidate:
 
     model: LoadedModel
     origin: str  # "model.dir" or "retrain"
-    metrics: dict[str, Any] | None = None  # CV metrics from retrain (None: the package's own)
-    retrain: dict[str, Any] | None = None  # the retrain report (labels, time, memory)
+    retrain: dict[str, Any] | None = None  # the retrain report (labels, CV metrics, time, memory)
     since: float = field(default_factory=time.time)
 
     @property
@@ -321,21 +362,23 @@ class Shadow:
 
     # -- the loop's side (main thread): references only, never raises -----------------------------------
     def observe(self, roi: np.ndarray, located: Located | None, score: float, features: np.ndarray | None = None) -> None:
-        """A scored frame: keep a reference if it is the box's most defect-like so far."""
-        if self._candidate is None:
-            return
-        try:
-            o = self._observed
-            if o is None or score > o.score:
-                self._observed = _Observed(roi, located, float(score), features)
-        except Exception:  # noqa: BLE001 - a shadow fault must not reach the frame path
-            self._observed = None
+        """The frame that just became the box's evidence (its most defect-like): keep references to its crop
+        position and features, so the candidate judges that very frame (matched by identity at the decision)."""
+        if self._candidate is not None:
+            self._observed = _Observed(roi, located, float(score), features)
+
+    def take_observed(self) -> Any:
+        """The box's observation so far, and forget it (the loop calls this when it hands a decision over, so the
+        publisher thread's ``on_decision`` gets this box's frame, not the next box's)."""
+        obs, self._observed = self._observed, None
+        return obs
 
     def on_decision(self, event: dict[str, Any], best: tuple[float, Any, np.ndarray] | None,
-                    live: LoadedModel | None) -> None:
-        """A published decision: queue its best frame for the candidate (skipped and counted if the queue is full)."""
+                    live: LoadedModel | None, observed: Any = _TAKE) -> None:
+        """A published decision: queue its best frame for the candidate (skipped and counted if the queue is full).
+        ``observed``: what ``take_observed`` returned when the decision was made (default: take it now)."""
         cand = self._candidate
-        obs, self._observed = self._observed, None
+        obs = self.take_observed() if observed is _TAKE else observed
         if cand is None or live is None or best is None or event.get("kind") != "model":
             return
         try:
@@ -485,12 +528,35 @@ class ModelControl:
         self.model_dir = Path(cfg.model.dir or Path(cfg.model.path).parent)
         self.candidate_dir = Path(cfg.shadow.dir) / CANDIDATES_DIR
         self._lock = threading.RLock()
-        self.previous: Candidate | None = None  # the package a rollback returns to (with its metrics)
-        self.live_metrics: dict[str, Any] | None = None  # CV metrics of a promoted retrain candidate
+        # the package a rollback returns to: its summary (path, model id, metrics), not a loaded interpreter
+        self.previous: dict[str, Any] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=cfg.shadow.history)
         self.change: dict[str, Any] | None = None  # the last promotion/rollback: part of the retained model doc
         self.retrain_job: dict[str, Any] = {"state": "idle"}
         self._retrain_thread: threading.Thread | None = None
+        self._restore()
+
+    # -- the record that makes a promotion survive a restart ---------------------------------------------------
+    def _restore(self) -> None:
+        """After a restart on the promoted package: what a rollback returns to, and the history, from the record."""
+        rec = read_record(self.cfg)
+        live = self.models.get()
+        if rec is None or live is None or Path(rec["live"]["path"]) != Path(live.classifier.path):
+            return
+        self.previous = rec.get("previous")
+        self.history.extend(reversed(rec.get("history") or []))
+
+    def _write_record(self) -> None:
+        live = self._summary(self.models.get())
+        rec = {"config_model_path": str(self.cfg.model.path), "live": live, "previous": self.previous,
+               "history": list(self.history)[::-1]}
+        path = record_path(self.cfg)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, json.dumps(rec, indent=1, default=str).encode())
+        except OSError as e:
+            log.error("the %s is live, but not recorded in %s (%s): a restart loads model.path",
+                      live["model_id"] if live else None, path, e.strerror or e)
 
     # -- names from the network ----------------------------------------------------------------------------
     def resolve(self, name: str) -> Path:
@@ -506,8 +572,7 @@ class ModelControl:
             raise ControlError(str(first), 404) from None
 
     # -- candidate ---------------------------------------------------------------------------------------
-    def load_candidate(self, path: Path, origin: str = "model.dir", metrics: dict[str, Any] | None = None,
-                       retrain: dict[str, Any] | None = None) -> dict[str, Any]:
+    def load_candidate(self, path: Path, origin: str = "model.dir", retrain: dict[str, Any] | None = None) -> dict[str, Any]:
         """Load and self-test ``path`` and run it in shadow. ControlError (422) if it cannot load or fails."""
         live = self.models.get()
         try:
@@ -518,7 +583,7 @@ class ModelControl:
             raise ControlError("candidate self-test failed: " + "; ".join(model.self_test_failures), 422)
         if live is not None and tuple(model.labels) != tuple(live.labels):
             raise ControlError(f"candidate labels {list(model.labels)} differ from the live model's {list(live.labels)}", 422)
-        cand = Candidate(model, origin, metrics, retrain)
+        cand = Candidate(model, origin, retrain)
         with self._lock:
             self.shadow.set_candidate(cand)
         return self.doc()
@@ -576,9 +641,8 @@ class ModelControl:
             result = fn(package, [d for d in self.feedback_dirs() if Path(d).is_dir()], out, **kwargs)
             cand_path = Path(getattr(result, "candidate", None) or result)
             report = _as_dict(result)
-            cv = report.get("cv")
             progress("loading the candidate")
-            self.load_candidate(cand_path, "retrain", cv if isinstance(cv, dict) else None, report)
+            self.load_candidate(cand_path, "retrain", report)
             self.retrain_job.update(state="done", progress="candidate running in shadow", finished_at=iso_utc(),
                                     seconds=round(time.monotonic() - t0, 2), candidate=str(cand_path), report=report)
             log.info("retrain: candidate %s ready in %.1f s, running in shadow", cand_path, time.monotonic() - t0)
@@ -593,14 +657,11 @@ class ModelControl:
             cand = self.shadow.candidate
             if cand is None:
                 raise ControlError("no candidate to promote (load one with POST /model/candidate or POST /model/retrain)")
-            live = self.models.get()
-            change = self._change("promote", live, self.live_metrics, cand.model, cand.metrics, who)
-            change["shadow"] = self.shadow.doc()
+            change = self._change("promote", self._summary(self.models.get()), self._summary(cand.model), who)
             result = self.swap(cand.path, change=change)
             if not result.ok:
                 raise ControlError(f"promotion refused, the live model stays: {result.reason}", 422)
-            self.previous = Candidate(live, "previous", self.live_metrics) if live is not None else None
-            self.live_metrics = cand.metrics
+            self.previous = change["from"]
             self.shadow.set_candidate(None)
             self._record(change)
         return self.doc()
@@ -609,42 +670,42 @@ class ModelControl:
         with self._lock:
             prev = self.previous
             if prev is None:
-                raise ControlError("nothing to roll back to: no promotion since start")
-            live = self.models.get()
-            change = self._change("rollback", live, self.live_metrics, prev.model, prev.metrics, who)
-            change["shadow"] = self.shadow.doc()
-            result = self.swap(prev.path, change=change)
+                raise ControlError("nothing to roll back to: no promotion on record")
+            change = self._change("rollback", self._summary(self.models.get()), prev, who)
+            result = self.swap(Path(prev["path"]), change=change)
             if not result.ok:
                 raise ControlError(f"rollback refused, the live model stays: {result.reason}", 422)
-            self.previous = Candidate(live, "previous", self.live_metrics) if live is not None else None
-            self.live_metrics = prev.metrics
+            if result.model_id != prev["model_id"]:
+                log.warning("rollback: %s holds %s now, not %s as when it was live", prev["path"], result.model_id,
+                            prev["model_id"])
+            self.previous = change["from"]
             self._record(change)
         return self.doc()
 
-    def _change(self, action: str, old: LoadedModel | None, old_metrics: dict[str, Any] | None, new: LoadedModel,
-                new_metrics: dict[str, Any] | None, who: str | None) -> dict[str, Any]:
-        override = self.cfg.model.threshold
-        return {
-            "action": action,
-            "at": iso_utc(),
-            "who": who,
-            "from": model_summary(old, override, old_metrics),
-            "to": model_summary(new, override, new_metrics),
-        }
+    def _summary(self, model: LoadedModel | None) -> dict[str, Any] | None:
+        return model_summary(model, self.cfg.model.threshold)
+
+    def _change(self, action: str, old: dict[str, Any] | None, new: dict[str, Any] | None,
+                who: str | None) -> dict[str, Any]:
+        return {"action": action, "at": iso_utc(), "who": who, "from": old, "to": new, "shadow": self.shadow.doc()}
 
     def _record(self, change: dict[str, Any]) -> None:
         self.change = change
         self.history.append(change)
+        self._write_record()
         sh = change.get("shadow") or {}
         fm = (change.get("from") or {}).get("metrics") or {}
         tm = (change.get("to") or {}).get("metrics") or {}
+        def f(x: Any) -> str:
+            return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
         log.info(
             "model %s: %s -> %s; metrics from %s (auc %s, recall %s, specificity %s) to %s (auc %s, recall %s, "
             "specificity %s); shadow: %s boxes, agreement %s, %s disagreement(s)",
             change["action"], (change.get("from") or {}).get("model_id"), (change.get("to") or {}).get("model_id"),
-            fm.get("source"), fm.get("auc"), fm.get("recall"), fm.get("specificity"),
-            tm.get("source"), tm.get("auc"), tm.get("recall"), tm.get("specificity"),
-            sh.get("judged"), sh.get("agreement_ratio"), sh.get("disagreed"),
+            fm.get("source"), f(fm.get("auc")), f(fm.get("recall")), f(fm.get("specificity")),
+            tm.get("source"), f(tm.get("auc")), f(tm.get("recall")), f(tm.get("specificity")),
+            sh.get("judged"), f(sh.get("agreement_ratio")), sh.get("disagreed"),
         )
 
     # -- views ---------------------------------------------------------------------------------------------------
@@ -654,22 +715,20 @@ class ModelControl:
         if change is not None:
             prev_id = (change.get("from") or {}).get("model_id")
         else:
-            prev_id = self.previous.model.classifier.model_id if self.previous is not None else None
+            prev_id = self.previous["model_id"] if self.previous is not None else None
         return {"previous_model_id": prev_id, "change": change}
 
     def doc(self) -> dict[str, Any]:
-        override = self.cfg.model.threshold
         cand = self.shadow.candidate
-        prev = self.previous
         candidate = None
         if cand is not None:
-            candidate = model_summary(cand.model, override, cand.metrics)
+            candidate = self._summary(cand.model)
             assert candidate is not None
             candidate.update(origin=cand.origin, since=cand.since, retrain=cand.retrain)
         return {
-            "live": model_summary(self.models.get(), override, self.live_metrics),
+            "live": self._summary(self.models.get()),
             "candidate": candidate,
-            "previous": model_summary(prev.model, override, prev.metrics) if prev is not None else None,
+            "previous": self.previous,
             "shadow": self.shadow.doc(),
             "retrain": dict(self.retrain_job),
             "history": list(self.history)[::-1],

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from edge.api import ApiState, create_app
 from edge.classifier import ModelError
 from edge.daemon import EXIT_OK, Daemon, load_model
+from edge.shadow import active_model_path
 from tests.helpers import (
     RecordingSink,
     ReplayCapture,
@@ -176,15 +177,28 @@ def test_promote_and_rollback_through_the_api_with_real_packages(tmp_path, synth
         back = sink.models[-1]
         assert back["model_id"] == a_id and back["change"]["action"] == "rollback" and back["previous_model_id"] == b_id
         assert [h["action"] for h in api.get("/model", headers=auth).json()["history"]] == ["rollback", "promote"]
+        r = api.post("/model/rollback", headers=auth)  # a rollback of the rollback: b is live again
+        assert r.status_code == 200 and r.json()["live"]["model_id"] == b_id, r.text
     finally:
         d.stop_requested.set()
         t.join(30)
     assert code == [EXIT_OK]
-    assert d.metrics.value(d.metrics.reloads, outcome="ok") == 2
+    assert d.metrics.value(d.metrics.reloads, outcome="ok") == 3
     schema = json.loads((Path(__file__).resolve().parents[1] / "edge" / "model.schema.json").read_text())
     for doc in sink.models:  # the start, the promotion, the rollback: each a valid retained model document
         jsonschema.validate(doc, schema)
-    assert [m["change"] and m["change"]["action"] for m in sink.models] == [None, "promote", "rollback"]
+    assert [m["change"] and m["change"]["action"] for m in sink.models] == [None, "promote", "rollback", "rollback"]
+
+    # A restart keeps the promoted package, and what a rollback returns to (<shadow.dir>/active.json).
+    assert active_model_path(cfg) == b
+    again = Daemon(cfg, load_model(cfg, active_model_path(cfg)), sink=RecordingSink())
+    assert again.models.get().classifier.model_id == b_id
+    assert again.model_control.previous["model_id"] == a_id and len(again.model_control.history) == 3
+    assert again.model_control.rollback()["live"]["model_id"] == a_id
+    assert active_model_path(cfg) == a
+    # a config that names another model.path wins over the record
+    other = shadow_cfg(tmp_path, gt, model={"path": str(b)})
+    assert active_model_path(other) == b and Daemon(other, load_model(other, b)).model_control.previous is None
 
 
 def test_model_changes_need_a_token_like_reload(tmp_path, synth_video, two_packages):
@@ -199,3 +213,18 @@ def test_model_changes_need_a_token_like_reload(tmp_path, synth_video, two_packa
         assert r.status_code == 403 and "api.token" in r.json()["detail"]
     assert client.post("/model/candidate", json={"path": "b.tflite"}).status_code == 403
     assert client.get("/model").json()["live"]["model_id"] == d.models.get().classifier.model_id
+
+
+def test_bench_candidate_times_the_head_on_live_features_only_for_a_head_on_the_live_backbone(
+        tmp_path, tiny_model, few_boxes, two_packages):
+    from edge.bench import bench_shadow, format_shadow
+    from edge.retrain import retrain
+
+    head = retrain(tiny_model, [few_boxes], tmp_path / "cand", min_per_class=4, C=1.0).candidate  # no C search
+    res = bench_shadow(tiny_model, head, threads=1, runs=5, warmup=1)
+    assert res["fast_path"] and res["results"]["candidate_head_on_live_features"]["median_ms"] >= 0
+    assert "judged from the live features" in format_shadow(res)
+    _, other = two_packages  # a full package (same network, another threshold): no head, a second invoke
+    res = bench_shadow(tiny_model, other, threads=1, runs=5, warmup=1)
+    assert not res["fast_path"] and res["results"]["candidate_head_on_live_features"] is None
+    assert res["results"]["candidate_invoke"]["median_ms"] > 0
