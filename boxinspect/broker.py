@@ -39,7 +39,7 @@ class DemoBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, prefer: str = "mosquitto") -> None:
         self.host, self.port, self.prefer = host, port, prefer
         self.kind = "none"
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
