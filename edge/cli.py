@@ -48,7 +48,8 @@ def _retrain(args: argparse.Namespace) -> int:
     print(f"grouped {cv.folds}-fold CV: AUC {cv.auc:.3f}, macro F1 {cv.macro_f1:.3f}, recall {cv.recall:.3f}, "
           f"specificity {cv.specificity:.3f} at threshold {cv.threshold:.3f} ({cv.rule}); "
           f"the live model on the same labels: AUC {live}")
-    print(f"time {res.seconds:.1f} s (features {res.features_seconds:.1f} s, fit {res.fit_seconds:.1f} s), "
+    print(f"time {res.seconds:.1f} s (features {res.features_seconds:.1f} s, fit {res.fit_seconds:.1f} s; CPU "
+          f"{res.cpu_seconds:.1f} s), "
           f"peak memory {res.peak_rss_mb:.0f} MiB; report {res.report}")
     if args.json_out:
         text = json.dumps(res.to_json(), indent=1) + "\n"
@@ -185,7 +186,9 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
                         "DEFAULT_MIN_PER_CLASS; a 5-fold CV then tests ~4 images of the class per fold)")
     p.add_argument("--C", type=float, default=None, help="fix the regularisation C instead of choosing it by CV")
     p.add_argument("--name", default=None, help="candidate name (default <parent>-head-<UTC time>)")
-    p.add_argument("--threads", type=int, default=1, help="interpreter threads for the features (default 1)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="threads for the features: image decode + box crop in parallel, and the interpreter "
+                        "(default 2; beside a running daemon on a 2-core device use 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the CV folds (default 0)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON ('-' = stdout)")
     p.set_defaults(func=_retrain)

@@ -735,6 +735,20 @@ class ModelControl:
         }
 
 
+PATH_KEYS = ("path", "out_dir", "report", "candidate", "package", "label_dirs", "sources")
+
+
+def _without_paths(doc: Any) -> Any:
+    """``doc`` without file-system paths (for the open page): keys naming files or folders are dropped where
+    their value is a string or a list of strings."""
+    if isinstance(doc, dict):
+        return {k: _without_paths(v) for k, v in doc.items()
+                if not (k in PATH_KEYS and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))))}
+    if isinstance(doc, list):
+        return [_without_paths(x) for x in doc]
+    return doc
+
+
 def _as_dict(result: Any) -> dict[str, Any]:
     """A retrain result (dataclass, pydantic model, dict or path) as JSON-able data."""
     if hasattr(result, "to_json"):
@@ -803,9 +817,10 @@ def install_model_api(app: FastAPI, state: Any, control: ModelControl, auth: lis
     def get_model() -> dict[str, Any]:
         return control.doc()
 
-    @r.get("/ui/model", summary="The operator page's Model panel (same as GET /model, read-only)", tags=["operator page"])
+    @r.get("/ui/model", summary="The operator page's Model panel: GET /model without file paths, plus the "
+           "disagreement queue (read-only, open like the page)", tags=["operator page"])
     def ui_model(limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
-        d = control.doc()
+        d: dict[str, Any] = _without_paths(control.doc())
         d["disagreements"] = control.shadow.store.items(limit)
         return d
 

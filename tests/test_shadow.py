@@ -79,6 +79,7 @@ def test_shadow_counts_agreements_and_keeps_disagreements_for_review(tmp_path, s
     assert kept == sorted(e["event_id"] for e in defects)
     client = TestClient(create_app(d.state))
     view = client.get("/ui/model").json()
+    assert str(tmp_path) not in json.dumps(view)  # the open page's view names no file paths
     assert view["candidate"]["model_id"] == "cand@0000000000c1" and view["shadow"]["disagreed"] == len(defects)
     first = view["disagreements"][0]
     assert first["live"]["label"] == "defective" and first["candidate"]["label"] == "ok"
