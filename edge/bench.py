@@ -329,7 +329,7 @@ def bench_decode(source: str | Path, seconds: float) -> dict[str, Any]:
 def _roi_frames(source: str | Path, roi: Any, limit: int) -> list[np.ndarray]:
     from edge.roi import crop
 
-    frames = []
+    frames: list[np.ndarray] = []
     cap = cv2.VideoCapture(str(source))
     try:
         while len(frames) < limit:
@@ -395,8 +395,8 @@ def _daemon_config(workdir: Path, source: str, model: str, threads: int, roi: An
     }
     for key, value in (overrides or {}).items():
         node = cfg
-        *path, last = key.split(".")
-        for p in path:
+        *parents, last = key.split(".")
+        for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
     path = workdir / "daemon.yaml"
@@ -527,7 +527,7 @@ def bench_pipeline(source: str, model: str, threads: int = 1, duration: float = 
     daemon = analyse_trace(tr)
     daemon["process"] = child
     limit = min(decode["fps"], invoke["fps"])
-    ratios = {
+    ratios: dict[str, Any] = {
         "throughput_over_limit": round(daemon["throughput_fps"] / limit, 3) if daemon["throughput_fps"] else None,
         "limit": "decode" if decode["fps"] <= invoke["fps"] else "invoke",
         "e2e_p99_over_invoke_p99": (round(daemon["e2e_read_to_puback"]["p99_ms"] / invoke["p99_ms"], 2)
@@ -619,7 +619,7 @@ def _idle_video(source: str, out: Path, seconds: float = 20.0, noise: float = 2.
     if not ok:
         raise ValueError(f"the source {source} delivered no frame")
     h, w = first.shape[:2]
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
     rng = np.random.default_rng(0)
     base = first.astype(np.float32)
     for _ in range(int(seconds * fps)):

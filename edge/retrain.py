@@ -161,9 +161,9 @@ def list_labelled(label_dirs: list[Path], labels: list[str]) -> _Labelled:
 def _groups(rel: list[str], hashes: np.ndarray) -> np.ndarray:
     """Near-duplicate clusters joined with the views of one part (training/split.py, TensorFlow-free)."""
     from edge.fusion import part_keys
-    from training.split import merge_by_key, near_duplicate_groups
+    from training.split import merge_groups, near_duplicate_groups
 
-    return np.asarray(merge_by_key(near_duplicate_groups(hashes), part_keys(rel)), dtype=np.int64)
+    return np.asarray(merge_groups(near_duplicate_groups(hashes).tolist(), part_keys(rel)), dtype=np.int64)
 
 
 def _candidate_name(parent: str) -> str:

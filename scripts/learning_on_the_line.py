@@ -47,7 +47,7 @@ def _groups(images, rel: list[str]) -> np.ndarray:
         raise SystemExit(f"unreadable images: {loaded.unreadable[:3]}")
     hashes = np.stack([split_mod.image_hashes(px) for px in loaded.pixels])
     dup = split_mod.near_duplicate_groups(hashes, split_mod.DEFAULT_DUP_THRESHOLD)
-    return cv_mod.merge_groups(dup.tolist(), cv_mod.part_ids(rel))
+    return split_mod.merge_groups(dup.tolist(), cv_mod.part_ids(rel))
 
 
 def _steps(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, list[tuple[float, np.ndarray]]]:
