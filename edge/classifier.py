@@ -243,8 +243,10 @@ class Classifier:
                              f"{meta.features.dim} values)")
         clf = cls(p, meta, runner)
         log.info(
-            "loaded %s (%s, input %dx%d %s, threshold %.3f) runtime=%s delegate=%s threads=%d",
+            "loaded %s (%s, input %dx%d %s, threshold %.3f%s) runtime=%s delegate=%s threads=%d",
             clf.model_id, meta.format, runner.width, runner.height, meta.input.dtype, clf.threshold,
+            (f", head-only on {meta.head.parent_model_id or 'its backbone'}" if meta.head is not None
+             else ", features output" if meta.features is not None else ""),
             clf.runtime_name, clf.delegate, num_threads,
         )
         return clf

@@ -143,6 +143,12 @@ def _cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, repeats: i
     return {"auc_mean": float(np.mean(aucs)), "auc_sd": float(np.std(aucs, ddof=1)), "aucs": aucs, "C": cs}
 
 
+def pkg_id(pkg: Path) -> str:
+    from edge.model_package import load_metadata
+
+    return load_metadata(pkg).model_id
+
+
 def _plot(path: Path, rows: list[dict], reference: float | None) -> None:
     import matplotlib
 
@@ -201,8 +207,20 @@ def main() -> None:
     unseen = np.setdiff1d(np.arange(len(y)), base)
     reference = float(roc_auc_score(y[unseen], live[unseen]))
     log.info("deployed 25%% model on the %d images it never saw: AUC %.3f", len(unseen), reference)
-    rows = []
-    for frac, idx in steps:
+    # coarse steps first (25, 45, 65, 85, 100%), then the ones between: the curve is usable early; the JSON
+    # and the plot are rewritten after every step, and a rerun resumes from the JSON
+    order = [0.25, 0.45, 0.65, 0.85, 1.0, 0.35, 0.55, 0.75, 0.95]
+    by_frac = dict(steps)
+    rows: list[dict] = []
+    if args.json and args.json.is_file():
+        old = json.loads(args.json.read_text())
+        if (old.get("folds"), old.get("repeats"), old.get("package_id")) == (args.folds, args.repeats,
+                                                                            pkg_id(pkg)):
+            rows = old["steps"]
+    for frac in order:
+        idx = by_frac[frac]
+        if any(r["fraction"] == frac for r in rows):
+            continue
         row: dict = {"fraction": frac, "n": int(len(idx)), "n_positive": int(y[idx].sum())}
         for arm, x in (("device", xd), ("tf", xt)):
             t1 = time.monotonic()
@@ -211,17 +229,18 @@ def main() -> None:
         log.info("%3.0f%% (%d images): on-device AUC %.3f ± %.3f, TF retrain AUC %.3f ± %.3f", 100 * frac,
                  len(idx), row["device"]["auc_mean"], row["device"]["auc_sd"], row["tf"]["auc_mean"],
                  row["tf"]["auc_sd"])
-        rows.append(row)
-    out = {"data": str(args.data), "n": int(len(y)), "n_groups": int(len(np.unique(groups))),
-           "folds": args.folds, "repeats": args.repeats, "seed": args.seed, "package": str(pkg),
-           "device_features_seconds": round(dev_sec, 1), "deployed_on_unseen_auc": reference,
-           "steps": rows, "wall_s": round(time.monotonic() - t0, 1)}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
-    if args.plot:
-        _plot(args.plot, rows, reference)
-    log.info("done in %.0f s", out["wall_s"])
+        rows = sorted([*rows, row], key=lambda r: r["fraction"])
+        out = {"data": str(args.data), "n": int(len(y)), "n_groups": int(len(np.unique(groups))),
+               "folds": args.folds, "repeats": args.repeats, "seed": args.seed, "package": str(pkg),
+               "package_id": pkg_id(pkg), "device_features_seconds": round(dev_sec, 1),
+               "deployed_on_unseen_auc": reference, "n_unseen": int(len(unseen)),
+               "steps": rows, "wall_s": round(time.monotonic() - t0, 1)}
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=1) + "\n")
+        if args.plot:
+            _plot(args.plot, rows, reference)
+    log.info("done in %.0f s", time.monotonic() - t0)
 
 
 if __name__ == "__main__":

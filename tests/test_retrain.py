@@ -230,3 +230,30 @@ def test_retrain_on_synthetic_boxes_gives_a_sane_candidate(tensorflow_here: None
     assert roc_auc_score(y, s) > 0.9
     pred = s >= cand.threshold
     assert np.mean(pred == (y == 1)) > 0.8  # at the chosen operating point, most held-out boxes are right
+
+
+def test_a_package_without_features_still_loads(tensorflow_here: None, tiny_run: Path, float_model: Path,
+                                                tmp_path: Path):
+    """A package converted before issue 11: one output, no ``features`` in its sidecar. It loads, scores as
+    before, says it has no features, and retrain refuses it with one sentence."""
+    import keras
+
+    from convert.tflite import _convert_bytes
+    from edge.model_package import ModelMetadata, write_metadata
+
+    model = keras.models.load_model(tiny_run / "model.keras", compile=False)
+    old = tmp_path / "old.tflite"
+    old.write_bytes(_convert_bytes(model, "float32", None))  # the convert step without the features output
+    doc = json.loads(sidecar_path(float_model).read_text())
+    doc.update(features=None, cv_metrics=None, sha256=sha256_file(old), size_bytes=old.stat().st_size)
+    del doc["package_sha256"]
+    write_metadata(ModelMetadata.model_validate(doc), old)
+    clf = Classifier.load(old, num_threads=1)
+    assert not clf.has_features and clf.backbone_sha256 is None and clf.runner.features_position is None
+    assert clf.self_test() == []  # the float32 golden scores: the same network, so the same scores
+    rgb = np.zeros((clf.metadata.input.height, clf.metadata.input.width, 3), np.uint8)
+    s, f = clf.score_features_rgb(rgb)
+    assert f is None and s == clf.score_rgb(rgb)
+    (tmp_path / "labels" / "defective").mkdir(parents=True)
+    with pytest.raises(RetrainError, match="no features output"):
+        retrain(old, [tmp_path / "labels"], tmp_path / "out")
