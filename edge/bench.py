@@ -361,6 +361,7 @@ def bench_preprocess(clf: Classifier, rois: list[np.ndarray], presence: Any, sec
     from edge.decision import ForegroundDetector
 
     fg = ForegroundDetector(presence)
+    bg: tuple[int, np.ndarray] | None = None
     pres, model_in = [], []
     end = time.monotonic() + seconds
     i = 0
@@ -369,7 +370,9 @@ def bench_preprocess(clf: Classifier, rois: list[np.ndarray], presence: Any, sec
         t0 = time.perf_counter()
         fg.measure(roi)
         t1 = time.perf_counter()
-        clf.preprocess(roi, None, fg.mog.getBackgroundImage() if fg.seen > presence.learning_frames else None)
+        if fg.seen > presence.learning_frames and (bg is None or bg[0] != fg.version):
+            bg = (fg.version, fg.mog.getBackgroundImage())  # as the daemon: one image per state of the model
+        clf.preprocess(roi, None, bg[1] if bg is not None else None)
         t2 = time.perf_counter()
         pres.append(t1 - t0)
         model_in.append(t2 - t1)

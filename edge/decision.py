@@ -198,6 +198,7 @@ class ForegroundDetector:
         self.stuck = 0
         self.last_fraction = 0.0
         self._last = None
+        self.version = getattr(self, "version", 0) + 1
         if not keep_old:
             self.shape: tuple[int, ...] | None = None
         self.mask: np.ndarray | None = None
@@ -278,6 +279,7 @@ class ForegroundDetector:
             if cv2.countNonZero(old) / old.size < self.freeze_fraction:
                 log.info("presence: the ROI looks like the empty belt learned before again; restored that background")
                 self.mog = self._old
+                self.version += 1
                 self._old = self._old_bg = None
                 self.seen = self.cfg.learning_frames
                 self.stuck = 0
@@ -288,6 +290,8 @@ class ForegroundDetector:
         freeze = in_passage or self.last_fraction >= self.freeze_fraction
         rate = -1.0 if learning else (0.0 if freeze else 1.0 / self.cfg.fg_history)
         mask = self.mog.apply(small, learningRate=rate)
+        if rate != 0.0:
+            self.version += 1  # the background model changed (frozen while a box is in view)
         if learning:
             return Foreground(0.0, False, True)
         mask = self._clean(mask)
@@ -333,6 +337,7 @@ class ContinuousDecider:
         self._hyst = False
         self._present = False
         self._cache: tuple[np.ndarray, Foreground] | None = None
+        self._background: tuple[tuple[int, int], np.ndarray] | None = None
         self.passages = 0  # decided passages
         self.discarded = 0  # passages shorter than min_frames
 
@@ -469,7 +474,10 @@ class ContinuousDecider:
         fg = self.fg
         if fg is None or fg.seen <= self.presence_cfg.learning_frames:
             return None
-        return fg.mog.getBackgroundImage()
+        key = (fg.version, id(fg.mog))
+        if self._background is None or self._background[0] != key:  # one image per state of the model: the
+            self._background = (key, fg.mog.getBackgroundImage())   # localiser converts it once per box
+        return self._background[1]
 
     def no_box(self, frame_index: int, captured_at: float) -> str | None:
         """A frame the decider asked to score had no box: continuous mode just does not score it (a passage
