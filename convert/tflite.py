@@ -8,6 +8,12 @@ Formats:
 Dynamic-range quantisation is deliberately not offered: measured slower than float32 on x86 and ARM with
 XNNPACK, and int8 beats it on size and speed (docs/BENCHMARKS.md).
 
+Every package also exports the backbone's pooled features as a second output of the same .tflite: the
+input of the model's final Dense head (``p_defect``), i.e. the global-average-pooled MobileNetV2 features
+(mean of the image's and its mirror's with flip TTA). The sidecar's ``features`` names that output and holds
+``backbone_sha256`` (edge/backbone.py), so ``boxinspect retrain`` can fit a new head on the device
+(edge/retrain.py) and the daemon can score a candidate head in shadow from the live model's features.
+
 The gate evaluates the TFLite model next to the Keras model on the held-out test split with the SAME
 preprocessing the edge uses (edge.model_package.model_input: the run's box crop, then resize), so the
 difference measured is the conversion alone. Calibration images and golden samples are crops too. If macro F1 or AUC drops more than the margins, GateError is raised and the package is
@@ -29,10 +35,13 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from edge.backbone import backbone_digest
 from edge.classifier import Runner
 from edge.localize import NO_CROP, CropSpec, crop_from_config
 from edge.model_package import (
     PREPROCESSING_TEXT,
+    CVMetrics,
+    FeaturesSpec,
     GoldenSample,
     InputSpec,
     ModelMetadata,
@@ -234,6 +243,62 @@ def _convert_bytes(model, fmt: str, representative: np.ndarray | None) -> bytes:
     return data
 
 
+HEAD_LAYER = "p_defect"
+
+
+def _with_features(model: Any) -> tuple[Any, str]:
+    """The Keras model with a second output: the input of its final Dense head (the pooled backbone
+    features). Returns (model, head layer name); (model, "") when no such head is found (then the package has
+    no features output and cannot be retrained on the device)."""
+    import keras
+
+    head = None
+    try:
+        head = model.get_layer(HEAD_LAYER)
+    except ValueError:
+        dense = [lyr for lyr in model.layers if isinstance(lyr, keras.layers.Dense)]
+        head = dense[-1] if dense and dense[-1] is model.layers[-1] else None
+    if head is None:
+        log.warning("no final Dense layer %r found: the package gets no features output", HEAD_LAYER)
+        return model, ""
+    feats = head.input
+    if len(feats.shape) != 2 or not feats.shape[-1] or int(feats.shape[-1]) < 2:
+        log.warning("the head's input has shape %s, not (None, D): no features output", feats.shape)
+        return model, ""
+    return keras.Model(model.inputs, [model.outputs[0], feats], name=f"{model.name}_with_features"), head.name
+
+
+def _features_spec(runner: Runner, path: Path, layer: str) -> FeaturesSpec | None:
+    if runner.features_position is None or runner.features_name is None:
+        return None
+    q = runner.features_quant
+    return FeaturesSpec(
+        output_name=runner.features_name, output_position=runner.features_position, dim=runner.features_dim,
+        dtype=str(runner.features_dtype), quantization=QuantParams(scale=q[0], zero_point=q[1]) if q else None,
+        layer=f"input of {layer}", backbone_sha256=backbone_digest(path, runner.features_name),
+    )
+
+
+def _cv_metrics(run: RunInfo) -> CVMetrics | None:
+    """The linear recipe's out-of-fold operating point (train_config.json), as the package's CV metrics."""
+    op = run.config.get("operating_point") or {}
+    if "oof_roc_auc" not in op:
+        return None
+    rec, spec = op.get("recall"), op.get("specificity")
+    f1 = None
+    if rec is not None and spec is not None and op.get("n_defect") is not None and op.get("n_good") is not None:
+        tp, fn = rec * op["n_defect"], (1 - rec) * op["n_defect"]
+        tn, fp = spec * op["n_good"], (1 - spec) * op["n_good"]
+        f1p = 2 * tp / max(1e-12, 2 * tp + fp + fn)
+        f1n = 2 * tn / max(1e-12, 2 * tn + fn + fp)
+        f1 = (f1p + f1n) / 2
+    return CVMetrics(
+        n=int(op.get("n", 0)), auc=float(op["oof_roc_auc"]), macro_f1=f1, recall=rec, specificity=spec,
+        threshold=op.get("threshold"), rule=str(op.get("rule", "")), C=run.config.get("C_chosen"),
+        folds=5, note=str(op.get("chosen_on", "out-of-fold scores of train+val (grouped CV)")),
+    )
+
+
 def _versions() -> dict[str, str]:
     return installed_versions("boxinspect", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opencv-python-headless")
 
@@ -421,6 +486,7 @@ def _split_counts(run: RunInfo) -> dict[str, dict[str, int]]:
 def _metadata(
     run: RunInfo, fmt: str, out: Path, keras_path: Path, runner: Runner, h: int, w: int, threshold: float,
     threshold_source: str, metrics: PackageMetrics | None, rep_n: int, golden: list[GoldenSample],
+    features: FeaturesSpec | None = None,
 ) -> ModelMetadata:
     """Step 8: the sidecar for the (already renamed) ``out``."""
     return ModelMetadata(
@@ -452,6 +518,8 @@ def _metadata(
         versions=_versions(),
         golden=golden,
         golden_tolerance=_golden_tolerance(fmt, runner.output_quant),
+        features=features,
+        cv_metrics=_cv_metrics(run),
     )
 
 
@@ -509,7 +577,8 @@ def convert_run(
     ev = _eval_images(by_split, h, w, gate, run.crop)
 
     log.info("converting %s to %s", keras_path, fmt)
-    tmp = _write_tmp(out, _convert_bytes(model, fmt, rep))
+    export, head_layer = _with_features(model)
+    tmp = _write_tmp(out, _convert_bytes(export, fmt, rep))
     try:
         with native_output_to_log("LiteRT"):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
             runner = Runner(tmp, num_threads=2)
@@ -518,9 +587,10 @@ def convert_run(
             threshold, threshold_source = _recalibrated_threshold(run, runner, by_split, fmt, h, w)
         outcome = _compare(run, model, runner, ev, fmt, threshold, gate, max_f1_drop, max_auc_drop)
         golden = _golden_samples(run, runner, ev)
+        features = _features_spec(runner, tmp, head_layer) if head_layer else None
         tmp.replace(out)
         meta = _metadata(run, fmt, out, keras_path, runner, h, w, threshold, threshold_source, outcome.metrics,
-                         0 if rep is None else len(rep), golden)
+                         0 if rep is None else len(rep), golden, features)
         write_metadata(meta, out)
     finally:
         if tmp.exists():

@@ -5,7 +5,8 @@ atomically on reload), the camera, the MQTT sink, the metrics, the recent decisi
 The API reads that state; it never drives the inspection loop itself (reload and trigger go through the
 callables the daemon hands over).
 
-Endpoints: /healthz /readyz /predict /status /snapshot.jpg /events /metrics, POST /reload, POST /trigger.
+Endpoints: /healthz /readyz /predict /status /snapshot.jpg /events /metrics, POST /reload, POST /trigger; the
+model's life cycle (/model, candidate, retrain, promote, rollback) from edge/shadow.py.
 With ``api.token`` set, everything but /healthz, /metrics and the operator page's read-only views (``/``,
 ``GET /ui/*``, edge/operator.py) needs ``Authorization: Bearer <token>``.
 """
@@ -78,6 +79,7 @@ class ApiState:
     counters: Callable[[], dict[str, Any]] | None = None  # live loop figures (fps, frames) from the daemon
     heartbeat: Heartbeat | None = None  # the inspection loop's pulse: /healthz fails when it stops
     operator: Any = None  # edge.operator.OperatorState: the page's images, rates, feedback (made by create_app if None)
+    model_control: Any = None  # edge.shadow.ModelControl: candidate in shadow, retrain, promote, rollback (/model*)
 
     def threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.config.model.threshold)
@@ -597,6 +599,10 @@ def create_app(state: ApiState) -> FastAPI:
     from edge.operator import install_operator
 
     install_operator(app, state, auth)
+    if state.model_control is not None:
+        from edge.shadow import install_model_api
+
+        install_model_api(app, state, state.model_control, auth, token is not None)
 
     return app
 

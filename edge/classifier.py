@@ -91,9 +91,23 @@ class Runner:
                 f"{self.path}: corrupt or unsupported .tflite for runtime {self.runtime_name} ({_one_line(e)})"
             ) from e
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
-            raise ModelError(f"{self.path}: expected 1 input and 1 output tensor, got {len(ins)} and {len(outs)}")
-        self._in, self._out = ins[0], outs[0]
+        if len(ins) != 1 or len(outs) not in (1, 2):
+            raise ModelError(f"{self.path}: expected 1 input and 1 or 2 output tensors (score, features), got "
+                             f"{len(ins)} and {len(outs)}")
+        self._in = ins[0]
+        # the score is the 1-value output; a second output is the pooled features (model_package.FeaturesSpec)
+        sizes = [int(np.prod(o["shape"])) for o in outs]
+        if 1 not in sizes or (len(outs) == 2 and sizes.count(1) != 1):
+            raise ModelError(f"{self.path}: expected one output with a single value (the score), got shapes "
+                             f"{[tuple(int(x) for x in o['shape']) for o in outs]}")
+        self.score_position = sizes.index(1)
+        self._out = outs[self.score_position]
+        self.features_position: int | None = None if len(outs) == 1 else 1 - self.score_position
+        self._feat = outs[self.features_position] if self.features_position is not None else None
+        self.features_name: str | None = None if self._feat is None else str(self._feat["name"])
+        self.features_dim = 0 if self._feat is None else sizes[self.features_position]  # type: ignore[index]
+        self.features_dtype = None if self._feat is None else np.dtype(self._feat["dtype"])
+        self.features_quant = None if self._feat is None else self._quant(self._feat)
         shape = tuple(int(x) for x in self._in["shape"])
         if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
             raise ModelError(f"{self.path}: expected input shape (1, H, W, 3), got {shape}")
@@ -156,6 +170,31 @@ class Runner:
     def run(self, rgb: np.ndarray) -> float:
         return self.invoke(self.set_input(rgb))
 
+    def invoke_features(self, tensor: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """Like :meth:`invoke`, and also the dequantised features output (float32 (D,); None if the model has
+        none), from the same invoke."""
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+            out = self._interp.get_tensor(self._out["index"]).reshape(-1)
+            feat = None if self._feat is None else self._interp.get_tensor(self._feat["index"]).reshape(-1).copy()
+        if out.size != 1:
+            raise ModelError(f"{self.path}: expected one output value, got {out.size}")
+        value = float(out[0])
+        if self.output_quant is not None and self.output_dtype != np.float32:
+            scale, zp = self.output_quant
+            value = (value - zp) * scale
+        if feat is not None:
+            if self.features_quant is not None and self.features_dtype != np.float32:
+                scale, zp = self.features_quant
+                feat = (feat.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+            else:
+                feat = feat.astype(np.float32, copy=False)
+        return value, feat
+
+    def run_features(self, rgb: np.ndarray) -> tuple[float, np.ndarray | None]:
+        return self.invoke_features(self.set_input(rgb))
+
 
 class Classifier:
     """A verified model package ready to score frames. Build it with :meth:`load`."""
@@ -166,6 +205,8 @@ class Classifier:
         self.runner = runner
         self.threshold: float = metadata.threshold
         self.model_id = metadata.model_id  # covers the .tflite and the sidecar (edge/model_package.py)
+        # head-only package: a numpy head on the features output replaces the score output
+        self._head = metadata.head.folded() if metadata.head is not None else None
 
     @property
     def runtime_name(self) -> str:
@@ -195,10 +236,17 @@ class Classifier:
             )
         if str(runner.input_dtype) != meta.input.dtype:
             raise ModelError(f"{p}: input dtype {runner.input_dtype} does not match metadata {meta.input.dtype}")
+        if meta.features is not None and (runner.features_dim != meta.features.dim
+                                          or runner.features_position != meta.features.output_position):
+            raise ModelError(f"{p}: features output (position {runner.features_position}, {runner.features_dim} "
+                             f"values) does not match metadata (position {meta.features.output_position}, "
+                             f"{meta.features.dim} values)")
         clf = cls(p, meta, runner)
         log.info(
-            "loaded %s (%s, input %dx%d %s, threshold %.3f) runtime=%s delegate=%s threads=%d",
+            "loaded %s (%s, input %dx%d %s, threshold %.3f%s) runtime=%s delegate=%s threads=%d",
             clf.model_id, meta.format, runner.width, runner.height, meta.input.dtype, clf.threshold,
+            (f", head-only on {meta.head.parent_model_id or 'its backbone'}" if meta.head is not None
+             else ", features output" if meta.features is not None else ""),
             clf.runtime_name, clf.delegate, num_threads,
         )
         return clf
@@ -213,10 +261,45 @@ class Classifier:
     def score(self, bgr: np.ndarray, located: Located | None = None) -> float:
         """P(positive class) for a BGR uint8 image of any size (OpenCV order), cropped as the package says
         (at ``located`` if given, else wherever the localiser finds the box, else the whole image)."""
+        if self._head is not None:
+            return self.score_features(bgr, located)[0]
         return self.runner.run(self.preprocess(bgr, located))
+
+    @property
+    def has_features(self) -> bool:
+        """The package exports the backbone's pooled features (``score_features`` returns them)."""
+        return self.metadata.features is not None
+
+    @property
+    def backbone_sha256(self) -> str | None:
+        """Equal for two packages whose features are identical (edge/backbone.py); None without features."""
+        return self.metadata.backbone_sha256
+
+    def head_score(self, features: np.ndarray) -> float:
+        """This package's score for a feature vector of a package with the same ``backbone_sha256``: its head
+        if it is head-only; ValueError for a package whose score is the .tflite's own output."""
+        if self._head is None:
+            raise ValueError(f"{self.model_id} has no numpy head: its score is the .tflite output")
+        w, b = self._head
+        z = float(np.dot(np.asarray(features, np.float64), w) + b)
+        return 1.0 / (1.0 + float(np.exp(-min(max(z, -500.0), 500.0))))
+
+    def score_features(self, bgr: np.ndarray, located: Located | None = None) -> tuple[float, np.ndarray | None]:
+        """(score, pooled features float32 (D,) or None) for a BGR image, from ONE invoke; the score is what
+        :meth:`score` returns (the head's for a head-only package)."""
+        return self.score_features_rgb(self.preprocess(bgr, located))
+
+    def score_features_rgb(self, rgb: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """:meth:`score_features` for an RGB image already at the model input size."""
+        s, feat = self.runner.run_features(rgb)
+        if self._head is not None and feat is not None:
+            s = self.head_score(feat)
+        return s, feat
 
     def score_rgb(self, rgb: np.ndarray) -> float:
         """Score an RGB image already at the model input size (golden samples, convert's evaluation)."""
+        if self._head is not None:
+            return self.score_features_rgb(rgb)[0]
         return self.runner.run(rgb)
 
     def predict(self, bgr: np.ndarray, threshold: float | None = None) -> Prediction:

@@ -1,4 +1,4 @@
-"""Edge subcommands: run, predict, config check, bench. Handlers import their modules lazily."""
+"""Edge subcommands: run, predict, config check, bench, retrain. Handlers import their modules lazily."""
 
 from __future__ import annotations
 
@@ -21,6 +21,43 @@ def _bench(args: argparse.Namespace) -> int:
     from edge import bench
 
     return bench.main(args)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    """Fit a new head on labelled folders; print the candidate and its CV metrics (stdout), errors to stderr."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from edge.classifier import ModelError
+    from edge.retrain import DEFAULT_MIN_PER_CLASS, RetrainError, retrain
+
+    try:
+        res = retrain(Path(args.package), [Path(d) for d in args.label_dirs], Path(args.out),
+                      target_recall=args.target_recall, cost_ratio=args.cost_ratio,
+                      min_per_class=DEFAULT_MIN_PER_CLASS if args.min_per_class is None else args.min_per_class, C=args.C, name=args.name, num_threads=args.threads,
+                      seed=args.seed)
+    except (RetrainError, ModelError) as e:
+        sys.stderr.write(f"retrain: {e}\n")
+        return 2
+    cv = res.cv
+    live = f"{res.live_auc:.3f}" if res.live_auc is not None else "n/a"
+    print(f"candidate: {res.candidate}  ({res.model_id}, parent {res.parent_model_id})")
+    print(f"labels: {', '.join(f'{c} {n}' for c, n in res.counts.items())}; {cv.groups} groups; "
+          f"C = {cv.C:g}")
+    print(f"grouped {cv.folds}-fold CV: AUC {cv.auc:.3f}, macro F1 {cv.macro_f1:.3f}, recall {cv.recall:.3f}, "
+          f"specificity {cv.specificity:.3f} at threshold {cv.threshold:.3f} ({cv.rule}); "
+          f"the live model on the same labels: AUC {live}")
+    print(f"time {res.seconds:.1f} s (features {res.features_seconds:.1f} s, fit {res.fit_seconds:.1f} s; CPU "
+          f"{res.cpu_seconds:.1f} s), "
+          f"peak memory {res.peak_rss_mb:.0f} MiB; report {res.report}")
+    if args.json_out:
+        text = json.dumps(res.to_json(), indent=1) + "\n"
+        if args.json_out == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json_out).write_text(text, encoding="utf-8")
+    return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -56,6 +93,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--config", "-c", required=True, help="YAML config (see deploy/config.example.yaml)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (testing)")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="write frame and decision timestamps (frame read .. MQTT PUBACK) to FILE at exit, for "
+                        "`boxinspect bench pipeline` (costs two clock reads per frame)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser(
@@ -77,15 +117,81 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "bench",
-        help="measure model latency (median, p90, p99) per runtime and thread count",
-        description="Time the interpreter on the model's golden samples or random input; results go to docs/BENCHMARKS.md.",
+        help="measure model latency (median, p90, p99) per runtime and thread count, or the whole pipeline",
+        description="`bench MODEL`: time the interpreter on the model's golden samples or random input. "
+                    "`bench pipeline --source VIDEO --model MODEL`: decode, invoke, preprocessing and the whole daemon "
+                    "(pace fast, MQTT to a real broker, evidence and API on) with the end-to-end latency frame read -> "
+                    "PUBACK and the ratios to the limit. `bench idle --source VIDEO --model MODEL`: the daemon's CPU with "
+                    "the belt empty and still. `bench soak --source VIDEO --model MODEL --duration 600`: RSS of the daemon at "
+                    "pace fast, sampled every 10 s. Results go to docs/BENCHMARKS.md.",
     )
-    p.add_argument("model", help="the .tflite file")
-    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("model", help="the .tflite file, or `pipeline`, `idle` or `soak`")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2; pipeline/idle: the first)")
     p.add_argument("--runs", type=int, default=200, help="timed invocations per setting (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed invocations first (default 20)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file")
+    p.add_argument("--source", default=None, help="pipeline/idle/soak: the video file (e.g. from `boxinspect synth --video`)")
+    p.add_argument("--model", dest="pipeline_model", default=None, help="pipeline/idle/soak: the .tflite model package")
+    p.add_argument("--duration", type=float, default=30.0, help="pipeline/idle: seconds the daemon runs (default 30)")
+    p.add_argument("--roi", default=None, metavar="X,Y,W,H",
+                   help="pipeline/idle: the ROI (default: from VIDEO's .json written by synth, else the whole frame)")
+    p.add_argument("--broker", default="127.0.0.1:1883",
+                   help="pipeline: MQTT broker host:port (default 127.0.0.1:1883; one is started there if none answers)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="pipeline/idle: daemon config override, e.g. decision.presence.fg_resize=area (repeatable)")
+    p.add_argument("--candidate", default=None, metavar="PACKAGE",
+                   help="time shadow mode instead: this candidate beside MODEL (first --threads value)")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "retrain",
+        help="fit a new head for a deployed model from labelled boxes, on the device (no TensorFlow)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Teach the deployed model from the line's own labels, on the device, in seconds.
+
+The backbone of the deployed package (the .tflite) stays as it is; only its last layer, a logistic
+"head" on the backbone's pooled features, is fitted again, on every labelled image you give:
+the operator page's feedback/ folder (feedback/<class>/*.jpg) and, if you like, the data set the
+model was trained on (any folder-per-class data set with the model's class names). Each image is
+cropped and resized exactly as the daemon does, the features come from the same .tflite.
+
+C (how strongly the head is regularised) and the threshold are chosen by grouped 5-fold
+cross-validation, with the same rules as `boxinspect train`: near-duplicate photos and the views of
+one part stay in one fold; the threshold minimises cost-ratio x missed defects + false rejects
+(default cost ratio 2), or meets --target-recall. The result is a CANDIDATE package in --out: the
+same .tflite (hardlinked) and a sidecar carrying the new head, its threshold and its CV metrics.
+Nothing deployed changes: run the candidate in shadow, then promote it (operator page, or the API),
+or point model.path at it.""",
+        epilog="""\
+examples:
+  boxinspect retrain /opt/models/model_int8.tflite /var/lib/boxinspect/feedback --out /var/lib/boxinspect/candidates
+  boxinspect retrain model_int8.tflite feedback/ data/line/ --out candidates/ --target-recall 0.95
+
+It refuses (exit 2, one sentence) when a class has fewer than --min-per-class images, and when the
+package was converted before on-device retraining existed (no features output: convert it again).
+Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""",
+    )
+    p.add_argument("package", help="the deployed .tflite (its sidecar <package>.json beside it)")
+    p.add_argument("label_dirs", nargs="+", metavar="LABEL_DIR",
+                   help="folder(s) with one sub-folder per class of the model, e.g. the daemon's feedback/")
+    p.add_argument("--out", required=True, help="folder for the candidate package (created if missing)")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--target-recall", type=float, default=None,
+                      help="threshold: the highest with out-of-fold defect recall >= this (e.g. 0.95)")
+    rule.add_argument("--cost-ratio", type=float, default=None,
+                      help="threshold: minimise RATIO x missed defects + false rejects (default 2)")
+    p.add_argument("--min-per-class", type=int, default=None,
+                   help="refuse with fewer images than this in a class (default 20: edge/retrain.py "
+                        "DEFAULT_MIN_PER_CLASS; a 5-fold CV then tests ~4 images of the class per fold)")
+    p.add_argument("--C", type=float, default=None, help="fix the regularisation C instead of choosing it by CV")
+    p.add_argument("--name", default=None, help="candidate name (default <parent>-head-<UTC time>)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="threads for the features: image decode + box crop in parallel, and the interpreter "
+                        "(default 2; beside a running daemon on a 2-core device use 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the CV folds (default 0)")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON ('-' = stdout)")
+    p.set_defaults(func=_retrain)
 
     p = sub.add_parser("config", help="check a daemon config file")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")

@@ -108,6 +108,14 @@ class PresenceConfig(_Section):
     score_off: float = Field(default=0.4, ge=0, le=1)  # score hysteresis: leave
     min_frames: int = Field(default=3, ge=1)  # frames a box must be present to count
     gap_frames: int = Field(default=3, ge=1)  # absent frames that end a passage
+    # the frame path of the presence detector (docs/BENCHMARKS.md, "Presence detection"): the ROI is shrunk to
+    # fg_width pixels wide with this interpolation (area at 160 px = the reference path of earlier releases) and compared in
+    # colour; idle_skip: while the belt is empty, a frame whose block-averaged thumbnail differs from the last
+    # measured frame's by at most idle_diff grey levels everywhere is not measured again (idle CPU)
+    fg_width: int = Field(default=80, ge=16, le=640)
+    fg_resize: Literal["area", "linear", "nearest"] = "nearest"
+    idle_skip: bool = True
+    idle_diff: float = Field(default=6.0, ge=0, le=255)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> PresenceConfig:
@@ -202,6 +210,18 @@ class OperatorConfig(_Section):
     collect_every: int = Field(default=10, ge=1)  # collection mode saves every Nth box crop, unlabelled
     collect_max_files: int = Field(default=2000, ge=1)  # label queue retention: oldest crops go first
     collect_max_age_days: float = Field(default=14.0, gt=0)
+
+
+class ShadowConfig(_Section):
+    """Shadow mode, promote and roll back (edge/shadow.py): a candidate model judges every decided box beside the
+    live one and never publishes; the disagreements wait on the operator page for a person's label."""
+
+    dir: Path = Path("shadow")  # disagreeing crops, retrain candidates and the promotion record live here
+    keep: int = Field(default=200, ge=1, le=100_000)  # disagreeing crops kept for review; the oldest go first
+    queue: int = Field(default=64, ge=1, le=10_000)  # boxes waiting for the shadow worker; more are skipped (counted)
+    history: int = Field(default=20, ge=1, le=1000)  # promotions and rollbacks kept in memory for GET /model
+    # POST /model/retrain learns from operator.feedback_dir plus these folder-per-class data sets (the base data)
+    retrain_data: list[Path] = Field(default_factory=list)
 
 
 class MetricsConfig(_Section):
@@ -299,6 +319,7 @@ class Config(_Section):
     api: ApiConfig = ApiConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     operator: OperatorConfig = OperatorConfig()
+    shadow: ShadowConfig = ShadowConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     reject: RejectConfig = RejectConfig()
@@ -460,10 +481,12 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
         (cfg.mqtt, "outbox_path", state),
         (cfg.evidence, "dir", state),
         (cfg.operator, "feedback_dir", state),
+        (cfg.shadow, "dir", state),
     ):
         val = getattr(obj, key)
         if val is not None and not val.is_absolute():
             setattr(obj, key, base / val)
+    cfg.shadow.retrain_data = [p if p.is_absolute() else config_dir / p for p in cfg.shadow.retrain_data]
 
 
 def _writable_dir(path: Path) -> str | None:

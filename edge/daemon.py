@@ -29,16 +29,14 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import uvicorn
 
 from edge import __version__, ratelimit
 from edge.api import ApiState, create_app
@@ -56,9 +54,11 @@ from edge.mqtt import TriggerListener
 from edge.mqtt_sink import MqttSink
 from edge.operator import OperatorState
 from edge.plant import Plant
+from edge.publisher import OrderedWorker
 from edge.ratelimit import RateLimit
 from edge.roi import crop, roi_box
-from edge.server import raise_fd_limit, server_config
+from edge.server import ApiServer, raise_fd_limit, start_api
+from edge.shadow import ModelControl, Shadow, active_model_path
 from edge.state import (
     Decider,
     EventSink,
@@ -70,6 +70,7 @@ from edge.state import (
     ReloadResult,
 )
 from edge.testhooks import slow_model_delay
+from edge.trace import PipelineTrace
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,8 +82,24 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
 STATUS_INTERVAL_S = 60.0  # one status line in the log at least this often (or every stats interval if shorter)
 FRAME_TIMES_KEPT = 256  # capture times of recent frames, for the end-to-end latency of a decision
-API_START_TIMEOUT_S = 10.0
 FORCED_EXIT_GRACE_S = 5.0  # beyond shutdown_timeout_s, a hung shutdown is cut short
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
+@dataclass
+class _Publish:
+    """A decision on its way from the loop (or the deadline watchdog) to the publisher thread."""
+
+    decision: Decision
+    view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None
+    best: tuple[float, Frame, np.ndarray] | None  # evidence: the most defect-like frame of the box
+    exit_at: float | None  # continuous mode: capture time of the box's last frame (the deadline's start)
+    last_captured: float | None  # capture time of the box's last frame (end-to-end latency metric)
+    read_at: float | None = None  # when the loop read the frame that produced the decision (trace)
+    frame: int | None = None  # that frame's index (trace)
+    captured_at: float | None = None  # when the capture thread had decoded it (trace)
+    handed_at: float | None = None  # when the loop handed the decision over (trace)
+    shadow_obs: Any = None  # the shadow's observation of this box (edge/shadow.py), taken when it was decided
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,6 +115,11 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{e}\n")
         return EXIT_CONFIG
     setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
+    # A decision hops threads on its way out (loop -> publisher -> MQTT sender -> paho's network thread and back
+    # with the PUBACK); each hop waits for the GIL, which a busy thread gives up only every switch interval
+    # (5 ms by default). 1 ms keeps the hops short; the loop's heavy work (OpenCV, the interpreter) runs
+    # without the GIL anyway (docs/BENCHMARKS.md, "bench pipeline").
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     ratelimit.install()  # every line a network client can cause is rate-limited
     soft, hard = raise_fd_limit()  # idle API sockets must not leave the camera without descriptors
     log.debug("open-file limit %d (hard %d)", soft, hard)
@@ -107,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda signum, frame: early_stop.set())
 
     try:
-        model = load_model(cfg, cfg.model.path)
+        model = load_model(cfg, active_model_path(cfg))  # model.path, or the package promoted since (edge/shadow.py)
     except ModelError as e:
         sys.stderr.write(f"model: {e}\n")
         return EXIT_MODEL
@@ -118,6 +140,8 @@ def main(args: argparse.Namespace) -> int:
         )
     try:
         daemon = Daemon.from_config(cfg, model, max_frames=getattr(args, "max_frames", None))
+        if getattr(args, "trace", None):
+            daemon.set_trace(PipelineTrace(args.trace))
     except Exception as e:  # bad TLS files, an outbox that cannot be opened, ...: one line, exit 1
         log.error("start-up failed: %s", " ".join(str(e).split()) or type(e).__name__)
         return EXIT_FAILED
@@ -187,8 +211,7 @@ class Daemon:
         self.sink = sink
         self.evidence = evidence
         self.capture = capture
-        self._api_server: uvicorn.Server | None = None
-        self._api_thread: threading.Thread | None = None
+        self.api: ApiServer | None = None  # the HTTP API (edge/server.py), started by run()
         self.api_url: str | None = None
         self.state: ApiState | None = None
         self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
@@ -211,6 +234,15 @@ class Daemon:
         self._view_best: dict[str, tuple[float, Frame, np.ndarray]] = {}
         self._view_done: dict[str, deque[tuple[float, Frame, np.ndarray] | None]] = {v.view: deque() for v in cfg.sources}
         self._crop_fallback_logged = False
+        # Decisions are published (evidence JPEGs, outbox fsync, MQTT) on this thread, in order, so the loop never
+        # waits on the disk or the network; started by run(), else decisions are published on the caller's thread.
+        self._publisher = OrderedWorker(self._publish_job, name="publisher")
+        self.trace: PipelineTrace | None = None  # `boxinspect run --trace FILE` (edge/trace.py)
+        self._read_at = 0.0  # when the loop read the current frame
+        self._scored = False  # the current frame was scored
+        # a candidate model beside the live one, promote and roll back (edge/shadow.py)
+        self.shadow = Shadow(cfg, self.metrics)
+        self.model_control = ModelControl(cfg, self.metrics, self.models, self.shadow, self.loader, self.swap_in)
         self._publish_model_info(model)
         self.decider: Decider = decider or self._make_decider()
         self._model_version = self.models.get_versioned()[1]
@@ -240,6 +272,12 @@ class Daemon:
             sink.stop(0)
             raise
         return cls(cfg, model, capture=capture, sink=sink, evidence=evidence, metrics=metrics, max_frames=max_frames)
+
+    def set_trace(self, trace: PipelineTrace) -> None:
+        """Record frame and decision timestamps (``boxinspect run --trace``), PUBACKs included."""
+        self.trace = trace
+        if isinstance(self.sink, MqttSink):
+            self.sink.on_acked = trace.acked
 
     # ----------------------------------------------------------------------------------------------
     # 2. Run: start the parts, loop, shut down
@@ -273,12 +311,18 @@ class Daemon:
         self.heartbeat.stopped()
         sd_notify(f"STOPPING=1\nSTATUS=stopping ({self.stop_reason})")
         self._shutdown()  # events left in the outbox are delivered on the next start: still a clean exit
+        if self.trace is not None:
+            try:
+                self.trace.dump()
+            except OSError as e:
+                log.error("trace not written: %s", e)
         return EXIT_FAILED if failed else EXIT_OK
 
     def _start_parts(self) -> None:
         cfg = self.cfg
         if self.capture is None:
             raise RuntimeError("no frame source (capture) was given to the daemon")
+        self._publisher.start()
         if self.sink is not None:
             self.sink.start()  # the model doc was handed to it in __init__: retained from the first connect
         self.plant.start(self.sink)
@@ -302,9 +346,11 @@ class Daemon:
             counters=self.loop_counters,
             heartbeat=self.heartbeat,
             operator=self.operator,
+            model_control=self.model_control,
         )
         if cfg.api.enabled:
-            self._start_api()
+            self.api = start_api(create_app(self.state), cfg.api)
+            self.api_url = self.api.url
 
     def _make_decider(self) -> Decider:
         model = self.models.get()
@@ -337,12 +383,16 @@ class Daemon:
             self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != "ok")
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
-                self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision, outbox)")
+                self._read_at = time.time()
+                self._scored = False
+                self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision)")
                 try:
                     self._process(frame)
                 except Exception as e:  # one bad frame must not stop the line's inspection
                     self._frame_error(frame, e)
                 self._frames += 1
+                if self.trace is not None:
+                    self.trace.frame(self._read_at, time.time(), self._scored)
 
             now = time.monotonic()
             if now >= next_status or now >= next_stats:
@@ -410,7 +460,12 @@ class Daemon:
                     rx, ry = roi_box(frame.image.shape, self._view_rois[view] if view is not None else self.cfg.roi)[:2]
                     x0, y0, x1, y1 = located.bbox
                     self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
-                score = model.classifier.score(roi, located)
+                features = None
+                if self.shadow.wants_features(model.classifier):  # a head-only candidate on this backbone
+                    score, features = model.classifier.score_features(roi, located)  # the same one invoke
+                else:
+                    score = model.classifier.score(roi, located)
+                self._scored = True
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)
                 self.metrics.frames_processed.inc()
                 if view is not None:
@@ -419,6 +474,7 @@ class Daemon:
                         self._view_best[view] = (score, frame, roi)
                 elif self._best is None or score > self._best[0]:
                     self._best = (score, frame, roi)
+                    self.shadow.observe(roi, located, score, features)  # the best frame's crop and features
         decision = decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
             if view is not None:
@@ -427,7 +483,7 @@ class Daemon:
             if continuous:
                 decision.part_id = decision.part_id or self._open_part
                 self._open_part = None
-            self._on_decision(decision)
+            self._on_decision(decision, frame=frame)
         elif view is None and self._best is not None and not decider.box_in_progress:
             self._best = None  # a passage too short to decide: its frames are not evidence of the next box
         if continuous and decision is None:
@@ -491,25 +547,46 @@ class Daemon:
             log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
 
     def _on_decision(self, decision: Decision,
-                     view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None = None) -> None:
-        """Publish one decision: model decisions from the loop, timeout decisions from the deadline watchdog.
-        ``view_bests``: several views, the evidence frame of each view."""
-        with self._decision_lock:
-            self._publish_decision(decision, view_bests)
-
-    def _publish_decision(self, decision: Decision,
-                          view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None = None) -> None:
-        cfg = self.cfg
+                     view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None = None,
+                     frame: Frame | None = None) -> None:
+        """Hand one decision to the publisher thread (model decisions from the loop, timeout decisions from the
+        deadline watchdog; in order). ``view_bests``: several views, the evidence frame of each view. What only
+        the loop knows (the box's evidence frame, its capture times) is taken here."""
         timeout = decision.kind == "timeout"
-        exit_at = None
-        if not timeout and decision.mode == "continuous" and decision.last_frame is not None:
-            exit_at = self._captured_at(decision.last_frame, decision)  # the box left the ROI
-        if not self.plant.before_publish(decision, exit_at):
+        best = last_captured = exit_at = None
+        if not timeout:
+            if view_bests is None:  # a timeout decision (watchdog thread) has no frames
+                best, self._best = self._best, None
+            if decision.last_frame is not None:
+                last_captured = self._captured_at(decision.last_frame, decision)
+                if decision.mode == "continuous":
+                    exit_at = last_captured  # the box left the ROI
+        job = _Publish(decision, view_bests, best, exit_at, last_captured,
+                       shadow_obs=self.shadow.take_observed() if not timeout else None)
+        if self.trace is not None and not timeout:
+            job.read_at, job.handed_at = self._read_at, time.time()
+            if frame is not None:
+                job.frame, job.captured_at = frame.index, frame.captured_at
+        if not self._publisher.submit(job):
+            self._publish_job(job)  # not running (tests that drive the daemon by hand), or stopped
+
+    def _publish_job(self, job: _Publish) -> None:
+        with self._decision_lock:
+            self._publish_decision(job)
+
+    def _publish_decision(self, job: _Publish) -> None:
+        cfg = self.cfg
+        decision, view_bests, best = job.decision, job.view_bests, job.best
+        timeout = decision.kind == "timeout"
+        trace = self.trace if job.handed_at is not None else None
+        started = time.time()
+        if not self.plant.before_publish(decision, job.exit_at):
             return  # its part already got a timeout decision: one decision per part
         event = decision.to_event(cfg.line, cfg.camera)
-        best = None
-        if not timeout and view_bests is None:  # a timeout decision (watchdog thread) has no frames
-            best, self._best = self._best, None
+        if trace is not None:
+            trace.decision(event["event_id"], frame=job.frame, last_frame=decision.last_frame,
+                           captured_at=job.captured_at, read_at=job.read_at, handed_at=job.handed_at, publish_started=started,
+                           is_defect=bool(event["is_defect"]))
         if view_bests is not None:  # several views: evidence per view; the event's own is the worst view's
             best = None
             for v, vb in view_bests.items():
@@ -528,9 +605,13 @@ class Daemon:
                 event["evidence"] = self.evidence.save(event["event_id"], best[1].image, best[2], event["is_defect"])
             except Exception as e:  # evidence is a by-product: a full disk must not lose the event itself
                 log.error("evidence for %s not saved: %s", event["event_id"], e)
+        if trace is not None:
+            trace.decision_at(event["event_id"], evidence_done=time.time())
         if event["is_defect"] and self.sink is not None:
             try:
-                self.sink.publish_defect(event)
+                seq = self.sink.publish_defect(event)
+                if trace is not None:
+                    trace.stored(event["event_id"], seq, time.time())
             except Exception as e:  # cannot be encoded (NaN), or a bug: lost, so counted and logged in full
                 reason = "unencodable" if isinstance(e, ValueError) else "error"
                 self.metrics.events_lost.labels(reason=reason).inc()
@@ -547,10 +628,11 @@ class Daemon:
         if event["is_defect"]:
             m.defects.inc()
             self._defects += 1
-            if not timeout and decision.last_frame is not None:
-                m.end_to_end_seconds.observe(max(0.0, self.clock() - self._captured_at(decision.last_frame, decision)))
+            if not timeout and job.last_captured is not None:
+                m.end_to_end_seconds.observe(max(0.0, self.clock() - job.last_captured))
         self._decisions += 1
         self.events.add(event)
+        self.shadow.on_decision(event, best, self.models.get(), job.shadow_obs)  # queued for the candidate; never raises
         if self.operator is not None:  # keeps references only: the page encodes on request
             self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
         if not timeout:
@@ -651,19 +733,27 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------
 
     def reload(self, path: str | None = None) -> ReloadResult:
-        """Load ``path`` (default: the configured ``model.path``; a relative path is taken beside it), self-test
-        it and swap it in. SIGHUP always reloads ``model.path``, as does a restart."""
-        target = self.cfg.model.path
+        """Load ``path`` (default: the configured ``model.path``, or the package promoted or rolled back to since,
+        edge/shadow.py; a name is taken inside model.dir), self-test it and swap it in. SIGHUP reloads the
+        default, as does a restart."""
+        target = active_model_path(self.cfg)
+        if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
+            try:
+                target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
+            except PackageError as e:
+                old = self.models.get()
+                old_id = old.classifier.model_id if old else None
+                self.metrics.reloads.labels(outcome="refused").inc()
+                log.warning("reload refused, keeping %s: %s", old_id, e)
+                return ReloadResult(ok=False, path=path[:80], model_id=old_id, reason=str(e))
+        return self.swap_in(target)
+
+    def swap_in(self, target: str | Path, change: dict[str, Any] | None = None) -> ReloadResult:
+        """Load the package at the trusted path ``target``, self-test it, swap it in; the old model stays on
+        failure. ``change``: a promotion or rollback (edge/shadow.py), published with the retained model doc."""
         with self._reload_lock:
             old = self.models.get()
             old_id = old.classifier.model_id if old else None
-            if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
-                try:
-                    target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
-                except PackageError as e:
-                    self.metrics.reloads.labels(outcome="refused").inc()
-                    log.warning("reload refused, keeping %s: %s", old_id, e)
-                    return ReloadResult(ok=False, path=path[:80], model_id=old_id, reason=str(e))
             log.info("reloading model from %s", target)
             try:
                 new = self.loader(target)
@@ -680,7 +770,7 @@ class Daemon:
                     self_test_failures=list(new.self_test_failures),
                 )
             self.models.swap(new)
-            self._publish_model_info(new)
+            self._publish_model_info(new, change)
             self.metrics.reloads.labels(outcome="ok").inc()
             log.info(
                 "model swapped: %s -> %s (threshold %s -> %.4f)", old_id, new.classifier.model_id,
@@ -701,7 +791,7 @@ class Daemon:
     def _threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.cfg.model.threshold)
 
-    def _model_doc(self, model: LoadedModel) -> dict[str, Any]:
+    def _model_doc(self, model: LoadedModel, change: dict[str, Any] | None = None) -> dict[str, Any]:
         """The model in use, as published on the retained ``<base>/model`` topic."""
         clf = model.classifier
         meta = clf.metadata
@@ -717,9 +807,10 @@ class Daemon:
             "positive_class": meta.positive_class,
             "self_test_passed": model.self_test_passed,
             "loaded_at": model.loaded_at,
+            **self.model_control.mqtt_fields(change),  # the last promotion/rollback, what a rollback returns to
         }
 
-    def _publish_model_info(self, model: LoadedModel) -> None:
+    def _publish_model_info(self, model: LoadedModel, change: dict[str, Any] | None = None) -> None:
         clf = model.classifier
         self.metrics.model_info.info(
             {
@@ -735,7 +826,7 @@ class Daemon:
         for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
             self.metrics.decisions.labels(label=label)
         if self.sink is not None:
-            self.sink.publish_model(self._model_doc(model))
+            self.sink.publish_model(self._model_doc(model, change))
 
     # ----------------------------------------------------------------------------------------------
     # Triggered mode: parts announced over MQTT or POST /trigger
@@ -752,37 +843,6 @@ class Daemon:
         else:
             self.plant.trigger_refused(part_id, "trigger refused: too many triggers waiting for frames")
         return accepted
-
-    # ----------------------------------------------------------------------------------------------
-    # The API server: uvicorn in a thread, on a socket bound here (port 0 -> a free port, logged)
-    # ----------------------------------------------------------------------------------------------
-
-    def _start_api(self) -> None:
-        cfg = self.cfg.api
-        assert self.state is not None, "the API state is built in _start_parts"
-        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((cfg.host, cfg.port))
-        except OSError as e:
-            sock.close()
-            raise RuntimeError(f"api: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}") from None
-        sock.listen(64)
-        port = sock.getsockname()[1]
-        assert self.state is not None, "the API state is made in __init__"
-        server = uvicorn.Server(uvicorn.Config(**server_config(create_app(self.state), cfg)))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
-        thread.start()
-        self._api_server, self._api_thread = server, thread
-        deadline = time.monotonic() + API_START_TIMEOUT_S
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not server.started:
-            raise RuntimeError(f"api: the HTTP server did not start within {API_START_TIMEOUT_S:g} s (see the log above)")
-        host = f"[{cfg.host}]" if family == socket.AF_INET6 else cfg.host
-        self.api_url = f"http://{host}:{port}"
-        log.info("API listening on %s (docs at %s/docs)", self.api_url, self.api_url)
 
     # ----------------------------------------------------------------------------------------------
     # 4. Signals and shutdown
@@ -834,10 +894,14 @@ class Daemon:
                         self._open_part = None
                 except Exception:
                     log.exception("flushing the last decision failed")
+            # the decisions made so far are published before the plant gives parts still waiting their timeouts
+            self._publisher.drain(max(1.0, deadline - time.monotonic() - 2.0))
             try:
                 self.plant.stop()  # parts still waiting get their timeout decisions before the outbox drains
             except Exception:
                 log.exception("stopping the plant integration failed")
+            # every decision made so far is published (evidence, outbox) before the sink drains and stops
+            self._publisher.stop(max(1.0, deadline - time.monotonic() - 2.0))
             if self.sink is not None:
                 if cfg.mqtt.enabled and self.sink.outbox_depth:
                     # Also while disconnected: the broker may be back before the deadline.
@@ -848,10 +912,8 @@ class Daemon:
                 self.sink.stop(max(1.0, deadline - time.monotonic()))
             log.info("stopped: frames=%d decisions=%d defects=%d", self._frames, self._decisions, self._defects)
         finally:
-            if self._api_server is not None:
-                self._api_server.should_exit = True
-                if self._api_thread is not None:
-                    self._api_thread.join(timeout=max(0.5, deadline - time.monotonic()))
+            if self.api is not None:
+                self.api.stop(max(0.5, deadline - time.monotonic()))
             watchdog.cancel()
 
     def _forced_exit(self) -> None:

@@ -38,7 +38,7 @@ from edge.decision import Decision
 log = logging.getLogger(__name__)
 
 SLACK_BUCKETS = (-5, -2, -1, -0.5, -0.25, -0.1, -0.05, 0, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
-WATCH_INTERVAL_S = 0.01  # how often the watchdog looks at the pending parts
+WATCH_MAX_WAIT_S = 0.25  # the watchdog sleeps until the earliest deadline (a new part wakes it), at most this long
 TIMEOUT_LABEL = "timeout"
 
 
@@ -127,6 +127,7 @@ class DeadlineTracker:
         self._pending: dict[str, deque[Part]] = {}
         self._order: deque[Part] = deque()  # registration order = deadline order (constant deadline_ms)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a new part: the watchdog recomputes its next deadline
         self._thread: threading.Thread | None = None
         self._seq = 0  # continuous mode: passage numbers
         self._auto = 0  # triggers without a part id
@@ -144,6 +145,7 @@ class DeadlineTracker:
     def stop(self, reason: str = "daemon stopping") -> None:
         """Stop the watchdog; every part still pending gets its timeout decision now (nothing is dropped)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(2.0)
         with self._lock:
@@ -168,6 +170,7 @@ class DeadlineTracker:
             self._pending.setdefault(part_id, deque()).append(part)
             self._order.append(part)
             self.metrics.pending.set(len(self._order))
+        self._wake.set()
         return part
 
     def open_passage(self, at: float | None = None) -> str:
@@ -270,13 +273,22 @@ class DeadlineTracker:
             log.exception("timeout decision for part %s could not be emitted", part.part_id)
 
     def _watch(self) -> None:
-        while not self._stop.wait(WATCH_INTERVAL_S):
+        """Sleep until the earliest deadline of the parts pending (no polling: an idle line costs nothing here);
+        a new part wakes the watchdog, and deadlines only ever move later (the loop's heartbeat)."""
+        while not self._stop.is_set():
+            self._wake.clear()
             now = self.clock()
             due: list[Part] = []
+            nxt: float | None = None
             with self._lock:
-                for part in list(self._order):
+                for part in self._order:
                     if part.deadline_at <= now:
                         due.append(part)
+                    elif nxt is None or part.deadline_at < nxt:
+                        nxt = part.deadline_at
+            if not due:
+                self._wake.wait(WATCH_MAX_WAIT_S if nxt is None else min(WATCH_MAX_WAIT_S, max(0.001, nxt - now)))
+                continue
             for part in due:
                 if self._pop(part.part_id, only=part) is part:
                     why = (f"no decision within {self.cfg.deadline_ms:g} ms of the trigger" if part.mode == "triggered"

@@ -30,7 +30,8 @@ from edge.timeutil import iso_utc
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-FG_WIDTH = 160  # background subtraction runs on the ROI downscaled to this width
+IDLE_BLOCK = 4  # idle_skip compares thumbnails of the shrunk ROI averaged over blocks of this many pixels squared
+_RESIZE = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 EDGE_MARGIN = 2  # foreground within this many (downscaled) pixels of the left/right ROI edge "touches" it
 FALLBACK_SHARE = 0.8  # no frame fully inside: use frames whose foreground is >= this share of the largest
 MAX_PENDING_TRIGGERS = 100
@@ -130,6 +131,9 @@ class Foreground:
     restored: bool = False  # the scene went back to the background learned before the last relearn
 
 
+_IDLE = Foreground(0.0, False, False)  # what an unchanged empty belt measures (idle_skip)
+
+
 def _aggregate(scores: list[float], how: str) -> float:
     if how == "max":
         return max(scores)
@@ -172,6 +176,13 @@ class ForegroundDetector:
         self.mog: cv2.BackgroundSubtractorMOG2
         self._old_bg: np.ndarray | None = None
         self._bg_diff = 2.5 * float(np.sqrt(cfg.fg_var_threshold))  # grey levels that count as "different"
+        self.skipped = 0  # frames not measured because nothing changed (idle_skip)
+        # buffers reused frame after frame (no allocation per frame for the shrunk and blurred ROI)
+        self._small: np.ndarray | None = None
+        self._blur: np.ndarray | None = None
+        self._idle_ref: np.ndarray | None = None
+        self._thumb_buf: np.ndarray | None = None
+        self._last: Foreground | None = None
         self.reset()
 
     def reset(self, keep_old: bool = False) -> None:
@@ -186,6 +197,8 @@ class ForegroundDetector:
         self.seen = 0
         self.stuck = 0
         self.last_fraction = 0.0
+        self._last = None
+        self.version = getattr(self, "version", 0) + 1
         if not keep_old:
             self.shape: tuple[int, ...] | None = None
         self.mask: np.ndarray | None = None
@@ -204,13 +217,56 @@ class ForegroundDetector:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
         return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
 
+    def _shrink(self, roi_bgr: np.ndarray) -> np.ndarray:
+        """The ROI at ``fg_width`` px wide (``fg_resize`` interpolation), into a buffer reused frame after frame."""
+        h, w = roi_bgr.shape[:2]
+        width = self.cfg.fg_width
+        if w <= width:
+            return roi_bgr
+        size = (width, max(1, round(h * width / w)))
+        buf = self._small
+        if buf is None or buf.shape[1::-1] != size or buf.shape[2:] != roi_bgr.shape[2:]:
+            buf = self._small = np.empty((size[1], size[0], *roi_bgr.shape[2:]), np.uint8)
+        return cv2.resize(roi_bgr, size, dst=buf, interpolation=_RESIZE[self.cfg.fg_resize])
+
+    def _thumb(self, small: np.ndarray) -> np.ndarray:
+        """The shrunk ROI averaged over IDLE_BLOCK x IDLE_BLOCK blocks: camera noise averages out."""
+        h, w = small.shape[:2]
+        size = (max(1, w // IDLE_BLOCK), max(1, h // IDLE_BLOCK))
+        buf = self._thumb_buf
+        if buf is None or buf.shape[1::-1] != size or buf.shape[2:] != small.shape[2:]:
+            buf = self._thumb_buf = np.empty((size[1], size[0], *small.shape[2:]), np.uint8)
+        return cv2.resize(small, size, dst=buf, interpolation=cv2.INTER_AREA)
+
+    def _unchanged(self, thumb: np.ndarray) -> bool:
+        """Idle: no block of ``thumb`` moved by more than ``idle_diff`` grey levels since the last measured frame."""
+        ref = self._idle_ref
+        if ref is None or ref.shape != thumb.shape:
+            return False
+        diff = cv2.absdiff(thumb, ref)
+        return float(diff.max()) <= self.cfg.idle_diff
+
     def measure(self, roi_bgr: np.ndarray, in_passage: bool = False) -> Foreground:
         """Foreground of this ROI. ``in_passage`` freezes the background model (a box is in view)."""
-        h, w = roi_bgr.shape[:2]
-        small = roi_bgr
-        if w > FG_WIDTH:
-            small = cv2.resize(roi_bgr, (FG_WIDTH, max(1, round(h * FG_WIDTH / w))), interpolation=cv2.INTER_AREA)
-        small = cv2.GaussianBlur(small, (3, 3), 0)
+        small = self._shrink(roi_bgr)
+        if self.cfg.idle_skip:
+            thumb = self._thumb(small)
+            last = self._last
+            if (last is not None and not in_passage and last.fraction == 0.0 and not last.learning
+                    and self._old is None and self._unchanged(thumb)):
+                self.skipped += 1
+                return _IDLE  # belt empty and nothing moved since the last measured frame
+            if self._idle_ref is None or self._idle_ref.shape != thumb.shape:
+                self._idle_ref = np.empty_like(thumb)
+            np.copyto(self._idle_ref, thumb)
+        small = cv2.GaussianBlur(small, (3, 3), 0, dst=self._blur if self._blur is not None and
+                                 self._blur.shape == small.shape else None)
+        self._blur = small
+        res = self._measure(small, in_passage)
+        self._last = res
+        return res
+
+    def _measure(self, small: np.ndarray, in_passage: bool) -> Foreground:
         if self.shape is not None and small.shape != self.shape:
             self.relearn(f"ROI size changed from {self.shape} to {small.shape}", keep_old=False)
         self.shape = small.shape
@@ -223,6 +279,7 @@ class ForegroundDetector:
             if cv2.countNonZero(old) / old.size < self.freeze_fraction:
                 log.info("presence: the ROI looks like the empty belt learned before again; restored that background")
                 self.mog = self._old
+                self.version += 1
                 self._old = self._old_bg = None
                 self.seen = self.cfg.learning_frames
                 self.stuck = 0
@@ -233,6 +290,8 @@ class ForegroundDetector:
         freeze = in_passage or self.last_fraction >= self.freeze_fraction
         rate = -1.0 if learning else (0.0 if freeze else 1.0 / self.cfg.fg_history)
         mask = self.mog.apply(small, learningRate=rate)
+        if rate != 0.0:
+            self.version += 1  # the background model changed (frozen while a box is in view)
         if learning:
             return Foreground(0.0, False, True)
         mask = self._clean(mask)
@@ -278,6 +337,7 @@ class ContinuousDecider:
         self._hyst = False
         self._present = False
         self._cache: tuple[np.ndarray, Foreground] | None = None
+        self._background: tuple[tuple[int, int], np.ndarray] | None = None
         self.passages = 0  # decided passages
         self.discarded = 0  # passages shorter than min_frames
 
@@ -414,7 +474,10 @@ class ContinuousDecider:
         fg = self.fg
         if fg is None or fg.seen <= self.presence_cfg.learning_frames:
             return None
-        return fg.mog.getBackgroundImage()
+        key = (fg.version, id(fg.mog))
+        if self._background is None or self._background[0] != key:  # one image per state of the model: the
+            self._background = (key, fg.mog.getBackgroundImage())   # localiser converts it once per box
+        return self._background[1]
 
     def no_box(self, frame_index: int, captured_at: float) -> str | None:
         """A frame the decider asked to score had no box: continuous mode just does not score it (a passage

@@ -173,14 +173,30 @@ def salient_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
 _last_strength: list[np.ndarray] = [np.zeros((1, 1), np.float32)]
 
 
+_reference_memo: list[tuple[np.ndarray, tuple[int, int], float, np.ndarray] | None] = [None]
+
+
+def _reference_lab(background: np.ndarray, shape: tuple[int, ...], scale: float) -> np.ndarray:
+    """The empty-belt reference at the frame's size and work scale, in Lab. The daemon passes the SAME array for
+    every scored frame while its background model is frozen (a box in view), so the last one is remembered
+    (by identity: a caller must not modify a reference it passes again) and a box's frames convert it once."""
+    memo = _reference_memo[0]
+    if memo is not None and memo[0] is background and memo[1] == tuple(shape[:2]) and memo[2] == scale:
+        return memo[3]
+    ref = background
+    if ref.shape[:2] != tuple(shape[:2]):
+        ref = cv2.resize(ref, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    if ref.ndim == 2:
+        ref = cv2.cvtColor(ref, cv2.COLOR_GRAY2BGR)
+    lab = _lab(ref, scale)
+    _reference_memo[0] = (background, (int(shape[0]), int(shape[1])), scale, lab)
+    return lab
+
+
 def background_mask(bgr: np.ndarray, background: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
     """Pixels that differ from the empty-belt reference: mask at work scale (uint8 0/1) and that scale."""
-    if background.shape[:2] != bgr.shape[:2]:
-        background = cv2.resize(background, (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_AREA)
-    if background.ndim == 2:
-        background = cv2.cvtColor(background, cv2.COLOR_GRAY2BGR)
     scale = _work_scale(bgr.shape, spec.work_size)
-    a, r = _lab(bgr, scale), _lab(background, scale)
+    a, r = _lab(bgr, scale), _reference_lab(background, bgr.shape, scale)
     d = a - r
     d[..., 0] *= 0.7  # lightness counts less: soft shadows and light changes are not boxes
     dist = np.sqrt((d * d).sum(axis=2))

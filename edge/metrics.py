@@ -80,6 +80,21 @@ class Metrics:
         self.model_info = Info("boxinspect_model", "The model in use", registry=r)
         self.model_ready = Gauge("boxinspect_model_ready", "1 when the model is loaded and its self-test passed", registry=r)
         self.reloads = Counter("boxinspect_model_reloads", "Model reloads by outcome", ["outcome"], registry=r)
+        # shadow mode (edge/shadow.py): a candidate model judges every decided box beside the live one
+        self.shadow_boxes = Counter(
+            "boxinspect_shadow_boxes", "Decided boxes the shadow candidate judged", registry=r)
+        self.shadow_disagreements = Counter(
+            "boxinspect_shadow_disagreements", "Boxes where the shadow candidate's verdict differs from the live model's",
+            registry=r)
+        self.shadow_agreement_ratio = Gauge(
+            "boxinspect_shadow_agreement_ratio", "Share of judged boxes where the candidate agrees with the live model "
+            "(since the candidate was loaded; NaN before the first box)", registry=r)
+        self.shadow_agreement_ratio.set(float("nan"))
+        self.shadow_errors = Counter(
+            "boxinspect_shadow_errors", "Shadow judgements that failed (the live decision is never affected)", registry=r)
+        self.shadow_skipped = Counter(
+            "boxinspect_shadow_skipped", "Decided boxes not judged in shadow because its queue was full (shadow.queue)",
+            registry=r)
         self.uptime = Gauge("boxinspect_uptime_seconds", "Seconds since start", registry=r)
         self.uptime.set_function(lambda: time.time() - self.started)
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (from /proc; Linux)

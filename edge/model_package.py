@@ -5,6 +5,26 @@ was evaluated lives in the sidecar: labels, input size and colour order, how fra
 quantisation parameters, the operating threshold, test metrics, the sha256 of the .tflite and a few golden
 samples (small PNGs at the model input size, base64, with the score the converted model gave them).
 
+Features and heads (issue 11, the line teaches itself):
+  * ``features`` (optional): the .tflite has a second output, the backbone's pooled feature vector (the input
+    of the model's final Dense head). The sidecar names that output (tensor name, position among the
+    outputs, dimension, quantisation) and carries ``backbone_sha256``: a digest of everything the features
+    depend on inside the .tflite (edge/backbone.py: the ops upstream of the features output, their tensor
+    shapes, types, quantisation and constant data; tensor names and everything downstream, i.e. the head,
+    are left out). Two packages with equal ``backbone_sha256`` compute identical features for the same input,
+    so a head fitted on one package's features runs on the other's. Packages from before features have
+    ``features: null`` and still load.
+  * ``head`` (optional): a head-only package. The .tflite is the parent package's file unchanged (a hardlink
+    or copy; ``sha256`` is the same), the sidecar adds a linear head applied in numpy to the features output:
+    ``score = sigmoid(((f - mean) / scale) . weights + bias)``. The score output of the .tflite is then
+    ignored, ``threshold`` is the head's, the golden samples' expected scores are the head's (so the
+    self-test covers it), and ``package_sha256`` covers the head like any other sidecar field: a changed
+    weight is a new model id and an edited one is refused as tampering. Layout written by
+    ``boxinspect retrain`` (edge/retrain.py): ``<out_dir>/<name>.tflite`` + ``<out_dir>/<name>.tflite.json``.
+  * ``cv_metrics`` (optional): the cross-validated metrics of the model's head (out-of-fold scores of the
+    grouped CV that chose C and the threshold), written by ``retrain`` and by ``convert`` for a run of the
+    linear recipe, so a live package and a candidate can be compared side by side.
+
 Integrity: ``package_sha256`` is the sha256 of the sidecar's own canonical JSON (every field but this one,
 keys sorted, no whitespace), and the sidecar holds the sha256 of the .tflite. So the package hash covers
 both files: an edited threshold (or any other sidecar field) no longer matches, and ``verify_package``
@@ -100,6 +120,71 @@ class GoldenSample(_Strict):
     expected_score: float  # what the converted model returned for exactly this image
 
 
+class FeaturesSpec(_Strict):
+    """The .tflite's second output: the backbone's pooled feature vector (the input of the final Dense head)."""
+
+    output_name: str  # the TFLite output tensor's name
+    output_position: int = Field(ge=0)  # position in the interpreter's output details
+    dim: int = Field(gt=1)
+    dtype: Literal["uint8", "int8", "float32"]
+    quantization: QuantParams | None = None
+    layer: str = ""  # the Keras layer whose input the features are (the head), for humans
+    backbone_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # edge/backbone.py: equal => identical features
+
+
+class CVMetrics(_Strict):
+    """Grouped cross-validated metrics of a head: out-of-fold scores of the CV that chose C and the threshold."""
+
+    n: int
+    counts: dict[str, int] = Field(default_factory=dict)  # class -> images
+    folds: int = 0
+    groups: int = 0
+    auc: float | None = None
+    macro_f1: float | None = None  # at the package threshold
+    recall: float | None = None
+    specificity: float | None = None
+    threshold: float | None = None
+    rule: str = ""
+    C: float | None = None
+    note: str = ""
+
+
+class LinearHead(_Strict):
+    """A logistic head on the features output: ``sigmoid(((f - mean) / scale) . weights + bias)``."""
+
+    kind: Literal["standardised_logistic"] = "standardised_logistic"
+    mean: list[float]
+    scale: list[float]
+    weights: list[float]
+    bias: float
+    parent_model_id: str = ""  # the package whose backbone (and .tflite) this head runs on
+    trained_at: str = ""
+    trained_on: dict[str, int] = Field(default_factory=dict)  # class -> images
+    sources: list[str] = Field(default_factory=list)  # the labelled folders
+
+    @model_validator(mode="after")
+    def _same_length(self) -> LinearHead:
+        n = len(self.weights)
+        if n < 2 or len(self.mean) != n or len(self.scale) != n:
+            raise ValueError(f"head vectors must have one equal length >= 2 (mean {len(self.mean)}, "
+                             f"scale {len(self.scale)}, weights {n})")
+        if not all(s > 0 for s in self.scale):
+            raise ValueError("head scale must be > 0 everywhere")
+        return self
+
+    def folded(self) -> tuple[np.ndarray, float]:
+        """(w', b') with the standardisation folded in (float64): score = sigmoid(f . w' + b')."""
+        w = np.asarray(self.weights, np.float64) / np.asarray(self.scale, np.float64)
+        return w, float(self.bias - np.dot(w, np.asarray(self.mean, np.float64)))
+
+    def score(self, features: np.ndarray) -> np.ndarray | float:
+        """P(positive) for one feature vector (D,) -> float, or a batch (N, D) -> (N,)."""
+        w, b = self.folded()
+        z = np.asarray(features, np.float64) @ w + b
+        out = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+        return float(out) if np.ndim(out) == 0 else out
+
+
 class ModelMetadata(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -122,6 +207,9 @@ class ModelMetadata(_Strict):
     versions: dict[str, str] = Field(default_factory=dict)
     golden: list[GoldenSample] = Field(default_factory=list)
     golden_tolerance: float = Field(default=0.02, gt=0)
+    features: FeaturesSpec | None = None  # second .tflite output: pooled backbone features (None: older package)
+    head: LinearHead | None = None  # head-only package: this head on the features replaces the score output
+    cv_metrics: CVMetrics | None = None
     # sha256 of this sidecar without this field (see package_digest); write_metadata fills it in
     package_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
 
@@ -129,7 +217,18 @@ class ModelMetadata(_Strict):
     def _positive_in_labels(self) -> ModelMetadata:
         if self.positive_class not in self.labels:
             raise ValueError(f"positive_class {self.positive_class!r} is not one of labels {self.labels}")
+        if self.head is not None:
+            if self.features is None:
+                raise ValueError("a head needs the features output (features is null)")
+            if len(self.head.weights) != self.features.dim:
+                raise ValueError(f"head has {len(self.head.weights)} weights, features output has "
+                                 f"{self.features.dim} values")
         return self
+
+    @property
+    def backbone_sha256(self) -> str | None:
+        """Equal for two packages whose features are identical (None: the package has no features output)."""
+        return self.features.backbone_sha256 if self.features else None
 
     @property
     def model_id(self) -> str:
@@ -142,8 +241,11 @@ class ModelMetadata(_Strict):
 
     def summary(self) -> dict[str, Any]:
         """The metadata without the golden images (for logs, /status and the like)."""
-        d = self.model_dump(mode="json", exclude={"golden"})
+        d = self.model_dump(mode="json", exclude={"golden", "head"})
         d["golden_count"] = len(self.golden)
+        if self.head is not None:  # the vectors are long: summarise them
+            d["head"] = {**self.head.model_dump(mode="json", exclude={"mean", "scale", "weights"}),
+                         "dim": len(self.head.weights)}
         return d
 
 

@@ -114,6 +114,7 @@ class _Acked:
 
     mid: int
     reason_code: Any
+    at: float = 0.0  # time.time() when paho reported it (for the end-to-end latency of `bench pipeline`)
 
 
 @dataclass(frozen=True)
@@ -221,10 +222,16 @@ class MqttSink:
         self._guard = CallbackGuard(metrics, on_crash=self._recover)
         self._subscriptions: dict[str, tuple[int, str]] = {}  # topic -> (qos, what)
         self._pending_subs: dict[int, str] = {}  # SUBSCRIBE mid -> topic, until the SUBACK
+        # subscribe() may run on the caller's thread: the SUBACK (network thread) must not look up its mid
+        # before it is recorded, or the subscription is never confirmed in the log
+        self._subs_lock = threading.Lock()
         self._connect_failures = 0
         self._disconnected_at: float | None = None
         self.last_error: str | None = None
         self.published = 0  # PUBACKs received for defect events (this process)
+        # called on the sender thread with (seq, time of the PUBACK) for each acknowledged defect event
+        # (the daemon's trace for `boxinspect bench pipeline`; None = nothing extra per ack)
+        self.on_acked: Callable[[int, float], None] | None = None
         self.failed = 0  # failed attempts (they stay in the outbox)
         self._ssl_context: ssl.SSLContext | None = None
         # Disk full: events the outbox could not store, oldest first (bounded); losses not yet on disk.
@@ -628,7 +635,7 @@ class MqttSink:
             )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        self._events.put(_Acked(mid, reason_code))
+        self._events.put(_Acked(mid, reason_code, time.time()))
 
     # -- subscriptions (e.g. triggers): on the same connection, renewed on every connect ----------
     def subscribe(
@@ -644,10 +651,11 @@ class MqttSink:
 
     def _subscribe_all(self, client: mqtt.Client) -> None:
         for topic, (qos, _) in list(self._subscriptions.items()):
-            rc, mid = client.subscribe(topic, qos=qos)
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-                self._pending_subs[mid] = topic
-            else:
+            with self._subs_lock:
+                rc, mid = client.subscribe(topic, qos=qos)
+                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                    self._pending_subs[mid] = topic
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 log.warning("MQTT: subscribing to %s failed: %s; again on the next connect", topic, mqtt.error_string(rc))
 
     def _recover(self, callback: str) -> None:
@@ -665,7 +673,8 @@ class MqttSink:
         self._subscribe_all(client)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
-        topic = self._pending_subs.pop(mid, None)
+        with self._subs_lock:
+            topic = self._pending_subs.pop(mid, None)
         if topic is None:
             return
         failed = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
@@ -740,6 +749,8 @@ class MqttSink:
                     self._rejected(st, seq, ev.reason_code)
                 else:
                     st.acked.append(seq)
+                    if self.on_acked is not None:
+                        self.on_acked(seq, ev.at)
             elif isinstance(ev, _Connected):
                 st.connected, st.last_sent, st.retry_at, st.window = True, 0, None, ev.window
                 st.inflight.clear()

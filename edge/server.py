@@ -8,6 +8,9 @@
 - ``raise_fd_limit()`` lifts the soft RLIMIT_NOFILE to the hard limit at start, and ``connection_cap()``
   keeps the API's share well below it.
 
+``start_api(app, api_cfg)`` runs it: uvicorn in a thread on a socket bound first (port 0 -> a free port),
+and returns an ``ApiServer`` handle with the URL and ``stop()``.
+
 Every line a client can cause here is rate-limited (edge/ratelimit.py).
 """
 
@@ -15,14 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 
 FD_RESERVE = 64  # descriptors kept for the camera, the outbox, MQTT, evidence files, logs
 FD_API_SHARE = 0.5  # the API may use at most this share of the soft limit
+API_START_TIMEOUT_S = 10.0
 
 
 def raise_fd_limit() -> tuple[int, int]:
@@ -110,3 +119,46 @@ def server_config(app: Any, api_cfg: Any) -> dict[str, Any]:
         "access_log": False,
         "lifespan": "off",
     }
+
+
+@dataclass
+class ApiServer:
+    """A running API server (``start_api``): its URL, and ``stop()``."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    url: str
+
+    def stop(self, timeout: float) -> None:
+        """Ask uvicorn to exit and wait for its thread at most ``timeout`` seconds."""
+        self.server.should_exit = True
+        self.thread.join(timeout=timeout)
+
+
+def start_api(app: Any, api_cfg: Any, start_timeout_s: float = API_START_TIMEOUT_S) -> ApiServer:
+    """Serve ``app`` on ``api_cfg.host:api_cfg.port`` with ``server_config``'s bounds, uvicorn in a daemon
+    thread. The socket is bound here, so a port in use is a clear RuntimeError and port 0 gets a free port
+    (logged). Returns once the server accepts connections; RuntimeError if it did not start in time."""
+    family = socket.AF_INET6 if ":" in api_cfg.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((api_cfg.host, api_cfg.port))
+    except OSError as e:
+        sock.close()
+        raise RuntimeError(f"api: cannot listen on {api_cfg.host}:{api_cfg.port}: {e.strerror}") from None
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(**server_config(app, api_cfg)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
+    thread.start()
+    host = f"[{api_cfg.host}]" if family == socket.AF_INET6 else api_cfg.host
+    handle = ApiServer(server, thread, f"http://{host}:{port}")
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        handle.stop(1.0)
+        raise RuntimeError(f"api: the HTTP server did not start within {start_timeout_s:g} s (see the log above)")
+    log.info("API listening on %s (docs at %s/docs)", handle.url, handle.url)
+    return handle

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from boxinspect.broker import free_port
+
 PAGE_REQUESTS = (("/ui/frame.jpg", 0.5), ("/ui/summary", 1.0), ("/ui/decisions?limit=24", 2.0), ("/ui/queue?limit=1", 3.0))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class EmulatedPage:

@@ -102,7 +102,7 @@ fi
 echo "edge venv: systemd layout as uid $(stat -c %u "$outbox"): outbox created at ${outbox#"$root"} (config dir read-only)"
 fi
 if [ -n "${EXTRA_TESTS:-}" ]; then
-  "$venv/bin/python" -m pip install "${pipargs[@]}" pytest "httpx<0.28" jsonschema
+  "$venv/bin/python" -m pip install "${pipargs[@]}" pytest "httpx<0.28" jsonschema filelock  # filelock: tests/helpers.py cache_lock
   # shellcheck disable=SC2086
   PYTHONPATH=$PWD "$venv/bin/python" -m pytest -q -p no:cacheprovider $EXTRA_TESTS
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: installs what it needs into .venv, then runs pytest.
 #   bash scripts/test.sh           the whole suite (what CI runs; trains the test model on a clean clone)
-#   bash scripts/test.sh --fast    ruff + mypy + the fast lane: every test not marked slow, no training
+#   bash scripts/test.sh --fast    ruff + mypy + the fast lane: every test not marked slow, no training, on two
+#                                  workers (pytest-xdist; pass -n 0 to run in one process)
 # Other arguments go to pytest (bash scripts/test.sh --fast -k api).
 # Tests use a real Mosquitto: the one on 127.0.0.1:1883 if running, else they start their own
 # (needs the mosquitto binary: apt-get install -y mosquitto).
@@ -19,7 +20,7 @@ if [ "$fast" = 1 ]; then
   .venv/bin/ruff check .
   echo "==> mypy (strict on edge/)"
   .venv/bin/mypy
-  echo "==> pytest -m 'not slow'"
-  exec .venv/bin/python -m pytest -m "not slow" --durations=10 ${args[@]+"${args[@]}"}
+  echo "==> pytest -m 'not slow' -n 2 (two workers, pytest-xdist)"
+  exec .venv/bin/python -m pytest -m "not slow" -n 2 --durations=10 ${args[@]+"${args[@]}"}
 fi
 exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}

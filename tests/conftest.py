@@ -7,9 +7,13 @@ daemon as a process); all others are marked ``fast``. Fast tests that need *a* r
 ``tiny_model``: a small int8 model made by our own pipeline and committed under tests/fixtures/.
 
 The trained model is cached under ``<repo>/.cache/test-models/<hash>/``, keyed on what makes it (data
-generation, training code and ``TINY_TRAINING``), so a second local run skips training; the converted
-packages sit below it under ``convert-<hash>/`` keyed also on convert/ and the package format. Editing
-tests or this file retrains nothing. CI starts from a clean clone, so it always trains.
+generation, training code and the ``TINY_*`` settings below), so a second local run skips training; the
+converted packages sit below it under ``convert-<hash>/`` keyed also on convert/ and the package format.
+Editing tests or this file retrains nothing unless a ``TINY_*`` setting changes. CI starts from a clean clone, so it always trains. Each cached
+artefact is made under a file lock (``tests.helpers.cache_lock``), so parallel workers make it once.
+
+A fast test must not import TensorFlow (the fast lane's point, and the edge never does): one that loads it
+errors at teardown, naming itself.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SIZE = 128  # input size of the test model
 TINY_PER_CLASS = 250
+TINY_DATA_SEED = 1
+TINY_VIDEO = dict(n_boxes=10, defect_rate=0.5, seed=7)  # the session's conveyor video (synth_video)
+TINY_TARGET_RECALL = 0.95  # the threshold rule the tests were calibrated on (the product default is a cost ratio)
 # The training run of the session model (part of its cache key).
 TINY_TRAINING = dict(img_size=TINY_SIZE, alpha=0.35, epochs=10, learning_rate=1e-3, fine_tune_epochs=6,
                      fine_tune_learning_rate=1e-4, seed=0, recipe="finetune")
@@ -48,12 +56,31 @@ def _source_hash(*parts: str, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
+def _cache_lock(path: Path) -> Any:
+    from tests.helpers import cache_lock  # here: tests/ is importable once this module has run
+
+    return cache_lock(path)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is None and TRAINED & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.fast)
+
+
+_TF_BEFORE = pytest.StashKey[bool]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_TF_BEFORE] = "tensorflow" in sys.modules
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if item.get_closest_marker("fast") is not None and not item.stash.get(_TF_BEFORE, True) and "tensorflow" in sys.modules:
+        pytest.fail(f"{item.nodeid} is a fast test but imported TensorFlow: mark it slow (pytest.mark.slow) or avoid "
+                    "the import", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +110,9 @@ def parcel_dir() -> Path:
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
     """Synthetic data, video and the trained run: keyed on the code that makes them (not on convert)."""
-    key = _source_hash("boxinspect/synth", "training", "tests/conftest.py")
+    recipe = repr((TINY_SIZE, TINY_PER_CLASS, TINY_DATA_SEED, TINY_TARGET_RECALL, sorted(TINY_TRAINING.items()),
+                   sorted(TINY_VIDEO.items())))
+    key = _source_hash("boxinspect/synth", "training", extra=recipe)
     d = REPO / ".cache" / "test-models" / key
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -105,27 +134,19 @@ def synth_data(model_cache: Path) -> Path:
     from boxinspect.synth import make_dataset
 
     out = model_cache / "synth"
-    if not (out / "manifest.json").exists():
-        shutil.rmtree(out, ignore_errors=True)
-        make_dataset(out, n_per_class=TINY_PER_CLASS, size=TINY_SIZE, seed=1, progress=False)
+    with _cache_lock(out):
+        if not (out / "manifest.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            make_dataset(out, n_per_class=TINY_PER_CLASS, size=TINY_SIZE, seed=TINY_DATA_SEED, progress=False)
     return out
 
 
 @pytest.fixture(scope="session")
 def synth_video(model_cache: Path) -> tuple[Path, dict]:
     """A generated conveyor video and its ground truth (which box passed when, defective or not)."""
-    import json
+    from tests.helpers import cached_video
 
-    from boxinspect.synth import make_video
-
-    path = model_cache / "video" / "conveyor.mp4"
-    gt_path = path.with_suffix(".json")
-    if not gt_path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        gt = make_video(path, n_boxes=10, defect_rate=0.5, seed=7)
-    else:
-        gt = json.loads(gt_path.read_text())
-    return path, gt
+    return cached_video(model_cache / "video" / "conveyor.mp4", **TINY_VIDEO)
 
 
 @pytest.fixture(scope="session")
@@ -141,13 +162,14 @@ def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
     from training.train import TrainConfig, train
 
     run = model_cache / "run"
-    if not (run / "metrics.json").exists():
-        shutil.rmtree(run, ignore_errors=True)
-        # the images are already the ROI around the box: no crop (crops are tested with crop_model)
-        cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, crop=NO_CROP,
-                          **TINY_TRAINING)
-        train(cfg)
-        evaluate(run, target_recall=0.95)  # the rule these tests were calibrated on (the product default is a cost ratio)
+    with _cache_lock(run):
+        if not (run / "metrics.json").exists():
+            shutil.rmtree(run, ignore_errors=True)
+            # the images are already the ROI around the box: no crop (crops are tested with crop_model)
+            cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, crop=NO_CROP,
+                              **TINY_TRAINING)
+            train(cfg)
+            evaluate(run, target_recall=TINY_TARGET_RECALL)
     return run
 
 
@@ -156,10 +178,11 @@ def int8_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
     out = convert_cache / "model_int8.tflite"
-    if not out.exists() or not Path(str(out) + ".json").exists():
-        # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
-        # so allow up to three here; the gate itself is tested in test_convert.py.
-        convert_run(tiny_run, "int8", out=out, max_f1_drop=0.03)
+    with _cache_lock(out):
+        if not out.exists() or not Path(str(out) + ".json").exists():
+            # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
+            # so allow up to three here; the gate itself is tested in test_convert.py.
+            convert_run(tiny_run, "int8", out=out, max_f1_drop=0.03)
     return out
 
 
@@ -173,14 +196,15 @@ def crop_model(tiny_run: Path, convert_cache: Path) -> Path:
 
     run = convert_cache / "run-crop"
     out = run / "model_float32.tflite"
-    if not out.exists() or not Path(str(out) + ".json").exists():
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.tflite", "*.tflite.json", "report"))
-        cfg = json.loads((run / "train_config.json").read_text())
-        cfg["crop"] = {"method": "auto"}
-        (run / "train_config.json").write_text(json.dumps(cfg, indent=1))
-        # the model was trained on whole ROI images, so the gate (Keras vs TFLite on crops) is not the point here
-        convert_run(run, "float32", out=out, gate=False)
+    with _cache_lock(run):
+        if not out.exists() or not Path(str(out) + ".json").exists():
+            shutil.rmtree(run, ignore_errors=True)
+            shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.tflite", "*.tflite.json", "report"))
+            cfg = json.loads((run / "train_config.json").read_text())
+            cfg["crop"] = {"method": "auto"}
+            (run / "train_config.json").write_text(json.dumps(cfg, indent=1))
+            # the model was trained on whole ROI images, so the gate (Keras vs TFLite on crops) is not the point here
+            convert_run(run, "float32", out=out, gate=False)
     return out
 
 
@@ -189,8 +213,9 @@ def float_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
     out = convert_cache / "model_float32.tflite"
-    if not out.exists() or not Path(str(out) + ".json").exists():
-        convert_run(tiny_run, "float32", out=out)
+    with _cache_lock(out):
+        if not out.exists() or not Path(str(out) + ".json").exists():
+            convert_run(tiny_run, "float32", out=out)
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -27,14 +26,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from boxinspect.broker import port_open
+from boxinspect.broker import free_port, port_open
 from edge.capture import Frame
 from edge.localize import NO_CROP
 from edge.outbox import OutboxError
 from edge.state import CameraState, LoadedModel
 
 __all__ = [
-    "DaemonProc", "FakeClassifier", "RecordingSink", "ReplayCapture", "Subscriber", "edit_sidecar", "fake_model", "free_port",
+    "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video", "edit_sidecar",
+    "fake_model", "free_port",
     "metric", "port_open", "video_frames", "wait_for",
 ]
 
@@ -42,11 +42,25 @@ DECISION_RE = re.compile(r"decision (\S+) score=([0-9.]+) .*event=([0-9a-f-]{36}
 START_TIMEOUT = 90.0  # model load + first frames on a busy 2-core machine
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the usual bind-to-0 trick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def cache_lock(path: Path) -> Any:
+    """A file lock (``path``.lock) held while the cached artefact ``path`` is checked and made, so parallel
+    workers (``pytest -n 2``) or two local runs make it once and never read it half-written."""
+    from filelock import FileLock
+
+    return FileLock(f"{path}.lock")
+
+
+def cached_video(path: Path, **make_video_kw: Any) -> tuple[Path, dict[str, Any]]:
+    """A generated conveyor video (``boxinspect.synth.make_video``) at ``path`` and its ground truth, made once
+    (under ``cache_lock``) and read back from ``path``.json afterwards."""
+    from boxinspect.synth import make_video
+
+    gt_path = path.with_suffix(".json")
+    with cache_lock(path):
+        if path.exists() and gt_path.exists():
+            return path, json.loads(gt_path.read_text())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path, make_video(path, **make_video_kw)
 
 
 def wait_for(
@@ -68,11 +82,13 @@ def wait_for(
 
 
 def edge_config(tmp_path: Path, model_path: Path, **over: Any) -> Any:
-    """An edge Config for in-process tests: the model, MQTT on a closed port, outbox and evidence in ``tmp_path``.
-    ``over``: sections to update (dicts) or keys to set."""
+    """An edge Config for in-process tests: the model, MQTT on a closed port, outbox and evidence in ``tmp_path``,
+    a camera name of its own (so its topics and MQTT client id are its own on a shared broker, also when tests run
+    in parallel). ``over``: sections to update (dicts) or keys to set."""
     from edge.config import parse_config
 
     data: dict[str, Any] = {
+        "camera": f"cam-{uuid.uuid4().hex[:8]}",
         "model": {"path": str(model_path)},
         "mqtt": {"port": 1, "outbox_path": str(tmp_path / "outbox.sqlite3")},
         "evidence": {"dir": str(tmp_path / "evidence")},
@@ -110,7 +126,23 @@ def metric(source: Any, name: str, default: float | None = 0.0, **labels: str) -
     return default
 
 
-class Subscriber:
+class _PahoClient:
+    """close() and ``with`` for the test's paho clients (``self.client``, its network loop started)."""
+
+    client: Any
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscriber(_PahoClient):
     """A paho client that records every message it receives (for assertions in tests).
 
     ``messages``: the JSON payloads (non-JSON skipped); ``raw``: every (topic, payload, retain).
@@ -190,15 +222,27 @@ class Subscriber:
                 self._cond.wait(min(left, 0.2))
             return True
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
-    def __enter__(self) -> Subscriber:
-        return self
+class Publisher(_PahoClient):
+    """A paho client that publishes test messages (triggers, commands) at QoS 1; ``send`` returns once the broker
+    has acknowledged the message. ``topic``: the default topic of ``send``."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __init__(self, host: str, port: int, topic: str | None = None) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.topic = topic
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                  client_id=f"test-pub-{uuid.uuid4().hex[:8]}")
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def send(self, payload: str | bytes | dict[str, Any], topic: str | None = None, retain: bool = False) -> None:
+        """Publish ``payload`` (a dict as JSON) on ``topic`` (default: the publisher's) and wait for the ack."""
+        to = topic or self.topic
+        assert to is not None, "Publisher.send: no topic"
+        data = json.dumps(payload) if isinstance(payload, dict) else payload
+        self.client.publish(to, data, qos=1, retain=retain).wait_for_publish(5)
 
 
 class DaemonProc:

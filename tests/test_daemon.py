@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 import jsonschema
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
 from edge.model_package import package_digest
 from tests.broker import Broker
-from tests.helpers import DaemonProc, Subscriber, free_port, wait_for
+from tests.helpers import DaemonProc, Publisher, Subscriber, free_port, wait_for
 
 SLOW = pytest.mark.slow  # every test that runs the daemon as a process
 
@@ -383,18 +382,16 @@ def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, br
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, decision={"mode": "triggered", "trigger_frames": 2})
     trigger_topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/trigger"
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}")
-    pub.connect(broker.host, broker.port)
-    pub.loop_start()
+    pub = Publisher(broker.host, broker.port, trigger_topic)
     # a stale retained trigger is ignored (it would announce a phantom part on every reconnect)
-    pub.publish(trigger_topic, json.dumps({"part_id": "STALE"}), qos=1, retain=True).wait_for_publish(5)
+    pub.send({"part_id": "STALE"}, retain=True)
     d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
         wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
-        pub.publish(trigger_topic, json.dumps({"part_id": "P-100"}), qos=1).wait_for_publish(5)
-        pub.publish(trigger_topic, "P-101", qos=1).wait_for_publish(5)
+        pub.send({"part_id": "P-100"})
+        pub.send("P-101")
         r = httpx.post(d.base + "/trigger", json={"part_id": "P-102"}, timeout=5)
         assert r.status_code == 202, r.text
         parts = wait_for(
@@ -409,8 +406,7 @@ def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, br
         d.send(signal.SIGTERM)
         assert d.wait(40) == 0, d.log()
     finally:
-        pub.loop_stop()
-        pub.disconnect()
+        pub.close()
         d.stop()
 
 
@@ -475,9 +471,7 @@ def test_two_views_in_triggered_mode_give_one_fused_event_per_part(tmp_path, cro
     cfg["sources"] = [{"view": v, "source": {"uri": str(p), "pace": "realtime", "loop": True}} for v, p in videos.items()]
     base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/defect")
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}")
-    pub.connect(mosquitto.host, mosquitto.port)
-    pub.loop_start()
+    pub = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
     d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
@@ -485,7 +479,7 @@ def test_two_views_in_triggered_mode_give_one_fused_event_per_part(tmp_path, cro
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "both cameras ok", d=d)
         assert set(d.status()["camera"]["stats"]["views"]) == {"top", "oblique"}
         for pid in ("P-1", "P-2", "P-3"):
-            pub.publish(f"{base}/trigger", json.dumps({"part_id": pid}), qos=1).wait_for_publish(5)
+            pub.send({"part_id": pid})
         wait_for(lambda: len({m["part_id"] for m in sub.messages}) >= 3, 90, "three fused events", d=d)
         time.sleep(1.0)  # a second event for a part would arrive now
         events = first_occurrences(sub.messages)
@@ -503,8 +497,7 @@ def test_two_views_in_triggered_mode_give_one_fused_event_per_part(tmp_path, cro
             assert e["evidence"] == e["views"][max(e["views"], key=lambda v: e["views"][v]["score"])]["evidence"]
         assert len(d.decisions()) == 3
     finally:
-        pub.loop_stop()
-        pub.disconnect()
+        pub.close()
         sub.close()
         d.stop()
 

@@ -22,6 +22,7 @@ from edge.decision import ContinuousDecider, Decision, TriggeredDecider
 from edge.roi import crop
 from edge.state import verdict
 from edge.timeutil import iso_utc
+from tests.helpers import cached_video
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("ok", "defective")
@@ -42,15 +43,8 @@ def box_at(gt: dict, frame: int) -> dict | None:
 @pytest.fixture(scope="module")
 def hard_video(model_cache: Path) -> tuple[Path, dict]:
     """A second generated video: other seed, 'hard' scenes (more noise, blur, belt texture), smaller frames."""
-    from boxinspect.synth import make_video
-
-    path = model_cache / "video-hard" / "conveyor.avi"
-    gt_path = path.with_suffix(".json")
-    if gt_path.exists() and path.exists():
-        return path, json.loads(gt_path.read_text())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    gt = make_video(path, n_boxes=8, defect_rate=0.5, seed=3, difficulty="hard", frame_size=(480, 270))
-    return path, gt
+    return cached_video(model_cache / "video-hard" / "conveyor.avi", n_boxes=8, defect_rate=0.5, seed=3,
+                        difficulty="hard", frame_size=(480, 270))
 
 
 @pytest.fixture(scope="module", params=["easy", "hard"])

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.helpers import DaemonProc, wait_for
+from tests.helpers import DaemonProc, edit_sidecar, wait_for
 from tests.test_daemon import SLOW, base_cfg, positive_class
 
 pytestmark = SLOW
@@ -41,8 +41,16 @@ CHROME_FLAGS = (
 @pytest.fixture
 def daemon(tmp_path, int8_model, synth_video, mosquitto):
     video, gt = synth_video
-    cfg = base_cfg(tmp_path, int8_model, video, gt, mosquitto, api={"token": TOKEN},
-                   operator={"feedback_dir": str(tmp_path / "feedback")})
+    # model.dir holds the live package and a candidate for the Model panel: the same network with threshold 0,
+    # so it calls every box a defect and disagrees with the live model on every OK box
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("live", "cand"):
+        shutil.copy(int8_model, models / f"{name}.tflite")
+        shutil.copy(f"{int8_model}.json", models / f"{name}.tflite.json")
+    edit_sidecar(models / "cand.tflite", lambda doc: doc.update(threshold=0.0))
+    cfg = base_cfg(tmp_path, models / "live.tflite", video, gt, mosquitto, api={"token": TOKEN},
+                   operator={"feedback_dir": str(tmp_path / "feedback")}, shadow={"dir": str(tmp_path / "shadow")})
     cfg["model"]["threshold"] = None  # the model's own threshold: OK and defect boxes both appear
     d = DaemonProc(tmp_path, cfg).start()
     try:
@@ -206,6 +214,34 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
     labelled = wait_for(lambda: list(positive_dir.glob("*.json")), 15, "the keyboard label in feedback/", d=d)
     assert json.loads(labelled[0].read_text())["kind"] == "label"
     assert d.metric("boxinspect_feedback_total", kind="label") == 1
+
+    # The Model panel: a candidate runs in shadow from the page, its disagreements wait with label buttons (a
+    # label is feedback like any other), promote makes it live and roll back returns, each one click.
+    def live_model() -> str:
+        return d.get("/model", headers={"Authorization": f"Bearer {TOKEN}"}).json()["live"]["model_id"]
+
+    live_id = live_model()
+    drv.find_element(By.ID, "m-candidate").send_keys("cand.tflite")
+    drv.find_element(By.ID, "m-load").click()
+    wait_for(lambda: "runs in shadow" in _text(drv, "toast"), 30, "the candidate loaded from the page", d=d)
+    cand_id = wait_for(lambda: drv.execute_script(
+        "const r = document.querySelector('#model-rows tr[data-row=model_id]');"
+        "return r && r.children[2].textContent !== '–' ? r.children[2].textContent : null"), 15, "the candidate column")
+    assert cand_id != live_id
+    wait_for(lambda: drv.find_elements(By.CSS_SELECTOR, f"#disagreements li button[data-label='{negative}']"), 240,
+             "a disagreement with label buttons on the page", d=d)
+    assert "agreement" in _text(drv, "shadow-stats")
+    item = drv.find_elements(By.CSS_SELECTOR, "#disagreements li")[0]
+    name = item.get_attribute("data-name")
+    item.find_element(By.CSS_SELECTOR, f"button[data-label='{negative}']").click()
+    wait_for((tmp_path / "feedback" / negative / f"{name}.jpg").is_file, 15, "the disagreement's label in feedback/", d=d)
+    drv.find_element(By.ID, "m-promote").click()
+    wait_for(lambda: "Promoted" in _text(drv, "toast"), 60, "the promotion", d=d)
+    assert live_model() == cand_id
+    wait_for(lambda: drv.find_element(By.ID, "m-rollback").is_enabled(), 15, "the rollback button")
+    drv.find_element(By.ID, "m-rollback").click()
+    wait_for(lambda: "Rolled back" in _text(drv, "toast"), 60, "the rollback", d=d)
+    assert live_model() == live_id
 
     # Usable on a phone-sized screen: one column, nothing wider than the screen.
     drv.set_window_size(390, 844)

@@ -375,6 +375,10 @@ def test_home_assistant_discovery_payloads_on_the_broker(mosquitto: Any, tmp_pat
 # ------------------------------------------------------------------------------------------------ OPC UA
 
 
+# A real asyncua server start takes seconds of CPU (keys, address space): the full lane, not the fast one.
+OPCUA_SERVER = pytest.mark.slow
+
+
 def opcua_cfg(**kw: Any) -> OpcuaConfig:
     base: dict[str, Any] = {"enabled": True, "endpoint": f"opc.tcp://127.0.0.1:{free_port()}/boxinspect/",
                             "username": "plc", "password": SecretStr("s3cret")}
@@ -416,6 +420,7 @@ async def _subscribe(url: str, user: str | None, password: str | None, node_path
     return got
 
 
+@OPCUA_SERVER
 def test_opcua_server_subscription_and_security() -> None:
     from asyncua import Client
     from asyncua.ua.uaerrors import BadIdentityTokenRejected, BadUserAccessDenied
@@ -476,6 +481,7 @@ def _cert(tmp: Path, name: str, uri: str, server: bool) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+@OPCUA_SERVER
 def test_opcua_signed_and_encrypted_channel_with_password_and_certificate_login(tmp_path: Path) -> None:
     from asyncua import Client
     from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
@@ -515,6 +521,7 @@ def test_opcua_signed_and_encrypted_channel_with_password_and_certificate_login(
         server.stop()
 
 
+@OPCUA_SERVER
 def test_opcua_port_in_use_is_a_clear_error() -> None:
     import socket
 

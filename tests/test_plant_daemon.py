@@ -15,17 +15,15 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import paho.mqtt.client as mqtt
 import pytest
 
 from edge.testhooks import SLOW_MODEL_ENV
-from tests.helpers import DaemonProc, Subscriber, free_port, wait_for
+from tests.helpers import DaemonProc, Publisher, Subscriber, free_port, wait_for
 from tests.test_daemon import base_cfg
 
 SLOW = pytest.mark.slow
@@ -62,21 +60,6 @@ def plant_cfg(tmp_path: Path, model_path: Path, synth_video: tuple[Path, dict], 
     cfg = base_cfg(tmp_path, model_path, video, gt, mosquitto, **over)
     cfg["mqtt"]["publish_results"] = True
     return cfg
-
-
-class Trigger:
-    def __init__(self, mosquitto: Any, topic: str) -> None:
-        self.topic = topic
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-trig-{uuid.uuid4().hex[:6]}")
-        self.client.connect(mosquitto.host, mosquitto.port)
-        self.client.loop_start()
-
-    def send(self, part_id: str) -> None:
-        self.client.publish(self.topic, json.dumps({"part_id": part_id}), qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def by_part(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -132,7 +115,7 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
     node = f"boxinspect_{cfg['line']}_{cfg['camera']}"
     prefix = f"{cfg['line']}.{cfg['camera']}"
     sub = Subscriber(mosquitto.host, mosquitto.port, [f"{base}/#", f"homeassistant/+/{node}/+/config"])
-    trig = Trigger(mosquitto, f"{base}/trigger")
+    trig = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
     d = StalledDaemon(tmp_path, cfg).start()
     stop, ready, seen = threading.Event(), threading.Event(), []
     watcher: threading.Thread | None = None
@@ -149,12 +132,12 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
         assert ready.wait(30), "the OPC UA client could not subscribe"
         # 1. a healthy model: decisions well within the deadline
         for pid in ("M-1", "M-2"):
-            trig.send(pid)
+            trig.send({"part_id": pid})
         wait_for(lambda: {"M-1", "M-2"} <= set(by_part(sub.json("/result"))), 60, "two model decisions", d=d)
         # 2. the classifier stalls (5 s per score against a 3 s deadline): the watchdog decides, by policy
         d.stall(5)
         for pid in ("S-1", "S-2"):
-            trig.send(pid)
+            trig.send({"part_id": pid})
         wait_for(lambda: {"S-1", "S-2"} <= set(by_part(sub.json("/result"))), 30, "two timeout decisions", d=d)
         d.stall(None)
         wait_for(lambda: d.metric("boxinspect_timeouts_total", action="reject") == 2, 10, "the timeout metric", d=d)
@@ -216,7 +199,7 @@ def test_one_decision_per_part_under_overload(tmp_path, int8_model, synth_video,
     )
     base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/result")
-    trig = Trigger(mosquitto, f"{base}/trigger")
+    trig = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
     d = StalledDaemon(tmp_path, cfg)
     d.stall(0.25)  # 0.25 s per score: about two parts a second at best
     d.start()
@@ -226,7 +209,7 @@ def test_one_decision_per_part_under_overload(tmp_path, int8_model, synth_video,
         wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         for i in range(n):
-            trig.send(f"O-{i}")
+            trig.send({"part_id": f"O-{i}"})
             time.sleep(0.02)
         wait_for(lambda: len(by_part(sub.json("/result"))) >= n, 60, f"decisions for all {n} parts", d=d)
         time.sleep(2)  # anything that would come twice has had time to
@@ -256,14 +239,14 @@ def test_fail_safe_policy_on_the_wire(tmp_path, int8_model, synth_video, mosquit
     )
     base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/#")
-    trig = Trigger(mosquitto, f"{base}/trigger")
+    trig = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
     d = StalledDaemon(tmp_path, cfg)
     d.stall(3)
     d.start()
     try:
         d.wait_api()
         wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
-        trig.send("F-1")
+        trig.send({"part_id": "F-1"})
         wait_for(lambda: sub.json("/result"), 30, "the timeout decision", d=d)
         if policy == "hold":
             wait_for(lambda: sub.json("/defect") and sub.on("/reject"), 30, "the held part via the outbox and a command", d=d)

@@ -11,14 +11,12 @@ import logging
 import re
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from edge.api import ApiState, LoadedModel, ModelSlot, create_app
@@ -27,8 +25,8 @@ from edge.classifier import Classifier, ModelError
 from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
 from edge.model_package import sidecar_path
-from edge.server import server_config
-from tests.helpers import edge_config, edit_sidecar, free_port
+from edge.server import server_config, start_api
+from tests.helpers import edge_config, edit_sidecar
 
 TOKEN = "t0k3n-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -314,20 +312,12 @@ def test_a_500_logs_one_traceback_from_a_real_server(tmp_path, int8_model, loade
 
     cfg = edge_config(tmp_path, int8_model)
     state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded), counters=broken)
-    port = free_port()
-    kw = server_config(create_app(state), cfg.api)
-    server = uvicorn.Server(uvicorn.Config(**kw, host="127.0.0.1", port=port))
-    t = threading.Thread(target=server.run, daemon=True)
     with caplog.at_level(logging.INFO):
-        t.start()
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        api = start_api(create_app(state), cfg.api.model_copy(update={"host": "127.0.0.1", "port": 0}), 20)
         try:
-            r = httpx.get(f"http://127.0.0.1:{port}/status", timeout=10)
+            r = httpx.get(f"{api.url}/status", timeout=10)
         finally:
-            server.should_exit = True
-            t.join(10)
+            api.stop(10)
     assert r.status_code == 500 and r.json() == {"detail": "internal error: ZeroDivisionError"}
     with_trace = [rec for rec in caplog.records if rec.exc_info]
     assert len(with_trace) == 1, [rec.getMessage() for rec in with_trace]

@@ -37,6 +37,7 @@ def test_weights_none_and_missing_path():
         resolve_weights("/nonexistent/w.h5", 0.35, 96)
 
 
+@pytest.mark.slow  # imports Keras (TensorFlow): not in the fast lane
 def test_imagenet_weights_come_from_the_keras_cache_offline(tmp_path, monkeypatch, weights_path):
     """The documented offline route: the official file in $KERAS_HOME/models/ serves any input size."""
     import keras

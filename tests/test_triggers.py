@@ -11,12 +11,11 @@ import json
 import signal
 import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import DaemonProc, metric, wait_for
+from tests.helpers import DaemonProc, Publisher, metric, wait_for
 from tests.test_daemon import SLOW, base_cfg
 
 POISON: list[tuple[bytes, str]] = [
@@ -35,17 +34,15 @@ def test_poison_triggers_never_become_parts_and_inspection_goes_on(tmp_path, int
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, mosquitto, decision={"mode": "triggered", "trigger_frames": 2})
     topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/trigger"
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-poison-{uuid.uuid4().hex[:6]}")
-    pub.connect(mosquitto.host, mosquitto.port)
-    pub.loop_start()
+    pub = Publisher(mosquitto.host, mosquitto.port, topic)
     d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
         wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
         wait_for(lambda: d.get("/readyz").status_code == 200, 60, "ready", d=d)
         for payload, _ in POISON:
-            pub.publish(topic, payload, qos=1).wait_for_publish(5)
-        pub.publish(topic, json.dumps({"part_id": "P-OK"}), qos=1).wait_for_publish(5)
+            pub.send(payload)
+        pub.send({"part_id": "P-OK"})
         wait_for(lambda: [e["part_id"] for e in d.get("/events").json()], 60, "the good trigger's decision", d=d)
         # only the good trigger became a part; every poison payload was refused, counted, by reason
         assert [e["part_id"] for e in d.get("/events").json()] == ["P-OK"]
@@ -54,7 +51,7 @@ def test_poison_triggers_never_become_parts_and_inspection_goes_on(tmp_path, int
             assert d.metric("boxinspect_triggers_rejected_total", reason=reason) == want, reason
         assert d.metric("boxinspect_mqtt_callback_errors_total") == 0
         # the subscription is alive: a second good trigger after the poison is inspected too
-        pub.publish(topic, "P-OK-2", qos=1).wait_for_publish(5)
+        pub.send("P-OK-2")
         wait_for(lambda: len(d.get("/events").json()) == 2, 60, "the second good trigger's decision", d=d)
         assert d.get("/events").json()[0]["part_id"] == "P-OK-2"
         r = d.get("/readyz")
@@ -63,8 +60,7 @@ def test_poison_triggers_never_become_parts_and_inspection_goes_on(tmp_path, int
         d.send(signal.SIGTERM)
         assert d.wait(40) == 0, d.log()
     finally:
-        pub.loop_stop()
-        pub.disconnect()
+        pub.close()
         d.stop()
 
 
@@ -136,20 +132,13 @@ def _sink(tmp_path, mosquitto, metrics):
     return MqttSink(cfg, base, metrics, client_id=f"t-guard-{uuid.uuid4().hex[:6]}"), base
 
 
-def _publisher(mosquitto) -> mqtt.Client:
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}")
-    pub.connect(mosquitto.host, mosquitto.port)
-    pub.loop_start()
-    return pub
-
-
-def _until_received(pub: mqtt.Client, topic: str, got: list[bytes], payload: bytes) -> None:
+def _until_received(pub: Publisher, topic: str, got: list[bytes], payload: bytes) -> None:
     """Publish ``payload`` until the handler saw it (the subscription may still be on its way)."""
 
     def seen() -> bool:
         if payload in got:
             return True
-        pub.publish(topic, payload, qos=1).wait_for_publish(5)
+        pub.send(payload, topic)
         return payload in got
 
     wait_for(seen, 20, f"{payload!r} at the handler", interval=0.3)
@@ -173,12 +162,12 @@ def test_a_crashing_subscription_handler_is_caught_counted_reported_and_recovers
 
     sink.subscribe(topic, handler, what="test commands")
     sink.start()
-    pub = _publisher(mosquitto)
+    pub = Publisher(mosquitto.host, mosquitto.port)
     try:
         assert sink.wait_connected(10)
         _until_received(pub, topic, got, b"before")
         assert sink.not_ready_reason() is None
-        pub.publish(topic, b"boom", qos=1).wait_for_publish(5)
+        pub.send(b"boom", topic)
         label = {"callback": f"on_message:{topic}"}
         wait_for(lambda: metric(m, "boxinspect_mqtt_callback_errors_total", **label) == 1, 10, "the crash counted")
         # /readyz says so
@@ -192,8 +181,7 @@ def test_a_crashing_subscription_handler_is_caught_counted_reported_and_recovers
         seq = sink.publish_defect({"event_id": "ev-after-crash", "is_defect": True})
         assert seq is not None and sink.wait_drained(10)
     finally:
-        pub.loop_stop()
-        pub.disconnect()
+        pub.close()
         sink.stop(5)
 
 
@@ -220,7 +208,7 @@ def test_a_crash_in_on_connect_still_connects_subscribes_and_delivers(tmp_path, 
     sink.subscribe(topic, lambda c, u, msg: got.append(msg.payload), what="test commands")
     sink.publish_defect({"event_id": "ev-before-connect", "is_defect": True})
     sink.start()
-    pub = _publisher(mosquitto)
+    pub = Publisher(mosquitto.host, mosquitto.port)
     try:
         wait_for(lambda: crashed, 10, "the injected crash")
         assert metric(m, "boxinspect_mqtt_callback_errors_total", callback="on_connect") == 1
@@ -228,8 +216,7 @@ def test_a_crash_in_on_connect_still_connects_subscribes_and_delivers(tmp_path, 
         assert sink.wait_drained(10), "the stored event was not delivered after the crash"
         _until_received(pub, topic, got, b"hello")
     finally:
-        pub.loop_stop()
-        pub.disconnect()
+        pub.close()
         sink.stop(5)
 
 

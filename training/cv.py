@@ -108,28 +108,6 @@ def is_multiview(parts: list[str]) -> bool:
     return sum(n for n in c.values() if n > 1) >= 0.5 * len(parts)
 
 
-def merge_groups(*labelings: list) -> np.ndarray:
-    """Connected components of items linked by equal labels in any of the labelings (0..G-1)."""
-    n = len(labelings[0])
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for lab in labelings:
-        first: dict = {}
-        for i, v in enumerate(lab):
-            j = first.setdefault(v, i)
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-    remap: dict[int, int] = {}
-    return np.array([remap.setdefault(find(i), len(remap)) for i in range(n)], dtype=np.int64)
-
-
 def fuse(scores: np.ndarray, rule: str) -> float:
     s = np.asarray(scores, dtype=np.float64)
     if rule == "max":
@@ -327,7 +305,7 @@ def run_cv(cfg: CVConfig) -> dict:
     y = y_all[idx_keep]
     parts = part_ids(rel)
     multiview = cfg.views and is_multiview(parts)
-    groups = merge_groups(dup.tolist(), parts) if cfg.views else dup
+    groups = split_mod.merge_groups(dup.tolist(), parts) if cfg.views else dup
     log.info("cv: %d images (%d %s), %d groups (near-duplicates%s), %d x %d folds, recipe %s",
              len(y), int(y.sum()), images.positive_class, len(np.unique(groups)),
              " + parts of multi-view files" if cfg.views else "", cfg.repeats, cfg.folds, cfg.recipe)

@@ -3,7 +3,7 @@
 Near-duplicates are found with a difference hash (dHash, 64 bits) computed on all eight dihedral
 transforms (four rotations by 90 degrees, each mirrored), so a flipped or rotated copy of a photo hashes
 close to the original. Two images whose smallest Hamming distance is <= ``threshold`` are linked, and
-linked images form one group (union-find). The views of one part (files ``<part>_<view>.<ext>``, see
+linked images form one group (connected components). The views of one part (files ``<part>_<view>.<ext>``, see
 edge/fusion.py) are linked too, so a part never has a view in train and another in test. Groups are then
 split with scikit-learn's ``StratifiedGroupKFold``: stratified by class, grouped by cluster. The result is written as a manifest
 (``split.json``) that can be reused to reproduce a run.
@@ -79,48 +79,40 @@ def hamming_matrix(hashes: np.ndarray) -> np.ndarray:
 
 
 def near_duplicate_groups(hashes: np.ndarray, threshold: int = DEFAULT_DUP_THRESHOLD) -> np.ndarray:
-    """Cluster ids (0..G-1, in order of first appearance): union-find over pairs within ``threshold``."""
+    """Cluster ids (0..G-1, in order of first appearance): connected components of pairs within ``threshold``."""
     n = len(hashes)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    if threshold >= 0 and n > 1:
-        dist = hamming_matrix(hashes)
-        ii, jj = np.nonzero(np.triu(dist <= threshold, k=1))
-        for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-    roots = [find(i) for i in range(n)]
-    remap: dict[int, int] = {}
-    return np.array([remap.setdefault(r, len(remap)) for r in roots], dtype=np.int64)
+    if threshold < 0 or n < 2:
+        return np.arange(n, dtype=np.int64)
+    ii, jj = np.nonzero(np.triu(hamming_matrix(hashes) <= threshold, k=1))
+    return connected_groups(n, ii, jj)
 
 
-def merge_by_key(groups: np.ndarray, keys: list[str]) -> np.ndarray:
-    """Join the groups of items that share a key (the views of one part): group ids 0..G-1 again."""
-    parent = {int(g): int(g) for g in np.unique(groups)}
+def merge_groups(*labelings: list) -> np.ndarray:
+    """Connected components of items linked by equal labels in any of the labelings (0..G-1, in order of
+    first appearance); e.g. near-duplicate clusters joined by part id, so the views of a part stay together."""
+    n = len(labelings[0])
+    ii: list[int] = []
+    jj: list[int] = []
+    for lab in labelings:
+        first: dict = {}
+        for i, v in enumerate(lab):
+            ii.append(i)
+            jj.append(first.setdefault(v, i))
+    return connected_groups(n, np.asarray(ii, dtype=np.int64), np.asarray(jj, dtype=np.int64))
 
-    def find(g: int) -> int:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
 
-    first: dict[str, int] = {}
-    for g, k in zip(groups.tolist(), keys, strict=True):
-        if k in first:
-            a, b = find(first[k]), find(g)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-        else:
-            first[k] = g
-    remap: dict[int, int] = {}
-    return np.array([remap.setdefault(find(int(g)), len(remap)) for g in groups], dtype=np.int64)
+def connected_groups(n: int, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
+    """Group ids 0..G-1, numbered in order of first appearance, of ``n`` items linked by the pairs
+    ``(ii[k], jj[k])`` (SciPy's connected components of the undirected graph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(ii), dtype=np.int8), (ii, jj)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
 
 
 def _first_fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.ndarray:
@@ -212,7 +204,7 @@ def make_split(
     keys = part_keys(rel_paths)
     n_multi = sum(1 for k in keys if k.startswith("part:"))
     if n_multi:
-        groups = merge_by_key(groups, keys)
+        groups = merge_groups(groups.tolist(), keys)
         log.info("multi-view: %d images are views of %d parts; a part's views stay in one split", n_multi,
                  len({k for k in keys if k.startswith("part:")}))
     sizes = Counter(groups.tolist())

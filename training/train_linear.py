@@ -24,6 +24,7 @@ import numpy as np
 
 from training import data as data_mod
 from training import operating
+from training import split as split_mod
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def train_linear(cfg) -> Path:
     paths = [images.root / it["path"] for it in fit_items]
     y = np.array([1 if it["label"] == images.positive_class else 0 for it in fit_items])
     rel = [it["path"] for it in fit_items]
-    groups = cv_mod.merge_groups([it["group"] for it in fit_items], cv_mod.part_ids(rel))
+    groups = split_mod.merge_groups([it["group"] for it in fit_items], cv_mod.part_ids(rel))
 
     t1 = time.monotonic()
     # the box crop of the run (train_config.json, the model sidecar): features are computed on the same crops

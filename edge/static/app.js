@@ -280,6 +280,82 @@ async function setCollection(withEnabled) {
   summaryLoopOnce();
 }
 
+// ---------------------------------------------------------------- model: live vs candidate, shadow, disagreements
+const METRIC_ROWS = [["model_id", "model"], ["source", "metrics from"], ["auc", "AUC"], ["recall", "recall"],
+  ["specificity", "specificity"], ["macro_f1", "macro F1"], ["n", "images"], ["threshold", "threshold"]];
+let lastDisKey = "";
+
+function metricCell(m, key) {
+  if (!m) return "–";
+  if (key === "model_id") return m.model_id;
+  const v = key === "threshold" ? m.threshold : (m.metrics || {})[key];
+  if (v === null || v === undefined) return "–";
+  return typeof v === "number" && key !== "n" ? num(v, 3) : String(v);
+}
+
+function renderModel(d) {
+  const cols = [d.live, d.candidate, d.previous];
+  $("model-rows").replaceChildren(...METRIC_ROWS.map(([key, name]) =>
+    el("tr", { "data-row": key }, el("td", {}, name), ...cols.map((m) => el("td", {}, metricCell(m, key))))));
+  const sh = d.shadow || {};
+  $("shadow-stats").textContent = d.candidate
+    ? `Shadow: ${sh.judged} box(es) judged · agreement ${pct(sh.agreement_ratio)} · ${sh.disagreed} disagreement(s)` +
+      ` (${sh.live_defect_candidate_ok} the candidate would pass, ${sh.live_ok_candidate_defect} it would reject)` +
+      (sh.errors ? ` · ${sh.errors} error(s)` : "") + (sh.skipped ? ` · ${sh.skipped} skipped` : "")
+    : "No candidate in shadow.";
+  const r = d.retrain || {};
+  $("retrain-state").textContent = r.state === "running" ? `Retrain running: ${r.progress || ""}`
+    : r.state === "done" ? `Last retrain: done in ${num(r.seconds, 1)} s` : r.state === "failed" ? `Last retrain failed: ${r.error}` : "";
+  $("m-promote").disabled = !d.candidate;
+  $("m-rollback").disabled = !d.previous;
+  $("m-retrain").disabled = r.state === "running";
+  const list = d.disagreements || [];
+  $("dis-count").textContent = list.length ? `(${list.length})` : "";
+  $("dis-empty").hidden = list.length > 0;
+  const key = list.map((x) => x.name).join(",");
+  if (key === lastDisKey) return;
+  lastDisKey = key;
+  $("disagreements").replaceChildren(...list.map((x) => {
+    const live = x.live || {}, cand = x.candidate || {};
+    const names = x.labels || labels;
+    const buttons = el("div", { class: "answers" }, ...names.map((lbl, i) =>
+      el("button", { type: "button", class: i === 1 ? "bad small" : "ok small", "data-label": lbl,
+        onclick: () => labelDisagreement(x.name, lbl) }, `it is ${lbl}`)),
+      el("button", { type: "button", class: "small", "data-label": "skip", onclick: () => labelDisagreement(x.name, "skip") }, "skip"));
+    return el("li", { class: "dis", "data-name": x.name },
+      el("img", { src: `/ui/shadow/${encodeURIComponent(x.name)}.jpg`, alt: "crop", width: 80, height: 80, loading: "lazy" }),
+      el("div", {},
+        el("span", {}, `live: ${live.label} ${num(live.score)}`), el("br"),
+        el("span", {}, `candidate: ${cand.label} ${num(cand.score)}`), el("br"),
+        el("span", { class: "muted" }, when((x.decision || {}).decided_at))),
+      buttons);
+  }));
+}
+
+async function labelDisagreement(name, label) {
+  try {
+    await act(`/ui/shadow/${encodeURIComponent(name)}`, { label });
+    toast(label === "skip" ? "Skipped" : `Labelled "${label}": stored in feedback/${label}/`);
+  } catch (e) { /* toast says why */ }
+  lastDisKey = "";
+  modelLoopOnce();
+}
+
+async function modelLoopOnce() {
+  try { renderModel(await getJSON("/ui/model?limit=12")); } catch (e) { /* next poll */ }
+}
+
+async function modelLoop() {
+  await modelLoopOnce();
+  setTimeout(modelLoop, document.hidden ? 10000 : 3000);
+}
+
+async function modelAction(path, body, done) {
+  try { const d = await act(path, body); toast(done(d)); } catch (e) { /* toast says why */ }
+  modelLoopOnce();
+  summaryLoopOnce();
+}
+
 // ---------------------------------------------------------------- wiring
 function wire() {
   $("token-button").addEventListener("click", () => showTokenForm($("token-form").hidden));
@@ -314,6 +390,13 @@ function wire() {
       toast(`Part triggered${r.part_id ? ": " + r.part_id : ""}; the next frames decide it`);
     } catch (e) { /* toast says why */ }
   });
+  $("m-retrain").addEventListener("click", () => modelAction("/model/retrain", {}, () => "Retrain started: the candidate runs in shadow when it is ready"));
+  $("m-promote").addEventListener("click", () => modelAction("/model/promote", {}, (d) => `Promoted: ${d.live.model_id} is live`));
+  $("m-rollback").addEventListener("click", () => modelAction("/model/rollback", {}, (d) => `Rolled back: ${d.live.model_id} is live`));
+  $("m-load").addEventListener("click", () => {
+    const path = $("m-candidate").value.trim();
+    if (path) modelAction("/model/candidate", { path }, (d) => `${d.candidate.model_id} runs in shadow`);
+  });
   $("collect-on").addEventListener("change", () => setCollection(true));
   $("collect-every").addEventListener("change", () => setCollection(false));
   $("q-1").addEventListener("click", () => labelQueued("1"));
@@ -331,3 +414,4 @@ summaryLoop();
 decisionsLoop();
 queueLoop();
 liveLoop();
+modelLoop();
