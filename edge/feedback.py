@@ -91,6 +91,31 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def take_crop(directory: Path, name: str, what: str) -> tuple[bytes, dict[str, Any]]:
+    """A queued crop: ``<name>.jpg`` and its record ``<name>.json`` ({} if missing or unreadable), both then
+    deleted. OSError if the JPEG cannot be read (its files are deleted all the same)."""
+    try:
+        data = (directory / f"{name}.jpg").read_bytes()
+        try:
+            rec = json.loads((directory / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            rec = {}
+    finally:
+        delete_crop(directory, name, what)
+    return data, rec
+
+
+def delete_crop(directory: Path, name: str, what: str) -> None:
+    """Delete a queued crop's two files; a file that cannot be deleted is logged (``what``: whose queue)."""
+    for suffix in (".jpg", ".json"):
+        try:
+            (directory / f"{name}{suffix}").unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("%s: cannot delete %s%s: %s", what, name, suffix, e)
+
+
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -311,27 +336,13 @@ class Collector:
                     break
             else:
                 raise FeedbackError(f"{name} is not in the label queue")
-        try:
-            data = (self.dir / f"{name}.jpg").read_bytes()
-            try:
-                rec = json.loads((self.dir / f"{name}.json").read_text())
-            except (OSError, ValueError):
-                rec = {}
-        finally:
-            self._unlink(name)
-        return data, rec
+        return take_crop(self.dir, name, "collection")
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def _unlink(self, name: str) -> None:
-        for suffix in (".jpg", ".json"):
-            try:
-                (self.dir / f"{name}{suffix}").unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log.warning("collection: cannot delete %s%s: %s", name, suffix, e)
+        delete_crop(self.dir, name, "collection")
 
     def _scan(self) -> None:
         if not self.dir.is_dir():

@@ -41,7 +41,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from edge.classifier import ModelError
-from edge.feedback import FeedbackError, _atomic_write, encode_jpeg, safe_name
+from edge.feedback import FeedbackError, _atomic_write, delete_crop, encode_jpeg, safe_name, take_crop
 from edge.model_package import PackageError, resolve_model_name
 from edge.timeutil import iso_utc
 
@@ -199,15 +199,7 @@ class DisagreementStore:
             if name not in self._names:
                 raise FeedbackError(f"{name} is not in the disagreement queue")
             self._names.remove(name)
-        try:
-            data = (self.dir / f"{name}.jpg").read_bytes()
-            try:
-                rec = json.loads((self.dir / f"{name}.json").read_text())
-            except (OSError, ValueError):
-                rec = {}
-        finally:
-            self._unlink(name)
-        return data, rec
+        return take_crop(self.dir, name, "shadow")
 
     def clear(self) -> None:
         with self._lock:
@@ -227,13 +219,7 @@ class DisagreementStore:
             self._unlink(name)
 
     def _unlink(self, name: str) -> None:
-        for suffix in (".jpg", ".json"):
-            try:
-                (self.dir / f"{name}{suffix}").unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log.warning("shadow: cannot delete %s%s: %s", name, suffix, e)
+        delete_crop(self.dir, name, "shadow")
 
 
 # --------------------------------------------------------------------------------------------------

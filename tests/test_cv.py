@@ -103,6 +103,32 @@ def test_cv_writes_oof_scores_and_mean_sd_and_keeps_views_together(views_data, t
 
 
 @pytest.mark.slow
+def test_cv_runs_selected_folds_then_resumes_the_rest_to_the_same_result(views_data, tmp_path, weights_path):
+    from training.cv import CVConfig, run_cv
+
+    base = dict(data_dir=views_data, folds=3, repeats=2, img_size=96, weights=str(weights_path), C=0.01)
+    full = run_cv(CVConfig(out_dir=tmp_path / "full", **base))
+    out = tmp_path / "parts"
+    part = run_cv(CVConfig(out_dir=out, only_folds=[2, 5], **base))
+    assert part["partial"] and [(f["repeat"], f["fold"]) for f in part["folds"]] == [(0, 1), (1, 1)]
+    assert "operating_point" not in part and not (out / "oof_scores.csv").exists()
+    # resume keeps the two finished folds (it does not run them again) and runs the other four
+    kept = {(f["repeat"], f["fold"]): f for f in part["folds"]}
+    done = run_cv(CVConfig(out_dir=out, resume=True, **base))
+    assert not done.get("partial") and len(done["folds"]) == 6
+    for f in done["folds"]:
+        if (f["repeat"], f["fold"]) in kept:
+            assert f == kept[(f["repeat"], f["fold"])]
+    # same folds, same scores as one uninterrupted run
+    assert [f["roc_auc"] for f in done["folds"]] == pytest.approx([f["roc_auc"] for f in full["folds"]])
+    assert done["pooled_oof_auc"] == pytest.approx(full["pooled_oof_auc"])
+    assert len((out / "folds.jsonl").read_text().splitlines()) == 6
+    # a resume against other folds is refused, not mixed in
+    with pytest.raises(ValueError, match="other test images"):
+        run_cv(CVConfig(out_dir=out, resume=True, **{**base, "folds": 4}))
+
+
+@pytest.mark.slow
 def test_default_recipe_is_linear_and_evaluate_and_convert_accept_it(views_data, tmp_path, weights_path):
     import keras
 

@@ -217,6 +217,11 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unfreeze-blocks", type=int, default=8, help="finetune: blocks unfrozen (default 8)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="finetune: label smoothing (default 0)")
     p.add_argument("--patience", type=int, default=3, help="finetune: early-stopping patience (default 3)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the folds an earlier run in OUT finished (OUT/folds.jsonl) and run only the rest")
+    p.add_argument("--only-folds", default=None, metavar="N,N,...",
+                   help="run only these folds (1-based, in run order: repeat 1 is 1..folds); the summary is then "
+                        "per-fold only unless every image got a score")
     _add_operating_args(p)
     p.set_defaults(func=_cv)
 
@@ -234,15 +239,21 @@ def _cv(args: argparse.Namespace) -> int:
         dup_threshold=args.dup_threshold, positive_class=args.positive_class, views=not args.no_views,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.lr,
         fine_tune_learning_rate=args.fine_tune_lr, unfreeze_blocks=args.unfreeze_blocks,
-        label_smoothing=args.label_smoothing, patience=args.patience,
+        label_smoothing=args.label_smoothing, patience=args.patience, resume=args.resume,
     )
     try:
+        if args.only_folds:
+            cfg.only_folds = [int(v) for v in args.only_folds.split(",") if v.strip()]
+            bad = [v for v in cfg.only_folds if not 1 <= v <= args.folds * args.repeats]
+            if bad:
+                raise ValueError(f"--only-folds: {bad} outside 1..{args.folds * args.repeats}")
         s = run_cv(cfg)
     except (DataError, SplitError, WeightsError, ValueError) as e:
         log.error("%s", e)
         return 2
     print(format_summary(s))
-    print("operating point (out-of-fold): " + s["operating_point"]["sentence"])
+    if "operating_point" in s:
+        print("operating point (out-of-fold): " + s["operating_point"]["sentence"])
     print(f"out-of-fold scores: {Path(args.out) / 'oof_scores.csv'}; summary: {Path(args.out) / 'summary.json'}")
     return 0
 

@@ -72,6 +72,8 @@ class CVConfig:
     unfreeze_blocks: int = 8
     label_smoothing: float = 0.0
     patience: int = 3
+    resume: bool = False  # keep the folds already finished in OUT (folds.jsonl + their scores), run the rest
+    only_folds: list[int] | None = None  # 1-based fold numbers (in run order) to run; None = all
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -224,6 +226,52 @@ def _finetune_fold(cfg: CVConfig, images: data_mod.ImageSet, rel: list[str], y, 
     return s, thr, {}
 
 
+# ---------------------------------------------------------------- resume
+
+
+FOLD_SCORES = "fold_scores.jsonl"
+
+
+def _save_fold_scores(out: Path, r: int, f: int, rel_te: list[str], s: np.ndarray) -> None:
+    with open(out / FOLD_SCORES, "a") as fh:
+        fh.write(json.dumps({"repeat": r, "fold": f, "paths": rel_te, "scores": [float(v) for v in s]}) + "\n")
+
+
+def _finished_folds(out: Path, rel: list[str]) -> dict[tuple[int, int], tuple[dict, np.ndarray | None]]:
+    """Folds an earlier (interrupted) run finished: {(repeat, fold): (metrics row, test scores or None)}."""
+    rows = {}
+    if (out / "folds.jsonl").is_file():
+        for line in (out / "folds.jsonl").read_text().splitlines():
+            if line.strip():
+                m = json.loads(line)
+                rows[(m["repeat"], m["fold"])] = m
+    scores: dict[tuple[int, int], dict[str, float]] = {}
+    if (out / FOLD_SCORES).is_file():
+        for line in (out / FOLD_SCORES).read_text().splitlines():
+            if line.strip():
+                d = json.loads(line)
+                scores[(d["repeat"], d["fold"])] = dict(zip(d["paths"], d["scores"], strict=True))
+    pos = {p: i for i, p in enumerate(rel)}
+    out_d: dict[tuple[int, int], tuple[dict, np.ndarray | None]] = {}
+    for k, m in rows.items():
+        sc = scores.get(k)
+        if sc is not None and not all(p in pos for p in sc):
+            raise ValueError(f"--resume: {out} was made from other data (unknown files in its fold scores)")
+        out_d[k] = (m, None if sc is None else sc)
+    return out_d
+
+
+def _finetune_rescore(cfg: CVConfig, images: data_mod.ImageSet, te: np.ndarray, fold_dir: Path) -> np.ndarray:
+    """Test scores of a fine-tune fold's saved model (a fold finished before fold scores were kept)."""
+    import keras
+
+    model = keras.models.load_model(fold_dir / "model.keras", compile=False)
+    loaded = data_mod.load_images([images.paths[i] for i in te], [images.labels[i] for i in te], cfg.img_size)
+    s = model.predict(loaded.pixels.astype(np.float32), batch_size=32, verbose=0).ravel().astype(np.float64)
+    keras.backend.clear_session()
+    return s
+
+
 # ---------------------------------------------------------------- main entry
 
 
@@ -239,7 +287,9 @@ def run_cv(cfg: CVConfig) -> dict:
     t0 = time.monotonic()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "folds.jsonl").unlink(missing_ok=True)
+    if not cfg.resume:
+        (out / "folds.jsonl").unlink(missing_ok=True)
+        (out / FOLD_SCORES).unlink(missing_ok=True)
     images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
     rel = [images.rel(p) for p in images.paths]
     y_all = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
@@ -271,23 +321,55 @@ def run_cv(cfg: CVConfig) -> dict:
     oof = np.full((cfg.repeats, len(y)), np.nan)
     fold_of = np.full((cfg.repeats, len(y)), -1)
     n_total = cfg.repeats * cfg.folds
+    finished = _finished_folds(out, rel) if cfg.resume else {}
+    if finished:
+        log.info("resume: %d fold(s) already finished in %s are kept", len(finished), out)
     done = 0
+    n_run = 0
     for r in range(cfg.repeats):
         seed = cfg.seed + r
         sgkf = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=seed)
         for f, (tr, te) in enumerate(sgkf.split(np.zeros(len(y)), y, groups)):
             tf0 = time.monotonic()
+            number = r * cfg.folds + f + 1
+            fold_dir = out / "folds" / f"r{r}f{f}"
+            if (r, f) in finished:
+                m, sc = finished[(r, f)]
+                s = None
+                if sc is not None:
+                    if set(sc) != {rel[i] for i in te}:
+                        raise ValueError(f"--resume: fold {number} of {out} has other test images than this run's "
+                                         "fold (other --folds/--seed/--dup-threshold?)")
+                    s = np.array([sc[rel[i]] for i in te])
+                if s is None and cfg.recipe == "finetune" and (fold_dir / "model.keras").is_file():
+                    s = _finetune_rescore(cfg, images, te, fold_dir)  # folds finished before scores were saved
+                    _save_fold_scores(out, r, f, [rel[i] for i in te], s)
+                if s is not None:
+                    oof[r, te] = s
+                    fold_of[r, te] = f
+                rows.append(m)
+                if multiview and s is not None:
+                    pte = [parts[i] for i in te]
+                    for rule in FUSIONS:
+                        yp, sp_ = fuse_parts(pte, y[te], s, rule)
+                        part_rows[rule].append({"repeat": r, "fold": f, **fold_metrics(yp, sp_, m["threshold"])})
+                log.info("fold %d/%d (repeat %d, fold %d): kept from the earlier run, AUC %.3f", number, n_total,
+                         r + 1, f + 1, m["roc_auc"])
+                continue
+            if cfg.only_folds is not None and number not in cfg.only_folds:
+                continue
             if cfg.recipe == "linear":
                 s, thr, info = _linear_fold(cfg, x, y, groups, tr, te, seed)
             else:
-                s, thr, info = _finetune_fold(cfg, images, rel, y, groups, tr, te, seed,
-                                              out / "folds" / f"r{r}f{f}")
+                s, thr, info = _finetune_fold(cfg, images, rel, y, groups, tr, te, seed, fold_dir)
             oof[r, te] = s
             fold_of[r, te] = f
             m = {"repeat": r, "fold": f, **fold_metrics(y[te], s, thr), **info}
             rows.append(m)
+            n_run += 1
             with open(out / "folds.jsonl", "a") as fh:  # partial results survive an interrupted run
                 fh.write(json.dumps(m) + "\n")
+            _save_fold_scores(out, r, f, [rel[i] for i in te], s)
             if multiview:
                 pte = [parts[i] for i in te]
                 for rule in FUSIONS:
@@ -295,12 +377,30 @@ def run_cv(cfg: CVConfig) -> dict:
                     part_rows[rule].append({"repeat": r, "fold": f, **fold_metrics(yp, sp_, thr)})
             done += 1
             el = time.monotonic() - t0
+            todo = (len(cfg.only_folds) if cfg.only_folds is not None else n_total) - len(finished) - n_run
             log.info("fold %d/%d (repeat %d, fold %d): AUC %.3f, macro F1 %.3f, recall %.3f, specificity %.3f "
-                     "at %.3f%s (%.0f s; %.0f s elapsed, ~%.0f s left)", done, n_total, r + 1, f + 1, m["roc_auc"],
-                     m["macro_f1"], m["recall"], m["specificity"], thr,
+                     "at %.3f%s (%.0f s; %.0f s elapsed, ~%.0f s left)", number, n_total, r + 1, f + 1,
+                     m["roc_auc"], m["macro_f1"], m["recall"], m["specificity"], thr,
                      f", C {info['C']:g}" if "C" in info else "", time.monotonic() - tf0, el,
-                     el / done * (n_total - done))
+                     el / n_run * max(todo, 0))
 
+    rows.sort(key=lambda m: (m["repeat"], m["fold"]))
+    if not rows:
+        raise ValueError("no fold ran (check --only-folds)")
+    complete = [bool(np.all(np.isfinite(oof[r]))) for r in range(cfg.repeats)]
+    if not complete[0]:
+        # A partial run (--only-folds, or folds finished before their scores were kept): per-fold metrics
+        # only; the pooled operating point needs every image scored once.
+        summary = {"config": cfg.to_json(), "partial": True,
+                   "data": {"root": str(images.root), "n": int(len(y)), "n_positive": int(y.sum())},
+                   "per_view": mean_sd(rows), "folds": rows,
+                   "per_part": {rule: mean_sd(v) for rule, v in part_rows.items() if v} if multiview else None,
+                   "folds_per_part": part_rows if multiview else None,
+                   "wall_time_s": round(time.monotonic() - t0, 1)}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        log.info("cv partial (%d of %d folds) in %.0f s: %s", len(rows), n_total, summary["wall_time_s"],
+                 format_summary(summary))
+        return summary
     # Operating point on all out-of-fold scores (repeat 0: every image scored once, by a model that did not
     # see it), in the line's terms.
     op = operating.choose(y, oof[0], cfg.target_recall, cfg.cost_ratio)
@@ -313,7 +413,7 @@ def run_cv(cfg: CVConfig) -> dict:
                  "n_parts": int(len(set(parts))), "unreadable": [str(p) for p in loaded.unreadable]},
         "per_view": mean_sd(rows),
         "per_part": {rule: mean_sd(v) for rule, v in part_rows.items() if v} if multiview else None,
-        "pooled_oof_auc": [float(roc_auc_score(y, oof[r])) for r in range(cfg.repeats)],
+        "pooled_oof_auc": [float(roc_auc_score(y, oof[r])) if complete[r] else None for r in range(cfg.repeats)],
         "operating_point": {**{k: v for k, v in op.items() if k != "fallback"}, **op_row,
                             "sentence": operating.sentence(op_row), "chosen_on": "out-of-fold scores, repeat 1"},
         "tradeoff": operating.tradeoff(y, oof[0]),
