@@ -155,17 +155,7 @@ class Runner:
 
     def invoke(self, tensor: np.ndarray) -> float:
         """Set the prepared input, invoke, return the dequantised output (thread-safe)."""
-        with self._lock:
-            self._interp.set_tensor(self._in["index"], tensor)
-            self._interp.invoke()
-            out = self._interp.get_tensor(self._out["index"]).reshape(-1)
-        if out.size != 1:
-            raise ModelError(f"{self.path}: expected one output value, got {out.size}")
-        value = float(out[0])
-        if self.output_quant is not None and self.output_dtype != np.float32:
-            scale, zp = self.output_quant
-            value = (value - zp) * scale
-        return value
+        return self._invoke(tensor, features=False)[0]
 
     def run(self, rgb: np.ndarray) -> float:
         return self.invoke(self.set_input(rgb))
@@ -173,11 +163,15 @@ class Runner:
     def invoke_features(self, tensor: np.ndarray) -> tuple[float, np.ndarray | None]:
         """Like :meth:`invoke`, and also the dequantised features output (float32 (D,); None if the model has
         none), from the same invoke."""
+        return self._invoke(tensor, features=True)
+
+    def _invoke(self, tensor: np.ndarray, features: bool) -> tuple[float, np.ndarray | None]:
         with self._lock:
             self._interp.set_tensor(self._in["index"], tensor)
             self._interp.invoke()
             out = self._interp.get_tensor(self._out["index"]).reshape(-1)
-            feat = None if self._feat is None else self._interp.get_tensor(self._feat["index"]).reshape(-1).copy()
+            feat = (self._interp.get_tensor(self._feat["index"]).reshape(-1).copy()
+                    if features and self._feat is not None else None)
         if out.size != 1:
             raise ModelError(f"{self.path}: expected one output value, got {out.size}")
         value = float(out[0])

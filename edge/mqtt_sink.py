@@ -709,17 +709,19 @@ class MqttSink:
         st = _SenderState(window=self.max_inflight)
         while True:
             stop = self._apply_messages(st, self._next_batch())
-            self._delete_acked(st)
             if not stop:
                 self._flush_held()
+                # new events go out before the acknowledged ones are deleted: that delete is a transaction with
+                # an fsync and must not delay a defect event that is waiting (rows acked but not yet deleted
+                # are skipped by _send_pending)
+                self._send_pending(st)
+                self._send_held(st)
+            self._delete_acked(st)
             self._inflight_n = len(st.inflight)
             if stop:
                 with self._drained:
                     self._drained.notify_all()
                 return
-            self._send_pending(st)
-            self._send_held(st)
-            self._inflight_n = len(st.inflight)
 
     def _next_batch(self) -> list[SenderMessage]:
         """Whatever is queued, after waiting at most half a second for the first message."""
