@@ -2,7 +2,8 @@
 
 usage: SEED0=0 python scripts/probe_cv.py [DATA] NAME=SRC[;SRC]@opts ...
 SRC = NPZ:key1+key2 (features of runs/probe/NPZ.npz written by scripts/probe_features.py, concatenated);
-several SRC separated by ';' are averaged (flip / multi-scale); opts: scaling=standard, C=0.001, l2norm, sqrt.
+several SRC separated by ';' are averaged (flip / multi-scale); opts: scaling=standard, C=0.001, l2norm, sqrt,
+ls=0.1 (label smoothing, fixed C: default 0.001).
 Folds = `boxinspect cv --seed SEED0` (5 x 2); prints mean +- sd AUC and the paired difference to the first NAME.
 """
 import json
@@ -57,6 +58,27 @@ def load(spec):
     return x.astype(np.float64), o
 
 
+def smoothed(xtr, ytr, gtr, xte, eps, c, seed):
+    """Label-smoothed L2 logistic head (balanced class weights, the default's global scaling), fixed C."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit_predict(a, ya, b):
+        sc = linear.make_pipeline(c, seed)[0].fit(a)
+        cw = len(ya) / (2.0 * np.bincount(ya, minlength=2))
+        xa = sc.transform(a)
+        x2 = np.vstack([xa, xa])
+        y2 = np.r_[ya, 1 - ya]
+        w2 = np.r_[cw[ya] * (1 - eps / 2), cw[ya] * (eps / 2)]
+        lr = LogisticRegression(C=c, max_iter=5000).fit(x2, y2, sample_weight=w2)
+        return lr.predict_proba(sc.transform(b))[:, 1]
+
+    oof = np.zeros(len(ytr))
+    for tr2, va2 in linear.inner_splits(ytr, gtr, seed=seed):
+        oof[va2] = fit_predict(xtr[tr2], ytr[tr2], xtr[va2])
+    thr = operating.choose(ytr, oof, None, None)["threshold"]
+    return fit_predict(xtr, ytr, xte), thr, c
+
+
 results = {}
 for a in args:
     name, spec = a.split("=", 1)
@@ -66,9 +88,13 @@ for a in args:
         sg = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=r)
         for f, (tr, te) in enumerate(sg.split(np.zeros(len(y)), y, groups)):
             c = float(o["C"]) if "C" in o else None
-            fit = linear.fit(x[tr], y[tr], groups[tr], c=c, seed=r, scaling=o.get("scaling", "global"))
-            s = fit["model"].predict_proba(x[te])[:, 1]
-            thr = operating.choose(y[tr], fit["oof"], None, None)["threshold"]
+            if "ls" in o:  # label smoothing eps: each image twice, label y weight 1-eps/2 and 1-y weight eps/2
+                s, thr, cc = smoothed(x[tr], y[tr], groups[tr], x[te], float(o["ls"]), c or 1e-3, r)
+                fit = {"C": cc}
+            else:
+                fit = linear.fit(x[tr], y[tr], groups[tr], c=c, seed=r, scaling=o.get("scaling", "global"))
+                s = fit["model"].predict_proba(x[te])[:, 1]
+                thr = operating.choose(y[tr], fit["oof"], None, None)["threshold"]
             m = cv_mod.fold_metrics(y[te], s, thr)
             m.update(repeat=r, fold=f, C=fit["C"])
             rows.append(m)
