@@ -173,3 +173,22 @@ def test_shrunk_roi_buffers_are_reused():
     first = fg._shrink(roi)
     assert fg._shrink(roi + 1) is first and first.shape == (80, 80, 3)
     assert cv2.countNonZero(first[..., 0]) == first.shape[0] * first.shape[1]
+
+
+def test_outbox_ack_is_not_fsynced_but_every_put_stays_durable(tmp_path):
+    """A PUBACK's delete must not queue a waiting defect event behind an fsync; puts keep synchronous=FULL."""
+    from edge.outbox import Outbox
+
+    ob = Outbox(tmp_path / "outbox.sqlite3")
+    try:
+        seqs = [ob.put("t/defect", b'{"a": 1}', f"e{i}") for i in range(3)]
+        assert ob.ack_many(seqs[:2]) == 2 and ob.depth() == 1
+        assert ob._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for the next put
+        assert [r.seq for r in ob.pending()] == seqs[2:]
+    finally:
+        ob.close()
+    reopened = Outbox(tmp_path / "outbox.sqlite3")
+    try:
+        assert [r.event_id for r in reopened.pending()] == ["e2"]
+    finally:
+        reopened.close()
