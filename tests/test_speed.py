@@ -139,7 +139,7 @@ def test_bench_pipeline_measures_every_stage_and_the_events_to_their_puback(tmp_
 
     video, gt = synth_video
     roi = RoiConfig(**{k: gt["roi"][k] for k in ("x", "y", "width", "height")})
-    res = bench_pipeline(str(video), str(int8_model), threads=1, duration=8.0, roi=roi,
+    res = bench_pipeline(str(video), str(int8_model), threads=1, duration=15.0, roi=roi,
                          broker=(mosquitto.host, mosquitto.port), workdir=tmp_path)
     st, d = res["stages"], res["daemon"]
     for name in ("decode", "invoke", "presence", "model_input"):
