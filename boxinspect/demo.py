@@ -57,9 +57,9 @@ def _subscribe(host: str, port: int, topic: str, received: list[dict], ready: th
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from boxinspect.broker import DemoBroker
     from boxinspect.groundtruth import match_events
     from boxinspect.synth import make_dataset, make_video
+    from edge.broker import DemoBroker
 
     # Third-party INFO chatter (TensorFlow's SavedModel export, the embedded broker's session state machine) is
     # not what the demo means to say; warnings and errors still show.

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import platform
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -407,26 +409,41 @@ def _daemon_config(workdir: Path, source: str, model: str, threads: int, roi: An
     return path
 
 
-def run_daemon(cfg_path: Path, seconds: float, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(d) ``boxinspect run --trace`` as its own process for ``seconds`` after it started inspecting, then SIGTERM.
-    Returns (the trace, the child's rusage and exit code)."""
-    import signal
-    import subprocess
-
-    trace = workdir / "trace.json"
+def start_daemon(cfg_path: Path, workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """``boxinspect run --config CFG [extra]`` as its own process, its log in ``workdir/daemon.log``; returns once
+    the daemon logs that it is inspecting (or raises with the log's tail)."""
     logf = workdir / "daemon.log"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     with open(logf, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(cfg_path), "--trace", str(trace)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-        )
+        proc = subprocess.Popen([sys.executable, "-m", "boxinspect.cli", "run", "--config", str(cfg_path), *extra],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    deadline = time.monotonic() + 120
+    while "running: line=" not in logf.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_daemon(proc, 5)
+            raise RuntimeError("the daemon did not start:\n" + logf.read_text(errors="replace")[-3000:])
+        time.sleep(0.1)
+    return proc, logf
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 120
-        while "running: line=" not in logf.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the daemon did not start:\n" + logf.read_text(errors="replace")[-3000:])
-            time.sleep(0.1)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_daemon(cfg_path: Path, seconds: float, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(d) ``boxinspect run --trace`` as its own process for ``seconds`` after it started inspecting, then SIGTERM.
+    Returns (the trace, the child's rusage and exit code)."""
+
+    trace = workdir / "trace.json"
+    proc, logf = start_daemon(cfg_path, workdir, "--trace", str(trace))
+    try:
         time.sleep(seconds)
         proc.send_signal(signal.SIGTERM)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -496,7 +513,7 @@ def bench_pipeline(source: str, model: str, threads: int = 1, duration: float = 
     """Stages (a)-(d) of ``bench pipeline``; returns the JSON-able result with the two ratios."""
     import tempfile
 
-    from boxinspect.broker import DemoBroker
+    from edge.broker import DemoBroker
     from edge.config import DecisionConfig, RoiConfig
 
     roi = roi or RoiConfig()
@@ -639,11 +656,9 @@ def _proc_cpu_s(pid: int) -> float:
 def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0, roi: Any = None,
                broker: tuple[str, int] = ("127.0.0.1", 1883), overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """CPU of the daemon process (all threads) on an empty, still belt at the camera's pace (``pace: realtime``)."""
-    import signal
-    import subprocess
     import tempfile
 
-    from boxinspect.broker import DemoBroker
+    from edge.broker import DemoBroker
     from edge.config import RoiConfig
 
     roi = roi or RoiConfig()
@@ -654,17 +669,8 @@ def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0
             video, fps = _idle_video(source, Path(tmp) / "idle.mp4")
             over = {"source.pace": "realtime", **(overrides or {})}
             cfg_path = _daemon_config(Path(tmp), str(video), model, threads, roi, broker, over)
-            logf = Path(tmp) / "daemon.log"
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-            with open(logf, "wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "boxinspect.cli", "run", "--config", str(cfg_path)],
-                                        stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+            proc, logf = start_daemon(cfg_path, Path(tmp))
             try:
-                deadline = time.monotonic() + 120
-                while "running: line=" not in logf.read_text(errors="replace"):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the daemon did not start:\n" + logf.read_text(errors="replace")[-3000:])
-                    time.sleep(0.1)
                 time.sleep(IDLE_SETTLE_S)
                 load0 = os.getloadavg()[0]
                 c0, t0 = _proc_cpu_s(proc.pid), time.monotonic()
@@ -673,12 +679,7 @@ def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0
                 load1 = os.getloadavg()[0]
                 rss = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith("VmRSS")]
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_daemon(proc, 30)
             text = logf.read_text(errors="replace")
     finally:
         mqtt.stop()
@@ -736,11 +737,9 @@ def bench_soak(source: str, model: str, threads: int = 1, duration: float = 600.
                roi: Any = None, broker: tuple[str, int] = ("127.0.0.1", 1883),
                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The daemon (pace fast, looped source, MQTT, evidence and API on) for ``duration`` s, RSS every ``every`` s."""
-    import signal
-    import subprocess
     import tempfile
 
-    from boxinspect.broker import DemoBroker
+    from edge.broker import DemoBroker
     from edge.config import RoiConfig
 
     roi = roi or RoiConfig()
@@ -750,17 +749,8 @@ def bench_soak(source: str, model: str, threads: int = 1, duration: float = 600.
     try:
         with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
             cfg_path = _daemon_config(Path(tmp), source, model, threads, roi, broker, overrides)
-            logf = Path(tmp) / "daemon.log"
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-            with open(logf, "wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "boxinspect.cli", "run", "--config", str(cfg_path)],
-                                        stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+            proc, logf = start_daemon(cfg_path, Path(tmp))
             try:
-                deadline = time.monotonic() + 120
-                while "running: line=" not in logf.read_text(errors="replace"):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the daemon did not start:\n" + logf.read_text(errors="replace")[-3000:])
-                    time.sleep(0.1)
                 t0 = time.monotonic()
                 c0 = _proc_cpu_s(proc.pid)
                 while True:
@@ -771,12 +761,7 @@ def bench_soak(source: str, model: str, threads: int = 1, duration: float = 600.
                         break
                     time.sleep(min(every, max(0.0, duration - t)))
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_daemon(proc, 60)
             text = logf.read_text(errors="replace")
     finally:
         mqtt.stop()

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from boxinspect.broker import free_port
+from edge.broker import free_port
 
 PAGE_REQUESTS = (("/ui/frame.jpg", 0.5), ("/ui/summary", 1.0), ("/ui/decisions?limit=24", 2.0), ("/ui/queue?limit=1", 3.0))
 

@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from boxinspect.broker import free_port, port_open
+from edge.broker import free_port, port_open
 from edge.capture import Frame
 from edge.localize import NO_CROP
 from edge.outbox import OutboxError

@@ -34,7 +34,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 class DemoBroker:
-    """Start a local MQTT broker on host:port unless one already answers there."""
+    """Start a local MQTT broker on host:port unless one already answers there (the demo, `bench pipeline`)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883, prefer: str = "mosquitto") -> None:
         self.host, self.port, self.prefer = host, port, prefer
