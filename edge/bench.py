@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -218,29 +219,37 @@ def _roi_from_ground_truth(source: str) -> str | None:
         return None
 
 
-def pipeline_main(args: argparse.Namespace) -> int:
+def _daemon_bench_main(args: argparse.Namespace, what: str, run: Callable[..., dict[str, Any]],
+                       summary: Callable[[dict[str, Any]], str]) -> int:
+    """The CLI of the three daemon benches (pipeline, idle, soak): check the arguments, run, print the summary,
+    write the JSON. Exit 2 for bad arguments, 1 when the run fails."""
     import yaml
 
     if not args.source or not args.pipeline_model:
-        _emit("error: bench pipeline needs --source VIDEO and --model MODEL.tflite", sys.stderr)
+        _emit(f"error: bench {what} needs --source VIDEO and --model MODEL.tflite", sys.stderr)
         return 2
     try:
         threads = int(str(args.threads).split(",")[0])
         roi = _parse_roi(args.roi or _roi_from_ground_truth(args.source))
         host, _, port = args.broker.rpartition(":")
+        broker = (host, int(port))
         overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     except (ValueError, TypeError) as e:
         _emit(f"error: {e}", sys.stderr)
         return 2
     try:
-        res = bench_pipeline(args.source, args.pipeline_model, threads, args.duration, roi, (host, int(port)), overrides)
+        res = run(args.source, args.pipeline_model, threads, args.duration, roi=roi, broker=broker, overrides=overrides)
     except (ModelError, ValueError, RuntimeError) as e:
         _emit(f"error: {e}", sys.stderr)
         return 1
-    _emit(format_pipeline(res))
+    _emit(summary(res))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def pipeline_main(args: argparse.Namespace) -> int:
+    return _daemon_bench_main(args, "pipeline", bench_pipeline, format_pipeline)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -700,25 +709,10 @@ def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0
 
 
 def idle_main(args: argparse.Namespace) -> int:
-    import yaml
-
-    if not args.source or not args.pipeline_model:
-        _emit("error: bench idle needs --source VIDEO and --model MODEL.tflite", sys.stderr)
-        return 2
-    try:
-        roi = _parse_roi(args.roi or _roi_from_ground_truth(args.source))
-        host, _, port = args.broker.rpartition(":")
-        overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-        res = bench_idle(args.source, args.pipeline_model, int(str(args.threads).split(",")[0]), args.duration, roi,
-                         (host, int(port)), overrides)
-    except (ModelError, ValueError, RuntimeError) as e:
-        _emit(f"error: {e}", sys.stderr)
-        return 1
-    _emit(f"idle: {res['cpu_percent_of_a_core']} % of a core over {res['seconds']} s ({res['source']}); RSS {res['rss']}; "
-          f"load {res['load_avg_1m']}")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    return 0
+    return _daemon_bench_main(
+        args, "idle", bench_idle,
+        lambda res: f"idle: {res['cpu_percent_of_a_core']} % of a core over {res['seconds']} s ({res['source']}); "
+                    f"RSS {res['rss']}; load {res['load_avg_1m']}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -784,24 +778,11 @@ def bench_soak(source: str, model: str, threads: int = 1, duration: float = 600.
     }
 
 
-def soak_main(args: argparse.Namespace) -> int:
-    import yaml
-
-    if not args.source or not args.pipeline_model:
-        _emit("error: bench soak needs --source VIDEO and --model MODEL.tflite", sys.stderr)
-        return 2
-    try:
-        roi = _parse_roi(args.roi or _roi_from_ground_truth(args.source))
-        host, _, port = args.broker.rpartition(":")
-        overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-        res = bench_soak(args.source, args.pipeline_model, int(str(args.threads).split(",")[0]), args.duration,
-                         roi=roi, broker=(host, int(port)), overrides=overrides)
-    except (ModelError, ValueError, RuntimeError) as e:
-        _emit(f"error: {e}", sys.stderr)
-        return 1
+def _soak_summary(res: dict[str, Any]) -> str:
     r = res["rss_mb"]
-    _emit(f"soak: {res['duration_s']:g} s at pace fast, RSS start {r['start']} MB, end {r['end']} MB, max {r['max']} MB; "
-          f"exit {res['exit_code']}; {res['status_lines'][-1] if res['status_lines'] else ''}")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    return 0
+    return (f"soak: {res['duration_s']:g} s at pace fast, RSS start {r['start']} MB, end {r['end']} MB, max {r['max']} MB; "
+            f"exit {res['exit_code']}; {res['status_lines'][-1] if res['status_lines'] else ''}")
+
+
+def soak_main(args: argparse.Namespace) -> int:
+    return _daemon_bench_main(args, "soak", bench_soak, _soak_summary)

@@ -328,6 +328,21 @@ class DaemonProc:
             self.proc.wait(10)
 
 
+def package_copies(model: Path, into: Path, names: Iterable[str]) -> list[Path]:
+    """Copies of a model package (the .tflite and its sidecar) in ``into`` (made if missing), one per name, as
+    ``<name>.tflite``: e.g. a live package and a candidate in one ``model.dir``."""
+    import shutil
+
+    into.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in names:
+        dst = into / f"{name}.tflite"
+        shutil.copy(model, dst)
+        shutil.copy(f"{model}.json", f"{dst}.json")
+        out.append(dst)
+    return out
+
+
 def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True) -> dict[str, Any]:
     """Apply ``change`` to the sidecar of ``model``. ``reseal`` recomputes package_sha256, as convert would
     (a legitimately re-made package); without it the edit is a tampering the loader must refuse."""

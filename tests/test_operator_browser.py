@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.helpers import DaemonProc, edit_sidecar, wait_for
+from tests.helpers import DaemonProc, edit_sidecar, package_copies, wait_for
 from tests.test_daemon import SLOW, base_cfg, positive_class
 
 pytestmark = SLOW
@@ -43,13 +43,9 @@ def daemon(tmp_path, int8_model, synth_video, mosquitto):
     video, gt = synth_video
     # model.dir holds the live package and a candidate for the Model panel: the same network with threshold 0,
     # so it calls every box a defect and disagrees with the live model on every OK box
-    models = tmp_path / "models"
-    models.mkdir()
-    for name in ("live", "cand"):
-        shutil.copy(int8_model, models / f"{name}.tflite")
-        shutil.copy(f"{int8_model}.json", models / f"{name}.tflite.json")
-    edit_sidecar(models / "cand.tflite", lambda doc: doc.update(threshold=0.0))
-    cfg = base_cfg(tmp_path, models / "live.tflite", video, gt, mosquitto, api={"token": TOKEN},
+    live, cand = package_copies(int8_model, tmp_path / "models", ("live", "cand"))
+    edit_sidecar(cand, lambda doc: doc.update(threshold=0.0))
+    cfg = base_cfg(tmp_path, live, video, gt, mosquitto, api={"token": TOKEN},
                    operator={"feedback_dir": str(tmp_path / "feedback")}, shadow={"dir": str(tmp_path / "shadow")})
     cfg["model"]["threshold"] = None  # the model's own threshold: OK and defect boxes both appear
     d = DaemonProc(tmp_path, cfg).start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.helpers import (
     edit_sidecar,
     fake_model,
     metric,
+    package_copies,
     video_frames,
     wait_for,
 )
@@ -128,13 +128,9 @@ def test_a_crashing_candidate_does_not_stop_or_change_inspection(tmp_path, synth
 @pytest.fixture()
 def two_packages(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
     """The tiny package twice in one model dir: ``a.tflite`` and ``b.tflite`` (another threshold, so another id)."""
-    d = tmp_path / "models"
-    d.mkdir()
-    for name in ("a", "b"):
-        shutil.copy(tiny_model, d / f"{name}.tflite")
-        shutil.copy(f"{tiny_model}.json", d / f"{name}.tflite.json")
-    edit_sidecar(d / "b.tflite", lambda doc: doc.update(threshold=0.25))
-    return d / "a.tflite", d / "b.tflite"
+    a, b = package_copies(tiny_model, tmp_path / "models", ("a", "b"))
+    edit_sidecar(b, lambda doc: doc.update(threshold=0.25))
+    return a, b
 
 
 def test_promote_and_rollback_through_the_api_with_real_packages(tmp_path, synth_video, two_packages):
