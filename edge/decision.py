@@ -656,16 +656,20 @@ class TriggeredDecider:
         """Triggered mode keeps no background model: the localiser works without a reference."""
         return None
 
+    def _serving(self) -> _Job | None:
+        """The trigger being served: the active one, else the next queued one (made active). Lock held."""
+        if self._active is None and self._queue:
+            self._active = self._queue.popleft()
+        return self._active
+
     def no_box(self, frame_index: int, captured_at: float) -> str | None:
         """A frame for the waiting trigger had no box in it (it does not count towards ``trigger_frames``).
         After ``trigger_no_box_frames`` such frames the trigger is closed WITHOUT a decision (the belt is never
         classified): returns its part id (``""`` if it had none), else None."""
         with self._lock:
-            if self._active is None:
-                if not self._queue:
-                    return None
-                self._active = self._queue.popleft()
-            job = self._active
+            job = self._serving()
+            if job is None:
+                return None
             if captured_at < job.at:
                 return None
             job.no_box += 1
@@ -680,11 +684,9 @@ class TriggeredDecider:
 
     def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
         with self._lock:
-            if self._active is None:
-                if not self._queue:
-                    return None
-                self._active = self._queue.popleft()
-            job = self._active
+            job = self._serving()
+            if job is None:
+                return None
             if job.expired:
                 self._active = None
                 log.warning("trigger for part %s decided on %d of %d frames (the box left the view)",
