@@ -105,7 +105,8 @@ echo "edge venv: systemd layout as uid $(stat -c %u "$outbox"): outbox created a
 fi
 if [ -n "${EXTRA_TESTS:-}" ]; then
   pyinstall "$venv/bin/python" "${pipargs[@]}" pytest "httpx<0.28" jsonschema filelock  # filelock: tests/helpers.py cache_lock
+  # (its own --basetemp: .ci/run runs this beside the main test session)
   # shellcheck disable=SC2086
-  PYTHONPATH=$PWD "$venv/bin/python" -m pytest -q -p no:cacheprovider $EXTRA_TESTS
+  PYTHONPATH=$PWD "$venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp="$work/pytest" $EXTRA_TESTS
 fi
 rm -rf "$work"
