@@ -35,7 +35,9 @@ pyinstall() {
   local py=$1
   shift
   if _find_uv; then
-    "$_uv" pip install --python "$py" "$@"
+    # --compile-bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, every process would otherwise compile
+    # TensorFlow's sources again on import
+    "$_uv" pip install --compile-bytecode --python "$py" "$@"
   else
     "$py" -m pip install "$@"
   fi
