@@ -8,9 +8,10 @@
 # the same. A venv made with `python -m venv` keeps its pip either way.
 _pyinstall_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 _uv=""
+_uv_failed=0
 _find_uv() {
   [ -n "$_uv" ] && return 0
-  [ "${BOXINSPECT_PIP:-0}" = 1 ] && return 1
+  [ "${BOXINSPECT_PIP:-0}" = 1 ] || [ "$_uv_failed" = 1 ] && return 1
   local dir=$_pyinstall_root/.cache/uv
   local tool=$dir/tool
   mkdir -p "$dir"
@@ -23,6 +24,7 @@ _find_uv() {
       echo "(uv could not be installed, see $dir/install.log: installing with pip)" >&2
       rm -rf "$tool"
       exec 9>&-
+      _uv_failed=1
       return 1
     fi
   fi
