@@ -5,8 +5,9 @@
 - Hypothesis mutates real JPEG/PNG/BMP/WebP files (bit flips, cuts, inserted bytes, header sizes) and
   uploads them to /predict.
 
-CI runs ``BOXINSPECT_FUZZ_CASES`` (default 1,500) schemathesis cases and ``BOXINSPECT_FUZZ_IMAGES``
-(default 600) image cases, derandomised so a run is repeatable. ``scripts/fuzz.sh`` runs 10,000+ with
+CI runs ``BOXINSPECT_FUZZ_CASES`` (default 750; every operation gets at least 10, and the test fails if one
+is never exercised) schemathesis cases and ``BOXINSPECT_FUZZ_IMAGES`` (default 300) image cases, derandomised
+so a run is repeatable. ``scripts/fuzz.sh`` runs 10,000+ with
 fresh randomness and writes the counts to ``BOXINSPECT_FUZZ_REPORT``; docs/RELIABILITY.md has the result.
 """
 
@@ -36,8 +37,8 @@ from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 TOKEN = "fuzz-token"
-API_CASES = int(os.environ.get("BOXINSPECT_FUZZ_CASES", "1500"))
-IMAGE_CASES = int(os.environ.get("BOXINSPECT_FUZZ_IMAGES", "600"))
+API_CASES = int(os.environ.get("BOXINSPECT_FUZZ_CASES", "750"))
+IMAGE_CASES = int(os.environ.get("BOXINSPECT_FUZZ_IMAGES", "300"))
 RANDOM = os.environ.get("BOXINSPECT_FUZZ_RANDOM") == "1"  # scripts/fuzz.sh: fresh randomness each run
 REPORT = os.environ.get("BOXINSPECT_FUZZ_REPORT")
 NOT_READY_503 = ("/readyz", "/snapshot.jpg", "/predict")
