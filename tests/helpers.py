@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -35,7 +36,7 @@ from edge.state import CameraState, LoadedModel
 __all__ = [
     "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video", "edit_sidecar",
     "fake_model", "free_port",
-    "metric", "port_open", "video_frames", "wait_for",
+    "metric", "port_open", "topic_base", "video_frames", "wait_for",
 ]
 
 DECISION_RE = re.compile(r"decision (\S+) score=([0-9.]+) .*event=([0-9a-f-]{36})")
@@ -81,16 +82,21 @@ def wait_for(
         time.sleep(interval)
 
 
-def edge_config(tmp_path: Path, model_path: Path, **over: Any) -> Any:
+def edge_config(tmp_path: Path, model_path: Path | None = None, broker: Any = None, **over: Any) -> Any:
     """An edge Config for in-process tests: the model, MQTT on a closed port, outbox and evidence in ``tmp_path``,
     a camera name of its own (so its topics and MQTT client id are its own on a shared broker, also when tests run
-    in parallel). ``over``: sections to update (dicts) or keys to set."""
+    in parallel). ``model_path`` None: a model file that does not exist (for tests of the sink or the API without
+    one). ``broker`` (a tests/broker.py Broker): MQTT on that broker, reconnecting within a second (tests stop and
+    kill it). ``over``: sections to update (dicts) or keys to set."""
     from edge.config import parse_config
 
+    mqtt: dict[str, Any] = {"port": 1, "outbox_path": str(tmp_path / "outbox.sqlite3")}
+    if broker is not None:
+        mqtt.update(host=broker.host, port=broker.port, reconnect_min_s=0.2, reconnect_max_s=1.0, keepalive_s=5)
     data: dict[str, Any] = {
         "camera": f"cam-{uuid.uuid4().hex[:8]}",
-        "model": {"path": str(model_path)},
-        "mqtt": {"port": 1, "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "model": {"path": str(model_path if model_path is not None else tmp_path / "none.tflite")},
+        "mqtt": mqtt,
         "evidence": {"dir": str(tmp_path / "evidence")},
     }
     for key, value in over.items():
@@ -100,6 +106,11 @@ def edge_config(tmp_path: Path, model_path: Path, **over: Any) -> Any:
         else:
             data[key] = value
     return parse_config(data, environ={})
+
+
+def topic_base(cfg: Mapping[str, Any]) -> str:
+    """``<mqtt.base_topic>/<line>/<camera>`` of a daemon config dict: where that daemon publishes and listens."""
+    return f"{cfg.get('mqtt', {}).get('base_topic', 'boxinspect')}/{cfg['line']}/{cfg['camera']}"
 
 
 def _labels_match(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
@@ -298,6 +309,11 @@ class DaemonProc:
 
         wait_for(up, timeout, f"/healthz of {self.name}", d=self)
 
+    def wait_triggers(self, timeout: float = 30.0) -> None:
+        """Triggered mode: wait for the API, then for the daemon's subscription to its trigger topic."""
+        self.wait_api()
+        wait_for(lambda: "listening for triggers" in self.log(), timeout, "the trigger subscription", d=self)
+
     def _dead(self) -> bool:
         assert self.alive(), f"{self.name} exited with {self.proc.returncode if self.proc else None}:\n{self.log()}"
         return False
@@ -316,6 +332,21 @@ class DaemonProc:
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
+
+    def run(self, *extra: str, timeout: float = 120.0) -> int:
+        """Start, wait until the daemon exits by itself, return its exit code (killed if it outlives ``timeout``)."""
+        self.start(*extra)
+        try:
+            return self.wait(timeout)
+        finally:
+            self.stop()
+
+    def terminate(self, timeout: float) -> tuple[int, float]:
+        """SIGTERM, then wait up to ``timeout`` for the exit: (exit code, seconds the shutdown took)."""
+        t0 = time.monotonic()
+        self.send(signal.SIGTERM)
+        rc = self.wait(timeout)
+        return rc, time.monotonic() - t0
 
     def decisions(self) -> list[tuple[str, float, str]]:
         """(label, score, event_id) of every decision the daemon logged, in order."""

@@ -79,11 +79,7 @@ def test_readyz_ok_with_model_camera_and_broker(tmp_path, tiny_model, loaded, sy
     from edge.mqtt_sink import MqttSink
 
     video, _ = synth_video
-    cfg = edge_config(
-        tmp_path, tiny_model,
-        source={"uri": str(video), "loop": True, "pace": "realtime"},
-        mqtt={"host": mosquitto.host, "port": mosquitto.port},
-    )
+    cfg = edge_config(tmp_path, tiny_model, broker=mosquitto, source={"uri": str(video), "loop": True, "pace": "realtime"})
     metrics = Metrics()
     cap = Capture(cfg.source, metrics).start()
     sink = MqttSink(cfg.mqtt, cfg.topic_base, metrics, "test-api-ready")

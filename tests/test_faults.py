@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from edge.model_package import sidecar_path
-from tests.helpers import DaemonProc, Subscriber, edit_sidecar, wait_for
+from tests.helpers import DaemonProc, Subscriber, edit_sidecar, topic_base, wait_for
 from tests.test_daemon import SLOW, base_cfg
 from tests.test_security import ONE_ANSWER
 
@@ -174,11 +174,8 @@ def test_a_truncated_video_file_says_so_and_exits_1(tmp_path, int8_model, synth_
     data = clip.read_bytes()
     clip.write_bytes(data[: len(data) // 2])  # cut in the middle: the AVI header still says 60 frames
     cfg = base_cfg(tmp_path, int8_model, clip, gt, None, source={"loop": False, "exit_on_end": True, "pace": "fast"})
-    d = DaemonProc(tmp_path, cfg).start()
-    try:
-        rc = d.wait(120)
-    finally:
-        d.stop()
+    d = DaemonProc(tmp_path, cfg)
+    rc = d.run()
     log = d.log()
     assert rc == 1, log
     m = re.search(r"truncated at frame (\d+) of 60", log)
@@ -190,11 +187,8 @@ def test_a_complete_video_file_is_not_called_truncated(tmp_path, int8_model, syn
     video, gt = synth_video
     clip = short_clip(video, tmp_path / "clip.avi", frames=30)
     cfg = base_cfg(tmp_path, int8_model, clip, gt, None, source={"loop": False, "exit_on_end": True, "pace": "fast"})
-    d = DaemonProc(tmp_path, cfg).start()
-    try:
-        rc = d.wait(120)
-    finally:
-        d.stop()
+    d = DaemonProc(tmp_path, cfg)
+    rc = d.run()
     assert rc == 0, d.log()
     assert "truncated" not in d.log() and "stopping (end of the source)" in d.log()
 
@@ -210,11 +204,8 @@ def test_exit_on_end_with_a_source_that_never_opens_exits_1(tmp_path, int8_model
         tmp_path, int8_model, path, gt, None,
         source={"loop": False, "exit_on_end": True, "end_if_not_opened_s": 3, "reconnect_max_s": 1},
     )
-    d = DaemonProc(tmp_path, cfg).start()
-    try:
-        rc = d.wait(120)  # bounded: model load + 3 s
-    finally:
-        d.stop()
+    d = DaemonProc(tmp_path, cfg)
+    rc = d.run()  # bounded: model load + 3 s
     log = d.log()
     assert rc == 1, log
     assert "delivered no frame within 3 s (source.end_if_not_opened_s)" in log, log
@@ -232,7 +223,7 @@ def test_model_integrity_over_reload_and_the_retained_model_topic(tmp_path, int8
     shutil.copy(sidecar_path(int8_model), sidecar_path(pkg))
     cfg = base_cfg(tmp_path, pkg, video, gt, mosquitto, api={"token": TOKEN})
     cfg["model"].pop("threshold")  # the package threshold is what this test changes
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     d = DaemonProc(tmp_path, cfg).start()
     sub = None
     try:

@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 
 from edge.testhooks import SLOW_MODEL_ENV
-from tests.helpers import DaemonProc, Publisher, Subscriber, free_port, wait_for
+from tests.helpers import DaemonProc, Publisher, Subscriber, free_port, topic_base, wait_for
 from tests.test_daemon import base_cfg
 
 SLOW = pytest.mark.slow
@@ -34,11 +34,13 @@ VALIDATOR = jsonschema.Draft202012Validator(
 
 
 class StalledDaemon(DaemonProc):
-    """A daemon whose model can be slowed down or stalled from the test (edge/testhooks.py)."""
+    """A daemon whose model can be slowed down or stalled from the test (edge/testhooks.py); ``stall``: the
+    seconds each score sleeps from the start."""
 
-    def __init__(self, workdir: Path, cfg: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, cfg: dict[str, Any], stall: float | None = None) -> None:
         super().__init__(workdir, cfg)
         self.stall_file = workdir / "stall-seconds"
+        self.stall(stall)
 
     def stall(self, seconds: float | None) -> None:
         if seconds is None:
@@ -111,7 +113,7 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
         opcua={"enabled": True, "endpoint": f"opc.tcp://127.0.0.1:{port}/boxinspect/", "username": "plc", "password": "plc-secret"},
         homeassistant={"enabled": True},
     )
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     node = f"boxinspect_{cfg['line']}_{cfg['camera']}"
     prefix = f"{cfg['line']}.{cfg['camera']}"
     sub = Subscriber(mosquitto.host, mosquitto.port, [f"{base}/#", f"homeassistant/+/{node}/+/config"])
@@ -120,8 +122,7 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
     stop, ready, seen = threading.Event(), threading.Event(), []
     watcher: threading.Thread | None = None
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
+        d.wait_triggers(90)
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         watcher = threading.Thread(
             target=opcua_watch, daemon=True,
@@ -197,16 +198,13 @@ def test_one_decision_per_part_under_overload(tmp_path, int8_model, synth_video,
         decision={"mode": "triggered", "trigger_frames": 2},
         reject={"deadline_ms": 1500, "on_timeout": "reject"},
     )
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/result")
     trig = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
-    d = StalledDaemon(tmp_path, cfg)
-    d.stall(0.25)  # 0.25 s per score: about two parts a second at best
-    d.start()
+    d = StalledDaemon(tmp_path, cfg, stall=0.25).start()  # 0.25 s per score: about two parts a second at best
     n = 40
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
+        d.wait_triggers(90)
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         for i in range(n):
             trig.send({"part_id": f"O-{i}"})
@@ -237,15 +235,12 @@ def test_fail_safe_policy_on_the_wire(tmp_path, int8_model, synth_video, mosquit
         decision={"mode": "triggered", "trigger_frames": 2},
         reject={"deadline_ms": 500, "on_timeout": policy, "mqtt": True},
     )
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/#")
     trig = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
-    d = StalledDaemon(tmp_path, cfg)
-    d.stall(3)
-    d.start()
+    d = StalledDaemon(tmp_path, cfg, stall=3).start()
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
+        d.wait_triggers(90)
         trig.send({"part_id": "F-1"})
         wait_for(lambda: sub.json("/result"), 30, "the timeout decision", d=d)
         if policy == "hold":
@@ -281,7 +276,7 @@ def test_spc_alarm_set_and_cleared_on_a_video_run(tmp_path, int8_model, synth_vi
         spc={"enabled": True, "consecutive": 2, "clear_consecutive_ok": 2, "window": 10, "rate_pct": 100, "clear_rate_pct": 99},
     )
     cfg["model"]["threshold"] = None  # the model's own threshold: real verdicts, not "everything is a defect"
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, [f"{base}/alarm", f"{base}/result"])
     d = DaemonProc(tmp_path, cfg).start()
     try:
@@ -321,11 +316,9 @@ def test_continuous_mode_stall_times_out_the_box_in_view(tmp_path, int8_model, s
     """Continuous mode: the model stalls (4 s per score, deadline 1 s) while a box is in view; the box gets its
     timeout decision, the later boxes their model decisions, every passage number exactly once."""
     cfg = plant_cfg(tmp_path, int8_model, synth_video, mosquitto, reject={"deadline_ms": 1000, "on_timeout": "reject"})
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/result")
-    d = StalledDaemon(tmp_path, cfg)
-    d.stall(4)
-    d.start()
+    d = StalledDaemon(tmp_path, cfg, stall=4).start()
     try:
         d.wait_api()
         first = wait_for(lambda: sub.json("/result"), 90, "the first decision", d=d)[0]
