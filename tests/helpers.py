@@ -34,8 +34,8 @@ from edge.outbox import OutboxError
 from edge.state import CameraState, LoadedModel
 
 __all__ = [
-    "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video", "edit_sidecar",
-    "fake_model", "free_port",
+    "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video",
+    "daemon_client", "edge_config", "edit_sidecar", "fake_model", "first_occurrences", "free_port", "package_copies",
     "metric", "port_open", "topic_base", "video_frames", "wait_for",
 ]
 
@@ -357,6 +357,34 @@ class DaemonProc:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait(10)
+
+
+def first_occurrences(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first copy of each event_id, in arrival order (the outbox delivers at least once)."""
+    seen: set[str] = set()
+    out = []
+    for e in events:
+        if e["event_id"] not in seen:
+            seen.add(e["event_id"])
+            out.append(e)
+    return out
+
+
+def daemon_client(cfg: Any) -> tuple[Any, Any]:
+    """An in-process ``Daemon`` for ``cfg`` (its model loaded, no part started) and a FastAPI TestClient on its API:
+    the daemon's own reload and trigger behind /reload and /trigger. An unexpected error answers 500, as from the
+    real server (its traceback is logged), rather than raising in the test."""
+    from fastapi.testclient import TestClient
+
+    from edge.api import ApiState, create_app
+    from edge.daemon import Daemon, load_model
+
+    d = Daemon(cfg, load_model(cfg, cfg.model.path))
+    state = ApiState(
+        config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
+        reload=d.reload, trigger=d.trigger if cfg.decision.mode == "triggered" else None,
+    )
+    return TestClient(create_app(state), raise_server_exceptions=False), d
 
 
 def package_copies(model: Path, into: Path, names: Iterable[str]) -> list[Path]:

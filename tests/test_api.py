@@ -15,11 +15,10 @@ from fastapi.testclient import TestClient
 
 from edge.api import ApiState, create_app
 from edge.classifier import Classifier
-from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
 from edge.model_package import package_digest
 from edge.state import LoadedModel, ModelSlot
-from tests.helpers import edge_config
+from tests.helpers import daemon_client, edge_config
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -280,17 +279,8 @@ def test_metrics_is_prometheus_text(tmp_path, tiny_model, loaded):
 # -------------------------------------------------------------------------------- reload and trigger (the daemon's own)
 
 
-def _daemon_client(cfg) -> tuple[TestClient, Daemon]:
-    d = Daemon(cfg, load_model(cfg, cfg.model.path))
-    state = ApiState(
-        config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
-        reload=d.reload, trigger=d.trigger if cfg.decision.mode == "triggered" else None,
-    )
-    return TestClient(create_app(state)), d
-
-
 def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_copy):
-    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     model_copy.write_bytes(b"\0garbage" * 100)
     r = client.post("/reload")
@@ -306,7 +296,7 @@ def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_
 
 
 def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
-    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     # a name is taken inside model.dir (default: the configured model's folder)
     shutil.copy(tiny_model, model_copy.parent / "other.tflite")
@@ -321,7 +311,7 @@ def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
 
 
 def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
-    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     side = Path(str(model_copy) + ".json")
     meta = json.loads(side.read_text())
@@ -337,9 +327,9 @@ def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
 
 
 def test_trigger_only_in_triggered_mode(tmp_path, model_copy):
-    client, d = _daemon_client(edge_config(tmp_path, model_copy))
+    client, d = daemon_client(edge_config(tmp_path, model_copy))
     assert client.post("/trigger", json={"part_id": "p1"}).status_code == 409
-    client, d = _daemon_client(edge_config(tmp_path, model_copy, decision={"mode": "triggered"}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, decision={"mode": "triggered"}))
     r = client.post("/trigger", json={"part_id": "p1"})
     assert r.status_code == 202 and r.json() == {"accepted": True, "part_id": "p1"}
     assert client.post("/trigger").status_code == 202

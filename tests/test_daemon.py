@@ -27,7 +27,15 @@ import yaml
 
 from edge.model_package import package_digest
 from tests.broker import Broker
-from tests.helpers import DaemonProc, Publisher, Subscriber, free_port, topic_base, wait_for
+from tests.helpers import (
+    DaemonProc,
+    Publisher,
+    Subscriber,
+    first_occurrences,
+    free_port,
+    topic_base,
+    wait_for,
+)
 
 SLOW = pytest.mark.slow  # every test that runs the daemon as a process
 
@@ -78,16 +86,6 @@ def broker():
 
 def defect_ids(d: DaemonProc, positive: str) -> list[str]:
     return [eid for label, _, eid in d.decisions() if label == positive]
-
-
-def first_occurrences(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
-    out = []
-    for m in msgs:
-        if m["event_id"] not in seen:
-            seen.add(m["event_id"])
-            out.append(m)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ outages

@@ -23,7 +23,15 @@ import jsonschema
 import pytest
 
 from edge.testhooks import SLOW_MODEL_ENV
-from tests.helpers import DaemonProc, Publisher, Subscriber, free_port, topic_base, wait_for
+from tests.helpers import (
+    DaemonProc,
+    Publisher,
+    Subscriber,
+    first_occurrences,
+    free_port,
+    topic_base,
+    wait_for,
+)
 from tests.test_daemon import base_cfg
 
 SLOW = pytest.mark.slow
@@ -69,12 +77,6 @@ def by_part(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for e in events:
         out.setdefault(e["part_id"], []).append(e)
     return out
-
-
-def unique_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """First copy of each event_id (the outbox delivers at least once)."""
-    seen: set[str] = set()
-    return [e for e in events if not (e["event_id"] in seen or seen.add(e["event_id"]))]
 
 
 def opcua_watch(url: str, paths: list[str], stop: threading.Event, got: list[tuple[str, Any]], ready: threading.Event) -> None:
@@ -258,7 +260,7 @@ def test_fail_safe_policy_on_the_wire(tmp_path, int8_model, synth_video, mosquit
     assert (e["part_id"], e["kind"], e["action"], e["late"]) == ("F-1", "timeout", policy, True)
     assert e["is_defect"] is (policy == "hold")
     if policy == "hold":  # a held part is not passed as good: a defect event through the outbox, and a command
-        assert [x["part_id"] for x in unique_events(sub.json("/defect"))] == ["F-1"]
+        assert [x["part_id"] for x in first_occurrences(sub.json("/defect"))] == ["F-1"]
         assert [json.loads(p)["action"] for _, p, _ in sub.on("/reject")] == ["hold"]
     else:  # pass: the part goes on, nothing to push, but the decision is on .../result and in the log
         assert not sub.json("/defect") and not sub.on("/reject")
