@@ -35,7 +35,7 @@ from edge.state import CameraState, LoadedModel
 
 __all__ = [
     "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video",
-    "daemon_client", "edge_config", "edit_sidecar", "fake_model", "first_occurrences", "free_port", "package_copies",
+    "daemon_client", "edge_config", "edit_sidecar", "failing_golden", "fake_model", "first_occurrences", "free_port", "package_copies",
     "metric", "port_open", "topic_base", "video_frames", "wait_for",
 ]
 
@@ -387,19 +387,28 @@ def daemon_client(cfg: Any) -> tuple[Any, Any]:
     return TestClient(create_app(state), raise_server_exceptions=False), d
 
 
-def package_copies(model: Path, into: Path, names: Iterable[str]) -> list[Path]:
+def package_copies(model: Path, into: Path, names: Iterable[str] | None = None) -> list[Path]:
     """Copies of a model package (the .tflite and its sidecar) in ``into`` (made if missing), one per name, as
-    ``<name>.tflite``: e.g. a live package and a candidate in one ``model.dir``."""
+    ``<name>.tflite`` (default: one copy under the model's own name): e.g. a live package and a candidate in one
+    ``model.dir``, or a package a test may corrupt."""
     import shutil
 
     into.mkdir(parents=True, exist_ok=True)
     out = []
-    for name in names:
+    for name in names if names is not None else [model.stem]:
         dst = into / f"{name}.tflite"
         shutil.copy(model, dst)
         shutil.copy(f"{model}.json", f"{dst}.json")
         out.append(dst)
     return out
+
+
+def failing_golden(doc: dict[str, Any]) -> None:
+    """An ``edit_sidecar`` change: every golden sample expects a score of 5.0, which no probability is, so the
+    model's self-test fails."""
+    assert doc["golden"], "the fixture model has golden samples"
+    for g in doc["golden"]:
+        g["expected_score"] = 5.0
 
 
 def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True) -> dict[str, Any]:

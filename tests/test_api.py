@@ -3,8 +3,6 @@ conveyor video, a real MqttSink on a real Mosquitto, and the daemon's own reload
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -16,9 +14,8 @@ from fastapi.testclient import TestClient
 from edge.api import ApiState, create_app
 from edge.classifier import Classifier
 from edge.metrics import Metrics
-from edge.model_package import package_digest
 from edge.state import LoadedModel, ModelSlot
-from tests.helpers import daemon_client, edge_config
+from tests.helpers import daemon_client, edge_config, edit_sidecar, failing_golden, package_copies
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -299,8 +296,7 @@ def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
     client, d = daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     # a name is taken inside model.dir (default: the configured model's folder)
-    shutil.copy(tiny_model, model_copy.parent / "other.tflite")
-    shutil.copy(str(tiny_model) + ".json", model_copy.parent / "other.tflite.json")
+    package_copies(tiny_model, model_copy.parent, ["other"])
     r = client.post("/reload", json={"path": "other.tflite"})
     assert r.status_code == 200, r.text
     assert r.json()["ok"] is True and r.json()["model_id"] == before.classifier.model_id
@@ -313,13 +309,7 @@ def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
 def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
     client, d = daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
-    side = Path(str(model_copy) + ".json")
-    meta = json.loads(side.read_text())
-    assert meta["golden"], "the fixture model has golden samples"
-    for g in meta["golden"]:
-        g["expected_score"] = 5.0  # no probability is 5: every golden sample fails
-    meta["package_sha256"] = package_digest(meta)  # a re-made package, not a tampered one
-    side.write_text(json.dumps(meta))
+    edit_sidecar(model_copy, failing_golden)  # a re-made package (resealed), not a tampered one
     r = client.post("/reload")
     assert r.status_code == 422 and "self-test failed" in r.json()["reason"]
     assert d.models.get() is before

@@ -25,14 +25,16 @@ import jsonschema
 import pytest
 import yaml
 
-from edge.model_package import package_digest
 from tests.broker import Broker
 from tests.helpers import (
     DaemonProc,
     Publisher,
     Subscriber,
+    edit_sidecar,
+    failing_golden,
     first_occurrences,
     free_port,
+    package_copies,
     topic_base,
     wait_for,
 )
@@ -241,8 +243,7 @@ def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_co
         assert d.alive()
         assert "reload failed, keeping " + old_id in d.log()
         # a good (different) model in place -> swapped
-        shutil.copy(float_model, model_copy)
-        shutil.copy(str(float_model) + ".json", str(model_copy) + ".json")
+        package_copies(float_model, model_copy.parent, [model_copy.stem])
         d.send(signal.SIGHUP)
         wait_for(lambda: d.metric("boxinspect_model_reloads_total", outcome="ok") == 1, 60, "successful reload", d=d)
         new_id = d.status()["model"]["model_id"]
@@ -275,12 +276,7 @@ def test_corrupt_model_stops_startup_with_one_line(tmp_path, model_copy):
 @SLOW
 def test_failed_self_test_keeps_running_and_readyz_says_why(tmp_path, model_copy, synth_video):
     video, gt = synth_video
-    side = Path(str(model_copy) + ".json")
-    meta = json.loads(side.read_text())
-    for g in meta["golden"]:
-        g["expected_score"] = 5.0  # no score can match: every golden sample fails
-    meta["package_sha256"] = package_digest(meta)  # a re-made package, not a tampered one
-    side.write_text(json.dumps(meta))
+    edit_sidecar(model_copy, failing_golden)  # a re-made package (resealed), not a tampered one
     cfg = base_cfg(tmp_path, model_copy, video, gt, None)
     d = DaemonProc(tmp_path, cfg).start()
     try:
