@@ -63,7 +63,21 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,
+        "commit": _commit(),
     }
+
+
+def _commit() -> str | None:
+    """The git commit of this code (with ``+dirty`` for uncommitted changes), or None outside a checkout."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "") if rev else None
 
 
 def _stats(ms: list[float]) -> dict[str, Any]:
