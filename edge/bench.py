@@ -402,6 +402,7 @@ def _daemon_config(workdir: Path, source: str, model: str, threads: int, roi: An
         "roi": {"x": roi.x, "y": roi.y, "width": roi.width, "height": roi.height},
         "model": {"path": str(Path(model).resolve()), "num_threads": threads},
         "mqtt": {"enabled": True, "host": broker[0], "port": broker[1], "base_topic": f"bench{os.getpid()}",
+                 "client_id": f"boxinspect-bench-{os.getpid()}",  # two benches on one broker must not evict each other
                  "outbox_path": str(workdir / "outbox.sqlite3"), "stats_interval_s": 5},
         "evidence": {"enabled": True, "dir": str(workdir / "evidence")},
         "api": {"enabled": True, "host": "127.0.0.1", "port": 0},
