@@ -257,7 +257,13 @@ class Publisher(_PahoClient):
 
 
 class DaemonProc:
-    """One daemon process (``python -m boxinspect.cli run``) with a config written to ``workdir``."""
+    """One daemon process (``python -m boxinspect.cli run``) with a config written to ``workdir``.
+
+    For a subclass (or a test) to change how it starts: ``extra_env`` (added to the environment), ``preexec_fn``
+    (run in the child before the daemon, e.g. a resource limit) and ``command()`` (e.g. through a launcher).
+    """
+
+    preexec_fn: Callable[[], None] | None = None
 
     def __init__(self, workdir: Path, cfg: dict[str, Any], name: str = "daemon") -> None:
         import yaml
@@ -271,13 +277,17 @@ class DaemonProc:
         self.proc: subprocess.Popen[bytes] | None = None
         port = cfg.get("api", {}).get("port")
         self.base = f"http://127.0.0.1:{port}" if port else None
+        self.extra_env: dict[str, str] = {}
+
+    def command(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(self.cfg_path), *extra]
 
     def start(self, *extra: str) -> DaemonProc:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **self.extra_env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(self.cfg_path), *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+                self.command(*extra), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+                preexec_fn=self.preexec_fn,
             )
         return self
 

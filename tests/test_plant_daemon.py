@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -49,20 +48,13 @@ class StalledDaemon(DaemonProc):
         super().__init__(workdir, cfg)
         self.stall_file = workdir / "stall-seconds"
         self.stall(stall)
+        self.extra_env[SLOW_MODEL_ENV] = str(self.stall_file)
 
     def stall(self, seconds: float | None) -> None:
         if seconds is None:
             self.stall_file.unlink(missing_ok=True)
         else:
             self.stall_file.write_text(str(seconds))
-
-    def start(self, *extra: str) -> StalledDaemon:
-        os.environ[SLOW_MODEL_ENV] = str(self.stall_file)
-        try:
-            super().start(*extra)
-        finally:
-            del os.environ[SLOW_MODEL_ENV]
-        return self
 
 
 def plant_cfg(tmp_path: Path, model_path: Path, synth_video: tuple[Path, dict], mosquitto: Any, **over: Any) -> dict[str, Any]:

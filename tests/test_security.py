@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import threading
 from pathlib import Path
 
@@ -37,11 +36,7 @@ ONE_ANSWER = re.compile(r"^no model package '.*' in model\.dir \(give a \.tflite
 @pytest.fixture()
 def package(tmp_path: Path, int8_model: Path) -> Path:
     """The model package copied into tmp_path/models (model.dir), so a test can edit it."""
-    d = tmp_path / "models"
-    d.mkdir()
-    dst = d / "m.tflite"
-    shutil.copy(int8_model, dst)
-    shutil.copy(sidecar_path(int8_model), sidecar_path(dst))
+    (dst,) = package_copies(int8_model, tmp_path / "models", ["m"])
     return dst
 
 
