@@ -63,7 +63,21 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,
+        "commit": _commit(),
     }
+
+
+def _commit() -> str | None:
+    """The git commit of this code (with ``+dirty`` for uncommitted changes), or None outside a checkout."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "") if rev else None
 
 
 def _stats(ms: list[float]) -> dict[str, Any]:
@@ -402,6 +416,7 @@ def _daemon_config(workdir: Path, source: str, model: str, threads: int, roi: An
         "roi": {"x": roi.x, "y": roi.y, "width": roi.width, "height": roi.height},
         "model": {"path": str(Path(model).resolve()), "num_threads": threads},
         "mqtt": {"enabled": True, "host": broker[0], "port": broker[1], "base_topic": f"bench{os.getpid()}",
+                 "client_id": f"boxinspect-bench-{os.getpid()}",  # two benches on one broker must not evict each other
                  "outbox_path": str(workdir / "outbox.sqlite3"), "stats_interval_s": 5},
         "evidence": {"enabled": True, "dir": str(workdir / "evidence")},
         "api": {"enabled": True, "host": "127.0.0.1", "port": 0},
