@@ -62,12 +62,19 @@ def _cache_lock(path: Path) -> Any:
     return cache_lock(path)
 
 
+# Files whose tests train or convert models themselves (TensorFlow on both cores, a minute or more each): they run
+# first, so with -n 2 (one file per worker) the longest ones do not start last and leave one worker idle.
+HEAVY_FIRST = ("test_training.py", "test_cv.py", "test_convert.py", "test_evaluate.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is None and TRAINED & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.fast)
+    order = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: otherwise collection order
 
 
 _TF_BEFORE = pytest.StashKey[bool]()
