@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # The test suite: installs what it needs into .venv, then runs pytest.
-#   bash scripts/test.sh           the whole suite (what CI runs; trains the test model on a clean clone, before
-#                                  the first test), on two workers, each test file on one (pass -n 0 to run
-#                                  in one process)
+#   bash scripts/test.sh           the whole suite (what CI runs; trains the test model on a clean clone)
 #   bash scripts/test.sh --fast    ruff + mypy + the fast lane: every test not marked slow, no training, on two
 #                                  workers (pytest-xdist; pass -n 0 to run in one process)
 # Other arguments go to pytest (bash scripts/test.sh --fast -k api).
@@ -25,5 +23,4 @@ if [ "$fast" = 1 ]; then
   echo "==> pytest -m 'not slow' -n 2 (two workers, pytest-xdist)"
   exec .venv/bin/python -m pytest -m "not slow" -n 2 --durations=10 ${args[@]+"${args[@]}"}
 fi
-echo "==> pytest -n 2 --dist loadfile (two workers, pytest-xdist; the trained test model is made first, alone)"
-exec .venv/bin/python -m pytest -n 2 --dist loadfile ${args[@]+"${args[@]}"}
+exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}

@@ -62,19 +62,12 @@ def _cache_lock(path: Path) -> Any:
     return cache_lock(path)
 
 
-# Files whose tests train or convert models themselves (TensorFlow on both cores, a minute or more each): they run
-# first, so with -n 2 (one file per worker) the longest ones do not start last and leave one worker idle.
-HEAVY_FIRST = ("test_training.py", "test_cv.py", "test_convert.py", "test_evaluate.py")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is None and TRAINED & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.fast)
-    order = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: otherwise collection order
 
 
 _TF_BEFORE = pytest.StashKey[bool]()
@@ -114,24 +107,30 @@ def parcel_dir() -> Path:
     return PARCEL_DIR
 
 
-def _model_cache_dir(make: bool = True) -> Path:
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """Synthetic data, video and the trained run: keyed on the code that makes them (not on convert)."""
     recipe = repr((TINY_SIZE, TINY_PER_CLASS, TINY_DATA_SEED, TINY_TARGET_RECALL, sorted(TINY_TRAINING.items()),
                    sorted(TINY_VIDEO.items())))
     key = _source_hash("boxinspect/synth", "training", extra=recipe)
     d = REPO / ".cache" / "test-models" / key
-    if make:
-        d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def _convert_cache_dir(model_cache: Path) -> Path:
+@pytest.fixture(scope="session")
+def convert_cache(model_cache: Path) -> Path:
+    """Converted packages of the cached run, keyed also on convert/ and the package format, so a change to
+    either re-converts (a minute) without re-training (several minutes)."""
     key = _source_hash("convert", "edge/model_package.py", "edge/classifier.py")
     d = model_cache / f"convert-{key}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def _make_synth_data(model_cache: Path) -> Path:
+@pytest.fixture(scope="session")
+def synth_data(model_cache: Path) -> Path:
+    """Folder-per-class synthetic boxes (ok/, defective/), 128 px."""
     from boxinspect.synth import make_dataset
 
     out = model_cache / "synth"
@@ -142,13 +141,22 @@ def _make_synth_data(model_cache: Path) -> Path:
     return out
 
 
-def _make_synth_video(model_cache: Path) -> tuple[Path, dict]:
+@pytest.fixture(scope="session")
+def synth_video(model_cache: Path) -> tuple[Path, dict]:
+    """A generated conveyor video and its ground truth (which box passed when, defective or not)."""
     from tests.helpers import cached_video
 
     return cached_video(model_cache / "video" / "conveyor.mp4", **TINY_VIDEO)
 
 
-def _make_tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
+@pytest.fixture(scope="session")
+def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
+    """A real (small) MobileNetV2 run dir trained on synthetic boxes and evaluated.
+
+    Frozen phase at a higher learning rate than the product default (1e-3, so a few epochs suffice),
+    then a short fine-tune: a linear probe on frozen 128 px features reaches only ~95% on these images,
+    and the end-to-end test needs every box right.
+    """
     from edge.localize import NO_CROP
     from training.evaluate import evaluate
     from training.train import TrainConfig, train
@@ -165,7 +173,8 @@ def _make_tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> P
     return run
 
 
-def _make_int8_model(tiny_run: Path, convert_cache: Path) -> Path:
+@pytest.fixture(scope="session")
+def int8_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
     out = convert_cache / "model_int8.tflite"
@@ -177,7 +186,10 @@ def _make_int8_model(tiny_run: Path, convert_cache: Path) -> Path:
     return out
 
 
-def _make_crop_model(tiny_run: Path, convert_cache: Path) -> Path:
+@pytest.fixture(scope="session")
+def crop_model(tiny_run: Path, convert_cache: Path) -> Path:
+    """The tiny run converted (float32, real convert) as if trained with the product's default crop (auto):
+    its sidecar carries the crop, so predict and the daemon find the box before classifying."""
     import json
 
     from convert.tflite import convert_run
@@ -196,7 +208,8 @@ def _make_crop_model(tiny_run: Path, convert_cache: Path) -> Path:
     return out
 
 
-def _make_float_model(tiny_run: Path, convert_cache: Path) -> Path:
+@pytest.fixture(scope="session")
+def float_model(tiny_run: Path, convert_cache: Path) -> Path:
     from convert.tflite import convert_run
 
     out = convert_cache / "model_float32.tflite"
@@ -204,123 +217,6 @@ def _make_float_model(tiny_run: Path, convert_cache: Path) -> Path:
         if not out.exists() or not Path(str(out) + ".json").exists():
             convert_run(tiny_run, "float32", out=out)
     return out
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Make the trained model, and the packages and video the selected tests use, before the first test.
-
-    So training runs alone: with ``-n 2`` both workers get here, one makes each artefact under its cache
-    lock while the other waits for it, and no daemon test runs beside the training. Runs only where
-    TensorFlow is installed and the offline weights are found; a failure here is left to the fixtures,
-    which fail the tests that need them. Nothing runs for the fast lane (no selected test needs these).
-    """
-    import contextlib
-    import importlib.util
-    import io
-    import time
-    import warnings
-
-    if session.config.option.collectonly:
-        return
-    needed: set[str] = set()
-    for item in session.items:
-        needed |= (TRAINED | {"synth_video"}) & set(getattr(item, "fixturenames", ()))
-    if not needed - {"synth_video"} or importlib.util.find_spec("tensorflow") is None:
-        return
-    from training.model import offline_weights_path
-
-    weights = offline_weights_path(0.35)
-    if weights is None:
-        return
-    t0, out = time.monotonic(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            cache = _model_cache_dir()
-            data = _make_synth_data(cache)
-            if "synth_video" in needed:
-                _make_synth_video(cache)
-            if needed - {"synth_data", "synth_video"}:
-                run = _make_tiny_run(cache, data, weights)
-                converted = _convert_cache_dir(cache)
-                for name, make in (("int8_model", _make_int8_model), ("float_model", _make_float_model),
-                                   ("crop_model", _make_crop_model)):
-                    if name in needed:
-                        make(run, converted)
-    except Exception as e:  # the fixtures make it again and report the error on each test that needs it
-        warnings.warn(f"making the test model before the tests failed ({e!r}); the fixtures retry:\n"
-                      f"{out.getvalue()[-3000:]}", stacklevel=1)
-        return
-    if time.monotonic() - t0 > 5:  # something was made (not only found in the cache): say how long it took
-        (cache / "prebuild-seconds.txt").write_text(f"{time.monotonic() - t0:.0f}\n")
-
-
-_SESSION_START = pytest.StashKey[float]()
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    import time
-
-    session.config.stash[_SESSION_START] = time.time()
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    f = _model_cache_dir(make=False) / "prebuild-seconds.txt"
-    if f.exists() and f.stat().st_mtime >= config.stash.get(_SESSION_START, float("inf")):
-        terminalreporter.write_line(f"the trained test model and its packages were made before the tests, in "
-                                    f"{f.read_text().strip()} s (tests/conftest.py pytest_collection_finish)")
-
-
-@pytest.fixture(scope="session")
-def model_cache() -> Path:
-    """Synthetic data, video and the trained run: keyed on the code that makes them (not on convert)."""
-    return _model_cache_dir()
-
-
-@pytest.fixture(scope="session")
-def convert_cache(model_cache: Path) -> Path:
-    """Converted packages of the cached run, keyed also on convert/ and the package format, so a change to
-    either re-converts (a minute) without re-training (several minutes)."""
-    return _convert_cache_dir(model_cache)
-
-
-@pytest.fixture(scope="session")
-def synth_data(model_cache: Path) -> Path:
-    """Folder-per-class synthetic boxes (ok/, defective/), 128 px."""
-    return _make_synth_data(model_cache)
-
-
-@pytest.fixture(scope="session")
-def synth_video(model_cache: Path) -> tuple[Path, dict]:
-    """A generated conveyor video and its ground truth (which box passed when, defective or not)."""
-    return _make_synth_video(model_cache)
-
-
-@pytest.fixture(scope="session")
-def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
-    """A real (small) MobileNetV2 run dir trained on synthetic boxes and evaluated.
-
-    Frozen phase at a higher learning rate than the product default (1e-3, so a few epochs suffice),
-    then a short fine-tune: a linear probe on frozen 128 px features reaches only ~95% on these images,
-    and the end-to-end test needs every box right.
-    """
-    return _make_tiny_run(model_cache, synth_data, weights_path)
-
-
-@pytest.fixture(scope="session")
-def int8_model(tiny_run: Path, convert_cache: Path) -> Path:
-    return _make_int8_model(tiny_run, convert_cache)
-
-
-@pytest.fixture(scope="session")
-def crop_model(tiny_run: Path, convert_cache: Path) -> Path:
-    """The tiny run converted (float32, real convert) as if trained with the product's default crop (auto):
-    its sidecar carries the crop, so predict and the daemon find the box before classifying."""
-    return _make_crop_model(tiny_run, convert_cache)
-
-
-@pytest.fixture(scope="session")
-def float_model(tiny_run: Path, convert_cache: Path) -> Path:
-    return _make_float_model(tiny_run, convert_cache)
 
 
 @pytest.fixture(scope="session")
