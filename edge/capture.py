@@ -9,6 +9,15 @@ The source is reopened with exponential backoff when opening or reading fails. T
 ``ok``, ``stalled`` (open, but no new frame for ``stall_timeout_s``), ``disconnected`` (open/read
 failed, retrying) or ``ended`` (file/folder finished, not looping). Each change is logged once and
 published as a metric, as are a frozen-picture flag, brightness and sharpness of every frame.
+
+Idle rate (``source.idle_fps``): the inspection loop reports after every frame whether the belt is empty
+(``presence``). Once it has been empty for ``source.idle_after_s``, the reader decodes only every N-th frame
+(N = camera fps / idle_fps) and only ``grab()``s the others (on a camera a buffer dequeue, no JPEG decode or
+colour conversion; on a file no colour conversion); the first report of anything in the ROI brings back every
+frame. Skipped frames keep their place in the frame numbering (``Frame.index`` stays the camera's frame
+number) and are neither dropped nor handed out. ``pace: fast`` hands out every frame (benches and replays
+decide exactly as before) unless ``idle_in_fast_pace`` is set, which replays a file as a camera that keeps up
+would be decoded: the reader then waits for the loop's report on each frame before reading the next.
 """
 
 from __future__ import annotations
@@ -112,7 +121,8 @@ class _Source:
     finite = False
     fps: float | None = None
 
-    def read(self) -> tuple[bool, np.ndarray | None]:
+    def read(self, decode: bool = True) -> tuple[bool, np.ndarray | None]:
+        """The next frame; ``decode=False`` only advances past it (``(ok, None)``)."""
         raise NotImplementedError
 
     def release(self) -> None:
@@ -128,7 +138,9 @@ class _CvSource(_Source):
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if finite else 0
         self.frame_count = int(count) if count and 0 < count < 1e9 else 0  # from the container; 0 = unknown
 
-    def read(self) -> tuple[bool, np.ndarray | None]:
+    def read(self, decode: bool = True) -> tuple[bool, np.ndarray | None]:
+        if not decode:
+            return bool(self.cap.grab()), None
         ok, img = self.cap.read()
         return bool(ok) and img is not None, img
 
@@ -144,7 +156,10 @@ class _FolderSource(_Source):
         self.pos = 0
         self.fps = fps
 
-    def read(self) -> tuple[bool, np.ndarray | None]:
+    def read(self, decode: bool = True) -> tuple[bool, np.ndarray | None]:
+        if not decode:
+            self.pos += 1
+            return self.pos <= len(self.files), None
         while self.pos < len(self.files):
             f = self.files[self.pos]
             self.pos += 1
@@ -189,6 +204,17 @@ class Capture:
         self.truncated: str | None = None  # "truncated at frame N of M" when a file ended early
         self.delivered_any = False  # at least one frame came from the source
         self._read_timeout_s = max(2.0, 2 * cfg.stall_timeout_s)
+        # idle rate (module docstring): off until the loop calls enable_idle_rate()
+        self.idle_in_fast_pace = False  # replays: decode a fast-paced file as a live camera would be (lockstep)
+        self._idle_enabled = False
+        self._idle = False  # decoding at the idle rate now
+        self._empty_since: int | None = None  # index of the first frame of the current empty stretch
+        self._reported = -1  # the last frame the loop reported on
+        self._delivered = -1  # the last frame handed out
+        self._since_decoded = 0  # frames grabbed without decoding since the last decoded one
+        self._src_fps: float | None = None
+        self.idle_skipped = 0  # frames grabbed, not decoded (idle rate)
+        self.idle_periods = 0  # times the idle rate started
         if metrics is not None:
             metrics.set_camera_state(self._state)
             metrics.camera_frozen.set(0)
@@ -247,6 +273,53 @@ class Capture:
         """The newest frame captured, returned by ``read`` or not (for snapshots)."""
         return self._latest
 
+    def enable_idle_rate(self) -> bool:
+        """The loop will call ``presence`` after every frame. Returns whether the idle rate applies here
+        (``source.idle_fps`` > 0, and pace realtime or ``idle_in_fast_pace``)."""
+        self._idle_enabled = self.cfg.idle_fps > 0 and (not self.fast or self.idle_in_fast_pace)
+        return self._idle_enabled
+
+    def presence(self, index: int, empty: bool) -> None:
+        """The loop's report on frame ``index``: is the belt empty? Anything in the ROI ends the idle rate at once
+        (the next frame is decoded); ``source.idle_after_s`` of empty belt starts it."""
+        if not self._idle_enabled:
+            return
+        with self._cond:
+            self._reported = index
+            if not empty:
+                self._empty_since = None
+                if self._idle:
+                    self._idle = False
+                    log.debug("capture: frame %d: something in the ROI; decoding every frame", index)
+            elif self._empty_since is None:
+                self._empty_since = index
+            elif not self._idle and index - self._empty_since >= self._idle_after_frames():
+                self._idle = True
+                self.idle_periods += 1
+                log.debug("capture: belt empty since frame %d; decoding every %d-th frame", self._empty_since,
+                          self._idle_step())
+            self._cond.notify_all()
+
+    @property
+    def idle(self) -> bool:
+        """Decoding at the idle rate now."""
+        return self._idle
+
+    def _fps(self) -> float:
+        """The source's frame rate: from the source, else as measured, else DEFAULT_FILE_FPS."""
+        if self._src_fps:
+            return self._src_fps
+        times = self._times
+        if len(times) >= 2 and times[-1] > times[0]:
+            return (len(times) - 1) / (times[-1] - times[0])
+        return DEFAULT_FILE_FPS
+
+    def _idle_step(self) -> int:
+        return max(1, round(self._fps() / self.cfg.idle_fps)) if self.cfg.idle_fps > 0 else 1
+
+    def _idle_after_frames(self) -> int:
+        return max(1, round(self.cfg.idle_after_s * self._fps()))
+
     @property
     def state(self) -> CameraState:
         return self._state
@@ -276,6 +349,8 @@ class Capture:
                 "since": self._since,
                 "truncated": self.truncated,
                 "frozen": self.frozen,
+                "idle": self._idle,
+                "idle_skipped": self.idle_skipped,
                 "brightness": None if latest is None else round(latest.brightness, 2),
                 "sharpness": None if latest is None else round(latest.sharpness, 2),
                 "last_frame_age_s": None if latest is None else round(time.time() - latest.captured_at, 3),
@@ -380,6 +455,8 @@ class Capture:
                 self._reconnects += 1
             if not opened_once or self._state == CameraState.DISCONNECTED:
                 self._log_opened(src)
+                with self._cond:  # a (re)connected camera starts at every frame (the idle rate starts anew)
+                    self._idle, self._empty_since = False, None
             opened_once = True
             self._progress = time.monotonic()
             try:
@@ -432,15 +509,23 @@ class Capture:
         """Read until the source fails/ends or stop is requested. Returns (result, frames read)."""
         paced = src.finite and not self.fast
         period = 1.0 / src.fps if paced and src.fps else 0.0
+        self._src_fps = src.fps
+        lockstep = self.fast and self._idle_enabled  # idle_in_fast_pace: decode as a camera that keeps up would
         next_t = time.monotonic()
         n = 0
         while not self._stop.is_set():
-            ok, img = src.read()
+            if lockstep:
+                self._await_report()
+            decode = not self._idle or self._since_decoded + 1 >= self._idle_step()
+            ok, img = src.read(decode)
             if self._stop.is_set():
                 return "stop", n
-            if not ok or img is None:
+            if not ok or (decode and img is None):
                 return ("end" if src.finite else "error"), n
-            self._deliver(img)
+            if img is not None:
+                self._deliver(img)
+            else:
+                self._skipped()
             n += 1
             if period:
                 next_t += period
@@ -450,6 +535,27 @@ class Capture:
                 elif delay < -period:  # fell behind (slow disk/CPU): do not rush to catch up
                     next_t = time.monotonic()
         return "stop", n
+
+    def _await_report(self) -> None:
+        """Lockstep (``idle_in_fast_pace``): wait until the loop has reported on the last frame handed out."""
+        with self._cond:
+            self._waiting = True
+            while self._reported < self._delivered and not self._stop.is_set():
+                self._cond.wait(0.1)
+            self._waiting = False
+            self._progress = time.monotonic()
+
+    def _skipped(self) -> None:
+        """A frame grabbed and not decoded (idle rate): it counts as captured, keeps its index, is not handed out."""
+        with self._cond:
+            self._index += 1
+            self._frames += 1
+            self._since_decoded += 1
+            self.idle_skipped += 1
+            if self.metrics is not None:
+                self.metrics.frames_captured.inc()
+            self._times.append(time.monotonic())
+            self._progress = time.monotonic()
 
     def _deliver(self, img: np.ndarray) -> None:
         now = time.time()
@@ -461,8 +567,10 @@ class Capture:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
         grey = self._thumb(img)  # one small grey copy serves the frozen check and the frame statistics
         brightness, sharpness = grey_stats(small_grey(grey))
-        self._check_frozen(grey)
+        self._check_frozen(grey, 1 + self._since_decoded)
+        self._since_decoded = 0
         frame = Frame(img, self._index, now, brightness, sharpness)
+        self._delivered = self._index
         self._index += 1
         self.delivered_any = True
         if self._state != CameraState.OK:
@@ -508,13 +616,14 @@ class Capture:
         np.copyto(out, view)
         return out
 
-    def _check_frozen(self, grey: np.ndarray) -> None:
+    def _check_frozen(self, grey: np.ndarray, frames: int = 1) -> None:
+        """``frames``: how many camera frames this one stands for (the idle rate decodes every N-th)."""
         prev, self._prev_grey = self._prev_grey, grey
         if prev is None or prev.shape != grey.shape:
             self._same = 0
             return
         diff = float(cv2.mean(cv2.absdiff(grey, prev))[0])
-        self._same = self._same + 1 if diff < self.cfg.frozen_tolerance else 0
+        self._same = self._same + frames if diff < self.cfg.frozen_tolerance else 0
         frozen = self._same + 1 >= self.cfg.frozen_frames
         if frozen != self.frozen:
             # metric first: whoever sees the flag change also sees the metric (tests read both)

@@ -58,6 +58,11 @@ class SourceConfig(_Section):
     reconnect_max_s: float = Field(default=30.0, gt=0)
     frozen_frames: int = Field(default=50, ge=2)  # identical consecutive frames before "frozen" is flagged
     frozen_tolerance: float = Field(default=0.2, ge=0)  # mean abs pixel difference below which frames count as identical
+    # idle rate: once the belt has been empty (continuous mode, presence by foreground) for idle_after_s, decode
+    # at most idle_fps frames a second (the others are grabbed, not decoded) until anything enters the ROI;
+    # 0 = decode every frame. pace: fast always decodes every frame. (docs/BENCHMARKS.md, "Idle and soak")
+    idle_fps: float = Field(default=5.0, ge=0)
+    idle_after_s: float = Field(default=2.0, ge=0)
     # file/folder with exit_on_end: a source that has delivered no frame after this long ends the run (exit 1)
     end_if_not_opened_s: float = Field(default=30.0, gt=0)
 

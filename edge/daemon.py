@@ -234,6 +234,7 @@ class Daemon:
         self._view_best: dict[str, tuple[float, Frame, np.ndarray]] = {}
         self._view_done: dict[str, deque[tuple[float, Frame, np.ndarray] | None]] = {v.view: deque() for v in cfg.sources}
         self._crop_fallback_logged = False
+        self._idle_rate = False  # the capture decodes fewer frames while the belt is empty (set by run())
         # Decisions are published (evidence JPEGs, outbox fsync, MQTT) on this thread, in order, so the loop never
         # waits on the disk or the network; started by run(), else decisions are published on the caller's thread.
         self._publisher = OrderedWorker(self._publish_job, name="publisher")
@@ -326,6 +327,9 @@ class Daemon:
         if self.sink is not None:
             self.sink.start()  # the model doc was handed to it in __init__: retained from the first connect
         self.plant.start(self.sink)
+        # the idle rate (source.idle_fps): the loop tells the camera after each frame whether the belt is empty
+        self._idle_rate = (isinstance(self.capture, Capture) and cfg.decision.mode == "continuous"
+                           and cfg.decision.presence.method == "foreground" and self.capture.enable_idle_rate())
         self.capture.start()
         if cfg.decision.mode == "triggered" and cfg.mqtt.enabled and self.sink is not None:
             topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
@@ -390,6 +394,9 @@ class Daemon:
                     self._process(frame)
                 except Exception as e:  # one bad frame must not stop the line's inspection
                     self._frame_error(frame, e)
+                if self._idle_rate and isinstance(capture, Capture):
+                    decider = self.decider
+                    capture.presence(frame.index, isinstance(decider, ContinuousDecider) and decider.belt_empty)
                 self._frames += 1
                 if self.trace is not None:
                     self.trace.frame(self._read_at, time.time(), self._scored)

@@ -355,6 +355,15 @@ class ContinuousDecider:
     def box_in_progress(self) -> bool:
         return self.in_passage
 
+    @property
+    def belt_empty(self) -> bool:
+        """Presence by foreground, the empty belt learned, no passage open and (nearly) nothing in the foreground of
+        the last frame measured: less than the share under which the detector keeps learning the belt. The
+        capture may then decode fewer frames (``source.idle_fps``)."""
+        fg = self.fg
+        return (self.method == "foreground" and fg is not None and self._passage is None and fg._old is None
+                and fg.seen > self.presence_cfg.learning_frames and fg.last_fraction < fg.freeze_fraction)
+
     def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
         """Continuous mode takes no triggers: refused (the API answers 409 before it gets here)."""
         log.warning("trigger for part %s ignored: decision.mode is 'continuous'", part_id)

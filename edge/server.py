@@ -121,17 +121,50 @@ def server_config(app: Any, api_cfg: Any) -> dict[str, Any]:
     }
 
 
+class QuietServer(uvicorn.Server):
+    """uvicorn's server, waking once a second instead of ten times (uvicorn polls ``should_exit`` and refreshes
+    its Date header on a 0.1 s tick: about 0.2 % of a core on an idle line). The Date header stays exact to the
+    second; ``request_exit()`` ends the wait at once, so stopping is not slower."""
+
+    TICK_S = 1.0
+
+    _wake: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000  # every tick is a "full second" tick for on_tick (Date header)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.TICK_S)
+            except asyncio.TimeoutError:
+                pass
+            should_exit = await self.on_tick(counter)
+
+    def request_exit(self) -> None:
+        """``should_exit``, and wake the main loop now (from any thread)."""
+        self.should_exit = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the loop has already closed
+                pass
+
+
 @dataclass
 class ApiServer:
     """A running API server (``start_api``): its URL, and ``stop()``."""
 
-    server: uvicorn.Server
+    server: QuietServer
     thread: threading.Thread
     url: str
 
     def stop(self, timeout: float) -> None:
         """Ask uvicorn to exit and wait for its thread at most ``timeout`` seconds."""
-        self.server.should_exit = True
+        self.server.request_exit()
         self.thread.join(timeout=timeout)
 
 
@@ -149,7 +182,7 @@ def start_api(app: Any, api_cfg: Any, start_timeout_s: float = API_START_TIMEOUT
         raise RuntimeError(f"api: cannot listen on {api_cfg.host}:{api_cfg.port}: {e.strerror}") from None
     sock.listen(64)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(**server_config(app, api_cfg)))
+    server = QuietServer(uvicorn.Config(**server_config(app, api_cfg)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
     thread.start()
     host = f"[{api_cfg.host}]" if family == socket.AF_INET6 else api_cfg.host

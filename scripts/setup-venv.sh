@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install boxinspect with the given extras into it.
 # Usage: scripts/setup-venv.sh EXTRAS   e.g. scripts/setup-venv.sh edge,train,dev
+# Installs with uv when it can be had, else pip (scripts/pyinstall.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/pyinstall.sh
 extras="${1:-edge,train}"
 py="${PYTHON:-python3}"
 if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
@@ -13,8 +15,8 @@ if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
 fi
 stamp=".venv/.installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "==> installing boxinspect[$extras] into .venv (first time: a few minutes, TensorFlow is large)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  echo "==> installing boxinspect[$extras] into .venv (first time: TensorFlow is large; a few minutes with pip)"
+  have_uv || .venv/bin/python -m pip install -q --upgrade pip
+  pyinstall .venv/bin/python -q -e ".[$extras]"
   touch "$stamp"
 fi

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -33,9 +34,9 @@ from edge.outbox import OutboxError
 from edge.state import CameraState, LoadedModel
 
 __all__ = [
-    "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video", "edit_sidecar",
-    "fake_model", "free_port",
-    "metric", "port_open", "video_frames", "wait_for",
+    "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video",
+    "daemon_client", "edge_config", "edit_sidecar", "failing_golden", "fake_model", "first_occurrences", "free_port", "package_copies",
+    "metric", "port_open", "topic_base", "video_frames", "wait_for",
 ]
 
 DECISION_RE = re.compile(r"decision (\S+) score=([0-9.]+) .*event=([0-9a-f-]{36})")
@@ -81,16 +82,21 @@ def wait_for(
         time.sleep(interval)
 
 
-def edge_config(tmp_path: Path, model_path: Path, **over: Any) -> Any:
+def edge_config(tmp_path: Path, model_path: Path | None = None, broker: Any = None, **over: Any) -> Any:
     """An edge Config for in-process tests: the model, MQTT on a closed port, outbox and evidence in ``tmp_path``,
     a camera name of its own (so its topics and MQTT client id are its own on a shared broker, also when tests run
-    in parallel). ``over``: sections to update (dicts) or keys to set."""
+    in parallel). ``model_path`` None: a model file that does not exist (for tests of the sink or the API without
+    one). ``broker`` (a tests/broker.py Broker): MQTT on that broker, reconnecting within a second (tests stop and
+    kill it). ``over``: sections to update (dicts) or keys to set."""
     from edge.config import parse_config
 
+    mqtt: dict[str, Any] = {"port": 1, "outbox_path": str(tmp_path / "outbox.sqlite3")}
+    if broker is not None:
+        mqtt.update(host=broker.host, port=broker.port, reconnect_min_s=0.2, reconnect_max_s=1.0, keepalive_s=5)
     data: dict[str, Any] = {
         "camera": f"cam-{uuid.uuid4().hex[:8]}",
-        "model": {"path": str(model_path)},
-        "mqtt": {"port": 1, "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "model": {"path": str(model_path if model_path is not None else tmp_path / "none.tflite")},
+        "mqtt": mqtt,
         "evidence": {"dir": str(tmp_path / "evidence")},
     }
     for key, value in over.items():
@@ -100,6 +106,11 @@ def edge_config(tmp_path: Path, model_path: Path, **over: Any) -> Any:
         else:
             data[key] = value
     return parse_config(data, environ={})
+
+
+def topic_base(cfg: Mapping[str, Any]) -> str:
+    """``<mqtt.base_topic>/<line>/<camera>`` of a daemon config dict: where that daemon publishes and listens."""
+    return f"{cfg.get('mqtt', {}).get('base_topic', 'boxinspect')}/{cfg['line']}/{cfg['camera']}"
 
 
 def _labels_match(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
@@ -246,7 +257,13 @@ class Publisher(_PahoClient):
 
 
 class DaemonProc:
-    """One daemon process (``python -m boxinspect.cli run``) with a config written to ``workdir``."""
+    """One daemon process (``python -m boxinspect.cli run``) with a config written to ``workdir``.
+
+    For a subclass (or a test) to change how it starts: ``extra_env`` (added to the environment), ``preexec_fn``
+    (run in the child before the daemon, e.g. a resource limit) and ``command()`` (e.g. through a launcher).
+    """
+
+    preexec_fn: Callable[[], None] | None = None
 
     def __init__(self, workdir: Path, cfg: dict[str, Any], name: str = "daemon") -> None:
         import yaml
@@ -260,13 +277,17 @@ class DaemonProc:
         self.proc: subprocess.Popen[bytes] | None = None
         port = cfg.get("api", {}).get("port")
         self.base = f"http://127.0.0.1:{port}" if port else None
+        self.extra_env: dict[str, str] = {}
+
+    def command(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(self.cfg_path), *extra]
 
     def start(self, *extra: str) -> DaemonProc:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **self.extra_env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(self.cfg_path), *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+                self.command(*extra), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+                preexec_fn=self.preexec_fn,
             )
         return self
 
@@ -298,6 +319,11 @@ class DaemonProc:
 
         wait_for(up, timeout, f"/healthz of {self.name}", d=self)
 
+    def wait_triggers(self, timeout: float = 30.0) -> None:
+        """Triggered mode: wait for the API, then for the daemon's subscription to its trigger topic."""
+        self.wait_api()
+        wait_for(lambda: "listening for triggers" in self.log(), timeout, "the trigger subscription", d=self)
+
     def _dead(self) -> bool:
         assert self.alive(), f"{self.name} exited with {self.proc.returncode if self.proc else None}:\n{self.log()}"
         return False
@@ -317,6 +343,21 @@ class DaemonProc:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    def run(self, *extra: str, timeout: float = 120.0) -> int:
+        """Start, wait until the daemon exits by itself, return its exit code (killed if it outlives ``timeout``)."""
+        self.start(*extra)
+        try:
+            return self.wait(timeout)
+        finally:
+            self.stop()
+
+    def terminate(self, timeout: float) -> tuple[int, float]:
+        """SIGTERM, then wait up to ``timeout`` for the exit: (exit code, seconds the shutdown took)."""
+        t0 = time.monotonic()
+        self.send(signal.SIGTERM)
+        rc = self.wait(timeout)
+        return rc, time.monotonic() - t0
+
     def decisions(self) -> list[tuple[str, float, str]]:
         """(label, score, event_id) of every decision the daemon logged, in order."""
         return [(m.group(1), float(m.group(2)), m.group(3)) for m in DECISION_RE.finditer(self.log())]
@@ -328,19 +369,56 @@ class DaemonProc:
             self.proc.wait(10)
 
 
-def package_copies(model: Path, into: Path, names: Iterable[str]) -> list[Path]:
+def first_occurrences(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first copy of each event_id, in arrival order (the outbox delivers at least once)."""
+    seen: set[str] = set()
+    out = []
+    for e in events:
+        if e["event_id"] not in seen:
+            seen.add(e["event_id"])
+            out.append(e)
+    return out
+
+
+def daemon_client(cfg: Any) -> tuple[Any, Any]:
+    """An in-process ``Daemon`` for ``cfg`` (its model loaded, no part started) and a FastAPI TestClient on its API:
+    the daemon's own reload and trigger behind /reload and /trigger. An unexpected error answers 500, as from the
+    real server (its traceback is logged), rather than raising in the test."""
+    from fastapi.testclient import TestClient
+
+    from edge.api import ApiState, create_app
+    from edge.daemon import Daemon, load_model
+
+    d = Daemon(cfg, load_model(cfg, cfg.model.path))
+    state = ApiState(
+        config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
+        reload=d.reload, trigger=d.trigger if cfg.decision.mode == "triggered" else None,
+    )
+    return TestClient(create_app(state), raise_server_exceptions=False), d
+
+
+def package_copies(model: Path, into: Path, names: Iterable[str] | None = None) -> list[Path]:
     """Copies of a model package (the .tflite and its sidecar) in ``into`` (made if missing), one per name, as
-    ``<name>.tflite``: e.g. a live package and a candidate in one ``model.dir``."""
+    ``<name>.tflite`` (default: one copy under the model's own name): e.g. a live package and a candidate in one
+    ``model.dir``, or a package a test may corrupt."""
     import shutil
 
     into.mkdir(parents=True, exist_ok=True)
     out = []
-    for name in names:
+    for name in names if names is not None else [model.stem]:
         dst = into / f"{name}.tflite"
         shutil.copy(model, dst)
         shutil.copy(f"{model}.json", f"{dst}.json")
         out.append(dst)
     return out
+
+
+def failing_golden(doc: dict[str, Any]) -> None:
+    """An ``edit_sidecar`` change: every golden sample expects a score of 5.0, which no probability is, so the
+    model's self-test fails."""
+    assert doc["golden"], "the fixture model has golden samples"
+    for g in doc["golden"]:
+        g["expected_score"] = 5.0
 
 
 def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True) -> dict[str, Any]:

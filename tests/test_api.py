@@ -3,8 +3,6 @@ conveyor video, a real MqttSink on a real Mosquitto, and the daemon's own reload
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -15,11 +13,9 @@ from fastapi.testclient import TestClient
 
 from edge.api import ApiState, create_app
 from edge.classifier import Classifier
-from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
-from edge.model_package import package_digest
 from edge.state import LoadedModel, ModelSlot
-from tests.helpers import edge_config
+from tests.helpers import daemon_client, edge_config, edit_sidecar, failing_golden, package_copies
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -79,11 +75,7 @@ def test_readyz_ok_with_model_camera_and_broker(tmp_path, tiny_model, loaded, sy
     from edge.mqtt_sink import MqttSink
 
     video, _ = synth_video
-    cfg = edge_config(
-        tmp_path, tiny_model,
-        source={"uri": str(video), "loop": True, "pace": "realtime"},
-        mqtt={"host": mosquitto.host, "port": mosquitto.port},
-    )
+    cfg = edge_config(tmp_path, tiny_model, broker=mosquitto, source={"uri": str(video), "loop": True, "pace": "realtime"})
     metrics = Metrics()
     cap = Capture(cfg.source, metrics).start()
     sink = MqttSink(cfg.mqtt, cfg.topic_base, metrics, "test-api-ready")
@@ -284,17 +276,8 @@ def test_metrics_is_prometheus_text(tmp_path, tiny_model, loaded):
 # -------------------------------------------------------------------------------- reload and trigger (the daemon's own)
 
 
-def _daemon_client(cfg) -> tuple[TestClient, Daemon]:
-    d = Daemon(cfg, load_model(cfg, cfg.model.path))
-    state = ApiState(
-        config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
-        reload=d.reload, trigger=d.trigger if cfg.decision.mode == "triggered" else None,
-    )
-    return TestClient(create_app(state)), d
-
-
 def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_copy):
-    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     model_copy.write_bytes(b"\0garbage" * 100)
     r = client.post("/reload")
@@ -310,11 +293,10 @@ def test_reload_keeps_the_old_model_when_the_new_one_is_corrupt(tmp_path, model_
 
 
 def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
-    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
     # a name is taken inside model.dir (default: the configured model's folder)
-    shutil.copy(tiny_model, model_copy.parent / "other.tflite")
-    shutil.copy(str(tiny_model) + ".json", model_copy.parent / "other.tflite.json")
+    package_copies(tiny_model, model_copy.parent, ["other"])
     r = client.post("/reload", json={"path": "other.tflite"})
     assert r.status_code == 200, r.text
     assert r.json()["ok"] is True and r.json()["model_id"] == before.classifier.model_id
@@ -325,15 +307,9 @@ def test_reload_swaps_in_a_good_model(tmp_path, model_copy, tiny_model):
 
 
 def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
-    client, d = _daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, api={"reload_without_token": True}))
     before = d.models.get()
-    side = Path(str(model_copy) + ".json")
-    meta = json.loads(side.read_text())
-    assert meta["golden"], "the fixture model has golden samples"
-    for g in meta["golden"]:
-        g["expected_score"] = 5.0  # no probability is 5: every golden sample fails
-    meta["package_sha256"] = package_digest(meta)  # a re-made package, not a tampered one
-    side.write_text(json.dumps(meta))
+    edit_sidecar(model_copy, failing_golden)  # a re-made package (resealed), not a tampered one
     r = client.post("/reload")
     assert r.status_code == 422 and "self-test failed" in r.json()["reason"]
     assert d.models.get() is before
@@ -341,9 +317,9 @@ def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
 
 
 def test_trigger_only_in_triggered_mode(tmp_path, model_copy):
-    client, d = _daemon_client(edge_config(tmp_path, model_copy))
+    client, d = daemon_client(edge_config(tmp_path, model_copy))
     assert client.post("/trigger", json={"part_id": "p1"}).status_code == 409
-    client, d = _daemon_client(edge_config(tmp_path, model_copy, decision={"mode": "triggered"}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, decision={"mode": "triggered"}))
     r = client.post("/trigger", json={"part_id": "p1"})
     assert r.status_code == 202 and r.json() == {"accepted": True, "part_id": "p1"}
     assert client.post("/trigger").status_code == 202

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -15,15 +14,7 @@ import pytest
 
 from edge.classifier import Classifier, ModelError
 from edge.model_package import decode_golden, load_metadata, package_digest, sidecar_path
-from tests.helpers import edit_sidecar
-
-
-def _copy_package(model: Path, dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    out = dest / model.name
-    shutil.copy(model, out)
-    shutil.copy(sidecar_path(model), sidecar_path(out))
-    return out
+from tests.helpers import edit_sidecar, package_copies
 
 
 def _images(folder: Path, n: int) -> list[Path]:
@@ -49,7 +40,7 @@ def test_load_reports_runtime_delegate_and_threshold(int8_model: Path, tiny_run:
 
 
 def test_corrupt_tflite_is_a_clear_model_error(tiny_model: Path, tmp_path: Path):
-    model = _copy_package(tiny_model, tmp_path)
+    (model,) = package_copies(tiny_model, tmp_path)
     data = bytearray(model.read_bytes())
     model.write_bytes(bytes(data[: len(data) // 3]))  # truncated, e.g. an interrupted copy
     with pytest.raises(ModelError) as e:
@@ -63,7 +54,7 @@ def test_corrupt_tflite_is_a_clear_model_error(tiny_model: Path, tmp_path: Path)
 
 
 def test_hash_mismatch_is_refused(tiny_model: Path, tmp_path: Path):
-    model = _copy_package(tiny_model, tmp_path)
+    (model,) = package_copies(tiny_model, tmp_path)
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights: still loads, silently wrong
     model.write_bytes(bytes(data))
@@ -76,7 +67,7 @@ def test_hash_mismatch_is_refused(tiny_model: Path, tmp_path: Path):
 
 
 def test_missing_or_invalid_sidecar(tiny_model: Path, tmp_path: Path):
-    model = _copy_package(tiny_model, tmp_path)
+    (model,) = package_copies(tiny_model, tmp_path)
     side = sidecar_path(model)
     doc = json.loads(side.read_text())
     side.unlink()
@@ -123,7 +114,7 @@ def test_self_test_passes_and_catches_tampered_expectations(tiny_model: Path, tm
     assert {g.label for g in meta.golden} == set(meta.labels)
     assert clf.self_test() == []
 
-    model = _copy_package(tiny_model, tmp_path)
+    (model,) = package_copies(tiny_model, tmp_path)
 
     def flip(doc: dict) -> None:
         g = doc["golden"][1]

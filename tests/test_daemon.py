@@ -25,9 +25,19 @@ import jsonschema
 import pytest
 import yaml
 
-from edge.model_package import package_digest
 from tests.broker import Broker
-from tests.helpers import DaemonProc, Publisher, Subscriber, free_port, wait_for
+from tests.helpers import (
+    DaemonProc,
+    Publisher,
+    Subscriber,
+    edit_sidecar,
+    failing_golden,
+    first_occurrences,
+    free_port,
+    package_copies,
+    topic_base,
+    wait_for,
+)
 
 SLOW = pytest.mark.slow  # every test that runs the daemon as a process
 
@@ -80,16 +90,6 @@ def defect_ids(d: DaemonProc, positive: str) -> list[str]:
     return [eid for label, _, eid in d.decisions() if label == positive]
 
 
-def first_occurrences(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
-    out = []
-    for m in msgs:
-        if m["event_id"] not in seen:
-            seen.add(m["event_id"])
-            out.append(m)
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ outages
 
 
@@ -98,7 +98,7 @@ def test_broker_outage_loses_no_defect_event(tmp_path, int8_model, synth_video, 
     video, gt = synth_video
     positive = positive_class(int8_model)
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker)
-    topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/defect"
+    topic = f"{topic_base(cfg)}/defect"
     sub = Subscriber(broker.host, broker.port, topic, persistent=True)
     d = DaemonProc(tmp_path, cfg).start()
     try:
@@ -135,7 +135,7 @@ def test_sigkill_with_events_in_the_outbox_delivers_them_after_restart(tmp_path,
     positive = positive_class(int8_model)
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker)
     outbox = Path(cfg["mqtt"]["outbox_path"])
-    topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/defect"
+    topic = f"{topic_base(cfg)}/defect"
     first = DaemonProc(tmp_path, cfg, "first").start()
     try:
         first.wait_api()
@@ -174,8 +174,8 @@ def test_sigkill_with_events_in_the_outbox_delivers_them_after_restart(tmp_path,
 def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, shutdown_timeout_s=10)
-    status_topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/status"
-    stats = Subscriber(broker.host, broker.port, f"boxinspect/{cfg['line']}/{cfg['camera']}/stats")
+    status_topic = f"{topic_base(cfg)}/status"
+    stats = Subscriber(broker.host, broker.port, f"{topic_base(cfg)}/stats")
     d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
@@ -188,10 +188,7 @@ def test_sigterm_exits_zero_and_leaves_offline_retained(tmp_path, int8_model, sy
         snap = d.get("/snapshot.jpg")
         assert snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg"
         assert snap.content[:2] == b"\xff\xd8"
-        t0 = time.monotonic()
-        d.send(signal.SIGTERM)
-        rc = d.wait(cfg["shutdown_timeout_s"] + 10)
-        took = time.monotonic() - t0
+        rc, took = d.terminate(cfg["shutdown_timeout_s"] + 10)
     finally:
         d.stop()
         stats.close()
@@ -217,10 +214,7 @@ def test_sigterm_with_the_broker_down_is_bounded_and_keeps_the_events(tmp_path, 
         wait_for(lambda: d.status()["mqtt"].get("connected"), 30, "the daemon to connect", d=d)
         broker.stop()
         wait_for(lambda: d.status()["mqtt"]["outbox_depth"] >= 1, 120, "a defect event waiting in the outbox", d=d)
-        t0 = time.monotonic()
-        d.send(signal.SIGTERM)
-        rc = d.wait(cfg["shutdown_timeout_s"] + 10)
-        took = time.monotonic() - t0
+        rc, took = d.terminate(cfg["shutdown_timeout_s"] + 10)
     finally:
         d.stop()
     assert rc == 0, d.log()
@@ -249,8 +243,7 @@ def test_sighup_keeps_the_old_model_if_the_new_one_is_corrupt(tmp_path, model_co
         assert d.alive()
         assert "reload failed, keeping " + old_id in d.log()
         # a good (different) model in place -> swapped
-        shutil.copy(float_model, model_copy)
-        shutil.copy(str(float_model) + ".json", str(model_copy) + ".json")
+        package_copies(float_model, model_copy.parent, [model_copy.stem])
         d.send(signal.SIGHUP)
         wait_for(lambda: d.metric("boxinspect_model_reloads_total", outcome="ok") == 1, 60, "successful reload", d=d)
         new_id = d.status()["model"]["model_id"]
@@ -283,12 +276,7 @@ def test_corrupt_model_stops_startup_with_one_line(tmp_path, model_copy):
 @SLOW
 def test_failed_self_test_keeps_running_and_readyz_says_why(tmp_path, model_copy, synth_video):
     video, gt = synth_video
-    side = Path(str(model_copy) + ".json")
-    meta = json.loads(side.read_text())
-    for g in meta["golden"]:
-        g["expected_score"] = 5.0  # no score can match: every golden sample fails
-    meta["package_sha256"] = package_digest(meta)  # a re-made package, not a tampered one
-    side.write_text(json.dumps(meta))
+    edit_sidecar(model_copy, failing_golden)  # a re-made package (resealed), not a tampered one
     cfg = base_cfg(tmp_path, model_copy, video, gt, None)
     d = DaemonProc(tmp_path, cfg).start()
     try:
@@ -328,11 +316,8 @@ def test_api_port_in_use_stops_startup_with_a_clear_message(tmp_path, int8_model
         taken.listen(1)
         port = taken.getsockname()[1]
         cfg = base_cfg(tmp_path, int8_model, video, gt, None, api={"port": port})
-        d = DaemonProc(tmp_path, cfg).start()
-        try:
-            rc = d.wait(120)
-        finally:
-            d.stop()
+        d = DaemonProc(tmp_path, cfg)
+        rc = d.run()
     assert rc == 1, d.log()
     assert f"start-up failed: api: cannot listen on 127.0.0.1:{port}: Address already in use" in d.log()
 
@@ -342,7 +327,7 @@ def test_end_of_file_drains_and_exits_zero(tmp_path, int8_model, synth_video, br
     video, gt = synth_video
     positive = positive_class(int8_model)
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, source={"pace": "fast", "loop": False, "exit_on_end": True})
-    sub = Subscriber(broker.host, broker.port, f"boxinspect/{cfg['line']}/{cfg['camera']}/defect")
+    sub = Subscriber(broker.host, broker.port, f"{topic_base(cfg)}/defect")
     d = DaemonProc(tmp_path, cfg).start()
     try:
         rc = d.wait(180)
@@ -368,11 +353,8 @@ def test_end_of_file_drains_and_exits_zero(tmp_path, int8_model, synth_video, br
 def test_max_frames_stops_the_daemon(tmp_path, int8_model, synth_video):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, None, source={"pace": "fast"})
-    d = DaemonProc(tmp_path, cfg).start("--max-frames", "40")
-    try:
-        assert d.wait(120) == 0, d.log()
-    finally:
-        d.stop()
+    d = DaemonProc(tmp_path, cfg)
+    assert d.run("--max-frames", "40") == 0, d.log()
     assert "--max-frames 40 reached" in d.log()
     assert "stopped: frames=40 " in d.log()
 
@@ -381,14 +363,12 @@ def test_max_frames_stops_the_daemon(tmp_path, int8_model, synth_video):
 def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, broker, decision={"mode": "triggered", "trigger_frames": 2})
-    trigger_topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/trigger"
-    pub = Publisher(broker.host, broker.port, trigger_topic)
+    pub = Publisher(broker.host, broker.port, f"{topic_base(cfg)}/trigger")
     # a stale retained trigger is ignored (it would announce a phantom part on every reconnect)
     pub.send({"part_id": "STALE"}, retain=True)
     d = DaemonProc(tmp_path, cfg).start()
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        d.wait_triggers()
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         pub.send({"part_id": "P-100"})
         pub.send("P-101")
@@ -469,13 +449,12 @@ def test_two_views_in_triggered_mode_give_one_fused_event_per_part(tmp_path, cro
                    mosquitto, decision={"mode": "triggered", "trigger_frames": 2, "fusion": "max"})
     del cfg["source"], cfg["roi"]
     cfg["sources"] = [{"view": v, "source": {"uri": str(p), "pace": "realtime", "loop": True}} for v, p in videos.items()]
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/defect")
     pub = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
     d = DaemonProc(tmp_path, cfg).start()
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        d.wait_triggers()
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "both cameras ok", d=d)
         assert set(d.status()["camera"]["stats"]["views"]) == {"top", "oblique"}
         for pid in ("P-1", "P-2", "P-3"):

@@ -26,7 +26,7 @@ from edge.state import ModelSlot
 from tests.broker import Broker
 from tests.helpers import Subscriber, edge_config, wait_for
 from tests.helpers import metric as sample
-from tests.test_mqtt_sink import BASE, VALIDATOR, cfg_for, make_event
+from tests.test_mqtt_sink import BASE, VALIDATOR, make_event
 
 TOKEN = "s3cret-replay-token"
 
@@ -61,6 +61,16 @@ def fill(fs: Path) -> Path:
     return filler
 
 
+def published(sink: MqttSink, n: int) -> list[dict[str, Any]]:
+    """Once ``sink`` is connected: ``n`` defect events published and acknowledged by the broker (returned)."""
+    assert sink.wait_connected(10)
+    events = [make_event(i) for i in range(n)]
+    for ev in events:
+        sink.publish_defect(ev)
+    assert sink.wait_drained(10)
+    return events
+
+
 def test_outbox_on_a_full_disk_says_disk_full_at_start(small_fs: Path) -> None:
     fill(small_fs)
     with pytest.raises(OutboxFull) as exc:
@@ -75,8 +85,9 @@ def test_disk_full_with_the_broker_up_publishes_directly_then_holds_counts_losse
     caplog.set_level(logging.INFO)
     m = Metrics()
     with Broker() as broker, Subscriber(broker.host, broker.port, [f"{BASE}/defect", f"{BASE}/lost"]) as sub:
-        cfg = cfg_for(broker, tmp_path, outbox_path=small_fs / "outbox.sqlite3", outbox_memory_max_events=3)
-        sink = MqttSink(cfg, BASE, m)
+        cfg = edge_config(tmp_path, broker=broker,
+                          mqtt={"outbox_path": str(small_fs / "outbox.sqlite3"), "outbox_memory_max_events": 3})
+        sink = MqttSink(cfg.mqtt, BASE, m)
         sink.start()
         try:
             assert sink.wait_connected(10)
@@ -110,8 +121,7 @@ def test_disk_full_with_the_broker_up_publishes_directly_then_holds_counts_losse
             assert st["held_in_memory"] == 3 and st["outbox_lost"] == 1 and st["outbox_dropped"] == 1, st
             reason = sink.not_ready_reason()
             assert reason is not None and "disk full" in reason and "memory" in reason, reason
-            api_cfg = edge_config(tmp_path, tmp_path / "none.tflite", mqtt={"host": broker.host, "port": broker.port})
-            api = TestClient(create_app(ApiState(config=api_cfg, metrics=m, models=ModelSlot(None), sink=sink)))
+            api = TestClient(create_app(ApiState(config=cfg, metrics=m, models=ModelSlot(None), sink=sink)))
             ready = api.get("/readyz")
             assert ready.status_code == 503
             assert any("disk full" in r and "held in memory only" in r for r in ready.json()["reasons"]), ready.json()
@@ -156,18 +166,11 @@ def test_disk_full_with_the_broker_up_publishes_directly_then_holds_counts_losse
 
 
 def test_replay_over_http_republishes_retained_events_with_their_ids(tmp_path: Path, mosquitto: Any) -> None:
-    cfg = edge_config(
-        tmp_path, tmp_path / "none.tflite", api={"token": TOKEN},
-        mqtt={"host": mosquitto.host, "port": mosquitto.port, "outbox_retention_s": 600},
-    )
+    cfg = edge_config(tmp_path, broker=mosquitto, api={"token": TOKEN}, mqtt={"outbox_retention_s": 600})
     sink = MqttSink(cfg.mqtt, cfg.topic_base, Metrics())
     sink.start()
     try:
-        assert sink.wait_connected(10)
-        events = [make_event(i) for i in range(5)]
-        for ev in events:
-            sink.publish_defect(ev)
-        assert sink.wait_drained(10)
+        events = published(sink, 5)
         assert sink.outbox.depth() == 0  # acknowledged, but kept for the retention window
         client = TestClient(create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(None), sink=sink)))
         assert client.get("/events", params={"since_seq": 0}).status_code == 401
@@ -195,8 +198,8 @@ def test_broker_sigkill_chaos_persistent_subscriber_with_replay_loses_nothing(tm
     rng = random.Random(8)
     sent: list[str] = []
     with Broker(persistence=True, extra_config=autosave) as broker:
-        cfg = cfg_for(broker, tmp_path, outbox_retention_s=3600)
-        sink = MqttSink(cfg, BASE, Metrics())
+        cfg = edge_config(tmp_path, broker=broker, mqtt={"outbox_retention_s": 3600})
+        sink = MqttSink(cfg.mqtt, BASE, Metrics())
         sink.enable_replay(TOKEN)
         sink.start()
         sub = Subscriber(broker.host, broker.port, f"{BASE}/defect", client_id="chaos-consumer", persistent=True)
@@ -249,15 +252,11 @@ def test_mqtt_replay_needs_the_token_and_refuses_junk(
 ) -> None:
     caplog.set_level(logging.INFO)
     base = f"boxinspect/replay-{os.getpid()}/cam1"
-    sink = MqttSink(cfg_for(mosquitto, tmp_path, outbox_retention_s=600), base, Metrics())
+    sink = MqttSink(edge_config(tmp_path, broker=mosquitto, mqtt={"outbox_retention_s": 600}).mqtt, base, Metrics())
     sink.enable_replay(TOKEN)
     sink.start()
     try:
-        assert sink.wait_connected(10)
-        events = [make_event(i) for i in range(3)]
-        for ev in events:
-            sink.publish_defect(ev)
-        assert sink.wait_drained(10)
+        events = published(sink, 3)
         with Subscriber(mosquitto.host, mosquitto.port, f"{base}/defect") as sub:
             wait_for(lambda: "listening for replay requests" in caplog.text, 10, "the replay subscription")
             for bad in [json.dumps({"since_seq": 0, "token": "wrong"}), json.dumps({"since_seq": 0}),

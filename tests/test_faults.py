@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import re
 import resource
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ import httpx
 import pytest
 
 from edge.model_package import sidecar_path
-from tests.helpers import DaemonProc, Subscriber, edit_sidecar, wait_for
+from tests.helpers import DaemonProc, Subscriber, edit_sidecar, package_copies, topic_base, wait_for
 from tests.test_daemon import SLOW, base_cfg
 from tests.test_security import ONE_ANSWER
 
@@ -54,19 +51,9 @@ def short_clip(src: Path, dst: Path, frames: int = 40) -> Path:
 class LimitedDaemon(DaemonProc):
     """The daemon with RLIMIT_NOFILE (soft and hard) at ``DAEMON_NOFILE``: it cannot raise the limit."""
 
-    def start(self, *extra: str) -> LimitedDaemon:
-        import os
-
-        def limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (DAEMON_NOFILE, DAEMON_NOFILE))
-
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "boxinspect.cli", "run", "--config", str(self.cfg_path), *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, preexec_fn=limit,
-            )
-        return self
+    @staticmethod
+    def preexec_fn() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (DAEMON_NOFILE, DAEMON_NOFILE))
 
 
 def loop_frames(d: DaemonProc) -> int:
@@ -174,11 +161,8 @@ def test_a_truncated_video_file_says_so_and_exits_1(tmp_path, int8_model, synth_
     data = clip.read_bytes()
     clip.write_bytes(data[: len(data) // 2])  # cut in the middle: the AVI header still says 60 frames
     cfg = base_cfg(tmp_path, int8_model, clip, gt, None, source={"loop": False, "exit_on_end": True, "pace": "fast"})
-    d = DaemonProc(tmp_path, cfg).start()
-    try:
-        rc = d.wait(120)
-    finally:
-        d.stop()
+    d = DaemonProc(tmp_path, cfg)
+    rc = d.run()
     log = d.log()
     assert rc == 1, log
     m = re.search(r"truncated at frame (\d+) of 60", log)
@@ -190,11 +174,8 @@ def test_a_complete_video_file_is_not_called_truncated(tmp_path, int8_model, syn
     video, gt = synth_video
     clip = short_clip(video, tmp_path / "clip.avi", frames=30)
     cfg = base_cfg(tmp_path, int8_model, clip, gt, None, source={"loop": False, "exit_on_end": True, "pace": "fast"})
-    d = DaemonProc(tmp_path, cfg).start()
-    try:
-        rc = d.wait(120)
-    finally:
-        d.stop()
+    d = DaemonProc(tmp_path, cfg)
+    rc = d.run()
     assert rc == 0, d.log()
     assert "truncated" not in d.log() and "stopping (end of the source)" in d.log()
 
@@ -210,11 +191,8 @@ def test_exit_on_end_with_a_source_that_never_opens_exits_1(tmp_path, int8_model
         tmp_path, int8_model, path, gt, None,
         source={"loop": False, "exit_on_end": True, "end_if_not_opened_s": 3, "reconnect_max_s": 1},
     )
-    d = DaemonProc(tmp_path, cfg).start()
-    try:
-        rc = d.wait(120)  # bounded: model load + 3 s
-    finally:
-        d.stop()
+    d = DaemonProc(tmp_path, cfg)
+    rc = d.run()  # bounded: model load + 3 s
     log = d.log()
     assert rc == 1, log
     assert "delivered no frame within 3 s (source.end_if_not_opened_s)" in log, log
@@ -226,13 +204,10 @@ def test_model_integrity_over_reload_and_the_retained_model_topic(tmp_path, int8
     with another threshold is a new model id, logged and retained on <base>/model."""
     video, gt = synth_video
     models = tmp_path / "models"
-    models.mkdir()
-    pkg = models / "m.tflite"
-    shutil.copy(int8_model, pkg)
-    shutil.copy(sidecar_path(int8_model), sidecar_path(pkg))
+    (pkg,) = package_copies(int8_model, models, ["m"])
     cfg = base_cfg(tmp_path, pkg, video, gt, mosquitto, api={"token": TOKEN})
     cfg["model"].pop("threshold")  # the package threshold is what this test changes
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     d = DaemonProc(tmp_path, cfg).start()
     sub = None
     try:
@@ -247,9 +222,8 @@ def test_model_integrity_over_reload_and_the_retained_model_topic(tmp_path, int8
 
         assert reload(None, {}).status_code == 401
         # tampered: the threshold edited in place, hash not recomputed
-        shutil.copy(pkg, models / "evil.tflite")
-        shutil.copy(sidecar_path(pkg), sidecar_path(models / "evil.tflite"))
-        edit_sidecar(models / "evil.tflite", lambda doc: doc.update(threshold=0.999), reseal=False)
+        (evil,) = package_copies(pkg, models, ["evil"])
+        edit_sidecar(evil, lambda doc: doc.update(threshold=0.999), reseal=False)
         r = reload("evil.tflite")
         assert r.status_code == 422 and "tampered model package" in r.json()["reason"], r.text
         # outside model.dir, absolute, '..', missing, 300 characters: never a 500, one answer for all
@@ -261,9 +235,8 @@ def test_model_integrity_over_reload_and_the_retained_model_topic(tmp_path, int8
         assert reasons == {"NAME"}, reasons
         assert 400 <= reload("x" * 300).status_code < 500
         # re-made with another threshold: a new id, logged, retained
-        shutil.copy(pkg, models / "strict.tflite")
-        shutil.copy(sidecar_path(pkg), sidecar_path(models / "strict.tflite"))
-        edit_sidecar(models / "strict.tflite", lambda doc: doc.update(threshold=0.9))
+        (strict,) = package_copies(pkg, models, ["strict"])
+        edit_sidecar(strict, lambda doc: doc.update(threshold=0.9))
         r = reload("strict.tflite")
         assert r.status_code == 200, r.text
         new_id = r.json()["model_id"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,7 @@ import numpy as np
 import pytest
 import requests
 
-from edge.model_package import sidecar_path
-from tests.helpers import DaemonProc
+from tests.helpers import DaemonProc, package_copies
 from tests.test_daemon import SLOW, base_cfg
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -64,11 +62,7 @@ def _report(name: str, counts: collections.Counter) -> None:
 def daemon(tmp_path_factory, int8_model: Path, synth_video) -> Any:
     """One daemon process for the module: a looping video, a token, its model in a model.dir."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    models = tmp / "models"
-    models.mkdir()
-    pkg = models / "m.tflite"
-    shutil.copy(int8_model, pkg)
-    shutil.copy(sidecar_path(int8_model), sidecar_path(pkg))
+    (pkg,) = package_copies(int8_model, tmp / "models", ["m"])
     video, gt = synth_video
     cfg = base_cfg(tmp, pkg, video, gt, None, api={"token": TOKEN}, logging={"level": "WARNING"})
     d = DaemonProc(tmp, cfg).start()

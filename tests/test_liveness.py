@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -101,19 +101,17 @@ HANG_LAUNCHER = textwrap.dedent(
 
 
 class HangingDaemon(DaemonProc):
-    extra_env: dict[str, str] = {}  # noqa: RUF012 (set per instance before start)
+    """The daemon through HANG_LAUNCHER (its loop hangs after 20 frames); the launcher imports it from this tree."""
 
-    def start(self, *extra: str) -> HangingDaemon:
-        launcher = self.workdir / "hang_launcher.py"
-        launcher.write_text(HANG_LAUNCHER)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **self.extra_env)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(launcher), "20", "run", "--config", str(self.cfg_path), *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-            )
-        return self
+    def __init__(self, workdir: Path, cfg: dict[str, Any]) -> None:
+        super().__init__(workdir, cfg)
+        self.launcher = workdir / "hang_launcher.py"
+        self.launcher.write_text(HANG_LAUNCHER)
+        repo = str(Path(__file__).resolve().parents[1])
+        self.extra_env["PYTHONPATH"] = os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])
+
+    def command(self, *extra: str) -> list[str]:
+        return [sys.executable, str(self.launcher), "20", "run", "--config", str(self.cfg_path), *extra]
 
 
 @SLOW
@@ -127,7 +125,7 @@ def test_hung_loop_turns_healthz_red_and_stops_the_watchdog(tmp_path, int8_model
         decision={"presence": {"method": "score", "learning_frames": 0}},
     )
     d = HangingDaemon(tmp_path, cfg)
-    d.extra_env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"}  # WatchdogSec=1s: ping every 0.5 s
+    d.extra_env.update(NOTIFY_SOCKET=str(path), WATCHDOG_USEC="1000000")  # WatchdogSec=1s: ping every 0.5 s
     d.start()
     try:
         d.wait_api(START_TIMEOUT)

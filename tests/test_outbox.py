@@ -63,39 +63,39 @@ def test_survives_reopen(tmp_path: Path) -> None:
         assert [r.payload for r in ob.pending()] == [f'{{"i":{i}}}'.encode() for i in range(1, 5)]
 
 
-def test_overflow_drop_oldest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("overflow", "kept", "refused"), [("drop_oldest", [2, 3, 4], []), ("drop_newest", [0, 1, 2], [3, 4])]
+)
+def test_overflow_keeps_the_limit_counts_logs_and_persists_the_drops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, overflow: str, kept: list[int], refused: list[int]
+) -> None:
+    """Five events into room for three: the policy picks the two that go (drop_oldest stores every new event,
+    drop_newest refuses the two that do not fit); each drop is counted, logged with its event id, and the count
+    survives a reopen."""
     m = Metrics()
     path = tmp_path / "ob.sqlite3"
+    dropped = [i for i in range(5) if i not in kept]
     with caplog.at_level(logging.WARNING, logger="edge.outbox"):
-        with Outbox(path, max_events=3, overflow="drop_oldest", metrics=m) as ob:
+        with Outbox(path, max_events=3, overflow=overflow, metrics=m) as ob:
             seqs = [_put(ob, i) for i in range(5)]
-            assert all(s is not None for s in seqs)
+            assert [i for i, s in enumerate(seqs) if s is None] == refused
             assert ob.depth() == 3
-            assert [r.event_id for r in ob.pending()] == ["ev-2", "ev-3", "ev-4"]
+            assert [r.event_id for r in ob.pending()] == [f"ev-{i}" for i in kept]
             assert ob.dropped == 2
     assert metric(m, "boxinspect_events_dropped_total") == 2
-    text = caplog.text
-    assert "ev-0" in text and "ev-1" in text and "drop_oldest" in text
-    with Outbox(path, max_events=3) as ob:
+    assert all(f"ev-{i}" in caplog.text for i in dropped) and overflow in caplog.text
+    with Outbox(path, max_events=3, overflow=overflow) as ob:
         assert ob.dropped == 2  # persisted in the file
 
 
-def test_overflow_drop_newest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    m = Metrics()
-    path = tmp_path / "ob.sqlite3"
-    with caplog.at_level(logging.WARNING, logger="edge.outbox"):
-        with Outbox(path, max_events=3, overflow="drop_newest", metrics=m) as ob:
-            seqs = [_put(ob, i) for i in range(5)]
-            assert seqs[3] is None and seqs[4] is None and None not in seqs[:3]
-            assert [r.event_id for r in ob.pending()] == ["ev-0", "ev-1", "ev-2"]
-            assert ob.dropped == 2
-            ob.ack(seqs[0])  # room again
-            assert _put(ob, 5) is not None
-            assert [r.event_id for r in ob.pending()] == ["ev-1", "ev-2", "ev-5"]
-    assert metric(m, "boxinspect_events_dropped_total") == 2
-    assert "ev-3" in caplog.text and "ev-4" in caplog.text and "drop_newest" in caplog.text
-    with Outbox(path, max_events=3, overflow="drop_newest") as ob:
-        assert ob.dropped == 2
+def test_drop_newest_stores_again_once_an_ack_made_room(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "ob.sqlite3", max_events=3, overflow="drop_newest") as ob:
+        seqs = [_put(ob, i) for i in range(4)]
+        assert seqs[3] is None and ob.dropped == 1
+        ob.ack(seqs[0])  # room again
+        assert _put(ob, 5) is not None
+        assert [r.event_id for r in ob.pending()] == ["ev-1", "ev-2", "ev-5"]
+        assert ob.dropped == 1
 
 
 def test_smaller_limit_on_reopen_drops_oldest_to_fit(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -23,7 +22,15 @@ import jsonschema
 import pytest
 
 from edge.testhooks import SLOW_MODEL_ENV
-from tests.helpers import DaemonProc, Publisher, Subscriber, free_port, wait_for
+from tests.helpers import (
+    DaemonProc,
+    Publisher,
+    Subscriber,
+    first_occurrences,
+    free_port,
+    topic_base,
+    wait_for,
+)
 from tests.test_daemon import base_cfg
 
 SLOW = pytest.mark.slow
@@ -34,25 +41,20 @@ VALIDATOR = jsonschema.Draft202012Validator(
 
 
 class StalledDaemon(DaemonProc):
-    """A daemon whose model can be slowed down or stalled from the test (edge/testhooks.py)."""
+    """A daemon whose model can be slowed down or stalled from the test (edge/testhooks.py); ``stall``: the
+    seconds each score sleeps from the start."""
 
-    def __init__(self, workdir: Path, cfg: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, cfg: dict[str, Any], stall: float | None = None) -> None:
         super().__init__(workdir, cfg)
         self.stall_file = workdir / "stall-seconds"
+        self.stall(stall)
+        self.extra_env[SLOW_MODEL_ENV] = str(self.stall_file)
 
     def stall(self, seconds: float | None) -> None:
         if seconds is None:
             self.stall_file.unlink(missing_ok=True)
         else:
             self.stall_file.write_text(str(seconds))
-
-    def start(self, *extra: str) -> StalledDaemon:
-        os.environ[SLOW_MODEL_ENV] = str(self.stall_file)
-        try:
-            super().start(*extra)
-        finally:
-            del os.environ[SLOW_MODEL_ENV]
-        return self
 
 
 def plant_cfg(tmp_path: Path, model_path: Path, synth_video: tuple[Path, dict], mosquitto: Any, **over: Any) -> dict[str, Any]:
@@ -67,12 +69,6 @@ def by_part(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for e in events:
         out.setdefault(e["part_id"], []).append(e)
     return out
-
-
-def unique_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """First copy of each event_id (the outbox delivers at least once)."""
-    seen: set[str] = set()
-    return [e for e in events if not (e["event_id"] in seen or seen.add(e["event_id"]))]
 
 
 def opcua_watch(url: str, paths: list[str], stop: threading.Event, got: list[tuple[str, Any]], ready: threading.Event) -> None:
@@ -111,7 +107,7 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
         opcua={"enabled": True, "endpoint": f"opc.tcp://127.0.0.1:{port}/boxinspect/", "username": "plc", "password": "plc-secret"},
         homeassistant={"enabled": True},
     )
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     node = f"boxinspect_{cfg['line']}_{cfg['camera']}"
     prefix = f"{cfg['line']}.{cfg['camera']}"
     sub = Subscriber(mosquitto.host, mosquitto.port, [f"{base}/#", f"homeassistant/+/{node}/+/config"])
@@ -120,8 +116,7 @@ def test_stalled_classifier_times_out_parts_on_mqtt_opcua_and_metrics(tmp_path, 
     stop, ready, seen = threading.Event(), threading.Event(), []
     watcher: threading.Thread | None = None
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
+        d.wait_triggers(90)
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         watcher = threading.Thread(
             target=opcua_watch, daemon=True,
@@ -197,16 +192,13 @@ def test_one_decision_per_part_under_overload(tmp_path, int8_model, synth_video,
         decision={"mode": "triggered", "trigger_frames": 2},
         reject={"deadline_ms": 1500, "on_timeout": "reject"},
     )
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/result")
     trig = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
-    d = StalledDaemon(tmp_path, cfg)
-    d.stall(0.25)  # 0.25 s per score: about two parts a second at best
-    d.start()
+    d = StalledDaemon(tmp_path, cfg, stall=0.25).start()  # 0.25 s per score: about two parts a second at best
     n = 40
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
+        d.wait_triggers(90)
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         for i in range(n):
             trig.send({"part_id": f"O-{i}"})
@@ -237,15 +229,12 @@ def test_fail_safe_policy_on_the_wire(tmp_path, int8_model, synth_video, mosquit
         decision={"mode": "triggered", "trigger_frames": 2},
         reject={"deadline_ms": 500, "on_timeout": policy, "mqtt": True},
     )
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/#")
     trig = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")
-    d = StalledDaemon(tmp_path, cfg)
-    d.stall(3)
-    d.start()
+    d = StalledDaemon(tmp_path, cfg, stall=3).start()
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 90, "the trigger subscription", d=d)
+        d.wait_triggers(90)
         trig.send({"part_id": "F-1"})
         wait_for(lambda: sub.json("/result"), 30, "the timeout decision", d=d)
         if policy == "hold":
@@ -263,7 +252,7 @@ def test_fail_safe_policy_on_the_wire(tmp_path, int8_model, synth_video, mosquit
     assert (e["part_id"], e["kind"], e["action"], e["late"]) == ("F-1", "timeout", policy, True)
     assert e["is_defect"] is (policy == "hold")
     if policy == "hold":  # a held part is not passed as good: a defect event through the outbox, and a command
-        assert [x["part_id"] for x in unique_events(sub.json("/defect"))] == ["F-1"]
+        assert [x["part_id"] for x in first_occurrences(sub.json("/defect"))] == ["F-1"]
         assert [json.loads(p)["action"] for _, p, _ in sub.on("/reject")] == ["hold"]
     else:  # pass: the part goes on, nothing to push, but the decision is on .../result and in the log
         assert not sub.json("/defect") and not sub.on("/reject")
@@ -281,7 +270,7 @@ def test_spc_alarm_set_and_cleared_on_a_video_run(tmp_path, int8_model, synth_vi
         spc={"enabled": True, "consecutive": 2, "clear_consecutive_ok": 2, "window": 10, "rate_pct": 100, "clear_rate_pct": 99},
     )
     cfg["model"]["threshold"] = None  # the model's own threshold: real verdicts, not "everything is a defect"
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, [f"{base}/alarm", f"{base}/result"])
     d = DaemonProc(tmp_path, cfg).start()
     try:
@@ -321,11 +310,9 @@ def test_continuous_mode_stall_times_out_the_box_in_view(tmp_path, int8_model, s
     """Continuous mode: the model stalls (4 s per score, deadline 1 s) while a box is in view; the box gets its
     timeout decision, the later boxes their model decisions, every passage number exactly once."""
     cfg = plant_cfg(tmp_path, int8_model, synth_video, mosquitto, reject={"deadline_ms": 1000, "on_timeout": "reject"})
-    base = f"boxinspect/{cfg['line']}/{cfg['camera']}"
+    base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/result")
-    d = StalledDaemon(tmp_path, cfg)
-    d.stall(4)
-    d.start()
+    d = StalledDaemon(tmp_path, cfg, stall=4).start()
     try:
         d.wait_api()
         first = wait_for(lambda: sub.json("/result"), 90, "the first decision", d=d)[0]

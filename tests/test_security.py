@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import threading
 from pathlib import Path
 
@@ -22,11 +21,10 @@ from fastapi.testclient import TestClient
 from edge.api import ApiState, LoadedModel, ModelSlot, create_app
 from edge.capture import safe_uri
 from edge.classifier import Classifier, ModelError
-from edge.daemon import Daemon, load_model
 from edge.metrics import Metrics
 from edge.model_package import sidecar_path
 from edge.server import server_config, start_api
-from tests.helpers import edge_config, edit_sidecar
+from tests.helpers import daemon_client, edge_config, edit_sidecar, package_copies
 
 TOKEN = "t0k3n-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -38,31 +36,13 @@ ONE_ANSWER = re.compile(r"^no model package '.*' in model\.dir \(give a \.tflite
 @pytest.fixture()
 def package(tmp_path: Path, int8_model: Path) -> Path:
     """The model package copied into tmp_path/models (model.dir), so a test can edit it."""
-    d = tmp_path / "models"
-    d.mkdir()
-    dst = d / "m.tflite"
-    shutil.copy(int8_model, dst)
-    shutil.copy(sidecar_path(int8_model), sidecar_path(dst))
+    (dst,) = package_copies(int8_model, tmp_path / "models", ["m"])
     return dst
 
 
 @pytest.fixture(scope="module")
 def loaded(int8_model: Path) -> LoadedModel:
     return LoadedModel(Classifier.load(int8_model))
-
-
-def _daemon_client(cfg) -> tuple[TestClient, Daemon]:
-    d = Daemon(cfg, load_model(cfg, cfg.model.path))
-    state = ApiState(config=cfg, metrics=d.metrics, models=d.models, reload=d.reload, trigger=d.trigger)
-    return TestClient(create_app(state), raise_server_exceptions=False), d
-
-
-def _copy_as(package: Path, name: str) -> Path:
-    dst = package.parent / name
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(package, dst)
-    shutil.copy(sidecar_path(package), sidecar_path(dst))
-    return dst
 
 
 # ------------------------------------------------------------------------------ item 2: model integrity
@@ -103,9 +83,9 @@ def test_a_changed_threshold_is_a_different_model_id(package: Path, loaded: Load
 
 
 def test_reload_refuses_a_tampered_sidecar_and_keeps_the_model(tmp_path, package):
-    client, d = _daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
+    client, d = daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
     before = d.models.get()
-    bad = _copy_as(package, "evil.tflite")
+    (bad,) = package_copies(package, package.parent, ["evil"])
     edit_sidecar(bad, lambda doc: doc.update(threshold=0.999), reseal=False)
     r = client.post("/reload", json={"path": "evil.tflite"}, headers=AUTH)
     assert r.status_code == 422, r.text
@@ -114,9 +94,9 @@ def test_reload_refuses_a_tampered_sidecar_and_keeps_the_model(tmp_path, package
 
 
 def test_reload_of_a_new_threshold_logs_the_new_model_id(tmp_path, package, caplog):
-    client, d = _daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
+    client, d = daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
     old_id = d.models.get().classifier.model_id
-    new = _copy_as(package, "strict.tflite")
+    (new,) = package_copies(package, package.parent, ["strict"])
     edit_sidecar(new, lambda doc: doc.update(threshold=0.9))
     with caplog.at_level(logging.INFO, logger="edge.daemon"):
         r = client.post("/reload", json={"path": "strict.tflite"}, headers=AUTH)
@@ -129,9 +109,9 @@ def test_reload_of_a_new_threshold_logs_the_new_model_id(tmp_path, package, capl
 def test_reload_names_only_inside_model_dir_with_one_answer(tmp_path, package):
     """No absolute path, no '..', no symlink out of the folder, and no file-existence oracle: a missing
     name and a forbidden one get the same status and the same words; 300 characters are a 4xx."""
-    client, d = _daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
+    client, d = daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
     before = d.models.get()
-    outside = _copy_as(package, "../outside/o.tflite")  # a valid package, but not in model.dir
+    (outside,) = package_copies(package, package.parent.parent / "outside", ["o"])  # valid, but not in model.dir
     (package.parent / "link.tflite").symlink_to(outside)
     names = [
         "/etc/shadow", "/etc/passwd", str(outside), "../outside/o.tflite", "sub/../../outside/o.tflite",
@@ -152,13 +132,13 @@ def test_reload_names_only_inside_model_dir_with_one_answer(tmp_path, package):
 
 
 def test_reload_needs_a_token_unless_explicitly_allowed(tmp_path, package):
-    client, _ = _daemon_client(edge_config(tmp_path, package))
+    client, _ = daemon_client(edge_config(tmp_path, package))
     r = client.post("/reload")
     assert r.status_code == 403 and "api.token" in r.json()["detail"]
-    client, _ = _daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
+    client, _ = daemon_client(edge_config(tmp_path, package, api={"token": TOKEN}))
     assert client.post("/reload").status_code == 401
     assert client.post("/reload", headers=AUTH).status_code == 200
-    client, _ = _daemon_client(edge_config(tmp_path, package, api={"reload_without_token": True}))
+    client, _ = daemon_client(edge_config(tmp_path, package, api={"reload_without_token": True}))
     assert client.post("/reload").status_code == 200
 
 
@@ -200,7 +180,7 @@ BOMBS = {
 def test_upload_bombs_and_other_formats_are_refused_before_decoding(tmp_path, int8_model, loaded, name):
     make, status = BOMBS[name]
     state = ApiState(config=edge_config(tmp_path, int8_model), metrics=Metrics(), models=ModelSlot(loaded))
-    client = TestClient(create_app(state), raise_server_exceptions=False)
+    client = TestClient(create_app(state))
     r = client.post("/predict", files={"file": (f"x.{name}", make(), "application/octet-stream")})
     assert r.status_code == status, r.text
     assert "pixels" in r.json()["detail"] or "not a decodable image" in r.json()["detail"]
@@ -283,7 +263,7 @@ def test_status_and_readyz_mask_an_rtsp_password_with_at_sign(tmp_path, int8_mod
 
 
 def test_one_log_line_per_refused_trigger(tmp_path, package, caplog):
-    client, d = _daemon_client(edge_config(tmp_path, package, decision={"mode": "triggered"}))
+    client, d = daemon_client(edge_config(tmp_path, package, decision={"mode": "triggered"}))
     d.decider.max_pending = 1
     assert client.post("/trigger", json={"part_id": "p1"}).status_code == 202
     caplog.clear()

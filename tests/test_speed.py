@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import PresenceConfig, parse_config
+from edge.capture import Capture
+from edge.config import PresenceConfig, SourceConfig, parse_config
 from edge.daemon import EXIT_OK, Daemon, load_model
 from edge.decision import ForegroundDetector
 from tests.helpers import RecordingSink, ReplayCapture, fake_model, video_frames
@@ -24,11 +25,19 @@ from tests.helpers import RecordingSink, ReplayCapture, fake_model, video_frames
 REFERENCE = {"fg_resize": "area", "fg_width": 160, "idle_skip": False}
 
 
-def _decisions(tmp_path: Path, model: Path, video: Path, gt: dict[str, Any], presence: dict[str, Any]) -> list[dict]:
-    """The real daemon (real model, real capture at pace fast, real evidence store) over the whole video."""
+def _decisions(tmp_path: Path, model: Path, video: Path, gt: dict[str, Any], presence: dict[str, Any],
+               source: dict[str, Any] | None = None, idle_as_live: bool = False) -> list[dict]:
+    """The real daemon (real model, real capture at pace fast, real evidence store) over the whole video.
+    ``idle_as_live``: the capture decodes the file as a live camera would be at the idle rate (lockstep)."""
+    return list(reversed(_daemon(tmp_path, model, video, gt, presence, source, idle_as_live).events.latest(10_000)))
+
+
+def _daemon(tmp_path: Path, model: Path, video: Path, gt: dict[str, Any], presence: dict[str, Any],
+            source: dict[str, Any] | None = None, idle_as_live: bool = False) -> Daemon:
+    """``_decisions``' daemon after its run (its capture's counters, its events)."""
     data = {
         "model": {"path": str(model), "num_threads": 1},
-        "source": {"uri": str(video), "pace": "fast", "exit_on_end": True},
+        "source": {"uri": str(video), "pace": "fast", "exit_on_end": True, **(source or {})},
         "roi": {k: gt["roi"][k] for k in ("x", "y", "width", "height")},
         "decision": {"presence": presence},
         "mqtt": {"enabled": False, "outbox_path": str(tmp_path / "outbox.sqlite3")},
@@ -38,8 +47,11 @@ def _decisions(tmp_path: Path, model: Path, video: Path, gt: dict[str, Any], pre
     }
     cfg = parse_config(data, environ={})
     d = Daemon.from_config(cfg, load_model(cfg, cfg.model.path))
+    if idle_as_live:
+        assert isinstance(d.capture, Capture)
+        d.capture.idle_in_fast_pace = True
     assert d.run() == EXIT_OK, d.stop_reason
-    return list(reversed(d.events.latest(10_000)))
+    return d
 
 
 def _per_box(events: list[dict], gt: dict[str, Any]) -> list[list[str]]:
@@ -66,6 +78,68 @@ def test_fast_frame_path_decides_the_synth_video_like_the_reference_path(tmp_pat
     for e in fast:
         if e["is_defect"]:
             assert e["evidence"] and Path(e["evidence"]["frame"]).is_file()
+
+
+def test_idle_rate_skips_decoding_on_an_empty_belt_and_decides_every_box_the_same(tmp_path, int8_model, synth_video):
+    """source.idle_fps: on an empty belt the capture decodes every 3rd frame (15 fps video, idle_fps 5); each box
+    arrives during such a stretch (idle_after_s 0.4 s: the gaps between the boxes are 0.5-1.4 s), is still
+    found, the capture goes back to every frame for it, and it gets the decision it gets with every frame
+    decoded. The file is decoded as a camera that keeps up would be (lockstep, so the run is repeatable)."""
+    video, gt = synth_video
+    every = _decisions(tmp_path / "every", int8_model, video, gt, {}, {"idle_fps": 0})
+    d = _daemon(tmp_path / "idle", int8_model, video, gt, {}, {"idle_fps": 5, "idle_after_s": 0.4}, idle_as_live=True)
+    idle = list(reversed(d.events.latest(10_000)))
+    cap = d.capture
+    assert isinstance(cap, Capture)
+    n_frames = gt["frame_count"]
+    # the idle rate ran before every box (two frames in three of the empty stretches after the first 0.4 s)
+    assert cap.idle_periods >= len(gt["boxes"])
+    assert cap.idle_skipped > 60, cap.idle_skipped
+    assert d.loop_counters()["frames"] + cap.idle_skipped == cap.stats()["frames"] == n_frames
+    # every box: one decision, the same label; the passage starts at most 2 frames later (the frames grabbed
+    # before the box was seen) and, back at every frame, ends on the same frame with the same frames scored
+    assert _per_box(idle, gt) == _per_box(every, gt) == [["defective" if b["defective"] else "ok"] for b in gt["boxes"]]
+    for a, b in zip(idle, every, strict=True):
+        assert abs(a["first_frame"] - b["first_frame"]) <= 2
+        assert abs(a["last_frame"] - b["last_frame"]) <= 1
+        assert abs(a["frame_count"] - b["frame_count"]) <= 1
+        assert a["score"] == pytest.approx(b["score"], abs=0.05)
+
+
+def test_idle_rate_in_the_capture_decodes_every_nth_frame_and_every_frame_once_the_roi_is_busy(synth_video):
+    """The reader alone: after idle_after_s of empty reports it hands out every 3rd frame (15 fps, idle_fps 5) with
+    the frames between counted but not decoded; the first report of something in the ROI brings back every
+    frame, the very next one included."""
+    video, _ = synth_video
+    cfg = SourceConfig(uri=str(video), pace="fast", idle_fps=5, idle_after_s=1.0)
+    cap = Capture(cfg)
+    cap.idle_in_fast_pace = True
+    assert cap.enable_idle_rate()
+    busy = set(range(60, 70))  # the loop sees "something in the ROI" on these frames
+    seen: list[int] = []
+    with cap:
+        while len(seen) < 200 and (f := cap.read(timeout=10)) is not None:
+            seen.append(f.index)
+            cap.presence(f.index, empty=f.index not in busy)
+            if f.index >= 150:
+                break
+    # every frame until the belt has been empty for 1 s (frames 0-15), then every 3rd
+    assert seen[:16] == list(range(16))
+    assert seen[16:20] == [18, 21, 24, 27]
+    # the box is seen on the first frame decoded from 60 on (at most 2 frames late); from there every frame,
+    # until 1 s (15 frames) after the last busy one (69); then every 3rd again
+    b0 = next(i for i in seen if i >= 60)
+    assert b0 <= 62 and seen[seen.index(b0) - 1] == b0 - 3
+    assert seen[seen.index(b0):seen.index(85) + 1] == list(range(b0, 86))
+    rest = seen[seen.index(85):]
+    assert [b - a for a, b in zip(rest, rest[1:], strict=False)] == [3] * (len(rest) - 1)
+    assert cap.idle_skipped == seen[-1] + 1 - len(seen)
+    assert cap.idle_periods == 2
+    # idle_fps 0: every frame, no lockstep needed
+    off = Capture(SourceConfig(uri=str(video), pace="realtime", idle_fps=0))
+    assert not off.enable_idle_rate()
+    # pace fast without idle_in_fast_pace: benches and replays keep every frame
+    assert not Capture(SourceConfig(uri=str(video), pace="fast")).enable_idle_rate()
 
 
 def _still_belt(first: np.ndarray, n: int, noise: float, seed: int = 0) -> list[np.ndarray]:
@@ -154,6 +228,23 @@ def test_bench_pipeline_measures_every_stage_and_the_events_to_their_puback(tmp_
     assert res["ratios"]["throughput_over_limit"] > 0 and res["ratios"]["e2e_p99_over_invoke_p99"] > 0
     assert "e2e read -> PUBACK" in format_pipeline(res)
     json.dumps(res)  # the JSON a device sends us
+
+
+def test_bench_idle_measures_the_daemon_on_a_still_belt_at_the_idle_rate(tiny_model, synth_video, mosquitto):
+    """`bench idle`: the daemon (its own process, realtime pace) on the still-belt video; the CPU figure comes with
+    the camera's counters over the same window, which show the idle rate at work (frames grabbed, not decoded)."""
+    from edge.bench import bench_idle
+    from edge.config import RoiConfig
+
+    video, gt = synth_video
+    roi = RoiConfig(**{k: gt["roi"][k] for k in ("x", "y", "width", "height")})
+    res = bench_idle(str(video), str(tiny_model), duration=4.0, roi=roi, broker=(mosquitto.host, mosquitto.port),
+                     overrides={"source.idle_after_s": 0.0, "decision.presence.learning_frames": 5})
+    assert res["daemon_errors"] == [] and res["cpu_percent_of_a_core"] > 0
+    cam = res["camera"]
+    assert cam["frames"] > 10 and cam["idle_at_end"]
+    assert 0 < cam["decoded"] < cam["frames"] and cam["grabbed_not_decoded"] > cam["frames"] // 3
+    json.dumps(res)
 
 
 def test_bench_pipeline_cli_refuses_missing_arguments(capsys):

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import DaemonProc, Publisher, metric, wait_for
+from tests.helpers import DaemonProc, Publisher, metric, topic_base, wait_for
 from tests.test_daemon import SLOW, base_cfg
 
 POISON: list[tuple[bytes, str]] = [
@@ -33,12 +33,10 @@ POISON: list[tuple[bytes, str]] = [
 def test_poison_triggers_never_become_parts_and_inspection_goes_on(tmp_path, int8_model, synth_video, mosquitto):
     video, gt = synth_video
     cfg = base_cfg(tmp_path, int8_model, video, gt, mosquitto, decision={"mode": "triggered", "trigger_frames": 2})
-    topic = f"boxinspect/{cfg['line']}/{cfg['camera']}/trigger"
-    pub = Publisher(mosquitto.host, mosquitto.port, topic)
+    pub = Publisher(mosquitto.host, mosquitto.port, f"{topic_base(cfg)}/trigger")
     d = DaemonProc(tmp_path, cfg).start()
     try:
-        d.wait_api()
-        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        d.wait_triggers()
         wait_for(lambda: d.get("/readyz").status_code == 200, 60, "ready", d=d)
         for payload, _ in POISON:
             pub.send(payload)

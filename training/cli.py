@@ -98,12 +98,19 @@ then reported at that threshold and at 0.5, and in the line's terms: "N of 1,000
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("train", help="train a MobileNetV2 defect classifier (run directory out)",
-                       description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG, formatter_class=fmt)
+def _data_command(sub: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str,
+                  out_help: str) -> argparse.ArgumentParser:
+    """A subcommand that reads a folder-per-class DATA set and writes into --out (train and cv)."""
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path, help="data folder with one sub-folder per class")
-    p.add_argument("--out", type=Path, required=True, help="run directory to create (e.g. runs/m1)")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
+    return p
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = _data_command(sub, "train", "train a MobileNetV2 defect classifier (run directory out)",
+                      TRAIN_DESCRIPTION, TRAIN_EPILOG, "run directory to create (e.g. runs/m1)")
     p.add_argument("--classes", default=None,
                    help="comma-separated class folders in index order (default: all sub-folders, sorted)")
     p.add_argument("--positive-class", default=None,
@@ -161,7 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="evaluate a run: report, plots, operating threshold",
-                       description=EVAL_DESCRIPTION, formatter_class=fmt)
+                       description=EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", type=Path, help="run directory written by 'boxinspect train'")
     eg = e.add_mutually_exclusive_group()
     eg.add_argument("--target-recall", type=float, default=None,
@@ -213,11 +220,8 @@ def _add_operating_args(p: argparse.ArgumentParser) -> None:
 
 
 def register_cv(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("cv", help="repeated grouped cross-validation of a recipe (mean +- sd, out-of-fold scores)",
-                       description=CV_DESCRIPTION, epilog=CV_EPILOG, formatter_class=fmt)
-    p.add_argument("data", type=Path, help="data folder with one sub-folder per class")
-    p.add_argument("--out", type=Path, required=True, help="output folder (summary.json, oof_scores.csv, cv.png)")
+    p = _data_command(sub, "cv", "repeated grouped cross-validation of a recipe (mean +- sd, out-of-fold scores)",
+                      CV_DESCRIPTION, CV_EPILOG, "output folder (summary.json, oof_scores.csv, cv.png)")
     p.add_argument("--recipe", choices=["linear", "finetune"], default="linear", help="default linear")
     p.add_argument("--folds", type=int, default=5, help="folds per repeat (default 5)")
     p.add_argument("--repeats", type=int, default=2, help="repeats with different shuffles (default 2)")

@@ -204,6 +204,14 @@ def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np
 
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
+
+    def save(fig, key: str) -> None:
+        """Lay out, write out/KEY.png, close, and record it under KEY."""
+        fig.tight_layout()
+        files[key] = out / f"{key}.png"
+        fig.savefig(files[key], dpi=110)
+        plt.close(fig)
+
     thr = m["threshold"]
 
     if len(np.unique(y)) == 2:
@@ -216,30 +224,21 @@ def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np
         ax.plot([0, 1], [0, 1], ":", color="grey")
         ax.set_title(f"ROC, positive = {names[1]}")
         ax.legend(loc="lower right")
-        fig.tight_layout()
-        files["roc"] = out / "roc.png"
-        fig.savefig(files["roc"], dpi=110)
-        plt.close(fig)
+        save(fig, "roc")
 
         fig, ax = plt.subplots(figsize=(4.9, 4.5))
         PrecisionRecallDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
         ax.plot(a["recall"], a["precision"], "o", color="red", label=f"threshold {thr:.3f}")
         ax.set_title(f"Precision-recall, positive = {names[1]}")
         ax.legend(loc="lower left")
-        fig.tight_layout()
-        files["pr"] = out / "pr.png"
-        fig.savefig(files["pr"], dpi=110)
-        plt.close(fig)
+        save(fig, "pr")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, key, title in ((axes[0], "at_threshold", f"threshold {thr:.3f}"), (axes[1], "at_0.5", "threshold 0.5")):
         cm = np.array(m[key]["confusion_matrix"]["matrix"])
         ConfusionMatrixDisplay(cm, display_labels=names).plot(ax=ax, colorbar=False, cmap="Blues")
         ax.set_title(f"{split}, {title}")
-    fig.tight_layout()
-    files["confusion_matrix"] = out / "confusion_matrix.png"
-    fig.savefig(files["confusion_matrix"], dpi=110)
-    plt.close(fig)
+    save(fig, "confusion_matrix")
 
     phases = [(k, v) for k, v in history.items() if isinstance(v, dict) and "history" in v]
     if phases:
@@ -260,10 +259,7 @@ def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np
             ax.set_xlabel("epoch")
             ax.set_title(metric)
             ax.legend()
-        fig.tight_layout()
-        files["curves"] = out / "curves.png"
-        fig.savefig(files["curves"], dpi=110)
-        plt.close(fig)
+        save(fig, "curves")
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     bins = np.linspace(0, 1, 41)
@@ -274,10 +270,7 @@ def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np
     ax.set_xlabel(f"score = P({names[1]})")
     ax.set_title(f"Score distribution, {split}")
     ax.legend()
-    fig.tight_layout()
-    files["scores"] = out / "scores.png"
-    fig.savefig(files["scores"], dpi=110)
-    plt.close(fig)
+    save(fig, "scores")
     return files
 
 
