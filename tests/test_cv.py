@@ -214,7 +214,7 @@ def test_two_scale_linear_model_trains_converts_and_runs_on_the_edge(views_data,
         "img = cv2.imread(sys.argv[3])\n"
         "s, f = clf.score_features(img)\n"
         "assert s == clf.score(img) and f.shape == (1280,) and clf.self_test() == []\n"
-        "res = retrain(Path(sys.argv[1]), [Path(sys.argv[2])], Path(sys.argv[4]), min_per_class=20)\n"
+        "res = retrain(Path(sys.argv[1]), [Path(sys.argv[2])], Path(sys.argv[4]), min_per_class=20, C=0.01)\n"
         "cand = Classifier.load(res.candidate, num_threads=1)\n"
         "assert cand.backbone_sha256 == clf.backbone_sha256 and cand.self_test() == []\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'the edge imported TensorFlow'\n"
