@@ -672,6 +672,23 @@ def _idle_video(source: str, out: Path, seconds: float = 20.0, noise: float = 2.
     return out, float(fps)
 
 
+def _camera_counts(logf: Path) -> dict[str, Any] | None:
+    """The daemon's camera counters from its /status (URL from its log): frames captured, grabbed without decoding
+    (the idle rate), whether it is at the idle rate now. None if the API does not answer."""
+    import re
+    import urllib.request
+
+    m = re.search(r"API listening on (http://\S+)", logf.read_text(errors="replace"))
+    if m is None:
+        return None
+    try:
+        with urllib.request.urlopen(m.group(1) + "/status", timeout=5) as r:
+            stats = json.load(r)["camera"]["stats"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {"frames": stats.get("frames"), "idle_skipped": stats.get("idle_skipped"), "idle": stats.get("idle")}
+
+
 def _proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -696,11 +713,13 @@ def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0
             proc, logf = start_daemon(cfg_path, Path(tmp))
             try:
                 time.sleep(IDLE_SETTLE_S)
+                cam0 = _camera_counts(logf)  # outside the window: the request costs the daemon a little CPU
                 load0 = os.getloadavg()[0]
                 c0, t0 = _proc_cpu_s(proc.pid), time.monotonic()
                 time.sleep(duration)
                 c1, t1 = _proc_cpu_s(proc.pid), time.monotonic()
                 load1 = os.getloadavg()[0]
+                cam1 = _camera_counts(logf)
                 rss = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith("VmRSS")]
             finally:
                 stop_daemon(proc, 30)
@@ -718,16 +737,26 @@ def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0
         "cpu_percent_of_a_core": round(100 * (c1 - c0) / (t1 - t0), 2),
         "rss": rss[0].split(":", 1)[1].strip() if rss else None,
         "load_avg_1m": [load0, load1],
+        "camera": _camera_window(cam0, cam1),
         "machine": machine_info(),
         "daemon_errors": [ln for ln in text.splitlines() if " ERROR " in ln][:5],
     }
+
+
+def _camera_window(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Frames the camera delivered in the measured window, and how many of them were decoded (source.idle_fps)."""
+    if not a or not b or a["frames"] is None or b["frames"] is None:
+        return None
+    frames = b["frames"] - a["frames"]
+    skipped = (b["idle_skipped"] or 0) - (a["idle_skipped"] or 0)
+    return {"frames": frames, "decoded": frames - skipped, "grabbed_not_decoded": skipped, "idle_at_end": b["idle"]}
 
 
 def idle_main(args: argparse.Namespace) -> int:
     return _daemon_bench_main(
         args, "idle", bench_idle,
         lambda res: f"idle: {res['cpu_percent_of_a_core']} % of a core over {res['seconds']} s ({res['source']}); "
-                    f"RSS {res['rss']}; load {res['load_avg_1m']}")
+                    f"RSS {res['rss']}; load {res['load_avg_1m']}; camera {res['camera']}")
 
 
 # --------------------------------------------------------------------------------------------------

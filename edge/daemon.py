@@ -60,6 +60,7 @@ from edge.roi import crop, roi_box
 from edge.server import ApiServer, raise_fd_limit, start_api
 from edge.shadow import ModelControl, Shadow, active_model_path
 from edge.state import (
+    CameraState,
     Decider,
     EventSink,
     FrameSource,
@@ -384,7 +385,7 @@ class Daemon:
                 threading.Thread(target=self.reload, name="reload", daemon=True).start()
             self._follow_model_swap()
 
-            self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != "ok")
+            self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != CameraState.OK)
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
                 self._read_at = time.time()

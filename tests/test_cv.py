@@ -128,16 +128,24 @@ def test_cv_runs_selected_folds_then_resumes_the_rest_to_the_same_result(views_d
         run_cv(CVConfig(out_dir=out, resume=True, **{**base, "folds": 4}))
 
 
+@pytest.fixture(scope="module")
+def linear_run(views_data, tmp_path_factory, weights_path) -> Path:
+    """One linear run with both in-model feature averages: flip TTA and two scales (input 96 px, 64 px resized
+    inside the model), so the tests below share one training (CI time)."""
+    from training.train import TrainConfig, train
+
+    return train(TrainConfig(data_dir=views_data, out_dir=tmp_path_factory.mktemp("linear") / "run", img_size=96,
+                             weights=str(weights_path), flip_tta=True, scales=[64, 96]))
+
+
 @pytest.mark.slow
-def test_default_recipe_is_linear_and_evaluate_and_convert_accept_it(views_data, tmp_path, weights_path):
+def test_default_recipe_is_linear_and_evaluate_and_convert_accept_it(views_data, tmp_path, linear_run):
     import keras
 
     from convert.tflite import convert_run
     from training.evaluate import evaluate
-    from training.train import TrainConfig, train
 
-    run = train(TrainConfig(data_dir=views_data, out_dir=tmp_path / "run", img_size=96, weights=str(weights_path),
-                            flip_tta=True))
+    run = linear_run
     cfg = json.loads((run / "train_config.json").read_text())
     assert cfg["recipe"] == "linear" and cfg["C_chosen"] > 0 and cfg["operating_point"]["chosen_on"].startswith("out")
     assert (run / "oof_scores.csv").is_file()
@@ -154,3 +162,67 @@ def test_default_recipe_is_linear_and_evaluate_and_convert_accept_it(views_data,
     pkg = convert_run(run, "float32", out=tmp_path / "m.tflite")
     side = json.loads(Path(str(pkg) + ".json").read_text())
     assert side["threshold"] == pytest.approx(m["threshold"]) and side["metrics"]["gate_passed"]
+
+
+@pytest.mark.slow
+def test_two_scale_linear_model_trains_converts_and_runs_on_the_edge(views_data, tmp_path, weights_path, linear_run):
+    """``scales=[64, 96]`` end to end: one Keras model (input 96 px, resized to 64 inside, one shared backbone)
+    whose pooled features are the ones training fitted on; its int8 package scores, exports those features
+    and retrains on the edge, in an interpreter without TensorFlow."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from convert.tflite import convert_run
+    from edge.classifier import Classifier
+    from training.data import read_bgr
+    from training.features import FeatureSpec
+
+    run = linear_run
+    assert json.loads((run / "train_config.json").read_text())["scales"] == [64, 96]
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    assert model.input_shape == (None, 96, 96, 3)
+    names = [la.name for la in model.layers]
+    assert [n for n in names if n.startswith("mobilenetv2")] == ["mobilenetv2"]  # one backbone, shared weights
+    assert {"resize_64", "gap_64", "gap", "scales"} <= set(names)  # the 64 px pass is averaged in
+    pooled = keras.Model(model.inputs, model.get_layer("p_defect").input)
+    # train itself checks that model.keras reproduces the head fitted on the cached features (training.features
+    # builds them with model.keras' own graph); the cache keeps two-scale features apart
+    assert FeatureSpec(96, 0.35, str(weights_path), scales=(64, 96)).key() != FeatureSpec(96, 0.35, str(weights_path)).key()
+    paths = sorted((views_data / "defective").glob("*.jpg"))[:4] + sorted((views_data / "ok").glob("*.jpg"))[:4]
+
+    pkg = convert_run(run, "int8", out=tmp_path / "pkg" / "model.tflite", representative_count=16, gate=False)
+    i8 = Classifier.load(pkg, num_threads=1)
+    assert i8.has_features and (i8.metadata.input.height, i8.metadata.input.width) == (96, 96)
+    x = np.stack([i8.preprocess(read_bgr(p)) for p in paths]).astype(np.float32)  # the edge's input (crop, resize)
+    want = np.asarray(pooled.predict(x, verbose=0))
+    s8, f8 = zip(*(i8.score_features_rgb(r.astype(np.uint8)) for r in x), strict=True)
+    corr = [np.corrcoef(a, b)[0, 1] for a, b in zip(f8, want, strict=True)]
+    assert np.median(corr) > 0.9 and min(corr) > 0.8, corr  # int8 tolerance, as for the one-scale package
+    k, b = model.get_layer("p_defect").get_weights()
+    np.testing.assert_allclose(1.0 / (1.0 + np.exp(-(np.stack(f8) @ k.ravel() + b[0]))), s8, atol=0.02)
+
+    # the edge: load, score, features and an on-device retrain, with no TensorFlow in the interpreter
+    code = (
+        "import sys, json\n"
+        "from pathlib import Path\n"
+        "import cv2\n"
+        "from edge.classifier import Classifier\n"
+        "from edge.retrain import retrain\n"
+        "clf = Classifier.load(sys.argv[1], num_threads=1)\n"
+        "img = cv2.imread(sys.argv[3])\n"
+        "s, f = clf.score_features(img)\n"
+        "assert s == clf.score(img) and f.shape == (1280,) and clf.self_test() == []\n"
+        "res = retrain(Path(sys.argv[1]), [Path(sys.argv[2])], Path(sys.argv[4]), min_per_class=20, C=0.01)\n"
+        "cand = Classifier.load(res.candidate, num_threads=1)\n"
+        "assert cand.backbone_sha256 == clf.backbone_sha256 and cand.self_test() == []\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'the edge imported TensorFlow'\n"
+        "print(json.dumps({'score': s, 'candidate_score': cand.score(img)}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    p = subprocess.run([sys.executable, "-c", code, str(pkg), str(views_data), str(paths[0]), str(tmp_path / "cand")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert 0.0 <= out["score"] <= 1.0 and 0.0 <= out["candidate_score"] <= 1.0

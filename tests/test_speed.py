@@ -230,6 +230,23 @@ def test_bench_pipeline_measures_every_stage_and_the_events_to_their_puback(tmp_
     json.dumps(res)  # the JSON a device sends us
 
 
+def test_bench_idle_measures_the_daemon_on_a_still_belt_at_the_idle_rate(tiny_model, synth_video, mosquitto):
+    """`bench idle`: the daemon (its own process, realtime pace) on the still-belt video; the CPU figure comes with
+    the camera's counters over the same window, which show the idle rate at work (frames grabbed, not decoded)."""
+    from edge.bench import bench_idle
+    from edge.config import RoiConfig
+
+    video, gt = synth_video
+    roi = RoiConfig(**{k: gt["roi"][k] for k in ("x", "y", "width", "height")})
+    res = bench_idle(str(video), str(tiny_model), duration=4.0, roi=roi, broker=(mosquitto.host, mosquitto.port),
+                     overrides={"source.idle_after_s": 0.0, "decision.presence.learning_frames": 5})
+    assert res["daemon_errors"] == [] and res["cpu_percent_of_a_core"] > 0
+    cam = res["camera"]
+    assert cam["frames"] > 10 and cam["idle_at_end"]
+    assert 0 < cam["decoded"] < cam["frames"] and cam["grabbed_not_decoded"] > cam["frames"] // 3
+    json.dumps(res)
+
+
 def test_bench_pipeline_cli_refuses_missing_arguments(capsys):
     import argparse
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -73,6 +74,25 @@ def test_help_teaches_the_defaults():
     for text in ("--img-size", "default 224 for linear", "--recipe", "1e-4", "--balance", "--split-manifest",
                  "~/.keras/models/"):
         assert text in out, text
+
+
+def test_scales_option_sets_the_input_size_and_refuses_bad_values(tmp_path):
+    """``--scales 224,288``: the model input is the largest scale; a conflicting --img-size or a bad list is one
+    clear error (exit 2, no traceback), before any data or TensorFlow is touched."""
+    from training.cli import _img_size_and_scales, _scales_arg
+
+    assert _scales_arg("288,224") == [224, 288]
+    assert _img_size_and_scales(None, [224, 288], 224) == (288, [224, 288])
+    assert _img_size_and_scales(None, None, 224) == (224, None) and _img_size_and_scales(160, [160], 224) == (160, None)
+    for bad in ("224,224", "224,x", "16,224", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _scales_arg(bad)
+    p = subprocess.run([sys.executable, "-m", "boxinspect.cli", "train", str(tmp_path), "--out", str(tmp_path / "r"),
+                        "--img-size", "224", "--scales", "224,288"], capture_output=True, text=True)
+    assert p.returncode == 2 and "largest scale (288)" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "boxinspect.cli", "cv", str(tmp_path), "--out", str(tmp_path / "c"),
+                        "--scales", "224,two"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--scales" in p.stderr and "Traceback" not in p.stderr
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,30 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
+SCALES_HELP = ("linear: the model averages the pooled features at these input sizes, e.g. 224,288: its one input "
+               "is the largest, the smaller ones are resized inside the model through the same backbone "
+               "(cost: one backbone pass per size; docs/RESULTS.md). Sets the input size (leave --img-size out)")
+
+
+def _scales_arg(text: str) -> list[int]:
+    """``224,288`` -> [224, 288] (argparse type of --scales)."""
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes in px like 224,288, got {text!r}") from None
+    if not sizes or len(set(sizes)) != len(sizes) or min(sizes) < 32:
+        raise argparse.ArgumentTypeError(f"expected distinct sizes of at least 32 px like 224,288, got {text!r}")
+    return sorted(sizes)
+
+
+def _img_size_and_scales(img_size: int | None, scales: list[int] | None, default: int) -> tuple[int, list[int] | None]:
+    """The input size and scales of --img-size/--scales: with scales the input size is the largest scale."""
+    if not scales:
+        return img_size or default, None
+    if img_size is not None and img_size != max(scales):
+        raise ValueError(f"--img-size {img_size} with --scales {','.join(map(str, scales))}: the model's input size "
+                         f"is the largest scale ({max(scales)}); leave --img-size out")
+    return max(scales), (scales if len(scales) > 1 else None)
 
 TRAIN_DESCRIPTION = """\
 Train a box-defect classifier on a folder-per-class data set with a MobileNetV2 backbone.
@@ -114,6 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="linear: inverse L2 strength (default: chosen by inner grouped CV on train+val)")
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: the model averages the features of the image and its mirror (2x compute)")
+    p.add_argument("--scales", type=_scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     _add_operating_args(p)
     p.add_argument("--epochs", type=int, default=25, help="phase 1 max epochs, backbone frozen (default 25)")
     p.add_argument("--fine-tune-epochs", type=int, default=10,
@@ -179,6 +204,7 @@ CV_EPILOG = """\
 examples:
   boxinspect cv data/parcels --out runs/cv/linear224 --folds 5 --repeats 2
   boxinspect cv data/parcels --out runs/cv/linear224flip --flip-tta
+  boxinspect cv data/parcels --out runs/cv/linear224_288 --scales 224,288
   nice -n 10 boxinspect cv data/parcels --out runs/cv/ft160 --recipe finetune --img-size 160
 """
 
@@ -200,11 +226,12 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="folds per repeat (default 5)")
     p.add_argument("--repeats", type=int, default=2, help="repeats with different shuffles (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of repeat 1; repeat r uses seed + r - 1")
-    p.add_argument("--img-size", type=int, default=224, help="square input size in px (default 224)")
+    p.add_argument("--img-size", type=int, default=None, help="square input size in px (default 224)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
     p.add_argument("--weights", default="imagenet", help="imagenet (default), none, or PATH to a no-top .h5")
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: average the features of each image and its horizontal mirror")
+    p.add_argument("--scales", type=_scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     p.add_argument("--crop", default="none", help="crop to the box first (edge.localize method; default none)")
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
@@ -236,9 +263,15 @@ def _cv(args: argparse.Namespace) -> int:
     from training.model import WeightsError
     from training.split import SplitError
 
+    try:
+        img_size, scales = _img_size_and_scales(args.img_size, args.scales, LINEAR_IMG_SIZE)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
     cfg = CVConfig(
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
-        seed=args.seed, img_size=args.img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
+        seed=args.seed, img_size=img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
+        scales=scales,
         crop=args.crop, C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         dup_threshold=args.dup_threshold, positive_class=args.positive_class, views=not args.no_views,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.lr,
@@ -278,11 +311,17 @@ def _train(args: argparse.Namespace) -> int:
     crop = CropSpec(method=args.crop, margin=args.crop_margin,
                     background_file=str(args.background.resolve()) if args.background else None)
 
+    try:
+        img_size, scales = _img_size_and_scales(args.img_size, args.scales,
+                                                LINEAR_IMG_SIZE if args.recipe == "linear" else 160)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
     cfg = TrainConfig(
         data_dir=args.data, out_dir=args.out,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         positive_class=args.positive_class,
-        img_size=args.img_size or (LINEAR_IMG_SIZE if args.recipe == "linear" else 160), alpha=args.alpha,
+        img_size=img_size, alpha=args.alpha, scales=scales,
         weights=args.weights, crop=crop, recipe=args.recipe, C=args.C, flip_tta=args.flip_tta,
         target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,

@@ -6,7 +6,8 @@ scikit-learn's ``StratifiedGroupKFold`` with a different shuffle seed per repeat
 
 Recipes:
   linear    frozen MobileNetV2 features (cached on disk, see ``training.features``), optional flip
-            test-time augmentation (mean of the features of the image and its mirror), standardise, L2
+            test-time augmentation (mean of the features of the image and its mirror) and scales (mean of
+            the features at several input sizes, through model.keras' own graph), standardise, L2
             logistic regression with C chosen by an inner grouped CV on the training side of each fold
             (or fixed with --C).
   finetune  the two-phase recipe of ``training.train`` per fold (the fold's training side is split again
@@ -55,6 +56,7 @@ class CVConfig:
     alpha: float = 0.35
     weights: str = "imagenet"
     flip_tta: bool = False
+    scales: list[int] | None = None  # linear: mean of the pooled features at these sizes (largest = img_size)
     crop: str = "none"
     C: float | None = None  # None = inner grouped CV
     scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
@@ -169,10 +171,13 @@ def _linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.n
     from training.features import FeatureExtractor, FeatureSpec
 
     wp = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
-    spec = FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=False, crop=cfg.crop)
+    scales = model_mod.check_scales(cfg.scales, cfg.img_size)
+    multi = scales if len(scales) > 1 else ()
+    spec = FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=False, crop=cfg.crop, scales=multi)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
-        x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=True, crop=cfg.crop)).features(paths)
+        x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=True, crop=cfg.crop,
+                                               scales=multi)).features(paths)
         x = (x + x2) / 2.0
         ok = [a and b for a, b in zip(ok, ok2, strict=True)]
     return x, np.array(ok)
@@ -282,8 +287,8 @@ def run_cv(cfg: CVConfig) -> dict:
 
     if cfg.recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
-    if cfg.recipe == "finetune" and (cfg.flip_tta or cfg.crop != "none"):
-        raise ValueError("--flip-tta and --crop are measured with the linear recipe only")
+    if cfg.recipe == "finetune" and (cfg.flip_tta or cfg.crop != "none" or (cfg.scales and len(cfg.scales) > 1)):
+        raise ValueError("--flip-tta, --scales and --crop are measured with the linear recipe only")
     t0 = time.monotonic()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

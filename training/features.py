@@ -2,7 +2,8 @@
 
 A frozen-backbone recipe only needs the pooled backbone output of every image once. The cache is keyed by
 the image file's content hash (SHA-1 of its bytes) and by everything that changes the feature: input size,
-width multiplier (alpha), the weight file (name + size + mtime), mirrored or not, and the crop method. One
+width multiplier (alpha), the weight file (name + size + mtime), mirrored or not, the crop method and the
+scales (several input sizes averaged, ``training.model.pooled_features``). One
 ``.npz`` per key under the cache folder (default ``~/.cache/boxinspect/features``, or
 ``$BOXINSPECT_FEATURE_CACHE``), written atomically, so repeated cross-validation of a linear head costs
 seconds after the first pass.
@@ -51,6 +52,9 @@ class FeatureSpec:
     weights_path: str | None  # resolved weight file (None = random init: never cached)
     flip: bool = False  # features of the horizontally mirrored image
     crop: str = "none"  # crop method applied before resizing (edge.localize), "none" = whole frame
+    # mean of the pooled features at these input sizes (the largest = img_size, the others resized inside the
+    # model, as model.keras does); () = one size, img_size
+    scales: tuple[int, ...] = ()
 
     def key(self) -> str:
         w = "none"
@@ -59,6 +63,8 @@ class FeatureSpec:
             st = p.stat()
             w = f"{p.name}:{st.st_size}:{int(st.st_mtime)}"
         raw = f"v1|{self.img_size}|{self.alpha}|{w}|flip={int(self.flip)}|crop={self.crop}"
+        if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
+            raw += "|scales=" + ",".join(str(s) for s in sorted(self.scales))
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
@@ -117,16 +123,11 @@ class FeatureExtractor:
 
     def model(self):
         if self._model is None:
-            import keras
-            from keras import layers
-
             from training import model as model_mod
 
-            backbone = model_mod.build_backbone(self.spec.img_size, self.spec.alpha, self.spec.weights_path)
-            inputs = keras.Input(shape=(self.spec.img_size, self.spec.img_size, 3), dtype="float32")
-            x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
-            x = backbone(x, training=False)
-            self._model = keras.Model(inputs, layers.GlobalAveragePooling2D()(x))
+            # the same graph as model.keras upstream of its head (one function builds both)
+            self._model = model_mod.build_feature_model(self.spec.img_size, self.spec.alpha, self.spec.weights_path,
+                                                        self.spec.scales or None)
         return self._model
 
     def features_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
@@ -142,8 +143,9 @@ class FeatureExtractor:
         ok = [True] * len(paths)
         if todo:
             t0 = time.monotonic()
-            log.info("features: %d of %d images not cached (%s); computing at %d px%s%s", len(todo), len(paths),
-                     self.cache_file.name, self.spec.img_size, ", mirrored" if self.spec.flip else "",
+            log.info("features: %d of %d images not cached (%s); computing at %s px%s%s", len(todo), len(paths),
+                     self.cache_file.name, " + ".join(str(s) for s in (self.spec.scales or (self.spec.img_size,))),
+                     ", mirrored" if self.spec.flip else "",
                      f", crop {self.spec.crop}" if self.spec.crop != "none" else "")
             chunk = 128
             for s in range(0, len(todo), chunk):

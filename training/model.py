@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,13 @@ def resolve_weights(weights: str, alpha: float, img_size: int) -> str | None:
         ) from e
 
 
-def build_backbone(img_size: int, alpha: float, weights_path: str | None):
+def build_backbone(img_size: int, alpha: float, weights_path: str | None, any_size: bool = False):
+    """MobileNetV2 without top; ``any_size`` builds it for any input size (one backbone, shared weights, run at
+    several input sizes by a multi-scale model)."""
     import keras
 
-    backbone = keras.applications.MobileNetV2(
-        input_shape=(img_size, img_size, 3), alpha=alpha, include_top=False, weights=None
-    )
+    shape = (None, None, 3) if any_size else (img_size, img_size, 3)
+    backbone = keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False, weights=None)
     if weights_path is not None:
         backbone.load_weights(weights_path)
     else:
@@ -183,26 +185,82 @@ def unfreeze_top(backbone, blocks: int) -> int:
     return n
 
 
-def build_linear_model(img_size: int, alpha: float, weights_path: str, kernel, bias: float, flip_tta: bool = False):
+def check_scales(scales: list[int] | tuple[int, ...] | None, img_size: int) -> tuple[int, ...]:
+    """The input sizes whose pooled features a linear model averages: ``(img_size,)`` for None or one size;
+    several sizes must be distinct, positive, and the largest is the model's input size (``img_size``)."""
+    if not scales:
+        return (int(img_size),)
+    sc = tuple(sorted({int(s) for s in scales}))
+    if len(sc) != len(scales) or sc[0] < 32:
+        raise ValueError(f"scales {list(scales)}: sizes must be distinct and at least 32 px")
+    if sc[-1] != img_size:
+        raise ValueError(f"scales {list(scales)}: the largest scale is the model's input size, but img_size is "
+                         f"{img_size} (leave --img-size out with --scales)")
+    return sc
+
+
+def pooled_features(x: Any, backbone: Any, scales: tuple[int, ...], flip_tta: bool = False) -> Any:
+    """The linear recipe's feature vector of the rescaled input ``x`` (largest scale, square): global-average-
+    pooled backbone output, averaged over ``scales`` (each smaller size resized inside the model, bilinear,
+    the SAME backbone) and, with ``flip_tta``, over the horizontal mirror. One function for the features
+    training fits on (training.features) and for model.keras, so both are one graph."""
+    import keras
+    from keras import layers
+
+    views = [("", x)]
+    if flip_tta:
+        views.append(("_mirror", keras.ops.flip(x, axis=2)))
+    feats = []
+    for s in sorted(scales, reverse=True):
+        for tag, v in views:
+            if s != scales[-1]:
+                v = layers.Resizing(s, s, interpolation="bilinear", name=f"resize_{s}{tag}")(v)
+            name = "gap" if s == scales[-1] else f"gap_{s}"
+            feats.append(layers.GlobalAveragePooling2D(name=name + tag)(backbone(v, training=False)))
+    if len(feats) == 1:
+        return feats[0]
+    return layers.Average(name="scales" if len(scales) > 1 else "flip_tta")(feats)
+
+
+def _features_graph(img_size: int, alpha: float, weights_path: str | None, scales: tuple[int, ...] | None,
+                    flip_tta: bool) -> tuple[Any, Any]:
+    """(input, pooled features) of the linear recipe's graph: rescaling -> frozen backbone -> ``pooled_features``."""
+    import keras
+    from keras import layers
+
+    sc = check_scales(scales, img_size)
+    backbone = build_backbone(img_size, alpha, weights_path, any_size=len(sc) > 1)
+    backbone.trainable = False
+    inputs = keras.Input(shape=(img_size, img_size, 3), dtype="float32", name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_plus1")(inputs)
+    return inputs, pooled_features(x, backbone, sc, flip_tta)
+
+
+def build_feature_model(img_size: int, alpha: float, weights_path: str | None,
+                        scales: tuple[int, ...] | None = None, flip_tta: bool = False) -> Any:
+    """RGB in [0, 255] (img_size px) -> pooled features: model.keras of the linear recipe without its head."""
+    import keras
+
+    inputs, f = _features_graph(img_size, alpha, weights_path, scales, flip_tta)
+    return keras.Model(inputs, f, name="features")
+
+
+def build_linear_model(img_size: int, alpha: float, weights_path: str, kernel, bias: float, flip_tta: bool = False,
+                       scales: tuple[int, ...] | None = None):
     """Inference model of the linear recipe: rescaling -> frozen MobileNetV2 -> GAP -> Dense(1, sigmoid).
 
     ``kernel`` (D,) and ``bias`` are the standardisation folded into the logistic regression
     (``training.linear.folded_dense``). With ``flip_tta`` the pooled features of the image and of its
-    horizontal mirror are averaged before the Dense layer (the mirror is made by the model itself).
+    horizontal mirror are averaged before the Dense layer (the mirror is made by the model itself). With
+    several ``scales`` (the largest = ``img_size``, the model's one input) the pooled features at every
+    scale are averaged: the smaller sizes are resized inside the model and run through the same backbone,
+    so the edge's preprocessing (resize the crop to the input size) and the features output stay as they are.
     """
     import keras
     import numpy as np
     from keras import layers
 
-    backbone = build_backbone(img_size, alpha, weights_path)
-    backbone.trainable = False
-    inputs = keras.Input(shape=(img_size, img_size, 3), dtype="float32", name="image")
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_plus1")(inputs)
-    f = layers.GlobalAveragePooling2D(name="gap")(backbone(x, training=False))
-    if flip_tta:
-        xm = keras.ops.flip(x, axis=2)
-        fm = layers.GlobalAveragePooling2D(name="gap_mirror")(backbone(xm, training=False))
-        f = layers.Average(name="flip_tta")([f, fm])
+    inputs, f = _features_graph(img_size, alpha, weights_path, scales, flip_tta)
     dense = layers.Dense(1, activation="sigmoid", name="p_defect")
     outputs = dense(f)
     dense.set_weights([np.asarray(kernel, np.float32).reshape(-1, 1), np.array([bias], np.float32)])

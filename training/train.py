@@ -64,6 +64,9 @@ class TrainConfig:
     recipe: str = "linear"
     C: float | None = None  # linear: inverse L2 strength; None = chosen by inner grouped CV
     flip_tta: bool = False  # linear: model averages the features of the image and its mirror
+    # linear: the model averages the pooled features at these input sizes (the largest = img_size, the model's
+    # one input; the others resized inside the model, same backbone); None = img_size only
+    scales: list[int] | None = None
     target_recall: float | None = None  # linear: operating threshold on out-of-fold scores (default 0.95)
     cost_ratio: float | None = None  # linear: ... or minimising cost_ratio x missed + false rejects
     extra: dict = field(default_factory=dict)  # free-form notes stored with the config
@@ -209,6 +212,8 @@ def train(cfg: TrainConfig) -> Path:
     t_start = time.monotonic()
     if cfg.recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
+    if cfg.recipe != "linear" and cfg.scales and len(cfg.scales) > 1:
+        raise ValueError("several --scales are a linear-recipe option (the finetune recipe has one input size)")
     if cfg.recipe == "linear":
         from training.train_linear import train_linear
 

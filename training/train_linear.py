@@ -40,6 +40,7 @@ def train_linear(cfg) -> Path:
     out = Path(cfg.out_dir)
     if (out / "model.keras").exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} already holds a model.keras; choose another --out or pass --overwrite")
+    scales = model_mod.check_scales(cfg.scales, cfg.img_size)
     images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
     log.info("data: %s, classes %s, positive %r, %d files; recipe linear (frozen features + logistic head)",
              images.root, images.classes, images.positive_class, len(images.paths))
@@ -69,10 +70,12 @@ def train_linear(cfg) -> Path:
     if cfg.crop != type(cfg.crop)(method=crop):
         raise ValueError("the linear recipe crops with the default crop parameters (--crop METHOD only); "
                          "--crop-margin and --background need --recipe finetune")
-    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop)
+    multi = scales if len(scales) > 1 else ()
+    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop, scales=multi)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
-        x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True, crop=crop)).features(paths)
+        x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True, crop=crop,
+                                               scales=multi)).features(paths)
         x, ok = (x + x2) / 2.0, [a and b for a, b in zip(ok, ok2, strict=True)]
     keep = np.array(ok)
     x, y, groups = x[keep], y[keep], groups[keep]
@@ -92,7 +95,7 @@ def train_linear(cfg) -> Path:
     log.info("out-of-fold AUC %.3f on train+val; operating point: %s", oof_auc, operating.sentence(op_row))
 
     kernel, bias = linear.folded_dense(fit["model"])
-    model = model_mod.build_linear_model(cfg.img_size, cfg.alpha, weights_path, kernel, bias, cfg.flip_tta)
+    model = model_mod.build_linear_model(cfg.img_size, cfg.alpha, weights_path, kernel, bias, cfg.flip_tta, scales)
     # The folded Dense layer must reproduce scaler + logistic regression (checked on up to 16 images).
     n_chk = min(16, len(paths))
     chk = data_mod.load_images(paths[:n_chk], [""] * n_chk, cfg.img_size, cfg.crop)
