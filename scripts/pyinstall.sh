@@ -39,7 +39,13 @@ pyinstall() {
   if _find_uv; then
     # --compile-bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, every process would otherwise compile
     # TensorFlow's sources again on import
-    "$_uv" pip install --compile-bytecode --python "$py" "$@"
+    if "$_uv" pip install --compile-bytecode --python "$py" "$@"; then
+      return 0
+    fi
+    # uv reads neither pip.conf nor PIP_* (local indexes, find-links): where only those reach the packages,
+    # pip does this install
+    echo "(uv could not install $*: installing with pip)" >&2
+    "$py" -m pip install "$@"
   else
     "$py" -m pip install "$@"
   fi
