@@ -21,7 +21,7 @@ from edge.capture import Frame
 from edge.classifier import Classifier
 from edge.decision import Decision
 from edge.metrics import Metrics
-from edge.operator import STATIC_DIR
+from edge.operator import STATIC_DIR, OperatorState
 from tests.helpers import edge_config, metric
 
 TOKEN = "line-secret"
@@ -284,6 +284,22 @@ def test_summary_counts_and_rates(tmp_path, int8_model, loaded, images):
     assert len(d) == 2 and all(x["images"] for x in d)
     thumb = client.get(f"/ui/decisions/{d[0]['event_id']}/thumb.jpg")
     assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+
+
+def test_last_hour_rate_keeps_per_minute_counts_not_one_entry_per_decision(tmp_path):
+    """The soak's slow RSS creep (docs/BENCHMARKS.md): the last-hour rate kept every decision of the hour. 90
+    minutes of one decision a second must leave at most 60 minute counts, and the last hour's counts exact."""
+    now = [1_800_000_000.0]  # a whole minute
+    op = OperatorState(edge_config(tmp_path), Metrics(), clock=lambda: now[0])
+    for i in range(90 * 60):
+        now[0] = 1_800_000_000.0 + i
+        op.on_decision({"event_id": f"e{i}", "is_defect": i % 3 == 0}, None, None)
+    kept = range(30 * 60, 90 * 60)  # the current minute (89) and the 59 before it
+    hour = op.rates()["last_hour"]
+    assert hour["boxes"] == len(kept) and hour["defects"] == sum(i % 3 == 0 for i in kept)
+    assert len(op._hour) <= 60
+    now[0] += 2 * 3600.0  # a stopped line: the hour empties
+    assert op.rates()["last_hour"] == {"boxes": 0, "defects": 0, "rate": None}
 
 
 # ------------------------------------------------------------------------------------- dataset export
