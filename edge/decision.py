@@ -185,6 +185,13 @@ class ForegroundDetector:
         self._last: Foreground | None = None
         self.reset()
 
+    @property
+    def settled(self) -> bool:
+        """The empty belt is learned, no relearn is in progress and (nearly) nothing was foreground in the last
+        frame measured: less than the share under which the belt keeps being learned."""
+        return (self._old is None and self.seen > self.cfg.learning_frames
+                and self.last_fraction < self.freeze_fraction)
+
     def reset(self, keep_old: bool = False) -> None:
         if not keep_old:
             self._old = self._old_bg = None
@@ -360,9 +367,7 @@ class ContinuousDecider:
         """Presence by foreground, the empty belt learned, no passage open and (nearly) nothing in the foreground of
         the last frame measured: less than the share under which the detector keeps learning the belt. The
         capture may then decode fewer frames (``source.idle_fps``)."""
-        fg = self.fg
-        return (self.method == "foreground" and fg is not None and self._passage is None and fg._old is None
-                and fg.seen > self.presence_cfg.learning_frames and fg.last_fraction < fg.freeze_fraction)
+        return self.method == "foreground" and self.fg is not None and self._passage is None and self.fg.settled
 
     def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
         """Continuous mode takes no triggers: refused (the API answers 409 before it gets here)."""
