@@ -28,7 +28,8 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -170,6 +171,69 @@ class _FolderSource(_Source):
         return False, None
 
 
+@dataclass
+class _IdleRate:
+    """The idle rate's bookkeeping (module docstring), by camera frame number (``Frame.index``).
+
+    The reader asks ``should_decode()`` before each frame and says ``grabbed()`` or ``decoded()`` after it;
+    the loop's ``report`` on each frame it got starts the idle rate (``idle_after_s`` of empty belt) or ends
+    it (``busy``). The capture holds its lock where reader and loop meet."""
+
+    idle_fps: float
+    idle_after_s: float
+    fps: Callable[[], float] = field(repr=False)  # the source's frame rate, asked only when needed
+    enabled: bool = False  # the loop reports on every frame (Capture.enable_idle_rate)
+    idle: bool = False  # decoding at the idle rate now
+    empty_since: int | None = None  # the first frame of the current empty stretch
+    since_decoded: int = 0  # frames grabbed without decoding since the last decoded one
+    reported: int = -1  # the last frame the loop reported on
+    delivered: int = -1  # the last frame handed out
+    skipped: int = 0  # frames grabbed, not decoded
+    periods: int = 0  # times the idle rate started
+
+    def step(self) -> int:
+        """Decode every ``step``-th frame while idle (camera fps / idle_fps)."""
+        return max(1, round(self.fps() / self.idle_fps)) if self.idle_fps > 0 else 1
+
+    def should_decode(self) -> bool:
+        """Decode the next frame (else only grab it)."""
+        return not self.idle or self.since_decoded + 1 >= self.step()
+
+    def grabbed(self) -> None:
+        """A frame was grabbed and not decoded."""
+        self.since_decoded += 1
+        self.skipped += 1
+
+    def decoded(self) -> int:
+        """A frame was decoded; returns how many camera frames it stands for (itself and those grabbed before it)."""
+        frames, self.since_decoded = 1 + self.since_decoded, 0
+        return frames
+
+    def report(self, index: int, empty: bool) -> None:
+        """The loop's report on frame ``index``: anything in the ROI ends the idle rate at once, ``idle_after_s``
+        of empty belt starts it."""
+        self.reported = index
+        if not empty:
+            self.busy(index)
+        elif self.empty_since is None:
+            self.empty_since = index
+        elif not self.idle and index - self.empty_since >= max(1, round(self.idle_after_s * self.fps())):
+            self.idle = True
+            self.periods += 1
+            log.debug("capture: belt empty since frame %d; decoding every %d-th frame", self.empty_since, self.step())
+
+    def busy(self, index: int) -> None:
+        """Something in the ROI on frame ``index``: decode every frame from the next one on."""
+        self.empty_since = None
+        if self.idle:
+            self.idle = False
+            log.debug("capture: frame %d: something in the ROI; decoding every frame", index)
+
+    def restart(self) -> None:
+        """A (re)connected camera starts at every frame; the idle rate starts anew."""
+        self.idle, self.empty_since = False, None
+
+
 class Capture:
     """Frames from ``cfg`` on a reader thread. See the module docstring."""
 
@@ -204,17 +268,10 @@ class Capture:
         self.truncated: str | None = None  # "truncated at frame N of M" when a file ended early
         self.delivered_any = False  # at least one frame came from the source
         self._read_timeout_s = max(2.0, 2 * cfg.stall_timeout_s)
+        self._src_fps: float | None = None
         # idle rate (module docstring): off until the loop calls enable_idle_rate()
         self.idle_in_fast_pace = False  # replays: decode a fast-paced file as a live camera would be (lockstep)
-        self._idle_enabled = False
-        self._idle = False  # decoding at the idle rate now
-        self._empty_since: int | None = None  # index of the first frame of the current empty stretch
-        self._reported = -1  # the last frame the loop reported on
-        self._delivered = -1  # the last frame handed out
-        self._since_decoded = 0  # frames grabbed without decoding since the last decoded one
-        self._src_fps: float | None = None
-        self.idle_skipped = 0  # frames grabbed, not decoded (idle rate)
-        self.idle_periods = 0  # times the idle rate started
+        self._rate = _IdleRate(cfg.idle_fps, cfg.idle_after_s, self._fps)
         if metrics is not None:
             metrics.set_camera_state(self._state)
             metrics.camera_frozen.set(0)
@@ -276,34 +333,32 @@ class Capture:
     def enable_idle_rate(self) -> bool:
         """The loop will call ``presence`` after every frame. Returns whether the idle rate applies here
         (``source.idle_fps`` > 0, and pace realtime or ``idle_in_fast_pace``)."""
-        self._idle_enabled = self.cfg.idle_fps > 0 and (not self.fast or self.idle_in_fast_pace)
-        return self._idle_enabled
+        self._rate.enabled = self.cfg.idle_fps > 0 and (not self.fast or self.idle_in_fast_pace)
+        return self._rate.enabled
 
     def presence(self, index: int, empty: bool) -> None:
         """The loop's report on frame ``index``: is the belt empty? Anything in the ROI ends the idle rate at once
         (the next frame is decoded); ``source.idle_after_s`` of empty belt starts it."""
-        if not self._idle_enabled:
+        if not self._rate.enabled:
             return
         with self._cond:
-            self._reported = index
-            if not empty:
-                self._empty_since = None
-                if self._idle:
-                    self._idle = False
-                    log.debug("capture: frame %d: something in the ROI; decoding every frame", index)
-            elif self._empty_since is None:
-                self._empty_since = index
-            elif not self._idle and index - self._empty_since >= self._idle_after_frames():
-                self._idle = True
-                self.idle_periods += 1
-                log.debug("capture: belt empty since frame %d; decoding every %d-th frame", self._empty_since,
-                          self._idle_step())
+            self._rate.report(index, empty)
             self._cond.notify_all()
 
     @property
     def idle(self) -> bool:
         """Decoding at the idle rate now."""
-        return self._idle
+        return self._rate.idle
+
+    @property
+    def idle_skipped(self) -> int:
+        """Frames grabbed, not decoded (idle rate)."""
+        return self._rate.skipped
+
+    @property
+    def idle_periods(self) -> int:
+        """Times the idle rate started."""
+        return self._rate.periods
 
     def _fps(self) -> float:
         """The source's frame rate: from the source, else as measured, else DEFAULT_FILE_FPS."""
@@ -313,12 +368,6 @@ class Capture:
         if len(times) >= 2 and times[-1] > times[0]:
             return (len(times) - 1) / (times[-1] - times[0])
         return DEFAULT_FILE_FPS
-
-    def _idle_step(self) -> int:
-        return max(1, round(self._fps() / self.cfg.idle_fps)) if self.cfg.idle_fps > 0 else 1
-
-    def _idle_after_frames(self) -> int:
-        return max(1, round(self.cfg.idle_after_s * self._fps()))
 
     @property
     def state(self) -> CameraState:
@@ -349,8 +398,8 @@ class Capture:
                 "since": self._since,
                 "truncated": self.truncated,
                 "frozen": self.frozen,
-                "idle": self._idle,
-                "idle_skipped": self.idle_skipped,
+                "idle": self._rate.idle,
+                "idle_skipped": self._rate.skipped,
                 "brightness": None if latest is None else round(latest.brightness, 2),
                 "sharpness": None if latest is None else round(latest.sharpness, 2),
                 "last_frame_age_s": None if latest is None else round(time.time() - latest.captured_at, 3),
@@ -455,8 +504,8 @@ class Capture:
                 self._reconnects += 1
             if not opened_once or self._state == CameraState.DISCONNECTED:
                 self._log_opened(src)
-                with self._cond:  # a (re)connected camera starts at every frame (the idle rate starts anew)
-                    self._idle, self._empty_since = False, None
+                with self._cond:
+                    self._rate.restart()
             opened_once = True
             self._progress = time.monotonic()
             try:
@@ -510,13 +559,13 @@ class Capture:
         paced = src.finite and not self.fast
         period = 1.0 / src.fps if paced and src.fps else 0.0
         self._src_fps = src.fps
-        lockstep = self.fast and self._idle_enabled  # idle_in_fast_pace: decode as a camera that keeps up would
+        lockstep = self.fast and self._rate.enabled  # idle_in_fast_pace: decode as a camera that keeps up would
         next_t = time.monotonic()
         n = 0
         while not self._stop.is_set():
             if lockstep:
                 self._await_report()
-            decode = not self._idle or self._since_decoded + 1 >= self._idle_step()
+            decode = self._rate.should_decode()
             ok, img = src.read(decode)
             if self._stop.is_set():
                 return "stop", n
@@ -540,7 +589,7 @@ class Capture:
         """Lockstep (``idle_in_fast_pace``): wait until the loop has reported on the last frame handed out."""
         with self._cond:
             self._waiting = True
-            while self._reported < self._delivered and not self._stop.is_set():
+            while self._rate.reported < self._rate.delivered and not self._stop.is_set():
                 self._cond.wait(0.1)
             self._waiting = False
             self._progress = time.monotonic()
@@ -550,8 +599,7 @@ class Capture:
         with self._cond:
             self._index += 1
             self._frames += 1
-            self._since_decoded += 1
-            self.idle_skipped += 1
+            self._rate.grabbed()
             if self.metrics is not None:
                 self.metrics.frames_captured.inc()
             self._times.append(time.monotonic())
@@ -567,10 +615,9 @@ class Capture:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
         grey = self._thumb(img)  # one small grey copy serves the frozen check and the frame statistics
         brightness, sharpness = grey_stats(small_grey(grey))
-        self._check_frozen(grey, 1 + self._since_decoded)
-        self._since_decoded = 0
+        self._check_frozen(grey, self._rate.decoded())
         frame = Frame(img, self._index, now, brightness, sharpness)
-        self._delivered = self._index
+        self._rate.delivered = self._index
         self._index += 1
         self.delivered_any = True
         if self._state != CameraState.OK:
