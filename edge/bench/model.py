@@ -1,0 +1,189 @@
+"""``boxinspect bench MODEL``: latency of the interpreter per thread count, on this machine.
+
+Two timings per setting, both on the model's golden samples (random input if it has none):
+  invoke      set the prepared input tensor + invoke + read the output (what the runtime costs)
+  pre+invoke  Classifier.score() on a 640x480 BGR frame: resize + colour conversion + quantisation + invoke
+Only the median/p90/p99 of many runs after a warm-up mean anything; never compare single runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.bench.common import emit, machine_info
+from edge.classifier import Classifier, ModelError
+from edge.model_package import decode_golden
+
+log = logging.getLogger(__name__)
+
+FRAME_W, FRAME_H = 640, 480
+
+
+def _stats(ms: list[float]) -> dict[str, Any]:
+    a = np.asarray(ms)
+    return {
+        "median_ms": round(float(np.median(a)), 3),
+        "p90_ms": round(float(np.percentile(a, 90)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+        "min_ms": round(float(a.min()), 3),
+    }
+
+
+def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: int = 20) -> dict[str, Any]:
+    """Time ``model`` at each thread count; returns a JSON-able dict (machine, model, results)."""
+    rows = []
+    clf = None
+    for t in threads:
+        clf = Classifier.load(model, num_threads=t)
+        meta = clf.metadata
+        if meta.golden:
+            samples = [decode_golden(g.png_b64) for g in meta.golden]
+        else:
+            rng = np.random.default_rng(0)
+            samples = [rng.integers(0, 256, (meta.input.height, meta.input.width, 3), dtype=np.uint8)]
+        tensors = [clf.runner.set_input(s) for s in samples]
+        frames = [cv2.resize(cv2.cvtColor(s, cv2.COLOR_RGB2BGR), (FRAME_W, FRAME_H)) for s in samples]
+        for i in range(warmup):
+            clf.runner.invoke(tensors[i % len(tensors)])
+        inv, full = [], []
+        for i in range(runs):
+            x = tensors[i % len(tensors)]
+            t0 = time.perf_counter()
+            clf.runner.invoke(x)
+            inv.append((time.perf_counter() - t0) * 1000)
+        for i in range(warmup):
+            clf.score(frames[i % len(frames)])
+        for i in range(runs):
+            f = frames[i % len(frames)]
+            t0 = time.perf_counter()
+            clf.score(f)
+            full.append((time.perf_counter() - t0) * 1000)
+        rows.append({"threads": t, "invoke": _stats(inv), "preprocess_invoke": _stats(full)})
+        log.debug("threads=%d done", t)
+    assert clf is not None
+    return {
+        "model": str(model),
+        "model_id": clf.model_id,
+        "format": clf.metadata.format,
+        "size_bytes": clf.metadata.size_bytes,
+        "input": f"{clf.metadata.input.width}x{clf.metadata.input.height} {clf.metadata.input.dtype}",
+        "runtime": clf.runtime_name,
+        "delegate": clf.delegate,
+        "runs": runs,
+        "warmup": warmup,
+        "frame": f"{FRAME_W}x{FRAME_H} BGR",
+        "machine": machine_info(),
+        "results": rows,
+    }
+
+
+def bench_shadow(model: str | Path, candidate: str | Path, threads: int = 2, runs: int = 200,
+                 warmup: int = 20) -> dict[str, Any]:
+    """What shadow mode (edge/shadow.py) costs per box with ``candidate`` beside ``model``: the live invoke with
+    and without its features, the candidate's own invoke (any candidate: a second invoke in the shadow worker)
+    and, for a head-only candidate on the live backbone, its head on the live features (a dot product)."""
+    from edge.shadow import head_on_backbone_of
+
+    live = Classifier.load(model, num_threads=threads)
+    cand = Classifier.load(candidate, num_threads=threads)
+    meta = live.metadata
+    samples = [decode_golden(g.png_b64) for g in meta.golden] or [
+        np.random.default_rng(0).integers(0, 256, (meta.input.height, meta.input.width, 3), dtype=np.uint8)]
+    fast = head_on_backbone_of(cand, live)
+    feats = [live.score_features_rgb(s)[1] for s in samples] if live.has_features else []
+
+    def timed(fn: Any, n: int) -> dict[str, Any]:
+        for i in range(warmup):
+            fn(i)
+        ms = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            fn(i)
+            ms.append((time.perf_counter() - t0) * 1000)
+        return _stats(ms)
+
+    k = len(samples)
+    rows: dict[str, Any] = {
+        "live_invoke": timed(lambda i: live.score_rgb(samples[i % k]), runs),
+        "live_invoke_with_features": timed(lambda i: live.score_features_rgb(samples[i % k]), runs)
+        if live.has_features else None,
+        "candidate_invoke": timed(lambda i: cand.score_rgb(samples[i % k]), runs),
+        "candidate_head_on_live_features": timed(lambda i: cand.head_score(feats[i % k]), runs * 10)
+        if fast and feats else None,
+    }
+    return {"model_id": live.model_id, "candidate_id": cand.model_id, "threads": threads, "runs": runs,
+            "fast_path": fast, "input": f"{meta.input.width}x{meta.input.height} {meta.input.dtype}",
+            "machine": machine_info(), "results": rows}
+
+
+def format_shadow(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [
+        f"live       {res['model_id']} (input {res['input']}, {res['threads']} thread(s))",
+        f"candidate  {res['candidate_id']}: " + ("a head on the live backbone, judged from the live features"
+                                                if res["fast_path"] else "judged by its own invoke in the shadow worker"),
+        f"machine    {m['cpu']} ({m['machine']}), {m['cores']} cores, load {m['load_avg_1m']}",
+        "",
+        f"{'':34s} {'median':>10s} {'p90':>9s} {'p99':>9s}",
+    ]
+    for name, r in res["results"].items():
+        if r is not None:
+            lines.append(f"{name:34s} {r['median_ms']:>7.3f} ms {r['p90_ms']:>9.3f} {r['p99_ms']:>9.3f}")
+    return "\n".join(lines)
+
+
+def format_table(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [
+        f"model    {res['model_id']} ({res['format']}, {res['size_bytes'] / 1e6:.2f} MB, input {res['input']})",
+        f"runtime  {res['runtime']} delegate={res['delegate']} "
+        + " ".join(f"{k}={v}" for k, v in m["versions"].items() if k in ("ai-edge-litert", "tflite-runtime")),
+        f"machine  {m['cpu']} ({m['machine']}), {m['cores']} cores, load {m['load_avg_1m']}, {m['platform']}",
+        f"runs     {res['runs']} after {res['warmup']} warm-up; pre+invoke = score() on a {res['frame']} frame",
+        "",
+        f"{'threads':>7s} | {'invoke median':>13s} {'p90':>7s} {'p99':>7s} | {'pre+invoke median':>17s} {'p90':>7s} {'p99':>7s}",
+    ]
+    for r in res["results"]:
+        a, b = r["invoke"], r["preprocess_invoke"]
+        lines.append(
+            f"{r['threads']:>7d} | {a['median_ms']:>10.2f} ms {a['p90_ms']:>7.2f} {a['p99_ms']:>7.2f} | "
+            f"{b['median_ms']:>14.2f} ms {b['p90_ms']:>7.2f} {b['p99_ms']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def model_main(args: argparse.Namespace) -> int:
+    """``boxinspect bench MODEL``: check the arguments, time the interpreter (with ``--candidate``: shadow mode's
+    cost), print the table, write the JSON."""
+    try:
+        threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+        if not threads or min(threads) < 1:
+            raise ValueError
+    except ValueError:
+        emit(f"error: --threads must be comma-separated positive integers, got {args.threads!r}", sys.stderr)
+        return 2
+    if args.runs < 1 or args.warmup < 0:
+        emit("error: --runs must be >= 1 and --warmup >= 0", sys.stderr)
+        return 2
+    try:
+        if getattr(args, "candidate", None):
+            res = bench_shadow(args.model, args.candidate, threads[0], runs=args.runs, warmup=args.warmup)
+        else:
+            res = bench_model(args.model, threads, runs=args.runs, warmup=args.warmup)
+    except ModelError as e:
+        emit(f"error: {e}", sys.stderr)
+        return 2
+    emit(format_shadow(res) if "candidate_id" in res else format_table(res))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    return 0
