@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test suite: installs what it needs into .venv, then runs pytest.
-#   bash scripts/test.sh           the whole suite (what CI runs; trains the test model on a clean clone)
+#   bash scripts/test.sh           the whole suite (what CI runs; trains the test model on a clean clone), on two
+#                                  workers (pytest-xdist)
 #   bash scripts/test.sh --fast    ruff + mypy + the fast lane: every test not marked slow, no training, on two
-#                                  workers (pytest-xdist; pass -n 0 to run in one process)
+#                                  workers
+# Pass -n 0 to run in one process (a later -n wins).
 # Other arguments go to pytest (bash scripts/test.sh --fast -k api).
 # Tests use a real Mosquitto: the one on 127.0.0.1:1883 if running, else they start their own
 # (needs the mosquitto binary: apt-get install -y mosquitto).
@@ -23,4 +25,7 @@ if [ "$fast" = 1 ]; then
   echo "==> pytest -m 'not slow' -n 2 (two workers, pytest-xdist)"
   exec .venv/bin/python -m pytest -m "not slow" -n 2 --durations=10 ${args[@]+"${args[@]}"}
 fi
-exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}
+# Two workers: most of the suite waits (daemons on real-time videos, broker outages, sockets), so a second
+# worker nearly halves the wall time on two cores (CONTRIBUTING.md "CI wall time").
+echo "==> pytest -n 2 (two workers, pytest-xdist)"
+exec .venv/bin/python -m pytest -n 2 ${args[@]+"${args[@]}"}

@@ -65,6 +65,9 @@ def base_cfg(tmp_path: Path, model: Path, video: Path, gt: dict, broker: Broker 
         },
         "api": {"port": free_port()},
         "evidence": {"dir": str(tmp_path / "evidence")},
+        # The pusher deadline (2 s by default) is tested in test_plant_daemon.py; here a busy CI machine must not
+        # turn a slow decision or a slow "no box" into the fail-safe's timeout decision.
+        "reject": {"deadline_ms": 120_000},
         "shutdown_timeout_s": 15,
     }
     for key, value in over.items():
@@ -430,8 +433,7 @@ def test_no_box_is_never_classified(tmp_path, crop_model):
         assert st["model"]["crop"]["method"] == "auto"
         assert d.metric("boxinspect_no_box_parts_total") == 1
         assert d.metric("boxinspect_frames_processed_total") == 0  # the belt was never run through the model
-        # no model decision; the plant's fail-safe may decide the part at its deadline (kind "timeout")
-        assert all(e["kind"] == "timeout" for e in d.get("/events").json())
+        assert d.get("/events").json() == []  # no decision at all (the fail-safe deadline is far off here)
     finally:
         d.stop()
 
