@@ -235,8 +235,9 @@ class Daemon:
         self._view_best: dict[str, tuple[float, Frame, np.ndarray]] = {}
         self._view_done: dict[str, deque[tuple[float, Frame, np.ndarray] | None]] = {v.view: deque() for v in cfg.sources}
         self._crop_fallback_logged = False
-        # the capture that decodes fewer frames while the belt is empty, told after each frame (set by run())
-        self._idle_capture: Capture | None = None
+        # the capture that decodes fewer frames while the belt is empty, and the decider that says when it is;
+        # the loop tells the one what the other says after each frame (set by run())
+        self._idle_rate: tuple[Capture, ContinuousDecider] | None = None
         # Decisions are published (evidence JPEGs, outbox fsync, MQTT) on this thread, in order, so the loop never
         # waits on the disk or the network; started by run(), else decisions are published on the caller's thread.
         self._publisher = OrderedWorker(self._publish_job, name="publisher")
@@ -332,7 +333,7 @@ class Daemon:
         # the idle rate (source.idle_fps): the loop tells the camera after each frame whether the belt is empty
         if (isinstance(self.capture, Capture) and isinstance(self.decider, ContinuousDecider)
                 and cfg.decision.presence.method == "foreground" and self.capture.enable_idle_rate()):
-            self._idle_capture = self.capture
+            self._idle_rate = (self.capture, self.decider)
         self.capture.start()
         if cfg.decision.mode == "triggered" and cfg.mqtt.enabled and self.sink is not None:
             topic = cfg.decision.trigger_topic or f"{cfg.topic_base}/trigger"
@@ -397,8 +398,9 @@ class Daemon:
                     self._process(frame)
                 except Exception as e:  # one bad frame must not stop the line's inspection
                     self._frame_error(frame, e)
-                if self._idle_capture is not None:  # only with a ContinuousDecider (run())
-                    self._idle_capture.presence(frame.index, self.decider.belt_empty)  # type: ignore[attr-defined]
+                if self._idle_rate is not None:
+                    idle_capture, continuous = self._idle_rate
+                    idle_capture.presence(frame.index, continuous.belt_empty)
                 self._frames += 1
                 if self.trace is not None:
                     self.trace.frame(self._read_at, time.time(), self._scored)

@@ -92,6 +92,19 @@ class _Kept:
     seen: bytes | None = None  # manual checks: the model's input image
 
 
+@dataclass
+class _Minute:
+    """Decisions of one minute (minute number = epoch seconds // 60), for the last-hour rate."""
+
+    minute: int
+    boxes: int = 0
+    defects: int = 0
+
+
+def _rate(defects: int, boxes: int) -> float | None:
+    return round(defects / boxes, 4) if boxes else None
+
+
 class OperatorState:
     """What the page shows beyond the daemon's own state: images of recent decisions, rates, checks, labels."""
 
@@ -107,9 +120,9 @@ class OperatorState:
         self._recent: OrderedDict[str, _Kept] = OrderedDict()  # event_id -> images, newest last
         self._checks: OrderedDict[str, _Kept] = OrderedDict()
         self._last_n: deque[bool] = deque(maxlen=oc.rate_window)
-        # (minute number, boxes, defects) of the current minute and the 59 before it: bounded, unlike one entry
+        # the decisions of the current minute and the 59 before it: bounded, unlike one entry
         # per decision (a soak at ~175 decisions a minute kept ~10,000 of those, ~1 MB, and copied them per read)
-        self._hour: deque[list[int]] = deque()
+        self._hour: deque[_Minute] = deque()
         self._answered: dict[str, str] = {}  # decision/check id -> class of the latest answer
         self._frame_lock = threading.Lock()
         self._frame_cache: tuple[Any, float, bytes] | None = None  # (key, drawn at, jpeg)
@@ -126,10 +139,10 @@ class OperatorState:
             while len(self._recent) > self.cfg.operator.recent_images:
                 self._recent.popitem(last=False)
             self._last_n.append(bool(event["is_defect"]))
-            if not self._hour or self._hour[-1][0] != minute:
-                self._hour.append([minute, 0, 0])
-            self._hour[-1][1] += 1
-            self._hour[-1][2] += bool(event["is_defect"])
+            if not self._hour or self._hour[-1].minute != minute:
+                self._hour.append(_Minute(minute))
+            self._hour[-1].boxes += 1
+            self._hour[-1].defects += bool(event["is_defect"])
             self._drop_old_minutes(minute)
         self.invalidate()  # the page's counters show this decision at its next poll
         if self.collector.enabled:
@@ -137,7 +150,7 @@ class OperatorState:
 
     def _drop_old_minutes(self, minute: int) -> None:
         """Keep the current minute and the 59 before it (the caller holds the lock)."""
-        while self._hour and self._hour[0][0] <= minute - int(HOUR_S // MINUTE_S):
+        while self._hour and self._hour[0].minute <= minute - int(HOUR_S // MINUTE_S):
             self._hour.popleft()
 
     # -- read side (API threads) ------------------------------------------------------------------------------
@@ -148,15 +161,12 @@ class OperatorState:
         with self._lock:
             last = list(self._last_n)
             self._drop_old_minutes(minute)
-            boxes = sum(b[1] for b in self._hour)
-            defects = sum(b[2] for b in self._hour)
-
-        def rate(xs: list[bool]) -> float | None:
-            return round(sum(xs) / len(xs), 4) if xs else None
-
+            boxes = sum(m.boxes for m in self._hour)
+            defects = sum(m.defects for m in self._hour)
         return {
-            "last_n": {"n": self._last_n.maxlen, "boxes": len(last), "defects": sum(last), "rate": rate(last)},
-            "last_hour": {"boxes": boxes, "defects": defects, "rate": round(defects / boxes, 4) if boxes else None},
+            "last_n": {"n": self._last_n.maxlen, "boxes": len(last), "defects": sum(last),
+                       "rate": _rate(sum(last), len(last))},
+            "last_hour": {"boxes": boxes, "defects": defects, "rate": _rate(defects, boxes)},
         }
 
     def summary(self, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:

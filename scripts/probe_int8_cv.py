@@ -12,7 +12,8 @@ from edge.classifier import Classifier
 from training import data as data_mod
 
 pkg, out, seed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-data = Path(sys.argv[4]) if len(sys.argv) > 4 else Path("/work/shared/data/parcel-damage")
+PARCELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "parcel-damage"  # ../shared beside the repo
+data = Path(sys.argv[4]) if len(sys.argv) > 4 else PARCELS
 clf = Classifier.load(pkg, num_threads=1)
 size = clf.metadata.input.height
 cache = out.with_suffix(".npy")

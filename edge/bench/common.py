@@ -173,3 +173,11 @@ def stop_daemon(proc: subprocess.Popen[bytes], timeout: float) -> None:
 def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float | None:
+    """The process's resident set size in MB (``VmRSS``), None if the kernel does not say."""
+    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if ln.startswith("VmRSS:"):
+            return round(int(ln.split()[1]) / 1024, 1)
+    return None

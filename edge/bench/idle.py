@@ -18,6 +18,7 @@ from edge.bench.common import (
     daemon_config,
     machine_info,
     proc_cpu_s,
+    rss_mb,
     start_daemon,
     stop_daemon,
 )
@@ -86,7 +87,7 @@ def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0
                 c1, t1 = proc_cpu_s(proc.pid), time.monotonic()
                 load1 = os.getloadavg()[0]
                 cam1 = _camera_counts(logf)
-                rss = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith("VmRSS")]
+                rss = rss_mb(proc.pid)
             finally:
                 stop_daemon(proc, 30)
             text = logf.read_text(errors="replace")
@@ -101,7 +102,7 @@ def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0
         "overrides": overrides or {},
         "seconds": round(t1 - t0, 1),
         "cpu_percent_of_a_core": round(100 * (c1 - c0) / (t1 - t0), 2),
-        "rss": rss[0].split(":", 1)[1].strip() if rss else None,
+        "rss_mb": rss,
         "load_avg_1m": [load0, load1],
         "camera": _camera_window(cam0, cam1),
         "machine": machine_info(),
@@ -122,4 +123,4 @@ def idle_main(args: argparse.Namespace) -> int:
     return daemon_bench_main(
         args, "idle", bench_idle,
         lambda res: f"idle: {res['cpu_percent_of_a_core']} % of a core over {res['seconds']} s ({res['source']}); "
-                    f"RSS {res['rss']}; load {res['load_avg_1m']}; camera {res['camera']}")
+                    f"RSS {res['rss_mb']} MB; load {res['load_avg_1m']}; camera {res['camera']}")

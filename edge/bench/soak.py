@@ -13,16 +13,10 @@ from edge.bench.common import (
     daemon_config,
     machine_info,
     proc_cpu_s,
+    rss_mb,
     start_daemon,
     stop_daemon,
 )
-
-
-def _rss_mb(pid: int) -> float | None:
-    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if ln.startswith("VmRSS:"):
-            return round(int(ln.split()[1]) / 1024, 1)
-    return None
 
 
 def bench_soak(source: str, model: str, threads: int = 1, duration: float = 600.0, every: float = 10.0,
@@ -47,7 +41,7 @@ def bench_soak(source: str, model: str, threads: int = 1, duration: float = 600.
                 c0 = proc_cpu_s(proc.pid)
                 while True:
                     t = time.monotonic() - t0
-                    samples.append({"t_s": round(t, 1), "rss_mb": _rss_mb(proc.pid),
+                    samples.append({"t_s": round(t, 1), "rss_mb": rss_mb(proc.pid),
                                     "cpu_s": round(proc_cpu_s(proc.pid) - c0, 1), "load_1m": os.getloadavg()[0]})
                     if t >= duration or proc.poll() is not None:
                         break
