@@ -334,6 +334,9 @@ class Config(_Section):
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     state_dir: Path | None = None  # outbox and evidence live here; null = $STATE_DIRECTORY, else the config's folder
     liveness_timeout_s: float = Field(default=30.0, gt=0)  # /healthz fails when the loop has not turned for this long
+    # the loop stuck this long: log all threads' stacks and exit (edge/liveness.py HangExit) so any runtime restarts
+    # the daemon; 0 = never. Acts from liveness_timeout_s on at the earliest.
+    liveness_exit_s: float = Field(default=60.0, ge=0)
 
     @field_validator("line", "camera")
     @classmethod

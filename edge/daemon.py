@@ -45,9 +45,9 @@ from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
-from edge.liveness import Heartbeat, sd_notify
+from edge.liveness import HangExit, Heartbeat, export_liveness, sd_notify
 from edge.localize import Located, locate
-from edge.logs import setup_logging
+from edge.logs import capture_native_stderr, fatal, setup_logging
 from edge.metrics import Metrics
 from edge.model_package import PackageError, resolve_model_name
 from edge.mqtt import TriggerListener
@@ -70,7 +70,7 @@ from edge.state import (
     RecentEvents,
     ReloadResult,
 )
-from edge.testhooks import slow_model_delay
+from edge.testhooks import frozen_loop, slow_model_delay
 from edge.trace import PipelineTrace
 
 if TYPE_CHECKING:
@@ -113,9 +113,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
-        sys.stderr.write(f"{e}\n")
+        setup_logging(None, "json" if os.environ.get("BOXINSPECT_LOGGING__FORMAT", "").lower() == "json" else "text")
+        fatal(str(e))  # one line (one JSON record with logging.format json from the environment)
         return EXIT_CONFIG
     setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)
+    capture_native_stderr()  # JSON mode: what native code prints on stderr becomes JSON records too
     # A decision hops threads on its way out (loop -> publisher -> MQTT sender -> paho's network thread and back
     # with the PUBACK); each hop waits for the GIL, which a busy thread gives up only every switch interval
     # (5 ms by default). 1 ms keeps the hops short; the loop's heavy work (OpenCV, the interpreter) runs
@@ -132,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         model = load_model(cfg, active_model_path(cfg))  # model.path, or the package promoted since (edge/shadow.py)
     except ModelError as e:
-        sys.stderr.write(f"model: {e}\n")
+        fatal(f"model: {e}")
         return EXIT_MODEL
     if not model.self_test_passed:
         log.error(
@@ -148,6 +150,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if early_stop.is_set():
         daemon.stop_requested.set()
+    if cfg.liveness_exit_s:  # a hung loop ends the process, so every runtime restarts it (edge/liveness.py)
+        HangExit(daemon.heartbeat, max(cfg.liveness_exit_s, cfg.liveness_timeout_s)).start()
     return daemon.run()
 
 
@@ -203,6 +207,7 @@ class Daemon:
         self.loader = loader or functools.partial(load_model, cfg)
         self.started = clock()
         self.heartbeat = Heartbeat(cfg.liveness_timeout_s)  # /healthz and systemd's watchdog watch the loop
+        export_liveness(self.heartbeat, self.metrics.registry)  # boxinspect_loop_alive, boxinspect_loop_age_seconds
         # Flags set by signal handlers and the API; only the main loop acts on them.
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -383,6 +388,7 @@ class Daemon:
         fps_t0, fps_n0 = now, 0
         loop_started = now
         while not self.stop_requested.is_set():
+            frozen_loop()  # test-only hang hook (edge/testhooks.py); a no-op unless its variable is set
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 threading.Thread(target=self.reload, name="reload", daemon=True).start()

@@ -24,3 +24,14 @@ def slow_model_delay() -> None:
         return
     if seconds > 0:
         time.sleep(seconds)
+
+
+FREEZE_LOOP_ENV = "TESTONLY_BOXINSPECT_FREEZE_LOOP_FILE"
+_FREEZE_PATH = os.environ.get(FREEZE_LOOP_ENV)
+
+
+def frozen_loop() -> None:
+    """``TESTONLY_BOXINSPECT_FREEZE_LOOP_FILE``: while that file exists, the inspection loop blocks here (a hung
+    loop on demand, for the liveness tests in tests/test_liveness.py). A no-op unless the variable is set."""
+    while _FREEZE_PATH and os.path.exists(_FREEZE_PATH):
+        time.sleep(0.05)

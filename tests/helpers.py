@@ -35,7 +35,7 @@ from edge.state import CameraState, LoadedModel
 
 __all__ = [
     "DaemonProc", "FakeClassifier", "Publisher", "RecordingSink", "ReplayCapture", "Subscriber", "cache_lock", "cached_video",
-    "daemon_client", "edge_config", "edit_sidecar", "failing_golden", "fake_model", "first_occurrences", "free_port", "package_copies",
+    "daemon_client", "edge_config", "tiny_daemon_cfg", "edit_sidecar", "failing_golden", "fake_model", "first_occurrences", "free_port", "package_copies",
     "metric", "port_open", "topic_base", "video_frames", "wait_for",
 ]
 
@@ -593,3 +593,27 @@ class RecordingSink:
 
     def not_ready_reason(self) -> str | None:
         return None
+
+
+def tiny_daemon_cfg(workdir: Path, model: Path, **over: Any) -> dict[str, Any]:
+    """A daemon config (a dict for ``DaemonProc``) that runs without the trained test model: ``model`` (e.g. the
+    committed tiny package), a looping folder of five generated frames at 10 fps, MQTT off (events stay in the
+    outbox), the API on a free port, state in ``workdir``. ``over``: top-level keys or whole sections to set."""
+    frames = workdir / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    for i in range(5):
+        img = np.full((240, 320, 3), (60 + 10 * i, 80, 90), np.uint8)
+        cv2.rectangle(img, (100, 60), (220, 180), (200, 180, 150), -1)
+        cv2.imwrite(str(frames / f"f{i}.jpg"), img)
+    cfg: dict[str, Any] = {
+        "line": "l1", "camera": f"cam-{uuid.uuid4().hex[:8]}",
+        "source": {"uri": str(frames), "loop": True, "fps": 10},
+        "model": {"path": str(model)},
+        "mqtt": {"enabled": False, "outbox_path": "outbox.sqlite3"},
+        "api": {"port": free_port()},
+        "evidence": {"enabled": False},
+        "state_dir": str(workdir / "state"),
+        "shutdown_timeout_s": 5,
+    }
+    cfg.update(over)
+    return cfg

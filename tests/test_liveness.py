@@ -3,6 +3,7 @@ sd_notify protocol over a real unix datagram socket (READY=1 after start-up, WAT
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -13,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.liveness import Heartbeat, sd_notify, watchdog_interval
-from tests.helpers import START_TIMEOUT, DaemonProc, wait_for
+from edge.liveness import EXIT_HUNG, HangExit, Heartbeat, sd_notify, watchdog_interval
+from edge.testhooks import FREEZE_LOOP_ENV
+from tests.helpers import START_TIMEOUT, DaemonProc, tiny_daemon_cfg, wait_for
 from tests.test_daemon import SLOW, base_cfg
 
 
@@ -151,3 +153,58 @@ def test_hung_loop_turns_healthz_red_and_stops_the_watchdog(tmp_path, int8_model
         assert d.alive()  # the API itself still answers: only the loop is stuck
     finally:
         d.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# Hang -> exit (edge/liveness.py HangExit): a process that exits is restarted by every runtime
+# --------------------------------------------------------------------------------------------------
+
+
+def test_hang_exit_waits_for_the_limit_then_logs_all_stacks_and_exits(caplog):
+    clock = FakeClock()
+    hb = Heartbeat(timeout_s=5, clock=clock)
+    exits: list[int] = []
+    guard = HangExit(hb, exit_after_s=10, exit=exits.append)
+    clock.t += 100
+    assert not guard.check() and not exits  # still starting (start-up has its own timeout): never
+    hb.beat("processing frame 3 (ROI, model, decision)")
+    clock.t += 7  # hung for /healthz (5 s), not yet for the exit
+    assert not guard.check() and not exits
+    clock.t += 4
+    with caplog.at_level("CRITICAL", logger="edge.liveness"):
+        assert guard.check()
+    assert exits == [EXIT_HUNG]
+    msg = caplog.records[-1].getMessage()
+    assert "stuck for 11 s" in msg and "liveness_exit_s=10" in msg and "processing frame 3" in msg
+    assert "(MainThread)" in msg and "test_hang_exit_waits_for_the_limit" in msg  # this thread's stack
+    hb.stopped()  # a shutdown is no hang
+    assert not guard.check()
+
+
+@pytest.mark.slow
+def test_frozen_loop_exits_the_process_with_every_thread_stack_in_its_log(tmp_path, tiny_model):
+    """The daemon (a real process, JSON logs) with its loop frozen by the test hook: /metrics says the loop is
+    hung, then the process exits by itself (code 4) and its log holds the stack of every thread."""
+    freeze = tmp_path / "freeze"
+    cfg = tiny_daemon_cfg(tmp_path, tiny_model, liveness_timeout_s=2, liveness_exit_s=8, logging={"format": "json"})
+    d = DaemonProc(tmp_path, cfg)
+    d.extra_env[FREEZE_LOOP_ENV] = str(freeze)
+    d.start()
+    try:
+        d.wait_api(START_TIMEOUT)
+        assert d.metric("boxinspect_loop_alive") == 1
+        freeze.touch()
+        wait_for(lambda: d.metric("boxinspect_loop_alive") == 0, 30, "boxinspect_loop_alive 0", d=d)
+        assert d.proc is not None
+        rc = d.proc.wait(timeout=60)  # the limit is 8 s: it must end by itself, no signal is sent
+        assert rc == EXIT_HUNG, d.log()
+    finally:
+        freeze.unlink(missing_ok=True)
+        d.stop()
+    records = [json.loads(line) for line in d.log().splitlines()]  # every line is JSON
+    hung = [r for r in records if r["level"] == "CRITICAL" and r["logger"] == "edge.liveness"]
+    assert len(hung) == 1, d.log()
+    msg = hung[0]["msg"]
+    assert "liveness_exit_s=8" in msg and "Stacks of all threads" in msg
+    # the frozen main thread and the others, each named
+    assert "(MainThread)" in msg and "in frozen_loop" in msg and "(api)" in msg and "(capture-reader)" in msg
