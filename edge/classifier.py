@@ -39,6 +39,9 @@ RUNTIMES: dict[str, str] = {
 }
 
 
+SELF_TEST_TIMED_PASSES = 3  # timed runs of the golden samples after the checked one (invoke p50 of the self-test)
+
+
 class ModelError(RuntimeError):
     """A model that cannot be loaded or run. The message is one line saying why."""
 
@@ -201,6 +204,9 @@ class Classifier:
         self.model_id = metadata.model_id  # covers the .tflite and the sidecar (edge/model_package.py)
         # head-only package: a numpy head on the features output replaces the score output
         self._head = metadata.head.folded() if metadata.head is not None else None
+        # median invoke time of the last self-test's timed passes (seconds): the model's speed on this machine,
+        # as loaded (a runtime without XNNPACK, e.g. under a sandbox that hides /proc/cpuinfo, shows here)
+        self.self_test_invoke_p50_s: float | None = None
 
     @property
     def runtime_name(self) -> str:
@@ -311,9 +317,11 @@ class Classifier:
             return ["model package has no golden samples"]
         tol = meta.golden_tolerance
         failures = []
+        images = []
         for i, g in enumerate(meta.golden):
             try:
-                got = self.score_rgb(decode_golden(g.png_b64))
+                images.append(decode_golden(g.png_b64))
+                got = self.score_rgb(images[-1])
             except Exception as e:
                 failures.append(f"golden[{i}] {g.name}: could not run ({_one_line(e)})")
                 continue
@@ -321,8 +329,25 @@ class Classifier:
                 failures.append(
                     f"golden[{i}] {g.name}: score {got:.4f}, expected {g.expected_score:.4f} +/- {tol:g}"
                 )
+        if not any("could not run" in f for f in failures):  # every sample ran: time them again
+            self.self_test_invoke_p50_s = self._time_invokes(images)
+        speed = ("" if self.self_test_invoke_p50_s is None else
+                 f" (invoke p50 {self.self_test_invoke_p50_s * 1000:.2f} ms, delegate {self.delegate})")
         if failures:
-            log.warning("self-test of %s: %d/%d golden samples failed", self.model_id, len(failures), len(meta.golden))
+            log.warning("self-test of %s: %d/%d golden samples failed%s", self.model_id, len(failures),
+                        len(meta.golden), speed)
         else:
-            log.info("self-test of %s: %d golden samples pass", self.model_id, len(meta.golden))
+            log.info("self-test of %s: %d golden samples pass%s", self.model_id, len(meta.golden), speed)
         return failures
+
+    def _time_invokes(self, images: list[np.ndarray], passes: int = SELF_TEST_TIMED_PASSES) -> float:
+        """Median seconds of one invoke over ``passes`` more runs of the golden images (the first run above
+        warmed the interpreter up)."""
+        times = []
+        for _ in range(passes):
+            for rgb in images:
+                tensor = self.runner.set_input(rgb)
+                t0 = time.perf_counter()
+                self.runner.invoke(tensor)
+                times.append(time.perf_counter() - t0)
+        return float(np.median(times))

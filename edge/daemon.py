@@ -45,6 +45,7 @@ from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
+from edge.hostcheck import proc_warning
 from edge.liveness import HangExit, Heartbeat, export_liveness, sd_notify
 from edge.localize import Located, locate
 from edge.logs import capture_native_stderr, fatal, setup_logging
@@ -136,6 +137,9 @@ def main(args: argparse.Namespace) -> int:
     except ModelError as e:
         fatal(f"model: {e}")
         return EXIT_MODEL
+    proc_hidden = proc_warning(model.classifier.delegate)
+    if proc_hidden:
+        log.warning("%s", proc_hidden)
     if not model.self_test_passed:
         log.error(
             "model self-test failed (%s); running, but /readyz reports not ready until a good model is loaded",
@@ -840,6 +844,8 @@ class Daemon:
             }
         )
         self.metrics.model_ready.set(1 if model.self_test_passed else 0)
+        p50 = getattr(clf, "self_test_invoke_p50_s", None)  # (a test's stand-in classifier has none)
+        self.metrics.model_invoke_p50.set(float("nan") if p50 is None else p50)
         for label in model.labels:  # both series exist (at 0) from the start, so rates and ratios work
             self.metrics.decisions.labels(label=label)
         if self.sink is not None:

@@ -122,6 +122,6 @@ def _pump(read_fd: int) -> None:
         for line in pipe:
             line = line.rstrip()
             if line:
-                level = (logging.ERROR if line.startswith(("ERROR", "FATAL", "Traceback", "E0", "E1", "F0", "F1"))
+                level = (logging.ERROR if line.startswith(("ERROR", "Error", "FATAL", "Traceback", "E0", "E1", "F0", "F1"))
                          else logging.WARNING if line.startswith(("WARNING", "W0", "W1")) else logging.INFO)
                 native.log(level, line)

@@ -80,6 +80,10 @@ class Metrics:
         self.model_info = Info("boxinspect_model", "The model in use", registry=r)
         self.model_ready = Gauge("boxinspect_model_ready", "1 when the model is loaded and its self-test passed", registry=r)
         self.reloads = Counter("boxinspect_model_reloads", "Model reloads by outcome", ["outcome"], registry=r)
+        self.model_invoke_p50 = Gauge(
+            "boxinspect_model_invoke_p50_seconds", "Median model invoke time in the self-test of the model in use "
+            "(NaN without one); far above docs/BENCHMARKS.md's figure: the runtime lacks XNNPACK", registry=r)
+        self.model_invoke_p50.set(float("nan"))
         # shadow mode (edge/shadow.py): a candidate model judges every decided box beside the live one
         self.shadow_boxes = Counter(
             "boxinspect_shadow_boxes", "Decided boxes the shadow candidate judged", registry=r)

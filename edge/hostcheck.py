@@ -1,0 +1,38 @@
+"""What the machine (or the sandbox around the daemon) hides that the daemon needs, said at start-up.
+
+LiteRT turns XNNPACK on only after its CPU detection (the ``cpuinfo`` library) has read ``/proc/cpuinfo``. A
+sandbox that hides it (systemd's ``ProcSubset=pid``, a container with a restricted /proc) leaves the model on
+the builtin kernels: ~100x slower invokes on the tiny test model (docs/DEPLOY.md, "The unit's sandbox"), and
+``/proc/stat`` missing takes the process metrics away too. The daemon still runs; this names the cause.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def hidden_proc_files(proc: Path = PROC) -> list[str]:
+    """The /proc files the daemon reads (CPU features, process metrics) that cannot be read here; [] on a
+    machine without /proc (not Linux), where neither is looked for."""
+    if not (proc / "self").exists():
+        return []
+    hidden = []
+    for name in ("cpuinfo", "stat"):
+        try:
+            with open(proc / name, "rb") as f:
+                f.read(1)
+        except OSError:
+            hidden.append(str(proc / name))
+    return hidden
+
+
+def proc_warning(delegate: str, proc: Path = PROC) -> str | None:
+    """One line for the log when /proc hides what LiteRT and the metrics read, else None."""
+    hidden = hidden_proc_files(proc)
+    if not hidden:
+        return None
+    return (f"{' and '.join(hidden)} cannot be read (a sandbox such as systemd's ProcSubset=pid hides them): "
+            f"LiteRT cannot detect the CPU, so XNNPACK is off (delegate: {delegate}) and invokes are many times "
+            f"slower, and the process_* metrics are missing; allow /proc (see deploy/boxinspect.service)")
