@@ -5,9 +5,27 @@ from __future__ import annotations
 import argparse
 
 
+def _config_file(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """``FILE`` or ``--config FILE``: both forms name the config, for ``run`` and ``config check`` alike."""
+    given = [f for f in (args.config, args.config_file) if f]
+    if not given:
+        parser.error("the config file is missing: give FILE or --config FILE")
+    if len(set(given)) > 1:
+        parser.error(f"two config files given ({given[0]} and {given[1]}): give one")
+    return str(given[0])
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config_file", nargs="?", default=None, metavar="FILE",
+                   help="YAML config (see deploy/config.example.yaml); the same as --config FILE")
+    p.add_argument("--config", "-c", default=None, metavar="FILE", help="the config file (or give it as FILE)")
+    p.set_defaults(parser=p)
+
+
 def _run(args: argparse.Namespace) -> int:
     from edge import daemon
 
+    args.config = _config_file(args, args.parser)
     return daemon.main(args)
 
 
@@ -67,6 +85,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
     from edge.config import ConfigError, check_files, load_config
 
+    args.file = _config_file(args, args.parser)
     try:
         cfg = load_config(args.file)
     except ConfigError as e:
@@ -91,7 +110,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the edge daemon (camera -> model -> MQTT events, API, metrics)",
         description="Run the inspection daemon. Stops cleanly on SIGTERM/SIGINT; SIGHUP reloads the model.",
     )
-    p.add_argument("--config", "-c", required=True, help="YAML config (see deploy/config.example.yaml)")
+    _add_config_args(p)
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (testing)")
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write frame and decision timestamps (frame read .. MQTT PUBACK) to FILE at exit, for "
@@ -198,5 +217,5 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
     c = csub.add_parser(
         "check", help="validate a config file, name any bad key, check that files exist and state directories are writable"
     )
-    c.add_argument("file")
+    _add_config_args(c)
     c.set_defaults(func=_config_check)

@@ -169,6 +169,13 @@ class MqttConfig(_Section):
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
 
+    @model_validator(mode="after")
+    def _login(self) -> MqttConfig:
+        if self.password is not None and not self.username:
+            raise ValueError("password is set but username is not: the broker would never see the password "
+                             "(set mqtt.username, or BOXINSPECT_MQTT__USERNAME)")
+        return self
+
 
 class ApiConfig(_Section):
     enabled: bool = True
@@ -378,16 +385,25 @@ class _EnvNames(BaseSettings):
 def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """``BOXINSPECT_...`` variables as a nested mapping of raw strings, keyed like the YAML file.
 
-    pydantic-settings does the reading (prefix, ``__`` nesting, JSON for whole sections); the values stay
-    strings so that pydantic parses each for its key's type ("0" stays the string "0" for ``source.uri``,
-    "on" is no port). Empty values are ignored: an unset compose variable must not blank a key.
+    pydantic-settings does the reading (prefix, ``__`` nesting, JSON for whole sections) through its source's
+    public methods, on the mapping given; the values stay strings so that pydantic parses each for its key's
+    type ("0" stays the string "0" for ``source.uri``, "on" is no port). Empty values are ignored: an unset
+    compose variable must not blank a key. Variables that name no key are refused by :func:`parse_config`.
     """
     source = EnvSettingsSource(_EnvNames, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING)
-    source.env_vars = {k.lower(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX) and v != ""}
+    env_vars = {k.lower(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX) and v != ""}
     out: dict[str, Any] = {}
     for name, field in Config.model_fields.items():
-        value, _, _ = source.get_field_value(field, name)
-        value = source.prepare_field_value(name, field, value, source.field_is_complex(field))
+        value: Any = env_vars.get(f"{ENV_PREFIX}{name}".lower())
+        if source.field_is_complex(field):
+            if value is not None:
+                try:
+                    value = source.decode_complex_value(name, field, value)
+                except ValueError as e:
+                    raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not valid JSON for the section {name} ({e})") from None
+            nested = source.explode_env_vars(name, field, env_vars)
+            if nested:
+                value = _merge(value, nested) if isinstance(value, dict) else nested if value is None else value
         if value is not None:
             out[name] = value
     return out
@@ -433,8 +449,13 @@ def _format_errors(err: ValidationError, source: str, env_keys: set[tuple[str, .
     return "\n".join(lines)
 
 
-def parse_config(data: dict[str, Any] | None, source: str = "config", environ: dict[str, str] | None = None) -> Config:
-    env = env_overrides(dict(os.environ if environ is None else environ))
+def parse_config(data: dict[str, Any] | None, source: str = "config", environ: dict[str, str] | None = None,
+                 secrets_dirs: tuple[Path, ...] | None = None) -> Config:
+    environ = dict(os.environ if environ is None else environ)
+    check_env_names(environ)  # a misspelt BOXINSPECT_ variable is an error, not silence
+    file_vars = {env_name(k) + FILE_SUFFIX for k in secret_keys()}
+    values = {k: v for k, v in environ.items() if k.upper() not in file_vars}
+    env = _merge(env_overrides(values), secret_files(environ, secrets_dirs))
     data = _merge(dict(data or {}), env)
     try:
         return Config.model_validate(data)
@@ -453,10 +474,13 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
     try:
         data = yaml.safe_load(text)
+        duplicate = duplicate_key(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if duplicate:
+        raise ConfigError(f"{p}: {duplicate}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -495,6 +519,8 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
         if val is not None and not val.is_absolute():
             setattr(obj, key, base / val)
     cfg.shadow.retrain_data = [p if p.is_absolute() else config_dir / p for p in cfg.shadow.retrain_data]
+    for src in (cfg.source, *(v.source for v in cfg.sources)):  # a video file or image folder is an input too
+        src.uri = resolve_uri(src.uri, config_dir)
 
 
 def _writable_dir(path: Path) -> str | None:
@@ -551,3 +577,139 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         if why:
             errors.append(f"evidence.dir: {why}; set state_dir (or BOXINSPECT_STATE_DIR) to a writable directory")
     return errors, warnings
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings that cannot be misspelt, secrets from files, paths of sources
+# --------------------------------------------------------------------------------------------------
+
+# BOXINSPECT_ variables that are not config keys: read by the CLI (logging), training, the scripts and the tests.
+OTHER_VARIABLES = frozenset({
+    "BOXINSPECT_LOG_LEVEL", "BOXINSPECT_WEIGHTS", "BOXINSPECT_FEATURE_CACHE", "BOXINSPECT_PIP", "BOXINSPECT_MOSQUITTO",
+    "BOXINSPECT_SCREENSHOT", "BOXINSPECT_FUZZ_CASES", "BOXINSPECT_FUZZ_IMAGES", "BOXINSPECT_FUZZ_RANDOM",
+    "BOXINSPECT_FUZZ_REPORT",
+})
+FILE_SUFFIX = "_FILE"  # BOXINSPECT_API__TOKEN_FILE=/run/secrets/api_token: the key's value is that file's content
+DOCKER_SECRETS = Path("/run/secrets")
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def config_keys(model: type[BaseModel] = Config, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every key path of the config (sections too) -> its field's annotation."""
+    out: dict[tuple[str, ...], Any] = {}
+    for name, field in model.model_fields.items():
+        path = (*prefix, name)
+        out[path] = field.annotation
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            out |= config_keys(sub, path)
+    return out
+
+
+def secret_keys() -> list[tuple[str, ...]]:
+    """Keys whose value can come from a file: every secret (SecretStr) and every username beside one."""
+    keys = config_keys()
+    return [k for k, ann in keys.items() if "SecretStr" in str(ann) or (k[-1] == "username" and (*k[:-1], "password") in keys)]
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTING.join(path).upper()
+
+
+def check_env_names(environ: dict[str, str]) -> None:
+    """ConfigError, one line per variable, for every ``BOXINSPECT_`` variable that names no key (nor a secret's
+    ``_FILE``, nor one of :data:`OTHER_VARIABLES`): ``BOXINSPECT_API_TOKEN`` (one underscore) would otherwise be
+    ignored and leave the API open. Empty variables count as unset, as everywhere."""
+    import difflib
+
+    known = {env_name(k) for k in config_keys()} | {env_name(k) + FILE_SUFFIX for k in secret_keys()} | OTHER_VARIABLES
+    lines = []
+    for var in sorted(v for v, value in environ.items() if v.upper().startswith(ENV_PREFIX) and value != ""):
+        if var.upper() in known:
+            continue
+        near = difflib.get_close_matches(var.upper(), known, n=1, cutoff=0.8)
+        key = ".".join(var[len(ENV_PREFIX):].lower().split(ENV_NESTING))
+        lines.append(f"{var}: unknown variable, no config key {key}"
+                     + (f" (did you mean {near[0]}?)" if near else " (see deploy/config.example.yaml)")
+                     + f" [from the environment: {var}]")
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what}: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
+
+
+def secret_files(environ: dict[str, str], secrets_dirs: tuple[Path, ...] | None = None) -> dict[str, Any]:
+    """Secrets from files, keyed like the YAML file: ``BOXINSPECT_<KEY>_FILE`` (a path), else a file named after
+    the key (``api.token``, ``mqtt.password``, ``mqtt.username``, ``opcua.password``) in systemd's
+    ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``) or in Docker's ``/run/secrets``. A variable with the value
+    itself (``BOXINSPECT_API__TOKEN``) and its ``_FILE`` together are refused: which one wins would be a guess."""
+    if secrets_dirs is None:
+        creds = environ.get("CREDENTIALS_DIRECTORY", "")
+        secrets_dirs = (*((Path(creds),) if creds else ()), DOCKER_SECRETS)
+    out: dict[str, Any] = {}
+    for key in secret_keys():
+        var = env_name(key)
+        file_var = next((v for v in environ if v.upper() == var + FILE_SUFFIX and environ[v] != ""), None)
+        if file_var is not None:
+            if environ.get(var):
+                raise ConfigError(f"{var} and {file_var} are both set: keep one")
+            value = _read_secret(Path(environ[file_var]), f"{file_var} ({'.'.join(key)})")
+        else:
+            found = next((d / ".".join(key) for d in secrets_dirs if (d / ".".join(key)).is_file()), None)
+            if found is None or environ.get(var):
+                continue  # the variable itself wins over a file nobody named
+            value = _read_secret(found, ".".join(key))
+        node = out
+        for part in key[:-1]:
+            node = node.setdefault(part, {})
+        node[key[-1]] = value
+    return out
+
+
+def duplicate_key(text: str) -> str | None:
+    """The first key a YAML mapping names twice (``mqtt.port at line 7, also at line 4``), else None. YAML
+    loaders keep the last one in silence; a config that says two things is refused instead."""
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> str | None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in node.value:
+                name = str(k.value)
+                if name in seen:
+                    where = ".".join((*path, name))
+                    return (f"duplicate key {where} at line {k.start_mark.line + 1}, also at line {seen[name]} "
+                            f"(each key once: which one counts would be a guess)")
+                seen[name] = k.start_mark.line + 1
+                found = walk(v, (*path, name))
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                found = walk(item, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))
+                if found:
+                    return found
+        return None
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    return walk(root, ()) if root is not None else None
+
+
+def resolve_uri(uri: str, config_dir: Path) -> str:
+    """A source that is a local path (a video file or image folder) follows the rule of every input path:
+    relative to the config file's folder. Camera indexes, /dev/videoN and URLs stay as they are."""
+    u = uri.strip()
+    if not u or u.isdigit() or "://" in u or u.startswith("/dev/") or Path(u).is_absolute():
+        return uri
+    return str(config_dir / u)

@@ -72,7 +72,8 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_env_overrides_secrets_and_nested_keys():
-    env = {"BOXINSPECT_MQTT__PASSWORD": "12345", "BOXINSPECT_MQTT__PORT": "8883", "BOXINSPECT_API__TOKEN": "t0k"}
+    env = {"BOXINSPECT_MQTT__PASSWORD": "12345", "BOXINSPECT_MQTT__PORT": "8883", "BOXINSPECT_API__TOKEN": "t0k",
+           "BOXINSPECT_MQTT__USERNAME": "edge"}  # (a password without a username is refused)
     cfg = parse_config({"mqtt": {"password": "from-file"}}, environ=env)
     assert cfg.mqtt.password.get_secret_value() == "12345"  # stays a string
     assert cfg.mqtt.port == 8883
@@ -168,3 +169,114 @@ def test_config_check_finds_missing_files_and_unwritable_state(tmp_path, capsys)
     assert rc == 2 and out == ""
     assert "model.path" in err and "source.uri" in err and "mqtt.tls.ca_certs" in err
     assert "mqtt.outbox_path" in err and "is not a directory" in err and "evidence.dir" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings that cannot be misspelt (issue 27): unknown variables, duplicate keys, secrets from files
+# --------------------------------------------------------------------------------------------------
+
+
+def test_misspelt_variable_is_refused_with_one_line_naming_it():
+    with pytest.raises(ConfigError) as e:
+        parse_config({}, environ={"BOXINSPECT_API_TOKEN": "x"})  # one underscore: the API would stay open
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1, msg
+    assert msg.startswith("BOXINSPECT_API_TOKEN: unknown variable") and "did you mean BOXINSPECT_API__TOKEN?" in msg
+    # the right spellings, a secret's _FILE and the variables of the CLI and tests pass
+    parse_config({}, environ={"BOXINSPECT_API__TOKEN": "x", "BOXINSPECT_LOG_LEVEL": "DEBUG", "BOXINSPECT_LINE": "l2",
+                              "BOXINSPECT_API_TOKEN": ""})  # (an empty one counts as unset, as everywhere)
+
+
+def test_misspelt_variable_stops_the_daemon_with_one_line(tmp_path, capsys):
+    from boxinspect.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("line: l1\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BOXINSPECT_API_TOKEN", "x")
+        assert main(["run", str(cfg)]) == 2
+        assert main(["config", "check", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0], err[0]] and err[0].startswith("BOXINSPECT_API_TOKEN: unknown variable"), err
+
+
+def test_duplicate_yaml_key_is_refused_with_one_line_naming_it(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("line: l1\nmqtt:\n  port: 1883\n  host: broker\n  port: 8883\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, environ={})
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1, msg
+    assert f"{p}: duplicate key mqtt.port at line 5, also at line 3" in msg
+    p.write_text("sources:\n  - view: top\n    source: {uri: a, uri: b}\n")
+    with pytest.raises(ConfigError, match=r"duplicate key sources\[0\].source.uri at line 3"):
+        load_config(p, environ={})
+
+
+def test_mqtt_password_without_username_is_refused():
+    with pytest.raises(ConfigError, match="mqtt: .*password is set but username is not"):
+        parse_config({"mqtt": {"password": "s3cret"}}, environ={})
+    assert parse_config({"mqtt": {"username": "edge", "password": "s3cret"}}, environ={}).mqtt.username == "edge"
+
+
+def test_every_secret_can_come_from_a_file(tmp_path):
+    token, pw, user = tmp_path / "token", tmp_path / "pw", tmp_path / "user"
+    token.write_text("t0k-from-file\n")  # the newline an editor adds is not part of the secret
+    pw.write_text("pw-from-file")
+    user.write_text("edge")
+    env = {"BOXINSPECT_API__TOKEN_FILE": str(token), "BOXINSPECT_MQTT__PASSWORD_FILE": str(pw),
+           "BOXINSPECT_MQTT__USERNAME_FILE": str(user)}
+    cfg = parse_config({}, environ=env, secrets_dirs=())
+    assert cfg.api.token.get_secret_value() == "t0k-from-file"
+    assert cfg.mqtt.password.get_secret_value() == "pw-from-file" and cfg.mqtt.username == "edge"
+    # systemd LoadCredential= ($CREDENTIALS_DIRECTORY) and Docker secrets (/run/secrets): files named after the key
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api.token").write_text("t0k-credential")
+    (creds / "opcua.password").write_text("plc-pw")
+    cfg = parse_config({}, environ={"CREDENTIALS_DIRECTORY": str(creds)}, secrets_dirs=None)
+    assert cfg.api.token.get_secret_value() == "t0k-credential" and cfg.opcua.password.get_secret_value() == "plc-pw"
+    docker = tmp_path / "run-secrets"
+    docker.mkdir()
+    (docker / "api.token").write_text("t0k-docker")
+    assert parse_config({}, environ={}, secrets_dirs=(docker,)).api.token.get_secret_value() == "t0k-docker"
+    # the value itself and its file together: refused; a missing or empty file: named
+    with pytest.raises(ConfigError, match="BOXINSPECT_API__TOKEN and BOXINSPECT_API__TOKEN_FILE are both set"):
+        parse_config({}, environ={"BOXINSPECT_API__TOKEN": "x", "BOXINSPECT_API__TOKEN_FILE": str(token)})
+    with pytest.raises(ConfigError, match=r"BOXINSPECT_API__TOKEN_FILE \(api.token\): cannot read .*gone"):
+        parse_config({}, environ={"BOXINSPECT_API__TOKEN_FILE": str(tmp_path / "gone")})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        parse_config({}, environ={"BOXINSPECT_API__TOKEN_FILE": str(tmp_path / "empty")})
+
+
+def test_source_uri_resolves_against_the_config_file_like_other_inputs(tmp_path):
+    etc = tmp_path / "etc"
+    (etc / "videos").mkdir(parents=True)
+    (etc / "c.yaml").write_text("source: {uri: videos/belt.mp4}\nmodel: {path: m.tflite}\n")
+    cfg = load_config(etc / "c.yaml", environ={})
+    assert cfg.source.uri == str(etc / "videos" / "belt.mp4") and cfg.model.path == etc / "m.tflite"
+    for uri in ("0", "/dev/video2", "rtsp://cam/live", "/abs/belt.mp4"):
+        (etc / "c.yaml").write_text(f"source: {{uri: '{uri}'}}\n")
+        assert load_config(etc / "c.yaml", environ={}).source.uri == uri
+
+
+def test_run_and_config_check_name_the_file_both_ways(tmp_path, capsys):
+    from boxinspect.cli import build_parser
+
+    for argv in (["run", "c.yaml"], ["run", "--config", "c.yaml"], ["config", "check", "c.yaml"],
+                 ["config", "check", "--config", "c.yaml"], ["config", "check", "-c", "c.yaml"]):
+        args = build_parser().parse_args(argv)
+        assert [f for f in (args.config, args.config_file) if f] == ["c.yaml"], argv
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("evidence:\n  jpeg_quality: 500\n")
+    rc, out, err = _check_args(capsys, ["config", "check", "--config", str(bad)])
+    assert rc == 2 and "evidence.jpeg_quality" in err
+
+
+def _check_args(capsys, argv):
+    from boxinspect.cli import main
+
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
