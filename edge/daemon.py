@@ -45,7 +45,7 @@ from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
-from edge.hostcheck import proc_warning
+from edge.hostcheck import export_disk, proc_warning
 from edge.liveness import HangExit, Heartbeat, export_liveness, sd_notify
 from edge.localize import Located, locate
 from edge.logs import capture_native_stderr, fatal, setup_logging
@@ -212,6 +212,7 @@ class Daemon:
         self.started = clock()
         self.heartbeat = Heartbeat(cfg.liveness_timeout_s)  # /healthz and systemd's watchdog watch the loop
         export_liveness(self.heartbeat, self.metrics.registry)  # boxinspect_loop_alive, boxinspect_loop_age_seconds
+        export_disk(cfg.mqtt.outbox_path.parent, self.metrics.registry)  # free space where the outbox grows
         # Flags set by signal handlers and the API; only the main loop acts on them.
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()

@@ -9,6 +9,7 @@ the builtin kernels: ~100x slower invokes on the tiny test model (docs/DEPLOY.md
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 
@@ -36,3 +37,25 @@ def proc_warning(delegate: str, proc: Path = PROC) -> str | None:
     return (f"{' and '.join(hidden)} cannot be read (a sandbox such as systemd's ProcSubset=pid hides them): "
             f"LiteRT cannot detect the CPU, so XNNPACK is off (delegate: {delegate}) and invokes are many times "
             f"slower, and the process_* metrics are missing; allow /proc (see deploy/boxinspect.service)")
+
+
+def export_disk(state_dir: Path, registry: Any) -> None:
+    """``boxinspect_state_disk_free_bytes`` and ``..._size_bytes`` of the filesystem holding the state (outbox,
+    evidence, feedback), read at every scrape: the "disk filling" alert (deploy/prometheus/alerts.yml)."""
+    import shutil
+
+    from prometheus_client import Gauge
+
+    def usage(field: str) -> float:
+        probe = state_dir
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        try:
+            return float(getattr(shutil.disk_usage(probe), field))
+        except OSError:
+            return float("nan")
+
+    Gauge("boxinspect_state_disk_free_bytes", "Free bytes on the filesystem of the state directory (outbox, "
+          "evidence)", registry=registry).set_function(lambda: usage("free"))
+    Gauge("boxinspect_state_disk_size_bytes", "Size of the filesystem of the state directory",
+          registry=registry).set_function(lambda: usage("total"))

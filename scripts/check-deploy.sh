@@ -7,6 +7,8 @@
 #                        so, where systemd-analyze is missing)
 #   make-secrets.sh      makes the compose secrets and a Mosquitto password file (needs mosquitto_passwd)
 #   JSON/YAML            the Grafana dashboard and provisioning files load
+#   promtool             deploy/prometheus/alerts.yml: check rules, and test rules on synthetic series
+#                        (Debian's prometheus package, installed if missing)
 # The tools come from PyPI into a throwaway venv (uv, else pip: scripts/pyinstall.sh). The dashboard
 # queries are checked against a real daemon's /metrics in tests/test_deploy.py.
 set -euo pipefail
@@ -51,6 +53,13 @@ if command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd
 else
   echo "SKIPPED: mosquitto_passwd not installed"
 fi
+
+echo "--> Prometheus alert rules: promtool check rules, promtool test rules on synthetic series"
+if ! command -v promtool >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && promtool test rules alerts.test.yml)
 
 echo "--> Grafana files load"
 "$bin/python" - <<'PY'

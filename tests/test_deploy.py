@@ -26,7 +26,7 @@ from tests.test_daemon import SLOW, base_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "boxinspect.json"
-PROMETHEUS_OWN = {"up"}  # series Prometheus makes itself, not the daemon
+PROMETHEUS_OWN = {"up", "ALERTS"}  # series Prometheus makes itself, not the daemon
 METRIC_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
 
 
@@ -179,3 +179,42 @@ def test_no_fastapi_feature_newer_than_the_supported_floor():
     create_app would raise TypeError. Upload limits go through edge.api.BodyLimit instead."""
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "edge").rglob("*.py") if "max_body_size=" in p.read_text()]
     assert not offenders, offenders
+
+
+ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+
+
+def test_alert_rules_cover_what_a_line_needs_and_the_dashboard_shows_them():
+    names = {r["alert"] for r in alert_rules()}
+    for want in ("Down", "LivenessFailed", "LoopStalled", "CameraDown", "OutboxBacklogGrowing", "DiskFilling",
+                 "RejectDeadlinesMissed", "SelfTestFailed"):
+        assert f"Boxinspect{want}" in names, want
+    shown = {" ".join(expr.split()) for _, expr in dashboard_queries()}
+    for r in alert_rules():
+        assert " ".join(r["expr"].split()) in shown, f"the dashboard does not show {r['alert']}"
+    compose = yaml.safe_load((REPO / "deploy" / "docker-compose.yml").read_text())
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+    prom = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
+
+
+@pytest.mark.slow
+def test_alert_rules_name_metrics_the_daemon_exports(tmp_path, tiny_model):
+    """Every series the rules (and so the dashboard's alert panels) read is on a real daemon's /metrics."""
+    from tests.helpers import tiny_daemon_cfg
+
+    d = DaemonProc(tmp_path, tiny_daemon_cfg(tmp_path, tiny_model)).start()
+    try:
+        d.wait_api(START_TIMEOUT)
+        text = d.get("/metrics").text
+    finally:
+        d.stop()
+    exported = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+    used = {name for r in alert_rules() for name in METRIC_RE.findall(r["expr"])}
+    assert "boxinspect_loop_alive" in used and "boxinspect_state_disk_free_bytes" in used
+    assert not used - exported - PROMETHEUS_OWN, sorted(used - exported - PROMETHEUS_OWN)
