@@ -48,8 +48,13 @@ def _retrain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edge.classifier import ModelError
+    from edge.hostcheck import retrain_missing
     from edge.retrain import DEFAULT_MIN_PER_CLASS, RetrainError, retrain
 
+    missing = retrain_missing()
+    if missing:
+        sys.stderr.write(f"retrain: {missing}\n")
+        return 2
     try:
         res = retrain(Path(args.package), [Path(d) for d in args.label_dirs], Path(args.out),
                       target_recall=args.target_recall, cost_ratio=args.cost_ratio,

@@ -59,3 +59,16 @@ def export_disk(state_dir: Path, registry: Any) -> None:
           "evidence)", registry=registry).set_function(lambda: usage("free"))
     Gauge("boxinspect_state_disk_size_bytes", "Size of the filesystem of the state directory",
           registry=registry).set_function(lambda: usage("total"))
+
+
+RETRAIN_INSTALL = "pip install 'boxinspect[retrain]'"
+
+
+def retrain_missing() -> str | None:
+    """What to install when this install cannot retrain (the ``retrain`` extra is not there), else None."""
+    import importlib.util
+
+    if all(importlib.util.find_spec(m) is not None for m in ("sklearn", "scipy")):
+        return None
+    return (f"retrain needs scikit-learn, which this edge install leaves out: {RETRAIN_INSTALL} into the "
+            f"daemon's venv (/opt/boxinspect/bin/pip install ...), then restart the daemon (docs/DEPLOY.md)")

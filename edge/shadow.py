@@ -42,6 +42,7 @@ from pydantic import BaseModel, Field
 
 from edge.classifier import ModelError
 from edge.feedback import FeedbackError, _atomic_write, delete_crop, encode_jpeg, safe_name, take_crop
+from edge.hostcheck import retrain_missing
 from edge.model_package import PackageError, resolve_model_name
 from edge.timeutil import iso_utc
 
@@ -586,6 +587,9 @@ class ModelControl:
             retrain_mod = importlib.import_module("edge.retrain")
         except ImportError as e:
             raise ControlError(f"retrain is not available in this install ({e})", 404) from None
+        missing = retrain_missing()  # the lean edge install: the page says what to install
+        if missing:
+            raise ControlError(missing, 501)
         live = self.models.get()
         if live is None:
             raise ControlError("no live model to retrain from", 503)
@@ -881,3 +885,4 @@ def install_model_api(app: FastAPI, state: Any, control: ModelControl, auth: lis
         return dict(saved)
 
     app.include_router(r)
+

@@ -7,6 +7,7 @@
 #                        so, where systemd-analyze is missing)
 #   make-secrets.sh      makes the compose secrets and a Mosquitto password file (needs mosquitto_passwd)
 #   JSON/YAML            the Grafana dashboard and provisioning files load
+#   lock-edge.sh --check every edge lock resolves, wheels only, on linux x86_64 and aarch64 (uv, network)
 #   promtool             deploy/prometheus/alerts.yml: check rules, and test rules on synthetic series
 #                        (Debian's prometheus package, installed if missing)
 # The tools come from PyPI into a throwaway venv (uv, else pip: scripts/pyinstall.sh). The dashboard
@@ -53,6 +54,9 @@ if command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd
 else
   echo "SKIPPED: mosquitto_passwd not installed"
 fi
+
+echo "--> edge locks (constraints/edge*.txt): Python 3.10-3.13 each resolved for x86_64 and aarch64, wheels only"
+bash scripts/lock-edge.sh --check
 
 echo "--> Prometheus alert rules: promtool check rules, promtool test rules on synthetic series"
 if ! command -v promtool >/dev/null 2>&1; then

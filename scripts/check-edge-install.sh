@@ -6,6 +6,7 @@
 # Installs with uv when it can be had, else pip (scripts/pyinstall.sh).
 #   CONSTRAINTS=FILE   pip constraints, e.g. constraints/floors.txt (the lowest allowed versions) or
 #                      constraints/edge.txt (the image lock)
+#   EXTRAS=edge,retrain the extras to install (default edge: the lean install, without scikit-learn)
 #   EXTRA_TESTS="..."  pytest files to run in that venv as well (it gets pytest and httpx)
 #   SYSTEMD_LAYOUT=1   also start the daemon as a non-root user with the systemd unit's paths (as root this
 #                      runs as uid 65534, so the interpreter must be readable by it: e.g. /usr/bin/python3)
@@ -36,8 +37,9 @@ venv=$work/edge-venv
 "$py" -m venv "$venv"
 pipargs=(-q)
 [ -n "${CONSTRAINTS:-}" ] && pipargs+=(-c "$CONSTRAINTS")
-echo "edge venv: $("$venv/bin/python" --version)${CONSTRAINTS:+, constraints $CONSTRAINTS}"
-pyinstall "$venv/bin/python" "${pipargs[@]}" ".[edge]"
+extras=${EXTRAS:-edge}
+echo "edge venv: $("$venv/bin/python" --version), boxinspect[$extras]${CONSTRAINTS:+, constraints $CONSTRAINTS}"
+pyinstall "$venv/bin/python" "${pipargs[@]}" ".[$extras]"
 if "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
   echo "FAIL: the edge install pulled TensorFlow"; exit 1
 fi
@@ -53,6 +55,13 @@ if "$venv/bin/boxinspect" train "$(dirname "$(dirname "$img")")" --out "$work/ru
 fi
 grep -q "Traceback" "$work/train.log" && { echo "FAIL: train on an edge install printed a traceback:"; cat "$work/train.log"; exit 1; }
 echo "edge venv: boxinspect train says: $(tail -n 1 "$work/train.log")"
+if [ "$extras" = edge ]; then  # the lean install: retrain says what to install, no traceback
+  if "$venv/bin/boxinspect" retrain "$model" "$(dirname "$(dirname "$img")")" --out "$work/cand" > "$work/retrain.log" 2>&1 \
+     || ! grep -q "pip install 'boxinspect\[retrain\]'" "$work/retrain.log"; then
+    echo "FAIL: retrain on the lean edge install did not say what to install:"; cat "$work/retrain.log"; exit 1
+  fi
+  echo "edge venv: boxinspect retrain says: $(tail -n 1 "$work/retrain.log")"
+fi
 # the daemon itself, over the tests' generated video, publishing to the broker on 127.0.0.1:1883 if one runs
 video=$(newest .cache/test-models/*/video/conveyor.mp4)
 cat > "$work/edge.yaml" <<YAML
