@@ -109,6 +109,42 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_example(args: argparse.Namespace) -> int:
+    """Print the example config (or the systemd unit) shipped inside the package, to copy and edit."""
+    import sys
+    from importlib.resources import files
+
+    name = "boxinspect.service" if args.unit else "config.example.yaml"
+    sys.stdout.write((files("edge") / "examples" / name).read_text(encoding="utf-8"))
+    return 0
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    """Load a model package and run its golden samples, as the daemon does at start-up: exit 0 if they pass,
+    3 if the package cannot be loaded or a sample fails (what failed on stderr)."""
+    import sys
+
+    from edge.classifier import Classifier, ModelError
+    from edge.hostcheck import proc_warning
+
+    try:
+        clf = Classifier.load(args.model, num_threads=args.threads)
+        failures = clf.self_test()
+    except ModelError as e:
+        sys.stderr.write(f"model: {e}\n")
+        return 3
+    hidden = proc_warning(clf.delegate)
+    if hidden:
+        sys.stderr.write(f"warning: {hidden}\n")
+    speed = "" if clf.self_test_invoke_p50_s is None else f", invoke p50 {clf.self_test_invoke_p50_s * 1000:.2f} ms"
+    if failures:
+        sys.stderr.write(f"self-test FAILED for {clf.model_id}:\n" + "".join(f"  {f}\n" for f in failures))
+        return 3
+    print(f"self-test passed: {clf.model_id}, {len(clf.metadata.golden)} golden samples "
+          f"(runtime {clf.runtime_name}, delegate {clf.delegate}{speed})")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
@@ -224,3 +260,18 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
     )
     _add_config_args(c)
     c.set_defaults(func=_config_check)
+    c = csub.add_parser("example", help="print the example config shipped with the package (every key, documented)",
+                        description="Print deploy/config.example.yaml as installed with the package, e.g. "
+                                    "`boxinspect config example > config.yaml`; --unit prints the systemd unit.")
+    c.add_argument("--unit", action="store_true", help="print the systemd unit (boxinspect.service) instead")
+    c.set_defaults(func=_config_example)
+
+    p = sub.add_parser(
+        "selftest", help="run a model package's golden samples as the daemon does at start-up (after an install)",
+        description="Load MODEL (.tflite with its sidecar) and run its golden samples: exit 0 when they pass, "
+                    "3 when the package cannot be loaded or a sample fails. Prints the runtime, the delegate "
+                    "(XNNPACK expected on a CPU) and the invoke p50.",
+    )
+    p.add_argument("model", help="the .tflite file (its metadata sidecar <model>.json beside it)")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.set_defaults(func=_selftest)
