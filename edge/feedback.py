@@ -37,6 +37,9 @@ from edge.timeutil import iso_utc
 log = logging.getLogger(__name__)
 
 KINDS = ("correct", "false_reject", "missed_defect", "label")
+# the version of the JSON records (labels and collected crops); records of 0.1.0 have none and read as 1. A newer
+# one (a downgrade) is still listed, read as far as its keys are known, and logged.
+FEEDBACK_SCHEMA = 2
 FRAMES_DIR = ".frames"
 UNLABELLED_DIR = ".unlabelled"
 JPEG_QUALITY = 92
@@ -166,7 +169,7 @@ class FeedbackStore:
             raise FeedbackError(f"unknown feedback kind {kind!r}")
         crop_bytes = crop if isinstance(crop, bytes) else encode_jpeg(crop)
         now = time.time()
-        rec = dict(record, kind=kind, label=cls, id=name, created_at=iso_utc(now))
+        rec = dict(record, kind=kind, label=cls, id=name, created_at=iso_utc(now), schema=FEEDBACK_SCHEMA)
         folder = self.root / cls
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
@@ -212,6 +215,7 @@ class FeedbackStore:
     def _scan(self) -> None:
         if not self.root.is_dir():
             return
+        newer = 0
         for folder in sorted(self.root.iterdir()):
             if not folder.is_dir() or folder.name.startswith("."):
                 continue
@@ -220,10 +224,15 @@ class FeedbackStore:
                     rec = json.loads(rec_path.read_text())
                 except (OSError, ValueError):
                     rec = {}
+                if isinstance(rec.get("schema"), int) and rec["schema"] > FEEDBACK_SCHEMA:
+                    newer += 1
                 created = parse_iso(rec.get("created_at")) or rec_path.stat().st_mtime
                 self._labels[rec_path.stem] = _Label(created, folder.name, str(rec.get("kind", "label")))
         if self._labels:
             log.info("feedback: %d labelled crop(s) already in %s", len(self._labels), self.root)
+        if newer:
+            log.warning("feedback: %d record(s) in %s were written by a newer boxinspect (schema > %d): kept, "
+                        "read as far as understood", newer, self.root, FEEDBACK_SCHEMA)
 
 
 @dataclass
@@ -279,6 +288,7 @@ class Collector:
                 return None
         name = safe_name(event.get("event_id") or f"box-{time.time():.3f}")
         rec = {k: event.get(k) for k in ("event_id", "label", "is_defect", "score", "threshold", "model_id", "decided_at")}
+        rec["schema"] = FEEDBACK_SCHEMA
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             _atomic_write(self.dir / f"{name}.jpg", encode_jpeg(crop))

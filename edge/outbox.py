@@ -154,6 +154,11 @@ class Outbox:
             if str(mode).lower() != "wal":
                 log.warning("outbox %s: journal_mode is %s, not wal (filesystem without shared memory?)", self.path, mode)
             db.execute("PRAGMA synchronous=FULL")
+            found = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if found > SCHEMA_VERSION:  # a downgrade: never rewrite what a newer release stored (events, counters)
+                raise sqlite3.DatabaseError(
+                    f"schema {found} was written by a newer boxinspect (this one knows up to {SCHEMA_VERSION}); "
+                    f"upgrade again, or move the file away to start a new outbox")
             db.executescript(_SCHEMA)
             cols = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
             if cols[:5] != ["seq", "topic", "payload", "event_id", "created_at"]:
