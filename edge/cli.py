@@ -138,7 +138,8 @@ def _selftest(args: argparse.Namespace) -> int:
         sys.stderr.write(f"warning: {hidden}\n")
     speed = "" if clf.self_test_invoke_p50_s is None else f", invoke p50 {clf.self_test_invoke_p50_s * 1000:.2f} ms"
     if failures:
-        sys.stderr.write(f"self-test FAILED for {clf.model_id}:\n" + "".join(f"  {f}\n" for f in failures))
+        sys.stderr.write(f"self-test FAILED for {clf.model_id} (runtime {clf.runtime_name}, delegate {clf.delegate}"
+                         f"{speed}):\n" + "".join(f"  {f}\n" for f in failures))
         return 3
     print(f"self-test passed: {clf.model_id}, {len(clf.metadata.golden)} golden samples "
           f"(runtime {clf.runtime_name}, delegate {clf.delegate}{speed})")
