@@ -1,11 +1,19 @@
-"""The JSON log format keeps tracebacks (python-json-logger), one object per line."""
+"""The JSON log format keeps tracebacks (python-json-logger), one object per line, and covers every line a
+daemon writes (uvicorn's, native code's, start-up errors)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
 
 from edge.logs import setup_logging
+from tests.helpers import START_TIMEOUT, DaemonProc, tiny_daemon_cfg, wait_for
 
 
 def test_json_logs_keep_the_traceback(capsys):
@@ -23,3 +31,31 @@ def test_json_logs_keep_the_traceback(capsys):
     assert lines[0]["level"] == "ERROR" and lines[0]["logger"] == "edge.test"
     assert "Traceback" in lines[0]["exc_info"] and "KeyError: 'missing'" in lines[0]["exc_info"]
     assert "exc_info" not in lines[1]
+
+
+@pytest.mark.slow
+def test_every_line_of_the_daemon_is_json(tmp_path, tiny_model):
+    """A real daemon with ``logging.format: json``: its own lines, LiteRT's native stderr line, uvicorn's line
+    about a garbage request, and a start-up error: every line parses as JSON."""
+    d = DaemonProc(tmp_path, tiny_daemon_cfg(tmp_path, tiny_model, logging={"format": "json"})).start()
+    try:
+        d.wait_api(START_TIMEOUT)
+        host, port = d.base.rsplit("/", 1)[-1].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"GARBAGE\r\n\r\n")
+            assert b"400" in s.recv(200)
+        wait_for(lambda: '"uvicorn.error"' in d.log(), 30, "uvicorn's line", d=d)
+    finally:
+        d.stop()
+    records = [json.loads(line) for line in d.log().splitlines()]
+    loggers = {r["logger"] for r in records}
+    assert {"uvicorn.error", "native", "edge.daemon", "edge.classifier"} <= loggers, loggers
+    # a bad config, with JSON asked for by the environment: one JSON record naming the key
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mqtt: {port: eighty}\n")
+    env = dict(os.environ, BOXINSPECT_LOGGING__FORMAT="json")
+    run = subprocess.run([sys.executable, "-m", "boxinspect.cli", "run", str(bad)], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mqtt.port" in json.loads(lines[0])["msg"], run.stderr
