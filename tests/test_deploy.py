@@ -49,13 +49,7 @@ def test_dashboard_has_the_panels_an_operator_needs():
 @SLOW
 def test_dashboard_queries_name_metrics_the_daemon_exports(tmp_path, int8_model, synth_video):
     video, gt = synth_video
-    d = DaemonProc(tmp_path, base_cfg(tmp_path, int8_model, video, gt, None)).start()
-    try:
-        d.wait_api(START_TIMEOUT)
-        text = d.get("/metrics").text
-    finally:
-        d.stop()
-    exported = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+    exported = exported_metrics(DaemonProc(tmp_path, base_cfg(tmp_path, int8_model, video, gt, None)))
     assert "boxinspect_outbox_depth" in exported  # the parse worked
     missing = {
         (title, name)
@@ -64,6 +58,17 @@ def test_dashboard_queries_name_metrics_the_daemon_exports(tmp_path, int8_model,
         if name not in exported and name not in PROMETHEUS_OWN
     }
     assert not missing, f"dashboard queries name metrics the daemon does not export: {sorted(missing)}"
+
+
+def exported_metrics(d: DaemonProc) -> set[str]:
+    """Start ``d``, read its /metrics once it answers, stop it: the sample names it exports."""
+    d.start()
+    try:
+        d.wait_api(START_TIMEOUT)
+        text = d.get("/metrics").text
+    finally:
+        d.stop()
+    return {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def _unit() -> configparser.ConfigParser:
@@ -208,13 +213,7 @@ def test_alert_rules_name_metrics_the_daemon_exports(tmp_path, tiny_model):
     """Every series the rules (and so the dashboard's alert panels) read is on a real daemon's /metrics."""
     from tests.helpers import tiny_daemon_cfg
 
-    d = DaemonProc(tmp_path, tiny_daemon_cfg(tmp_path, tiny_model)).start()
-    try:
-        d.wait_api(START_TIMEOUT)
-        text = d.get("/metrics").text
-    finally:
-        d.stop()
-    exported = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+    exported = exported_metrics(DaemonProc(tmp_path, tiny_daemon_cfg(tmp_path, tiny_model)))
     used = {name for r in alert_rules() for name in METRIC_RE.findall(r["expr"])}
     assert "boxinspect_loop_alive" in used and "boxinspect_state_disk_free_bytes" in used
     assert not used - exported - PROMETHEUS_OWN, sorted(used - exported - PROMETHEUS_OWN)
