@@ -23,9 +23,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    args.config = _config_file(args, args.parser)
+    from edge.logs import early_format, setup_logging
+
+    setup_logging(args.log_level, early_format(args.config))  # JSON from the first line, imports included
     from edge import daemon
 
-    args.config = _config_file(args, args.parser)
     return daemon.main(args)
 
 

@@ -594,7 +594,10 @@ DOCKER_SECRETS = Path("/run/secrets")
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    from typing import get_origin
+
+    # (on Python 3.10 a generic alias such as list[str] passes isinstance(..., type))
+    if isinstance(annotation, type) and get_origin(annotation) is None and issubclass(annotation, BaseModel):
         return annotation
     return None
 

@@ -48,7 +48,7 @@ from edge.evidence import EvidenceStore
 from edge.hostcheck import export_disk, proc_warning
 from edge.liveness import HangExit, Heartbeat, export_liveness, sd_notify
 from edge.localize import Located, locate
-from edge.logs import capture_native_stderr, fatal, setup_logging
+from edge.logs import capture_native_stderr, early_format, fatal, setup_logging
 from edge.metrics import Metrics
 from edge.model_package import PackageError, resolve_model_name
 from edge.mqtt import TriggerListener
@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
-        setup_logging(None, "json" if os.environ.get("BOXINSPECT_LOGGING__FORMAT", "").lower() == "json" else "text")
+        setup_logging(None, early_format(args.config))
         fatal(str(e))  # one line (one JSON record with logging.format json from the environment)
         return EXIT_CONFIG
     setup_logging(getattr(args, "log_level", None) or cfg.logging.level, cfg.logging.format)

@@ -179,7 +179,10 @@ class HangExit:
             live.loop_age_s, self.exit_after_s, live.phase, EXIT_HUNG, thread_stacks(),
         )
         for h in logging.getLogger().handlers:
-            h.flush()
+            try:
+                h.flush()
+            except (OSError, ValueError):  # a closed stream must not keep a hung process alive
+                pass
         self._exit(EXIT_HUNG)
         return True
 

@@ -125,3 +125,21 @@ def _pump(read_fd: int) -> None:
                 level = (logging.ERROR if line.startswith(("ERROR", "Error", "FATAL", "Traceback", "E0", "E1", "F0", "F1"))
                          else logging.WARNING if line.startswith(("WARNING", "W0", "W1")) else logging.INFO)
                 native.log(level, line)
+
+
+def early_format(config_path: str | None, environ: dict[str, str] | None = None) -> str:
+    """The log format the daemon will use, known before its modules are imported (their import-time warnings
+    must already come out as JSON): ``BOXINSPECT_LOGGING__FORMAT``, else ``logging.format`` in the file, else
+    text. Anything unreadable here is left to the real config check."""
+    env = os.environ if environ is None else environ
+    fmt = env.get("BOXINSPECT_LOGGING__FORMAT", "")
+    if not fmt and config_path:
+        try:
+            import yaml
+
+            with open(config_path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+            fmt = str(data.get("logging", {}).get("format", "")) if isinstance(data, dict) else ""
+        except Exception:  # noqa: BLE001 - a broken file is reported by load_config, with its key
+            fmt = ""
+    return "json" if fmt.strip().lower() == "json" else "text"

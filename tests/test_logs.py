@@ -57,5 +57,5 @@ def test_every_line_of_the_daemon_is_json(tmp_path, tiny_model):
     run = subprocess.run([sys.executable, "-m", "boxinspect.cli", "run", str(bad)], capture_output=True, text=True,
                          env=env, timeout=60)
     assert run.returncode == 2
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and "mqtt.port" in json.loads(lines[0])["msg"], run.stderr
+    errors = [r for r in map(json.loads, run.stderr.strip().splitlines()) if r["level"] == "CRITICAL"]
+    assert len(errors) == 1 and "mqtt.port" in errors[0]["msg"], run.stderr
