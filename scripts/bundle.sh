@@ -11,6 +11,7 @@
 # x86_64 workstation makes an aarch64 bundle). On the device:
 #   tar xzf boxinspect-0.1.0-linux_aarch64-py3.11.tar.gz && sudo boxinspect-0.1.0-linux_aarch64-py3.11/install.sh
 # Output: OUT/boxinspect-VERSION-PLATFORM-pyX.Y.tar.gz (default OUT: dist/). docs/DEPLOY.md, "Offline install".
+# PIP_PYTHON=/path/to/python: the interpreter whose pip builds and downloads (default python3; any version).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 platform="" python="" extras=edge out=dist
@@ -42,15 +43,16 @@ dir=$work/$name
 mkdir -p "$dir/wheels" "$out"
 
 echo "==> boxinspect wheel"
-python3 -m pip wheel -q --no-deps --no-build-isolation . -w "$dir/wheels" 2>/dev/null \
-  || python3 -m pip wheel -q --no-deps . -w "$dir/wheels"
+pip=(${PIP_PYTHON:-python3} -m pip)
+"${pip[@]}" wheel -q --no-deps --no-build-isolation . -w "$dir/wheels" 2>/dev/null \
+  || "${pip[@]}" wheel -q --no-deps . -w "$dir/wheels"
 wheel=$(ls "$dir"/wheels/boxinspect-*.whl)
 
 echo "==> dependency wheels for $platform, CPython $python (lock $lock, wheels only)"
 plats=()
 for glibc in 35 34 31 28 27 26 17; do plats+=(--platform "manylinux_2_${glibc}_$arch"); done
 plats+=(--platform "manylinux2014_$arch" --platform "linux_$arch")
-python3 -m pip download -q --only-binary :all: "${plats[@]}" --implementation cp --python-version "$python" \
+"${pip[@]}" download -q --only-binary :all: "${plats[@]}" --implementation cp --python-version "$python" \
   -c "$lock" -d "$dir/wheels" "$wheel[$extras]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 cp deploy/config.example.yaml deploy/boxinspect.service "$dir/"

@@ -29,7 +29,8 @@ def test_offline_bundle_installs_without_network_and_passes_the_self_test(tmp_pa
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     plat = f"linux_{platform.machine()}"
     build = subprocess.run(["bash", str(REPO / "scripts" / "bundle.sh"), "--platform", plat, "--python", py,
-                            "--out", str(tmp_path / "dist")], capture_output=True, text=True, timeout=600)
+                            "--out", str(tmp_path / "dist")], capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, PIP_PYTHON=sys.executable))
     assert build.returncode == 0, build.stdout + build.stderr
     tarballs = list((tmp_path / "dist").glob(f"boxinspect-*-{plat}-py{py}.tar.gz"))
     assert len(tarballs) == 1, build.stdout
