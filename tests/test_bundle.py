@@ -46,7 +46,8 @@ def test_offline_bundle_installs_without_network_and_passes_the_self_test(tmp_pa
     prefix = tmp_path / "opt" / "boxinspect"
     # a clean environment: no pip config (no local wheel folders), no index, and no network at all
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PREFIX": str(prefix), "PYTHON": sys.executable,
-           "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+           "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+           "PIP_NO_COMPILE": "1"}  # (no .pyc: the test's only speed-up; install.sh compiles on a device)
     inst = subprocess.run(["unshare", "--net", "sh", str(bundle / "install.sh")], env=env, capture_output=True,
                           text=True, timeout=600)
     assert inst.returncode == 0, inst.stdout + inst.stderr
