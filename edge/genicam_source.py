@@ -217,6 +217,7 @@ class GenICamSource(Source):
             return not self.lost.is_set()
         except Exception as e:  # GLib.Error: timeout on the control channel
             log.warning("capture: GenICam camera %s does not answer: %s", self.name, e)
+            self.lost.set()
             return False
 
     def _incomplete(self, buf: Any) -> None:
@@ -235,11 +236,25 @@ class GenICamSource(Source):
         self.lost_packets = max(lost, self.lost_packets)
 
     def release(self) -> None:
-        try:
-            self.camera.stop_acquisition()
-        except Exception as e:  # the camera is gone: nothing to stop
-            log.debug("capture: stopping the GenICam acquisition: %s", e)
-        self.stream = self.camera = None
+        """Stop the acquisition and let go of the camera. A lost camera is let go of on a thread of its own: each
+        register write to it (acquisition stop, control release) waits out Aravis' retries, and the reader should be
+        reconnecting meanwhile."""
+        camera, stream, self.camera, self.stream = self.camera, self.stream, None, None
+        lost = self.lost.is_set()
+
+        def close() -> None:
+            nonlocal camera, stream
+            if not lost:
+                try:
+                    camera.stop_acquisition()
+                except Exception as e:  # it went between the last read and now
+                    log.debug("capture: stopping the GenICam acquisition: %s", e)
+            stream = camera = None  # the last references: Aravis releases the camera's control channel
+
+        if lost:
+            threading.Thread(target=close, name="genicam-release", daemon=True).start()
+        else:
+            close()
 
 
 def open_genicam(cfg: SourceConfig, read_timeout_s: float, metrics: Metrics | None = None) -> tuple[Source | None, str]:
