@@ -29,6 +29,20 @@ from edge.gi_support import GiMissing, require
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPS = "video/x-raw,format={BGR,GRAY8}"
+# source.uri for the cameras of the boards the product names (docs/DEPLOY.md, "Cameras"); tests/test_cameras.py
+# parses each one whose elements this machine has
+PRESETS = {
+    "pi-camera": "libcamerasrc ! video/x-raw,width=1280,height=720,framerate=30/1 ! videoconvert ! appsink",
+    "jetson-csi": "nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! "
+                  "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! appsink",
+    "usb": "v4l2src device=/dev/video0 ! image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec ! videoconvert ! "
+           "appsink",
+    "rtsp": "rtspsrc location=rtsp://user:password@camera/stream protocols=tcp latency=200 drop-on-latency=true ! "
+            "decodebin ! videoconvert ! appsink",
+    "jetson-rtsp": "rtspsrc location=rtsp://user:password@camera/stream protocols=tcp latency=200 drop-on-latency=true "
+                   "! rtph264depay ! h264parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
+                   "appsink",
+}
 CHANNELS = {"BGR": 3, "GRAY8": 1, "BGRx": 4, "BGRA": 4}
 
 

@@ -36,11 +36,13 @@ t0=$(date +%s)
 step() { echo "==> [$(( $(date +%s) - t0 )) s] $*"; }
 
 step "1. arm64 Debian bookworm userland (mmdebstrap --variant=extract) in $root"
-if [ ! -f "$root/.done" ]; then
+# python3 and pip; libstdc++6 and libgomp1 for numpy/OpenCV/LiteRT/scikit-learn wheels (Pi OS has them installed)
+include=python3,python3-pip,libstdc++6,libgomp1
+if [ "$(cat "$root/.done" 2> /dev/null)" != "$include" ]; then
   rm -rf "$root"
-  mmdebstrap --quiet --variant=extract --architectures=arm64 --include=python3,python3-pip \
+  mmdebstrap --quiet --variant=extract --architectures=arm64 --include="$include" \
     bookworm "$root" http://deb.debian.org/debian
-  touch "$root/.done"
+  echo "$include" > "$root/.done"
 fi
 emu() { qemu-aarch64-static -L "$root" "$root/usr/bin/python3" "$@"; }
 emu -c 'import platform, sys; print("   ", platform.machine(), "Python", sys.version.split()[0], "(emulated)")'
@@ -55,18 +57,44 @@ whl=$(newest "$wheels"/boxinspect-*.whl)
 plats=(--platform manylinux2014_aarch64 --platform linux_aarch64)
 for v in $(seq 17 36); do plats+=(--platform "manylinux_2_${v}_aarch64"); done
 .venv/bin/python -m pip download -q --only-binary=:all: "${plats[@]}" --python-version 3.11 --implementation cp \
-  --abi cp311 --abi abi3 --abi none -c constraints/edge.txt -d "$wheels" "$whl[edge]"
+  --abi cp311 --abi abi3 --abi none -c constraints/edge.txt -d "$wheels" "$whl[edge]" > "$work/download.log" 2>&1 \
+  || { grep -v "^WARNING: Location" "$work/download.log"; exit 1; }
 echo "    $(ls "$wheels" | wc -l) wheels, $(du -sh "$wheels" | cut -f1); aarch64 ones: $(ls "$wheels" | grep -c aarch64)"
 
 step "3. pip install --no-index (offline) under emulation into $root/opt/boxinspect"
 prefix=/opt/boxinspect
+stamp=$(cd "$wheels" && ls | sha256sum | cut -c1-16)-$(sha256sum "$whl" | cut -c1-16)
+if [ "$(cat "$root$prefix/.installed" 2> /dev/null)" = "$stamp" ]; then
+  echo "    (already installed from this wheelhouse)"
+else
 rm -rf "${root:?}$prefix"
-emu -m pip install -q --no-index --find-links "$wheels" --no-warn-script-location --break-system-packages \
+emu -m pip install -q --root-user-action=ignore --no-index --find-links "$wheels" --no-warn-script-location --break-system-packages \
   --prefix "$root$prefix" -c constraints/edge.txt "$whl[edge]"
-site=$(echo "$root$prefix"/lib/python3*/site-packages)
+echo "$stamp" > "$root$prefix/.installed"
+fi
+site=$(echo "$root$prefix"/local/lib/python3*/dist-packages)  # Debian's pip scheme adds local/ (dist-packages)
 export PYTHONPATH=$site
 emu -c 'import numpy, cv2, ai_edge_litert, platform; print("   ", platform.machine(), "numpy", numpy.__version__, "opencv", cv2.__version__)'
 if emu -c 'import tensorflow' 2> /dev/null; then echo "FAIL: TensorFlow in the edge install"; exit 1; fi
+
+# LiteRT >= 2.2 crashes (SIGSEGV) creating an interpreter under Debian bookworm's qemu-user 7.2, with or without
+# XNNPACK and for every -cpu; 2.0.2 runs. Whether the lock's LiteRT runs on a real board is not known here: if the
+# locked one crashes under emulation, say so and carry on with QEMU_LITERT (docs/DEPLOY.md, "arm64 under emulation").
+locked=$(sed -n 's/^ai-edge-litert==//p' constraints/edge.txt)
+creates() { emu -c 'import sys; from ai_edge_litert.interpreter import Interpreter; Interpreter(model_path=sys.argv[1])' \
+  "$model" > /dev/null 2>&1; }
+if ! creates; then
+  alt=${QEMU_LITERT:-2.0.2}
+  echo "    NOTE: ai-edge-litert $locked (the lock) crashes creating an interpreter under $(qemu-aarch64-static --version |"
+  echo "    head -n 1); running with ai-edge-litert $alt instead (the rest of the lock unchanged)"
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: "${plats[@]}" --python-version 3.11 -d "$wheels" \
+    "ai-edge-litert==$alt" > "$work/litert.log" 2>&1 || { grep -v "^WARNING: Location" "$work/litert.log"; exit 1; }
+  emu -m pip install -q --root-user-action=ignore --no-index --find-links "$wheels" --no-deps --force-reinstall \
+    --break-system-packages --prefix "$root$prefix" "ai-edge-litert==$alt"
+  rm -f "$root$prefix/.installed"
+  creates || { echo "FAIL: ai-edge-litert $alt crashes too"; exit 1; }
+fi
+emu -c 'import importlib.metadata as m; print("    ai-edge-litert", m.version("ai-edge-litert"), "on arm64 (emulated)")'
 
 step "4. the model's self-test (golden samples) on arm64"
 emu - "$model" <<'PY'
@@ -118,18 +146,31 @@ api: {port: 0}
 state_dir: "$work/state"
 shutdown_timeout_s: 20
 YAML
-mosquitto_sub -h 127.0.0.1 -p "$port" -t "boxinspect/arm64check/$camera/defect" -q 1 -v > "$work/events.txt" &
+# the host's subscriber (x86 paho in .venv): one line per defect event the broker delivers
+.venv/bin/python -u - "$port" "boxinspect/arm64check/$camera/defect" > "$work/events.txt" 2>&1 <<'PY' &
+import sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="arm64check-sub", clean_session=False)
+c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(sys.argv[2], qos=1)
+c.on_message = lambda cl, u, m: print(m.topic, m.payload.decode()[:160], flush=True)
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.loop_forever()
+PY
 sub_pid=$!
-sleep 1
+sleep 2
 emu -m boxinspect.cli run --config "$work/edge.yaml" --max-frames "$frames" > "$work/run.log" 2>&1 \
   || { tail -n 40 "$work/run.log"; kill "$sub_pid"; exit 1; }
-sleep 2
+sleep 3
 kill "$sub_pid" 2> /dev/null || true
-grep -E "model self-test|stopped: frames=|uname|runtime" "$work/run.log" | sed 's/^/    /' | tail -n 4
-decisions=$(grep -c " decision " "$work/run.log" || true)
+grep -E "self-test|runtime|stopped: frames=" "$work/run.log" | sed -E 's/^.*(INFO|WARNING) +//' | cut -c1-200 \
+  | sed 's/^/    /' | tail -n 5
+decided=$(grep -c "decision " "$work/run.log" || true)
+positive=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["positive_class"])' "$model.json")
+logged=$(grep -c "decision $positive score=" "$work/run.log" || true)
 events=$(grep -c "/defect" "$work/events.txt" || true)
-defects=$(grep -cE "decision \S+ .*is_defect=True|decision (defective|damaged)" "$work/run.log" || true)
-echo "    decisions logged: $decisions; defect events received by the host's broker (port $port): $events"
-[ "$events" -ge 1 ] || { echo "FAIL: no defect event reached the broker"; tail -n 30 "$work/run.log"; exit 1; }
-[ -z "$defects" ] || true
+echo "    decisions logged: $decided (defect events among them: $logged); defect events the host's broker" \
+     "delivered to a subscriber on port $port: $events"
+[ "$events" -ge 1 ] && [ "$events" -ge "$logged" ] \
+  || { echo "FAIL: the broker did not deliver every defect event"; tail -n 30 "$work/run.log"; exit 1; }
 step "arm64 check passed (emulated; wall times are qemu's, not a board's)"

@@ -92,6 +92,23 @@ def test_a_pipeline_that_does_not_parse_or_has_no_appsink_names_itself():
     assert src is None and "must end in one appsink" in why
 
 
+def test_the_documented_presets_parse_where_their_elements_exist():
+    Gst = need_gi("Gst")
+    from edge.gstreamer_source import PRESETS
+
+    parsed = []
+    for name, pipeline in PRESETS.items():
+        elements = [part.strip().split(" ")[0] for part in pipeline.split("!")]
+        if any("/" not in e and Gst.ElementFactory.find(e) is None for e in elements):
+            continue  # e.g. nvarguscamerasrc off a Jetson, libcamerasrc without gstreamer1.0-libcamera
+        Gst.parse_launch(pipeline)
+        assert guess_kind(pipeline) == "gstreamer" and "password" not in safe_uri(pipeline)
+        parsed.append(name)
+    assert {"usb", "rtsp"} <= set(parsed), parsed
+    docs = (REPO / "docs" / "DEPLOY.md").read_text()
+    assert all(p in docs for p in PRESETS.values()), "docs/DEPLOY.md shows every preset as it is in the code"
+
+
 # ------------------------------------------------------------------------------------------ GenICam
 
 
