@@ -13,10 +13,10 @@
 # made by the test suite) or MODEL=... VIDEO=... IMAGES=...; network for the first run (Debian, PyPI).
 # Emulation is ~10-50x slower than the board: the times it prints are NOT ARM speeds (docs/BENCHMARKS.md has
 # none from here). Not in CI: it takes minutes (docs/DEPLOY.md, "arm64 under emulation").
-#   FRAMES=200   frames the daemon must process
+#   FRAMES=700   frames the daemon processes (>= 200; 700 = the demo video's first seven boxes, two defective)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-frames=${FRAMES:-200}
+frames=${FRAMES:-700}
 top=$PWD/.cache/arm64
 root=$top/rootfs
 wheels=$top/wheelhouse
@@ -44,7 +44,8 @@ if [ "$(cat "$root/.done" 2> /dev/null)" != "$include" ]; then
     bookworm "$root" http://deb.debian.org/debian
   echo "$include" > "$root/.done"
 fi
-emu() { qemu-aarch64-static -L "$root" "$root/usr/bin/python3" "$@"; }
+site=""  # the arm64 install's site-packages (step 3): on PYTHONPATH for the emulated Python only
+emu() { PYTHONPATH=$site qemu-aarch64-static -L "$root" "$root/usr/bin/python3" "$@"; }
 emu -c 'import platform, sys; print("   ", platform.machine(), "Python", sys.version.split()[0], "(emulated)")'
 
 step "2. wheelhouse: the boxinspect wheel and its aarch64 [edge] wheels (cp311) in $wheels"
@@ -63,7 +64,9 @@ echo "    $(ls "$wheels" | wc -l) wheels, $(du -sh "$wheels" | cut -f1); aarch64
 
 step "3. pip install --no-index (offline) under emulation into $root/opt/boxinspect"
 prefix=/opt/boxinspect
-stamp=$(cd "$wheels" && ls | sha256sum | cut -c1-16)-$(sha256sum "$whl" | cut -c1-16)
+# the wheel is rebuilt on every run (not byte-reproducible): the stamp hashes what goes into it
+stamp=$(cd "$wheels" && ls | sha256sum | cut -c1-16)-$(find pyproject.toml boxinspect edge training convert -type f \
+  \( -name '*.py' -o -name '*.json' -o -name '*.toml' -o -path '*/static/*' \) | sort | xargs cat | sha256sum | cut -c1-16)
 if [ "$(cat "$root$prefix/.installed" 2> /dev/null)" = "$stamp" ]; then
   echo "    (already installed from this wheelhouse)"
 else
@@ -73,7 +76,6 @@ emu -m pip install -q --root-user-action=ignore --no-index --find-links "$wheels
 echo "$stamp" > "$root$prefix/.installed"
 fi
 site=$(echo "$root$prefix"/local/lib/python3*/dist-packages)  # Debian's pip scheme adds local/ (dist-packages)
-export PYTHONPATH=$site
 emu -c 'import numpy, cv2, ai_edge_litert, platform; print("   ", platform.machine(), "numpy", numpy.__version__, "opencv", cv2.__version__)'
 if emu -c 'import tensorflow' 2> /dev/null; then echo "FAIL: TensorFlow in the edge install"; exit 1; fi
 
@@ -85,13 +87,13 @@ creates() { emu -c 'import sys; from ai_edge_litert.interpreter import Interpret
   "$model" > /dev/null 2>&1; }
 if ! creates; then
   alt=${QEMU_LITERT:-2.0.2}
-  echo "    NOTE: ai-edge-litert $locked (the lock) crashes creating an interpreter under $(qemu-aarch64-static --version |"
-  echo "    head -n 1); running with ai-edge-litert $alt instead (the rest of the lock unchanged)"
+  qv=$(qemu-aarch64-static --version | head -n 1)
+  echo "    NOTE: ai-edge-litert $locked (the lock) crashes creating an interpreter under $qv;"
+  echo "    running with ai-edge-litert $alt instead (the rest of the lock unchanged)"
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: "${plats[@]}" --python-version 3.11 -d "$wheels" \
     "ai-edge-litert==$alt" > "$work/litert.log" 2>&1 || { grep -v "^WARNING: Location" "$work/litert.log"; exit 1; }
   emu -m pip install -q --root-user-action=ignore --no-index --find-links "$wheels" --no-deps --force-reinstall \
     --break-system-packages --prefix "$root$prefix" "ai-edge-litert==$alt"
-  rm -f "$root$prefix/.installed"
   creates || { echo "FAIL: ai-edge-litert $alt crashes too"; exit 1; }
 fi
 emu -c 'import importlib.metadata as m; print("    ai-edge-litert", m.version("ai-edge-litert"), "on arm64 (emulated)")'
@@ -169,6 +171,7 @@ decided=$(grep -c "decision " "$work/run.log" || true)
 positive=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["positive_class"])' "$model.json")
 logged=$(grep -c "decision $positive score=" "$work/run.log" || true)
 events=$(grep -c "/defect" "$work/events.txt" || true)
+echo "    verdicts in order: $(grep -oE "decision \S+ score=\S+" "$work/run.log" | awk '{print $2, $3}' | tr '\n' ' ')"
 echo "    decisions logged: $decided (defect events among them: $logged); defect events the host's broker" \
      "delivered to a subscriber on port $port: $events"
 [ "$events" -ge 1 ] && [ "$events" -ge "$logged" ] \

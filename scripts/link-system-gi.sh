@@ -21,7 +21,7 @@ fi
 suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 if ! ls "$sysgi"/_gi"$suffix" > /dev/null 2>&1; then
   echo "link-system-gi: $sysgi is built for $(cd "$sysgi" && ls _gi.*.so), not $suffix: make the venv with the" \
-       "system's python3 (or install PyGObject from PyPI: pip install 'boxinspect[cameras]')"
+       "system's python3"
   exit 1
 fi
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
