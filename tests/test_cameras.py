@@ -192,6 +192,17 @@ def test_genicam_finds_the_camera_sets_and_reads_back_its_settings(fake_camera, 
         assert ok and img is not None and img.shape == (240, 320)
     finally:
         src.release()
+    # by serial number and by address too; hardware trigger mode on the camera's Line0 (which the fake camera never
+    # fires): set and read back, and the source waits for it (answers, no frame) rather than failing
+    for uri in (FAKE_SERIAL, "127.0.0.1"):
+        cfg = genicam_cfg(trigger="hardware", trigger_line="Line0").model_copy(update={"uri": uri})
+        src, why = open_genicam(cfg, 5.0)
+        assert src is not None, why
+        try:
+            assert (src.settings["trigger"], src.settings["trigger_source"]) == ("On", "Line0")  # type: ignore[attr-defined]
+            assert src.awaits_trigger and src.read() == (True, None) and src.stamp is None
+        finally:
+            src.release()
     # a setting outside the camera's range, or one it does not have, names itself
     src, why = open_genicam(genicam_cfg(gain_db=500), 5.0)
     assert src is None and "source.genicam.gain_db = 500 is outside this camera's range 0 .. 10" in why
