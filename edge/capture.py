@@ -53,6 +53,19 @@ OPEN_TIMEOUT_S = 10.0
 FROZEN_WIDTH = 320  # the frozen-picture check compares frames subsampled to about this width
 
 
+@dataclass(frozen=True)
+class TriggerStamp:
+    """A frame the camera took on a trigger (GenICam trigger mode): the camera's own count and time of it."""
+
+    count: int  # the camera's frame count (GigE Vision block id): one per trigger in trigger mode
+    at: float  # time.time() of the trigger, as near as the camera tells it
+    device: str  # the camera that counted (serial number or device id): part ids are "<device>-<count>"
+
+    @property
+    def part_id(self) -> str:
+        return f"{self.device}-{self.count}"
+
+
 @dataclass
 class Frame:
     image: np.ndarray  # BGR uint8
@@ -61,11 +74,14 @@ class Frame:
     brightness: float = 0.0  # mean grey level 0-255 (downscaled)
     sharpness: float = 0.0  # variance of the Laplacian (downscaled)
     view: str | None = None  # several views (MultiCapture): which camera took it
+    trigger: TriggerStamp | None = None  # taken on a camera trigger (GenICam trigger mode): its count and time
 
 
 def guess_kind(uri: str) -> str:
     """``usb``, ``rtsp`` (any network stream), ``folder`` or ``file`` from the shape of ``uri``."""
     u = uri.strip()
+    if "!" in u and "appsink" in u:  # a GStreamer pipeline (edge/gstreamer_source.py)
+        return "gstreamer"
     if u.isdigit() or u.startswith("/dev/video"):
         return "usb"
     if "://" in u and u.split("://", 1)[0].lower() in STREAM_SCHEMES:
@@ -94,6 +110,8 @@ def safe_uri(uri: str) -> str:
     """``uri`` with credentials masked: the whole userinfo (``user:pass@``, also when the password holds
     ``@`` or ``/``) and the values of credential-like query/fragment parameters (``?token=``,
     ``password=``, ``api_key=``...). The one masking function for logs, /status and /readyz."""
+    if "!" in uri and "appsink" in uri:  # a GStreamer pipeline: URLs and credential properties inside it
+        return _mask_pipeline(uri)
     try:
         parts = urlsplit(uri)
     except ValueError:  # e.g. an invalid IPv6 literal: show nothing that could hold a secret
@@ -116,11 +134,31 @@ def safe_uri(uri: str) -> str:
     return masked
 
 
+def _mask_pipeline(pipeline: str) -> str:
+    """A GStreamer pipeline with every URL in it (``location=rtsp://user:pw@...``) passed through ``safe_uri`` and
+    the values of credential-like properties (``user-pw=``, ``proxy-pw=``) masked."""
+    out = []
+    for word in pipeline.split(" "):
+        name, eq, value = word.partition("=")
+        if eq and value and any(w in name.lower() for w in SECRET_PARAM_WORDS + ("pw",)):
+            word = f"{name}=***"
+        elif eq and "://" in value:
+            word = f"{name}={safe_uri(value)}"
+        out.append(word)
+    return " ".join(out)
+
+
 class _Source:
-    """One open source. ``read()`` -> ``(ok, image)``; ``finite`` sources end instead of failing."""
+    """One open source. ``read()`` -> ``(ok, image)``; ``finite`` sources end instead of failing.
+
+    A source that waits for triggers (``awaits_trigger``) returns ``(True, None)`` when no trigger came within its
+    poll time but the camera answers: no frame is expected then, so that is neither a failure nor a stall. A frame
+    taken on a trigger leaves its ``TriggerStamp`` in ``stamp`` until the next read."""
 
     finite = False
     fps: float | None = None
+    awaits_trigger = False
+    stamp: TriggerStamp | None = None
 
     def read(self, decode: bool = True) -> tuple[bool, np.ndarray | None]:
         """The next frame; ``decode=False`` only advances past it (``(ok, None)``)."""
@@ -128,6 +166,9 @@ class _Source:
 
     def release(self) -> None:
         pass
+
+
+Source = _Source  # the base of a source in its own module (edge/gstreamer_source.py, edge/genicam_source.py)
 
 
 class _CvSource(_Source):
@@ -241,7 +282,7 @@ class Capture:
         self.cfg = cfg
         self.metrics = metrics
         self.kind = cfg.kind if cfg.kind != "auto" else guess_kind(cfg.uri)
-        self.fast = cfg.pace == "fast" and self.kind in ("file", "folder")
+        self.fast = cfg.pace == "fast" and self.kind in ("file", "folder", "gstreamer")
         if cfg.pace == "fast" and not self.fast:
             log.info("capture: pace 'fast' applies to files and folders only; %s runs in realtime", self.kind)
         self._cond = threading.Condition(threading.RLock())
@@ -269,6 +310,7 @@ class Capture:
         self.delivered_any = False  # at least one frame came from the source
         self._read_timeout_s = max(2.0, 2 * cfg.stall_timeout_s)
         self._src_fps: float | None = None
+        self._open_src: _Source | None = None  # the open source (software_trigger)
         # idle rate (module docstring): off until the loop calls enable_idle_rate()
         self.idle_in_fast_pace = False  # replays: decode a fast-paced file as a live camera would be (lockstep)
         self._rate = _IdleRate(cfg.idle_fps, cfg.idle_after_s, self._fps)
@@ -344,6 +386,20 @@ class Capture:
         with self._cond:
             self._rate.report(index, empty)
             self._cond.notify_all()
+
+    def software_trigger(self) -> bool:
+        """Fire the camera's software trigger (``source.genicam.trigger: software``). False when no camera that
+        takes one is open (disconnected, or another kind of source); the camera's error is logged."""
+        src = self._open_src
+        fire = getattr(src, "software_trigger", None)
+        if fire is None:
+            return False
+        try:
+            fire()
+            return True
+        except Exception as e:  # GLib.Error from the camera: it is being lost; the reader reconnects
+            log.warning("capture: software trigger failed: %s", e)
+            return False
 
     @property
     def idle(self) -> bool:
@@ -433,6 +489,14 @@ class Capture:
 
     def _open(self) -> tuple[_Source | None, str]:
         cfg, uri = self.cfg, self.cfg.uri.strip()
+        if self.kind == "gstreamer":
+            from edge.gstreamer_source import open_gstreamer
+
+            return open_gstreamer(cfg, self._read_timeout_s)
+        if self.kind == "genicam":
+            from edge.genicam_source import open_genicam
+
+            return open_genicam(cfg, self._read_timeout_s, self.metrics)
         if self.kind == "folder":
             d = Path(uri)
             if not d.is_dir():
@@ -508,12 +572,14 @@ class Capture:
                     self._rate.restart()
             opened_once = True
             self._progress = time.monotonic()
+            self._open_src = src
             try:
                 result, n = self._pump(src)
             except Exception:
                 log.exception("capture: reading %s failed", safe_uri(self.cfg.uri))
                 result, n = "error", 0
             finally:
+                self._open_src = None
                 src.release()
             if n:
                 backoff = self.cfg.reconnect_initial_s
@@ -565,14 +631,19 @@ class Capture:
         while not self._stop.is_set():
             if lockstep:
                 self._await_report()
-            decode = self._rate.should_decode()
+            decode = self._rate.should_decode() or src.awaits_trigger
             ok, img = src.read(decode)
             if self._stop.is_set():
                 return "stop", n
+            if ok and img is None and src.awaits_trigger:  # no trigger yet, the camera answers: not a stall
+                self._progress = time.monotonic()
+                if self._state != CameraState.OK:
+                    self._set_state(CameraState.OK, "the camera answers; waiting for triggers")
+                continue
             if not ok or (decode and img is None):
                 return ("end" if src.finite else "error"), n
             if img is not None:
-                self._deliver(img)
+                self._deliver(img, src.stamp)
             else:
                 self._skipped()
             n += 1
@@ -605,7 +676,7 @@ class Capture:
             self._times.append(time.monotonic())
             self._progress = time.monotonic()
 
-    def _deliver(self, img: np.ndarray) -> None:
+    def _deliver(self, img: np.ndarray, stamp: TriggerStamp | None = None) -> None:
         now = time.time()
         if img.dtype != np.uint8:
             img = cv2.convertScaleAbs(img)
@@ -616,7 +687,7 @@ class Capture:
         grey = self._thumb(img)  # one small grey copy serves the frozen check and the frame statistics
         brightness, sharpness = grey_stats(small_grey(grey))
         self._check_frozen(grey, self._rate.decoded())
-        frame = Frame(img, self._index, now, brightness, sharpness)
+        frame = Frame(img, self._index, now, brightness, sharpness, trigger=stamp)
         self._rate.delivered = self._index
         self._index += 1
         self.delivered_any = True

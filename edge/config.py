@@ -42,10 +42,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class GenICamConfig(_Section):
+    """A GenICam camera (``source.kind: genicam``, edge/genicam_source.py): what is written to it on every open and
+    read back. null = leave the camera's own setting. Frame rate, width and height come from ``source``."""
+
+    exposure_us: float | None = Field(default=None, gt=0)  # ExposureTime in microseconds (auto exposure off)
+    gain_db: float | None = Field(default=None, ge=0)  # Gain in dB (auto gain off)
+    pixel_format: str | None = None  # e.g. Mono8, Mono16, BayerRG8, BayerGB8, RGB8 (as the camera names it)
+    offset_x: int = Field(default=0, ge=0)  # ROI on the sensor: left edge; source.width / height its size
+    offset_y: int = Field(default=0, ge=0)
+    trigger: Literal["off", "software", "hardware"] = "off"  # off = free run at source.fps
+    trigger_line: str = "Line0"  # trigger: hardware: the camera's input line (TriggerSource)
+    trigger_activation: Literal["RisingEdge", "FallingEdge"] = "RisingEdge"
+    packet_size: int | None = Field(default=None, ge=576, le=16000)  # GigE Vision: GevSCPSPacketSize; null = negotiate
+    buffers: int = Field(default=4, ge=2, le=64)  # frame buffers queued to the stream
+    features: dict[str, str | int | float | bool] = Field(default_factory=dict)  # any other feature, set as given
+
+
 class SourceConfig(_Section):
     """Where frames come from. ``kind: auto`` guesses from ``uri``."""
 
-    kind: Literal["auto", "usb", "rtsp", "file", "folder"] = "auto"
+    kind: Literal["auto", "usb", "rtsp", "file", "folder", "gstreamer", "genicam"] = "auto"
     uri: str = "0"  # camera index, /dev/videoN, rtsp://..., http://..., a video file or an image folder
     loop: bool = False  # video file / folder: start again at the end
     exit_on_end: bool = True  # video file / folder without loop: the daemon drains its outbox and exits at the end
@@ -65,6 +82,7 @@ class SourceConfig(_Section):
     idle_after_s: float = Field(default=2.0, ge=0)
     # file/folder with exit_on_end: a source that has delivered no frame after this long ends the run (exit 1)
     end_if_not_opened_s: float = Field(default=30.0, gt=0)
+    genicam: GenICamConfig = GenICamConfig()  # kind: genicam only (docs/DEPLOY.md, "Cameras")
 
 
 class RoiConfig(_Section):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge import __version__, ratelimit
 from edge.api import ApiState, create_app
-from edge.capture import Capture, Frame, MultiCapture, safe_uri
+from edge.capture import Capture, Frame, MultiCapture, TriggerStamp, safe_uri
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
@@ -453,6 +453,8 @@ class Daemon:
     def _process(self, frame: Frame) -> None:
         """The per-frame hot path: no logging, no copies (the ROI is a view of the frame)."""
         self.latest.set_frame(frame)
+        if frame.trigger is not None:
+            self._camera_triggered(frame.trigger)
         self._frame_times.append((frame.index, frame.captured_at))
         view = frame.view
         try:
@@ -856,17 +858,28 @@ class Daemon:
     # Triggered mode: parts announced over MQTT or POST /trigger
     # ----------------------------------------------------------------------------------------------
 
-    def trigger(self, part_id: str | None) -> bool:
-        """Announce a part (any thread: MQTT callback, API). Frames captured from now on are used for it.
-        False if the decider refused it (too many triggers waiting; it logs why)."""
-        at = time.time()
+    def trigger(self, part_id: str | None, at: float | None = None, fire: bool = True) -> bool:
+        """Announce a part (any thread: MQTT callback, API). Frames captured from now on (or from ``at``) are used
+        for it. False if the decider refused it (too many triggers waiting; it logs why). A GenICam camera in
+        software trigger mode is then fired for it (``fire``)."""
+        at = time.time() if at is None else at
         part_id = self.plant.on_trigger(part_id, at)  # its deadline starts now; a trigger without id gets one
         accepted = bool(self.decider.trigger(part_id, at))
         if accepted:  # a refusal is logged once, by the decider (rate-limited: clients cause it)
             trigger_log.info("trigger: part %s", part_id)
+            if fire and self.cfg.source.kind == "genicam" and self.cfg.source.genicam.trigger == "software" \
+                    and isinstance(self.capture, Capture):
+                self.capture.software_trigger()  # after the part is queued: its frame cannot arrive before it
         else:
             self.plant.trigger_refused(part_id, "trigger refused: too many triggers waiting for frames")
         return accepted
+
+    def _camera_triggered(self, stamp: TriggerStamp) -> None:
+        """A frame the camera took on its own trigger (GenICam trigger mode, triggered decisions): a part whose id
+        comes from the camera's count, unless a trigger (MQTT, POST /trigger) is already waiting for a frame: then
+        the frame is that part's and the part keeps its id."""
+        if isinstance(self.decider, TriggeredDecider) and not self.decider.pending:
+            self.trigger(stamp.part_id, at=stamp.at, fire=False)
 
     # ----------------------------------------------------------------------------------------------
     # 4. Signals and shutdown

@@ -99,6 +99,12 @@ class Metrics:
         self.shadow_skipped = Counter(
             "boxinspect_shadow_skipped", "Decided boxes not judged in shadow because its queue was full (shadow.queue)",
             registry=r)
+        # GenICam cameras (edge/genicam_source.py): what the GigE Vision / USB3 Vision stream lost
+        self.camera_lost_packets = Counter(
+            "boxinspect_camera_lost_packets", "Stream packets the camera sent that never arrived (GenICam)", registry=r)
+        self.camera_incomplete_frames = Counter(
+            "boxinspect_camera_incomplete_frames", "Frames dropped because packets were missing or late (GenICam)",
+            registry=r)
         self.uptime = Gauge("boxinspect_uptime_seconds", "Seconds since start", registry=r)
         self.uptime.set_function(lambda: time.time() - self.started)
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (from /proc; Linux)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files (no Docker engine, no cluster, no systemd as PID 1 needed):
-#   hadolint             both Dockerfiles
+#   hadolint             every Dockerfile (Dockerfile.arm64 and Dockerfile.train must be at the top level)
 #   check-jsonschema     deploy/docker-compose.yml against the compose-spec schema (vendored in the tool)
 #   kubernetes-validate  deploy/k8s/*.yaml, strict (unknown fields are errors)
 #   systemd-analyze      verify + security score <= 3.0 of deploy/boxinspect.service (skipped, and said
@@ -23,6 +23,10 @@ bin=$work/tools/bin
 
 echo "--> hadolint"
 "$bin/hadolint" Dockerfile.edge Dockerfile.train
+[ -f Dockerfile.arm64 ] && [ -f Dockerfile.train ] || { echo "FAIL: Dockerfile.arm64 and Dockerfile.train belong at the top level"; exit 1; }
+"$bin/hadolint" Dockerfile.arm64 Dockerfile.jetson
+grep -q "docs/DEPLOY.md" Dockerfile.arm64 && grep -q "docs/DEPLOY.md" Dockerfile.jetson \
+  || { echo "FAIL: the camera Dockerfiles must point to docs/DEPLOY.md"; exit 1; }
 grep -q "docs/DEPLOY.md" Dockerfile.edge && grep -q "docs/DEPLOY.md" Dockerfile.train && [ -f docs/DEPLOY.md ] \
   || { echo "FAIL: both Dockerfiles must point to docs/DEPLOY.md"; exit 1; }
 
@@ -32,6 +36,23 @@ echo "--> compose file against the compose-spec schema"
 echo "--> Kubernetes manifests (strict)"
 "$bin/kubernetes-validate" --strict --quiet -k 1.30.0 deploy/k8s/*.yaml
 echo "ok -- $(ls deploy/k8s/*.yaml | wc -l) manifests"
+# the Jetson nodes' patch (docs/DEPLOY.md, "Cameras"): the DaemonSet with it applied is valid too
+"$bin/python" - deploy/k8s/daemonset.yaml deploy/k8s/jetson.patch.json "$work/daemonset-jetson.yaml" <<'PY'
+import json, sys, yaml
+doc, ops = yaml.safe_load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for op in ops:  # the JSON-patch operations kubectl patch --type json applies: add (also to a list's end), replace
+    *parents, last = op["path"].strip("/").split("/")
+    node = doc
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if isinstance(node, list):
+        node.append(op["value"]) if last == "-" else node.__setitem__(int(last), op["value"])
+    else:
+        node[last] = op["value"]
+yaml.safe_dump(doc, open(sys.argv[3], "w"))
+PY
+"$bin/kubernetes-validate" --strict --quiet -k 1.30.0 "$work/daemonset-jetson.yaml"
+echo "ok -- the DaemonSet with deploy/k8s/jetson.patch.json"
 
 echo "--> systemd unit"
 if command -v systemd-analyze >/dev/null 2>&1; then

@@ -20,3 +20,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   pyinstall .venv/bin/python -q -e ".[$extras]"
   touch "$stamp"
 fi
+# The GStreamer and GenICam sources use the system's PyGObject (python3-gi): link it into the venv when the system has
+# one this Python can load (scripts/link-system-gi.sh; without it those sources say what to install)
+[ -L .venv/lib/python3*/site-packages/_system_gi/gi ] || bash scripts/link-system-gi.sh .venv || true
