@@ -719,10 +719,13 @@ class TriggeredDecider:
                     return None
                 self._active = None
                 gave_up = False
+        if gave_up and self.view is not None:  # one view of several: the others may still decide the part
+            log.info("part %s: view %s found no box in %d frames; it does not vote", job.part_id or "(no id)",
+                     self.view, self.cfg.trigger_no_box_frames)
+            return Outcome(job.part_id, None)
         if gave_up:
-            log.warning("part %s%s: no box found in %d frames after its trigger; NOT classified (no decision)",
-                        job.part_id or "(no id)", f" view {self.view}" if self.view else "",
-                        self.cfg.trigger_no_box_frames)
+            log.warning("part %s: no box found in %d frames after its trigger; NOT classified (no decision)",
+                        job.part_id or "(no id)", self.cfg.trigger_no_box_frames)
             return Outcome(job.part_id, None)
         if len(job.records) < self.cfg.trigger_frames:
             log.warning("trigger for part %s decided on %d of %d frames (the box left the view)",

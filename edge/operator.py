@@ -495,7 +495,8 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
 
     @r.get(
         "/ui/frame.jpg",
-        summary="The current frame with the ROI, the located box and the last verdict, scaled for the page",
+        summary="The current frame with the ROI and, while a box is in view, INSPECTING... and the located box; "
+        "never a verdict (the result tile has it), scaled for the page",
         response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "no frame yet"}},
     )
