@@ -452,6 +452,11 @@ class Daemon:
             self._score(record, roi_cfg)
         decision = self.decider.update(record)
         self._after_update(frame, decision)
+        if self.latest.inspecting and self.latest.box is None:  # the page outlines the box being inspected
+            outline = self.decider.box_outline()
+            if outline is not None:
+                rx, ry = roi_box(frame.image.shape, roi_cfg)[:2]
+                self.latest.set_box((outline[0] + rx, outline[1] + ry, outline[2] + rx, outline[3] + ry))
 
     def _score(self, record: FrameRecord, roi_cfg: RoiConfig) -> None:
         """Locate the box in the record's ROI and score the model's crop of it into the record (``no_box`` when

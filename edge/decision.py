@@ -348,6 +348,7 @@ class ContinuousDecider:
         self._hyst = False
         self._present = False
         self._cache: tuple[np.ndarray, Foreground] | None = None
+        self._roi_size: tuple[int, int] | None = None  # (width, height) of the last ROI measured
         self._background: tuple[tuple[int, int], np.ndarray] | None = None
         self.passages = 0  # decided passages
         self.discarded = 0  # passages shorter than min_frames
@@ -390,6 +391,7 @@ class ContinuousDecider:
             return self._cache[1]
         res = self.fg.measure(roi_bgr, in_passage=self._passage is not None)
         self._cache = (roi_bgr, res)
+        self._roi_size = (int(roi_bgr.shape[1]), int(roi_bgr.shape[0]))
         return res
 
     def stats(self) -> dict[str, Any]:
@@ -490,6 +492,18 @@ class ContinuousDecider:
                 self.fg.confirm()  # a normal passage: the background in use is right
             return decision
         return None
+
+    def box_outline(self) -> tuple[int, int, int, int] | None:
+        """Where the presence detector sees the box in the ROI while a passage is open: the bounding box of the
+        last foreground mask, scaled to ROI pixels (x0, y0, x1, y1 exclusive); None otherwise."""
+        fg = self.fg
+        if fg is None or self._passage is None or fg.mask is None or self._roi_size is None:
+            return None
+        x, y, w, h = cv2.boundingRect(fg.mask)
+        if w == 0 or h == 0:
+            return None
+        sx, sy = self._roi_size[0] / fg.mask.shape[1], self._roi_size[1] / fg.mask.shape[0]
+        return int(x * sx), int(y * sy), int(np.ceil((x + w) * sx)), int(np.ceil((y + h) * sy))
 
     def background(self) -> np.ndarray | None:
         """The empty belt as the presence detector has learned it (downscaled ROI, BGR), or None (not learned,
@@ -685,6 +699,10 @@ class TriggeredDecider:
         """Triggered mode keeps no background model: the localiser works without a reference."""
         return None
 
+    def box_outline(self) -> tuple[int, int, int, int] | None:
+        """Triggered mode has no presence detector: the box is outlined where the localiser finds it."""
+        return None
+
     def _serving(self) -> _Job | None:
         """The trigger being served: the active one, else the next queued one (made active). Lock held."""
         if self._active is None and self._queue:
@@ -873,6 +891,9 @@ class MultiViewDecider:
         return self.collect(record.view or "", out)
 
     def background(self) -> np.ndarray | None:
+        return None
+
+    def box_outline(self) -> tuple[int, int, int, int] | None:
         return None
 
     def collect(self, view: str, outcome: Outcome) -> Decision | None:

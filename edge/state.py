@@ -228,6 +228,11 @@ class Decider(Protocol):
         """The empty-belt reference the localiser may difference against (None: not available)."""
         ...
 
+    def box_outline(self) -> tuple[int, int, int, int] | None:
+        """Where the box being collected is in the ROI by presence (x0, y0, x1, y1; None: not known), for the
+        operator page's "inspecting..." outline when the model does not locate the box itself."""
+        ...
+
 
 class FrameSource(Protocol):
     """Where the loop gets frames (edge/capture.py ``Capture``; tests replay frames)."""

@@ -257,19 +257,30 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
 
 
 def _roi_colour(jpeg: bytes, roi: dict) -> str:
-    """The colour of the ROI rectangle's left edge in a drawn frame: ``verdict`` (the green or red of a drawn
-    verdict) or ``none`` (the yellow of a ROI without one). The frame is 640 px wide (operator.frame_width)."""
+    """The colour of the ROI rectangle's top edge (the middle of it, which no box reaches) in a drawn frame:
+    ``verdict`` (the green or red of a drawn verdict) or ``none`` (the yellow of a ROI without one). The frame is
+    640 px wide (operator.frame_width), as the video."""
     import cv2
     import numpy as np
 
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    y = roi["y"] + roi["height"] // 2
-    b, g, r = (float(v) for v in np.median(img[y - 2:y + 3, roi["x"] - 1:roi["x"] + 1].reshape(-1, 3), axis=0))
+    x = roi["x"] + roi["width"] // 2
+    b, g, r = (float(v) for v in np.median(img[roi["y"] - 1:roi["y"] + 1, x - 2:x + 3].reshape(-1, 3), axis=0))
     if g > 150 and r > 150 and b < 120:
         return "none"
-    if (g > 120 and r < 100) or (r > 150 and g < 100):
+    if (g > 150 and r < 80 and b < 80) or (r > 150 and g < 80 and b < 80):
         return "verdict"
     return f"unclear (bgr {b:.0f},{g:.0f},{r:.0f})"
+
+
+def _outlined(jpeg: bytes) -> bool:
+    """The live frame shows the box outline (the operator page's orange-blue BGR (255, 160, 0))."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    near = (np.abs(img[..., 0] - 255) < 50) & (np.abs(img[..., 1] - 160) < 50) & (img[..., 2] < 60)
+    return int(near.sum()) >= 100
 
 
 def test_the_page_says_inspecting_while_a_box_is_in_view_and_shows_the_result_on_its_own_frame(
@@ -290,14 +301,18 @@ def test_the_page_says_inspecting_while_a_box_is_in_view_and_shows_the_result_on
     seen: dict[str, int] = {}
 
     def sample() -> bool:
-        colour = _roi_colour(d.get("/ui/frame.jpg").content, roi)
+        jpeg = d.get("/ui/frame.jpg").content
+        colour = _roi_colour(jpeg, roi)
         assert colour == "none", f"the live view drew {colour} on the ROI, {seen}"
         inspecting = d.get("/ui/summary").json()["inspecting"]
+        if inspecting and _outlined(jpeg):
+            seen["outlined"] = seen.get("outlined", 0) + 1
         state = _text(drv, "live-state")
         assert state in ("inspecting…", "waiting for a box"), state
         key = f"{'inspecting' if inspecting else 'idle'}/{state}"
         seen[key] = seen.get(key, 0) + 1
-        return seen.get("inspecting/inspecting…", 0) >= 3 and seen.get("idle/waiting for a box", 0) >= 1
+        return (seen.get("inspecting/inspecting…", 0) >= 3 and seen.get("idle/waiting for a box", 0) >= 1
+                and seen.get("outlined", 0) >= 1)
 
     wait_for(sample, 240, "the page saying inspecting… while a box is in view", interval=0.3, d=d)
 
