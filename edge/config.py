@@ -222,6 +222,7 @@ class EvidenceConfig(_Section):
     dir: Path = Path("evidence")
     ok_sample_rate: float = Field(default=0.01, ge=0, le=1)  # fraction of OK decisions also saved
     jpeg_quality: int = Field(default=90, ge=10, le=100)
+    lossless_crop: bool = True  # also <event_id>_crop.png: the model's crop pixel for pixel (re-scores exactly)
     max_files: int = Field(default=10_000, ge=1)
     max_bytes: int = Field(default=2_000_000_000, ge=1)
     max_age_days: float = Field(default=30.0, gt=0)

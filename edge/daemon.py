@@ -42,7 +42,7 @@ from edge import __version__, ratelimit
 from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, MultiCapture, TriggerStamp, safe_uri
 from edge.classifier import Classifier, ModelError
-from edge.config import Config, ConfigError, load_config
+from edge.config import Config, ConfigError, RoiConfig, load_config
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
 from edge.hostcheck import export_disk, proc_warning
@@ -57,6 +57,7 @@ from edge.operator import OperatorState
 from edge.plant import Plant
 from edge.publisher import OrderedWorker
 from edge.ratelimit import RateLimit
+from edge.records import FrameRecord
 from edge.roi import crop, roi_box
 from edge.server import ApiServer, raise_fd_limit, start_api
 from edge.shadow import ModelControl, Shadow, active_model_path
@@ -65,6 +66,7 @@ from edge.state import (
     Decider,
     EventSink,
     FrameSource,
+    LastResult,
     LatestFrame,
     LoadedModel,
     ModelSlot,
@@ -92,16 +94,13 @@ GIL_SWITCH_INTERVAL_S = 0.001
 class _Publish:
     """A decision on its way from the loop (or the deadline watchdog) to the publisher thread."""
 
-    decision: Decision
-    view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None
-    best: tuple[float, Frame, np.ndarray] | None  # evidence: the most defect-like frame of the box
+    decision: Decision  # with its evidence: the records it was made on (edge/records.py)
     exit_at: float | None  # continuous mode: capture time of the box's last frame (the deadline's start)
     last_captured: float | None  # capture time of the box's last frame (end-to-end latency metric)
     read_at: float | None = None  # when the loop read the frame that produced the decision (trace)
     frame: int | None = None  # that frame's index (trace)
     captured_at: float | None = None  # when the capture thread had decoded it (trace)
     handed_at: float | None = None  # when the loop handed the decision over (trace)
-    shadow_obs: Any = None  # the shadow's observation of this box (edge/shadow.py), taken when it was decided
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,7 +230,6 @@ class Daemon:
         self._frames = 0
         self._decisions = 0
         self._defects = 0
-        self._best: tuple[float, Frame, np.ndarray] | None = None  # evidence: most defect-like frame of the box
         self._fps = 0.0
         self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
         self._roi_error: str | None = None
@@ -239,11 +237,8 @@ class Daemon:
         self._frame_errors = 0
         self._frame_error_log = RateLimit(60.0)
         self._no_box = 0  # frames with no box found where a score was wanted
-        # several views (cfg.sources): ROI per view, and per view the evidence of the part being collected and
-        # of the parts it has concluded (in trigger order, popped when every view has concluded one)
-        self._view_rois = {v.view: v.roi for v in cfg.sources}
-        self._view_best: dict[str, tuple[float, Frame, np.ndarray]] = {}
-        self._view_done: dict[str, deque[tuple[float, Frame, np.ndarray] | None]] = {v.view: deque() for v in cfg.sources}
+        self._no_box_parts = 0  # parts the decider closed for lack of a box, as counted in the metric so far
+        self._view_rois = {v.view: v.roi for v in cfg.sources}  # several views (cfg.sources): the ROI per view
         self._crop_fallback_logged = False
         # the capture that decodes fewer frames while the belt is empty, and the decider that says when it is;
         # the loop tells the one what the other says after each frame (set by run())
@@ -451,80 +446,93 @@ class Daemon:
         return "signal"
 
     def _process(self, frame: Frame) -> None:
-        """The per-frame hot path: no logging, no copies (the ROI is a view of the frame)."""
+        """The per-frame hot path, the same in every mode: crop -> locate -> score -> ``decider.update``. No
+        logging, no copies (the ROI is a view of the frame; the record keeps references)."""
         self.latest.set_frame(frame)
         if frame.trigger is not None:
             self._camera_triggered(frame.trigger)
         self._frame_times.append((frame.index, frame.captured_at))
-        view = frame.view
+        roi_cfg = self._view_rois[frame.view] if frame.view is not None else self.cfg.roi
         try:
-            roi = crop(frame.image, self._view_rois[view] if view is not None else self.cfg.roi)
+            record = FrameRecord.of_frame(frame, crop(frame.image, roi_cfg))
         except ValueError as e:  # the ROI lies outside this frame: say so once, keep going
             if self._roi_error != str(e):
                 self._roi_error = str(e)
-                log.error("frame %d%s skipped: %s", frame.index, f" of view {view}" if view else "", e)
+                log.error("frame %d%s skipped: %s", frame.index, f" of view {frame.view}" if frame.view else "", e)
             return
-        decider: Decider = self.decider.view(view) if view is not None else self.decider  # type: ignore[attr-defined]
-        score: float | None = None
+        if self.decider.needs_score(record):
+            self._box_wanted(frame)
+            self._score(record, roi_cfg)
+        decision = self.decider.update(record)
+        self._after_update(frame, decision)
+        if self.latest.inspecting and self.latest.box is None:  # the page outlines the box being inspected
+            outline = self.decider.box_outline()
+            if outline is not None:
+                rx, ry = roi_box(frame.image.shape, roi_cfg)[:2]
+                self.latest.set_box((outline[0] + rx, outline[1] + ry, outline[2] + rx, outline[3] + ry))
+
+    def _score(self, record: FrameRecord, roi_cfg: RoiConfig) -> None:
+        """Locate the box in the record's ROI and score the model's crop of it into the record (``no_box`` when
+        the localiser finds none: the belt is never classified)."""
+        model = self.models.get()
+        assert model is not None
+        clf = model.classifier
+        t0 = time.perf_counter()
+        slow_model_delay()  # test-only stall hook (edge/testhooks.py); a no-op unless its variable is set
+        record.located, record.crop_spec = self._locate(clf, record.roi), clf.metadata.crop
+        if record.located is not None and not record.located.found:
+            record.no_box = True
+            self.metrics.no_box.inc()
+            self._no_box += 1
+            return
+        assert record.frame is not None
+        box = record.box_in_frame(roi_box(record.frame.shape, roi_cfg)[:2])
+        if box is not None:  # for the operator page: the box in frame pixels (drawn only when the page asks)
+            self.latest.set_box(box)
+        if self.shadow.wants_features(clf):  # a head-only candidate on this backbone: the same one invoke
+            score, record.features = clf.score_features(record.roi, record.located)
+        else:
+            score = clf.score(record.roi, record.located)
+        record.score = float(score)
+        self._scored = True
+        self.metrics.inference_seconds.observe(time.perf_counter() - t0)
+        self.metrics.frames_processed.inc()
+
+    def _box_wanted(self, frame: Frame) -> None:
+        """Continuous mode, presence by foreground: a box is in view, so it is a part from now on (its deadline
+        watch starts before the model runs)."""
+        if (self.cfg.decision.mode == "continuous" and self._open_part is None
+                and self.cfg.decision.presence.method == "foreground"):
+            self._open_part = self.plant.passage_opened(frame.captured_at)
+
+    def _after_update(self, frame: Frame, decision: Decision | None) -> None:
+        """A decision goes out; continuous mode opens or forgets the part of the passage in view."""
+        gave_up = self.decider.no_box_parts - self._no_box_parts  # parts closed for lack of a box
+        if gave_up > 0:
+            self.metrics.no_box_parts.inc(gave_up)
+            self._no_box_parts += gave_up
+        self.latest.set_inspecting(self.decider.box_in_progress)
         continuous = self.cfg.decision.mode == "continuous"
-        if decider.needs_score(roi):
-            if continuous and self._open_part is None and self.cfg.decision.presence.method == "foreground":
-                # a box is in view: it is a part from now on (its deadline watch starts before the model runs)
-                self._open_part = self.plant.passage_opened(frame.captured_at)
-            model = self.models.get()
-            assert model is not None
-            t0 = time.perf_counter()
-            slow_model_delay()  # test-only stall hook (edge/testhooks.py); a no-op unless its variable is set
-            located = self._locate(model.classifier, roi, decider)
-            if located is not None and not located.found:
-                self._on_no_box(frame, decider)  # never classify the belt
-            else:
-                if located is not None and located.bbox is not None and not located.whole:
-                    # for the operator page: the box in frame pixels (a reference; drawn only when the page asks)
-                    rx, ry = roi_box(frame.image.shape, self._view_rois[view] if view is not None else self.cfg.roi)[:2]
-                    x0, y0, x1, y1 = located.bbox
-                    self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
-                features = None
-                if self.shadow.wants_features(model.classifier):  # a head-only candidate on this backbone
-                    score, features = model.classifier.score_features(roi, located)  # the same one invoke
-                else:
-                    score = model.classifier.score(roi, located)
-                self._scored = True
-                self.metrics.inference_seconds.observe(time.perf_counter() - t0)
-                self.metrics.frames_processed.inc()
-                if view is not None:
-                    best = self._view_best.get(view)
-                    if best is None or score > best[0]:
-                        self._view_best[view] = (score, frame, roi)
-                elif self._best is None or score > self._best[0]:
-                    self._best = (score, frame, roi)
-                    self.shadow.observe(roi, located, score, features)  # the best frame's crop and features
-        decision = decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
-            if view is not None:
-                self._on_view_outcome(view, decision)
-                return
             if continuous:
                 decision.part_id = decision.part_id or self._open_part
                 self._open_part = None
             self._on_decision(decision, frame=frame)
-        elif view is None and self._best is not None and not decider.box_in_progress:
-            self._best = None  # a passage too short to decide: its frames are not evidence of the next box
-        if continuous and decision is None:
+        elif continuous:
             if self.decider.box_in_progress and self._open_part is None:
                 self._open_part = self.plant.passage_opened(frame.captured_at)
             elif not self.decider.box_in_progress and self._open_part is not None:
                 self.plant.passage_discarded(self._open_part)  # too short to be a box: never a part
                 self._open_part = None
 
-    def _locate(self, clf: Classifier, roi: np.ndarray, decider: Decider) -> Located | None:
+    def _locate(self, clf: Classifier, roi: np.ndarray) -> Located | None:
         """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI).
         ``background`` and ``auto`` difference against the presence detector's learned empty belt when there
         is one; without it they look for the region that stands out from the ROI's border."""
         spec = clf.metadata.crop
         if spec.method == "none":
             return None
-        background = decider.background() if spec.method in ("background", "auto") else None
+        background = self.decider.background() if spec.method in ("background", "auto") else None
         if spec.method == "background" and background is None:
             if not self._crop_fallback_logged:
                 self._crop_fallback_logged = True
@@ -533,60 +541,23 @@ class Daemon:
             spec = spec.model_copy(update={"method": "salient"})
         return locate(roi, spec, background)
 
-    def _on_no_box(self, frame: Frame, decider: Decider) -> None:
-        self.metrics.no_box.inc()
-        self._no_box += 1
-        part = decider.no_box(frame.index, frame.captured_at)
-        if part is None:
-            return
-        if frame.view is not None:
-            log.info("part %s: view %s found no box in %d frames; it does not vote", part or "(no id)", frame.view,
-                     self.cfg.decision.trigger_no_box_frames)
-            self._on_view_outcome(frame.view, None, part)
-            return
-        self.metrics.no_box_parts.inc()
-        log.warning("part %s: no box found in %d frames after its trigger; NOT classified (no decision)",
-                    part or "(no id)", self.cfg.decision.trigger_no_box_frames)
-
-    def _on_view_outcome(self, view: str, outcome: Decision | None, part: str | None = None) -> None:
-        """One view concluded a part (its decision, or None: no box). Once all views have, one fused decision."""
-        assert isinstance(self.decider, MultiViewDecider)
-        with self._decision_lock:  # a part cancelled by the deadline watchdog changes the same queues
-            self._view_done[view].append(self._view_best.pop(view, None))
-            got = self.decider.collect(view, outcome, part)
-            if got is None:
-                return  # other views have not concluded this part yet
-            bests = {v: q.popleft() for v, q in self._view_done.items()}
-        fused, _ = got
-        if fused is None:
-            self.metrics.no_box_parts.inc()
-            log.warning("part %s: no box found in any view; NOT classified (no decision)", part or "(no id)")
-            return
-        self._on_decision(fused, bests)
-
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""
         self._frame_errors += 1
         if self._frame_error_log.check()[0]:
             log.error("frame %d failed (%d frame error(s) so far)", frame.index, self._frame_errors, exc_info=e)
 
-    def _on_decision(self, decision: Decision,
-                     view_bests: dict[str, tuple[float, Frame, np.ndarray] | None] | None = None,
-                     frame: Frame | None = None) -> None:
+    def _on_decision(self, decision: Decision, frame: Frame | None = None) -> None:
         """Hand one decision to the publisher thread (model decisions from the loop, timeout decisions from the
-        deadline watchdog; in order). ``view_bests``: several views, the evidence frame of each view. What only
-        the loop knows (the box's evidence frame, its capture times) is taken here."""
+        deadline watchdog; in order). Its evidence travels inside it; what only the loop knows (the capture
+        times of the box's frames) is taken here."""
         timeout = decision.kind == "timeout"
-        best = last_captured = exit_at = None
-        if not timeout:
-            if view_bests is None:  # a timeout decision (watchdog thread) has no frames
-                best, self._best = self._best, None
-            if decision.last_frame is not None:
-                last_captured = self._captured_at(decision.last_frame, decision)
-                if decision.mode == "continuous":
-                    exit_at = last_captured  # the box left the ROI
-        job = _Publish(decision, view_bests, best, exit_at, last_captured,
-                       shadow_obs=self.shadow.take_observed() if not timeout else None)
+        last_captured = exit_at = None
+        if not timeout and decision.last_frame is not None:
+            last_captured = self._captured_at(decision.last_frame, decision)
+            if decision.mode == "continuous":
+                exit_at = last_captured  # the box left the ROI
+        job = _Publish(decision, exit_at, last_captured)
         if self.trace is not None and not timeout:
             job.read_at, job.handed_at = self._read_at, time.time()
             if frame is not None:
@@ -600,7 +571,7 @@ class Daemon:
 
     def _publish_decision(self, job: _Publish) -> None:
         cfg = self.cfg
-        decision, view_bests, best = job.decision, job.view_bests, job.best
+        decision = job.decision
         timeout = decision.kind == "timeout"
         trace = self.trace if job.handed_at is not None else None
         started = time.time()
@@ -611,24 +582,7 @@ class Daemon:
             trace.decision(event["event_id"], frame=job.frame, last_frame=decision.last_frame,
                            captured_at=job.captured_at, read_at=job.read_at, handed_at=job.handed_at, publish_started=started,
                            is_defect=bool(event["is_defect"]))
-        if view_bests is not None:  # several views: evidence per view; the event's own is the worst view's
-            best = None
-            for v, vb in view_bests.items():
-                saved = None
-                if self.evidence is not None and vb is not None:
-                    try:
-                        saved = self.evidence.save(f"{event['event_id']}_{v}", vb[1].image, vb[2], event["is_defect"])
-                    except Exception as e:
-                        log.error("evidence of view %s for %s not saved: %s", v, event["event_id"], e)
-                event["views"][v]["evidence"] = saved
-            scored = {v: d["score"] for v, d in event["views"].items() if d["score"] is not None}
-            if scored:
-                event["evidence"] = event["views"][max(scored, key=lambda v: scored[v])]["evidence"]
-        if self.evidence is not None and best is not None:
-            try:
-                event["evidence"] = self.evidence.save(event["event_id"], best[1].image, best[2], event["is_defect"])
-            except Exception as e:  # evidence is a by-product: a full disk must not lose the event itself
-                log.error("evidence for %s not saved: %s", event["event_id"], e)
+        self._save_evidence(decision, event)
         if trace is not None:
             trace.decision_at(event["event_id"], evidence_done=time.time())
         if event["is_defect"] and self.sink is not None:
@@ -656,11 +610,13 @@ class Daemon:
                 m.end_to_end_seconds.observe(max(0.0, self.clock() - job.last_captured))
         self._decisions += 1
         self.events.add(event)
-        self.shadow.on_decision(event, best, self.models.get(), job.shadow_obs)  # queued for the candidate; never raises
+        self.shadow.on_decision(event, decision, self.models.get())  # queued for the candidate; never raises
+        rep = decision.representative
         if self.operator is not None:  # keeps references only: the page encodes on request
-            self.operator.on_decision(event, best[1].image if best else None, best[2] if best else None)
+            self.operator.on_decision(event, rep.frame if rep else None, rep.model_crop() if rep else None)
         if not timeout:
             self.latest.set_verdict(event["label"], event["score"], event["is_defect"])
+            self.latest.set_result(self._result(event, decision))
         self.plant.after_publish(event)
         log.info(
             "decision %s score=%s frames=%s-%s (%d scored) event=%s%s action=%s slack=%sms%s",
@@ -669,6 +625,45 @@ class Daemon:
             f" part={event['part_id']}" if event.get("part_id") else "", event["action"],
             "-" if event["slack_ms"] is None else f"{event['slack_ms']:.0f}", " LATE" if event["late"] else "",
         )
+
+    def _save_evidence(self, decision: Decision, event: dict[str, Any]) -> None:
+        """The evidence JPEGs: the representative record's crop (``_crop.jpg``, the image the model was given)
+        and its frame (``_frame.jpg``). Several views: one pair per view (``<event_id>_<view>``); the event's own
+        ``evidence`` is the representative view's."""
+        if self.evidence is None or decision.evidence is None:
+            return
+        if decision.view_evidence is None:
+            event["evidence"] = self._save_record(event["event_id"], decision.evidence.representative, event)
+            return
+        for v in event.get("views") or {}:
+            ev = decision.view_evidence.get(v)
+            event["views"][v]["evidence"] = (
+                None if ev is None else self._save_record(f"{event['event_id']}_{v}", ev.representative, event))
+        rep_view = decision.evidence.view
+        if rep_view is not None and rep_view in event["views"]:
+            event["evidence"] = event["views"][rep_view]["evidence"]
+
+    def _save_record(self, name: str, record: FrameRecord, event: dict[str, Any]) -> dict[str, Any] | None:
+        assert self.evidence is not None
+        try:
+            return self.evidence.save(name, record.frame, record.model_crop(), event["is_defect"])
+        except Exception as e:  # evidence is a by-product: a full disk must not lose the event itself
+            log.error("evidence %s not saved: %s", name, e)
+            return None
+
+    def _result(self, event: dict[str, Any], decision: Decision) -> LastResult:
+        """The operator page's result tile: the verdict on the representative frame of the box decided."""
+        rep = decision.representative
+        box = None
+        if rep is not None and rep.frame is not None:
+            roi_cfg = self._view_rois[rep.view] if rep.view is not None else self.cfg.roi
+            try:
+                box = rep.box_in_frame(roi_box(rep.frame.shape, roi_cfg)[:2])
+            except ValueError:
+                box = None
+        return LastResult(event["event_id"], event["label"], event["score"], bool(event["is_defect"]),
+                          float(event["threshold"]), rep.frame if rep else None, rep.index if rep else None,
+                          rep.view if rep else None, box, event["decided_at"], rep.captured_at if rep else None)
 
     def _decision_context(self) -> tuple[tuple[str, str], float, str]:
         """(labels, threshold, model_id) for timeout decisions."""
@@ -679,9 +674,6 @@ class Daemon:
         """A part timed out: the decider forgets it (triggered mode), no model time is spent on it."""
         with self._decision_lock:
             self.decider.cancel(part_id)
-            if isinstance(self.decider, MultiViewDecider):  # drop the evidence of views that had concluded it
-                for v, i in self.decider.last_cancelled.items():
-                    del self._view_done[v][i]
 
     def _plant_status(self) -> dict[str, Any]:
         model = self.models.get()
@@ -915,20 +907,14 @@ class Daemon:
                 self.capture.stop(min(3.0, cfg.shutdown_timeout_s / 3))
             if self.decider is not None:
                 try:
-                    if isinstance(self.decider, MultiViewDecider):
-                        for v in self.decider.view_names:  # each view decides what it has, then they are fused
-                            dec = self.decider.view(v).flush()
-                            if dec is not None:
-                                self._on_view_outcome(v, dec)
-                    else:
-                        decision = self.decider.flush()
-                        if decision is not None:
-                            if decision.mode == "continuous":
-                                decision.part_id = decision.part_id or self._open_part
-                            self._on_decision(decision)
-                        elif self._open_part is not None:
-                            self.plant.passage_discarded(self._open_part)
-                        self._open_part = None
+                    decision = self.decider.flush()  # several views: each view decides what it has, then fused
+                    if decision is not None:
+                        if decision.mode == "continuous":
+                            decision.part_id = decision.part_id or self._open_part
+                        self._on_decision(decision)
+                    elif self._open_part is not None:
+                        self.plant.passage_discarded(self._open_part)
+                    self._open_part = None
                 except Exception:
                     log.exception("flushing the last decision failed")
             # the decisions made so far are published before the plant gives parts still waiting their timeouts

@@ -10,7 +10,6 @@ part id. See docs/DECISION.md for the approach and its failure modes.
 from __future__ import annotations
 
 import logging
-import statistics
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ import numpy as np
 
 from edge.config import DecisionConfig, PresenceConfig
 from edge.fusion import fuse
+from edge.records import Evidence, FrameRecord, make_evidence, nearest_on_side
 from edge.state import verdict
 from edge.timeutil import iso_utc
 
@@ -65,6 +65,15 @@ class Decision:
     deadline_at: float | None = None  # when the part reaches the pusher (epoch seconds)
     slack_ms: float | None = None  # deadline_at - decided_at in ms (negative: late)
     late: bool | None = None  # the decision missed its deadline
+    # What decided (edge/records.py): the frames used, their scores and the representative record. Several views:
+    # ``view_evidence`` has one entry per view that voted and ``evidence`` is the representative view's.
+    evidence: Evidence | None = None
+    view_evidence: dict[str, Evidence] | None = None
+
+    @property
+    def representative(self) -> FrameRecord | None:
+        """The record that stands for this decision (evidence JPEGs, page, feedback); None for a timeout."""
+        return self.evidence.representative if self.evidence is not None else None
 
     def to_event(self, line: str, camera: str) -> dict[str, Any]:
         """The JSON event (docs/EVENTS.md, edge/event.schema.json); ``evidence`` is filled by the daemon."""
@@ -99,6 +108,7 @@ class Decision:
             "mode": self.mode,
             "evidence": None,
             **({"fusion": self.fusion, "views": {v: dict(d) for v, d in self.views.items()}} if self.views else {}),
+            **({"decided_on": self.evidence.to_json()} if self.evidence is not None else {}),
         }
 
 
@@ -109,6 +119,7 @@ class _Record:
     score: float | None
     fraction: float = 0.0  # foreground share of the ROI
     inside: bool = False  # foreground clear of the ROI's left/right edges (the whole box is in view)
+    src: FrameRecord | None = None  # what the loop handed in (scored frames; dropped once it cannot be used)
 
 
 @dataclass
@@ -132,14 +143,6 @@ class Foreground:
 
 
 _IDLE = Foreground(0.0, False, False)  # what an unchanged empty belt measures (idle_skip)
-
-
-def _aggregate(scores: list[float], how: str) -> float:
-    if how == "max":
-        return max(scores)
-    if how == "median":
-        return float(statistics.median(scores))
-    return float(sum(scores) / len(scores))
 
 
 def _labels(labels: Sequence[str]) -> tuple[str, str]:
@@ -324,9 +327,10 @@ class ForegroundDetector:
 class ContinuousDecider:
     """Cuts a frame stream into box passages and makes one decision per passage.
 
-    Per frame: ``if decider.needs_score(roi): score = model(roi)``, then
-    ``decider.update(index, captured_at, roi, score)`` with the SAME ``roi`` array (the presence measured
-    by ``needs_score`` is reused). ``update`` returns a Decision when a passage ends, else None.
+    Per frame: ``rec = FrameRecord(...)``; ``if decider.needs_score(rec): rec.score = model(rec.roi)``, then
+    ``decider.update(rec)`` with the SAME record (the presence measured by ``needs_score`` on ``rec.roi`` is
+    reused). ``update`` returns a Decision when a passage ends, else None; the Decision carries the records its
+    score was aggregated from (edge/records.py).
     """
 
     def __init__(self, cfg: DecisionConfig, labels: Sequence[str], threshold: float, model_id: str) -> None:
@@ -344,9 +348,11 @@ class ContinuousDecider:
         self._hyst = False
         self._present = False
         self._cache: tuple[np.ndarray, Foreground] | None = None
+        self._roi_size: tuple[int, int] | None = None  # (width, height) of the last ROI measured
         self._background: tuple[tuple[int, int], np.ndarray] | None = None
         self.passages = 0  # decided passages
         self.discarded = 0  # passages shorter than min_frames
+        self.no_box_parts = 0  # continuous mode closes no part for lack of a box (a frame with none is not scored)
 
     @property
     def present(self) -> bool:
@@ -385,6 +391,7 @@ class ContinuousDecider:
             return self._cache[1]
         res = self.fg.measure(roi_bgr, in_passage=self._passage is not None)
         self._cache = (roi_bgr, res)
+        self._roi_size = (int(roi_bgr.shape[1]), int(roi_bgr.shape[0]))
         return res
 
     def stats(self) -> dict[str, Any]:
@@ -401,13 +408,12 @@ class ContinuousDecider:
             "restores": fg.restores if fg is not None else 0,
         }
 
-    def needs_score(self, roi_bgr: np.ndarray, captured_at: float | None = None) -> bool:
+    def needs_score(self, record: FrameRecord) -> bool:
         """Whether this frame needs a model score. With ``foreground`` presence only frames with a box in view
-        are scored (and once the box is fully inside, not the frames where it touches the ROI edges).
-        ``captured_at`` is accepted for symmetry with TriggeredDecider and not used."""
+        are scored (and once the box is fully inside, not the frames where it touches the ROI edges)."""
         if self.method != "foreground":
             return True  # score hysteresis needs a score on every frame
-        fg = self._foreground(roi_bgr)
+        fg = self._foreground(record.roi)
         assert fg is not None
         if fg.learning or fg.fraction < self.presence_cfg.fg_min_fraction:
             return False
@@ -420,9 +426,10 @@ class ContinuousDecider:
         # box has grown by a fifth since the last one scored, or every EDGE_SCORE_EVERY frames.
         return fg.fraction >= EDGE_GROWTH * p.edge_best or p.since_edge_score >= EDGE_SCORE_EVERY
 
-    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray, score: float | None) -> Decision | None:
+    def update(self, record: FrameRecord) -> Decision | None:
         pc = self.presence_cfg
-        fg = self._foreground(roi_bgr)
+        frame_index, captured_at, score = record.index, record.captured_at, record.score
+        fg = self._foreground(record.roi)
         self._cache = None
         p: _Passage | None
         if fg is not None and fg.restored and self._passage is not None:
@@ -451,9 +458,13 @@ class ContinuousDecider:
             p.present += 1
             p.absent = 0
             p.last = frame_index
-            rec = _Record(frame_index, captured_at, score, fg.fraction if fg else 0.0, bool(fg and fg_present and fg.inside))
+            rec = _Record(frame_index, captured_at, score, fg.fraction if fg else 0.0, bool(fg and fg_present and fg.inside),
+                          record if score is not None else None)
             p.records.append(rec)
             if score is not None and rec.inside:
+                if not p.has_inside:  # only inside frames are used from now on: let the others' frames go
+                    for r in p.records[:-1]:
+                        r.src = None
                 p.has_inside = True
             elif score is not None:
                 p.edge_best = max(p.edge_best, rec.fraction)
@@ -482,6 +493,18 @@ class ContinuousDecider:
             return decision
         return None
 
+    def box_outline(self) -> tuple[int, int, int, int] | None:
+        """Where the presence detector sees the box in the ROI while a passage is open: the bounding box of the
+        last foreground mask, scaled to ROI pixels (x0, y0, x1, y1 exclusive); None otherwise."""
+        fg = self.fg
+        if fg is None or self._passage is None or fg.mask is None or self._roi_size is None:
+            return None
+        x, y, w, h = cv2.boundingRect(fg.mask)
+        if w == 0 or h == 0:
+            return None
+        sx, sy = self._roi_size[0] / fg.mask.shape[1], self._roi_size[1] / fg.mask.shape[0]
+        return int(x * sx), int(y * sy), int(np.ceil((x + w) * sx)), int(np.ceil((y + h) * sy))
+
     def background(self) -> np.ndarray | None:
         """The empty belt as the presence detector has learned it (downscaled ROI, BGR), or None (not learned,
         or presence by model score only). The localiser's ``background`` crop differences against it."""
@@ -492,11 +515,6 @@ class ContinuousDecider:
         if self._background is None or self._background[0] != key:  # one image per state of the model: the
             self._background = (key, fg.mog.getBackgroundImage())   # localiser converts it once per box
         return self._background[1]
-
-    def no_box(self, frame_index: int, captured_at: float) -> str | None:
-        """A frame the decider asked to score had no box: continuous mode just does not score it (a passage
-        with no scored frame is not decided). Returns None."""
-        return None
 
     def flush(self) -> Decision | None:
         """Decide the passage still open (end of stream / shutdown)."""
@@ -525,20 +543,19 @@ class ContinuousDecider:
                 use = scored
         self.passages += 1
         return make_decision(
-            [r.score for r in use if r.score is not None],
+            [r.src for r in use if r.src is not None],
             self.cfg.aggregate,
             self.labels,
             self.threshold,
             self.model_id,
             first_frame=p.first,
             last_frame=p.last,
-            captured_at=use[-1].captured_at,
             mode="continuous",
         )
 
 
 def make_decision(
-    scores: list[float],
+    records: Sequence[FrameRecord],
     aggregate: str,
     labels: tuple[str, str],
     threshold: float,
@@ -546,18 +563,20 @@ def make_decision(
     *,
     first_frame: int,
     last_frame: int,
-    captured_at: float,
     mode: str,
     part_id: str | None = None,
 ) -> Decision:
-    score = _aggregate(scores, aggregate)
-    label, is_defect = verdict(score, threshold, labels)
+    """One decision on the scored ``records`` (at least one): their ``aggregate`` at ``threshold``, with its
+    evidence (edge/records.py)."""
+    ev = make_evidence(records, aggregate, threshold)
+    scores = ev.scores
+    label, is_defect = verdict(ev.score, threshold, labels)
     return Decision(
         event_id=str(uuid.uuid4()),
         part_id=part_id,
         label=label,
         is_defect=is_defect,
-        score=score,
+        score=ev.score,
         max_score=max(scores),
         mean_score=sum(scores) / len(scores),
         frame_count=len(scores),
@@ -565,9 +584,10 @@ def make_decision(
         last_frame=last_frame,
         threshold=threshold,
         model_id=model_id,
-        captured_at=captured_at,
+        captured_at=ev.records[-1].captured_at,
         decided_at=time.time(),
         mode=mode,
+        evidence=ev,
     )
 
 
@@ -575,9 +595,16 @@ def make_decision(
 class _Job:
     part_id: str | None
     at: float
-    records: list[_Record] = field(default_factory=list)
+    records: list[FrameRecord] = field(default_factory=list)
     no_box: int = 0  # frames after the trigger in which the localiser found no box
-    expired: bool = False  # too many frames without a box after some with one: decide on what there is
+
+
+@dataclass
+class Outcome:
+    """What one view (a TriggeredDecider) concluded about a part: its Decision, or None (no box found)."""
+
+    part_id: str | None
+    decision: Decision | None
 
 
 class TriggeredDecider:
@@ -585,7 +612,9 @@ class TriggeredDecider:
 
     ``trigger(part_id)`` may be called from any thread. Triggers that arrive while one is being served
     queue up (at most ``max_pending``; beyond that a trigger is refused with an error log, never dropped
-    silently).
+    silently). A frame in which the localiser found no box (``record.no_box``) does not count; after
+    ``trigger_no_box_frames`` of them the part is decided on the frames it had, or, with none, closed without
+    a decision (logged, counted in ``no_box_parts``: the belt is never classified).
     """
 
     def __init__(
@@ -595,12 +624,14 @@ class TriggeredDecider:
         threshold: float,
         model_id: str,
         max_pending: int = MAX_PENDING_TRIGGERS,
+        view: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.labels = _labels(labels)
         self.threshold = float(threshold)
         self.model_id = model_id
         self.max_pending = max_pending
+        self.view = view
         self._lock = threading.Lock()
         self._queue: deque[_Job] = deque()
         self._active: _Job | None = None
@@ -654,13 +685,11 @@ class TriggeredDecider:
     def box_in_progress(self) -> bool:
         return self.pending > 0
 
-    def needs_score(self, roi_bgr: np.ndarray | None = None, captured_at: float | None = None) -> bool:
-        """A trigger is waiting for frames (and, if ``captured_at`` is given, this frame is recent enough)."""
+    def needs_score(self, record: FrameRecord) -> bool:
+        """A trigger is waiting for frames and this frame was captured after it."""
         with self._lock:
             job = self._active or (self._queue[0] if self._queue else None)
-        if job is None:
-            return False
-        return captured_at is None or captured_at >= job.at
+        return job is not None and record.captured_at >= job.at
 
     def stats(self) -> dict[str, Any]:
         return {"mode": "triggered", "pending": self.pending, "rejected": self.rejected, "decided": self.decided,
@@ -670,51 +699,62 @@ class TriggeredDecider:
         """Triggered mode keeps no background model: the localiser works without a reference."""
         return None
 
+    def box_outline(self) -> tuple[int, int, int, int] | None:
+        """Triggered mode has no presence detector: the box is outlined where the localiser finds it."""
+        return None
+
     def _serving(self) -> _Job | None:
         """The trigger being served: the active one, else the next queued one (made active). Lock held."""
         if self._active is None and self._queue:
             self._active = self._queue.popleft()
         return self._active
 
-    def no_box(self, frame_index: int, captured_at: float) -> str | None:
-        """A frame for the waiting trigger had no box in it (it does not count towards ``trigger_frames``).
-        After ``trigger_no_box_frames`` such frames the trigger is closed WITHOUT a decision (the belt is never
-        classified): returns its part id (``""`` if it had none), else None."""
-        with self._lock:
-            job = self._serving()
-            if job is None:
-                return None
-            if captured_at < job.at:
-                return None
-            job.no_box += 1
-            if job.no_box < self.cfg.trigger_no_box_frames:
-                return None
-            if job.records:  # a box was seen, then went: the next update() decides on the frames it had
-                job.expired = True
-                return None
-            self._active = None
-            self.no_box_parts += 1
-        return job.part_id or ""
+    def update(self, record: FrameRecord) -> Decision | None:
+        out = self.step(record)
+        return out.decision if out is not None else None
 
-    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
+    def step(self, record: FrameRecord) -> Outcome | None:
+        """Feed one frame; the part's Outcome once it is concluded (decided, or closed for lack of a box)."""
         with self._lock:
             job = self._serving()
-            if job is None:
-                return None
-            if job.expired:
+            if job is None or record.captured_at < job.at:
+                return None  # no trigger waiting, or captured before the part was announced
+            if record.no_box:
+                job.no_box += 1
+                if job.no_box < self.cfg.trigger_no_box_frames:
+                    return None
                 self._active = None
-                log.warning("trigger for part %s decided on %d of %d frames (the box left the view)",
-                            job.part_id, len(job.records), self.cfg.trigger_frames)
-                return self._decide(job)
-            if score is None or captured_at < job.at:
-                return None  # not scored, or captured before the part was announced
-            job.records.append(_Record(frame_index, captured_at, float(score)))
-            if len(job.records) < self.cfg.trigger_frames:
-                return None
-            self._active = None
-        return self._decide(job)
+                if not job.records:
+                    self.no_box_parts += 1
+                    gave_up = True
+                else:
+                    gave_up = False
+            elif record.score is None:
+                return None  # not scored
+            else:
+                job.records.append(record)
+                if len(job.records) < self.cfg.trigger_frames:
+                    return None
+                self._active = None
+                gave_up = False
+        if gave_up and self.view is not None:  # one view of several: the others may still decide the part
+            log.info("part %s: view %s found no box in %d frames; it does not vote", job.part_id or "(no id)",
+                     self.view, self.cfg.trigger_no_box_frames)
+            return Outcome(job.part_id, None)
+        if gave_up:
+            log.warning("part %s: no box found in %d frames after its trigger; NOT classified (no decision)",
+                        job.part_id or "(no id)", self.cfg.trigger_no_box_frames)
+            return Outcome(job.part_id, None)
+        if len(job.records) < self.cfg.trigger_frames:
+            log.warning("trigger for part %s decided on %d of %d frames (the box left the view)",
+                        job.part_id, len(job.records), self.cfg.trigger_frames)
+        return Outcome(job.part_id, self._decide(job))
 
     def flush(self) -> Decision | None:
+        out = self.flush_outcome()
+        return out.decision if out is not None else None
+
+    def flush_outcome(self) -> Outcome | None:
         """End of stream: decide a trigger that has some frames; report triggers that never got any."""
         with self._lock:
             job, self._active = self._active, None
@@ -732,20 +772,19 @@ class TriggeredDecider:
             "trigger for part %s decided on %d of %d frames (stream ended)",
             job.part_id, len(job.records), self.cfg.trigger_frames,
         )
-        return self._decide(job)
+        return Outcome(job.part_id, self._decide(job))
 
     def _decide(self, job: _Job) -> Decision:
         self.decided += 1
         recs = job.records
         return make_decision(
-            [r.score for r in recs if r.score is not None],
+            recs,
             self.cfg.aggregate,
             self.labels,
             self.threshold,
             self.model_id,
             first_frame=recs[0].index,
             last_frame=recs[-1].index,
-            captured_at=recs[-1].captured_at,
             mode="triggered",
             part_id=job.part_id,
         )
@@ -755,11 +794,11 @@ class MultiViewDecider:
     """Triggered mode with several camera views of one part (config ``sources``): one decision per trigger.
 
     Every trigger goes to one :class:`TriggeredDecider` per view (all or none: a trigger is refused when any
-    view's queue is full, so the k-th outcome of every view is the same part). The daemon feeds each view's
-    frames to ``view(name)`` and hands what a view concluded to :meth:`collect`: its Decision, or None when the
-    view found no box. Once every view has concluded, their scores are fused with ``decision.fusion``
-    (edge/fusion.py) into one Decision that carries the per-view scores. A view without a box does not vote;
-    a part whose views all found no box gets no decision.
+    view's queue is full, so the k-th outcome of every view is the same part). ``update`` routes each record to
+    its view (``record.view``); once every view has concluded a part, their scores are fused with
+    ``decision.fusion`` (edge/fusion.py) into one Decision that carries the per-view scores and one evidence
+    entry per view that voted. A view without a box does not vote; a part whose views all found no box gets
+    no decision (logged, counted in ``no_box_parts``).
     """
 
     def __init__(self, cfg: DecisionConfig, views: Sequence[str], labels: Sequence[str], threshold: float,
@@ -769,9 +808,9 @@ class MultiViewDecider:
         self.cfg = cfg
         self.rule = cfg.fusion
         self.max_pending = max_pending
-        self._views = {v: TriggeredDecider(cfg, labels, threshold, model_id, max_pending) for v in views}
-        # per view, what it concluded and for which part id, in trigger order: its Decision, or None (no box)
-        self._outcomes: dict[str, deque[tuple[str | None, Decision | None]]] = {v: deque() for v in views}
+        self._views = {v: TriggeredDecider(cfg, labels, threshold, model_id, max_pending, view=v) for v in views}
+        # per view, what it concluded, in trigger order
+        self._outcomes: dict[str, deque[Outcome]] = {v: deque() for v in views}
         self._lock = threading.Lock()
         self.labels = _labels(labels)
         self._threshold = float(threshold)
@@ -779,7 +818,6 @@ class MultiViewDecider:
         self.decided = 0
         self.no_box_parts = 0
         self.rejected = 0
-        self.last_cancelled: dict[str, int] = {}
 
     # the model's threshold, id and labels follow a reload into every view
     @property
@@ -819,6 +857,11 @@ class MultiViewDecider:
     def view(self, name: str) -> TriggeredDecider:
         return self._views[name]
 
+    def _view_of(self, record: FrameRecord) -> TriggeredDecider:
+        if record.view not in self._views:
+            raise ValueError(f"a frame of view {record.view!r}, not one of {', '.join(self._views)}")
+        return self._views[record.view]
+
     @property
     def pending(self) -> int:
         return max(d.pending for d in self._views.values())
@@ -837,58 +880,60 @@ class MultiViewDecider:
                 return False
             return all([d.trigger(part_id, at) for d in self._views.values()])
 
-    def needs_score(self, roi_bgr: np.ndarray | None = None, captured_at: float | None = None) -> bool:
-        return any(d.needs_score(roi_bgr, captured_at) for d in self._views.values())
+    def needs_score(self, record: FrameRecord) -> bool:
+        return self._view_of(record).needs_score(record)
 
-    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray | None, score: float | None) -> Decision | None:
-        raise TypeError("MultiViewDecider: feed frames to view(name) and pass outcomes to collect()")
-
-    def no_box(self, frame_index: int, captured_at: float) -> str | None:
-        raise TypeError("MultiViewDecider: report a view's missing box through view(name).no_box() and collect()")
+    def update(self, record: FrameRecord) -> Decision | None:
+        """Feed one view's frame; the fused Decision once every view has concluded the part."""
+        out = self._view_of(record).step(record)
+        if out is None:
+            return None
+        return self.collect(record.view or "", out)
 
     def background(self) -> np.ndarray | None:
         return None
 
-    def collect(self, view: str, outcome: Decision | None,
-                part_id: str | None = None) -> tuple[Decision | None, str | None] | None:
-        """A view concluded a part (its Decision, or None: no box, for ``part_id``). When every view has
-        concluded that part: ``(fused Decision, part_id)``, the Decision None when no view saw a box; else None
-        (wait for the other views)."""
+    def box_outline(self) -> tuple[int, int, int, int] | None:
+        return None
+
+    def collect(self, view: str, outcome: Outcome) -> Decision | None:
+        """A view concluded a part. When every view has concluded it: the fused Decision (None when no view saw
+        a box: logged and counted); else None (wait for the other views)."""
         with self._lock:
-            self._outcomes[view].append((outcome.part_id if outcome is not None else part_id, outcome))
+            self._outcomes[view].append(outcome)
             if any(not q for q in self._outcomes.values()):
                 return None
-            outs = {v: q.popleft()[1] for v, q in self._outcomes.items()}
-        return self._fuse(outs)
+            outs = {v: q.popleft() for v, q in self._outcomes.items()}
+        fused = self._fuse({v: o.decision for v, o in outs.items()})
+        if fused is None:
+            self.no_box_parts += 1
+            log.warning("part %s: no box found in any view; NOT classified (no decision)",
+                        outcome.part_id or "(no id)")
+        return fused
 
     def cancel(self, part_id: str | None) -> bool:
-        """The part timed out (edge/plant.py): every view forgets it. A view that had already concluded it drops
-        that outcome; ``last_cancelled`` then holds those views with the outcome's position, so the caller drops
-        their evidence too. False if no view knew the part."""
-        removed: dict[str, int] = {}
+        """The part timed out (edge/plant.py): every view forgets it, and a view that had already concluded it
+        drops that outcome (its evidence goes with it). False if no view knew the part."""
         found = False
         with self._lock:
             for v, d in self._views.items():
                 if d.cancel(part_id):
                     found = True
                     continue
-                for i, (pid, _) in enumerate(self._outcomes[v]):
-                    if pid == part_id:
-                        del self._outcomes[v][i]
-                        removed[v] = i
+                for o in self._outcomes[v]:
+                    if o.part_id == part_id:
+                        self._outcomes[v].remove(o)
                         found = True
                         break
-            self.last_cancelled = removed
         return found
 
-    def _fuse(self, outs: dict[str, Decision | None]) -> tuple[Decision | None, str | None]:
-        # a view's decision comes from its frames' scores, so its score fields are set (only timeout
+    def _fuse(self, outs: dict[str, Decision | None]) -> Decision | None:
+        # a view's decision comes from its frames' scores, so its score and evidence are set (only timeout
         # decisions of edge/plant.py have none, and those are not made per view)
-        voted = {v: d for v, d in outs.items() if d is not None and d.score is not None}
-        part_id = next((d.part_id for d in voted.values()), None)
+        voted = {v: d for v, d in outs.items() if d is not None and d.score is not None and d.evidence is not None}
         if not voted:
-            self.no_box_parts += 1
-            return None, None
+            return None
+        part_id = next((d.part_id for d in voted.values()), None)
 
         def num(x: float | None) -> float:
             return 0.0 if x is None else float(x)
@@ -903,8 +948,13 @@ class MultiViewDecider:
             if d is not None and d.score is not None:
                 views[v] = {"score": round(float(d.score), 6), "no_box": False, "frame_count": d.frame_count,
                             "first_frame": d.first_frame, "last_frame": d.last_frame}
+                if d.evidence is not None:
+                    views[v]["decided_on"] = d.evidence.to_json()
             else:
                 views[v] = {"score": None, "no_box": True, "frame_count": 0, "first_frame": None, "last_frame": None}
+        view_ev = {v: d.evidence for v, d in voted.items() if d.evidence is not None}
+        names = list(view_ev)
+        rep_view = names[nearest_on_side([view_ev[v].score for v in names], score, self._threshold)]
         firsts = [d.first_frame for d in voted.values() if d.first_frame is not None]
         return Decision(
             event_id=str(uuid.uuid4()), part_id=part_id, label=label, is_defect=is_defect, score=score,
@@ -913,18 +963,18 @@ class MultiViewDecider:
             first_frame=min(firsts) if firsts else None, last_frame=last.last_frame,
             threshold=self._threshold, model_id=self._model_id, captured_at=last.captured_at,
             decided_at=time.time(), mode="triggered", views=views, fusion=self.rule,
-        ), part_id
+            evidence=view_ev[rep_view], view_evidence=view_ev,
+        )
 
     def flush(self) -> Decision | None:
-        """End of stream: each view decides what it has; parts with an outcome from every view are fused (one
-        returned, the rest logged as decided by the daemon's caller through collect)."""
+        """End of stream: each view decides what it has; a part every view has then concluded is fused and
+        returned (the last one, if several)."""
         out = None
         for v, d in self._views.items():
-            dec = d.flush()
-            if dec is not None:
-                got = self.collect(v, dec)
-                if got is not None and got[0] is not None:
-                    out = got[0]
+            got = d.flush_outcome()
+            if got is not None:
+                fused = self.collect(v, got)
+                out = fused if fused is not None else out
         return out
 
     def stats(self) -> dict[str, Any]:

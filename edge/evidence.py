@@ -1,7 +1,9 @@
 """Evidence JPEGs for decisions: every defect, a sample of OK boxes, with retention by count, size and age.
 
-Files are ``<dir>/<YYYY-MM-DD>/<event_id>_frame.jpg`` (the full frame) and ``..._crop.jpg`` (the ROI the
-model saw), dated in UTC. Each is encoded in memory, written to a hidden temporary file and renamed into
+Files are ``<dir>/<YYYY-MM-DD>/<event_id>_frame.jpg`` (the full frame) and ``..._crop.jpg`` (the image the
+model was given: the box crop, or the ROI for a model that takes the whole ROI), dated in UTC; with
+``lossless_crop`` also ``..._crop.png``, the same crop pixel for pixel, so ``boxinspect predict`` on it gives back
+the recorded score exactly (JPEG's rounding moves a small int8 model's score by up to 0.33: docs/RESULTS.md). Each is encoded in memory, written to a hidden temporary file and renamed into
 place, so a reader never sees half a JPEG. The store keeps an in-memory index (built once at start by
 scanning ``dir``), so retention costs nothing per save beyond deleting what has to go.
 
@@ -61,7 +63,8 @@ class EvidenceStore:
         """Save the evidence of one decision: all defects, OK decisions at ``ok_sample_rate``.
 
         Returns ``{"frame": path, "crop": path}`` (a path is None if that image was not given or not
-        written), or None when nothing was saved. Never raises for I/O problems.
+        written; with ``lossless_crop`` also ``"crop_png"``), or None when nothing was saved. Never raises for
+        I/O problems.
         """
         if not self.cfg.enabled or not self._wanted(is_defect):
             return None
@@ -69,15 +72,17 @@ class EvidenceStore:
         day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         folder = self.dir / day
         out: dict[str, str | None] = {"frame": None, "crop": None}
+        if self.cfg.lossless_crop:
+            out["crop_png"] = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             self._error(f"cannot create evidence folder {folder}: {e.strerror or e}")
             return None
-        for key, img in (("frame", frame_bgr), ("crop", crop_bgr)):
-            if img is None or img.size == 0:
+        for key, img in (("frame", frame_bgr), ("crop", crop_bgr), ("crop_png", crop_bgr)):
+            if img is None or img.size == 0 or key not in out:
                 continue
-            path = folder / f"{name}_{key}.jpg"
+            path = folder / (f"{name}_crop.png" if key == "crop_png" else f"{name}_{key}.jpg")
             if self._write(path, img):
                 out[key] = str(path)
         if out["frame"] is None and out["crop"] is None:
@@ -139,9 +144,11 @@ class EvidenceStore:
         return False
 
     def _write(self, path: Path, img: np.ndarray) -> bool:
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if path.suffix == ".png" else [cv2.IMWRITE_JPEG_QUALITY,
+                                                                                 self.cfg.jpeg_quality]
+        ok, buf = cv2.imencode(path.suffix, img, params)
         if not ok:
-            self._error(f"cannot encode {path.name} as JPEG (image shape {img.shape}, dtype {img.dtype})")
+            self._error(f"cannot encode {path.name} (image shape {img.shape}, dtype {img.dtype})")
             return False
         data = buf.tobytes()
         tmp = path.with_name(f".{path.name}.tmp")
@@ -184,7 +191,7 @@ class EvidenceStore:
                     if f.startswith(".") and f.endswith(".tmp"):
                         p.unlink()
                         continue
-                    if not f.lower().endswith(".jpg"):
+                    if not f.lower().endswith((".jpg", ".png")):
                         continue
                     st = p.stat()
                 except OSError:

@@ -1,7 +1,9 @@
 """The operator page at ``/`` and its ``/ui/*`` endpoints: what a person at the line needs.
 
-- Live: the current frame with the ROI and the last verdict drawn (``/ui/frame.jpg``), camera, model, MQTT
-  and outbox state with the ``/readyz`` reasons, counters (``/ui/summary``).
+- Live: the current frame with the ROI; while a box is in it, "inspecting..." and the located box, never a verdict
+  (``/ui/frame.jpg``). Beside it the result tile: the verdict drawn on the frame that decided the last box (its
+  decision's representative record, ``/ui/result.jpg``). Camera, model, MQTT and outbox state with the
+  ``/readyz`` reasons, counters (``/ui/summary``).
 - Recent decisions with thumbnails; the full frame and the crop of each (``/ui/decisions``).
 - Manual check of an uploaded image or of the current frame (``POST /ui/check``, ``POST /ui/check/current``).
 - Feedback on a decision or a check (``POST /ui/feedback``): the crop goes to ``feedback/<class>/`` (edge/feedback.py).
@@ -47,6 +49,7 @@ from edge.feedback import (
     parse_iso,
     safe_name,
 )
+from edge.localize import Located, locate
 
 if TYPE_CHECKING:
     from edge.api import ApiState
@@ -126,6 +129,7 @@ class OperatorState:
         self._answered: dict[str, str] = {}  # decision/check id -> class of the latest answer
         self._frame_lock = threading.Lock()
         self._frame_cache: tuple[Any, float, bytes] | None = None  # (key, drawn at, jpeg)
+        self._result_cache: tuple[str, bytes] | None = None  # (event id, jpeg) of the result tile
         self.frames_drawn = 0
         self._fps_samples: deque[tuple[float, int]] = deque()  # (monotonic time, frames) seen by /ui/summary
         self._summary_lock = threading.Lock()
@@ -224,18 +228,36 @@ class OperatorState:
         if frame is None:
             return None
         box = getattr(latest, "box", None)
-        key = (frame.index, latest.verdict, box)
+        inspecting = bool(getattr(latest, "inspecting", False))
+        key = (frame.index, inspecting, box)
         oc = self.cfg.operator
         with self._frame_lock:
             cached = self._frame_cache
             if cached is not None and (cached[0] == key or time.monotonic() - cached[1] < 1.0 / oc.frame_max_fps):
                 return cached[2]
-            jpeg = encode_jpeg(self._draw(frame, latest.verdict, box), 80)
+            # the live view never shows a verdict: the one it had would be the previous box's (the result tile has it)
+            jpeg = encode_jpeg(self._draw(frame, None, box, INSPECTING if inspecting else None), 80)
             self._frame_cache = (key, time.monotonic(), jpeg)
             self.frames_drawn += 1
             return jpeg
 
-    def _draw(self, frame: Any, verdict: tuple[str, float, bool] | None, box: Any) -> np.ndarray:
+    def result_frame(self, state: ApiState) -> bytes | None:
+        """The result tile: the last decided box's verdict drawn on its representative frame (encoded once)."""
+        res = getattr(state.latest, "result", None)
+        if res is None or res.frame is None:
+            return None
+        with self._frame_lock:
+            cached = self._result_cache
+            if cached is not None and cached[0] == res.event_id:
+                return cached[1]
+        shown = _Shown(res.frame, res.captured_at or time.time())
+        jpeg = encode_jpeg(self._draw(shown, (res.label, res.score, res.is_defect), res.box), 85)
+        with self._frame_lock:
+            self._result_cache = (res.event_id, jpeg)
+        return jpeg
+
+    def _draw(self, frame: Any, verdict: tuple[str, float | None, bool] | None, box: Any,
+              caption: str | None = None) -> np.ndarray:
         from edge.roi import draw_overlay
 
         label, score, is_defect = verdict or (None, None, None)
@@ -243,6 +265,8 @@ class OperatorState:
             image = draw_overlay(frame.image, self.cfg.roi, label, score, is_defect, frame.captured_at)
         except ValueError:  # the ROI lies outside this frame: show the frame as it is
             image = frame.image
+        if caption is not None:
+            image = _caption(image if image is not frame.image else image.copy(), caption)
         if box is not None:
             try:
                 x0, y0, x1, y1 = (int(v) for v in box)
@@ -255,6 +279,27 @@ class OperatorState:
         if image.shape[1] > w:
             image = cv2.resize(image, (w, round(image.shape[0] * w / image.shape[1])), interpolation=cv2.INTER_AREA)
         return image
+
+
+INSPECTING = "INSPECTING..."
+
+
+@dataclass
+class _Shown:
+    """A frame to draw on: the image and its capture time (what ``_draw`` reads of a capture Frame)."""
+
+    image: np.ndarray
+    captured_at: float
+
+
+def _caption(image: np.ndarray, text: str) -> np.ndarray:
+    """``text`` in a yellow label at the top left of ``image`` (drawn in place)."""
+    scale = max(0.5, image.shape[1] / 1280)
+    thick = max(2, round(3 * scale))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    cv2.rectangle(image, (0, 0), (tw + 12, th + base + 10), (0, 200, 255), -1)
+    cv2.putText(image, text, (6, th + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return image
 
 
 def _jpeg(data: np.ndarray | bytes | None, max_width: int | None = None) -> bytes | None:
@@ -272,6 +317,22 @@ def _jpeg(data: np.ndarray | bytes | None, max_width: int | None = None) -> byte
         image = cv2.resize(image, (max_width, max(1, round(image.shape[0] * max_width / image.shape[1]))),
                            interpolation=cv2.INTER_AREA)
     return encode_jpeg(image, 85)
+
+
+def _result_doc(res: Any) -> dict[str, Any] | None:
+    if res is None:
+        return None
+    return {"event_id": res.event_id, "label": res.label, "score": res.score, "is_defect": res.is_defect,
+            "threshold": res.threshold, "frame": res.frame_index, "view": res.view, "decided_at": res.decided_at}
+
+
+def box_in(roi: np.ndarray, model: Any) -> Located:
+    """Whether a box is in ``roi``, by the localiser (edge/localize.py) without a reference image: the model's own
+    crop method, or ``auto`` for a model that takes the whole ROI (it still gets the whole ROI)."""
+    spec = model.classifier.metadata.crop
+    if spec.method in ("none", "background"):
+        spec = spec.model_copy(update={"method": "auto" if spec.method == "none" else "salient"})
+    return locate(roi, spec, None)
 
 
 def _jpeg_response(data: bytes) -> Response:
@@ -427,12 +488,15 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
                 "collected": int(state.metrics.value(op.collector.collected)),
             },
             "mode": cfg.decision.mode,
+            "inspecting": bool(getattr(state.latest, "inspecting", False)),  # a box is in the ROI, not decided yet
+            "result": _result_doc(getattr(state.latest, "result", None)),  # the last box decided (the result tile)
             "spc": loop.get("spc"),  # the SPC alarm (edge/spc.py), None when spc.enabled is false
         }
 
     @r.get(
         "/ui/frame.jpg",
-        summary="The current frame with the ROI, the located box and the last verdict, scaled for the page",
+        summary="The current frame with the ROI and, while a box is in view, INSPECTING... and the located box; "
+        "never a verdict (the result tile has it), scaled for the page",
         response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "no frame yet"}},
     )
@@ -440,6 +504,18 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
         jpeg = op.live_frame(state)
         if jpeg is None:
             raise HTTPException(503, "no frame captured yet")
+        return _jpeg_response(jpeg)
+
+    @r.get(
+        "/ui/result.jpg",
+        summary="The result tile: the last decided box's verdict drawn on the frame that decided it",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no box decided yet"}},
+    )
+    def result() -> Response:
+        jpeg = op.result_frame(state)
+        if jpeg is None:
+            raise HTTPException(404, "no box decided yet")
         return _jpeg_response(jpeg)
 
     @r.get("/ui/decisions", summary="Recent decisions, newest first, with whether their images are kept")
@@ -573,6 +649,10 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
             roi = crop(frame.image, cfg.roi)
         except ValueError as e:
             raise HTTPException(409, f"the ROI does not fit the current frame: {e}") from None
+        located = box_in(np.ascontiguousarray(roi), model_or_503())
+        if not located.found:  # an empty belt is never classified, so it can never be stored as "ok"
+            return {"check_id": None, "source": "current frame", "no_box": True, "label": None, "is_defect": None,
+                    "score": None, "reason": located.reason or "no box in the ROI", "checked_at": time.time()}
         return run_check(np.ascontiguousarray(roi), "current frame", frame.image)
 
     @r.post("/ui/feedback", summary="Answer a decision or a check: correct, false reject or missed defect",

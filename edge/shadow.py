@@ -1,13 +1,17 @@
 """Shadow mode, promote and roll back: a candidate model beside the live one, then a swap that can be undone.
 
 - ``Shadow``: a candidate package judges every decided box beside the live model and never publishes. The
-  loop hands over references only (``observe`` per scored frame, ``on_decision`` per decision: O(1), never
-  raises); a worker thread scores the box's most defect-like frame with the candidate and compares verdicts
-  *on that same frame* (live frame score at the live threshold vs candidate score at its threshold), so an
-  identical candidate agrees on every box. A head-only candidate that shares the live backbone costs a dot
-  product on the features of the live invoke; any other candidate costs a second invoke, in the worker.
-  Disagreements keep their crop (``<shadow.dir>/disagreements/``, at most ``shadow.keep``) for the operator
-  page, where a person's label goes to ``feedback/<class>/`` like any other answer (edge/feedback.py).
+  publisher hands over the decision, whose evidence holds the records that entered it (edge/records.py;
+  ``on_decision``: O(1), never raises). A worker thread judges the box as the live model did: the candidate
+  scores those same records, their scores are aggregated the same way (``decision.aggregate``, and for several
+  views fused with ``decision.fusion``) and the candidate's threshold applied by the same rule; agreement is
+  the candidate's decision against the live decision. So an identical candidate agrees on every box, and a
+  copy with another threshold disagrees exactly on the boxes whose aggregate lies between the two thresholds.
+  A head-only candidate that shares the live backbone costs a dot product per record on the features of the
+  live invoke; any other candidate costs one invoke per record, in the worker. Disagreements keep the crop
+  that decided (the live decision's representative) (``<shadow.dir>/disagreements/``, at most
+  ``shadow.keep``) with both decisions' aggregate scores and thresholds, for the operator page, where a
+  person's label goes to ``feedback/<class>/`` like any other answer (edge/feedback.py).
   Metrics: ``boxinspect_shadow_agreement_ratio``, ``boxinspect_shadow_disagreements_total`` (+ boxes, errors,
   skipped). A failing judgement is counted and logged; the live decision never waits for or depends on it.
 - ``ModelControl``: load a candidate (a .tflite inside ``model.dir`` or a retrain candidate), run
@@ -41,19 +45,20 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from edge.classifier import ModelError
+from edge.decision import Decision
 from edge.feedback import FeedbackError, _atomic_write, delete_crop, encode_jpeg, safe_name, take_crop
+from edge.fusion import fuse
 from edge.hostcheck import retrain_missing
 from edge.model_package import PackageError, resolve_model_name
+from edge.records import FrameRecord, aggregate
 from edge.timeutil import iso_utc
 
 if TYPE_CHECKING:
     from edge.config import Config
-    from edge.localize import Located
     from edge.metrics import Metrics
     from edge.state import LoadedModel, ModelSlot, ReloadResult
 
 log = logging.getLogger(__name__)
-_TAKE: Any = object()  # on_decision: take the observation now
 
 DISAGREEMENTS_DIR = "disagreements"
 CANDIDATES_DIR = "candidates"
@@ -244,22 +249,18 @@ class Candidate:
 
 @dataclass
 class _Job:
+    """One live decision to judge: per view the records that entered it, and how the live model aggregated them."""
+
     candidate: Candidate
     live: LoadedModel
     event: dict[str, Any]
-    roi: np.ndarray
-    located: Located | None
-    live_score: float
+    views: dict[str, tuple[FrameRecord, ...]]  # view ("" for a single view) -> its records
+    aggregate: str  # how a view's frame scores became its score
+    fusion: str | None  # how the views' scores became the part's (several views)
+    live_score: float  # the live decision's aggregate
     live_threshold: float
-    features: np.ndarray | None
-
-
-@dataclass
-class _Observed:
-    roi: np.ndarray
-    located: Located | None
-    score: float
-    features: np.ndarray | None
+    live_defect: bool
+    crop: np.ndarray  # the crop that decided: the live decision's representative
 
 
 class ShadowStats:
@@ -314,7 +315,6 @@ class Shadow:
         self._lock = threading.Lock()
         self._candidate: Candidate | None = None
         self.stats = ShadowStats()
-        self._observed: _Observed | None = None
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=cfg.shadow.queue)
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
@@ -337,7 +337,6 @@ class Shadow:
             old = self._candidate
             self._candidate = candidate
             self.stats = ShadowStats()
-            self._observed = None
         if old is not None and (candidate is None or candidate.model is not old.model):
             self.store.clear()
         self.metrics.shadow_agreement_ratio.set(float("nan"))
@@ -347,35 +346,20 @@ class Shadow:
         elif old is not None:
             log.info("shadow: off (was %s)", old.model.classifier.model_id)
 
-    # -- the loop's side (main thread): references only, never raises -----------------------------------
-    def observe(self, roi: np.ndarray, located: Located | None, score: float, features: np.ndarray | None = None) -> None:
-        """The frame that just became the box's evidence (its most defect-like): keep references to its crop
-        position and features, so the candidate judges that very frame (matched by identity at the decision)."""
-        if self._candidate is not None:
-            self._observed = _Observed(roi, located, float(score), features)
-
-    def take_observed(self) -> Any:
-        """The box's observation so far, and forget it (the loop calls this when it hands a decision over, so the
-        publisher thread's ``on_decision`` gets this box's frame, not the next box's)."""
-        obs, self._observed = self._observed, None
-        return obs
-
-    def on_decision(self, event: dict[str, Any], best: tuple[float, Any, np.ndarray] | None,
-                    live: LoadedModel | None, observed: Any = _TAKE) -> None:
-        """A published decision: queue its best frame for the candidate (skipped and counted if the queue is full).
-        ``observed``: what ``take_observed`` returned when the decision was made (default: take it now)."""
+    # -- the publisher's side: references only, never raises -----------------------------------------------
+    def on_decision(self, event: dict[str, Any], decision: Decision, live: LoadedModel | None) -> None:
+        """A published decision: queue its records for the candidate (skipped and counted if the queue is full)."""
         cand = self._candidate
-        obs = self.take_observed() if observed is _TAKE else observed
-        if cand is None or live is None or best is None or event.get("kind") != "model":
+        ev = decision.evidence
+        if cand is None or live is None or ev is None or event.get("kind") != "model" or decision.score is None:
             return
         try:
-            score, _, roi = best
-            located = features = None
-            if obs is not None and obs.roi is roi:  # the same frame the evidence kept: its crop and features
-                located, features = obs.located, obs.features
+            per_view = decision.view_evidence or {"": ev}
             job = _Job(cand, live, {k: event.get(k) for k in ("event_id", "label", "is_defect", "score", "threshold",
                                                               "model_id", "part_id", "decided_at")},
-                       roi, located, float(score), float(event["threshold"]), features)
+                       {v: e.records for v, e in per_view.items()}, ev.aggregate,
+                       decision.fusion if decision.view_evidence else None, float(decision.score),
+                       float(decision.threshold), bool(decision.is_defect), ev.representative.model_crop())
             self._queue.put_nowait(job)
             self._idle.clear()
         except queue.Full:
@@ -427,22 +411,42 @@ class Shadow:
         else:
             log.debug("shadow: judging a box failed: %s", e)
 
+    def _score_record(self, clf: Any, live: Any, rec: FrameRecord) -> tuple[float, bool]:
+        """The candidate's score of one record: (score, judged on the live invoke's features)."""
+        if rec.features is not None and head_on_backbone_of(clf, live):
+            score = float(clf.head_score(rec.features))  # a dot product on the live invoke's features
+            fast = True
+        else:
+            score = float(clf.score(rec.roi, rec.located))  # a second invoke on the same crop, here in the worker
+            fast = False
+        if not np.isfinite(score):
+            raise ModelError(f"candidate {clf.model_id} returned a non-finite score")
+        return score, fast
+
+    def candidate_score(self, job: _Job) -> tuple[float, bool]:
+        """The candidate's aggregate for the job's decision, by the live decision's own rule: per view the
+        aggregate of its records' scores, the views fused; and whether every record took the fast path."""
+        clf: Any = job.candidate.model.classifier  # a Classifier; head_score exists on head-only packages
+        view_scores, all_fast = [], True
+        for recs in job.views.values():
+            scored = [self._score_record(clf, job.live.classifier, r) for r in recs]
+            all_fast = all_fast and all(f for _, f in scored)
+            view_scores.append(aggregate([x for x, _ in scored], job.aggregate))
+        if job.fusion is None:
+            return view_scores[0], all_fast
+        return fuse(view_scores, job.fusion), all_fast
+
     def judge(self, job: _Job) -> bool:
-        """Score the job's frame with the candidate, compare, count; keep the crop if they disagree."""
+        """Decide the job's box with the candidate as the live model decided it, compare the two decisions,
+        count; keep the crop that decided if they disagree."""
         cand = job.candidate
         if cand is not self._candidate:
             return True  # the candidate changed meanwhile: not this one's box to count
-        clf: Any = cand.model.classifier  # a Classifier; head_score exists on head-only packages
-        fast = job.features is not None and head_on_backbone_of(clf, job.live.classifier)
-        if fast:
-            score = float(clf.head_score(job.features))  # a dot product on the live invoke's features
-        else:
-            score = float(clf.score(job.roi, job.located))  # a second invoke, here in the worker
-        if not np.isfinite(score):
-            raise ModelError(f"candidate {clf.model_id} returned a non-finite score")
+        clf: Any = cand.model.classifier
+        score, fast = self.candidate_score(job)
         thr = cand.model.threshold(self.cfg.model.threshold)
-        cand_defect = bool(score >= thr)
-        live_defect = bool(job.live_score >= job.live_threshold)
+        cand_defect = bool(score >= thr)  # the one decision rule (edge/state.py verdict)
+        live_defect = job.live_defect
         agree = cand_defect == live_defect
         with self._lock:
             if cand is not self._candidate:
@@ -468,11 +472,14 @@ class Shadow:
                          "threshold": job.live_threshold, "label": pos if live_defect else neg},
                 "candidate": {"model_id": clf.model_id, "score": round(score, 6), "threshold": thr,
                               "label": pos if cand_defect else neg},
+                "aggregate": job.aggregate,
+                "fusion": job.fusion,
+                "frames": {v or "frames": [r.index for r in recs] for v, recs in job.views.items()},
                 "labels": [neg, pos],
                 "created_at": iso_utc(),
             }
             try:
-                self.store.save(str(job.event.get("event_id") or f"box-{time.time():.3f}"), np.ascontiguousarray(job.roi),
+                self.store.save(str(job.event.get("event_id") or f"box-{time.time():.3f}"), np.ascontiguousarray(job.crop),
                                 record)
             except (OSError, FeedbackError) as e:
                 log.warning("shadow: disagreement crop not kept: %s", e)

@@ -7,7 +7,8 @@
 - ``ReloadResult``: the outcome of a reload (SIGHUP, POST /reload).
 - ``CameraState``: ok / stalled / disconnected / ended. A ``str`` enum, so JSON, metric labels and log lines
   show the plain value.
-- ``Decider``: what the loop needs from a decider (``ContinuousDecider`` and ``TriggeredDecider`` both are one).
+- ``Decider``: what the loop needs from a decider (``ContinuousDecider``, ``TriggeredDecider`` and
+  ``MultiViewDecider`` are each one).
 
 Nothing here imports the HTTP, MQTT or camera modules at run time, so any of them can import this one.
 """
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from edge.capture import Frame
     from edge.classifier import Classifier
     from edge.decision import Decision
+    from edge.records import FrameRecord
 
 EVENTS_MAX = 1000
 
@@ -133,6 +135,24 @@ class RecentEvents:
         return len(self._items)
 
 
+@dataclass(frozen=True)
+class LastResult:
+    """The last box decided, for the operator page's result tile: the verdict drawn on the frame that decided it
+    (the decision's representative record, edge/records.py), not on whatever the camera shows now."""
+
+    event_id: str
+    label: str
+    score: float | None
+    is_defect: bool
+    threshold: float
+    frame: np.ndarray | None  # the representative frame (a reference)
+    frame_index: int | None
+    view: str | None
+    box: tuple[int, int, int, int] | None  # the located box in that frame (x0, y0, x1, y1 exclusive)
+    decided_at: str
+    captured_at: float | None = None  # when that frame was captured
+
+
 class LatestFrame:
     """The newest frame and the last verdict, kept by reference; /snapshot.jpg draws them on demand."""
 
@@ -140,6 +160,14 @@ class LatestFrame:
         self.frame: Frame | None = None
         self.verdict: tuple[str, float, bool] | None = None  # label, score, is_defect
         self.box: tuple[int, int, int, int] | None = None  # the located box of ``frame`` (x0, y0, x1, y1 exclusive)
+        self.inspecting = False  # a box is in the ROI (or a part is being collected): not decided yet
+        self.result: LastResult | None = None  # the last box decided, on its own frame
+
+    def set_inspecting(self, inspecting: bool) -> None:
+        self.inspecting = bool(inspecting)
+
+    def set_result(self, result: LastResult) -> None:
+        self.result = result
 
     def set_frame(self, frame: Frame) -> None:
         self.frame = frame
@@ -163,21 +191,24 @@ class ReloadResult(BaseModel):
 
 
 class Decider(Protocol):
-    """Frames -> one decision per box or part. Per frame the loop calls ``needs_score(roi, captured_at)``,
-    scores the ROI if asked, then ``update(index, captured_at, roi, score)`` with the same ``roi`` array."""
+    """Frames -> one decision per box or part. Per frame the loop builds a ``FrameRecord`` (edge/records.py: the
+    frame, its ROI), asks ``needs_score(record)``, and if so locates the box and scores it into the record
+    (``no_box`` when the localiser found none), then calls ``update(record)`` with that same record. A Decision
+    carries the records it was made on (``Decision.evidence``)."""
 
     threshold: float
     model_id: str
     labels: tuple[str, str]
+    no_box_parts: int  # parts closed without a decision because no frame showed a box (triggered mode)
 
     @property
     def box_in_progress(self) -> bool:
         """A box or part is being collected: its frames are not yet decided."""
         ...
 
-    def needs_score(self, roi_bgr: np.ndarray, captured_at: float | None = None) -> bool: ...
+    def needs_score(self, record: FrameRecord) -> bool: ...
 
-    def update(self, frame_index: int, captured_at: float, roi_bgr: np.ndarray, score: float | None) -> Decision | None: ...
+    def update(self, record: FrameRecord) -> Decision | None: ...
 
     def flush(self) -> Decision | None:
         """Decide what is still open (end of stream, shutdown)."""
@@ -197,10 +228,11 @@ class Decider(Protocol):
         """The empty-belt reference the localiser may difference against (None: not available)."""
         ...
 
-    def no_box(self, frame_index: int, captured_at: float) -> str | None:
-        """A frame the decider wanted scored showed no box. Returns the part id of a trigger given up for
-        lack of a box (``""`` without an id), else None."""
+    def box_outline(self) -> tuple[int, int, int, int] | None:
+        """Where the box being collected is in the ROI by presence (x0, y0, x1, y1; None: not known), for the
+        operator page's "inspecting..." outline when the model does not locate the box itself."""
         ...
+
 
 class FrameSource(Protocol):
     """Where the loop gets frames (edge/capture.py ``Capture``; tests replay frames)."""

@@ -19,6 +19,7 @@ import pytest
 from edge.capture import Capture
 from edge.config import DecisionConfig, PresenceConfig, RoiConfig, SourceConfig
 from edge.decision import ContinuousDecider, Decision, TriggeredDecider
+from edge.records import FrameRecord
 from edge.roi import crop
 from edge.state import verdict
 from edge.timeutil import iso_utc
@@ -29,7 +30,7 @@ LABELS = ("ok", "defective")
 EVENT_KEYS = {
     "schema_version", "event_id", "line", "camera", "part_id", "label", "is_defect", "score", "max_score",
     "mean_score", "frame_count", "first_frame", "last_frame", "threshold", "model_id", "captured_at",
-    "decided_at", "mode", "evidence", "kind", "action", "reason", "deadline_at", "slack_ms", "late",
+    "decided_at", "mode", "evidence", "kind", "action", "reason", "deadline_at", "slack_ms", "late", "decided_on",
 }
 
 
@@ -65,13 +66,13 @@ def video_run(request: pytest.FixtureRequest) -> dict:
             roi = crop(f.image, roi_cfg)
             b = box_at(gt, f.index)
             s1 = s2 = None
-            if by_label.needs_score(roi):
+            if by_label.needs_score(FrameRecord(0, 0.0, roi)):
                 out["scored"].append(f.index)
                 s1 = 0.9 if b and b["defective"] else 0.1
-            if by_full.needs_score(roi):
+            if by_full.needs_score(FrameRecord(0, 0.0, roi)):
                 s2 = 1.0 if b and b["full_start"] <= f.index <= b["full_end"] else 0.0
             for dec, s, key in ((by_label, s1, "label"), (by_full, s2, "full")):
-                d = dec.update(f.index, f.captured_at, roi, s)
+                d = dec.update(FrameRecord(f.index, f.captured_at, roi, s))
                 if d is not None:
                     out[key].append(d)
     finally:
@@ -141,8 +142,8 @@ def feed(decider, scores: list[float | None], start: int = 0) -> list[Decision]:
     out = []
     for i, s in enumerate(scores, start):
         roi = BLANK.copy()
-        s_used = s if decider.needs_score(roi) else None
-        d = decider.update(i, 1000.0 + i, roi, s_used)
+        s_used = s if decider.needs_score(FrameRecord(0, 0.0, roi)) else None
+        d = decider.update(FrameRecord(i, 1000.0 + i, roi, s_used))
         if d is not None:
             out.append(d)
     return out
@@ -246,10 +247,10 @@ def run_frames(dec, frames, score_fn) -> tuple[list[Decision], int]:
     out, scored = [], 0
     for t, img in frames:
         s = None
-        if dec.needs_score(img):
+        if dec.needs_score(FrameRecord(0, 0.0, img)):
             s = score_fn(t)
             scored += 1
-        d = dec.update(t, float(t), img, s)
+        d = dec.update(FrameRecord(t, float(t), img, s))
         if d is not None:
             out.append(d)
     d = dec.flush()
@@ -327,22 +328,22 @@ def test_sudden_lighting_change_is_relearned_and_boxes_are_found_again(
 # ----------------------------------------------------------------------------------------------- triggered
 def test_triggered_part_ids_and_queue(caplog: pytest.LogCaptureFixture) -> None:
     dec = TriggeredDecider(DecisionConfig(mode="triggered", trigger_frames=3, aggregate="max"), LABELS, 0.5, "m")
-    assert not dec.needs_score(BLANK) and dec.update(0, 100.0, BLANK, 0.9) is None  # no trigger: nothing
+    assert not dec.needs_score(FrameRecord(0, 1e9, BLANK)) and dec.update(FrameRecord(0, 100.0, BLANK, 0.9)) is None  # no trigger: nothing
     with caplog.at_level(logging.INFO, logger="edge.decision"):
         assert dec.trigger("A-1", at=100.5)
         assert dec.trigger("A-2", at=100.6)  # arrives while A-1 is pending: queued, logged
     assert "queued behind 1" in caplog.text
-    assert dec.pending == 2 and dec.needs_score(BLANK)
-    assert not dec.needs_score(BLANK, captured_at=100.0)  # a frame from before the trigger needs no inference
-    assert dec.needs_score(BLANK, captured_at=101.0)
-    assert dec.update(0, 100.0, BLANK, 0.9) is None  # captured before the trigger: not used
-    out = [dec.update(i, 101.0 + i, BLANK, s) for i, s in enumerate([0.2, 0.7, 0.3, 0.1, 0.1, 0.2], start=1)]
+    assert dec.pending == 2 and dec.needs_score(FrameRecord(0, 1e9, BLANK))
+    assert not dec.needs_score(FrameRecord(0, 100.0, BLANK))  # a frame from before the trigger needs no inference
+    assert dec.needs_score(FrameRecord(0, 101.0, BLANK))
+    assert dec.update(FrameRecord(0, 100.0, BLANK, 0.9)) is None  # captured before the trigger: not used
+    out = [dec.update(FrameRecord(i, 101.0 + i, BLANK, s)) for i, s in enumerate([0.2, 0.7, 0.3, 0.1, 0.1, 0.2], start=1)]
     got = [d for d in out if d is not None]
     assert [d.part_id for d in got] == ["A-1", "A-2"]
     assert [(d.first_frame, d.last_frame, d.frame_count) for d in got] == [(1, 3, 3), (4, 6, 3)]
     assert got[0].is_defect and got[0].score == pytest.approx(0.7) and got[0].mode == "triggered"
     assert not got[1].is_defect and got[1].label == "ok"
-    assert dec.pending == 0 and not dec.needs_score(BLANK)
+    assert dec.pending == 0 and not dec.needs_score(FrameRecord(0, 1e9, BLANK))
     assert dec.stats() == {"mode": "triggered", "pending": 0, "rejected": 0, "decided": 2, "no_box": 0}
 
 
@@ -360,14 +361,14 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     assert dec.rejected == 2 and "REFUSED" in caplog.text  # never silently lost
     ids = []
     for i in range(100):  # 50 triggers x 2 frames
-        d = dec.update(i, 1.0 + i, BLANK, 0.1)
+        d = dec.update(FrameRecord(i, 1.0 + i, BLANK, 0.1))
         if d is not None:
             ids.append(d.part_id)
     assert len(ids) == 50 and len(set(ids)) == 50
     # End of stream with one trigger half-served and one not served at all.
     dec.trigger("LAST-1", at=0.0)
     dec.trigger("LAST-2", at=0.0)
-    assert dec.update(500, 600.0, BLANK, 0.8) is None
+    assert dec.update(FrameRecord(500, 600.0, BLANK, 0.8)) is None
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="edge.decision"):
         d = dec.flush()
@@ -376,66 +377,95 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     assert dec.flush() is None
 
 
-def test_triggered_no_box_closes_the_part_without_classifying() -> None:
+def nobox(i: int, t: float, view: str | None = None) -> FrameRecord:
+    return FrameRecord(i, t, BLANK, view=view, no_box=True)
+
+
+def test_triggered_no_box_closes_the_part_without_classifying(caplog: pytest.LogCaptureFixture) -> None:
     """Frames without a box never count as scores; a part that shows no box is closed with no decision."""
     cfg = DecisionConfig(mode="triggered", trigger_frames=2, trigger_no_box_frames=3)
     dec = TriggeredDecider(cfg, LABELS, 0.5, "m")
-    assert dec.no_box(0, 1.0) is None  # no trigger waiting: nothing to close
+    assert dec.update(nobox(0, 1.0)) is None  # no trigger waiting: nothing to close
     dec.trigger("EMPTY", at=10.0)
     dec.trigger("LATE", at=10.0)
-    assert dec.no_box(1, 9.0) is None  # captured before the trigger: ignored
-    assert [dec.no_box(i, 11.0 + i) for i in range(2)] == [None, None]
-    assert dec.update(5, 12.5, BLANK, None) is None
-    assert dec.no_box(6, 13.0) == "EMPTY"  # the third frame without a box closes the part, no decision
+    assert dec.update(nobox(1, 9.0)) is None  # captured before the trigger: ignored
+    assert [dec.update(nobox(i, 11.0 + i)) for i in range(2)] == [None, None]
+    assert dec.update(FrameRecord(5, 12.5, BLANK, None)) is None
+    with caplog.at_level(logging.WARNING, logger="edge.decision"):
+        assert dec.update(nobox(6, 13.0)) is None  # the third frame without a box closes the part, no decision
+    assert "part EMPTY: no box found in 3 frames" in caplog.text
     assert dec.pending == 1 and dec.no_box_parts == 1 and dec.decided == 0 and dec.stats()["no_box"] == 1
-    # the next part: a box in one frame, then it leaves: decided on the frame it had
-    assert dec.update(7, 14.0, BLANK, 0.9) is None
-    assert [dec.no_box(i, 15.0 + i) for i in range(3)] == [None, None, None]
-    d = dec.update(11, 18.0, BLANK, None)
+    # the next part: a box in one frame, then it leaves: decided on the frame it had, at the third no-box frame
+    assert dec.update(FrameRecord(7, 14.0, BLANK, 0.9)) is None
+    assert [dec.update(nobox(i, 15.0 + i)) for i in range(2)] == [None, None]
+    d = dec.update(nobox(10, 17.0))
     assert d is not None and d.part_id == "LATE" and d.frame_count == 1 and d.is_defect
+    assert d.evidence is not None and d.evidence.frames == [7] and d.representative is not None
+    assert d.representative.index == 7
     assert dec.pending == 0
 
 
 def test_multi_view_decider_fuses_the_views_of_each_part() -> None:
+    """``MultiViewDecider`` is a Decider: records go to ``update`` with their view; the fused decision carries
+    one evidence entry per view that voted, and the representative view's evidence as its own."""
     from edge.decision import MultiViewDecider
+    from edge.state import Decider
 
     cfg = DecisionConfig(mode="triggered", trigger_frames=2, trigger_no_box_frames=2, fusion="max")
     dec = MultiViewDecider(cfg, ["top", "side"], LABELS, 0.5, "m")
+    as_protocol: Decider = dec  # mypy checks that it implements the protocol
+    assert as_protocol.box_in_progress is False
     assert dec.trigger("A", at=1.0) and dec.trigger("B", at=1.0)
-    top, side = dec.view("top"), dec.view("side")
     outs = []
     for i, (t, s) in enumerate([(0.2, 0.7), (0.3, 0.9)]):
-        for v, d, sc in (("top", top, t), ("side", side, s)):
-            got = d.update(i, 2.0 + i, BLANK, sc)
-            if got is not None:
-                outs.append(dec.collect(v, got))
-    assert outs[0] is None  # top has decided A, side not yet
-    fused, pid = outs[1]
-    assert pid == "A" and fused.part_id == "A" and fused.fusion == "max"
+        for v, sc in (("top", t), ("side", s)):
+            rec = FrameRecord(i, 2.0 + i, BLANK, sc, view=v)
+            assert dec.needs_score(rec)
+            outs.append(dec.update(rec))
+    assert outs[:3] == [None, None, None]  # top has decided A, side not yet
+    fused = outs[3]
+    assert fused is not None and fused.part_id == "A" and fused.fusion == "max"
     assert fused.score == pytest.approx(0.8) and fused.is_defect and fused.frame_count == 4
     assert fused.views["top"]["score"] == pytest.approx(0.25) and fused.views["side"]["score"] == pytest.approx(0.8)
+    assert fused.view_evidence is not None and set(fused.view_evidence) == {"top", "side"}
+    assert fused.view_evidence["top"].scores == pytest.approx([0.2, 0.3])
+    # the representative view: its own verdict is the part's, its score nearest the fused score: side
+    assert fused.evidence is fused.view_evidence["side"] and fused.representative.score == pytest.approx(0.9)
     ev = fused.to_event("l", "c")
     assert ev["views"]["side"]["no_box"] is False and ev["fusion"] == "max"
+    assert ev["views"]["top"]["decided_on"]["frames"] == [0, 1] and ev["decided_on"]["representative_frame"] == 1
     # part B: the side view sees no box, so only top votes
-    assert side.no_box(9, 5.0) is None and side.no_box(10, 5.1) == "B"
-    assert dec.collect("side", None) is None
-    for i in range(2):
-        got = top.update(11 + i, 6.0, BLANK, 0.1)
-    fused, pid = dec.collect("top", got)
-    assert pid == "B" and fused.score == pytest.approx(0.1) and not fused.is_defect
+    assert dec.update(nobox(9, 5.0, "side")) is None and dec.update(nobox(10, 5.1, "side")) is None
+    got = [dec.update(FrameRecord(11 + i, 6.0, BLANK, 0.1, view="top")) for i in range(2)]
+    fused = got[1]
+    assert fused is not None and fused.part_id == "B" and fused.score == pytest.approx(0.1) and not fused.is_defect
     assert fused.views["side"] == {"score": None, "no_box": True, "frame_count": 0, "first_frame": None,
                                    "last_frame": None}
+    assert fused.view_evidence is not None and set(fused.view_evidence) == {"top"}
     # a part no view saw: no decision
     dec.trigger("C", at=7.0)
     for v in ("top", "side"):
-        d = dec.view(v)
-        assert d.no_box(20, 8.0) is None
-        assert d.no_box(21, 8.1) == "C"
-    assert dec.collect("top", None) is None and dec.collect("side", None) == (None, None)
+        assert dec.update(nobox(20, 8.0, v)) is None
+        assert dec.update(nobox(21, 8.1, v)) is None
     assert dec.no_box_parts == 1 and dec.decided == 2
     # the model's threshold and labels follow a reload into every view
     dec.threshold, dec.labels = 0.9, ("a", "b")
-    assert top.threshold == 0.9 and side.labels == ("a", "b")
+    assert dec.view("top").threshold == 0.9 and dec.view("side").labels == ("a", "b")
+
+
+def test_the_representative_gives_the_decisions_verdict() -> None:
+    """The representative rule (edge/records.py): of the frames used whose own score gives the decision's verdict,
+    the one nearest the aggregate, earliest on ties."""
+    from edge.records import make_evidence, nearest_on_side
+
+    recs = [FrameRecord(i, float(i), BLANK, s) for i, s in enumerate([0.3, 0.62, 0.4, 0.7])]
+    ev = make_evidence(recs, "mean", 0.5)  # mean 0.505: a defect; 0.4 is nearer but says OK
+    assert ev.score == pytest.approx(0.505) and ev.representative.index == 1
+    assert make_evidence(recs, "mean", 0.6).representative.index == 2  # mean < 0.6: the nearest OK frame
+    assert make_evidence(recs, "max", 0.5).representative.index == 3
+    assert make_evidence(recs, "median", 0.5).representative.index == 1  # median 0.51
+    assert nearest_on_side([0.2, 0.3], 0.25, 0.5) == 0  # tie: the earliest
+    assert nearest_on_side([0.2, 0.3], 0.51, 0.5) == 1  # none on the defect side (noisy-or): the nearest
 
 
 def test_score_at_the_threshold_is_a_defect() -> None:

@@ -25,7 +25,26 @@ def jpgs(d: Path) -> list[Path]:
 
 
 def store(tmp_path: Path, **kw) -> EvidenceStore:
+    """A store of JPEGs only (the lossless crop has its own test)."""
+    kw.setdefault("lossless_crop", False)
     return EvidenceStore(EvidenceConfig(dir=tmp_path / "ev", **kw))
+
+
+def test_lossless_crop_is_the_crop_pixel_for_pixel_and_counts_in_retention(tmp_path: Path) -> None:
+    """evidence.lossless_crop (default on): <event_id>_crop.png beside the JPEGs, the exact pixels the model cropped
+    (a JPEG's rounding moves a small int8 model's score: docs/RESULTS.md), under the same retention."""
+    s = EvidenceStore(EvidenceConfig(dir=tmp_path / "ev", max_files=9))
+    out = s.save("e1", FRAME, CROP, is_defect=True)
+    assert out is not None and out["crop_png"] is not None and out["crop_png"].endswith("e1_crop.png")
+    assert np.array_equal(cv2.imread(out["crop_png"]), CROP)
+    assert s.stats()["files"] == 3
+    for i in range(2, 4):
+        s.save(f"e{i}", FRAME, CROP, is_defect=True)
+    assert s.stats()["files"] == 9 and Path(out["crop_png"]).exists()
+    s.save("e4", FRAME, CROP, is_defect=True)
+    assert not Path(out["crop_png"]).exists() and s.stats()["files"] == 9  # the oldest files went first
+    again = EvidenceStore(EvidenceConfig(dir=tmp_path / "ev", max_files=9))
+    assert again.stats()["files"] == 9  # a restart counts the PNGs too
 
 
 def test_saves_named_jpegs_atomically(tmp_path: Path) -> None:

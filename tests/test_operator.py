@@ -382,3 +382,27 @@ def test_live_frame_draws_the_located_box(tmp_path, int8_model, loaded):
     b, g, r = (int(v) for v in img[180, 201])  # on the box's left edge
     assert b > 200 and r < 80, (b, g, r)  # drawn in the box colour (BGR 255, 160, 0)
     assert int(frame[180, 201, 0]) == 90  # on a copy: the loop's frame is untouched
+
+
+def test_check_current_frame_says_no_box_on_an_empty_belt(tmp_path, int8_model, loaded, synth_video):
+    """Issue 23: "Check the current frame" locates the box first. On an empty belt it says "no box": nothing is
+    classified and there is nothing to answer, so an empty belt can never be stored as "ok"."""
+    from tests.helpers import video_frames
+
+    video, gt = synth_video
+    box = gt["boxes"][0]
+    roi = {k: gt["roi"][k] for k in ("x", "y", "width", "height")}
+    client, state = _app(tmp_path, int8_model, loaded, roi=roi)
+    frames = list(video_frames(video, box["full_end"] + 1))
+    state.latest.set_frame(Frame(frames[0], 0, time.time()))  # the belt before the first box
+    r = client.post("/ui/check/current", headers=AUTH)
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["no_box"] is True and rec["label"] is None and rec["score"] is None and rec["check_id"] is None
+    assert client.post("/ui/feedback", json={"target": "check", "id": "None", "kind": "correct"},
+                       headers=AUTH).status_code == 404
+    assert not (tmp_path / "feedback").exists() or not list((tmp_path / "feedback").rglob("*.jpg"))
+    centre = (box["full_start"] + box["full_end"]) // 2  # the whole box inside the ROI
+    state.latest.set_frame(Frame(frames[centre], centre, time.time()))
+    rec = client.post("/ui/check/current", headers=AUTH).json()
+    assert not rec.get("no_box") and rec["label"] in loaded.labels and rec["check_id"]

@@ -254,3 +254,84 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
     assert requests.urls and not external, f"requests to other hosts: {external}"
     csp_errors = [e["message"] for e in drv.get_log("browser") if "Content Security Policy" in e["message"]]
     assert not csp_errors, csp_errors
+
+
+def _roi_colour(jpeg: bytes, roi: dict) -> str:
+    """The colour of the ROI rectangle's top edge (the middle of it, which no box reaches) in a drawn frame:
+    ``verdict`` (the green or red of a drawn verdict) or ``none`` (the yellow of a ROI without one). The frame is
+    640 px wide (operator.frame_width), as the video."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    x = roi["x"] + roi["width"] // 2
+    b, g, r = (float(v) for v in np.median(img[roi["y"] - 1:roi["y"] + 1, x - 2:x + 3].reshape(-1, 3), axis=0))
+    if g > 150 and r > 150 and b < 120:
+        return "none"
+    if (g > 150 and r < 80 and b < 80) or (r > 150 and g < 80 and b < 80):
+        return "verdict"
+    return f"unclear (bgr {b:.0f},{g:.0f},{r:.0f})"
+
+
+def _outlined(jpeg: bytes) -> bool:
+    """The live frame shows the box outline (the operator page's orange-blue BGR (255, 160, 0))."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    near = (np.abs(img[..., 0] - 255) < 50) & (np.abs(img[..., 1] - 160) < 50) & (img[..., 2] < 60)
+    return int(near.sum()) >= 100
+
+
+def test_the_page_says_inspecting_while_a_box_is_in_view_and_shows_the_result_on_its_own_frame(
+        daemon, browser, synth_video, tmp_path):
+    """Issue 23: while a box is in the ROI the page shows "inspecting..." with the box outlined, never a verdict
+    left from the previous box; the verdict of the last box decided is drawn on the frame that decided it, in a
+    result tile beside the live view. A screenshot of the tile is saved (BOXINSPECT_SCREENSHOT_DIR=docs/img)."""
+    from selenium.webdriver.common.by import By
+
+    d, drv = daemon, browser
+    _, gt = synth_video
+    roi = gt["roi"]
+    drv.get(d.base + "/")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    wait_for(lambda: d.get("/events", headers=auth).json(), 240, "a first decision", d=d)  # a last verdict exists
+
+    # The live view while the next box rides through: "inspecting..." on the page; the frame never carries a verdict.
+    seen: dict[str, int] = {}
+
+    def sample() -> bool:
+        jpeg = d.get("/ui/frame.jpg").content
+        colour = _roi_colour(jpeg, roi)
+        assert colour == "none", f"the live view drew {colour} on the ROI, {seen}"
+        inspecting = d.get("/ui/summary").json()["inspecting"]
+        if inspecting and _outlined(jpeg):
+            seen["outlined"] = seen.get("outlined", 0) + 1
+        state = _text(drv, "live-state")
+        assert state in ("inspecting…", "waiting for a box"), state
+        key = f"{'inspecting' if inspecting else 'idle'}/{state}"
+        seen[key] = seen.get(key, 0) + 1
+        return (seen.get("inspecting/inspecting…", 0) >= 3 and seen.get("idle/waiting for a box", 0) >= 1
+                and seen.get("outlined", 0) >= 1)
+
+    wait_for(sample, 240, "the page saying inspecting… while a box is in view", interval=0.3, d=d)
+
+    # The result tile: the last decision's verdict, drawn on its representative frame.
+    def tile_matches_last() -> dict | None:
+        last = d.get("/events", params={"limit": 1}, headers=auth).json()[0]
+        shown = drv.execute_script("return document.getElementById('result-verdict').getAttribute('data-event')")
+        return last if shown == last["event_id"] else None
+
+    last = wait_for(tile_matches_last, 60, "the result tile to show the last decision", d=d)
+    assert _text(drv, "result-verdict") == last["label"]
+    result_jpeg = d.get("/ui/result.jpg").content
+    assert _roi_colour(result_jpeg, roi) == "verdict"
+    assert d.get("/ui/summary").json()["result"]["frame"] == last["decided_on"]["representative_frame"]
+    wait_for(lambda: drv.execute_script("return document.getElementById('result-img').naturalWidth") > 0, 15,
+             "the result image")
+    tile = drv.find_element(By.CLASS_NAME, "live-pair")
+    drv.execute_script("arguments[0].scrollIntoView()", tile)
+    shot = tmp_path / "result-tile.png"
+    tile.screenshot(str(shot))
+    if os.environ.get("BOXINSPECT_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(os.environ["BOXINSPECT_SCREENSHOT_DIR"]) / "result-tile.png")

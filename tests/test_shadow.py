@@ -225,3 +225,46 @@ def test_bench_candidate_times_the_head_on_live_features_only_for_a_head_on_the_
     res = bench_shadow(tiny_model, other, threads=1, runs=5, warmup=1)
     assert not res["fast_path"] and res["results"]["candidate_head_on_live_features"] is None
     assert res["results"]["candidate_invoke"]["median_ms"] > 0
+
+
+def test_threshold_copies_disagree_exactly_on_the_decisions_between_the_thresholds(tmp_path, synth_video, int8_model):
+    """Shadow judges like the live model (issue 23): two copies of the live package that differ only in their
+    threshold (0.05 and 0.999) score the same records the live decision was made on, aggregate them the same
+    way and apply their threshold by the same rule. So a copy disagrees exactly on the decisions whose aggregate
+    lies between its threshold and the live one, and the two together exactly on those between 0.05 and 0.999;
+    each disagreement card shows both aggregates and thresholds and keeps the crop that decided."""
+    video, gt = synth_video
+    low, high = package_copies(int8_model, tmp_path / "models", ("low", "high"))
+    edit_sidecar(low, lambda doc: doc.update(threshold=0.05))
+    edit_sidecar(high, lambda doc: doc.update(threshold=0.999))
+    n_frames = gt["boxes"][-1]["exit_frame"] + 20
+    disagreements, decisions = {}, {}
+    for name, cand in (("low", low), ("high", high)):
+        (tmp_path / name).mkdir()
+        cfg = shadow_cfg(tmp_path / name, gt, model={"path": str(int8_model), "dir": str(tmp_path / "models")})
+        sink = RecordingSink()
+        d = Daemon(cfg, load_model(cfg, int8_model), capture=ReplayCapture(video_frames(video, n_frames)), sink=sink)
+        d.model_control.load_candidate(cand)
+        assert d.run() == EXIT_OK
+        assert d.shadow.wait_idle(120), "the shadow worker did not finish its queue"
+        live_thr = d.models.get().threshold()
+        assert 0.05 < live_thr < 0.999
+        s = d.shadow.doc()
+        events = sink.results
+        assert s["judged"] == len(events) >= len(gt["boxes"]) - 1 and s["errors"] == s["skipped"] == 0
+        lo, hi = sorted((live_thr, 0.05 if name == "low" else 0.999))
+        between = {e["event_id"] for e in events if lo <= e["score"] < hi}
+        cards = {c["name"]: c for c in d.shadow.store.items(1000)}
+        assert set(cards) == between and s["disagreed"] == len(between)
+        by_id = {e["event_id"]: e for e in events}
+        for eid, card in cards.items():
+            e = by_id[eid]
+            assert card["live"]["score"] == pytest.approx(e["score"], abs=1e-6) and card["live"]["threshold"] == live_thr
+            assert card["candidate"]["score"] == pytest.approx(e["score"], abs=1e-6)  # same records, same aggregate
+            assert card["candidate"]["label"] != card["live"]["label"]
+            assert card["frames"]["frames"] == e["decided_on"]["frames"]
+            assert (tmp_path / name / "shadow" / "disagreements" / f"{eid}.jpg").is_file()
+        disagreements[name], decisions[name] = between, [(e["decided_on"]["frames"], e["score"]) for e in events]
+    assert decisions["low"] == decisions["high"]  # the same video, the same live decisions
+    both = disagreements["low"] | disagreements["high"]
+    assert len(both) == sum(0.05 <= score < 0.999 for _, score in decisions["low"]) > 0

@@ -129,6 +129,7 @@ function renderSummary(s) {
   $("st-mode").textContent = s.mode;
   $("trigger").hidden = s.mode !== "triggered";
 
+  renderLive(s);
   const c = s.counters;
   $("c-boxes").textContent = c.boxes;
   $("c-defects").textContent = c.defects;
@@ -150,6 +151,26 @@ function renderSummary(s) {
   $("q-neg").textContent = $("q-neg-b").textContent = labels[0];
   $("q-pos").textContent = $("q-pos-b").textContent = labels[1];
   refreshTokenState();
+}
+
+// The live view says what it is looking at: "inspecting…" while a box is in the ROI (never the previous box's
+// verdict); the result tile shows the last box decided, on the frame that decided it.
+let resultShown = null;
+function renderLive(s) {
+  const st = $("live-state");
+  st.textContent = s.inspecting ? "inspecting…" : "waiting for a box";
+  st.className = s.inspecting ? "state-inspecting" : "state-idle";
+  const r = s.result;
+  if (!r || r.event_id === resultShown) return;
+  resultShown = r.event_id;
+  const v = $("result-verdict");
+  v.textContent = r.label;
+  v.className = "verdict " + (r.is_defect ? "bad" : "ok");
+  v.setAttribute("data-event", r.event_id);
+  $("result-score").textContent = `${num(r.score)} (threshold ${num(r.threshold, 2)}) · ${when(r.decided_at)}`;
+  const img = $("result-img");
+  img.src = `/ui/result.jpg?e=${encodeURIComponent(r.event_id)}`;
+  img.hidden = false;
 }
 
 async function summaryLoop() {
@@ -223,8 +244,18 @@ async function decisionsLoop() {
 // ---------------------------------------------------------------- manual check
 function showCheck(rec) {
   $("check-result").hidden = false;
-  $("check-result").setAttribute("data-check", rec.check_id);
   const v = $("check-verdict");
+  if (rec.no_box) {  // the localiser found no box: nothing was classified, so there is nothing to answer
+    $("check-result").setAttribute("data-check", "");
+    v.textContent = "no box";
+    v.className = "verdict";
+    $("check-score").textContent = "–";
+    $("check-threshold").textContent = "–";
+    $("check-seen").removeAttribute("src");
+    $("check-answers").replaceChildren(el("span", { class: "muted" }, rec.reason || "no box in the ROI"));
+    return;
+  }
+  $("check-result").setAttribute("data-check", rec.check_id);
   v.textContent = rec.label.toUpperCase();
   v.className = "verdict " + (rec.is_defect ? "bad" : "ok");
   $("check-score").textContent = num(rec.score);
