@@ -66,7 +66,7 @@ def backbone_digest(path: str | Path, features_output: str, runtime: str = "auto
     outs = {str(o["name"]): int(o["index"]) for o in interp.get_output_details()}
     if features_output not in outs:
         raise ModelError(f"{p}: no output tensor named {features_output!r} (outputs: {sorted(outs)})")
-    ops = interp._get_ops_details()  # noqa: SLF001 - the graph is only visible this way
+    ops = interp._get_ops_details()  # the graph is only visible this way
     tensors = {int(t["index"]): t for t in interp.get_tensor_details()}
     inputs = {int(t["index"]) for t in interp.get_input_details()}
     producer = {int(o): op["index"] for op in ops for o in op["outputs"]}

@@ -127,7 +127,7 @@ class Runner:
     def _detect_delegate(self) -> str:
         """Name what runs the graph: LiteRT/TF apply XNNPACK by default on CPU, visible as DELEGATE ops."""
         try:
-            ops = self._interp._get_ops_details()  # noqa: SLF001 - the only way to see delegation
+            ops = self._interp._get_ops_details()  # the only way to see delegation
         except Exception:
             return "unknown"
         parts = sum(1 for op in ops if op.get("op_name") == "DELEGATE")

@@ -18,8 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.config import parse_config  # noqa: E402
-from edge.daemon import Daemon, load_model  # noqa: E402
+from edge.config import parse_config
+from edge.daemon import Daemon, load_model
 
 
 def decisions(model: Path, video: Path, roi: tuple[int, int, int, int], overrides: dict[str, Any] | None = None,
