@@ -359,7 +359,7 @@ def _install_docs(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
 
 
-def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any = None) -> APIRouter:  # noqa: C901 (one route per def)
+def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any = None) -> APIRouter:  # one route per def
     cfg = state.config
     r = APIRouter(tags=["operator page"])
 
