@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from edge.classifier import RUNTIMES, ModelError, _interpreter_class
+from edge.classifier import RUNTIMES, ModelError, interpreter_class
 
 
 def _plain_interpreter(path: Path, runtime: str) -> Any:
     """An interpreter WITHOUT the default XNNPACK delegate: a delegate replaces ops by one DELEGATE node,
     which would hide the graph we want to walk."""
-    name, cls = _interpreter_class(runtime)
+    name, cls = interpreter_class(runtime)
     mod = importlib.import_module("tensorflow").lite.experimental if name == "tensorflow" \
         else importlib.import_module(RUNTIMES[name])
     kwargs: dict[str, Any] = {"model_path": str(path)}

@@ -51,7 +51,7 @@ class Prediction:
     latency_ms: float  # preprocess + invoke
 
 
-def _interpreter_class(runtime: str) -> tuple[str, Callable[..., Any]]:
+def interpreter_class(runtime: str) -> tuple[str, Callable[..., Any]]:
     """Return (runtime name, Interpreter class); ModelError naming every runtime that failed."""
     names = list(RUNTIMES) if runtime == "auto" else [runtime]
     errors = []
@@ -82,7 +82,7 @@ class Runner:
     def __init__(self, path: str | Path, num_threads: int = 2, runtime: str = "auto"):
         self.path = Path(path)
         self.num_threads = int(num_threads)
-        self.runtime_name, interp_cls = _interpreter_class(runtime)
+        self.runtime_name, interp_cls = interpreter_class(runtime)
         try:
             self._interp = interp_cls(model_path=str(self.path), num_threads=self.num_threads)
             self._interp.allocate_tensors()

@@ -28,5 +28,5 @@ def package_features(cfg: cv.CVConfig, paths: list[Path]) -> tuple[np.ndarray, n
     return x.astype(np.float64), np.ones(len(paths), bool)
 
 
-cv._linear_features = package_features
+cv.linear_features = package_features
 print(cv.format_summary(cv.run_cv(cv.CVConfig(data_dir=data, out_dir=out, seed=seed, img_size=size))))  # noqa: T201
