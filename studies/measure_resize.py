@@ -5,7 +5,7 @@ is made with INTER_AREA (what training used), INTER_LINEAR and INTER_NEAREST, st
 size; reports the time per resize, the score differences to INTER_AREA and how many frames change side of the
 model's threshold.
 
-    python scripts/measure_resize.py MODEL.tflite VIDEO.mp4     # VIDEO.json (from boxinspect synth) beside it
+    python studies/measure_resize.py MODEL.tflite VIDEO.mp4     # VIDEO.json (from boxinspect synth) beside it
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Runs the real daemon in-process (``Daemon.from_config``) at ``pace: fast`` over 
 outbox in a temporary folder), evidence and API off. Used to check that a change to the frame path keeps the
 decisions (issue 13): record before, record after, compare.
 
-    python scripts/record_decisions.py MODEL.tflite VIDEO.mp4 --roi 170,30,300,300 [--set decision.presence.downscale=area]
+    python studies/record_decisions.py MODEL.tflite VIDEO.mp4 --roi 170,30,300,300 [--set decision.presence.downscale=area]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Edge cost of the feature-probe candidates (docs/RESULTS.md): fp16 TFLite models of the linear recipe's shape
 (random head) at 224/288/320 px and two-scale 224 + S variants (second pass resized inside the model), then their
-invoke time with the edge's interpreter, 1 thread, interleaved. usage: python scripts/probe_edge_cost.py"""
+invoke time with the edge's interpreter, 1 thread, interleaved. usage: python studies/probe_edge_cost.py"""
 import time
 from pathlib import Path
 
