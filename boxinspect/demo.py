@@ -25,19 +25,19 @@ import yaml
 
 log = logging.getLogger("boxinspect.demo")
 
-MARKER = "demo.json"  # in the demo's folder: it made the folder, with these settings (_recipe)
+MARKER = "demo.json"  # in the demo's folder: it made the folder, with these settings (demo_recipe)
 
 
 class DemoError(Exception):
     """A demo that cannot start (one line for the user)."""
 
 
-def _recipe(args: argparse.Namespace) -> dict:
+def demo_recipe(args: argparse.Namespace) -> dict:
     """The settings that make the data and the model: a second run with the same ones reuses them."""
     return {k: getattr(args, k) for k in ("per_class", "img_size", "epochs", "fine_tune_epochs", "lr", "weights", "seed")}
 
 
-def _claim(out: Path, recipe: dict) -> dict | None:
+def claim_out(out: Path, recipe: dict) -> dict | None:
     """Make ``out`` the demo's folder; returns the previous run's record (None on a first run).
 
     Refuses a file, or a non-empty folder the demo did not make (it never deletes what it did not write)."""
@@ -107,7 +107,7 @@ def _subscribe(host: str, port: int, topic: str, received: list[dict], ready: th
 def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     try:
-        before = _claim(out, _recipe(args))
+        before = claim_out(out, demo_recipe(args))
     except (DemoError, OSError) as e:
         sys.stderr.write(f"boxinspect demo: {e}\n")
         return 2

@@ -134,18 +134,18 @@ def test_demo_refuses_a_foreign_folder_and_keeps_it(workdir: Path) -> None:
     is accepted on a second run."""
     assert (workdir / "taken" / "notes.txt").read_text() == "someone's files\n"
     assert sorted(p.name for p in (workdir / "taken").iterdir()) == ["notes.txt"]
-    from boxinspect.demo import MARKER, _claim, _recipe
+    from boxinspect.demo import MARKER, claim_out, demo_recipe
 
     class Args:
         per_class, img_size, epochs, fine_tune_epochs, lr, weights, seed = 8, 64, 1, 0, 1e-3, None, 0
 
     own = workdir / "own"
-    assert _claim(own, _recipe(Args())) is None  # first run
+    assert claim_out(own, demo_recipe(Args())) is None  # first run
     (own / "run").mkdir()
     (own / "run" / "model.keras").write_bytes(b"x")
     rec = json.loads((own / MARKER).read_text())
     (own / MARKER).write_text(json.dumps({**rec, "model": str(own / "run" / "m.tflite")}))
-    assert _claim(own, _recipe(Args()))["model"] == str(own / "run" / "m.tflite")  # same settings: reused
+    assert claim_out(own, demo_recipe(Args()))["model"] == str(own / "run" / "m.tflite")  # same settings: reused
     assert (own / "run" / "model.keras").is_file()
     Args.epochs = 2
-    assert _claim(own, _recipe(Args())) is None and not (own / "run").exists()  # other settings: replaced
+    assert claim_out(own, demo_recipe(Args())) is None and not (own / "run").exists()  # other settings: replaced
