@@ -111,7 +111,19 @@ def run_demo(args: argparse.Namespace) -> int:
     except (DemoError, OSError) as e:
         sys.stderr.write(f"boxinspect demo: {e}\n")
         return 2
-    return _run(args, out, before)
+    from convert.tflite import ConvertError, GateError
+    from training.data import DataError
+    from training.model import WeightsError
+    from training.split import SplitError
+
+    try:
+        return _run(args, out, before)
+    except GateError as e:  # a real outcome (e.g. too few --epochs or --per-class), not a crash
+        sys.stderr.write(f"boxinspect demo: {e}; train longer or on more images (--epochs, --per-class)\n")
+        return 1
+    except (ConvertError, DataError, SplitError, WeightsError) as e:
+        sys.stderr.write(f"boxinspect demo: {e}\n")
+        return 2
 
 
 def _train_and_convert(args: argparse.Namespace, data: Path, run: Path, t: float) -> tuple[Path, dict]:
@@ -265,7 +277,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Runs everything on generated data with no camera: makes synthetic boxes and a conveyor video, trains a "
             "small MobileNetV2, converts it to int8 TFLite, starts an MQTT broker if none answers (Mosquitto if "
             "installed, else an embedded Python broker), runs the daemon over the video and prints defect events "
-            "as they arrive. Takes a few minutes on a laptop CPU."
+            "as they arrive. Takes a few minutes on a laptop CPU. Run it again with the same --out and settings and it "
+            "reuses the data and model it made (other settings replace them); a folder it did not make is refused."
         ),
     )
     p.add_argument("--out", default="demo-out", help="working folder (default demo-out/)")
