@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -185,41 +186,10 @@ def _reuse(before: dict | None, run: Path, t: float) -> Path | None:
     return model
 
 
-def _run(args: argparse.Namespace, out: Path, before: dict | None) -> int:
-    from boxinspect.groundtruth import match_events
-    from boxinspect.synth import make_dataset, make_video
-    from edge.broker import DemoBroker
-
-    # Third-party INFO chatter (TensorFlow's SavedModel export, the embedded broker's session state machine) is
-    # not what the demo means to say; warnings and errors still show.
-    for name in ("tensorflow", "absl", "amqtt", "transitions"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    t_start = time.time()
-    total = 6
-
-    t = _step(1, total, f"synthetic boxes on a belt -> {out / 'data'} and a conveyor video")
-    data = out / "data"
-    if not (data / "manifest.json").exists():
-        make_dataset(data, n_per_class=args.per_class, size=args.img_size, seed=args.seed)
-    video = out / "conveyor.mp4"
-    gt = make_video(video, n_boxes=args.boxes, defect_rate=0.4, seed=args.seed + 1)
-    n_def = sum(b["defective"] for b in gt["boxes"])
-    print(f"      {args.per_class} images per class; video: {len(gt['boxes'])} boxes, {n_def} defective ({time.time() - t:.0f} s)")
-
-    t = _step(2, total, "train MobileNetV2 (alpha 0.35) by transfer learning")
-    run = out / "run"
-    model = _reuse(before, run, t)
-    if model is None:
-        model, _ = _train_and_convert(args, data, run, t)
-        marker = out / MARKER
-        marker.write_text(json.dumps({**json.loads(marker.read_text()), "model": str(model)}, indent=1))
-
-    _step(5, total, f"MQTT broker on {args.mqtt_host}:{args.mqtt_port}")
-    broker = DemoBroker(args.mqtt_host, args.mqtt_port)
-    kind = broker.start()
-    print(f"      broker: {kind}")
-
-    _step(6, total, "run the edge daemon over the conveyor video; defect events print as they arrive")
+def _run_daemon(args: argparse.Namespace, out: Path, video: Path, gt: dict, model: Path, kind: str,
+                broker: Any) -> tuple[int, list[dict]]:
+    """Step 6: the daemon as its own process over the video, with a subscriber printing its events; stops the
+    broker when done. Returns the daemon's exit status and the events received."""
     config = {
         "line": "demo",
         "camera": "cam1",
@@ -256,8 +226,47 @@ def _run(args: argparse.Namespace, out: Path, before: dict | None) -> int:
         sub.loop_stop()
         sub.disconnect()
         broker.stop()
-    if proc.returncode != 0:
-        print(f"daemon exited with {proc.returncode}; see {daemon_log}")
+    return proc.returncode, received
+
+
+def _run(args: argparse.Namespace, out: Path, before: dict | None) -> int:
+    from boxinspect.groundtruth import match_events
+    from boxinspect.synth import make_dataset, make_video
+    from edge.broker import DemoBroker
+
+    # Third-party INFO chatter (TensorFlow's SavedModel export, the embedded broker's session state machine) is
+    # not what the demo means to say; warnings and errors still show.
+    for name in ("tensorflow", "absl", "amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    t_start = time.time()
+    total = 6
+
+    t = _step(1, total, f"synthetic boxes on a belt -> {out / 'data'} and a conveyor video")
+    data = out / "data"
+    if not (data / "manifest.json").exists():
+        make_dataset(data, n_per_class=args.per_class, size=args.img_size, seed=args.seed)
+    video = out / "conveyor.mp4"
+    gt = make_video(video, n_boxes=args.boxes, defect_rate=0.4, seed=args.seed + 1)
+    n_def = sum(b["defective"] for b in gt["boxes"])
+    print(f"      {args.per_class} images per class; video: {len(gt['boxes'])} boxes, {n_def} defective ({time.time() - t:.0f} s)")
+
+    t = _step(2, total, "train MobileNetV2 (alpha 0.35) by transfer learning")
+    run = out / "run"
+    model = _reuse(before, run, t)
+    if model is None:
+        model, _ = _train_and_convert(args, data, run, t)
+        marker = out / MARKER
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "model": str(model)}, indent=1))
+
+    _step(5, total, f"MQTT broker on {args.mqtt_host}:{args.mqtt_port}")
+    broker = DemoBroker(args.mqtt_host, args.mqtt_port)
+    kind = broker.start()
+    print(f"      broker: {kind}")
+
+    _step(6, total, "run the edge daemon over the conveyor video; defect events print as they arrive")
+    returncode, received = _run_daemon(args, out, video, gt, model, kind, broker)
+    if returncode != 0:
+        print(f"daemon exited with {returncode}; see {out / 'daemon.log'}")
         return 1
     m = match_events(received, gt)
     print(
