@@ -541,8 +541,8 @@ def _reject(out: Path, fmt: str, outcome: _GateOutcome, max_f1_drop: float, max_
     out.replace(rejected)
     sidecar_path(out).replace(sidecar_path(rejected))
     return GateError(
-        f"accuracy gate failed for {fmt}: macro F1 drop {outcome.f1_drop:+.4f} (max {max_f1_drop}), "
-        f"AUC drop {outcome.auc_drop:+.4f} (max {max_auc_drop}); model kept as {rejected} for inspection",
+        f"accuracy gate failed for {fmt}: macro F1 drop {outcome.f1_drop:+.4f} (max {max_f1_drop:g}), "
+        f"AUC drop {outcome.auc_drop:+.4f} (max {max_auc_drop:g}); model kept as {rejected} for inspection",
         rejected,
     )
 
