@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from boxinspect import __version__
 from edge.logs import setup_logging
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Modules only the train extra installs: a subcommand that needs one on an edge install says so plainly.
 TRAIN_ONLY_MODULES = {"tensorflow", "keras", "sklearn", "matplotlib", "tqdm", "amqtt"}
@@ -40,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"boxinspect {__version__}")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
+    parser.add_argument("--log-level", default=None, type=_log_level, help="DEBUG, INFO (default), WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     from boxinspect import dataset, demo, synth
@@ -57,15 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log level (choose {', '.join(LOG_LEVELS)})")
+    return text.upper()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    env_level = os.environ.get("BOXINSPECT_LOG_LEVEL")
+    if args.log_level is None and env_level and env_level.upper() not in LOG_LEVELS:
+        sys.stderr.write(f"boxinspect: BOXINSPECT_LOG_LEVEL={env_level!r} is not a log level "
+                         f"(choose {', '.join(LOG_LEVELS)})\n")
+        return 2
     setup_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
+    except OSError as e:  # a path the user gave that cannot be read or written: one line, not a traceback
+        logging.getLogger("boxinspect").debug("%s failed", args.command, exc_info=True)
+        sys.stderr.write(f"boxinspect {args.command}: {e} (--log-level DEBUG shows where)\n")
+        return 2
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in TRAIN_ONLY_MODULES:
             raise

@@ -70,9 +70,9 @@ class ExportReport:
 
 def _images(folder: Path) -> list[Path]:
     """The images ``boxinspect train`` would read from one class folder (training/data.py's rule)."""
-    from training.data import _image_files  # TensorFlow-free
+    from training.data import image_files  # TensorFlow-free
 
-    return list(_image_files(folder)) if folder.is_dir() else []
+    return list(image_files(folder)) if folder.is_dir() else []
 
 
 def _classes(root: Path) -> list[str]:

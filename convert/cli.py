@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--representative", type=int, default=200,
                    help="training images used to calibrate int8 (default 200)")
     p.add_argument("--no-gate", action="store_true", help="write the model even if it loses accuracy")
-    p.add_argument("--max-f1-drop", type=float, default=0.01, help="allowed macro F1 loss (default 0.01)")
-    p.add_argument("--max-auc-drop", type=float, default=0.01, help="allowed AUC loss (default 0.01)")
+    p.add_argument("--max-f1-drop", type=float, default=0.01, help="allowed macro F1 loss (default 0.01; judged at 4 decimals, a drop equal to it passes)")
+    p.add_argument("--max-auc-drop", type=float, default=0.01, help="allowed AUC loss (default 0.01; judged at 4 decimals, a drop equal to it passes)")
     p.add_argument("--recalibrate-threshold", action="store_true",
                    help="choose this model's threshold with evaluate's rule (recall target on validation) "
                         "instead of copying the Keras threshold; quantisation can shift scores")

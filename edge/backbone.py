@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from edge.classifier import RUNTIMES, ModelError, _interpreter_class
+from edge.classifier import RUNTIMES, ModelError, interpreter_class
 
 
 def _plain_interpreter(path: Path, runtime: str) -> Any:
     """An interpreter WITHOUT the default XNNPACK delegate: a delegate replaces ops by one DELEGATE node,
     which would hide the graph we want to walk."""
-    name, cls = _interpreter_class(runtime)
+    name, cls = interpreter_class(runtime)
     mod = importlib.import_module("tensorflow").lite.experimental if name == "tensorflow" \
         else importlib.import_module(RUNTIMES[name])
     kwargs: dict[str, Any] = {"model_path": str(path)}
@@ -66,7 +66,7 @@ def backbone_digest(path: str | Path, features_output: str, runtime: str = "auto
     outs = {str(o["name"]): int(o["index"]) for o in interp.get_output_details()}
     if features_output not in outs:
         raise ModelError(f"{p}: no output tensor named {features_output!r} (outputs: {sorted(outs)})")
-    ops = interp._get_ops_details()  # noqa: SLF001 - the graph is only visible this way
+    ops = interp._get_ops_details()  # the graph is only visible this way
     tensors = {int(t["index"]): t for t in interp.get_tensor_details()}
     inputs = {int(t["index"]) for t in interp.get_input_details()}
     producer = {int(o): op["index"] for op in ops for o in op["outputs"]}

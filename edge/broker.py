@@ -94,7 +94,7 @@ class DemoBroker:
 
         try:
             asyncio.run(serve())
-        except BaseException as e:  # noqa: BLE001 - reported by start(), which is waiting for readiness
+        except BaseException as e:  # reported by start(), which is waiting for readiness
             self._error = e
 
     def stop(self) -> None:

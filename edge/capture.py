@@ -40,12 +40,12 @@ import numpy as np
 from edge.config import SourceConfig
 from edge.metrics import Metrics
 from edge.roi import grey_stats, small_grey
+from edge.sourcekind import guess_kind
 from edge.state import CameraState
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-STREAM_SCHEMES = {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"}
 FAST_QUEUE = 8  # frames buffered between reader and consumer with pace: fast
 DEFAULT_FOLDER_FPS = 10.0
 DEFAULT_FILE_FPS = 25.0
@@ -75,21 +75,6 @@ class Frame:
     sharpness: float = 0.0  # variance of the Laplacian (downscaled)
     view: str | None = None  # several views (MultiCapture): which camera took it
     trigger: TriggerStamp | None = None  # taken on a camera trigger (GenICam trigger mode): its count and time
-
-
-def guess_kind(uri: str) -> str:
-    """``usb``, ``rtsp`` (any network stream), ``folder`` or ``file`` from the shape of ``uri``."""
-    u = uri.strip()
-    if "!" in u and "appsink" in u:  # a GStreamer pipeline (edge/gstreamer_source.py)
-        return "gstreamer"
-    if u.isdigit() or u.startswith("/dev/video"):
-        return "usb"
-    if "://" in u and u.split("://", 1)[0].lower() in STREAM_SCHEMES:
-        return "rtsp"
-    p = Path(u)
-    if p.is_dir() or (not p.exists() and (u.endswith("/") or not p.suffix)):
-        return "folder"
-    return "file"
 
 
 SECRET_PARAM_WORDS = ("pass", "pwd", "token", "secret", "key", "auth", "sig", "credential", "session")

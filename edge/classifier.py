@@ -54,7 +54,7 @@ class Prediction:
     latency_ms: float  # preprocess + invoke
 
 
-def _interpreter_class(runtime: str) -> tuple[str, Callable[..., Any]]:
+def interpreter_class(runtime: str) -> tuple[str, Callable[..., Any]]:
     """Return (runtime name, Interpreter class); ModelError naming every runtime that failed."""
     names = list(RUNTIMES) if runtime == "auto" else [runtime]
     errors = []
@@ -85,7 +85,7 @@ class Runner:
     def __init__(self, path: str | Path, num_threads: int = 2, runtime: str = "auto"):
         self.path = Path(path)
         self.num_threads = int(num_threads)
-        self.runtime_name, interp_cls = _interpreter_class(runtime)
+        self.runtime_name, interp_cls = interpreter_class(runtime)
         try:
             self._interp = interp_cls(model_path=str(self.path), num_threads=self.num_threads)
             self._interp.allocate_tensors()
@@ -130,7 +130,7 @@ class Runner:
     def _detect_delegate(self) -> str:
         """Name what runs the graph: LiteRT/TF apply XNNPACK by default on CPU, visible as DELEGATE ops."""
         try:
-            ops = self._interp._get_ops_details()  # noqa: SLF001 - the only way to see delegation
+            ops = self._interp._get_ops_details()  # the only way to see delegation
         except Exception:
             return "unknown"
         parts = sum(1 for op in ops if op.get("op_name") == "DELEGATE")

@@ -564,7 +564,7 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     (outbox, evidence) that this user cannot create or write. Warnings: things that may be fine
     elsewhere (no /dev/videoN on this machine).
     """
-    from edge.capture import guess_kind
+    from edge.sourcekind import guess_kind
 
     errors: list[str] = []
     warnings: list[str] = []

@@ -873,7 +873,7 @@ class MultiViewDecider:
     def trigger(self, part_id: str | None = None, at: float | None = None) -> bool:
         at = time.time() if at is None else at
         with self._lock:
-            if any(len(d._queue) >= d.max_pending for d in self._views.values()):  # noqa: SLF001 - same module
+            if any(len(d._queue) >= d.max_pending for d in self._views.values()):  # same module
                 self.rejected += 1
                 log.error("trigger for part %s REFUSED: a view has %d triggers waiting (are its frames coming?)",
                           part_id, self.max_pending)

@@ -158,7 +158,7 @@ class CallbackGuard:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except BaseException as e:  # noqa: BLE001  (RecursionError, MemoryError, ... must not kill paho)
+            except BaseException as e:  # RecursionError, MemoryError, ... must not kill paho
                 if isinstance(e, (KeyboardInterrupt, SystemExit)):
                     raise
                 self._crashed(name, e)

@@ -366,8 +366,10 @@ class CollectionRequest(BaseModel):
 # --------------------------------------------------------------------------------------------------
 
 
-def install_operator(app: FastAPI, state: ApiState, auth: list[Any]) -> None:
-    """Add the page, its endpoints, the offline /docs and the CSP header to ``app``."""
+def install_operator(app: FastAPI, state: ApiState, auth: list[Any],
+                     status: Callable[[ApiState], dict[str, Any]]) -> None:
+    """Add the page, its endpoints, the offline /docs and the CSP header to ``app``. ``status`` is the API's
+    /status document (edge/api.py passes it in, so this module does not import the API back)."""
     cfg = state.config
     _install_headers(app)
     _install_docs(app)
@@ -378,7 +380,7 @@ def install_operator(app: FastAPI, state: ApiState, auth: list[Any]) -> None:
         op = OperatorState(cfg, state.metrics)
         state.operator = op
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(_router(state, op, auth, app.state))
+    app.include_router(_router(state, op, auth, status, app.state))
 
 
 class SecurityHeaders:
@@ -420,7 +422,8 @@ def _install_docs(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
 
 
-def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any = None) -> APIRouter:  # noqa: C901 (one route per def)
+def _router(state: ApiState, op: OperatorState, auth: list[Any], status: Callable[[ApiState], dict[str, Any]],  # one route per def
+            app_state: Any = None) -> APIRouter:
     cfg = state.config
     r = APIRouter(tags=["operator page"])
 
@@ -443,9 +446,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
         return op.summary(build_summary)
 
     def build_summary() -> dict[str, Any]:
-        from edge.api import _status
-
-        s = _status(state)
+        s = status(state)
         s.pop("config", None)
         model = state.models.get()
         loop = s.get("loop") or {}
@@ -624,7 +625,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
         dependencies=auth,
     )  # body size: edge.api.BodyLimit covers /ui/check too (no FastAPI max_body_size: 0.164+, Python 3.11+)
     def check_upload(file: UploadFile = File(..., description="a JPEG, PNG, BMP or WebP image")) -> dict[str, Any]:
-        from edge.api import DECODE_WAIT_S, decode_upload
+        from edge.upload import DECODE_WAIT_S, decode_upload
 
         data = file.file.read(cfg.api.max_upload_bytes + 1)
         slots = getattr(app_state, "decode_slots", None)  # shared with /predict: api.max_concurrent_decodes

@@ -192,7 +192,7 @@ class Outbox:
             return
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            f = open(lock_path, "a+")  # noqa: SIM115 - held open for the life of the outbox
+            f = open(lock_path, "a+")  # held open for the life of the outbox
         except OSError as e:
             raise self._fail(f"cannot create lock file {lock_path}", e) from None
         try:

@@ -195,7 +195,7 @@ def retrain(
     target_recall: float | None = None,
     cost_ratio: float | None = None,
     min_per_class: int = DEFAULT_MIN_PER_CLASS,
-    C: float | None = None,  # noqa: N803 - the regularisation constant's usual name
+    C: float | None = None,  # the regularisation constant's usual name
     name: str | None = None,
     num_threads: int = 1,
     seed: int = 0,

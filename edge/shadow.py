@@ -301,7 +301,7 @@ def head_on_backbone_of(candidate: Any, live: Any) -> bool:
             return False
         ident = getattr(candidate, "backbone_sha256", None)
         return bool(ident) and ident == getattr(live, "backbone_sha256", None) and bool(getattr(live, "has_features", False))
-    except Exception:  # noqa: BLE001 - an odd package is judged the slow way
+    except Exception:  # an odd package is judged the slow way
         return False
 
 
@@ -366,7 +366,7 @@ class Shadow:
             with self._lock:
                 self.stats.skipped += 1
             self.metrics.shadow_skipped.inc()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._count_error(e)
 
     # -- the worker -----------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ class Shadow:
                 return
             try:
                 self.judge(job)
-            except Exception as e:  # noqa: BLE001 - counted; the worker lives on
+            except Exception as e:  # counted; the worker lives on
                 self._count_error(e)
             finally:
                 if self._queue.empty():
@@ -643,7 +643,7 @@ class ModelControl:
             self.retrain_job.update(state="done", progress="candidate running in shadow", finished_at=iso_utc(),
                                     seconds=round(time.monotonic() - t0, 2), candidate=str(cand_path), report=report)
             log.info("retrain: candidate %s ready in %.1f s, running in shadow", cand_path, time.monotonic() - t0)
-        except Exception as e:  # noqa: BLE001 - a failed retrain is a state the page shows, not a crash
+        except Exception as e:  # a failed retrain is a state the page shows, not a crash
             self.retrain_job.update(state="failed", finished_at=iso_utc(), seconds=round(time.monotonic() - t0, 2),
                                     error=" ".join(str(e).split())[:500] or type(e).__name__)
             log.error("retrain failed: %s", self.retrain_job["error"])

@@ -4,6 +4,8 @@
 #                                  workers (pytest-xdist)
 #   bash scripts/test.sh --fast    ruff + mypy + the fast lane: every test not marked slow, no training, on two
 #                                  workers
+#   bash scripts/test.sh --repeat N  the determinism check instead of pytest: N from-scratch builds of the tiny
+#                                  int8 test model (a few minutes each, niced), compared (tests/determinism.py)
 # Pass -n 0 to run in one process (a later -n wins).
 # Other arguments go to pytest (bash scripts/test.sh --fast -k api).
 # Tests use a real Mosquitto: the one on 127.0.0.1:1883 if running, else they start their own
@@ -11,12 +13,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=0
+repeat=0
 args=()
+next_is_repeat=0
 for a in "$@"; do
-  if [ "$a" = "--fast" ]; then fast=1; else args+=("$a"); fi
+  if [ "$next_is_repeat" = 1 ]; then repeat=$a; next_is_repeat=0; continue; fi
+  if [ "$a" = "--fast" ]; then fast=1; elif [ "$a" = "--repeat" ]; then next_is_repeat=1; else args+=("$a"); fi
 done
 bash scripts/setup-venv.sh edge,train,dev
 export TF_CPP_MIN_LOG_LEVEL=2
+if [ "$repeat" != 0 ]; then
+  echo "==> determinism check: $repeat from-scratch builds of the tiny int8 test model, compared"
+  exec .venv/bin/python -m tests.determinism --repeat "$repeat" ${args[@]+"${args[@]}"}
+fi
 if [ "$fast" = 1 ]; then
   echo "==> ruff"
   .venv/bin/ruff check .

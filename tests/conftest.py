@@ -7,7 +7,7 @@ daemon as a process); all others are marked ``fast``. Fast tests that need *a* r
 ``tiny_model``: a small int8 model made by our own pipeline and committed under tests/fixtures/.
 
 The trained model is cached under ``<repo>/.cache/test-models/<hash>/``, keyed on what makes it (data
-generation, training code and the ``TINY_*`` settings below), so a second local run skips training; the
+generation, training code and the ``TINY_*`` settings of tests/tiny_build.py), so a second local run skips training; the
 converted packages sit below it under ``convert-<hash>/`` keyed also on convert/ and the package format.
 Editing tests or this file retrains nothing unless a ``TINY_*`` setting changes. CI starts from a clean clone, so it always trains. Each cached
 artefact is made under a file lock (``tests.helpers.cache_lock``), so parallel workers make it once.
@@ -18,7 +18,6 @@ errors at teardown, naming itself.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -28,14 +27,6 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_SIZE = 128  # input size of the test model
-TINY_PER_CLASS = 250
-TINY_DATA_SEED = 1
-TINY_VIDEO = dict(n_boxes=10, defect_rate=0.5, seed=7)  # the session's conveyor video (synth_video)
-TINY_TARGET_RECALL = 0.95  # the threshold rule the tests were calibrated on (the product default is a cost ratio)
-# The training run of the session model (part of its cache key).
-TINY_TRAINING = dict(img_size=TINY_SIZE, alpha=0.35, epochs=10, learning_rate=1e-3, fine_tune_epochs=6,
-                     fine_tune_learning_rate=1e-4, seed=0, recipe="finetune")
 TRAINED = {"tiny_run", "int8_model", "float_model", "crop_model", "synth_data"}  # fixtures that make a test slow
 FIXTURE_MODEL = REPO / "tests" / "fixtures" / "tiny_int8.tflite"
 PARCEL_DIR = REPO.parent / "shared" / "data" / "parcel-damage"
@@ -43,17 +34,12 @@ PARCEL_DIR = REPO.parent / "shared" / "data" / "parcel-damage"
 # Make tests/broker.py importable as ``tests.broker`` and as ``broker``.
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tiny model's recipe and build steps (shared with the determinism check); its thread counts and oneDNN
+# setting must be in the environment before any test imports TensorFlow.
+from tests import tiny_build  # noqa: E402
 
-
-def _source_hash(*parts: str, extra: str = "") -> str:
-    h = hashlib.sha256(extra.encode())
-    for rel in parts:
-        p = REPO / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        for f in files:
-            if f.exists():
-                h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+tiny_build.set_repeatable_env()
+TINY_VIDEO = tiny_build.TINY_VIDEO
 
 
 def _cache_lock(path: Path) -> Any:
@@ -110,10 +96,7 @@ def parcel_dir() -> Path:
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
     """Synthetic data, video and the trained run: keyed on the code that makes them (not on convert)."""
-    recipe = repr((TINY_SIZE, TINY_PER_CLASS, TINY_DATA_SEED, TINY_TARGET_RECALL, sorted(TINY_TRAINING.items()),
-                   sorted(TINY_VIDEO.items())))
-    key = _source_hash("boxinspect/synth", "training", extra=recipe)
-    d = REPO / ".cache" / "test-models" / key
+    d = tiny_build.model_cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -122,7 +105,7 @@ def model_cache() -> Path:
 def convert_cache(model_cache: Path) -> Path:
     """Converted packages of the cached run, keyed also on convert/ and the package format, so a change to
     either re-converts (a minute) without re-training (several minutes)."""
-    key = _source_hash("convert", "edge/model_package.py", "edge/classifier.py")
+    key = tiny_build.convert_key()
     d = model_cache / f"convert-{key}"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -131,13 +114,10 @@ def convert_cache(model_cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def synth_data(model_cache: Path) -> Path:
     """Folder-per-class synthetic boxes (ok/, defective/), 128 px."""
-    from boxinspect.synth import make_dataset
-
     out = model_cache / "synth"
     with _cache_lock(out):
         if not (out / "manifest.json").exists():
-            shutil.rmtree(out, ignore_errors=True)
-            make_dataset(out, n_per_class=TINY_PER_CLASS, size=TINY_SIZE, seed=TINY_DATA_SEED, progress=False)
+            tiny_build.make_synth(out)
     return out
 
 
@@ -151,38 +131,22 @@ def synth_video(model_cache: Path) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="session")
 def tiny_run(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
-    """A real (small) MobileNetV2 run dir trained on synthetic boxes and evaluated.
-
-    Frozen phase at a higher learning rate than the product default (1e-3, so a few epochs suffice),
-    then a short fine-tune: a linear probe on frozen 128 px features reaches only ~95% on these images,
-    and the end-to-end test needs every box right.
-    """
-    from edge.localize import NO_CROP
-    from training.evaluate import evaluate
-    from training.train import TrainConfig, train
-
+    """A real (small) MobileNetV2 run dir trained on synthetic boxes and evaluated (tests/tiny_build.py)."""
     run = model_cache / "run"
     with _cache_lock(run):
         if not (run / "metrics.json").exists():
-            shutil.rmtree(run, ignore_errors=True)
-            # the images are already the ROI around the box: no crop (crops are tested with crop_model)
-            cfg = TrainConfig(data_dir=synth_data, out_dir=run, weights=str(weights_path), verbose=2, crop=NO_CROP,
-                              **TINY_TRAINING)
-            train(cfg)
-            evaluate(run, target_recall=TINY_TARGET_RECALL)
+            tiny_build.train_tiny(run, synth_data, weights_path)
     return run
 
 
 @pytest.fixture(scope="session")
 def int8_model(tiny_run: Path, convert_cache: Path) -> Path:
-    from convert.tflite import convert_run
-
+    """The tiny run as int8, the gate's verdict recorded, not enforced (tests/tiny_build.py); the gate itself is
+    tested in test_convert.py."""
     out = convert_cache / "model_int8.tflite"
     with _cache_lock(out):
         if not out.exists() or not Path(str(out) + ".json").exists():
-            # ~100 test images: one changed decision moves macro F1 by ~1 point (the product default margin),
-            # so allow up to three here; the gate itself is tested in test_convert.py.
-            convert_run(tiny_run, "int8", out=out, max_f1_drop=0.03)
+            tiny_build.convert_tiny_int8(tiny_run, out)
     return out
 
 

@@ -197,11 +197,11 @@ class Subscriber(_PahoClient):
             self.close()
             raise TimeoutError(f"subscriber could not subscribe to {self.topics} on {host}:{port}")
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
             client.subscribe([(t, 1) for t in self.topics])
 
-    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+    def _on_message(self, client, userdata, msg) -> None:
         with self._cond:
             self.raw.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             try:

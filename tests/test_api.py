@@ -365,7 +365,7 @@ def test_openapi_documents_the_endpoints(tmp_path, tiny_model, loaded):
 
 
 def test_image_dimensions_from_headers():
-    from edge.api import image_dimensions
+    from edge.upload import image_dimensions
 
     for ext in (".png", ".jpg"):
         ok, buf = cv2.imencode(ext, np.zeros((37, 53, 3), np.uint8))

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.capture import Capture, guess_kind, safe_uri
+from edge.capture import Capture, safe_uri
+from edge.sourcekind import guess_kind
 from edge.config import SourceConfig
 from edge.metrics import Metrics
 from edge.state import CameraState

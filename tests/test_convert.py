@@ -152,3 +152,54 @@ def test_recalibrated_threshold_reproduces_evaluate_on_identical_scores(tiny_run
     assert meta.metrics is not None and meta.metrics.keras_threshold == pytest.approx(metrics["threshold"])
     assert meta.threshold == pytest.approx(metrics["threshold"], abs=1e-4)
     assert meta.metrics.tflite.recall == pytest.approx(meta.metrics.keras.recall)
+
+
+# ---------------------------------------------------------------- the gate's rounding rule (issue 22)
+
+
+@pytest.mark.parametrize(("drop", "limit", "passes"), [
+    (0.0299, 0.03, True),
+    (0.03, 0.03, True),  # exactly at the limit: passes
+    (0.98 - 0.9499549594635172, 0.03, True),  # three changed decisions of 100 (0.030045...), printed "+0.0300"
+    (0.0301, 0.03, False),  # one step of the printed precision over: fails
+    (0.03006, 0.03, False),
+    (0.97 - 0.96, 0.01, True),  # 0.010000000000000009 in floating point: equal at 4 decimals
+    (0.0101, 0.01, False),
+    (-0.02, 0.0, True),  # the converted model is better
+    (0.0, -1.0, False),  # a limit no model can meet (test_gate_rejects_a_model_that_loses_accuracy)
+])
+def test_gate_rule_at_and_around_the_limit(drop: float, limit: float, passes: bool) -> None:
+    from convert.tflite import GATE_DECIMALS, gate_allows
+
+    assert GATE_DECIMALS == 4
+    assert gate_allows(drop, limit) is passes
+    # what the verdict prints is what was judged: a drop that prints as the limit passes
+    assert (f"{drop:.4f}" == f"{limit:.4f}") <= passes
+
+
+def test_gate_passes_a_drop_equal_to_its_limit(tiny_run: Path, int8_model: Path, tmp_path: Path) -> None:
+    """The real gate on the real int8 conversion of the session model, with the limit set to its own measured macro F1
+    drop (at 4 decimals): it passes, where one step (0.0001) lower is refused (the rule, as the gate applies it).
+    Conversion is repeatable (seeded calibration sample), so the run converts to the fixture's drop again; the
+    refusing side on a real conversion is test_gate_rejects_a_model_that_loses_accuracy."""
+    from convert.tflite import convert_run, gate_allows
+
+    meta = load_metadata(int8_model)
+    assert meta.metrics is not None
+    measured = meta.metrics.keras.macro_f1 - meta.metrics.tflite.macro_f1
+    limit = round(measured, 4)
+    ok = convert_run(tiny_run, "int8", out=tmp_path / "at.tflite", max_f1_drop=limit, max_auc_drop=1.0)
+    again = load_metadata(ok).metrics
+    assert again is not None and again.gate_passed and again.tflite.macro_f1 == meta.metrics.tflite.macro_f1
+    assert not gate_allows(measured, limit - 0.0001)
+
+
+def test_int8_fixture_keeps_its_margin(int8_model: Path) -> None:
+    """The session's int8 package is converted with the gate recorded, not enforced (tests/tiny_build.py); its
+    drop must stay clear of the bound it records, so no test that uses it passes or fails by a hair."""
+    from tests.tiny_build import TINY_INT8_MAX_F1_DROP, int8_summary
+
+    s = int8_summary(int8_model)
+    assert s["max_f1_drop"] == TINY_INT8_MAX_F1_DROP and load_metadata(int8_model).metrics.max_f1_drop == 0.10
+    assert s["margin"] >= 0.03, s  # at least three more changed decisions of 100 before the bound
+    assert s["gate_passed"] and s["agreement"] >= 0.9

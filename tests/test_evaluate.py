@@ -14,10 +14,10 @@ from training.evaluate import (
     EvaluateError,
     binary_metrics,
     bootstrap_ci,
-    choose_threshold,
     evaluate,
     threshold_table,
 )
+from training.operating import choose_threshold
 
 
 def _scores(n_pos: int, n_neg: int, seed: int = 0):

@@ -19,9 +19,9 @@ N_PARTS = 24  # x 2 views
 @pytest.fixture(scope="module")
 def scenes() -> list[dict]:
     """Rendered parts (both views) with an empty-belt reference of each view; easy and hard boxes."""
-    from boxinspect.synth.line import _LineKit
+    from boxinspect.synth.line import LineKit
 
-    kit = _LineKit.make(21)
+    kit = LineKit.make(21)
     out = []
     for i in range(N_PARTS):
         label = "ok" if i % 2 else "defective"

@@ -238,12 +238,12 @@ def test_a_package_without_features_still_loads(tensorflow_here: None, tiny_run:
     before, says it has no features, and retrain refuses it with one sentence."""
     import keras
 
-    from convert.tflite import _convert_bytes
+    from convert.tflite import convert_bytes
     from edge.model_package import ModelMetadata, write_metadata
 
     model = keras.models.load_model(tiny_run / "model.keras", compile=False)
     old = tmp_path / "old.tflite"
-    old.write_bytes(_convert_bytes(model, "float32", None))  # the convert step without the features output
+    old.write_bytes(convert_bytes(model, "float32", None))  # the convert step without the features output
     doc = json.loads(sidecar_path(float_model).read_text())
     doc.update(features=None, cv_metrics=None, sha256=sha256_file(old), size_bytes=old.stat().st_size)
     del doc["package_sha256"]

@@ -90,10 +90,10 @@ def test_rerun_into_same_folder_replaces_earlier_images(tmp_path: Path) -> None:
 
 
 def test_sample_render_is_deterministic() -> None:
-    a, info_a = synth.render_sample(synth._child(11, 1, 2), "tear")
-    b, info_b = synth.render_sample(synth._child(11, 1, 2), "tear")
+    a, info_a = synth.render_sample(synth.child_rng(11, 1, 2), "tear")
+    b, info_b = synth.render_sample(synth.child_rng(11, 1, 2), "tear")
     assert np.array_equal(a, b) and info_a == info_b
-    c, _ = synth.render_sample(synth._child(11, 1, 3), "tear")
+    c, _ = synth.render_sample(synth.child_rng(11, 1, 3), "tear")
     assert not np.array_equal(a, c)
 
 
@@ -103,8 +103,8 @@ def test_defects_change_the_box() -> None:
     for defect in synth.DEFECTS:
         diffs = []
         for i in range(3):
-            ok = synth._draw_box(synth._child(21, i), "easy", None, layout.scale)
-            bad = synth._draw_box(synth._child(21, i), "easy", defect, layout.scale)
+            ok = synth.draw_box(synth.child_rng(21, i), "easy", None, layout.scale)
+            bad = synth.draw_box(synth.child_rng(21, i), "easy", defect, layout.scale)
             # same box geometry (same random draws up to the defect); compare the top of the box
             h = min(ok.img.shape[0], bad.img.shape[0])
             w = min(ok.img.shape[1], bad.img.shape[1])
@@ -256,7 +256,7 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="defect_rate"):
         synth.make_video(tmp_path / "v.mp4", n_boxes=2, defect_rate=1.5)
     with pytest.raises(ValueError):
-        synth.render_box(synth._child(0), defect="scratch")
+        synth.render_box(synth.child_rng(0), defect="scratch")
     assert not (tmp_path / "v.mp4").exists()
 
 

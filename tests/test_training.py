@@ -79,14 +79,14 @@ def test_help_teaches_the_defaults():
 def test_scales_option_sets_the_input_size_and_refuses_bad_values(tmp_path):
     """``--scales 224,288``: the model input is the largest scale; a conflicting --img-size or a bad list is one
     clear error (exit 2, no traceback), before any data or TensorFlow is touched."""
-    from training.cli import _img_size_and_scales, _scales_arg
+    from training.cli import img_size_and_scales, scales_arg
 
-    assert _scales_arg("288,224") == [224, 288]
-    assert _img_size_and_scales(None, [224, 288], 224) == (288, [224, 288])
-    assert _img_size_and_scales(None, None, 224) == (224, None) and _img_size_and_scales(160, [160], 224) == (160, None)
+    assert scales_arg("288,224") == [224, 288]
+    assert img_size_and_scales(None, [224, 288], 224) == (288, [224, 288])
+    assert img_size_and_scales(None, None, 224) == (224, None) and img_size_and_scales(160, [160], 224) == (160, None)
     for bad in ("224,224", "224,x", "16,224", ""):
         with pytest.raises(argparse.ArgumentTypeError):
-            _scales_arg(bad)
+            scales_arg(bad)
     p = subprocess.run([sys.executable, "-m", "boxinspect.cli", "train", str(tmp_path), "--out", str(tmp_path / "r"),
                         "--img-size", "224", "--scales", "224,288"], capture_output=True, text=True)
     assert p.returncode == 2 and "largest scale (288)" in p.stderr and "Traceback" not in p.stderr

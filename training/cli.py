@@ -15,7 +15,7 @@ SCALES_HELP = ("linear: the model averages the pooled features at these input si
                "(cost: one backbone pass per size; docs/RESULTS.md). Sets the input size (leave --img-size out)")
 
 
-def _scales_arg(text: str) -> list[int]:
+def scales_arg(text: str) -> list[int]:
     """``224,288`` -> [224, 288] (argparse type of --scales)."""
     try:
         sizes = [int(v) for v in text.split(",") if v.strip()]
@@ -26,7 +26,7 @@ def _scales_arg(text: str) -> list[int]:
     return sorted(sizes)
 
 
-def _img_size_and_scales(img_size: int | None, scales: list[int] | None, default: int) -> tuple[int, list[int] | None]:
+def img_size_and_scales(img_size: int | None, scales: list[int] | None, default: int) -> tuple[int, list[int] | None]:
     """The input size and scales of --img-size/--scales: with scales the input size is the largest scale."""
     if not scales:
         return img_size or default, None
@@ -138,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="linear: inverse L2 strength (default: chosen by inner grouped CV on train+val)")
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: the model averages the features of the image and its mirror (2x compute)")
-    p.add_argument("--scales", type=_scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
+    p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     _add_operating_args(p)
     p.add_argument("--epochs", type=int, default=25, help="phase 1 max epochs, backbone frozen (default 25)")
     p.add_argument("--fine-tune-epochs", type=int, default=10,
@@ -231,7 +231,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default="imagenet", help="imagenet (default), none, or PATH to a no-top .h5")
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: average the features of each image and its horizontal mirror")
-    p.add_argument("--scales", type=_scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
+    p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     p.add_argument("--crop", default="none", help="crop to the box first (edge.localize method; default none)")
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
@@ -264,7 +264,7 @@ def _cv(args: argparse.Namespace) -> int:
     from training.split import SplitError
 
     try:
-        img_size, scales = _img_size_and_scales(args.img_size, args.scales, LINEAR_IMG_SIZE)
+        img_size, scales = img_size_and_scales(args.img_size, args.scales, LINEAR_IMG_SIZE)
     except ValueError as e:
         log.error("%s", e)
         return 2
@@ -312,7 +312,7 @@ def _train(args: argparse.Namespace) -> int:
                     background_file=str(args.background.resolve()) if args.background else None)
 
     try:
-        img_size, scales = _img_size_and_scales(args.img_size, args.scales,
+        img_size, scales = img_size_and_scales(args.img_size, args.scales,
                                                 LINEAR_IMG_SIZE if args.recipe == "linear" else 160)
     except ValueError as e:
         log.error("%s", e)

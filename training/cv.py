@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,14 +33,13 @@ import numpy as np
 from training import data as data_mod
 from training import operating
 from training import split as split_mod
+from training.split import part_ids
 
 log = logging.getLogger(__name__)
 
 RECIPES = ("linear", "finetune")
 FUSIONS = ("max", "mean", "noisy_or")
-MAX_VIEWS = 8
 HASH_SIZE = 64  # px the images are reduced to before the dHash (which works on 32x32 anyway)
-_VIEW_RE = re.compile(r"^(?P<part>.+)_(?P<view>[^_]+)$")
 
 
 @dataclass
@@ -83,23 +81,6 @@ class CVConfig:
 
 
 # ---------------------------------------------------------------- groups and parts
-
-
-def part_ids(rel_paths: list[str]) -> list[str]:
-    """Part id per file: ``<part>`` of ``<class>/<part>_<view>.<ext>``, else the file's own path.
-
-    A view token is not all digits (``ok_00012.jpg`` is one image, not view 00012 of part ``ok``), and a
-    "part" with more than MAX_VIEWS files is not a part: its files count as single images.
-    """
-    from collections import Counter
-
-    raw = []
-    for r in rel_paths:
-        stem = Path(r).stem
-        m = _VIEW_RE.match(stem)
-        raw.append(m.group("part") if m and not m.group("view").isdigit() else None)
-    n = Counter(p for p in raw if p is not None)
-    return [p if p is not None and n[p] <= MAX_VIEWS else r for p, r in zip(raw, rel_paths, strict=True)]
 
 
 def is_multiview(parts: list[str]) -> bool:
@@ -166,7 +147,7 @@ def mean_sd(rows: list[dict]) -> dict:
 # ---------------------------------------------------------------- recipes
 
 
-def _linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+def linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     from training import model as model_mod
     from training.features import FeatureExtractor, FeatureSpec
 
@@ -199,7 +180,7 @@ def _finetune_fold(cfg: CVConfig, images: data_mod.ImageSet, rel: list[str], y, 
     from edge.localize import NO_CROP
     from training.train import TrainConfig, train
 
-    val_mask = split_mod._first_fold(y[tr], groups[tr], 0.15, seed + 1000)
+    val_mask = split_mod.first_fold(y[tr], groups[tr], 0.15, seed + 1000)
     items = []
     for k, i in enumerate(tr):
         items.append({"path": rel[i], "label": images.labels[i], "group": int(groups[i]),
@@ -280,21 +261,52 @@ def _finetune_rescore(cfg: CVConfig, images: data_mod.ImageSet, te: np.ndarray, 
 # ---------------------------------------------------------------- main entry
 
 
-def run_cv(cfg: CVConfig) -> dict:
-    """Run the cross-validation; writes OUT/oof_scores.csv, OUT/summary.json, OUT/cv.png; returns the summary."""
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold
+@dataclass
+class _Data:
+    """The readable images of a CV run with their labels, parts and groups (one entry per image)."""
 
+    images: data_mod.ImageSet
+    rel: list[str]
+    y: np.ndarray
+    parts: list[str]
+    groups: np.ndarray
+    multiview: bool
+    unreadable: list[Path]
+
+
+@dataclass
+class _Folds:
+    """What the folds produce: metrics rows (per view and per part rule) and each image's out-of-fold score."""
+
+    rows: list[dict]
+    part_rows: dict[str, list[dict]]
+    oof: np.ndarray  # (repeats, images), NaN where not scored
+    fold_of: np.ndarray  # (repeats, images), -1 where not scored
+    n_run: int = 0
+
+    def record(self, d: _Data, r: int, f: int, te: np.ndarray, s: np.ndarray | None, m: dict) -> None:
+        """Keep fold (r, f)'s metrics row and, when scored, its test scores and per-part metrics."""
+        self.rows.append(m)
+        if s is None:
+            return
+        self.oof[r, te] = s
+        self.fold_of[r, te] = f
+        if d.multiview:
+            pte = [d.parts[i] for i in te]
+            for rule in FUSIONS:
+                yp, sp_ = fuse_parts(pte, d.y[te], s, rule)
+                self.part_rows[rule].append({"repeat": r, "fold": f, **fold_metrics(yp, sp_, m["threshold"])})
+
+
+def _check_config(cfg: CVConfig) -> None:
     if cfg.recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
     if cfg.recipe == "finetune" and (cfg.flip_tta or cfg.crop != "none" or (cfg.scales and len(cfg.scales) > 1)):
         raise ValueError("--flip-tta, --scales and --crop are measured with the linear recipe only")
-    t0 = time.monotonic()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
-        (out / "folds.jsonl").unlink(missing_ok=True)
-        (out / FOLD_SCORES).unlink(missing_ok=True)
+
+
+def _load_data(cfg: CVConfig) -> _Data:
+    """Scan the data set, drop unreadable images, and group near-duplicates (and the views of a part)."""
     images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
     rel = [images.rel(p) for p in images.paths]
     y_all = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
@@ -314,129 +326,159 @@ def run_cv(cfg: CVConfig) -> dict:
     log.info("cv: %d images (%d %s), %d groups (near-duplicates%s), %d x %d folds, recipe %s",
              len(y), int(y.sum()), images.positive_class, len(np.unique(groups)),
              " + parts of multi-view files" if cfg.views else "", cfg.repeats, cfg.folds, cfg.recipe)
+    return _Data(images, rel, y, parts, groups, bool(multiview), list(loaded.unreadable))
 
-    x = None
+
+def _kept_fold(cfg: CVConfig, d: _Data, out: Path, r: int, f: int, te: np.ndarray, m: dict,
+               sc: dict[str, float] | None) -> np.ndarray | None:
+    """The test scores of fold (r, f) finished by an earlier run (None if that run kept none)."""
+    number = r * cfg.folds + f + 1
+    s = None
+    if sc is not None:
+        if set(sc) != {d.rel[i] for i in te}:
+            raise ValueError(f"--resume: fold {number} of {out} has other test images than this run's "
+                             "fold (other --folds/--seed/--dup-threshold?)")
+        s = np.array([sc[d.rel[i]] for i in te])
+    fold_dir = out / "folds" / f"r{r}f{f}"
+    if s is None and cfg.recipe == "finetune" and (fold_dir / "model.keras").is_file():
+        s = _finetune_rescore(cfg, d.images, te, fold_dir)  # folds finished before scores were saved
+        _save_fold_scores(out, r, f, [d.rel[i] for i in te], s)
+    return s
+
+
+def _new_fold(cfg: CVConfig, d: _Data, x: np.ndarray | None, out: Path, r: int, f: int, tr: np.ndarray,
+              te: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Train and score fold (r, f); its metrics row and scores are appended to OUT before returning."""
+    seed = cfg.seed + r
     if cfg.recipe == "linear":
-        x, ok = _linear_features(cfg, images.paths)
-        if not ok.all():
-            raise data_mod.DataError(f"{int((~ok).sum())} image(s) could not be featurised")
+        s, thr, info = _linear_fold(cfg, x, d.y, d.groups, tr, te, seed)
+    else:
+        s, thr, info = _finetune_fold(cfg, d.images, d.rel, d.y, d.groups, tr, te, seed,
+                                      out / "folds" / f"r{r}f{f}")
+    m = {"repeat": r, "fold": f, **fold_metrics(d.y[te], s, thr), **info}
+    with open(out / "folds.jsonl", "a") as fh:  # partial results survive an interrupted run
+        fh.write(json.dumps(m) + "\n")
+    _save_fold_scores(out, r, f, [d.rel[i] for i in te], s)
+    return s, m
 
-    rows: list[dict] = []
-    part_rows: dict[str, list[dict]] = {r: [] for r in FUSIONS}
-    oof = np.full((cfg.repeats, len(y)), np.nan)
-    fold_of = np.full((cfg.repeats, len(y)), -1)
+
+def _run_folds(cfg: CVConfig, d: _Data, x: np.ndarray | None, out: Path, t0: float) -> _Folds:
+    """Every fold of every repeat: kept from an earlier run (--resume), skipped (--only-folds) or run."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n = len(d.y)
+    folds = _Folds([], {rule: [] for rule in FUSIONS}, np.full((cfg.repeats, n), np.nan),
+                   np.full((cfg.repeats, n), -1))
     n_total = cfg.repeats * cfg.folds
-    finished = _finished_folds(out, rel) if cfg.resume else {}
+    finished = _finished_folds(out, d.rel) if cfg.resume else {}
     if finished:
         log.info("resume: %d fold(s) already finished in %s are kept", len(finished), out)
-    done = 0
-    n_run = 0
     for r in range(cfg.repeats):
-        seed = cfg.seed + r
-        sgkf = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=seed)
-        for f, (tr, te) in enumerate(sgkf.split(np.zeros(len(y)), y, groups)):
+        sgkf = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed + r)
+        for f, (tr, te) in enumerate(sgkf.split(np.zeros(n), d.y, d.groups)):
             tf0 = time.monotonic()
             number = r * cfg.folds + f + 1
-            fold_dir = out / "folds" / f"r{r}f{f}"
             if (r, f) in finished:
                 m, sc = finished[(r, f)]
-                s = None
-                if sc is not None:
-                    if set(sc) != {rel[i] for i in te}:
-                        raise ValueError(f"--resume: fold {number} of {out} has other test images than this run's "
-                                         "fold (other --folds/--seed/--dup-threshold?)")
-                    s = np.array([sc[rel[i]] for i in te])
-                if s is None and cfg.recipe == "finetune" and (fold_dir / "model.keras").is_file():
-                    s = _finetune_rescore(cfg, images, te, fold_dir)  # folds finished before scores were saved
-                    _save_fold_scores(out, r, f, [rel[i] for i in te], s)
-                if s is not None:
-                    oof[r, te] = s
-                    fold_of[r, te] = f
-                rows.append(m)
-                if multiview and s is not None:
-                    pte = [parts[i] for i in te]
-                    for rule in FUSIONS:
-                        yp, sp_ = fuse_parts(pte, y[te], s, rule)
-                        part_rows[rule].append({"repeat": r, "fold": f, **fold_metrics(yp, sp_, m["threshold"])})
+                folds.record(d, r, f, te, _kept_fold(cfg, d, out, r, f, te, m, sc), m)
                 log.info("fold %d/%d (repeat %d, fold %d): kept from the earlier run, AUC %.3f", number, n_total,
                          r + 1, f + 1, m["roc_auc"])
                 continue
             if cfg.only_folds is not None and number not in cfg.only_folds:
                 continue
-            if cfg.recipe == "linear":
-                s, thr, info = _linear_fold(cfg, x, y, groups, tr, te, seed)
-            else:
-                s, thr, info = _finetune_fold(cfg, images, rel, y, groups, tr, te, seed, fold_dir)
-            oof[r, te] = s
-            fold_of[r, te] = f
-            m = {"repeat": r, "fold": f, **fold_metrics(y[te], s, thr), **info}
-            rows.append(m)
-            n_run += 1
-            with open(out / "folds.jsonl", "a") as fh:  # partial results survive an interrupted run
-                fh.write(json.dumps(m) + "\n")
-            _save_fold_scores(out, r, f, [rel[i] for i in te], s)
-            if multiview:
-                pte = [parts[i] for i in te]
-                for rule in FUSIONS:
-                    yp, sp_ = fuse_parts(pte, y[te], s, rule)
-                    part_rows[rule].append({"repeat": r, "fold": f, **fold_metrics(yp, sp_, thr)})
-            done += 1
+            s, m = _new_fold(cfg, d, x, out, r, f, tr, te)
+            folds.record(d, r, f, te, s, m)
+            folds.n_run += 1
             el = time.monotonic() - t0
-            todo = (len(cfg.only_folds) if cfg.only_folds is not None else n_total) - len(finished) - n_run
+            todo = (len(cfg.only_folds) if cfg.only_folds is not None else n_total) - len(finished) - folds.n_run
             log.info("fold %d/%d (repeat %d, fold %d): AUC %.3f, macro F1 %.3f, recall %.3f, specificity %.3f "
                      "at %.3f%s (%.0f s; %.0f s elapsed, ~%.0f s left)", number, n_total, r + 1, f + 1,
-                     m["roc_auc"], m["macro_f1"], m["recall"], m["specificity"], thr,
-                     f", C {info['C']:g}" if "C" in info else "", time.monotonic() - tf0, el,
-                     el / n_run * max(todo, 0))
-
-    rows.sort(key=lambda m: (m["repeat"], m["fold"]))
-    if not rows:
+                     m["roc_auc"], m["macro_f1"], m["recall"], m["specificity"], m["threshold"],
+                     f", C {m['C']:g}" if "C" in m else "", time.monotonic() - tf0, el,
+                     el / folds.n_run * max(todo, 0))
+    folds.rows.sort(key=lambda m: (m["repeat"], m["fold"]))
+    if not folds.rows:
         raise ValueError("no fold ran (check --only-folds)")
+    return folds
+
+
+def _partial_summary(cfg: CVConfig, d: _Data, folds: _Folds, out: Path, t0: float) -> dict:
+    """A partial run (--only-folds, or folds finished before their scores were kept): per-fold metrics only;
+    the pooled operating point needs every image scored once."""
+    mv = d.multiview
+    summary = {"config": cfg.to_json(), "partial": True,
+               "data": {"root": str(d.images.root), "n": int(len(d.y)), "n_positive": int(d.y.sum())},
+               "per_view": mean_sd(folds.rows), "folds": folds.rows,
+               "per_part": {rule: mean_sd(v) for rule, v in folds.part_rows.items() if v} if mv else None,
+               "folds_per_part": folds.part_rows if mv else None,
+               "wall_time_s": round(time.monotonic() - t0, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    log.info("cv partial (%d of %d folds) in %.0f s: %s", len(folds.rows), cfg.repeats * cfg.folds,
+             summary["wall_time_s"], format_summary(summary))
+    return summary
+
+
+def _summary(cfg: CVConfig, d: _Data, folds: _Folds, t0: float) -> dict:
+    """The full summary: per-fold mean +- sd and the operating point on all out-of-fold scores (repeat 0:
+    every image scored once, by a model that did not see it), in the line's terms."""
+    from sklearn.metrics import roc_auc_score
+
+    y, oof, mv = d.y, folds.oof, d.multiview
     complete = [bool(np.all(np.isfinite(oof[r]))) for r in range(cfg.repeats)]
-    if not complete[0]:
-        # A partial run (--only-folds, or folds finished before their scores were kept): per-fold metrics
-        # only; the pooled operating point needs every image scored once.
-        summary = {"config": cfg.to_json(), "partial": True,
-                   "data": {"root": str(images.root), "n": int(len(y)), "n_positive": int(y.sum())},
-                   "per_view": mean_sd(rows), "folds": rows,
-                   "per_part": {rule: mean_sd(v) for rule, v in part_rows.items() if v} if multiview else None,
-                   "folds_per_part": part_rows if multiview else None,
-                   "wall_time_s": round(time.monotonic() - t0, 1)}
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        log.info("cv partial (%d of %d folds) in %.0f s: %s", len(rows), n_total, summary["wall_time_s"],
-                 format_summary(summary))
-        return summary
-    # Operating point on all out-of-fold scores (repeat 0: every image scored once, by a model that did not
-    # see it), in the line's terms.
     op = operating.choose(y, oof[0], cfg.target_recall, cfg.cost_ratio)
     op_row = operating.tradeoff_row(y, oof[0], op["threshold"])
-    summary = {
+    return {
         "config": cfg.to_json(),
-        "data": {"root": str(images.root), "n": int(len(y)), "n_positive": int(y.sum()),
-                 "positive_class": images.positive_class, "classes": images.classes,
-                 "n_groups": int(len(np.unique(groups))), "multiview": bool(multiview),
-                 "n_parts": int(len(set(parts))), "unreadable": [str(p) for p in loaded.unreadable]},
-        "per_view": mean_sd(rows),
-        "per_part": {rule: mean_sd(v) for rule, v in part_rows.items() if v} if multiview else None,
+        "data": {"root": str(d.images.root), "n": int(len(y)), "n_positive": int(y.sum()),
+                 "positive_class": d.images.positive_class, "classes": d.images.classes,
+                 "n_groups": int(len(np.unique(d.groups))), "multiview": mv,
+                 "n_parts": int(len(set(d.parts))), "unreadable": [str(p) for p in d.unreadable]},
+        "per_view": mean_sd(folds.rows),
+        "per_part": {rule: mean_sd(v) for rule, v in folds.part_rows.items() if v} if mv else None,
         "pooled_oof_auc": [float(roc_auc_score(y, oof[r])) if complete[r] else None for r in range(cfg.repeats)],
         "operating_point": {**{k: v for k, v in op.items() if k != "fallback"}, **op_row,
                             "sentence": operating.sentence(op_row), "chosen_on": "out-of-fold scores, repeat 1"},
         "tradeoff": operating.tradeoff(y, oof[0]),
-        "folds": rows,
-        "folds_per_part": part_rows if multiview else None,
+        "folds": folds.rows,
+        "folds_per_part": folds.part_rows if mv else None,
         "wall_time_s": round(time.monotonic() - t0, 1),
     }
-    with open(out / "oof_scores.csv", "w", newline="") as fh:
+
+
+def _write_oof(path: Path, d: _Data, folds: _Folds) -> None:
+    with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "y", "part", "group", "repeat", "fold", "score"])
-        for r in range(cfg.repeats):
-            for i in range(len(y)):
-                w.writerow([rel[i], images.labels[i], int(y[i]), parts[i], int(groups[i]), r, int(fold_of[r, i]),
-                            f"{oof[r, i]:.6f}"])
+        for r in range(folds.oof.shape[0]):
+            for i in range(len(d.y)):
+                w.writerow([d.rel[i], d.images.labels[i], int(d.y[i]), d.parts[i], int(d.groups[i]), r,
+                            int(folds.fold_of[r, i]), f"{folds.oof[r, i]:.6f}"])
+
+
+def run_cv(cfg: CVConfig) -> dict:
+    """Run the cross-validation; writes OUT/oof_scores.csv, OUT/summary.json, OUT/cv.png; returns the summary."""
+    _check_config(cfg)
+    t0 = time.monotonic()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        (out / "folds.jsonl").unlink(missing_ok=True)
+        (out / FOLD_SCORES).unlink(missing_ok=True)
+    d = _load_data(cfg)
+    x = None
+    if cfg.recipe == "linear":
+        x, ok = linear_features(cfg, d.images.paths)
+        if not ok.all():
+            raise data_mod.DataError(f"{int((~ok).sum())} image(s) could not be featurised")
+    folds = _run_folds(cfg, d, x, out, t0)
+    if not np.all(np.isfinite(folds.oof[0])):
+        return _partial_summary(cfg, d, folds, out, t0)
+    summary = _summary(cfg, d, folds, t0)
+    _write_oof(out / "oof_scores.csv", d, folds)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     try:
-        _plot(out / "cv.png", y, oof, summary)
-    except Exception as e:  # noqa: BLE001 - a failed plot must not lose the numbers
+        _plot(out / "cv.png", d.y, folds.oof, summary)
+    except Exception as e:  # a failed plot must not lose the numbers
         log.warning("cv plot failed: %s", e)
     log.info("cv done in %.0f s: %s", summary["wall_time_s"], format_summary(summary))
     return summary

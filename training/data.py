@@ -49,7 +49,7 @@ def discover_classes(data_dir: Path) -> list[str]:
     found = [
         d.name
         for d in sorted(data_dir.iterdir())
-        if d.is_dir() and not d.name.startswith(".") and any(_image_files(d))
+        if d.is_dir() and not d.name.startswith(".") and any(image_files(d))
     ]
     return found
 
@@ -69,7 +69,7 @@ def resolve_positive(classes: list[str], positive_class: str | None) -> str:
     )
 
 
-def _image_files(folder: Path):
+def image_files(folder: Path):
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
             yield p
@@ -90,7 +90,7 @@ def scan(data_dir: Path, classes: list[str] | None = None, positive_class: str |
     positive = resolve_positive(list(classes), positive_class)
     images = ImageSet(root=data_dir, classes=list(classes), positive_class=positive)
     for c in classes:
-        files = list(_image_files(data_dir / c))
+        files = list(image_files(data_dir / c))
         if not files:
             raise DataError(f"class folder {data_dir / c} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         images.paths.extend(files)

@@ -2,7 +2,7 @@
 
 The threshold is chosen on the run's out-of-fold scores (linear recipe) or the validation split (never on
 test) by ``training.operating.choose``: a cost ratio (default 2: a missed defect costs two false rejects) or
-the highest threshold whose defect recall is >= ``target_recall`` (``choose_threshold``), placed halfway to
+the highest threshold whose defect recall is >= ``target_recall`` (``operating.choose_threshold``), placed halfway to
 the next lower score so a small numeric change (e.g. int8 quantisation) does not flip the boundary case. A box
 is a defect when ``score >= threshold``. Test metrics are then reported at that threshold and at 0.5.
 """
@@ -13,7 +13,6 @@ import base64
 import html
 import json
 import logging
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,31 +39,6 @@ TABLE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 class EvaluateError(RuntimeError):
     """The run cannot be evaluated (one readable sentence)."""
-
-
-def choose_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: float = 0.95) -> dict:
-    """Highest threshold with recall >= target on (y_true, scores); defect if score >= threshold.
-
-    Returns {"threshold", "recall", "precision", "target_recall", "n_pos", "n", "fallback"}.
-    With no positives the threshold falls back to 0.5 (``fallback`` says why).
-    """
-    y = np.asarray(y_true).astype(int).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    pos = np.sort(s[y == 1])[::-1]
-    out = {"target_recall": target_recall, "n_pos": int(len(pos)), "n": int(len(s)), "fallback": None}
-    if len(pos) == 0:
-        out.update(threshold=0.5, fallback="no positive examples in the selection split; 0.5 used")
-    else:
-        k = max(1, math.ceil(target_recall * len(pos) - 1e-9))
-        kth = pos[k - 1]  # the k-th highest positive score: recall is k/P at threshold kth
-        below = s[s < kth]
-        thr = (kth + below.max()) / 2.0 if len(below) else kth * 0.999
-        out["threshold"] = float(thr)
-    pred = s >= out["threshold"]
-    tp = int(np.sum(pred & (y == 1)))
-    out["recall"] = tp / max(1, int(np.sum(y == 1)))
-    out["precision"] = tp / max(1, int(np.sum(pred)))
-    return out
 
 
 def bootstrap_ci(y_true: np.ndarray, scores: np.ndarray, threshold: float, n: int = 1000, seed: int = 0) -> dict:

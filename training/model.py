@@ -75,7 +75,7 @@ def resolve_weights(weights: str, alpha: float, img_size: int) -> str | None:
     url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + names[0]
     try:
         return keras.utils.get_file(names[0], url, cache_subdir="models")
-    except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for network errors
+    except Exception as e:  # Keras raises a bare Exception for network errors
         raise WeightsError(
             f"Could not download the ImageNet weights for MobileNetV2 alpha={alpha} ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}). This machine is probably offline. Either copy the "

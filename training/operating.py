@@ -1,7 +1,7 @@
 """Operating point: the score threshold a line runs at, chosen on out-of-fold scores, and its trade-off.
 
 Two rules (a box is a defect when ``score >= threshold``):
-  * target recall: the highest threshold whose defect recall is >= the target (``training.evaluate``);
+  * target recall: the highest threshold whose defect recall is >= the target (``choose_threshold``);
   * cost ratio: the threshold that minimises ``cost_ratio * missed defects + false rejects``, i.e. a missed
     defect costs ``cost_ratio`` times a good box sent to a human.
 Thresholds are placed halfway to the next lower score, so a tiny score change (int8) does not flip the
@@ -10,6 +10,8 @@ boundary case. ``tradeoff`` turns scores into the line's language: of 1,000 good
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -63,6 +65,31 @@ def threshold_for_cost(y_true: np.ndarray, scores: np.ndarray, cost_ratio: float
     }
 
 
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray, target_recall: float = 0.95) -> dict:
+    """Highest threshold with recall >= target on (y_true, scores); defect if score >= threshold.
+
+    Returns {"threshold", "recall", "precision", "target_recall", "n_pos", "n", "fallback"}.
+    With no positives the threshold falls back to 0.5 (``fallback`` says why).
+    """
+    y = np.asarray(y_true).astype(int).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    pos = np.sort(s[y == 1])[::-1]
+    out = {"target_recall": target_recall, "n_pos": int(len(pos)), "n": int(len(s)), "fallback": None}
+    if len(pos) == 0:
+        out.update(threshold=0.5, fallback="no positive examples in the selection split; 0.5 used")
+    else:
+        k = max(1, math.ceil(target_recall * len(pos) - 1e-9))
+        kth = pos[k - 1]  # the k-th highest positive score: recall is k/P at threshold kth
+        below = s[s < kth]
+        thr = (kth + below.max()) / 2.0 if len(below) else kth * 0.999
+        out["threshold"] = float(thr)
+    pred = s >= out["threshold"]
+    tp = int(np.sum(pred & (y == 1)))
+    out["recall"] = tp / max(1, int(np.sum(y == 1)))
+    out["precision"] = tp / max(1, int(np.sum(pred)))
+    return out
+
+
 def choose(y_true: np.ndarray, scores: np.ndarray, target_recall: float | None = None,
            cost_ratio: float | None = None) -> dict:
     """The operating threshold by target recall or cost ratio (at most one given); neither: DEFAULT_COST_RATIO."""
@@ -70,8 +97,6 @@ def choose(y_true: np.ndarray, scores: np.ndarray, target_recall: float | None =
         raise ValueError("give a target recall or a cost ratio, not both")
     if target_recall is None:
         return threshold_for_cost(y_true, scores, DEFAULT_COST_RATIO if cost_ratio is None else cost_ratio)
-    from training.evaluate import choose_threshold
-
     out = choose_threshold(y_true, scores, target_recall)
     out["rule"] = f"highest threshold with defect recall >= {target_recall:g}"
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ import numpy as np
 from edge.fusion import part_keys
 
 log = logging.getLogger(__name__)
+
+MAX_VIEWS = 8  # a "part" with more files than this is not a part (part_ids)
+_VIEW_RE = re.compile(r"^(?P<part>.+)_(?P<view>[^_]+)$")
 
 SPLITS = ("train", "val", "test")
 DEFAULT_DUP_THRESHOLD = 6
@@ -115,7 +119,22 @@ def connected_groups(n: int, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
     return rank[inverse.reshape(-1)]
 
 
-def _first_fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.ndarray:
+def part_ids(rel_paths: list[str]) -> list[str]:
+    """Part id per file: ``<part>`` of ``<class>/<part>_<view>.<ext>``, else the file's own path.
+
+    A view token is not all digits (``ok_00012.jpg`` is one image, not view 00012 of part ``ok``), and a
+    "part" with more than MAX_VIEWS files is not a part: its files count as single images.
+    """
+    raw = []
+    for r in rel_paths:
+        stem = Path(r).stem
+        m = _VIEW_RE.match(stem)
+        raw.append(m.group("part") if m and not m.group("view").isdigit() else None)
+    n = Counter(p for p in raw if p is not None)
+    return [p if p is not None and n[p] <= MAX_VIEWS else r for p, r in zip(raw, rel_paths, strict=True)]
+
+
+def first_fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) -> np.ndarray:
     """Boolean mask of one StratifiedGroupKFold fold holding about ``frac`` (never less) of the items."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -145,11 +164,11 @@ def assign_splits(
     labels_a = np.asarray(labels)
     groups = np.asarray(groups)
     split = np.array(["train"] * len(labels_a), dtype=object)
-    test = _first_fold(labels_a, groups, test_frac, seed)
+    test = first_fold(labels_a, groups, test_frac, seed)
     split[test] = "test"
     rest = np.nonzero(~test)[0]
     rel_val = val_frac / (1.0 - test.mean())
-    val_rest = _first_fold(labels_a[rest], groups[rest], rel_val, seed + 1)
+    val_rest = first_fold(labels_a[rest], groups[rest], rel_val, seed + 1)
     split[rest[val_rest]] = "val"
     return split.tolist()
 

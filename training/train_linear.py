@@ -23,17 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from training import data as data_mod
-from training import operating
+from training import operating, rundir
 from training import split as split_mod
 
 log = logging.getLogger(__name__)
 
 
 def train_linear(cfg) -> Path:
-    from training import cv as cv_mod
     from training import linear
     from training import model as model_mod
-    from training import train as train_mod
     from training.features import FeatureExtractor, FeatureSpec
 
     t_start = time.monotonic()
@@ -52,7 +50,7 @@ def train_linear(cfg) -> Path:
 
     keras.utils.set_random_seed(cfg.seed)
 
-    split, _ = train_mod._prepare_split(cfg, images)
+    split, _ = rundir.prepare_split(cfg, images)
     counts = split.counts()
     log.info("split counts: %s", counts)
     fit_items = [it for it in split.items if it["split"] in ("train", "val")]
@@ -61,7 +59,7 @@ def train_linear(cfg) -> Path:
     paths = [images.root / it["path"] for it in fit_items]
     y = np.array([1 if it["label"] == images.positive_class else 0 for it in fit_items])
     rel = [it["path"] for it in fit_items]
-    groups = split_mod.merge_groups([it["group"] for it in fit_items], cv_mod.part_ids(rel))
+    groups = split_mod.merge_groups([it["group"] for it in fit_items], split_mod.part_ids(rel))
 
     t1 = time.monotonic()
     # the box crop of the run (train_config.json, the model sidecar): features are computed on the same crops
@@ -128,9 +126,9 @@ def train_linear(cfg) -> Path:
             "oof_roc_auc": oof_auc, "features_seconds": round(t_feat, 1), "fit_seconds": round(t_fit, 1),
         }
     }
-    cw = train_mod.class_weights(y)
+    cw = rundir.class_weights(y)
     wall = time.monotonic() - t_start
-    train_mod._write_run(out, model, cfg, history, wall, images, weights_path, cw, counts, split)
+    rundir.write_run(out, model, cfg, history, wall, images, weights_path, cw, counts, split)
     doc = json.loads((out / "train_config.json").read_text())
     doc.update(recipe="linear", C_chosen=fit["C"], operating_point=operating_point,
                head={"type": "standardise + L2 logistic regression, folded into Dense(1, sigmoid)",

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from boxinspect.synth.boxes import CARDBOARD, INKS, TAPES, WORDS, Sprite, rng_uniform
 from boxinspect.synth.cli import EXAMPLES, HELP, register
-from boxinspect.synth.dataset import _child, make_dataset, render_sample
+from boxinspect.synth.dataset import child_rng, make_dataset, render_sample
 from boxinspect.synth.layout import (
     BASE_ROI,
     BELT_SPEED,
@@ -53,7 +53,7 @@ from boxinspect.synth.line import (
 )
 from boxinspect.synth.scene import BELTS, Placed, Scene, SceneParams, sample_scene
 from boxinspect.synth.sheet import contact_sheet, dataset_sheet, video_sheet
-from boxinspect.synth.sprite import _draw_box, make_box, render_box
+from boxinspect.synth.sprite import draw_box, make_box, render_box
 from boxinspect.synth.video import VideoPlan, make_video, plan_video, video_frames
 
 __all__ = [
@@ -88,8 +88,8 @@ __all__ = [
     "TAPES",
     "VideoPlan",
     "WORDS",
-    "_child",
-    "_draw_box",
+    "child_rng",
+    "draw_box",
     "contact_sheet",
     "dataset_sheet",
     "layout_for",

@@ -9,7 +9,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from boxinspect.synth._draw import _blend, _c3, _const, _poly, _shade, _smooth_noise, _text
+from boxinspect.synth._draw import (
+    blend_colour,
+    c3,
+    const_image,
+    draw_text,
+    poly_mask,
+    shade_image,
+    smooth_noise,
+)
 
 CARDBOARD = {  # BGR anchors
     "kraft": (92, 145, 190),
@@ -44,8 +52,8 @@ class Sprite:
     premul: np.ndarray = field(init=False, repr=False)  # (h, w, 3): colour * alpha
 
     def __post_init__(self) -> None:
-        a3 = _c3(self.alpha)
-        self.keep = _c3(1.0 - self.shadow) * (1.0 - a3)
+        a3 = c3(self.alpha)
+        self.keep = c3(1.0 - self.shadow) * (1.0 - a3)
         self.premul = self.colour * a3
 
     @property
@@ -57,7 +65,7 @@ class Sprite:
 
 
 @dataclass
-class _Box:
+class BoxDrawing:
     """Working state while a box is drawn in its own (unrotated) frame: x along the length, y across."""
 
     rng: np.random.Generator
@@ -101,7 +109,7 @@ class _Box:
         return self._grid
 
 
-def _new_box(rng: np.random.Generator, difficulty: str, scale: float, defect: str | None = None) -> _Box:
+def new_box(rng: np.random.Generator, difficulty: str, scale: float, defect: str | None = None) -> BoxDrawing:
     hard = difficulty == "hard"
     k = scale
     L = rng.uniform(150, 192) * k
@@ -115,14 +123,14 @@ def _new_box(rng: np.random.Generator, difficulty: str, scale: float, defect: st
     kind = kinds[int(rng.choice(len(kinds), p=probs))]
     base = np.array(CARDBOARD[kind], np.float32) * rng.uniform(0.9, 1.08) + rng.normal(0, 5, 3).astype(np.float32)
     base = np.clip(base, 30, 245)
-    img = _const((h, w), base)
+    img = const_image((h, w), base)
     alpha = np.zeros((h, w), np.float32)
     params = {"length": round(L, 1), "width": round(W, 1), "cardboard": kind,
               "colour_bgr": [round(float(c), 1) for c in base]}
-    return _Box(rng, hard, k, L, W, pad, base, img, alpha, params)
+    return BoxDrawing(rng, hard, k, L, W, pad, base, img, alpha, params)
 
 
-def _outline(b: _Box, crush: dict | None) -> np.ndarray:
+def box_outline(b: BoxDrawing, crush: dict | None) -> np.ndarray:
     """The top outline polygon (box frame); a crushed corner pushes one corner inwards."""
     x0, y0, x1, y1 = b.x0, b.y0, b.x1, b.y1
     corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
@@ -157,11 +165,11 @@ def _outline(b: _Box, crush: dict | None) -> np.ndarray:
     return np.array(pts, np.float64)
 
 
-def rng_uniform(b: _Box, lo: float, hi: float) -> float:
+def rng_uniform(b: BoxDrawing, lo: float, hi: float) -> float:
     return float(b.rng.uniform(lo, hi))
 
 
-def _cardboard(b: _Box) -> None:
+def draw_cardboard(b: BoxDrawing) -> None:
     """Paper texture: mottling, corrugation flutes, fibre specks; flap shading, seam and edges."""
     rng, k = b.rng, b.k
     # the texture covers the top (its size does not depend on the canvas, so the same box looks the
@@ -170,14 +178,14 @@ def _cardboard(b: _Box) -> None:
     X, Y = b.grid()
     X, Y = X[ys, xs], Y[ys, xs]
     h, w = X.shape
-    mott = _smooth_noise(rng, h, w, 22 * k) * rng.uniform(0.02, 0.045)
-    fine = _smooth_noise(rng, h, w, 2.5 * k) * rng.uniform(0.008, 0.02)
+    mott = smooth_noise(rng, h, w, 22 * k) * rng.uniform(0.02, 0.045)
+    fine = smooth_noise(rng, h, w, 2.5 * k) * rng.uniform(0.008, 0.02)
     flutes = np.sin(2 * math.pi * X / (rng.uniform(4.5, 7.0) * k)) * rng.uniform(0.004, 0.012)
     gain = 1.0 + mott + fine + flutes
     # the two top flaps are separate panels that sit at slightly different angles
     f1, f2 = 1.0 + rng.uniform(-0.035, 0.035, 2)
     gain *= np.where(Y < b.seam, f1, f2).astype(np.float32)
-    b.img[ys, xs] *= _c3(gain.astype(np.float32))
+    b.img[ys, xs] *= c3(gain.astype(np.float32))
     # fibre specks
     n = int(rng.integers(20, 60))
     xs = rng.uniform(b.x0, b.x1 - 1, n).astype(int)
@@ -185,7 +193,7 @@ def _cardboard(b: _Box) -> None:
     b.img[ys, xs] *= rng.uniform(0.8, 0.95, (n, 1)).astype(np.float32)
 
 
-def _edges(b: _Box, mask: np.ndarray) -> None:
+def draw_edges(b: BoxDrawing, mask: np.ndarray) -> None:
     """Darker rim along the outline (panel edges, wall thickness), lighter on the lit (top-left) sides."""
     m8 = (mask > 0.5).astype(np.uint8)
     d = cv2.distanceTransform(m8, cv2.DIST_L2, 3).astype(np.float32)
@@ -194,10 +202,10 @@ def _edges(b: _Box, mask: np.ndarray) -> None:
     lit = ((cx - X) / b.L + (cy - Y) / b.W)  # >0 on top-left half
     rim = np.exp(-d / (2.2 * b.k))
     gain = 1.0 - rim * (0.16 - 0.12 * np.clip(lit, -1, 1))
-    _shade(b.img, gain.astype(np.float32))
+    shade_image(b.img, gain.astype(np.float32))
 
 
-def _seam(b: _Box, width: float, darkness: float, x_from: float | None = None, x_to: float | None = None) -> None:
+def draw_seam(b: BoxDrawing, width: float, darkness: float, x_from: float | None = None, x_to: float | None = None) -> None:
     """The gap between the two top flaps along the centre line (visible where not taped)."""
     rng = b.rng
     xa = b.x0 + 1 if x_from is None else x_from
@@ -209,11 +217,11 @@ def _seam(b: _Box, width: float, darkness: float, x_from: float | None = None, x
     half = width / 2 * np.interp(xs, ctrl, rng.uniform(0.75, 1.2, 4))
     top = np.stack([xs, b.seam + centre - half], 1)
     bot = np.stack([xs[::-1], (b.seam + centre + half)[::-1]], 1)
-    m = _poly(np.concatenate([top, bot]), b.alpha.shape)
-    _blend(b.img, b.colour * darkness, m * b.alpha)
+    m = poly_mask(np.concatenate([top, bot]), b.alpha.shape)
+    blend_colour(b.img, b.colour * darkness, m * b.alpha)
 
 
-def _prints(b: _Box) -> None:
+def draw_prints(b: BoxDrawing) -> None:
     """Printed ink on the cardboard: words, handling arrows, a logo frame."""
     rng, k = b.rng, b.k
     n = int(rng.choice(3, p=[0.45, 0.4, 0.15])) if not b.hard else int(rng.integers(0, 5))
@@ -230,7 +238,7 @@ def _prints(b: _Box) -> None:
             hgt = rng.uniform(7, 12 if not b.hard else 18) * k
             x = rng.uniform(b.x0 + 6 * k, max(b.x0 + 7 * k, b.x1 - len(txt) * hgt * 0.7))
             y = rng.uniform(ya + hgt, max(ya + hgt + 1, yb))
-            m = _text(b.img, txt, (x, y), hgt, (1,), max(1, int(round(hgt / 7))), rng.uniform(-3, 3))
+            m = draw_text(b.img, txt, (x, y), hgt, (1,), max(1, int(round(hgt / 7))), rng.uniform(-3, 3))
         elif kind == "arrows":
             s = rng.uniform(10, 16) * k
             x = rng.uniform(b.x0 + 8 * k, b.x1 - 3 * s)
@@ -239,7 +247,7 @@ def _prints(b: _Box) -> None:
                 ax = x + j * 1.4 * s
                 pts = np.array([(ax, y), (ax + s / 2, y - s), (ax + s, y), (ax + 0.65 * s, y), (ax + 0.65 * s, y + 0.7 * s),
                                 (ax + 0.35 * s, y + 0.7 * s), (ax + 0.35 * s, y)])
-                m = np.maximum(m, _poly(pts, m.shape))
+                m = np.maximum(m, poly_mask(pts, m.shape))
         else:
             fw, fh = rng.uniform(30, 55) * k, rng.uniform(14, 24) * k
             x = rng.uniform(b.x0 + 6 * k, b.x1 - fw - 6 * k)
@@ -247,12 +255,12 @@ def _prints(b: _Box) -> None:
             m8 = np.zeros(m.shape, np.uint8)
             cv2.rectangle(m8, (int(x), int(y)), (int(x + fw), int(y + fh)), 255, max(1, int(1.5 * k)), cv2.LINE_AA)
             m = m8.astype(np.float32) / 255
-        _blend(b.img, ink, m * strength * b.alpha)
+        blend_colour(b.img, ink, m * strength * b.alpha)
         marks.append(str(kind))
     b.params["prints"] = marks
 
 
-def _shipping_label(b: _Box) -> None:
+def draw_shipping_label(b: BoxDrawing) -> None:
     """A white shipping label with barcode and address lines, on one flap."""
     rng, k = b.rng, b.k
     if rng.random() > (0.7 if not b.hard else 0.8):
@@ -290,21 +298,21 @@ def _shipping_label(b: _Box) -> None:
             lx += wl + 3 * k
     if rng.random() < 0.5:  # a thick routing code box
         cv2.rectangle(lm, (int(0.7 * lw), int(0.08 * lh)), (int(0.92 * lw), int(0.3 * lh)), 255, -1)
-    _blend(lab, (25, 25, 25), lm.astype(np.float32) / 255)
+    blend_colour(lab, (25, 25, 25), lm.astype(np.float32) / 255)
     # place with rotation
     M = cv2.getRotationMatrix2D((lw / 2, lh / 2), ang, 1.0)
     M[:, 2] += (x, y)
     warped = cv2.warpAffine(lab, M, (w, h), flags=cv2.INTER_LINEAR)
     mask = cv2.warpAffine(np.ones(lab.shape[:2], np.float32), M, (w, h), flags=cv2.INTER_LINEAR)
     mask *= b.alpha
-    _blend(b.img, warped, mask)
+    blend_colour(b.img, warped, mask)
     # a faint darker edge where the label sits on the cardboard
     edge = cv2.morphologyEx((mask > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    _shade(b.img, 1.0 - 0.12 * edge.astype(np.float32))
+    shade_image(b.img, 1.0 - 0.12 * edge.astype(np.float32))
     b.params["label"] = True
 
 
-def _clutter(b: _Box) -> None:
+def draw_clutter(b: BoxDrawing) -> None:
     """Hard difficulty: things on OK boxes that are not defects: a handwritten marker note, a strapping
     band across the box, a small sticker."""
     rng, k = b.rng, b.k
@@ -317,57 +325,57 @@ def _clutter(b: _Box) -> None:
         m = np.zeros(b.alpha.shape, np.uint8)
         cv2.putText(m, txt, (int(x), int(y)), cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, hgt / 22, 255, max(1, int(2 * k)),
                     cv2.LINE_AA)
-        _blend(b.img, (35, 30, 30), m.astype(np.float32) / 255 * 0.85 * b.alpha)
+        blend_colour(b.img, (35, 30, 30), m.astype(np.float32) / 255 * 0.85 * b.alpha)
         notes.append("marker")
     if rng.random() < 0.25:  # strapping band across the box (perpendicular to the seam)
         xs = rng.uniform(b.x0 + 0.2 * b.L, b.x1 - 0.2 * b.L)
         wdt = rng.uniform(3, 5) * k
         colour = [(230, 230, 230), (160, 90, 40), (40, 40, 40)][int(rng.integers(3))]
-        band = _poly(np.array([(xs, b.y0 - 1), (xs + wdt, b.y0 - 1), (xs + wdt, b.y1 + 1), (xs, b.y1 + 1)]),
+        band = poly_mask(np.array([(xs, b.y0 - 1), (xs + wdt, b.y0 - 1), (xs + wdt, b.y1 + 1), (xs, b.y1 + 1)]),
                      b.alpha.shape)
-        _blend(b.img, colour, band * 0.95 * (b.alpha > 0.5))
+        blend_colour(b.img, colour, band * 0.95 * (b.alpha > 0.5))
         notes.append("strap")
     if rng.random() < 0.3:  # small coloured sticker
         sw, shh = rng.uniform(14, 24) * k, rng.uniform(10, 16) * k
         x, y = rng.uniform(b.x0 + 4 * k, b.x1 - sw - 4 * k), rng.uniform(b.y0 + 4 * k, b.y1 - shh - 4 * k)
         colour = [(40, 160, 240), (60, 60, 220), (60, 200, 230), (200, 120, 40)][int(rng.integers(4))]
-        st = _poly(np.array([(x, y), (x + sw, y), (x + sw, y + shh), (x, y + shh)]), b.alpha.shape)
-        _blend(b.img, colour, st * b.alpha)
+        st = poly_mask(np.array([(x, y), (x + sw, y), (x + sw, y + shh), (x, y + shh)]), b.alpha.shape)
+        blend_colour(b.img, colour, st * b.alpha)
         notes.append("sticker")
     b.params["clutter"] = notes
 
 
-def _tape_strip(b: _Box, kind: str, tw: float, xa: float, xb: float, y_c: float, alpha_scale: float = 1.0) -> np.ndarray:
+def tape_strip(b: BoxDrawing, kind: str, tw: float, xa: float, xb: float, y_c: float, alpha_scale: float = 1.0) -> np.ndarray:
     """Draw a straight tape strip along x from xa to xb centred at y_c; returns its mask."""
     rng, k = b.rng, b.k
     colour, opacity = TAPES[kind]
     colour = np.array(colour, np.float32) * rng.uniform(0.94, 1.04)
     pts = np.array([(xa, y_c - tw / 2), (xb, y_c - tw / 2), (xb, y_c + tw / 2), (xa, y_c + tw / 2)])
-    m = _poly(pts, b.alpha.shape)
+    m = poly_mask(pts, b.alpha.shape)
     X, Y = b.grid()
     if kind == "clear":
         sheen = 1.0 + 0.1 * np.exp(-(((Y - (y_c - tw * 0.2)) / (tw * 0.15)) ** 2))
-        _shade(b.img, (1.0 + (sheen - 1.0) * m).astype(np.float32))
-        _blend(b.img, colour, m * opacity * alpha_scale)
+        shade_image(b.img, (1.0 + (sheen - 1.0) * m).astype(np.float32))
+        blend_colour(b.img, colour, m * opacity * alpha_scale)
     else:
-        _blend(b.img, colour, m * opacity * alpha_scale)
+        blend_colour(b.img, colour, m * opacity * alpha_scale)
         gloss = 1.0 + 0.08 * np.exp(-(((Y - (y_c - tw * 0.15)) / (tw * 0.18)) ** 2))
-        _shade(b.img, (1.0 + (gloss - 1.0) * m).astype(np.float32))
+        shade_image(b.img, (1.0 + (gloss - 1.0) * m).astype(np.float32))
         if kind == "printed":
             n = int((xb - xa) / (tw * 3.2))
             for j in range(max(1, n)):
                 tx = xa + (j + 0.15) * tw * 3.2
-                tm = _text(b.img, "FRAGILE", (tx, y_c + tw * 0.22), tw * 0.45, (1,), max(1, int(k * 1.2)))
-                _blend(b.img, (40, 40, 190), tm * m * 0.9)
+                tm = draw_text(b.img, "FRAGILE", (tx, y_c + tw * 0.22), tw * 0.45, (1,), max(1, int(k * 1.2)))
+                blend_colour(b.img, (40, 40, 190), tm * m * 0.9)
     # edges of the tape catch a little shadow
     edge = cv2.morphologyEx((m > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((2, 2), np.uint8))
-    _shade(b.img, 1.0 - 0.08 * edge.astype(np.float32) * (opacity > 0.5))
+    shade_image(b.img, 1.0 - 0.08 * edge.astype(np.float32) * (opacity > 0.5))
     # a few wrinkles across the tape
     for _ in range(int(rng.integers(0, 4))):
         wx = rng.uniform(xa, xb)
         wm = np.zeros(m.shape, np.uint8)
         cv2.line(wm, (int(wx), int(y_c - tw / 2)), (int(wx + rng.uniform(-3, 3) * k), int(y_c + tw / 2)), 255, 1, cv2.LINE_AA)
-        _shade(b.img, 1.0 - 0.07 * wm.astype(np.float32) / 255)
+        shade_image(b.img, 1.0 - 0.07 * wm.astype(np.float32) / 255)
     return m
 
 

@@ -76,7 +76,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         log.error("synth failed: %s", e)
         return 2
     log.info("synth done in %.1f s; output in %s", time.time() - t0, out)
-    print("\n".join(lines))  # noqa: T201 - the CLI's summary
+    print("\n".join(lines))  # the CLI's summary
     return 0
 
 
@@ -90,7 +90,7 @@ def _cmd_line(args: argparse.Namespace, out: Path, t0: float) -> int:
         line_sheet(out, out / "contact_sheet.png")
         lines.append(f"contact sheet: {out / 'contact_sheet.png'}")
     log.info("synth done in %.1f s; output in %s", time.time() - t0, out)
-    print("\n".join(lines))  # noqa: T201 - the CLI's summary
+    print("\n".join(lines))  # the CLI's summary
     return 0
 
 

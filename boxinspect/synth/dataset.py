@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 
 from boxinspect.synth.layout import CLASSES, DATASET_FRAME, DEFECTS, DIFFICULTIES, layout_for, log
-from boxinspect.synth.scene import Scene, _belt_pattern, _NoiseBank, sample_scene
+from boxinspect.synth.scene import NoiseBank, Scene, belt_pattern, sample_scene
 from boxinspect.synth.sprite import make_box
 
 
-class _OneCvThread:
+class OneCvThread:
     """OpenCV's thread pool costs more than it gains on these small images; use one thread meanwhile."""
 
     def __enter__(self) -> None:
@@ -27,7 +27,7 @@ class _OneCvThread:
         cv2.setNumThreads(self.n)
 
 
-def _child(seed: int, *keys: int) -> np.random.Generator:
+def child_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), *keys]))
 
 
@@ -36,14 +36,14 @@ class _DatasetKit:
     """Shared by the images of one dataset: a few belt textures and unit sensor-noise fields (seeded)."""
 
     patterns: list[np.ndarray]
-    noise: _NoiseBank
+    noise: NoiseBank
 
     @classmethod
     def make(cls, seed: int) -> _DatasetKit:
         layout = layout_for(DATASET_FRAME)
-        rng = _child(seed, 99)
-        patterns = [_belt_pattern(rng, layout.belt_bottom - layout.belt_top, 1024) for _ in range(6)]
-        return cls(patterns, _NoiseBank(rng, layout.roi_side, layout.roi_side, 1.0, n=6))
+        rng = child_rng(seed, 99)
+        patterns = [belt_pattern(rng, layout.belt_bottom - layout.belt_top, 1024) for _ in range(6)]
+        return cls(patterns, NoiseBank(rng, layout.roi_side, layout.roi_side, 1.0, n=6))
 
 
 def render_sample(rng: np.random.Generator, defect: str | None, difficulty: str = "easy",
@@ -95,10 +95,10 @@ def make_dataset(out: Path, n_per_class: int = 300, size: int = 160, seed: int =
     total = 2 * n_per_class
     step = max(1, total // 10)
     done = 0
-    with _OneCvThread():
+    with OneCvThread():
         for ci, label in enumerate(("ok", "defective")):
             for i in range(n_per_class):
-                rng = _child(seed, ci, i)
+                rng = child_rng(seed, ci, i)
                 defect = None if label == "ok" else DEFECTS[i % len(DEFECTS)]
                 img, info = render_sample(rng, defect, difficulty, kit)
                 if img.shape[0] != size:

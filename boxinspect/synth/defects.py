@@ -7,49 +7,57 @@ import math
 import cv2
 import numpy as np
 
-from boxinspect.synth._draw import _blend, _c3, _const, _jagged, _poly, _shade, _smooth_noise
-from boxinspect.synth.boxes import TAPES, _Box, _seam, _tape_strip
+from boxinspect.synth._draw import (
+    blend_colour,
+    c3,
+    const_image,
+    jagged_polygon,
+    poly_mask,
+    shade_image,
+    smooth_noise,
+)
+from boxinspect.synth.boxes import TAPES, BoxDrawing, draw_seam, tape_strip
 
 
-def _sev(b: _Box, easy: tuple[float, float], hard: tuple[float, float]) -> float:
+def severity(b: BoxDrawing, easy: tuple[float, float], hard: tuple[float, float]) -> float:
     lo, hi = hard if b.hard else easy
     return float(b.rng.uniform(lo, hi))
 
 
-def _water_stain(b: _Box) -> None:
+def draw_water_stain(b: BoxDrawing) -> None:
     rng = b.rng
     h, w = b.alpha.shape
-    r = _sev(b, (0.3, 0.4), (0.09, 0.15)) * min(b.L, b.W)
+    r = severity(b, (0.3, 0.4), (0.09, 0.15)) * min(b.L, b.W)
     cx = rng.uniform(b.x0 + r * 0.8, b.x1 - r * 0.8)
     cy = rng.uniform(b.y0 + r * 0.8, b.y1 - r * 0.8)
     X, Y = b.grid()
     ex = rng.uniform(0.75, 1.3)
     rr = np.sqrt(((X - cx) / (r * ex)) ** 2 + ((Y - cy) / (r / ex)) ** 2)
-    field_ = 1.0 - rr + 0.28 * _smooth_noise(rng, h, w, r * 0.45)
+    field_ = 1.0 - rr + 0.28 * smooth_noise(rng, h, w, r * 0.45)
     blob = (field_ > 0).astype(np.float32)
     blob = cv2.GaussianBlur(blob, (0, 0), 1.2 * b.k) * b.alpha
-    dark = _sev(b, (0.45, 0.6), (0.72, 0.82))
+    dark = severity(b, (0.45, 0.6), (0.72, 0.82))
     tint = np.array([0.86, 0.95, 1.0], np.float32)  # wet kraft goes darker and redder
     b.img *= cv2.merge([1.0 - blob * (1.0 - dark * float(t)) for t in tint])
     # tide mark: a darker rim where the water stopped
     rim = cv2.morphologyEx((blob > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT,
                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     rim = cv2.GaussianBlur(rim.astype(np.float32), (0, 0), 1.0 * b.k)
-    _shade(b.img, 1.0 - rim * (0.35 if not b.hard else 0.2))
+    shade_image(b.img, 1.0 - rim * (0.35 if not b.hard else 0.2))
     b.params["defect_size"] = round(float(blob.sum() / (b.L * b.W)), 3)
 
 
-def _dent(b: _Box) -> dict | None:
+def draw_dent(b: BoxDrawing) -> dict | None:
     """Choose the dent: a crushed corner (returned, it changes the outline) or a dented top (None)."""
     rng = b.rng
     if rng.random() < (0.85 if not b.hard else 0.5):
-        depth = _sev(b, (0.36, 0.46), (0.1, 0.15)) * min(b.L, b.W)
+        depth = severity(b, (0.36, 0.46), (0.1, 0.15)) * min(b.L, b.W)
         return {"corner": int(rng.integers(4)), "depth": depth, "spread_a": rng.uniform(1.1, 1.6),
                 "spread_b": rng.uniform(1.1, 1.6)}
     return None
 
 
-def _creases(b: _Box, cx: float, cy: float, r: float, amp: float, radial: bool = False) -> None:
+def draw_creases(b: BoxDrawing, cx: float, cy: float, r: float, amp: float, radial: bool = False) -> None:
     """Crease lines: a dark fold with a thin highlight beside it (light comes from the top left)."""
     rng, k = b.rng, b.k
     m_dark = np.zeros(b.alpha.shape, np.uint8)
@@ -72,11 +80,11 @@ def _creases(b: _Box, cx: float, cy: float, r: float, amp: float, radial: bool =
             cv2.line(m_light, (int(q0[0] - th), int(q0[1] - th)), (int(q1[0] - th), int(q1[1] - th)), 255, th,
                      cv2.LINE_AA)
     light = m_light.astype(np.float32) / 255 * (1.0 - m_dark.astype(np.float32) / 255)
-    _shade(b.img, 1.0 + 0.35 * amp * light * b.alpha)
-    _shade(b.img, 1.0 - 0.9 * amp * m_dark.astype(np.float32) / 255 * b.alpha)
+    shade_image(b.img, 1.0 + 0.35 * amp * light * b.alpha)
+    shade_image(b.img, 1.0 - 0.9 * amp * m_dark.astype(np.float32) / 255 * b.alpha)
 
 
-def _crush_shading(b: _Box, crush: dict) -> None:
+def draw_crush_shading(b: BoxDrawing, crush: dict) -> None:
     """A crushed corner: folded facets at different angles (so different shades), fold lines, and the
     crumpled wall along the pushed-in outline."""
     rng, k = b.rng, b.k
@@ -89,7 +97,7 @@ def _crush_shading(b: _Box, crush: dict) -> None:
     folds = np.zeros(b.alpha.shape, np.uint8)
     for i0, i1 in zip(idx[:-1], idx[1:], strict=True):
         tri = np.array([*path[i0 : i1 + 1], deep])
-        _shade(b.img, 1.0 - (1.0 - rng.uniform(lo, hi)) * _poly(tri, b.alpha.shape) * b.alpha)
+        shade_image(b.img, 1.0 - (1.0 - rng.uniform(lo, hi)) * poly_mask(tri, b.alpha.shape) * b.alpha)
     for i in idx:
         cv2.line(folds, tuple(int(v) for v in path[i]), tuple(int(v) for v in deep), 255, max(1, int(1.3 * k)),
                  cv2.LINE_AA)
@@ -99,53 +107,53 @@ def _crush_shading(b: _Box, crush: dict) -> None:
     mask = (b.alpha > 0.5).astype(np.uint8)
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     band = np.exp(-dist / (2.5 * k)) * (rr < 1.0)
-    _shade(b.img, (1.0 - (0.5 if not b.hard else 0.2) * band).astype(np.float32))
-    _shade(b.img, 1.0 - 0.6 * amp * folds.astype(np.float32) / 255 * b.alpha)
-    _creases(b, deep[0], deep[1], d * 0.7, amp * 0.8, radial=True)
+    shade_image(b.img, (1.0 - (0.5 if not b.hard else 0.2) * band).astype(np.float32))
+    shade_image(b.img, 1.0 - 0.6 * amp * folds.astype(np.float32) / 255 * b.alpha)
+    draw_creases(b, deep[0], deep[1], d * 0.7, amp * 0.8, radial=True)
     b.params["dent_kind"] = "corner"
     b.params["defect_size"] = round(float(d / min(b.L, b.W)), 3)
 
 
-def _tear(b: _Box) -> None:
+def draw_tear(b: BoxDrawing) -> None:
     rng, k = b.rng, b.k
     m = min(b.L, b.W)
     if b.hard and rng.random() < 0.4:  # a slit
         rx, ry = rng.uniform(0.16, 0.26) * m, rng.uniform(0.025, 0.05) * m
     else:
-        r = _sev(b, (0.17, 0.24), (0.05, 0.085)) * m
+        r = severity(b, (0.17, 0.24), (0.05, 0.085)) * m
         ex = rng.uniform(0.75, 1.35)
         rx, ry = r * ex, r / ex
     cx = rng.uniform(b.x0 + rx + 8 * k, b.x1 - rx - 8 * k)
     cy = rng.uniform(b.y0 + ry + 8 * k, b.y1 - ry - 8 * k)
-    pts = _jagged(rng, cx, cy, rx, ry, int(rng.integers(30, 44)), 0.3)
+    pts = jagged_polygon(rng, cx, cy, rx, ry, int(rng.integers(30, 44)), 0.3)
     ang = rng.uniform(0, 180)
     R = cv2.getRotationMatrix2D((cx, cy), ang, 1.0)
     pts = pts @ R[:, :2].T + R[:, 2]
-    hole = _poly(pts, b.alpha.shape)
+    hole = poly_mask(pts, b.alpha.shape)
     # ragged rim: exposed paper and flutes, lighter than the surface
     ring = cv2.dilate((hole > 0.5).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (
         int(2 * 3 * k) + 1, int(2 * 3 * k) + 1))).astype(np.float32)
-    ring = np.clip(ring - hole, 0, 1) * (0.6 + 0.4 * (_smooth_noise(rng, *hole.shape, 1.5 * k) > -0.3))
+    ring = np.clip(ring - hole, 0, 1) * (0.6 + 0.4 * (smooth_noise(rng, *hole.shape, 1.5 * k) > -0.3))
     fibre = np.minimum(b.colour * 1.22 + 12, 250)
-    _blend(b.img, fibre, ring * b.alpha * (0.9 if not b.hard else 0.6))
+    blend_colour(b.img, fibre, ring * b.alpha * (0.9 if not b.hard else 0.6))
     # inside the box: dark, darker on the lit side of the hole (its wall shades it)
     X, Y = b.grid()
     grad = np.clip(0.5 + ((X - cx) + (Y - cy)) / (2.5 * max(rx, ry)), 0, 1)
     darkness = rng.uniform(0.16, 0.28) if not b.hard else rng.uniform(0.3, 0.45)
-    inside = _const(b.img.shape, b.colour * darkness) * _c3((0.55 + 0.6 * grad).astype(np.float32))
-    _blend(b.img, inside, hole)
+    inside = const_image(b.img.shape, b.colour * darkness) * c3((0.55 + 0.6 * grad).astype(np.float32))
+    blend_colour(b.img, inside, hole)
     # torn flaps of cardboard folded into the hole
     for _ in range(int(rng.integers(1, 4))):
         i = int(rng.integers(len(pts)))
         p = pts[i]
         q = pts[(i + len(pts) // int(rng.integers(5, 9))) % len(pts)]
         tip = p + (np.array([cx, cy]) - p) * rng.uniform(0.35, 0.7)
-        flap = _poly(np.array([p, q, tip]), hole.shape)
-        _blend(b.img, b.colour * rng.uniform(0.7, 0.95), flap * hole)
+        flap = poly_mask(np.array([p, q, tip]), hole.shape)
+        blend_colour(b.img, b.colour * rng.uniform(0.7, 0.95), flap * hole)
     b.params["defect_size"] = round(float(hole.sum() / (b.L * b.W)), 3)
 
 
-def _open_flap(b: _Box) -> None:
+def draw_open_flap(b: BoxDrawing) -> None:
     """One top flap open: the dark inside shows, the flap lies folded out beyond the hinge."""
     rng, k = b.rng, b.k
     side = int(rng.integers(2))  # 0: flap on the y0 half, 1: on the y1 half
@@ -167,9 +175,9 @@ def _open_flap(b: _Box) -> None:
     reg = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 0.7 * k)
     # inside: dark, the far wall a bit lighter, contents in deep shadow
     dist_from_seam = np.abs(Y - seam_edge) / max(gap, 1)
-    inside_tone = rng.uniform(0.2, 0.3) * (0.75 + 0.5 * dist_from_seam) * (1 + 0.08 * _smooth_noise(rng, *Y.shape, 16 * k))
-    inside = _const(b.img.shape, b.colour) * _c3(inside_tone.astype(np.float32))
-    _blend(b.img, inside, reg)
+    inside_tone = rng.uniform(0.2, 0.3) * (0.75 + 0.5 * dist_from_seam) * (1 + 0.08 * smooth_noise(rng, *Y.shape, 16 * k))
+    inside = const_image(b.img.shape, b.colour) * c3(inside_tone.astype(np.float32))
+    blend_colour(b.img, inside, reg)
     if not b.hard:
         # end (minor) flaps folded half in: mid-dark trapezoids at both ends of the opening
         for end in (0, 1):
@@ -178,7 +186,7 @@ def _open_flap(b: _Box) -> None:
             xb = xa + ln if end == 0 else xa - ln
             y_a, y_b = (seam_edge - gap, seam_edge) if side == 0 else (seam_edge, seam_edge + gap)
             pts = np.array([(xa, y_a + 2 * k), (xb, y_a + gap * 0.3), (xb, y_b - gap * 0.3), (xa, y_b - 2 * k)])
-            _blend(b.img, b.colour * rng.uniform(0.45, 0.6), _poly(pts, Y.shape) * reg)
+            blend_colour(b.img, b.colour * rng.uniform(0.45, 0.6), poly_mask(pts, Y.shape) * reg)
         # the flap itself outside the box, inner face up, foreshortened by its angle
         ext = half_w * abs(math.cos(math.radians(open_angle)))
         ext = max(ext, 0.3 * half_w)
@@ -186,49 +194,49 @@ def _open_flap(b: _Box) -> None:
         y_out = hinge + sgn * ext
         inset = rng.uniform(0, 4) * k
         pts = np.array([(b.x0, hinge), (b.x1, hinge), (b.x1 - inset, y_out), (b.x0 + inset, y_out)])
-        fm = _poly(pts, Y.shape)
+        fm = poly_mask(pts, Y.shape)
         tilt = 1.0 + rng.uniform(-0.12, 0.06)
         face = np.minimum(b.colour * 1.06 * tilt, 250)
         fm_only = fm * (1.0 - b.alpha)
-        _blend(b.img, face, fm_only)
+        blend_colour(b.img, face, fm_only)
         b.alpha = np.maximum(b.alpha, fm)
         # a fold line at the hinge
         fl = np.zeros(Y.shape, np.uint8)
         cv2.line(fl, (int(b.x0), int(hinge)), (int(b.x1), int(hinge)), 255, max(1, int(2 * k)), cv2.LINE_AA)
-        _shade(b.img, 1.0 - 0.3 * fl.astype(np.float32) / 255)
+        shade_image(b.img, 1.0 - 0.3 * fl.astype(np.float32) / 255)
     else:
         # the lifted flap is tilted: a shade change over it
         flap_region = (Y < seam_edge - gap) & (Y >= hinge) if side == 0 else (Y >= seam_edge + gap) & (Y < hinge)
-        _shade(b.img, np.where(flap_region & (b.alpha > 0.5), rng.uniform(0.9, 0.96), 1.0).astype(np.float32))
+        shade_image(b.img, np.where(flap_region & (b.alpha > 0.5), rng.uniform(0.9, 0.96), 1.0).astype(np.float32))
     b.params["flap_side"] = side
     b.params["open_angle"] = round(float(open_angle), 1)
     b.params["defect_size"] = round(float(gap / b.W), 3)
 
 
-def _loose_tape(b: _Box, kind: str, tw: float, drng: np.random.Generator) -> None:
+def draw_loose_tape(b: BoxDrawing, kind: str, tw: float, drng: np.random.Generator) -> None:
     """Tape stuck for part of the length; the rest has peeled off and swings out to one side."""
     tape_rng = b.rng
     b.rng = rng = drng
     k = b.k
-    frac = _sev(b, (0.45, 0.65), (0.12, 0.2))
+    frac = severity(b, (0.45, 0.65), (0.12, 0.2))
     ln = frac * b.L
     from_right = rng.random() < 0.5
     xp = b.x1 - ln if from_right else b.x0 + ln
     # the exposed seam and adhesive residue under the peeled part
     xa, xb = (xp, b.x1 - 1) if from_right else (b.x0 + 1, xp)
-    res = _poly(np.array([(xa, b.seam - tw / 2), (xb, b.seam - tw / 2), (xb, b.seam + tw / 2), (xa, b.seam + tw / 2)]),
+    res = poly_mask(np.array([(xa, b.seam - tw / 2), (xb, b.seam - tw / 2), (xb, b.seam + tw / 2), (xa, b.seam + tw / 2)]),
                 b.alpha.shape)
-    _shade(b.img, 1.0 - 0.07 * res)
-    _seam(b, (6.0 if not b.hard else 2.0) * k, 0.2 if not b.hard else 0.35, xa, xb)
+    shade_image(b.img, 1.0 - 0.07 * res)
+    draw_seam(b, (6.0 if not b.hard else 2.0) * k, 0.2 if not b.hard else 0.35, xa, xb)
     # stuck part
     b.rng = tape_rng
     if from_right:
-        _tape_strip(b, kind, tw, b.x0 - 1, xp, b.seam)
+        tape_strip(b, kind, tw, b.x0 - 1, xp, b.seam)
     else:
-        _tape_strip(b, kind, tw, xp, b.x1 + 1, b.seam)
+        tape_strip(b, kind, tw, xp, b.x1 + 1, b.seam)
     b.rng = rng
     # loose part: a curling strip rotating away from the seam around the peel point
-    phi = math.radians(_sev(b, (35, 60), (10, 20))) * (1 if rng.random() < 0.5 else -1)
+    phi = math.radians(severity(b, (35, 60), (10, 20))) * (1 if rng.random() < 0.5 else -1)
     lift = rng.uniform(0.8, 0.95)  # foreshortening as it lifts off
     n = 16
     s = np.linspace(0, ln * lift, n)
@@ -240,20 +248,20 @@ def _loose_tape(b: _Box, kind: str, tw: float, drng: np.random.Generator) -> Non
     left = np.stack([cxs + nx * tw / 2, cys + ny * tw / 2], 1)
     right = np.stack([cxs - nx * tw / 2, cys - ny * tw / 2], 1)
     poly = np.concatenate([left, right[::-1]])
-    tm = _poly(poly, b.alpha.shape)
+    tm = poly_mask(poly, b.alpha.shape)
     # its shadow on the box (tape is above the surface)
     off = int(round((6 if not b.hard else 3) * k))
     sh = cv2.GaussianBlur(np.roll(np.roll(tm, off, 0), off, 1), (0, 0), 2.0 * k)
-    _shade(b.img, 1.0 - (0.5 if not b.hard else 0.3) * sh * b.alpha)
+    shade_image(b.img, 1.0 - (0.5 if not b.hard else 0.3) * sh * b.alpha)
     colour, opacity = TAPES[kind]
     under = np.array(colour, np.float32) * rng.uniform(0.8, 0.9)  # the matt adhesive side shows
     opacity = max(opacity, 0.6)
-    under_img = _const(b.img.shape, under)
-    base_under = np.where(_c3(b.alpha) > 0.5, b.img, under_img)  # off the box it is opaque tape
+    under_img = const_image(b.img.shape, under)
+    base_under = np.where(c3(b.alpha) > 0.5, b.img, under_img)  # off the box it is opaque tape
     mix = base_under * (1 - opacity) + under_img * opacity
-    _blend(b.img, mix, tm)
-    gl = 1.0 + 0.12 * tm * np.clip(_smooth_noise(rng, *tm.shape, tw * 0.8), 0, 2)
-    _shade(b.img, gl.astype(np.float32))
+    blend_colour(b.img, mix, tm)
+    gl = 1.0 + 0.12 * tm * np.clip(smooth_noise(rng, *tm.shape, tw * 0.8), 0, 2)
+    shade_image(b.img, gl.astype(np.float32))
     b.alpha = np.maximum(b.alpha, tm)
     b.params["peeled_fraction"] = round(float(frac), 3)
     b.params["defect_size"] = round(float(frac), 3)

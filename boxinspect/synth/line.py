@@ -26,12 +26,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from boxinspect.synth._draw import _c3, _smooth_noise
+from boxinspect.synth._draw import c3, smooth_noise
 from boxinspect.synth.boxes import Sprite
-from boxinspect.synth.dataset import _child, _OneCvThread
+from boxinspect.synth.dataset import OneCvThread, child_rng
 from boxinspect.synth.layout import CLASSES, DEFECTS, DIFFICULTIES, Layout, log
-from boxinspect.synth.scene import BELTS, Scene, _belt_pattern, _NoiseBank, sample_scene
-from boxinspect.synth.sprite import _draw_box, _finish_sprite
+from boxinspect.synth.scene import BELTS, NoiseBank, Scene, belt_pattern, sample_scene
+from boxinspect.synth.sprite import draw_box, finish_sprite
 
 VIEWS = ("top", "oblique")
 LINE_FRAME = (640, 480)  # (width, height) of a line-scene frame
@@ -50,20 +50,20 @@ def line_layout(frame_size: tuple[int, int] = LINE_FRAME) -> Layout:
 
 
 @dataclass
-class _LineKit:
+class LineKit:
     """Shared by the parts of one line dataset: belt textures and sensor-noise fields (seeded)."""
 
     patterns: list[np.ndarray]
-    noise: _NoiseBank
+    noise: NoiseBank
     layout: Layout
 
     @classmethod
-    def make(cls, seed: int, frame_size: tuple[int, int] = LINE_FRAME) -> _LineKit:
+    def make(cls, seed: int, frame_size: tuple[int, int] = LINE_FRAME) -> LineKit:
         layout = line_layout(frame_size)
-        rng = _child(seed, 199)
+        rng = child_rng(seed, 199)
         period = max(1024, layout.width + 64)
-        patterns = [_belt_pattern(rng, layout.height, period) for _ in range(6)]
-        return cls(patterns, _NoiseBank(rng, layout.height, layout.width, 1.0, n=6), layout)
+        patterns = [belt_pattern(rng, layout.height, period) for _ in range(6)]
+        return cls(patterns, NoiseBank(rng, layout.height, layout.width, 1.0, n=6), layout)
 
 
 def _belt_texture(rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
@@ -94,8 +94,8 @@ def _resize_sprite(sp: Sprite, fx: float, fy: float) -> tuple[np.ndarray, np.nda
     size = (max(2, int(round(w * fx))), max(2, int(round(h * fy))))
     interp = cv2.INTER_AREA if fx * fy < 1 else cv2.INTER_LINEAR
     a = np.clip(cv2.resize(sp.alpha, size, interpolation=interp), 0, 1)
-    premul = cv2.resize(sp.colour * _c3(sp.alpha), size, interpolation=interp)
-    col = np.clip(premul / _c3(np.maximum(a, 1e-3)), 0, 255)
+    premul = cv2.resize(sp.colour * c3(sp.alpha), size, interpolation=interp)
+    col = np.clip(premul / c3(np.maximum(a, 1e-3)), 0, 255)
     return col.astype(np.float32), a.astype(np.float32), sp.cx * fx, sp.cy * fy
 
 
@@ -140,14 +140,14 @@ def _oblique_view(base: Sprite, s: float, rng: np.random.Generator) -> tuple[Spr
     first = np.argmax(side > 0.5, axis=0).astype(np.float32)[None, :]
     fall = np.clip((yy - first) / max(1, depth), 0, 1)
     dark = float(rng.uniform(0.5, 0.72))
-    grain = _smooth_noise(rng, ext.shape[0], ext.shape[1], max(2.0, side_len / 12)) * 0.04
+    grain = smooth_noise(rng, ext.shape[0], ext.shape[1], max(2.0, side_len / 12)) * 0.04
     side_gain = (dark * (1.0 - 0.18 * fall) + grain).astype(np.float32)
-    side_col = _c3(side_gain) * mean[None, None, :]
+    side_col = c3(side_gain) * mean[None, None, :]
     col_all = cv2.copyMakeBorder(col, 0, depth, 0, 0, cv2.BORDER_CONSTANT, value=(0.0, 0.0, 0.0))
     # the crease where top meets side: a thin dark line under the top face
     edge = np.clip(cv2.dilate(top, np.ones((3, 1), np.uint8)) - top, 0, 1) * side
-    side_col *= _c3(1.0 - 0.35 * edge)
-    tsum = _c3(top)
+    side_col *= c3(1.0 - 0.35 * edge)
+    tsum = c3(top)
     colour = col_all * tsum + side_col * (1.0 - tsum)
     alpha = np.maximum(top, ext)
     sp = _with_shadow(colour.astype(np.float32), alpha.astype(np.float32), cx, cy + depth / 2, s, base.params)
@@ -185,18 +185,18 @@ def _truth(sp: Sprite, cx: int, cy: int, layout: Layout) -> dict[str, Any]:
 
 
 def render_line_part(seed: int, index: int, label: str, defect: str | None, difficulty: str = "easy",
-                     kit: _LineKit | None = None, empty: bool = False) -> dict[str, Any]:
+                     kit: LineKit | None = None, empty: bool = False) -> dict[str, Any]:
     """Render one part in both views. Returns ``{"views": {view: BGR uint8}, "truth": {...}}`` and, with
     ``empty=True``, ``"empty": {view: the same frame without the box}`` (an empty-belt reference)."""
     if difficulty not in LINE_DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {LINE_DIFFICULTIES}, got {difficulty!r}")
-    kit = kit or _LineKit.make(seed)
+    kit = kit or LineKit.make(seed)
     layout = kit.layout
-    rng = _child(seed, 7, CLASSES.index(label), index)
+    rng = child_rng(seed, 7, CLASSES.index(label), index)
     diff = difficulty if difficulty != "mixed" else ("easy" if rng.random() < 0.5 else "hard")
-    b = _draw_box(rng, diff, defect, _RENDER_SCALE)
+    b = draw_box(rng, diff, defect, _RENDER_SCALE)
     angle = float(rng.uniform(-90.0, 90.0))
-    base = _finish_sprite(b, angle)
+    base = finish_sprite(b, angle)
     body = float((base.alpha > 0.5).sum())
     frac = float(rng.uniform(*AREA_RANGE))
     s = math.sqrt(frac * layout.width * layout.height / body)
@@ -205,7 +205,7 @@ def render_line_part(seed: int, index: int, label: str, defect: str | None, diff
     truth: dict[str, Any] = {"label": label, "defect": defect, "difficulty": diff, "angle": round(angle, 1),
                              "target_area_frac": round(frac, 4), "box": base.params, "views": {}}
     for vi, view in enumerate(VIEWS):
-        vrng = _child(seed, 8, CLASSES.index(label), index, vi)
+        vrng = child_rng(seed, 8, CLASSES.index(label), index, vi)
         if view == "top":
             sp, extra = _top_view(base, s), {}
         else:
@@ -247,12 +247,12 @@ def make_line_dataset(out: Path, n_per_class: int = 150, seed: int = 0, difficul
     for c in CLASSES:
         (out / c).mkdir(parents=True, exist_ok=True)
     earlier = {p for c in CLASSES for p in (out / c).glob(f"{c}-*_*.{ext}")}
-    kit = _LineKit.make(seed, frame_size)
+    kit = LineKit.make(seed, frame_size)
     parts: list[dict[str, Any]] = []
     written: set[Path] = set()
     total, done = 2 * n_per_class, 0
     step = max(1, total // 10)
-    with _OneCvThread():
+    with OneCvThread():
         for label in ("ok", "defective"):
             for i in range(n_per_class):
                 defect = None if label == "ok" else DEFECTS[i % len(DEFECTS)]

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from boxinspect.synth._draw import _periodic_noise, _smooth_noise
+from boxinspect.synth._draw import periodic_noise, smooth_noise
 from boxinspect.synth.boxes import Sprite
 from boxinspect.synth.layout import Layout
 
@@ -57,11 +57,11 @@ def sample_scene(rng: np.random.Generator, difficulty: str) -> SceneParams:
     )
 
 
-def _belt_pattern(rng: np.random.Generator, h: int, period: int) -> np.ndarray:
+def belt_pattern(rng: np.random.Generator, h: int, period: int) -> np.ndarray:
     """Zero-mean belt texture (float32, h x period), periodic along x: wear blotches, grain, streaks, a splice."""
-    blot = _periodic_noise(rng, h, period, 14.0)
-    grain = _periodic_noise(rng, h, period, 0.7)
-    streak = _smooth_noise(rng, h, 1, 3.0)
+    blot = periodic_noise(rng, h, period, 14.0)
+    grain = periodic_noise(rng, h, period, 0.7)
+    streak = smooth_noise(rng, h, 1, 3.0)
     p = 0.9 * blot + 0.7 * grain + 0.4 * streak
     p[:, : max(2, period // 400)] -= 2.0  # the splice where the belt was joined
     return p.astype(np.float32)
@@ -91,7 +91,7 @@ class Scene:
         self.layout, self.p = layout, params
         w, h = layout.width, layout.height
         if pattern is None:
-            pattern = _belt_pattern(rng, layout.belt_bottom - layout.belt_top, int(max(w, 1024)))
+            pattern = belt_pattern(rng, layout.belt_bottom - layout.belt_top, int(max(w, 1024)))
         self.pattern, self.period = pattern, pattern.shape[1]
         self.window = window or (0, 0, w, h)
         wx, wy, ww, wh = self.window
@@ -183,7 +183,7 @@ class Scene:
         return cv2.convertScaleAbs(img)  # rounds and saturates to uint8 (values are never negative here)
 
 
-class _NoiseBank:
+class NoiseBank:
     """Pre-drawn sensor noise: a random slice of one of a few noise fields per frame (fast, deterministic)."""
 
     def __init__(self, rng: np.random.Generator, h: int, w: int, sigma: float = 1.0, n: int = 8, margin: int = 16):

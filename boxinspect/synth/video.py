@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from boxinspect.synth.boxes import Sprite
-from boxinspect.synth.dataset import _child, _OneCvThread
+from boxinspect.synth.dataset import OneCvThread, child_rng
 from boxinspect.synth.layout import (
     BELT_SPEED,
     DEFECTS,
@@ -25,7 +25,7 @@ from boxinspect.synth.layout import (
     layout_for,
     log,
 )
-from boxinspect.synth.scene import Placed, Scene, _NoiseBank, sample_scene
+from boxinspect.synth.scene import NoiseBank, Placed, Scene, sample_scene
 from boxinspect.synth.sprite import make_box
 
 
@@ -67,7 +67,7 @@ def _check_video_args(n_boxes: int, defect_rate: float, fps: int, difficulty: st
 
 def _video_box(seed: int, i: int, difficulty: str, defect: str | None, scale: float) -> tuple[Sprite, np.random.Generator]:
     """Box ``i`` of a video: the same sprite every time it is asked for (drawn from its own seed)."""
-    brng = _child(seed, 8, i)
+    brng = child_rng(seed, 8, i)
     return make_box(brng, difficulty, defect, scale), brng
 
 
@@ -77,7 +77,7 @@ def plan_video(n_boxes: int = 16, defect_rate: float = 0.4, seed: int = 0, fps: 
     places, defect types cycling in random order), where they ride, and the ground truth."""
     _check_video_args(n_boxes, defect_rate, fps, difficulty)
     layout = layout_for(frame_size)
-    rng = _child(seed, 7)
+    rng = child_rng(seed, 7)
     params = sample_scene(rng, difficulty)
     scene = Scene(layout, params, rng)
     speed = BELT_SPEED * layout.scale / fps  # px per frame
@@ -147,7 +147,7 @@ def video_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
     into view and dropped when they have left, so memory does not grow with the number of boxes."""
     speed = plan.gt["belt_speed_px_per_frame"]
     layout, scene = plan.layout, plan.scene
-    noise = _NoiseBank(_child(plan.seed, plan.noise_seed), layout.height, layout.width, scene.p.noise)
+    noise = NoiseBank(child_rng(plan.seed, plan.noise_seed), layout.height, layout.width, scene.p.noise)
     live: dict[int, Placed] = {}
     for t in range(plan.frame_count):
         pos = int(round(speed * t))
@@ -176,7 +176,7 @@ def make_video(path: Path, n_boxes: int = 16, defect_rate: float = 0.4, seed: in
     gt = {"video": path.name, **plan.gt}
     n = plan.frame_count
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _OneCvThread():
+    with OneCvThread():
         vw = _open_writer(path, fps, (plan.layout.width, plan.layout.height))
         try:
             step = max(1, n // 4)

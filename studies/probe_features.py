@@ -1,6 +1,6 @@
 """Feature probe: pooled features of several MobileNetV2 layers (avg / max / GeM-3) at one input size, one pass.
 
-usage: python scripts/probe_features.py SIZE [flip|-] [DATA] [TAG] -> runs/probe/TAG-SIZE[-flip].npz
+usage: python studies/probe_features.py SIZE [flip|-] [DATA] [TAG] -> runs/probe/TAG-SIZE[-flip].npz
 (a measurement tool for docs/RESULTS.md, not product code)
 """
 import sys

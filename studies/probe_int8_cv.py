@@ -1,7 +1,7 @@
 """CV of the linear head on a converted package's own features output (int8: what the edge's head and
 `boxinspect retrain` see), on exactly the folds of `boxinspect cv` (training.cv.run_cv with its feature step
 replaced by the package's features of the whole photo resized to the input size, crop none as in the cv rows).
-usage: python scripts/probe_int8_cv.py PACKAGE.tflite OUT_DIR SEED [DATA]  (features cached in OUT_DIR.npy)"""
+usage: python studies/probe_int8_cv.py PACKAGE.tflite OUT_DIR SEED [DATA]  (features cached in OUT_DIR.npy)"""
 import sys
 from pathlib import Path
 
@@ -28,5 +28,5 @@ def package_features(cfg: cv.CVConfig, paths: list[Path]) -> tuple[np.ndarray, n
     return x.astype(np.float64), np.ones(len(paths), bool)
 
 
-cv._linear_features = package_features
+cv.linear_features = package_features
 print(cv.format_summary(cv.run_cv(cv.CVConfig(data_dir=data, out_dir=out, seed=seed, img_size=size))))  # noqa: T201

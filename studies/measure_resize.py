@@ -5,7 +5,7 @@ is made with INTER_AREA (what training used), INTER_LINEAR and INTER_NEAREST, st
 size; reports the time per resize, the score differences to INTER_AREA and how many frames change side of the
 model's threshold.
 
-    python scripts/measure_resize.py MODEL.tflite VIDEO.mp4     # VIDEO.json (from boxinspect synth) beside it
+    python studies/measure_resize.py MODEL.tflite VIDEO.mp4     # VIDEO.json (from boxinspect synth) beside it
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.classifier import Classifier  # noqa: E402
+from edge.classifier import Classifier
 
 MODES = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 

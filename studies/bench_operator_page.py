@@ -10,7 +10,7 @@ edge/static/app.js makes (frame every 0.5 s, summary every 1 s, decisions every 
 with ``--browser``, real headless Chromium windows. The windows alternate (closed, open, closed, open, ...)
 so a neighbour's load on a shared machine hits both alike. Prints one Markdown table row per condition.
 
-    .venv/bin/python scripts/bench_operator_page.py --model runs/m1/model_int8.tflite \\
+    .venv/bin/python studies/bench_operator_page.py --model runs/m1/model_int8.tflite \\
         --video data/synth/video/conveyor.mp4 --rounds 3 --seconds 20 --pages 1,4
 """
 

@@ -1,7 +1,7 @@
 """Feature probe CV: the same 10 grouped folds as `boxinspect cv` (seed 0, 5 x 2) for feature variants in probe npz files.
 
-usage: SEED0=0 python scripts/probe_cv.py [DATA] NAME=SRC[;SRC]@opts ...
-SRC = NPZ:key1+key2 (features of runs/probe/NPZ.npz written by scripts/probe_features.py, concatenated);
+usage: SEED0=0 python studies/probe_cv.py [DATA] NAME=SRC[;SRC]@opts ...
+SRC = NPZ:key1+key2 (features of runs/probe/NPZ.npz written by studies/probe_features.py, concatenated);
 several SRC separated by ';' are averaged (flip / multi-scale); opts: scaling=standard, C=0.001, l2norm, sqrt,
 ls=0.1 (label smoothing, fixed C: default 0.001).
 Folds = `boxinspect cv --seed SEED0` (5 x 2); prints mean +- sd AUC and the paired difference to the first NAME.

@@ -1,7 +1,7 @@
 """Learning on the line (docs/RESULTS.md): does a head retrained ON THE DEVICE, on the deployed int8 package's
 own features, keep up with a full TensorFlow retrain as labels arrive?
 
-    nice -n 10 python scripts/learning_on_the_line.py /work/shared/data/parcel-damage --work runs/lotl \\
+    nice -n 10 python studies/learning_on_the_line.py /work/shared/data/parcel-damage --work runs/lotl \\
         --json docs/results/learning_on_the_line.json --plot docs/results/learning_on_the_line.png
 
 1. Groups as ``boxinspect cv``: dHash near-duplicate clusters joined with the parts of multi-view files.

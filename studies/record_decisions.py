@@ -4,7 +4,7 @@ Runs the real daemon in-process (``Daemon.from_config``) at ``pace: fast`` over 
 outbox in a temporary folder), evidence and API off. Used to check that a change to the frame path keeps the
 decisions (issue 13): record before, record after, compare.
 
-    python scripts/record_decisions.py MODEL.tflite VIDEO.mp4 --roi 170,30,300,300 [--set decision.presence.downscale=area]
+    python studies/record_decisions.py MODEL.tflite VIDEO.mp4 --roi 170,30,300,300 [--set decision.presence.downscale=area]
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.config import parse_config  # noqa: E402
-from edge.daemon import Daemon, load_model  # noqa: E402
+from edge.config import parse_config
+from edge.daemon import Daemon, load_model
 
 
 def decisions(model: Path, video: Path, roi: tuple[int, int, int, int], overrides: dict[str, Any] | None = None,

@@ -1,6 +1,6 @@
 """Edge cost of the feature-probe candidates (docs/RESULTS.md): fp16 TFLite models of the linear recipe's shape
 (random head) at 224/288/320 px and two-scale 224 + S variants (second pass resized inside the model), then their
-invoke time with the edge's interpreter, 1 thread, interleaved. usage: python scripts/probe_edge_cost.py"""
+invoke time with the edge's interpreter, 1 thread, interleaved. usage: python studies/probe_edge_cost.py"""
 import time
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from edge.classifier import _interpreter_class
+from edge.classifier import interpreter_class
 from training import model as model_mod
 
 W = "/work/shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -40,7 +40,7 @@ for s in (288, 320):
     d.set_weights([k.reshape(-1, 1), np.array([b], np.float32)])
     save(keras.Model(inp, out), f"ms224_{s}")
 files = [f"runs/bench/{n}.tflite" for n in ("lin224", "lin288", "lin320", "ms224_288", "ms224_320")]
-name, cls = _interpreter_class("auto")
+name, cls = interpreter_class("auto")
 its = {}
 for f in files:
     it = cls(model_path=f, num_threads=1)

@@ -1,4 +1,4 @@
-"""Localiser IoU on synth line scenes with known boxes (parts.json): python scripts/probe_localize_iou.py DATA."""
+"""Localiser IoU on synth line scenes with known boxes (parts.json): python studies/probe_localize_iou.py DATA."""
 import json
 import sys
 from pathlib import Path

@@ -1,7 +1,7 @@
 """Deadline slack of the daemon at real-time pace (docs/BENCHMARKS.md).
 
-    python scripts/bench_deadline.py MODEL.tflite VIDEO.mp4 --mode continuous   # every box of the video
-    python scripts/bench_deadline.py MODEL.tflite VIDEO.mp4 --mode triggered --parts 30 --every 1.5
+    python studies/bench_deadline.py MODEL.tflite VIDEO.mp4 --mode continuous   # every box of the video
+    python studies/bench_deadline.py MODEL.tflite VIDEO.mp4 --mode triggered --parts 30 --every 1.5
 
 Runs ``boxinspect run`` as a process over the video (``source.pace: realtime``, MQTT off, API on a free port),
 in triggered mode posts a trigger to ``/trigger`` every ``--every`` seconds, reads the decisions from

@@ -1,6 +1,6 @@
 """Markdown rows for docs/BENCHMARKS.md from `boxinspect bench pipeline --json` files.
 
-    python scripts/pipeline_table.py docs/bench/pipeline-*.json
+    python studies/pipeline_table.py docs/bench/pipeline-*.json
 """
 
 from __future__ import annotations
