@@ -140,6 +140,6 @@ def early_format(config_path: str | None, environ: dict[str, str] | None = None)
             with open(config_path, encoding="utf-8") as f:
                 data = yaml.safe_load(f)
             fmt = str(data.get("logging", {}).get("format", "")) if isinstance(data, dict) else ""
-        except Exception:  # noqa: BLE001 - a broken file is reported by load_config, with its key
+        except Exception:  # a broken file is reported by load_config, with its key
             fmt = ""
     return "json" if fmt.strip().lower() == "json" else "text"
