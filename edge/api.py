@@ -30,11 +30,11 @@ from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge import __version__
-from edge.capture import safe_uri
 from edge.config import Config
 from edge.liveness import Heartbeat
 from edge.metrics import Metrics
 from edge.outbox import OutboxError
+from edge.source import safe_uri
 from edge.state import (
     EVENTS_MAX,
     CameraState,

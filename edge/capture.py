@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -32,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
@@ -40,6 +38,7 @@ import numpy as np
 from edge.config import SourceConfig
 from edge.metrics import Metrics
 from edge.roi import grey_stats, small_grey
+from edge.source import OPEN_TIMEOUT_S, Source, TriggerStamp, safe_uri
 from edge.sourcekind import guess_kind
 from edge.state import CameraState
 
@@ -49,21 +48,7 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm",
 FAST_QUEUE = 8  # frames buffered between reader and consumer with pace: fast
 DEFAULT_FOLDER_FPS = 10.0
 DEFAULT_FILE_FPS = 25.0
-OPEN_TIMEOUT_S = 10.0
 FROZEN_WIDTH = 320  # the frozen-picture check compares frames subsampled to about this width
-
-
-@dataclass(frozen=True)
-class TriggerStamp:
-    """A frame the camera took on a trigger (GenICam trigger mode): the camera's own count and time of it."""
-
-    count: int  # the camera's frame count (GigE Vision block id): one per trigger in trigger mode
-    at: float  # time.time() of the trigger, as near as the camera tells it
-    device: str  # the camera that counted (serial number or device id): part ids are "<device>-<count>"
-
-    @property
-    def part_id(self) -> str:
-        return f"{self.device}-{self.count}"
 
 
 @dataclass
@@ -77,86 +62,7 @@ class Frame:
     trigger: TriggerStamp | None = None  # taken on a camera trigger (GenICam trigger mode): its count and time
 
 
-SECRET_PARAM_WORDS = ("pass", "pwd", "token", "secret", "key", "auth", "sig", "credential", "session")
-
-
-def _mask_params(text: str) -> str:
-    """``a=1&password=x`` -> ``a=1&password=***`` (any parameter whose name looks like a credential)."""
-    parts = []
-    for piece in text.split("&"):
-        name, eq, value = piece.partition("=")
-        if eq and value and any(w in unquote(name).lower() for w in SECRET_PARAM_WORDS):
-            piece = f"{name}=***"
-        parts.append(piece)
-    return "&".join(parts)
-
-
-def safe_uri(uri: str) -> str:
-    """``uri`` with credentials masked: the whole userinfo (``user:pass@``, also when the password holds
-    ``@`` or ``/``) and the values of credential-like query/fragment parameters (``?token=``,
-    ``password=``, ``api_key=``...). The one masking function for logs, /status and /readyz."""
-    if "!" in uri and "appsink" in uri:  # a GStreamer pipeline: URLs and credential properties inside it
-        return _mask_pipeline(uri)
-    try:
-        parts = urlsplit(uri)
-    except ValueError:  # e.g. an invalid IPv6 literal: show nothing that could hold a secret
-        return uri.split("://", 1)[0] + "://***" if "://" in uri else "***"
-    if "://" not in uri:  # a device index or a file path: nothing to mask but a query-like tail
-        return _mask_params(uri) if "=" in uri else uri
-    scheme, rest = uri.split("://", 1)
-    # The authority ends at the first '/', '?' or '#', but a password may contain '/' or '@': whatever
-    # stands before the LAST '@' ahead of the query is userinfo (over-masking a path with '@' is harmless).
-    head = re.split(r"[?#]", rest, maxsplit=1)[0]
-    if "@" in head:
-        rest = "***@" + rest[head.rindex("@") + 1 :]
-    masked = f"{scheme}://{rest}"
-    if parts.query or parts.fragment:
-        base, sep, tail = masked.partition("?") if "?" in masked else masked.partition("#")
-        query, hsep, frag = tail.partition("#") if sep == "?" else ("", "#", tail)
-        masked = base + sep + _mask_params(query) if sep == "?" else base
-        if hsep and frag:
-            masked += "#" + _mask_params(frag)
-    return masked
-
-
-def _mask_pipeline(pipeline: str) -> str:
-    """A GStreamer pipeline with every URL in it (``location=rtsp://user:pw@...``) passed through ``safe_uri`` and
-    the values of credential-like properties (``user-pw=``, ``proxy-pw=``) masked."""
-    out = []
-    for word in pipeline.split(" "):
-        name, eq, value = word.partition("=")
-        if eq and value and any(w in name.lower() for w in SECRET_PARAM_WORDS + ("pw",)):
-            word = f"{name}=***"
-        elif eq and "://" in value:
-            word = f"{name}={safe_uri(value)}"
-        out.append(word)
-    return " ".join(out)
-
-
-class _Source:
-    """One open source. ``read()`` -> ``(ok, image)``; ``finite`` sources end instead of failing.
-
-    A source that waits for triggers (``awaits_trigger``) returns ``(True, None)`` when no trigger came within its
-    poll time but the camera answers: no frame is expected then, so that is neither a failure nor a stall. A frame
-    taken on a trigger leaves its ``TriggerStamp`` in ``stamp`` until the next read."""
-
-    finite = False
-    fps: float | None = None
-    awaits_trigger = False
-    stamp: TriggerStamp | None = None
-
-    def read(self, decode: bool = True) -> tuple[bool, np.ndarray | None]:
-        """The next frame; ``decode=False`` only advances past it (``(ok, None)``)."""
-        raise NotImplementedError
-
-    def release(self) -> None:
-        pass
-
-
-Source = _Source  # the base of a source in its own module (edge/gstreamer_source.py, edge/genicam_source.py)
-
-
-class _CvSource(_Source):
+class _CvSource(Source):
     def __init__(self, cap: cv2.VideoCapture, finite: bool) -> None:
         self.cap = cap
         self.finite = finite
@@ -175,7 +81,7 @@ class _CvSource(_Source):
         self.cap.release()
 
 
-class _FolderSource(_Source):
+class _FolderSource(Source):
     finite = True
 
     def __init__(self, files: list[Path], fps: float | None) -> None:
@@ -295,7 +201,7 @@ class Capture:
         self.delivered_any = False  # at least one frame came from the source
         self._read_timeout_s = max(2.0, 2 * cfg.stall_timeout_s)
         self._src_fps: float | None = None
-        self._open_src: _Source | None = None  # the open source (software_trigger)
+        self._open_src: Source | None = None  # the open source (software_trigger)
         # idle rate (module docstring): off until the loop calls enable_idle_rate()
         self.idle_in_fast_pace = False  # replays: decode a fast-paced file as a live camera would be (lockstep)
         self._rate = _IdleRate(cfg.idle_fps, cfg.idle_after_s, self._fps)
@@ -472,7 +378,7 @@ class Capture:
             self._progress = time.monotonic()
             self._waiting = False
 
-    def _open(self) -> tuple[_Source | None, str]:
+    def _open(self) -> tuple[Source | None, str]:
         cfg, uri = self.cfg, self.cfg.uri.strip()
         if self.kind == "gstreamer":
             from edge.gstreamer_source import open_gstreamer
@@ -590,7 +496,7 @@ class Capture:
         with self._cond:
             self._cond.notify_all()
 
-    def _log_opened(self, src: _Source) -> None:
+    def _log_opened(self, src: Source) -> None:
         cfg = self.cfg
         if isinstance(src, _FolderSource):
             log.info("capture: %d images in %s", len(src.files), safe_uri(cfg.uri))
@@ -605,7 +511,7 @@ class Capture:
         fps = f"{src.fps:g} fps" if src.fps else "unknown fps"
         log.info("capture: opened %s: %dx%d @ %s%s", safe_uri(cfg.uri), w, h, fps, asked)
 
-    def _pump(self, src: _Source) -> tuple[str, int]:
+    def _pump(self, src: Source) -> tuple[str, int]:
         """Read until the source fails/ends or stop is requested. Returns (result, frames read)."""
         paced = src.finite and not self.fast
         period = 1.0 / src.fps if paced and src.fps else 0.0

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge import __version__, ratelimit
 from edge.api import ApiState, create_app
-from edge.capture import Capture, Frame, MultiCapture, TriggerStamp, safe_uri
+from edge.capture import Capture, Frame, MultiCapture
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, RoiConfig, load_config
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
@@ -61,6 +61,7 @@ from edge.records import FrameRecord
 from edge.roi import crop, roi_box
 from edge.server import ApiServer, raise_fd_limit, start_api
 from edge.shadow import ModelControl, Shadow, active_model_path
+from edge.source import TriggerStamp, safe_uri
 from edge.state import (
     CameraState,
     Decider,

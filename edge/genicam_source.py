@@ -32,10 +32,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.capture import Source, TriggerStamp, safe_uri
 from edge.config import GenICamConfig, SourceConfig
 from edge.gi_support import GiMissing, require
 from edge.metrics import Metrics
+from edge.source import Source, TriggerStamp, safe_uri
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.capture import OPEN_TIMEOUT_S, Source, safe_uri
 from edge.config import SourceConfig
 from edge.gi_support import GiMissing, require
+from edge.source import OPEN_TIMEOUT_S, Source, safe_uri
 
 log = logging.getLogger(__name__)
 

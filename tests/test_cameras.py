@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.capture import Capture, safe_uri
+from edge.capture import Capture
 from edge.config import SourceConfig
 from edge.metrics import Metrics
+from edge.source import safe_uri
 from edge.sourcekind import guess_kind
 from edge.state import CameraState
 from tests.helpers import DaemonProc, RecordingSink, cache_lock, fake_model, free_port, port_open, wait_for

@@ -14,10 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import Capture, Frame, safe_uri
+from edge.capture import Capture, Frame
 from edge.config import RoiConfig, SourceConfig
 from edge.metrics import Metrics
 from edge.roi import crop, draw_overlay, frame_stats
+from edge.source import safe_uri
 from edge.sourcekind import guess_kind
 from tests.helpers import metric, wait_for
 

@@ -19,11 +19,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge.api import ApiState, LoadedModel, ModelSlot, create_app
-from edge.capture import safe_uri
 from edge.classifier import Classifier, ModelError
 from edge.metrics import Metrics
 from edge.model_package import sidecar_path
 from edge.server import server_config, start_api
+from edge.source import safe_uri
 from tests.helpers import daemon_client, edge_config, edit_sidecar, package_copies
 
 TOKEN = "t0k3n-for-tests"
