@@ -57,6 +57,7 @@ class Postgres:
         self.port = port or free_port(self.host)
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="boxinspect-pg-"))
         self._own_dir = workdir is None
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.data = self.dir / "data"
         self.log_path = self.dir / "postgres.log"
         self.db, self.user = db, user

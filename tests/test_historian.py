@@ -4,6 +4,7 @@ and no acknowledgement before the commit while the database is down (a worker ki
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,51 @@ def test_nothing_is_acknowledged_before_its_commit_while_the_database_is_down(tm
         line.close()
         if not pg.running:
             pg.start()
+
+
+def grafana_sql(sql: str) -> str:
+    """A panel's SQL with Grafana's PostgreSQL macros and the dashboard variables filled in as Grafana would."""
+    import re
+
+    sql = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 BETWEEN now() - interval '7 days' AND now() + interval '1 day'", sql)
+    sql = re.sub(r"\$__timeGroupAlias\((\w+), '1[hm]'\)", r"date_trunc('minute', \1) AS time", sql)
+    return sql.replace("($line)", "('L1', 'L2')").replace("$part", "A-1").replace("$lot", "4711")
+
+
+def test_the_plant_dashboards_queries_run_on_the_schema_and_query_finds_a_part(db: str) -> None:
+    """Every panel, variable and annotation query of deploy/grafana/plant/plant.json runs on a migrated database
+    with rows in it (as check-deploy.sh only checks that the JSON loads); `historian query --part` finds a part."""
+    from historian.records import parse
+
+    store = Store(db)
+    store.migrate()
+    store.start_lot("L1", "4711", datetime(2020, 1, 1, tzinfo=timezone.utc))
+    recs = [decision_rec(line, i) for line in ("L1", "L2") for i in range(6)]
+    model = {"model_id": "tiny@1", "loaded_at": "2026-12-01T10:00:00Z", "threshold": 0.5}
+    alarm = {"active": True, "rules": ["rate"], "changed_at": "2026-12-01T10:00:00Z", "reason": "r"}
+    recs += [parse("boxinspect/L1/cam1/model", json.dumps(model).encode()),
+             parse("boxinspect/L1/cam1/alarm", json.dumps(alarm).encode())]
+    assert store.write(recs).inserted == 12
+    dash = json.loads((REPO / "deploy/grafana/plant/plant.json").read_text())
+    sqls = [t["rawSql"] for p in dash["panels"] for t in p["targets"]]
+    sqls += [v["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
+    sqls += [a["target"]["rawSql"] for a in dash["annotations"]["list"]]
+    with psycopg.connect(db) as c:
+        for sql in sqls:
+            c.execute(grafana_sql(sql)).fetchall()  # raises on a column or table the schema does not have
+        lot = c.execute(grafana_sql(dash["panels"][7]["targets"][0]["rawSql"])).fetchall()
+    assert len(lot) == 2  # L1's defects (i = 0, 3) got lot 4711 from lot_runs; L2 has no lot
+    out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "historian", "query", "--part", "A-1", "--db", db],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 2 and "lot 4711" in out.stdout and "L2/cam1" in out.stdout
+    none = subprocess.run([sys.executable, "-m", "boxinspect.cli", "historian", "query", "--part", "nope", "--db", db],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert none.returncode == 1 and "no decision about part 'nope'" in none.stderr
+
+
+def decision_rec(line: str, i: int) -> Any:
+    from historian.records import decision
+
+    return decision({**make_event(i, defect=i % 3 == 0), "line": line, "camera": "cam1", "part_id": f"A-{i}",
+                     "seq": i + 1})
