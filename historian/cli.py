@@ -78,7 +78,7 @@ def _run(cfg: Any, args: argparse.Namespace) -> int:
         "historian %s: broker %s:%d, share group %s, %d daemon(s) for replay, evidence %s", cfg.client_id(),
         cfg.broker.host, cfg.broker.port, cfg.broker.share_group, len(cfg.daemons), cfg.evidence.mode)
     h.run_forever()
-    return 0
+    return 1 if h.failed else 0
 
 
 def _store(cfg: Any) -> Any:

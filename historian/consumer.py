@@ -78,6 +78,7 @@ class Historian:
         self._down_since: float | None = None
         self.written = WriteResult()  # running totals
         self.acked = 0
+        self.failed = False  # a thread died: the process exits non-zero
         self.uploader: S3Uploader | None = None
         self.client = self._make_client()
         self._threads = [threading.Thread(target=self._guard, args=(self._writer,), name="historian-writer", daemon=True),
@@ -155,6 +156,7 @@ class Historian:
         except Exception:
             log.exception("historian: thread %s died; stopping (unacknowledged messages stay with the broker)",
                           threading.current_thread().name)
+            self.failed = True
             self._stop.set()
 
     # -- the writer -----------------------------------------------------------------------------------

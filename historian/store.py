@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from historian.migrate import migrate
+from historian.migrate import LOCK_KEY, migrate
 from historian.records import Alarm, Decision, Feedback, LostNotice, ModelChange, Record
 
 log = logging.getLogger(__name__)
@@ -139,20 +139,17 @@ class Store:
             start, end = partition_bounds(end, self.partition)
             spans.append((start, end))
         for table in PARTITIONED:
-            with conn.transaction():
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {table}_default PARTITION OF {table} DEFAULT")
-            for s, e in spans:
-                name = f"{table}_{s:%Y%m%d}"
-                if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None:  # type: ignore[index]
-                    continue
+            for name, bounds in [(f"{table}_default", "DEFAULT")] + [
+                (f"{table}_{s:%Y%m%d}", f"FOR VALUES FROM ('{s.isoformat()}') TO ('{e.isoformat()}')") for s, e in spans
+            ]:
                 try:
-                    with conn.transaction():
-                        conn.execute(
-                            f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ('{s.isoformat()}') TO ('{e.isoformat()}')"
-                        )
+                    with conn.transaction():  # one at a time across workers (two starting at once)
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY + 1,))
+                        if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None:  # type: ignore[index]
+                            continue
+                        conn.execute(f"CREATE TABLE {name} PARTITION OF {table} {bounds}")
                     made.append(name)
-                except (psycopg.errors.DuplicateTable, psycopg.errors.CheckViolation) as err:
-                    # another worker made it, or rows of that span already sit in DEFAULT (then they stay there)
+                except psycopg.errors.CheckViolation as err:  # rows of that span already sit in DEFAULT: they stay
                     log.warning("partition %s not made: %s", name, str(err).strip())
         if made:
             log.info("partitions made: %s", ", ".join(made))

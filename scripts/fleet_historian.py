@@ -136,6 +136,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the cleanup below runs on a plain kill too
     import tempfile
 
     work = args.work or Path(tempfile.mkdtemp(prefix="fleet-historian-"))

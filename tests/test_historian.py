@@ -269,3 +269,45 @@ def decision_rec(line: str, i: int) -> Any:
 
     return decision({**make_event(i, defect=i % 3 == 0), "line": line, "camera": "cam1", "part_id": f"A-{i}",
                      "seq": i + 1})
+
+
+def _keys(model: Any, prefix: str = "") -> set[str]:
+    from pydantic import BaseModel
+
+    out = set()
+    for name, f in model.model_fields.items():
+        out.add(prefix + name)
+        t = f.annotation
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            out |= _keys(t, prefix + name + ".")
+    return out
+
+
+def _yaml_keys(d: dict[str, Any], prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in d.items():
+        out.add(prefix + k)
+        if isinstance(v, dict):
+            out |= _yaml_keys(v, prefix + k + ".")
+    return out
+
+
+def test_the_example_config_documents_every_key_and_bad_settings_name_themselves(tmp_path: Path) -> None:
+    from edge.config import ConfigError
+    from historian.config import HistorianConfig
+
+    example = REPO / "deploy" / "historian.example.yaml"
+    assert _yaml_keys(yaml.safe_load(example.read_text())) == _keys(HistorianConfig)
+    cfg = load_config(example, environ={"BOXINSPECT_HISTORIAN_DATABASE__URL": "postgresql://x@db/y",
+                                        "BOXINSPECT_HISTORIAN_DAEMONS": '[{"line": "l", "camera": "c", "url": "http://d"}]'},
+                      overrides={"broker": {"host": "mq", "port": 1884}})
+    assert cfg.database.url.get_secret_value() == "postgresql://x@db/y" and cfg.daemon("l", "c") is not None
+    assert (cfg.broker.host, cfg.broker.port) == ("mq", 1884)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("broker:\n  receive_maximum: 0\ndatabse: {}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad, environ={})
+    assert "broker.receive_maximum" in str(e.value) and "databse: unknown key" in str(e.value)
+    out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "historian", "--broker", "nohost", "--db", "x"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "expected HOST:PORT" in out.stderr
