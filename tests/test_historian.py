@@ -311,3 +311,11 @@ def test_the_example_config_documents_every_key_and_bad_settings_name_themselves
     out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "historian", "--broker", "nohost", "--db", "x"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "expected HOST:PORT" in out.stderr
+
+
+def test_the_historian_imports_neither_tensorflow_nor_the_daemon() -> None:
+    code = ("import sys, historian.cli, historian.consumer, historian.store, historian.evidence; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'training', 'convert') "
+            "or m in ('edge.daemon', 'edge.api', 'edge.classifier')]; print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
