@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 DECISION_TOPICS = ("defect", "ok", "result")
@@ -31,6 +31,8 @@ class BadMessage(ValueError):
 def _time(v: Any, what: str, required: bool = True) -> datetime | None:
     if v is None and not required:
         return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):  # unix time (the model document's loaded_at)
+        return datetime.fromtimestamp(float(v), tz=timezone.utc)
     if not isinstance(v, str):
         raise BadMessage(f"{what} is not an ISO 8601 time: {v!r}")
     try:

@@ -241,7 +241,7 @@ def test_the_plant_dashboards_queries_run_on_the_schema_and_query_finds_a_part(d
     store.migrate()
     store.start_lot("L1", "4711", datetime(2020, 1, 1, tzinfo=timezone.utc))
     recs = [decision_rec(line, i) for line in ("L1", "L2") for i in range(6)]
-    model = {"model_id": "tiny@1", "loaded_at": "2026-12-01T10:00:00Z", "threshold": 0.5}
+    model = {"model_id": "tiny@1", "loaded_at": 1796507297.2, "threshold": 0.5}  # as the daemon sends it
     alarm = {"active": True, "rules": ["rate"], "changed_at": "2026-12-01T10:00:00Z", "reason": "r"}
     recs += [parse("boxinspect/L1/cam1/model", json.dumps(model).encode()),
              parse("boxinspect/L1/cam1/alarm", json.dumps(alarm).encode())]
