@@ -9,6 +9,7 @@ carry none).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from historian.records import Alarm, Decision, Feedback, LostNotice, ModelChange
 log = logging.getLogger(__name__)
 
 PARTITIONED = ("decisions", "views")
+_OTHER_TABLES: dict[type, str] = {LostNotice: "lost_ranges", ModelChange: "model_changes", Alarm: "spc_alarms",
+                                  Feedback: "operator_feedback"}
 
 _INSERT_DECISION = """
 INSERT INTO decisions (event_id, decided_at, line, camera, part_id, lot, seq, kind, label, is_defect, action, reason,
@@ -202,27 +205,12 @@ class Store:
 
     @staticmethod
     def _write_other(cur: psycopg.Cursor[Any], r: Record) -> None:
-        if isinstance(r, LostNotice):
-            cur.execute(
-                "INSERT INTO lost_ranges (line, camera, first_seq, last_seq, notice_seq, reason, event_id, doc) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (r.line, r.camera, r.first_seq, r.last_seq, r.notice_seq, r.reason, r.event_id, Jsonb(r.doc)))
-        elif isinstance(r, ModelChange):
-            cur.execute(
-                "INSERT INTO model_changes (line, camera, model_id, loaded_at, threshold, previous_model_id, action, who, "
-                "doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (r.line, r.camera, r.model_id, r.loaded_at, r.threshold, r.previous_model_id, r.action, r.who,
-                 Jsonb(r.doc)))
-        elif isinstance(r, Alarm):
-            cur.execute(
-                "INSERT INTO spc_alarms (line, camera, changed_at, active, rules, reason, defect_rate_pct, doc) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (r.line, r.camera, r.changed_at, r.active, r.rules, r.reason, r.defect_rate_pct, Jsonb(r.doc)))
-        elif isinstance(r, Feedback):
-            cur.execute(
-                "INSERT INTO operator_feedback (line, camera, event_id, answered_at, kind, who, label, doc) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (r.line, r.camera, r.event_id, r.answered_at, r.kind, r.who, r.label, Jsonb(r.doc)))
+        """A loss notice, model change, alarm or feedback: its dataclass fields are its table's columns."""
+        values = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+        values["doc"] = Jsonb(values["doc"])
+        cols = ", ".join(values)
+        cur.execute(f"INSERT INTO {_OTHER_TABLES[type(r)]} ({cols}) VALUES ({', '.join(['%s'] * len(values))}) "
+                    "ON CONFLICT DO NOTHING", tuple(values.values()))
 
     def set_evidence_ref(self, event_id: str, decided_at: datetime, ref: str) -> None:
         self._run(lambda c: c.execute("UPDATE decisions SET evidence_ref = %s WHERE event_id = %s AND decided_at = %s",

@@ -117,6 +117,14 @@ def size(pg: Postgres, n: int) -> dict[str, Any]:
             "plant_50_lines_2_per_s_rows_per_year": year, "plant_tb_per_year": round(per_row * year / 1e12, 2)}
 
 
+def emit(res: dict[str, Any], out: Path | None) -> None:
+    """The result as JSON on stdout, and in ``out`` if given."""
+    text = json.dumps(res, indent=1)
+    sys.stdout.write(text + "\n")
+    if out is not None:
+        out.write_text(text + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=20000)
@@ -131,10 +139,7 @@ def main() -> int:
             res["postgres"] = c.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         res["throughput"] = throughput(pg, broker, args.messages)
         res["size"] = size(pg, args.rows)
-    text = json.dumps(res, indent=1)
-    sys.stdout.write(text + "\n")
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(res, args.out)
     return 0
 
 

@@ -14,7 +14,6 @@ retention of an hour a 2 parts/s line keeps 7,200 rows in it).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from edge.config import parse_config  # noqa: E402
 from edge.metrics import Metrics  # noqa: E402
 from edge.mqtt_sink import MqttSink  # noqa: E402
+from scripts.bench_historian import emit  # noqa: E402
 from tests.broker import Broker  # noqa: E402
 from tests.test_mqtt_sink import make_event  # noqa: E402
 
@@ -80,10 +80,7 @@ def main() -> int:
     with Broker() as broker:
         res = {"rate_per_s": args.rate, "seconds": args.seconds,
                "runs": [run(broker, False, args.seconds, args.rate), run(broker, True, args.seconds, args.rate)]}
-    text = json.dumps(res, indent=1)
-    sys.stdout.write(text + "\n")
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(res, args.out)
     return 0
 
 
