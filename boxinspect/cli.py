@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     from boxinspect import dataset, demo, synth
     from convert import cli as convert_cli
     from edge import cli as edge_cli
+    from historian import cli as historian_cli
     from training import cli as training_cli
 
     synth.register(sub)
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge_cli.register(sub)
     dataset.register(sub)
     demo.register(sub)
+    historian_cli.register(sub)
     return parser
 
 

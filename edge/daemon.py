@@ -586,7 +586,7 @@ class Daemon:
         self._save_evidence(decision, event)
         if trace is not None:
             trace.decision_at(event["event_id"], evidence_done=time.time())
-        if event["is_defect"] and self.sink is not None:
+        if (event["is_defect"] or cfg.mqtt.outbox_all_decisions) and self.sink is not None:
             try:
                 seq = self.sink.publish_defect(event)
                 if trace is not None:

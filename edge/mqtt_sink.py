@@ -83,13 +83,14 @@ class Topics:
     model: str = ""
     lost: str = ""
     replay: str = ""
+    ok: str = ""  # OK decisions with mqtt.outbox_all_decisions
 
     @classmethod
     def for_base(cls, base: str) -> Topics:
         base = base.rstrip("/")
         return cls(
             f"{base}/defect", f"{base}/result", f"{base}/status", f"{base}/stats", f"{base}/model",
-            f"{base}/lost", f"{base}/replay",
+            f"{base}/lost", f"{base}/replay", f"{base}/ok",
         )
 
 
@@ -353,7 +354,8 @@ class MqttSink:
             ev["event_id"] = str(uuid.uuid4())
         ev.pop("seq", None)  # stamped at send time
         ev.pop("published_at", None)
-        item = _Held(self.topics.defect, _encode(ev), str(ev["event_id"]))
+        topic = self.topics.ok if ev.get("is_defect") is False and self.topics.ok else self.topics.defect
+        item = _Held(topic, _encode(ev), str(ev["event_id"]))
         seq = None
         with self._held_lock:
             if self._held:  # keep the order: behind the events already waiting in memory

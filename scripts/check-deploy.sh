@@ -95,4 +95,14 @@ for p in pathlib.Path("deploy/grafana/provisioning").rglob("*.yml"):
     assert yaml.safe_load(p.read_text())["apiVersion"] == 1, p
 print(f"ok -- dashboard with {len(d['panels'])} panels, provisioning loads")
 PY
+echo "--> the plant view (historian): its Dockerfile, Grafana dashboard and provisioning"
+"$bin/hadolint" Dockerfile.historian
+"$bin/python" - <<'PY'
+import json, pathlib, yaml
+d = json.loads(pathlib.Path("deploy/grafana/plant/plant.json").read_text())
+assert d["panels"] and all(t["rawSql"] for p in d["panels"] for t in p["targets"]), "plant dashboard without queries"
+for p in pathlib.Path("deploy/grafana/plant").glob("*.yml"):
+    assert yaml.safe_load(p.read_text())["apiVersion"] == 1, p
+print(f"ok -- plant dashboard with {len(d['panels'])} panels (their SQL runs on the schema in tests/test_historian.py)")
+PY
 echo "deploy checks passed"
