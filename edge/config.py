@@ -609,6 +609,7 @@ OTHER_VARIABLES = frozenset({
     "BOXINSPECT_SCREENSHOT", "BOXINSPECT_FUZZ_CASES", "BOXINSPECT_FUZZ_IMAGES", "BOXINSPECT_FUZZ_RANDOM",
     "BOXINSPECT_FUZZ_REPORT", "BOXINSPECT_REQUIRE_CAMERAS",
 })
+OTHER_PREFIXES = ("BOXINSPECT_HISTORIAN_",)  # another program's settings (historian/config.py), not the daemon's
 FILE_SUFFIX = "_FILE"  # BOXINSPECT_API__TOKEN_FILE=/run/secrets/api_token: the key's value is that file's content
 DOCKER_SECRETS = Path("/run/secrets")
 
@@ -653,7 +654,7 @@ def check_env_names(environ: dict[str, str]) -> None:
     known = {env_name(k) for k in config_keys()} | {env_name(k) + FILE_SUFFIX for k in secret_keys()} | OTHER_VARIABLES
     lines = []
     for var in sorted(v for v, value in environ.items() if v.upper().startswith(ENV_PREFIX) and value != ""):
-        if var.upper() in known:
+        if var.upper() in known or var.upper().startswith(OTHER_PREFIXES):
             continue
         near = difflib.get_close_matches(var.upper(), known, n=1, cutoff=0.8)
         key = ".".join(var[len(ENV_PREFIX):].lower().split(ENV_NESTING))
