@@ -423,7 +423,7 @@ def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
                     raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not valid JSON for the section {name} ({e})") from None
             nested = source.explode_env_vars(name, field, env_vars)
             if nested:
-                value = _merge(value, nested) if isinstance(value, dict) else nested if value is None else value
+                value = merge_dicts(value, nested) if isinstance(value, dict) else nested if value is None else value
         if value is not None:
             out[name] = value
     return out
@@ -438,23 +438,23 @@ def _env_name(loc: tuple[Any, ...], env_keys: set[tuple[str, ...]]) -> str | Non
     return None
 
 
-def _paths(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+def key_paths(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
     out: set[tuple[str, ...]] = set()
     for k, v in data.items():
         out.add((*prefix, k))
         if isinstance(v, dict):
-            out |= _paths(v, (*prefix, k))
+            out |= key_paths(v, (*prefix, k))
     return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
-def _format_errors(err: ValidationError, source: str, env_keys: set[tuple[str, ...]] | None = None) -> str:
+def format_errors(err: ValidationError, source: str, env_keys: set[tuple[str, ...]] | None = None) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -475,12 +475,12 @@ def parse_config(data: dict[str, Any] | None, source: str = "config", environ: d
     check_env_names(environ)  # a misspelt BOXINSPECT_ variable is an error, not silence
     file_vars = {env_name(k) + FILE_SUFFIX for k in secret_keys()}
     values = {k: v for k, v in environ.items() if k.upper() not in file_vars}
-    env = _merge(env_overrides(values), secret_files(environ, secrets_dirs))
-    data = _merge(dict(data or {}), env)
+    env = merge_dicts(env_overrides(values), secret_files(environ, secrets_dirs))
+    data = merge_dicts(dict(data or {}), env)
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source, _paths(env))) from None
+        raise ConfigError(format_errors(err, source, key_paths(env))) from None
 
 
 def load_config(path: str | Path | None, environ: dict[str, str] | None = None) -> Config:

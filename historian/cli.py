@@ -71,7 +71,7 @@ def _run(cfg: Any, args: argparse.Namespace) -> int:
         start_http_server(cfg.metrics.port, addr=cfg.metrics.host, registry=h.metrics.registry)
 
     def _term(signum: int, frame: Any) -> None:
-        h._stop.set()  # noqa: SLF001 - run_forever returns and stops cleanly
+        h.request_stop()
 
     signal.signal(signal.SIGTERM, _term)
     logging.getLogger("historian").info(

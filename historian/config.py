@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from edge.config import ConfigError, MqttConfig, TlsConfig, _format_errors, _merge, _paths
+from edge.config import ConfigError, MqttConfig, TlsConfig, format_errors, key_paths, merge_dicts
 
 ENV_PREFIX = "BOXINSPECT_HISTORIAN_"
 ENV_NESTING = "__"
@@ -147,12 +147,12 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None,
             raise ConfigError(f"{p}: the top level must be a mapping (broker:, database:, daemons:, ...)")
         data = loaded or {}
     env = env_overrides(dict(os.environ if environ is None else environ))
-    data = _merge(_merge(data, env), overrides or {})
+    data = merge_dicts(merge_dicts(data, env), overrides or {})
     try:
         return HistorianConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)
-                          + _env_hint(_paths(env))) from None
+        raise ConfigError(format_errors(err, source)
+                          + _env_hint(key_paths(env))) from None
 
 
 def _env_hint(keys: set[tuple[str, ...]]) -> str:

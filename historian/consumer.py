@@ -129,6 +129,10 @@ class Historian:
         for t in self._threads:
             t.start()
 
+    def request_stop(self) -> None:
+        """Ask ``run_forever`` to stop (safe from a signal handler); it then stops as ``stop`` does."""
+        self._stop.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking messages, finish the batch in hand (its acks too), disconnect; the session stays."""
         self._stop.set()

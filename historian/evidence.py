@@ -75,7 +75,7 @@ class S3Uploader:
         req = urllib.request.Request(url)
         if daemon is not None and daemon.token is not None:
             req.add_header("Authorization", f"Bearer {daemon.token.get_secret_value()}")
-        with urllib.request.urlopen(req, timeout=self.cfg.evidence.fetch_timeout_s) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=self.cfg.evidence.fetch_timeout_s) as resp:
             data = resp.read()
         key = s3_key(self.cfg.evidence, d)
         bucket = self.cfg.evidence.s3.bucket

@@ -23,5 +23,3 @@ class HistorianMetrics:
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.db_up.set(1)
 
-    def db_up_value(self) -> float:
-        return float(self.db_up._value.get())  # noqa: SLF001 - our own gauge

@@ -50,7 +50,7 @@ def fetch_page(url: str, token: str | None, since_seq: int, timeout: float) -> P
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the configured daemon URL
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = json.loads(resp.read())
     except urllib.error.HTTPError as e:
         hint = " (check daemons[].token against the daemon's api.token)" if e.code in (401, 403) else ""

@@ -177,7 +177,7 @@ def test_nothing_is_acknowledged_before_its_commit_while_the_database_is_down(tm
                    metrics={"enabled": True, "port": metrics_port})
     cfg_path = tmp_path / "historian.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    log = open(tmp_path / "historian.log", "ab")  # noqa: SIM115
+    log = open(tmp_path / "historian.log", "ab")
 
     def worker() -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "boxinspect.cli", "historian", "--config", str(cfg_path)],
