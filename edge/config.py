@@ -540,7 +540,7 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
             setattr(obj, key, base / val)
     cfg.shadow.retrain_data = [p if p.is_absolute() else config_dir / p for p in cfg.shadow.retrain_data]
     for src in (cfg.source, *(v.source for v in cfg.sources)):  # a video file or image folder is an input too
-        src.uri = resolve_uri(src.uri, config_dir)
+        src.uri = resolve_uri(src.uri, config_dir, src.kind)
 
 
 def _writable_dir(path: Path) -> str | None:
@@ -730,10 +730,15 @@ def duplicate_key(text: str) -> str | None:
     return walk(root, ()) if root is not None else None
 
 
-def resolve_uri(uri: str, config_dir: Path) -> str:
+def resolve_uri(uri: str, config_dir: Path, kind: str = "auto") -> str:
     """A source that is a local path (a video file or image folder) follows the rule of every input path:
-    relative to the config file's folder. Camera indexes, /dev/videoN and URLs stay as they are."""
+    relative to the config file's folder. Camera indexes, /dev/videoN, URLs, GStreamer pipelines and GenICam
+    camera names stay as they are."""
+    from edge.sourcekind import guess_kind
+
     u = uri.strip()
+    if (kind if kind != "auto" else guess_kind(u)) not in ("file", "folder"):
+        return uri
     if not u or u.isdigit() or "://" in u or u.startswith("/dev/") or Path(u).is_absolute():
         return uri
     return str(config_dir / u)

@@ -259,6 +259,11 @@ def test_source_uri_resolves_against_the_config_file_like_other_inputs(tmp_path)
     for uri in ("0", "/dev/video2", "rtsp://cam/live", "/abs/belt.mp4"):
         (etc / "c.yaml").write_text(f"source: {{uri: '{uri}'}}\n")
         assert load_config(etc / "c.yaml", environ={}).source.uri == uri
+    # a GStreamer pipeline or a GenICam camera name is no path (issue 28's sources with issue 27's path rule)
+    pipe = "filesrc location=belt.mp4 ! decodebin ! videoconvert ! appsink"
+    for kind, uri in (("auto", pipe), ("gstreamer", pipe), ("genicam", "Aravis-Fake-GV01")):
+        (etc / "c.yaml").write_text(f"source: {{kind: {kind}, uri: '{uri}'}}\n")
+        assert load_config(etc / "c.yaml", environ={}).source.uri == uri, kind
 
 
 def test_run_and_config_check_name_the_file_both_ways(tmp_path, capsys):
