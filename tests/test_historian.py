@@ -70,9 +70,11 @@ def event(line: str, camera: str, i: int, defect: bool) -> dict[str, Any]:
 class Line:
     """One daemon's delivery path: the real sink with its outbox, and (optionally) the real API for replay."""
 
-    def __init__(self, tmp_path: Path, broker: Any, api: bool = False) -> None:
-        self.cfg = edge_config(tmp_path, broker=broker, api={"token": TOKEN, "port": 0},
-                               mqtt={"outbox_retention_s": 3600, "outbox_all_decisions": True})
+    def __init__(self, tmp_path: Path, broker: Any, api: bool = False, base_topic: str | None = None) -> None:
+        mqtt: dict[str, Any] = {"outbox_retention_s": 3600, "outbox_all_decisions": True}
+        if base_topic:  # a topic tree of its own: no other test's (retained) messages reach this historian
+            mqtt["base_topic"] = base_topic
+        self.cfg = edge_config(tmp_path, broker=broker, api={"token": TOKEN, "port": 0}, mqtt=mqtt)
         self.line, self.camera = self.cfg.line + "-" + uuid.uuid4().hex[:6], self.cfg.camera
         self.sink = MqttSink(self.cfg.mqtt, f"{self.cfg.mqtt.base_topic}/{self.line}/{self.camera}", Metrics())
         self.sink.start()
@@ -171,9 +173,11 @@ def test_nothing_is_acknowledged_before_its_commit_while_the_database_is_down(tm
                                                                              pg: Postgres, db: str) -> None:
     """PostgreSQL stops; 20 decisions come; the worker takes only `receive_maximum` (5) of them, acknowledges none,
     and is SIGKILLed holding them. PostgreSQL comes back, the worker restarts with its session: 20 rows, once each."""
-    line = Line(tmp_path, mosquitto)
+    base = f"bi-{uuid.uuid4().hex[:8]}"  # the count below is exact: only this test's messages may arrive
+    line = Line(tmp_path, mosquitto, base_topic=base)
     metrics_port = free_port()
-    cfg = hist_cfg(mosquitto, db, broker={"receive_maximum": 5, "client_id": f"hist-{uuid.uuid4().hex[:8]}"},
+    cfg = hist_cfg(mosquitto, db, broker={"receive_maximum": 5, "client_id": f"hist-{uuid.uuid4().hex[:8]}",
+                                          "base_topic": base},
                    metrics={"enabled": True, "port": metrics_port})
     cfg_path = tmp_path / "historian.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
