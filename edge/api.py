@@ -13,7 +13,6 @@ With ``api.token`` set, everything but /healthz, /metrics and the operator page'
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import struct
@@ -27,11 +26,12 @@ import cv2
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge import __version__
+from edge.access import HOW_TO_ENABLE, Access, AccessGuard, Principal, Role
+from edge.bodies import install_validation_handler
 from edge.capture import safe_uri
 from edge.config import Config
 from edge.liveness import Heartbeat
@@ -385,25 +385,23 @@ def create_app(state: ApiState) -> FastAPI:
         redoc_url=None,
     )
     app.state.boxinspect = state
-    bearer = HTTPBearer(auto_error=False, description="api.token from the daemon config")
     token = cfg.api.token.get_secret_value().encode() if cfg.api.token is not None else None
-
-    def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if token is None:
-            return
-        if creds is None or creds.scheme.lower() != "bearer":
-            raise HTTPException(
-                401, "missing API token: send 'Authorization: Bearer <api.token>'", {"WWW-Authenticate": "Bearer"}
-            )
-        if not hmac.compare_digest(creds.credentials.encode(), token):
-            raise HTTPException(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(require_token)]
+    # Who may do what (edge/access.py): checked by AccessGuard from the request head, before any body is read.
+    access = Access(cfg.api.token.get_secret_value() if cfg.api.token is not None else None, cfg.api.viewing,
+                    cfg.api.reload_without_token)
+    app.state.access = access
+    auth = [access.require(Role.OPERATE)]  # stores data or decodes an upload
+    engineer = [access.require(Role.ENGINEER)]  # changes the model or replays history
+    view = [access.require(Role.VIEW)]  # the live image, status, recent decisions: api.viewing
+    if not access.configured:
+        log.warning("API: no credential configured: serving health, metrics and read-only views only; %s", HOW_TO_ENABLE)
     upload_limit = cfg.api.max_upload_bytes + MULTIPART_SLACK
     decodes = threading.BoundedSemaphore(cfg.api.max_concurrent_decodes)
     app.state.decode_slots = decodes
 
     app.add_middleware(_CatchAll)  # one log line (with traceback) and a JSON 500 per unexpected error
+    app.add_middleware(AccessGuard, access=access, routes=lambda: app.router.routes)
+    install_validation_handler(app)  # malformed bodies (bytes, NaN) are a 422, never a 500 (edge/bodies.py)
     if cfg.api.trusted_hosts:  # DNS rebinding: a browser page on another name cannot reach the API
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.api.trusted_hosts))
 
@@ -436,7 +434,7 @@ def create_app(state: ApiState) -> FastAPI:
         tags=["health"],
         summary="Readiness: model loaded and self-tested, camera ok, MQTT connected",
         responses={503: {"model": Readiness, "description": "not ready; `reasons` says why"}},
-        dependencies=auth,
+        dependencies=[],
     )
     def readyz() -> JSONResponse:
         reasons = state.not_ready_reasons()
@@ -480,7 +478,7 @@ def create_app(state: ApiState) -> FastAPI:
             height=int(image.shape[0]),
         )
 
-    @app.get("/status", tags=["status"], summary="Config (secrets masked), counters, camera, MQTT, model", dependencies=auth)
+    @app.get("/status", tags=["status"], summary="Config (secrets masked), counters, camera, MQTT, model", dependencies=view)
     def status() -> dict[str, Any]:
         return _status(state)
 
@@ -490,7 +488,7 @@ def create_app(state: ApiState) -> FastAPI:
         summary="The latest frame with the ROI and the last verdict drawn",
         response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "no frame yet"}},
-        dependencies=auth,
+        dependencies=view,
     )
     def snapshot() -> Response:
         from edge.roi import draw_overlay
@@ -514,7 +512,7 @@ def create_app(state: ApiState) -> FastAPI:
         "/events",
         tags=["status"],
         summary="Recent decisions, newest first; with since_seq: replay of the outbox",
-        dependencies=auth,
+        dependencies=view,
     )
     def events(
         limit: int = Query(50, ge=1, le=EVENTS_MAX, description=f"how many (1..{EVENTS_MAX})"),
@@ -523,9 +521,11 @@ def create_app(state: ApiState) -> FastAPI:
             description="replay: re-publish every event still in the outbox with seq > since_seq (original event_id "
             "and seq, at most 1000, oldest first) and return them (docs/EVENTS.md)",
         ),
+        who: Principal = Depends(access.principal),
     ) -> list[dict[str, Any]]:
         if since_seq is None:
             return state.events.latest(limit)
+        access.demand(who, Role.ENGINEER)  # a replay re-publishes history: not a view
         replay = getattr(state.sink, "replay", None)
         if replay is None:
             raise HTTPException(404, "no outbox: replay needs the MQTT sink")
@@ -563,7 +563,7 @@ def create_app(state: ApiState) -> FastAPI:
         tags=["control"],
         summary="Load the model again (or the .tflite in `path`), self-test it, swap it in; the old one stays on failure",
         responses={422: {"model": ReloadResult, "description": "new model rejected; the old one stays"}},
-        dependencies=auth,
+        dependencies=engineer,
     )
     def reload(body: ReloadRequest | None = None) -> JSONResponse:
         if state.reload is None:
@@ -602,7 +602,7 @@ def create_app(state: ApiState) -> FastAPI:
     if state.model_control is not None:
         from edge.shadow import install_model_api
 
-        install_model_api(app, state, state.model_control, auth, token is not None)
+        install_model_api(app, state, state.model_control, engineer, token is not None)
 
     return app
 

@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
 
+from edge.access import access_summary
 from edge.feedback import (
     KINDS,
     Collector,
@@ -402,6 +403,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
             "ready": s["ready"],
             "reasons": s["not_ready_reasons"],
             "token_required": cfg.api.token is not None,
+            "access": access_summary(cfg),  # issue 24: whether actions are enabled at all, and how to enable them
             "camera": s["camera"],
             "model": {k: s["model"].get(k) for k in ("loaded", "model_id", "threshold", "labels", "positive_class",
                                                      "format", "self_test_passed", "loaded_at")},

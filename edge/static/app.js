@@ -50,11 +50,16 @@ function showTokenForm(show) {
 function refreshTokenState() {
   const need = summary && summary.token_required;
   $("token-state").textContent = need ? (token() ? "token set for this session" : "actions need the API token") : "";
+  // issue 24: with no credential configured the page is read-only and says how to enable actions
+  const access = summary && summary.access;
+  if (access && !access.actions_enabled) $("token-state").textContent = "read-only: " + access.how_to_enable;
+  document.cookie = "boxinspect_view=" + encodeURIComponent(token()) + "; path=/; SameSite=Strict" + (token() ? "" : "; max-age=0");
   $("token-button").hidden = !need;
 }
 
 async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store" });
+  // api.viewing: token (issue 24): the page's reads carry the token too; its images get it from the view cookie
+  const r = await fetch(path, { cache: "no-store", headers: token() ? { "Authorization": "Bearer " + token() } : {} });
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
 }
