@@ -1,0 +1,80 @@
+"""Bounded everywhere (issue 24, item 2), on the daemon's own HTTP server (edge/server.py) and app.
+
+- slow bodies: clients that send a request head and then trickle the body cannot hold ``api.max_connections``:
+  each is closed at ``api.body_timeout_s`` plus its size at ``api.body_min_rate_bytes_s``, and /healthz answers
+  meanwhile (on 548d7c7 they held every connection for as long as they kept sending);
+- this also pins what edge/server.py relies on inside uvicorn's H11Protocol: an upgrade that changes it fails here.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from edge.server import start_api
+from tests.helpers import TEST_TOKEN, wait_for
+from tests.test_access import _app
+
+SLOW_CLIENTS = 30
+
+
+def _slow_client(host: str, port: int) -> socket.socket | None:
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+        s.sendall(b"POST /ui/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TEST_TOKEN.encode()
+                  + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n--b")
+        s.setblocking(False)
+        return s
+    except OSError:
+        return None
+
+
+def _closed(s: socket.socket) -> bool:
+    try:
+        s.send(b"x")
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_slow_bodies_are_cut_off_and_health_stays_reachable(tmp_path: Path, tiny_model: Path):
+    app, _ = _app(tmp_path, tiny_model, token=TEST_TOKEN, max_connections=20, body_timeout_s=2.0,
+                  body_min_rate_bytes_s=1000)
+    cfg = app.state.boxinspect.config
+    server = start_api(app, cfg.api.model_copy(update={"host": "127.0.0.1", "port": 0}), 20)
+    host, port = server.url.removeprefix("http://").split(":")
+    socks = [s for s in (_slow_client(host, int(port)) for _ in range(SLOW_CLIENTS)) if s is not None]
+    try:
+        t0 = time.monotonic()
+        # one byte per client every 0.2 s (5 B/s, far below the minimum rate) until the server has closed them all
+        wait_for(lambda: all([_closed(s) for s in socks]), 60, "the server to close every slow-body connection",
+                 interval=0.2)
+        took = time.monotonic() - t0
+        assert took >= 1.5, f"closed after {took:.1f} s: before api.body_timeout_s"
+        r = httpx.get(server.url + "/healthz", timeout=10)
+        assert r.status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+        server.stop(5)
+
+
+def test_a_fast_upload_is_not_cut_off(tmp_path: Path, tiny_model: Path):
+    app, _ = _app(tmp_path, tiny_model, token=TEST_TOKEN, body_timeout_s=1.0, body_min_rate_bytes_s=1000)
+    cfg = app.state.boxinspect.config
+    server = start_api(app, cfg.api.model_copy(update={"host": "127.0.0.1", "port": 0}), 20)
+    try:
+        import cv2
+        import numpy as np
+
+        png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (600, 800, 3), np.uint8))[1].tobytes()
+        r = httpx.post(server.url + "/ui/check", files={"file": ("a.png", png, "image/png")},
+                       headers={"Authorization": f"Bearer {TEST_TOKEN}"}, timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        server.stop(5)
