@@ -458,15 +458,17 @@ def create_app(state: ApiState) -> FastAPI:
         data = file.file.read(cfg.api.max_upload_bytes + 1)
         if not decodes.acquire(timeout=DECODE_WAIT_S):
             raise HTTPException(503, "too many images are being decoded; retry shortly", {"Retry-After": "1"})
-        try:
+        try:  # the slot is held until the decoded image is dropped (issue 24: decodes in memory are bounded)
             image = decode_upload(data, cfg.api.max_upload_bytes, cfg.api.max_image_pixels)
+            model = state.models.get()
+            if model is None:
+                raise HTTPException(503, "no model loaded")
+            threshold = state.threshold(model)
+            p = model.classifier.predict(image, threshold)
+            height, width = int(image.shape[0]), int(image.shape[1])
+            del image
         finally:
             decodes.release()
-        model = state.models.get()
-        if model is None:
-            raise HTTPException(503, "no model loaded")
-        threshold = state.threshold(model)
-        p = model.classifier.predict(image, threshold)
         return PredictResult(
             label=p.label,
             score=float(p.score),
@@ -474,8 +476,8 @@ def create_app(state: ApiState) -> FastAPI:
             threshold=threshold,
             latency_ms=float(p.latency_ms),
             model_id=model.classifier.model_id,
-            width=int(image.shape[1]),
-            height=int(image.shape[0]),
+            width=width,
+            height=height,
         )
 
     @app.get("/status", tags=["status"], summary="Config (secrets masked), counters, camera, MQTT, model", dependencies=view)

@@ -202,7 +202,7 @@ class OperatorState:
         with self._lock:
             return event_id in self._recent
 
-    def add_check(self, record: dict[str, Any], frame: np.ndarray | bytes | None, crop: np.ndarray) -> None:
+    def add_check(self, record: dict[str, Any], frame: np.ndarray | bytes | None, crop: np.ndarray | bytes) -> None:
         with self._lock:
             self._checks[record["check_id"]] = _Kept(record, frame, crop)
             while len(self._checks) > CHECKS_KEPT:
@@ -534,8 +534,10 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
             "height": int(image.shape[0]),
             "checked_at": time.time(),
         }
-        # The crop kept for feedback is the image at full resolution; the one shown is what the model saw.
-        op.add_check(record, frame, image)
+        # The crop kept for feedback is the image scaled to operator.check_keep_width, as JPEG (issue 24: 20 kept
+        # full-resolution decodes of 49 MP uploads were 3 GB); the one shown is what the model saw.
+        keep = cfg.operator.check_keep_width
+        op.add_check(record, _jpeg(frame, keep) if isinstance(frame, np.ndarray) else frame, _jpeg(image, keep) or b"")
         kept = op.kept("check", record["check_id"])
         if kept is not None:
             kept.seen = _jpeg(seen)
@@ -556,12 +558,13 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
         slots = getattr(app_state, "decode_slots", None)  # shared with /predict: api.max_concurrent_decodes
         if slots is not None and not slots.acquire(timeout=DECODE_WAIT_S):
             raise HTTPException(503, "too many images are being decoded; retry shortly", {"Retry-After": "1"})
-        try:
+        try:  # the slot is held until the decoded image is dropped (issue 24: decodes in memory are bounded)
             image = decode_upload(data, cfg.api.max_upload_bytes, cfg.api.max_image_pixels)
+            del data
+            return run_check(image, "upload", None)
         finally:
             if slots is not None:
                 slots.release()
-        return run_check(image, "upload", None)
 
     @r.post("/ui/check/current", summary="Manual check of the current frame's ROI",
             responses={503: {"description": "no frame yet or no model"}}, dependencies=auth)

@@ -78,3 +78,29 @@ def test_a_fast_upload_is_not_cut_off(tmp_path: Path, tiny_model: Path):
         assert r.status_code == 200, r.text
     finally:
         server.stop(5)
+
+
+def test_manual_checks_keep_only_small_jpegs_of_big_uploads(tmp_path: Path, tiny_model: Path):
+    """On 548d7c7 the check history kept the last 20 decoded full-resolution images (3 GB for 49 MP uploads)."""
+    import cv2
+    import numpy as np
+
+    from tests.helpers import AUTH
+
+    app, client = _app(tmp_path, tiny_model, token=TEST_TOKEN)
+    big = np.zeros((2000, 3000, 3), np.uint8)
+    cv2.rectangle(big, (500, 400), (2500, 1600), (40, 90, 200), -1)
+    png = cv2.imencode(".png", big)[1].tobytes()
+    for _ in range(22):
+        r = client.post("/ui/check", files={"file": ("big.png", png, "image/png")}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert (r.json()["width"], r.json()["height"]) == (3000, 2000)
+    op = app.state.boxinspect.operator
+    kept = list(op._checks.values())
+    assert len(kept) == 20
+    for k in kept:
+        assert isinstance(k.crop, bytes) and len(k.crop) < 200_000
+        assert cv2.imdecode(np.frombuffer(k.crop, np.uint8), cv2.IMREAD_COLOR).shape[1] <= 640
+    check_id = kept[-1].record["check_id"]
+    body = {"target": "check", "id": check_id, "kind": "correct"}
+    assert client.post("/ui/feedback", json=body, headers=AUTH).status_code == 200  # still answerable as feedback
