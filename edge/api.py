@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import struct
 import threading
 import time
@@ -36,7 +37,7 @@ from edge.capture import safe_uri
 from edge.config import Config
 from edge.liveness import Heartbeat
 from edge.metrics import Metrics
-from edge.outbox import OutboxError
+from edge.replay import ReplayLimiter, ReplayReader
 from edge.state import (
     EVENTS_MAX,
     CameraState,
@@ -510,6 +511,9 @@ def create_app(state: ApiState) -> FastAPI:
             raise HTTPException(500, "could not encode the snapshot")
         return Response(buf.tobytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
+    replay_limit = ReplayLimiter(cfg.api.replays_per_minute)
+    replay_reader = ReplayReader(cfg.mqtt.outbox_path)
+
     @app.get(
         "/events",
         tags=["status"],
@@ -517,11 +521,13 @@ def create_app(state: ApiState) -> FastAPI:
         dependencies=view,
     )
     def events(
+        response: Response,
         limit: int = Query(50, ge=1, le=EVENTS_MAX, description=f"how many (1..{EVENTS_MAX})"),
         since_seq: int | None = Query(
             None, ge=0, le=2**62,
             description="replay: re-publish every event still in the outbox with seq > since_seq (original event_id "
-            "and seq, at most 1000, oldest first) and return them (docs/EVENTS.md)",
+            "and seq, oldest first, at most api.replay_page_max: X-Next-Since-Seq names the next page) and return them "
+            "(docs/EVENTS.md)",
         ),
         who: Principal = Depends(access.principal),
     ) -> list[dict[str, Any]]:
@@ -531,10 +537,20 @@ def create_app(state: ApiState) -> FastAPI:
         replay = getattr(state.sink, "replay", None)
         if replay is None:
             raise HTTPException(404, "no outbox: replay needs the MQTT sink")
+        wait = replay_limit.take()  # issue 24: paged, rate-limited, read beside the writer (edge/replay.py)
+        if wait > 0:
+            raise HTTPException(429, f"too many replays: at most {cfg.api.replays_per_minute} a minute "
+                                "(api.replays_per_minute)", {"Retry-After": str(max(1, round(wait)))})
+        page = cfg.api.replay_page_max
         try:
-            rows = replay(since_seq)
-        except OutboxError as e:
-            raise HTTPException(503, f"replay failed: {e}") from None
+            rows = replay_reader.since(since_seq, page)
+        except sqlite3.Error as e:
+            raise HTTPException(503, f"replay failed: cannot read the outbox: {e}") from None
+        republish = getattr(state.sink, "republish", None)
+        if republish is not None:
+            republish(rows)
+        if len(rows) == page:
+            response.headers["X-Next-Since-Seq"] = str(rows[-1].seq)
         out: list[dict[str, Any]] = []
         for row in rows:
             try:

@@ -104,3 +104,49 @@ def test_manual_checks_keep_only_small_jpegs_of_big_uploads(tmp_path: Path, tiny
     check_id = kept[-1].record["check_id"]
     body = {"target": "check", "id": check_id, "kind": "correct"}
     assert client.post("/ui/feedback", json=body, headers=AUTH).status_code == 200  # still answerable as feedback
+
+
+def test_replay_is_paged_rate_limited_and_never_waits_for_the_outbox_lock(tmp_path: Path, mosquitto):
+    """On 548d7c7 a replay read up to 1000 rows under the outbox's own lock and re-published them all, as often
+    as anyone asked: a flood dropped reject commands. Now a page, a rate, and a reader of its own."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from edge.api import ApiState, create_app
+    from edge.metrics import Metrics
+    from edge.mqtt_sink import MqttSink
+    from edge.state import ModelSlot
+    from tests.helpers import AUTH, edge_config
+    from tests.test_delivery import published
+
+    cfg = edge_config(tmp_path, broker=mosquitto, api={"token": TEST_TOKEN, "replay_page_max": 4, "replays_per_minute": 5},
+                      mqtt={"outbox_retention_s": 600})
+    sink = MqttSink(cfg.mqtt, cfg.topic_base, Metrics())
+    sink.start()
+    try:
+        events = published(sink, 10)
+        client = TestClient(create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(None), sink=sink)),
+                            headers=AUTH)
+        seen, since, pages = [], 0, 0
+        while since is not None:
+            r = client.get("/events", params={"since_seq": since})
+            assert r.status_code == 200, r.text
+            assert len(r.json()) <= 4
+            seen += [e["event_id"] for e in r.json()]
+            since = int(r.headers["x-next-since-seq"]) if "x-next-since-seq" in r.headers else None
+            pages += 1
+        assert seen == [e["event_id"] for e in events] and pages == 3
+        # the outbox's lock held (as by a writer storing an event): the replay is still answered
+        with sink.outbox._lock:
+            box: dict = {}
+            t = threading.Thread(target=lambda: box.update(r=client.get("/events", params={"since_seq": 8})))
+            t.start()
+            t.join(20)
+            assert not t.is_alive() and box["r"].status_code == 200 and len(box["r"].json()) == 2
+        for _ in range(3):
+            r = client.get("/events", params={"since_seq": 0})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert client.get("/events").status_code == 200  # recent decisions are a view: not rate-limited
+    finally:
+        sink.stop(5)
