@@ -30,6 +30,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -162,6 +163,16 @@ class RoleCheck:
         return who
 
 
+# The caller of the request being served (set by AccessGuard; sync endpoints run with a copy of the context).
+current_principal: ContextVar[Principal | None] = ContextVar("boxinspect_principal", default=None)
+
+
+def provenance() -> dict[str, Any]:
+    """Who gave a label and from where, for its record (issue 24): the principal's name and client address."""
+    who = current_principal.get()
+    return {"principal": who.name if who else None, "from": who.source if who else None}
+
+
 def _view_cookie(header: str) -> str | None:
     for part in header.split(";"):
         name, _, value = part.strip().partition("=")
@@ -239,7 +250,11 @@ class AccessGuard:
             no = None if role is None else self.access.refusal(who, role)
             if no is None:
                 scope["boxinspect.principal"] = who
-                await self.app(scope, receive, send)
+                reset = current_principal.set(who)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    current_principal.reset(reset)
                 return
         else:
             no = who if role is not None else None

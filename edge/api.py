@@ -37,7 +37,7 @@ from edge.capture import safe_uri
 from edge.config import Config
 from edge.liveness import Heartbeat
 from edge.metrics import Metrics
-from edge.replay import ReplayLimiter, ReplayReader
+from edge.replay import RateLimited, ReplayLimiter, ReplayReader
 from edge.state import (
     EVENTS_MAX,
     CameraState,
@@ -403,6 +403,7 @@ def create_app(state: ApiState) -> FastAPI:
     app.add_middleware(_CatchAll)  # one log line (with traceback) and a JSON 500 per unexpected error
     app.add_middleware(AccessGuard, access=access, routes=lambda: app.router.routes)
     install_validation_handler(app)  # malformed bodies (bytes, NaN) are a 422, never a 500 (edge/bodies.py)
+    app.add_exception_handler(RateLimited, _rate_limited)  # a store or replay over its rate: 429 (edge/replay.py)
     if cfg.api.trusted_hosts:  # DNS rebinding: a browser page on another name cannot reach the API
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.api.trusted_hosts))
 
@@ -623,6 +624,11 @@ def create_app(state: ApiState) -> FastAPI:
         install_model_api(app, state, state.model_control, engineer, token is not None)
 
     return app
+
+
+async def _rate_limited(request: Any, exc: Exception) -> JSONResponse:
+    wait = exc.retry_after if isinstance(exc, RateLimited) else 1.0
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(max(1, round(wait)))})
 
 
 class _CatchAll:

@@ -43,11 +43,13 @@ from edge.feedback import (
     Collector,
     FeedbackError,
     FeedbackStore,
+    Quota,
     class_for,
     encode_jpeg,
     parse_iso,
     safe_name,
 )
+from edge.replay import TokenBucket
 
 if TYPE_CHECKING:
     from edge.api import ApiState
@@ -113,7 +115,9 @@ class OperatorState:
         oc = cfg.operator
         self._clock = clock
         self.cfg = cfg
-        self.feedback = FeedbackStore(oc.feedback_dir, metrics.registry)
+        self.feedback = FeedbackStore(oc.feedback_dir, metrics.registry, Quota(
+            oc.feedback_max_files, oc.feedback_max_bytes, oc.feedback_max_age_days * 86400.0))
+        self.feedback.rate = TokenBucket(oc.feedback_per_minute)  # issue 24: answers and labels stored a minute
         self.collector = Collector(
             oc.feedback_dir, oc.collect_every, oc.collect_max_files, oc.collect_max_age_days, oc.collect, metrics.registry
         )
@@ -667,5 +671,28 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], app_state: Any 
         op.collector.set(op.collector.enabled if body.enabled is None else body.enabled, body.every)
         op.invalidate()
         return {"enabled": op.collector.enabled, "every": op.collector.every, "queued": len(op.collector)}
+
+    # issue 24: labels can be reviewed (with who gave them and from where) and removed
+    @r.get("/ui/labels", summary="Labelled crops, newest first, with who gave each and from where", dependencies=auth)
+    def labels_review(limit: int = Query(200, ge=1, le=5000),
+                      who: str | None = Query(None, max_length=200, description="only this person or client")) -> dict[str, Any]:
+        items = op.feedback.labels(limit, who)
+        by: dict[str, int] = {}
+        for item in items:
+            key = f"{item.get('who') or '-'} ({item.get('principal') or '-'} from {item.get('from') or '-'})"
+            by[key] = by.get(key, 0) + 1
+        return {"total": len(op.feedback), "by_source": by, "items": items}
+
+    @r.delete("/ui/labels/{name}", summary="Remove one labelled crop (review)", dependencies=auth,
+              responses={404: {"description": "no such label"}})
+    def label_remove(name: str) -> dict[str, Any]:
+        try:
+            removed = op.feedback.remove(safe_name(name))
+        except FeedbackError:
+            removed = False
+        if not removed:
+            raise HTTPException(404, f"no label {name}")
+        op.invalidate()
+        return {"removed": name}
 
     return r

@@ -22,8 +22,16 @@ from pathlib import Path
 from edge.outbox import Row
 
 
-class ReplayLimiter:
-    """A token bucket: ``per_minute`` pages a minute, bursts up to the same number."""
+class RateLimited(Exception):
+    """More than a bucket allows: the API answers 429 with ``Retry-After`` (edge/api.py)."""
+
+    def __init__(self, what: str, retry_after: float) -> None:
+        super().__init__(what)
+        self.retry_after = retry_after
+
+
+class TokenBucket:
+    """A token bucket: ``per_minute`` a minute, bursts up to the same number (replays; stored labels)."""
 
     def __init__(self, per_minute: int) -> None:
         self.capacity = float(per_minute)
@@ -44,6 +52,15 @@ class ReplayLimiter:
                 return 0.0
             self.refused += 1
             return (1.0 - self._tokens) / self.rate
+
+    def check(self, what: str) -> None:
+        """RateLimited(``what``) unless one more may go now."""
+        wait = self.take()
+        if wait > 0:
+            raise RateLimited(what, wait)
+
+
+ReplayLimiter = TokenBucket
 
 
 class ReplayReader:

@@ -28,9 +28,10 @@ BINARY = {"files": {"file": ("x.bin", bytes(range(256)) * 4, "application/octet-
 REFUSED = (401, 403)
 
 
-def _app(tmp_path: Path, tiny_model: Path, **api: Any) -> tuple[Any, TestClient]:
+def _app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None = None, **api: Any) -> tuple[Any, TestClient]:
     cfg = edge_config(tmp_path, tiny_model, mqtt={"enabled": False}, api=api,
-                      operator={"feedback_dir": str(tmp_path / "feedback")}, shadow={"dir": str(tmp_path / "shadow")})
+                      operator={"feedback_dir": str(tmp_path / "feedback"), **(operator or {})},
+                      shadow={"dir": str(tmp_path / "shadow")})
     d = Daemon(cfg, load_model(cfg, cfg.model.path))
     state = ApiState(config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
                      reload=d.reload, model_control=d.model_control)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -150,3 +151,49 @@ def test_replay_is_paged_rate_limited_and_never_waits_for_the_outbox_lock(tmp_pa
         assert client.get("/events").status_code == 200  # recent decisions are a view: not rate-limited
     finally:
         sink.stop(5)
+
+
+def _check_and_answer(client, png: bytes, who: str = "op") -> Any:
+    from tests.helpers import AUTH
+
+    check = client.post("/ui/check", files={"file": ("a.png", png, "image/png")}, headers=AUTH).json()
+    return client.post("/ui/feedback", json={"target": "check", "id": check["check_id"], "kind": "correct", "who": who},
+                       headers=AUTH)
+
+
+def test_feedback_has_a_quota_retention_a_rate_and_provenance(tmp_path: Path, tiny_model: Path):
+    """On 548d7c7 every answer added ~7 MB for ever, as fast as a script could send them, from anyone."""
+    import cv2
+    import numpy as np
+
+    from tests.helpers import AUTH, metric
+
+    app, client = _app(tmp_path, tiny_model, token=TEST_TOKEN,
+                       operator={"feedback_max_files": 5, "feedback_per_minute": 9})
+    png = cv2.imencode(".png", np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8))[1].tobytes()
+    for _ in range(8):
+        assert _check_and_answer(client, png).status_code == 200
+    store = app.state.boxinspect.operator.feedback
+    reg = app.state.boxinspect.metrics
+    assert len(store) == 5 and len(list((tmp_path / "feedback").rglob("*.jpg"))) == 5
+    assert metric(reg, "boxinspect_feedback_removed_total", reason="count") == 3
+    assert metric(reg, "boxinspect_feedback_files") == 5 and metric(reg, "boxinspect_feedback_bytes") > 0
+    r = _check_and_answer(client, png)
+    assert r.status_code == 200
+    r = _check_and_answer(client, png)  # the 10th in a minute
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    # provenance and review
+    labels = client.get("/ui/labels", headers=AUTH).json()
+    assert labels["total"] == 5
+    assert all(i["principal"] == "token" and i["from"] for i in labels["items"])
+    assert list(labels["by_source"]) == [f"op (token from {labels['items'][0]['from']})"]
+    gone = labels["items"][0]["id"]
+    assert client.delete(f"/ui/labels/{gone}", headers=AUTH).status_code == 200
+    assert client.delete(f"/ui/labels/{gone}", headers=AUTH).status_code == 404
+    assert client.delete(f"/ui/labels/{gone}").status_code == 401
+    assert metric(reg, "boxinspect_feedback_removed_total", reason="review") == 1
+    # retention by age
+    import time
+
+    assert store.enforce(now=time.time() + 400 * 86400)["age"] == 4 and len(store) == 0
+    assert metric(reg, "boxinspect_feedback_removed_total", reason="age") == 4
