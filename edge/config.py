@@ -139,7 +139,8 @@ class DecisionConfig(_Section):
     trigger_no_box_frames: int = Field(default=30, ge=1)
     fusion: Literal["max", "mean", "noisy_or"] = "max"  # several views (sources): how their scores become one
     # issue 24: triggers closer than this to the last accepted one are dropped (counted), not made into parts
-    trigger_min_gap_ms: float = Field(default=50.0, ge=0)
+    trigger_min_gap_ms: float = Field(default=50.0, ge=0)  # 0 = no limit
+    trigger_burst: int = Field(default=10, ge=1)  # ... but this many may come at once (parts close together)
 
 
 class TlsConfig(_Section):

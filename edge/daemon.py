@@ -416,7 +416,7 @@ class Daemon:
                     self._log_status()
                     next_status = now + status_every
 
-            self.plant.tick()
+            self.plant.tick(frame_seen=frame is not None)  # deadlines of open passages move only with frames
             if self.max_frames is not None and self._frames >= self.max_frames:
                 return f"--max-frames {self.max_frames} reached"
             if cfg.sources:  # several views: the end when every view's file has ended and none loops
@@ -666,6 +666,8 @@ class Daemon:
         """A part timed out: the decider forgets it (triggered mode), no model time is spent on it."""
         with self._decision_lock:
             self.decider.cancel(part_id)
+            if self._open_part == part_id:  # issue 24: a timed-out passage (camera hang) is over; the next frame starts anew
+                self._open_part, self._best = None, None
             if isinstance(self.decider, MultiViewDecider):  # drop the evidence of views that had concluded it
                 for v, i in self.decider.last_cancelled.items():
                     del self._view_done[v][i]
@@ -847,6 +849,8 @@ class Daemon:
         """Announce a part (any thread: MQTT callback, API). Frames captured from now on are used for it.
         False if the decider refused it (too many triggers waiting; it logs why)."""
         at = time.time()
+        if not self.plant.admit_trigger(at):  # issue 24: a trigger flood is dropped and counted, not made into parts
+            return False
         part_id = self.plant.on_trigger(part_id, at)  # its deadline starts now; a trigger without id gets one
         accepted = bool(self.decider.trigger(part_id, at))
         if accepted:  # a refusal is logged once, by the decider (rate-limited: clients cause it)

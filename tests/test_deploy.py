@@ -170,7 +170,15 @@ def test_compose_broker_refuses_anonymous_clients_and_enforces_the_acl(tmp_path)
         # the reader may not fake events, and the daemon may not write outside boxinspect/
         assert "Not authorized" in _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/defect")
         assert "Not authorized" in _publish(broker, "boxinspect", daemon["BOXINSPECT_MQTT__PASSWORD"], "plant/other")
-        assert _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/trigger") == "puback: Success"
+        # issue 24: only the PLC user announces parts; the daemon announces itself to Home Assistant
+        assert "Not authorized" in _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/trigger")
+        plc_pw = _env_file(deploy / ".env")["MQTT_PLC_PASSWORD"]
+        allowed = ("puback: Success", "puback: No matching subscribers")
+        assert _publish(broker, "plc", plc_pw, "boxinspect/l1/c1/trigger") in allowed
+        assert "Not authorized" in _publish(broker, "plc", plc_pw, "boxinspect/l1/c1/defect")
+        discovery = "homeassistant/sensor/boxinspect_l1_c1/defect_rate/config"
+        assert _publish(broker, "boxinspect", daemon["BOXINSPECT_MQTT__PASSWORD"], discovery) in allowed
+        assert _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/replay") in allowed
         assert len(sub.on("/defect")) == 1
 
 
