@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/")
 ALWAYS_OPEN_PREFIXES = ("/static/", "/swagger/")
 VIEW_COOKIE = "boxinspect_view"
+DRAIN_MAX = 64 * 1024  # a refused request's body is read and dropped up to this size (see _drain)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HOW_TO_ENABLE = (
     "set api.token (or BOXINSPECT_API__TOKEN) and send 'Authorization: Bearer <token>' to enable actions: "
@@ -261,6 +262,7 @@ class AccessGuard:
             if no is None:  # an open route: a wrong credential does not matter there
                 await self.app(scope, receive, send)
                 return
+        await _drain(scope, receive)
         await _refuse(send, no)
 
     def _role(self, scope: dict[str, Any]) -> Role | None:
@@ -273,6 +275,26 @@ class AccessGuard:
                 return route_role(route, method)
         # no route (a 404 or 405 follows): closed all the same, by the default of the method
         return Role.VIEW if method in READ_METHODS else Role.ENGINEER
+
+
+async def _drain(scope: dict[str, Any], receive: Callable[[], Any]) -> None:
+    """Read (and drop) a small body before refusing, so the close is clean: a socket closed with unread data
+    answers the client with a reset, and it would never see its 401. A body declared larger than DRAIN_MAX is
+    not read at all (the client then may see a reset: it was about to send that much to an endpoint it may not use)."""
+    length = None
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length" and value.isdigit():
+            length = int(value)
+    if length is not None and (length == 0 or length > DRAIN_MAX):
+        return
+    seen = 0
+    while seen <= DRAIN_MAX:
+        message = await receive()
+        if message.get("type") != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return
 
 
 async def _refuse(send: Callable[[Any], Any], no: Refusal) -> None:
