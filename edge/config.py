@@ -242,6 +242,10 @@ class ShadowConfig(_Section):
     history: int = Field(default=20, ge=1, le=1000)  # promotions and rollbacks kept in memory for GET /model
     # POST /model/retrain learns from operator.feedback_dir plus these folder-per-class data sets (the base data)
     retrain_data: list[Path] = Field(default_factory=list)
+    # issue 24 (edge/poison.py): promote needs {"confirm": true} while the candidate disagrees with the live model on
+    # more than this share of the parts it has judged (at least confirm_min_parts of them)
+    confirm_above: float = Field(default=0.2, ge=0, le=1)
+    confirm_min_parts: int = Field(default=10, ge=1)
 
 
 class MetricsConfig(_Section):
