@@ -187,3 +187,23 @@ def test_no_fastapi_feature_newer_than_the_supported_floor():
     create_app would raise TypeError. Upload limits go through edge.api.BodyLimit instead."""
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "edge").rglob("*.py") if "max_body_size=" in p.read_text()]
     assert not offenders, offenders
+
+
+def test_k8s_manifest_sets_trusted_hosts_and_a_memory_limit_above_the_measured_peak():
+    """Issue 24: the manifest bound the API to 0.0.0.0 with no trusted_hosts, and its 768 Mi limit was below the
+    measured peak. The peak is the combined load test's figure (docs/bench/combined-issue24.json)."""
+    import json
+
+    import yaml
+
+    cm = yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text())
+    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    assert cfg["api"]["host"] == "0.0.0.0" and cfg["api"]["trusted_hosts"]
+    ds = yaml.safe_load((REPO / "deploy" / "k8s" / "daemonset.yaml").read_text())
+    (daemon,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "boxinspect"]
+    probe_host = {h["name"]: h["value"] for h in daemon["livenessProbe"]["httpGet"]["httpHeaders"]}["Host"]
+    assert probe_host in cfg["api"]["trusted_hosts"]
+    limit = daemon["resources"]["limits"]["memory"]
+    mib = float(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    peak = json.loads((REPO / "docs" / "bench" / "combined-issue24.json").read_text())["rss_peak_mb"]
+    assert mib * 1.048576 > max(peak, 829) * 1.1, (limit, peak)  # MiB -> MB, 10 % headroom over the worst seen
