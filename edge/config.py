@@ -290,12 +290,13 @@ class OpcuaConfig(_Section):
     certificate: Path | None = None  # server certificate (DER or PEM); needed unless security_policy is none
     private_key: Path | None = None  # its private key (PEM)
     trusted_client_certs: list[Path] = []  # client certificates accepted as user identities (X509 tokens)
+    users_file: Path | None = None  # issue 24: more users, one 'name:scrypt$salt$hash' a line (edge/opcua_users.py)
 
     @model_validator(mode="after")
     def _access(self) -> OpcuaConfig:
-        if self.enabled and not (self.allow_anonymous or self.username or self.trusted_client_certs):
+        if self.enabled and not (self.allow_anonymous or self.username or self.trusted_client_certs or self.users_file):
             raise ValueError(
-                "no way to log in: set username and password, or trusted_client_certs, "
+                "no way to log in: set username and password, users_file, or trusted_client_certs, "
                 "or allow_anonymous: true (explicitly)"
             )
         if self.username and self.password is None:
