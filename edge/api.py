@@ -13,9 +13,9 @@ With ``api.token`` set, everything but /healthz, /metrics and the operator page'
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,15 +25,16 @@ from typing import Any
 import cv2
 from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge import __version__
+from edge.access import HOW_TO_ENABLE, Access, AccessGuard, Principal, Role
+from edge.bodies import install_validation_handler
 from edge.config import Config
 from edge.liveness import Heartbeat
 from edge.metrics import Metrics
-from edge.outbox import OutboxError
+from edge.replay import RateLimited, ReplayLimiter, ReplayReader
 from edge.source import safe_uri
 from edge.state import (
     EVENTS_MAX,
@@ -285,25 +286,24 @@ def create_app(state: ApiState) -> FastAPI:
         redoc_url=None,
     )
     app.state.boxinspect = state
-    bearer = HTTPBearer(auto_error=False, description="api.token from the daemon config")
     token = cfg.api.token.get_secret_value().encode() if cfg.api.token is not None else None
-
-    def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if token is None:
-            return
-        if creds is None or creds.scheme.lower() != "bearer":
-            raise HTTPException(
-                401, "missing API token: send 'Authorization: Bearer <api.token>'", {"WWW-Authenticate": "Bearer"}
-            )
-        if not hmac.compare_digest(creds.credentials.encode(), token):
-            raise HTTPException(401, "invalid API token", {"WWW-Authenticate": "Bearer"})
-
-    auth = [Depends(require_token)]
+    # Who may do what (edge/access.py): checked by AccessGuard from the request head, before any body is read.
+    access = Access(cfg.api.token.get_secret_value() if cfg.api.token is not None else None, cfg.api.viewing,
+                    cfg.api.reload_without_token)
+    app.state.access = access
+    auth = [access.require(Role.OPERATE)]  # stores data or decodes an upload
+    engineer = [access.require(Role.ENGINEER)]  # changes the model or replays history
+    view = [access.require(Role.VIEW)]  # the live image, status, recent decisions: api.viewing
+    if not access.configured:
+        log.warning("API: no credential configured: serving health, metrics and read-only views only; %s", HOW_TO_ENABLE)
     upload_limit = cfg.api.max_upload_bytes + MULTIPART_SLACK
     decodes = threading.BoundedSemaphore(cfg.api.max_concurrent_decodes)
     app.state.decode_slots = decodes
 
     app.add_middleware(_CatchAll)  # one log line (with traceback) and a JSON 500 per unexpected error
+    app.add_middleware(AccessGuard, access=access, routes=lambda: app.router.routes)
+    install_validation_handler(app)  # malformed bodies (bytes, NaN) are a 422, never a 500 (edge/bodies.py)
+    app.add_exception_handler(RateLimited, _rate_limited)  # a store or replay over its rate: 429 (edge/replay.py)
     if cfg.api.trusted_hosts:  # DNS rebinding: a browser page on another name cannot reach the API
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.api.trusted_hosts))
 
@@ -336,7 +336,7 @@ def create_app(state: ApiState) -> FastAPI:
         tags=["health"],
         summary="Readiness: model loaded and self-tested, camera ok, MQTT connected",
         responses={503: {"model": Readiness, "description": "not ready; `reasons` says why"}},
-        dependencies=auth,
+        dependencies=[],
     )
     def readyz() -> JSONResponse:
         reasons = state.not_ready_reasons()
@@ -360,15 +360,17 @@ def create_app(state: ApiState) -> FastAPI:
         data = file.file.read(cfg.api.max_upload_bytes + 1)
         if not decodes.acquire(timeout=DECODE_WAIT_S):
             raise HTTPException(503, "too many images are being decoded; retry shortly", {"Retry-After": "1"})
-        try:
+        try:  # the slot is held until the decoded image is dropped (issue 24: decodes in memory are bounded)
             image = decode_upload(data, cfg.api.max_upload_bytes, cfg.api.max_image_pixels)
+            model = state.models.get()
+            if model is None:
+                raise HTTPException(503, "no model loaded")
+            threshold = state.threshold(model)
+            p = model.classifier.predict(image, threshold)
+            height, width = int(image.shape[0]), int(image.shape[1])
+            del image
         finally:
             decodes.release()
-        model = state.models.get()
-        if model is None:
-            raise HTTPException(503, "no model loaded")
-        threshold = state.threshold(model)
-        p = model.classifier.predict(image, threshold)
         return PredictResult(
             label=p.label,
             score=float(p.score),
@@ -376,11 +378,11 @@ def create_app(state: ApiState) -> FastAPI:
             threshold=threshold,
             latency_ms=float(p.latency_ms),
             model_id=model.classifier.model_id,
-            width=int(image.shape[1]),
-            height=int(image.shape[0]),
+            width=width,
+            height=height,
         )
 
-    @app.get("/status", tags=["status"], summary="Config (secrets masked), counters, camera, MQTT, model", dependencies=auth)
+    @app.get("/status", tags=["status"], summary="Config (secrets masked), counters, camera, MQTT, model", dependencies=view)
     def status() -> dict[str, Any]:
         return _status(state)
 
@@ -390,7 +392,7 @@ def create_app(state: ApiState) -> FastAPI:
         summary="The latest frame with the ROI and the last verdict drawn",
         response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "no frame yet"}},
-        dependencies=auth,
+        dependencies=view,
     )
     def snapshot() -> Response:
         from edge.roi import draw_overlay
@@ -410,29 +412,46 @@ def create_app(state: ApiState) -> FastAPI:
             raise HTTPException(500, "could not encode the snapshot")
         return Response(buf.tobytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
+    replay_limit = ReplayLimiter(cfg.api.replays_per_minute)
+    replay_reader = ReplayReader(cfg.mqtt.outbox_path)
+
     @app.get(
         "/events",
         tags=["status"],
         summary="Recent decisions, newest first; with since_seq: replay of the outbox",
-        dependencies=auth,
+        dependencies=view,
     )
     def events(
+        response: Response,
         limit: int = Query(50, ge=1, le=EVENTS_MAX, description=f"how many (1..{EVENTS_MAX})"),
         since_seq: int | None = Query(
             None, ge=0, le=2**62,
             description="replay: re-publish every event still in the outbox with seq > since_seq (original event_id "
-            "and seq, at most 1000, oldest first) and return them (docs/EVENTS.md)",
+            "and seq, oldest first, at most api.replay_page_max: X-Next-Since-Seq names the next page) and return them "
+            "(docs/EVENTS.md)",
         ),
+        who: Principal = Depends(access.principal),
     ) -> list[dict[str, Any]]:
         if since_seq is None:
             return state.events.latest(limit)
+        access.demand(who, Role.ENGINEER)  # a replay re-publishes history: not a view
         replay = getattr(state.sink, "replay", None)
         if replay is None:
             raise HTTPException(404, "no outbox: replay needs the MQTT sink")
+        wait = replay_limit.take()  # issue 24: paged, rate-limited, read beside the writer (edge/replay.py)
+        if wait > 0:
+            raise HTTPException(429, f"too many replays: at most {cfg.api.replays_per_minute} a minute "
+                                "(api.replays_per_minute)", {"Retry-After": str(max(1, round(wait)))})
+        page = cfg.api.replay_page_max
         try:
-            rows = replay(since_seq)
-        except OutboxError as e:
-            raise HTTPException(503, f"replay failed: {e}") from None
+            rows = replay_reader.since(since_seq, page)
+        except sqlite3.Error as e:
+            raise HTTPException(503, f"replay failed: cannot read the outbox: {e}") from None
+        republish = getattr(state.sink, "republish", None)
+        if republish is not None:
+            republish(rows)
+        if len(rows) == page:
+            response.headers["X-Next-Since-Seq"] = str(rows[-1].seq)
         out: list[dict[str, Any]] = []
         for row in rows:
             try:
@@ -463,7 +482,7 @@ def create_app(state: ApiState) -> FastAPI:
         tags=["control"],
         summary="Load the model again (or the .tflite in `path`), self-test it, swap it in; the old one stays on failure",
         responses={422: {"model": ReloadResult, "description": "new model rejected; the old one stays"}},
-        dependencies=auth,
+        dependencies=engineer,
     )
     def reload(body: ReloadRequest | None = None) -> JSONResponse:
         if state.reload is None:
@@ -502,9 +521,14 @@ def create_app(state: ApiState) -> FastAPI:
     if state.model_control is not None:
         from edge.shadow import install_model_api
 
-        install_model_api(app, state, state.model_control, auth, token is not None)
+        install_model_api(app, state, state.model_control, engineer, token is not None)
 
     return app
+
+
+async def _rate_limited(request: Any, exc: Exception) -> JSONResponse:
+    wait = exc.retry_after if isinstance(exc, RateLimited) else 1.0
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(max(1, round(wait)))})
 
 
 class _CatchAll:

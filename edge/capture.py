@@ -41,6 +41,7 @@ from edge.roi import grey_stats, small_grey
 from edge.source import OPEN_TIMEOUT_S, Source, TriggerStamp, safe_uri
 from edge.sourcekind import guess_kind
 from edge.state import CameraState
+from edge.testhooks import camera_hang
 
 log = logging.getLogger(__name__)
 
@@ -523,6 +524,7 @@ class Capture:
             if lockstep:
                 self._await_report()
             decode = self._rate.should_decode() or src.awaits_trigger
+            camera_hang(self._index, self._stop)  # test-only (edge/testhooks.py); a no-op unless its variable is set
             ok, img = src.read(decode)
             if self._stop.is_set():
                 return "stop", n

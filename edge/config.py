@@ -156,6 +156,9 @@ class DecisionConfig(_Section):
     # frames after a trigger in which the localiser finds no box before the part is closed without a decision
     trigger_no_box_frames: int = Field(default=30, ge=1)
     fusion: Literal["max", "mean", "noisy_or"] = "max"  # several views (sources): how their scores become one
+    # issue 24: triggers closer than this to the last accepted one are dropped (counted), not made into parts
+    trigger_min_gap_ms: float = Field(default=50.0, ge=0)  # 0 = no limit
+    trigger_burst: int = Field(default=10, ge=1)  # ... but this many may come at once (parts close together)
 
 
 class TlsConfig(_Section):
@@ -209,6 +212,12 @@ class ApiConfig(_Section):
     max_connections: int = Field(default=100, ge=1)  # open HTTP connections; more are closed at once
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections are closed after this
     header_timeout_s: float = Field(default=10.0, gt=0)  # a connection must send its request head within this
+    # issue 24 (edge/access.py, edge/server.py, edge/replay.py): who may view, and bounds on bodies and replays
+    viewing: Literal["open", "token"] = "open"  # live image, status, recent decisions: open, or behind the credential
+    body_timeout_s: float = Field(default=30.0, gt=0)  # a request body gets this long, plus its size at the min rate
+    body_min_rate_bytes_s: int = Field(default=20_000, ge=1)  # ... so a client trickling a body is cut off
+    replay_page_max: int = Field(default=200, ge=1, le=1000)  # /events?since_seq=: at most this many events a page
+    replays_per_minute: int = Field(default=30, ge=1)  # /events?since_seq= (all clients together); more get 429
 
     @field_validator("token", mode="before")
     @classmethod
@@ -242,6 +251,12 @@ class OperatorConfig(_Section):
     collect_every: int = Field(default=10, ge=1)  # collection mode saves every Nth box crop, unlabelled
     collect_max_files: int = Field(default=2000, ge=1)  # label queue retention: oldest crops go first
     collect_max_age_days: float = Field(default=14.0, gt=0)
+    # issue 24: the labelled crops (feedback/<class>/) under a quota; the oldest labels go first
+    feedback_max_files: int = Field(default=20_000, ge=1)
+    feedback_max_bytes: int = Field(default=1_000_000_000, ge=1_000_000)
+    feedback_max_age_days: float = Field(default=365.0, gt=0)
+    feedback_per_minute: int = Field(default=120, ge=1)  # answers and labels stored per minute; more get 429
+    check_keep_width: int = Field(default=640, ge=64, le=4096)  # manual checks keep their image at most this wide
 
 
 class ShadowConfig(_Section):
@@ -254,6 +269,10 @@ class ShadowConfig(_Section):
     history: int = Field(default=20, ge=1, le=1000)  # promotions and rollbacks kept in memory for GET /model
     # POST /model/retrain learns from operator.feedback_dir plus these folder-per-class data sets (the base data)
     retrain_data: list[Path] = Field(default_factory=list)
+    # issue 24 (edge/poison.py): promote needs {"confirm": true} while the candidate disagrees with the live model on
+    # more than this share of the parts it has judged (at least confirm_min_parts of them)
+    confirm_above: float = Field(default=0.2, ge=0, le=1)
+    confirm_min_parts: int = Field(default=10, ge=1)
 
 
 class MetricsConfig(_Section):
@@ -298,12 +317,13 @@ class OpcuaConfig(_Section):
     certificate: Path | None = None  # server certificate (DER or PEM); needed unless security_policy is none
     private_key: Path | None = None  # its private key (PEM)
     trusted_client_certs: list[Path] = []  # client certificates accepted as user identities (X509 tokens)
+    users_file: Path | None = None  # issue 24: more users, one 'name:scrypt$salt$hash' a line (edge/opcua_users.py)
 
     @model_validator(mode="after")
     def _access(self) -> OpcuaConfig:
-        if self.enabled and not (self.allow_anonymous or self.username or self.trusted_client_certs):
+        if self.enabled and not (self.allow_anonymous or self.username or self.trusted_client_certs or self.users_file):
             raise ValueError(
-                "no way to log in: set username and password, or trusted_client_certs, "
+                "no way to log in: set username and password, users_file, or trusted_client_certs, "
                 "or allow_anonymous: true (explicitly)"
             )
         if self.username and self.password is None:

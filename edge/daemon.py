@@ -423,7 +423,7 @@ class Daemon:
                     self._log_status()
                     next_status = now + status_every
 
-            self.plant.tick()
+            self.plant.tick(frame_seen=frame is not None)  # deadlines of open passages move only with frames
             if self.max_frames is not None and self._frames >= self.max_frames:
                 return f"--max-frames {self.max_frames} reached"
             if cfg.sources:  # several views: the end when every view's file has ended and none loops
@@ -675,6 +675,8 @@ class Daemon:
         """A part timed out: the decider forgets it (triggered mode), no model time is spent on it."""
         with self._decision_lock:
             self.decider.cancel(part_id)
+            if self._open_part == part_id:  # issue 24: a timed-out passage (camera hang) is over; the next frame starts anew
+                self._open_part = None
 
     def _plant_status(self) -> dict[str, Any]:
         model = self.models.get()
@@ -856,6 +858,8 @@ class Daemon:
         for it. False if the decider refused it (too many triggers waiting; it logs why). A GenICam camera in
         software trigger mode is then fired for it (``fire``)."""
         at = time.time() if at is None else at
+        if not self.plant.admit_trigger(at):  # issue 24: a trigger flood is dropped and counted, not made into parts
+            return False
         part_id = self.plant.on_trigger(part_id, at)  # its deadline starts now; a trigger without id gets one
         accepted = bool(self.decider.trigger(part_id, at))
         if accepted:  # a refusal is logged once, by the decider (rate-limited: clients cause it)

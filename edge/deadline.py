@@ -34,12 +34,49 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edge.config import RejectConfig
 from edge.decision import Decision
+from edge.ratelimit import RateLimit
 
 log = logging.getLogger(__name__)
 
 SLACK_BUCKETS = (-5, -2, -1, -0.5, -0.25, -0.1, -0.05, 0, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 WATCH_MAX_WAIT_S = 0.25  # the watchdog sleeps until the earliest deadline (a new part wakes it), at most this long
 TIMEOUT_LABEL = "timeout"
+
+
+class TriggerGate:
+    """Triggers at one per ``min_gap_s`` (a part window) on average, bursts of ``burst`` (parts close together):
+    the others are dropped, counted in ``boxinspect_triggers_dropped_total{reason="rate"}`` and logged at most
+    once per 10 s with a count."""
+
+    def __init__(self, min_gap_s: float, registry: CollectorRegistry | None = None, burst: int = 10) -> None:
+        self.min_gap_s = min_gap_s
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+        self._lock = threading.Lock()
+        self.dropped = Counter("boxinspect_triggers_dropped", "Triggers dropped before becoming a part", ["reason"],
+                               registry=registry)
+        self.dropped.labels(reason="rate")
+        self._log = RateLimit(10.0)
+
+    def admit(self, at: float) -> bool:
+        with self._lock:
+            if self.min_gap_s <= 0:
+                return True
+            if self._last is not None:
+                self._tokens = min(self.burst, self._tokens + max(0.0, at - self._last) / self.min_gap_s)
+            self._last = at
+            ok = self._tokens >= 1.0
+            if ok:
+                self._tokens -= 1.0
+        if not ok:
+            self.dropped.labels(reason="rate").inc()
+            emit, n = self._log.check("rate")
+            if emit:
+                log.warning("trigger dropped: more than %d in a burst, or more than one per %g ms "
+                            "(decision.trigger_burst, decision.trigger_min_gap_ms)%s", int(self.burst),
+                            self.min_gap_s * 1000, f"; {n} more dropped since the last line" if n else "")
+        return ok
 
 
 class DeadlineMetrics:
@@ -185,8 +222,12 @@ class DeadlineTracker:
         """An open passage that ended too short to be a box: not a part, no decision."""
         self._pop(part_id)
 
-    def heartbeat(self) -> None:
-        """The inspection loop is turning: open passages stay ``deadline_ms`` ahead of now."""
+    def heartbeat(self, frame_seen: bool = True) -> None:
+        """The inspection loop processed a frame: open passages stay ``deadline_ms`` ahead of now. A loop turn without
+        a frame (the camera hung) does not move them (issue 24: the deadline slid with the stalled frames, so a box in
+        view when the camera stopped never got its fail-safe decision)."""
+        if not frame_seen:
+            return
         now = self.clock()
         with self._lock:
             for part in self._order:
@@ -292,7 +333,8 @@ class DeadlineTracker:
             for part in due:
                 if self._pop(part.part_id, only=part) is part:
                     why = (f"no decision within {self.cfg.deadline_ms:g} ms of the trigger" if part.mode == "triggered"
-                           else f"the inspection loop stalled for {self.cfg.deadline_ms:g} ms with box passage {part.part_id} open")
+                           else f"the inspection loop stalled for {self.cfg.deadline_ms:g} ms with box passage {part.part_id} open"
+                           " (no frame processed: camera hung or loop stuck)")
                     self._time_out(part, why)
 
     # -- state ----------------------------------------------------------------------------------

@@ -381,8 +381,12 @@ class ContinuousDecider:
         return False
 
     def cancel(self, part_id: str | None) -> bool:
-        """Continuous mode has no queued parts to forget."""
-        return False
+        """The open passage timed out (the camera hung with a box in view): it is over, so the next frame after
+        recovery starts a new passage, never the rest of this one (issue 24)."""
+        if self._passage is None:
+            return False
+        self._passage = None
+        return True
 
     def _foreground(self, roi_bgr: np.ndarray) -> Foreground | None:
         if self.fg is None:

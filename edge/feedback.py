@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from edge.access import provenance
+from edge.replay import TokenBucket
 from edge.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ KINDS = ("correct", "false_reject", "missed_defect", "label")
 # the version of the JSON records (labels and collected crops); records of 0.1.0 have none and read as 1. A newer
 # one (a downgrade) is still listed, read as far as its keys are known, and logged.
 FEEDBACK_SCHEMA = 2
+RETENTION_REASONS = ("age", "count", "bytes", "review")
 FRAMES_DIR = ".frames"
 UNLABELLED_DIR = ".unlabelled"
 JPEG_QUALITY = 92
@@ -131,13 +134,24 @@ class _Label:
     created: float
     cls: str
     kind: str
+    size: int = 0  # bytes of its crop + record (+ frame) on disk
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Issue 24: the labelled crops under a bound; the oldest labels go first (feedback grew 7.1 MB a request pair)."""
+
+    max_files: int = 20_000
+    max_bytes: int = 1_000_000_000
+    max_age_s: float = 365 * 86400.0
 
 
 class FeedbackStore:
     """The labelled crops under ``root``; counts per class and since a given time (in memory, scanned once)."""
 
-    def __init__(self, root: Path, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, root: Path, registry: CollectorRegistry | None = None, quota: Quota | None = None) -> None:
         self.root = Path(root)
+        self.quota = quota or Quota()
         self._lock = threading.Lock()
         self._labels: dict[str, _Label] = {}  # file stem -> where it is
         self.answers = Counter(
@@ -146,7 +160,17 @@ class FeedbackStore:
         )
         for k in KINDS:
             self.answers.labels(kind=k)
+        self.removed = Counter("boxinspect_feedback_removed", "Labelled crops removed by retention or by a person",
+                               ["reason"], registry=registry)
+        for reason in RETENTION_REASONS:
+            self.removed.labels(reason=reason)
+        self.files = Gauge("boxinspect_feedback_files", "Labelled crops on disk", registry=registry)
+        self.files.set_function(lambda: len(self._labels))
+        self.disk_bytes = Gauge("boxinspect_feedback_bytes", "Bytes of labelled crops on disk", registry=registry)
+        self.disk_bytes.set_function(lambda: sum(lbl.size for lbl in list(self._labels.values())))
+        self.rate: TokenBucket | None = None
         self._scan()
+        self.enforce()
 
     def save(
         self,
@@ -167,9 +191,12 @@ class FeedbackStore:
             raise FeedbackError(f"bad class name {cls!r}")
         if kind not in KINDS:
             raise FeedbackError(f"unknown feedback kind {kind!r}")
+        if self.rate is not None:  # issue 24: RateLimited -> 429 (edge/api.py)
+            self.rate.check("too many labels stored: at most operator.feedback_per_minute a minute")
         crop_bytes = crop if isinstance(crop, bytes) else encode_jpeg(crop)
         now = time.time()
-        rec = dict(record, kind=kind, label=cls, id=name, created_at=iso_utc(now), schema=FEEDBACK_SCHEMA)
+        rec = dict(record, kind=kind, label=cls, id=name, created_at=iso_utc(now), schema=FEEDBACK_SCHEMA,
+                   **provenance())
         folder = self.root / cls
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
@@ -181,9 +208,11 @@ class FeedbackStore:
                 rec["frame"] = f"{FRAMES_DIR}/{name}.jpg"
             rec["crop"] = f"{cls}/{name}.jpg"
             _atomic_write(folder / f"{name}.jpg", crop_bytes)
-            _atomic_write(folder / f"{name}.json", json.dumps(rec, indent=2).encode())
-            self._labels[name] = _Label(now, cls, kind)
+            rec_bytes = json.dumps(rec, indent=2).encode()
+            _atomic_write(folder / f"{name}.json", rec_bytes)
+            self._labels[name] = _Label(now, cls, kind, len(crop_bytes) + len(rec_bytes))
         self.answers.labels(kind=kind).inc()
+        self.enforce()
         log.info("feedback: %s -> %s/%s.jpg (%s)", kind, cls, name, rec.get("who") or "anonymous")
         return rec
 
@@ -206,11 +235,66 @@ class FeedbackStore:
         old = self._labels.pop(name, None)
         if old is None:
             return
-        for suffix in (".jpg", ".json"):
+        for path in (self.root / old.cls / f"{name}.jpg", self.root / old.cls / f"{name}.json",
+                     self.root / FRAMES_DIR / f"{name}.jpg"):
             try:
-                (self.root / old.cls / f"{name}{suffix}").unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
+
+    def enforce(self, now: float | None = None) -> dict[str, int]:
+        """Retention: labels older than the quota's age, then the oldest beyond its count and bytes, are deleted
+        (counted in ``boxinspect_feedback_removed_total{reason}``). Returns how many per reason."""
+        now = time.time() if now is None else now
+        q = self.quota
+        out = dict.fromkeys(RETENTION_REASONS[:3], 0)
+        with self._lock:
+            oldest = sorted(self._labels.items(), key=lambda kv: kv[1].created)
+            total = sum(lbl.size for _, lbl in oldest)
+            count = len(oldest)
+            for name, lbl in oldest:
+                if now - lbl.created > q.max_age_s:
+                    reason = "age"
+                elif count > q.max_files:
+                    reason = "count"
+                elif total > q.max_bytes:
+                    reason = "bytes"
+                else:
+                    break
+                self._remove_locked(name)
+                count, total = count - 1, total - lbl.size
+                out[reason] += 1
+        for reason, n in out.items():
+            if n:
+                self.removed.labels(reason=reason).inc(n)
+                log.info("feedback retention: %d label(s) removed (%s; operator.feedback_max_*)", n, reason)
+        return out
+
+    def remove(self, name: str) -> bool:
+        """A person removes one label (review). False if there is no such label."""
+        with self._lock:
+            if name not in self._labels:
+                return False
+            self._remove_locked(name)
+        self.removed.labels(reason="review").inc()
+        return True
+
+    def labels(self, limit: int = 200, who: str | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` labels with their records (for review), optionally only those given by ``who``."""
+        with self._lock:
+            newest = sorted(self._labels.items(), key=lambda kv: kv[1].created, reverse=True)
+        out = []
+        for name, lbl in newest:
+            try:
+                rec = json.loads((self.root / lbl.cls / f"{name}.json").read_text())
+            except (OSError, ValueError):
+                rec = {}
+            if who is not None and rec.get("who") != who and rec.get("principal") != who:
+                continue
+            out.append(dict(rec, id=name, label=lbl.cls, kind=lbl.kind))
+            if len(out) >= limit:
+                break
+        return out
 
     def _scan(self) -> None:
         if not self.root.is_dir():
@@ -227,7 +311,11 @@ class FeedbackStore:
                 if isinstance(rec.get("schema"), int) and rec["schema"] > FEEDBACK_SCHEMA:
                     newer += 1
                 created = parse_iso(rec.get("created_at")) or rec_path.stat().st_mtime
-                self._labels[rec_path.stem] = _Label(created, folder.name, str(rec.get("kind", "label")))
+                try:
+                    size = rec_path.stat().st_size + rec_path.with_suffix(".jpg").stat().st_size
+                except OSError:
+                    size = 0
+                self._labels[rec_path.stem] = _Label(created, folder.name, str(rec.get("kind", "label")), size)
         if self._labels:
             log.info("feedback: %d labelled crop(s) already in %s", len(self._labels), self.root)
         if newer:
@@ -268,6 +356,10 @@ class Collector:
         self.collected = Counter("boxinspect_collected", "Box crops saved unlabelled by collection mode", registry=registry)
         self.depth = Gauge("boxinspect_label_queue_depth", "Unlabelled crops waiting in the label queue", registry=registry)
         self.depth.set_function(lambda: len(self._queue))
+        self.removed = Counter("boxinspect_collection_removed", "Unlabelled crops removed by retention",
+                               ["reason"], registry=registry)
+        for reason in ("age", "count"):
+            self.removed.labels(reason=reason)
         self._scan()
 
     def set(self, enabled: bool, every: int | None = None) -> None:
@@ -311,8 +403,10 @@ class Collector:
                     len(self._queue) <= self.max_files and now - self._queue[0].created <= self.max_age_s
                 ):
                     break
+                reason = "age" if now - self._queue[0].created > self.max_age_s else "count"
                 item = self._queue.popleft()
             self._unlink(item.name)
+            self.removed.labels(reason=reason).inc()
             removed += 1
         return removed
 

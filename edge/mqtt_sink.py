@@ -451,6 +451,15 @@ class MqttSink:
         log.info("replay since seq %d: %d event(s) in the outbox, %d re-published", since_seq, len(rows), sent)
         return rows
 
+    def republish(self, rows: list[Row]) -> int:
+        """Issue 24: re-publish rows read elsewhere (edge/replay.py's reader), as ``replay`` does; -> how many sent."""
+        sent = 0
+        if self.connected and not self._stopping:
+            for row in rows:
+                if self._client.publish(row.topic, _stamp(row.payload, row.seq), qos=1).rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    sent += 1
+        return sent
+
     def enable_replay(self, token: str | None) -> None:
         """Accept replay requests on ``<base>/replay``: ``{"since_seq": N, "token": "<api.token>"}``. Without a
         token configured MQTT replay stays off (anyone on the broker could flood the line with replays)."""

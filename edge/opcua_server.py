@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from edge.config import OpcuaConfig
+from edge.opcua_users import check_password, load_users
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class _Users:
     def __init__(self, cfg: OpcuaConfig, trusted_der: list[bytes]) -> None:
         self.cfg = cfg
         self.trusted_der = trusted_der
+        self.file_users = load_users(cfg.users_file) if cfg.users_file is not None else {}  # issue 24
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None) -> Any:
         from asyncua.crypto.permission_rules import User, UserRole
@@ -71,6 +73,11 @@ class _Users:
         cfg = self.cfg
         # asyncua passes the peer certificate of the secure channel for any token type, so the username
         # decides first, then a trusted certificate, then anonymous access.
+        if username is not None and username in self.file_users:  # opcua.users_file
+            if check_password(self.file_users[username], password or ""):
+                return User(role=UserRole.User, name=username)
+            log.warning("OPC UA: login refused for user %r", username)
+            return None
         if username is not None:
             if cfg.username is None or cfg.password is None:
                 return None
@@ -156,7 +163,7 @@ class OpcuaServer:
         tokens: list[type] = []
         if cfg.allow_anonymous:
             tokens.append(ua.AnonymousIdentityToken)
-        if cfg.username:
+        if cfg.username or cfg.users_file is not None:
             tokens.append(ua.UserNameIdentityToken)
         if cfg.trusted_client_certs:
             tokens.append(ua.X509IdentityToken)

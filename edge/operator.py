@@ -39,17 +39,20 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
 
+from edge.access import access_summary
 from edge.feedback import (
     KINDS,
     Collector,
     FeedbackError,
     FeedbackStore,
+    Quota,
     class_for,
     encode_jpeg,
     parse_iso,
     safe_name,
 )
 from edge.localize import Located, locate
+from edge.replay import TokenBucket
 
 if TYPE_CHECKING:
     from edge.api import ApiState
@@ -115,7 +118,9 @@ class OperatorState:
         oc = cfg.operator
         self._clock = clock
         self.cfg = cfg
-        self.feedback = FeedbackStore(oc.feedback_dir, metrics.registry)
+        self.feedback = FeedbackStore(oc.feedback_dir, metrics.registry, Quota(
+            oc.feedback_max_files, oc.feedback_max_bytes, oc.feedback_max_age_days * 86400.0))
+        self.feedback.rate = TokenBucket(oc.feedback_per_minute)  # issue 24: answers and labels stored a minute
         self.collector = Collector(
             oc.feedback_dir, oc.collect_every, oc.collect_max_files, oc.collect_max_age_days, oc.collect, metrics.registry
         )
@@ -205,7 +210,7 @@ class OperatorState:
         with self._lock:
             return event_id in self._recent
 
-    def add_check(self, record: dict[str, Any], frame: np.ndarray | bytes | None, crop: np.ndarray) -> None:
+    def add_check(self, record: dict[str, Any], frame: np.ndarray | bytes | None, crop: np.ndarray | bytes) -> None:
         with self._lock:
             self._checks[record["check_id"]] = _Kept(record, frame, crop)
             while len(self._checks) > CHECKS_KEPT:
@@ -464,6 +469,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], status: Callabl
             "ready": s["ready"],
             "reasons": s["not_ready_reasons"],
             "token_required": cfg.api.token is not None,
+            "access": access_summary(cfg),  # issue 24: whether actions are enabled at all, and how to enable them
             "camera": s["camera"],
             "model": {k: s["model"].get(k) for k in ("loaded", "model_id", "threshold", "labels", "positive_class",
                                                      "format", "self_test_passed", "loaded_at")},
@@ -609,8 +615,10 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], status: Callabl
             "height": int(image.shape[0]),
             "checked_at": time.time(),
         }
-        # The crop kept for feedback is the image at full resolution; the one shown is what the model saw.
-        op.add_check(record, frame, image)
+        # The crop kept for feedback is the image scaled to operator.check_keep_width, as JPEG (issue 24: 20 kept
+        # full-resolution decodes of 49 MP uploads were 3 GB); the one shown is what the model saw.
+        keep = cfg.operator.check_keep_width
+        op.add_check(record, _jpeg(frame, keep) if isinstance(frame, np.ndarray) else frame, _jpeg(image, keep) or b"")
         kept = op.kept("check", record["check_id"])
         if kept is not None:
             kept.seen = _jpeg(seen)
@@ -631,12 +639,13 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], status: Callabl
         slots = getattr(app_state, "decode_slots", None)  # shared with /predict: api.max_concurrent_decodes
         if slots is not None and not slots.acquire(timeout=DECODE_WAIT_S):
             raise HTTPException(503, "too many images are being decoded; retry shortly", {"Retry-After": "1"})
-        try:
+        try:  # the slot is held until the decoded image is dropped (issue 24: decodes in memory are bounded)
             image = decode_upload(data, cfg.api.max_upload_bytes, cfg.api.max_image_pixels)
+            del data
+            return run_check(image, "upload", None)
         finally:
             if slots is not None:
                 slots.release()
-        return run_check(image, "upload", None)
 
     @r.post("/ui/check/current", summary="Manual check of the current frame's ROI",
             responses={503: {"description": "no frame yet or no model"}}, dependencies=auth)
@@ -743,5 +752,28 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], status: Callabl
         op.collector.set(op.collector.enabled if body.enabled is None else body.enabled, body.every)
         op.invalidate()
         return {"enabled": op.collector.enabled, "every": op.collector.every, "queued": len(op.collector)}
+
+    # issue 24: labels can be reviewed (with who gave them and from where) and removed
+    @r.get("/ui/labels", summary="Labelled crops, newest first, with who gave each and from where", dependencies=auth)
+    def labels_review(limit: int = Query(200, ge=1, le=5000),
+                      who: str | None = Query(None, max_length=200, description="only this person or client")) -> dict[str, Any]:
+        items = op.feedback.labels(limit, who)
+        by: dict[str, int] = {}
+        for item in items:
+            key = f"{item.get('who') or '-'} ({item.get('principal') or '-'} from {item.get('from') or '-'})"
+            by[key] = by.get(key, 0) + 1
+        return {"total": len(op.feedback), "by_source": by, "items": items}
+
+    @r.delete("/ui/labels/{name}", summary="Remove one labelled crop (review)", dependencies=auth,
+              responses={404: {"description": "no such label"}})
+    def label_remove(name: str) -> dict[str, Any]:
+        try:
+            removed = op.feedback.remove(safe_name(name))
+        except FeedbackError:
+            removed = False
+        if not removed:
+            raise HTTPException(404, f"no label {name}")
+        op.invalidate()
+        return {"removed": name}
 
     return r

@@ -21,7 +21,11 @@ MAX_KINDS = 256  # bound on remembered kinds (templates are few; this only guard
 
 # Loggers whose lines a remote client can trigger: uvicorn's protocol warnings ("Invalid HTTP request
 # received.", "Exceeded concurrency limit."), asyncio's accept errors, the API's own errors, connection-cap refusals, triggers.
-CLIENT_FACING_LOGGERS = ("uvicorn", "uvicorn.error", "asyncio", "edge.api", "edge.server", "edge.triggers")
+CLIENT_FACING_LOGGERS = ("uvicorn", "uvicorn.error", "asyncio", "edge.api", "edge.server", "edge.triggers",
+                         "edge.access")  # issue 24: refusals follow what clients send
+# Libraries that log from many child loggers (asyncua.server.uaprocessor, ...) at full rate on bad client input:
+# their records are limited on the root logger's handlers, where the whole hierarchy arrives (issue 24).
+NOISY_LIBRARIES = ("asyncua",)
 
 
 class RateLimit:
@@ -78,8 +82,29 @@ class RateLimitFilter(logging.Filter):
         return True
 
 
+class LibraryRateLimitFilter(RateLimitFilter):
+    """The same rule for every record of the ``names`` logger hierarchies (others pass untouched)."""
+
+    def __init__(self, interval: float, names: tuple[str, ...]) -> None:
+        super().__init__(interval)
+        self.names = names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.names):
+            return True
+        return super().filter(record)
+
+
+def install_library_limits(interval: float = DEFAULT_INTERVAL_S) -> None:
+    """The root logger's handlers limit the noisy libraries' records (idempotent per handler)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, LibraryRateLimitFilter) for f in handler.filters):
+            handler.addFilter(LibraryRateLimitFilter(interval, NOISY_LIBRARIES))
+
+
 def install(interval: float = DEFAULT_INTERVAL_S) -> RateLimitFilter:
     """Attach one shared filter to every client-facing logger (idempotent)."""
+    install_library_limits(interval)
     for name in CLIENT_FACING_LOGGERS:
         for f in logging.getLogger(name).filters:
             if isinstance(f, RateLimitFilter):

@@ -5,6 +5,8 @@
 - a connection must send its complete request head within ``api.header_timeout_s`` (slowloris and
   idle connections that never send anything are closed);
 - idle keep-alive connections close after ``api.keep_alive_timeout_s`` (uvicorn's own timer);
+- a request body must arrive within ``api.body_timeout_s`` plus its size at ``api.body_min_rate_bytes_s``
+  (issue 24: 200 clients trickling bodies at one byte a second filled ``api.max_connections``);
 - ``raise_fd_limit()`` lifts the soft RLIMIT_NOFILE to the hard limit at start, and ``connection_cap()``
   keeps the API's share well below it.
 
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -68,11 +71,51 @@ def connection_cap(wanted: int) -> int:
     return wanted
 
 
-def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11Protocol]:
-    """An h11 protocol class for ``uvicorn.Config(http=...)`` that enforces the connection cap and the
-    request-head timeout (see the module docstring)."""
+def guarded_protocol(max_connections: int, header_timeout_s: float, body_timeout_s: float = 30.0,
+                     body_min_rate: float = 20_000.0) -> type[H11Protocol]:
+    """An h11 protocol class for ``uvicorn.Config(http=...)`` that enforces the connection cap, the
+    request-head timeout and the body deadline (see the module docstring).
+
+    uvicorn has no public hook for a body timeout, so this extends its ``H11Protocol`` (``cycle``, ``conn``,
+    ``flow``, ``connections``); tests/test_bounds.py runs real slow clients against it and fails if an uvicorn
+    upgrade changes what it relies on."""
 
     class GuardedH11Protocol(H11Protocol):
+        _body_timer: asyncio.TimerHandle | None = None
+        _body_start = 0.0
+        _body_seen = 0
+
+        def data_received(self, data: bytes) -> None:
+            if self._body_timer is not None:
+                self._body_seen += len(data)
+            super().data_received(data)
+            self._arm_body_deadline()
+
+        def _arm_body_deadline(self) -> None:
+            """Issue 24: a request body must arrive within ``body_timeout_s`` plus its size at ``body_min_rate``,
+            however it trickles in (the head timer covers only the head)."""
+            if self._body_timer is not None or self.transport.is_closing():
+                return
+            if self.cycle is not None and self.conn.their_state is h11.SEND_BODY:
+                self._body_start, self._body_seen = self.loop.time(), 0
+                self._body_timer = self.loop.call_at(self._body_start + body_timeout_s, self._body_check)
+
+        def _body_check(self) -> None:
+            self._body_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+                return
+            now = self.loop.time()
+            if self.flow.read_paused:  # the app is not reading yet (waiting for a decode slot): not the client's fault
+                self._body_start += 1.0
+                self._body_timer = self.loop.call_at(now + 1.0, self._body_check)
+                return
+            deadline = self._body_start + body_timeout_s + self._body_seen / body_min_rate
+            if now < deadline:
+                self._body_timer = self.loop.call_at(deadline, self._body_check)
+                return
+            log.warning("API: closed a connection whose request body arrived too slowly (%d bytes in %.0f s; "
+                        "api.body_timeout_s, api.body_min_rate_bytes_s)", self._body_seen, now - self._body_start)
+            self.transport.close()
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > max_connections:
@@ -99,6 +142,9 @@ def guarded_protocol(max_connections: int, header_timeout_s: float) -> type[H11P
             if timer is not None:
                 timer.cancel()
                 self._head_timer = None
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
             super().connection_lost(exc)
 
     return GuardedH11Protocol
@@ -109,7 +155,7 @@ def server_config(app: Any, api_cfg: Any) -> dict[str, Any]:
     cap = connection_cap(api_cfg.max_connections)
     return {
         "app": app,
-        "http": guarded_protocol(cap, api_cfg.header_timeout_s),
+        "http": guarded_protocol(cap, api_cfg.header_timeout_s, api_cfg.body_timeout_s, api_cfg.body_min_rate_bytes_s),
         "timeout_keep_alive": max(1, int(round(api_cfg.keep_alive_timeout_s))),
         "limit_concurrency": cap + 8,  # requests in flight; the connection cap bites first
         "backlog": 128,

@@ -50,6 +50,7 @@ from edge.feedback import FeedbackError, _atomic_write, delete_crop, encode_jpeg
 from edge.fusion import fuse
 from edge.hostcheck import retrain_missing
 from edge.model_package import PackageError, resolve_model_name
+from edge.poison import PromoteNeedsConfirmation, candidate_review, check_promote, label_audit
 from edge.records import FrameRecord, aggregate
 from edge.timeutil import iso_utc
 
@@ -638,6 +639,7 @@ class ModelControl:
             result = fn(package, [d for d in self.feedback_dirs() if Path(d).is_dir()], out, **kwargs)
             cand_path = Path(getattr(result, "candidate", None) or result)
             report = _as_dict(result)
+            report["label_audit"] = label_audit(Path(self.cfg.operator.feedback_dir))  # issue 24 (edge/poison.py)
             progress("loading the candidate")
             self.load_candidate(cand_path, "retrain", report)
             self.retrain_job.update(state="done", progress="candidate running in shadow", finished_at=iso_utc(),
@@ -783,6 +785,7 @@ class RetrainRequest(BaseModel):
 
 class ActionRequest(BaseModel):
     who: str | None = Field(default=None, max_length=80, description="operator name or badge (logged)")
+    confirm: bool = Field(default=False, description="promote despite the review's warning (edge/poison.py)")
 
 
 class ShadowLabelRequest(BaseModel):
@@ -819,6 +822,7 @@ def install_model_api(app: FastAPI, state: Any, control: ModelControl, auth: lis
     def ui_model(limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
         d: dict[str, Any] = _without_paths(control.doc())
         d["disagreements"] = control.shadow.store.items(limit)
+        d["review"] = candidate_review(d, cfg)  # issue 24: CV next to the recent parts, and the warning
         return d
 
     @r.post("/model/candidate", summary="Load a candidate package and run it in shadow", dependencies=auth,
@@ -842,6 +846,10 @@ def install_model_api(app: FastAPI, state: Any, control: ModelControl, auth: lis
     @r.post("/model/promote", summary="Swap the candidate in (atomic reload + self-test); the live one is kept for rollback",
             dependencies=auth, responses={409: {"description": "no candidate"}, 422: {"description": "refused"}})
     def promote(body: ActionRequest | None = None) -> JSONResponse:
+        try:  # issue 24: a candidate that disagrees with live on too many recent parts needs a confirmation
+            check_promote(control.doc(), cfg, bool(body and body.confirm), body.who if body else None)
+        except PromoteNeedsConfirmation as e:
+            raise HTTPException(409, str(e)) from None
         return run(lambda: control.promote(body.who if body else None))
 
     @r.post("/model/rollback", summary="Swap the previous package back in", dependencies=auth,

@@ -13,10 +13,11 @@ PY=${PYTHON:-.venv/bin/python}
 export TF_CPP_MIN_LOG_LEVEL=2
 export BOXINSPECT_FUZZ_CASES=${1:-8000}
 export BOXINSPECT_FUZZ_IMAGES=${2:-2500}
+export BOXINSPECT_FUZZ_WRONG=${BOXINSPECT_FUZZ_WRONG:-3000}  # wrong content types on every route (issue 24)
 export BOXINSPECT_FUZZ_RANDOM=1
 export BOXINSPECT_FUZZ_REPORT=${BOXINSPECT_FUZZ_REPORT:-$PWD/fuzz-report.json}
 rm -f "$BOXINSPECT_FUZZ_REPORT"
 start=$(date +%s)
 nice -n 10 "$PY" -m pytest tests/test_fuzz.py -q -p no:cacheprovider "${@:3}"
-echo "fuzz: $((BOXINSPECT_FUZZ_CASES + BOXINSPECT_FUZZ_IMAGES)) cases asked, $(( $(date +%s) - start )) s; counts in $BOXINSPECT_FUZZ_REPORT:"
+echo "fuzz: $((BOXINSPECT_FUZZ_CASES + BOXINSPECT_FUZZ_IMAGES + BOXINSPECT_FUZZ_WRONG)) cases asked, $(( $(date +%s) - start )) s; counts in $BOXINSPECT_FUZZ_REPORT:"
 cat "$BOXINSPECT_FUZZ_REPORT"

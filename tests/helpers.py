@@ -380,11 +380,15 @@ def first_occurrences(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def daemon_client(cfg: Any) -> tuple[Any, Any]:
+def daemon_client(cfg: Any, auth: bool = False) -> tuple[Any, Any]:
     """An in-process ``Daemon`` for ``cfg`` (its model loaded, no part started) and a FastAPI TestClient on its API:
     the daemon's own reload and trigger behind /reload and /trigger. An unexpected error answers 500, as from the
-    real server (its traceback is logged), rather than raising in the test."""
+    real server (its traceback is logged), rather than raising in the test. ``auth``: the client sends the token
+    of ``with_token(cfg)`` on every request."""
     from fastapi.testclient import TestClient
+
+    if auth:
+        with_token(cfg)
 
     from edge.api import ApiState, create_app
     from edge.daemon import Daemon, load_model
@@ -394,7 +398,7 @@ def daemon_client(cfg: Any) -> tuple[Any, Any]:
         config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
         reload=d.reload, trigger=d.trigger if cfg.decision.mode == "triggered" else None,
     )
-    return TestClient(create_app(state), raise_server_exceptions=False), d
+    return TestClient(create_app(state), raise_server_exceptions=False, headers=AUTH if auth else None), d
 
 
 def package_copies(model: Path, into: Path, names: Iterable[str] | None = None) -> list[Path]:
@@ -616,4 +620,20 @@ def tiny_daemon_cfg(workdir: Path, model: Path, **over: Any) -> dict[str, Any]:
         "shutdown_timeout_s": 5,
     }
     cfg.update(over)
+    return cfg
+
+
+# ------------------------------------------------------------------------------ issue 24: closed by default
+
+TEST_TOKEN = "test-api-token"
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+def with_token(cfg: Any) -> Any:
+    """``cfg`` with ``api.token`` = TEST_TOKEN when it has none: without a credential nothing that stores data,
+    decodes an upload, changes the model or replays history is served (edge/access.py)."""
+    from pydantic import SecretStr
+
+    if cfg.api.token is None:
+        cfg.api.token = SecretStr(TEST_TOKEN)
     return cfg

@@ -15,7 +15,15 @@ from edge.api import ApiState, create_app
 from edge.classifier import Classifier
 from edge.metrics import Metrics
 from edge.state import LoadedModel, ModelSlot
-from tests.helpers import daemon_client, edge_config, edit_sidecar, failing_golden, package_copies
+from tests.helpers import (
+    AUTH,
+    daemon_client,
+    edge_config,
+    edit_sidecar,
+    failing_golden,
+    package_copies,
+    with_token,
+)
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -38,9 +46,13 @@ def box_images(few_boxes: Path) -> dict[str, Path]:
     return out
 
 
-def _client(cfg, loaded: LoadedModel | None, **parts) -> tuple[TestClient, ApiState]:
+def _client(cfg, loaded: LoadedModel | None, anonymous: bool = False, **parts) -> tuple[TestClient, ApiState]:
+    """The app and a client; unless ``anonymous`` (or the test set a token of its own) the client holds the token."""
+    auth = not anonymous and cfg.api.token is None
+    if auth:
+        with_token(cfg)
     state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded), **parts)
-    return TestClient(create_app(state)), state
+    return TestClient(create_app(state), headers=AUTH if auth else None), state
 
 
 # -------------------------------------------------------------------------------- health and readiness
@@ -317,9 +329,9 @@ def test_reload_rejects_a_model_failing_its_self_test(tmp_path, model_copy):
 
 
 def test_trigger_only_in_triggered_mode(tmp_path, model_copy):
-    client, d = daemon_client(edge_config(tmp_path, model_copy))
+    client, d = daemon_client(edge_config(tmp_path, model_copy), auth=True)
     assert client.post("/trigger", json={"part_id": "p1"}).status_code == 409
-    client, d = daemon_client(edge_config(tmp_path, model_copy, decision={"mode": "triggered"}))
+    client, d = daemon_client(edge_config(tmp_path, model_copy, decision={"mode": "triggered"}), auth=True)
     r = client.post("/trigger", json={"part_id": "p1"})
     assert r.status_code == 202 and r.json() == {"accepted": True, "part_id": "p1"}
     assert client.post("/trigger").status_code == 202
@@ -334,10 +346,11 @@ def test_trigger_only_in_triggered_mode(tmp_path, model_copy):
 
 
 def test_token_guards_everything_but_health_and_metrics(tmp_path, tiny_model, loaded):
-    client, _ = _client(edge_config(tmp_path, tiny_model, api={"token": "s3cret"}), loaded)
+    """With ``api.viewing: token`` the views need the token too (issue 24: by default they are open)."""
+    client, _ = _client(edge_config(tmp_path, tiny_model, api={"token": "s3cret", "viewing": "token"}), loaded)
     assert client.get("/healthz").status_code == 200
     assert client.get("/metrics").status_code == 200
-    for method, path in [("get", "/readyz"), ("get", "/status"), ("get", "/events"), ("get", "/snapshot.jpg"),
+    for method, path in [("get", "/status"), ("get", "/events"), ("get", "/snapshot.jpg"),
                          ("post", "/predict"), ("post", "/reload"), ("post", "/trigger")]:
         r = getattr(client, method)(path)
         assert r.status_code == 401, (path, r.status_code)
@@ -351,10 +364,12 @@ def test_token_guards_everything_but_health_and_metrics(tmp_path, tiny_model, lo
     assert r.status_code == 200
 
 
-def test_no_token_configured_means_open(tmp_path, tiny_model, loaded):
-    client, _ = _client(edge_config(tmp_path, tiny_model), loaded)
+def test_no_token_configured_means_views_only(tmp_path, tiny_model, loaded):
+    """Issue 24: no credential configured = health, metrics and views; every action is a 403 that says how."""
+    client, _ = _client(edge_config(tmp_path, tiny_model), loaded, anonymous=True)
     assert client.get("/status").status_code == 200
-    assert client.get("/status", headers={"Authorization": "Bearer anything"}).status_code == 200
+    r = client.post("/predict", files={"file": ("a.jpg", _jpeg(), "image/jpeg")})
+    assert r.status_code == 403 and "api.token" in r.json()["detail"]
 
 
 def test_openapi_documents_the_endpoints(tmp_path, tiny_model, loaded):

@@ -27,6 +27,8 @@ import yaml
 
 from tests.broker import Broker
 from tests.helpers import (
+    AUTH,
+    TEST_TOKEN,
     DaemonProc,
     Publisher,
     Subscriber,
@@ -365,7 +367,8 @@ def test_max_frames_stops_the_daemon(tmp_path, int8_model, synth_video):
 @SLOW
 def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, broker):
     video, gt = synth_video
-    cfg = base_cfg(tmp_path, int8_model, video, gt, broker, decision={"mode": "triggered", "trigger_frames": 2})
+    cfg = base_cfg(tmp_path, int8_model, video, gt, broker, decision={"mode": "triggered", "trigger_frames": 2},
+                   api={"token": TEST_TOKEN})
     pub = Publisher(broker.host, broker.port, f"{topic_base(cfg)}/trigger")
     # a stale retained trigger is ignored (it would announce a phantom part on every reconnect)
     pub.send({"part_id": "STALE"}, retain=True)
@@ -375,7 +378,7 @@ def test_triggered_mode_over_mqtt_and_http(tmp_path, int8_model, synth_video, br
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
         pub.send({"part_id": "P-100"})
         pub.send("P-101")
-        r = httpx.post(d.base + "/trigger", json={"part_id": "P-102"}, timeout=5)
+        r = httpx.post(d.base + "/trigger", json={"part_id": "P-102"}, headers=AUTH, timeout=5)
         assert r.status_code == 202, r.text
         parts = wait_for(
             lambda: {e["part_id"] for e in d.get("/events").json()} >= {"P-100", "P-101", "P-102"}
@@ -420,12 +423,13 @@ def test_no_box_is_never_classified(tmp_path, crop_model):
     video = write_still_video(tmp_path / "empty.mp4", empty)
     gt = {"roi": {"x": 0, "y": 0, "width": empty.shape[1], "height": empty.shape[0]}}
     cfg = base_cfg(tmp_path, crop_model, video, gt, None,
-                   decision={"mode": "triggered", "trigger_frames": 2, "trigger_no_box_frames": 5})
+                   decision={"mode": "triggered", "trigger_frames": 2, "trigger_no_box_frames": 5},
+                   api={"token": TEST_TOKEN})
     d = DaemonProc(tmp_path, cfg).start()
     try:
         d.wait_api()
         wait_for(lambda: d.status()["camera"]["state"] == "ok", 30, "camera ok", d=d)
-        r = httpx.post(d.base + "/trigger", json={"part_id": "NOTHING"}, timeout=5)
+        r = httpx.post(d.base + "/trigger", json={"part_id": "NOTHING"}, headers=AUTH, timeout=5)
         assert r.status_code == 202, r.text
         wait_for(lambda: "part NOTHING: no box found" in d.log(), 60, "the no-box log line", d=d)
         st = d.status()

@@ -175,7 +175,15 @@ def test_compose_broker_refuses_anonymous_clients_and_enforces_the_acl(tmp_path)
         # the reader may not fake events, and the daemon may not write outside boxinspect/
         assert "Not authorized" in _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/defect")
         assert "Not authorized" in _publish(broker, "boxinspect", daemon["BOXINSPECT_MQTT__PASSWORD"], "plant/other")
-        assert _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/trigger") == "puback: Success"
+        # issue 24: only the PLC user announces parts; the daemon announces itself to Home Assistant
+        assert "Not authorized" in _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/trigger")
+        plc_pw = _env_file(deploy / ".env")["MQTT_PLC_PASSWORD"]
+        allowed = ("puback: Success", "puback: No matching subscribers")
+        assert _publish(broker, "plc", plc_pw, "boxinspect/l1/c1/trigger") in allowed
+        assert "Not authorized" in _publish(broker, "plc", plc_pw, "boxinspect/l1/c1/defect")
+        discovery = "homeassistant/sensor/boxinspect_l1_c1/defect_rate/config"
+        assert _publish(broker, "boxinspect", daemon["BOXINSPECT_MQTT__PASSWORD"], discovery) in allowed
+        assert _publish(broker, "reader", reader_pw, "boxinspect/l1/c1/replay") in allowed
         assert len(sub.on("/defect")) == 1
 
 
@@ -217,3 +225,23 @@ def test_alert_rules_name_metrics_the_daemon_exports(tmp_path, tiny_model):
     used = {name for r in alert_rules() for name in METRIC_RE.findall(r["expr"])}
     assert "boxinspect_loop_alive" in used and "boxinspect_state_disk_free_bytes" in used
     assert not used - exported - PROMETHEUS_OWN, sorted(used - exported - PROMETHEUS_OWN)
+
+
+def test_k8s_manifest_sets_trusted_hosts_and_a_memory_limit_above_the_measured_peak():
+    """Issue 24: the manifest bound the API to 0.0.0.0 with no trusted_hosts, and its 768 Mi limit was below the
+    measured peak. The peak is the combined load test's figure (docs/bench/combined-issue24.json)."""
+    import json
+
+    import yaml
+
+    cm = yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text())
+    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    assert cfg["api"]["host"] == "0.0.0.0" and cfg["api"]["trusted_hosts"]
+    ds = yaml.safe_load((REPO / "deploy" / "k8s" / "daemonset.yaml").read_text())
+    (daemon,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "boxinspect"]
+    probe_host = {h["name"]: h["value"] for h in daemon["livenessProbe"]["httpGet"]["httpHeaders"]}["Host"]
+    assert probe_host in cfg["api"]["trusted_hosts"]
+    limit = daemon["resources"]["limits"]["memory"]
+    mib = float(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    peak = json.loads((REPO / "docs" / "bench" / "combined-issue24.json").read_text())["rss_peak_mb"]
+    assert mib * 1.048576 > max(peak, 829) * 1.1, (limit, peak)  # MiB -> MB, 10 % headroom over the worst seen

@@ -191,3 +191,61 @@ def test_predict_with_mutated_images_never_5xx(daemon):
     assert total >= IMAGE_CASES * 0.9, counts
     assert counts["200"] > 0 and (counts["415"] + counts["413"]) > 0, counts  # both kinds were reached
     assert daemon.alive()
+
+
+# ------------------------------------------------------------------ issue 24: wrong content types on every route
+
+WRONG_CASES = int(os.environ.get("BOXINSPECT_FUZZ_WRONG", "300"))
+NAN_JSON = [b'{"target_recall": NaN}', b'{"cost_ratio": Infinity, "min_per_class": -Infinity}', b'{"who": NaN}',
+            b'{"path": Infinity}', b"NaN", b'{"enabled": NaN, "every": 1e999}']
+
+
+@st.composite
+def wrong_body(draw: st.DrawFn) -> dict[str, Any]:
+    """A body of a kind the route does not take: multipart with a binary part, raw binary, a form, nothing, text,
+    JSON with NaN/Infinity, or random bytes declared as JSON."""
+    kind = draw(st.sampled_from(["multipart", "binary", "form", "empty", "text", "nan", "json-bytes"]))
+    blob = draw(st.binary(min_size=0, max_size=512))
+    if kind == "multipart":
+        return {"files": {draw(st.sampled_from(["file", "body", "path"])): ("x.bin", blob, "application/octet-stream")}}
+    if kind == "binary":
+        return {"content": blob, "headers": {"Content-Type": "application/octet-stream"}}
+    if kind == "form":
+        return {"data": draw(st.dictionaries(st.sampled_from(["path", "label", "who", "enabled", "kind", "id"]),
+                                             st.text(max_size=20), max_size=4))}
+    if kind == "empty":
+        return {"content": b""}
+    if kind == "text":
+        return {"content": blob, "headers": {"Content-Type": "text/plain; charset=latin-1"}}
+    if kind == "nan":
+        return {"content": draw(st.sampled_from(NAN_JSON)), "headers": {"Content-Type": "application/json"}}
+    return {"content": blob, "headers": {"Content-Type": "application/json"}}
+
+
+@SLOW
+def test_wrong_content_types_on_every_route_never_5xx(daemon):
+    doc = httpx.get(daemon.base + "/openapi.json", timeout=30).json()
+    ops = [(m.upper(), p.replace("{name}", "x").replace("{event_id}", "x").replace("{check_id}", "x")
+            .replace("{which}", "thumb")) for p, item in doc["paths"].items() for m in item]
+    counts: collections.Counter = collections.Counter()
+    failures: list[str] = []
+    client = httpx.Client(base_url=daemon.base, timeout=60)
+
+    @_settings(WRONG_CASES, 24)
+    @given(op=st.sampled_from(ops), body=wrong_body(), who=st.integers(0, 2))
+    def run(op: tuple[str, str], body: dict[str, Any], who: int) -> None:
+        method, path = op
+        kw = dict(body)
+        headers = {**kw.pop("headers", {}), **_auth_headers(who)}
+        r = client.request(method, path, headers=headers, **kw)
+        counts[f"{r.status_code // 100}xx"] += 1
+        if r.status_code >= 500 and not (r.status_code == 503 and path in NOT_READY_503 + ("/ui/check", "/ui/check/current")):
+            failures.append(f"{method} {path} -> {r.status_code}: {r.text[:200]}")
+            raise AssertionError(failures[-1])
+
+    run()
+    client.close()
+    total = sum(counts.values())
+    _report("wrong_content_types", counts + collections.Counter({"total": total, "operations": len(ops)}))
+    assert not failures, failures[:5]
+    assert daemon.alive()

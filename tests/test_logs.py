@@ -59,3 +59,23 @@ def test_every_line_of_the_daemon_is_json(tmp_path, tiny_model):
     assert run.returncode == 2
     errors = [r for r in map(json.loads, run.stderr.strip().splitlines()) if r["level"] == "CRITICAL"]
     assert len(errors) == 1 and "mqtt.port" in errors[0]["msg"], run.stderr
+
+
+def test_a_noisy_library_is_rate_limited_with_a_suppressed_count(caplog):
+    """Issue 24: asyncua logged every bad OPC UA client message at full rate; it goes through the same limiter."""
+    import time
+
+    from edge import ratelimit
+
+    noisy = logging.getLogger("asyncua.server.uaprocessor")
+    with caplog.at_level(logging.WARNING, logger="asyncua"):
+        ratelimit.install_library_limits(0.2)
+        for i in range(1000):
+            noisy.warning("bad message from client %d", i)
+        time.sleep(0.25)
+        noisy.warning("bad message from client %d", 1000)
+    for h in logging.getLogger().handlers:
+        h.filters = [f for f in h.filters if not isinstance(f, ratelimit.LibraryRateLimitFilter)]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("asyncua")]
+    assert len(lines) == 2, lines[:5]
+    assert "999 similar line(s) suppressed" in lines[1]

@@ -244,7 +244,8 @@ def test_oversized_upload_is_413(tmp_path, int8_model, loaded):
 
 
 def test_collection_mode_and_label_queue(tmp_path, int8_model, loaded, images):
-    client, state = _app(tmp_path, int8_model, loaded, token=None, collect_every=2, collect_max_files=2)
+    client, state = _app(tmp_path, int8_model, loaded, collect_every=2, collect_max_files=2)
+    client.headers.update(AUTH)  # issue 24: collection and labels store data, so they need the token
     neg, pos = loaded.classifier.metadata.negative_class, loaded.classifier.metadata.positive_class
     box = cv2.imread(str(images["ok"][0]))
     _decide(state, loaded, box)

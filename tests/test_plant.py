@@ -535,3 +535,36 @@ def test_opcua_port_in_use_is_a_clear_error() -> None:
         with pytest.raises(RuntimeError, match=r"opcua: cannot start on opc.tcp://127.0.0.1:\d+/boxinspect/: .*address already in use"):
             server.start()
         server.stop()
+
+
+def test_opcua_users_from_a_file(tmp_path: Path) -> None:
+    """Issue 24: with allow_anonymous false, users come from opcua.users_file (scrypt hashes); a real client logs in
+    with a listed password, a wrong one is refused, a bad file stops start-up naming its line."""
+    from asyncua import Client
+    from asyncua.ua.uaerrors import BadUserAccessDenied
+
+    from edge.opcua_server import OpcuaServer
+    from edge.opcua_users import UsersFileError, load_users, user_line
+
+    users = tmp_path / "opcua-users"
+    users.write_text(f"# plant users\n{user_line('line-plc', 'pw-1')}\n{user_line('scada', 'pw-2')}\n")
+    cfg = OpcuaConfig(enabled=True, endpoint=f"opc.tcp://127.0.0.1:{free_port()}/boxinspect/", users_file=users)
+    server = OpcuaServer(cfg, "l1", "c1")
+    server.start()
+    try:
+        async def login(user: str, password: str) -> None:
+            c = Client(cfg.endpoint)
+            c.set_user(user)
+            c.set_password(password)
+            async with c:
+                pass
+
+        asyncio.run(login("line-plc", "pw-1"))
+        asyncio.run(login("scada", "pw-2"))
+        with pytest.raises(BadUserAccessDenied):
+            asyncio.run(login("scada", "pw-1"))
+    finally:
+        server.stop()
+    users.write_text("plc:plaintext\n")
+    with pytest.raises(UsersFileError, match="line 1"):
+        load_users(users)

@@ -189,7 +189,8 @@ def test_one_decision_per_part_under_overload(tmp_path, int8_model, synth_video,
     """Triggers come faster than the (slowed) model can decide: every part still gets exactly one decision."""
     cfg = plant_cfg(
         tmp_path, int8_model, synth_video, mosquitto,
-        decision={"mode": "triggered", "trigger_frames": 2},
+        # ~40 triggers a second: above the flood gate's default (test_failsafe.py tests it); here the decider's overload
+        decision={"mode": "triggered", "trigger_frames": 2, "trigger_min_gap_ms": 0},
         reject={"deadline_ms": 1500, "on_timeout": "reject"},
     )
     base = topic_base(cfg)

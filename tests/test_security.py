@@ -24,7 +24,8 @@ from edge.metrics import Metrics
 from edge.model_package import sidecar_path
 from edge.server import server_config, start_api
 from edge.source import safe_uri
-from tests.helpers import daemon_client, edge_config, edit_sidecar, package_copies
+from tests.helpers import AUTH as TEST_AUTH
+from tests.helpers import daemon_client, edge_config, edit_sidecar, package_copies, with_token
 
 TOKEN = "t0k3n-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -179,15 +180,16 @@ BOMBS = {
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_upload_bombs_and_other_formats_are_refused_before_decoding(tmp_path, int8_model, loaded, name):
     make, status = BOMBS[name]
-    state = ApiState(config=edge_config(tmp_path, int8_model), metrics=Metrics(), models=ModelSlot(loaded))
-    client = TestClient(create_app(state))
+    state = ApiState(config=with_token(edge_config(tmp_path, int8_model)), metrics=Metrics(), models=ModelSlot(loaded))
+    client = TestClient(create_app(state), headers=TEST_AUTH)
     r = client.post("/predict", files={"file": (f"x.{name}", make(), "application/octet-stream")})
     assert r.status_code == status, r.text
     assert "pixels" in r.json()["detail"] or "not a decodable image" in r.json()["detail"]
 
 
 def test_allowed_formats_still_work(tmp_path, int8_model, loaded):
-    client = TestClient(create_app(ApiState(config=edge_config(tmp_path, int8_model), metrics=Metrics(), models=ModelSlot(loaded))))
+    cfg = with_token(edge_config(tmp_path, int8_model))
+    client = TestClient(create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded))), headers=TEST_AUTH)
     img = (np.random.default_rng(1).random((90, 120, 3)) * 255).astype(np.uint8)
     for ext in (".jpg", ".png", ".bmp", ".webp"):
         r = client.post("/predict", files={"file": (f"a{ext}", _encoded(ext, img), "application/octet-stream")})
@@ -199,8 +201,8 @@ def test_allowed_formats_still_work(tmp_path, int8_model, loaded):
 
 
 def test_the_pixel_limit_is_one_rule_for_every_format(tmp_path, int8_model, loaded):
-    cfg = edge_config(tmp_path, int8_model, api={"max_image_pixels": 100 * 100})
-    client = TestClient(create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded))))
+    cfg = with_token(edge_config(tmp_path, int8_model, api={"max_image_pixels": 100 * 100}))
+    client = TestClient(create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded))), headers=TEST_AUTH)
     img = np.zeros((101, 100, 3), np.uint8)
     for ext in (".jpg", ".png", ".bmp", ".webp"):
         r = client.post("/predict", files={"file": (f"a{ext}", _encoded(ext, img), "application/octet-stream")})
@@ -211,9 +213,9 @@ def test_decodes_wait_for_a_slot_then_503(tmp_path, int8_model, loaded, monkeypa
     import edge.api
 
     monkeypatch.setattr(edge.api, "DECODE_WAIT_S", 0.2)
-    cfg = edge_config(tmp_path, int8_model, api={"max_concurrent_decodes": 1})
+    cfg = with_token(edge_config(tmp_path, int8_model, api={"max_concurrent_decodes": 1}))
     app = create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded)))
-    client = TestClient(app)
+    client = TestClient(app, headers=TEST_AUTH)
     jpg = _encoded(".jpg", np.zeros((32, 32, 3), np.uint8))
     assert client.post("/predict", files={"file": ("a.jpg", jpg, "image/jpeg")}).status_code == 200
     slots: threading.BoundedSemaphore = app.state.decode_slots
@@ -263,7 +265,7 @@ def test_status_and_readyz_mask_an_rtsp_password_with_at_sign(tmp_path, int8_mod
 
 
 def test_one_log_line_per_refused_trigger(tmp_path, package, caplog):
-    client, d = daemon_client(edge_config(tmp_path, package, decision={"mode": "triggered"}))
+    client, d = daemon_client(edge_config(tmp_path, package, decision={"mode": "triggered"}), auth=True)
     d.decider.max_pending = 1
     assert client.post("/trigger", json={"part_id": "p1"}).status_code == 202
     caplog.clear()

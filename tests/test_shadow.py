@@ -19,6 +19,7 @@ from edge.classifier import ModelError
 from edge.daemon import EXIT_OK, Daemon, load_model
 from edge.shadow import active_model_path
 from tests.helpers import (
+    AUTH,
     RecordingSink,
     ReplayCapture,
     edit_sidecar,
@@ -27,6 +28,7 @@ from tests.helpers import (
     package_copies,
     video_frames,
     wait_for,
+    with_token,
 )
 from tests.test_loop import FIRST_BOXES, ground_truth_scores, loop_cfg, run_in_thread
 
@@ -77,7 +79,7 @@ def test_shadow_counts_agreements_and_keeps_disagreements_for_review(tmp_path, s
     # the disagreeing crops wait on disk, one per rejected box, and a label makes them feedback like any other
     kept = sorted(p.stem for p in (tmp_path / "shadow" / "disagreements").glob("*.jpg"))
     assert kept == sorted(e["event_id"] for e in defects)
-    client = TestClient(create_app(d.state))
+    client = TestClient(create_app(with_token(d.state.config) and d.state), headers=AUTH)
     view = client.get("/ui/model").json()
     assert str(tmp_path) not in json.dumps(view)  # the open page's view names no file paths
     assert view["candidate"]["model_id"] == "cand@0000000000c1" and view["shadow"]["disagreed"] == len(defects)
@@ -209,7 +211,8 @@ def test_model_changes_need_a_token_like_reload(tmp_path, synth_video, two_packa
         r = client.post(path)
         assert r.status_code == 403 and "api.token" in r.json()["detail"]
     assert client.post("/model/candidate", json={"path": "b.tflite"}).status_code == 403
-    assert client.get("/model").json()["live"]["model_id"] == d.models.get().classifier.model_id
+    assert client.get("/ui/model").json()["live"]["model_id"] == d.models.get().classifier.model_id
+    assert client.get("/model").status_code == 403  # the full document names files: engineer role (issue 24)
 
 
 def test_bench_candidate_times_the_head_on_live_features_only_for_a_head_on_the_live_backbone(

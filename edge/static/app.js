@@ -4,6 +4,7 @@
 const TOKEN_KEY = "boxinspect-token";
 const $ = (id) => document.getElementById(id);
 let summary = null;
+let promoteNeedsConfirm = false;
 let labels = ["ok", "defective"]; // (negative, positive), from the model
 let queueItem = null;
 let lastDecisionsKey = "";
@@ -50,11 +51,16 @@ function showTokenForm(show) {
 function refreshTokenState() {
   const need = summary && summary.token_required;
   $("token-state").textContent = need ? (token() ? "token set for this session" : "actions need the API token") : "";
+  // issue 24: with no credential configured the page is read-only and says how to enable actions
+  const access = summary && summary.access;
+  if (access && !access.actions_enabled) $("token-state").textContent = "read-only: " + access.how_to_enable;
+  document.cookie = "boxinspect_view=" + encodeURIComponent(token()) + "; path=/; SameSite=Strict" + (token() ? "" : "; max-age=0");
   $("token-button").hidden = !need;
 }
 
 async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store" });
+  // api.viewing: token (issue 24): the page's reads carry the token too; its images get it from the view cookie
+  const r = await fetch(path, { cache: "no-store", headers: token() ? { "Authorization": "Bearer " + token() } : {} });
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
 }
@@ -338,6 +344,14 @@ function renderModel(d) {
   $("retrain-state").textContent = r.state === "running" ? `Retrain running: ${r.progress || ""}`
     : r.state === "done" ? `Last retrain: done in ${num(r.seconds, 1)} s` : r.state === "failed" ? `Last retrain failed: ${r.error}` : "";
   $("m-promote").disabled = !d.candidate;
+  // issue 24: the review (edge/poison.py): labels that disagree with live, the recent parts, and the warning
+  const rv = d.review;
+  const la = rv && rv.label_audit;
+  $("review-warning").hidden = !(rv && rv.warning);
+  $("review-warning").textContent = rv && rv.warning ? "Warning: " + rv.warning : "";
+  $("label-audit").textContent = la ? `Labels: ${la.labels}, of which ${la.disagree_with_live} disagree with the live model's verdict` +
+    (Object.keys(la.disagreeing_sources || {}).length ? " · most from " + Object.entries(la.disagreeing_sources).map(([k, v]) => `${k}: ${v}`).join(", ") : "") : "";
+  promoteNeedsConfirm = !!(rv && rv.needs_confirmation);
   $("m-rollback").disabled = !d.previous;
   $("m-retrain").disabled = r.state === "running";
   const list = d.disagreements || [];
@@ -422,7 +436,11 @@ function wire() {
     } catch (e) { /* toast says why */ }
   });
   $("m-retrain").addEventListener("click", () => modelAction("/model/retrain", {}, () => "Retrain started: the candidate runs in shadow when it is ready"));
-  $("m-promote").addEventListener("click", () => modelAction("/model/promote", {}, (d) => `Promoted: ${d.live.model_id} is live`));
+  $("m-promote").addEventListener("click", () => {
+    // issue 24: a candidate that disagrees with live on too many recent parts is promoted only on confirmation
+    if (promoteNeedsConfirm && !window.confirm($("review-warning").textContent + "\n\nPromote anyway?")) return;
+    modelAction("/model/promote", { confirm: promoteNeedsConfirm }, (d) => `Promoted: ${d.live.model_id} is live`);
+  });
   $("m-rollback").addEventListener("click", () => modelAction("/model/rollback", {}, (d) => `Rolled back: ${d.live.model_id} is live`));
   $("m-load").addEventListener("click", () => {
     const path = $("m-candidate").value.trim();
