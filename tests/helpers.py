@@ -637,3 +637,22 @@ def with_token(cfg: Any) -> Any:
     if cfg.api.token is None:
         cfg.api.token = SecretStr(TEST_TOKEN)
     return cfg
+
+
+def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None = None,
+               **api: Any) -> tuple[Any, Any]:
+    """The real app of a real (not started) Daemon on ``tiny_model``, and a TestClient that returns server errors as
+    responses (the role matrix, body and bounds tests). ``api``: api.* keys."""
+    from fastapi.testclient import TestClient
+
+    from edge.api import ApiState, create_app
+    from edge.daemon import Daemon, load_model
+
+    cfg = edge_config(tmp_path, tiny_model, mqtt={"enabled": False}, api=api,
+                      operator={"feedback_dir": str(tmp_path / "feedback"), **(operator or {})},
+                      shadow={"dir": str(tmp_path / "shadow")})
+    d = Daemon(cfg, load_model(cfg, cfg.model.path))
+    state = ApiState(config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
+                     reload=d.reload, model_control=d.model_control)
+    app = create_app(state)
+    return app, TestClient(app, raise_server_exceptions=False)

@@ -11,32 +11,18 @@ from __future__ import annotations
 import re
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from edge.access import Role, role_table
-from edge.api import ApiState, create_app
-from edge.daemon import Daemon, load_model
-from tests.helpers import AUTH, TEST_TOKEN, edge_config
+from tests.helpers import AUTH, TEST_TOKEN, daemon_app
 
 PARAMS = {"name": "x", "event_id": "x", "check_id": "x", "which": "thumb"}
 MOUNT_FILES = {"/static": "/static/app.js", "/swagger": "/swagger/swagger-ui-bundle.js"}
 BINARY = {"files": {"file": ("x.bin", bytes(range(256)) * 4, "application/octet-stream")}}
 REFUSED = (401, 403)
-
-
-def _app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None = None, **api: Any) -> tuple[Any, TestClient]:
-    cfg = edge_config(tmp_path, tiny_model, mqtt={"enabled": False}, api=api,
-                      operator={"feedback_dir": str(tmp_path / "feedback"), **(operator or {})},
-                      shadow={"dir": str(tmp_path / "shadow")})
-    d = Daemon(cfg, load_model(cfg, cfg.model.path))
-    state = ApiState(config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
-                     reload=d.reload, model_control=d.model_control)
-    app = create_app(state)
-    return app, TestClient(app, raise_server_exceptions=False)
 
 
 def _cells(app: Any) -> list[tuple[str, str, Role | None]]:
@@ -50,7 +36,7 @@ def _ask(client: TestClient, method: str, path: str, headers: dict[str, str] | N
 
 
 def test_every_route_has_a_role_and_every_action_is_closed(tmp_path, tiny_model):
-    app, _ = _app(tmp_path, tiny_model)
+    app, _ = daemon_app(tmp_path, tiny_model)
     table = role_table(app.routes)
     actions = [(m, p, r) for m, p, r in table if m not in ("GET", "HEAD", "OPTIONS")]
     assert len(actions) >= 14, actions
@@ -61,7 +47,7 @@ def test_every_route_has_a_role_and_every_action_is_closed(tmp_path, tiny_model)
 
 
 def test_default_install_anonymous_gets_403_on_every_action_and_views_stay_open(tmp_path, tiny_model):
-    app, client = _app(tmp_path, tiny_model)
+    app, client = daemon_app(tmp_path, tiny_model)
     refused, viewed = 0, 0
     for method, path, role in _cells(app):
         status = _ask(client, method, path)
@@ -79,7 +65,7 @@ def test_default_install_anonymous_gets_403_on_every_action_and_views_stay_open(
 
 @pytest.mark.parametrize("viewing", ["open", "token"])
 def test_token_install_every_cell(tmp_path, tiny_model, viewing):
-    app, client = _app(tmp_path, tiny_model, token=TEST_TOKEN, viewing=viewing)
+    app, client = daemon_app(tmp_path, tiny_model, token=TEST_TOKEN, viewing=viewing)
     for method, path, role in _cells(app):
         anon, wrong = _ask(client, method, path), _ask(client, method, path, {"Authorization": "Bearer wrong"})
         holder = _ask(client, method, path, AUTH)
@@ -97,14 +83,14 @@ def test_token_install_every_cell(tmp_path, tiny_model, viewing):
 def test_viewing_is_one_setting_for_the_live_image_on_both_routes(tmp_path, tiny_model):
     """Issue 24: /snapshot.jpg was protected while /ui/frame.jpg showed the same image to anyone."""
     for viewing, want in (("open", False), ("token", True)):
-        app, client = _app(tmp_path / viewing, tiny_model, token=TEST_TOKEN, viewing=viewing)
+        app, client = daemon_app(tmp_path / viewing, tiny_model, token=TEST_TOKEN, viewing=viewing)
         for path in ("/snapshot.jpg", "/ui/frame.jpg", "/status", "/ui/summary", "/events", "/ui/decisions"):
             assert (client.get(path).status_code == 401) is want, (viewing, path)
 
 
 def test_the_page_says_how_to_enable_actions(tmp_path, tiny_model, caplog):
     with caplog.at_level("WARNING", logger="edge.api"):
-        _, client = _app(tmp_path, tiny_model)
+        _, client = daemon_app(tmp_path, tiny_model)
     assert any("no credential configured" in m and "api.token" in m for m in caplog.messages)
     s = client.get("/ui/summary").json()
     assert s["access"]["actions_enabled"] is False and "api.token" in s["access"]["how_to_enable"]
@@ -115,7 +101,7 @@ def test_a_refused_request_is_answered_from_its_head_and_closed(tmp_path, tiny_m
     connection is closed (so trickling the body cannot hold a connection)."""
     from edge.server import start_api
 
-    app, _ = _app(tmp_path, tiny_model)
+    app, _ = daemon_app(tmp_path, tiny_model)
     cfg = app.state.boxinspect.config
     server = start_api(app, cfg.api.model_copy(update={"host": "127.0.0.1", "port": 0}), 20)
     try:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from tests.helpers import AUTH, TEST_TOKEN
-from tests.test_access import PARAMS, _app
+from tests.helpers import AUTH, TEST_TOKEN, daemon_app
+from tests.test_access import PARAMS
 
 BINARY = bytes(range(256)) * 8
 BODIES = {
@@ -28,7 +28,7 @@ BODIES = {
 
 
 def test_every_action_answers_every_malformed_body_with_4xx(tmp_path, tiny_model):
-    app, client = _app(tmp_path, tiny_model, token=TEST_TOKEN)
+    app, client = daemon_app(tmp_path, tiny_model, token=TEST_TOKEN)
     from edge.access import role_table
 
     actions = [(m, re.sub(r"\{(\w+)\}", lambda g: PARAMS.get(g.group(1), "x"), p))
@@ -48,7 +48,7 @@ def test_every_action_answers_every_malformed_body_with_4xx(tmp_path, tiny_model
 
 
 def test_nan_in_retrain_is_a_422_that_names_the_field(tmp_path, tiny_model):
-    _, client = _app(tmp_path, tiny_model, token=TEST_TOKEN)
+    _, client = daemon_app(tmp_path, tiny_model, token=TEST_TOKEN)
     r = client.post("/model/retrain", content=b'{"target_recall": NaN}', headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][-1] == "target_recall"

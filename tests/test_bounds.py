@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 
 from edge.server import start_api
-from tests.helpers import TEST_TOKEN, wait_for
-from tests.test_access import _app
+from tests.helpers import TEST_TOKEN, daemon_app, wait_for
 
 SLOW_CLIENTS = 30
 
@@ -44,7 +43,7 @@ def _closed(s: socket.socket) -> bool:
 
 
 def test_slow_bodies_are_cut_off_and_health_stays_reachable(tmp_path: Path, tiny_model: Path):
-    app, _ = _app(tmp_path, tiny_model, token=TEST_TOKEN, max_connections=20, body_timeout_s=2.0,
+    app, _ = daemon_app(tmp_path, tiny_model, token=TEST_TOKEN, max_connections=20, body_timeout_s=2.0,
                   body_min_rate_bytes_s=1000)
     cfg = app.state.boxinspect.config
     server = start_api(app, cfg.api.model_copy(update={"host": "127.0.0.1", "port": 0}), 20)
@@ -66,7 +65,7 @@ def test_slow_bodies_are_cut_off_and_health_stays_reachable(tmp_path: Path, tiny
 
 
 def test_a_fast_upload_is_not_cut_off(tmp_path: Path, tiny_model: Path):
-    app, _ = _app(tmp_path, tiny_model, token=TEST_TOKEN, body_timeout_s=1.0, body_min_rate_bytes_s=1000)
+    app, _ = daemon_app(tmp_path, tiny_model, token=TEST_TOKEN, body_timeout_s=1.0, body_min_rate_bytes_s=1000)
     cfg = app.state.boxinspect.config
     server = start_api(app, cfg.api.model_copy(update={"host": "127.0.0.1", "port": 0}), 20)
     try:
@@ -88,7 +87,7 @@ def test_manual_checks_keep_only_small_jpegs_of_big_uploads(tmp_path: Path, tiny
 
     from tests.helpers import AUTH
 
-    app, client = _app(tmp_path, tiny_model, token=TEST_TOKEN)
+    app, client = daemon_app(tmp_path, tiny_model, token=TEST_TOKEN)
     big = np.zeros((2000, 3000, 3), np.uint8)
     cv2.rectangle(big, (500, 400), (2500, 1600), (40, 90, 200), -1)
     png = cv2.imencode(".png", big)[1].tobytes()
@@ -168,7 +167,7 @@ def test_feedback_has_a_quota_retention_a_rate_and_provenance(tmp_path: Path, ti
 
     from tests.helpers import AUTH, metric
 
-    app, client = _app(tmp_path, tiny_model, token=TEST_TOKEN,
+    app, client = daemon_app(tmp_path, tiny_model, token=TEST_TOKEN,
                        operator={"feedback_max_files": 5, "feedback_per_minute": 9})
     png = cv2.imencode(".png", np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8))[1].tobytes()
     for _ in range(8):
