@@ -29,6 +29,7 @@ Crop: the region's bounding box (axis-aligned, or the minimum-area rotated recta
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,8 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
-CropMethod = Literal["auto", "background", "salient", "none"]
-CROP_METHODS: tuple[str, ...] = ("auto", "background", "salient", "none")
+CropMethod = Literal["auto", "background", "texture", "salient", "none"]
+CROP_METHODS: tuple[str, ...] = ("auto", "background", "texture", "salient", "none")
+# the localiser's version: part of the training feature cache key (a changed localiser makes new crops)
+LOCALIZER_VERSION = 2
 
 
 class CropSpec(BaseModel):
@@ -53,7 +56,7 @@ class CropSpec(BaseModel):
     square: bool = True  # pad the crop to a square around the box centre (no aspect distortion)
     rotated: bool = False  # turn the box's minimum-area rectangle upright before cropping
     work_size: int = Field(default=256, ge=64, le=1024)  # longer side of the image the search runs on
-    min_area: float = Field(default=0.02, gt=0.0, lt=1.0)  # a smaller region is no box (share of the frame)
+    min_area: float = Field(default=0.005, gt=0.0, lt=1.0)  # a smaller region is no box (share of the frame)
     max_area: float = Field(default=0.7, gt=0.0, le=1.0)  # auto: a region whose bounding box spans more of the
     # frame than this means the box fills the frame (a box-centred photo): the crop is the whole image
     max_clutter: float = Field(default=0.25, ge=0.0)  # auto: other salient area, share of the box's, above
@@ -62,6 +65,7 @@ class CropSpec(BaseModel):
     # model, in multiples of the detection bar; fainter regions are belt wear, not boxes
     diff_threshold: float = Field(default=14.0, gt=0.0)  # background: Lab distance that counts as "changed"
     salient_sigma: float = Field(default=4.0, gt=0.0)  # salient: Mahalanobis distance from the border's model
+    texture_z: float = Field(default=6.0, gt=0.0)  # texture: robust z-score (median + z * MAD) of "stands out"
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
 
     def describe(self) -> str:
@@ -126,6 +130,14 @@ def _largest_region(mask: np.ndarray) -> np.ndarray | None:
     return filled
 
 
+def _other_area(mask: np.ndarray, box_px: float) -> float:
+    """Pixels of the regions in ``mask`` big enough to be another box (a quarter of the box or more): specks,
+    bolts and belt wear are not clutter."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA] if n > 1 else np.zeros(0, np.int32)
+    return float(areas[areas >= 0.25 * box_px].sum())
+
+
 def _clean(mask: np.ndarray) -> np.ndarray:
     """Close small gaps inside the box, then remove speckle the belt texture leaves."""
     side = max(mask.shape)
@@ -171,6 +183,50 @@ def salient_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
 
 
 _last_strength: list[np.ndarray] = [np.zeros((1, 1), np.float32)]
+_TEXTURE_DARK = 0.45  # texture: weight of a darkening (shadows) against a brightening
+
+
+def _polish(x: np.ndarray, keep: np.ndarray | None = None, rounds: int = 2) -> np.ndarray:
+    """Two-way median polish: ``x`` minus its row and column medians, taken over the ``keep`` pixels only
+    (what the previous pass called belt), so a box covering most of a column does not erase itself."""
+    r = x.copy()
+    m = np.where(keep, 0.0, np.nan) if keep is not None else np.zeros_like(x)
+    for _ in range(rounds):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-box row or column: no median, keep it
+            r -= np.nan_to_num(np.nanmedian(r + m, axis=1, keepdims=True))
+            r -= np.nan_to_num(np.nanmedian(r + m, axis=0, keepdims=True))
+    return r
+
+
+def _texture_dist(lab: np.ndarray, keep: np.ndarray | None, dark: float) -> np.ndarray:
+    res = np.dstack([_polish(lab[..., c], keep) for c in range(3)])
+    dl = res[..., 0]
+    res[..., 0] = np.where(dl > 0, 0.7 * dl, dark * dl)  # darker (a shadow) counts less
+    return cv2.GaussianBlur(np.sqrt((res * res).sum(axis=2)), (0, 0), 1.0)
+
+
+def texture_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
+    """Pixels unlike the belt, where the belt is periodic or striped (slats, rollers, ribs) and has rails.
+
+    A median filter wider than the belt's gaps removes its fine periodic pattern; a two-way median polish
+    removes what is constant along rows or columns (rails, slats across the travel, a lighting gradient
+    across the belt); what is left is scored against its own robust spread (median + ``texture_z`` * MAD),
+    and a darkening counts less than a brightening or a colour change (shadows are not boxes). Mask at work
+    scale (uint8 0/1) and that scale."""
+    scale = _work_scale(bgr.shape, spec.work_size)
+    small = bgr if scale == 1.0 else cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    k = max(3, int(round(max(small.shape[:2]) / 40)) | 1)
+    lab = cv2.medianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2LAB), k).astype(np.float32)
+    keep = None
+    for _ in range(2):  # the second pass takes the belt's profiles without what the first found
+        dist = _texture_dist(lab, keep, _TEXTURE_DARK)
+        med = float(np.median(dist))
+        mad = max(1.0, 1.4826 * float(np.median(np.abs(dist - med))))
+        bar = med + spec.texture_z * mad
+        keep = dist < med + 3.0 * mad
+    _last_strength[0] = dist / bar
+    return _clean((dist > bar).astype(np.uint8)), scale
 
 
 _reference_memo: list[tuple[np.ndarray, tuple[int, int], float, np.ndarray] | None] = [None]
@@ -208,18 +264,59 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     """Find the box in a BGR uint8 frame. Never falls back: ``found`` is False when no region qualifies.
 
     ``auto`` with a region covering more than ``max_area`` (or touching 3-4 frame edges) returns
-    ``method="whole"``: the box fills the frame."""
+    ``method="whole"``: the box fills the frame. ``auto`` without a reference tries ``salient`` first and,
+    when that finds nothing or calls the scene cluttered (a patterned belt, rails), ``texture``."""
     if spec.method == "none":
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
-    use_bg = spec.method == "background" or (spec.method == "auto" and background is not None)
-    if use_bg:
+    if spec.method == "background" or (spec.method == "auto" and background is not None):
         if background is None:
             raise ValueError("crop method 'background' needs an empty-belt reference image (--background FILE)")
+        return _locate_with(bgr, spec, "background", background)
+    if spec.method in ("salient", "texture"):
+        return _locate_with(bgr, spec, spec.method)
+    first = _locate_with(bgr, spec, "salient")
+    if first.found and (not first.whole or "fills the frame" in first.reason):
+        return first
+    second = _locate_with(bgr, spec, "texture")
+    if second.found:
+        return second
+    return Located(False, "texture", area_frac=second.area_frac, reason=f"{first.reason}; texture: {second.reason}")
+
+
+def _refine(bgr: np.ndarray, spec: CropSpec, loc: Located) -> Located:
+    """Tighten a ``texture`` box: the reference-free ``salient`` search in a window around it, where the
+    window's border is the belt right next to the box (no rails, little of the pattern's variation)."""
+    assert loc.bbox is not None
+    x0, y0, x1, y1 = loc.bbox
+    h, w = bgr.shape[:2]
+    g = 0.5 * max(x1 - x0, y1 - y0)
+    wx0, wy0 = max(0, int(x0 - g)), max(0, int(y0 - g))
+    wx1, wy1 = min(w, int(x1 + g)), min(h, int(y1 + g))
+    sub = bgr[wy0:wy1, wx0:wx1]
+    if min(sub.shape[:2]) < 16:
+        return loc
+    inner = _locate_with(sub, spec.model_copy(update={"min_area": 0.05}), "salient", checks=False)
+    if not inner.found or inner.bbox is None or inner.rotated is None:
+        return loc
+    bx = inner.bbox
+    box = (bx[0] + wx0, bx[1] + wy0, bx[2] + wx0, bx[3] + wy0)
+    if iou(box, loc.bbox) < 0.4:
+        return loc
+    (cx, cy), size, ang = inner.rotated
+    return Located(True, "texture", box, ((cx + wx0, cy + wy0), size, ang), loc.area_frac)
+
+
+def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.ndarray | None = None,
+                 checks: bool | None = None) -> Located:
+    """One method's answer with the plausibility checks (``checks``, default: ``auto`` and ``texture``)."""
+    checks = spec.method in ("auto", "texture") if checks is None else checks
+    if method == "background":
+        assert background is not None
         mask, scale = background_mask(bgr, background, spec)
-        method = "background"
-    else:
+    elif method == "salient":
         mask, scale = salient_mask(bgr, spec)
-        method = "salient"
+    else:
+        mask, scale = texture_mask(bgr, spec)
     strength = _last_strength[0] if method == "salient" else None
     region = _largest_region(mask)
     h, w = mask.shape
@@ -237,15 +334,15 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
                            reason=f"the region stands out only {contrast:.2f}x the belt's own spread")
     if area < spec.min_area:
         return Located(False, method, area_frac=area, reason=f"largest region {area:.1%} < min_area {spec.min_area:g}")
-    if spec.method == "auto" and (span > spec.max_area or edges >= 3):
+    if checks and (span > spec.max_area or edges >= 3):
         return Located(True, "whole", whole, None, area,
                        f"region spans {span:.0%} of the frame / touches {edges} edges: the box fills the frame")
-    if spec.method == "auto":
+    if checks:
         # a belt shows one box and little else; a scene where much else stands out (several boxes, clutter)
         # is not one the localiser understands: keep the whole image rather than guess a piece of it
         k = max(3, int(round(max(h, w) / 16)) | 1)
         near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-        other = float(np.count_nonzero(mask & (1 - near))) / (h * w)
+        other = _other_area(mask & (1 - near), float(region.sum())) / (h * w)
         if other > spec.max_clutter * area:
             return Located(True, "whole", whole, None, area,
                            f"{other:.1%} of the frame stands out besides the box ({area:.1%}): cluttered scene")
@@ -255,7 +352,8 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
             min(fw, int(np.ceil((x + bw) * inv))), min(fh, int(np.ceil((y + bh) * inv))))
     pts = cv2.findNonZero(region).astype(np.float32) * inv
     (cx, cy), (rw, rh), ang = cv2.minAreaRect(pts)
-    return Located(True, method, bbox, ((cx, cy), (rw + inv, rh + inv), ang), area)
+    loc = Located(True, method, bbox, ((cx, cy), (rw + inv, rh + inv), ang), area)
+    return _refine(bgr, spec, loc) if method == "texture" else loc
 
 
 def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None) -> Located:
