@@ -46,12 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     from boxinspect import dataset, demo, synth
     from convert import cli as convert_cli
     from edge import cli as edge_cli
+    from edge import crops as crops_cli
     from training import cli as training_cli
 
     synth.register(sub)
     training_cli.register(sub)
     convert_cli.register(sub)
     edge_cli.register(sub)
+    crops_cli.register(sub)
     dataset.register(sub)
     demo.register(sub)
     return parser

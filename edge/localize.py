@@ -275,12 +275,29 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     if spec.method in ("salient", "texture"):
         return _locate_with(bgr, spec, spec.method)
     first = _locate_with(bgr, spec, "salient")
-    if first.found and (not first.whole or "fills the frame" in first.reason):
+    if first.found and first.whole and "fills the frame" in first.reason:
         return first
     second = _locate_with(bgr, spec, "texture")
+    if first.found and not first.whole and not (second.found and _part_of(first, second)):
+        return first
     if second.found:
         return second
     return Located(False, "texture", area_frac=second.area_frac, reason=f"{first.reason}; texture: {second.reason}")
+
+
+def _part_of(small: Located, big: Located) -> bool:
+    """``small`` (salient) found only a piece of what ``big`` (texture) found: a coloured band or a label on
+    a box that matches the belt; then the texture box is the box."""
+    if small.bbox is None or big.bbox is None or big.whole:
+        return False
+    a, b = small.bbox, big.bbox
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return area_b > _PART_RATIO * area_a and inter >= 0.7 * area_a
+
+
+_PART_RATIO = 2.2
 
 
 def _refine(bgr: np.ndarray, spec: CropSpec, loc: Located) -> Located:

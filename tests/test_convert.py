@@ -152,3 +152,27 @@ def test_recalibrated_threshold_reproduces_evaluate_on_identical_scores(tiny_run
     assert meta.metrics is not None and meta.metrics.keras_threshold == pytest.approx(metrics["threshold"])
     assert meta.threshold == pytest.approx(metrics["threshold"], abs=1e-4)
     assert meta.metrics.tflite.recall == pytest.approx(meta.metrics.keras.recall)
+
+
+@pytest.mark.slow
+def test_run_without_evaluate_ships_the_oof_threshold(tiny_run: Path, tmp_path: Path, caplog):
+    """Issue 25: convert without a prior evaluate takes the operating point train chose on out-of-fold scores
+    (operating_point.json, written by the linear recipe), and the sidecar says where it came from."""
+    import shutil
+
+    from convert.tflite import convert_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.tflite", "*.tflite.json", "report",
+                                                                  "metrics.json"))
+    op = {"rule": "cost_ratio", "threshold": 0.3125, "sentence": "threshold 0.3125 (out-of-fold)",
+          "chosen_on": "out-of-fold scores of train+val (grouped CV)"}
+    (run / "operating_point.json").write_text(json.dumps(op))
+    out = run / "model_float32.tflite"
+    with caplog.at_level("INFO"):
+        convert_run(run, "float32", out=out, gate=False)
+    meta = load_metadata(out)
+    assert meta.threshold == pytest.approx(0.3125)
+    assert "out-of-fold" in meta.threshold_source and "operating_point.json" in meta.threshold_source
+    assert "threshold 0.3125 from operating_point.json" in caplog.text
+    assert "using 0.5" not in caplog.text
