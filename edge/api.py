@@ -34,6 +34,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from edge import __version__
 from edge.capture import safe_uri
 from edge.config import Config
+from edge.crops import localizer_counts
 from edge.liveness import Heartbeat
 from edge.metrics import Metrics
 from edge.outbox import OutboxError
@@ -349,6 +350,7 @@ def _status(state: ApiState) -> dict[str, Any]:
         "frames_captured": value(m.frames_captured),
         "no_box": value(m.no_box),
         "no_box_parts": value(m.no_box_parts),
+        "localizer": localizer_counts(m),  # frames per localiser outcome/reason (edge/crops.py)
         "decisions": {lbl: value(m.decisions, label=lbl) for lbl in labels},
         "defects": value(m.defects),
         "events_published": value(m.events_published),

@@ -49,6 +49,30 @@ class CropRecord:
     iou: float | None = None  # against known ground truth (synth parts.json), when there is one
 
 
+def outcome(loc: Located) -> tuple[str, str]:
+    """``(outcome, reason key)`` of one frame: box / whole_frame (fallback or fills the frame) / no_box."""
+    if not loc.found:
+        return "no_box", reason_key(loc.reason)
+    if loc.whole or loc.bbox is None:
+        return "whole_frame", reason_key(loc.reason)
+    return "box", loc.method
+
+
+def count_located(metrics: Any, loc: Located) -> None:
+    """The daemon's counter call: one frame's localiser outcome into ``boxinspect_localizer_frames``."""
+    metrics.localizer.labels(*outcome(loc)).inc()
+
+
+def localizer_counts(metrics: Any) -> dict[str, int]:
+    """``{"outcome/reason": frames}`` from the daemon's counter (for /status and the operator page)."""
+    out: dict[str, int] = {}
+    for fam in metrics.localizer.collect():
+        for smp in fam.samples:
+            if smp.name.endswith("_total"):
+                out[f"{smp.labels['outcome']}/{smp.labels['reason']}"] = int(smp.value)
+    return out
+
+
 def record(path: str, loc: Located) -> CropRecord:
     found = not loc.whole and loc.bbox is not None
     return CropRecord(path, found, loc.method, list(loc.bbox) if found and loc.bbox else None,

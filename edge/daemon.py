@@ -43,6 +43,7 @@ from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, MultiCapture, safe_uri
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, load_config
+from edge.crops import count_located
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
 from edge.liveness import Heartbeat, sd_notify
@@ -518,7 +519,9 @@ class Daemon:
                 log.warning("crop 'background': no learned empty belt (triggered mode, or presence by score); "
                             "using the reference-free 'salient' search instead")
             spec = spec.model_copy(update={"method": "salient"})
-        return locate(roi, spec, background)
+        located = locate(roi, spec, background)
+        count_located(self.metrics, located)  # per outcome and reason (boxinspect_localizer_frames)
+        return located
 
     def _on_no_box(self, frame: Frame, decider: Decider) -> None:
         self.metrics.no_box.inc()

@@ -196,14 +196,14 @@ def _polish(x: np.ndarray, keep: np.ndarray | None = None, rounds: int = 2) -> n
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-box row or column: no median, keep it
             r -= np.nan_to_num(np.nanmedian(r + m, axis=1, keepdims=True))
             r -= np.nan_to_num(np.nanmedian(r + m, axis=0, keepdims=True))
-    return r
+    return np.asarray(r, np.float32)
 
 
 def _texture_dist(lab: np.ndarray, keep: np.ndarray | None, dark: float) -> np.ndarray:
     res = np.dstack([_polish(lab[..., c], keep) for c in range(3)])
     dl = res[..., 0]
     res[..., 0] = np.where(dl > 0, 0.7 * dl, dark * dl)  # darker (a shadow) counts less
-    return cv2.GaussianBlur(np.sqrt((res * res).sum(axis=2)), (0, 0), 1.0)
+    return np.asarray(cv2.GaussianBlur(np.sqrt((res * res).sum(axis=2)), (0, 0), 1.0), np.float32)
 
 
 def texture_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:

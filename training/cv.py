@@ -315,6 +315,14 @@ def run_cv(cfg: CVConfig) -> dict:
              len(y), int(y.sum()), images.positive_class, len(np.unique(groups)),
              " + parts of multi-view files" if cfg.views else "", cfg.repeats, cfg.folds, cfg.recipe)
 
+    crops = None
+    if cfg.crop != "none":  # say how the localiser did before the folds (OUT/crops.json, OUT/crops.png)
+        from edge.crops import fallback_warning, report_crops
+        from edge.localize import CropSpec
+
+        spec = CropSpec(method=cfg.crop)  # type: ignore[arg-type]
+        st = report_crops(images.paths, spec, out, root=images.root)
+        crops = {**st.to_dict(), "warning": fallback_warning(st, spec)}
     x = None
     if cfg.recipe == "linear":
         x, ok = _linear_features(cfg, images.paths)
@@ -425,6 +433,7 @@ def run_cv(cfg: CVConfig) -> dict:
         "folds": rows,
         "folds_per_part": part_rows if multiview else None,
         "wall_time_s": round(time.monotonic() - t0, 1),
+        "crops": crops,
     }
     with open(out / "oof_scores.csv", "w", newline="") as fh:
         w = csv.writer(fh)

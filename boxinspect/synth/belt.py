@@ -35,9 +35,8 @@ import numpy as np
 from boxinspect.synth._draw import _c3, _smooth_noise
 from boxinspect.synth.boxes import Sprite, _Box
 from boxinspect.synth.dataset import _child, _OneCvThread
-from boxinspect.synth.layout import CLASSES, DEFECTS, log
+from boxinspect.synth.layout import CLASSES, DEFECTS, Layout, log
 from boxinspect.synth.line import _oblique_view, _top_view, _truth, part_name
-from boxinspect.synth.layout import Layout
 from boxinspect.synth.sprite import _draw_box, _finish_sprite
 
 BELT_FRAME = (960, 540)  # (width, height)
