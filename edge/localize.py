@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 CropMethod = Literal["auto", "background", "texture", "salient", "none"]
 CROP_METHODS: tuple[str, ...] = ("auto", "background", "texture", "salient", "none")
 # the localiser's version: part of the training feature cache key (a changed localiser makes new crops)
-LOCALIZER_VERSION = 2
+LOCALIZER_VERSION = 3
 
 
 class CropSpec(BaseModel):
@@ -66,6 +66,8 @@ class CropSpec(BaseModel):
     diff_threshold: float = Field(default=14.0, gt=0.0)  # background: Lab distance that counts as "changed"
     salient_sigma: float = Field(default=4.0, gt=0.0)  # salient: Mahalanobis distance from the border's model
     texture_z: float = Field(default=6.0, gt=0.0)  # texture: robust z-score (median + z * MAD) of "stands out"
+    texture_clutter: float = Field(default=1.0, ge=0.0)  # texture: max_clutter for the texture search (its mask
+    # has no belt pattern left, so what else stands out must be as big as the box to call the scene cluttered)
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
 
     def describe(self) -> str:
@@ -89,6 +91,8 @@ class Located:
     rotated: tuple[tuple[float, float], tuple[float, float], float] | None = None  # cv2.minAreaRect, frame px
     area_frac: float = 0.0  # the region's share of the frame
     reason: str = ""  # why no box / why the whole image
+    contrast: float = 0.0  # salient, texture: the region's median strength, in multiples of the detection bar
+    others: float = 0.0  # what else stands out in the frame (any size), as a share of the region's area
 
     @property
     def whole(self) -> bool:
@@ -186,24 +190,51 @@ _last_strength: list[np.ndarray] = [np.zeros((1, 1), np.float32)]
 _TEXTURE_DARK = 0.45  # texture: weight of a darkening (shadows) against a brightening
 
 
+def _profile(r: np.ndarray, keep: np.ndarray | None, axis: int) -> np.ndarray:
+    """The median of ``r`` along ``axis`` over the ``keep`` pixels; where too few are kept (a box covers most of
+    that row or column) the profile is interpolated from the neighbouring rows or columns."""
+    if keep is None:
+        return np.asarray(np.median(r, axis=axis, keepdims=True), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        prof = np.nanmedian(np.where(keep, r, np.nan), axis=axis)
+    good = (keep.sum(axis=axis) >= 0.3 * r.shape[axis]) & np.isfinite(prof)
+    if not good.any():
+        prof = np.median(r, axis=axis)
+    elif not good.all():
+        idx = np.arange(prof.size)
+        prof = np.interp(idx, idx[good], prof[good])
+    return np.expand_dims(prof, axis)
+
+
 def _polish(x: np.ndarray, keep: np.ndarray | None = None, rounds: int = 2) -> np.ndarray:
-    """Two-way median polish: ``x`` minus its row and column medians, taken over the ``keep`` pixels only
+    """Two-way median polish: ``x`` minus its row and column profiles, taken over the ``keep`` pixels only
     (what the previous pass called belt), so a box covering most of a column does not erase itself."""
     r = x.copy()
-    m = np.where(keep, 0.0, np.nan) if keep is not None else np.zeros_like(x)
     for _ in range(rounds):
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-box row or column: no median, keep it
-            r -= np.nan_to_num(np.nanmedian(r + m, axis=1, keepdims=True))
-            r -= np.nan_to_num(np.nanmedian(r + m, axis=0, keepdims=True))
+        r -= _profile(r, keep, 1)
+        r -= _profile(r, keep, 0)
     return np.asarray(r, np.float32)
 
 
-def _texture_dist(lab: np.ndarray, keep: np.ndarray | None, dark: float) -> np.ndarray:
-    res = np.dstack([_polish(lab[..., c], keep) for c in range(3)])
-    dl = res[..., 0]
-    res[..., 0] = np.where(dl > 0, 0.7 * dl, dark * dl)  # darker (a shadow) counts less
-    return np.asarray(cv2.GaussianBlur(np.sqrt((res * res).sum(axis=2)), (0, 0), 1.0), np.float32)
+def _texture_dist(med: np.ndarray, keep: np.ndarray | None, dark: float) -> np.ndarray:
+    """How far each pixel of the median-filtered BGR image ``med`` is from the belt the polish leaves behind
+    (its row and column profiles), in Lab; a darkening counts ``dark``, and a shadow (the belt darker by the
+    same factor in every channel) counts little."""
+    bg = med - np.dstack([_polish(med[..., c], keep) for c in range(3)])
+    bg = np.clip(bg, 0.0, 255.0)
+    d = (cv2.cvtColor(med / 255.0, cv2.COLOR_BGR2LAB) - cv2.cvtColor(bg / 255.0, cv2.COLOR_BGR2LAB)).astype(np.float32)
+    ratio = med / np.maximum(bg, 12.0)
+    rmax, rmin = ratio.max(axis=2), ratio.min(axis=2)
+    shadow = (rmax < 0.97) & (rmax - rmin < _SHADOW_SPREAD * rmax)
+    dl = d[..., 0]
+    d[..., 0] = np.where(dl > 0, 0.7 * dl, np.where(shadow, _SHADOW_WEIGHT, dark) * dl)
+    d[..., 1:] *= np.where(shadow, _SHADOW_WEIGHT, 1.0)[..., None]
+    return np.asarray(cv2.GaussianBlur(np.sqrt((d * d).sum(axis=2)), (0, 0), 1.0), np.float32)
+
+
+_SHADOW_SPREAD = 0.15  # texture: channel ratios within this share of each other are a shadow's uniform darkening
+_SHADOW_WEIGHT = 0.15  # texture: what a shadow-like darkening counts
 
 
 def texture_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
@@ -217,16 +248,65 @@ def texture_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
     scale = _work_scale(bgr.shape, spec.work_size)
     small = bgr if scale == 1.0 else cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     k = max(3, int(round(max(small.shape[:2]) / 40)) | 1)
-    lab = cv2.medianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2LAB), k).astype(np.float32)
+    med_img = cv2.medianBlur(small, k).astype(np.float32)
     keep = None
     for _ in range(2):  # the second pass takes the belt's profiles without what the first found
-        dist = _texture_dist(lab, keep, _TEXTURE_DARK)
+        dist = _texture_dist(med_img, keep, _TEXTURE_DARK)
         med = float(np.median(dist))
-        mad = max(1.0, 1.4826 * float(np.median(np.abs(dist - med))))
+        mad = max(0.5, 1.4826 * float(np.median(np.abs(dist - med))))
         bar = med + spec.texture_z * mad
         keep = dist < med + 3.0 * mad
     _last_strength[0] = dist / bar
-    return _clean((dist > bar).astype(np.uint8)), scale
+    return _drop_lines(_clean((dist > bar).astype(np.uint8))), scale
+
+
+def _drop_lines(mask: np.ndarray) -> np.ndarray:
+    """Remove the regions shaped like lines, not boxes: rails, belt edges and seams seen in perspective (a
+    minimum-area rectangle longer than ``_LINE_ASPECT`` times its width, or filled less than a third), and
+    what touches two or more edges of the frame (the floor beyond the belt, a rail): a box lies on the belt."""
+    mask = _cut_from_edges(mask)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    out = mask.copy()
+    h, w = mask.shape
+    at_edges = [_touches(st, h, w) >= 2 for st in stats]
+    inside = any(not at_edges[i] and stats[i, cv2.CC_STAT_AREA] >= 0.005 * h * w for i in range(1, n))
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < 4:
+            continue
+        if at_edges[i] and inside:  # keep it only when nothing box-sized lies clear of the edges
+            out[lab == i] = 0
+            continue
+        pts = cv2.findNonZero((lab == i).astype(np.uint8))
+        (_, _), (rw, rh), _ = cv2.minAreaRect(pts)
+        long, short = max(rw, rh), max(1.0, min(rw, rh))
+        if long / short > _LINE_ASPECT or stats[i, cv2.CC_STAT_AREA] < 0.33 * long * short:
+            out[lab == i] = 0
+    return np.asarray(out, np.uint8)
+
+
+_LINE_ASPECT = 3.0
+_CUT = 0.035  # texture: the disc that cuts a box from a rail or the floor it touches, share of the work size
+
+
+def _touches(stat: np.ndarray, h: int, w: int) -> int:
+    x, y, bw, bh = (int(v) for v in stat[:4])
+    return int(x <= 0) + int(y <= 0) + int(x + bw >= w) + int(y + bh >= h)
+
+
+def _cut_from_edges(mask: np.ndarray) -> np.ndarray:
+    """A box touching a guide rail joins the rail's region: open each region that touches two or more frame
+    edges with a disc wider than a rail, so a box-sized blob comes apart from the thin strip it touched."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    h, w = mask.shape
+    k = max(5, int(round(_CUT * max(h, w))) | 1)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    out = mask.copy()
+    for i in range(1, n):
+        if _touches(stats[i], h, w) >= 2:
+            comp = (lab == i).astype(np.uint8)
+            out[lab == i] = 0
+            out |= cv2.morphologyEx(comp, cv2.MORPH_OPEN, disc)
+    return np.asarray(out, np.uint8)
 
 
 _reference_memo: list[tuple[np.ndarray, tuple[int, int], float, np.ndarray] | None] = [None]
@@ -271,24 +351,56 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     if spec.method == "background" or (spec.method == "auto" and background is not None):
         if background is None:
             raise ValueError("crop method 'background' needs an empty-belt reference image (--background FILE)")
-        return _locate_with(bgr, spec, "background", background)
+        diff = _locate_with(bgr, spec, "background", background)
+        if spec.method == "background" or not diff.whole:  # a box, or the empty belt (nothing differs)
+            return diff
+        # auto: a moving patterned belt differs from any still reference everywhere (slats never line up
+        # twice): then the reference-free search below decides, as it does for the training photos
+    return _reference_free(bgr, spec)
+
+
+def _reference_free(bgr: np.ndarray, spec: CropSpec) -> Located:
+    """``salient``, ``texture``, or for ``auto`` the two combined (see :func:`locate`)."""
     if spec.method in ("salient", "texture"):
         return _locate_with(bgr, spec, spec.method)
     first = _locate_with(bgr, spec, "salient")
-    if first.found and first.whole and "fills the frame" in first.reason:
-        return first
     second = _locate_with(bgr, spec, "texture")
-    if first.found and not first.whole and not (second.found and _part_of(first, second)):
-        return first
-    if second.found:
+    if first.found and first.whole and "fills the frame" in first.reason:
+        # a box-centred photo, unless the texture search sees a small box clear of the frame's edges (the
+        # salient region that spans the frame was the belt's rails and edges around it)
+        return second if _small_inside(second, bgr.shape) else first
+    if first.found and not first.whole:
+        return second if _part_of(first, second) and _confident(second) else first
+    if _confident(second, _GUESS_CONTRAST if not first.found else _OVERRIDE_CONTRAST):
         return second
+    if first.found:  # salient called the scene cluttered and the texture search is not sure either
+        return first
     return Located(False, "texture", area_frac=second.area_frac, reason=f"{first.reason}; texture: {second.reason}")
+
+
+def _confident(loc: Located, contrast: float = 0.0) -> bool:
+    """A texture box that stands out strongly (``contrast``, default ``_OVERRIDE_CONTRAST``) with little else
+    standing out."""
+    return loc.found and not loc.whole and loc.bbox is not None and loc.others <= 0.5 \
+        and loc.contrast >= (contrast or _OVERRIDE_CONTRAST)
+
+
+def _small_inside(loc: Located, shape: tuple[int, ...]) -> bool:
+    """A box found well inside the frame (no edge within 2% of it) and smaller than a quarter of it, that stands
+    out strongly (``_OVERRIDE_CONTRAST``) with little else standing out: what a box on a belt between rails looks
+    like to the texture search, and what a box-centred photo's labels and prints do not."""
+    if not _confident(loc) or loc.bbox is None:
+        return False
+    h, w = shape[:2]
+    x0, y0, x1, y1 = loc.bbox
+    m = 0.02 * max(h, w)
+    return x0 > m and y0 > m and x1 < w - m and y1 < h - m and (x1 - x0) * (y1 - y0) < 0.25 * h * w
 
 
 def _part_of(small: Located, big: Located) -> bool:
     """``small`` (salient) found only a piece of what ``big`` (texture) found: a coloured band or a label on
     a box that matches the belt; then the texture box is the box."""
-    if small.bbox is None or big.bbox is None or big.whole:
+    if small.bbox is None or big.bbox is None or big.whole or not big.found:
         return False
     a, b = small.bbox, big.bbox
     area_a = (a[2] - a[0]) * (a[3] - a[1])
@@ -297,30 +409,9 @@ def _part_of(small: Located, big: Located) -> bool:
     return area_b > _PART_RATIO * area_a and inter >= 0.7 * area_a
 
 
-_PART_RATIO = 2.2
-
-
-def _refine(bgr: np.ndarray, spec: CropSpec, loc: Located) -> Located:
-    """Tighten a ``texture`` box: the reference-free ``salient`` search in a window around it, where the
-    window's border is the belt right next to the box (no rails, little of the pattern's variation)."""
-    assert loc.bbox is not None
-    x0, y0, x1, y1 = loc.bbox
-    h, w = bgr.shape[:2]
-    g = 0.5 * max(x1 - x0, y1 - y0)
-    wx0, wy0 = max(0, int(x0 - g)), max(0, int(y0 - g))
-    wx1, wy1 = min(w, int(x1 + g)), min(h, int(y1 + g))
-    sub = bgr[wy0:wy1, wx0:wx1]
-    if min(sub.shape[:2]) < 16:
-        return loc
-    inner = _locate_with(sub, spec.model_copy(update={"min_area": 0.05}), "salient", checks=False)
-    if not inner.found or inner.bbox is None or inner.rotated is None:
-        return loc
-    bx = inner.bbox
-    box = (bx[0] + wx0, bx[1] + wy0, bx[2] + wx0, bx[3] + wy0)
-    if iou(box, loc.bbox) < 0.4:
-        return loc
-    (cx, cy), size, ang = inner.rotated
-    return Located(True, "texture", box, ((cx + wx0, cy + wy0), size, ang), loc.area_frac)
+_PART_RATIO = 1.6
+_OVERRIDE_CONTRAST = 3.3  # auto: a texture box replaces salient's "fills the frame" / "cluttered" only above this
+_GUESS_CONTRAST = 2.0  # auto: where salient finds nothing, a texture box above this is the box
 
 
 def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.ndarray | None = None,
@@ -334,7 +425,7 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
         mask, scale = salient_mask(bgr, spec)
     else:
         mask, scale = texture_mask(bgr, spec)
-    strength = _last_strength[0] if method == "salient" else None
+    strength = _last_strength[0] if method in ("salient", "texture") else None
     region = _largest_region(mask)
     h, w = mask.shape
     if region is None:
@@ -344,8 +435,9 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
     edges = int(x <= 1) + int(y <= 1) + int(x + bw >= w - 1) + int(y + bh >= h - 1)
     span = bw * bh / (h * w)  # what the crop would keep: a box whose bounding box spans the frame fills it
     whole = (0, 0, bgr.shape[1], bgr.shape[0])
-    if strength is not None and region.any():
-        contrast = float(np.median(strength[region > 0]))
+    contrast = float(np.median(strength[region > 0])) if strength is not None and region.any() else 0.0
+    others = float(np.count_nonzero(mask & (1 - region))) / max(1.0, float(region.sum()))
+    if method == "salient":
         if contrast < spec.min_contrast:  # a wear mark or a light patch on the belt, not a box
             return Located(False, method, area_frac=area,
                            reason=f"the region stands out only {contrast:.2f}x the belt's own spread")
@@ -360,7 +452,7 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
         k = max(3, int(round(max(h, w) / 16)) | 1)
         near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         other = _other_area(mask & (1 - near), float(region.sum())) / (h * w)
-        if other > spec.max_clutter * area:
+        if other > (spec.texture_clutter if method == "texture" else spec.max_clutter) * area:
             return Located(True, "whole", whole, None, area,
                            f"{other:.1%} of the frame stands out besides the box ({area:.1%}): cluttered scene")
     inv = 1.0 / scale
@@ -369,8 +461,7 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
             min(fw, int(np.ceil((x + bw) * inv))), min(fh, int(np.ceil((y + bh) * inv))))
     pts = cv2.findNonZero(region).astype(np.float32) * inv
     (cx, cy), (rw, rh), ang = cv2.minAreaRect(pts)
-    loc = Located(True, method, bbox, ((cx, cy), (rw + inv, rh + inv), ang), area)
-    return _refine(bgr, spec, loc) if method == "texture" else loc
+    return Located(True, method, bbox, ((cx, cy), (rw + inv, rh + inv), ang), area, contrast=contrast, others=others)
 
 
 def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None) -> Located:

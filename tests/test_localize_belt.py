@@ -12,7 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from boxinspect.synth.belt import make_belt_dataset, render_belt_part
 from boxinspect.synth.line import render_line_part
@@ -37,7 +36,7 @@ def test_patterned_belt_scenes_are_localised():
              for i in range(8) for lab in ("ok", "defective")]
     ious, whole = _ious(parts)
     assert len(ious) == 32
-    # measured: 6 of 32 whole, IoU >= 0.5 on 23, >= 0.8 on 12 (issue 25's IoU >= 0.8 target is NOT met yet)
+    # measured: 5 of 32 whole, IoU >= 0.5 on 26, >= 0.8 on 14 (issue 25's IoU >= 0.8 target is NOT met yet)
     assert whole <= 10, f"{whole} of 32 images fell back to the whole frame"
     assert np.mean(ious >= 0.5) >= 0.55, np.round(ious, 2)
 
@@ -50,7 +49,8 @@ def test_old_line_scenes_do_not_regress():
     assert np.mean(ious >= 0.8) >= 0.9, np.round(ious, 2)
 
 
-def test_localize_command_lists_every_image_and_draws_the_sheet(tmp_path: Path, repo_root: Path):
+def test_localize_command_lists_every_image_and_draws_the_sheet(tmp_path: Path):
+    repo_root = Path(__file__).resolve().parents[1]
     data = tmp_path / "belt"
     make_belt_dataset(data, n_per_class=3, seed=2, progress=False)
     out_json, sheet = tmp_path / "crops.json", tmp_path / "crops.png"
@@ -94,6 +94,34 @@ def test_daemon_counts_localiser_outcomes_per_reason():
     assert sum(counts.values()) == 2
 
 
-@pytest.fixture
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[1]
+def test_daemon_crops_like_training_on_a_moving_patterned_belt():
+    """The daemon differences against its MOG2 background; on a moving slat belt that differs everywhere, so
+    auto then searches without the reference, as training does on the same frame: the same box."""
+    from edge.config import PresenceConfig
+    from edge.decision import ForegroundDetector
+
+    agree, boxes = 0, 0
+    for view in ("top", "oblique"):
+        fg = ForegroundDetector(PresenceConfig())
+        parts = [render_belt_part(9, i, "ok", None, line=1, empty=True) for i in range(1, 4 * 9, 4)]
+        for r in parts[:6]:  # the daemon learns the empty belt (moving: a new slat phase each frame)
+            for _ in range(3):
+                fg.measure(r["empty"][view])
+        background = fg.mog.getBackgroundImage()
+        for r in parts[6:]:
+            img = r["views"][view]
+            daemon, training = locate(img, AUTO, background), locate_for_still(img, AUTO)
+            if training.whole:
+                continue
+            boxes += 1
+            assert daemon.found and not daemon.whole, daemon.reason
+            agree += int(iou(daemon.bbox, training.bbox) >= 0.9)  # type: ignore[arg-type]
+    assert boxes >= 4 and agree == boxes
+
+
+def test_empty_patterned_belt_is_no_box():
+    for i in range(4):
+        r = render_belt_part(13, i, "ok", None, line=i, empty=True)
+        for img in r["empty"].values():
+            loc = locate(img, AUTO)
+            assert not loc.found or loc.whole, loc
