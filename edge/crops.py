@@ -160,7 +160,7 @@ def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None,
     return records, thumbs
 
 
-def _thumb(bgr: np.ndarray, loc: Located, spec: CropSpec, side: int = 160) -> np.ndarray:
+def _thumb(bgr: np.ndarray, loc: Located, spec: CropSpec, side: int = 128) -> np.ndarray:
     """The frame with the box drawn (small) beside the crop the model sees."""
     frame = bgr.copy()
     if not loc.whole and loc.bbox is not None:
@@ -242,7 +242,7 @@ def report_crops(paths: list[Path], spec: CropSpec, out_dir: Path, root: Path | 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(records, st, spec, out_dir / "crops.json")
     if sheet and records:
-        crop_sheet(records, thumbs, out_dir / "crops.png")
+        crop_sheet(records, thumbs, out_dir / "crops.png", limit=24)  # the report embeds it: the worst 24
     log.info("crop %s: %s", spec.describe(), st.sentence())
     warn = fallback_warning(st, spec)
     if warn:

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 CropMethod = Literal["auto", "background", "texture", "salient", "none"]
 CROP_METHODS: tuple[str, ...] = ("auto", "background", "texture", "salient", "none")
 # the localiser's version: part of the training feature cache key (a changed localiser makes new crops)
-LOCALIZER_VERSION = 3
+LOCALIZER_VERSION = 4
 
 
 class CropSpec(BaseModel):
@@ -411,7 +411,7 @@ def _part_of(small: Located, big: Located) -> bool:
 
 _PART_RATIO = 1.6
 _OVERRIDE_CONTRAST = 3.3  # auto: a texture box replaces salient's "fills the frame" / "cluttered" only above this
-_GUESS_CONTRAST = 2.0  # auto: where salient finds nothing, a texture box above this is the box
+_GUESS_CONTRAST = 1.5  # auto: where salient finds nothing, a texture box above this is the box
 
 
 def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.ndarray | None = None,
