@@ -138,7 +138,7 @@ def fallback_warning(st: CropStats, spec: CropSpec) -> str | None:
             f"({st.fallback_share:.0%} > {FALLBACK_WARN:.0%}): the model will partly judge the belt. What to do: "
             "give an empty-belt photo (--background FILE), or use a fixed camera so one can be taken; check the "
             "ROI (roi.* in the config) so the frame shows the belt and little else; run `boxinspect localize DATA "
-            "--sheet crops.png` and look at the worst crops")
+            "--sheet crops.png` and look at the worst crops; for photos already centred on the box, train with --crop none")
 
 
 def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None,
