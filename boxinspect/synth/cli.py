@@ -49,10 +49,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t0 = time.time()
     try:
-        if args.scenes == "line":
+        if args.scenes in ("line", "belt"):
             return _cmd_line(args, out, t0)
-        if args.scenes == "belt":
-            return _cmd_belt(args, out, t0)
         if args.difficulty not in DIFFICULTIES:
             raise ValueError(f"--difficulty {args.difficulty} applies to --scenes line only; use one of {DIFFICULTIES}")
         summary = make_dataset(out, n_per_class=args.n_per_class, size=args.size, seed=args.seed,
@@ -84,27 +82,19 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_line(args: argparse.Namespace, out: Path, t0: float) -> int:
-    if args.video:
-        raise ValueError("--video renders the ROI conveyor; it does not combine with --scenes line")
-    summary = make_line_dataset(out, n_per_class=args.n_per_class, seed=args.seed, difficulty=args.difficulty)
-    lines = [f"line scenes: {summary['n_parts']} parts x {len(VIEWS)} views ({', '.join(VIEWS)}) {summary['counts']} "
-             f"in {out}/ok, {out}/defective; ground truth {out / 'parts.json'}"]
-    if args.contact_sheet:
-        line_sheet(out, out / "contact_sheet.png")
-        lines.append(f"contact sheet: {out / 'contact_sheet.png'}")
-    log.info("synth done in %.1f s; output in %s", time.time() - t0, out)
-    print("\n".join(lines))  # noqa: T201 - the CLI's summary
-    return 0
-
-
-def _cmd_belt(args: argparse.Namespace, out: Path, t0: float) -> int:
+    """--scenes line or belt: wide frames, two views per part, the boxes' ground truth in parts.json."""
     from boxinspect.synth.belt import make_belt_dataset
 
     if args.video:
-        raise ValueError("--video renders the ROI conveyor; it does not combine with --scenes belt")
-    summary = make_belt_dataset(out, n_per_class=args.n_per_class, seed=args.seed)
-    lines = [f"patterned-belt scenes: {summary['n_parts']} parts x 2 views {summary['counts']} on "
-             f"{summary['n_lines']} lines in {out}/ok, {out}/defective; ground truth {out / 'parts.json'}"]
+        raise ValueError(f"--video renders the ROI conveyor; it does not combine with --scenes {args.scenes}")
+    if args.scenes == "belt":
+        summary = make_belt_dataset(out, n_per_class=args.n_per_class, seed=args.seed)
+        what = f"patterned-belt scenes on {summary['n_lines']} lines"
+    else:
+        summary = make_line_dataset(out, n_per_class=args.n_per_class, seed=args.seed, difficulty=args.difficulty)
+        what = "line scenes"
+    lines = [f"{what}: {summary['n_parts']} parts x {len(VIEWS)} views ({', '.join(VIEWS)}) {summary['counts']} "
+             f"in {out}/ok, {out}/defective; ground truth {out / 'parts.json'}"]
     if args.contact_sheet:
         line_sheet(out, out / "contact_sheet.png")
         lines.append(f"contact sheet: {out / 'contact_sheet.png'}")
