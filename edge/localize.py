@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 CropMethod = Literal["auto", "background", "texture", "salient", "none"]
 CROP_METHODS: tuple[str, ...] = ("auto", "background", "texture", "salient", "none")
 # the localiser's version: part of the training feature cache key (a changed localiser makes new crops)
-LOCALIZER_VERSION = 4
+LOCALIZER_VERSION = 5
 
 
 class CropSpec(BaseModel):
@@ -135,11 +135,11 @@ def _largest_region(mask: np.ndarray) -> np.ndarray | None:
 
 
 def _other_area(mask: np.ndarray, box_px: float) -> float:
-    """Pixels of the regions in ``mask`` big enough to be another box (a quarter of the box or more): specks,
-    bolts and belt wear are not clutter."""
+    """Pixels of the regions in ``mask`` of ``box_px`` pixels or more (a quarter of the box: big enough to be
+    another box): specks, bolts and belt wear are not clutter."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA] if n > 1 else np.zeros(0, np.int32)
-    return float(areas[areas >= 0.25 * box_px].sum())
+    return float(areas[areas >= box_px].sum())
 
 
 def _clean(mask: np.ndarray) -> np.ndarray:
@@ -268,7 +268,7 @@ def _drop_lines(mask: np.ndarray) -> np.ndarray:
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     out = mask.copy()
     h, w = mask.shape
-    at_edges = [_touches(st, h, w) >= 2 for st in stats]
+    at_edges = [_touches(st, h, w) >= _EDGE_TOUCH for st in stats]
     inside = any(not at_edges[i] and stats[i, cv2.CC_STAT_AREA] >= 0.005 * h * w for i in range(1, n))
     for i in range(1, n):
         if stats[i, cv2.CC_STAT_AREA] < 4:
@@ -285,6 +285,7 @@ def _drop_lines(mask: np.ndarray) -> np.ndarray:
 
 
 _LINE_ASPECT = 3.0
+_EDGE_TOUCH = 1  # texture: a region touching this many frame edges is structure when a box-sized one lies inside
 _CUT = 0.035  # texture: the disc that cuts a box from a rail or the floor it touches, share of the work size
 
 
@@ -410,6 +411,7 @@ def _part_of(small: Located, big: Located) -> bool:
 
 
 _PART_RATIO = 1.6
+_OTHERS_MIN = 0.1  # what else stands out counts from regions of a tenth of the box up (not bolts, specks)
 _OVERRIDE_CONTRAST = 3.3  # auto: a texture box replaces salient's "fills the frame" / "cluttered" only above this
 _GUESS_CONTRAST = 1.5  # auto: where salient finds nothing, a texture box above this is the box
 
@@ -436,7 +438,7 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
     span = bw * bh / (h * w)  # what the crop would keep: a box whose bounding box spans the frame fills it
     whole = (0, 0, bgr.shape[1], bgr.shape[0])
     contrast = float(np.median(strength[region > 0])) if strength is not None and region.any() else 0.0
-    others = float(np.count_nonzero(mask & (1 - region))) / max(1.0, float(region.sum()))
+    others = _other_area(mask & (1 - region), _OTHERS_MIN * float(region.sum())) / max(1.0, float(region.sum()))
     if method == "salient":
         if contrast < spec.min_contrast:  # a wear mark or a light patch on the belt, not a box
             return Located(False, method, area_frac=area,
@@ -451,7 +453,7 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
         # is not one the localiser understands: keep the whole image rather than guess a piece of it
         k = max(3, int(round(max(h, w) / 16)) | 1)
         near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-        other = _other_area(mask & (1 - near), float(region.sum())) / (h * w)
+        other = _other_area(mask & (1 - near), 0.25 * float(region.sum())) / (h * w)
         if other > (spec.texture_clutter if method == "texture" else spec.max_clutter) * area:
             return Located(True, "whole", whole, None, area,
                            f"{other:.1%} of the frame stands out besides the box ({area:.1%}): cluttered scene")
