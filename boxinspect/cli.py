@@ -20,6 +20,7 @@ TRAIN_ONLY_MODULES = {"tensorflow", "keras", "sklearn", "matplotlib", "tqdm", "a
 EPILOG = """\
 typical flow:
   boxinspect synth --out data/synth --video           # synthetic boxes on a belt (+ conveyor video)
+  boxinspect localize data/synth --sheet crops.png   # where the box crop lands, worst first (before training)
   boxinspect train data/synth --out runs/m1           # MobileNetV2 transfer learning
   boxinspect evaluate runs/m1                         # report, plots, operating threshold
   boxinspect convert runs/m1 --format int8            # TFLite + metadata + accuracy gate
