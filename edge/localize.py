@@ -12,7 +12,14 @@ Methods (``CropSpec.method``):
   subtractor keeps; for still images it is a reference photo (``--background FILE``).
 * ``salient``: no reference. The belt is what the frame's border shows: a Gaussian model of the border's
   colour (Lab) and local texture; the box is the largest connected region that the model calls unlikely.
-* ``auto`` (default): ``background`` when a reference is given, else ``salient``; then a plausibility check,
+* ``texture`` (issue 25): no reference, for patterned belts (slats, rollers, ribs), guide rails and shadows: a
+  median filter removes the belt's fine periodic pattern, a two-way median polish removes what is constant along
+  rows or columns (rails, slats, light gradients), and the rest is scored against its own robust spread; shadows,
+  line-shaped regions and regions on the frame's edges are not boxes (docs/RESULTS.md, "Patterned belts").
+* ``auto`` (default): ``background`` when a reference is given (and, when the difference spans the frame, as on
+  a moving patterned belt, what follows), else ``salient``, with the ``texture`` box where salient finds nothing,
+  calls the scene cluttered, finds only a piece of the box, or sees a "box" that is the belt's rails around it
+  (the texture box must stand out clearly: box-centred photos keep salient's answer); then a plausibility check,
   so photos that are already box-centred are not hurt: a region whose bounding box spans more than
   ``max_area`` of the frame, or that touches three or four of its edges, means the box fills the frame, and
   a scene where much else stands out besides the region (``max_clutter``: several boxes, clutter) is not a
@@ -345,8 +352,8 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     """Find the box in a BGR uint8 frame. Never falls back: ``found`` is False when no region qualifies.
 
     ``auto`` with a region covering more than ``max_area`` (or touching 3-4 frame edges) returns
-    ``method="whole"``: the box fills the frame. ``auto`` without a reference tries ``salient`` first and,
-    when that finds nothing or calls the scene cluttered (a patterned belt, rails), ``texture``."""
+    ``method="whole"``: the box fills the frame. ``auto`` without a reference (or with one that differs from
+    the whole frame) combines ``salient`` and ``texture`` (:func:`_reference_free`)."""
     if spec.method == "none":
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
     if spec.method == "background" or (spec.method == "auto" and background is not None):
