@@ -23,6 +23,7 @@ TRAIN_ONLY_MODULES = {"tensorflow", "keras", "sklearn", "matplotlib", "tqdm", "a
 EPILOG = """\
 typical flow:
   boxinspect synth --out data/synth --video           # synthetic boxes on a belt (+ conveyor video)
+  boxinspect localize data/synth --sheet crops.png   # where the box crop lands, worst first (before training)
   boxinspect train data/synth --out runs/m1           # MobileNetV2 transfer learning
   boxinspect evaluate runs/m1                         # report, plots, operating threshold
   boxinspect convert runs/m1 --format int8            # TFLite + metadata + accuracy gate
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     from boxinspect import dataset, demo, synth
     from convert import cli as convert_cli
     from edge import cli as edge_cli
+    from edge import crops as crops_cli
     from historian import cli as historian_cli
     from training import cli as training_cli
 
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_cli.register(sub)
     convert_cli.register(sub)
     edge_cli.register(sub)
+    crops_cli.register(sub)
     dataset.register(sub)
     demo.register(sub)
     historian_cli.register(sub)

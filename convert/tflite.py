@@ -174,8 +174,7 @@ def read_run(run_dir: Path) -> RunInfo:
             elif sel.get("cost_ratio") is not None:
                 cost_ratio = float(sel["cost_ratio"])
     else:
-        log.warning("%s has no threshold (run `boxinspect evaluate %s`); using 0.5", metrics_path, run_dir)
-        threshold, source = 0.5, "default 0.5 (no metrics.json)"
+        threshold, source = _oof_threshold(run_dir, cfg, metrics_path)
     return RunInfo(
         run_dir=run_dir, config=cfg, classes=classes, positive_class=positive,
         img_size=_img_size(cfg) or (0, 0), items=items, threshold=threshold, threshold_source=source,
@@ -202,6 +201,24 @@ def _load_images(items: list[Item], h: int, w: int, crop: CropSpec) -> tuple[lis
         kept.append(it)
         arrays.append(model_input(bgr, crop, h, w, RESIZE))
     return kept, (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8))
+
+
+def _oof_threshold(run_dir: Path, cfg: dict, metrics_path: Path) -> tuple[float, str]:
+    """The threshold when evaluate was not run: the operating point ``train`` chose on out-of-fold scores
+    (operating_point.json, or train_config.json's copy); 0.5 only when the run has none, with a warning."""
+    op_path = run_dir / "operating_point.json"
+    op = _read_json(op_path) if op_path.is_file() else (cfg.get("operating_point") or {})
+    if isinstance(op, dict) and op.get("threshold") is not None:
+        threshold = float(op["threshold"])
+        where = op_path.name if op_path.is_file() else "train_config.json operating_point"
+        rule = op.get("sentence") or op.get("rule") or ""
+        source = f"out-of-fold operating point from train ({where}; {op.get('chosen_on', 'out-of-fold scores')})"
+        log.info("no metrics.json in %s (evaluate was not run): threshold %.4f from %s%s", run_dir, threshold,
+                 where, f": {rule}" if rule else "")
+        return threshold, source
+    log.warning("%s has no threshold and the run has no out-of-fold operating point (run `boxinspect evaluate "
+                "%s`, or train with the linear recipe); using 0.5, which is rarely right", metrics_path, run_dir)
+    return 0.5, "default 0.5 (no metrics.json, no operating_point.json)"
 
 
 def _metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> SplitMetrics:

@@ -32,6 +32,7 @@ from edge import __version__
 from edge.access import HOW_TO_ENABLE, Access, AccessGuard, Principal, Role
 from edge.bodies import install_validation_handler
 from edge.config import Config
+from edge.crops import localizer_counts
 from edge.liveness import Heartbeat
 from edge.metrics import Metrics
 from edge.replay import RateLimited, ReplayLimiter, ReplayReader
@@ -250,6 +251,7 @@ def _status(state: ApiState) -> dict[str, Any]:
         "frames_captured": value(m.frames_captured),
         "no_box": value(m.no_box),
         "no_box_parts": value(m.no_box_parts),
+        "localizer": localizer_counts(m),  # frames per localiser outcome/reason (edge/crops.py)
         "decisions": {lbl: value(m.decisions, label=lbl) for lbl in labels},
         "defects": value(m.defects),
         "events_published": value(m.events_published),

@@ -43,6 +43,7 @@ from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, MultiCapture
 from edge.classifier import Classifier, ModelError
 from edge.config import Config, ConfigError, RoiConfig, load_config
+from edge.crops import count_located
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
 from edge.hostcheck import export_disk, proc_warning
@@ -540,7 +541,9 @@ class Daemon:
                 log.warning("crop 'background': no learned empty belt (triggered mode, or presence by score); "
                             "using the reference-free 'salient' search instead")
             spec = spec.model_copy(update={"method": "salient"})
-        return locate(roi, spec, background)
+        located = locate(roi, spec, background)
+        count_located(self.metrics, located)  # per outcome and reason (boxinspect_localizer_frames)
+        return located
 
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""

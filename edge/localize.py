@@ -12,7 +12,14 @@ Methods (``CropSpec.method``):
   subtractor keeps; for still images it is a reference photo (``--background FILE``).
 * ``salient``: no reference. The belt is what the frame's border shows: a Gaussian model of the border's
   colour (Lab) and local texture; the box is the largest connected region that the model calls unlikely.
-* ``auto`` (default): ``background`` when a reference is given, else ``salient``; then a plausibility check,
+* ``texture`` (issue 25): no reference, for patterned belts (slats, rollers, ribs), guide rails and shadows: a
+  median filter removes the belt's fine periodic pattern, a two-way median polish removes what is constant along
+  rows or columns (rails, slats, light gradients), and the rest is scored against its own robust spread; shadows,
+  line-shaped regions and regions on the frame's edges are not boxes (docs/RESULTS.md, "Patterned belts").
+* ``auto`` (default): ``background`` when a reference is given (and, when the difference spans the frame, as on
+  a moving patterned belt, what follows), else ``salient``, with the ``texture`` box where salient finds nothing,
+  calls the scene cluttered, finds only a piece of the box, or sees a "box" that is the belt's rails around it
+  (the texture box must stand out clearly: box-centred photos keep salient's answer); then a plausibility check,
   so photos that are already box-centred are not hurt: a region whose bounding box spans more than
   ``max_area`` of the frame, or that touches three or four of its edges, means the box fills the frame, and
   a scene where much else stands out besides the region (``max_clutter``: several boxes, clutter) is not a
@@ -29,6 +36,7 @@ Crop: the region's bounding box (axis-aligned, or the minimum-area rotated recta
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,8 +47,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
-CropMethod = Literal["auto", "background", "salient", "none"]
-CROP_METHODS: tuple[str, ...] = ("auto", "background", "salient", "none")
+CropMethod = Literal["auto", "background", "texture", "salient", "none"]
+CROP_METHODS: tuple[str, ...] = ("auto", "background", "texture", "salient", "none")
+# the localiser's version: part of the training feature cache key (a changed localiser makes new crops)
+LOCALIZER_VERSION = 5
 
 
 class CropSpec(BaseModel):
@@ -53,7 +63,7 @@ class CropSpec(BaseModel):
     square: bool = True  # pad the crop to a square around the box centre (no aspect distortion)
     rotated: bool = False  # turn the box's minimum-area rectangle upright before cropping
     work_size: int = Field(default=256, ge=64, le=1024)  # longer side of the image the search runs on
-    min_area: float = Field(default=0.02, gt=0.0, lt=1.0)  # a smaller region is no box (share of the frame)
+    min_area: float = Field(default=0.005, gt=0.0, lt=1.0)  # a smaller region is no box (share of the frame)
     max_area: float = Field(default=0.7, gt=0.0, le=1.0)  # auto: a region whose bounding box spans more of the
     # frame than this means the box fills the frame (a box-centred photo): the crop is the whole image
     max_clutter: float = Field(default=0.25, ge=0.0)  # auto: other salient area, share of the box's, above
@@ -62,6 +72,9 @@ class CropSpec(BaseModel):
     # model, in multiples of the detection bar; fainter regions are belt wear, not boxes
     diff_threshold: float = Field(default=14.0, gt=0.0)  # background: Lab distance that counts as "changed"
     salient_sigma: float = Field(default=4.0, gt=0.0)  # salient: Mahalanobis distance from the border's model
+    texture_z: float = Field(default=6.0, gt=0.0)  # texture: robust z-score (median + z * MAD) of "stands out"
+    texture_clutter: float = Field(default=1.0, ge=0.0)  # texture: max_clutter for the texture search (its mask
+    # has no belt pattern left, so what else stands out must be as big as the box to call the scene cluttered)
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
 
     def describe(self) -> str:
@@ -85,6 +98,8 @@ class Located:
     rotated: tuple[tuple[float, float], tuple[float, float], float] | None = None  # cv2.minAreaRect, frame px
     area_frac: float = 0.0  # the region's share of the frame
     reason: str = ""  # why no box / why the whole image
+    contrast: float = 0.0  # salient, texture: the region's median strength, in multiples of the detection bar
+    others: float = 0.0  # what else stands out in the frame (any size), as a share of the region's area
 
     @property
     def whole(self) -> bool:
@@ -124,6 +139,14 @@ def _largest_region(mask: np.ndarray) -> np.ndarray | None:
     filled = np.zeros_like(comp)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     return filled
+
+
+def _other_area(mask: np.ndarray, box_px: float) -> float:
+    """Pixels of the regions in ``mask`` of ``box_px`` pixels or more (a quarter of the box: big enough to be
+    another box): specks, bolts and belt wear are not clutter."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA] if n > 1 else np.zeros(0, np.int32)
+    return float(areas[areas >= box_px].sum())
 
 
 def _clean(mask: np.ndarray) -> np.ndarray:
@@ -171,6 +194,127 @@ def salient_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
 
 
 _last_strength: list[np.ndarray] = [np.zeros((1, 1), np.float32)]
+_TEXTURE_DARK = 0.45  # texture: weight of a darkening (shadows) against a brightening
+
+
+def _profile(r: np.ndarray, keep: np.ndarray | None, axis: int) -> np.ndarray:
+    """The median of ``r`` along ``axis`` over the ``keep`` pixels; where too few are kept (a box covers most of
+    that row or column) the profile is interpolated from the neighbouring rows or columns."""
+    if keep is None:
+        return np.asarray(np.median(r, axis=axis, keepdims=True), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        prof = np.nanmedian(np.where(keep, r, np.nan), axis=axis)
+    good = (keep.sum(axis=axis) >= 0.3 * r.shape[axis]) & np.isfinite(prof)
+    if not good.any():
+        prof = np.median(r, axis=axis)
+    elif not good.all():
+        idx = np.arange(prof.size)
+        prof = np.interp(idx, idx[good], prof[good])
+    return np.expand_dims(prof, axis)
+
+
+def _polish(x: np.ndarray, keep: np.ndarray | None = None, rounds: int = 2) -> np.ndarray:
+    """Two-way median polish: ``x`` minus its row and column profiles, taken over the ``keep`` pixels only
+    (what the previous pass called belt), so a box covering most of a column does not erase itself."""
+    r = x.copy()
+    for _ in range(rounds):
+        r -= _profile(r, keep, 1)
+        r -= _profile(r, keep, 0)
+    return np.asarray(r, np.float32)
+
+
+def _texture_dist(med: np.ndarray, keep: np.ndarray | None, dark: float) -> np.ndarray:
+    """How far each pixel of the median-filtered BGR image ``med`` is from the belt the polish leaves behind
+    (its row and column profiles), in Lab; a darkening counts ``dark``, and a shadow (the belt darker by the
+    same factor in every channel) counts little."""
+    bg = med - np.dstack([_polish(med[..., c], keep) for c in range(3)])
+    bg = np.clip(bg, 0.0, 255.0)
+    d = (cv2.cvtColor(med / 255.0, cv2.COLOR_BGR2LAB) - cv2.cvtColor(bg / 255.0, cv2.COLOR_BGR2LAB)).astype(np.float32)
+    ratio = med / np.maximum(bg, 12.0)
+    rmax, rmin = ratio.max(axis=2), ratio.min(axis=2)
+    shadow = (rmax < 0.97) & (rmax - rmin < _SHADOW_SPREAD * rmax)
+    dl = d[..., 0]
+    d[..., 0] = np.where(dl > 0, 0.7 * dl, np.where(shadow, _SHADOW_WEIGHT, dark) * dl)
+    d[..., 1:] *= np.where(shadow, _SHADOW_WEIGHT, 1.0)[..., None]
+    return np.asarray(cv2.GaussianBlur(np.sqrt((d * d).sum(axis=2)), (0, 0), 1.0), np.float32)
+
+
+_SHADOW_SPREAD = 0.15  # texture: channel ratios within this share of each other are a shadow's uniform darkening
+_SHADOW_WEIGHT = 0.15  # texture: what a shadow-like darkening counts
+
+
+def texture_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
+    """Pixels unlike the belt, where the belt is periodic or striped (slats, rollers, ribs) and has rails.
+
+    A median filter wider than the belt's gaps removes its fine periodic pattern; a two-way median polish
+    removes what is constant along rows or columns (rails, slats across the travel, a lighting gradient
+    across the belt); what is left is scored against its own robust spread (median + ``texture_z`` * MAD),
+    and a darkening counts less than a brightening or a colour change (shadows are not boxes). Mask at work
+    scale (uint8 0/1) and that scale."""
+    scale = _work_scale(bgr.shape, spec.work_size)
+    small = bgr if scale == 1.0 else cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    k = max(3, int(round(max(small.shape[:2]) / 40)) | 1)
+    med_img = cv2.medianBlur(small, k).astype(np.float32)
+    keep = None
+    for _ in range(2):  # the second pass takes the belt's profiles without what the first found
+        dist = _texture_dist(med_img, keep, _TEXTURE_DARK)
+        med = float(np.median(dist))
+        mad = max(0.5, 1.4826 * float(np.median(np.abs(dist - med))))
+        bar = med + spec.texture_z * mad
+        keep = dist < med + 3.0 * mad
+    _last_strength[0] = dist / bar
+    return _drop_lines(_clean((dist > bar).astype(np.uint8))), scale
+
+
+def _drop_lines(mask: np.ndarray) -> np.ndarray:
+    """Remove the regions shaped like lines, not boxes: rails, belt edges and seams seen in perspective (a
+    minimum-area rectangle longer than ``_LINE_ASPECT`` times its width, or filled less than a third), and
+    what touches two or more edges of the frame (the floor beyond the belt, a rail): a box lies on the belt."""
+    mask = _cut_from_edges(mask)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    out = mask.copy()
+    h, w = mask.shape
+    at_edges = [_touches(st, h, w) >= _EDGE_TOUCH for st in stats]
+    inside = any(not at_edges[i] and stats[i, cv2.CC_STAT_AREA] >= 0.005 * h * w for i in range(1, n))
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < 4:
+            continue
+        if at_edges[i] and inside:  # keep it only when nothing box-sized lies clear of the edges
+            out[lab == i] = 0
+            continue
+        pts = cv2.findNonZero((lab == i).astype(np.uint8))
+        (_, _), (rw, rh), _ = cv2.minAreaRect(pts)
+        long, short = max(rw, rh), max(1.0, min(rw, rh))
+        if long / short > _LINE_ASPECT or stats[i, cv2.CC_STAT_AREA] < 0.33 * long * short:
+            out[lab == i] = 0
+    return np.asarray(out, np.uint8)
+
+
+_LINE_ASPECT = 3.0
+_EDGE_TOUCH = 1  # texture: a region touching this many frame edges is structure when a box-sized one lies inside
+_CUT = 0.035  # texture: the disc that cuts a box from a rail or the floor it touches, share of the work size
+
+
+def _touches(stat: np.ndarray, h: int, w: int) -> int:
+    x, y, bw, bh = (int(v) for v in stat[:4])
+    return int(x <= 0) + int(y <= 0) + int(x + bw >= w) + int(y + bh >= h)
+
+
+def _cut_from_edges(mask: np.ndarray) -> np.ndarray:
+    """A box touching a guide rail joins the rail's region: open each region that touches two or more frame
+    edges with a disc wider than a rail, so a box-sized blob comes apart from the thin strip it touched."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    h, w = mask.shape
+    k = max(5, int(round(_CUT * max(h, w))) | 1)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    out = mask.copy()
+    for i in range(1, n):
+        if _touches(stats[i], h, w) >= 2:
+            comp = (lab == i).astype(np.uint8)
+            out[lab == i] = 0
+            out |= cv2.morphologyEx(comp, cv2.MORPH_OPEN, disc)
+    return np.asarray(out, np.uint8)
 
 
 _reference_memo: list[tuple[np.ndarray, tuple[int, int], float, np.ndarray] | None] = [None]
@@ -208,19 +352,89 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     """Find the box in a BGR uint8 frame. Never falls back: ``found`` is False when no region qualifies.
 
     ``auto`` with a region covering more than ``max_area`` (or touching 3-4 frame edges) returns
-    ``method="whole"``: the box fills the frame."""
+    ``method="whole"``: the box fills the frame. ``auto`` without a reference (or with one that differs from
+    the whole frame) combines ``salient`` and ``texture`` (:func:`_reference_free`)."""
     if spec.method == "none":
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
-    use_bg = spec.method == "background" or (spec.method == "auto" and background is not None)
-    if use_bg:
+    if spec.method == "background" or (spec.method == "auto" and background is not None):
         if background is None:
             raise ValueError("crop method 'background' needs an empty-belt reference image (--background FILE)")
+        diff = _locate_with(bgr, spec, "background", background)
+        if spec.method == "background" or not diff.whole:  # a box, or the empty belt (nothing differs)
+            return diff
+        # auto: a moving patterned belt differs from any still reference everywhere (slats never line up
+        # twice): then the reference-free search below decides, as it does for the training photos
+    return _reference_free(bgr, spec)
+
+
+def _reference_free(bgr: np.ndarray, spec: CropSpec) -> Located:
+    """``salient``, ``texture``, or for ``auto`` the two combined (see :func:`locate`)."""
+    if spec.method in ("salient", "texture"):
+        return _locate_with(bgr, spec, spec.method)
+    first = _locate_with(bgr, spec, "salient")
+    second = _locate_with(bgr, spec, "texture")
+    if first.found and first.whole and "fills the frame" in first.reason:
+        # a box-centred photo, unless the texture search sees a small box clear of the frame's edges (the
+        # salient region that spans the frame was the belt's rails and edges around it)
+        return second if _small_inside(second, bgr.shape) else first
+    if first.found and not first.whole:
+        return second if _part_of(first, second) and _confident(second) else first
+    if _confident(second, _GUESS_CONTRAST if not first.found else _OVERRIDE_CONTRAST):
+        return second
+    if first.found:  # salient called the scene cluttered and the texture search is not sure either
+        return first
+    return Located(False, "texture", area_frac=second.area_frac, reason=f"{first.reason}; texture: {second.reason}")
+
+
+def _confident(loc: Located, contrast: float = 0.0) -> bool:
+    """A texture box that stands out strongly (``contrast``, default ``_OVERRIDE_CONTRAST``) with little else
+    standing out."""
+    return loc.found and not loc.whole and loc.bbox is not None and loc.others <= 0.5 \
+        and loc.contrast >= (contrast or _OVERRIDE_CONTRAST)
+
+
+def _small_inside(loc: Located, shape: tuple[int, ...]) -> bool:
+    """A box found well inside the frame (no edge within 2% of it) and smaller than a quarter of it, that stands
+    out strongly (``_OVERRIDE_CONTRAST``) with little else standing out: what a box on a belt between rails looks
+    like to the texture search, and what a box-centred photo's labels and prints do not."""
+    if not _confident(loc) or loc.bbox is None:
+        return False
+    h, w = shape[:2]
+    x0, y0, x1, y1 = loc.bbox
+    m = 0.02 * max(h, w)
+    return x0 > m and y0 > m and x1 < w - m and y1 < h - m and (x1 - x0) * (y1 - y0) < 0.25 * h * w
+
+
+def _part_of(small: Located, big: Located) -> bool:
+    """``small`` (salient) found only a piece of what ``big`` (texture) found: a coloured band or a label on
+    a box that matches the belt; then the texture box is the box."""
+    if small.bbox is None or big.bbox is None or big.whole or not big.found:
+        return False
+    a, b = small.bbox, big.bbox
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return area_b > _PART_RATIO * area_a and inter >= 0.7 * area_a
+
+
+_PART_RATIO = 1.6
+_OTHERS_MIN = 0.1  # what else stands out counts from regions of a tenth of the box up (not bolts, specks)
+_OVERRIDE_CONTRAST = 3.3  # auto: a texture box replaces salient's "fills the frame" / "cluttered" only above this
+_GUESS_CONTRAST = 1.5  # auto: where salient finds nothing, a texture box above this is the box
+
+
+def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.ndarray | None = None,
+                 checks: bool | None = None) -> Located:
+    """One method's answer with the plausibility checks (``checks``, default: ``auto`` and ``texture``)."""
+    checks = spec.method in ("auto", "texture") if checks is None else checks
+    if method == "background":
+        assert background is not None
         mask, scale = background_mask(bgr, background, spec)
-        method = "background"
-    else:
+    elif method == "salient":
         mask, scale = salient_mask(bgr, spec)
-        method = "salient"
-    strength = _last_strength[0] if method == "salient" else None
+    else:
+        mask, scale = texture_mask(bgr, spec)
+    strength = _last_strength[0] if method in ("salient", "texture") else None
     region = _largest_region(mask)
     h, w = mask.shape
     if region is None:
@@ -230,23 +444,24 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
     edges = int(x <= 1) + int(y <= 1) + int(x + bw >= w - 1) + int(y + bh >= h - 1)
     span = bw * bh / (h * w)  # what the crop would keep: a box whose bounding box spans the frame fills it
     whole = (0, 0, bgr.shape[1], bgr.shape[0])
-    if strength is not None and region.any():
-        contrast = float(np.median(strength[region > 0]))
+    contrast = float(np.median(strength[region > 0])) if strength is not None and region.any() else 0.0
+    others = _other_area(mask & (1 - region), _OTHERS_MIN * float(region.sum())) / max(1.0, float(region.sum()))
+    if method == "salient":
         if contrast < spec.min_contrast:  # a wear mark or a light patch on the belt, not a box
             return Located(False, method, area_frac=area,
                            reason=f"the region stands out only {contrast:.2f}x the belt's own spread")
     if area < spec.min_area:
         return Located(False, method, area_frac=area, reason=f"largest region {area:.1%} < min_area {spec.min_area:g}")
-    if spec.method == "auto" and (span > spec.max_area or edges >= 3):
+    if checks and (span > spec.max_area or edges >= 3):
         return Located(True, "whole", whole, None, area,
                        f"region spans {span:.0%} of the frame / touches {edges} edges: the box fills the frame")
-    if spec.method == "auto":
+    if checks:
         # a belt shows one box and little else; a scene where much else stands out (several boxes, clutter)
         # is not one the localiser understands: keep the whole image rather than guess a piece of it
         k = max(3, int(round(max(h, w) / 16)) | 1)
         near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-        other = float(np.count_nonzero(mask & (1 - near))) / (h * w)
-        if other > spec.max_clutter * area:
+        other = _other_area(mask & (1 - near), 0.25 * float(region.sum())) / (h * w)
+        if other > (spec.texture_clutter if method == "texture" else spec.max_clutter) * area:
             return Located(True, "whole", whole, None, area,
                            f"{other:.1%} of the frame stands out besides the box ({area:.1%}): cluttered scene")
     inv = 1.0 / scale
@@ -255,7 +470,7 @@ def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None
             min(fw, int(np.ceil((x + bw) * inv))), min(fh, int(np.ceil((y + bh) * inv))))
     pts = cv2.findNonZero(region).astype(np.float32) * inv
     (cx, cy), (rw, rh), ang = cv2.minAreaRect(pts)
-    return Located(True, method, bbox, ((cx, cy), (rw + inv, rh + inv), ang), area)
+    return Located(True, method, bbox, ((cx, cy), (rw + inv, rh + inv), ang), area, contrast=contrast, others=others)
 
 
 def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None) -> Located:

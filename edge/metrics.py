@@ -46,6 +46,11 @@ class Metrics:
             "boxinspect_no_box_parts", "Triggered parts closed without a decision: no box in trigger_frames frames",
             registry=r,
         )
+        self.localizer = Counter(
+            "boxinspect_localizer_frames",
+            "Frames the localiser looked at, by outcome (box, whole_frame, no_box) and reason (edge/crops.py)",
+            ["outcome", "reason"], registry=r,
+        )
         self.decisions = Counter("boxinspect_decisions", "Box decisions by label", ["label"], registry=r)
         self.defects = Counter("boxinspect_defects", "Defective boxes found", registry=r)
         self.scores = Histogram("boxinspect_score", "Box scores (probability of the defect class)", buckets=SCORE_BUCKETS, registry=r)

@@ -480,6 +480,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], status: Callabl
                 "frames": loop.get("frames", int(counters["frames_processed"])),
                 "fps": op.fps(frames) if frames is not None else loop.get("fps"),
                 "no_box_frames": loop.get("no_box_frames", loop.get("no_box")),  # frames where no box was found
+                "localizer": counters.get("localizer") or {},  # frames per localiser outcome/reason
                 **op.rates(),
             },
             "feedback": {

@@ -203,3 +203,27 @@ def test_int8_fixture_keeps_its_margin(int8_model: Path) -> None:
     assert s["max_f1_drop"] == TINY_INT8_MAX_F1_DROP and load_metadata(int8_model).metrics.max_f1_drop == 0.10
     assert s["margin"] >= 0.03, s  # at least three more changed decisions of 100 before the bound
     assert s["gate_passed"] and s["agreement"] >= 0.9
+
+
+@pytest.mark.slow
+def test_run_without_evaluate_ships_the_oof_threshold(tiny_run: Path, tmp_path: Path, caplog):
+    """Issue 25: convert without a prior evaluate takes the operating point train chose on out-of-fold scores
+    (operating_point.json, written by the linear recipe), and the sidecar says where it came from."""
+    import shutil
+
+    from convert.tflite import convert_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.tflite", "*.tflite.json", "report",
+                                                                  "metrics.json"))
+    op = {"rule": "cost_ratio", "threshold": 0.3125, "sentence": "threshold 0.3125 (out-of-fold)",
+          "chosen_on": "out-of-fold scores of train+val (grouped CV)"}
+    (run / "operating_point.json").write_text(json.dumps(op))
+    out = run / "model_float32.tflite"
+    with caplog.at_level("INFO"):
+        convert_run(run, "float32", out=out, gate=False)
+    meta = load_metadata(out)
+    assert meta.threshold == pytest.approx(0.3125)
+    assert "out-of-fold" in meta.threshold_source and "operating_point.json" in meta.threshold_source
+    assert "threshold 0.3125 from operating_point.json" in caplog.text
+    assert "using 0.5" not in caplog.text

@@ -159,6 +159,10 @@ def test_default_recipe_is_linear_and_evaluate_and_convert_accept_it(views_data,
     assert m["threshold_selection"]["split"] == "oof" and m["oof_roc_auc"] is not None
     assert "test" in m["operating_point"] and "oof" in m["operating_point"]
     assert "of 1,000 good boxes" in (run / "report" / "report.html").read_text()
+    # issue 25: train and evaluate say how the localiser did (the default crop is auto)
+    crops = json.loads((run / "crops.json").read_text())
+    assert cfg["crops"]["n"] == len(crops["images"]) > 0 and (run / "crops.png").is_file()
+    assert m["crops"]["n"] == m["n"] and "Crops (test split)" in (run / "report" / "report.html").read_text()
     pkg = convert_run(run, "float32", out=tmp_path / "m.tflite")
     side = json.loads(Path(str(pkg) + ".json").read_text())
     assert side["threshold"] == pytest.approx(m["threshold"]) and side["metrics"]["gate_passed"]

@@ -291,6 +291,10 @@ def _cv(args: argparse.Namespace) -> int:
     print(format_summary(s))
     if "operating_point" in s:
         print("operating point (out-of-fold): " + s["operating_point"]["sentence"])
+    if s.get("crops"):
+        print(f"crops: {s['crops']['sentence']}; contact sheet {Path(args.out) / 'crops.png'}")
+        if s["crops"].get("warning"):
+            print(f"WARNING: {s['crops']['warning']}")
     print(f"out-of-fold scores: {Path(args.out) / 'oof_scores.csv'}; summary: {Path(args.out) / 'summary.json'}")
     return 0
 

@@ -418,7 +418,19 @@ def _partial_summary(cfg: CVConfig, d: _Data, folds: _Folds, out: Path, t0: floa
     return summary
 
 
-def _summary(cfg: CVConfig, d: _Data, folds: _Folds, t0: float) -> dict:
+def _crop_report(cfg: CVConfig, images: data_mod.ImageSet, out: Path) -> dict | None:
+    """How the localiser did on the data, before the folds (OUT/crops.json, OUT/crops.png); None with no crop."""
+    if cfg.crop == "none":
+        return None
+    from edge.crops import fallback_warning, report_crops
+    from edge.localize import CropSpec
+
+    spec = CropSpec(method=cfg.crop)  # type: ignore[arg-type]
+    st = report_crops(images.paths, spec, out, root=images.root)
+    return {**st.to_dict(), "warning": fallback_warning(st, spec)}
+
+
+def _summary(cfg: CVConfig, d: _Data, folds: _Folds, t0: float, crops: dict | None = None) -> dict:
     """The full summary: per-fold mean +- sd and the operating point on all out-of-fold scores (repeat 0:
     every image scored once, by a model that did not see it), in the line's terms."""
     from sklearn.metrics import roc_auc_score
@@ -442,6 +454,7 @@ def _summary(cfg: CVConfig, d: _Data, folds: _Folds, t0: float) -> dict:
         "folds": folds.rows,
         "folds_per_part": folds.part_rows if mv else None,
         "wall_time_s": round(time.monotonic() - t0, 1),
+        "crops": crops,
     }
 
 
@@ -465,6 +478,7 @@ def run_cv(cfg: CVConfig) -> dict:
         (out / "folds.jsonl").unlink(missing_ok=True)
         (out / FOLD_SCORES).unlink(missing_ok=True)
     d = _load_data(cfg)
+    crops = _crop_report(cfg, d.images, out)
     x = None
     if cfg.recipe == "linear":
         x, ok = linear_features(cfg, d.images.paths)
@@ -473,7 +487,7 @@ def run_cv(cfg: CVConfig) -> dict:
     folds = _run_folds(cfg, d, x, out, t0)
     if not np.all(np.isfinite(folds.oof[0])):
         return _partial_summary(cfg, d, folds, out, t0)
-    summary = _summary(cfg, d, folds, t0)
+    summary = _summary(cfg, d, folds, t0, crops)
     _write_oof(out / "oof_scores.csv", d, folds)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     try:

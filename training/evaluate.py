@@ -256,6 +256,25 @@ def _img_tag(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
+def _crop_section(m: dict, run_dir: Path) -> str:
+    """The report's crop section: how many images were cropped, the fallbacks and why, the warning, and the
+    contact sheet of crops, worst first (edge/crops.py)."""
+    c = m.get("crops")
+    if not c:
+        return ""
+    esc = html.escape
+    warn = f'<p class="warn"><b>Warning:</b> {esc(c["warning"])}</p>' if c.get("warning") else ""
+    reasons = "".join(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in sorted(c["reasons"].items()))
+    sheet = run_dir / "report" / "crops.png"
+    img = (f"<figure>{_img_tag(sheet, 'crops')}<figcaption>Each {esc(m['split'])} image with its box (left) and the "
+           "crop the model sees (right), worst first: whole-frame fallbacks, then the lowest IoU when the boxes "
+           "are known</figcaption></figure>") if sheet.is_file() else ""
+    return f"""<h2>Crops ({esc(m['split'])} split)</h2>
+<p>{esc(c['sentence'])}</p>{warn}
+<table><tr><th>whole frame because</th><th>images</th></tr>{reasons}</table>
+{img}"""
+
+
 def _html(m: dict, files: dict[str, Path], cfg: dict, run_dir: Path) -> str:
     a, h = m["at_threshold"], m["at_0.5"]
     esc = html.escape
@@ -304,6 +323,7 @@ table {{ border-collapse: collapse; margin: 8px 0 18px; }}
 td, th {{ border: 1px solid #ccc; padding: 3px 9px; text-align: right; }}
 th {{ background: #f2f2f2; }} td:first-child {{ text-align: left; }}
 pre {{ background: #f7f7f7; padding: 10px; display: inline-block; }}
+.warn {{ background: #fff3cd; border: 1px solid #e0b000; padding: 8px; }}
 figure {{ display: inline-block; margin: 6px; vertical-align: top; }}
 img {{ max-width: 1080px; border: 1px solid #ddd; }}
 .big {{ font-size: 1.25em; }}
@@ -321,6 +341,7 @@ img {{ max-width: 1080px; border: 1px solid #ddd; }}
 <th>recall</th><th>specificity</th></tr>{tr_rows}</table>
 <p><small>Trade-off on the {esc('out-of-fold scores (train+val)' if m.get('tradeoff_on') == 'oof' else m['split'] + ' split')};
 intervals are 95% Wilson intervals for the proportions.</small></p>
+{_crop_section(m, run_dir)}
 <h2>{esc(m['split'])} metrics</h2>
 <table><tr><th>at</th><th>threshold</th><th>accuracy</th><th>precision</th><th>recall</th><th>specificity</th>
 <th>F1 ({esc(m['positive_class'])})</th><th>macro F1</th><th>missed defects</th><th>false rejects</th></tr>
@@ -454,6 +475,11 @@ def evaluate(run_dir: Path, target_recall: float | None = None, split: str = "te
     if mv is not None:
         m["multi_view"] = mv
 
+    if crop.method != "none":
+        from edge.crops import fallback_warning, report_crops
+
+        stats = report_crops(loaded.paths, crop, run_dir / "report", root=root)
+        m["crops"] = {**stats.to_dict(), "warning": fallback_warning(stats, crop)}
     files = _plots(run_dir / "report", y, s, y_val, s_val, m, history, names, split)
     files["tradeoff"] = run_dir / "report" / "tradeoff.png"
     operating.plot_tradeoff(files["tradeoff"], oof[0] if oof is not None else y, oof[1] if oof is not None else s,

@@ -63,6 +63,10 @@ class FeatureSpec:
             st = p.stat()
             w = f"{p.name}:{st.st_size}:{int(st.st_mtime)}"
         raw = f"v1|{self.img_size}|{self.alpha}|{w}|flip={int(self.flip)}|crop={self.crop}"
+        if self.crop != "none":  # a changed localiser makes other crops: its version is part of the key
+            from edge.localize import LOCALIZER_VERSION
+
+            raw += f"|localizer={LOCALIZER_VERSION}"
         if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
             raw += "|scales=" + ",".join(str(s) for s in sorted(self.scales))
         return hashlib.sha1(raw.encode()).hexdigest()[:16]

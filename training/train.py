@@ -6,6 +6,7 @@ history.json, versions.json. ``training.evaluate`` adds metrics.json and report/
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -154,7 +155,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.recipe == "linear":
         from training.train_linear import train_linear
 
-        return train_linear(cfg)
+        return _report_crops(cfg, train_linear(cfg))
     if cfg.balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
     out = Path(cfg.out_dir)
@@ -252,6 +253,22 @@ def train(cfg: TrainConfig) -> Path:
     wall = time.monotonic() - t_start
     write_run(out, model, cfg, history, wall, images, weights_path, cw, counts, split)
     log.info("trained in %.1f s (%s); run directory %s", wall, _fmt_time(wall), out)
+    return _report_crops(cfg, out)
+
+
+def _report_crops(cfg: TrainConfig, out: Path) -> Path:
+    """Say how the localiser did on the run's images (out/crops.json, out/crops.png worst first, a log line,
+    the >20% fallback warning) and record the summary in train_config.json."""
+    if cfg.crop.method == "none":
+        return out
+    from edge.crops import fallback_warning, report_crops
+
+    split = split_mod.load_split(out / "split.json")
+    root = Path(cfg.data_dir).resolve()
+    stats = report_crops([root / it["path"] for it in split.items], cfg.crop, out, root=root)
+    doc = json.loads((out / "train_config.json").read_text())
+    doc["crops"] = {**stats.to_dict(), "warning": fallback_warning(stats, cfg.crop)}
+    (out / "train_config.json").write_text(json.dumps(doc, indent=1))
     return out
 
 

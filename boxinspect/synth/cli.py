@@ -41,6 +41,7 @@ examples:
   boxinspect synth --out data/synth --video --contact-sheet        # + conveyor.mp4/.json and previews
   boxinspect synth --out data/hard --difficulty hard --n-per-class 1000 --seed 7
   boxinspect synth --out data/line --scenes line --n-per-class 150 --contact-sheet   # 2 views per part
+  boxinspect synth --out data/belt --scenes belt --n-per-class 100   # slat/roller belts, rails, 960x540
 """
 
 
@@ -48,7 +49,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t0 = time.time()
     try:
-        if args.scenes == "line":
+        if args.scenes in ("line", "belt"):
             return _cmd_line(args, out, t0)
         if args.difficulty not in DIFFICULTIES:
             raise ValueError(f"--difficulty {args.difficulty} applies to --scenes line only; use one of {DIFFICULTIES}")
@@ -81,10 +82,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_line(args: argparse.Namespace, out: Path, t0: float) -> int:
+    """--scenes line or belt: wide frames, two views per part, the boxes' ground truth in parts.json."""
+    from boxinspect.synth.belt import make_belt_dataset
+
     if args.video:
-        raise ValueError("--video renders the ROI conveyor; it does not combine with --scenes line")
-    summary = make_line_dataset(out, n_per_class=args.n_per_class, seed=args.seed, difficulty=args.difficulty)
-    lines = [f"line scenes: {summary['n_parts']} parts x {len(VIEWS)} views ({', '.join(VIEWS)}) {summary['counts']} "
+        raise ValueError(f"--video renders the ROI conveyor; it does not combine with --scenes {args.scenes}")
+    if args.scenes == "belt":
+        summary = make_belt_dataset(out, n_per_class=args.n_per_class, seed=args.seed)
+        what = f"patterned-belt scenes on {summary['n_lines']} lines"
+    else:
+        summary = make_line_dataset(out, n_per_class=args.n_per_class, seed=args.seed, difficulty=args.difficulty)
+        what = "line scenes"
+    lines = [f"{what}: {summary['n_parts']} parts x {len(VIEWS)} views ({', '.join(VIEWS)}) {summary['counts']} "
              f"in {out}/ok, {out}/defective; ground truth {out / 'parts.json'}"]
     if args.contact_sheet:
         line_sheet(out, out / "contact_sheet.png")
@@ -101,8 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-per-class", type=int, default=300, metavar="N", help="images per class (default 300)")
     p.add_argument("--size", type=int, default=160, metavar="PX", help="image side in px (default 160)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, identical output (default 0)")
-    p.add_argument("--scenes", choices=("roi", "line"), default="roi",
-                   help="roi (default): box-centred ROI images; line: wide belt scenes, 2 views per part")
+    p.add_argument("--scenes", choices=("roi", "line", "belt"), default="roi",
+                   help="roi (default): box-centred ROI images; line: wide belt scenes, 2 views per part; belt: "
+                        "960x540 patterned-belt line scenes (slats, rollers, rails, shadows; box 2-25%% of the "
+                        "frame; 2 views per part; the boxes' ground truth in parts.json)")
     p.add_argument("--difficulty", choices=LINE_DIFFICULTIES, default="easy",
                    help="easy: large, high-contrast defects; hard: smaller, subtler defects and more clutter; "
                         "mixed (line scenes only): each part easy or hard")

@@ -143,6 +143,8 @@ function renderSummary(s) {
   $("c-rate-n-label").textContent = `defect rate, last ${c.last_n.n}`;
   $("c-rate-h").textContent = pct(c.last_hour.rate);
   $("c-fps").textContent = c.fps === null || c.fps === undefined ? "–" : num(c.fps, 1);
+  const loc = Object.entries(c.localizer || {}).filter(([k]) => !k.startsWith("box/"));
+  $("c-crop").textContent = loc.length ? loc.map(([k, v]) => `${k} ${v}`).join(", ") : "none";
   $("c-nobox").textContent = c.no_box_frames === null || c.no_box_frames === undefined ? "–" : c.no_box_frames;
 
   const f = s.feedback;
