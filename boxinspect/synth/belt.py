@@ -32,12 +32,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from boxinspect.synth._draw import _c3, _smooth_noise
-from boxinspect.synth.boxes import Sprite, _Box
-from boxinspect.synth.dataset import _child, _OneCvThread
+from boxinspect.synth._draw import c3, smooth_noise
+from boxinspect.synth.boxes import BoxDrawing, Sprite
+from boxinspect.synth.dataset import OneCvThread, child_rng
 from boxinspect.synth.layout import CLASSES, DEFECTS, Layout, log
-from boxinspect.synth.line import _oblique_view, _top_view, _truth, part_name
-from boxinspect.synth.sprite import _draw_box, _finish_sprite
+from boxinspect.synth.line import box_truth, oblique_view, part_name, top_view
+from boxinspect.synth.sprite import draw_box, finish_sprite
 
 BELT_FRAME = (960, 540)  # (width, height)
 BELT_AREA_RANGE = (0.02, 0.25)  # share of the frame the box body covers (log-uniform)
@@ -113,7 +113,7 @@ def _plane(v: _View, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarr
     """The belt plane seen from above (BGR float32, h x w) and its belt mask (1 between the rails)."""
     along, across = (w, h) if v.along_x else (h, w)
     prof = _profile(v, along, float(rng.uniform(0, 1000)))
-    tex = prof[None, :] * (1.0 + 0.06 * _smooth_noise(rng, across, along, 24.0))
+    tex = prof[None, :] * (1.0 + 0.06 * smooth_noise(rng, across, along, 24.0))
     belt = np.dstack([tex * c for c in v.belt_bgr]).astype(np.float32)
     mask = np.ones((across, along), np.float32)
     r = max(3, int(round(v.rail_frac * across)))
@@ -142,7 +142,7 @@ def _warp(v: _View, w: int, h: int) -> np.ndarray | None:
     return cv2.getPerspectiveTransform(src, dst)
 
 
-def _restyle(b: _Box, rng: np.random.Generator) -> str:
+def _restyle(b: BoxDrawing, rng: np.random.Generator) -> str:
     """Most boxes on these lines: white or grey with a coloured band across the tape; the rest cardboard."""
     r = rng.random()
     if r < 0.25:
@@ -160,12 +160,12 @@ def _restyle(b: _Box, rng: np.random.Generator) -> str:
     return "white" if r < 0.65 else "grey"
 
 
-def _glint(b: _Box, rng: np.random.Generator) -> None:
+def _glint(b: BoxDrawing, rng: np.random.Generator) -> None:
     """A specular streak along the tape (glossy tape under a line light)."""
     _, Y = b.grid()
     y = b.seam + rng.uniform(-0.05, 0.05) * b.W
     g = np.exp(-(((Y - y) / (0.02 * b.W)) ** 2)) * (b.alpha > 0) * rng.uniform(0.3, 0.7)
-    b.img += _c3(g.astype(np.float32)) * (255.0 - b.img)
+    b.img += c3(g.astype(np.float32)) * (255.0 - b.img)
 
 
 def _composite(frame: np.ndarray, sp: Sprite, cx: int, cy: int, v: _View, s: float) -> None:
@@ -182,9 +182,9 @@ def _composite(frame: np.ndarray, sp: Sprite, cx: int, cy: int, v: _View, s: flo
     d = v.shadow_len * side * 4
     M = np.float32([[1, 0, d * math.cos(v.shadow_dir)], [0, 1, d * math.sin(v.shadow_dir)]])
     sh = cv2.GaussianBlur(cv2.warpAffine(a, M, (w, h)), (0, 0), max(1.0, 0.04 * side)) * v.shadow_gain
-    frame *= _c3(1.0 - np.maximum(sh, 0.0) * (1.0 - a))
-    frame *= _c3(1.0 - a)
-    frame += col * _c3(a)
+    frame *= c3(1.0 - np.maximum(sh, 0.0) * (1.0 - a))
+    frame *= c3(1.0 - a)
+    frame += col * c3(a)
 
 
 def _place_on_belt(rng: np.random.Generator, sp: Sprite, mask: np.ndarray) -> tuple[int, int]:
@@ -210,7 +210,7 @@ def _finish(v: _View, rng: np.random.Generator, frame: np.ndarray) -> np.ndarray
     if v.overhead:
         band = np.exp(-(((u if v.along_x else yy) - (2 * v.overhead_pos - 1)) / 0.25) ** 8)
         g = g * (1 - v.overhead * band)
-    frame *= _c3(np.broadcast_to(g, (h, w)).astype(np.float32))
+    frame *= c3(np.broadcast_to(g, (h, w)).astype(np.float32))
     if v.defocus > 0.3:
         frame = cv2.GaussianBlur(frame, (0, 0), v.defocus)
     frame += rng.standard_normal(frame.shape, dtype=np.float32) * v.noise
@@ -223,13 +223,13 @@ def render_belt_part(seed: int, index: int, label: str, defect: str | None, line
     with ``empty=True``, ``"empty"``: the same frames without the box."""
     w, h = int(frame_size[0]), int(frame_size[1])
     layout = Layout(w, h, 0, 0, 300, 0, h)
-    rng = _child(seed, 31, CLASSES.index(label), index)
+    rng = child_rng(seed, 31, CLASSES.index(label), index)
     diff = "easy" if rng.random() < 0.5 else "hard"
-    b = _draw_box(rng, diff, defect, 1.3)
-    look = _restyle(b, _child(seed, 32, CLASSES.index(label), index))
+    b = draw_box(rng, diff, defect, 1.3)
+    look = _restyle(b, child_rng(seed, 32, CLASSES.index(label), index))
     if rng.random() < 0.5:
         _glint(b, rng)
-    base = _finish_sprite(b, float(rng.uniform(-90.0, 90.0)))
+    base = finish_sprite(b, float(rng.uniform(-90.0, 90.0)))
     lo, hi = (math.log(x) for x in BELT_AREA_RANGE)
     frac = math.exp(float(rng.uniform(lo, hi)))
     s = math.sqrt(frac * w * h / float((base.alpha > 0.5).sum()))
@@ -238,25 +238,25 @@ def render_belt_part(seed: int, index: int, label: str, defect: str | None, line
     views: dict[str, np.ndarray] = {}
     empties: dict[str, np.ndarray] = {}
     for vi, view in enumerate(("top", "oblique")):
-        v = _sample_view(_child(seed, 33, line, vi), view)
-        prng = _child(seed, 34, CLASSES.index(label), index, vi)
+        v = _sample_view(child_rng(seed, 33, line, vi), view)
+        prng = child_rng(seed, 34, CLASSES.index(label), index, vi)
         plane, mask = _plane(v, prng, h, w)
         M = _warp(v, w, h)
         if M is not None:
             plane = cv2.warpPerspective(plane, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             mask = cv2.warpPerspective(mask, M, (w, h), flags=cv2.INTER_NEAREST)
-            sp, extra = _oblique_view(base, s * (1 - v.tilt / 3), prng)
+            sp, extra = oblique_view(base, s * (1 - v.tilt / 3), prng)
         else:
-            sp, extra = _top_view(base, s), {}
+            sp, extra = top_view(base, s), {}
         sp = Sprite(sp.colour, sp.alpha, np.zeros_like(sp.shadow), sp.cx, sp.cy, sp.params)
         cx, cy = _place_on_belt(prng, sp, mask)
         frame = plane.copy()
         _composite(frame, sp, cx, cy, v, s)
-        fr = _child(seed, 35, CLASSES.index(label), index, vi)
+        fr = child_rng(seed, 35, CLASSES.index(label), index, vi)
         views[view] = _finish(v, fr, frame)
         if empty:
-            empties[view] = _finish(v, _child(seed, 35, CLASSES.index(label), index, vi), plane.copy())
-        truth["views"][view] = {**_truth(sp, cx, cy, layout), "scene": {**v.to_dict(), "jpeg_quality":
+            empties[view] = _finish(v, child_rng(seed, 35, CLASSES.index(label), index, vi), plane.copy())
+        truth["views"][view] = {**box_truth(sp, cx, cy, layout), "scene": {**v.to_dict(), "jpeg_quality":
                                 int(fr.integers(70, 96))}, **extra}
     out: dict[str, Any] = {"views": views, "truth": truth}
     if empty:
@@ -275,7 +275,7 @@ def make_belt_dataset(out: Path, n_per_class: int = 100, seed: int = 0, n_lines:
         (out / c).mkdir(parents=True, exist_ok=True)
     parts: list[dict[str, Any]] = []
     total = 2 * n_per_class
-    with _OneCvThread():
+    with OneCvThread():
         for label in ("ok", "defective"):
             for i in range(n_per_class):
                 defect = None if label == "ok" else DEFECTS[i % len(DEFECTS)]

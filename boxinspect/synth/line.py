@@ -113,12 +113,12 @@ def _with_shadow(colour: np.ndarray, alpha: np.ndarray, cx: float, cy: float, k:
                   int(round(cx + pad)), int(round(cy + pad)), dict(params))
 
 
-def _top_view(base: Sprite, s: float) -> Sprite:
+def top_view(base: Sprite, s: float) -> Sprite:
     col, a, cx, cy = _resize_sprite(base, s, s)
     return _with_shadow(col, a, cx, cy, s, base.params)
 
 
-def _oblique_view(base: Sprite, s: float, rng: np.random.Generator) -> tuple[Sprite, dict[str, float]]:
+def oblique_view(base: Sprite, s: float, rng: np.random.Generator) -> tuple[Sprite, dict[str, float]]:
     """The box seen by a camera tilted towards the belt's travel: the top face squashed vertically, and the
     faces that look at the camera extruded below it (darker, with a crease along the top edge)."""
     squash = float(rng.uniform(0.55, 0.8))
@@ -167,7 +167,7 @@ def _place(rng: np.random.Generator, sp: Sprite, layout: Layout) -> tuple[int, i
     return cx, cy
 
 
-def _truth(sp: Sprite, cx: int, cy: int, layout: Layout) -> dict[str, Any]:
+def box_truth(sp: Sprite, cx: int, cy: int, layout: Layout) -> dict[str, Any]:
     """Ground truth of one view: the box body's bounding box and rotated rectangle in frame pixels."""
     body = np.zeros((layout.height, layout.width), np.uint8)
     ox, oy = cx - sp.cx, cy - sp.cy
@@ -207,9 +207,9 @@ def render_line_part(seed: int, index: int, label: str, defect: str | None, diff
     for vi, view in enumerate(VIEWS):
         vrng = child_rng(seed, 8, CLASSES.index(label), index, vi)
         if view == "top":
-            sp, extra = _top_view(base, s), {}
+            sp, extra = top_view(base, s), {}
         else:
-            sp, extra = _oblique_view(base, s, vrng)
+            sp, extra = oblique_view(base, s, vrng)
         params = sample_scene(vrng, diff)
         params.belt_bgr = tuple(float(c) for c in np.array(LINE_BELTS[int(vrng.integers(len(LINE_BELTS)))],
                                                             np.float32) * vrng.uniform(0.85, 1.15))
@@ -222,7 +222,7 @@ def render_line_part(seed: int, index: int, label: str, defect: str | None, diff
         views[view] = scene.render(belt_pos, [(scene.prepare(sp), cx, cy)], noise)
         if empty:
             empties[view] = scene.render(belt_pos, [], noise)
-        truth["views"][view] = {**_truth(sp, cx, cy, layout), "scene": params.to_dict(), **extra}
+        truth["views"][view] = {**box_truth(sp, cx, cy, layout), "scene": params.to_dict(), **extra}
     out: dict[str, Any] = {"views": views, "truth": truth}
     if empty:
         out["empty"] = empties
