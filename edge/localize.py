@@ -36,6 +36,7 @@ Crop: the region's bounding box (axis-aligned, or the minimum-area rotated recta
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,11 +190,12 @@ def salient_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
     # the belt's own spread sets the bar too: a texture that is not Gaussian has a long tail
     bar = max(spec.salient_sigma, float(np.percentile(bd[bd <= np.percentile(bd, 75)], 99.0)) * 1.5)
     mask = (cv2.GaussianBlur(dist, (0, 0), 1.0) > bar).astype(np.uint8)
-    _last_strength[0] = dist / bar  # how far beyond the bar each pixel is (the region's contrast is checked)
+    _LAST.strength = dist / bar  # how far beyond the bar each pixel is (the region's contrast is checked)
     return _clean(mask), scale
 
 
-_last_strength: list[np.ndarray] = [np.zeros((1, 1), np.float32)]
+# the last mask's per-pixel strength, per thread: the daemon's loop and the API's /predict locate at once
+_LAST = threading.local()
 _TEXTURE_DARK = 0.45  # texture: weight of a darkening (shadows) against a brightening
 
 
@@ -263,7 +265,7 @@ def texture_mask(bgr: np.ndarray, spec: CropSpec) -> tuple[np.ndarray, float]:
         mad = max(0.5, 1.4826 * float(np.median(np.abs(dist - med))))
         bar = med + spec.texture_z * mad
         keep = dist < med + 3.0 * mad
-    _last_strength[0] = dist / bar
+    _LAST.strength = dist / bar
     return _drop_lines(_clean((dist > bar).astype(np.uint8))), scale
 
 
@@ -434,7 +436,7 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
         mask, scale = salient_mask(bgr, spec)
     else:
         mask, scale = texture_mask(bgr, spec)
-    strength = _last_strength[0] if method in ("salient", "texture") else None
+    strength = getattr(_LAST, "strength", None) if method in ("salient", "texture") else None
     region = _largest_region(mask)
     h, w = mask.shape
     if region is None:
