@@ -42,9 +42,9 @@ def test_patterned_belt_scenes_are_localised():
 
 
 def test_old_line_scenes_do_not_regress():
-    from boxinspect.synth.line import _LineKit
+    from boxinspect.synth.line import LineKit
 
-    kit = _LineKit.make(3)  # one belt kit for all parts, as make_line_dataset does
+    kit = LineKit.make(3)  # one belt kit for all parts, as make_line_dataset does
     parts = [render_line_part(3, i, lab, None if lab == "ok" else "tear", "mixed", kit)
              for i in range(8) for lab in ("ok", "defective")]
     ious, whole = _ious(parts)
