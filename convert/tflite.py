@@ -563,6 +563,10 @@ def convert_run(
     if fmt not in FORMATS:
         raise ConvertError(f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
     run = read_run(Path(run_dir))
+    if run.config.get("recipe") == "anomaly":  # patch map + bank of good parts (convert/anomaly.py)
+        from convert.anomaly import convert_anomaly
+
+        return convert_anomaly(run, fmt, out, representative_count, gate, max_f1_drop, max_auc_drop)
     model, keras_path, h, w = _load_keras(run)
     out = Path(out) if out else run.run_dir / f"model_{fmt}.tflite"
     by_split = _by_split(run)

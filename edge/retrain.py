@@ -363,7 +363,7 @@ def _write_candidate(clf: Classifier, head: LinearHead, cv: CVMetrics, thr: floa
         by_source[src][found.labels[i]] += 1
     versions = installed_versions("boxinspect", "numpy", "scikit-learn", "ai-edge-litert", "opencv-python-headless")
     new = ModelMetadata.model_validate({
-        **meta.model_dump(mode="json", exclude={"package_sha256", "head", "golden", "metrics", "cv_metrics"}),
+        **meta.model_dump(mode="json", exclude={"package_sha256", "head", "golden", "metrics", "cv_metrics", "anomaly"}),
         "name": name,
         "threshold": thr,
         "threshold_source": f"retrain: {rule} on the out-of-fold scores of the grouped CV",

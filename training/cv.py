@@ -37,7 +37,7 @@ from training import split as split_mod
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("linear", "finetune")
+RECIPES = ("linear", "finetune", "anomaly")
 FUSIONS = ("max", "mean", "noisy_or")
 MAX_VIEWS = 8
 HASH_SIZE = 64  # px the images are reduced to before the dHash (which works on 32x32 anyway)
@@ -77,6 +77,8 @@ class CVConfig:
     resume: bool = False  # keep the folds already finished in OUT (folds.jsonl + their scores), run the rest
     only_folds: list[int] | None = None  # 1-based fold numbers (in run order) to run; None = all
     extra: dict = field(default_factory=dict)
+    anomaly_method: str = "patchcore"  # anomaly recipe: patchcore | padim | pooled_gaussian (the baseline)
+    target_frr: float = 0.001  # anomaly recipe: the threshold's false-reject rate on good parts
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -316,8 +318,10 @@ def run_cv(cfg: CVConfig) -> dict:
              " + parts of multi-view files" if cfg.views else "", cfg.repeats, cfg.folds, cfg.recipe)
 
     x = None
-    if cfg.recipe == "linear":
-        x, ok = _linear_features(cfg, images.paths)
+    if cfg.recipe in ("linear", "anomaly"):
+        from training import anomaly
+
+        x, ok = (_linear_features if cfg.recipe == "linear" else anomaly.cv_features)(cfg, images.paths)
         if not ok.all():
             raise data_mod.DataError(f"{int((~ok).sum())} image(s) could not be featurised")
 
@@ -365,6 +369,8 @@ def run_cv(cfg: CVConfig) -> dict:
                 continue
             if cfg.recipe == "linear":
                 s, thr, info = _linear_fold(cfg, x, y, groups, tr, te, seed)
+            elif cfg.recipe == "anomaly":
+                s, thr, info = anomaly.cv_fold(cfg, x, y, groups, tr, te, seed)
             else:
                 s, thr, info = _finetune_fold(cfg, images, rel, y, groups, tr, te, seed, fold_dir)
             oof[r, te] = s
