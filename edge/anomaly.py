@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+from statistics import NormalDist
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,8 @@ def min_distances(q: np.ndarray, bank: np.ndarray, bank_sq: np.ndarray | None = 
         if exclude is not None:
             d2[:, exclude[s:s + _BANK_CHUNK]] = np.inf
         np.minimum(best, d2.min(axis=1), out=best)
-    return np.sqrt(np.maximum(best + qsq, 0.0))
+    out: np.ndarray = np.sqrt(np.maximum(best + qsq, 0.0))
+    return out
 
 
 @dataclass
@@ -133,7 +135,8 @@ class Padim:
         h, w, _ = patches.shape
         x = patches.reshape(h * w, -1)[:, self.channels] - self.mean
         d2 = np.einsum("lk,lkj,lj->l", x, self.inv_cov, x)
-        return np.sqrt(np.maximum(d2, 0.0)).reshape(h, w)
+        out: np.ndarray = np.sqrt(np.maximum(d2, 0.0)).reshape(h, w)
+        return out
 
 
 # ---------------------------------------------------------------- threshold from good parts only
@@ -142,9 +145,12 @@ class Padim:
 def _lognormal_threshold(d: np.ndarray, target_frr: float) -> tuple[float, float, float]:
     logd = np.log(np.maximum(d, 1e-9))
     mu, sd = float(np.mean(logd)), float(np.std(logd, ddof=1)) if len(d) > 1 else 0.0
-    from scipy.stats import norm
+    return float(math.exp(mu + NormalDist().inv_cdf(1.0 - target_frr) * sd)), mu, sd
 
-    return float(math.exp(mu + float(norm.isf(target_frr)) * sd)), mu, sd
+
+def _floor(d: np.ndarray, target_frr: float) -> float:
+    """The empirical (1 - target) quantile of good distances; their max when there are too few to show it."""
+    return float(np.quantile(d, 1.0 - target_frr)) if len(d) * target_frr >= 1 else float(d.max())
 
 
 def frr_threshold(d_good: np.ndarray, groups: np.ndarray | None = None, target_frr: float = DEFAULT_TARGET_FRR,
@@ -154,13 +160,11 @@ def frr_threshold(d_good: np.ndarray, groups: np.ndarray | None = None, target_f
 
     A rate of 1 in 1,000 is beyond what a few hundred good crops can show directly, so the tail is modelled: the
     log-distances of good parts are fitted with a normal distribution and the threshold is its (1 - target)
-    quantile, never below the largest good distance seen. The 95% interval of the threshold comes from a
+    quantile, never below the empirical one (the largest good distance seen when there are fewer than 1/target). The 95% interval of the threshold comes from a
     bootstrap over groups (views of one part, near-duplicates resampled together), and with it the false-reject
     rate the chosen threshold would have under each bootstrap fit (its 95% interval). ``empirical_frr`` is the
     share of the given good distances at or above the threshold, with its Wilson interval.
     """
-    from scipy.stats import norm
-
     from training.operating import wilson
 
     d = np.asarray(d_good, np.float64)
@@ -170,7 +174,7 @@ def frr_threshold(d_good: np.ndarray, groups: np.ndarray | None = None, target_f
     if len(d) < 5:
         raise ValueError(f"need at least 5 good crops to set a threshold, got {len(d)}")
     thr, mu, sd = _lognormal_threshold(d, target_frr)
-    thr = max(thr, float(d.max()))
+    thr = max(thr, _floor(d, target_frr))
     rng = np.random.default_rng(seed)
     ug = np.unique(g)
     members = [np.nonzero(g == u)[0] for u in ug]
@@ -178,12 +182,13 @@ def frr_threshold(d_good: np.ndarray, groups: np.ndarray | None = None, target_f
     for _ in range(n_boot):
         pick = np.concatenate([members[i] for i in rng.integers(len(ug), size=len(ug))])
         t, m, s = _lognormal_threshold(d[pick], target_frr)
-        boots.append(max(t, float(d[pick].max())))
-        frrs.append(float(norm.sf((math.log(thr) - m) / s)) if s > 0 else 0.0)
+        boots.append(max(t, _floor(d[pick], target_frr)))
+        frrs.append(1.0 - NormalDist().cdf((math.log(thr) - m) / s) if s > 0 else 0.0)
     k = int(np.sum(d >= thr))
     return {
         "distance": thr, "target_frr": target_frr, "n_good": int(len(d)), "n_groups": int(len(ug)),
-        "rule": f"lognormal tail of {len(d)} held-out good distances at FRR {target_frr:g} (at least their max)",
+        "rule": f"lognormal tail of {len(d)} held-out good distances at FRR {target_frr:g} (at least their "
+                f"empirical {1 - target_frr:g} quantile, or their max when there are fewer than 1/FRR)",
         "log_mean": mu, "log_sd": sd,
         "distance_ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
         "frr_ci95": [float(np.percentile(frrs, 2.5)), float(np.percentile(frrs, 97.5))],
@@ -248,7 +253,7 @@ class AnomalyScorer:
             arrays.update(bank=self.patchcore.bank.astype(np.float32), source=self.patchcore.source)
         if self.padim is not None:
             arrays.update(channels=self.padim.channels, mean=self.padim.mean, inv_cov=self.padim.inv_cov)
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod

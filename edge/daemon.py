@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__, ratelimit
+from edge.anomaly_evidence import Heat, attach, heat_of
 from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, MultiCapture, safe_uri
 from edge.classifier import Classifier, ModelError
@@ -101,6 +102,7 @@ class _Publish:
     captured_at: float | None = None  # when the capture thread had decoded it (trace)
     handed_at: float | None = None  # when the loop handed the decision over (trace)
     shadow_obs: Any = None  # the shadow's observation of this box (edge/shadow.py), taken when it was decided
+    heat: Heat | None = None  # anomaly package: the map of the box's evidence frame (edge/anomaly_evidence.py)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,6 +224,7 @@ class Daemon:
         self._decisions = 0
         self._defects = 0
         self._best: tuple[float, Frame, np.ndarray] | None = None  # evidence: most defect-like frame of the box
+        self._best_heat: Heat | None = None  # its anomaly map (anomaly packages)
         self._fps = 0.0
         self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
         self._roi_error: str | None = None
@@ -471,11 +474,11 @@ class Daemon:
                     rx, ry = roi_box(frame.image.shape, self._view_rois[view] if view is not None else self.cfg.roi)[:2]
                     x0, y0, x1, y1 = located.bbox
                     self.latest.set_box((x0 + rx, y0 + ry, x1 + rx, y1 + ry))
-                features = None
+                features, heat = None, None
                 if self.shadow.wants_features(model.classifier):  # a head-only candidate on this backbone
                     score, features = model.classifier.score_features(roi, located)  # the same one invoke
                 else:
-                    score = model.classifier.score(roi, located)
+                    score, heat = heat_of(model.classifier, roi, located)  # + the anomaly map (anomaly packages)
                 self._scored = True
                 self.metrics.inference_seconds.observe(time.perf_counter() - t0)
                 self.metrics.frames_processed.inc()
@@ -485,6 +488,7 @@ class Daemon:
                         self._view_best[view] = (score, frame, roi)
                 elif self._best is None or score > self._best[0]:
                     self._best = (score, frame, roi)
+                    self._best_heat = heat
                     self.shadow.observe(roi, located, score, features)  # the best frame's crop and features
         decision = decider.update(frame.index, frame.captured_at, roi, score)
         if decision is not None:
@@ -565,15 +569,17 @@ class Daemon:
         the loop knows (the box's evidence frame, its capture times) is taken here."""
         timeout = decision.kind == "timeout"
         best = last_captured = exit_at = None
+        heat = None
         if not timeout:
             if view_bests is None:  # a timeout decision (watchdog thread) has no frames
                 best, self._best = self._best, None
+                heat, self._best_heat = self._best_heat, None
             if decision.last_frame is not None:
                 last_captured = self._captured_at(decision.last_frame, decision)
                 if decision.mode == "continuous":
                     exit_at = last_captured  # the box left the ROI
         job = _Publish(decision, view_bests, best, exit_at, last_captured,
-                       shadow_obs=self.shadow.take_observed() if not timeout else None)
+                       shadow_obs=self.shadow.take_observed() if not timeout else None, heat=heat)
         if self.trace is not None and not timeout:
             job.read_at, job.handed_at = self._read_at, time.time()
             if frame is not None:
@@ -616,6 +622,7 @@ class Daemon:
                 event["evidence"] = self.evidence.save(event["event_id"], best[1].image, best[2], event["is_defect"])
             except Exception as e:  # evidence is a by-product: a full disk must not lose the event itself
                 log.error("evidence for %s not saved: %s", event["event_id"], e)
+        attach(event, job.heat, self.evidence)  # where the defect is (anomaly packages; edge/anomaly_evidence.py)
         if trace is not None:
             trace.decision_at(event["event_id"], evidence_done=time.time())
         if event["is_defect"] and self.sink is not None:

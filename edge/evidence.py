@@ -86,6 +86,21 @@ class EvidenceStore:
         self.enforce()
         return out
 
+    def save_png(self, name: str, bgr: np.ndarray) -> str | None:
+        """A lossless image beside a decision's evidence (e.g. the model input of an anomaly map, re-scored
+        exactly), under the same retention; its path, or None when it was not written. Never raises for I/O."""
+        folder = self.dir / datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._error(f"cannot create evidence folder {folder}: {e.strerror or e}")
+            return None
+        path = folder / f"{_SAFE.sub('_', name) or 'event'}.png"
+        if not self._write(path, bgr, ".png"):
+            return None
+        self.enforce()
+        return str(path)
+
     def enforce(self, now: float | None = None) -> int:
         """Delete the oldest files until count, total size and age are within limits. Returns files deleted."""
         now = time.time() if now is None else now
@@ -138,10 +153,11 @@ class EvidenceStore:
             return True
         return False
 
-    def _write(self, path: Path, img: np.ndarray) -> bool:
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+    def _write(self, path: Path, img: np.ndarray, ext: str = ".jpg") -> bool:
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality] if ext == ".jpg" else []
+        ok, buf = cv2.imencode(ext, img, params)
         if not ok:
-            self._error(f"cannot encode {path.name} as JPEG (image shape {img.shape}, dtype {img.dtype})")
+            self._error(f"cannot encode {path.name} as {ext} (image shape {img.shape}, dtype {img.dtype})")
             return False
         data = buf.tobytes()
         tmp = path.with_name(f".{path.name}.tmp")
@@ -184,7 +200,7 @@ class EvidenceStore:
                     if f.startswith(".") and f.endswith(".tmp"):
                         p.unlink()
                         continue
-                    if not f.lower().endswith(".jpg"):
+                    if not f.lower().endswith((".jpg", ".png")):
                         continue
                     st = p.stat()
                 except OSError:
