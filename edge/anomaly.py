@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import io
 import math
-from statistics import NormalDist
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
