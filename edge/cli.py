@@ -125,7 +125,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "the belt empty and still. `bench soak --source VIDEO --model MODEL --duration 600`: RSS of the daemon at "
                     "pace fast, sampled every 10 s. Results go to docs/BENCHMARKS.md.",
     )
-    p.add_argument("model", help="the .tflite file, or `pipeline`, `idle` or `soak`")
+    p.add_argument("model", help="the .tflite file, or `pipeline`, `idle`, `soak` or `anomaly`")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2; pipeline/idle: the first)")
     p.add_argument("--runs", type=int, default=200, help="timed invocations per setting (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed invocations first (default 20)")
@@ -141,6 +141,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="pipeline/idle: daemon config override, e.g. decision.presence.fg_resize=area (repeatable)")
     p.add_argument("--candidate", default=None, metavar="PACKAGE",
                    help="time shadow mode instead: this candidate beside MODEL (first --threads value)")
+    p.add_argument("--banks", default=None, metavar="N,N,...",
+                   help="`bench anomaly [--model PACKAGE]`: score one crop against banks of these sizes (default "
+                        "1000,10000,100000): p50/p99 and the bank's memory")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser(

@@ -187,7 +187,8 @@ def cv_fold(cfg: Any, feats: PatchFeatures, y: np.ndarray, groups: np.ndarray, t
         d_te = PooledGaussian(feats.pooled[good]).distances(feats.pooled[te])
         bank = 0
     else:
-        scorer = fit_scorer(method, feats.patches[good], groups[good], seed)
+        scorer = fit_scorer(method, feats.patches[good], groups[good], seed,
+                            coreset_max=getattr(cfg, "coreset_max", 10000))
         d_tr = held_out_good(method, scorer, feats.patches[good], groups[good], seed)
         d_te = crop_distances(scorer, feats.patches[te])
         bank = scorer.bank_rows
@@ -306,7 +307,7 @@ def train_anomaly(cfg: Any) -> Path:
         raise data_mod.DataError(f"{int((~feats.ok).sum())} image(s) could not be featurised")
     t_feat = time.monotonic() - t1
     t2 = time.monotonic()
-    scorer = fit_scorer(method, feats.patches[tr], groups[tr], cfg.seed)
+    scorer = fit_scorer(method, feats.patches[tr], groups[tr], cfg.seed, coreset_max=cfg.coreset_max)
     d_tr = held_out_good(method, scorer, feats.patches[tr], groups[tr], cfg.seed)
     thr = an.frr_threshold(d_tr, groups[tr], cfg.target_frr, seed=cfg.seed)
     scorer.threshold_distance = thr["distance"]

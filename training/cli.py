@@ -230,6 +230,9 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
                                                         "vector per crop, Mahalanobis)"))
     p.add_argument("--target-frr", type=float, default=0.001, metavar="RATE",
                    help="anomaly: the threshold's false-reject rate on good parts (default 0.001 = 1 in 1,000)")
+    p.add_argument("--coreset-max", type=int, default=10000, metavar="N",
+                   help="anomaly (patchcore): at most N patch vectors in the bank (default 10000; 10%% of the "
+                        "training patches when fewer). Smaller banks score faster (docs/BENCHMARKS.md)")
 
 
 def register_cv(sub: argparse._SubParsersAction) -> None:
@@ -292,7 +295,7 @@ def _cv(args: argparse.Namespace) -> int:
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.lr,
         fine_tune_learning_rate=args.fine_tune_lr, unfreeze_blocks=args.unfreeze_blocks,
         label_smoothing=args.label_smoothing, patience=args.patience, resume=args.resume,
-        anomaly_method=args.anomaly_method, target_frr=args.target_frr,
+        anomaly_method=args.anomaly_method, target_frr=args.target_frr, coreset_max=args.coreset_max,
     )
     try:
         if args.only_folds:
@@ -346,6 +349,7 @@ def _train(args: argparse.Namespace) -> int:
         val_frac=args.val_frac, test_frac=args.test_frac, dup_threshold=args.dup_threshold,
         split_manifest=args.split_manifest, seed=args.seed, overwrite=args.overwrite, save_phase1=args.save_phase1,
         verbose=0 if args.quiet else "auto", anomaly_method=args.anomaly_method, target_frr=args.target_frr,
+        coreset_max=args.coreset_max,
     )
     try:
         run = train(cfg)

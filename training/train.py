@@ -72,6 +72,7 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # free-form notes stored with the config
     anomaly_method: str = "patchcore"  # anomaly recipe (training/anomaly.py): patchcore | padim
     target_frr: float = 0.001  # anomaly recipe: false-reject rate of good parts the threshold is set at
+    coreset_max: int = 10000  # anomaly (patchcore): largest bank
 
     def to_json(self) -> dict:
         d = asdict(self)
