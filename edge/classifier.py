@@ -188,8 +188,8 @@ class Runner:
     def _dequant(self, raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         q = self._quant(detail)
         if q is None or raw.dtype == np.float32:
-            return raw.astype(np.float32)  # a copy: the interpreter reuses its buffers
-        return (raw.astype(np.float32) - np.float32(q[1])) * np.float32(q[0])
+            return np.array(raw, np.float32)  # a copy: the interpreter reuses its buffers
+        return np.asarray((raw.astype(np.float32) - np.float32(q[1])) * np.float32(q[0]), np.float32)
 
     def run(self, rgb: np.ndarray) -> float:
         return self.invoke(self.set_input(rgb))

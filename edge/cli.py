@@ -32,6 +32,18 @@ def _retrain(args: argparse.Namespace) -> int:
     from edge.classifier import ModelError
     from edge.retrain import DEFAULT_MIN_PER_CLASS, RetrainError, retrain
 
+    if args.recipe == "anomaly":  # a new bank of good parts (issue 29)
+        from edge.retrain_anomaly import DEFAULT_MIN_GOOD, retrain_anomaly
+
+        try:
+            cand = retrain_anomaly(Path(args.package), [Path(d) for d in args.label_dirs], Path(args.out),
+                                   target_frr=args.target_frr, name=args.name, num_threads=args.threads,
+                                   min_good=args.min_per_class or DEFAULT_MIN_GOOD, seed=args.seed)
+        except (RetrainError, ModelError, ValueError) as e:
+            sys.stderr.write(f"retrain: {e}\n")
+            return 2
+        print(f"candidate: {cand}")
+        return 0
     try:
         res = retrain(Path(args.package), [Path(d) for d in args.label_dirs], Path(args.out),
                       target_recall=args.target_recall, cost_ratio=args.cost_ratio,
@@ -194,6 +206,11 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
                         "(default 2; beside a running daemon on a 2-core device use 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the CV folds (default 0)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON ('-' = stdout)")
+    p.add_argument("--recipe", choices=["head", "anomaly"], default="head",
+                   help="head (default): a new logistic head from both classes; anomaly: a new bank of good parts "
+                        "from LABEL_DIR/<good class>/ alone, for an anomaly package (edge/retrain_anomaly.py)")
+    p.add_argument("--target-frr", type=float, default=None, metavar="RATE",
+                   help="anomaly: the threshold's false-reject rate on good parts (default: the package's own)")
     p.set_defaults(func=_retrain)
 
     p = sub.add_parser("config", help="check a daemon config file")

@@ -167,3 +167,26 @@ def test_daemon_one_event_per_box_with_a_map_that_rescoring_reproduces(tmp_path,
         again = clf.score_rgb(rgb)  # re-scoring the stored evidence
         assert again == pytest.approx(m["score"], abs=2e-6)  # the event rounds scores to 6 decimals
         assert (again >= clf.threshold) == (m["score"] >= clf.threshold)
+
+
+@pytest.mark.slow
+def test_retrain_anomaly_builds_a_candidate_from_good_crops_alone(anomaly_package, synth_data, tmp_path):
+    from edge.retrain_anomaly import retrain_anomaly
+
+    good = tmp_path / "feedback" / "ok"
+    good.mkdir(parents=True)
+    for p in sorted((synth_data / "ok").iterdir())[:30]:
+        shutil.copy(p, good / p.name)
+    cand = retrain_anomaly(anomaly_package, [tmp_path / "feedback"], tmp_path / "cand", target_frr=0.01)
+    clf, parent = Classifier.load(cand), Classifier.load(anomaly_package)
+    assert clf.self_test() == [] and clf.model_id != parent.model_id
+    assert clf.metadata.anomaly is not None and clf.metadata.anomaly.bank_file == cand.stem + ".bank.npz"
+    assert clf.metadata.source["parent_model_id"] == parent.model_id
+
+
+def test_retrain_anomaly_refuses_a_package_without_a_bank(tiny_model, tmp_path):
+    from edge.retrain import RetrainError
+    from edge.retrain_anomaly import retrain_anomaly
+
+    with pytest.raises(RetrainError, match="not an anomaly package"):
+        retrain_anomaly(tiny_model, [tmp_path], tmp_path / "cand")

@@ -80,7 +80,8 @@ class PatchFeatures:
     ok: np.ndarray  # (N,) bool: readable
 
 
-def patch_features(paths: list[Path], img_size: int, alpha: float, weights_path: str, crop: str) -> PatchFeatures:
+def patch_features(paths: list[Path], img_size: int, alpha: float, weights_path: str, crop: str,
+                   flip: bool = False) -> PatchFeatures:
     """Pooled + patch features of image files, cached on disk like the linear recipe's (training.features)."""
     from training.features import FeatureExtractor, FeatureSpec
 
@@ -95,10 +96,11 @@ def patch_features(paths: list[Path], img_size: int, alpha: float, weights_path:
             return self._model
 
         def features_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
-            pooled, patches = self.model().predict(pixels.astype(np.float32), batch_size=16, verbose=0)
+            x = pixels[:, :, ::-1, :] if self.spec.flip else pixels
+            pooled, patches = self.model().predict(x.astype(np.float32), batch_size=16, verbose=0)
             return np.concatenate([pooled, patches.reshape(len(patches), -1)], axis=1).astype(np.float16)
 
-    ext = _Patches(FeatureSpec(img_size, alpha, weights_path, crop=crop))
+    ext = _Patches(FeatureSpec(img_size, alpha, weights_path, crop=crop, flip=flip))
     flat, ok = ext.features(paths)
     g = img_size // 16
     patches = flat[:, POOLED_DIM:].reshape(len(flat), g, g, -1).astype(np.float32)
