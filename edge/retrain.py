@@ -181,6 +181,31 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
+def candidate_path(parent: Path, out_dir: Path, name: str) -> Path:
+    """``out_dir/<name>.tflite`` (out_dir made), RetrainError for a bad name or the deployed package itself."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", name):
+        raise RetrainError(f"invalid candidate name {name!r} (letters, digits, . _ -)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dst = out_dir / f"{name}.tflite"
+    if dst.resolve() == parent.resolve():
+        raise RetrainError(f"the candidate would replace the deployed package {parent}; choose another out_dir")
+    return dst
+
+
+def write_candidate(parent: Path, dst: Path, meta: ModelMetadata) -> Classifier:
+    """Link the parent's .tflite to ``dst``, write ``meta`` beside it, load it and run its self-test (RetrainError)."""
+    _link_or_copy(parent, dst)
+    write_metadata(meta, dst)
+    try:
+        cand = Classifier.load(dst, num_threads=1)
+    except ModelError as e:
+        raise RetrainError(f"the written candidate does not load: {e}") from e
+    failures = cand.self_test()
+    if failures:
+        raise RetrainError(f"the written candidate fails its self-test: {failures[0]}")
+    return cand
+
+
 def _metrics_at(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, float]:
     from training.cv import fold_metrics
 
@@ -341,12 +366,7 @@ def _write_candidate(clf: Classifier, head: LinearHead, cv: CVMetrics, thr: floa
                      name: str | None, found: _Labelled, keep: list[int]) -> RetrainResult:
     meta = clf.metadata
     name = name or _candidate_name(meta.name)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", name):
-        raise RetrainError(f"invalid candidate name {name!r} (letters, digits, . _ -)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dst = out_dir / f"{name}.tflite"
-    if dst.resolve() == clf.path.resolve():
-        raise RetrainError(f"the candidate would replace the deployed package {clf.path}; choose another out_dir")
+    dst = candidate_path(clf.path, out_dir, name)
     # golden samples: the parent's images, re-scored through the new head with the parent's interpreter
     folded = head.folded()
     golden = []
@@ -378,15 +398,7 @@ def _write_candidate(clf: Classifier, head: LinearHead, cv: CVMetrics, thr: floa
         "head": head.model_dump(),
         "cv_metrics": cv.model_dump(),
     })
-    _link_or_copy(clf.path, dst)
-    write_metadata(new, dst)
-    try:
-        cand = Classifier.load(dst, num_threads=1)
-    except ModelError as e:
-        raise RetrainError(f"the written candidate does not load: {e}") from e
-    failures = cand.self_test()
-    if failures:
-        raise RetrainError(f"the written candidate fails its self-test: {failures[0]}")
+    cand = write_candidate(clf.path, dst, new)
     assert sidecar_path(dst).is_file()
     return RetrainResult(
         candidate=dst, model_id=cand.model_id, parent_model_id=clf.model_id,

@@ -24,16 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from edge import anomaly as an
-from edge.classifier import Classifier, ModelError
+from edge.classifier import Classifier
 from edge.model_package import (
     GoldenSample,
     TrainingDataSummary,
     decode_golden,
     sha256_file,
     utc_now,
-    write_metadata,
 )
-from edge.retrain import HASH_SIZE, RetrainError, _groups, _link_or_copy, list_labelled
+from edge.retrain import HASH_SIZE, RetrainError, _groups, candidate_path, list_labelled, write_candidate
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +83,7 @@ def retrain_anomaly(package: Path, label_dirs: list[Path], out_dir: Path, *, tar
     thr = an.frr_threshold(d, groups, rule, seed=seed)
     scorer.threshold_distance = thr["distance"]
     name = name or f"{re.sub(r'-bank-[0-9TZ]+$', '', meta.name)}-bank-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", name):
-        raise RetrainError(f"invalid candidate name {name!r} (letters, digits, . _ -)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dst = out_dir / f"{name}.tflite"
-    if dst.resolve() == clf.path.resolve():
-        raise RetrainError(f"the candidate would replace the deployed package {clf.path}; choose another out_dir")
+    dst = candidate_path(clf.path, out_dir, name)
     bank = dst.with_name(f"{name}.bank.npz")
     bank.write_bytes(scorer.to_bytes())
     golden = [GoldenSample(name=g.name, label=g.label, png_b64=g.png_b64,
@@ -104,15 +98,7 @@ def retrain_anomaly(package: Path, label_dirs: list[Path], out_dir: Path, *, tar
         "training_data": TrainingDataSummary(data_dir=None, counts={"train": {meta.negative_class: len(keep)}}),
         "source": {"parent_model_id": clf.model_id, "parent_path": str(clf.path.resolve()),
                    "built_by": "boxinspect retrain --recipe anomaly (edge/retrain_anomaly.py)"}})
-    _link_or_copy(clf.path, dst)
-    write_metadata(new, dst)
-    try:
-        cand = Classifier.load(dst, num_threads=1)
-    except ModelError as e:
-        raise RetrainError(f"the written candidate does not load: {e}") from e
-    failures = cand.self_test()
-    if failures:
-        raise RetrainError(f"the written candidate fails its self-test: {failures[0]}")
+    cand = write_candidate(clf.path, dst, new)
     log.info("candidate %s: %s bank of %d good crops (%d groups), threshold distance %.3f (FRR %g, expected 95%% CI "
              "%.4f-%.4f), %.1f s", cand.model_id, method, len(keep), len(np.unique(groups)), thr["distance"], rule,
              *thr["frr_ci95"], time.monotonic() - t0)
