@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.anomaly import AnomalyScorer, load_package_scorer
 from edge.localize import Located
 from edge.model_package import (
     ModelMetadata,
@@ -94,12 +95,20 @@ class Runner:
                 f"{self.path}: corrupt or unsupported .tflite for runtime {self.runtime_name} ({_one_line(e)})"
             ) from e
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        # an anomaly package (edge/anomaly.py) has a patch-map output (1, H, W, C) instead of a score
+        self._patches = next((o for o in outs if len(o["shape"]) == 4), None)
+        self.patches_position: int | None = None
+        if self._patches is not None:
+            self.patches_position = [o["index"] for o in outs].index(self._patches["index"])
+            outs = [o for o in outs if o is not self._patches]
         if len(ins) != 1 or len(outs) not in (1, 2):
             raise ModelError(f"{self.path}: expected 1 input and 1 or 2 output tensors (score, features), got "
                              f"{len(ins)} and {len(outs)}")
         self._in = ins[0]
         # the score is the 1-value output; a second output is the pooled features (model_package.FeaturesSpec)
         sizes = [int(np.prod(o["shape"])) for o in outs]
+        if self._patches is not None and 1 not in sizes:  # patch map + pooled features: scored in numpy
+            outs, sizes = [self._patches, *outs], [1, *sizes]
         if 1 not in sizes or (len(outs) == 2 and sizes.count(1) != 1):
             raise ModelError(f"{self.path}: expected one output with a single value (the score), got shapes "
                              f"{[tuple(int(x) for x in o['shape']) for o in outs]}")
@@ -109,6 +118,8 @@ class Runner:
         self._feat = outs[self.features_position] if self.features_position is not None else None
         self.features_name: str | None = None if self._feat is None else str(self._feat["name"])
         self.features_dim = 0 if self._feat is None else sizes[self.features_position]  # type: ignore[index]
+        if self._out is self._patches and self._feat is not None:  # its position among the interpreter's outputs
+            self.features_position = 1 - int(self.patches_position or 0)
         self.features_dtype = None if self._feat is None else np.dtype(self._feat["dtype"])
         self.features_quant = None if self._feat is None else self._quant(self._feat)
         shape = tuple(int(x) for x in self._in["shape"])
@@ -158,7 +169,37 @@ class Runner:
 
     def invoke(self, tensor: np.ndarray) -> float:
         """Set the prepared input, invoke, return the dequantised output (thread-safe)."""
+        if self._out is self._patches:
+            raise ModelError(f"{self.path}: an anomaly model has no score output (its score is computed from the "
+                             "patch map: Classifier, edge/anomaly.py)")
         return self._invoke(tensor, features=False)[0]
+
+    def invoke_only(self, tensor: np.ndarray) -> None:
+        """Set the prepared input and invoke, reading no output: the model's own time, for any kind of model
+        (a score output or an anomaly patch map; thread-safe)."""
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+
+    def run_patches(self, rgb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """An anomaly model's (pooled features (D,) or None, patch map (H, W, C) float32) for an RGB input, one
+        invoke (thread-safe)."""
+        if self._patches is None:
+            raise ModelError(f"{self.path}: the model has no patch-map output")
+        tensor = self.set_input(rgb)
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+            patches = self._dequant(self._interp.get_tensor(self._patches["index"])[0], self._patches)
+            feat = (self._dequant(self._interp.get_tensor(self._feat["index"]).reshape(-1), self._feat)
+                    if self._feat is not None else None)
+        return feat, patches
+
+    def _dequant(self, raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+        q = self._quant(detail)
+        if q is None or raw.dtype == np.float32:
+            return np.array(raw, np.float32)  # a copy: the interpreter reuses its buffers
+        return np.asarray((raw.astype(np.float32) - np.float32(q[1])) * np.float32(q[0]), np.float32)
 
     def run(self, rgb: np.ndarray) -> float:
         return self.invoke(self.set_input(rgb))
@@ -207,6 +248,8 @@ class Classifier:
         # median invoke time of the last self-test's timed passes (seconds): the model's speed on this machine,
         # as loaded (a runtime without XNNPACK, e.g. under a sandbox that hides /proc/cpuinfo, shows here)
         self.self_test_invoke_p50_s: float | None = None
+        # anomaly package: its patch map scored against the bank of good parts (edge/anomaly.py)
+        self.anomaly: AnomalyScorer | None = None
 
     @property
     def runtime_name(self) -> str:
@@ -242,6 +285,13 @@ class Classifier:
                              f"values) does not match metadata (position {meta.features.output_position}, "
                              f"{meta.features.dim} values)")
         clf = cls(p, meta, runner)
+        if meta.anomaly is not None:
+            if runner.patches_position != meta.anomaly.patches_output_position:
+                raise ModelError(f"{p}: no patch-map output at position {meta.anomaly.patches_output_position}")
+            try:
+                clf.anomaly = load_package_scorer(p, meta.anomaly, verify_hash)
+            except ValueError as e:
+                raise ModelError(str(e)) from e
         log.info(
             "loaded %s (%s, input %dx%d %s, threshold %.3f%s) runtime=%s delegate=%s threads=%d",
             clf.model_id, meta.format, runner.width, runner.height, meta.input.dtype, clf.threshold,
@@ -261,9 +311,18 @@ class Classifier:
     def score(self, bgr: np.ndarray, located: Located | None = None) -> float:
         """P(positive class) for a BGR uint8 image of any size (OpenCV order), cropped as the package says
         (at ``located`` if given, else wherever the localiser finds the box, else the whole image)."""
-        if self._head is not None:
+        if self._head is not None or self.anomaly is not None:
             return self.score_features(bgr, located)[0]
         return self.runner.run(self.preprocess(bgr, located))
+
+    def score_map(self, bgr: np.ndarray, located: Located | None = None) -> tuple[float, np.ndarray | None, np.ndarray]:
+        """(score, anomaly cell distances (H, W) or None, the model input RGB) for a BGR image, one invoke: the map
+        of an anomaly package (edge/anomaly.py; None for other packages)."""
+        rgb = self.preprocess(bgr, located)
+        if self.anomaly is None:
+            return self.score_rgb(rgb), None, rgb
+        s, cells = self.anomaly.score_map(self.runner.run_patches(rgb)[1])
+        return s, cells, rgb
 
     @property
     def has_features(self) -> bool:
@@ -291,6 +350,9 @@ class Classifier:
 
     def score_features_rgb(self, rgb: np.ndarray) -> tuple[float, np.ndarray | None]:
         """:meth:`score_features` for an RGB image already at the model input size."""
+        if self.anomaly is not None:
+            feat, patches = self.runner.run_patches(rgb)
+            return self.anomaly.score_map(patches)[0], feat
         s, feat = self.runner.run_features(rgb)
         if self._head is not None and feat is not None:
             s = self.head_score(feat)
@@ -298,7 +360,7 @@ class Classifier:
 
     def score_rgb(self, rgb: np.ndarray) -> float:
         """Score an RGB image already at the model input size (golden samples, convert's evaluation)."""
-        if self._head is not None:
+        if self._head is not None or self.anomaly is not None:
             return self.score_features_rgb(rgb)[0]
         return self.runner.run(rgb)
 
@@ -348,6 +410,6 @@ class Classifier:
             for rgb in images:
                 tensor = self.runner.set_input(rgb)
                 t0 = time.perf_counter()
-                self.runner.invoke(tensor)
+                self.runner.invoke_only(tensor)  # any package kind (an anomaly model has no score output)
                 times.append(time.perf_counter() - t0)
         return float(np.median(times))

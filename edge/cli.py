@@ -58,6 +58,18 @@ def _retrain(args: argparse.Namespace) -> int:
     if missing:
         sys.stderr.write(f"retrain: {missing}\n")
         return 2
+    if args.recipe == "anomaly":  # a new bank of good parts (issue 29)
+        from edge.retrain_anomaly import DEFAULT_MIN_GOOD, retrain_anomaly
+
+        try:
+            cand = retrain_anomaly(Path(args.package), [Path(d) for d in args.label_dirs], Path(args.out),
+                                   target_frr=args.target_frr, name=args.name, num_threads=args.threads,
+                                   min_good=args.min_per_class or DEFAULT_MIN_GOOD, seed=args.seed)
+        except (RetrainError, ModelError, ValueError) as e:
+            sys.stderr.write(f"retrain: {e}\n")
+            return 2
+        print(f"candidate: {cand}")
+        return 0
     try:
         res = retrain(Path(args.package), [Path(d) for d in args.label_dirs], Path(args.out),
                       target_recall=args.target_recall, cost_ratio=args.cost_ratio,
@@ -189,7 +201,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "the belt empty and still. `bench soak --source VIDEO --model MODEL --duration 600`: RSS of the daemon at "
                     "pace fast, sampled every 10 s. Results go to docs/BENCHMARKS.md.",
     )
-    p.add_argument("model", help="the .tflite file, or `pipeline`, `idle` or `soak`")
+    p.add_argument("model", help="the .tflite file, or `pipeline`, `idle`, `soak` or `anomaly`")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2; pipeline/idle: the first)")
     p.add_argument("--runs", type=int, default=200, help="timed invocations per setting (default 200)")
     p.add_argument("--warmup", type=int, default=20, help="untimed invocations first (default 20)")
@@ -205,6 +217,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="pipeline/idle: daemon config override, e.g. decision.presence.fg_resize=area (repeatable)")
     p.add_argument("--candidate", default=None, metavar="PACKAGE",
                    help="time shadow mode instead: this candidate beside MODEL (first --threads value)")
+    p.add_argument("--banks", default=None, metavar="N,N,...",
+                   help="`bench anomaly [--model PACKAGE]`: score one crop against banks of these sizes (default "
+                        "1000,10000,100000): p50/p99 and the bank's memory")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser(
@@ -255,6 +270,11 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
                         "(default 2; beside a running daemon on a 2-core device use 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the CV folds (default 0)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON ('-' = stdout)")
+    p.add_argument("--recipe", choices=["head", "anomaly"], default="head",
+                   help="head (default): a new logistic head from both classes; anomaly: a new bank of good parts "
+                        "from LABEL_DIR/<good class>/ alone, for an anomaly package (edge/retrain_anomaly.py)")
+    p.add_argument("--target-frr", type=float, default=None, metavar="RATE",
+                   help="anomaly: the threshold's false-reject rate on good parts (default: the package's own)")
     p.set_defaults(func=_retrain)
 
     p = sub.add_parser("config", help="check a daemon config file")

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__, ratelimit
+from edge.anomaly_evidence import attach, heat_of
 from edge.api import ApiState, create_app
 from edge.capture import Capture, Frame, MultiCapture
 from edge.classifier import Classifier, ModelError
@@ -493,6 +494,8 @@ class Daemon:
             self.latest.set_box(box)
         if self.shadow.wants_features(clf):  # a head-only candidate on this backbone: the same one invoke
             score, record.features = clf.score_features(record.roi, record.located)
+        elif getattr(clf, "anomaly", None) is not None:  # an anomaly package: the score and its map
+            score, record.heat = heat_of(clf, record.roi, record.located)
         else:
             score = clf.score(record.roi, record.located)
         record.score = float(score)
@@ -633,19 +636,22 @@ class Daemon:
     def _save_evidence(self, decision: Decision, event: dict[str, Any]) -> None:
         """The evidence JPEGs: the representative record's crop (``_crop.jpg``, the image the model was given)
         and its frame (``_frame.jpg``). Several views: one pair per view (``<event_id>_<view>``); the event's own
-        ``evidence`` is the representative view's."""
-        if self.evidence is None or decision.evidence is None:
+        ``evidence`` is the representative view's. An anomaly package's map of the representative record goes
+        into the event (with evidence or without; edge/anomaly_evidence.py)."""
+        if decision.evidence is None:
             return
-        if decision.view_evidence is None:
-            event["evidence"] = self._save_record(event["event_id"], decision.evidence.representative, event)
-            return
-        for v in event.get("views") or {}:
-            ev = decision.view_evidence.get(v)
-            event["views"][v]["evidence"] = (
-                None if ev is None else self._save_record(f"{event['event_id']}_{v}", ev.representative, event))
-        rep_view = decision.evidence.view
-        if rep_view is not None and rep_view in event["views"]:
-            event["evidence"] = event["views"][rep_view]["evidence"]
+        rep = decision.evidence.representative
+        if self.evidence is not None and decision.view_evidence is None:
+            event["evidence"] = self._save_record(event["event_id"], rep, event)
+        elif self.evidence is not None and decision.view_evidence is not None:
+            for v in event.get("views") or {}:
+                ev = decision.view_evidence.get(v)
+                event["views"][v]["evidence"] = (
+                    None if ev is None else self._save_record(f"{event['event_id']}_{v}", ev.representative, event))
+            rep_view = decision.evidence.view
+            if rep_view is not None and rep_view in event["views"]:
+                event["evidence"] = event["views"][rep_view]["evidence"]
+        attach(event, rep.heat, self.evidence)
 
     def _save_record(self, name: str, record: FrameRecord, event: dict[str, Any]) -> dict[str, Any] | None:
         assert self.evidence is not None

@@ -91,6 +91,21 @@ class EvidenceStore:
         self.enforce()
         return out
 
+    def save_png(self, name: str, bgr: np.ndarray) -> str | None:
+        """A lossless image beside a decision's evidence (e.g. the model input of an anomaly map, re-scored
+        exactly), under the same retention; its path, or None when it was not written. Never raises for I/O."""
+        folder = self.dir / datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._error(f"cannot create evidence folder {folder}: {e.strerror or e}")
+            return None
+        path = folder / f"{_SAFE.sub('_', name) or 'event'}.png"
+        if not self._write(path, bgr):
+            return None
+        self.enforce()
+        return str(path)
+
     def enforce(self, now: float | None = None) -> int:
         """Delete the oldest files until count, total size and age are within limits. Returns files deleted."""
         now = time.time() if now is None else now

@@ -185,6 +185,24 @@ class LinearHead(_Strict):
         return float(out) if np.ndim(out) == 0 else out
 
 
+class AnomalySpec(_Strict):
+    """An anomaly package (``train --recipe anomaly``, issue 29): the .tflite's patch-map output is scored in numpy
+    against a bank of good patches (edge/anomaly.py). The bank file lies beside the .tflite; its sha256 is here,
+    so ``package_sha256`` covers the bank and the scoring rule. The package score is ``d / (d + d_thr)``."""
+
+    method: Literal["patchcore", "padim"]
+    bank_file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file name in the package's folder
+    bank_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bank_rows: int = Field(ge=0)  # patch vectors in the bank (0 for padim)
+    threshold_distance: float = Field(gt=0)  # the distance that scores 0.5
+    threshold_rule: dict[str, Any] = Field(default_factory=dict)  # edge/anomaly.py frr_threshold: target, CI
+    patches_output_name: str
+    patches_output_position: int = Field(ge=0)
+    grid: tuple[int, int, int]  # rows, cols, channels of the patch map
+    layers: list[str] = Field(default_factory=list)  # the backbone layers the patch vectors come from
+    score: str = "d / (d + threshold_distance), d = largest cell distance to the bank; defect iff score >= 0.5"
+
+
 class ModelMetadata(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -210,6 +228,7 @@ class ModelMetadata(_Strict):
     features: FeaturesSpec | None = None  # second .tflite output: pooled backbone features (None: older package)
     head: LinearHead | None = None  # head-only package: this head on the features replaces the score output
     cv_metrics: CVMetrics | None = None
+    anomaly: AnomalySpec | None = None  # anomaly package: the patch map scored against a bank of good parts
     # sha256 of this sidecar without this field (see package_digest); write_metadata fills it in
     package_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
 
@@ -241,7 +260,9 @@ class ModelMetadata(_Strict):
 
     def summary(self) -> dict[str, Any]:
         """The metadata without the golden images (for logs, /status and the like)."""
-        d = self.model_dump(mode="json", exclude={"golden", "head"})
+        d = self.model_dump(mode="json", exclude={"golden", "head", "anomaly"})
+        if self.anomaly is not None:
+            d["anomaly"] = self.anomaly.model_dump(mode="json", exclude={"threshold_rule"})
         d["golden_count"] = len(self.golden)
         if self.head is not None:  # the vectors are long: summarise them
             d["head"] = {**self.head.model_dump(mode="json", exclude={"mean", "scale", "weights"}),

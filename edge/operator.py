@@ -534,7 +534,7 @@ def _router(state: ApiState, op: OperatorState, auth: list[Any], status: Callabl
             ev = e.get("evidence") or {}
             out.append({
                 **{k: e.get(k) for k in ("event_id", "label", "is_defect", "score", "threshold", "model_id",
-                                          "part_id", "decided_at", "frame_count")},
+                                          "part_id", "decided_at", "frame_count", "anomaly_map")},
                 "images": op.has_images(eid) or bool(ev.get("crop") or ev.get("frame")),
                 "answered": op.answered(eid),
             })

@@ -30,6 +30,7 @@ import numpy as np
 from edge.localize import CropSpec, Located, crop
 
 if TYPE_CHECKING:
+    from edge.anomaly_evidence import Heat
     from edge.capture import Frame
 
 
@@ -48,6 +49,7 @@ class FrameRecord:
     view: str | None = None  # several views: which camera
     no_box: bool = False  # a score was wanted but the localiser found no box (never classified)
     extras: dict[str, np.ndarray | bytes] = field(default_factory=dict)  # optional attachments (heatmap, ...)
+    heat: Heat | None = None  # anomaly package: the map of this record's crop (edge/anomaly_evidence.py)
 
     @classmethod
     def of_frame(cls, frame: Frame, roi: np.ndarray) -> FrameRecord:

@@ -158,7 +158,7 @@ def list_labelled(label_dirs: list[Path], labels: list[str]) -> _Labelled:
     return _Labelled(paths, labs, sources)
 
 
-def _groups(rel: list[str], hashes: np.ndarray) -> np.ndarray:
+def image_groups(rel: list[str], hashes: np.ndarray) -> np.ndarray:
     """Near-duplicate clusters joined with the views of one part (training/split.py, TensorFlow-free)."""
     from edge.fusion import part_keys
     from training.split import merge_groups, near_duplicate_groups
@@ -179,6 +179,31 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copy2(src, tmp)
     tmp.replace(dst)
+
+
+def candidate_path(parent: Path, out_dir: Path, name: str) -> Path:
+    """``out_dir/<name>.tflite`` (out_dir made), RetrainError for a bad name or the deployed package itself."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", name):
+        raise RetrainError(f"invalid candidate name {name!r} (letters, digits, . _ -)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dst = out_dir / f"{name}.tflite"
+    if dst.resolve() == parent.resolve():
+        raise RetrainError(f"the candidate would replace the deployed package {parent}; choose another out_dir")
+    return dst
+
+
+def write_candidate(parent: Path, dst: Path, meta: ModelMetadata) -> Classifier:
+    """Link the parent's .tflite to ``dst``, write ``meta`` beside it, load it and run its self-test (RetrainError)."""
+    _link_or_copy(parent, dst)
+    write_metadata(meta, dst)
+    try:
+        cand = Classifier.load(dst, num_threads=1)
+    except ModelError as e:
+        raise RetrainError(f"the written candidate does not load: {e}") from e
+    failures = cand.self_test()
+    if failures:
+        raise RetrainError(f"the written candidate fails its self-test: {failures[0]}")
+    return cand
 
 
 def _metrics_at(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, float]:
@@ -284,7 +309,7 @@ def retrain(
     x = np.stack(feats).astype(np.float64)
     y = np.array([1 if found.labels[i] == meta.positive_class else 0 for i in keep])
     rel = [f"{found.labels[i]}/{found.paths[i].name}" for i in keep]
-    groups = _groups(rel, np.stack(hashes))
+    groups = image_groups(rel, np.stack(hashes))
     n_groups = len(np.unique(groups))
     log.info("groups: %d near-duplicate/part groups for %d images", n_groups, len(y))
 
@@ -341,12 +366,7 @@ def _write_candidate(clf: Classifier, head: LinearHead, cv: CVMetrics, thr: floa
                      name: str | None, found: _Labelled, keep: list[int]) -> RetrainResult:
     meta = clf.metadata
     name = name or _candidate_name(meta.name)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", name):
-        raise RetrainError(f"invalid candidate name {name!r} (letters, digits, . _ -)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dst = out_dir / f"{name}.tflite"
-    if dst.resolve() == clf.path.resolve():
-        raise RetrainError(f"the candidate would replace the deployed package {clf.path}; choose another out_dir")
+    dst = candidate_path(clf.path, out_dir, name)
     # golden samples: the parent's images, re-scored through the new head with the parent's interpreter
     folded = head.folded()
     golden = []
@@ -363,7 +383,7 @@ def _write_candidate(clf: Classifier, head: LinearHead, cv: CVMetrics, thr: floa
         by_source[src][found.labels[i]] += 1
     versions = installed_versions("boxinspect", "numpy", "scikit-learn", "ai-edge-litert", "opencv-python-headless")
     new = ModelMetadata.model_validate({
-        **meta.model_dump(mode="json", exclude={"package_sha256", "head", "golden", "metrics", "cv_metrics"}),
+        **meta.model_dump(mode="json", exclude={"package_sha256", "head", "golden", "metrics", "cv_metrics", "anomaly"}),
         "name": name,
         "threshold": thr,
         "threshold_source": f"retrain: {rule} on the out-of-fold scores of the grouped CV",
@@ -378,15 +398,7 @@ def _write_candidate(clf: Classifier, head: LinearHead, cv: CVMetrics, thr: floa
         "head": head.model_dump(),
         "cv_metrics": cv.model_dump(),
     })
-    _link_or_copy(clf.path, dst)
-    write_metadata(new, dst)
-    try:
-        cand = Classifier.load(dst, num_threads=1)
-    except ModelError as e:
-        raise RetrainError(f"the written candidate does not load: {e}") from e
-    failures = cand.self_test()
-    if failures:
-        raise RetrainError(f"the written candidate fails its self-test: {failures[0]}")
+    cand = write_candidate(clf.path, dst, new)
     assert sidecar_path(dst).is_file()
     return RetrainResult(
         candidate=dst, model_id=cand.model_id, parent_model_id=clf.model_id,

@@ -115,9 +115,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated class folders in index order (default: all sub-folders, sorted)")
     p.add_argument("--positive-class", default=None,
                    help="the defect class (default: 'defective' or 'damaged' if such a folder exists)")
-    p.add_argument("--recipe", choices=["linear", "finetune"], default="linear",
+    p.add_argument("--recipe", choices=["linear", "finetune", "anomaly"], default="linear",
                    help="linear (default): frozen MobileNetV2 features + L2 logistic head, C by grouped CV, "
-                        "threshold on out-of-fold scores; finetune: two-phase transfer learning")
+                        "threshold on out-of-fold scores; finetune: two-phase transfer learning; anomaly: from "
+                        "GOOD parts only (DATA/ok only, or both classes with defects for evaluation only): "
+                        "patch features + PatchCore memory bank, threshold at --target-frr (training/anomaly.py)")
     p.add_argument("--img-size", type=int, default=None,
                    help=f"square input size in px (default {LINEAR_IMG_SIZE} for linear, 160 for finetune)")
     p.add_argument("--crop", choices=["auto", "background", "salient", "none"], default="auto",
@@ -140,6 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="linear: the model averages the features of the image and its mirror (2x compute)")
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     _add_operating_args(p)
+    _add_anomaly_args(p, train=True)
     p.add_argument("--epochs", type=int, default=25, help="phase 1 max epochs, backbone frozen (default 25)")
     p.add_argument("--fine-tune-epochs", type=int, default=10,
                    help="phase 2 max epochs, top blocks unfrozen (default 10; 0 = frozen backbone only)")
@@ -219,10 +222,25 @@ def _add_operating_args(p: argparse.ArgumentParser) -> None:
                         "costs RATIO good boxes sent to a human). Default when neither is given: 2")
 
 
+def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
+    methods = ["patchcore", "padim"] + ([] if train else ["pooled_gaussian"])
+    p.add_argument("--anomaly-method", choices=methods, default="patchcore",
+                   help="anomaly: patchcore (default, chosen by CV: coreset memory bank of patch features), padim "
+                        "(a Gaussian per grid cell)" + ("" if train else ", pooled_gaussian (baseline: one pooled "
+                                                        "vector per crop, Mahalanobis)"))
+    p.add_argument("--target-frr", type=float, default=0.001, metavar="RATE",
+                   help="anomaly: the threshold's false-reject rate on good parts (default 0.001 = 1 in 1,000)")
+    p.add_argument("--coreset-max", type=int, default=10000, metavar="N",
+                   help="anomaly (patchcore): at most N patch vectors in the bank (default 10000; 10%% of the "
+                        "training patches when fewer). Smaller banks score faster (docs/BENCHMARKS.md)")
+
+
 def register_cv(sub: argparse._SubParsersAction) -> None:
     p = _data_command(sub, "cv", "repeated grouped cross-validation of a recipe (mean +- sd, out-of-fold scores)",
                       CV_DESCRIPTION, CV_EPILOG, "output folder (summary.json, oof_scores.csv, cv.png)")
-    p.add_argument("--recipe", choices=["linear", "finetune"], default="linear", help="default linear")
+    p.add_argument("--recipe", choices=["linear", "finetune", "anomaly"], default="linear",
+                   help="default linear; anomaly: fitted on the good parts of the training folds only")
+    _add_anomaly_args(p, train=False)
     p.add_argument("--folds", type=int, default=5, help="folds per repeat (default 5)")
     p.add_argument("--repeats", type=int, default=2, help="repeats with different shuffles (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of repeat 1; repeat r uses seed + r - 1")
@@ -277,6 +295,7 @@ def _cv(args: argparse.Namespace) -> int:
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.lr,
         fine_tune_learning_rate=args.fine_tune_lr, unfreeze_blocks=args.unfreeze_blocks,
         label_smoothing=args.label_smoothing, patience=args.patience, resume=args.resume,
+        anomaly_method=args.anomaly_method, target_frr=args.target_frr, coreset_max=args.coreset_max,
     )
     try:
         if args.only_folds:
@@ -317,7 +336,7 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         img_size, scales = img_size_and_scales(args.img_size, args.scales,
-                                                LINEAR_IMG_SIZE if args.recipe == "linear" else 160)
+                                                LINEAR_IMG_SIZE if args.recipe != "finetune" else 160)
     except ValueError as e:
         log.error("%s", e)
         return 2
@@ -333,7 +352,8 @@ def _train(args: argparse.Namespace) -> int:
         dropout=args.dropout, patience=args.patience, balance=args.balance, augment=not args.no_augment,
         val_frac=args.val_frac, test_frac=args.test_frac, dup_threshold=args.dup_threshold,
         split_manifest=args.split_manifest, seed=args.seed, overwrite=args.overwrite, save_phase1=args.save_phase1,
-        verbose=0 if args.quiet else "auto",
+        verbose=0 if args.quiet else "auto", anomaly_method=args.anomaly_method, target_frr=args.target_frr,
+        coreset_max=args.coreset_max,
     )
     try:
         run = train(cfg)
@@ -344,6 +364,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.evaluate:
         return _evaluate(argparse.Namespace(run=run, target_recall=args.target_recall, split="test",
                                             cost_ratio=args.cost_ratio))
+    if args.recipe == "anomaly":  # its test-side metrics are in RUN/metrics.json already
+        print(f"next: boxinspect convert {run}")
+        return 0
     print(f"next: boxinspect evaluate {run}")
     return 0
 

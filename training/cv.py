@@ -33,13 +33,13 @@ import numpy as np
 from training import data as data_mod
 from training import operating
 from training import split as split_mod
+from training.data import HASH_SIZE
+from training.parts import FUSIONS, fuse_parts, is_multiview
 from training.split import part_ids
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("linear", "finetune")
-FUSIONS = ("max", "mean", "noisy_or")
-HASH_SIZE = 64  # px the images are reduced to before the dHash (which works on 32x32 anyway)
+RECIPES = ("linear", "finetune", "anomaly")
 
 
 @dataclass
@@ -75,41 +75,12 @@ class CVConfig:
     resume: bool = False  # keep the folds already finished in OUT (folds.jsonl + their scores), run the rest
     only_folds: list[int] | None = None  # 1-based fold numbers (in run order) to run; None = all
     extra: dict = field(default_factory=dict)
+    anomaly_method: str = "patchcore"  # anomaly recipe: patchcore | padim | pooled_gaussian (the baseline)
+    target_frr: float = 0.001  # anomaly recipe: the threshold's false-reject rate on good parts
+    coreset_max: int = 10000  # anomaly (patchcore): largest bank
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-
-# ---------------------------------------------------------------- groups and parts
-
-
-def is_multiview(parts: list[str]) -> bool:
-    """True when most files share their part id with another file (a multi-view data set)."""
-    from collections import Counter
-
-    c = Counter(parts)
-    return sum(n for n in c.values() if n > 1) >= 0.5 * len(parts)
-
-
-def fuse(scores: np.ndarray, rule: str) -> float:
-    s = np.asarray(scores, dtype=np.float64)
-    if rule == "max":
-        return float(s.max())
-    if rule == "mean":
-        return float(s.mean())
-    if rule == "noisy_or":
-        return float(1.0 - np.prod(1.0 - np.clip(s, 0.0, 1.0)))
-    raise ValueError(f"unknown fusion rule {rule!r} (choose {', '.join(FUSIONS)})")
-
-
-def fuse_parts(parts: list[str], y: np.ndarray, s: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
-    """One (label, score) per part: label = any view defective, score = fusion of the view scores."""
-    by: dict[str, list[int]] = {}
-    for i, p in enumerate(parts):
-        by.setdefault(p, []).append(i)
-    ys = np.array([int(np.max(y[idx])) for idx in by.values()])
-    ss = np.array([fuse(s[idx], rule) for idx in by.values()])
-    return ys, ss
 
 
 # ---------------------------------------------------------------- metrics
@@ -352,6 +323,10 @@ def _new_fold(cfg: CVConfig, d: _Data, x: np.ndarray | None, out: Path, r: int, 
     seed = cfg.seed + r
     if cfg.recipe == "linear":
         s, thr, info = _linear_fold(cfg, x, d.y, d.groups, tr, te, seed)
+    elif cfg.recipe == "anomaly":
+        from training import anomaly
+
+        s, thr, info = anomaly.cv_fold(cfg, x, d.y, d.groups, tr, te, seed)
     else:
         s, thr, info = _finetune_fold(cfg, d.images, d.rel, d.y, d.groups, tr, te, seed,
                                       out / "folds" / f"r{r}f{f}")
@@ -480,8 +455,10 @@ def run_cv(cfg: CVConfig) -> dict:
     d = _load_data(cfg)
     crops = _crop_report(cfg, d.images, out)
     x = None
-    if cfg.recipe == "linear":
-        x, ok = linear_features(cfg, d.images.paths)
+    if cfg.recipe in ("linear", "anomaly"):
+        from training import anomaly
+
+        x, ok = (linear_features if cfg.recipe == "linear" else anomaly.cv_features)(cfg, d.images.paths)
         if not ok.all():
             raise data_mod.DataError(f"{int((~ok).sum())} image(s) could not be featurised")
     folds = _run_folds(cfg, d, x, out, t0)

@@ -18,6 +18,7 @@ from edge.model_package import model_input
 
 log = logging.getLogger(__name__)
 
+HASH_SIZE = 64  # px the images are reduced to before the dHash (which works on 32x32 anyway)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_POSITIVE_NAMES = ("defective", "damaged")
 

@@ -23,7 +23,7 @@ from training.rundir import class_weights, prepare_split, write_run
 log = logging.getLogger(__name__)
 
 BALANCE_MODES = ("weights", "oversample", "none")
-RECIPES = ("linear", "finetune")
+RECIPES = ("linear", "finetune", "anomaly")
 DEFAULT_IMG_SIZE = 224  # the linear recipe's size, chosen by CV; `train --recipe finetune` uses 160
 
 
@@ -69,6 +69,9 @@ class TrainConfig:
     target_recall: float | None = None  # linear: operating threshold on out-of-fold scores (default 0.95)
     cost_ratio: float | None = None  # linear: ... or minimising cost_ratio x missed + false rejects
     extra: dict = field(default_factory=dict)  # free-form notes stored with the config
+    anomaly_method: str = "patchcore"  # anomaly recipe (training/anomaly.py): patchcore | padim
+    target_frr: float = 0.001  # anomaly recipe: false-reject rate of good parts the threshold is set at
+    coreset_max: int = 10000  # anomaly (patchcore): largest bank
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -156,6 +159,10 @@ def train(cfg: TrainConfig) -> Path:
         from training.train_linear import train_linear
 
         return _report_crops(cfg, train_linear(cfg))
+    if cfg.recipe == "anomaly":
+        from training.anomaly import train_anomaly
+
+        return _report_crops(cfg, train_anomaly(cfg))
     if cfg.balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
     out = Path(cfg.out_dir)

@@ -4,6 +4,7 @@
   pipeline.py  ``bench pipeline``: decode, invoke, preprocessing and the whole daemon, end to end to the PUBACK
   idle.py      ``bench idle``: the daemon's CPU on an empty, still belt at the camera's pace
   soak.py      ``bench soak``: the daemon's RSS over a long run
+  anomaly.py   ``bench anomaly [--model PACKAGE]``: an anomaly package's numpy scoring per crop, banks of 1k-100k
   common.py    what they share: the machine description, the daemon as its own process, the daemon benches' CLI
 """
 
@@ -31,4 +32,8 @@ def main(args: argparse.Namespace) -> int:
         return idle_main(args)
     if args.model == "soak":
         return soak_main(args)
+    if args.model == "anomaly":  # numpy scoring of an anomaly package per bank size (issue 29)
+        from edge.bench.anomaly import anomaly_main
+
+        return anomaly_main(args)
     return model_main(args)

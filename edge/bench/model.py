@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 FRAME_W, FRAME_H = 640, 480
 
 
-def _stats(ms: list[float]) -> dict[str, Any]:
+def latency_stats(ms: list[float]) -> dict[str, Any]:
     a = np.asarray(ms)
     return {
         "median_ms": round(float(np.median(a)), 3),
@@ -68,7 +68,7 @@ def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: 
             t0 = time.perf_counter()
             clf.score(f)
             full.append((time.perf_counter() - t0) * 1000)
-        rows.append({"threads": t, "invoke": _stats(inv), "preprocess_invoke": _stats(full)})
+        rows.append({"threads": t, "invoke": latency_stats(inv), "preprocess_invoke": latency_stats(full)})
         log.debug("threads=%d done", t)
     assert clf is not None
     return {
@@ -110,7 +110,7 @@ def bench_shadow(model: str | Path, candidate: str | Path, threads: int = 2, run
             t0 = time.perf_counter()
             fn(i)
             ms.append((time.perf_counter() - t0) * 1000)
-        return _stats(ms)
+        return latency_stats(ms)
 
     k = len(samples)
     rows: dict[str, Any] = {

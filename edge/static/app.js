@@ -220,8 +220,31 @@ function openDecision(d) {
     (d.part_id ? ` · part ${d.part_id}` : "") + ` · ${d.event_id}`;
   $("d-frame").src = d.images ? `/ui/decisions/${d.event_id}/frame.jpg` : "";
   $("d-crop").src = d.images ? `/ui/decisions/${d.event_id}/crop.jpg` : "";
+  drawHeat(d.anomaly_map);
   answerButtons("decision", d, $("d-answers"), () => $("detail").close());
   $("detail").showModal();
+}
+
+// Anomaly packages: the decision's map (edge/anomaly_evidence.py) over the crop, where the model input lies in it.
+// A cell's colour grows with its distance: transparent when far below the threshold, red from 100 % on.
+function drawHeat(map) {
+  const canvas = $("d-heat"), img = $("d-crop");
+  canvas.hidden = !map;
+  $("d-heat-caption").textContent = map ? `crop · anomaly map (largest cell ${map.max} % of the threshold)` : "crop";
+  if (!map) return;
+  const paint = () => {
+    canvas.width = img.clientWidth; canvas.height = img.clientHeight;
+    const ctx = canvas.getContext("2d");
+    const [x0, y0, x1, y1] = map.region || [0, 0, 1, 1];
+    const cw = (x1 - x0) * canvas.width / map.cols, ch = (y1 - y0) * canvas.height / map.rows;
+    map.values.forEach((v, i) => {
+      const a = Math.min(1, Math.max(0, (v - 50) / 50)) * 0.6;
+      if (a <= 0) return;
+      ctx.fillStyle = v >= 100 ? `rgba(220,30,30,${a})` : `rgba(240,200,40,${a})`;
+      ctx.fillRect(x0 * canvas.width + (i % map.cols) * cw, y0 * canvas.height + Math.floor(i / map.cols) * ch, cw, ch);
+    });
+  };
+  if (img.complete && img.clientWidth) paint(); else img.onload = paint;
 }
 
 function renderDecisions(list) {

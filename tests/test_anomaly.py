@@ -1,0 +1,192 @@
+"""Inspection from good parts only (issue 29): the numpy scoring (fast), and a real anomaly package trained on
+the good synthetic boxes alone, converted, loaded, self-tested, and run by the daemon over the conveyor video:
+one event per box, each with its anomaly map, and the stored model input re-scores to the event's score."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+
+from edge import anomaly as an
+from edge.classifier import Classifier, ModelError
+from tests.helpers import (
+    DaemonProc,
+    Subscriber,
+    cache_lock,
+    first_occurrences,
+    free_port,
+    package_copies,
+    topic_base,
+    wait_for,
+)
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "edge" / "event.schema.json").read_text())
+
+
+# ---------------------------------------------------------------- numpy scoring (fast)
+
+
+def test_coreset_covers_every_cluster_and_distances_are_exact():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 50, (8, 16)).astype(np.float32)
+    x = np.concatenate([c + rng.normal(0, 0.1, (200, 16)).astype(np.float32) for c in centres])
+    idx = an.greedy_coreset(x, 8, proj_dim=8)
+    assert sorted(set(idx // 200)) == list(range(8)), "k-centre must pick one point of every far cluster"
+    q = rng.normal(0, 1, (5, 16)).astype(np.float32)
+    want = np.sqrt(((q[:, None, :] - x[None]) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(an.min_distances(q, x), want, rtol=1e-4, atol=1e-3)
+
+
+def test_a_patch_unlike_the_good_ones_scores_above_the_threshold_and_shows_where():
+    rng = np.random.default_rng(1)
+    good = rng.normal(0, 1, (40, 6, 6, 12)).astype(np.float32)
+    groups = np.arange(40)
+    for method in an.METHODS:
+        pc = an.PatchCore.fit(good, groups, ratio=0.5, min_size=10) if method == "patchcore" else None
+        pd = an.Padim.fit(good, n_channels=12) if method == "padim" else None
+        scorer = an.AnomalyScorer(method, 1.0, patchcore=pc, padim=pd)
+        held = [float(scorer.cell_distances(rng.normal(0, 1, (6, 6, 12)).astype(np.float32)).max()) for _ in range(30)]
+        thr = an.frr_threshold(np.array(held), target_frr=0.01)
+        scorer.threshold_distance = thr["distance"]
+        assert thr["distance_ci95"][0] <= thr["distance"] <= thr["distance_ci95"][1] * 1.5
+        bad = rng.normal(0, 1, (6, 6, 12)).astype(np.float32)
+        bad[2, 4] += 12.0
+        s, cells = scorer.score_map(bad)
+        assert s >= 0.5, method
+        assert np.unravel_index(np.argmax(cells), cells.shape) == (2, 4), method
+        grid = an.heat_grid(cells, scorer.threshold_distance)
+        assert grid["values"][2 * 6 + 4] == grid["max"] >= 100
+        back = an.AnomalyScorer.from_file(_write(scorer))
+        assert back.score_map(bad)[0] == pytest.approx(s, rel=1e-6)
+
+
+def _write(scorer: an.AnomalyScorer) -> Path:
+    import tempfile
+
+    p = Path(tempfile.mkdtemp()) / "bank.npz"
+    p.write_bytes(scorer.to_bytes())
+    return p
+
+
+def test_threshold_rule_is_the_target_rate_of_a_lognormal_tail():
+    rng = np.random.default_rng(2)
+    d = np.exp(rng.normal(1.0, 0.2, 2000))
+    thr = an.frr_threshold(d, target_frr=0.01, n_boot=50)
+    assert np.mean(d >= thr["distance"]) == pytest.approx(0.01, abs=0.006)
+    assert thr["frr_ci95"][0] < 0.01 < thr["frr_ci95"][1]
+    assert an.normalise(thr["distance"], thr["distance"]) == 0.5
+
+
+# ---------------------------------------------------------------- a real package (slow: TensorFlow, convert)
+
+
+@pytest.fixture(scope="module")
+def anomaly_package(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
+    """Trained on the GOOD synthetic boxes only (a data folder with ok/ alone), converted to fp16."""
+    from convert.tflite import convert_run
+    from edge.localize import NO_CROP
+    from training.train import TrainConfig, train
+
+    root = model_cache / "anomaly"
+    out = root / "run" / "model_fp16.tflite"
+    with cache_lock(root):
+        if not Path(str(out) + ".json").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            (root / "data").mkdir(parents=True)
+            (root / "data" / "ok").symlink_to(synth_data / "ok", target_is_directory=True)
+            train(TrainConfig(data_dir=root / "data", out_dir=root / "run", recipe="anomaly", img_size=128,
+                              weights=str(weights_path), crop=NO_CROP, target_frr=0.01))
+            convert_run(root / "run", "fp16", out=out)
+    return out
+
+
+@pytest.mark.slow
+def test_the_package_carries_bank_and_rule_under_its_hash(anomaly_package: Path, tmp_path: Path):
+    clf = Classifier.load(anomaly_package)
+    assert clf.anomaly is not None and clf.metadata.anomaly is not None
+    assert clf.threshold == 0.5 and clf.self_test() == []
+    assert clf.has_features  # the pooled features: a supervised head can be retrained on this backbone later
+    [copy] = package_copies(anomaly_package, tmp_path)
+    bank = copy.with_name(clf.metadata.anomaly.bank_file)
+    shutil.copy(anomaly_package.with_name(bank.name), bank)
+    Classifier.load(copy)
+    scorer = an.AnomalyScorer.from_file(bank)
+    scorer.patchcore.bank[0] += 1.0  # type: ignore[union-attr]
+    bank.write_bytes(scorer.to_bytes())
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        Classifier.load(copy)
+    bank.unlink()
+    with pytest.raises(ModelError, match="not found"):
+        Classifier.load(copy)
+
+
+@pytest.mark.slow
+def test_daemon_one_event_per_box_with_a_map_that_rescoring_reproduces(tmp_path, anomaly_package, synth_video,
+                                                                       mosquitto):
+    video, gt = synth_video
+    host, port = mosquitto.host, mosquitto.port
+    cfg = {
+        "line": "t", "camera": "anomaly",
+        "source": {"uri": str(video), "pace": "fast", "loop": False, "exit_on_end": True},
+        "roi": {k: gt["roi"][k] for k in ("x", "y", "width", "height")},
+        # threshold 0: every box is a defect event, so each one reaches the subscriber with its map and evidence
+        "model": {"path": str(anomaly_package), "threshold": 0.0},
+        "mqtt": {"enabled": True, "host": host, "port": port, "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "api": {"port": free_port()},
+        "evidence": {"dir": str(tmp_path / "evidence")},
+        "reject": {"deadline_ms": 120_000},
+    }
+    sub = Subscriber(host, port, f"{topic_base(cfg)}/defect")
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        rc = d.wait(240)
+        ids = [eid for _, _, eid in d.decisions()]
+        wait_for(lambda: set(ids) <= set(sub.ids()), 20, "every event at the subscriber", d=d)
+    finally:
+        d.stop()
+        sub.close()
+    assert rc == 0, d.log()
+    events = first_occurrences(sub.messages)
+    assert len(events) == len(gt["boxes"]), d.log()
+    clf = Classifier.load(anomaly_package)
+    for ev in events:
+        jsonschema.validate(ev, SCHEMA)
+        m = ev["anomaly_map"]
+        assert m["rows"] * m["cols"] == len(m["values"]) and max(m["values"]) == m["max"]
+        # the map explains its crop's score (score = d / (d + d_thr)); the map is the representative record's,
+        # the frame that decided (its crop is the evidence): its score is that record's recorded score
+        assert an.normalise(m["max"] / 100.0, 1.0) == pytest.approx(m["score"], abs=0.01)
+        assert m["score"] == pytest.approx(ev["decided_on"]["representative_score"], abs=1e-6)
+        rgb = cv2.cvtColor(cv2.imread(m["input"]), cv2.COLOR_BGR2RGB)
+        again = clf.score_rgb(rgb)  # re-scoring the stored evidence
+        assert again == pytest.approx(m["score"], abs=2e-6)  # the event rounds scores to 6 decimals
+        assert (again >= clf.threshold) == (m["score"] >= clf.threshold)
+
+
+@pytest.mark.slow
+def test_retrain_anomaly_builds_a_candidate_from_good_crops_alone(anomaly_package, synth_data, tmp_path):
+    from edge.retrain_anomaly import retrain_anomaly
+
+    good = tmp_path / "feedback" / "ok"
+    good.mkdir(parents=True)
+    for p in sorted((synth_data / "ok").iterdir())[:30]:
+        shutil.copy(p, good / p.name)
+    cand = retrain_anomaly(anomaly_package, [tmp_path / "feedback"], tmp_path / "cand", target_frr=0.01)
+    clf, parent = Classifier.load(cand), Classifier.load(anomaly_package)
+    assert clf.self_test() == [] and clf.model_id != parent.model_id
+    assert clf.metadata.anomaly is not None and clf.metadata.anomaly.bank_file == cand.stem + ".bank.npz"
+    assert clf.metadata.source["parent_model_id"] == parent.model_id
+
+
+def test_retrain_anomaly_refuses_a_package_without_a_bank(tiny_model, tmp_path):
+    from edge.retrain import RetrainError
+    from edge.retrain_anomaly import retrain_anomaly
+
+    with pytest.raises(RetrainError, match="not an anomaly package"):
+        retrain_anomaly(tiny_model, [tmp_path], tmp_path / "cand")

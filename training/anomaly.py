@@ -1,0 +1,356 @@
+"""The ``anomaly`` recipe: inspect from good parts only (issue 29).
+
+``boxinspect train DATA --recipe anomaly``: DATA holds ``ok/`` (or ``good/``, ``intact/``) only, or both classes,
+in which case the defects are used for evaluation only (never for fitting, never for the threshold).
+
+Model: the frozen ImageNet MobileNetV2 (alpha 0.35) on the box crop at 224 px, with two outputs:
+  * ``gap``: the pooled final features (1280 values), the same vector as the linear recipe's (the device
+    retrain and the pooled-vector baseline use it);
+  * ``patches``: a 14 x 14 grid of mid-level patch vectors, ``block_6_expand_relu`` (stride 8, 96 channels,
+    averaged over 2 x 2 to stride 16) next to ``block_13_expand_relu`` (stride 16, 192 channels), each smoothed
+    by a 3 x 3 average (PatchCore's local neighbourhood aggregation): 288 values per cell. Both are outputs of
+    the one graph, so convert exports them from the same .tflite.
+
+Scoring (edge/anomaly.py, numpy): PatchCore (a greedy-coreset memory bank of good patch vectors; distance of a
+cell = to its nearest bank vector; of the crop = its largest cell) or PaDiM (a Gaussian per cell). The method
+was chosen by grouped CV (docs/RESULTS.md, "Good parts only"): PatchCore.
+
+Threshold: from good parts only. Every training good crop is scored by the bank without its own group (its
+views and near-duplicates: leave-one-group-out, cheap for a bank, since the bank rows remember their group),
+and the threshold is the distance whose false-reject rate on good parts is ``target_frr`` (default 1 in 1,000),
+with its bootstrap CI (edge/anomaly.py ``frr_threshold``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge import anomaly as an
+from training import data as data_mod
+from training import split as split_mod
+
+log = logging.getLogger(__name__)
+
+PATCH_LAYERS = ("block_6_expand_relu", "block_13_expand_relu")
+GOOD_NAMES = ("ok", "good", "intact")
+POOLED_DIM = 1280
+CV_METHODS = (*an.METHODS, "pooled_gaussian")  # the last one is the baseline, measured in CV only
+BANK_FILE = "anomaly_bank.npz"
+
+
+# ---------------------------------------------------------------- the graph
+
+
+def build_patch_model(img_size: int, alpha: float, weights_path: str | None) -> Any:
+    """RGB float32 [0, 255] (img_size px) -> (pooled features (1280,), patch map (S/16, S/16, 288))."""
+    import keras
+    from keras import layers
+
+    from training import model as model_mod
+
+    backbone = model_mod.build_backbone(img_size, alpha, weights_path)
+    backbone.trainable = False
+    outs = [backbone.get_layer(n).output for n in PATCH_LAYERS] + [backbone.output]
+    trunk = keras.Model(backbone.input, outs, name=model_mod.BACKBONE_NAME)
+    inputs = keras.Input(shape=(img_size, img_size, 3), dtype="float32", name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_plus1")(inputs)
+    mid, deep, top = trunk(x, training=False)
+    pooled = layers.GlobalAveragePooling2D(name="gap")(top)
+    mid = layers.AveragePooling2D(3, strides=1, padding="same", name="mid_smooth")(mid)
+    mid = layers.AveragePooling2D(2, name="mid_to_stride16")(mid)
+    deep = layers.AveragePooling2D(3, strides=1, padding="same", name="deep_smooth")(deep)
+    patches = layers.Concatenate(name="patches")([mid, deep])
+    return keras.Model(inputs, [pooled, patches], name="boxinspect_mobilenetv2_anomaly")
+
+
+# ---------------------------------------------------------------- features, cached
+
+
+@dataclass
+class PatchFeatures:
+    pooled: np.ndarray  # (N, 1280) float32
+    patches: np.ndarray  # (N, H, W, D) float32
+    ok: np.ndarray  # (N,) bool: readable
+
+
+def patch_features(paths: list[Path], img_size: int, alpha: float, weights_path: str, crop: str,
+                   flip: bool = False) -> PatchFeatures:
+    """Pooled + patch features of image files, cached on disk like the linear recipe's (training.features)."""
+    from training.features import FeatureExtractor, FeatureSpec
+
+    class _Patches(FeatureExtractor):
+        @property
+        def cache_file(self) -> Path:
+            return self.cache_dir / f"patches-{'-'.join(PATCH_LAYERS)}-{self.spec.key()}.npz"
+
+        def model(self) -> Any:
+            if self._model is None:
+                self._model = build_patch_model(self.spec.img_size, self.spec.alpha, self.spec.weights_path)
+            return self._model
+
+        def features_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
+            x = pixels[:, :, ::-1, :] if self.spec.flip else pixels
+            pooled, patches = self.model().predict(x.astype(np.float32), batch_size=16, verbose=0)
+            return np.concatenate([pooled, patches.reshape(len(patches), -1)], axis=1).astype(np.float16)
+
+    ext = _Patches(FeatureSpec(img_size, alpha, weights_path, crop=crop, flip=flip))
+    flat, ok = ext.features(paths)
+    g = img_size // 16
+    patches = flat[:, POOLED_DIM:].reshape(len(flat), g, g, -1).astype(np.float32)
+    return PatchFeatures(flat[:, :POOLED_DIM].astype(np.float32), patches, np.array(ok))
+
+
+# ---------------------------------------------------------------- fit and score (numpy)
+
+
+def fit_scorer(method: str, patches: np.ndarray, groups: np.ndarray, seed: int = 0,
+               coreset_ratio: float = 0.1, coreset_max: int = 10000) -> an.AnomalyScorer:
+    """A scorer (threshold not yet set: 1.0) fitted on good crops' patch maps."""
+    if method == "patchcore":
+        return an.AnomalyScorer(method, 1.0, patchcore=an.PatchCore.fit(patches, groups, coreset_ratio, coreset_max,
+                                                                        seed=seed))
+    if method == "padim":
+        return an.AnomalyScorer(method, 1.0, padim=an.Padim.fit(patches, seed=seed))
+    raise ValueError(f"unknown anomaly method {method!r} (choose {', '.join(an.METHODS)})")
+
+
+def crop_distances(scorer: an.AnomalyScorer, patches: np.ndarray) -> np.ndarray:
+    """The crop distance (largest cell distance) of each patch map."""
+    return np.array([float(scorer.cell_distances(p).max()) for p in patches])
+
+
+def held_out_good(method: str, scorer: an.AnomalyScorer, patches: np.ndarray, groups: np.ndarray,
+                  seed: int = 0, folds: int = 5) -> np.ndarray:
+    """A distance for every training good crop from a model that did not see its group: PatchCore drops the
+    bank rows of the crop's own group (leave-one-group-out); PaDiM refits on grouped folds."""
+    if method == "patchcore":
+        assert scorer.patchcore is not None
+        return np.array([float(scorer.patchcore.cell_distances(p, int(g)).max()) for p, g in zip(patches, groups,
+                                                                                                   strict=True)])
+    from sklearn.model_selection import GroupKFold
+
+    out = np.full(len(patches), np.nan)
+    for tr, te in GroupKFold(n_splits=min(folds, len(np.unique(groups)))).split(patches, groups=groups):
+        out[te] = crop_distances(fit_scorer(method, patches[tr], groups[tr], seed), patches[te])
+    return out
+
+
+class PooledGaussian:
+    """Baseline: one pooled feature vector per crop, a Gaussian (Ledoit-Wolf) on good crops, Mahalanobis."""
+
+    def __init__(self, x: np.ndarray):
+        from sklearn.covariance import LedoitWolf
+
+        self.lw = LedoitWolf().fit(np.asarray(x, np.float64))
+
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(self.lw.mahalanobis(np.asarray(x, np.float64)), 0.0))
+
+
+def _pooled_held_out(x: np.ndarray, groups: np.ndarray, folds: int = 5) -> np.ndarray:
+    from sklearn.model_selection import GroupKFold
+
+    out = np.full(len(x), np.nan)
+    for tr, te in GroupKFold(n_splits=min(folds, len(np.unique(groups)))).split(x, groups=groups):
+        out[te] = PooledGaussian(x[tr]).distances(x[te])
+    return out
+
+
+# ---------------------------------------------------------------- cross-validation (training/cv.py calls these)
+
+
+def cv_features(cfg: Any, paths: list[Path]) -> tuple[PatchFeatures, np.ndarray]:
+    from training import model as model_mod
+
+    wp = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
+    if wp is None:
+        raise data_mod.DataError("the anomaly recipe needs pretrained weights (--weights)")
+    f = patch_features(paths, cfg.img_size, cfg.alpha, wp, cfg.crop)
+    return f, f.ok
+
+
+def cv_fold(cfg: Any, feats: PatchFeatures, y: np.ndarray, groups: np.ndarray, tr: np.ndarray, te: np.ndarray,
+            seed: int) -> tuple[np.ndarray, float, dict]:
+    """Fit on the GOOD crops of the training side only, threshold from their held-out distances at the target
+    false-reject rate; score the test side (good and defective). Scores are ``d / (d + d_thr)``: threshold 0.5."""
+    method = getattr(cfg, "anomaly_method", "patchcore")
+    target = getattr(cfg, "target_frr", an.DEFAULT_TARGET_FRR)
+    good = tr[y[tr] == 0]
+    t0 = time.monotonic()
+    if method == "pooled_gaussian":
+        d_tr = _pooled_held_out(feats.pooled[good], groups[good])
+        d_te = PooledGaussian(feats.pooled[good]).distances(feats.pooled[te])
+        bank = 0
+    else:
+        scorer = fit_scorer(method, feats.patches[good], groups[good], seed,
+                            coreset_max=getattr(cfg, "coreset_max", 10000))
+        d_tr = held_out_good(method, scorer, feats.patches[good], groups[good], seed)
+        d_te = crop_distances(scorer, feats.patches[te])
+        bank = scorer.bank_rows
+    thr = an.frr_threshold(d_tr, groups[good], target, n_boot=100, seed=seed)
+    s = an.normalise(d_te, thr["distance"])
+    return np.asarray(s), 0.5, {"n_good_fit": int(len(good)), "bank_rows": bank, "fit_s": round(time.monotonic() - t0, 1),
+                                "threshold_distance": thr["distance"], "expected_frr_ci95": thr["frr_ci95"]}
+
+
+# ---------------------------------------------------------------- data with good parts only
+
+
+def scan(data_dir: Path, positive_class: str | None = None) -> tuple[data_mod.ImageSet, bool]:
+    """The images of DATA: good parts only (one class folder) or both classes. Returns (images, has_defects);
+    a good-only set gets a nominal defect class ``defective`` (no images) so the package has two labels."""
+    classes = data_mod.discover_classes(Path(data_dir))
+    if len(classes) >= 2:
+        return data_mod.scan(data_dir, None, positive_class), True
+    if len(classes) == 1 and classes[0] in GOOD_NAMES:
+        root = Path(data_dir).resolve()
+        good = classes[0]
+        images = data_mod.ImageSet(root=root, classes=[good, "defective"], positive_class="defective")
+        images.paths = list(data_mod.image_files(root / good))
+        images.labels = [good] * len(images.paths)
+        return images, False
+    raise data_mod.DataError(f"{data_dir}: the anomaly recipe needs a good-parts folder named one of "
+                             f"{', '.join(GOOD_NAMES)} (found {classes or 'no class folders'})")
+
+
+def _groups(images: data_mod.ImageSet, dup_threshold: int) -> np.ndarray:
+    from training.data import HASH_SIZE
+    from training.split import part_ids
+
+    loaded = data_mod.load_images(images.paths, images.labels, HASH_SIZE)
+    if loaded.unreadable:
+        raise data_mod.DataError(f"{len(loaded.unreadable)} unreadable image(s), e.g. {loaded.unreadable[0]}")
+    hashes = np.stack([split_mod.image_hashes(px) for px in loaded.pixels])
+    dup = split_mod.near_duplicate_groups(hashes, dup_threshold)
+    return split_mod.merge_groups(dup.tolist(), part_ids([images.rel(p) for p in images.paths]))
+
+
+# ---------------------------------------------------------------- boxinspect train --recipe anomaly
+
+
+def _split(images: data_mod.ImageSet, y: np.ndarray, groups: np.ndarray, test_frac: float,
+           seed: int) -> split_mod.Split:
+    """Good groups: ``test_frac`` of them held out (test), the rest fit the bank (train). Defects: test only."""
+    rng = np.random.default_rng(seed)
+    good_groups = np.unique(groups[y == 0])
+    n_test = int(round(test_frac * len(good_groups))) if len(good_groups) >= 10 else 0
+    test_groups = set(rng.choice(good_groups, size=n_test, replace=False).tolist()) if n_test else set()
+    items = [{"path": images.rel(p), "label": lab, "group": int(g),
+              "split": "test" if (yy == 1 or int(g) in test_groups) else "train"}
+             for p, lab, yy, g in zip(images.paths, images.labels, y, groups, strict=True)]
+    return split_mod.Split(items, images.classes, images.positive_class,
+                           {"method": "anomaly: good groups to train/test, defects to test only", "seed": seed,
+                            "test_frac": test_frac})
+
+
+def _evaluate(scorer: an.AnomalyScorer, feats: PatchFeatures, y: np.ndarray, te: np.ndarray,
+              rel: list[str]) -> dict[str, Any]:
+    """The held-out test side at the threshold: false rejects of good crops (and parts), defects found."""
+    from sklearn.metrics import roc_auc_score
+
+    from training.operating import wilson
+    from training.parts import fuse_parts, is_multiview
+    from training.split import part_ids
+
+    if not len(te):
+        return {"n": 0}
+    s = an.normalise(crop_distances(scorer, feats.patches[te]), scorer.threshold_distance)
+    yt = y[te]
+    out: dict[str, Any] = {"n": int(len(te)), "n_good": int((yt == 0).sum()), "n_defect": int((yt == 1).sum())}
+    k = int(np.sum(s[yt == 0] >= 0.5))
+    out["false_rejects"] = k
+    out["frr"] = k / max(1, out["n_good"])
+    out["frr_ci95"] = list(wilson(k, out["n_good"])) if out["n_good"] else None
+    if out["n_defect"]:
+        out["recall"] = float(np.mean(s[yt == 1] >= 0.5))
+        out["auc"] = float(roc_auc_score(yt, s)) if out["n_good"] else None
+    parts = part_ids([rel[i] for i in te])
+    if is_multiview(parts):
+        yp, sp = fuse_parts(parts, yt, np.asarray(s), "max")
+        out["per_part_max"] = {"n": int(len(yp)), "frr": float(np.mean(sp[yp == 0] >= 0.5)) if np.any(yp == 0) else None,
+                               "recall": float(np.mean(sp[yp == 1] >= 0.5)) if np.any(yp == 1) else None,
+                               "auc": float(roc_auc_score(yp, sp)) if len(np.unique(yp)) == 2 else None}
+    return out
+
+
+def train_anomaly(cfg: Any) -> Path:
+    """Fit the anomaly recipe per ``cfg`` (a training.train.TrainConfig); returns the run directory."""
+    from training import model as model_mod
+    from training import rundir
+
+    t_start = time.monotonic()
+    out = Path(cfg.out_dir)
+    if (out / "model.keras").exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds a model.keras; choose another --out or pass --overwrite")
+    method = cfg.anomaly_method
+    if method not in an.METHODS:
+        raise ValueError(f"--anomaly-method must be one of {', '.join(an.METHODS)} to train, got {method!r}")
+    images, has_defects = scan(cfg.data_dir, cfg.positive_class)
+    y = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
+    log.info("data: %s, %d good%s; recipe anomaly (%s), fitted on good parts only", images.root, int((y == 0).sum()),
+             f", {int(y.sum())} {images.positive_class} (evaluation only)" if has_defects else "", method)
+    weights_path = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
+    if weights_path is None:
+        raise data_mod.DataError("the anomaly recipe needs pretrained weights (frozen random features are useless)")
+    groups = _groups(images, cfg.dup_threshold)
+    split = _split(images, y, groups, cfg.test_frac, cfg.seed)
+    tr = np.array([i for i, it in enumerate(split.items) if it["split"] == "train" and y[i] == 0])
+    te = np.array([i for i, it in enumerate(split.items) if it["split"] == "test"], dtype=int)
+    if len(tr) < 20:
+        raise data_mod.DataError(f"only {len(tr)} good training images: the anomaly recipe needs at least 20")
+    t1 = time.monotonic()
+    feats = patch_features(images.paths, cfg.img_size, cfg.alpha, weights_path, cfg.crop.method)
+    if not feats.ok.all():
+        raise data_mod.DataError(f"{int((~feats.ok).sum())} image(s) could not be featurised")
+    t_feat = time.monotonic() - t1
+    t2 = time.monotonic()
+    scorer = fit_scorer(method, feats.patches[tr], groups[tr], cfg.seed, coreset_max=cfg.coreset_max)
+    d_tr = held_out_good(method, scorer, feats.patches[tr], groups[tr], cfg.seed)
+    thr = an.frr_threshold(d_tr, groups[tr], cfg.target_frr, seed=cfg.seed)
+    scorer.threshold_distance = thr["distance"]
+    log.info("%s on %d good crops (%d groups): %s; threshold distance %.3f (95%% CI %.3f-%.3f) for FRR %g "
+             "(expected FRR 95%% CI %.4f-%.4f)", method, len(tr), len(np.unique(groups[tr])),
+             f"bank {scorer.bank_rows} patches" if scorer.patchcore is not None else "per-cell Gaussians",
+             thr["distance"], *thr["distance_ci95"], cfg.target_frr, *thr["frr_ci95"])
+    rel = [images.rel(p) for p in images.paths]
+    test = _evaluate(scorer, feats, y, te, rel)
+    log.info("held-out test: %s", json.dumps({k: v for k, v in test.items() if not isinstance(v, dict)}))
+    t_fit = time.monotonic() - t2
+
+    model = build_patch_model(cfg.img_size, cfg.alpha, weights_path)
+    out.mkdir(parents=True, exist_ok=True)
+    split.save(out / "split.json")
+    (out / BANK_FILE).write_bytes(scorer.to_bytes())
+    np.save(out / "bank_index.npy", _bank_index(scorer, feats, tr))
+    wall = time.monotonic() - t_start
+    history = {"anomaly": {"method": method, "n_good_fit": int(len(tr)), "features_seconds": round(t_feat, 1),
+                           "fit_seconds": round(t_fit, 1)}}
+    rundir.write_run(out, model, cfg, history, wall, images, weights_path, {0: 1.0, 1: 1.0}, split.counts(), split)
+    doc = json.loads((out / "train_config.json").read_text())
+    doc.update(recipe="anomaly", output="(pooled features (1280,), patch map (14, 14, 288)); score in numpy",
+               anomaly={"method": method, "layers": list(PATCH_LAYERS), "threshold": thr, "bank_file": BANK_FILE,
+                        "bank_rows": scorer.bank_rows, "train_good": int(len(tr)), "has_defects": has_defects})
+    (out / "train_config.json").write_text(json.dumps(doc, indent=1))
+    metrics = {"recipe": "anomaly", "threshold": 0.5, "threshold_distance": thr["distance"], "threshold_rule": thr,
+               "threshold_selection": {"split": "train (held-out good, leave-one-group-out)",
+                                       "target_frr": cfg.target_frr}, "test": test}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    log.info("trained in %.1f s (features %.1f s, fit %.1f s); run directory %s", wall, t_feat, t_fit, out)
+    return out
+
+
+def _bank_index(scorer: an.AnomalyScorer, feats: PatchFeatures, tr: np.ndarray) -> np.ndarray:
+    """(rows, 2): for each bank row, the training image (index into ``tr``) and the cell it came from, so convert
+    can rebuild the bank from the converted model's own patch features. Empty for PaDiM."""
+    if scorer.patchcore is None or scorer.patchcore.index is None:
+        return np.zeros((0, 2), np.int64)
+    cells = feats.patches.shape[1] * feats.patches.shape[2]
+    pos = scorer.patchcore.index
+    return np.stack([pos // cells, pos % cells], axis=1)
