@@ -24,8 +24,9 @@ request head alone and answers 401/403 (``Connection: close``) before the body i
 never reaches a decoder, a multipart parser or a validator, and cannot hold a connection by trickling a body.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI before 0.112 resolves the string annotations of a
+# callable instance used as a dependency (RoleCheck) against nothing, so `request: Request` must be a real type
+# (with the floors' FastAPI 0.110 the daemon refused to start: name 'Request' is not defined).
 import hmac
 import json
 import logging
