@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__
-from edge.api.app import ApiState, create_app
-from edge.api.operator import OperatorState
+from edge.api.app import create_app
+from edge.api.page_state import OperatorState
 from edge.api.server import ApiServer, raise_fd_limit, start_api
+from edge.api.state import ApiState
 from edge.capture.frames import Capture, Frame, MultiCapture
 from edge.capture.roi import crop, roi_box
 from edge.capture.source import TriggerStamp, safe_uri
@@ -58,7 +59,8 @@ from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, T
 from edge.judge.localize import Located, locate
 from edge.judge.model_package import PackageError, resolve_model_name
 from edge.judge.records import FrameRecord
-from edge.learn.shadow import ModelControl, Shadow, active_model_path
+from edge.learn.lifecycle import ModelControl, active_model_path
+from edge.learn.shadow import Shadow
 from edge.runtime import ratelimit
 from edge.runtime.hostcheck import export_disk, proc_warning
 from edge.runtime.liveness import HangExit, Heartbeat, export_liveness, sd_notify

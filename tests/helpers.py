@@ -390,7 +390,8 @@ def daemon_client(cfg: Any, auth: bool = False) -> tuple[Any, Any]:
     if auth:
         with_token(cfg)
 
-    from edge.api.app import ApiState, create_app
+    from edge.api.app import create_app
+    from edge.api.state import ApiState
     from edge.daemon import Daemon, load_model
 
     d = Daemon(cfg, load_model(cfg, cfg.model.path))
@@ -645,7 +646,8 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
     responses (the role matrix, body and bounds tests). ``api``: api.* keys."""
     from fastapi.testclient import TestClient
 
-    from edge.api.app import ApiState, create_app
+    from edge.api.app import create_app
+    from edge.api.state import ApiState
     from edge.daemon import Daemon, load_model
 
     cfg = edge_config(tmp_path, tiny_model, mqtt={"enabled": False}, api=api,

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api.app import ApiState, create_app
+from edge.api.app import create_app
+from edge.api.state import ApiState
 from edge.judge.classifier import Classifier
 from edge.runtime.metrics import Metrics
 from edge.state import LoadedModel, ModelSlot

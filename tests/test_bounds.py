@@ -113,7 +113,8 @@ def test_replay_is_paged_rate_limited_and_never_waits_for_the_outbox_lock(tmp_pa
 
     from fastapi.testclient import TestClient
 
-    from edge.api.app import ApiState, create_app
+    from edge.api.app import create_app
+    from edge.api.state import ApiState
     from edge.deliver.mqtt_sink import MqttSink
     from edge.runtime.metrics import Metrics
     from edge.state import ModelSlot

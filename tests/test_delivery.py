@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api.app import ApiState, create_app
+from edge.api.app import create_app
+from edge.api.state import ApiState
 from edge.deliver.mqtt_sink import MqttSink
 from edge.deliver.outbox import Outbox, OutboxFull
 from edge.runtime.metrics import Metrics

@@ -189,7 +189,7 @@ def test_compose_broker_refuses_anonymous_clients_and_enforces_the_acl(tmp_path)
 
 def test_no_fastapi_feature_newer_than_the_supported_floor():
     """FastAPI's per-route max_body_size needs FastAPI 0.164, which needs Python 3.11: on a Jetson (3.10)
-    create_app would raise TypeError. Upload limits go through edge.api.app.BodyLimit instead."""
+    create_app would raise TypeError. Upload limits go through edge.api.middleware.BodyLimit instead."""
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "edge").rglob("*.py") if "max_body_size=" in p.read_text()]
     assert not offenders, offenders
 

@@ -20,8 +20,9 @@ import psycopg
 import pytest
 import yaml
 
-from edge.api.app import ApiState, create_app
+from edge.api.app import create_app
 from edge.api.server import start_api
+from edge.api.state import ApiState
 from edge.deliver.mqtt_sink import MqttSink
 from edge.runtime.metrics import Metrics
 from edge.state import ModelSlot

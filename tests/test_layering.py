@@ -282,8 +282,6 @@ def test_the_layer_check_finds_a_planted_violation(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- private names stay private (issue 22)
 
-# Pending: edge/learn/shadow.py is being split (issue 22's later part); its import of feedback's writer goes with it.
-PRIVATE_PENDING = {("edge/learn/shadow.py", "edge.learn.feedback._atomic_write")}
 FIRST_PARTY = ("edge", "training", "convert", "boxinspect", "tests")
 
 
@@ -313,7 +311,7 @@ def private_uses(path: Path, first_party: tuple[str, ...] = FIRST_PARTY) -> set[
 def test_no_module_uses_another_modules_private_names() -> None:
     files = [p for d in (*PACKAGES, "tests", "studies") for p in sorted((REPO / d).rglob("*.py"))]
     bad = sorted((str(p.relative_to(REPO)), name) for p in files for name in private_uses(p))
-    assert set(bad) - PRIVATE_PENDING == set(), f"private names used across modules: {bad}"
+    assert not bad, f"private names used across modules: {bad}"
 
 
 def test_the_private_check_sees_both_forms(tmp_path: Path) -> None:

@@ -16,12 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from boxinspect.dataset import export
-from edge.api.app import ApiState, LoadedModel, ModelSlot, create_app
-from edge.api.operator import STATIC_DIR, OperatorState
+from edge.api.app import create_app
+from edge.api.operator import STATIC_DIR
+from edge.api.page_state import OperatorState
+from edge.api.state import ApiState
 from edge.capture.frames import Frame
 from edge.judge.classifier import Classifier
 from edge.judge.decision import Decision
 from edge.runtime.metrics import Metrics
+from edge.state import LoadedModel, ModelSlot
 from tests.helpers import edge_config, metric
 
 TOKEN = "line-secret"

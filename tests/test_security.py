@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api.app import ApiState, LoadedModel, ModelSlot, create_app
+from edge.api.app import create_app
 from edge.api.server import server_config, start_api
+from edge.api.state import ApiState
 from edge.capture.source import safe_uri
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.model_package import sidecar_path
 from edge.runtime.metrics import Metrics
+from edge.state import LoadedModel, ModelSlot
 from tests.helpers import AUTH as TEST_AUTH
 from tests.helpers import daemon_client, edge_config, edit_sidecar, package_copies, with_token
 
@@ -210,9 +212,9 @@ def test_the_pixel_limit_is_one_rule_for_every_format(tmp_path, int8_model, load
 
 
 def test_decodes_wait_for_a_slot_then_503(tmp_path, int8_model, loaded, monkeypatch):
-    import edge.api.app
+    import edge.api.inference
 
-    monkeypatch.setattr(edge.api.app, "DECODE_WAIT_S", 0.2)
+    monkeypatch.setattr(edge.api.inference, "DECODE_WAIT_S", 0.2)
     cfg = with_token(edge_config(tmp_path, int8_model, api={"max_concurrent_decodes": 1}))
     app = create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded)))
     client = TestClient(app, headers=TEST_AUTH)

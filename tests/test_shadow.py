@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api.app import ApiState, create_app
+from edge.api.app import create_app
+from edge.api.state import ApiState
 from edge.daemon import EXIT_OK, Daemon, load_model
 from edge.judge.classifier import ModelError
-from edge.learn.shadow import active_model_path
+from edge.learn.lifecycle import active_model_path
 from tests.helpers import (
     AUTH,
     RecordingSink,

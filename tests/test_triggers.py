@@ -143,7 +143,7 @@ def _until_received(pub: Publisher, topic: str, got: list[bytes], payload: bytes
 
 
 def test_a_crashing_subscription_handler_is_caught_counted_reported_and_recovers(tmp_path, mosquitto):
-    from edge.api.app import ApiState
+    from edge.api.state import ApiState
     from edge.config import parse_config
     from edge.runtime.metrics import Metrics
     from edge.state import ModelSlot

@@ -90,7 +90,7 @@ def parse_iso(text: str | None) -> float | None:
         return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -204,12 +204,12 @@ class FeedbackStore:
             if frame is not None:
                 frames = self.root / FRAMES_DIR
                 frames.mkdir(parents=True, exist_ok=True)
-                _atomic_write(frames / f"{name}.jpg", frame if isinstance(frame, bytes) else encode_jpeg(frame))
+                atomic_write(frames / f"{name}.jpg", frame if isinstance(frame, bytes) else encode_jpeg(frame))
                 rec["frame"] = f"{FRAMES_DIR}/{name}.jpg"
             rec["crop"] = f"{cls}/{name}.jpg"
-            _atomic_write(folder / f"{name}.jpg", crop_bytes)
+            atomic_write(folder / f"{name}.jpg", crop_bytes)
             rec_bytes = json.dumps(rec, indent=2).encode()
-            _atomic_write(folder / f"{name}.json", rec_bytes)
+            atomic_write(folder / f"{name}.json", rec_bytes)
             self._labels[name] = _Label(now, cls, kind, len(crop_bytes) + len(rec_bytes))
         self.answers.labels(kind=kind).inc()
         self.enforce()
@@ -383,8 +383,8 @@ class Collector:
         rec["schema"] = FEEDBACK_SCHEMA
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.dir / f"{name}.jpg", encode_jpeg(crop))
-            _atomic_write(self.dir / f"{name}.json", json.dumps(rec).encode())
+            atomic_write(self.dir / f"{name}.jpg", encode_jpeg(crop))
+            atomic_write(self.dir / f"{name}.json", json.dumps(rec).encode())
         except (OSError, FeedbackError) as e:
             log.error("collection: crop of %s not saved: %s", name, e)
             return None
