@@ -46,12 +46,14 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.judge.beltmodel import BeltModel
+
 log = logging.getLogger(__name__)
 
 CropMethod = Literal["auto", "background", "texture", "salient", "none"]
 CROP_METHODS: tuple[str, ...] = ("auto", "background", "texture", "salient", "none")
 # the localiser's version: part of the training feature cache key (a changed localiser makes new crops)
-LOCALIZER_VERSION = 5
+LOCALIZER_VERSION = 6
 
 
 class CropSpec(BaseModel):
@@ -77,6 +79,8 @@ class CropSpec(BaseModel):
     texture_clutter: float = Field(default=1.0, ge=0.0)  # texture: max_clutter for the texture search (its mask
     # has no belt pattern left, so what else stands out must be as big as the box to call the scene cluttered)
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
+    belt_threshold: float = Field(default=12.0, gt=0.0)  # belt model: weighted Lab distance outside the learned
+    # empty belt's per-pixel range that counts as "not belt" (edge/judge/beltmodel.py)
 
     def describe(self) -> str:
         if self.method == "none":
@@ -350,14 +354,23 @@ def background_mask(bgr: np.ndarray, background: np.ndarray, spec: CropSpec) -> 
     return _clean(mask), scale
 
 
-def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None) -> Located:
+def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None,
+           belt: BeltModel | None = None) -> Located:
     """Find the box in a BGR uint8 frame. Never falls back: ``found`` is False when no region qualifies.
+
+    With a learned empty-belt model of this camera (``belt``, method ``auto``) what lies outside the belt's
+    per-pixel range is the box, and nothing outside it is an empty belt (``found`` False); only when the
+    model sees the whole frame changed (light, a moved camera) do the other methods decide.
 
     ``auto`` with a region covering more than ``max_area`` (or touching 3-4 frame edges) returns
     ``method="whole"``: the box fills the frame. ``auto`` without a reference (or with one that differs from
     the whole frame) combines ``salient`` and ``texture`` (:func:`_reference_free`)."""
     if spec.method == "none":
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
+    if belt is not None and spec.method == "auto" and belt.fits(bgr):
+        learned = _locate_with(bgr, spec, "belt", belt=belt)
+        if not learned.whole:  # a box, or the empty belt
+            return learned
     if spec.method == "background" or (spec.method == "auto" and background is not None):
         if background is None:
             raise ValueError("crop method 'background' needs an empty-belt reference image (--background FILE)")
@@ -426,21 +439,27 @@ _GUESS_CONTRAST = 1.5  # auto: where salient finds nothing, a texture box above 
 
 
 def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.ndarray | None = None,
-                 checks: bool | None = None) -> Located:
+                 checks: bool | None = None, belt: BeltModel | None = None) -> Located:
     """One method's answer with the plausibility checks (``checks``, default: ``auto`` and ``texture``)."""
     checks = spec.method in ("auto", "texture") if checks is None else checks
-    if method == "background":
+    if method == "belt":
+        assert belt is not None
+        dist, scale = belt.distance(bgr)
+        mask = _clean((dist > spec.belt_threshold).astype(np.uint8))
+        _LAST.strength = dist / spec.belt_threshold
+    elif method == "background":
         assert background is not None
         mask, scale = background_mask(bgr, background, spec)
     elif method == "salient":
         mask, scale = salient_mask(bgr, spec)
     else:
         mask, scale = texture_mask(bgr, spec)
-    strength = getattr(_LAST, "strength", None) if method in ("salient", "texture") else None
+    strength = getattr(_LAST, "strength", None) if method in ("salient", "texture", "belt") else None
     region = _largest_region(mask)
     h, w = mask.shape
     if region is None:
-        return Located(False, method, reason="nothing stands out from the belt")
+        return Located(False, method, reason="nothing differs from the line's learned empty belt" if method == "belt"
+                       else "nothing stands out from the belt")
     area = float(region.sum()) / (h * w)
     x, y, bw, bh = cv2.boundingRect(region)
     edges = int(x <= 1) + int(y <= 1) + int(x + bw >= w - 1) + int(y + bh >= h - 1)
@@ -475,12 +494,13 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
     return Located(True, method, bbox, ((cx, cy), (rw + inv, rh + inv), ang), area, contrast=contrast, others=others)
 
 
-def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None) -> Located:
+def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None,
+                     belt: BeltModel | None = None) -> Located:
     """:func:`locate` for still images (training, convert, predict): when no box is found the crop is the
     whole image, so every photo still gets a score (the daemon uses :func:`locate` and says "no box")."""
     if spec.method in ("background", "auto") and background is None and spec.background_file:
         background = load_background(spec.background_file)
-    loc = locate(bgr, spec, background)
+    loc = locate(bgr, spec, background, belt)
     if not loc.found:
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, loc.reason)
     return loc

@@ -1,0 +1,137 @@
+"""A learned empty-belt model for one fixed camera: what the belt under it can look like, pixel by pixel.
+
+A still reference (one photo of the empty belt, or the daemon's MOG2 background) fails on a moving patterned
+belt: slats and rollers never line up twice, so the whole frame differs from it. A camera that watches a
+moving belt for a while has seen every phase of the pattern at every pixel, though. :class:`BeltModel` keeps,
+per pixel (at the localiser's work scale, in Lab), the range the belt took over many frames with no box
+(an envelope: a low and a high quantile, widened by a small neighbourhood and a noise floor). A box is what lies
+outside that range; a darkening that keeps the colour (the box's own shadow, an overhead shadow) counts little.
+
+Learn it from frames with no box (``BeltModel.fit(frames)``, the daemon's empty frames through
+:class:`BeltLearner`), or from photos of the same line that each hold a box somewhere (``trim``: the box is
+at any one pixel in only a few photos, so trimmed quantiles still describe the belt).
+:func:`edge.judge.localize.locate` uses it first when one is given (``belt=``) and says "no box" when nothing
+lies outside the envelope: the empty-belt answer a reference-free search cannot give on a patterned belt.
+
+numpy and OpenCV only (the edge has no TensorFlow).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MIN_FRAMES = 8  # fewer frames see too few phases of a belt's pattern to call anything "not belt"
+_GROW = 3  # px at work scale: the envelope's neighbourhood (camera shake, the pattern's sub-pixel phase)
+_FLOOR = 3.0  # Lab units added on both sides of the envelope (sensor noise, JPEG)
+_DARK = 0.35  # weight of a darkening in L (shadows) against a brightening or a colour change
+_LIGHT = 0.8  # weight of a brightening in L
+_WINDOW = 9  # px at work scale: the local contrast's window
+_SMOOTH = 120.0  # Lab units per unit of local contrast below the belt's least (a smooth face on a ribbed belt)
+_SMOOTH_FLOOR = 0.03  # local contrast within this of the belt's least is belt
+_SHADOW_SPREAD = 0.15  # B, G, R darkened by factors within this share of each other: a shadow
+_SHADOW_WEIGHT = 0.15  # what a shadow-like darkening counts
+
+
+def _work_features(bgr: np.ndarray, work_size: int) -> np.ndarray:
+    """Per pixel at work scale: L, a, b, the local contrast (sd / mean of the grey level over a window about
+    a belt period wide: a shadow scales both, a box face is smooth where a roller or slat belt is not) and B,
+    G, R (the shadow test); (h, w, 7) float32."""
+    scale = min(1.0, work_size / max(bgr.shape[0], bgr.shape[1]))
+    small = bgr if scale == 1.0 else cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), 1.0)
+    lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB).astype(np.float32)
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    k = (_WINDOW, _WINDOW)
+    mean = cv2.blur(grey, k)
+    sd = np.sqrt(np.maximum(cv2.blur(grey * grey, k) - mean * mean, 0.0))
+    return np.dstack([lab, sd / (mean + 8.0), small.astype(np.float32)]).astype(np.float32)
+
+
+@dataclass
+class BeltModel:
+    """Per-pixel Lab envelope of an empty belt at ``work_size`` for frames of ``frame_shape`` (h, w)."""
+
+    lo: np.ndarray  # (h, w, 7) float32, work scale (see _work_features)
+    hi: np.ndarray
+    frame_shape: tuple[int, int]
+    work_size: int
+    n_frames: int
+
+    @classmethod
+    def fit(cls, frames: Iterable[np.ndarray], work_size: int = 256, trim: float = 0.0) -> BeltModel:
+        """The envelope of ``frames`` (BGR uint8, one size). ``trim`` > 0 drops that share at both ends of each
+        pixel's values (frames that may hold a box); 0 keeps the full range (frames known to be empty)."""
+        labs: list[np.ndarray] = []
+        shape: tuple[int, int] | None = None
+        for f in frames:
+            if shape is None:
+                shape = (int(f.shape[0]), int(f.shape[1]))
+            elif (int(f.shape[0]), int(f.shape[1])) != shape:
+                raise ValueError(f"belt model frames must share one size: {f.shape[:2]} != {shape}")
+            labs.append(_work_features(f, work_size))
+        if shape is None or len(labs) < MIN_FRAMES:
+            raise ValueError(f"a belt model needs at least {MIN_FRAMES} frames of one camera, got {len(labs)}")
+        stack = np.stack(labs)
+        if not 0.0 <= trim < 0.5:
+            raise ValueError("trim must be in [0, 0.5)")
+        lo = np.quantile(stack, trim, axis=0) if trim else stack.min(axis=0)
+        hi = np.quantile(stack, 1.0 - trim, axis=0) if trim else stack.max(axis=0)
+        ker = np.ones((2 * _GROW + 1, 2 * _GROW + 1), np.uint8)
+        lo = np.dstack([cv2.erode(lo[..., c].astype(np.float32), ker) for c in range(lo.shape[2])])
+        hi = np.dstack([cv2.dilate(hi[..., c].astype(np.float32), ker) for c in range(hi.shape[2])])
+        lo[..., :3] -= _FLOOR
+        hi[..., :3] += _FLOOR
+        return cls(lo.astype(np.float32), hi.astype(np.float32), shape, work_size, len(labs))
+
+    def fits(self, bgr: np.ndarray) -> bool:
+        """Whether a frame is from this model's camera (its size)."""
+        return (int(bgr.shape[0]), int(bgr.shape[1])) == self.frame_shape
+
+    def distance(self, bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        """How far each pixel lies outside the envelope (Lab units, weighted; work scale) and that scale."""
+        if not self.fits(bgr):
+            raise ValueError(f"frame {bgr.shape[:2]} is not from this belt model's camera {self.frame_shape}")
+        x = _work_features(bgr, self.work_size)
+        below = np.maximum(self.lo[..., :3] - x[..., :3], 0.0)
+        above = np.maximum(x[..., :3] - self.hi[..., :3], 0.0)
+        ratio = x[..., 4:] / np.maximum(self.lo[..., 4:], 12.0)
+        rmax, rmin = ratio.max(axis=2), ratio.min(axis=2)
+        shadow = (rmax < 0.97) & (rmax - rmin < _SHADOW_SPREAD * rmax)
+        chroma = np.sqrt(below[..., 1] ** 2 + below[..., 2] ** 2 + above[..., 1] ** 2 + above[..., 2] ** 2)
+        chroma = np.where(shadow, _SHADOW_WEIGHT * chroma, chroma)
+        dl = _LIGHT * above[..., 0] + np.where(shadow, _SHADOW_WEIGHT, _DARK) * below[..., 0]
+        smooth = _SMOOTH * np.maximum(self.lo[..., 3] - x[..., 3] - _SMOOTH_FLOOR, 0.0)
+        d = np.sqrt(dl * dl + chroma * chroma + smooth * smooth)
+        scale = min(1.0, self.work_size / max(bgr.shape[0], bgr.shape[1]))
+        return np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.float32), scale
+
+
+class BeltLearner:
+    """Collects frames with no box from one camera (a bounded ring: ``capacity``) and fits a
+    :class:`BeltModel` from them every ``refit_every`` frames once it has ``MIN_FRAMES``."""
+
+    def __init__(self, capacity: int = 48, refit_every: int = 8, work_size: int = 256) -> None:
+        if capacity < MIN_FRAMES or refit_every < 1:
+            raise ValueError(f"capacity must be >= {MIN_FRAMES} and refit_every >= 1")
+        self._frames: deque[np.ndarray] = deque(maxlen=capacity)
+        self._since = 0
+        self._refit_every = refit_every
+        self._work_size = work_size
+        self.model: BeltModel | None = None
+
+    def observe(self, bgr: np.ndarray) -> BeltModel | None:
+        """Add an empty-belt frame (a new frame size starts over); the current model."""
+        if self._frames and self._frames[0].shape != bgr.shape:
+            self._frames.clear()
+            self.model = None
+        self._frames.append(bgr.copy())
+        self._since += 1
+        if len(self._frames) >= MIN_FRAMES and (self.model is None or self._since >= self._refit_every):
+            self.model = BeltModel.fit(self._frames, self._work_size)
+            self._since = 0
+        return self.model
