@@ -76,10 +76,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         test = _empties(args.seed, line, args.lines, size, 200000, args.test_empty)
         for v in VIEWS:
             photos = [_jpeg(r["views"][v], int(r["truth"]["views"][v]["scene"]["jpeg_quality"])) for _, r in members]
-            models: dict[str, BeltModel | None] = {"v5": None, "empties": BeltModel.fit(fit[v], spec.work_size)}
+            models: dict[str, BeltModel | None] = {"v5": None, "empties": BeltModel.fit(fit[v], spec.work_size, trim=args.fit_trim)}
             if len(photos) >= 8:
                 models["photos"] = BeltModel.fit(photos, spec.work_size, trim=args.trim)
-            for (i, r), img in zip(members, photos):
+            for (i, r), img in zip(members, photos, strict=True):
                 t = r["truth"]["views"][v]
                 row: dict[str, Any] = {"part": i, "line": line, "view": v, "kind": t["scene"]["kind"],
                                        "area": t["area_frac"], "look": r["truth"]["look"]}
@@ -135,7 +135,8 @@ def main() -> None:
     ap.add_argument("--size", default="960x540")
     ap.add_argument("--fit-empty", type=int, default=16)
     ap.add_argument("--test-empty", type=int, default=4)
-    ap.add_argument("--trim", type=float, default=0.15)
+    ap.add_argument("--trim", type=float, default=0.15, help="trimmed quantiles for the model from the photos")
+    ap.add_argument("--fit-trim", type=float, default=0.0, help="trimmed quantiles for the model from the empties")
     ap.add_argument("--json")
     args = ap.parse_args()
     res = run(args)

@@ -79,6 +79,8 @@ class CropSpec(BaseModel):
     texture_clutter: float = Field(default=1.0, ge=0.0)  # texture: max_clutter for the texture search (its mask
     # has no belt pattern left, so what else stands out must be as big as the box to call the scene cluttered)
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
+    empty_belt: str | None = None  # stills: a folder of >= 8 frames of the empty belt from the same camera (the
+    # belt moving between them): a learned BeltModel, used first by auto (what the daemon learns on the line)
     belt_threshold: float = Field(default=12.0, gt=0.0)  # belt model: weighted Lab distance outside the learned
     # empty belt's per-pixel range that counts as "not belt" (edge/judge/beltmodel.py)
 
@@ -86,6 +88,7 @@ class CropSpec(BaseModel):
         if self.method == "none":
             return "none (whole image)"
         extra = f", background {self.background_file}" if self.background_file else ""
+        extra += f", empty belt {self.empty_belt}" if self.empty_belt else ""
         return (f"{self.method} (margin {self.margin:g}, {'square' if self.square else 'tight'}"
                 f"{', rotated' if self.rotated else ''}{extra})")
 
@@ -433,6 +436,7 @@ def _part_of(small: Located, big: Located) -> bool:
 
 
 _PART_RATIO = 1.6
+_BELT_JOIN = 20  # belt model: pieces closer than the work size / this are one box
 _OTHERS_MIN = 0.1  # what else stands out counts from regions of a tenth of the box up (not bolts, specks)
 _OVERRIDE_CONTRAST = 3.3  # auto: a texture box replaces salient's "fills the frame" / "cluttered" only above this
 _GUESS_CONTRAST = 1.5  # auto: where salient finds nothing, a texture box above this is the box
@@ -446,6 +450,10 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
         assert belt is not None
         dist, scale = belt.distance(bgr)
         mask = _clean((dist > spec.belt_threshold).astype(np.uint8))
+        # the learned belt leaves little but the box: join its pieces (faces split by a seam, a tape, a band
+        # that matches the belt) before the largest region is taken
+        k = max(5, int(round(max(mask.shape) / _BELT_JOIN)) | 1)
+        mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))), np.uint8)
         _LAST.strength = dist / spec.belt_threshold
     elif method == "background":
         assert background is not None
@@ -482,7 +490,7 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
         k = max(3, int(round(max(h, w) / 16)) | 1)
         near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         other = _other_area(mask & (1 - near), 0.25 * float(region.sum())) / (h * w)
-        if other > (spec.texture_clutter if method == "texture" else spec.max_clutter) * area:
+        if other > (spec.texture_clutter if method in ("texture", "belt") else spec.max_clutter) * area:
             return Located(True, "whole", whole, None, area,
                            f"{other:.1%} of the frame stands out besides the box ({area:.1%}): cluttered scene")
     inv = 1.0 / scale
@@ -500,6 +508,8 @@ def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | N
     whole image, so every photo still gets a score (the daemon uses :func:`locate` and says "no box")."""
     if spec.method in ("background", "auto") and background is None and spec.background_file:
         background = load_background(spec.background_file)
+    if spec.method == "auto" and belt is None and spec.empty_belt:
+        belt = load_belt(spec.empty_belt, spec.work_size)
     loc = locate(bgr, spec, background, belt)
     if not loc.found:
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, loc.reason)
@@ -518,6 +528,25 @@ def load_background(path: str | Path) -> np.ndarray:
             raise ValueError(f"background reference {path} is not a readable image")
         _BACKGROUNDS[key] = img
     return _BACKGROUNDS[key]
+
+
+_BELTS: dict[tuple[str, int], BeltModel] = {}
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_belt(folder: str | Path, work_size: int = 256) -> BeltModel:
+    """Learn (once per process) the empty-belt model of a CropSpec's ``empty_belt`` folder."""
+    key = (str(folder), work_size)
+    if key not in _BELTS:
+        d = Path(folder)
+        paths = sorted(p for p in d.rglob("*") if p.suffix.lower() in _IMAGE_EXTS) if d.is_dir() else []
+        frames = [f for f in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if f is not None]
+        try:
+            _BELTS[key] = BeltModel.fit(frames, work_size)
+        except ValueError as e:
+            raise ValueError(f"empty belt {folder}: {e}") from e
+        log.info("belt model from %d empty-belt frames in %s", len(frames), folder)
+    return _BELTS[key]
 
 
 def crop(bgr: np.ndarray, loc: Located, spec: CropSpec) -> np.ndarray:
