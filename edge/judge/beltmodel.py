@@ -58,6 +58,17 @@ def _work_features(bgr: np.ndarray, work_size: int) -> np.ndarray:
     return np.dstack([lab, *contrast, small.astype(np.float32)]).astype(np.float32)
 
 
+def _kth_smallest(values: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Per element, the ``k``-th smallest (0: the minimum) of ``values``: a running insertion network over the
+    k + 1 smallest (k is small: a few frames trimmed), far cheaper than a partition of the whole stack."""
+    low = [np.full_like(values[0], np.inf) for _ in range(k + 1)]
+    for x in values:
+        for j in range(k, 0, -1):  # the new j-th smallest, from the old (j-1)-th and j-th
+            low[j] = np.minimum(low[j], np.maximum(low[j - 1], x))
+        low[0] = np.minimum(low[0], x)
+    return low[k]
+
+
 @dataclass
 class BeltModel:
     """Per-pixel Lab envelope of an empty belt at ``work_size`` for frames of ``frame_shape`` (h, w)."""
@@ -93,13 +104,8 @@ class BeltModel:
             raise ValueError(f"a belt model needs at least {MIN_FRAMES} frames of one camera, got {n}")
         if not 0.0 <= trim < 0.5:
             raise ValueError("trim must be in [0, 0.5)")
-        stack = np.stack(feats)
         k = int(trim * n)
-        if k:
-            lo = np.partition(stack, k, axis=0)[k]
-            hi = np.partition(stack, n - 1 - k, axis=0)[n - 1 - k]
-        else:
-            lo, hi = stack.min(axis=0), stack.max(axis=0)
+        lo, hi = _kth_smallest(feats, k), -_kth_smallest([-f for f in feats], k)
         ker = np.ones((2 * _GROW + 1, 2 * _GROW + 1), np.uint8)
         lo = np.dstack([cv2.erode(lo[..., c].astype(np.float32), ker) for c in range(lo.shape[2])])
         hi = np.dstack([cv2.dilate(hi[..., c].astype(np.float32), ker) for c in range(hi.shape[2])])
@@ -137,7 +143,7 @@ class BeltLearner:
     ``MIN_FRAMES``. The fit is trimmed (``trim``): a frame wrongly taken for empty (a box the presence
     detector missed) widens no pixel's range while it is one of a few."""
 
-    def __init__(self, capacity: int = 48, refit_every: int = 8, work_size: int = 256, trim: float = 0.05) -> None:
+    def __init__(self, capacity: int = 48, refit_every: int = 16, work_size: int = 256, trim: float = 0.05) -> None:
         if capacity < MIN_FRAMES or refit_every < 1:
             raise ValueError(f"capacity must be >= {MIN_FRAMES} and refit_every >= 1")
         self._feats: deque[np.ndarray] = deque(maxlen=capacity)
