@@ -15,6 +15,7 @@ import pytest
 
 from boxinspect.synth.belt import render_belt_part
 from edge.judge.beltmodel import MIN_FRAMES, BeltLearner, BeltLearners, BeltModel
+from edge.judge.crops import outcome
 from edge.judge.localize import CropSpec, iou, locate, locate_for_still
 
 AUTO = CropSpec()
@@ -60,6 +61,7 @@ def test_an_empty_belt_is_no_box_with_the_model(scenes: dict):
         for frames in scenes["empty"]:
             loc = locate(frames[view], AUTO, belt=model)
             assert not loc.found and "learned empty belt" in loc.reason, (view, loc)
+            assert outcome(loc) == ("no_box", "empty_belt")  # the daemon's counter label
 
 
 def test_another_camera_or_size_is_not_judged_by_the_model(scenes: dict):
@@ -129,3 +131,32 @@ def test_shadow_and_smooth_faces_are_handled(scenes: dict):
             b = loc.bbox
             ratios.append((b[2] - b[0]) * (b[3] - b[1]) / ((t[2] - t[0]) * (t[3] - t[1])))
     assert 0.8 <= float(np.median(ratios)) <= 1.25, np.round(ratios, 2)
+
+
+def test_daemon_learns_the_empty_belt_and_crops_with_it(tmp_path: Path, scenes: dict):
+    """In-process daemon, continuous mode, a model that crops ``auto``: the frames of the moving empty belt
+    (offered while the presence detector sees no box, or where the localiser finds none) teach the view's belt
+    model, which then finds the boxes that follow (every localised frame counted as ``box/belt``)."""
+    from edge.config import parse_config
+    from edge.daemon import EXIT_OK, Daemon
+    from edge.judge.crops import localizer_counts
+    from tests.helpers import RecordingSink, ReplayCapture, fake_model
+
+    empties = [_render(3000 + LINES * k + LINE, empty=True)["empty"]["top"] for k in range(12)]
+    frames = [empties[k % len(empties)] for k in range(60)] + [r["views"]["top"] for r in scenes["parts"]] * 3
+    model = fake_model(lambda roi: 0.1)
+    model.classifier.metadata.crop = AUTO
+    h, w = frames[0].shape[:2]
+    cfg = parse_config({
+        "line": "t", "camera": "belt", "roi": {"x": 0, "y": 0, "width": w, "height": h},
+        "model": {"path": str(tmp_path / "not-loaded.tflite")},
+        "mqtt": {"publish_results": True, "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        "api": {"enabled": False}, "evidence": {"dir": str(tmp_path / "evidence"), "ok_sample_rate": 0.0},
+        "shutdown_timeout_s": 5, "reject": {"deadline_ms": 60000},
+    })
+    d = Daemon(cfg, model, capture=ReplayCapture(frames), sink=RecordingSink())
+    assert d.run() == EXIT_OK
+    learned = d.belts.model(None)
+    assert learned is not None and learned.frame_shape == (h, w)
+    counts = localizer_counts(d.metrics)
+    assert set(counts) == {"box/belt"} and counts["box/belt"] >= 2, counts  # measured: 3

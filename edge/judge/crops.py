@@ -32,7 +32,8 @@ def reason_key(reason: str) -> str:
     r = reason.lower()
     for key, words in (("fills_frame", (_FILLS,)), ("cluttered", ("cluttered",)),
                        ("faint", ("stands out only",)), ("too_small", ("min_area",)),
-                       ("nothing", ("nothing stands out",)), ("method_none", ("crop method none",))):
+                       ("nothing", ("nothing stands out",)), ("method_none", ("crop method none",)),
+                       ("empty_belt", ("learned empty belt",))):
         if any(w in r for w in words):
             return key
     return "other"
