@@ -27,6 +27,11 @@ Methods (``CropSpec.method``):
   whole image; the daemon instead reports "no box" and never classifies the belt.
 * ``none``: the whole image (the model input is the stretched frame, as before crops existed).
 
+With a learned empty-belt model of the camera (:class:`edge.judge.beltmodel.BeltModel`, issue 25: the daemon learns
+one per view from frames with no box; stills get one from ``CropSpec.empty_belt``), ``auto`` asks it first
+(``Located.method`` ``belt``): what lies outside the belt's per-pixel range is the box, and nothing outside it is
+"no box"; only a model that sees the whole frame changed hands over to the methods above.
+
 Crop: the region's bounding box (axis-aligned, or the minimum-area rotated rectangle turned upright with
 ``rotated=True``), grown by ``margin`` of its longer side on every side, made square around its centre
 (``square=True``; pixels beyond the frame repeat the edge), then resized to the model input by the caller
@@ -453,7 +458,8 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
         # the learned belt leaves little but the box: join its pieces (faces split by a seam, a tape, a band
         # that matches the belt) before the largest region is taken
         k = max(5, int(round(max(mask.shape) / _BELT_JOIN)) | 1)
-        mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))), np.uint8)
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disc), np.uint8)
         _LAST.strength = dist / spec.belt_threshold
     elif method == "background":
         assert background is not None
