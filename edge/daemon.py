@@ -53,6 +53,7 @@ from edge.deliver.mqtt_sink import MqttSink
 from edge.deliver.plant import Plant
 from edge.deliver.publisher import OrderedWorker
 from edge.judge.anomaly_evidence import attach, heat_of
+from edge.judge.beltmodel import BeltLearners
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.crops import count_located
 from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
@@ -289,6 +290,7 @@ class Daemon:
         self._no_box_parts = 0  # parts the decider closed for lack of a box, as counted in the metric so far
         self._view_rois = {v.view: v.roi for v in cfg.sources}  # several views (cfg.sources): the ROI per view
         self._crop_fallback_logged = False
+        self.belts = BeltLearners()  # each view's empty belt, learned from frames with no box (edge/judge/beltmodel.py)
 
     @classmethod
     def from_config(cls, cfg: Config, model: LoadedModel, *, max_frames: int | None = None) -> Daemon:
@@ -501,6 +503,8 @@ class Daemon:
         if self.decider.needs_score(record):
             self._box_wanted(frame)
             self._score(record, roi_cfg)
+        elif self._presence_by_foreground() and not self.decider.box_in_progress:
+            self._offer_belt(record)  # the presence detector sees an empty belt
         decision = self.decider.update(record)
         self._after_update(frame, decision)
         if self.latest.inspecting and self.latest.box is None:  # the page outlines the box being inspected
@@ -517,8 +521,9 @@ class Daemon:
         clf = model.classifier
         t0 = time.perf_counter()
         slow_model_delay()  # test-only stall hook (edge/runtime/testhooks.py); a no-op unless its variable is set
-        record.located, record.crop_spec = self._locate(clf, record.roi), clf.metadata.crop
+        record.located, record.crop_spec = self._locate(clf, record.roi, record.view), clf.metadata.crop
         if record.located is not None and not record.located.found:
+            self._offer_belt(record)  # the localiser sees no box: the belt as it looks now
             record.no_box = True
             self.metrics.no_box.inc()
             self._no_box += 1
@@ -565,7 +570,16 @@ class Daemon:
                 self.plant.passage_discarded(self._open_part)  # too short to be a box: never a part
                 self._open_part = None
 
-    def _locate(self, clf: Classifier, roi: np.ndarray) -> Located | None:
+    def _presence_by_foreground(self) -> bool:
+        return self.cfg.decision.mode == "continuous" and self.cfg.decision.presence.method == "foreground"
+
+    def _offer_belt(self, record: FrameRecord) -> None:
+        """A frame with no box teaches the view's empty-belt model (only a model that crops ``auto`` uses it)."""
+        model = self.models.get()
+        if model is not None and model.classifier.metadata.crop.method == "auto":
+            self.belts.offer(record.view, record.roi)
+
+    def _locate(self, clf: Classifier, roi: np.ndarray, view: str | None = None) -> Located | None:
         """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI).
         ``background`` and ``auto`` difference against the presence detector's learned empty belt when there
         is one; without it they look for the region that stands out from the ROI's border."""
@@ -579,7 +593,7 @@ class Daemon:
                 log.warning("crop 'background': no learned empty belt (triggered mode, or presence by score); "
                             "using the reference-free 'salient' search instead")
             spec = spec.model_copy(update={"method": "salient"})
-        located = locate(roi, spec, background)
+        located = locate(roi, spec, background, self.belts.model(view) if spec.method == "auto" else None)
         count_located(self.metrics, located)  # per outcome and reason (boxinspect_localizer_frames)
         return located
 
