@@ -47,6 +47,7 @@ from edge.config import Config, ConfigError, RoiConfig, load_config
 from edge.crops import count_located
 from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.evidence import EvidenceStore
+from edge.feedback_mqtt import publish_answers
 from edge.hostcheck import export_disk, proc_warning
 from edge.liveness import HangExit, Heartbeat, export_liveness, sd_notify
 from edge.localize import Located, locate
@@ -348,6 +349,7 @@ class Daemon:
             self.sink.subscribe(topic, TriggerListener(topic, self.trigger, self.metrics), what="triggers")
         if cfg.api.enabled and cfg.operator.enabled:
             self.operator = OperatorState(cfg, self.metrics)
+            publish_answers(cfg, self.operator.feedback, self.sink if isinstance(self.sink, MqttSink) else None)
         self.state = ApiState(
             config=cfg,
             metrics=self.metrics,

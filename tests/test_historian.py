@@ -27,6 +27,7 @@ from edge.server import start_api
 from edge.state import ModelSlot
 from historian.config import load_config
 from historian.consumer import Historian
+from historian.migrate import migrations
 from historian.store import Store
 from tests.helpers import Publisher, edge_config, free_port, wait_for
 from tests.postgres import Postgres
@@ -58,7 +59,7 @@ def rows(url: str, sql: str = "SELECT event_id::text, seq FROM decisions ORDER B
 
 def schema_applied(url: str) -> bool:
     try:
-        return rows(url, "SELECT count(*) FROM schema_migrations") == [(1,)]
+        return rows(url, "SELECT count(*) FROM schema_migrations") == [(len(migrations()),)]
     except psycopg.errors.UndefinedTable:
         return False
 
@@ -70,18 +71,21 @@ def event(line: str, camera: str, i: int, defect: bool) -> dict[str, Any]:
 class Line:
     """One daemon's delivery path: the real sink with its outbox, and (optionally) the real API for replay."""
 
-    def __init__(self, tmp_path: Path, broker: Any, api: bool = False, base_topic: str | None = None) -> None:
-        mqtt: dict[str, Any] = {"outbox_retention_s": 3600, "outbox_all_decisions": True}
+    def __init__(self, tmp_path: Path, broker: Any, api: bool = False, base_topic: str | None = None,
+                 model: Any = None) -> None:
+        mqtt: dict[str, Any] = {"outbox_retention_s": 3600, "outbox_all_decisions": True, "publish_feedback": True}
         if base_topic:  # a topic tree of its own: no other test's (retained) messages reach this historian
             mqtt["base_topic"] = base_topic
-        self.cfg = edge_config(tmp_path, broker=broker, api={"token": TOKEN, "port": 0}, mqtt=mqtt)
+        self.cfg = edge_config(tmp_path, broker=broker, api={"token": TOKEN, "port": 0}, mqtt=mqtt,
+                               operator={"feedback_dir": str(tmp_path / "feedback")})
         self.line, self.camera = self.cfg.line + "-" + uuid.uuid4().hex[:6], self.cfg.camera
         self.sink = MqttSink(self.cfg.mqtt, f"{self.cfg.mqtt.base_topic}/{self.line}/{self.camera}", Metrics())
         self.sink.start()
         assert self.sink.wait_connected(10)
         self.server = None
+        self.state = ApiState(config=self.cfg, metrics=Metrics(), models=ModelSlot(model), sink=self.sink)
         if api:
-            app = create_app(ApiState(config=self.cfg, metrics=Metrics(), models=ModelSlot(None), sink=self.sink))
+            app = create_app(self.state)
             self.server = start_api(app, self.cfg.api)
 
     def publish(self, n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -225,6 +229,65 @@ def test_nothing_is_acknowledged_before_its_commit_while_the_database_is_down(tm
         line.close()
         if not pg.running:
             pg.start()
+
+
+def test_operator_feedback_reaches_the_historian_joined_to_its_decision(tmp_path: Path, mosquitto: Any, db: str,
+                                                                        tiny_model: Path) -> None:
+    """Answers given on the daemon's real operator endpoint (POST /ui/feedback) go through its outbox
+    (mqtt.publish_feedback): one answered before any historian runs comes from the replay at start, the others
+    over MQTT; resends make no second row; their seqs count in the gap bookkeeping; the view joins each decision
+    to its latest answer and `historian query --part` shows it."""
+    import urllib.request
+
+    import numpy as np
+
+    from edge.api import LoadedModel
+    from edge.classifier import Classifier
+    from edge.feedback_mqtt import publish_answers
+
+    line = Line(tmp_path, mosquitto, api=True, model=LoadedModel(Classifier.load(tiny_model)))
+    assert publish_answers(line.cfg, line.state.operator.feedback, line.sink) is not None  # as the daemon does
+    crop = np.full((64, 64, 3), 128, np.uint8)
+
+    def answer(ev: dict[str, Any], kind: str, who: str) -> dict[str, Any]:
+        body = json.dumps({"target": "decision", "id": ev["event_id"], "kind": kind, "who": who}).encode()
+        req = urllib.request.Request(f"{line.server.url}/ui/feedback", body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return dict(json.loads(resp.read()))
+
+    h = None
+    try:
+        evs = line.publish(3)  # seq 1-3; event 0 is a defect, 1 and 2 are OK
+        for ev in evs:
+            line.state.operator.on_decision(ev, crop, crop)  # the page keeps the crops of what the loop decided
+        answer(evs[0], "false_reject", "anna")  # seq 4: nobody subscribed, only the outbox has it
+        h = running(hist_cfg(mosquitto, db, [line.daemon()], gap_check_s=3600))
+        wait_for(lambda: rows(db, "SELECT count(*) FROM operator_feedback") == [(1,)], 30, "the answer from the replay")
+        answer(evs[1], "missed_defect", "ben")  # seq 5, over MQTT
+        answer(evs[0], "correct", "carl")  # seq 6: carl overrules anna
+        wait_for(lambda: rows(db, "SELECT count(*) FROM operator_feedback") == [(3,)], 30, "3 answers")
+        line.sink.replay(0)  # every event and answer again
+        wait_for(lambda: h.written.duplicates >= 3, 30, "the replayed decisions seen")
+        got = rows(db, "SELECT event_id::text, kind, label, who, seq, verdict FROM operator_feedback ORDER BY seq")
+        ids = [e["event_id"] for e in evs]
+        assert got == [(ids[0], "false_reject", "ok", "anna", 4, "damaged"),
+                       (ids[1], "missed_defect", "defective", "ben", 5, "intact"),
+                       (ids[0], "correct", "defective", "carl", 6, "damaged")]
+        view = rows(db, "SELECT event_id::text, operator_label, model_label, who, part_id FROM decision_feedback "
+                        "ORDER BY part_id")
+        assert view == [(ids[0], "defective", "damaged", "carl", "P-0"), (ids[1], "defective", "intact", "ben", "P-1")]
+        _, missing, top = Store(db).seq_state(line.line, line.camera)
+        assert (missing, top) == ([], 6)  # the answers' seqs count in the bookkeeping: no gap to ask for
+        assert rows(db, "SELECT count(*) FROM lost_ranges") == [(0,)]
+        out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "historian", "query", "--part", "P-0", "--db", db],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "operator: false_reject -> ok by anna" in out.stdout and "operator: correct -> defective by carl" in out.stdout
+    finally:
+        if h is not None:
+            h.stop()
+        line.close()
 
 
 def grafana_sql(sql: str) -> str:
