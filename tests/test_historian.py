@@ -29,6 +29,7 @@ from historian.config import load_config
 from historian.consumer import Historian
 from historian.migrate import migrations
 from historian.store import Store
+from tests import s3server
 from tests.helpers import Publisher, edge_config, free_port, wait_for
 from tests.postgres import Postgres
 from tests.test_mqtt_sink import make_event
@@ -288,6 +289,55 @@ def test_operator_feedback_reaches_the_historian_joined_to_its_decision(tmp_path
         if h is not None:
             h.stop()
         line.close()
+
+
+@pytest.mark.skipif(not s3server.available(), reason="moto[server] and boto3 (the dev extra) are not installed")
+def test_evidence_mode_s3_copies_each_crop_once_to_a_real_s3_server(tmp_path: Path, mosquitto: Any, db: str) -> None:
+    """evidence.mode s3 against moto's S3 server (its own process, over HTTP): each new decision's crop is fetched
+    once from the daemon's real API and uploaded, the row points at the copy; a crop the daemon no longer has
+    leaves the daemon's URL in the row; a resend of every decision uploads nothing again."""
+    import urllib.request
+
+    import numpy as np
+
+    line = Line(tmp_path, mosquitto, api=True)
+    with s3server.S3Server() as s3:
+        s3.client().create_bucket(Bucket="evidence")
+        cfg = hist_cfg(mosquitto, db, [line.daemon()], gap_check_s=3600, evidence={"mode": "s3", "s3": {
+            "endpoint_url": s3.endpoint_url, "bucket": "evidence", "prefix": "plant/", "region": s3server.REGION,
+            "access_key": s3server.ACCESS_KEY, "secret_key": s3server.SECRET_KEY}})
+        h = running(cfg)
+        try:
+            evs = [{**event(line.line, line.camera, i, defect=i == 0),
+                    "evidence": {"crop": f"/var/lib/boxinspect/evidence/{i}_crop.jpg", "frame": None}} for i in range(4)]
+            for i, ev in enumerate(evs[:3]):  # the page keeps these crops; the daemon has none of the 4th
+                crop = np.full((48, 64, 3), 40 * i, np.uint8)
+                line.state.operator.on_decision(ev, crop, crop)
+            for ev in evs:
+                line.sink.publish_defect(ev)
+            assert line.sink.wait_drained(20)
+            assert h.uploader is not None
+            wait_for(lambda: h.uploader.uploaded + h.uploader.failed == 4, 60, "4 crops offered")
+            assert (h.uploader.uploaded, h.uploader.failed) == (3, 1)
+            refs = dict(rows(db, "SELECT event_id::text, evidence_ref FROM decisions"))
+            bucket = s3.client()
+            for ev in evs[:3]:
+                day = datetime.fromisoformat(ev["decided_at"].replace("Z", "+00:00"))
+                key = f"plant/{line.line}/{line.camera}/{day:%Y/%m/%d}/{ev['event_id']}_crop.jpg"
+                assert refs[ev["event_id"]] == f"s3://evidence/{key}"
+                obj = bucket.get_object(Bucket="evidence", Key=key)
+                served = urllib.request.urlopen(f"{line.server.url}/ui/decisions/{ev['event_id']}/crop.jpg",
+                                                timeout=10).read()
+                assert obj["ContentType"] == "image/jpeg" and obj["Body"].read() == served
+            assert refs[evs[3]["event_id"]] == f"{line.server.url}/ui/decisions/{evs[3]['event_id']}/crop.jpg"
+            line.sink.replay(0)  # every decision again: duplicates, no new upload
+            wait_for(lambda: h.written.duplicates >= 4, 30, "the resent decisions seen")
+            h.uploader.worker.drain(10)
+            assert h.uploader.uploaded == 3
+            assert bucket.list_objects_v2(Bucket="evidence")["KeyCount"] == 3
+        finally:
+            h.stop()
+            line.close()
 
 
 def grafana_sql(sql: str) -> str:
