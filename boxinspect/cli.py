@@ -13,7 +13,7 @@ import os
 import sys
 
 from boxinspect import __version__
-from edge.logs import setup_logging
+from edge.runtime.logs import setup_logging
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     from boxinspect import dataset, demo, synth
     from convert import cli as convert_cli
     from edge import cli as edge_cli
-    from edge import crops as crops_cli
+    from edge.judge import crops as crops_cli
     from historian import cli as historian_cli
     from training import cli as training_cli
 

@@ -129,7 +129,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _train_and_convert(args: argparse.Namespace, data: Path, run: Path, t: float) -> tuple[Path, dict]:
     """Steps 2-4: train, evaluate, convert. Returns the int8 package and the evaluation's metrics."""
-    from edge.localize import NO_CROP
+    from edge.judge.localize import NO_CROP
     from training.evaluate import evaluate
     from training.model import offline_weights_path
     from training.train import TrainConfig, train
@@ -232,7 +232,7 @@ def _run_daemon(args: argparse.Namespace, out: Path, video: Path, gt: dict, mode
 def _run(args: argparse.Namespace, out: Path, before: dict | None) -> int:
     from boxinspect.groundtruth import match_events
     from boxinspect.synth import make_dataset, make_video
-    from edge.broker import DemoBroker
+    from edge.deliver.broker import DemoBroker
 
     # Third-party INFO chatter (TensorFlow's SavedModel export, the embedded broker's session state machine) is
     # not what the demo means to say; warnings and errors still show.

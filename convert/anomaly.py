@@ -5,7 +5,7 @@ features and the patch map. Quantisation moves the patch vectors, so the bank is
 model's own patch maps of the training good crops (the same coreset rows the run chose, ``bank_index.npy``;
 PaDiM refits its Gaussians), and the threshold distance is set again by the run's rule (held-out good crops,
 leave-one-group-out, target false-reject rate). The bank goes to ``<name>.bank.npz`` beside the .tflite and
-the sidecar's ``anomaly`` block holds its sha256, so the package hash covers it (edge/model_package.py).
+the sidecar's ``anomaly`` block holds its sha256, so the package hash covers it (edge/judge/model_package.py).
 
 Gate: the Keras model with the run's own bank and the converted model with its bank score the held-out test
 split (good parts held out by train, and any defects); macro F1 at each one's threshold (0.5) and AUC (when
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from convert import common as ct
-from edge import anomaly as an
-from edge.classifier import Runner
-from edge.model_package import AnomalySpec, GoldenSample, encode_golden, sha256_file, write_metadata
+from edge.judge import anomaly as an
+from edge.judge.classifier import Runner
+from edge.judge.model_package import AnomalySpec, GoldenSample, encode_golden, sha256_file, write_metadata
 from training.quiet import native_output_to_log
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def convert_anomaly(run: ct.RunInfo, fmt: str, out: Path | None, representative_
 
 def _gate(run: ct.RunInfo, model, runner: Runner, scorer: an.AnomalyScorer, ev: ct.EvalSet, fmt: str, gate: bool,
           max_f1_drop: float, max_auc_drop: float) -> ct.GateOutcome:
-    from edge.model_package import PackageMetrics
+    from edge.judge.model_package import PackageMetrics
     from training import anomaly as ta
 
     if not len(ev.items):

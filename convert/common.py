@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from edge.backbone import backbone_digest
-from edge.classifier import Runner
-from edge.localize import NO_CROP, CropSpec, crop_from_config
-from edge.model_package import (
+from edge.judge.backbone import backbone_digest
+from edge.judge.classifier import Runner
+from edge.judge.localize import NO_CROP, CropSpec, crop_from_config
+from edge.judge.model_package import (
     PREPROCESSING_TEXT,
     CVMetrics,
     FeaturesSpec,
@@ -40,7 +40,7 @@ from edge.model_package import (
     sidecar_path,
     utc_now,
 )
-from edge.versions import installed_versions
+from edge.runtime.versions import installed_versions
 from training.data import read_bgr
 from training.quiet import native_output_to_log
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from edge.model_package import load_metadata
+from edge.judge.model_package import load_metadata
 
 
 def _f(x: float | None, nd: int = 3) -> str:

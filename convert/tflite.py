@@ -11,11 +11,11 @@ XNNPACK, and int8 beats it on size and speed (docs/BENCHMARKS.md).
 Every package also exports the backbone's pooled features as a second output of the same .tflite: the
 input of the model's final Dense head (``p_defect``), i.e. the global-average-pooled MobileNetV2 features
 (mean of the image's and its mirror's with flip TTA). The sidecar's ``features`` names that output and holds
-``backbone_sha256`` (edge/backbone.py), so ``boxinspect retrain`` can fit a new head on the device
-(edge/retrain.py) and the daemon can score a candidate head in shadow from the live model's features.
+``backbone_sha256`` (edge/judge/backbone.py), so ``boxinspect retrain`` can fit a new head on the device
+(edge/learn/retrain.py) and the daemon can score a candidate head in shadow from the live model's features.
 
 The gate evaluates the TFLite model next to the Keras model on the held-out test split with the SAME
-preprocessing the edge uses (edge.model_package.model_input: the run's box crop, then resize), so the
+preprocessing the edge uses (edge.judge.model_package.model_input: the run's box crop, then resize), so the
 difference measured is the conversion alone. Calibration images and golden samples are crops too. If macro F1 or AUC drops more than the margins, GateError is raised and the package is
 renamed ``*.rejected.tflite`` so it cannot be deployed by accident.
 
@@ -55,8 +55,8 @@ from convert.common import (
     with_features,
     write_tmp,
 )
-from edge.classifier import Runner
-from edge.model_package import sidecar_path, write_metadata
+from edge.judge.classifier import Runner
+from edge.judge.model_package import sidecar_path, write_metadata
 from training.quiet import native_output_to_log
 
 __all__ = ["FORMATS", "GATE_DECIMALS", "ConvertError", "GateError", "convert_bytes", "convert_run", "gate_allows", "read_run"]

@@ -24,7 +24,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     args.config = _config_file(args, args.parser)
-    from edge.logs import early_format, setup_logging
+    from edge.runtime.logs import early_format, setup_logging
 
     setup_logging(args.log_level, early_format(args.config))  # JSON from the first line, imports included
     from edge import daemon
@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from edge import predict
+    from edge.judge import predict
 
     return predict.main(args)
 
@@ -50,16 +50,16 @@ def _retrain(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from edge.classifier import ModelError
-    from edge.hostcheck import retrain_missing
-    from edge.retrain import DEFAULT_MIN_PER_CLASS, RetrainError, retrain
+    from edge.judge.classifier import ModelError
+    from edge.learn.retrain import DEFAULT_MIN_PER_CLASS, RetrainError, retrain
+    from edge.runtime.hostcheck import retrain_missing
 
     missing = retrain_missing()
     if missing:
         sys.stderr.write(f"retrain: {missing}\n")
         return 2
     if args.recipe == "anomaly":  # a new bank of good parts (issue 29)
-        from edge.retrain_anomaly import DEFAULT_MIN_GOOD, retrain_anomaly
+        from edge.learn.retrain_anomaly import DEFAULT_MIN_GOOD, retrain_anomaly
 
         try:
             cand = retrain_anomaly(Path(args.package), [Path(d) for d in args.label_dirs], Path(args.out),
@@ -139,8 +139,8 @@ def _selftest(args: argparse.Namespace) -> int:
     3 if the package cannot be loaded or a sample fails (what failed on stderr)."""
     import sys
 
-    from edge.classifier import Classifier, ModelError
-    from edge.hostcheck import proc_warning
+    from edge.judge.classifier import Classifier, ModelError
+    from edge.runtime.hostcheck import proc_warning
 
     try:
         clf = Classifier.load(args.model, num_threads=args.threads)
@@ -261,7 +261,7 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
     rule.add_argument("--cost-ratio", type=float, default=None,
                       help="threshold: minimise RATIO x missed defects + false rejects (default 2)")
     p.add_argument("--min-per-class", type=int, default=None,
-                   help="refuse with fewer images than this in a class (default 20: edge/retrain.py "
+                   help="refuse with fewer images than this in a class (default 20: edge/learn/retrain.py "
                         "DEFAULT_MIN_PER_CLASS; a 5-fold CV then tests ~4 images of the class per fold)")
     p.add_argument("--C", type=float, default=None, help="fix the regularisation C instead of choosing it by CV")
     p.add_argument("--name", default=None, help="candidate name (default <parent>-head-<UTC time>)")
@@ -272,7 +272,7 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
     p.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON ('-' = stdout)")
     p.add_argument("--recipe", choices=["head", "anomaly"], default="head",
                    help="head (default): a new logistic head from both classes; anomaly: a new bank of good parts "
-                        "from LABEL_DIR/<good class>/ alone, for an anomaly package (edge/retrain_anomaly.py)")
+                        "from LABEL_DIR/<good class>/ alone, for an anomaly package (edge/learn/retrain_anomaly.py)")
     p.add_argument("--target-frr", type=float, default=None, metavar="RATE",
                    help="anomaly: the threshold's false-reject rate on good parts (default: the package's own)")
     p.set_defaults(func=_retrain)

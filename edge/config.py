@@ -30,6 +30,26 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+# What kind of source a ``source.uri`` names, from its shape alone (the config check and the capture both use it).
+STREAM_SCHEMES = {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"}
+
+
+def guess_kind(uri: str) -> str:
+    """``gstreamer`` (a pipeline), ``usb``, ``rtsp`` (any network stream), ``folder`` or ``file`` from the shape of
+    ``uri``."""
+    u = uri.strip()
+    if "!" in u and "appsink" in u:  # a GStreamer pipeline (edge/capture/gstreamer.py)
+        return "gstreamer"
+    if u.isdigit() or u.startswith("/dev/video"):
+        return "usb"
+    if "://" in u and u.split("://", 1)[0].lower() in STREAM_SCHEMES:
+        return "rtsp"
+    p = Path(u)
+    if p.is_dir() or (not p.exists() and (u.endswith("/") or not p.suffix)):
+        return "folder"
+    return "file"
+
+
 ENV_PREFIX = "BOXINSPECT_"
 ENV_NESTING = "__"
 
@@ -43,7 +63,7 @@ class _Section(BaseModel):
 
 
 class GenICamConfig(_Section):
-    """A GenICam camera (``source.kind: genicam``, edge/genicam_source.py): what is written to it on every open and
+    """A GenICam camera (``source.kind: genicam``, edge/capture/genicam.py): what is written to it on every open and
     read back. null = leave the camera's own setting. Frame rate, width and height come from ``source``."""
 
     exposure_us: float | None = Field(default=None, gt=0)  # ExposureTime in microseconds (auto exposure off)
@@ -213,7 +233,7 @@ class ApiConfig(_Section):
     max_connections: int = Field(default=100, ge=1)  # open HTTP connections; more are closed at once
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections are closed after this
     header_timeout_s: float = Field(default=10.0, gt=0)  # a connection must send its request head within this
-    # issue 24 (edge/access.py, edge/server.py, edge/replay.py): who may view, and bounds on bodies and replays
+    # issue 24 (edge/api/access.py, edge/api/server.py, edge/deliver/replay.py): who may view, and bounds on bodies and replays
     viewing: Literal["open", "token"] = "open"  # live image, status, recent decisions: open, or behind the credential
     body_timeout_s: float = Field(default=30.0, gt=0)  # a request body gets this long, plus its size at the min rate
     body_min_rate_bytes_s: int = Field(default=20_000, ge=1)  # ... so a client trickling a body is cut off
@@ -240,7 +260,7 @@ class EvidenceConfig(_Section):
 
 
 class OperatorConfig(_Section):
-    """The operator page at / (edge/operator.py): live view, recent decisions, manual check, feedback, collection."""
+    """The operator page at / (edge/api/operator.py): live view, recent decisions, manual check, feedback, collection."""
 
     enabled: bool = True  # serve the page and its /ui/* endpoints (needs api.enabled)
     feedback_dir: Path = Path("feedback")  # feedback/<class>/ crops + JSON records, the layout `boxinspect train` reads
@@ -261,7 +281,7 @@ class OperatorConfig(_Section):
 
 
 class ShadowConfig(_Section):
-    """Shadow mode, promote and roll back (edge/shadow.py): a candidate model judges every decided box beside the
+    """Shadow mode, promote and roll back (edge/learn/shadow.py): a candidate model judges every decided box beside the
     live one and never publishes; the disagreements wait on the operator page for a person's label."""
 
     dir: Path = Path("shadow")  # disagreeing crops, retrain candidates and the promotion record live here
@@ -270,7 +290,7 @@ class ShadowConfig(_Section):
     history: int = Field(default=20, ge=1, le=1000)  # promotions and rollbacks kept in memory for GET /model
     # POST /model/retrain learns from operator.feedback_dir plus these folder-per-class data sets (the base data)
     retrain_data: list[Path] = Field(default_factory=list)
-    # issue 24 (edge/poison.py): promote needs {"confirm": true} while the candidate disagrees with the live model on
+    # issue 24 (edge/learn/poison.py): promote needs {"confirm": true} while the candidate disagrees with the live model on
     # more than this share of the parts it has judged (at least confirm_min_parts of them)
     confirm_above: float = Field(default=0.2, ge=0, le=1)
     confirm_min_parts: int = Field(default=10, ge=1)
@@ -318,7 +338,7 @@ class OpcuaConfig(_Section):
     certificate: Path | None = None  # server certificate (DER or PEM); needed unless security_policy is none
     private_key: Path | None = None  # its private key (PEM)
     trusted_client_certs: list[Path] = []  # client certificates accepted as user identities (X509 tokens)
-    users_file: Path | None = None  # issue 24: more users, one 'name:scrypt$salt$hash' a line (edge/opcua_users.py)
+    users_file: Path | None = None  # issue 24: more users, one 'name:scrypt$salt$hash' a line (edge/deliver/opcua_users.py)
 
     @model_validator(mode="after")
     def _access(self) -> OpcuaConfig:
@@ -382,7 +402,7 @@ class Config(_Section):
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     state_dir: Path | None = None  # outbox and evidence live here; null = $STATE_DIRECTORY, else the config's folder
     liveness_timeout_s: float = Field(default=30.0, gt=0)  # /healthz fails when the loop has not turned for this long
-    # the loop stuck this long: log all threads' stacks and exit (edge/liveness.py HangExit) so any runtime restarts
+    # the loop stuck this long: log all threads' stacks and exit (edge/runtime/liveness.py HangExit) so any runtime restarts
     # the daemon; 0 = never. Acts from liveness_timeout_s on at the earliest.
     liveness_exit_s: float = Field(default=60.0, ge=0)
 
@@ -586,7 +606,6 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     (outbox, evidence) that this user cannot create or write. Warnings: things that may be fine
     elsewhere (no /dev/videoN on this machine).
     """
-    from edge.sourcekind import guess_kind
 
     errors: list[str] = []
     warnings: list[str] = []
@@ -755,7 +774,6 @@ def resolve_uri(uri: str, config_dir: Path, kind: str = "auto") -> str:
     """A source that is a local path (a video file or image folder) follows the rule of every input path:
     relative to the config file's folder. Camera indexes, /dev/videoN, URLs, GStreamer pipelines and GenICam
     camera names stay as they are."""
-    from edge.sourcekind import guess_kind
 
     u = uri.strip()
     if (kind if kind != "auto" else guess_kind(u)) not in ("file", "folder"):

@@ -38,33 +38,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge import __version__, ratelimit
-from edge.anomaly_evidence import attach, heat_of
-from edge.api import ApiState, create_app
-from edge.capture import Capture, Frame, MultiCapture
-from edge.classifier import Classifier, ModelError
+from edge import __version__
+from edge.api.app import create_app
+from edge.api.page_state import OperatorState
+from edge.api.server import ApiServer, raise_fd_limit, start_api
+from edge.api.state import ApiState
+from edge.capture.frames import Capture, Frame, MultiCapture
+from edge.capture.roi import crop, roi_box
+from edge.capture.source import TriggerStamp, safe_uri
 from edge.config import Config, ConfigError, RoiConfig, load_config
-from edge.crops import count_located
-from edge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
-from edge.evidence import EvidenceStore
-from edge.feedback_mqtt import publish_answers
-from edge.hostcheck import export_disk, proc_warning
-from edge.liveness import HangExit, Heartbeat, export_liveness, sd_notify
-from edge.localize import Located, locate
-from edge.logs import capture_native_stderr, early_format, fatal, setup_logging
-from edge.metrics import Metrics
-from edge.model_package import PackageError, resolve_model_name
-from edge.mqtt import TriggerListener
-from edge.mqtt_sink import MqttSink
-from edge.operator import OperatorState
-from edge.plant import Plant
-from edge.publisher import OrderedWorker
-from edge.ratelimit import RateLimit
-from edge.records import FrameRecord
-from edge.roi import crop, roi_box
-from edge.server import ApiServer, raise_fd_limit, start_api
-from edge.shadow import ModelControl, Shadow, active_model_path
-from edge.source import TriggerStamp, safe_uri
+from edge.deliver.evidence import EvidenceStore
+from edge.deliver.mqtt import TriggerListener
+from edge.deliver.mqtt_sink import MqttSink
+from edge.deliver.plant import Plant
+from edge.deliver.publisher import OrderedWorker
+from edge.judge.anomaly_evidence import attach, heat_of
+from edge.judge.classifier import Classifier, ModelError
+from edge.judge.crops import count_located
+from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
+from edge.judge.localize import Located, locate
+from edge.judge.model_package import PackageError, resolve_model_name
+from edge.judge.records import FrameRecord
+from edge.learn.feedback_mqtt import publish_answers
+from edge.learn.lifecycle import ModelControl, active_model_path
+from edge.learn.shadow import Shadow
+from edge.runtime import ratelimit
+from edge.runtime.hostcheck import export_disk, proc_warning
+from edge.runtime.liveness import HangExit, Heartbeat, export_liveness, sd_notify
+from edge.runtime.logs import capture_native_stderr, early_format, fatal, setup_logging
+from edge.runtime.metrics import Metrics
+from edge.runtime.ratelimit import RateLimit
+from edge.runtime.testhooks import frozen_loop, slow_model_delay
+from edge.runtime.trace import PipelineTrace
 from edge.state import (
     CameraState,
     Decider,
@@ -77,14 +82,12 @@ from edge.state import (
     RecentEvents,
     ReloadResult,
 )
-from edge.testhooks import frozen_loop, slow_model_delay
-from edge.trace import PipelineTrace
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
-trigger_log = logging.getLogger("edge.triggers")  # client-caused lines: rate-limited (edge/ratelimit.py)
+trigger_log = logging.getLogger("edge.triggers")  # client-caused lines: rate-limited (edge/runtime/ratelimit.py)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_MODEL = 0, 1, 2, 3
 READ_TIMEOUT_S = 0.5  # how long the loop waits for a frame before it looks at its flags again
@@ -98,7 +101,7 @@ GIL_SWITCH_INTERVAL_S = 0.001
 class _Publish:
     """A decision on its way from the loop (or the deadline watchdog) to the publisher thread."""
 
-    decision: Decision  # with its evidence: the records it was made on (edge/records.py)
+    decision: Decision  # with its evidence: the records it was made on (edge/judge/records.py)
     exit_at: float | None  # continuous mode: capture time of the box's last frame (the deadline's start)
     last_captured: float | None  # capture time of the box's last frame (end-to-end latency metric)
     read_at: float | None = None  # when the loop read the frame that produced the decision (trace)
@@ -136,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda signum, frame: early_stop.set())
 
     try:
-        model = load_model(cfg, active_model_path(cfg))  # model.path, or the package promoted since (edge/shadow.py)
+        model = load_model(cfg, active_model_path(cfg))  # model.path, or the package promoted since (edge/learn/shadow.py)
     except ModelError as e:
         fatal(f"model: {e}")
         return EXIT_MODEL
@@ -157,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if early_stop.is_set():
         daemon.stop_requested.set()
-    if cfg.liveness_exit_s:  # a hung loop ends the process, so every runtime restarts it (edge/liveness.py)
+    if cfg.liveness_exit_s:  # a hung loop ends the process, so every runtime restarts it (edge/runtime/liveness.py)
         HangExit(daemon.heartbeat, max(cfg.liveness_exit_s, cfg.liveness_timeout_s)).start()
     return daemon.run()
 
@@ -182,10 +185,10 @@ class Daemon:
     capture that replays frames, a sink that records events, a model loader). A part left out is absent:
     without ``sink`` nothing is published, without ``capture`` ``run()`` fails at start-up.
 
-    - ``capture``: where frames come from (edge/capture.py ``Capture``); started and stopped by ``run()``.
-    - ``sink``: where events go (edge/mqtt_sink.py ``MqttSink``); started and stopped by ``run()``.
-    - ``evidence``: where the frames of a decision are kept (edge/evidence.py).
-    - ``decider``: frames -> decisions (edge/decision.py); by default built from ``decision.*`` and the model.
+    - ``capture``: where frames come from (edge/capture/frames.py ``Capture``); started and stopped by ``run()``.
+    - ``sink``: where events go (edge/deliver/mqtt_sink.py ``MqttSink``); started and stopped by ``run()``.
+    - ``evidence``: where the frames of a decision are kept (edge/deliver/evidence.py).
+    - ``decider``: frames -> decisions (edge/judge/decision.py); by default built from ``decision.*`` and the model.
     - ``loader``: path -> LoadedModel, for reloads (default: ``load_model`` with ``model.*``).
     - ``clock``: wall-clock time (``time.time``) for uptime, stats and the end-to-end latency.
     """
@@ -225,7 +228,7 @@ class Daemon:
         self.sink = sink
         self.evidence = evidence
         self.capture = capture
-        self.api: ApiServer | None = None  # the HTTP API (edge/server.py), started by run()
+        self.api: ApiServer | None = None  # the HTTP API (edge/api/server.py), started by run()
         self.api_url: str | None = None
         self.state: ApiState | None = None
         self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
@@ -250,16 +253,16 @@ class Daemon:
         # Decisions are published (evidence JPEGs, outbox fsync, MQTT) on this thread, in order, so the loop never
         # waits on the disk or the network; started by run(), else decisions are published on the caller's thread.
         self._publisher = OrderedWorker(self._publish_job, name="publisher")
-        self.trace: PipelineTrace | None = None  # `boxinspect run --trace FILE` (edge/trace.py)
+        self.trace: PipelineTrace | None = None  # `boxinspect run --trace FILE` (edge/runtime/trace.py)
         self._read_at = 0.0  # when the loop read the current frame
         self._scored = False  # the current frame was scored
-        # a candidate model beside the live one, promote and roll back (edge/shadow.py)
+        # a candidate model beside the live one, promote and roll back (edge/learn/shadow.py)
         self.shadow = Shadow(cfg, self.metrics)
         self.model_control = ModelControl(cfg, self.metrics, self.models, self.shadow, self.loader, self.swap_in)
         self._publish_model_info(model)
         self.decider: Decider = decider or self._make_decider()
         self._model_version = self.models.get_versioned()[1]
-        # Deadlines, fail-safe timeouts, reject outputs, OPC UA, Home Assistant, SPC (edge/plant.py). Timeout
+        # Deadlines, fail-safe timeouts, reject outputs, OPC UA, Home Assistant, SPC (edge/deliver/plant.py). Timeout
         # decisions come from its watchdog thread: _on_decision runs under this lock.
         self._decision_lock = threading.RLock()
         self.plant = Plant(
@@ -393,7 +396,7 @@ class Daemon:
         fps_t0, fps_n0 = now, 0
         loop_started = now
         while not self.stop_requested.is_set():
-            frozen_loop()  # test-only hang hook (edge/testhooks.py); a no-op unless its variable is set
+            frozen_loop()  # test-only hang hook (edge/runtime/testhooks.py); a no-op unless its variable is set
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 threading.Thread(target=self.reload, name="reload", daemon=True).start()
@@ -483,7 +486,7 @@ class Daemon:
         assert model is not None
         clf = model.classifier
         t0 = time.perf_counter()
-        slow_model_delay()  # test-only stall hook (edge/testhooks.py); a no-op unless its variable is set
+        slow_model_delay()  # test-only stall hook (edge/runtime/testhooks.py); a no-op unless its variable is set
         record.located, record.crop_spec = self._locate(clf, record.roi), clf.metadata.crop
         if record.located is not None and not record.located.found:
             record.no_box = True
@@ -639,7 +642,7 @@ class Daemon:
         """The evidence JPEGs: the representative record's crop (``_crop.jpg``, the image the model was given)
         and its frame (``_frame.jpg``). Several views: one pair per view (``<event_id>_<view>``); the event's own
         ``evidence`` is the representative view's. An anomaly package's map of the representative record goes
-        into the event (with evidence or without; edge/anomaly_evidence.py)."""
+        into the event (with evidence or without; edge/judge/anomaly_evidence.py)."""
         if decision.evidence is None:
             return
         rep = decision.evidence.representative
@@ -764,10 +767,10 @@ class Daemon:
 
     def reload(self, path: str | None = None) -> ReloadResult:
         """Load ``path`` (default: the configured ``model.path``, or the package promoted or rolled back to since,
-        edge/shadow.py; a name is taken inside model.dir), self-test it and swap it in. SIGHUP reloads the
+        edge/learn/shadow.py; a name is taken inside model.dir), self-test it and swap it in. SIGHUP reloads the
         default, as does a restart."""
         target = active_model_path(self.cfg)
-        if path:  # a name from the network: only a .tflite inside model.dir (edge/model_package.py)
+        if path:  # a name from the network: only a .tflite inside model.dir (edge/judge/model_package.py)
             try:
                 target = resolve_model_name(self.cfg.model.dir or self.cfg.model.path.parent, path)
             except PackageError as e:
@@ -780,7 +783,7 @@ class Daemon:
 
     def swap_in(self, target: str | Path, change: dict[str, Any] | None = None) -> ReloadResult:
         """Load the package at the trusted path ``target``, self-test it, swap it in; the old model stays on
-        failure. ``change``: a promotion or rollback (edge/shadow.py), published with the retained model doc."""
+        failure. ``change``: a promotion or rollback (edge/learn/shadow.py), published with the retained model doc."""
         with self._reload_lock:
             old = self.models.get()
             old_id = old.classifier.model_id if old else None

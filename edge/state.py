@@ -28,16 +28,16 @@ from pydantic import BaseModel, Field
 if TYPE_CHECKING:
     import numpy as np
 
-    from edge.capture import Frame
-    from edge.classifier import Classifier
-    from edge.decision import Decision
-    from edge.records import FrameRecord
+    from edge.capture.frames import Frame
+    from edge.judge.classifier import Classifier
+    from edge.judge.decision import Decision
+    from edge.judge.records import FrameRecord
 
 EVENTS_MAX = 1000
 
 
 class CameraState(str, Enum):
-    """The camera's health (edge/capture.py). ``str(state)`` and JSON give the plain value, e.g. ``ok``."""
+    """The camera's health (edge/capture/frames.py). ``str(state)`` and JSON give the plain value, e.g. ``ok``."""
 
     OK = "ok"
     STALLED = "stalled"  # open, but no new frame for source.stall_timeout_s
@@ -138,7 +138,7 @@ class RecentEvents:
 @dataclass(frozen=True)
 class LastResult:
     """The last box decided, for the operator page's result tile: the verdict drawn on the frame that decided it
-    (the decision's representative record, edge/records.py), not on whatever the camera shows now."""
+    (the decision's representative record, edge/judge/records.py), not on whatever the camera shows now."""
 
     event_id: str
     label: str
@@ -191,7 +191,7 @@ class ReloadResult(BaseModel):
 
 
 class Decider(Protocol):
-    """Frames -> one decision per box or part. Per frame the loop builds a ``FrameRecord`` (edge/records.py: the
+    """Frames -> one decision per box or part. Per frame the loop builds a ``FrameRecord`` (edge/judge/records.py: the
     frame, its ROI), asks ``needs_score(record)``, and if so locates the box and scores it into the record
     (``no_box`` when the localiser found none), then calls ``update(record)`` with that same record. A Decision
     carries the records it was made on (``Decision.evidence``)."""
@@ -235,7 +235,7 @@ class Decider(Protocol):
 
 
 class FrameSource(Protocol):
-    """Where the loop gets frames (edge/capture.py ``Capture``; tests replay frames)."""
+    """Where the loop gets frames (edge/capture/frames.py ``Capture``; tests replay frames)."""
 
     kind: str  # usb, rtsp, file, folder (or what a test source calls itself)
     truncated: str | None  # a file that ended early: "truncated at frame N of M"
@@ -265,7 +265,7 @@ class FrameSource(Protocol):
 
 
 class EventSink(Protocol):
-    """Where decisions go (edge/mqtt_sink.py ``MqttSink``; tests record them). ``publish_defect`` must keep
+    """Where decisions go (edge/deliver/mqtt_sink.py ``MqttSink``; tests record them). ``publish_defect`` must keep
     the event durably or raise: the daemon never drops a defect silently."""
 
     @property

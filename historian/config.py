@@ -44,7 +44,7 @@ class BrokerConfig(_Section):
     receive_maximum: int = Field(default=200, ge=1, le=65535)  # unacknowledged messages the broker may send us
 
     def edge_mqtt(self) -> MqttConfig:
-        """The daemon's MQTT settings type, for the shared client factory (edge/mqtt.py)."""
+        """The daemon's MQTT settings type, for the shared client factory (edge/deliver/mqtt.py)."""
         return MqttConfig(host=self.host, port=self.port, username=self.username, password=self.password,
                           tls=self.tls, keepalive_s=self.keepalive_s, protocol="5",
                           reconnect_min_s=self.reconnect_min_s, reconnect_max_s=self.reconnect_max_s)

@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.mqtt import make_client
+from edge.deliver.mqtt import make_client
 from historian import replay
 from historian.config import HistorianConfig
 from historian.evidence import S3Uploader, crop_url

@@ -12,7 +12,7 @@ import logging
 import urllib.request
 from typing import Any
 
-from edge.publisher import OrderedWorker
+from edge.deliver.publisher import OrderedWorker
 from historian.config import EvidenceConfig, HistorianConfig
 from historian.records import Decision
 
@@ -34,7 +34,7 @@ def s3_key(cfg: EvidenceConfig, d: Decision) -> str:
 
 
 class S3Uploader:
-    """Copies crops from daemons to S3 on one worker thread (edge/publisher.py's OrderedWorker) and points the
+    """Copies crops from daemons to S3 on one worker thread (edge/deliver/publisher.py's OrderedWorker) and points the
     rows at the copies. ``offer`` never blocks the writer: beyond ``evidence.queue_max`` waiting crops a row keeps
     the daemon's URL."""
 

@@ -3,7 +3,7 @@
 
     nice -n 10 .venv/bin/python scripts/bench_outbox_all.py --seconds 60 --rate 2 --out docs/bench/outbox_all.json
 
-The daemon's own sink (edge/mqtt_sink.py) against a real Mosquitto; the events are the daemon's decision events
+The daemon's own sink (edge/deliver/mqtt_sink.py) against a real Mosquitto; the events are the daemon's decision events
 (tests/test_mqtt_sink.make_event). Two runs of the same length: `off` stores 1 in 10 decisions (the defects of
 a 10 % defect rate) and sends the rest as QoS 0 results; `on` stores all. Reported per run: the time
 publish_defect()/publish_result() takes in the daemon's publisher thread (median, p99), the process CPU and the
@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.config import parse_config  # noqa: E402
-from edge.metrics import Metrics  # noqa: E402
-from edge.mqtt_sink import MqttSink  # noqa: E402
+from edge.deliver.mqtt_sink import MqttSink  # noqa: E402
+from edge.runtime.metrics import Metrics  # noqa: E402
 from scripts.bench_historian import emit  # noqa: E402
 from tests.broker import Broker  # noqa: E402
 from tests.test_mqtt_sink import make_event  # noqa: E402

@@ -101,7 +101,7 @@ emu -c 'import importlib.metadata as m; print("    ai-edge-litert", m.version("a
 step "4. the model's self-test (golden samples) on arm64"
 emu - "$model" <<'PY'
 import sys
-from edge.classifier import Classifier
+from edge.judge.classifier import Classifier
 clf = Classifier.load(sys.argv[1])
 failures = clf.self_test()
 print("    runner:", type(clf.runner).__name__, "| golden samples:", len(clf.metadata.golden),
@@ -130,7 +130,7 @@ PY
 step "6. the daemon on the demo video for $frames frames, publishing to the host's Mosquitto"
 port=1883
 if ! (echo > /dev/tcp/127.0.0.1/1883) 2> /dev/null; then
-  port=$(.venv/bin/python -c 'from edge.broker import free_port; print(free_port())')
+  port=$(.venv/bin/python -c 'from edge.deliver.broker import free_port; print(free_port())')
   printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/mosq.conf"
   "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$work/mosq.conf" > "$work/mosq.log" 2>&1 &
   mosq_pid=$!

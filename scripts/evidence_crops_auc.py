@@ -11,7 +11,7 @@
 3. Each decision's kept crop (``<event_id>_crop.jpg``, what feedback and collection store) is labelled with the
    ground truth of the box its frames belong to (the log's ``frames=F-L``), exactly as an operator who answers
    every box correctly would label it, into ``<work>/labels/<class>/``.
-4. ``edge.retrain.retrain`` fits a head on those labels ``--repeats`` times (seed = repeat: the grouped folds
+4. ``edge.learn.retrain.retrain`` fits a head on those labels ``--repeats`` times (seed = repeat: the grouped folds
    change) -> grouped-CV AUC, mean and sd. Also: how many kept crops ``boxinspect predict`` scores to the
    other verdict than their decision's, and the decisions' own AUC against the ground truth.
 
@@ -85,7 +85,7 @@ def rescore(model: Path, rows: list[dict[str, Any]], threshold: float) -> int:
     """Kept crops whose own score (boxinspect predict's model call) gives the other verdict than their decision's."""
     import cv2
 
-    from edge.classifier import Classifier
+    from edge.judge.classifier import Classifier
 
     clf = Classifier.load(model)
     wrong = 0
@@ -108,8 +108,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from boxinspect.synth.video import make_video
-    from edge.classifier import Classifier
-    from edge.retrain import retrain
+    from edge.judge.classifier import Classifier
+    from edge.learn.retrain import retrain
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)

@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import yaml
 
-from edge.broker import free_port
+from edge.deliver.broker import free_port
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ open, and reports the loop's fps and the daemon's CPU (process CPU seconds from 
 API thread that serves the page). With ``--pace realtime`` (default) the video plays at its own fps as a
 camera would, and the page's cost shows as CPU; with ``--pace fast`` every frame is taken as fast as the loop
 goes, and it shows as fps (noisy on a shared machine). "Open" is either N emulated pages making exactly the requests
-edge/static/app.js makes (frame every 0.5 s, summary every 1 s, decisions every 2 s, queue every 3 s) or,
+edge/api/static/app.js makes (frame every 0.5 s, summary every 1 s, decisions every 2 s, queue every 3 s) or,
 with ``--browser``, real headless Chromium windows. The windows alternate (closed, open, closed, open, ...)
 so a neighbour's load on a shared machine hits both alike. Prints one Markdown table row per condition.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from edge.broker import free_port
+from edge.deliver.broker import free_port
 
 PAGE_REQUESTS = (("/ui/frame.jpg", 0.5), ("/ui/summary", 1.0), ("/ui/decisions?limit=24", 2.0), ("/ui/queue?limit=1", 3.0))
 

@@ -95,7 +95,7 @@ def _base_package(images, rel: list[str], base: np.ndarray, work: Path, weights:
 
 
 def _device_features(pkg: Path, paths: list[Path], cache: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    from edge.classifier import Classifier
+    from edge.judge.classifier import Classifier
     from training.data import read_bgr
 
     clf = Classifier.load(pkg, num_threads=1)
@@ -144,7 +144,7 @@ def _cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, repeats: i
 
 
 def pkg_id(pkg: Path) -> str:
-    from edge.model_package import load_metadata
+    from edge.judge.model_package import load_metadata
 
     return load_metadata(pkg).model_id
 

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from edge.classifier import interpreter_class
+from edge.judge.classifier import interpreter_class
 from training import model as model_mod
 
 W = "/work/shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import training.cv as cv
-from edge.classifier import Classifier
+from edge.judge.classifier import Classifier
 from training import data as data_mod
 
 pkg, out, seed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import localize
+from edge.judge import localize
 
 root = Path(sys.argv[1])
 d = json.loads((root / "parts.json").read_text())

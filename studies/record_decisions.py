@@ -25,7 +25,7 @@ from edge.daemon import Daemon, load_model
 def decisions(model: Path, video: Path, roi: tuple[int, int, int, int], overrides: dict[str, Any] | None = None,
               threads: int = 1, idle_as_live: bool = False) -> list[dict[str, Any]]:
     """The decisions of the daemon over ``video``, oldest first (label, frames, frames scored, score).
-    ``idle_as_live``: decode the file as a live camera would be with ``source.idle_fps`` (edge/capture.py)."""
+    ``idle_as_live``: decode the file as a live camera would be with ``source.idle_fps`` (edge/capture/frames.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         data: dict[str, Any] = {
             "model": {"path": str(model), "num_threads": threads},

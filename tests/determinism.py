@@ -7,7 +7,7 @@
 Each build runs in its own fresh Python process (nothing shared in memory), niced, through the same steps as
 the pytest fixtures (tests/tiny_build.py): synthetic boxes -> train -> evaluate -> int8 convert. The builds
 are compared on what the tests consume: the Keras scores of the test images (report/scores_test.csv), the
-int8 package's bytes, its scores on the test images (edge.classifier, as the daemon scores them) and its
+int8 package's bytes, its scores on the test images (edge.judge.classifier, as the daemon scores them) and its
 macro F1 on them (the sidecar, as the gate measured it).
 
 Verdict (exit status): 0 when every build matches the first bit for bit, or when the macro F1 of the int8
@@ -56,7 +56,7 @@ def _test_items(run: Path) -> list[tuple[Path, str]]:
 
 def fingerprint(run: Path, pkg: Path) -> dict[str, Any]:
     """What the tests consume from one build, in numbers that can be compared."""
-    from edge.classifier import Classifier
+    from edge.judge.classifier import Classifier
     from training.data import read_bgr
 
     with open(run / "report" / "scores_test.csv", newline="") as fh:

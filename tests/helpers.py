@@ -27,10 +27,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.broker import free_port, port_open
-from edge.capture import Frame
-from edge.localize import NO_CROP
-from edge.outbox import OutboxError
+from edge.capture.frames import Frame
+from edge.deliver.broker import free_port, port_open
+from edge.deliver.outbox import OutboxError
+from edge.judge.localize import NO_CROP
 from edge.state import CameraState, LoadedModel
 
 __all__ = [
@@ -119,7 +119,7 @@ def _labels_match(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
 
 def metric(source: Any, name: str, default: float | None = 0.0, **labels: str) -> float | None:
     """One Prometheus sample: ``source`` is Prometheus exposition text (``/metrics``), a registry, or an
-    object with a ``registry`` (edge.metrics.Metrics). Labels not given match anything; the first sample
+    object with a ``registry`` (edge.runtime.metrics.Metrics). Labels not given match anything; the first sample
     wins. ``default`` when there is no such sample."""
     if isinstance(source, str):
         from prometheus_client.parser import text_string_to_metric_families
@@ -390,7 +390,8 @@ def daemon_client(cfg: Any, auth: bool = False) -> tuple[Any, Any]:
     if auth:
         with_token(cfg)
 
-    from edge.api import ApiState, create_app
+    from edge.api.app import create_app
+    from edge.api.state import ApiState
     from edge.daemon import Daemon, load_model
 
     d = Daemon(cfg, load_model(cfg, cfg.model.path))
@@ -428,7 +429,7 @@ def failing_golden(doc: dict[str, Any]) -> None:
 def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True) -> dict[str, Any]:
     """Apply ``change`` to the sidecar of ``model``. ``reseal`` recomputes package_sha256, as convert would
     (a legitimately re-made package); without it the edit is a tampering the loader must refuse."""
-    from edge.model_package import package_digest, sidecar_path
+    from edge.judge.model_package import package_digest, sidecar_path
 
     side = sidecar_path(model)
     doc = json.loads(side.read_text())
@@ -446,7 +447,7 @@ def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: 
 
 
 class FakeClassifier:
-    """What the daemon uses of ``edge.classifier.Classifier``, with ``score`` from ``score_fn(roi)``."""
+    """What the daemon uses of ``edge.judge.classifier.Classifier``, with ``score`` from ``score_fn(roi)``."""
 
     def __init__(
         self,
@@ -631,7 +632,7 @@ AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 def with_token(cfg: Any) -> Any:
     """``cfg`` with ``api.token`` = TEST_TOKEN when it has none: without a credential nothing that stores data,
-    decodes an upload, changes the model or replays history is served (edge/access.py)."""
+    decodes an upload, changes the model or replays history is served (edge/api/access.py)."""
     from pydantic import SecretStr
 
     if cfg.api.token is None:
@@ -645,7 +646,8 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
     responses (the role matrix, body and bounds tests). ``api``: api.* keys."""
     from fastapi.testclient import TestClient
 
-    from edge.api import ApiState, create_app
+    from edge.api.app import create_app
+    from edge.api.state import ApiState
     from edge.daemon import Daemon, load_model
 
     cfg = edge_config(tmp_path, tiny_model, mqtt={"enabled": False}, api=api,

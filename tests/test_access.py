@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.access import Role, role_table
+from edge.api.access import Role, role_table
 from tests.helpers import AUTH, TEST_TOKEN, daemon_app
 
 PARAMS = {"name": "x", "event_id": "x", "check_id": "x", "which": "thumb"}
@@ -89,7 +89,7 @@ def test_viewing_is_one_setting_for_the_live_image_on_both_routes(tmp_path, tiny
 
 
 def test_the_page_says_how_to_enable_actions(tmp_path, tiny_model, caplog):
-    with caplog.at_level("WARNING", logger="edge.api"):
+    with caplog.at_level("WARNING", logger="edge.api.app"):
         _, client = daemon_app(tmp_path, tiny_model)
     assert any("no credential configured" in m and "api.token" in m for m in caplog.messages)
     s = client.get("/ui/summary").json()
@@ -99,7 +99,7 @@ def test_the_page_says_how_to_enable_actions(tmp_path, tiny_model, caplog):
 def test_a_refused_request_is_answered_from_its_head_and_closed(tmp_path, tiny_model):
     """A real server: an anonymous upload announcing 5 MB gets its 403 before sending a byte of it, and the
     connection is closed (so trickling the body cannot hold a connection)."""
-    from edge.server import start_api
+    from edge.api.server import start_api
 
     app, _ = daemon_app(tmp_path, tiny_model)
     cfg = app.state.boxinspect.config

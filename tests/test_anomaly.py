@@ -13,8 +13,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge import anomaly as an
-from edge.classifier import Classifier, ModelError
+from edge.judge import anomaly as an
+from edge.judge.classifier import Classifier, ModelError
 from tests.helpers import (
     DaemonProc,
     Subscriber,
@@ -90,7 +90,7 @@ def test_threshold_rule_is_the_target_rate_of_a_lognormal_tail():
 def anomaly_package(model_cache: Path, synth_data: Path, weights_path: Path) -> Path:
     """Trained on the GOOD synthetic boxes only (a data folder with ok/ alone), converted to fp16."""
     from convert.tflite import convert_run
-    from edge.localize import NO_CROP
+    from edge.judge.localize import NO_CROP
     from training.train import TrainConfig, train
 
     root = model_cache / "anomaly"
@@ -171,7 +171,7 @@ def test_daemon_one_event_per_box_with_a_map_that_rescoring_reproduces(tmp_path,
 
 @pytest.mark.slow
 def test_retrain_anomaly_builds_a_candidate_from_good_crops_alone(anomaly_package, synth_data, tmp_path):
-    from edge.retrain_anomaly import retrain_anomaly
+    from edge.learn.retrain_anomaly import retrain_anomaly
 
     good = tmp_path / "feedback" / "ok"
     good.mkdir(parents=True)
@@ -185,8 +185,8 @@ def test_retrain_anomaly_builds_a_candidate_from_good_crops_alone(anomaly_packag
 
 
 def test_retrain_anomaly_refuses_a_package_without_a_bank(tiny_model, tmp_path):
-    from edge.retrain import RetrainError
-    from edge.retrain_anomaly import retrain_anomaly
+    from edge.learn.retrain import RetrainError
+    from edge.learn.retrain_anomaly import retrain_anomaly
 
     with pytest.raises(RetrainError, match="not an anomaly package"):
         retrain_anomaly(tiny_model, [tmp_path], tmp_path / "cand")

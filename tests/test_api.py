@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api import ApiState, create_app
-from edge.classifier import Classifier
-from edge.metrics import Metrics
+from edge.api.app import create_app
+from edge.api.state import ApiState
+from edge.judge.classifier import Classifier
+from edge.runtime.metrics import Metrics
 from edge.state import LoadedModel, ModelSlot
 from tests.helpers import (
     AUTH,
@@ -83,8 +84,8 @@ def test_readyz_names_a_failed_self_test(tmp_path, tiny_model, loaded):
 
 
 def test_readyz_ok_with_model_camera_and_broker(tmp_path, tiny_model, loaded, synth_video, mosquitto):
-    from edge.capture import Capture
-    from edge.mqtt_sink import MqttSink
+    from edge.capture.frames import Capture
+    from edge.deliver.mqtt_sink import MqttSink
 
     video, _ = synth_video
     cfg = edge_config(tmp_path, tiny_model, broker=mosquitto, source={"uri": str(video), "loop": True, "pace": "realtime"})
@@ -220,7 +221,7 @@ def test_status_summarises_without_secrets(tmp_path, tiny_model, loaded):
         mqtt={"username": "edge", "password": "pw-SECRET-2"},
         source={"uri": "rtsp://cam:pw-SECRET-3@10.0.0.5/stream"},
     )
-    from edge.capture import Capture
+    from edge.capture.frames import Capture
 
     client, state = _client(cfg, loaded, capture=Capture(cfg.source))  # never started: "disconnected"
     positive = loaded.classifier.metadata.positive_class
@@ -242,7 +243,7 @@ def test_status_summarises_without_secrets(tmp_path, tiny_model, loaded):
 
 
 def test_snapshot_draws_the_latest_frame(tmp_path, tiny_model, loaded, synth_video):
-    from edge.capture import Capture
+    from edge.capture.frames import Capture
 
     video, gt = synth_video
     cfg = edge_config(tmp_path, tiny_model, source={"uri": str(video), "pace": "fast"}, roi={k: gt["roi"][k] for k in ("x", "y", "width", "height")})
@@ -380,7 +381,7 @@ def test_openapi_documents_the_endpoints(tmp_path, tiny_model, loaded):
 
 
 def test_image_dimensions_from_headers():
-    from edge.upload import image_dimensions
+    from edge.api.upload import image_dimensions
 
     for ext in (".png", ".jpg"):
         ok, buf = cv2.imencode(ext, np.zeros((37, 53, 3), np.uint8))

@@ -29,7 +29,7 @@ BODIES = {
 
 def test_every_action_answers_every_malformed_body_with_4xx(tmp_path, tiny_model):
     app, client = daemon_app(tmp_path, tiny_model, token=TEST_TOKEN)
-    from edge.access import role_table
+    from edge.api.access import role_table
 
     actions = [(m, re.sub(r"\{(\w+)\}", lambda g: PARAMS.get(g.group(1), "x"), p))
                for m, p, _ in role_table(app.routes) if m in ("POST", "DELETE")]

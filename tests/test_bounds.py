@@ -1,9 +1,9 @@
-"""Bounded everywhere (issue 24, item 2), on the daemon's own HTTP server (edge/server.py) and app.
+"""Bounded everywhere (issue 24, item 2), on the daemon's own HTTP server (edge/api/server.py) and app.
 
 - slow bodies: clients that send a request head and then trickle the body cannot hold ``api.max_connections``:
   each is closed at ``api.body_timeout_s`` plus its size at ``api.body_min_rate_bytes_s``, and /healthz answers
   meanwhile (on 548d7c7 they held every connection for as long as they kept sending);
-- this also pins what edge/server.py relies on inside uvicorn's H11Protocol: an upgrade that changes it fails here.
+- this also pins what edge/api/server.py relies on inside uvicorn's H11Protocol: an upgrade that changes it fails here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from edge.server import start_api
+from edge.api.server import start_api
 from tests.helpers import TEST_TOKEN, daemon_app, wait_for
 
 SLOW_CLIENTS = 30
@@ -113,9 +113,10 @@ def test_replay_is_paged_rate_limited_and_never_waits_for_the_outbox_lock(tmp_pa
 
     from fastapi.testclient import TestClient
 
-    from edge.api import ApiState, create_app
-    from edge.metrics import Metrics
-    from edge.mqtt_sink import MqttSink
+    from edge.api.app import create_app
+    from edge.api.state import ApiState
+    from edge.deliver.mqtt_sink import MqttSink
+    from edge.runtime.metrics import Metrics
     from edge.state import ModelSlot
     from tests.helpers import AUTH, edge_config
     from tests.test_delivery import published

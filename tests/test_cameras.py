@@ -28,11 +28,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.capture import Capture
-from edge.config import SourceConfig
-from edge.metrics import Metrics
-from edge.source import safe_uri
-from edge.sourcekind import guess_kind
+from edge.capture.frames import Capture
+from edge.capture.source import safe_uri
+from edge.config import SourceConfig, guess_kind
+from edge.runtime.metrics import Metrics
 from edge.state import CameraState
 from tests.helpers import DaemonProc, RecordingSink, cache_lock, fake_model, free_port, port_open, wait_for
 
@@ -45,7 +44,7 @@ FAKE_ID = f"Aravis-Fake-{FAKE_SERIAL}"
 def need_gi(namespace: str) -> Any:
     """``gi.repository.<namespace>`` through the product's loader, else skip (or fail under CI's
     BOXINSPECT_REQUIRE_CAMERAS=1)."""
-    from edge.gi_support import GiMissing, require
+    from edge.capture.gi_support import GiMissing, require
 
     try:
         return require(namespace)
@@ -59,7 +58,7 @@ def need_gi(namespace: str) -> Any:
 
 
 def test_pixel_formats_bayer_mono16_and_rgb_become_bgr():
-    from edge.genicam_source import to_bgr
+    from edge.capture.genicam import to_bgr
 
     # GenICam BayerRG8: the first row is R G R G, the second G B G B
     raw = np.zeros((8, 8), np.uint8)
@@ -86,7 +85,7 @@ def test_a_pipeline_is_guessed_and_its_credentials_masked():
 
 def test_a_pipeline_that_does_not_parse_or_has_no_appsink_names_itself():
     need_gi("Gst")
-    from edge.gstreamer_source import open_gstreamer
+    from edge.capture.gstreamer import open_gstreamer
 
     src, why = open_gstreamer(SourceConfig(kind="gstreamer", uri="videotestsrc ! nosuchelement ! appsink"), 2.0)
     assert src is None and "does not parse" in why and "nosuchelement" in why
@@ -96,7 +95,7 @@ def test_a_pipeline_that_does_not_parse_or_has_no_appsink_names_itself():
 
 def test_the_documented_presets_parse_where_their_elements_exist():
     Gst = need_gi("Gst")
-    from edge.gstreamer_source import PRESETS
+    from edge.capture.gstreamer import PRESETS
 
     parsed = []
     for name, pipeline in PRESETS.items():
@@ -168,7 +167,7 @@ def genicam_cfg(**genicam: Any) -> SourceConfig:
 
 
 def test_genicam_finds_the_camera_sets_and_reads_back_its_settings(fake_camera, caplog):
-    from edge.genicam_source import open_genicam
+    from edge.capture.genicam import open_genicam
 
     src, why = open_genicam(genicam_cfg(exposure_us=4000, gain_db=3, pixel_format="BayerRG8", offset_x=16,
                                         offset_y=8), 5.0)

@@ -14,12 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import Capture, Frame
-from edge.config import RoiConfig, SourceConfig
-from edge.metrics import Metrics
-from edge.roi import crop, draw_overlay, frame_stats
-from edge.source import safe_uri
-from edge.sourcekind import guess_kind
+from edge.capture.frames import Capture, Frame
+from edge.capture.roi import crop, draw_overlay, frame_stats
+from edge.capture.source import safe_uri
+from edge.config import RoiConfig, SourceConfig, guess_kind
+from edge.runtime.metrics import Metrics
 from tests.helpers import metric, wait_for
 
 
@@ -282,7 +281,7 @@ def test_folder_loop_and_frozen_picture(tmp_path: Path) -> None:
 def test_missing_file_is_disconnected_and_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "later.avi"
     cfg = SourceConfig(uri=str(path), pace="fast", reconnect_initial_s=0.05, reconnect_max_s=0.1)
-    caplog.set_level(logging.INFO, logger="edge.capture")
+    caplog.set_level(logging.INFO, logger="edge.capture.frames")
     cap = Capture(cfg).start()
     try:
         wait_for(lambda: "later.avi not found" in caplog.text, 5, "a warning naming the missing file")

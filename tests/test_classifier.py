@@ -1,4 +1,4 @@
-"""edge/classifier.py on real .tflite packages made by our own convert code (tests/conftest.py fixtures)."""
+"""edge/judge/classifier.py on real .tflite packages made by our own convert code (tests/conftest.py fixtures)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.classifier import Classifier, ModelError
-from edge.model_package import decode_golden, load_metadata, package_digest, sidecar_path
+from edge.judge.classifier import Classifier, ModelError
+from edge.judge.model_package import decode_golden, load_metadata, package_digest, sidecar_path
 from tests.helpers import edit_sidecar, package_copies
 
 
@@ -199,7 +199,7 @@ class Block:
             raise ImportError("blocked for this test: " + name)
 sys.meta_path.insert(0, Block())
 import numpy as np
-from edge.classifier import Classifier
+from edge.judge.classifier import Classifier
 clf = Classifier.load({str(tiny_model)!r})
 assert clf.self_test() == [], clf.self_test()
 s = clf.score(np.zeros((300, 400, 3), np.uint8))

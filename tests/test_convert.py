@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.classifier import Classifier
-from edge.model_package import load_metadata, sha256_file, sidecar_path
+from edge.judge.classifier import Classifier
+from edge.judge.model_package import load_metadata, sha256_file, sidecar_path
 
 
 def _parcel_photos(parcel_dir: Path, per_class: int = 10) -> list[Path]:

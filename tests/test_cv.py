@@ -179,7 +179,7 @@ def test_two_scale_linear_model_trains_converts_and_runs_on_the_edge(views_data,
     import keras
 
     from convert.tflite import convert_run
-    from edge.classifier import Classifier
+    from edge.judge.classifier import Classifier
     from training.data import read_bgr
     from training.features import FeatureSpec
 
@@ -212,8 +212,8 @@ def test_two_scale_linear_model_trains_converts_and_runs_on_the_edge(views_data,
         "import sys, json\n"
         "from pathlib import Path\n"
         "import cv2\n"
-        "from edge.classifier import Classifier\n"
-        "from edge.retrain import retrain\n"
+        "from edge.judge.classifier import Classifier\n"
+        "from edge.learn.retrain import retrain\n"
         "clf = Classifier.load(sys.argv[1], num_threads=1)\n"
         "img = cv2.imread(sys.argv[3])\n"
         "s, f = clf.score_features(img)\n"

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.capture import Capture
+from edge.capture.frames import Capture
+from edge.capture.roi import crop
 from edge.config import DecisionConfig, PresenceConfig, RoiConfig, SourceConfig
-from edge.decision import ContinuousDecider, Decision, TriggeredDecider
-from edge.records import FrameRecord
-from edge.roi import crop
+from edge.judge.decision import ContinuousDecider, Decision, TriggeredDecider
+from edge.judge.records import FrameRecord
+from edge.runtime.timeutil import iso_utc
 from edge.state import verdict
-from edge.timeutil import iso_utc
 from tests.helpers import cached_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,7 +293,7 @@ def test_stopped_belt_decides_the_waiting_box_once(caplog: pytest.LogCaptureFixt
     When it moves on, the old empty-belt background is restored: no second decision, no ghost, and the next
     box is found normally."""
     dec = ContinuousDecider(fg_cfg(fg_history=60), LABELS, 0.5, "m")
-    with caplog.at_level(logging.INFO, logger="edge.decision"):
+    with caplog.at_level(logging.INFO, logger="edge.judge.decision"):
         out, _ = run_frames(dec, belt_frames(320, [(20, 0), (250, 0)], stop_at=70, resume_at=200), lambda t: 0.1)
     spans = [(d.first_frame, d.last_frame) for d in out]
     assert len(out) == 2, spans
@@ -313,7 +313,7 @@ def test_sudden_lighting_change_is_relearned_and_boxes_are_found_again(
     belt relearned. If the lamp goes off again the earlier background comes back at once. Either way the next
     box is found normally."""
     dec = ContinuousDecider(fg_cfg(fg_history=60), LABELS, 0.5, "m")
-    with caplog.at_level(logging.WARNING, logger="edge.decision"):
+    with caplog.at_level(logging.WARNING, logger="edge.judge.decision"):
         frames = belt_frames(300, [(20, 0), (250, 0)], light=(100, lamp_off or 10_000))
         out, _ = run_frames(dec, frames, lambda t: 0.1)
     spans = [(d.first_frame, d.last_frame) for d in out]
@@ -329,7 +329,7 @@ def test_sudden_lighting_change_is_relearned_and_boxes_are_found_again(
 def test_triggered_part_ids_and_queue(caplog: pytest.LogCaptureFixture) -> None:
     dec = TriggeredDecider(DecisionConfig(mode="triggered", trigger_frames=3, aggregate="max"), LABELS, 0.5, "m")
     assert not dec.needs_score(FrameRecord(0, 1e9, BLANK)) and dec.update(FrameRecord(0, 100.0, BLANK, 0.9)) is None  # no trigger: nothing
-    with caplog.at_level(logging.INFO, logger="edge.decision"):
+    with caplog.at_level(logging.INFO, logger="edge.judge.decision"):
         assert dec.trigger("A-1", at=100.5)
         assert dec.trigger("A-2", at=100.6)  # arrives while A-1 is pending: queued, logged
     assert "queued behind 1" in caplog.text
@@ -355,7 +355,7 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     for t in threads:
         t.join()
     assert dec.pending == 40
-    with caplog.at_level(logging.ERROR, logger="edge.decision"):
+    with caplog.at_level(logging.ERROR, logger="edge.judge.decision"):
         for j in range(12):
             dec.trigger(f"X{j}", at=0.0)
     assert dec.rejected == 2 and "REFUSED" in caplog.text  # never silently lost
@@ -370,7 +370,7 @@ def test_triggered_from_threads_bounded_and_flushed(caplog: pytest.LogCaptureFix
     dec.trigger("LAST-2", at=0.0)
     assert dec.update(FrameRecord(500, 600.0, BLANK, 0.8)) is None
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="edge.decision"):
+    with caplog.at_level(logging.WARNING, logger="edge.judge.decision"):
         d = dec.flush()
     assert d is not None and d.part_id == "LAST-1" and d.frame_count == 1 and d.is_defect
     assert "LAST-2" in caplog.text and "no model decision" in caplog.text
@@ -391,7 +391,7 @@ def test_triggered_no_box_closes_the_part_without_classifying(caplog: pytest.Log
     assert dec.update(nobox(1, 9.0)) is None  # captured before the trigger: ignored
     assert [dec.update(nobox(i, 11.0 + i)) for i in range(2)] == [None, None]
     assert dec.update(FrameRecord(5, 12.5, BLANK, None)) is None
-    with caplog.at_level(logging.WARNING, logger="edge.decision"):
+    with caplog.at_level(logging.WARNING, logger="edge.judge.decision"):
         assert dec.update(nobox(6, 13.0)) is None  # the third frame without a box closes the part, no decision
     assert "part EMPTY: no box found in 3 frames" in caplog.text
     assert dec.pending == 1 and dec.no_box_parts == 1 and dec.decided == 0 and dec.stats()["no_box"] == 1
@@ -408,7 +408,7 @@ def test_triggered_no_box_closes_the_part_without_classifying(caplog: pytest.Log
 def test_multi_view_decider_fuses_the_views_of_each_part() -> None:
     """``MultiViewDecider`` is a Decider: records go to ``update`` with their view; the fused decision carries
     one evidence entry per view that voted, and the representative view's evidence as its own."""
-    from edge.decision import MultiViewDecider
+    from edge.judge.decision import MultiViewDecider
     from edge.state import Decider
 
     cfg = DecisionConfig(mode="triggered", trigger_frames=2, trigger_no_box_frames=2, fusion="max")
@@ -454,9 +454,9 @@ def test_multi_view_decider_fuses_the_views_of_each_part() -> None:
 
 
 def test_the_representative_gives_the_decisions_verdict() -> None:
-    """The representative rule (edge/records.py): of the frames used whose own score gives the decision's verdict,
+    """The representative rule (edge/judge/records.py): of the frames used whose own score gives the decision's verdict,
     the one nearest the aggregate, earliest on ties."""
-    from edge.records import make_evidence, nearest_on_side
+    from edge.judge.records import make_evidence, nearest_on_side
 
     recs = [FrameRecord(i, float(i), BLANK, s) for i, s in enumerate([0.3, 0.62, 0.4, 0.7])]
     ev = make_evidence(recs, "mean", 0.5)  # mean 0.505: a defect; 0.4 is nearer but says OK

@@ -38,7 +38,7 @@ def predict(model: Path, images: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def aggregate(scores: list[float], how: str) -> float:
-    """decision.aggregate, computed here independently of edge/records.py."""
+    """decision.aggregate, computed here independently of edge/judge/records.py."""
     return {"mean": statistics.fmean, "median": statistics.median, "max": max}[how](scores)
 
 

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api import ApiState, create_app
-from edge.metrics import Metrics
-from edge.mqtt_sink import MqttSink
-from edge.outbox import Outbox, OutboxFull
+from edge.api.app import create_app
+from edge.api.state import ApiState
+from edge.deliver.mqtt_sink import MqttSink
+from edge.deliver.outbox import Outbox, OutboxFull
+from edge.runtime.metrics import Metrics
 from edge.state import ModelSlot
 from tests.broker import Broker
 from tests.helpers import Subscriber, edge_config, wait_for

@@ -80,7 +80,7 @@ def _unit() -> configparser.ConfigParser:
 
 def test_systemd_unit_matches_the_daemon():
     svc = _unit()["Service"]
-    assert svc["Type"] == "notify"  # the daemon sends READY=1 (edge/liveness.py)
+    assert svc["Type"] == "notify"  # the daemon sends READY=1 (edge/runtime/liveness.py)
     assert svc["WatchdogSec"] and svc["NotifyAccess"] == "main"
     assert svc["StateDirectory"] == "boxinspect"  # -> $STATE_DIRECTORY, where relative state paths go
     assert set(svc["RestartPreventExitStatus"].split()) == {"2", "3"}  # EXIT_CONFIG, EXIT_MODEL
@@ -189,7 +189,7 @@ def test_compose_broker_refuses_anonymous_clients_and_enforces_the_acl(tmp_path)
 
 def test_no_fastapi_feature_newer_than_the_supported_floor():
     """FastAPI's per-route max_body_size needs FastAPI 0.164, which needs Python 3.11: on a Jetson (3.10)
-    create_app would raise TypeError. Upload limits go through edge.api.BodyLimit instead."""
+    create_app would raise TypeError. Upload limits go through edge.api.middleware.BodyLimit instead."""
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "edge").rglob("*.py") if "max_body_size=" in p.read_text()]
     assert not offenders, offenders
 

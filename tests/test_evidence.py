@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edge.config import EvidenceConfig
-from edge.evidence import EvidenceStore
+from edge.deliver.evidence import EvidenceStore
 
 FRAME = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
 CROP = FRAME[20:100, 40:120]
@@ -114,7 +114,7 @@ def test_retention_by_age_across_a_restart(tmp_path: Path, caplog: pytest.LogCap
     for p in o.values():
         os.utime(p, (month_ago, month_ago))
     # A restart builds the index from disk (mtimes) and applies the age rule at once.
-    with caplog.at_level(logging.INFO, logger="edge.evidence"):
+    with caplog.at_level(logging.INFO, logger="edge.deliver.evidence"):
         s2 = store(tmp_path, max_age_days=30)
     assert "4 file(s)" in caplog.text
     assert [p.name.split("_")[0] for p in jpgs(tmp_path / "ev")] == [new, new]
@@ -143,7 +143,7 @@ def test_unwritable_dir_is_counted_not_fatal(tmp_path: Path, caplog: pytest.LogC
     blocker = tmp_path / "ev"
     blocker.write_text("a file where the evidence folder should be")
     s = EvidenceStore(EvidenceConfig(dir=blocker))
-    with caplog.at_level(logging.ERROR, logger="edge.evidence"):
+    with caplog.at_level(logging.ERROR, logger="edge.deliver.evidence"):
         results = [s.save(str(uuid.uuid4()), FRAME, CROP, is_defect=True) for _ in range(5)]
     assert results == [None] * 5
     assert s.errors == 5

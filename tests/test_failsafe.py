@@ -1,7 +1,7 @@
 """Fail safe under a camera hang and a trigger flood (issue 24, items 2 and 3), on the daemon as a real process with a
 real broker, the real int8 model and the generated conveyor video.
 
-- camera hang: the capture stops delivering (edge/testhooks.py, ``TESTONLY_BOXINSPECT_CAMERA_HANG_FILE``) while a
+- camera hang: the capture stops delivering (edge/runtime/testhooks.py, ``TESTONLY_BOXINSPECT_CAMERA_HANG_FILE``) while a
   box is in view. Its part gets the fail-safe decision at its deadline; the frames after recovery are a new part.
   On 548d7c7 the deadline slid with the loop's turns, no decision came, and the next box merged into the part.
 - trigger flood: 3,000 triggers in a burst on MQTT. On 548d7c7 most became timeout rejects (6,330 of 10,000 in the
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from edge.testhooks import CAMERA_HANG_ENV
+from edge.runtime.testhooks import CAMERA_HANG_ENV
 from tests.helpers import DaemonProc, Publisher, Subscriber, topic_base, wait_for
 from tests.test_plant_daemon import VALIDATOR, plant_cfg
 

@@ -19,7 +19,7 @@ import cv2
 import httpx
 import pytest
 
-from edge.model_package import sidecar_path
+from edge.judge.model_package import sidecar_path
 from tests.helpers import DaemonProc, Subscriber, edit_sidecar, package_copies, topic_base, wait_for
 from tests.test_daemon import SLOW, base_cfg
 from tests.test_security import ONE_ANSWER

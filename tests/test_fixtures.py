@@ -6,8 +6,8 @@ import json
 import warnings
 from pathlib import Path
 
-from edge.classifier import Classifier
-from edge.model_package import load_metadata, sha256_file
+from edge.judge.classifier import Classifier
+from edge.judge.model_package import load_metadata, sha256_file
 from tests.fixtures.build_tiny_model import FORMAT, SOURCE, source_hash
 
 
@@ -23,7 +23,7 @@ def test_tiny_model_records_what_built_it() -> None:
     assert rec["command"] and len(rec["source_hash"]) == 16
     if rec["format_hash"] != source_hash(FORMAT):
         warnings.warn(
-            "edge/model_package.py changed since tests/fixtures/tiny_int8.tflite was built; if the package format "
+            "edge/judge/model_package.py changed since tests/fixtures/tiny_int8.tflite was built; if the package format "
             "changed, rebuild it: python -m tests.fixtures.build_tiny_model",
             stacklevel=1,
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.fusion import FUSION_RULES, fuse, fuse_parts, part_and_view, part_keys
+from edge.judge.fusion import FUSION_RULES, fuse, fuse_parts, part_and_view, part_keys
 
 
 def test_part_and_view_from_file_names() -> None:

@@ -20,10 +20,11 @@ import psycopg
 import pytest
 import yaml
 
-from edge.api import ApiState, create_app
-from edge.metrics import Metrics
-from edge.mqtt_sink import MqttSink
-from edge.server import start_api
+from edge.api.app import create_app
+from edge.api.server import start_api
+from edge.api.state import ApiState
+from edge.deliver.mqtt_sink import MqttSink
+from edge.runtime.metrics import Metrics
 from edge.state import ModelSlot
 from historian.config import load_config
 from historian.consumer import Historian
@@ -242,9 +243,9 @@ def test_operator_feedback_reaches_the_historian_joined_to_its_decision(tmp_path
 
     import numpy as np
 
-    from edge.api import LoadedModel
-    from edge.classifier import Classifier
-    from edge.feedback_mqtt import publish_answers
+    from edge.judge.classifier import Classifier
+    from edge.learn.feedback_mqtt import publish_answers
+    from edge.state import LoadedModel
 
     line = Line(tmp_path, mosquitto, api=True, model=LoadedModel(Classifier.load(tiny_model)))
     assert publish_answers(line.cfg, line.state.operator.feedback, line.sink) is not None  # as the daemon does
@@ -433,6 +434,6 @@ def test_the_example_config_documents_every_key_and_bad_settings_name_themselves
 def test_the_historian_imports_neither_tensorflow_nor_the_daemon() -> None:
     code = ("import sys, historian.cli, historian.consumer, historian.store, historian.evidence; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'training', 'convert') "
-            "or m in ('edge.daemon', 'edge.api', 'edge.classifier')]; print(bad); sys.exit(1 if bad else 0)")
+            "or m in ('edge.daemon', 'edge.api.app.app', 'edge.judge.classifier')]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

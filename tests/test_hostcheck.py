@@ -1,10 +1,10 @@
-"""What the machine or sandbox hides, named at start-up (edge/hostcheck.py); what to install for retrain."""
+"""What the machine or sandbox hides, named at start-up (edge/runtime/hostcheck.py); what to install for retrain."""
 
 from __future__ import annotations
 
 import importlib.util
 
-from edge.hostcheck import export_disk, proc_warning, retrain_missing
+from edge.runtime.hostcheck import export_disk, proc_warning, retrain_missing
 from tests.helpers import metric
 
 

@@ -188,6 +188,66 @@ def test_each_package_imports_only_its_allowed_layers() -> None:
     assert not bad, "imports across layers that docs/ARCHITECTURE.md does not allow:\n" + "\n".join(bad)
 
 
+# Inside edge/: one subpackage per concern (docs/ARCHITECTURE.md). Bottom to top: the foundation (config, state,
+# runtime), then capture and judge, deliver, learn, the HTTP api, and the daemon/CLI/bench that wire them up.
+# A subpackage may import its own modules and those listed; ``edge`` itself (its __init__) only says the version.
+_FOUNDATION = {"edge", "edge.config", "edge.state", "edge.runtime"}
+EDGE_ALLOWED = {
+    "edge": set(),
+    "edge.config": set(),
+    "edge.state": set(),
+    "edge.runtime": {"edge.state"},
+    "edge.capture": _FOUNDATION,
+    "edge.judge": _FOUNDATION,
+    "edge.deliver": _FOUNDATION | {"edge.judge"},
+    "edge.learn": _FOUNDATION | {"edge.judge", "edge.deliver"},
+    "edge.api": _FOUNDATION | {"edge.capture", "edge.judge", "edge.deliver", "edge.learn"},
+}
+EDGE_TOP = ("edge.daemon", "edge.cli", "edge.bench")  # they wire the parts up: may import any of edge
+
+
+def edge_layer(module: str) -> str:
+    """``edge.judge.classifier`` -> ``edge.judge``; ``edge.config`` -> itself; ``edge`` -> itself."""
+    return ".".join(module.split(".")[:2])
+
+
+def edge_layer_violations(graph: dict[str, dict[str, int]]) -> list[str]:
+    bad = []
+    for name, deps in sorted(graph.items()):
+        here = edge_layer(name)
+        if not name.startswith("edge") or here in EDGE_TOP:
+            continue
+        if here not in EDGE_ALLOWED:
+            bad.append(f"{name}: {here} is not a known layer (add it to EDGE_ALLOWED and docs/ARCHITECTURE.md)")
+            continue
+        for target, line in sorted(deps.items()):
+            there = edge_layer(target)
+            if target.startswith("edge") and there != here and there not in EDGE_ALLOWED[here]:
+                bad.append(f"{name}:{line} imports {target}")
+    return bad
+
+
+def test_edge_subpackages_import_only_the_layers_below() -> None:
+    graph = module_graph(REPO, ("edge",))
+    assert {"edge.api.app", "edge.judge.classifier", "edge.capture.frames", "edge.learn.shadow"} <= set(graph)
+    bad = edge_layer_violations(graph)
+    assert not bad, "imports inside edge/ that its layers do not allow (docs/ARCHITECTURE.md):\n" + "\n".join(bad)
+
+
+def test_edge_has_no_loose_modules() -> None:
+    """The folder shows the design: every module of edge/ sits in a subpackage, but the few that wire or found it."""
+    loose = sorted(p.name for p in EDGE.glob("*.py"))
+    assert loose == ["__init__.py", "cli.py", "config.py", "daemon.py", "state.py"], loose
+
+
+def test_the_edge_layer_check_sees_an_upward_import() -> None:
+    graph = {"edge.judge.decision": {"edge.api.app": 7, "edge.config": 3}, "edge.api.app": {"edge.judge.decision": 1},
+             "edge.daemon": {"edge.api.app": 1}, "edge.weird.x": {}}
+    assert edge_layer_violations(graph) == [
+        "edge.judge.decision:7 imports edge.api.app",
+        "edge.weird.x: edge.weird is not a known layer (add it to EDGE_ALLOWED and docs/ARCHITECTURE.md)"]
+
+
 def _planted(tmp_path: Path, files: dict[str, str]) -> dict[str, dict[str, int]]:
     for rel, text in files.items():
         p = tmp_path / rel
@@ -222,8 +282,6 @@ def test_the_layer_check_finds_a_planted_violation(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- private names stay private (issue 22)
 
-# Pending: edge/shadow.py is being split (issue 22's later part); its import of feedback's writer goes with it.
-PRIVATE_PENDING = {("edge/shadow.py", "edge.feedback._atomic_write")}
 FIRST_PARTY = ("edge", "training", "convert", "boxinspect", "tests")
 
 
@@ -253,11 +311,11 @@ def private_uses(path: Path, first_party: tuple[str, ...] = FIRST_PARTY) -> set[
 def test_no_module_uses_another_modules_private_names() -> None:
     files = [p for d in (*PACKAGES, "tests", "studies") for p in sorted((REPO / d).rglob("*.py"))]
     bad = sorted((str(p.relative_to(REPO)), name) for p in files for name in private_uses(p))
-    assert set(bad) - PRIVATE_PENDING == set(), f"private names used across modules: {bad}"
+    assert not bad, f"private names used across modules: {bad}"
 
 
 def test_the_private_check_sees_both_forms(tmp_path: Path) -> None:
     f = tmp_path / "m.py"
-    f.write_text("import edge.classifier as clf\nfrom edge.api import _status, create_app\n"
+    f.write_text("import edge.judge.classifier as clf\nfrom edge.api.app import _status, create_app\n"
                  "x = clf._secret(create_app.__name__)\n")
-    assert private_uses(f) == {"edge.api._status", "edge.classifier._secret"}
+    assert private_uses(f) == {"edge.api.app._status", "edge.judge.classifier._secret"}

@@ -2,7 +2,7 @@
 
 1. A daemon (a real process, a real Mosquitto) runs a package trained on half of a data set: the head of the
    committed tiny package (tests/fixtures/build_tiny_model.py, made by our own convert) fitted by
-   ``edge.retrain`` on half of a synthetic data set. Its frames are the generated conveyor video.
+   ``edge.learn.retrain`` on half of a synthetic data set. Its frames are the generated conveyor video.
 2. Labels for the other half arrive through the feedback API: each photo is checked (``POST /ui/check``) and
    answered (``POST /ui/feedback``: correct, false reject or missed defect), so the crops land in
    ``feedback/<class>/`` exactly as an operator's answers do.
@@ -61,7 +61,7 @@ def model_docs(sub: Subscriber) -> list[dict[str, Any]]:
 
 def test_the_line_teaches_itself_without_tensorflow(tmp_path, tiny_model, synth_video, mosquitto):
     from boxinspect.synth import make_dataset
-    from edge.retrain import retrain
+    from edge.learn.retrain import retrain
 
     video, gt = synth_video
     make_dataset(tmp_path / "data", n_per_class=PER_CLASS, size=96, seed=11, progress=False)

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.liveness import EXIT_HUNG, HangExit, Heartbeat, sd_notify, watchdog_interval
-from edge.testhooks import FREEZE_LOOP_ENV
+from edge.runtime.liveness import EXIT_HUNG, HangExit, Heartbeat, sd_notify, watchdog_interval
+from edge.runtime.testhooks import FREEZE_LOOP_ENV
 from tests.helpers import START_TIMEOUT, DaemonProc, tiny_daemon_cfg, wait_for
 from tests.test_daemon import SLOW, base_cfg
 
@@ -82,7 +82,7 @@ def test_watchdog_interval_is_half_of_watchdogsec():
 HANG_LAUNCHER = textwrap.dedent(
     """
     import sys, threading
-    from edge.classifier import Classifier
+    from edge.judge.classifier import Classifier
 
     hang_after = int(sys.argv.pop(1))
     real_score = Classifier.score
@@ -156,7 +156,7 @@ def test_hung_loop_turns_healthz_red_and_stops_the_watchdog(tmp_path, int8_model
 
 
 # --------------------------------------------------------------------------------------------------
-# Hang -> exit (edge/liveness.py HangExit): a process that exits is restarted by every runtime
+# Hang -> exit (edge/runtime/liveness.py HangExit): a process that exits is restarted by every runtime
 # --------------------------------------------------------------------------------------------------
 
 
@@ -171,7 +171,7 @@ def test_hang_exit_waits_for_the_limit_then_logs_all_stacks_and_exits(caplog):
     clock.t += 7  # hung for /healthz (5 s), not yet for the exit
     assert not guard.check() and not exits
     clock.t += 4
-    with caplog.at_level("CRITICAL", logger="edge.liveness"):
+    with caplog.at_level("CRITICAL", logger="edge.runtime.liveness"):
         assert guard.check()
     assert exits == [EXIT_HUNG]
     msg = caplog.records[-1].getMessage()
@@ -202,7 +202,7 @@ def test_frozen_loop_exits_the_process_with_every_thread_stack_in_its_log(tmp_pa
         freeze.unlink(missing_ok=True)
         d.stop()
     records = [json.loads(line) for line in d.log().splitlines()]  # every line is JSON
-    hung = [r for r in records if r["level"] == "CRITICAL" and r["logger"] == "edge.liveness"]
+    hung = [r for r in records if r["level"] == "CRITICAL" and r["logger"] == "edge.runtime.liveness"]
     assert len(hung) == 1, d.log()
     msg = hung[0]["msg"]
     assert "liveness_exit_s=8" in msg and "Stacks of all threads" in msg

@@ -1,4 +1,4 @@
-"""Box localisation (edge/localize.py) on rendered line scenes with known boxes, and training/edge crop parity."""
+"""Box localisation (edge/judge/localize.py) on rendered line scenes with known boxes, and training/edge crop parity."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from boxinspect.synth import DEFECTS, VIEWS, make_line_dataset, render_line_part
-from edge.localize import CropSpec, crop, iou, locate, locate_for_still
-from edge.model_package import model_input
+from edge.judge.localize import CropSpec, crop, iou, locate, locate_for_still
+from edge.judge.model_package import model_input
 
 N_PARTS = 24  # x 2 views
 
@@ -103,7 +103,7 @@ def test_crop_spec_rejects_unknown_keys_and_methods() -> None:
 def test_training_and_edge_give_the_same_tensor(int8_model: Path, tmp_path: Path) -> None:
     """The same image gives the same model input in training's data pipeline and in the edge classifier, for
     every crop method, and so the same score."""
-    from edge.classifier import Classifier
+    from edge.judge.classifier import Classifier
     from training.data import load_images
 
     make_line_dataset(tmp_path / "line", n_per_class=2, seed=5, progress=False)

@@ -1,5 +1,5 @@
 """Issue 25: the localiser on patterned belts (synth belt scenes with known boxes), no regression on the old line
-scenes, what it says when it cannot (edge/crops.py, ``boxinspect localize``), and the daemon's counters.
+scenes, what it says when it cannot (edge/judge/crops.py, ``boxinspect localize``), and the daemon's counters.
 
 Bounded: a few parts rendered in memory (deterministic seeds); the full figures are in docs/RESULTS.md."""
 
@@ -15,8 +15,8 @@ import numpy as np
 
 from boxinspect.synth.belt import make_belt_dataset, render_belt_part
 from boxinspect.synth.line import render_line_part
-from edge import crops
-from edge.localize import CropSpec, iou, locate, locate_for_still
+from edge.judge import crops
+from edge.judge.localize import CropSpec, iou, locate, locate_for_still
 
 AUTO = CropSpec()
 
@@ -85,7 +85,7 @@ def test_many_fallbacks_get_a_warning_that_says_what_to_do():
 
 
 def test_daemon_counts_localiser_outcomes_per_reason():
-    from edge.metrics import Metrics
+    from edge.runtime.metrics import Metrics
 
     m = Metrics()
     belt = np.full((240, 320, 3), 90, np.uint8)
@@ -101,7 +101,7 @@ def test_daemon_crops_like_training_on_a_moving_patterned_belt():
     """The daemon differences against its MOG2 background; on a moving slat belt that differs everywhere, so
     auto then searches without the reference, as training does on the same frame: the same box."""
     from edge.config import PresenceConfig
-    from edge.decision import ForegroundDetector
+    from edge.judge.decision import ForegroundDetector
 
     agree, boxes = 0, 0
     for view in ("top", "oblique"):

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from edge.logs import setup_logging
+from edge.runtime.logs import setup_logging
 from tests.helpers import START_TIMEOUT, DaemonProc, tiny_daemon_cfg, wait_for
 
 
@@ -49,7 +49,7 @@ def test_every_line_of_the_daemon_is_json(tmp_path, tiny_model):
         d.stop()
     records = [json.loads(line) for line in d.log().splitlines()]
     loggers = {r["logger"] for r in records}
-    assert {"uvicorn.error", "native", "edge.daemon", "edge.classifier"} <= loggers, loggers
+    assert {"uvicorn.error", "native", "edge.daemon", "edge.judge.classifier"} <= loggers, loggers
     # a bad config, with JSON asked for by the environment: one JSON record naming the key
     bad = tmp_path / "bad.yaml"
     bad.write_text("mqtt: {port: eighty}\n")
@@ -65,7 +65,7 @@ def test_a_noisy_library_is_rate_limited_with_a_suppressed_count(caplog):
     """Issue 24: asyncua logged every bad OPC UA client message at full rate; it goes through the same limiter."""
     import time
 
-    from edge import ratelimit
+    from edge.runtime import ratelimit
 
     noisy = logging.getLogger("asyncua.server.uaprocessor")
     with caplog.at_level(logging.WARNING, logger="asyncua"):

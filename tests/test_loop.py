@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.classifier import ModelError
 from edge.config import parse_config
 from edge.daemon import EXIT_OK, Daemon
+from edge.judge.classifier import ModelError
 from tests.helpers import RecordingSink, ReplayCapture, fake_model, video_frames, wait_for
 
 FIRST_BOXES = 5  # replay the video up to the end of this many boxes: enough to show the loop, quick to run
@@ -71,7 +71,7 @@ def test_one_decision_per_box_and_every_defect_reaches_the_sink(tmp_path, synth_
     capture = ReplayCapture(video_frames(video, frames))
     sink = RecordingSink()
     cfg = loop_cfg(tmp_path, gt)
-    from edge.evidence import EvidenceStore
+    from edge.deliver.evidence import EvidenceStore
 
     d = Daemon(cfg, fake_model(ground_truth_scores(capture, gt)), capture=capture, sink=sink,
                evidence=EvidenceStore(cfg.evidence))
@@ -173,7 +173,7 @@ def test_error_policy_a_defect_is_never_dropped(tmp_path, synth_video, caplog):
     sink = RecordingSink(fail_defects=1, fail_results=True)
     (tmp_path / "evidence").write_text("a file where the evidence directory should be")
     cfg = loop_cfg(tmp_path, gt)
-    from edge.evidence import EvidenceStore
+    from edge.deliver.evidence import EvidenceStore
 
     evidence = EvidenceStore(cfg.evidence)
     d = Daemon(cfg, fake_model(flaky), capture=capture, sink=sink, evidence=evidence)

@@ -21,11 +21,11 @@ import pytest
 from pydantic import SecretStr
 
 from edge.config import MqttConfig, TlsConfig
-from edge.metrics import Metrics
-from edge.mqtt import MqttSetupError as MqttSinkError
-from edge.mqtt_sink import MqttSink
-from edge.outbox import Outbox
-from edge.timeutil import iso_utc
+from edge.deliver.mqtt import MqttSetupError as MqttSinkError
+from edge.deliver.mqtt_sink import MqttSink
+from edge.deliver.outbox import Outbox
+from edge.runtime.metrics import Metrics
+from edge.runtime.timeutil import iso_utc
 from tests.broker import Broker
 from tests.helpers import Subscriber
 from tests.helpers import metric as sample
@@ -261,7 +261,7 @@ SINK_SCRIPT = textwrap.dedent(
     """
     import json, sys, time, uuid
     from edge.config import MqttConfig
-    from edge.mqtt_sink import MqttSink
+    from edge.deliver.mqtt_sink import MqttSink
     port, outbox, n, base = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
     cfg = MqttConfig(host="127.0.0.1", port=port, outbox_path=outbox, reconnect_min_s=0.2, reconnect_max_s=1.0,
                      keepalive_s=5)
@@ -364,7 +364,7 @@ def test_password_auth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None
         with Subscriber(broker.host, broker.port, f"{BASE}/defect", username="edge", password="s3cret") as sub:
             # Wrong password: a clear logged reason, and the events stay in the outbox.
             bad = cfg_for(broker, tmp_path, username="edge", password=SecretStr("wrong"))
-            with caplog.at_level(logging.WARNING, logger="edge.mqtt_sink"):
+            with caplog.at_level(logging.WARNING, logger="edge.deliver.mqtt_sink"):
                 sink = MqttSink(bad, BASE, client_id="t-sink-bad")
                 sink.start()
                 ids = []
@@ -420,7 +420,7 @@ def test_mqtt5_rejected_publish_stays_in_the_outbox(tmp_path: Path, caplog: pyte
     acl.write_text(f"topic readwrite {BASE}/status\n")  # anonymous may publish status, not defects
     with Broker(extra_config=f"acl_file {acl}") as broker:
         cfg = cfg_for(broker, tmp_path, protocol="5", reconnect_max_s=1.0)
-        with caplog.at_level(logging.WARNING, logger="edge.mqtt_sink"):
+        with caplog.at_level(logging.WARNING, logger="edge.deliver.mqtt_sink"):
             sink = MqttSink(cfg, BASE, m, client_id="t-sink-acl")
             sink.start()
             try:
@@ -445,7 +445,7 @@ def test_overflow_while_offline_is_counted(tmp_path: Path, caplog: pytest.LogCap
         sink = MqttSink(cfg, BASE, m, client_id="t-sink-overflow")
         sink.start()
         events = [make_event(i) for i in range(8)]
-        with caplog.at_level(logging.WARNING, logger="edge.outbox"):
+        with caplog.at_level(logging.WARNING, logger="edge.deliver.outbox"):
             for ev in events:
                 sink.publish_defect(ev)
         assert sink.outbox_depth == 5
@@ -466,7 +466,7 @@ def test_overflow_while_offline_is_counted(tmp_path: Path, caplog: pytest.LogCap
 def test_start_without_broker_returns_and_keeps_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     broker = Broker()  # never started: connection refused
     try:
-        with caplog.at_level(logging.WARNING, logger="edge.mqtt_sink"):
+        with caplog.at_level(logging.WARNING, logger="edge.deliver.mqtt_sink"):
             sink = MqttSink(cfg_for(broker, tmp_path), BASE, client_id="t-sink-absent")
             sink.start()  # returns at once
             seq = sink.publish_defect(make_event(0))
@@ -552,8 +552,8 @@ def test_tls(tmp_path: Path, tls_files: dict[str, Path]) -> None:
 
 
 def test_decision_events_match_the_schema() -> None:
-    """The contract with edge/decision.py: what Decision.to_event produces validates, also with evidence."""
-    from edge.decision import Decision
+    """The contract with edge/judge/decision.py: what Decision.to_event produces validates, also with evidence."""
+    from edge.judge.decision import Decision
 
     t = time.time()
     for mode, part in (("continuous", None), ("triggered", "P-42")):
@@ -574,7 +574,7 @@ def test_tls_untrusted_broker_is_refused_with_a_reason(
     with Broker(extra_config=extra) as broker:
         # Trust the server certificate itself as a CA: the chain does not verify.
         cfg = cfg_for(broker, tmp_path, tls=TlsConfig(enabled=True, ca_certs=tls_files["cert"]))
-        with caplog.at_level(logging.WARNING, logger="edge.mqtt_sink"):
+        with caplog.at_level(logging.WARNING, logger="edge.deliver.mqtt_sink"):
             sink = MqttSink(cfg, BASE, client_id="t-sink-tls-bad")
             sink.start()
             sink.publish_defect(make_event(0))

@@ -16,12 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from boxinspect.dataset import export
-from edge.api import ApiState, LoadedModel, ModelSlot, create_app
-from edge.capture import Frame
-from edge.classifier import Classifier
-from edge.decision import Decision
-from edge.metrics import Metrics
-from edge.operator import STATIC_DIR, OperatorState
+from edge.api.app import create_app
+from edge.api.operator import STATIC_DIR
+from edge.api.page_state import OperatorState
+from edge.api.state import ApiState
+from edge.capture.frames import Frame
+from edge.judge.classifier import Classifier
+from edge.judge.decision import Decision
+from edge.runtime.metrics import Metrics
+from edge.state import LoadedModel, ModelSlot
 from tests.helpers import edge_config, metric
 
 TOKEN = "line-secret"
@@ -355,7 +358,7 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_feedback_and_queue_survive_a_restart(tmp_path):
     """A restarted daemon counts the labels already on disk, and the label queue still holds its crops."""
-    from edge.feedback import Collector, FeedbackStore
+    from edge.learn.feedback import Collector, FeedbackStore
 
     crop = np.full((40, 60, 3), 120, np.uint8)
     store = FeedbackStore(tmp_path / "fb")

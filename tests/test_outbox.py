@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.metrics import Metrics
-from edge.outbox import Outbox, OutboxError
+from edge.deliver.outbox import Outbox, OutboxError
+from edge.runtime.metrics import Metrics
 from tests.helpers import metric
 
 
@@ -75,7 +75,7 @@ def test_overflow_keeps_the_limit_counts_logs_and_persists_the_drops(
     m = Metrics()
     path = tmp_path / "ob.sqlite3"
     dropped = [i for i in range(5) if i not in kept]
-    with caplog.at_level(logging.WARNING, logger="edge.outbox"):
+    with caplog.at_level(logging.WARNING, logger="edge.deliver.outbox"):
         with Outbox(path, max_events=3, overflow=overflow, metrics=m) as ob:
             seqs = [_put(ob, i) for i in range(5)]
             assert [i for i, s in enumerate(seqs) if s is None] == refused
@@ -135,7 +135,7 @@ def test_put_survives_sigkill(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, signal, sys
-        from edge.outbox import Outbox
+        from edge.deliver.outbox import Outbox
         ob = Outbox({str(path)!r})
         for i in range(20):
             ob.put("t/defect", b'{{"i":%d}}' % i, "ev-%d" % i)

@@ -26,13 +26,13 @@ from edge.config import (
     SpcConfig,
     parse_config,
 )
-from edge.deadline import DeadlineTracker
-from edge.decision import Decision
-from edge.homeassistant import discovery_messages, publish_discovery
-from edge.metrics import Metrics
-from edge.mqtt_sink import MqttSink
-from edge.reject import GpiodPulse, RejectOutput
-from edge.spc import SpcMonitor
+from edge.deliver.homeassistant import discovery_messages, publish_discovery
+from edge.deliver.mqtt_sink import MqttSink
+from edge.deliver.reject import GpiodPulse, RejectOutput
+from edge.judge.deadline import DeadlineTracker
+from edge.judge.decision import Decision
+from edge.judge.spc import SpcMonitor
+from edge.runtime.metrics import Metrics
 from tests.helpers import Subscriber, free_port, metric, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -425,7 +425,7 @@ def test_opcua_server_subscription_and_security() -> None:
     from asyncua import Client
     from asyncua.ua.uaerrors import BadIdentityTokenRejected, BadUserAccessDenied
 
-    from edge.opcua_server import OpcuaServer
+    from edge.deliver.opcua import OpcuaServer
 
     cfg = opcua_cfg()
     server = OpcuaServer(cfg, "l1", "c1")
@@ -487,7 +487,7 @@ def test_opcua_signed_and_encrypted_channel_with_password_and_certificate_login(
     from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
     from asyncua.ua import MessageSecurityMode
 
-    from edge.opcua_server import OpcuaServer
+    from edge.deliver.opcua import OpcuaServer
 
     server_cert, server_key = _cert(tmp_path, "server", "urn:freeopcua:python:server", server=True)
     client_cert, client_key = _cert(tmp_path, "client", "urn:freeopcua:client", server=False)
@@ -525,7 +525,7 @@ def test_opcua_signed_and_encrypted_channel_with_password_and_certificate_login(
 def test_opcua_port_in_use_is_a_clear_error() -> None:
     import socket
 
-    from edge.opcua_server import OpcuaServer
+    from edge.deliver.opcua import OpcuaServer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -543,8 +543,8 @@ def test_opcua_users_from_a_file(tmp_path: Path) -> None:
     from asyncua import Client
     from asyncua.ua.uaerrors import BadUserAccessDenied
 
-    from edge.opcua_server import OpcuaServer
-    from edge.opcua_users import UsersFileError, load_users, user_line
+    from edge.deliver.opcua import OpcuaServer
+    from edge.deliver.opcua_users import UsersFileError, load_users, user_line
 
     users = tmp_path / "opcua-users"
     users.write_text(f"# plant users\n{user_line('line-plc', 'pw-1')}\n{user_line('scada', 'pw-2')}\n")

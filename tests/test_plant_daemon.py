@@ -3,7 +3,7 @@ conveyor video: deadlines met and missed, every fail-safe policy, one decision p
 stalled classifier seen on MQTT, OPC UA (a real asyncua client subscription) and metrics, Home Assistant
 discovery, the SPC alarm set and cleared.
 
-The classifier is stalled with the test-only hook of edge/testhooks.py (a file whose content is the seconds each
+The classifier is stalled with the test-only hook of edge/runtime/testhooks.py (a file whose content is the seconds each
 score sleeps); the model itself is untouched.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from edge.testhooks import SLOW_MODEL_ENV
+from edge.runtime.testhooks import SLOW_MODEL_ENV
 from tests.helpers import (
     DaemonProc,
     Publisher,
@@ -41,7 +41,7 @@ VALIDATOR = jsonschema.Draft202012Validator(
 
 
 class StalledDaemon(DaemonProc):
-    """A daemon whose model can be slowed down or stalled from the test (edge/testhooks.py); ``stall``: the
+    """A daemon whose model can be slowed down or stalled from the test (edge/runtime/testhooks.py); ``stall``: the
     seconds each score sleeps from the start."""
 
     def __init__(self, workdir: Path, cfg: dict[str, Any], stall: float | None = None) -> None:

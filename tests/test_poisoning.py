@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from edge.access import Principal, Role, current_principal
-from edge.api import create_app
+from edge.api.app import create_app
+from edge.runtime.principal import Principal, Role, current_principal
 from tests.helpers import AUTH, with_token
 from tests.test_shadow import run_video_with_candidate
 

@@ -10,7 +10,7 @@ import cv2
 import pytest
 
 from boxinspect.cli import main
-from edge.classifier import Classifier
+from edge.judge.classifier import Classifier
 
 
 @pytest.fixture()

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.backbone import backbone_digest
-from edge.classifier import Classifier, ModelError
-from edge.model_package import load_metadata, sha256_file, sidecar_path
-from edge.retrain import RetrainError, retrain
+from edge.judge.backbone import backbone_digest
+from edge.judge.classifier import Classifier, ModelError
+from edge.judge.model_package import load_metadata, sha256_file, sidecar_path
+from edge.learn.retrain import RetrainError, retrain
 from tests.helpers import edit_sidecar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_head_only_candidate_layout_hash_and_self_test(tiny_candidate, tiny_mode
     assert cand.self_test() == []
     # the golden samples hold the HEAD's scores, not the .tflite's own output
     parent_clf = Classifier.load(tiny_model, num_threads=1)
-    from edge.model_package import decode_golden
+    from edge.judge.model_package import decode_golden
 
     g = meta.golden[0]
     rgb = decode_golden(g.png_b64)
@@ -239,7 +239,7 @@ def test_a_package_without_features_still_loads(tensorflow_here: None, tiny_run:
     import keras
 
     from convert.tflite import convert_bytes
-    from edge.model_package import ModelMetadata, write_metadata
+    from edge.judge.model_package import ModelMetadata, write_metadata
 
     model = keras.models.load_model(tiny_run / "model.keras", compile=False)
     old = tmp_path / "old.tflite"

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api import ApiState, LoadedModel, ModelSlot, create_app
-from edge.classifier import Classifier, ModelError
-from edge.metrics import Metrics
-from edge.model_package import sidecar_path
-from edge.server import server_config, start_api
-from edge.source import safe_uri
+from edge.api.app import create_app
+from edge.api.server import server_config, start_api
+from edge.api.state import ApiState
+from edge.capture.source import safe_uri
+from edge.judge.classifier import Classifier, ModelError
+from edge.judge.model_package import sidecar_path
+from edge.runtime.metrics import Metrics
+from edge.state import LoadedModel, ModelSlot
 from tests.helpers import AUTH as TEST_AUTH
 from tests.helpers import daemon_client, edge_config, edit_sidecar, package_copies, with_token
 
@@ -52,7 +54,7 @@ def loaded(int8_model: Path) -> LoadedModel:
 def test_convert_writes_the_package_hash(int8_model: Path):
     import json
 
-    from edge.model_package import SCHEMA_VERSION, package_digest
+    from edge.judge.model_package import SCHEMA_VERSION, package_digest
 
     raw = json.loads(sidecar_path(int8_model).read_text())
     assert raw["schema_version"] == SCHEMA_VERSION == 2
@@ -210,9 +212,9 @@ def test_the_pixel_limit_is_one_rule_for_every_format(tmp_path, int8_model, load
 
 
 def test_decodes_wait_for_a_slot_then_503(tmp_path, int8_model, loaded, monkeypatch):
-    import edge.api
+    import edge.api.inference
 
-    monkeypatch.setattr(edge.api, "DECODE_WAIT_S", 0.2)
+    monkeypatch.setattr(edge.api.inference, "DECODE_WAIT_S", 0.2)
     cfg = with_token(edge_config(tmp_path, int8_model, api={"max_concurrent_decodes": 1}))
     app = create_app(ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded)))
     client = TestClient(app, headers=TEST_AUTH)
@@ -253,7 +255,7 @@ def test_safe_uri_leaves_plain_sources_alone():
 
 
 def test_status_and_readyz_mask_an_rtsp_password_with_at_sign(tmp_path, int8_model, loaded):
-    from edge.capture import Capture
+    from edge.capture.frames import Capture
 
     cfg = edge_config(tmp_path, int8_model, source={"uri": "rtsp://admin:p@ssw0rd@10.0.0.5/stream?token=T0KEN"})
     state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(loaded), capture=Capture(cfg.source))

@@ -1,4 +1,4 @@
-"""Shadow mode, promote and roll back in-process (edge/shadow.py): the real loop, decider and API over real frames
+"""Shadow mode, promote and roll back in-process (edge/learn/shadow.py): the real loop, decider and API over real frames
 of the generated conveyor video; score functions stand in for the models where the test is about counting, the
 committed tiny package where it is about swapping real packages."""
 
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api import ApiState, create_app
-from edge.classifier import ModelError
+from edge.api.app import create_app
+from edge.api.state import ApiState
 from edge.daemon import EXIT_OK, Daemon, load_model
-from edge.shadow import active_model_path
+from edge.judge.classifier import ModelError
+from edge.learn.lifecycle import active_model_path
 from tests.helpers import (
     AUTH,
     RecordingSink,
@@ -218,7 +219,7 @@ def test_model_changes_need_a_token_like_reload(tmp_path, synth_video, two_packa
 def test_bench_candidate_times_the_head_on_live_features_only_for_a_head_on_the_live_backbone(
         tmp_path, tiny_model, few_boxes, two_packages):
     from edge.bench import bench_shadow, format_shadow
-    from edge.retrain import retrain
+    from edge.learn.retrain import retrain
 
     head = retrain(tiny_model, [few_boxes], tmp_path / "cand", min_per_class=4, C=1.0).candidate  # no C search
     res = bench_shadow(tiny_model, head, threads=1, runs=5, warmup=1)

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import Capture
+from edge.capture.frames import Capture
 from edge.config import PresenceConfig, SourceConfig, parse_config
 from edge.daemon import EXIT_OK, Daemon, load_model
-from edge.decision import ForegroundDetector
+from edge.judge.decision import ForegroundDetector
 from tests.helpers import RecordingSink, ReplayCapture, fake_model, video_frames
 
 # The presence path before issue 13 (INTER_AREA, every frame measured): kept selectable as the reference.
@@ -268,7 +268,7 @@ def test_shrunk_roi_buffers_are_reused():
 
 def test_outbox_ack_is_not_fsynced_but_every_put_stays_durable(tmp_path):
     """A PUBACK's delete must not queue a waiting defect event behind an fsync; puts keep synchronous=FULL."""
-    from edge.outbox import Outbox
+    from edge.deliver.outbox import Outbox
 
     ob = Outbox(tmp_path / "outbox.sqlite3")
     try:

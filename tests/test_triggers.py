@@ -82,7 +82,7 @@ def test_poison_triggers_never_become_parts_and_inspection_goes_on(tmp_path, int
     ],
 )
 def test_accepted_trigger_payloads(payload, part):
-    from edge.mqtt import parse_trigger
+    from edge.deliver.mqtt import parse_trigger
 
     assert parse_trigger(payload) == part
 
@@ -107,7 +107,7 @@ def test_accepted_trigger_payloads(payload, part):
     ],
 )
 def test_rejected_trigger_payloads(payload, reason):
-    from edge.mqtt import TriggerRejected, parse_trigger
+    from edge.deliver.mqtt import TriggerRejected, parse_trigger
 
     with pytest.raises(TriggerRejected) as e:
         parse_trigger(payload)
@@ -120,7 +120,7 @@ def test_rejected_trigger_payloads(payload, reason):
 
 def _sink(tmp_path, mosquitto, metrics):
     from edge.config import MqttConfig
-    from edge.mqtt_sink import MqttSink
+    from edge.deliver.mqtt_sink import MqttSink
 
     cfg = MqttConfig(
         host=mosquitto.host, port=mosquitto.port, outbox_path=tmp_path / "outbox.sqlite3", reconnect_min_s=1,
@@ -143,9 +143,9 @@ def _until_received(pub: Publisher, topic: str, got: list[bytes], payload: bytes
 
 
 def test_a_crashing_subscription_handler_is_caught_counted_reported_and_recovers(tmp_path, mosquitto):
-    from edge.api import ApiState
+    from edge.api.state import ApiState
     from edge.config import parse_config
-    from edge.metrics import Metrics
+    from edge.runtime.metrics import Metrics
     from edge.state import ModelSlot
 
     m = Metrics()
@@ -187,7 +187,7 @@ def test_a_crash_in_on_connect_still_connects_subscribes_and_delivers(tmp_path, 
     """The fault: the outbox read in on_connect raises once, before the sink marked itself connected."""
     import threading
 
-    from edge.metrics import Metrics
+    from edge.runtime.metrics import Metrics
 
     m = Metrics()
     sink, base = _sink(tmp_path, mosquitto, m)
@@ -228,7 +228,7 @@ JSON = st.recursive(
 
 
 def _check(payload: bytes) -> None:
-    from edge.mqtt import PART_ID_MAX, TriggerRejected, parse_trigger
+    from edge.deliver.mqtt import PART_ID_MAX, TriggerRejected, parse_trigger
 
     try:
         part = parse_trigger(payload)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.outbox import SCHEMA_VERSION
+from edge.deliver.outbox import SCHEMA_VERSION
 from tests.broker import Broker
 from tests.helpers import START_TIMEOUT, DaemonProc, Subscriber, tiny_daemon_cfg, topic_base, wait_for
 
@@ -101,7 +101,7 @@ def test_events_left_by_the_previous_release_reach_the_broker_after_the_upgrade(
 
 def test_outbox_of_a_newer_release_is_refused_not_rewritten(tmp_path):
     """A downgrade: the file of a newer schema stays as it is, and the error says what to do."""
-    from edge.outbox import Outbox, OutboxError
+    from edge.deliver.outbox import Outbox, OutboxError
 
     path = tmp_path / "outbox.sqlite3"
     with sqlite3.connect(path) as db:
@@ -117,7 +117,7 @@ def test_feedback_records_carry_their_schema(tmp_path, caplog):
 
     import numpy as np
 
-    from edge.feedback import FEEDBACK_SCHEMA, FeedbackStore
+    from edge.learn.feedback import FEEDBACK_SCHEMA, FeedbackStore
 
     store = FeedbackStore(tmp_path / "fb")
     rec = store.save("e1", "ok", "correct", np.zeros((8, 8, 3), np.uint8), None, {"event_id": "e1"})
@@ -125,7 +125,7 @@ def test_feedback_records_carry_their_schema(tmp_path, caplog):
     assert json.loads((tmp_path / "fb" / "ok" / "e1.json").read_text())["schema"] == FEEDBACK_SCHEMA
     (tmp_path / "fb" / "ok" / "e2.json").write_text(json.dumps({"schema": FEEDBACK_SCHEMA + 1, "kind": "label"}))
     (tmp_path / "fb" / "ok" / "e3.json").write_text(json.dumps({"kind": "label"}))  # 0.1.0: no schema
-    with caplog.at_level("WARNING", logger="edge.feedback"):
+    with caplog.at_level("WARNING", logger="edge.learn.feedback"):
         again = FeedbackStore(tmp_path / "fb")
     assert again.counts().get("ok") == 3
     assert "1 record(s)" in caplog.text and "newer boxinspect" in caplog.text

@@ -73,7 +73,7 @@ def model_cache_dir() -> Path:
 
 def convert_key() -> str:
     """The cache key of the converted packages below a run: convert/, the package format and the int8 bound."""
-    return source_hash("convert", "edge/model_package.py", "edge/classifier.py", extra=repr(TINY_INT8_MAX_F1_DROP))
+    return source_hash("convert", "edge/judge/model_package.py", "edge/judge/classifier.py", extra=repr(TINY_INT8_MAX_F1_DROP))
 
 
 def make_synth(out: Path) -> Path:
@@ -92,7 +92,7 @@ def train_tiny(run: Path, synth: Path, weights: Path) -> Path:
     then a short fine-tune: a linear probe on frozen 128 px features reaches only ~95% on these images,
     and the end-to-end test needs every box right.
     """
-    from edge.localize import NO_CROP
+    from edge.judge.localize import NO_CROP
     from training.evaluate import evaluate
     from training.train import TrainConfig, train
 
@@ -115,7 +115,7 @@ def convert_tiny_int8(run: Path, out: Path) -> Path:
 def int8_summary(pkg: Path) -> dict[str, Any]:
     """What the int8 package's sidecar says about it on the test split: macro F1 of Keras and int8, the drop and
     the margin the fixture keeps to TINY_INT8_MAX_F1_DROP."""
-    from edge.model_package import load_metadata
+    from edge.judge.model_package import load_metadata
 
     m = load_metadata(pkg).metrics
     assert m is not None, f"{pkg} has no metrics"

@@ -11,14 +11,14 @@ Model: the frozen ImageNet MobileNetV2 (alpha 0.35) on the box crop at 224 px, w
     by a 3 x 3 average (PatchCore's local neighbourhood aggregation): 288 values per cell. Both are outputs of
     the one graph, so convert exports them from the same .tflite.
 
-Scoring (edge/anomaly.py, numpy): PatchCore (a greedy-coreset memory bank of good patch vectors; distance of a
+Scoring (edge/judge/anomaly.py, numpy): PatchCore (a greedy-coreset memory bank of good patch vectors; distance of a
 cell = to its nearest bank vector; of the crop = its largest cell) or PaDiM (a Gaussian per cell). The method
 was chosen by grouped CV (docs/RESULTS.md, "Good parts only"): PatchCore.
 
 Threshold: from good parts only. Every training good crop is scored by the bank without its own group (its
 views and near-duplicates: leave-one-group-out, cheap for a bank, since the bank rows remember their group),
 and the threshold is the distance whose false-reject rate on good parts is ``target_frr`` (default 1 in 1,000),
-with its bootstrap CI (edge/anomaly.py ``frr_threshold``).
+with its bootstrap CI (edge/judge/anomaly.py ``frr_threshold``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edge import anomaly as an
+from edge.judge import anomaly as an
 from training import data as data_mod
 from training import split as split_mod
 

@@ -56,7 +56,7 @@ What happens:
              Adam --lr up to --epochs with early stopping on val_loss; phase 2 top --unfreeze-blocks
              blocks unfrozen at --fine-tune-lr for up to --fine-tune-epochs (0 = skip), with
              augmentation (flip, rotation, zoom, brightness, contrast) during training only.
-  Every image is first cropped to its box (--crop, default auto; see edge/localize.py): a camera over a
+  Every image is first cropped to its box (--crop, default auto; see edge/judge/localize.py): a camera over a
   line sees mostly belt, and a model fed the whole frame learns the belt.
   RUN/model.keras takes RGB float32 in [0, 255] and contains the [-1, 1] rescaling.
 """
@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int, default=None,
                    help=f"square input size in px (default {LINEAR_IMG_SIZE} for linear, 160 for finetune)")
     p.add_argument("--crop", choices=["auto", "background", "salient", "none"], default="auto",
-                   help="find the box and crop it before resizing (edge/localize.py; recorded in the run and the "
+                   help="find the box and crop it before resizing (edge/judge/localize.py; recorded in the run and the "
                         "model package, so convert, predict and the daemon crop alike). auto (default): "
                         "background difference if --background is given, else the region that stands out from "
                         "the image border; the whole image when the box fills the frame or none is found. "
@@ -250,7 +250,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: average the features of each image and its horizontal mirror")
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
-    p.add_argument("--crop", default="none", help="crop to the box first (edge.localize method; default none)")
+    p.add_argument("--crop", default="none", help="crop to the box first (edge.judge.localize method; default none)")
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
     p.add_argument("--scaling", choices=["global", "standard"], default="global",
@@ -319,7 +319,7 @@ def _cv(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from edge.localize import CropSpec
+    from edge.judge.localize import CropSpec
     from training.data import DataError
     from training.model import WeightsError
     from training.split import SplitError

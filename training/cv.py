@@ -148,7 +148,7 @@ def _finetune_fold(cfg: CVConfig, images: data_mod.ImageSet, rel: list[str], y, 
                    fold_dir: Path) -> tuple[np.ndarray, float, dict]:
     import keras
 
-    from edge.localize import NO_CROP
+    from edge.judge.localize import NO_CROP
     from training.train import TrainConfig, train
 
     val_mask = split_mod.first_fold(y[tr], groups[tr], 0.15, seed + 1000)
@@ -397,8 +397,8 @@ def _crop_report(cfg: CVConfig, images: data_mod.ImageSet, out: Path) -> dict | 
     """How the localiser did on the data, before the folds (OUT/crops.json, OUT/crops.png); None with no crop."""
     if cfg.crop == "none":
         return None
-    from edge.crops import fallback_warning, report_crops
-    from edge.localize import CropSpec
+    from edge.judge.crops import fallback_warning, report_crops
+    from edge.judge.localize import CropSpec
 
     spec = CropSpec(method=cfg.crop)  # type: ignore[arg-type]
     st = report_crops(images.paths, spec, out, root=images.root)

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.localize import NO_CROP, CropSpec, load_background, locate_for_still
-from edge.model_package import model_input
+from edge.judge.localize import NO_CROP, CropSpec, load_background, locate_for_still
+from edge.judge.model_package import model_input
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Loaded:
 
 
 def load_images(paths: list[Path], labels: list[str], size: int, crop: CropSpec | None = None) -> Loaded:
-    """Decode, crop and resize images with the edge's own function (:func:`edge.model_package.model_input`),
+    """Decode, crop and resize images with the edge's own function (:func:`edge.judge.model_package.model_input`),
     so a training tensor is exactly what the edge feeds the model; unreadable files are logged and skipped."""
     spec = crop or NO_CROP
     keep_paths: list[Path] = []

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.fusion import FUSION_RULES, fuse_parts, part_and_view
-from edge.localize import CropSpec, crop_from_config
+from edge.judge.fusion import FUSION_RULES, fuse_parts, part_and_view
+from edge.judge.localize import CropSpec, crop_from_config
 from training import data as data_mod
 from training import split as split_mod
 from training.quiet import native_output_to_log
@@ -111,7 +111,7 @@ def multi_view_metrics(paths: list[Path], y: np.ndarray, s: np.ndarray, val_path
                        cost_ratio: float | None = None) -> dict | None:
     """Per-view and per-part metrics when the images are views of parts (``<part>_<view>.<ext>``), else None.
 
-    Per view: AUC of each camera alone. Per part, for every fusion rule (edge/fusion.py): the views' scores
+    Per view: AUC of each camera alone. Per part, for every fusion rule (edge/judge/fusion.py): the views' scores
     fused, a threshold chosen on the fused validation parts (the same rule as the run: training.operating.choose), and AUC, recall and
     specificity on the evaluated split's parts at that threshold."""
     from sklearn.metrics import roc_auc_score
@@ -258,7 +258,7 @@ def _img_tag(path: Path, alt: str) -> str:
 
 def _crop_section(m: dict, run_dir: Path) -> str:
     """The report's crop section: how many images were cropped, the fallbacks and why, the warning, and the
-    contact sheet of crops, worst first (edge/crops.py)."""
+    contact sheet of crops, worst first (edge/judge/crops.py)."""
     c = m.get("crops")
     if not c:
         return ""
@@ -476,7 +476,7 @@ def evaluate(run_dir: Path, target_recall: float | None = None, split: str = "te
         m["multi_view"] = mv
 
     if crop.method != "none":
-        from edge.crops import fallback_warning, report_crops
+        from edge.judge.crops import fallback_warning, report_crops
 
         stats = report_crops(loaded.paths, crop, run_dir / "report", root=root)
         m["crops"] = {**stats.to_dict(), "warning": fallback_warning(stats, crop)}

@@ -51,7 +51,7 @@ class FeatureSpec:
     alpha: float
     weights_path: str | None  # resolved weight file (None = random init: never cached)
     flip: bool = False  # features of the horizontally mirrored image
-    crop: str = "none"  # crop method applied before resizing (edge.localize), "none" = whole frame
+    crop: str = "none"  # crop method applied before resizing (edge.judge.localize), "none" = whole frame
     # mean of the pooled features at these input sizes (the largest = img_size, the others resized inside the
     # model, as model.keras does); () = one size, img_size
     scales: tuple[int, ...] = ()
@@ -64,7 +64,7 @@ class FeatureSpec:
             w = f"{p.name}:{st.st_size}:{int(st.st_mtime)}"
         raw = f"v1|{self.img_size}|{self.alpha}|{w}|flip={int(self.flip)}|crop={self.crop}"
         if self.crop != "none":  # a changed localiser makes other crops: its version is part of the key
-            from edge.localize import LOCALIZER_VERSION
+            from edge.judge.localize import LOCALIZER_VERSION
 
             raw += f"|localizer={LOCALIZER_VERSION}"
         if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
@@ -80,13 +80,13 @@ def prepare_pixels(rgb: np.ndarray, size: int, crop: str = "none") -> np.ndarray
 
 
 def crop_rgb(rgb: np.ndarray, method: str) -> np.ndarray:
-    """Crop an RGB image to the box with edge.localize (the same code the edge uses)."""
+    """Crop an RGB image to the box with edge.judge.localize (the same code the edge uses)."""
     import cv2
 
     try:
-        from edge import localize
-    except ImportError as e:  # pragma: no cover - depends on edge/localize.py being present
-        raise ValueError(f"crop method {method!r} needs edge/localize.py, which is not available: {e}") from e
+        from edge.judge import localize
+    except ImportError as e:  # pragma: no cover - depends on edge/judge/localize.py being present
+        raise ValueError(f"crop method {method!r} needs edge/judge/localize.py, which is not available: {e}") from e
     spec = localize.CropSpec(method=method)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     return cv2.cvtColor(localize.crop(bgr, localize.locate_for_still(bgr, spec), spec), cv2.COLOR_BGR2RGB)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.versions import installed_versions
+from edge.runtime.versions import installed_versions
 from training import data as data_mod
 from training import split as split_mod
 

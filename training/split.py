@@ -4,7 +4,7 @@ Near-duplicates are found with a difference hash (dHash, 64 bits) computed on al
 transforms (four rotations by 90 degrees, each mirrored), so a flipped or rotated copy of a photo hashes
 close to the original. Two images whose smallest Hamming distance is <= ``threshold`` are linked, and
 linked images form one group (connected components). The views of one part (files ``<part>_<view>.<ext>``, see
-edge/fusion.py) are linked too, so a part never has a view in train and another in test. Groups are then
+edge/judge/fusion.py) are linked too, so a part never has a view in train and another in test. Groups are then
 split with scikit-learn's ``StratifiedGroupKFold``: stratified by class, grouped by cluster. The result is written as a manifest
 (``split.json``) that can be reused to reproduce a run.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.fusion import part_keys
+from edge.judge.fusion import part_keys
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def make_split(
     seed: int = 0,
     dup_threshold: int = DEFAULT_DUP_THRESHOLD,
 ) -> Split:
-    """Cluster near-duplicates and the views of one part (``<part>_<view>.<ext>``, edge/fusion.py), and split
+    """Cluster near-duplicates and the views of one part (``<part>_<view>.<ext>``, edge/judge/fusion.py), and split
     whole clusters; also logs the clusters found."""
     groups = near_duplicate_groups(hashes, dup_threshold)
     keys = part_keys(rel_paths)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.localize import CropSpec
+from edge.judge.localize import CropSpec
 from training import data as data_mod
 from training import split as split_mod
 from training.rundir import class_weights, prepare_split, write_run
@@ -36,7 +36,7 @@ class TrainConfig:
     classes: list[str] | None = None  # index order; None = sorted class folders
     positive_class: str | None = None  # None = "defective" or "damaged" if present, else error
     img_size: int = DEFAULT_IMG_SIZE
-    crop: CropSpec = field(default_factory=CropSpec)  # find and crop the box (edge/localize.py); default auto
+    crop: CropSpec = field(default_factory=CropSpec)  # find and crop the box (edge/judge/localize.py); default auto
     alpha: float = 0.35
     weights: str = "imagenet"  # "imagenet" | "none" | path to a MobileNetV2 no-top .h5
     epochs: int = 25  # phase 1 (frozen backbone), with early stopping
@@ -268,7 +268,7 @@ def _report_crops(cfg: TrainConfig, out: Path) -> Path:
     the >20% fallback warning) and record the summary in train_config.json."""
     if cfg.crop.method == "none":
         return out
-    from edge.crops import fallback_warning, report_crops
+    from edge.judge.crops import fallback_warning, report_crops
 
     split = split_mod.load_split(out / "split.json")
     root = Path(cfg.data_dir).resolve()

@@ -63,7 +63,7 @@ def train_linear(cfg) -> Path:
 
     t1 = time.monotonic()
     # the box crop of the run (train_config.json, the model sidecar): features are computed on the same crops
-    # convert, predict and the daemon make (edge.model_package.model_input); only default crop parameters here
+    # convert, predict and the daemon make (edge.judge.model_package.model_input); only default crop parameters here
     crop = cfg.crop.method
     if cfg.crop != type(cfg.crop)(method=crop):
         raise ValueError("the linear recipe crops with the default crop parameters (--crop METHOD only); "

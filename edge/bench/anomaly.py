@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.anomaly import AnomalyScorer, PatchCore
 from edge.bench.common import emit, machine_info
 from edge.bench.model import latency_stats
-from edge.classifier import Classifier, ModelError
+from edge.judge.anomaly import AnomalyScorer, PatchCore
+from edge.judge.classifier import Classifier, ModelError
 
 log = logging.getLogger(__name__)
 

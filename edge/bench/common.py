@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge.classifier import ModelError
-from edge.versions import installed_versions
+from edge.judge.classifier import ModelError
+from edge.runtime.versions import installed_versions
 
 
 def emit(text: str, stream: TextIO | None = None) -> None:

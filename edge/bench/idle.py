@@ -66,8 +66,8 @@ def bench_idle(source: str, model: str, threads: int = 1, duration: float = 30.0
     """CPU of the daemon process (all threads) on an empty, still belt at the camera's pace (``pace: realtime``)."""
     import tempfile
 
-    from edge.broker import DemoBroker
     from edge.config import RoiConfig
+    from edge.deliver.broker import DemoBroker
 
     roi = roi or RoiConfig()
     mqtt = DemoBroker(*broker)

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from edge.bench.common import emit, machine_info
-from edge.classifier import Classifier, ModelError
-from edge.model_package import decode_golden
+from edge.judge.classifier import Classifier, ModelError
+from edge.judge.model_package import decode_golden
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,10 @@ def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: 
 
 def bench_shadow(model: str | Path, candidate: str | Path, threads: int = 2, runs: int = 200,
                  warmup: int = 20) -> dict[str, Any]:
-    """What shadow mode (edge/shadow.py) costs per box with ``candidate`` beside ``model``: the live invoke with
+    """What shadow mode (edge/learn/shadow.py) costs per box with ``candidate`` beside ``model``: the live invoke with
     and without its features, the candidate's own invoke (any candidate: a second invoke in the shadow worker)
     and, for a head-only candidate on the live backbone, its head on the live features (a dot product)."""
-    from edge.shadow import head_on_backbone_of
+    from edge.learn.shadow import head_on_backbone_of
 
     live = Classifier.load(model, num_threads=threads)
     cand = Classifier.load(candidate, num_threads=threads)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from edge.bench.common import daemon_bench_main, daemon_config, machine_info, start_daemon
-from edge.classifier import Classifier
+from edge.judge.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def bench_decode(source: str | Path, seconds: float) -> dict[str, Any]:
 
 
 def _roi_frames(source: str | Path, roi: Any, limit: int) -> list[np.ndarray]:
-    from edge.roi import crop
+    from edge.capture.roi import crop
 
     frames: list[np.ndarray] = []
     cap = cv2.VideoCapture(str(source))
@@ -104,7 +104,7 @@ def bench_invoke(clf: Classifier, tensor: np.ndarray, seconds: float) -> dict[st
 def bench_preprocess(clf: Classifier, rois: list[np.ndarray], presence: Any, seconds: float) -> dict[str, Any]:
     """(c) Preprocessing, per ROI of the video: presence detection (every frame, as the loop does) and the model
     input (crop as the package says + resize + colour order; the loop does it for frames with a box)."""
-    from edge.decision import ForegroundDetector
+    from edge.judge.decision import ForegroundDetector
 
     fg = ForegroundDetector(presence)
     bg: tuple[int, np.ndarray] | None = None
@@ -202,8 +202,8 @@ def bench_pipeline(source: str, model: str, threads: int = 1, duration: float = 
     """Stages (a)-(d) of ``bench pipeline``; returns the JSON-able result with the two ratios."""
     import tempfile
 
-    from edge.broker import DemoBroker
     from edge.config import DecisionConfig, RoiConfig
+    from edge.deliver.broker import DemoBroker
 
     roi = roi or RoiConfig()
     part = max(3.0, duration / 4)

@@ -25,8 +25,8 @@ def bench_soak(source: str, model: str, threads: int = 1, duration: float = 600.
     """The daemon (pace fast, looped source, MQTT, evidence and API on) for ``duration`` s, RSS every ``every`` s."""
     import tempfile
 
-    from edge.broker import DemoBroker
     from edge.config import RoiConfig
+    from edge.deliver.broker import DemoBroker
 
     roi = roi or RoiConfig()
     mqtt = DemoBroker(*broker)

@@ -1,0 +1,155 @@
+"""The model's life cycle over HTTP: ``GET /model`` (+ the page's ``GET /ui/model``), ``POST``/``DELETE
+/model/candidate``, ``POST /model/retrain``, ``POST /model/promote``, ``POST /model/rollback``, and the disagreement
+queue ``GET /ui/shadow/{name}.jpg``, ``POST /ui/shadow/{name}`` (label a disagreement). Actions need the engineer
+role and, like ``POST /reload``, are refused without a token unless ``api.reload_without_token``.
+The work is edge/learn/lifecycle.py's ``ModelControl``; this module only maps it to HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from edge.api.access import Access
+from edge.api.state import ApiState, ModelLifecycle
+from edge.learn.feedback import FeedbackError
+from edge.learn.lifecycle import ControlError, without_paths
+from edge.learn.poison import PromoteNeedsConfirmation, candidate_review, check_promote
+from edge.runtime.principal import Role
+
+
+class CandidateRequest(BaseModel):
+    path: str = Field(min_length=1, max_length=255,
+                      description="a .tflite inside model.dir (or a retrain candidate inside <shadow.dir>/candidates/)")
+
+
+class RetrainRequest(BaseModel):
+    target_recall: float | None = Field(default=None, gt=0, le=1, description="pick the threshold for this recall")
+    cost_ratio: float | None = Field(default=None, gt=0, le=1000, description="a missed defect costs N false rejects")
+    min_per_class: int | None = Field(default=None, ge=2, le=100_000,
+                                      description="refuse when a class has fewer labelled images (default: retrain's)")
+
+
+class ActionRequest(BaseModel):
+    who: str | None = Field(default=None, max_length=80, description="operator name or badge (logged)")
+    confirm: bool = Field(default=False, description="promote despite the review's warning (edge/learn/poison.py)")
+
+
+class ShadowLabelRequest(BaseModel):
+    label: str = Field(min_length=1, max_length=80, description="a class name of the model, or 'skip'")
+    who: str | None = Field(default=None, max_length=80)
+
+
+def router(state: ApiState, control: ModelLifecycle, access: Access) -> APIRouter:
+    """``/model*`` and the disagreement queue ``/ui/shadow*`` (see the module docstring)."""
+    cfg = state.config
+    auth = [access.require(Role.ENGINEER)]  # changes the model
+    token_set = cfg.api.token is not None
+    r = APIRouter(tags=["model life cycle"])
+
+    def allowed() -> None:
+        if not token_set and not cfg.api.reload_without_token:
+            raise HTTPException(403, "model changes over HTTP need api.token (or api.reload_without_token: true)")
+
+    def run(fn: Callable[[], dict[str, Any]]) -> JSONResponse:
+        allowed()
+        try:
+            out = fn()
+        except ControlError as e:
+            raise HTTPException(e.status, str(e)) from None
+        if state.operator is not None:
+            state.operator.invalidate()
+        return JSONResponse(out)
+
+    @r.get("/model", summary="Live model, candidate in shadow (metrics side by side), shadow statistics, retrain, history",
+           dependencies=auth)
+    def get_model() -> dict[str, Any]:
+        return control.doc()
+
+    @r.get("/ui/model", summary="The operator page's Model panel: GET /model without file paths, plus the "
+           "disagreement queue (read-only, open like the page)", tags=["operator page"])
+    def ui_model(limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
+        d: dict[str, Any] = without_paths(control.doc())
+        d["disagreements"] = control.shadow.store.items(limit)
+        d["review"] = candidate_review(d, cfg)  # issue 24: CV next to the recent parts, and the warning
+        return d
+
+    @r.post("/model/candidate", summary="Load a candidate package and run it in shadow", dependencies=auth,
+            responses={404: {"description": "no such package"}, 422: {"description": "cannot load, or self-test failed"}})
+    def candidate(body: CandidateRequest) -> JSONResponse:
+        return run(lambda: control.load_candidate(control.resolve(body.path)))
+
+    @r.delete("/model/candidate", summary="Stop shadow mode and forget the candidate", dependencies=auth)
+    def drop() -> JSONResponse:
+        return run(control.drop_candidate)
+
+    @r.post("/model/retrain", status_code=202, dependencies=auth,
+            summary="Retrain the head from the operator's labels in the background; GET /model shows the progress",
+            responses={404: {"description": "retrain not available in this install"}, 409: {"description": "already running"}})
+    def retrain(body: RetrainRequest | None = None) -> JSONResponse:
+        b = body or RetrainRequest()
+        resp = run(lambda: control.start_retrain(b.target_recall, b.cost_ratio, b.min_per_class))
+        resp.status_code = 202
+        return resp
+
+    @r.post("/model/promote", summary="Swap the candidate in (atomic reload + self-test); the live one is kept for rollback",
+            dependencies=auth, responses={409: {"description": "no candidate"}, 422: {"description": "refused"}})
+    def promote(body: ActionRequest | None = None) -> JSONResponse:
+        try:  # issue 24: a candidate that disagrees with live on too many recent parts needs a confirmation
+            check_promote(control.doc(), cfg, bool(body and body.confirm), body.who if body else None)
+        except PromoteNeedsConfirmation as e:
+            raise HTTPException(409, str(e)) from None
+        return run(lambda: control.promote(body.who if body else None))
+
+    @r.post("/model/rollback", summary="Swap the previous package back in", dependencies=auth,
+            responses={409: {"description": "nothing to roll back to"}, 422: {"description": "refused"}})
+    def rollback(body: ActionRequest | None = None) -> JSONResponse:
+        return run(lambda: control.rollback(body.who if body else None))
+
+    @r.get("/ui/shadow/{name}.jpg", summary="The crop of one disagreement", response_class=Response,
+           tags=["operator page"], responses={200: {"content": {"image/jpeg": {}}}})
+    def shadow_image(name: str) -> Response:
+        try:
+            path = control.shadow.store.crop_path(name)
+        except FeedbackError:
+            path = None
+        if path is None or not path.is_file():
+            raise HTTPException(404, f"{name} is not in the disagreement queue")
+        return Response(path.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @r.post("/ui/shadow/{name}", summary="Label (or skip) one disagreement: the crop goes to feedback/<class>/",
+            tags=["operator page"], dependencies=auth,
+            responses={404: {"description": "not in the queue"}, 422: {"description": "unknown label"}})
+    def shadow_label(name: str, body: ShadowLabelRequest) -> dict[str, Any]:
+        model = state.models.get()
+        if model is None:
+            raise HTTPException(503, "no model loaded")
+        names = list(model.labels)
+        if body.label != "skip" and body.label not in names:
+            raise HTTPException(422, f"label must be one of {', '.join(names)} or 'skip'")
+        op = state.operator
+        if body.label != "skip" and op is None:
+            raise HTTPException(503, "the operator page (feedback store) is off: operator.enabled")
+        try:
+            data, rec = control.shadow.store.pop(name)
+        except FeedbackError as e:
+            raise HTTPException(404, str(e)) from None
+        if body.label == "skip" or op is None:  # op is None only for a skip: a label was refused above
+            return {"name": name, "label": "skip"}
+        decision = rec.get("decision") or {}
+        record = {"decision_id": decision.get("event_id"), "source": "shadow disagreement",
+                  "model_id": (rec.get("live") or {}).get("model_id"), "score": (rec.get("live") or {}).get("score"),
+                  "threshold": (rec.get("live") or {}).get("threshold"), "verdict": decision.get("label"),
+                  "candidate": rec.get("candidate"), "who": body.who, "line": cfg.line, "camera": cfg.camera}
+        try:
+            saved = op.feedback.save(name, body.label, "label", data, None, record)
+        except OSError as e:
+            raise HTTPException(507, f"label not stored: {e.strerror or e}") from None
+        op.invalidate()
+        return dict(saved)
+
+    return r

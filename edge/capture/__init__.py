@@ -1,0 +1,1 @@
+"""Frames in: camera sources (OpenCV, GStreamer, GenICam), trigger stamps, the region of interest."""

@@ -1,0 +1,75 @@
+"""Where the defect is: the anomaly map of a decision, from the loop to its event and evidence (issue 29).
+
+The daemon scores a crop with :func:`heat_of` (one invoke, as ``Classifier.score``); for an anomaly package it
+also keeps the cell distances and the model input of that crop (references, no copy) in the frame's record
+(``FrameRecord.heat``, edge/judge/records.py). The decision carries its records; when it is published :func:`attach`
+adds the map of its representative record (the frame that decided, whose crop is the evidence) to the event
+
+    "anomaly_map": {"rows": 14, "cols": 14, "unit": "percent of the threshold distance",
+                    "values": [...], "max": 137, "score": 0.578, "region": [x0, y0, x1, y1] | null,
+                    "input": path | null}
+
+``values`` is the coarse grid row-major (100 = at the threshold: the crop is a defect when a cell reaches 100),
+``region`` the part of the ROI crop the model input covers (fractions of its width and height; null = all of
+it), so the operator page can draw the grid over the crop; ``score`` the package score of that crop (the
+representative record's score: ``decided_on.representative_score`` of the event); ``input`` the lossless PNG of
+the model input in the evidence folder: scoring it again with the same package gives ``score`` exactly, so the
+decision on the evidence can be re-made. Other packages add nothing (their score has no map).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from edge.judge.anomaly import heat_grid
+from edge.judge.classifier import Classifier
+from edge.judge.localize import CropSpec, Located
+
+if TYPE_CHECKING:  # the store is handed in by the daemon; judge/ does not import deliver/
+    from edge.deliver.evidence import EvidenceStore
+
+
+@dataclass
+class Heat:
+    score: float  # the package score of this crop
+    cells: np.ndarray  # (H, W) cell distances
+    threshold_distance: float
+    model_input: np.ndarray  # RGB, the model's input size
+    region: tuple[float, float, float, float] | None  # the model input's square in the ROI crop (fractions)
+
+
+def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None) -> tuple[float, Heat | None]:
+    """(score, its map or None) of one ROI crop: the score ``clf.score(roi, located)`` gives."""
+    score, cells, rgb = clf.score_map(roi, located)
+    if cells is None or clf.anomaly is None:
+        return score, None
+    return score, Heat(score, cells, clf.anomaly.threshold_distance, rgb, region(roi.shape, located, clf.metadata.crop))
+
+
+def region(shape: tuple[int, ...], located: Located | None, spec: CropSpec) -> tuple[float, float, float, float] | None:
+    """The square around the located box (its margin included) in fractions of the ROI crop; None: the whole crop."""
+    if located is None or located.whole or located.bbox is None or spec.method == "none":
+        return None
+    h, w = shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in located.bbox)
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * spec.margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return ((cx - side / 2) / w, (cy - side / 2) / h, (cx + side / 2) / w, (cy + side / 2) / h)
+
+
+def attach(event: dict[str, Any], heat: Heat | None, evidence: EvidenceStore | None) -> None:
+    """Add the decision's anomaly map to its event (and the model input PNG to its evidence, when evidence of
+    this decision was saved)."""
+    if heat is None:
+        return
+    m: dict[str, Any] = heat_grid(heat.cells, heat.threshold_distance)
+    m["score"] = round(float(heat.score), 6)
+    m["region"] = [round(v, 4) for v in heat.region] if heat.region else None
+    m["input"] = None
+    if evidence is not None and event.get("evidence"):
+        m["input"] = evidence.save_png(f"{event['event_id']}_input", cv2.cvtColor(heat.model_input, cv2.COLOR_RGB2BGR))
+    event["anomaly_map"] = m

@@ -1,0 +1,415 @@
+"""Run a boxinspect model package (.tflite + sidecar) on OpenCV frames. No TensorFlow needed.
+
+Runtimes, in the order ``runtime="auto"`` tries them:
+``ai_edge_litert.interpreter`` (LiteRT, XNNPACK on CPU), ``tflite_runtime.interpreter`` (legacy, last
+release 2.14: numpy<2 only, cannot load newer op versions), ``tensorflow.lite`` (last resort, imported
+lazily). A TFLite interpreter is not thread-safe: every invoke is guarded by a lock, so one Classifier can be
+shared by the daemon loop and the API.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.judge.anomaly import AnomalyScorer, load_package_scorer
+from edge.judge.localize import Located
+from edge.judge.model_package import (
+    ModelMetadata,
+    PackageError,
+    decode_golden,
+    model_input,
+    verify_package,
+)
+from edge.state import effective_threshold, verdict
+
+log = logging.getLogger(__name__)
+
+RUNTIMES: dict[str, str] = {
+    "litert": "ai_edge_litert.interpreter",
+    "tflite_runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow.lite",
+}
+
+
+SELF_TEST_TIMED_PASSES = 3  # timed runs of the golden samples after the checked one (invoke p50 of the self-test)
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded or run. The message is one line saying why."""
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float  # P(positive class)
+    is_defect: bool
+    latency_ms: float  # preprocess + invoke
+
+
+def interpreter_class(runtime: str) -> tuple[str, Callable[..., Any]]:
+    """Return (runtime name, Interpreter class); ModelError naming every runtime that failed."""
+    names = list(RUNTIMES) if runtime == "auto" else [runtime]
+    errors = []
+    for name in names:
+        if name not in RUNTIMES:
+            raise ModelError(f"unknown runtime {name!r} (choose auto, {', '.join(RUNTIMES)})")
+        try:
+            if name == "tensorflow":  # tf.lite is an API alias, not the tensorflow.lite package
+                return name, importlib.import_module("tensorflow").lite.Interpreter
+            return name, importlib.import_module(RUNTIMES[name]).Interpreter
+        except Exception as e:  # ImportError, or a runtime built against another numpy
+            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise ModelError("no TFLite runtime available (" + "; ".join(errors) + "); pip install ai-edge-litert")
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+class Runner:
+    """A TFLite interpreter for a single-input, single-output image model, with its quantisation handled.
+
+    ``run(rgb)`` takes an RGB uint8 image already at the model input size and returns the dequantised
+    float output (a probability for boxinspect models). Used by :class:`Classifier` and by ``convert``.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 2, runtime: str = "auto"):
+        self.path = Path(path)
+        self.num_threads = int(num_threads)
+        self.runtime_name, interp_cls = interpreter_class(runtime)
+        try:
+            self._interp = interp_cls(model_path=str(self.path), num_threads=self.num_threads)
+            self._interp.allocate_tensors()
+        except Exception as e:
+            raise ModelError(
+                f"{self.path}: corrupt or unsupported .tflite for runtime {self.runtime_name} ({_one_line(e)})"
+            ) from e
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        # an anomaly package (edge/judge/anomaly.py) has a patch-map output (1, H, W, C) instead of a score
+        self._patches = next((o for o in outs if len(o["shape"]) == 4), None)
+        self.patches_position: int | None = None
+        if self._patches is not None:
+            self.patches_position = [o["index"] for o in outs].index(self._patches["index"])
+            outs = [o for o in outs if o is not self._patches]
+        if len(ins) != 1 or len(outs) not in (1, 2):
+            raise ModelError(f"{self.path}: expected 1 input and 1 or 2 output tensors (score, features), got "
+                             f"{len(ins)} and {len(outs)}")
+        self._in = ins[0]
+        # the score is the 1-value output; a second output is the pooled features (model_package.FeaturesSpec)
+        sizes = [int(np.prod(o["shape"])) for o in outs]
+        if self._patches is not None and 1 not in sizes:  # patch map + pooled features: scored in numpy
+            outs, sizes = [self._patches, *outs], [1, *sizes]
+        if 1 not in sizes or (len(outs) == 2 and sizes.count(1) != 1):
+            raise ModelError(f"{self.path}: expected one output with a single value (the score), got shapes "
+                             f"{[tuple(int(x) for x in o['shape']) for o in outs]}")
+        self.score_position = sizes.index(1)
+        self._out = outs[self.score_position]
+        self.features_position: int | None = None if len(outs) == 1 else 1 - self.score_position
+        self._feat = outs[self.features_position] if self.features_position is not None else None
+        self.features_name: str | None = None if self._feat is None else str(self._feat["name"])
+        self.features_dim = 0 if self._feat is None else sizes[self.features_position]  # type: ignore[index]
+        if self._out is self._patches and self._feat is not None:  # its position among the interpreter's outputs
+            self.features_position = 1 - int(self.patches_position or 0)
+        self.features_dtype = None if self._feat is None else np.dtype(self._feat["dtype"])
+        self.features_quant = None if self._feat is None else self._quant(self._feat)
+        shape = tuple(int(x) for x in self._in["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise ModelError(f"{self.path}: expected input shape (1, H, W, 3), got {shape}")
+        self.height, self.width = shape[1], shape[2]
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self.output_dtype = np.dtype(self._out["dtype"])
+        self.input_quant = self._quant(self._in)
+        self.output_quant = self._quant(self._out)
+        self.delegate = self._detect_delegate()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _quant(detail: dict[str, Any]) -> tuple[float, int] | None:
+        scale, zp = detail.get("quantization", (0.0, 0))
+        return (float(scale), int(zp)) if scale else None
+
+    def _detect_delegate(self) -> str:
+        """Name what runs the graph: LiteRT/TF apply XNNPACK by default on CPU, visible as DELEGATE ops."""
+        try:
+            ops = self._interp._get_ops_details()  # the only way to see delegation
+        except Exception:
+            return "unknown"
+        parts = sum(1 for op in ops if op.get("op_name") == "DELEGATE")
+        if parts == 0:
+            return "none (builtin kernels)"
+        # XNNPACK is the only delegate these runtimes apply by default on CPU; we never add another one.
+        # Several partitions mean some ops fell back to builtin kernels (e.g. dynamic-range hybrid ops).
+        return "XNNPACK" if parts == 1 else f"XNNPACK ({parts} partitions, rest on builtin kernels)"
+
+    def _to_input(self, rgb: np.ndarray) -> np.ndarray:
+        if self.input_dtype == np.float32:
+            return rgb.astype(np.float32)[None]
+        if self.input_quant is None or self.input_quant == (1.0, 0) and self.input_dtype == np.uint8:
+            return rgb[None].astype(self.input_dtype, copy=False)
+        scale, zp = self.input_quant
+        info = np.iinfo(self.input_dtype)
+        q = np.round(rgb.astype(np.float32) / scale + zp)
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)[None]
+
+    def set_input(self, rgb: np.ndarray) -> np.ndarray:
+        """Prepare the input tensor value for an RGB image (exposed for benchmarks)."""
+        if rgb.shape != (self.height, self.width, 3):
+            raise ValueError(f"expected RGB input of shape {(self.height, self.width, 3)}, got {rgb.shape}")
+        return self._to_input(rgb)
+
+    def invoke(self, tensor: np.ndarray) -> float:
+        """Set the prepared input, invoke, return the dequantised output (thread-safe)."""
+        if self._out is self._patches:
+            raise ModelError(f"{self.path}: an anomaly model has no score output (its score is computed from the "
+                             "patch map: Classifier, edge/judge/anomaly.py)")
+        return self._invoke(tensor, features=False)[0]
+
+    def invoke_only(self, tensor: np.ndarray) -> None:
+        """Set the prepared input and invoke, reading no output: the model's own time, for any kind of model
+        (a score output or an anomaly patch map; thread-safe)."""
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+
+    def run_patches(self, rgb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """An anomaly model's (pooled features (D,) or None, patch map (H, W, C) float32) for an RGB input, one
+        invoke (thread-safe)."""
+        if self._patches is None:
+            raise ModelError(f"{self.path}: the model has no patch-map output")
+        tensor = self.set_input(rgb)
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+            patches = self._dequant(self._interp.get_tensor(self._patches["index"])[0], self._patches)
+            feat = (self._dequant(self._interp.get_tensor(self._feat["index"]).reshape(-1), self._feat)
+                    if self._feat is not None else None)
+        return feat, patches
+
+    def _dequant(self, raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+        q = self._quant(detail)
+        if q is None or raw.dtype == np.float32:
+            return np.array(raw, np.float32)  # a copy: the interpreter reuses its buffers
+        return np.asarray((raw.astype(np.float32) - np.float32(q[1])) * np.float32(q[0]), np.float32)
+
+    def run(self, rgb: np.ndarray) -> float:
+        return self.invoke(self.set_input(rgb))
+
+    def invoke_features(self, tensor: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """Like :meth:`invoke`, and also the dequantised features output (float32 (D,); None if the model has
+        none), from the same invoke."""
+        return self._invoke(tensor, features=True)
+
+    def _invoke(self, tensor: np.ndarray, features: bool) -> tuple[float, np.ndarray | None]:
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+            out = self._interp.get_tensor(self._out["index"]).reshape(-1)
+            feat = (self._interp.get_tensor(self._feat["index"]).reshape(-1).copy()
+                    if features and self._feat is not None else None)
+        if out.size != 1:
+            raise ModelError(f"{self.path}: expected one output value, got {out.size}")
+        value = float(out[0])
+        if self.output_quant is not None and self.output_dtype != np.float32:
+            scale, zp = self.output_quant
+            value = (value - zp) * scale
+        if feat is not None:
+            if self.features_quant is not None and self.features_dtype != np.float32:
+                scale, zp = self.features_quant
+                feat = (feat.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+            else:
+                feat = feat.astype(np.float32, copy=False)
+        return value, feat
+
+    def run_features(self, rgb: np.ndarray) -> tuple[float, np.ndarray | None]:
+        return self.invoke_features(self.set_input(rgb))
+
+
+class Classifier:
+    """A verified model package ready to score frames. Build it with :meth:`load`."""
+
+    def __init__(self, path: Path, metadata: ModelMetadata, runner: Runner):
+        self.path = path
+        self.metadata = metadata
+        self.runner = runner
+        self.threshold: float = metadata.threshold
+        self.model_id = metadata.model_id  # covers the .tflite and the sidecar (edge/judge/model_package.py)
+        # head-only package: a numpy head on the features output replaces the score output
+        self._head = metadata.head.folded() if metadata.head is not None else None
+        # median invoke time of the last self-test's timed passes (seconds): the model's speed on this machine,
+        # as loaded (a runtime without XNNPACK, e.g. under a sandbox that hides /proc/cpuinfo, shows here)
+        self.self_test_invoke_p50_s: float | None = None
+        # anomaly package: its patch map scored against the bank of good parts (edge/judge/anomaly.py)
+        self.anomaly: AnomalyScorer | None = None
+
+    @property
+    def runtime_name(self) -> str:
+        return self.runner.runtime_name
+
+    @property
+    def delegate(self) -> str:
+        return self.runner.delegate
+
+    @classmethod
+    def load(
+        cls, path: str | Path, num_threads: int = 2, runtime: str = "auto", verify_hash: bool = True
+    ) -> Classifier:
+        """Load ``path`` (.tflite; its sidecar ``<path>.json`` beside it). Raises ModelError (one line)."""
+        p = Path(path)
+        if p.suffix == ".json" and p.name.endswith(".tflite.json"):
+            p = p.with_name(p.name[: -len(".json")])
+        try:
+            meta = verify_package(p, verify_hash=verify_hash)
+        except PackageError as e:
+            raise ModelError(str(e)) from e
+        runner = Runner(p, num_threads=num_threads, runtime=runtime)
+        if (runner.height, runner.width) != (meta.input.height, meta.input.width):
+            raise ModelError(
+                f"{p}: input size {runner.height}x{runner.width} does not match metadata "
+                f"{meta.input.height}x{meta.input.width}"
+            )
+        if str(runner.input_dtype) != meta.input.dtype:
+            raise ModelError(f"{p}: input dtype {runner.input_dtype} does not match metadata {meta.input.dtype}")
+        if meta.features is not None and (runner.features_dim != meta.features.dim
+                                          or runner.features_position != meta.features.output_position):
+            raise ModelError(f"{p}: features output (position {runner.features_position}, {runner.features_dim} "
+                             f"values) does not match metadata (position {meta.features.output_position}, "
+                             f"{meta.features.dim} values)")
+        clf = cls(p, meta, runner)
+        if meta.anomaly is not None:
+            if runner.patches_position != meta.anomaly.patches_output_position:
+                raise ModelError(f"{p}: no patch-map output at position {meta.anomaly.patches_output_position}")
+            try:
+                clf.anomaly = load_package_scorer(p, meta.anomaly, verify_hash)
+            except ValueError as e:
+                raise ModelError(str(e)) from e
+        log.info(
+            "loaded %s (%s, input %dx%d %s, threshold %.3f%s) runtime=%s delegate=%s threads=%d",
+            clf.model_id, meta.format, runner.width, runner.height, meta.input.dtype, clf.threshold,
+            (f", head-only on {meta.head.parent_model_id or 'its backbone'}" if meta.head is not None
+             else ", features output" if meta.features is not None else ""),
+            clf.runtime_name, clf.delegate, num_threads,
+        )
+        return clf
+
+    def preprocess(self, bgr: np.ndarray, located: Located | None = None,
+                   background: np.ndarray | None = None) -> np.ndarray:
+        """The model input for a BGR image: the package's crop (``metadata.crop``), then resize to the input."""
+        m = self.metadata.input
+        return model_input(bgr, self.metadata.crop, m.height, m.width, m.resize, background=background,
+                           located=located)
+
+    def score(self, bgr: np.ndarray, located: Located | None = None) -> float:
+        """P(positive class) for a BGR uint8 image of any size (OpenCV order), cropped as the package says
+        (at ``located`` if given, else wherever the localiser finds the box, else the whole image)."""
+        if self._head is not None or self.anomaly is not None:
+            return self.score_features(bgr, located)[0]
+        return self.runner.run(self.preprocess(bgr, located))
+
+    def score_map(self, bgr: np.ndarray, located: Located | None = None) -> tuple[float, np.ndarray | None, np.ndarray]:
+        """(score, anomaly cell distances (H, W) or None, the model input RGB) for a BGR image, one invoke: the map
+        of an anomaly package (edge/judge/anomaly.py; None for other packages)."""
+        rgb = self.preprocess(bgr, located)
+        if self.anomaly is None:
+            return self.score_rgb(rgb), None, rgb
+        s, cells = self.anomaly.score_map(self.runner.run_patches(rgb)[1])
+        return s, cells, rgb
+
+    @property
+    def has_features(self) -> bool:
+        """The package exports the backbone's pooled features (``score_features`` returns them)."""
+        return self.metadata.features is not None
+
+    @property
+    def backbone_sha256(self) -> str | None:
+        """Equal for two packages whose features are identical (edge/judge/backbone.py); None without features."""
+        return self.metadata.backbone_sha256
+
+    def head_score(self, features: np.ndarray) -> float:
+        """This package's score for a feature vector of a package with the same ``backbone_sha256``: its head
+        if it is head-only; ValueError for a package whose score is the .tflite's own output."""
+        if self._head is None:
+            raise ValueError(f"{self.model_id} has no numpy head: its score is the .tflite output")
+        w, b = self._head
+        z = float(np.dot(np.asarray(features, np.float64), w) + b)
+        return 1.0 / (1.0 + float(np.exp(-min(max(z, -500.0), 500.0))))
+
+    def score_features(self, bgr: np.ndarray, located: Located | None = None) -> tuple[float, np.ndarray | None]:
+        """(score, pooled features float32 (D,) or None) for a BGR image, from ONE invoke; the score is what
+        :meth:`score` returns (the head's for a head-only package)."""
+        return self.score_features_rgb(self.preprocess(bgr, located))
+
+    def score_features_rgb(self, rgb: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """:meth:`score_features` for an RGB image already at the model input size."""
+        if self.anomaly is not None:
+            feat, patches = self.runner.run_patches(rgb)
+            return self.anomaly.score_map(patches)[0], feat
+        s, feat = self.runner.run_features(rgb)
+        if self._head is not None and feat is not None:
+            s = self.head_score(feat)
+        return s, feat
+
+    def score_rgb(self, rgb: np.ndarray) -> float:
+        """Score an RGB image already at the model input size (golden samples, convert's evaluation)."""
+        if self._head is not None or self.anomaly is not None:
+            return self.score_features_rgb(rgb)[0]
+        return self.runner.run(rgb)
+
+    def predict(self, bgr: np.ndarray, threshold: float | None = None) -> Prediction:
+        thr = effective_threshold(self.threshold, threshold)
+        t0 = time.perf_counter()
+        s = self.score(bgr)
+        latency = (time.perf_counter() - t0) * 1000.0
+        label, defect = verdict(s, thr, (self.metadata.negative_class, self.metadata.positive_class))
+        return Prediction(label=label, score=s, is_defect=defect, latency_ms=latency)
+
+    def self_test(self) -> list[str]:
+        """Run the golden samples; return one message per failure ([] = pass)."""
+        meta = self.metadata
+        if not meta.golden:
+            return ["model package has no golden samples"]
+        tol = meta.golden_tolerance
+        failures = []
+        images = []
+        for i, g in enumerate(meta.golden):
+            try:
+                images.append(decode_golden(g.png_b64))
+                got = self.score_rgb(images[-1])
+            except Exception as e:
+                failures.append(f"golden[{i}] {g.name}: could not run ({_one_line(e)})")
+                continue
+            if not np.isfinite(got) or abs(got - g.expected_score) > tol:
+                failures.append(
+                    f"golden[{i}] {g.name}: score {got:.4f}, expected {g.expected_score:.4f} +/- {tol:g}"
+                )
+        if not any("could not run" in f for f in failures):  # every sample ran: time them again
+            self.self_test_invoke_p50_s = self._time_invokes(images)
+        speed = ("" if self.self_test_invoke_p50_s is None else
+                 f" (invoke p50 {self.self_test_invoke_p50_s * 1000:.2f} ms, delegate {self.delegate})")
+        if failures:
+            log.warning("self-test of %s: %d/%d golden samples failed%s", self.model_id, len(failures),
+                        len(meta.golden), speed)
+        else:
+            log.info("self-test of %s: %d golden samples pass%s", self.model_id, len(meta.golden), speed)
+        return failures
+
+    def _time_invokes(self, images: list[np.ndarray], passes: int = SELF_TEST_TIMED_PASSES) -> float:
+        """Median seconds of one invoke over ``passes`` more runs of the golden images (the first run above
+        warmed the interpreter up)."""
+        times = []
+        for _ in range(passes):
+            for rgb in images:
+                tensor = self.runner.set_input(rgb)
+                t0 = time.perf_counter()
+                self.runner.invoke_only(tensor)  # any package kind (an anomaly model has no score output)
+                times.append(time.perf_counter() - t0)
+        return float(np.median(times))

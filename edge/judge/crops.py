@@ -1,0 +1,310 @@
+"""Say when the localiser cannot: crop statistics, a contact sheet of crops (worst first) and the fallback warning.
+
+Used by ``boxinspect localize`` (check a data set before training), ``train``, ``cv`` and ``evaluate`` (each
+writes ``crops.json`` and logs the same summary). A *fallback* is an image whose crop is the whole frame
+although the crop method is not ``none``: no box was found, the scene looked cluttered, or the box fills the
+frame (a box-centred photo; that one is fine and counted apart). Only OpenCV and numpy: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.judge.localize import CropSpec, Located, crop, load_background, locate_for_still
+
+log = logging.getLogger(__name__)
+
+FALLBACK_WARN = 0.20  # warn when more than this share of the images fall back to the whole frame
+_FILLS = "fills the frame"
+
+
+def reason_key(reason: str) -> str:
+    """A reason without its numbers, to count alike reasons together (and label a Prometheus metric)."""
+    r = reason.lower()
+    for key, words in (("fills_frame", (_FILLS,)), ("cluttered", ("cluttered",)),
+                       ("faint", ("stands out only",)), ("too_small", ("min_area",)),
+                       ("nothing", ("nothing stands out",)), ("method_none", ("crop method none",))):
+        if any(w in r for w in words):
+            return key
+    return "other"
+
+
+@dataclass
+class CropRecord:
+    """One image's crop: what ``boxinspect localize --json`` lists."""
+
+    path: str
+    found: bool  # a box was cropped (not the whole frame)
+    method: str  # background, texture, salient, or whole
+    box: list[int] | None  # x0, y0, x1, y1 in image pixels (x1/y1 exclusive), None for the whole frame
+    reason: str  # why the whole frame ("" when a box was cropped)
+    iou: float | None = None  # against known ground truth (synth parts.json), when there is one
+
+
+def outcome(loc: Located) -> tuple[str, str]:
+    """``(outcome, reason key)`` of one frame: box / whole_frame (fallback or fills the frame) / no_box."""
+    if not loc.found:
+        return "no_box", reason_key(loc.reason)
+    if loc.whole or loc.bbox is None:
+        return "whole_frame", reason_key(loc.reason)
+    return "box", loc.method
+
+
+def count_located(metrics: Any, loc: Located) -> None:
+    """The daemon's counter call: one frame's localiser outcome into ``boxinspect_localizer_frames``."""
+    metrics.localizer.labels(*outcome(loc)).inc()
+
+
+def localizer_counts(metrics: Any) -> dict[str, int]:
+    """``{"outcome/reason": frames}`` from the daemon's counter (for /status and the operator page)."""
+    out: dict[str, int] = {}
+    for fam in metrics.localizer.collect():
+        for smp in fam.samples:
+            if smp.name.endswith("_total"):
+                out[f"{smp.labels['outcome']}/{smp.labels['reason']}"] = int(smp.value)
+    return out
+
+
+def record(path: str, loc: Located) -> CropRecord:
+    found = not loc.whole and loc.bbox is not None
+    return CropRecord(path, found, loc.method, list(loc.bbox) if found and loc.bbox else None,
+                      "" if found else loc.reason)
+
+
+@dataclass
+class CropStats:
+    """How many images were cropped, how many fell back to the whole frame, and why."""
+
+    n: int = 0
+    cropped: int = 0
+    fills_frame: int = 0  # whole frame because the box fills it (box-centred photos: not a failure)
+    fallback: int = 0  # whole frame for any other reason
+    reasons: dict[str, int] = field(default_factory=dict)  # reason key -> count (fallbacks and fills_frame)
+    methods: dict[str, int] = field(default_factory=dict)
+    iou_ge_08: float | None = None  # share of images with ground truth whose crop has IoU >= 0.8
+
+    @property
+    def fallback_share(self) -> float:
+        return self.fallback / self.n if self.n else 0.0
+
+    def sentence(self) -> str:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items(), key=lambda kv: -kv[1]))
+        s = (f"box cropped in {self.cropped} of {self.n} images; whole frame: {self.fallback} fallback(s) "
+             f"({self.fallback_share:.0%}), {self.fills_frame} where the box fills the frame")
+        if why:
+            s += f" [reasons: {why}]"
+        if self.iou_ge_08 is not None:
+            s += f"; IoU >= 0.8 with the known boxes on {self.iou_ge_08:.0%}"
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fallback_share": round(self.fallback_share, 4), "sentence": self.sentence()}
+
+
+def summarise(records: list[CropRecord]) -> CropStats:
+    st = CropStats(n=len(records))
+    reasons: Counter[str] = Counter()
+    for r in records:
+        st.methods[r.method] = st.methods.get(r.method, 0) + 1
+        if r.found:
+            st.cropped += 1
+            continue
+        key = reason_key(r.reason)
+        reasons[key] += 1
+        if key in ("fills_frame", "method_none"):
+            st.fills_frame += 1
+        else:
+            st.fallback += 1
+    st.reasons = dict(reasons)
+    with_truth = [r.iou for r in records if r.iou is not None]
+    if with_truth:
+        st.iou_ge_08 = round(float(np.mean(np.array(with_truth) >= 0.8)), 4)
+    return st
+
+
+def fallback_warning(st: CropStats, spec: CropSpec) -> str | None:
+    """The warning a line engineer needs when more than 20% of the images fall back to the whole frame."""
+    if spec.method == "none" or not st.n or st.fallback_share <= FALLBACK_WARN:
+        return None
+    return (f"the localiser fell back to the whole frame on {st.fallback} of {st.n} images "
+            f"({st.fallback_share:.0%} > {FALLBACK_WARN:.0%}): the model will partly judge the belt. What to do: "
+            "give an empty-belt photo (--background FILE), or use a fixed camera so one can be taken; check the "
+            "ROI (roi.* in the config) so the frame shows the belt and little else; run `boxinspect localize DATA "
+            "--sheet crops.png` and look at the worst crops; for photos already centred on the box, train with --crop none")
+
+
+def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None,
+                 background: np.ndarray | None = None) -> tuple[list[CropRecord], list[np.ndarray]]:
+    """Locate the box in every readable file; the records (paths relative to ``root``) and small crops."""
+    if background is None and spec.background_file:
+        background = load_background(spec.background_file)
+    records: list[CropRecord] = []
+    thumbs: list[np.ndarray] = []
+    for p in paths:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        loc = locate_for_still(bgr, spec, background) if spec.method != "none" else Located(
+            True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
+        rel = Path(p).relative_to(root).as_posix() if root else str(p)
+        records.append(record(rel, loc))
+        thumbs.append(_thumb(bgr, loc, spec))
+    return records, thumbs
+
+
+def _thumb(bgr: np.ndarray, loc: Located, spec: CropSpec, side: int = 128) -> np.ndarray:
+    """The frame with the box drawn (small) beside the crop the model sees."""
+    frame = bgr.copy()
+    if not loc.whole and loc.bbox is not None:
+        x0, y0, x1, y1 = loc.bbox
+        cv2.rectangle(frame, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 255), max(2, bgr.shape[1] // 200))
+    f = cv2.resize(frame, (int(round(side * bgr.shape[1] / bgr.shape[0])), side), interpolation=cv2.INTER_AREA)
+    c = cv2.resize(crop(bgr, loc, spec), (side, side), interpolation=cv2.INTER_AREA)
+    return np.hstack([f, c])
+
+
+def add_truth(records: list[CropRecord], data_dir: Path) -> bool:
+    """Fill ``iou`` from a synth ``parts.json`` in ``data_dir`` (known boxes); False when there is none."""
+    from edge.judge.localize import iou
+
+    man = Path(data_dir) / "parts.json"
+    if not man.is_file():
+        return False
+    truth = {v["file"]: v["bbox"] for p in json.loads(man.read_text())["parts"] for v in p["views"].values()}
+    for r in records:
+        if r.path in truth:
+            r.iou = round(iou(r.box, truth[r.path]), 4) if r.box else 0.0
+    return True
+
+
+def worst_first(records: list[CropRecord]) -> list[int]:
+    """Indices, worst first: fallbacks, then the lowest IoU (when known), then the rest."""
+    def key(i: int) -> tuple[int, float]:
+        r = records[i]
+        return (0 if not r.found and reason_key(r.reason) != "fills_frame" else 1,
+                r.iou if r.iou is not None else 1.0)
+    return sorted(range(len(records)), key=key)
+
+
+def crop_sheet(records: list[CropRecord], thumbs: list[np.ndarray], path: Path, limit: int = 48,
+               cols: int = 4) -> Path:
+    """A contact sheet: per image the frame (box drawn) and its crop, worst first, labelled with the reason."""
+    order = worst_first(records)[:limit]
+    if not order:
+        raise ValueError("no readable images for the crop sheet")
+    tiles = []
+    h = max(thumbs[i].shape[0] for i in order)
+    w = max(thumbs[i].shape[1] for i in order)
+    for i in order:
+        t = cv2.copyMakeBorder(thumbs[i], 0, h - thumbs[i].shape[0] + 34, 0, w - thumbs[i].shape[1],
+                               cv2.BORDER_CONSTANT, value=(255, 255, 255))
+        r = records[i]
+        head = (f"{r.method}" + (f" IoU {r.iou:.2f}" if r.iou is not None else "")) if r.found else \
+            f"WHOLE: {reason_key(r.reason)}"
+        colour = (0, 140, 0) if r.found else (0, 0, 200)
+        cv2.putText(t, head, (4, h + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1, cv2.LINE_AA)
+        cv2.putText(t, Path(r.path).name[:48], (4, h + 28), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (60, 60, 60), 1,
+                    cv2.LINE_AA)
+        tiles.append(cv2.copyMakeBorder(t, 3, 3, 3, 3, cv2.BORDER_CONSTANT, value=(255, 255, 255)))
+    while len(tiles) % cols:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.hstack(tiles[i:i + cols]) for i in range(0, len(tiles), cols)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.vstack(rows)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
+def write_json(records: list[CropRecord], st: CropStats, spec: CropSpec, path: Path) -> Path:
+    doc = {"crop": spec.model_dump(mode="json"), "summary": st.to_dict(),
+           "images": [{k: v for k, v in asdict(r).items() if k != "iou" or v is not None} for r in records]}
+    Path(path).write_text(json.dumps(doc, indent=1))
+    return Path(path)
+
+
+def report_crops(paths: list[Path], spec: CropSpec, out_dir: Path, root: Path | None = None,
+                 sheet: bool = True) -> CropStats:
+    """What train / cv / evaluate call: locate every image, write ``out_dir/crops.json`` (and
+    ``crops.png``, worst first), log the summary and, above 20% fallbacks, the warning."""
+    records, thumbs = locate_files(paths, spec, root)
+    if root is not None:
+        add_truth(records, root)
+    st = summarise(records)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(records, st, spec, out_dir / "crops.json")
+    if sheet and records:
+        crop_sheet(records, thumbs, out_dir / "crops.png", limit=24)  # the report embeds it: the worst 24
+    log.info("crop %s: %s", spec.describe(), st.sentence())
+    warn = fallback_warning(st, spec)
+    if warn:
+        log.warning("%s", warn)
+    return st
+
+
+LOCALIZE_HELP = """\
+Check the box localiser on a folder of images before training: for every image, where the box is (or why the
+crop would be the whole frame). The same code crops for train, convert, predict and the daemon.
+
+--json lists per image: path, found, method, box [x0, y0, x1, y1] and reason (and iou when DATA holds a synth
+parts.json with the known boxes). --sheet draws a contact sheet, worst first: each frame with its box beside the
+crop the model would see. More than 20% whole-frame fallbacks gets a warning that says what to do.
+"""
+
+
+def _cmd_localize(args: Any) -> int:
+    from edge.judge.localize import CropSpec
+
+    data = Path(args.data)
+    if not data.is_dir():
+        log.error("localize: %s is not a folder", data)
+        return 2
+    if args.background is not None and not Path(args.background).is_file():
+        log.error("localize: --background %s: no such file", args.background)
+        return 2
+    exts = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+    paths = sorted(p for p in data.rglob("*") if p.suffix.lower() in exts and not p.name.startswith("."))
+    if not paths:
+        log.error("localize: no images under %s", data)
+        return 2
+    spec = CropSpec(method=args.crop, background_file=str(args.background) if args.background else None)
+    records, thumbs = locate_files(paths, spec, data)
+    add_truth(records, data)
+    st = summarise(records)
+    if args.json:
+        write_json(records, st, spec, Path(args.json))
+    if args.sheet and records:
+        crop_sheet(records, thumbs, Path(args.sheet), limit=args.limit)
+    warn = fallback_warning(st, spec)
+    if warn:
+        log.warning("%s", warn)
+    print(f"crop {spec.describe()}: {st.sentence()}")  # noqa: T201 - the CLI's summary
+    for p in (args.json, args.sheet):
+        if p:
+            print(f"wrote {p}")  # noqa: T201
+    return 0
+
+
+def register(sub: Any) -> None:
+    import argparse
+
+    from edge.judge.localize import CROP_METHODS
+
+    p = sub.add_parser("localize", help="check where the localiser finds the box in a folder of images",
+                       description=LOCALIZE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  boxinspect localize data/line --sheet crops.png --json crops.json")
+    p.add_argument("data", metavar="DATA", help="folder of images (searched recursively, e.g. DATA/<class>/*.jpg)")
+    p.add_argument("--crop", choices=CROP_METHODS, default="auto", help="crop method (default auto, as train)")
+    p.add_argument("--background", default=None, metavar="FILE", help="empty-belt reference image")
+    p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of crops, worst first")
+    p.add_argument("--json", default=None, metavar="FILE", help="write per-image results as JSON")
+    p.add_argument("--limit", type=int, default=48, metavar="N", help="images on the sheet (default 48)")
+    p.set_defaults(func=_cmd_localize)

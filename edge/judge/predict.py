@@ -1,0 +1,102 @@
+"""``boxinspect predict MODEL IMAGES...``: classify image files and folders (recursive) with a model package."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+
+from edge.judge.classifier import Classifier, ModelError
+from edge.state import effective_threshold
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+FIELDS = ["path", "label", "score", "is_defect", "latency_ms", "error"]
+
+
+def collect_images(inputs: list[str]) -> list[Path]:
+    """Files as given (any extension: a bad one gets a per-file error later); folders searched recursively."""
+    out: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS))
+        else:
+            out.append(p)
+    return out
+
+
+def _emit(text: str, stream: TextIO | None = None) -> None:
+    """CLI output (results, per-file errors); library code logs instead."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        clf = Classifier.load(args.model, num_threads=args.threads)
+    except ModelError as e:
+        _emit(f"error: {e}", sys.stderr)
+        return 2
+    background = getattr(args, "background", None)
+    if background:
+        if cv2.imread(str(background)) is None:
+            _emit(f"error: --background {background} is not a readable image", sys.stderr)
+            return 2
+        clf.metadata.crop = clf.metadata.crop.model_copy(update={"background_file": str(background)})
+    ref = clf.metadata.crop.background_file
+    if ref and clf.metadata.crop.method in ("background", "auto") and cv2.imread(ref) is None:
+        _emit(f"error: the model crops against the background image {ref}, which is not readable here; "
+              "pass --background FILE", sys.stderr)
+        return 2
+    threshold = effective_threshold(clf.threshold, args.threshold)
+    text_out = sys.stderr if args.json_out == "-" else sys.stdout
+    _emit(
+        f"# model {clf.model_id} ({clf.metadata.format}) runtime={clf.runtime_name} delegate={clf.delegate} "
+        f"threshold={threshold:.3f} crop={clf.metadata.crop.describe()}",
+        text_out,
+    )
+    files = collect_images(args.images)
+    if not files:
+        _emit("error: no images found in " + " ".join(args.images), sys.stderr)
+        return 1
+    rows: list[dict[str, Any]] = []
+    ok = 0
+    width = max(len(str(f)) for f in files)
+    for f in files:
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR) if f.is_file() else None
+        if img is None:
+            reason = "no such file" if not f.exists() else "not a readable image"
+            _emit(f"{str(f):{width}s}  ERROR {reason}", sys.stderr)
+            rows.append({"path": str(f), "label": None, "score": None, "is_defect": None,
+                         "latency_ms": None, "error": reason})
+            continue
+        pred = clf.predict(img, threshold=threshold)
+        ok += 1
+        _emit(f"{str(f):{width}s}  {pred.label:12s} {pred.score:.4f}  {pred.latency_ms:7.2f} ms", text_out)
+        rows.append({"path": str(f), "label": pred.label, "score": round(pred.score, 6),
+                     "is_defect": pred.is_defect, "latency_ms": round(pred.latency_ms, 3), "error": None})
+    n_defect = sum(1 for r in rows if r["is_defect"])
+    _emit(f"# {ok} classified, {n_defect} {clf.metadata.positive_class}, {len(rows) - ok} unreadable", text_out)
+
+    if args.json_out:
+        doc = {"model": clf.model_id, "threshold": threshold, "runtime": clf.runtime_name,
+               "delegate": clf.delegate, "results": rows}
+        text = json.dumps(doc, indent=1)
+        if args.json_out == "-":
+            _emit(text)
+        else:
+            Path(args.json_out).write_text(text + "\n", encoding="utf-8")
+    if args.csv_out:
+        with open(args.csv_out, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+    return 0 if ok else 1

@@ -1,0 +1,1 @@
+"""The learning loop on the device: feedback, collection, retrain, shadow, promote and roll back."""

@@ -1,0 +1,1 @@
+"""The daemon process's plumbing: logging, metrics, liveness, host checks, rate limits, timestamps, versions."""
