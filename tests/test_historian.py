@@ -32,7 +32,7 @@ from historian.migrate import migrations
 from historian.store import Store
 from tests import s3server
 from tests.helpers import Publisher, edge_config, free_port, wait_for
-from tests.postgres import Postgres
+from tests.postgres import Postgres, pg_bin
 from tests.test_mqtt_sink import make_event
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,27 +352,42 @@ def grafana_sql(sql: str) -> str:
 
 def test_the_plant_dashboards_queries_run_on_the_schema_and_query_finds_a_part(db: str) -> None:
     """Every panel, variable and annotation query of deploy/grafana/plant/plant.json runs on a migrated database
-    with rows in it (as check-deploy.sh only checks that the JSON loads); `historian query --part` finds a part."""
+    with rows in it, as compose's read-only `grafana` role (deploy/postgres/init-grafana.sh), where check-deploy.sh
+    only checks that the JSON loads; `historian query --part` finds a part."""
     from historian.records import parse
 
+    host, port = db.split("@")[1].split("/")[0].split(":")
+    init = subprocess.run(["sh", str(REPO / "deploy/postgres/init-grafana.sh")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{os.path.dirname(pg_bin('psql'))}:{os.environ['PATH']}",
+                               "PGHOST": host, "PGPORT": port, "POSTGRES_USER": "boxinspect",
+                               "POSTGRES_DB": db.rsplit("/", 1)[1], "GRAFANA_DB_PASSWORD": "x"})
+    assert init.returncode == 0, init.stderr  # compose's read-only role, made before the historian's schema
     store = Store(db)
     store.migrate()
     store.start_lot("L1", "4711", datetime(2020, 1, 1, tzinfo=timezone.utc))
     recs = [decision_rec(line, i) for line in ("L1", "L2") for i in range(6)]
     model = {"model_id": "tiny@1", "loaded_at": 1796507297.2, "threshold": 0.5}  # as the daemon sends it
     alarm = {"active": True, "rules": ["rate"], "changed_at": "2026-12-01T10:00:00Z", "reason": "r"}
+    answer = {"kind": "false_reject", "decision_id": recs[0].event_id, "label": "intact", "who": "anna", "seq": 99,
+              "answered_at": datetime.now(timezone.utc).isoformat(), "model_id": "tiny-0123abcd"}  # as the daemon sends it
     recs += [parse("boxinspect/L1/cam1/model", json.dumps(model).encode()),
-             parse("boxinspect/L1/cam1/alarm", json.dumps(alarm).encode())]
+             parse("boxinspect/L1/cam1/alarm", json.dumps(alarm).encode()),
+             parse("boxinspect/L1/cam1/feedback", json.dumps(answer).encode())]
     assert store.write(recs).inserted == 12
     dash = json.loads((REPO / "deploy/grafana/plant/plant.json").read_text())
     sqls = [t["rawSql"] for p in dash["panels"] for t in p["targets"]]
     sqls += [v["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
     sqls += [a["target"]["rawSql"] for a in dash["annotations"]["list"]]
     with psycopg.connect(db) as c:
+        c.execute("SET ROLE grafana")  # as Grafana reads: SELECT only, granted by default privileges
         for sql in sqls:
             c.execute(grafana_sql(sql)).fetchall()  # raises on a column or table the schema does not have
         lot = c.execute(grafana_sql(dash["panels"][7]["targets"][0]["rawSql"])).fetchall()
+        answers = c.execute(grafana_sql(dash["panels"][10]["targets"][0]["rawSql"])).fetchall()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), c.transaction():
+            c.execute("DELETE FROM decisions")  # the role reads, nothing more
     assert len(lot) == 2  # L1's defects (i = 0, 3) got lot 4711 from lot_runs; L2 has no lot
+    assert [tuple(map(str, a)) for a in answers] == [("L1", "tiny-0123abcd", "1", "0", "1", "0", "0", "0.0")]
     out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "historian", "query", "--part", "A-1", "--db", db],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
