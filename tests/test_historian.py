@@ -397,6 +397,21 @@ def test_the_plant_dashboards_queries_run_on_the_schema_and_query_finds_a_part(d
     assert none.returncode == 1 and "no decision about part 'nope'" in none.stderr
 
 
+def test_the_plant_dashboard_has_the_views_the_issue_asks_for() -> None:
+    """As tests/test_deploy.py checks the line dashboard: the panels a quality engineer needs, unique ids, and every
+    query on the provisioned datasource (deploy/grafana/plant/datasource.yml)."""
+    dash = json.loads((REPO / "deploy/grafana/plant/plant.json").read_text())
+    uid = yaml.safe_load((REPO / "deploy/grafana/plant/datasource.yml").read_text())["datasources"][0]["uid"]
+    titles = " | ".join(p["title"] for p in dash["panels"]).lower()
+    for want in ("yield per line and shift", "defect pareto by model version", "part lookup", "lot", "model changes",
+                 "operator answers", "spc alarms"):
+        assert want in titles, want
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    assert {t["datasource"]["uid"] for p in dash["panels"] for t in p["targets"]} == {uid}
+    assert {p["datasource"]["uid"] for p in dash["panels"]} == {uid}
+
+
 def decision_rec(line: str, i: int) -> Any:
     from historian.records import decision
 
