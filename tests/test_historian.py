@@ -31,7 +31,15 @@ from historian.consumer import Historian
 from historian.migrate import migrations
 from historian.store import Store
 from tests import s3server
-from tests.helpers import Publisher, edge_config, free_port, wait_for
+from tests.helpers import (
+    START_TIMEOUT,
+    DaemonProc,
+    Publisher,
+    edge_config,
+    free_port,
+    tiny_daemon_cfg,
+    wait_for,
+)
 from tests.postgres import Postgres, pg_bin
 from tests.test_mqtt_sink import make_event
 
@@ -290,6 +298,43 @@ def test_operator_feedback_reaches_the_historian_joined_to_its_decision(tmp_path
         if h is not None:
             h.stop()
         line.close()
+
+
+def test_a_real_daemon_sends_its_decision_and_the_operators_answer_to_the_historian(tmp_path: Path, mosquitto: Any,
+                                                                                    db: str, tiny_model: Path) -> None:
+    """The daemon as a process with the shipped wiring (mqtt.publish_feedback, outbox_all_decisions, triggered
+    mode): a trigger makes a decision, an operator answers it on the page's endpoint, and the historian holds both,
+    joined in decision_feedback."""
+    import urllib.request
+
+    cfg = tiny_daemon_cfg(tmp_path, tiny_model, api={"port": free_port(), "token": TOKEN},
+                          mqtt={"enabled": True, "host": mosquitto.host, "port": mosquitto.port,
+                                "outbox_path": "outbox.sqlite3", "publish_feedback": True, "outbox_all_decisions": True},
+                          decision={"mode": "triggered"}, operator={"feedback_dir": str(tmp_path / "feedback")})
+    d = DaemonProc(tmp_path, cfg).start()
+    h = None
+    try:
+        d.wait_api(START_TIMEOUT)
+        h = running(hist_cfg(mosquitto, db, [{"line": cfg["line"], "camera": cfg["camera"], "url": d.base,
+                                              "token": TOKEN}], gap_check_s=3600))
+        wait_for(lambda: "listening for triggers" in d.log(), 30, "the trigger subscription", d=d)
+        with Publisher(mosquitto.host, mosquitto.port) as pub:
+            pub.send(json.dumps({"part_id": "A-77"}).encode(), topic=f"boxinspect/{cfg['line']}/{cfg['camera']}/trigger")
+        row = wait_for(lambda: rows(db, "SELECT event_id::text, label FROM decisions"), 60, "the decision's row", d=d)
+        (eid, label), = row
+        body = json.dumps({"target": "decision", "id": eid, "kind": "correct", "who": "dora"}).encode()
+        req = urllib.request.Request(f"{d.base}/ui/feedback", body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+        assert urllib.request.urlopen(req, timeout=30).status == 200
+        got = wait_for(lambda: rows(db, "SELECT v.event_id::text, v.kind, v.operator_label, v.model_label, v.who, "
+                                        "v.part_id, f.seq FROM decision_feedback v JOIN operator_feedback f "
+                                        "USING (event_id, answered_at)"),
+                       30, "the answer's row", d=d)
+        assert got == [(eid, "correct", label, label, "dora", "A-77", 2)]  # seq 1 the decision, 2 the answer
+    finally:
+        if h is not None:
+            h.stop()
+        d.stop()
 
 
 @pytest.mark.skipif(not s3server.available(), reason="moto[server] and boto3 (the dev extra) are not installed")
