@@ -134,7 +134,9 @@ def hist_cfg(mosq: Any, url: str, daemons: list[dict[str, Any]] = (), **over: An
 def running(cfg: dict[str, Any]) -> Historian:
     h = Historian(load_config(None, environ={}, overrides=cfg))
     h.start()
-    assert h.connected.wait(10) and h.schema_ready.wait(30)
+    if not (h.connected.wait(30) and h.schema_ready.wait(30)):
+        h.stop()  # not left running into the next test
+        raise AssertionError(f"historian not up: MQTT connected {h.connected.is_set()}, schema {h.schema_ready.is_set()}")
     return h
 
 
