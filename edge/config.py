@@ -207,6 +207,7 @@ class MqttConfig(_Section):
     outbox_overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
     outbox_retention_s: float = Field(default=3600.0, ge=0)  # acknowledged events kept this long for replay; 0 = delete on PUBACK
     outbox_all_decisions: bool = False  # OK decisions through the outbox too, on <base>/ok (QoS 1, replayable)
+    publish_feedback: bool = False  # operator answers about decisions through the outbox, on <base>/feedback
     outbox_memory_max_events: int = Field(default=1000, ge=1)  # disk full: at most this many events wait in memory
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)

@@ -60,6 +60,7 @@ from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, T
 from edge.judge.localize import Located, locate
 from edge.judge.model_package import PackageError, resolve_model_name
 from edge.judge.records import FrameRecord
+from edge.learn.feedback_mqtt import publish_answers
 from edge.learn.lifecycle import ModelControl, active_model_path
 from edge.learn.shadow import Shadow
 from edge.runtime import ratelimit
@@ -374,6 +375,7 @@ class Daemon:
             self.sink.subscribe(topic, TriggerListener(topic, self.trigger, self.metrics), what="triggers")
         if cfg.api.enabled and cfg.operator.enabled:
             self.operator = OperatorState(cfg, self.metrics)
+            publish_answers(cfg, self.operator.feedback, self.sink if isinstance(self.sink, MqttSink) else None)
         self.state = ApiState(
             config=cfg,
             metrics=self.metrics,
