@@ -322,6 +322,8 @@ class RejectConfig(_Section):
     mqtt: bool = False  # publish a command on <base>/reject (QoS 1, not retained) for every reject/hold
     topic: str | None = None  # default <base_topic>/<line>/<camera>/reject
     gpio: GpioConfig = GpioConfig()
+    # issue 24: commands on an MQTT connection of their own (edge/deliver/commands.py); false = on the event connection
+    mqtt_own_connection: bool = True
 
 
 class OpcuaConfig(_Section):

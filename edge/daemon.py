@@ -588,6 +588,7 @@ class Daemon:
         if not self.plant.before_publish(decision, job.exit_at):
             return  # its part already got a timeout decision: one decision per part
         event = decision.to_event(cfg.line, cfg.camera)
+        self.plant.command(event)  # issue 24: the reject command first, on its own connection (edge/deliver/commands.py)
         if trace is not None:
             trace.decision(event["event_id"], frame=job.frame, last_frame=decision.last_frame,
                            captured_at=job.captured_at, read_at=job.read_at, handed_at=job.handed_at, publish_started=started,

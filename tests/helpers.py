@@ -658,3 +658,10 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
                      reload=d.reload, model_control=d.model_control)
     app = create_app(state)
     return app, TestClient(app, raise_server_exceptions=False)
+
+
+def epoch_s(v: Any) -> float:
+    """An event's time field (ISO 8601 or unix seconds) as unix seconds."""
+    from datetime import datetime
+
+    return float(v) if isinstance(v, (int, float)) else datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
