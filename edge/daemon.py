@@ -59,6 +59,7 @@ from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, T
 from edge.judge.localize import Located, locate
 from edge.judge.model_package import PackageError, resolve_model_name
 from edge.judge.records import FrameRecord
+from edge.judge.signing import check_signature
 from edge.learn.lifecycle import ModelControl, active_model_path
 from edge.learn.shadow import Shadow
 from edge.runtime import ratelimit
@@ -167,7 +168,9 @@ def main(args: argparse.Namespace) -> int:
 def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     """Load the .tflite at ``path`` and self-test it (if ``model.self_test``). ModelError if it cannot load."""
     m = cfg.model
-    clf = Classifier.load(path, num_threads=m.num_threads, runtime=m.runtime, verify_hash=m.verify_hash)
+    clf = Classifier.load(path, num_threads=m.num_threads, runtime=m.runtime, verify_hash=m.verify_hash or bool(m.trusted_keys))
+    if m.trusted_keys:  # issue 24: only signed packages (edge/judge/signing.py)
+        check_signature(path, clf.metadata.package_sha256, m.trusted_keys)
     failures: list[str] = []
     if m.self_test:
         try:
