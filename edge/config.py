@@ -304,6 +304,8 @@ class MetricsConfig(_Section):
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+    # issue 24: OpenCV's own log level; at error or quieter its FFmpeg prints only fatal lines (edge/runtime/nativelog.py)
+    opencv: Literal["silent", "fatal", "error", "warning", "info", "debug"] = "error"
 
 
 class GpioConfig(_Section):

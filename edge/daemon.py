@@ -67,6 +67,7 @@ from edge.runtime.hostcheck import export_disk, proc_warning
 from edge.runtime.liveness import HangExit, Heartbeat, export_liveness, sd_notify
 from edge.runtime.logs import capture_native_stderr, early_format, fatal, setup_logging
 from edge.runtime.metrics import Metrics
+from edge.runtime.nativelog import quiet_native_libraries
 from edge.runtime.ratelimit import RateLimit
 from edge.runtime.testhooks import frozen_loop, slow_model_delay
 from edge.runtime.trace import PipelineTrace
@@ -131,6 +132,7 @@ def main(args: argparse.Namespace) -> int:
     # without the GIL anyway (docs/BENCHMARKS.md, "bench pipeline").
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     ratelimit.install()  # every line a network client can cause is rate-limited
+    log.info("native logs: %s", quiet_native_libraries(cfg.logging.opencv))  # issue 24: a corrupt stream cannot flood
     soft, hard = raise_fd_limit()  # idle API sockets must not leave the camera without descriptors
     log.debug("open-file limit %d (hard %d)", soft, hard)
     early_stop = threading.Event()  # a SIGTERM while the model loads still ends in a clean exit

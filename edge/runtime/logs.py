@@ -117,10 +117,13 @@ def capture_native_stderr() -> None:
 
 
 def _pump(read_fd: int) -> None:
+    from edge.runtime.nativelog import NativeLineLimit
+
     native = logging.getLogger(NATIVE_LOGGER)
+    limit = NativeLineLimit()  # issue 24: a corrupt stream's decoder must not flood the journal
     with open(read_fd, encoding="utf-8", errors="replace") as pipe:
-        for line in pipe:
-            line = line.rstrip()
+        for raw in pipe:
+            line = limit(raw.rstrip()) if raw.strip() else None
             if line:
                 level = (logging.ERROR if line.startswith(("ERROR", "Error", "FATAL", "Traceback", "E0", "E1", "F0", "F1"))
                          else logging.WARNING if line.startswith(("WARNING", "W0", "W1")) else logging.INFO)
