@@ -7,13 +7,10 @@ accepts it); at start-up (exit 3), on ``/reload`` and as a candidate. A signed p
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from boxinspect.cli import main
 from tests.helpers import AUTH, TEST_TOKEN, DaemonProc, edit_sidecar, package_copies, tiny_daemon_cfg
@@ -54,13 +51,6 @@ def test_sign_verify_and_a_resealed_package(tmp_path, model_copy, capsys):
     assert "not a PEM public key" in capsys.readouterr().err
 
 
-def _start(cfg: dict, tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, "-m", "boxinspect.cli", "run", "--config", str(p)],
-                          capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.slow
 def test_daemon_with_trusted_keys_refuses_unsigned_foreign_and_resealed_packages(tmp_path, tiny_model):
     key, pub, other = _keys(tmp_path)
@@ -74,10 +64,10 @@ def test_daemon_with_trusted_keys_refuses_unsigned_foreign_and_resealed_packages
     cfg["api"]["token"] = TEST_TOKEN
 
     for pkg, words in ((unsigned, "unsigned model package"), (resealed, "bad signature")):
-        res = _start({**cfg, "model": {**cfg["model"], "path": str(pkg)}}, tmp_path, pkg.stem)
-        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("model:")]
-        assert res.returncode == 3 and len(lines) == 1 and words in lines[0], res.stderr
-        assert "Traceback" not in res.stderr
+        once = DaemonProc(tmp_path, {**cfg, "model": {**cfg["model"], "path": str(pkg)}}, name=pkg.stem)
+        assert once.run(timeout=120) == 3, once.log()
+        lines = [ln for ln in once.log().splitlines() if ln.startswith("model:")]
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in once.log(), once.log()
 
     d = DaemonProc(tmp_path, cfg).start()
     try:
