@@ -9,6 +9,7 @@ loops it at full speed, so before issue 24 the lines never stopped.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import subprocess
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from edge.runtime import nativelog
-from edge.runtime.nativelog import NativeLineLimit
+from edge.runtime.nativelog import as_template, limit_native_logger
 from tests.helpers import DaemonProc, tiny_daemon_cfg, wait_for
 
 FFMPEG_LINE = re.compile(r"^\[[\w,]+ @ 0x[0-9a-f]+\]", re.M)
@@ -100,13 +101,29 @@ def test_native_stderr_lines_pass_the_rate_rule_in_json_mode(tmp_path):
     assert "another native line" in native, native[:5]
 
 
-def test_the_native_line_limit_reports_what_it_held_back(monkeypatch):
+def test_native_lines_of_one_kind_are_one_template_and_the_limit_counts_them(monkeypatch):
+    assert as_template("[h264 @ 0x55d1] error while decoding MB 12 7 (100%)") == (
+        "[h264 @ %s] error while decoding MB %s %s (%s%%)", ("0x55d1", "12", "7", "100"))
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    limit = NativeLineLimit(interval=10.0)
-    out = [limit(f"[h264 @ 0x{i:x}] error while decoding MB {i} 7") for i in range(500)]
-    assert [x for x in out if x] == ["[h264 @ 0x0] error while decoding MB 0 7"]
-    assert limit("GStreamer-CRITICAL: something else") is not None  # another kind is never hidden
-    now[0] += 10.0
-    assert limit("[h264 @ 0x9] error while decoding MB 3 7").endswith("(499 similar line(s) suppressed in the last 10 s)")
+    native = limit_native_logger(logging.getLogger(f"native-test-{id(now)}"), interval=10.0)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    native.addHandler(handler)
+    try:
+        for i in range(500):
+            native.warning(*_split(f"[h264 @ 0x{i:x}] error while decoding MB {i} 7"))
+        native.warning(*_split("GStreamer-CRITICAL: something else"))  # another kind is never hidden
+        now[0] += 10.0
+        native.warning(*_split("[h264 @ 0x9] error while decoding MB 3 7"))
+    finally:
+        native.removeHandler(handler)
+    assert seen == ["[h264 @ 0x0] error while decoding MB 0 7", "GStreamer-CRITICAL: something else",
+                    "[h264 @ 0x9] error while decoding MB 3 7 (499 similar line(s) suppressed in the last 10 s)"]
     assert nativelog.AV_LOG_FATAL == 8
+
+
+def _split(line: str) -> tuple[str, ...]:
+    template, args = as_template(line)
+    return (template, *args)

@@ -13,9 +13,9 @@ looping source repeats them for ever. Three levers, set once at start-up by :fun
   per macroblock. ``warning`` and more verbose leave FFmpeg at OpenCV's default. A value already in the environment
   wins.
 - What is still printed on stderr: with ``logging.format: json`` fd 2 is read line by line (edge/runtime/logs.py
-  ``capture_native_stderr``) and each line passes :class:`NativeLineLimit` first: the same rule as every other
-  repeated line (the first of a kind, then one per interval with "N similar line(s) suppressed"), where a kind is
-  the line with its numbers and addresses blanked. In text mode fd 2 stays the process's own (a crash message
+  ``capture_native_stderr``) and each line is logged through ``RateLimitFilter``, the rule of every other repeated
+  line (the first of a kind, then one per interval with "N similar line(s) suppressed"), where a kind is the line
+  with its numbers and addresses blanked (:func:`as_template`). In text mode fd 2 stays the process's own (a crash message
   printed just before an abort must still reach the journal), so there only the two levels above apply.
 """
 
@@ -26,13 +26,13 @@ import os
 import re
 from typing import Literal
 
-from edge.runtime.ratelimit import DEFAULT_INTERVAL_S, MAX_KINDS, RateLimit
+from edge.runtime.ratelimit import DEFAULT_INTERVAL_S, RateLimitFilter
 
 log = logging.getLogger(__name__)
 
 OpencvLevel = Literal["silent", "fatal", "error", "warning", "info", "debug"]
 AV_LOG_FATAL = 8
-_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+_NUMBERS = re.compile(r"\b0x[0-9a-fA-F]+\b|\b\d+\b")
 
 
 def quiet_native_libraries(level: OpencvLevel = "error") -> str:
@@ -53,21 +53,16 @@ def quiet_native_libraries(level: OpencvLevel = "error") -> str:
     return summary
 
 
-class NativeLineLimit:
-    """The rate rule of ``RateLimit`` for raw lines: -> the line to log (maybe with a suppressed count) or None."""
+def as_template(line: str) -> tuple[str, tuple[str, ...]]:
+    """A native line as a logging template and its arguments: numbers and addresses become ``%s`` (so the rate
+    rule of ``RateLimitFilter``, keyed on the template, sees one kind where only they differ)."""
+    parts = _NUMBERS.split(line.replace("%", "%%"))
+    return "%s".join(parts), tuple(_NUMBERS.findall(line))
 
-    def __init__(self, interval: float = DEFAULT_INTERVAL_S) -> None:
-        self.interval = interval
-        self._kinds: dict[str, RateLimit] = {}
 
-    def __call__(self, line: str) -> str | None:
-        kind = _NUMBERS.sub("#", line)
-        limit = self._kinds.get(kind)
-        if limit is None:
-            if len(self._kinds) >= MAX_KINDS:
-                self._kinds.clear()
-            limit = self._kinds[kind] = RateLimit(self.interval)
-        emit, n = limit.check()
-        if not emit:
-            return None
-        return f"{line} ({n} similar line(s) suppressed in the last {self.interval:g} s)" if n else line
+def limit_native_logger(native: logging.Logger, interval: float = DEFAULT_INTERVAL_S) -> logging.Logger:
+    """``native`` (the logger of the lines read from fd 2) with the rate rule of every other repeated line
+    (idempotent)."""
+    if not any(isinstance(f, RateLimitFilter) for f in native.filters):
+        native.addFilter(RateLimitFilter(interval))
+    return native
