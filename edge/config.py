@@ -137,6 +137,8 @@ class ModelConfig(_Section):
     runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = "auto"
     verify_hash: bool = True  # refuse a model whose sha256 does not match its metadata
     self_test: bool = True  # run the golden samples at start-up and on reload
+    # issue 24: Ed25519 public keys (PEM); set = only packages signed by one of them load (edge/judge/signing.py)
+    trusted_keys: list[Path] = []
 
 
 class PresenceConfig(_Section):
@@ -303,6 +305,8 @@ class MetricsConfig(_Section):
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+    # issue 24: OpenCV's own log level; at error or quieter its FFmpeg prints only fatal lines (edge/runtime/nativelog.py)
+    opencv: Literal["silent", "fatal", "error", "warning", "info", "debug"] = "error"
 
 
 class GpioConfig(_Section):
@@ -323,6 +327,8 @@ class RejectConfig(_Section):
     mqtt: bool = False  # publish a command on <base>/reject (QoS 1, not retained) for every reject/hold
     topic: str | None = None  # default <base_topic>/<line>/<camera>/reject
     gpio: GpioConfig = GpioConfig()
+    # issue 24: commands on an MQTT connection of their own (edge/deliver/commands.py); false = on the event connection
+    mqtt_own_connection: bool = True
 
 
 class OpcuaConfig(_Section):
@@ -580,6 +586,7 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
         if val is not None and not val.is_absolute():
             setattr(obj, key, base / val)
     cfg.shadow.retrain_data = [p if p.is_absolute() else config_dir / p for p in cfg.shadow.retrain_data]
+    cfg.model.trusted_keys = [p if p.is_absolute() else config_dir / p for p in cfg.model.trusted_keys]
     for src in (cfg.source, *(v.source for v in cfg.sources)):  # a video file or image folder is an input too
         src.uri = resolve_uri(src.uri, config_dir, src.kind)
 
@@ -614,6 +621,7 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         errors.append(f"model.path: {model} does not exist")
     elif not Path(f"{model}.json").is_file():
         errors.append(f"model.path: the metadata sidecar {model}.json is missing (copy it with the model)")
+    errors += [f"model.trusted_keys: {k} does not exist" for k in cfg.model.trusted_keys if not k.is_file()]
     kind = cfg.source.kind if cfg.source.kind != "auto" else guess_kind(cfg.source.uri)
     if kind == "file" and not Path(cfg.source.uri).is_file():
         errors.append(f"source.uri: video file {cfg.source.uri} does not exist")

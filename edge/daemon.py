@@ -60,6 +60,7 @@ from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, T
 from edge.judge.localize import Located, locate
 from edge.judge.model_package import PackageError, resolve_model_name
 from edge.judge.records import FrameRecord
+from edge.judge.signing import check_signature
 from edge.learn.feedback_mqtt import publish_answers
 from edge.learn.lifecycle import ModelControl, active_model_path
 from edge.learn.shadow import Shadow
@@ -68,6 +69,7 @@ from edge.runtime.hostcheck import export_disk, proc_warning
 from edge.runtime.liveness import HangExit, Heartbeat, export_liveness, sd_notify
 from edge.runtime.logs import capture_native_stderr, early_format, fatal, setup_logging
 from edge.runtime.metrics import Metrics
+from edge.runtime.nativelog import quiet_native_libraries
 from edge.runtime.ratelimit import RateLimit
 from edge.runtime.testhooks import frozen_loop, slow_model_delay
 from edge.runtime.trace import PipelineTrace
@@ -132,6 +134,7 @@ def main(args: argparse.Namespace) -> int:
     # without the GIL anyway (docs/BENCHMARKS.md, "bench pipeline").
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     ratelimit.install()  # every line a network client can cause is rate-limited
+    log.info("native logs: %s", quiet_native_libraries(cfg.logging.opencv))  # issue 24: a corrupt stream cannot flood
     soft, hard = raise_fd_limit()  # idle API sockets must not leave the camera without descriptors
     log.debug("open-file limit %d (hard %d)", soft, hard)
     early_stop = threading.Event()  # a SIGTERM while the model loads still ends in a clean exit
@@ -169,7 +172,9 @@ def main(args: argparse.Namespace) -> int:
 def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     """Load the .tflite at ``path`` and self-test it (if ``model.self_test``). ModelError if it cannot load."""
     m = cfg.model
-    clf = Classifier.load(path, num_threads=m.num_threads, runtime=m.runtime, verify_hash=m.verify_hash)
+    clf = Classifier.load(path, num_threads=m.num_threads, runtime=m.runtime, verify_hash=m.verify_hash or bool(m.trusted_keys))
+    if m.trusted_keys:  # issue 24: only signed packages (edge/judge/signing.py)
+        check_signature(path, clf.metadata.package_sha256, m.trusted_keys)
     failures: list[str] = []
     if m.self_test:
         try:
@@ -636,6 +641,7 @@ class Daemon:
         if not self.plant.before_publish(decision, job.exit_at):
             return  # its part already got a timeout decision: one decision per part
         event = decision.to_event(cfg.line, cfg.camera)
+        self.plant.command(event)  # issue 24: the reject command first, on its own connection (edge/deliver/commands.py)
         if trace is not None:
             trace.decision(event["event_id"], frame=job.frame, last_frame=decision.last_frame,
                            captured_at=job.captured_at, read_at=job.read_at, handed_at=job.handed_at, publish_started=started,

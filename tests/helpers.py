@@ -426,14 +426,27 @@ def failing_golden(doc: dict[str, Any]) -> None:
         g["expected_score"] = 5.0
 
 
-def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True) -> dict[str, Any]:
+def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True,
+                 verdicts: bool = True) -> dict[str, Any]:
     """Apply ``change`` to the sidecar of ``model``. ``reseal`` recomputes package_sha256, as convert would
-    (a legitimately re-made package); without it the edit is a tampering the loader must refuse."""
-    from edge.judge.model_package import package_digest, sidecar_path
+    (a legitimately re-made package); without it the edit is a tampering the loader must refuse. ``verdicts``
+    (with ``reseal``): record the golden samples' verdicts again, as convert would; False is a sidecar resealed by
+    hand with its old verdicts (issue 24: refused when the threshold or labels no longer give them)."""
+    from edge.judge.model_package import ModelMetadata, package_digest, record_golden_verdicts, sidecar_path
 
     side = sidecar_path(model)
     doc = json.loads(side.read_text())
     change(doc)
+    if reseal and verdicts and any("expected_label" in g for g in doc.get("golden", [])):
+        from pydantic import ValidationError
+
+        try:
+            meta = ModelMetadata.model_validate(doc)
+        except ValidationError:
+            pass  # an invalid package (the test's point): the loader refuses it for that
+        else:
+            record_golden_verdicts(meta)
+            doc["golden"] = [g.model_dump(mode="json") for g in meta.golden]
     if reseal:
         doc["package_sha256"] = package_digest(doc)
     side.write_text(json.dumps(doc, indent=1))
@@ -658,3 +671,10 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
                      reload=d.reload, model_control=d.model_control)
     app = create_app(state)
     return app, TestClient(app, raise_server_exceptions=False)
+
+
+def epoch_s(v: Any) -> float:
+    """An event's time field (ISO 8601 or unix seconds) as unix seconds."""
+    from datetime import datetime
+
+    return float(v) if isinstance(v, (int, float)) else datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
