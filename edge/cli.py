@@ -299,3 +299,7 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
     p.add_argument("model", help="the .tflite file (its metadata sidecar <model>.json beside it)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     p.set_defaults(func=_selftest)
+
+    from edge.api import users  # issue 26: `boxinspect users add NAME --role R`
+
+    users.register(sub)

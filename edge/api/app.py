@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge import __version__
-from edge.api import control, events, health, inference, status
+from edge.api import control, events, health, history, inference, status
 from edge.api.access import HOW_TO_ENABLE, Access, AccessGuard
 from edge.api.bodies import install_validation_handler
 from edge.api.middleware import BodyLimit, CatchAll, rate_limited
@@ -65,13 +65,18 @@ def create_app(state: ApiState) -> FastAPI:
         from edge.api.models import router as models_router
 
         app.include_router(models_router(state, state.model_control, access))
+    if state.station is not None and state.audit is not None:  # issue 26: history, counters, lot reset, audit log
+        app.include_router(history.router(state, state.station, state.audit, access))
     return app
 
 
 def _access(cfg: Config) -> Access:
     """Who may do what (edge/api/access.py): checked by AccessGuard from the request head, before any body is read."""
+    from edge.api.users import UsersFile  # issue 26: named users
+
+    users = UsersFile(cfg.api.users_file) if cfg.api.users_file is not None else None
     access = Access(cfg.api.token.get_secret_value() if cfg.api.token is not None else None, cfg.api.viewing,
-                    cfg.api.reload_without_token)
+                    cfg.api.reload_without_token, users)
     if not access.configured:
         log.warning("API: no credential configured: serving health, metrics and read-only views only; %s", HOW_TO_ENABLE)
     return access

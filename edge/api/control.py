@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from edge.api.access import Access
+from edge.api.changes import expect_live, live_id
 from edge.api.state import ApiState
 from edge.runtime.principal import Role
 from edge.state import ReloadResult
@@ -18,6 +19,8 @@ class ReloadRequest(BaseModel):
         max_length=255,
         description="the name of a .tflite inside model.dir to load instead of model.path (no absolute path, no '..')",
     )
+    confirm: str | None = Field(default=None, max_length=200, description=(
+        "issue 26: the id of the live model the caller expects to replace; refused with 409 when another is live"))
 
 
 class TriggerRequest(BaseModel):
@@ -31,7 +34,6 @@ class TriggerResponse(BaseModel):
 
 def router(state: ApiState, access: Access) -> APIRouter:
     cfg = state.config
-    token = cfg.api.token
     auth = [access.require(Role.OPERATE)]
     engineer = [access.require(Role.ENGINEER)]  # changes the model
     r = APIRouter(tags=["control"])
@@ -46,12 +48,15 @@ def router(state: ApiState, access: Access) -> APIRouter:
     def reload(body: ReloadRequest | None = None) -> JSONResponse:
         if state.reload is None:
             raise HTTPException(503, "reload is not available")
-        if token is None and not cfg.api.reload_without_token:
+        if not access.configured and not cfg.api.reload_without_token:
             raise HTTPException(
                 403, "reload over HTTP needs api.token (or api.reload_without_token: true); SIGHUP still reloads"
             )
+        before = expect_live(state, body.confirm if body is not None else None, "reload")
         result = state.reload(body.path if body is not None else None)
         payload = result.model_dump()
+        state.audited("reload", f"reload {'of ' + body.path if body and body.path else 'of the active package'}: "
+                      + ("swapped in" if result.ok else f"refused ({result.reason})"), before, live_id(state))
         return JSONResponse(payload, status_code=200 if result.ok else 422)
 
     @r.post(

@@ -76,6 +76,7 @@ def router(state: ApiState, op: OperatorState, access: Access) -> APIRouter:
             raise HTTPException(507, f"feedback not stored: {e.strerror or e}") from None
         op.set_answered(body.id, cls)
         op.invalidate()
+        state.audited("feedback", f"{body.target} {body.id}: {body.kind}", rec.get("label"), cls)  # issue 26
         return saved
 
     @r.get("/ui/queue", summary="Collection mode's unlabelled crops, oldest first")

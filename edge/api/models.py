@@ -8,18 +8,19 @@ The work is edge/learn/lifecycle.py's ``ModelControl``; this module only maps it
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from edge.api.access import Access
+from edge.api.changes import expect_live, live_id
 from edge.api.state import ApiState, ModelLifecycle
 from edge.learn.feedback import FeedbackError
 from edge.learn.lifecycle import ControlError, without_paths
 from edge.learn.poison import PromoteNeedsConfirmation, candidate_review, check_promote
-from edge.runtime.principal import Role
+from edge.runtime.principal import Role, actor
 
 
 class CandidateRequest(BaseModel):
@@ -36,7 +37,9 @@ class RetrainRequest(BaseModel):
 
 class ActionRequest(BaseModel):
     who: str | None = Field(default=None, max_length=80, description="operator name or badge (logged)")
-    confirm: bool = Field(default=False, description="promote despite the review's warning (edge/learn/poison.py)")
+    confirm: bool | Annotated[str, StringConstraints(max_length=200)] = Field(default=False, description=(
+        "true: promote despite the review's warning (edge/learn/poison.py); or the id of the live model the caller "
+        "expects to replace (issue 26, edge/api/changes.py): a confirmation, refused with 409 when another is live"))
 
 
 class ShadowLabelRequest(BaseModel):
@@ -48,7 +51,7 @@ def router(state: ApiState, control: ModelLifecycle, access: Access) -> APIRoute
     """``/model*`` and the disagreement queue ``/ui/shadow*`` (see the module docstring)."""
     cfg = state.config
     auth = [access.require(Role.ENGINEER)]  # changes the model
-    token_set = cfg.api.token is not None
+    token_set = access.configured  # api.token or named users (issue 26)
     r = APIRouter(tags=["model life cycle"])
 
     def allowed() -> None:
@@ -81,11 +84,15 @@ def router(state: ApiState, control: ModelLifecycle, access: Access) -> APIRoute
     @r.post("/model/candidate", summary="Load a candidate package and run it in shadow", dependencies=auth,
             responses={404: {"description": "no such package"}, 422: {"description": "cannot load, or self-test failed"}})
     def candidate(body: CandidateRequest) -> JSONResponse:
-        return run(lambda: control.load_candidate(control.resolve(body.path)))
+        out = run(lambda: control.load_candidate(control.resolve(body.path)))
+        state.audited("candidate", f"candidate {body.path} loaded in shadow", live_id(state), body.path)
+        return out
 
     @r.delete("/model/candidate", summary="Stop shadow mode and forget the candidate", dependencies=auth)
     def drop() -> JSONResponse:
-        return run(control.drop_candidate)
+        out = run(control.drop_candidate)
+        state.audited("candidate", "candidate dropped", live_id(state), None)
+        return out
 
     @r.post("/model/retrain", status_code=202, dependencies=auth,
             summary="Retrain the head from the operator's labels in the background; GET /model shows the progress",
@@ -94,21 +101,29 @@ def router(state: ApiState, control: ModelLifecycle, access: Access) -> APIRoute
         b = body or RetrainRequest()
         resp = run(lambda: control.start_retrain(b.target_recall, b.cost_ratio, b.min_per_class))
         resp.status_code = 202
+        state.audited("retrain", "retrain started from the operator's labels", live_id(state), b.model_dump(exclude_none=True))
         return resp
 
     @r.post("/model/promote", summary="Swap the candidate in (atomic reload + self-test); the live one is kept for rollback",
             dependencies=auth, responses={409: {"description": "no candidate"}, 422: {"description": "refused"}})
     def promote(body: ActionRequest | None = None) -> JSONResponse:
+        before = expect_live(state, body.confirm if body else None, "promote")  # issue 26: confirm names the live model
+        who = actor(body.who if body else None)
         try:  # issue 24: a candidate that disagrees with live on too many recent parts needs a confirmation
-            check_promote(control.doc(), cfg, bool(body and body.confirm), body.who if body else None)
+            check_promote(control.doc(), cfg, bool(body and body.confirm), who)
         except PromoteNeedsConfirmation as e:
             raise HTTPException(409, str(e)) from None
-        return run(lambda: control.promote(body.who if body else None))
+        out = run(lambda: control.promote(who))
+        state.audited("promote", f"promoted {live_id(state)} over {before}", before, live_id(state))
+        return out
 
     @r.post("/model/rollback", summary="Swap the previous package back in", dependencies=auth,
             responses={409: {"description": "nothing to roll back to"}, 422: {"description": "refused"}})
     def rollback(body: ActionRequest | None = None) -> JSONResponse:
-        return run(lambda: control.rollback(body.who if body else None))
+        before = expect_live(state, body.confirm if body else None, "roll back")
+        out = run(lambda: control.rollback(actor(body.who if body else None)))
+        state.audited("rollback", f"rolled back from {before} to {live_id(state)}", before, live_id(state))
+        return out
 
     @r.get("/ui/shadow/{name}.jpg", summary="The crop of one disagreement", response_class=Response,
            tags=["operator page"], responses={200: {"content": {"image/jpeg": {}}}})
@@ -150,6 +165,7 @@ def router(state: ApiState, control: ModelLifecycle, access: Access) -> APIRoute
         except OSError as e:
             raise HTTPException(507, f"label not stored: {e.strerror or e}") from None
         op.invalidate()
+        state.audited("label", f"disagreement {name} labelled", decision.get("label"), body.label)
         return dict(saved)
 
     return r
