@@ -658,3 +658,8 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
                      reload=d.reload, model_control=d.model_control)
     app = create_app(state)
     return app, TestClient(app, raise_server_exceptions=False)
+
+
+def element_text(driver: Any, element_id: str) -> str:
+    """The text of the page element ``element_id`` in a Selenium browser (also when hidden)."""
+    return driver.execute_script("return document.getElementById(arguments[0]).textContent", element_id) or ""

@@ -20,7 +20,15 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import AUTH, TEST_TOKEN, DaemonProc, edit_sidecar, package_copies, tiny_daemon_cfg, wait_for
+from tests.helpers import (
+    AUTH,
+    TEST_TOKEN,
+    DaemonProc,
+    edit_sidecar,
+    package_copies,
+    tiny_daemon_cfg,
+    wait_for,
+)
 from tests.test_daemon import SLOW
 
 pytestmark = SLOW

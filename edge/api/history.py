@@ -144,7 +144,7 @@ def router(state: ApiState, store: StationStore, audit: Audit, access: Access) -
     @r.post("/ui/lot/reset", summary="End the current lot with a reason and start the next (audited)", dependencies=operate)
     def lot_reset(body: LotReset) -> dict[str, Any]:
         before, after = store.reset_lot(body.reason, who_is_asking()[0], body.lot)
-        audit.record("lot reset", f"lot {before['name']} ended: {body.reason}", before, after)
+        audit.record("lot reset", f"{before['name']} ended ({body.reason}); {after['name']} started", before, after)
         if state.operator is not None:
             state.operator.invalidate()
         return {"ended": before, "lot": after}

@@ -19,7 +19,7 @@ function el(tag, attrs, ...children) {
   return e;
 }
 function svg(tag, attrs) {
-  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  const e = document.createElementNS($("trend").namespaceURI, tag); // the SVG namespace, from the page's own svg
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
   return e;
 }
@@ -28,7 +28,11 @@ function num(x, d = 3) { return x === null || x === undefined ? "–" : Number(x
 function when(iso) { const t = new Date(iso); return iso && !isNaN(t) ? t.toLocaleString() : (iso || ""); }
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 function headers() { return token() ? { "Authorization": "Bearer " + token() } : {}; }
-function short(v) { return v === null || v === undefined ? "–" : typeof v === "object" ? JSON.stringify(v) : String(v); }
+function short(v) {
+  if (v === null || v === undefined || (typeof v === "object" && !Object.keys(v).length)) return "–";
+  if (typeof v === "object" && "boxes" in v) return `${v.name}: ${v.boxes} box(es), ${v.ng} NG (n = ${v.n})`;
+  return typeof v === "object" ? JSON.stringify(v) : String(v);
+}
 
 let toastTimer = null;
 function toast(text, bad = false) {
