@@ -652,10 +652,14 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
 
     cfg = edge_config(tmp_path, tiny_model, mqtt={"enabled": False}, api=api,
                       operator={"feedback_dir": str(tmp_path / "feedback"), **(operator or {})},
-                      shadow={"dir": str(tmp_path / "shadow")})
+                      shadow={"dir": str(tmp_path / "shadow")}, station={"db_path": str(tmp_path / "station.sqlite3")})
     d = Daemon(cfg, load_model(cfg, cfg.model.path))
+    from edge.deliver.audit import Audit
+    from edge.deliver.station import StationStore
+
+    station = StationStore(cfg)  # issue 26: the history, counters and audit routes are in the matrix too
     state = ApiState(config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
-                     reload=d.reload, model_control=d.model_control)
+                     reload=d.reload, model_control=d.model_control, station=station, audit=Audit(station, None, "t/audit"))
     app = create_app(state)
     return app, TestClient(app, raise_server_exceptions=False)
 
