@@ -52,6 +52,13 @@ def trigger_parts(api: httpx.Client, names: list[str], d: DaemonProc) -> None:
                  f"the decision of part {name}", d=d)
 
 
+def after_model_swap(api: httpx.Client, d: DaemonProc) -> None:
+    """Wait until the loop has read a few frames since now: it takes a swapped model's threshold between frames
+    (edge/daemon.py ``_follow_model_swap``), so a part triggered after this is decided with the new one."""
+    start = api.get("/status").json()["loop"]["frames"]
+    wait_for(lambda: api.get("/status").json()["loop"]["frames"] >= start + 3, 30, "three frames after the swap", d=d)
+
+
 def station_cfg(workdir: Path, ok: Path, **over: Any) -> dict[str, Any]:
     cfg = tiny_daemon_cfg(workdir, ok, decision={"mode": "triggered", "trigger_frames": 1}, **over)
     cfg["model"]["dir"] = str(ok.parent)
@@ -76,6 +83,7 @@ def test_history_filters_csv_images_and_counters_survive_a_restart(tmp_path, tin
         live = api.get("/ui/summary").json()["model"]["model_id"]
         r = api.post("/reload", json={"path": "ng.tflite", "confirm": live})
         assert r.status_code == 200 and r.json()["ok"], r.text
+        after_model_swap(api, d)
         t_mid = datetime.now(timezone.utc)
         trigger_parts(api, ["NG-1", "NG-2", "NG-3"], d)
 

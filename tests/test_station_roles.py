@@ -28,7 +28,7 @@ from tests.helpers import DaemonProc, Subscriber, topic_base, wait_for
 from tests.helpers import element_text as _text
 from tests.test_daemon import SLOW
 from tests.test_operator_browser import browser  # noqa: F401  (the Chromium fixture)
-from tests.test_station_records import station_cfg, station_packages, trigger_parts
+from tests.test_station_records import after_model_swap, station_cfg, station_packages, trigger_parts
 
 pytestmark = SLOW
 
@@ -130,6 +130,7 @@ def test_roles_confirmation_and_audit_trail_end_to_end(tmp_path, tiny_model, mos
             topic, payload, retained = sub.raw[0]
             entry = json.loads(payload)
             assert retained and (entry["who"], entry["action"], entry["before"], entry["after"]) == ("erin", "promote", live, cand)
+        after_model_swap(api, d)
         trigger_parts(api, ["NG-1", "NG-2", "NG-3"], d)  # the promoted package calls every box a defect
         drv.get(d.base + "/static/history.html")
         row = wait_for(lambda: drv.find_elements(By.CSS_SELECTOR, "#a-rows tr[data-action='promote']"), 30, "the audit row")

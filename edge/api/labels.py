@@ -119,6 +119,7 @@ def router(state: ApiState, op: OperatorState, access: Access) -> APIRouter:
         try:
             saved = op.feedback.save(name, body.label, "label", data, None, record)
             op.invalidate()
+            state.audited("label", f"queued crop {name} labelled", rec.get("label"), body.label)  # issue 26
             return saved
         except OSError as e:
             raise HTTPException(507, f"label not stored: {e.strerror or e}") from None

@@ -33,16 +33,6 @@ function when(iso) {
   return isNaN(t) ? iso : t.toLocaleTimeString();
 }
 
-let toastTimer = null;
-function toast(text, bad = false) {
-  const t = $("toast");
-  t.textContent = text;
-  t.className = bad ? "bad" : "good";
-  t.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
-}
-
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
 function showTokenForm(show) {

@@ -34,16 +34,6 @@ function short(v) {
   return typeof v === "object" ? JSON.stringify(v) : String(v);
 }
 
-let toastTimer = null;
-function toast(text, bad = false) {
-  const t = $("toast");
-  t.textContent = text;
-  t.className = bad ? "bad" : "good";
-  t.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
-}
-
 async function getJSON(path) {
   const r = await fetch(path, { cache: "no-store", headers: headers() });
   if (r.status === 401 || r.status === 403) { $("token-form").hidden = false; throw new Error("refused"); }
