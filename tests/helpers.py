@@ -98,6 +98,7 @@ def edge_config(tmp_path: Path, model_path: Path | None = None, broker: Any = No
         "model": {"path": str(model_path if model_path is not None else tmp_path / "none.tflite")},
         "mqtt": mqtt,
         "evidence": {"dir": str(tmp_path / "evidence")},
+        "station": {"db_path": str(tmp_path / "station.sqlite3")},  # issue 26: the station records, not in the cwd
     }
     for key, value in over.items():
         data.setdefault(key, {})
@@ -652,7 +653,7 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
 
     cfg = edge_config(tmp_path, tiny_model, mqtt={"enabled": False}, api=api,
                       operator={"feedback_dir": str(tmp_path / "feedback"), **(operator or {})},
-                      shadow={"dir": str(tmp_path / "shadow")}, station={"db_path": str(tmp_path / "station.sqlite3")})
+                      shadow={"dir": str(tmp_path / "shadow")})
     d = Daemon(cfg, load_model(cfg, cfg.model.path))
     from edge.deliver.audit import Audit
     from edge.deliver.station import StationStore

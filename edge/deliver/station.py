@@ -119,6 +119,8 @@ class StationStore:
     def __init__(self, cfg: Config, clock: Any = time.time) -> None:
         self.cfg = cfg
         self.path = Path(cfg.station.db_path)
+        if not self.path.is_absolute():  # a config not resolved against a state directory: beside the outbox
+            self.path = Path(cfg.mqtt.outbox_path).parent / self.path
         self._clock = clock
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
