@@ -233,11 +233,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "engineer (+ reload, retrain, promote, roll back).",
     )
     usub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    a = usub.add_parser("add", help="add a user (or give an existing one a new token and role)")
-    a.add_argument("name")
-    a.add_argument("--role", required=True, choices=[r.value for r in UserRole])
+    a = usub.add_parser("add", help="add a user (or give an existing one a new token and role)",
+                        description="Add NAME with ROLE to the users file and print their new token once (only its "
+                                    "SHA-256 is stored). An existing NAME gets a new token and the role given.")
+    a.add_argument("name", help="the user's name: what the audit trail, feedback records and model changes show")
+    a.add_argument("--role", required=True, choices=[r.value for r in UserRole],
+                   help="viewer: views; operator: + feedback, acknowledge, lot reset; engineer: + reload, retrain, "
+                        "promote, roll back")
     r = usub.add_parser("remove", help="remove a user")
-    r.add_argument("name")
+    r.add_argument("name", help="the user to remove")
     ls = usub.add_parser("list", help="list the users and their roles")
     for q in (a, r, ls):
         q.add_argument("--config", "-c", default=None, metavar="FILE", help="the daemon config (its api.users_file)")
