@@ -55,18 +55,17 @@ def create_app(state: ApiState) -> FastAPI:
     app.state.decode_slots = decodes
     _install_middleware(app, state, access)
 
-    for r in (health.router(state), inference.router(state, access, decodes), status.router(state, access),
-              events.router(state, access), control.router(state, access)):
-        app.include_router(r)
+    for module in (health, inference, status, events, control):
+        app.include_router(module.router)
     from edge.api.operator import install_operator
 
-    install_operator(app, state, access, decodes)
+    install_operator(app, state)
     if state.model_control is not None:
-        from edge.api.models import router as models_router
+        from edge.api import models
 
-        app.include_router(models_router(state, state.model_control, access))
+        app.include_router(models.router)
     if state.station is not None and state.audit is not None:  # issue 26: history, counters, lot reset, audit log
-        app.include_router(history.router(state, state.station, state.audit, access))
+        app.include_router(history.router)
     return app
 
 

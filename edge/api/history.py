@@ -22,18 +22,17 @@ import io
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from edge.api.access import Access
+from edge.api.deps import OPERATE, VIEW, State
 from edge.api.page_state import jpeg_response
 from edge.api.state import ApiState
 from edge.deliver.audit import Audit, who_is_asking
 from edge.deliver.station import HistoryQuery, StationStore
-from edge.runtime.principal import Role
 
 CSV_COLUMNS = ("event_id", "decided_at", "label", "is_defect", "score", "threshold", "model_id", "part_id", "frame", "crop")
 
@@ -69,92 +68,115 @@ def image_state(path: str | None, root: Path) -> str:
     return "ok" if inside and p.is_file() else "pruned"
 
 
-def router(state: ApiState, store: StationStore, audit: Audit, access: Access) -> APIRouter:
+router = APIRouter(tags=["history and audit"])
+VerdictQ = Query(None, description="ng, ok or all")
+PartQ = Query(None, max_length=200, description="part ids containing this")
+SinceQ = Query(None, max_length=40, description="from this time (ISO 8601)")
+UntilQ = Query(None, max_length=40, description="until this time (ISO 8601)")
+
+
+def station_store(state: State) -> StationStore:
+    if state.station is None:
+        raise HTTPException(404, "the station records are off (station.enabled)")
+    return state.station
+
+
+def audit_trail(state: State) -> Audit:
+    if state.audit is None:
+        raise HTTPException(404, "the audit trail is not available in this daemon")
+    return state.audit
+
+
+Store = Annotated[StationStore, Depends(station_store)]
+Trail = Annotated[Audit, Depends(audit_trail)]
+
+
+@router.get("/ui/history", summary="Decisions newest first: filter by verdict, part id and time; paged", dependencies=VIEW)
+def history(state: State, store: Store, verdict: Literal["ng", "ok", "all"] | None = VerdictQ,
+            part: str | None = PartQ, since: str | None = SinceQ, until: str | None = UntilQ,
+            limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=10_000_000)) -> dict[str, Any]:
     cfg = state.config
-    root = Path(cfg.evidence.dir)
-    view, operate = [access.require(Role.VIEW)], [access.require(Role.OPERATE)]
-    r = APIRouter(tags=["history and audit"])
-    Verdict = Query(None, description="ng, ok or all")
-    Part = Query(None, max_length=200, description="part ids containing this")
-    Since = Query(None, max_length=40, description="from this time (ISO 8601)")
-    Until = Query(None, max_length=40, description="until this time (ISO 8601)")
+    q = query(verdict, part, since, until)
+    items = store.page(q, limit, offset)
+    for it in items:
+        it["images"] = {k: image_state(it[k], Path(cfg.evidence.dir)) for k in ("frame", "crop")}
+        it.pop("frame"), it.pop("crop")  # no file-system paths on the page
+    return {"total": store.count(q), "offset": offset, "limit": limit, "items": items,
+            "retention": {"max_files": cfg.evidence.max_files, "max_age_days": cfg.evidence.max_age_days}}
 
-    @r.get("/ui/history", summary="Decisions newest first: filter by verdict, part id and time; paged", dependencies=view)
-    def history(verdict: Literal["ng", "ok", "all"] | None = Verdict, part: str | None = Part, since: str | None = Since,
-                until: str | None = Until, limit: int = Query(50, ge=1, le=200),
-                offset: int = Query(0, ge=0, le=10_000_000)) -> dict[str, Any]:
-        q = query(verdict, part, since, until)
-        items = store.page(q, limit, offset)
-        for it in items:
-            it["images"] = {k: image_state(it[k], root) for k in ("frame", "crop")}
-            it.pop("frame"), it.pop("crop")  # no file-system paths on the page
-        return {"total": store.count(q), "offset": offset, "limit": limit, "items": items,
-                "retention": {"max_files": cfg.evidence.max_files, "max_age_days": cfg.evidence.max_age_days}}
 
-    @r.get("/ui/history.csv", summary="The filtered decisions as CSV (at most station.csv_max_rows)", dependencies=view,
-           response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}})
-    def history_csv(verdict: Literal["ng", "ok", "all"] | None = Verdict, part: str | None = Part,
-                    since: str | None = Since, until: str | None = Until) -> StreamingResponse:
-        q = query(verdict, part, since, until)
+@router.get("/ui/history.csv", summary="The filtered decisions as CSV (at most station.csv_max_rows)", dependencies=VIEW,
+            response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}})
+def history_csv(state: State, store: Store, verdict: Literal["ng", "ok", "all"] | None = VerdictQ,
+                part: str | None = PartQ, since: str | None = SinceQ, until: str | None = UntilQ) -> StreamingResponse:
+    cfg = state.config
+    q = query(verdict, part, since, until)
 
-        def rows() -> Iterator[str]:
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            w.writerow(CSV_COLUMNS)
-            for it in store.iterate(q, cfg.station.csv_max_rows):
-                w.writerow([Path(it[c]).name if c in ("frame", "crop") and it[c] else it[c] for c in CSV_COLUMNS])
-                if buf.tell() > 32_768:
-                    yield buf.getvalue()
-                    buf.seek(0)
-                    buf.truncate()
-            yield buf.getvalue()
+    def rows() -> Iterator[str]:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(CSV_COLUMNS)
+        for it in store.iterate(q, cfg.station.csv_max_rows):
+            w.writerow([Path(it[c]).name if c in ("frame", "crop") and it[c] else it[c] for c in CSV_COLUMNS])
+            if buf.tell() > 32_768:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue()
 
-        name = f"boxinspect-{cfg.line}-{cfg.camera}-history.csv"
-        return StreamingResponse(rows(), media_type="text/csv",
-                                 headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+    name = f"boxinspect-{cfg.line}-{cfg.camera}-history.csv"
+    return StreamingResponse(rows(), media_type="text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
-    @r.get("/ui/history/{event_id}", summary="One decision: its event, and whether its images are still kept", dependencies=view)
-    def one(event_id: str) -> dict[str, Any]:
-        found = store.get(event_id)
-        if found is None:
-            raise HTTPException(404, f"decision {event_id} is not in the history (kept: evidence.max_files, max_age_days)")
-        images = {k: image_state(found.pop(k), root) for k in ("frame", "crop")}
-        found["event"].pop("evidence", None)
-        return {**found, "images": images, "recent_images": state.operator is not None and _recent(state, event_id)}
 
-    @r.get("/ui/history/{event_id}/{which}.jpg", summary="A decision's evidence image (404 once retention pruned it)",
-           dependencies=view, response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-    def image(event_id: str, which: Literal["frame", "crop"]) -> Response:
-        found = store.get(event_id)
-        path = found.get(which) if found else None
-        if image_state(path, root) != "ok" or path is None:
-            raise HTTPException(404, f"the {which} of {event_id} is not kept (evidence retention or not saved)")
-        return jpeg_response(Path(path).read_bytes())
+@router.get("/ui/history/{event_id}", summary="One decision: its event, and whether its images are still kept",
+            dependencies=VIEW)
+def one(state: State, store: Store, event_id: str) -> dict[str, Any]:
+    found = store.get(event_id)
+    if found is None:
+        raise HTTPException(404, f"decision {event_id} is not in the history (kept: evidence.max_files, max_age_days)")
+    images = {k: image_state(found.pop(k), Path(state.config.evidence.dir)) for k in ("frame", "crop")}
+    found["event"].pop("evidence", None)
+    return {**found, "images": images, "recent_images": state.operator is not None and _recent(state, event_id)}
 
-    @r.get("/ui/counters", summary="The current shift and lot (boxes, NG, yield with n) and the last ones", dependencies=view)
-    def counters() -> dict[str, Any]:
-        return {**store.counters(), "shifts": store.periods("shift"), "lots": store.periods("lot"),
-                "timezone": cfg.station.timezone}
 
-    @r.get("/ui/trend", summary="Yield per group of the last decisions (each with n) and the SPC state", dependencies=view)
-    def trend(buckets: int = Query(20, ge=2, le=100), last: int = Query(500, ge=10, le=10_000)) -> dict[str, Any]:
-        loop = state.counters() if state.counters is not None else {}
-        return {"points": store.trend(buckets, last), "spc": loop.get("spc"), "spc_config": cfg.spc.model_dump()}
+@router.get("/ui/history/{event_id}/{which}.jpg", summary="A decision's evidence image (404 once retention pruned it)",
+            dependencies=VIEW, response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+def image(state: State, store: Store, event_id: str, which: Literal["frame", "crop"]) -> Response:
+    found = store.get(event_id)
+    path = found.get(which) if found else None
+    if image_state(path, Path(state.config.evidence.dir)) != "ok" or path is None:
+        raise HTTPException(404, f"the {which} of {event_id} is not kept (evidence retention or not saved)")
+    return jpeg_response(Path(path).read_bytes())
 
-    @r.post("/ui/lot/reset", summary="End the current lot with a reason and start the next (audited)", dependencies=operate)
-    def lot_reset(body: LotReset) -> dict[str, Any]:
-        before, after = store.reset_lot(body.reason, who_is_asking()[0], body.lot)
-        audit.record("lot reset", f"{before['name']} ended ({body.reason}); {after['name']} started", before, after)
-        if state.operator is not None:
-            state.operator.invalidate()
-        return {"ended": before, "lot": after}
 
-    @r.get("/ui/audit", summary="The audit trail, newest first: who, when, what, before and after", dependencies=view)
-    def audit_log(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
-                  action: str | None = Query(None, max_length=40)) -> dict[str, Any]:
-        return {"items": store.audit(limit, offset, action), "topic": audit.topic}
+@router.get("/ui/counters", summary="The current shift and lot (boxes, NG, yield with n) and the last ones",
+            dependencies=VIEW)
+def counters(state: State, store: Store) -> dict[str, Any]:
+    return {**store.counters(), "shifts": store.periods("shift"), "lots": store.periods("lot"),
+            "timezone": state.config.station.timezone}
 
-    return r
+
+@router.get("/ui/trend", summary="Yield per group of the last decisions (each with n) and the SPC state", dependencies=VIEW)
+def trend(state: State, store: Store, buckets: int = Query(20, ge=2, le=100),
+          last: int = Query(500, ge=10, le=10_000)) -> dict[str, Any]:
+    loop = state.counters() if state.counters is not None else {}
+    return {"points": store.trend(buckets, last), "spc": loop.get("spc"), "spc_config": state.config.spc.model_dump()}
+
+
+@router.post("/ui/lot/reset", summary="End the current lot with a reason and start the next (audited)", dependencies=OPERATE)
+def lot_reset(state: State, store: Store, audit: Trail, body: LotReset) -> dict[str, Any]:
+    before, after = store.reset_lot(body.reason, who_is_asking()[0], body.lot)
+    audit.record("lot reset", f"{before['name']} ended ({body.reason}); {after['name']} started", before, after)
+    if state.operator is not None:
+        state.operator.invalidate()
+    return {"ended": before, "lot": after}
+
+
+@router.get("/ui/audit", summary="The audit trail, newest first: who, when, what, before and after", dependencies=VIEW)
+def audit_log(store: Store, audit: Trail, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+              action: str | None = Query(None, max_length=40)) -> dict[str, Any]:
+    return {"items": store.audit(limit, offset, action), "topic": audit.topic}
 
 
 def _recent(state: ApiState, event_id: str) -> bool:
