@@ -322,10 +322,13 @@ class StationConfig(_Section):
     def _zone(cls, v: str) -> str:
         import zoneinfo
 
+        if v == "UTC":  # needs no time zone database (a slim image may have none)
+            return v
         try:
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (an IANA name such as UTC or Europe/Berlin)") from None
+            raise ValueError(f"unknown time zone {v!r}: an IANA name such as UTC or Europe/Berlin, from the system's "
+                             "time zone database (Debian: apt-get install tzdata; or pip install tzdata)") from None
         return v
 
     @field_validator("shifts")

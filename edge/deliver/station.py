@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ class HistoryQuery:
 def current_shift(shifts: list[ShiftConfig], zone: str, now: float) -> tuple[str, float]:
     """The shift ``now`` falls in: its name and the epoch second it started (a shift ends where the next starts;
     before the day's first start, the day before's last shift runs)."""
-    tz = ZoneInfo(zone)
+    tz: tzinfo = timezone.utc if zone == "UTC" else ZoneInfo(zone)  # UTC needs no time zone database
     local = datetime.fromtimestamp(now, tz)
     ordered = sorted(shifts, key=lambda s: s.start)
     for day in (local.date(), local.date() - timedelta(days=1)):
@@ -95,7 +95,7 @@ def current_shift(shifts: list[ShiftConfig], zone: str, now: float) -> tuple[str
     raise AssertionError("unreachable: some shift started within the last two days")
 
 
-def _at(day: date, hhmm: str, tz: ZoneInfo) -> datetime:
+def _at(day: date, hhmm: str, tz: tzinfo) -> datetime:
     h, m = (int(x) for x in hhmm.split(":"))
     return datetime.combine(day, dtime(h, m), tzinfo=tz)
 
