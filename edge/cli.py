@@ -324,3 +324,7 @@ def _add_selftest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("model", help="the .tflite file (its metadata sidecar <model>.json beside it)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     p.set_defaults(func=_selftest)
+
+    from edge.api import users  # issue 26: `boxinspect users add NAME --role R`
+
+    users.register(sub)

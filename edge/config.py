@@ -241,6 +241,8 @@ class ApiConfig(_Section):
     body_min_rate_bytes_s: int = Field(default=20_000, ge=1)  # ... so a client trickling a body is cut off
     replay_page_max: int = Field(default=200, ge=1, le=1000)  # /events?since_seq=: at most this many events a page
     replays_per_minute: int = Field(default=30, ge=1)  # /events?since_seq= (all clients together); more get 429
+    # issue 26 (edge/api/users.py): named users with roles, their tokens stored hashed; `boxinspect users add NAME --role R`
+    users_file: Path | None = None
 
     @field_validator("token", mode="before")
     @classmethod
@@ -296,6 +298,49 @@ class ShadowConfig(_Section):
     # more than this share of the parts it has judged (at least confirm_min_parts of them)
     confirm_above: float = Field(default=0.2, ge=0, le=1)
     confirm_min_parts: int = Field(default=10, ge=1)
+
+
+class ShiftConfig(_Section):
+    """One shift: its name and the local time it starts ("HH:MM", in ``station.timezone``); it ends where the next starts."""
+
+    name: str = Field(min_length=1, max_length=40)
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+class StationConfig(_Section):
+    """issue 26 (edge/deliver/station.py): the decision history, shift and lot counters and the audit trail, in one
+    SQLite file beside the outbox. Decisions are kept within the evidence retention (``evidence.max_files``,
+    ``evidence.max_age_days``)."""
+
+    enabled: bool = True
+    db_path: Path = Path("boxinspect-station.sqlite3")  # relative to the state directory, like the outbox
+    timezone: str = "UTC"  # the shifts' clock (an IANA name, e.g. Europe/Berlin)
+    shifts: list[ShiftConfig] = Field(default_factory=lambda: [ShiftConfig(name="day", start="00:00")], min_length=1)
+    audit_keep: int = Field(default=10_000, ge=10)  # audit entries kept; the oldest go first
+    periods_keep: int = Field(default=1000, ge=1)  # past shifts and lots kept with their counts
+    csv_max_rows: int = Field(default=50_000, ge=1)  # one CSV export holds at most this many decisions
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        import zoneinfo
+
+        if v == "UTC":  # needs no time zone database (a slim image may have none)
+            return v
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: an IANA name such as UTC or Europe/Berlin, from the system's "
+                             "time zone database (Debian: apt-get install tzdata; or pip install tzdata)") from None
+        return v
+
+    @field_validator("shifts")
+    @classmethod
+    def _distinct(cls, v: list[ShiftConfig]) -> list[ShiftConfig]:
+        starts = [s.start for s in v]
+        if len(set(starts)) != len(starts):
+            raise ValueError(f"two shifts start at the same time: {starts}")
+        return v
 
 
 class MetricsConfig(_Section):
@@ -405,6 +450,7 @@ class Config(_Section):
     opcua: OpcuaConfig = OpcuaConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     spc: SpcConfig = SpcConfig()
+    station: StationConfig = StationConfig()  # issue 26: history, shift/lot counters, audit trail
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     state_dir: Path | None = None  # outbox and evidence live here; null = $STATE_DIRECTORY, else the config's folder
     liveness_timeout_s: float = Field(default=30.0, gt=0)  # /healthz fails when the loop has not turned for this long
@@ -581,6 +627,8 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
         (cfg.evidence, "dir", state),
         (cfg.operator, "feedback_dir", state),
         (cfg.shadow, "dir", state),
+        (cfg.station, "db_path", state),
+        (cfg.api, "users_file", config_dir),
     ):
         val = getattr(obj, key)
         if val is not None and not val.is_absolute():

@@ -47,11 +47,13 @@ from edge.capture.frames import Capture, Frame, MultiCapture
 from edge.capture.roi import crop, roi_box
 from edge.capture.source import TriggerStamp, safe_uri
 from edge.config import Config, ConfigError, RoiConfig, load_config
+from edge.deliver.audit import Audit
 from edge.deliver.evidence import EvidenceStore
 from edge.deliver.mqtt import TriggerListener
 from edge.deliver.mqtt_sink import MqttSink
 from edge.deliver.plant import Plant
 from edge.deliver.publisher import OrderedWorker
+from edge.deliver.station import StationStore
 from edge.judge.anomaly_evidence import attach, heat_of
 from edge.judge.beltmodel import BeltLearners
 from edge.judge.classifier import Classifier, ModelError
@@ -256,6 +258,8 @@ class Daemon:
         self.api_url: str | None = None
         self.state: ApiState | None = None
         self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
+        self.station: StationStore | None = None  # issue 26: history, shift/lot counters, audit (made by run())
+        self.audit: Audit | None = None
         self._init_loop_bookkeeping(cfg)
         # the capture that decodes fewer frames while the belt is empty, and the decider that says when it is;
         # the loop tells the one what the other says after each frame (set by run())
@@ -381,6 +385,8 @@ class Daemon:
         if cfg.api.enabled and cfg.operator.enabled:
             self.operator = OperatorState(cfg, self.metrics)
             publish_answers(cfg, self.operator.feedback, self.sink if isinstance(self.sink, MqttSink) else None)
+        self.station = StationStore(cfg) if cfg.station.enabled else None  # issue 26 (edge/deliver/station.py)
+        self.audit = Audit(self.station, self.sink, f"{cfg.topic_base}/audit")
         self.state = ApiState(
             config=cfg,
             metrics=self.metrics,
@@ -396,6 +402,8 @@ class Daemon:
             heartbeat=self.heartbeat,
             operator=self.operator,
             model_control=self.model_control,
+            station=self.station,
+            audit=self.audit,
         )
         if cfg.api.enabled:
             self.api = start_api(create_app(self.state), cfg.api)
@@ -674,6 +682,8 @@ class Daemon:
                 m.end_to_end_seconds.observe(max(0.0, self.clock() - job.last_captured))
         self._decisions += 1
         self.events.add(event)
+        if self.station is not None:  # issue 26: the history and the shift/lot counters (never raises)
+            self.station.on_decision(event)
         self.shadow.on_decision(event, decision, self.models.get())  # queued for the candidate; never raises
         rep = decision.representative
         if self.operator is not None:  # keeps references only: the page encodes on request
@@ -1008,6 +1018,8 @@ class Daemon:
         finally:
             if self.api is not None:
                 self.api.stop(max(0.5, deadline - time.monotonic()))
+            if self.station is not None:
+                self.station.close()
             watchdog.cancel()
 
     def _forced_exit(self) -> None:

@@ -98,6 +98,7 @@ def edge_config(tmp_path: Path, model_path: Path | None = None, broker: Any = No
         "model": {"path": str(model_path if model_path is not None else tmp_path / "none.tflite")},
         "mqtt": mqtt,
         "evidence": {"dir": str(tmp_path / "evidence")},
+        "station": {"db_path": str(tmp_path / "station.sqlite3")},  # issue 26: the station records, not in the cwd
     }
     for key, value in over.items():
         data.setdefault(key, {})
@@ -667,8 +668,12 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
                       operator={"feedback_dir": str(tmp_path / "feedback"), **(operator or {})},
                       shadow={"dir": str(tmp_path / "shadow")})
     d = Daemon(cfg, load_model(cfg, cfg.model.path))
+    from edge.deliver.audit import Audit
+    from edge.deliver.station import StationStore
+
+    station = StationStore(cfg)  # issue 26: the history, counters and audit routes are in the matrix too
     state = ApiState(config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
-                     reload=d.reload, model_control=d.model_control)
+                     reload=d.reload, model_control=d.model_control, station=station, audit=Audit(station, None, "t/audit"))
     app = create_app(state)
     return app, TestClient(app, raise_server_exceptions=False)
 
@@ -678,3 +683,8 @@ def epoch_s(v: Any) -> float:
     from datetime import datetime
 
     return float(v) if isinstance(v, (int, float)) else datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
+
+
+def element_text(driver: Any, element_id: str) -> str:
+    """The text of the page element ``element_id`` in a Selenium browser (also when hidden)."""
+    return driver.execute_script("return document.getElementById(arguments[0]).textContent", element_id) or ""

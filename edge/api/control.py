@@ -6,6 +6,8 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from edge.api.access import has_credentials
+from edge.api.changes import expect_live, live_id
 from edge.api.deps import ENGINEER, OPERATE, State
 from edge.state import ReloadResult
 
@@ -16,6 +18,8 @@ class ReloadRequest(BaseModel):
         max_length=255,
         description="the name of a .tflite inside model.dir to load instead of model.path (no absolute path, no '..')",
     )
+    confirm: str | None = Field(default=None, max_length=200, description=(
+        "issue 26: the id of the live model the caller expects to replace; refused with 409 when another is live"))
 
 
 class TriggerRequest(BaseModel):
@@ -41,12 +45,15 @@ def reload(state: State, body: ReloadRequest | None = None) -> JSONResponse:
     cfg = state.config
     if state.reload is None:
         raise HTTPException(503, "reload is not available")
-    if cfg.api.token is None and not cfg.api.reload_without_token:
+    if not has_credentials(cfg) and not cfg.api.reload_without_token:
         raise HTTPException(
             403, "reload over HTTP needs api.token (or api.reload_without_token: true); SIGHUP still reloads"
         )
+    before = expect_live(state, body.confirm if body is not None else None, "reload")  # issue 26
     result = state.reload(body.path if body is not None else None)
     payload = result.model_dump()
+    state.audited("reload", f"reload {'of ' + body.path if body and body.path else 'of the active package'}: "
+                  + ("swapped in" if result.ok else f"refused ({result.reason})"), before, live_id(state))
     return JSONResponse(payload, status_code=200 if result.ok else 422)
 
 

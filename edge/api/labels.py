@@ -73,6 +73,7 @@ def feedback(state: State, op: Page, body: FeedbackRequest) -> dict[str, Any]:
         raise HTTPException(507, f"feedback not stored: {e.strerror or e}") from None
     op.set_answered(body.id, cls)
     op.invalidate()
+    state.audited("feedback", f"{body.target} {body.id}: {body.kind}", rec.get("label"), cls)  # issue 26
     return saved
 
 
@@ -119,6 +120,7 @@ def queue_label(state: State, op: Page, name: str, body: LabelRequest) -> dict[s
     try:
         saved = op.feedback.save(name, body.label, "label", data, None, record)
         op.invalidate()
+        state.audited("label", f"queued crop {name} labelled", rec.get("label"), body.label)  # issue 26
         return saved
     except OSError as e:
         raise HTTPException(507, f"label not stored: {e.strerror or e}") from None

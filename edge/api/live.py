@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
-from edge.api.access import access_summary
+from edge.api.access import access_summary, has_credentials
 from edge.api.deps import Page, State
 from edge.api.page_state import OperatorState, jpeg_response, result_doc
 from edge.api.state import ApiState, status_of
@@ -42,7 +42,7 @@ def build_summary(state: ApiState, op: OperatorState) -> dict[str, Any]:
         "camera_id": s["camera_id"],
         "ready": s["ready"],
         "reasons": s["not_ready_reasons"],
-        "token_required": cfg.api.token is not None,
+        "token_required": has_credentials(cfg),
         "access": access_summary(cfg),  # issue 24: whether actions are enabled at all, and how to enable them
         "camera": s["camera"],
         "model": {k: s["model"].get(k) for k in ("loaded", "model_id", "threshold", "labels", "positive_class",
@@ -73,6 +73,8 @@ def build_summary(state: ApiState, op: OperatorState) -> dict[str, Any]:
         "inspecting": bool(getattr(state.latest, "inspecting", False)),  # a box is in the ROI, not decided yet
         "result": result_doc(getattr(state.latest, "result", None)),  # the last box decided (the result tile)
         "spc": loop.get("spc"),  # the SPC alarm (edge/judge/spc.py), None when spc.enabled is false
+        # issue 26: the current shift and lot {name, started, boxes, ng, yield, n} (edge/deliver/station.py)
+        **(state.station.counters() if state.station is not None else {"shift": None, "lot": None}),
     }
 
 

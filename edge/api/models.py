@@ -8,17 +8,20 @@ The work is edge/learn/lifecycle.py's ``ModelControl``; this module only maps it
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
+from edge.api.access import has_credentials
+from edge.api.changes import expect_live, live_id
 from edge.api.deps import ENGINEER, Control, State
 from edge.api.state import ApiState
 from edge.learn.feedback import FeedbackError
 from edge.learn.lifecycle import ControlError, without_paths
 from edge.learn.poison import PromoteNeedsConfirmation, candidate_review, check_promote
+from edge.runtime.principal import actor
 
 
 class CandidateRequest(BaseModel):
@@ -35,7 +38,9 @@ class RetrainRequest(BaseModel):
 
 class ActionRequest(BaseModel):
     who: str | None = Field(default=None, max_length=80, description="operator name or badge (logged)")
-    confirm: bool = Field(default=False, description="promote despite the review's warning (edge/learn/poison.py)")
+    confirm: bool | Annotated[str, StringConstraints(max_length=200)] = Field(default=False, description=(
+        "true: promote despite the review's warning (edge/learn/poison.py); or the id of the live model the caller "
+        "expects to replace (issue 26, edge/api/changes.py): a confirmation, refused with 409 when another is live"))
 
 
 class ShadowLabelRequest(BaseModel):
@@ -48,7 +53,7 @@ router = APIRouter(tags=["model life cycle"])
 
 def allowed(state: ApiState) -> None:
     cfg = state.config
-    if cfg.api.token is None and not cfg.api.reload_without_token:
+    if not has_credentials(cfg) and not cfg.api.reload_without_token:  # api.token or named users (issue 26)
         raise HTTPException(403, "model changes over HTTP need api.token (or api.reload_without_token: true)")
 
 
@@ -82,12 +87,16 @@ def ui_model(state: State, control: Control, limit: int = Query(20, ge=1, le=200
 @router.post("/model/candidate", summary="Load a candidate package and run it in shadow", dependencies=ENGINEER,
              responses={404: {"description": "no such package"}, 422: {"description": "cannot load, or self-test failed"}})
 def candidate(state: State, control: Control, body: CandidateRequest) -> JSONResponse:
-    return run(state, lambda: control.load_candidate(control.resolve(body.path)))
+    out = run(state, lambda: control.load_candidate(control.resolve(body.path)))
+    state.audited("candidate", f"candidate {body.path} loaded in shadow", live_id(state), body.path)
+    return out
 
 
 @router.delete("/model/candidate", summary="Stop shadow mode and forget the candidate", dependencies=ENGINEER)
 def drop(state: State, control: Control) -> JSONResponse:
-    return run(state, control.drop_candidate)
+    out = run(state, control.drop_candidate)
+    state.audited("candidate", "candidate dropped", live_id(state), None)
+    return out
 
 
 @router.post("/model/retrain", status_code=202, dependencies=ENGINEER,
@@ -97,6 +106,7 @@ def retrain(state: State, control: Control, body: RetrainRequest | None = None) 
     b = body or RetrainRequest()
     resp = run(state, lambda: control.start_retrain(b.target_recall, b.cost_ratio, b.min_per_class))
     resp.status_code = 202
+    state.audited("retrain", "retrain started from the operator's labels", live_id(state), b.model_dump(exclude_none=True))
     return resp
 
 
@@ -104,17 +114,24 @@ def retrain(state: State, control: Control, body: RetrainRequest | None = None) 
              dependencies=ENGINEER, responses={409: {"description": "no candidate"}, 422: {"description": "refused"}})
 def promote(state: State, control: Control, body: ActionRequest | None = None) -> JSONResponse:
     cfg = state.config
+    before = expect_live(state, body.confirm if body else None, "promote")  # issue 26: confirm names the live model
+    who = actor(body.who if body else None)
     try:  # issue 24: a candidate that disagrees with live on too many recent parts needs a confirmation
-        check_promote(control.doc(), cfg, bool(body and body.confirm), body.who if body else None)
+        check_promote(control.doc(), cfg, bool(body and body.confirm), who)
     except PromoteNeedsConfirmation as e:
         raise HTTPException(409, str(e)) from None
-    return run(state, lambda: control.promote(body.who if body else None))
+    out = run(state, lambda: control.promote(who))
+    state.audited("promote", f"promoted {live_id(state)} over {before}", before, live_id(state))
+    return out
 
 
 @router.post("/model/rollback", summary="Swap the previous package back in", dependencies=ENGINEER,
              responses={409: {"description": "nothing to roll back to"}, 422: {"description": "refused"}})
 def rollback(state: State, control: Control, body: ActionRequest | None = None) -> JSONResponse:
-    return run(state, lambda: control.rollback(body.who if body else None))
+    before = expect_live(state, body.confirm if body else None, "roll back")
+    out = run(state, lambda: control.rollback(actor(body.who if body else None)))
+    state.audited("rollback", f"rolled back from {before} to {live_id(state)}", before, live_id(state))
+    return out
 
 
 @router.get("/ui/shadow/{name}.jpg", summary="The crop of one disagreement", response_class=Response,
@@ -159,4 +176,5 @@ def shadow_label(state: State, control: Control, name: str, body: ShadowLabelReq
     except OSError as e:
         raise HTTPException(507, f"label not stored: {e.strerror or e}") from None
     op.invalidate()
+    state.audited("label", f"disagreement {name} labelled", decision.get("label"), body.label)  # issue 26
     return dict(saved)

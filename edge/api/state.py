@@ -31,6 +31,8 @@ from edge.state import (
 )
 
 if TYPE_CHECKING:
+    from edge.deliver.audit import Audit
+    from edge.deliver.station import StationStore
     from edge.learn.feedback import FeedbackStore
     from edge.learn.shadow import Shadow
 
@@ -80,6 +82,13 @@ class ApiState:
     heartbeat: Heartbeat | None = None  # the inspection loop's pulse: /healthz fails when it stops
     operator: PageState | None = None  # the page's images, rates, feedback (edge/api/operator.py; made by create_app if None)
     model_control: ModelLifecycle | None = None  # candidate in shadow, retrain, promote, rollback (/model*, edge/learn/lifecycle.py)
+    station: StationStore | None = None  # issue 26: history, shift and lot counters (edge/deliver/station.py)
+    audit: Audit | None = None  # issue 26: who changed what (edge/deliver/audit.py); see edge/api/changes.py
+
+    def audited(self, action: str, what: str, before: Any = None, after: Any = None) -> None:
+        """Record a change in the audit trail (log, station records, retained <base>/audit), if there is one."""
+        if self.audit is not None:
+            self.audit.record(action, what, before, after)
 
     def threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.config.model.threshold)

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edge.runtime.principal import provenance
+from edge.runtime.principal import actor, provenance
 from edge.runtime.ratelimit import TokenBucket
 from edge.runtime.timeutil import iso_utc
 
@@ -199,6 +199,7 @@ class FeedbackStore:
         now = time.time()
         rec = dict(record, kind=kind, label=cls, id=name, created_at=iso_utc(now), schema=FEEDBACK_SCHEMA,
                    **provenance())
+        rec["who"] = actor(rec.get("who"))  # issue 26: never null
         folder = self.root / cls
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
