@@ -378,6 +378,21 @@ class SpcConfig(_Section):
         return self
 
 
+class StationConfig(_Section):
+    """The station view at /station (edge/api/station.py, issue 26): one camera, a large result tile frozen on NG
+    until acknowledged, staleness on every tile, alarms and their stack-light outputs, the MJPEG live stream."""
+
+    stale_after_s: float = Field(default=3.0, gt=0, le=600)  # a tile with no fresh data for this long is greyed out
+    sound: bool = False  # the alarm beep (generated in the browser) starts on; the operator toggles it
+    stream: bool = True  # /ui/stream.mjpg (multipart MJPEG); false: the view polls /ui/frame.jpg
+    stream_max_fps: float = Field(default=15.0, gt=0, le=60)  # frames a second per stream (also <= operator.frame_max_fps)
+    stream_max_clients: int = Field(default=4, ge=1, le=64)  # streams open at once; more get 503 and poll instead
+    stream_max_s: float = Field(default=600.0, gt=0)  # a stream ends after this and the page reconnects
+    # alarm -> MQTT topic of a stack light: {"alarm", "active", ...} retained on each change (needs mqtt.enabled).
+    # Alarms: "ng" (an NG part not yet acknowledged), "spc" (the SPC alarm active and not yet acknowledged).
+    outputs: dict[Literal["ng", "spc"], str] = Field(default_factory=dict)
+
+
 class Config(_Section):
     line: str = "line1"
     camera: str = "cam1"
@@ -398,6 +413,7 @@ class Config(_Section):
     opcua: OpcuaConfig = OpcuaConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     spc: SpcConfig = SpcConfig()
+    station: StationConfig = StationConfig()
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     state_dir: Path | None = None  # outbox and evidence live here; null = $STATE_DIRECTORY, else the config's folder
     liveness_timeout_s: float = Field(default=30.0, gt=0)  # /healthz fails when the loop has not turned for this long

@@ -25,7 +25,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
-from edge.api import checks, decisions, labels, live
+from edge.api import checks, decisions, labels, live, station
 from edge.api.access import Access
 from edge.api.page_state import OperatorState
 from edge.api.state import ApiState
@@ -67,6 +67,7 @@ def install_operator(app: FastAPI, state: ApiState, access: Access, decodes: thr
     for r in (page_router(), live.router(state, op), decisions.router(state, op),
               checks.router(state, op, access, decodes), labels.router(state, op, access)):
         app.include_router(r)
+    app.include_router(station.router(state, op, access))  # issue 26: the station view at /station
 
 
 def page_router() -> APIRouter:
