@@ -6,7 +6,7 @@ layout does not move at 1280x800 when content grows; an NG is held on the tile (
 the operate role acknowledges it from the keyboard (with who and when), while newer parts are decided; the SPC
 alarm flashes its tile and is acknowledged the same way; the stack light's MQTT topic follows; after the daemon
 is killed every tile is greyed out and says "no data since HH:MM:SS". On the operator page, a decision gets
-feedback with the keyboard only. Set BOXINSPECT_SCREENSHOT_DIR=docs/img (scripts/station-screenshots.sh) to
+feedback with the keyboard only. Set STATION_SCREENSHOT_DIR=docs/img (scripts/station-screenshots.sh) to
 refresh the screenshots in docs/.
 """
 
@@ -24,7 +24,8 @@ import pytest
 
 from edge.capture.roi import BAD_BGR, OK_BGR, VERDICT_TEXT_BGR
 from tests.helpers import DaemonProc, Subscriber, edit_sidecar, package_copies, tiny_daemon_cfg, wait_for
-from tests.test_operator_browser import Requests, _text, browser  # noqa: F401 (the browser fixture)
+from tests.test_daemon import SLOW
+from tests.test_operator_browser import Requests, browser  # noqa: F401 (registers its fixture here)
 
 TOKEN = "station-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -57,6 +58,16 @@ def station_daemon(tmp_path, tiny_model, mosquitto):
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture
+def chromium(request):
+    """The operator page test's headless Chromium (tests/test_operator_browser.py ``browser``)."""
+    return request.getfixturevalue("browser")
+
+
+def _text(drv, element_id: str) -> str:
+    return drv.find_element("id", element_id).get_attribute("textContent") or ""
 
 
 def _viewport(drv, width: int, height: int) -> None:
@@ -101,8 +112,8 @@ def _key(drv, keys: str) -> None:
 def _shot(drv, tmp_path: Path, name: str) -> None:
     shot = tmp_path / name
     drv.save_screenshot(str(shot))
-    if os.environ.get("BOXINSPECT_SCREENSHOT_DIR"):
-        shutil.copy(shot, Path(os.environ["BOXINSPECT_SCREENSHOT_DIR"]) / name)
+    if os.environ.get("STATION_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(os.environ["STATION_SCREENSHOT_DIR"]) / name)
 
 
 def _rects(drv) -> list:
@@ -111,8 +122,9 @@ def _rects(drv) -> list:
         ".map(e => { const r = e.getBoundingClientRect(); return [e.id, r.x, r.y, r.width, r.height]; })]")
 
 
-def test_station_view_tile_alarms_acknowledge_and_staleness(station_daemon, browser, mosquitto, tmp_path):
-    d, drv = station_daemon, browser
+@SLOW
+def test_station_view_tile_alarms_acknowledge_and_staleness(station_daemon, chromium, mosquitto, tmp_path):
+    d, drv = station_daemon, chromium
     requests = Requests(drv)
     sub = Subscriber(mosquitto.host, mosquitto.port, [STACK_NG, STACK_SPC])
     try:
@@ -203,11 +215,12 @@ def test_station_view_tile_alarms_acknowledge_and_staleness(station_daemon, brow
         sub.close()
 
 
-def test_keyboard_only_feedback_on_a_decision(station_daemon, browser, tmp_path):
+@SLOW
+def test_keyboard_only_feedback_on_a_decision(station_daemon, chromium, tmp_path):
     """The operator page's recent decisions: Tab reaches one, Enter opens it, Tab reaches an answer, Enter stores it."""
     from selenium.webdriver.common.keys import Keys
 
-    d, drv = station_daemon, browser
+    d, drv = station_daemon, chromium
     event = _part(d, "K-1", 1)
     drv.get(d.base + "/")
     drv.execute_script(f"sessionStorage.setItem('boxinspect-token', '{TOKEN}')")  # signed in earlier

@@ -246,13 +246,14 @@ def router(state: ApiState, op: OperatorState, access: Access) -> APIRouter:
         who = access.principal(request)
         return asdict(station.acknowledge(body, who.name))
 
-    @r.get("/ui/stream.mjpg", summary="The live image as an MJPEG stream (multipart/x-mixed-replace), bounded",
-           response_class=StreamingResponse, dependencies=[access.require(Role.VIEW)],
-           responses={200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}},
-                      503: {"description": "streams full or off: poll /ui/frame.jpg"}})
+    # Not in the OpenAPI schema: a never-ending body is no request/response operation (a schema fuzzer would
+    # hang on it); documented in docs/DEPLOY.md, "The station view".
+    @r.get("/ui/stream.mjpg", include_in_schema=False, dependencies=[access.require(Role.VIEW)])
     def stream() -> StreamingResponse:
         if not state.config.station.stream:
             raise HTTPException(503, "the stream is off (station.stream): poll /ui/frame.jpg")
+        if state.latest.frame is None:
+            raise HTTPException(503, "no frame captured yet")
         if not streams.slots.acquire(blocking=False):
             raise HTTPException(503, f"{state.config.station.stream_max_clients} streams already open "
                                 "(station.stream_max_clients): poll /ui/frame.jpg")
