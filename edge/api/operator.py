@@ -7,6 +7,8 @@
 - Manual check of an uploaded image or of the current frame (edge/api/checks.py).
 - Feedback on a decision or a check, collection mode, the label queue and the label review (edge/api/labels.py).
 - What the page holds between requests: edge/api/page_state.py.
+- The station view at /station: a large OK/NG tile held on NG until acknowledged, alarms, staleness, the MJPEG
+  stream (edge/api/station.py).
 
 Read-only views follow ``api.viewing``; every action needs its role (edge/api/access.py). Every response carries
 a Content-Security-Policy that allows this origin only: the page, its script and style, and the Swagger UI at
