@@ -177,6 +177,24 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     return LoadedModel(clf, tuple(failures))
 
 
+
+@dataclass
+class _Timers:
+    """When the loop next computes the frame rate, publishes its stats and logs its status."""
+
+    stats_every: float
+    status_every: float
+    next_stats: float
+    next_status: float
+    fps_t0: float
+    fps_n0: int = 0
+
+    @classmethod
+    def start(cls, stats_every: float) -> _Timers:
+        now = time.monotonic()
+        status_every = min(STATUS_INTERVAL_S, stats_every)
+        return cls(stats_every, status_every, now + stats_every, now + status_every, now)
+
 class Daemon:
     """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code.
 
@@ -231,21 +249,7 @@ class Daemon:
         self.api_url: str | None = None
         self.state: ApiState | None = None
         self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
-        # Loop bookkeeping (main thread only).
-        self._model_version = -1
-        self._frames = 0
-        self._decisions = 0
-        self._defects = 0
-        self._fps = 0.0
-        self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
-        self._roi_error: str | None = None
-        self._open_part: str | None = None  # continuous mode: part id of the box passage in view
-        self._frame_errors = 0
-        self._frame_error_log = RateLimit(60.0)
-        self._no_box = 0  # frames with no box found where a score was wanted
-        self._no_box_parts = 0  # parts the decider closed for lack of a box, as counted in the metric so far
-        self._view_rois = {v.view: v.roi for v in cfg.sources}  # several views (cfg.sources): the ROI per view
-        self._crop_fallback_logged = False
+        self._init_loop_bookkeeping(cfg)
         # the capture that decodes fewer frames while the belt is empty, and the decider that says when it is;
         # the loop tells the one what the other says after each frame (set by run())
         self._idle_rate: tuple[Capture, ContinuousDecider] | None = None
@@ -268,6 +272,23 @@ class Daemon:
             cfg, self.metrics, emit=self._on_decision, context=self._decision_context,
             cancel=self._cancel_part, status=self._plant_status, version=__version__,
         )
+
+    def _init_loop_bookkeeping(self, cfg: Config) -> None:
+        """What the loop counts and remembers between frames (main thread only)."""
+        self._model_version = -1
+        self._frames = 0
+        self._decisions = 0
+        self._defects = 0
+        self._fps = 0.0
+        self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
+        self._roi_error: str | None = None
+        self._open_part: str | None = None  # continuous mode: part id of the box passage in view
+        self._frame_errors = 0
+        self._frame_error_log = RateLimit(60.0)
+        self._no_box = 0  # frames with no box found where a score was wanted
+        self._no_box_parts = 0  # parts the decider closed for lack of a box, as counted in the metric so far
+        self._view_rois = {v.view: v.roi for v in cfg.sources}  # several views (cfg.sources): the ROI per view
+        self._crop_fallback_logged = False
 
     @classmethod
     def from_config(cls, cfg: Config, model: LoadedModel, *, max_frames: int | None = None) -> Daemon:
@@ -384,15 +405,10 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------
 
     def _loop(self) -> str:
-        cfg = self.cfg
         capture = self.capture
         assert capture is not None
-        stats_every = cfg.mqtt.stats_interval_s
-        status_every = min(STATUS_INTERVAL_S, stats_every)
-        now = time.monotonic()
-        next_stats, next_status = now + stats_every, now + status_every
-        fps_t0, fps_n0 = now, 0
-        loop_started = now
+        timers = _Timers.start(self.cfg.mqtt.stats_interval_s)
+        loop_started = time.monotonic()
         while not self.stop_requested.is_set():
             frozen_loop()  # test-only hang hook (edge/runtime/testhooks.py); a no-op unless its variable is set
             if self.reload_requested.is_set():
@@ -403,53 +419,69 @@ class Daemon:
             self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != CameraState.OK)
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
-                self._read_at = time.time()
-                self._scored = False
-                self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision)")
-                try:
-                    self._process(frame)
-                except Exception as e:  # one bad frame must not stop the line's inspection
-                    self._frame_error(frame, e)
-                if self._idle_rate is not None:
-                    idle_capture, continuous = self._idle_rate
-                    idle_capture.presence(frame.index, continuous.belt_empty)
-                self._frames += 1
-                if self.trace is not None:
-                    self.trace.frame(self._read_at, time.time(), self._scored)
-
-            now = time.monotonic()
-            if now >= next_status or now >= next_stats:
-                self._fps = (self._frames - fps_n0) / max(now - fps_t0, 1e-6)
-                fps_t0, fps_n0 = now, self._frames
-                if now >= next_stats:
-                    self._publish_stats()
-                    next_stats = now + stats_every
-                if now >= next_status:
-                    self._log_status()
-                    next_status = now + status_every
-
+                self._handle_frame(frame)
+            self._periodic(timers)
             self.plant.tick(frame_seen=frame is not None)  # deadlines of open passages move only with frames
-            if self.max_frames is not None and self._frames >= self.max_frames:
-                return f"--max-frames {self.max_frames} reached"
-            if cfg.sources:  # several views: the end when every view's file has ended and none loops
-                if frame is None and capture.finished and all(v.source.exit_on_end and not v.source.loop
-                                                              for v in cfg.sources):
-                    return "end of the source"
-            elif cfg.source.exit_on_end and not cfg.source.loop:
-                if frame is None and capture.finished:
-                    if capture.truncated:  # not the whole file was inspected: say so in the exit code too
-                        return f"error: end of the source: video file {capture.truncated}"
-                    return "end of the source"
-                if (
-                    capture.kind in ("file", "folder")
-                    and not capture.delivered_any
-                    and time.monotonic() - loop_started > cfg.source.end_if_not_opened_s
-                ):
-                    return (
-                        f"error: the source {safe_uri(cfg.source.uri)} delivered no frame within "
-                        f"{cfg.source.end_if_not_opened_s:g} s (source.end_if_not_opened_s); camera {capture.state}"
-                    )
+            end = self._end_reason(capture, frame, loop_started)
+            if end is not None:
+                return end
         return "signal"
+
+    def _handle_frame(self, frame: Frame) -> None:
+        self._read_at = time.time()
+        self._scored = False
+        self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision)")
+        try:
+            self._process(frame)
+        except Exception as e:  # one bad frame must not stop the line's inspection
+            self._frame_error(frame, e)
+        if self._idle_rate is not None:
+            idle_capture, continuous = self._idle_rate
+            idle_capture.presence(frame.index, continuous.belt_empty)
+        self._frames += 1
+        if self.trace is not None:
+            self.trace.frame(self._read_at, time.time(), self._scored)
+
+    def _periodic(self, timers: _Timers) -> None:
+        """The frame rate, the stats on MQTT and the status log line, each at its interval."""
+        now = time.monotonic()
+        if now < timers.next_status and now < timers.next_stats:
+            return
+        self._fps = (self._frames - timers.fps_n0) / max(now - timers.fps_t0, 1e-6)
+        timers.fps_t0, timers.fps_n0 = now, self._frames
+        if now >= timers.next_stats:
+            self._publish_stats()
+            timers.next_stats = now + timers.stats_every
+        if now >= timers.next_status:
+            self._log_status()
+            timers.next_status = now + timers.status_every
+
+    def _end_reason(self, capture: FrameSource, frame: Frame | None, loop_started: float) -> str | None:
+        """Why the loop ends now (``--max-frames``, the end of a file or folder, a file that never opened), or None."""
+        cfg = self.cfg
+        if self.max_frames is not None and self._frames >= self.max_frames:
+            return f"--max-frames {self.max_frames} reached"
+        if cfg.sources:  # several views: the end when every view's file has ended and none loops
+            if frame is None and capture.finished and all(v.source.exit_on_end and not v.source.loop
+                                                          for v in cfg.sources):
+                return "end of the source"
+            return None
+        if not (cfg.source.exit_on_end and not cfg.source.loop):
+            return None
+        if frame is None and capture.finished:
+            if capture.truncated:  # not the whole file was inspected: say so in the exit code too
+                return f"error: end of the source: video file {capture.truncated}"
+            return "end of the source"
+        if (
+            capture.kind in ("file", "folder")
+            and not capture.delivered_any
+            and time.monotonic() - loop_started > cfg.source.end_if_not_opened_s
+        ):
+            return (
+                f"error: the source {safe_uri(cfg.source.uri)} delivered no frame within "
+                f"{cfg.source.end_if_not_opened_s:g} s (source.end_if_not_opened_s); camera {capture.state}"
+            )
+        return None
 
     def _process(self, frame: Frame) -> None:
         """The per-frame hot path, the same in every mode: crop -> locate -> score -> ``decider.update``. No

@@ -125,21 +125,34 @@ class Access:
         if no is not None:
             raise HTTPException(no.status, no.detail, no.headers())
 
-    def require(self, role: Role) -> Any:
-        """``dependencies=[access.require(Role.X)]`` on a route: the guard checks it before the body; the
-        dependency checks again (for apps served without the guard) and documents it in the OpenAPI."""
-        return Depends(RoleCheck(self, role))
+
+def requires(role: Role) -> Any:
+    """``dependencies=[requires(Role.X)]`` on a route: the guard checks it before the body; the dependency checks
+    again (for apps served without the guard) and documents it in the OpenAPI."""
+    return Depends(RoleCheck(role))
+
+
+def app_access(request: Request) -> Access:
+    """FastAPI dependency: the app's policy (``create_app`` puts it on ``app.state.access``)."""
+    access: Access = request.app.state.access
+    return access
+
+
+def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller of this request."""
+    return app_access(request).principal(request)
 
 
 class RoleCheck:
-    """The dependency behind ``Access.require``; the guard reads ``role`` off the route."""
+    """The dependency behind ``requires``; the guard reads ``role`` off the route."""
 
-    def __init__(self, access: Access, role: Role) -> None:
-        self.access, self.role = access, role
+    def __init__(self, role: Role) -> None:
+        self.role = role
 
     def __call__(self, request: Request) -> Principal:
-        who = self.access.principal(request)
-        self.access.demand(who, self.role)
+        access = app_access(request)
+        who = access.principal(request)
+        access.demand(who, self.role)
         return who
 
 

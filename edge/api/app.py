@@ -55,16 +55,15 @@ def create_app(state: ApiState) -> FastAPI:
     app.state.decode_slots = decodes
     _install_middleware(app, state, access)
 
-    for r in (health.router(state), inference.router(state, access, decodes), status.router(state, access),
-              events.router(state, access), control.router(state, access)):
-        app.include_router(r)
+    for module in (health, inference, status, events, control):
+        app.include_router(module.router)
     from edge.api.operator import install_operator
 
-    install_operator(app, state, access, decodes)
+    install_operator(app, state)
     if state.model_control is not None:
-        from edge.api.models import router as models_router
+        from edge.api import models
 
-        app.include_router(models_router(state, state.model_control, access))
+        app.include_router(models.router)
     return app
 
 

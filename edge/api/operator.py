@@ -18,7 +18,6 @@ a Content-Security-Policy that allows this origin only: the page, its script and
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
 from edge.api import checks, decisions, labels, live, station
-from edge.api.access import Access
 from edge.api.page_state import OperatorState
 from edge.api.state import ApiState
 
@@ -54,7 +52,7 @@ def swagger_dir() -> Path | None:
     return d if (d / "swagger-ui-bundle.js").is_file() else None
 
 
-def install_operator(app: FastAPI, state: ApiState, access: Access, decodes: threading.BoundedSemaphore) -> None:
+def install_operator(app: FastAPI, state: ApiState) -> None:
     """Add the page, its endpoints, the offline /docs and the CSP header to ``app``."""
     cfg = state.config
     _install_headers(app)
@@ -66,20 +64,10 @@ def install_operator(app: FastAPI, state: ApiState, access: Access, decodes: thr
         op = OperatorState(cfg, state.metrics)
         state.operator = op
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for r in (page_router(), live.router(state, op), decisions.router(state, op),
-              checks.router(state, op, access, decodes), labels.router(state, op, access)):
-        app.include_router(r)
-    app.include_router(station.router(state, op, access))  # issue 26: the station view at /station
-
-
-def page_router() -> APIRouter:
-    r = APIRouter(tags=["operator page"])
-
-    @r.get("/", include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse((STATIC_DIR / "index.html").read_text(), headers={"Cache-Control": "no-store"})
-
-    return r
+    for module in (live, decisions, checks, labels):
+        app.include_router(module.router)
+    app.include_router(page)
+    station.install(app, state)  # issue 26: the station view at /station, its routes and stack-light outputs
 
 
 class SecurityHeaders:
@@ -119,3 +107,11 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> FileResponse:
         return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
+
+
+page = APIRouter(tags=["operator page"])
+
+
+@page.get("/", include_in_schema=False)
+def index() -> HTMLResponse:
+    return HTMLResponse((STATIC_DIR / "index.html").read_text(), headers={"Cache-Control": "no-store"})

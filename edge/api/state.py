@@ -120,28 +120,26 @@ def config_summary(cfg: Config) -> dict[str, Any]:
     return summary
 
 
+def model_info(state: ApiState, model: LoadedModel | None) -> dict[str, Any]:
+    """The live model as ``/status`` shows it."""
+    if model is None:
+        return {"loaded": False}
+    clf = model.classifier
+    meta = clf.metadata
+    return {
+        "loaded": True, "model_id": clf.model_id, "path": str(clf.path), "runtime": clf.runtime_name,
+        "delegate": clf.delegate, "threshold": state.threshold(model), "labels": list(meta.labels),
+        "positive_class": meta.positive_class, "format": getattr(meta, "format", None),
+        "crop": meta.crop.model_dump(mode="json"), "self_test_passed": model.self_test_passed,
+        "self_test_failures": list(model.self_test_failures), "loaded_at": model.loaded_at,
+    }
+
+
 def status_of(state: ApiState) -> dict[str, Any]:
+    """The ``/status`` document: config without secrets, counters, camera, MQTT, model."""
     m = state.metrics
     value = m.value
     model = state.models.get()
-    model_info: dict[str, Any] = {"loaded": model is not None}
-    if model is not None:
-        clf = model.classifier
-        meta = clf.metadata
-        model_info.update(
-            model_id=clf.model_id,
-            path=str(clf.path),
-            runtime=clf.runtime_name,
-            delegate=clf.delegate,
-            threshold=state.threshold(model),
-            labels=list(meta.labels),
-            positive_class=meta.positive_class,
-            format=getattr(meta, "format", None),
-            crop=meta.crop.model_dump(mode="json"),
-            self_test_passed=model.self_test_passed,
-            self_test_failures=list(model.self_test_failures),
-            loaded_at=model.loaded_at,
-        )
     camera: dict[str, Any] = {"state": "not started"}
     if state.capture is not None:
         camera = {"state": state.capture.state, "frozen": bool(state.capture.frozen)}
@@ -173,7 +171,7 @@ def status_of(state: ApiState) -> dict[str, Any]:
         "not_ready_reasons": reasons,
         "line": state.config.line,
         "camera_id": state.config.camera,
-        "model": model_info,
+        "model": model_info(state, model),
         "camera": camera,
         "mqtt": mqtt,
         "counters": counters,

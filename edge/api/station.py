@@ -24,17 +24,18 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from edge.api.access import Access
+from edge.api.access import principal
+from edge.api.deps import OPERATE, VIEW, State
 from edge.api.page_state import OperatorState
 from edge.api.state import ApiState
-from edge.runtime.principal import Role
+from edge.runtime.principal import Principal
 from edge.runtime.timeutil import iso_utc
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class StationState:
         self.acks: deque[Ack] = deque(maxlen=ACKS_KEPT)
         self._published: dict[str, bool] = {}
         self._stop = threading.Event()
+        self.streams: Streams | None = None  # the MJPEG streams (set by ``install``)
 
     # -- what waits ---------------------------------------------------------------------------------------
     def pending_ng(self) -> list[dict[str, Any]]:
@@ -225,39 +227,54 @@ class Streams:
         return hb is not None and hb.check().phase == "stopping"
 
 
-def router(state: ApiState, op: OperatorState, access: Access) -> APIRouter:
+def install(app: FastAPI, state: ApiState) -> None:
+    """Add the station's routes to ``app`` and start its stack-light outputs (edge/api/operator.py calls it)."""
+    op = state.operator
+    assert isinstance(op, OperatorState), "install_operator makes the page's state first"
     station = StationState(state)
+    station.streams = Streams(state, lambda: op.live_frame(state))
+    app.state.station = station
     station.start_outputs()
-    streams = Streams(state, lambda: op.live_frame(state))
-    r = APIRouter(tags=["station"])
+    app.include_router(router)
 
-    @r.get("/station", include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse((STATIC_DIR / "station.html").read_text(), headers={"Cache-Control": "no-store"})
 
-    @r.get("/ui/station", summary="The station view's result tile, alarms and acknowledgements",
-           dependencies=[access.require(Role.VIEW)])
-    def station_doc() -> dict[str, Any]:
-        return station.doc()
+def station_state(request: Request) -> StationState:
+    station: StationState = request.app.state.station
+    return station
 
-    @r.post("/ui/station/ack", summary="Acknowledge the NG on the tile (and those before it) or the SPC alarm",
-            dependencies=[access.require(Role.OPERATE)])
-    def ack(body: AckRequest, request: Request) -> dict[str, Any]:
-        who = access.principal(request)
-        return asdict(station.acknowledge(body, who.name))
 
-    # Not in the OpenAPI schema: a never-ending body is no request/response operation (a schema fuzzer would
-    # hang on it); documented in docs/DEPLOY.md, "The station view".
-    @r.get("/ui/stream.mjpg", include_in_schema=False, dependencies=[access.require(Role.VIEW)])
-    def stream() -> StreamingResponse:
-        if not state.config.station.stream:
-            raise HTTPException(503, "the stream is off (station.stream): poll /ui/frame.jpg")
-        if state.latest.frame is None:
-            raise HTTPException(503, "no frame captured yet")
-        if not streams.slots.acquire(blocking=False):
-            raise HTTPException(503, f"{state.config.station.stream_max_clients} streams already open "
-                                "(station.stream_max_clients): poll /ui/frame.jpg")
-        return StreamingResponse(streams.parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-                                 headers={"Cache-Control": "no-store"})
+Station = Annotated[StationState, Depends(station_state)]
+Who = Annotated[Principal, Depends(principal)]
+router = APIRouter(tags=["station"])
 
-    return r
+
+@router.get("/station", include_in_schema=False)
+def page() -> HTMLResponse:
+    return HTMLResponse((STATIC_DIR / "station.html").read_text(), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/ui/station", summary="The station view's result tile, alarms and acknowledgements", dependencies=VIEW)
+def station_doc(station: Station) -> dict[str, Any]:
+    return station.doc()
+
+
+@router.post("/ui/station/ack", summary="Acknowledge the NG on the tile (and those before it) or the SPC alarm",
+             dependencies=OPERATE)
+def ack(body: AckRequest, station: Station, who: Who) -> dict[str, Any]:
+    return asdict(station.acknowledge(body, who.name))
+
+
+# Not in the OpenAPI schema: a never-ending body is no request/response operation (a schema fuzzer would hang on
+# it); documented in docs/DEPLOY.md, "The station view".
+@router.get("/ui/stream.mjpg", include_in_schema=False, dependencies=VIEW)
+def stream(state: State, station: Station) -> StreamingResponse:
+    streams = station.streams
+    if not state.config.station.stream or streams is None:
+        raise HTTPException(503, "the stream is off (station.stream): poll /ui/frame.jpg")
+    if state.latest.frame is None:
+        raise HTTPException(503, "no frame captured yet")
+    if not streams.slots.acquire(blocking=False):
+        raise HTTPException(503, f"{state.config.station.stream_max_clients} streams already open "
+                            "(station.stream_max_clients): poll /ui/frame.jpg")
+    return StreamingResponse(streams.parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                             headers={"Cache-Control": "no-store"})
