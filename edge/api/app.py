@@ -9,6 +9,7 @@
 | edge/api/control.py      | POST /reload, POST /trigger                                          |
 | edge/api/models.py       | /model*, /ui/model, /ui/shadow* (the model's life cycle)             |
 | edge/api/operator.py     | the operator page at / and its /ui/* endpoints, /docs offline        |
+| edge/api/station.py      | the station view at /station, /ui/station*, /ui/stream.mjpg (MJPEG)  |
 
 What the routers serve is ``ApiState`` (edge/api/state.py). Who may call what is decided by edge/api/access.py
 from the request head, before a body is read: with ``api.token`` set, everything but /healthz, /metrics and the
