@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -267,3 +268,57 @@ def test_the_verdict_label_on_the_frame_meets_wcag_aa():
         assert (hi + 0.05) / (lo + 0.05) >= 4.5, background
     hi, lo = _luminance((255, 255, 255)), _luminance(OK_BGR)
     assert round((hi + 0.05) / (lo + 0.05), 2) == 2.27  # the old label, for the record
+
+
+class _Reader(threading.Thread):
+    """One MJPEG client that keeps reading (seen here: the server closes a stream whose client stopped reading)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.status, self.parts, self.stop = url, 0, 0, threading.Event()
+        self.type, self.error = "", None
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, timeout=10) as r:
+                self.status = r.status_code
+                self.type = r.headers.get("content-type", "")
+                for chunk in r.iter_bytes():
+                    self.parts += chunk.count(b"--boxinspect-frame")
+                    if self.stop.is_set() or r.status_code != 200:
+                        return
+        except httpx.HTTPError as e:  # the daemon went away: the test's own assertions say what was seen
+            self.error = e
+
+
+@SLOW
+def test_the_mjpeg_stream_is_bounded_and_a_closed_stream_frees_its_slot(station_daemon):
+    """``station.stream_max_clients`` (4) streams at once, each a multipart JPEG stream; the fifth gets 503 (the page
+    then polls /ui/frame.jpg); closing one lets the next in."""
+    d = station_daemon
+    wait_for(lambda: d.get("/ui/frame.jpg").status_code == 200, 30, "a first frame", d=d)
+    url = d.base + "/ui/stream.mjpg"
+    readers = [_Reader(url) for _ in range(4)]
+    try:
+        for r in readers:
+            r.start()
+        wait_for(lambda: all(r.parts >= 2 for r in readers), 30, "frames on four streams", d=d)
+        assert all(r.status == 200 and r.type.startswith("multipart/x-mixed-replace") for r in readers)
+        refused = d.get("/ui/stream.mjpg")
+        assert refused.status_code == 503 and "stream_max_clients" in refused.json()["detail"]
+        readers[0].stop.set()
+        readers[0].join(15)
+
+        def next_one_in() -> bool:
+            r = _Reader(url)
+            r.start()
+            readers.append(r)
+            wait_for(lambda: r.status != 0, 15, "an answer")
+            return r.status == 200
+
+        wait_for(next_one_in, 30, "a slot freed by the closed stream", interval=0.5, d=d)
+    finally:
+        for r in readers:
+            r.stop.set()
+        for r in readers:
+            r.join(15)
