@@ -271,7 +271,7 @@ def test_the_verdict_label_on_the_frame_meets_wcag_aa():
 
 
 class _Reader(threading.Thread):
-    """One MJPEG client that keeps reading (seen here: the server closes a stream whose client stopped reading)."""
+    """One MJPEG client that keeps reading, as a browser does, until told to stop."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
