@@ -308,9 +308,11 @@ class ShiftConfig(_Section):
 
 
 class StationConfig(_Section):
-    """issue 26 (edge/deliver/station.py): the decision history, shift and lot counters and the audit trail, in one
-    SQLite file beside the outbox. Decisions are kept within the evidence retention (``evidence.max_files``,
-    ``evidence.max_age_days``)."""
+    """The station at the line (issue 26). The records (edge/deliver/station.py): the decision history, shift and lot
+    counters and the audit trail, in one SQLite file beside the outbox; decisions are kept within the evidence
+    retention (``evidence.max_files``, ``evidence.max_age_days``). The view at /station (edge/api/station.py): one
+    camera, a large result tile frozen on NG until acknowledged, staleness on every tile, alarms and their
+    stack-light outputs, the MJPEG live stream."""
 
     enabled: bool = True
     db_path: Path = Path("boxinspect-station.sqlite3")  # relative to the state directory, like the outbox
@@ -319,6 +321,15 @@ class StationConfig(_Section):
     audit_keep: int = Field(default=10_000, ge=10)  # audit entries kept; the oldest go first
     periods_keep: int = Field(default=1000, ge=1)  # past shifts and lots kept with their counts
     csv_max_rows: int = Field(default=50_000, ge=1)  # one CSV export holds at most this many decisions
+    stale_after_s: float = Field(default=3.0, gt=0, le=600)  # a tile with no fresh data for this long is greyed out
+    sound: bool = False  # the alarm beep (generated in the browser) starts on; the operator toggles it
+    stream: bool = True  # /ui/stream.mjpg (multipart MJPEG); false: the view polls /ui/frame.jpg
+    stream_max_fps: float = Field(default=15.0, gt=0, le=60)  # frames a second per stream (also <= operator.frame_max_fps)
+    stream_max_clients: int = Field(default=4, ge=1, le=64)  # streams open at once; more get 503 and poll instead
+    stream_max_s: float = Field(default=600.0, gt=0)  # a stream ends after this and the page reconnects
+    # alarm -> MQTT topic of a stack light: {"alarm", "active", ...} retained on each change (needs mqtt.enabled).
+    # Alarms: "ng" (an NG part not yet acknowledged), "spc" (the SPC alarm active and not yet acknowledged).
+    outputs: dict[Literal["ng", "spc"], str] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod

@@ -43,7 +43,7 @@ def test_every_route_has_a_role_and_every_action_is_closed(tmp_path, tiny_model)
     assert all(r in (Role.OPERATE, Role.ENGINEER) for _, _, r in actions), actions
     opened = {p for m, p, r in table if r is None}
     assert {"/healthz", "/readyz", "/metrics"} <= opened
-    assert opened <= {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/static", "/swagger"}, opened
+    assert opened <= {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/station", "/static", "/swagger"}, opened
 
 
 def test_default_install_anonymous_gets_403_on_every_action_and_views_stay_open(tmp_path, tiny_model):

@@ -43,7 +43,7 @@ from edge.runtime.principal import Principal, Role, current_principal
 
 log = logging.getLogger(__name__)
 
-ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/")
+ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/station")
 ALWAYS_OPEN_PREFIXES = ("/static/", "/swagger/")
 VIEW_COOKIE = "boxinspect_view"
 DRAIN_MAX = 64 * 1024  # a refused request's body is read and dropped up to this size (see _drain)

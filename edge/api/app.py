@@ -10,6 +10,7 @@
 | edge/api/models.py       | /model*, /ui/model, /ui/shadow* (the model's life cycle)             |
 | edge/api/operator.py     | the operator page at / and its /ui/* endpoints, /docs offline        |
 | edge/api/history.py      | /ui/history*, /ui/counters, /ui/trend, /ui/lot/reset, /ui/audit      |
+| edge/api/station.py      | the station view at /station, /ui/station*, /ui/stream.mjpg (MJPEG)  |
 
 What the routers serve is ``ApiState`` (edge/api/state.py). Who may call what is decided by edge/api/access.py
 from the request head, before a body is read: with ``api.token`` set, everything but /healthz, /metrics and the

@@ -7,6 +7,8 @@
 - Manual check of an uploaded image or of the current frame (edge/api/checks.py).
 - Feedback on a decision or a check, collection mode, the label queue and the label review (edge/api/labels.py).
 - What the page holds between requests: edge/api/page_state.py.
+- The station view at /station: a large OK/NG tile held on NG until acknowledged, alarms, staleness, the MJPEG
+  stream (edge/api/station.py).
 
 Read-only views follow ``api.viewing``; every action needs its role (edge/api/access.py). Every response carries
 a Content-Security-Policy that allows this origin only: the page, its script and style, and the Swagger UI at
@@ -24,7 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
-from edge.api import checks, decisions, labels, live
+from edge.api import checks, decisions, labels, live, station
 from edge.api.page_state import OperatorState
 from edge.api.state import ApiState
 
@@ -65,6 +67,7 @@ def install_operator(app: FastAPI, state: ApiState) -> None:
     for module in (live, decisions, checks, labels):
         app.include_router(module.router)
     app.include_router(page)
+    station.install(app, state)  # issue 26: the station view at /station, its routes and stack-light outputs
 
 
 class SecurityHeaders:

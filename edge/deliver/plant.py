@@ -199,6 +199,7 @@ class Plant:
             "spc_alarm": bool(self.spc is not None and self.spc.state.active),
             "spc": None if self.spc is None else {
                 "active": self.spc.state.active, "rules": list(self.spc.state.rules), "reason": self.spc.state.reason,
+                "since": self.spc.state.since,  # epoch s of the raise: the station acknowledges one raise (issue 26)
             },
         }
 

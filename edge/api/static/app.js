@@ -245,11 +245,15 @@ function renderDecisions(list) {
   if (key === lastDecisionsKey) return;
   lastDecisionsKey = key;
   $("decisions-empty").hidden = list.length > 0;
+  const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("#decisions li");
+  const focusedId = focused ? focused.getAttribute("data-event") : null; // keep the keyboard's place over a redraw
   $("decisions").replaceChildren(...list.map((d) => {
     const thumb = d.images
       ? el("img", { src: `/ui/decisions/${d.event_id}/thumb.jpg`, alt: "crop", width: 80, height: 80, loading: "lazy" })
       : el("div", { class: "nothumb" }, "no image");
-    return el("li", { class: d.is_defect ? "bad" : "ok", "data-event": d.event_id, "data-defect": String(d.is_defect), onclick: () => openDecision(d) },
+    // issue 26: a decision is reached with Tab and opened with Enter or Space (keyboard-only feedback)
+    return el("li", { class: d.is_defect ? "bad" : "ok", "data-event": d.event_id, "data-defect": String(d.is_defect), onclick: () => openDecision(d),
+      tabIndex: 0, role: "button", onkeydown: (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); openDecision(d); } } },
       thumb,
       el("div", {},
         el("b", {}, d.label.toUpperCase()), " ",
@@ -258,6 +262,8 @@ function renderDecisions(list) {
         el("span", { class: "muted" }, when(d.decided_at) + (d.part_id ? ` · ${d.part_id}` : "")),
         d.answered ? el("span", { class: "tag" }, `→ ${d.answered}`) : ""));
   }));
+  const again = focusedId && document.querySelector(`#decisions li[data-event="${focusedId}"]`);
+  if (again) again.focus();
 }
 
 async function decisionsLoop() {
