@@ -95,6 +95,8 @@ def patch_maps(mid: np.ndarray, deep: np.ndarray, layers: str, smooth: int) -> n
 def image_score(cell: np.ndarray, rule: str, blur: float) -> float:
     if blur > 0:
         cell = cv2.GaussianBlur(cell.astype(np.float32), (0, 0), blur)
+    if rule == "inner":  # the shipped rule: the largest cell inside the edge ring (border 1)
+        return float(cell[1:-1, 1:-1].max())
     flat = np.sort(cell.ravel())[::-1]
     if rule == "max":
         return float(flat[0])
@@ -139,7 +141,7 @@ def main(data_dir: str, out: str, crops: tuple[str, ...] = tuple(CROPS)) -> None
         mid, deep = raw_features(images.paths, spec, Path(out).parent / f"study-{crop_name}.npz")
         for layers, smooth, coreset, per_view in itertools.product(LAYERS, (3,), (0.1,), (False, True)):
             maps = patch_maps(mid, deep, layers, smooth)
-            r = evaluate(maps, y, groups, parts, view, coreset, per_view, ["max", "top3", "top10"], [0.0, 1.0])
+            r = evaluate(maps, y, groups, parts, view, coreset, per_view, ["max", "inner", "top3", "top10"], [0.0, 1.0])
             for k, v in r.items():
                 name = f"{crop_name}|L{layers}|s{smooth}|c{coreset:g}|pv{int(per_view)}|{k}"
                 results[name] = {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1))}
