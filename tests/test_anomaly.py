@@ -81,6 +81,8 @@ def test_the_border_rule_leaves_the_edge_ring_out_of_the_score_but_in_the_map():
     s_edge, cells = scorer.score_map(edge)
     assert cells[0, 3] == cells.max() > 10.0 and s_edge < 0.5 <= scorer.score_map(inner)[0]
     assert an.AnomalyScorer("patchcore", 5.0, patchcore=pc).score_map(edge)[0] >= 0.5  # border 0: every cell
+    grid = an.heat_grid(cells, 5.0, border=1)  # the event's map: every cell, max = what the decision counts
+    assert grid["border"] == 1 and max(grid["values"]) == grid["values"][3] > 100 > grid["max"]
     path = _write(scorer)
     assert an.AnomalyScorer.from_file(path).border == 1
     from edge.judge.model_package import sha256_file
@@ -184,7 +186,8 @@ def test_daemon_one_event_per_box_with_a_map_that_rescoring_reproduces(tmp_path,
     for ev in events:
         jsonschema.validate(ev, SCHEMA)
         m = ev["anomaly_map"]
-        assert m["rows"] * m["cols"] == len(m["values"]) and max(m["values"]) == m["max"]
+        b, grid = m.get("border", 0), np.array(m["values"]).reshape(m["rows"], m["cols"])
+        assert m["rows"] * m["cols"] == len(m["values"]) and grid[b:m["rows"] - b, b:m["cols"] - b].max() == m["max"]
         # the map explains its crop's score (score = d / (d + d_thr)); the map is the representative record's,
         # the frame that decided (its crop is the evidence): its score is that record's recorded score
         assert an.normalise(m["max"] / 100.0, 1.0) == pytest.approx(m["score"], abs=0.01)

@@ -287,14 +287,19 @@ class AnomalyScorer:
 # ---------------------------------------------------------------- the heatmap an event carries
 
 
-def heat_grid(cells: np.ndarray, threshold_distance: float) -> dict[str, Any]:
+def heat_grid(cells: np.ndarray, threshold_distance: float, border: int = 0) -> dict[str, Any]:
     """The coarse anomaly map of one decision, for its event: cell distances in percent of the threshold
     distance (100 = at the threshold; the crop is a defect when any cell inside the scorer's ``border`` reaches
-    100), row-major."""
+    100), row-major. ``max`` is the largest value the decision counts (inside ``border`` rings of edge cells;
+    every cell when 0); ``border`` is given when not 0."""
     h, w = cells.shape
     pct = np.clip(np.rint(100.0 * np.asarray(cells, np.float64) / float(threshold_distance)), 0, 999).astype(int)
-    return {"rows": int(h), "cols": int(w), "unit": "percent of the threshold distance",
-            "values": pct.ravel().tolist(), "max": int(pct.max())}
+    b = min(border, (min(h, w) - 1) // 2)
+    out: dict[str, Any] = {"rows": int(h), "cols": int(w), "unit": "percent of the threshold distance",
+                           "values": pct.ravel().tolist(), "max": int(pct[b:h - b, b:w - b].max())}
+    if b:
+        out["border"] = int(b)
+    return out
 
 
 def head_cells(spatial: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:

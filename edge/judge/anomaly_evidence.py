@@ -38,6 +38,7 @@ class Heat:
     score: float  # the package score of this crop
     cells: np.ndarray  # (H, W) cell distances
     threshold_distance: float
+    border: int  # edge rings the score leaves out (edge/judge/anomaly.py AnomalyScorer.border)
     model_input: np.ndarray  # RGB, the model's input size
     region: tuple[float, float, float, float] | None  # the model input's square in the ROI crop (fractions)
 
@@ -47,15 +48,21 @@ def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None) -> tuple[
     score, cells, rgb = clf.score_map(roi, located)
     if cells is None or clf.anomaly is None:
         return score, None
-    return score, Heat(score, cells, clf.anomaly.threshold_distance, rgb, region(roi.shape, located, clf.metadata.crop))
+    return score, Heat(score, cells, clf.anomaly.threshold_distance, clf.anomaly.border, rgb,
+                       region(roi.shape, located, clf.metadata.crop))
 
 
 def region(shape: tuple[int, ...], located: Located | None, spec: CropSpec) -> tuple[float, float, float, float] | None:
-    """The square around the located box (its margin included) in fractions of the ROI crop; None: the whole crop."""
+    """The square around the located box (its margin included) in fractions of the ROI crop; None: the whole crop.
+    An upright-turned crop (``spec.rotated``, the anomaly recipe's) is drawn over the square around its turned
+    rectangle, without the turn: approximate; the model input PNG shows the map exactly."""
     if located is None or located.whole or located.bbox is None or spec.method == "none":
         return None
     h, w = shape[:2]
     x0, y0, x1, y1 = (float(v) for v in located.bbox)
+    if spec.rotated and located.rotated is not None:
+        (cx, cy), (rw, rh), _ = located.rotated
+        x0, y0, x1, y1 = cx - max(rw, rh) / 2, cy - min(rw, rh) / 2, cx + max(rw, rh) / 2, cy + min(rw, rh) / 2
     side = max(x1 - x0, y1 - y0) * (1 + 2 * spec.margin)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     return ((cx - side / 2) / w, (cy - side / 2) / h, (cx + side / 2) / w, (cy + side / 2) / h)
@@ -66,7 +73,7 @@ def attach(event: dict[str, Any], heat: Heat | None, evidence: EvidenceStore | N
     this decision was saved)."""
     if heat is None:
         return
-    m: dict[str, Any] = heat_grid(heat.cells, heat.threshold_distance)
+    m: dict[str, Any] = heat_grid(heat.cells, heat.threshold_distance, heat.border)
     m["score"] = round(float(heat.score), 6)
     m["region"] = [round(v, 4) for v in heat.region] if heat.region else None
     m["input"] = None
