@@ -53,9 +53,10 @@ def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None) -> tuple[
 
 
 def region(shape: tuple[int, ...], located: Located | None, spec: CropSpec) -> tuple[float, float, float, float] | None:
-    """The square around the located box (its margin included) in fractions of the ROI crop; None: the whole crop.
-    An upright-turned crop (``spec.rotated``, the anomaly recipe's) is drawn over the square around its turned
-    rectangle, without the turn: approximate; the model input PNG shows the map exactly."""
+    """The model input's extent around the located box (its margin included; a square unless ``spec.square`` is
+    off) in fractions of the ROI crop; None: the whole crop. An upright-turned crop (``spec.rotated``, the anomaly
+    recipe's) is drawn over its turned rectangle's extent, without the turn: approximate; the model input PNG shows
+    the map exactly."""
     if located is None or located.whole or located.bbox is None or spec.method == "none":
         return None
     h, w = shape[:2]
@@ -63,9 +64,12 @@ def region(shape: tuple[int, ...], located: Located | None, spec: CropSpec) -> t
     if spec.rotated and located.rotated is not None:
         (cx, cy), (rw, rh), _ = located.rotated
         x0, y0, x1, y1 = cx - max(rw, rh) / 2, cy - min(rw, rh) / 2, cx + max(rw, rh) / 2, cy + min(rw, rh) / 2
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * spec.margin)
+    m = spec.margin * max(x1 - x0, y1 - y0)  # as localize.crop: on each side, a share of the longer side
+    half_w, half_h = (x1 - x0) / 2 + m, (y1 - y0) / 2 + m
+    if spec.square:
+        half_w = half_h = max(half_w, half_h)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return ((cx - side / 2) / w, (cy - side / 2) / h, (cx + side / 2) / w, (cy + side / 2) / h)
+    return ((cx - half_w) / w, (cy - half_h) / h, (cx + half_w) / w, (cy + half_h) / h)
 
 
 def attach(event: dict[str, Any], heat: Heat | None, evidence: EvidenceStore | None) -> None:
