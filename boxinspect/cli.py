@@ -28,6 +28,7 @@ typical flow:
   boxinspect evaluate runs/m1                         # report, plots, operating threshold
   boxinspect convert runs/m1 --format int8            # TFLite + metadata + accuracy gate
   boxinspect predict runs/m1/model_int8.tflite img.jpg
+  boxinspect sign runs/m1/model_int8.tflite --key keys/line1.key  # Ed25519, for model.trusted_keys
   boxinspect run --config deploy/config.example.yaml  # the edge daemon (operator page at http://127.0.0.1:8080/)
   boxinspect dataset export feedback --out data/line # the page's labels into a training set
   boxinspect demo                                     # all of the above on synthetic data
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     from convert import cli as convert_cli
     from edge import cli as edge_cli
     from edge.judge import crops as crops_cli
+    from edge.judge import signing as signing_cli
     from historian import cli as historian_cli
     from training import cli as training_cli
 
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert_cli.register(sub)
     edge_cli.register(sub)
     crops_cli.register(sub)
+    signing_cli.register(sub)
     dataset.register(sub)
     demo.register(sub)
     historian_cli.register(sub)

@@ -41,6 +41,15 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"error: {e}")
         return 2
     print(path)
+    if args.sign_key:  # issue 24: Ed25519, for a daemon with model.trusted_keys (edge/judge/signing.py)
+        from edge.judge.model_package import PackageError
+        from edge.judge.signing import sign_package
+
+        try:
+            print(sign_package(path, Path(args.sign_key)))
+        except PackageError as e:
+            print(f"error: the package was written but not signed: {e}")
+            return 2
     return 0
 
 
@@ -67,4 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recalibrate-threshold", action="store_true",
                    help="choose this model's threshold with evaluate's rule (recall target on validation) "
                         "instead of copying the Keras threshold; quantisation can shift scores")
+    p.add_argument("--sign-key", metavar="PRIVATE_KEY",
+                   help="sign the package with this Ed25519 key (MODEL.sig; see `boxinspect sign --help`)")
     p.set_defaults(func=_convert)

@@ -32,13 +32,21 @@ convert/anomaly.py.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from convert.common import (
     FORMATS,
     GATE_DECIMALS,
     ConvertError,
+    EvalSet,
     GateError,
+    GateOutcome,
+    Item,
+    RunInfo,
     build_metadata,
     calibration_images,
     compare_models,
@@ -56,12 +64,27 @@ from convert.common import (
     write_tmp,
 )
 from edge.judge.classifier import Runner
-from edge.judge.model_package import sidecar_path, write_metadata
+from edge.judge.model_package import ModelMetadata, sidecar_path, write_metadata
 from training.quiet import native_output_to_log
 
 __all__ = ["FORMATS", "GATE_DECIMALS", "ConvertError", "GateError", "convert_bytes", "convert_run", "gate_allows", "read_run"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Inputs:
+    """What a conversion reads from the run: its Keras model and input size, the items by split, the
+    calibration images (int8; None otherwise) and the evaluation set of the gate."""
+
+    run: RunInfo
+    model: Any
+    keras_path: Path
+    h: int
+    w: int
+    by_split: dict[str, list[Item]]
+    rep: np.ndarray | None
+    ev: EvalSet
 
 
 def convert_run(
@@ -98,8 +121,20 @@ def convert_run(
         from convert.anomaly import convert_anomaly
 
         return convert_anomaly(run, fmt, out, representative_count, gate, max_f1_drop, max_auc_drop)
-    model, keras_path, h, w = load_keras(run)
+    inp = _inputs(run, fmt, representative_count, gate, recalibrate_threshold)
     out = Path(out) if out else run.run_dir / f"model_{fmt}.tflite"
+    log.info("converting %s to %s", inp.keras_path, fmt)
+    meta, outcome = _package(inp, fmt, out, recalibrate_threshold, gate, max_f1_drop, max_auc_drop)
+    if gate and not outcome.passed:
+        raise gate_rejection(out, fmt, outcome, max_f1_drop, max_auc_drop)
+    log.info("wrote %s (%d bytes, sha256 %s) and %s", out, meta.size_bytes, meta.sha256[:12], sidecar_path(out).name)
+    return out
+
+
+def _inputs(run: RunInfo, fmt: str, representative_count: int, gate: bool, recalibrate_threshold: bool) -> _Inputs:
+    """Load the Keras model, the calibration images (int8) and the evaluation set; ConvertError when
+    ``recalibrate_threshold`` cannot apply to this run."""
+    model, keras_path, h, w = load_keras(run)
     by_split = items_by_split(run)
     rep = calibration_images(run, by_split, fmt, h, w, representative_count)
     if recalibrate_threshold and ((run.target_recall is None and run.cost_ratio is None) or not by_split.get("val")):
@@ -110,28 +145,30 @@ def convert_run(
             "use --format fp16 if int8 is rejected"
         )
     ev = load_eval_set(by_split, h, w, gate, run.crop)
+    return _Inputs(run, model, keras_path, h, w, by_split, rep, ev)
 
-    log.info("converting %s to %s", keras_path, fmt)
-    export, head_layer = with_features(model)
-    tmp = write_tmp(out, convert_bytes(export, fmt, rep))
+
+def _package(inp: _Inputs, fmt: str, out: Path, recalibrate_threshold: bool, gate: bool, max_f1_drop: float,
+             max_auc_drop: float) -> tuple[ModelMetadata, GateOutcome]:
+    """Convert to a temp file, load it, (recalibrate the threshold,) compare it with Keras, take the golden
+    samples, then rename it to ``out`` and write its sidecar (also when the gate failed: the caller rejects)."""
+    run = inp.run
+    export, head_layer = with_features(inp.model)
+    tmp = write_tmp(out, convert_bytes(export, fmt, inp.rep))
     try:
         with native_output_to_log("LiteRT"):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
             runner = Runner(tmp, num_threads=2)
         threshold, threshold_source = run.threshold, run.threshold_source
         if recalibrate_threshold:
-            threshold, threshold_source = recalibrated_threshold(run, runner, by_split, fmt, h, w)
-        outcome = compare_models(run, model, runner, ev, fmt, threshold, gate, max_f1_drop, max_auc_drop)
-        golden = golden_samples_of(run, runner, ev)
+            threshold, threshold_source = recalibrated_threshold(run, runner, inp.by_split, fmt, inp.h, inp.w)
+        outcome = compare_models(run, inp.model, runner, inp.ev, fmt, threshold, gate, max_f1_drop, max_auc_drop)
+        golden = golden_samples_of(run, runner, inp.ev)
         features = features_spec_of(runner, tmp, head_layer) if head_layer else None
         tmp.replace(out)
-        meta = build_metadata(run, fmt, out, keras_path, runner, h, w, threshold, threshold_source, outcome.metrics,
-                         0 if rep is None else len(rep), golden, features)
+        meta = build_metadata(run, fmt, out, inp.keras_path, runner, inp.h, inp.w, threshold, threshold_source,
+                              outcome.metrics, 0 if inp.rep is None else len(inp.rep), golden, features)
         write_metadata(meta, out)
     finally:
         if tmp.exists():
             tmp.unlink()
-
-    if gate and not outcome.passed:
-        raise gate_rejection(out, fmt, outcome, max_f1_drop, max_auc_drop)
-    log.info("wrote %s (%d bytes, sha256 %s) and %s", out, meta.size_bytes, meta.sha256[:12], sidecar_path(out).name)
-    return out
+    return meta, outcome

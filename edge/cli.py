@@ -161,7 +161,43 @@ def _selftest(args: argparse.Namespace) -> int:
     return 0
 
 
+RETRAIN_DESCRIPTION = """\
+Teach the deployed model from the line's own labels, on the device, in seconds.
+
+The backbone of the deployed package (the .tflite) stays as it is; only its last layer, a logistic
+"head" on the backbone's pooled features, is fitted again, on every labelled image you give:
+the operator page's feedback/ folder (feedback/<class>/*.jpg) and, if you like, the data set the
+model was trained on (any folder-per-class data set with the model's class names). Each image is
+cropped and resized exactly as the daemon does, the features come from the same .tflite.
+
+C (how strongly the head is regularised) and the threshold are chosen by grouped 5-fold
+cross-validation, with the same rules as `boxinspect train`: near-duplicate photos and the views of
+one part stay in one fold; the threshold minimises cost-ratio x missed defects + false rejects
+(default cost ratio 2), or meets --target-recall. The result is a CANDIDATE package in --out: the
+same .tflite (hardlinked) and a sidecar carrying the new head, its threshold and its CV metrics.
+Nothing deployed changes: run the candidate in shadow, then promote it (operator page, or the API),
+or point model.path at it."""
+
+RETRAIN_EPILOG = """\
+examples:
+  boxinspect retrain /opt/models/model_int8.tflite /var/lib/boxinspect/feedback --out /var/lib/boxinspect/candidates
+  boxinspect retrain model_int8.tflite feedback/ data/line/ --out candidates/ --target-recall 0.95
+
+It refuses (exit 2, one sentence) when a class has fewer than --min-per-class images, and when the
+package was converted before on-device retraining existed (no features output: convert it again).
+Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers."""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add_run(sub)
+    _add_predict(sub)
+    _add_bench(sub)
+    _add_retrain(sub)
+    _add_config(sub)
+    _add_selftest(sub)
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="run the edge daemon (camera -> model -> MQTT events, API, metrics)",
@@ -174,6 +210,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "`boxinspect bench pipeline` (costs two clock reads per frame)")
     p.set_defaults(func=_run)
 
+
+def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "predict",
         help="classify images or folders with a .tflite model",
@@ -191,6 +229,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--csv", dest="csv_out", default=None, help="also write results as CSV to this file")
     p.set_defaults(func=_predict)
 
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
         help="measure model latency (median, p90, p99) per runtime and thread count, or the whole pipeline",
@@ -222,34 +262,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "1000,10000,100000): p50/p99 and the bank's memory")
     p.set_defaults(func=_bench)
 
+
+def _add_retrain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "retrain",
         help="fit a new head for a deployed model from labelled boxes, on the device (no TensorFlow)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="""\
-Teach the deployed model from the line's own labels, on the device, in seconds.
-
-The backbone of the deployed package (the .tflite) stays as it is; only its last layer, a logistic
-"head" on the backbone's pooled features, is fitted again, on every labelled image you give:
-the operator page's feedback/ folder (feedback/<class>/*.jpg) and, if you like, the data set the
-model was trained on (any folder-per-class data set with the model's class names). Each image is
-cropped and resized exactly as the daemon does, the features come from the same .tflite.
-
-C (how strongly the head is regularised) and the threshold are chosen by grouped 5-fold
-cross-validation, with the same rules as `boxinspect train`: near-duplicate photos and the views of
-one part stay in one fold; the threshold minimises cost-ratio x missed defects + false rejects
-(default cost ratio 2), or meets --target-recall. The result is a CANDIDATE package in --out: the
-same .tflite (hardlinked) and a sidecar carrying the new head, its threshold and its CV metrics.
-Nothing deployed changes: run the candidate in shadow, then promote it (operator page, or the API),
-or point model.path at it.""",
-        epilog="""\
-examples:
-  boxinspect retrain /opt/models/model_int8.tflite /var/lib/boxinspect/feedback --out /var/lib/boxinspect/candidates
-  boxinspect retrain model_int8.tflite feedback/ data/line/ --out candidates/ --target-recall 0.95
-
-It refuses (exit 2, one sentence) when a class has fewer than --min-per-class images, and when the
-package was converted before on-device retraining existed (no features output: convert it again).
-Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""",
+        description=RETRAIN_DESCRIPTION,
+        epilog=RETRAIN_EPILOG,
     )
     p.add_argument("package", help="the deployed .tflite (its sidecar <package>.json beside it)")
     p.add_argument("label_dirs", nargs="+", metavar="LABEL_DIR",
@@ -277,6 +297,9 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
                    help="anomaly: the threshold's false-reject rate on good parts (default: the package's own)")
     p.set_defaults(func=_retrain)
 
+
+def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``config check FILE`` and ``config example [--unit]``."""
     p = sub.add_parser("config", help="check a daemon config file")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
     c = csub.add_parser(
@@ -290,6 +313,8 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
     c.add_argument("--unit", action="store_true", help="print the systemd unit (boxinspect.service) instead")
     c.set_defaults(func=_config_example)
 
+
+def _add_selftest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "selftest", help="run a model package's golden samples as the daemon does at start-up (after an install)",
         description="Load MODEL (.tflite with its sidecar) and run its golden samples: exit 0 when they pass, "
@@ -299,3 +324,7 @@ Time and peak memory are printed; docs/BENCHMARKS.md has the measured numbers.""
     p.add_argument("model", help="the .tflite file (its metadata sidecar <model>.json beside it)")
     p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     p.set_defaults(func=_selftest)
+
+    from edge.api import users  # issue 26: `boxinspect users add NAME --role R`
+
+    users.register(sub)

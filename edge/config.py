@@ -137,6 +137,8 @@ class ModelConfig(_Section):
     runtime: Literal["auto", "litert", "tflite_runtime", "tensorflow"] = "auto"
     verify_hash: bool = True  # refuse a model whose sha256 does not match its metadata
     self_test: bool = True  # run the golden samples at start-up and on reload
+    # issue 24: Ed25519 public keys (PEM); set = only packages signed by one of them load (edge/judge/signing.py)
+    trusted_keys: list[Path] = []
 
 
 class PresenceConfig(_Section):
@@ -207,6 +209,7 @@ class MqttConfig(_Section):
     outbox_overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
     outbox_retention_s: float = Field(default=3600.0, ge=0)  # acknowledged events kept this long for replay; 0 = delete on PUBACK
     outbox_all_decisions: bool = False  # OK decisions through the outbox too, on <base>/ok (QoS 1, replayable)
+    publish_feedback: bool = False  # operator answers about decisions through the outbox, on <base>/feedback
     outbox_memory_max_events: int = Field(default=1000, ge=1)  # disk full: at most this many events wait in memory
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
@@ -238,6 +241,8 @@ class ApiConfig(_Section):
     body_min_rate_bytes_s: int = Field(default=20_000, ge=1)  # ... so a client trickling a body is cut off
     replay_page_max: int = Field(default=200, ge=1, le=1000)  # /events?since_seq=: at most this many events a page
     replays_per_minute: int = Field(default=30, ge=1)  # /events?since_seq= (all clients together); more get 429
+    # issue 26 (edge/api/users.py): named users with roles, their tokens stored hashed; `boxinspect users add NAME --role R`
+    users_file: Path | None = None
 
     @field_validator("token", mode="before")
     @classmethod
@@ -295,6 +300,49 @@ class ShadowConfig(_Section):
     confirm_min_parts: int = Field(default=10, ge=1)
 
 
+class ShiftConfig(_Section):
+    """One shift: its name and the local time it starts ("HH:MM", in ``station.timezone``); it ends where the next starts."""
+
+    name: str = Field(min_length=1, max_length=40)
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+class StationConfig(_Section):
+    """issue 26 (edge/deliver/station.py): the decision history, shift and lot counters and the audit trail, in one
+    SQLite file beside the outbox. Decisions are kept within the evidence retention (``evidence.max_files``,
+    ``evidence.max_age_days``)."""
+
+    enabled: bool = True
+    db_path: Path = Path("boxinspect-station.sqlite3")  # relative to the state directory, like the outbox
+    timezone: str = "UTC"  # the shifts' clock (an IANA name, e.g. Europe/Berlin)
+    shifts: list[ShiftConfig] = Field(default_factory=lambda: [ShiftConfig(name="day", start="00:00")], min_length=1)
+    audit_keep: int = Field(default=10_000, ge=10)  # audit entries kept; the oldest go first
+    periods_keep: int = Field(default=1000, ge=1)  # past shifts and lots kept with their counts
+    csv_max_rows: int = Field(default=50_000, ge=1)  # one CSV export holds at most this many decisions
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        import zoneinfo
+
+        if v == "UTC":  # needs no time zone database (a slim image may have none)
+            return v
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: an IANA name such as UTC or Europe/Berlin, from the system's "
+                             "time zone database (Debian: apt-get install tzdata; or pip install tzdata)") from None
+        return v
+
+    @field_validator("shifts")
+    @classmethod
+    def _distinct(cls, v: list[ShiftConfig]) -> list[ShiftConfig]:
+        starts = [s.start for s in v]
+        if len(set(starts)) != len(starts):
+            raise ValueError(f"two shifts start at the same time: {starts}")
+        return v
+
+
 class MetricsConfig(_Section):
     enabled: bool = True  # served at /metrics by the API
 
@@ -302,6 +350,8 @@ class MetricsConfig(_Section):
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+    # issue 24: OpenCV's own log level; at error or quieter its FFmpeg prints only fatal lines (edge/runtime/nativelog.py)
+    opencv: Literal["silent", "fatal", "error", "warning", "info", "debug"] = "error"
 
 
 class GpioConfig(_Section):
@@ -322,6 +372,8 @@ class RejectConfig(_Section):
     mqtt: bool = False  # publish a command on <base>/reject (QoS 1, not retained) for every reject/hold
     topic: str | None = None  # default <base_topic>/<line>/<camera>/reject
     gpio: GpioConfig = GpioConfig()
+    # issue 24: commands on an MQTT connection of their own (edge/deliver/commands.py); false = on the event connection
+    mqtt_own_connection: bool = True
 
 
 class OpcuaConfig(_Section):
@@ -398,6 +450,7 @@ class Config(_Section):
     opcua: OpcuaConfig = OpcuaConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     spc: SpcConfig = SpcConfig()
+    station: StationConfig = StationConfig()  # issue 26: history, shift/lot counters, audit trail
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     state_dir: Path | None = None  # outbox and evidence live here; null = $STATE_DIRECTORY, else the config's folder
     liveness_timeout_s: float = Field(default=30.0, gt=0)  # /healthz fails when the loop has not turned for this long
@@ -574,11 +627,14 @@ def resolve_paths(cfg: Config, config_dir: Path, environ: dict[str, str]) -> Non
         (cfg.evidence, "dir", state),
         (cfg.operator, "feedback_dir", state),
         (cfg.shadow, "dir", state),
+        (cfg.station, "db_path", state),
+        (cfg.api, "users_file", config_dir),
     ):
         val = getattr(obj, key)
         if val is not None and not val.is_absolute():
             setattr(obj, key, base / val)
     cfg.shadow.retrain_data = [p if p.is_absolute() else config_dir / p for p in cfg.shadow.retrain_data]
+    cfg.model.trusted_keys = [p if p.is_absolute() else config_dir / p for p in cfg.model.trusted_keys]
     for src in (cfg.source, *(v.source for v in cfg.sources)):  # a video file or image folder is an input too
         src.uri = resolve_uri(src.uri, config_dir, src.kind)
 
@@ -613,6 +669,7 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         errors.append(f"model.path: {model} does not exist")
     elif not Path(f"{model}.json").is_file():
         errors.append(f"model.path: the metadata sidecar {model}.json is missing (copy it with the model)")
+    errors += [f"model.trusted_keys: {k} does not exist" for k in cfg.model.trusted_keys if not k.is_file()]
     kind = cfg.source.kind if cfg.source.kind != "auto" else guess_kind(cfg.source.uri)
     if kind == "file" and not Path(cfg.source.uri).is_file():
         errors.append(f"source.uri: video file {cfg.source.uri} does not exist")

@@ -47,18 +47,23 @@ from edge.capture.frames import Capture, Frame, MultiCapture
 from edge.capture.roi import crop, roi_box
 from edge.capture.source import TriggerStamp, safe_uri
 from edge.config import Config, ConfigError, RoiConfig, load_config
+from edge.deliver.audit import Audit
 from edge.deliver.evidence import EvidenceStore
 from edge.deliver.mqtt import TriggerListener
 from edge.deliver.mqtt_sink import MqttSink
 from edge.deliver.plant import Plant
 from edge.deliver.publisher import OrderedWorker
+from edge.deliver.station import StationStore
 from edge.judge.anomaly_evidence import attach, heat_of
+from edge.judge.beltmodel import BeltLearners
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.crops import count_located
 from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.judge.localize import Located, locate
 from edge.judge.model_package import PackageError, resolve_model_name
 from edge.judge.records import FrameRecord
+from edge.judge.signing import check_signature
+from edge.learn.feedback_mqtt import publish_answers
 from edge.learn.lifecycle import ModelControl, active_model_path
 from edge.learn.shadow import Shadow
 from edge.runtime import ratelimit
@@ -66,6 +71,7 @@ from edge.runtime.hostcheck import export_disk, proc_warning
 from edge.runtime.liveness import HangExit, Heartbeat, export_liveness, sd_notify
 from edge.runtime.logs import capture_native_stderr, early_format, fatal, setup_logging
 from edge.runtime.metrics import Metrics
+from edge.runtime.nativelog import quiet_native_libraries
 from edge.runtime.ratelimit import RateLimit
 from edge.runtime.testhooks import frozen_loop, slow_model_delay
 from edge.runtime.trace import PipelineTrace
@@ -130,6 +136,7 @@ def main(args: argparse.Namespace) -> int:
     # without the GIL anyway (docs/BENCHMARKS.md, "bench pipeline").
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     ratelimit.install()  # every line a network client can cause is rate-limited
+    log.info("native logs: %s", quiet_native_libraries(cfg.logging.opencv))  # issue 24: a corrupt stream cannot flood
     soft, hard = raise_fd_limit()  # idle API sockets must not leave the camera without descriptors
     log.debug("open-file limit %d (hard %d)", soft, hard)
     early_stop = threading.Event()  # a SIGTERM while the model loads still ends in a clean exit
@@ -167,7 +174,9 @@ def main(args: argparse.Namespace) -> int:
 def load_model(cfg: Config, path: str | Path) -> LoadedModel:
     """Load the .tflite at ``path`` and self-test it (if ``model.self_test``). ModelError if it cannot load."""
     m = cfg.model
-    clf = Classifier.load(path, num_threads=m.num_threads, runtime=m.runtime, verify_hash=m.verify_hash)
+    clf = Classifier.load(path, num_threads=m.num_threads, runtime=m.runtime, verify_hash=m.verify_hash or bool(m.trusted_keys))
+    if m.trusted_keys:  # issue 24: only signed packages (edge/judge/signing.py)
+        check_signature(path, clf.metadata.package_sha256, m.trusted_keys)
     failures: list[str] = []
     if m.self_test:
         try:
@@ -176,6 +185,24 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
             failures = [f"self-test crashed: {type(e).__name__}: {e}"]
     return LoadedModel(clf, tuple(failures))
 
+
+
+@dataclass
+class _Timers:
+    """When the loop next computes the frame rate, publishes its stats and logs its status."""
+
+    stats_every: float
+    status_every: float
+    next_stats: float
+    next_status: float
+    fps_t0: float
+    fps_n0: int = 0
+
+    @classmethod
+    def start(cls, stats_every: float) -> _Timers:
+        now = time.monotonic()
+        status_every = min(STATUS_INTERVAL_S, stats_every)
+        return cls(stats_every, status_every, now + stats_every, now + status_every, now)
 
 class Daemon:
     """One camera, one model, one decision per box. ``run()`` blocks until stopped and returns the exit code.
@@ -231,21 +258,9 @@ class Daemon:
         self.api_url: str | None = None
         self.state: ApiState | None = None
         self.operator: OperatorState | None = None  # the operator page's images, rates and feedback
-        # Loop bookkeeping (main thread only).
-        self._model_version = -1
-        self._frames = 0
-        self._decisions = 0
-        self._defects = 0
-        self._fps = 0.0
-        self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
-        self._roi_error: str | None = None
-        self._open_part: str | None = None  # continuous mode: part id of the box passage in view
-        self._frame_errors = 0
-        self._frame_error_log = RateLimit(60.0)
-        self._no_box = 0  # frames with no box found where a score was wanted
-        self._no_box_parts = 0  # parts the decider closed for lack of a box, as counted in the metric so far
-        self._view_rois = {v.view: v.roi for v in cfg.sources}  # several views (cfg.sources): the ROI per view
-        self._crop_fallback_logged = False
+        self.station: StationStore | None = None  # issue 26: history, shift/lot counters, audit (made by run())
+        self.audit: Audit | None = None
+        self._init_loop_bookkeeping(cfg)
         # the capture that decodes fewer frames while the belt is empty, and the decider that says when it is;
         # the loop tells the one what the other says after each frame (set by run())
         self._idle_rate: tuple[Capture, ContinuousDecider] | None = None
@@ -268,6 +283,24 @@ class Daemon:
             cfg, self.metrics, emit=self._on_decision, context=self._decision_context,
             cancel=self._cancel_part, status=self._plant_status, version=__version__,
         )
+
+    def _init_loop_bookkeeping(self, cfg: Config) -> None:
+        """What the loop counts and remembers between frames (main thread only)."""
+        self._model_version = -1
+        self._frames = 0
+        self._decisions = 0
+        self._defects = 0
+        self._fps = 0.0
+        self._frame_times: deque[tuple[int, float]] = deque(maxlen=FRAME_TIMES_KEPT)  # (index, captured_at)
+        self._roi_error: str | None = None
+        self._open_part: str | None = None  # continuous mode: part id of the box passage in view
+        self._frame_errors = 0
+        self._frame_error_log = RateLimit(60.0)
+        self._no_box = 0  # frames with no box found where a score was wanted
+        self._no_box_parts = 0  # parts the decider closed for lack of a box, as counted in the metric so far
+        self._view_rois = {v.view: v.roi for v in cfg.sources}  # several views (cfg.sources): the ROI per view
+        self._crop_fallback_logged = False
+        self.belts = BeltLearners()  # each view's empty belt, learned from frames with no box (edge/judge/beltmodel.py)
 
     @classmethod
     def from_config(cls, cfg: Config, model: LoadedModel, *, max_frames: int | None = None) -> Daemon:
@@ -351,6 +384,9 @@ class Daemon:
             self.sink.subscribe(topic, TriggerListener(topic, self.trigger, self.metrics), what="triggers")
         if cfg.api.enabled and cfg.operator.enabled:
             self.operator = OperatorState(cfg, self.metrics)
+            publish_answers(cfg, self.operator.feedback, self.sink if isinstance(self.sink, MqttSink) else None)
+        self.station = StationStore(cfg) if cfg.station.enabled else None  # issue 26 (edge/deliver/station.py)
+        self.audit = Audit(self.station, self.sink, f"{cfg.topic_base}/audit")
         self.state = ApiState(
             config=cfg,
             metrics=self.metrics,
@@ -366,6 +402,8 @@ class Daemon:
             heartbeat=self.heartbeat,
             operator=self.operator,
             model_control=self.model_control,
+            station=self.station,
+            audit=self.audit,
         )
         if cfg.api.enabled:
             self.api = start_api(create_app(self.state), cfg.api)
@@ -384,15 +422,10 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------
 
     def _loop(self) -> str:
-        cfg = self.cfg
         capture = self.capture
         assert capture is not None
-        stats_every = cfg.mqtt.stats_interval_s
-        status_every = min(STATUS_INTERVAL_S, stats_every)
-        now = time.monotonic()
-        next_stats, next_status = now + stats_every, now + status_every
-        fps_t0, fps_n0 = now, 0
-        loop_started = now
+        timers = _Timers.start(self.cfg.mqtt.stats_interval_s)
+        loop_started = time.monotonic()
         while not self.stop_requested.is_set():
             frozen_loop()  # test-only hang hook (edge/runtime/testhooks.py); a no-op unless its variable is set
             if self.reload_requested.is_set():
@@ -403,53 +436,69 @@ class Daemon:
             self.heartbeat.beat("waiting for a frame", camera_waiting=capture.state != CameraState.OK)
             frame = capture.read(timeout=READ_TIMEOUT_S)
             if frame is not None:
-                self._read_at = time.time()
-                self._scored = False
-                self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision)")
-                try:
-                    self._process(frame)
-                except Exception as e:  # one bad frame must not stop the line's inspection
-                    self._frame_error(frame, e)
-                if self._idle_rate is not None:
-                    idle_capture, continuous = self._idle_rate
-                    idle_capture.presence(frame.index, continuous.belt_empty)
-                self._frames += 1
-                if self.trace is not None:
-                    self.trace.frame(self._read_at, time.time(), self._scored)
-
-            now = time.monotonic()
-            if now >= next_status or now >= next_stats:
-                self._fps = (self._frames - fps_n0) / max(now - fps_t0, 1e-6)
-                fps_t0, fps_n0 = now, self._frames
-                if now >= next_stats:
-                    self._publish_stats()
-                    next_stats = now + stats_every
-                if now >= next_status:
-                    self._log_status()
-                    next_status = now + status_every
-
+                self._handle_frame(frame)
+            self._periodic(timers)
             self.plant.tick(frame_seen=frame is not None)  # deadlines of open passages move only with frames
-            if self.max_frames is not None and self._frames >= self.max_frames:
-                return f"--max-frames {self.max_frames} reached"
-            if cfg.sources:  # several views: the end when every view's file has ended and none loops
-                if frame is None and capture.finished and all(v.source.exit_on_end and not v.source.loop
-                                                              for v in cfg.sources):
-                    return "end of the source"
-            elif cfg.source.exit_on_end and not cfg.source.loop:
-                if frame is None and capture.finished:
-                    if capture.truncated:  # not the whole file was inspected: say so in the exit code too
-                        return f"error: end of the source: video file {capture.truncated}"
-                    return "end of the source"
-                if (
-                    capture.kind in ("file", "folder")
-                    and not capture.delivered_any
-                    and time.monotonic() - loop_started > cfg.source.end_if_not_opened_s
-                ):
-                    return (
-                        f"error: the source {safe_uri(cfg.source.uri)} delivered no frame within "
-                        f"{cfg.source.end_if_not_opened_s:g} s (source.end_if_not_opened_s); camera {capture.state}"
-                    )
+            end = self._end_reason(capture, frame, loop_started)
+            if end is not None:
+                return end
         return "signal"
+
+    def _handle_frame(self, frame: Frame) -> None:
+        self._read_at = time.time()
+        self._scored = False
+        self.heartbeat.beat(f"processing frame {frame.index} (ROI, model, decision)")
+        try:
+            self._process(frame)
+        except Exception as e:  # one bad frame must not stop the line's inspection
+            self._frame_error(frame, e)
+        if self._idle_rate is not None:
+            idle_capture, continuous = self._idle_rate
+            idle_capture.presence(frame.index, continuous.belt_empty)
+        self._frames += 1
+        if self.trace is not None:
+            self.trace.frame(self._read_at, time.time(), self._scored)
+
+    def _periodic(self, timers: _Timers) -> None:
+        """The frame rate, the stats on MQTT and the status log line, each at its interval."""
+        now = time.monotonic()
+        if now < timers.next_status and now < timers.next_stats:
+            return
+        self._fps = (self._frames - timers.fps_n0) / max(now - timers.fps_t0, 1e-6)
+        timers.fps_t0, timers.fps_n0 = now, self._frames
+        if now >= timers.next_stats:
+            self._publish_stats()
+            timers.next_stats = now + timers.stats_every
+        if now >= timers.next_status:
+            self._log_status()
+            timers.next_status = now + timers.status_every
+
+    def _end_reason(self, capture: FrameSource, frame: Frame | None, loop_started: float) -> str | None:
+        """Why the loop ends now (``--max-frames``, the end of a file or folder, a file that never opened), or None."""
+        cfg = self.cfg
+        if self.max_frames is not None and self._frames >= self.max_frames:
+            return f"--max-frames {self.max_frames} reached"
+        if cfg.sources:  # several views: the end when every view's file has ended and none loops
+            if frame is None and capture.finished and all(v.source.exit_on_end and not v.source.loop
+                                                          for v in cfg.sources):
+                return "end of the source"
+            return None
+        if not (cfg.source.exit_on_end and not cfg.source.loop):
+            return None
+        if frame is None and capture.finished:
+            if capture.truncated:  # not the whole file was inspected: say so in the exit code too
+                return f"error: end of the source: video file {capture.truncated}"
+            return "end of the source"
+        if (
+            capture.kind in ("file", "folder")
+            and not capture.delivered_any
+            and time.monotonic() - loop_started > cfg.source.end_if_not_opened_s
+        ):
+            return (
+                f"error: the source {safe_uri(cfg.source.uri)} delivered no frame within "
+                f"{cfg.source.end_if_not_opened_s:g} s (source.end_if_not_opened_s); camera {capture.state}"
+            )
+        return None
 
     def _process(self, frame: Frame) -> None:
         """The per-frame hot path, the same in every mode: crop -> locate -> score -> ``decider.update``. No
@@ -469,6 +518,8 @@ class Daemon:
         if self.decider.needs_score(record):
             self._box_wanted(frame)
             self._score(record, roi_cfg)
+        elif self._presence_by_foreground() and not self.decider.box_in_progress:
+            self._offer_belt(record)  # the presence detector sees an empty belt
         decision = self.decider.update(record)
         self._after_update(frame, decision)
         if self.latest.inspecting and self.latest.box is None:  # the page outlines the box being inspected
@@ -485,8 +536,9 @@ class Daemon:
         clf = model.classifier
         t0 = time.perf_counter()
         slow_model_delay()  # test-only stall hook (edge/runtime/testhooks.py); a no-op unless its variable is set
-        record.located, record.crop_spec = self._locate(clf, record.roi), clf.metadata.crop
+        record.located, record.crop_spec = self._locate(clf, record.roi, record.view), clf.metadata.crop
         if record.located is not None and not record.located.found:
+            self._offer_belt(record)  # the localiser sees no box: the belt as it looks now
             record.no_box = True
             self.metrics.no_box.inc()
             self._no_box += 1
@@ -533,7 +585,16 @@ class Daemon:
                 self.plant.passage_discarded(self._open_part)  # too short to be a box: never a part
                 self._open_part = None
 
-    def _locate(self, clf: Classifier, roi: np.ndarray) -> Located | None:
+    def _presence_by_foreground(self) -> bool:
+        return self.cfg.decision.mode == "continuous" and self.cfg.decision.presence.method == "foreground"
+
+    def _offer_belt(self, record: FrameRecord) -> None:
+        """A frame with no box teaches the view's empty-belt model (only a model that crops ``auto`` uses it)."""
+        model = self.models.get()
+        if model is not None and model.classifier.metadata.crop.method == "auto":
+            self.belts.offer(record.view, record.roi)
+
+    def _locate(self, clf: Classifier, roi: np.ndarray, view: str | None = None) -> Located | None:
         """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI).
         ``background`` and ``auto`` difference against the presence detector's learned empty belt when there
         is one; without it they look for the region that stands out from the ROI's border."""
@@ -547,7 +608,7 @@ class Daemon:
                 log.warning("crop 'background': no learned empty belt (triggered mode, or presence by score); "
                             "using the reference-free 'salient' search instead")
             spec = spec.model_copy(update={"method": "salient"})
-        located = locate(roi, spec, background)
+        located = locate(roi, spec, background, self.belts.model(view) if spec.method == "auto" else None)
         count_located(self.metrics, located)  # per outcome and reason (boxinspect_localizer_frames)
         return located
 
@@ -588,6 +649,7 @@ class Daemon:
         if not self.plant.before_publish(decision, job.exit_at):
             return  # its part already got a timeout decision: one decision per part
         event = decision.to_event(cfg.line, cfg.camera)
+        self.plant.command(event)  # issue 24: the reject command first, on its own connection (edge/deliver/commands.py)
         if trace is not None:
             trace.decision(event["event_id"], frame=job.frame, last_frame=decision.last_frame,
                            captured_at=job.captured_at, read_at=job.read_at, handed_at=job.handed_at, publish_started=started,
@@ -620,6 +682,8 @@ class Daemon:
                 m.end_to_end_seconds.observe(max(0.0, self.clock() - job.last_captured))
         self._decisions += 1
         self.events.add(event)
+        if self.station is not None:  # issue 26: the history and the shift/lot counters (never raises)
+            self.station.on_decision(event)
         self.shadow.on_decision(event, decision, self.models.get())  # queued for the candidate; never raises
         rep = decision.representative
         if self.operator is not None:  # keeps references only: the page encodes on request
@@ -954,6 +1018,8 @@ class Daemon:
         finally:
             if self.api is not None:
                 self.api.stop(max(0.5, deadline - time.monotonic()))
+            if self.station is not None:
+                self.station.close()
             watchdog.cancel()
 
     def _forced_exit(self) -> None:

@@ -123,6 +123,8 @@ def _query(cfg: Any, args: argparse.Namespace) -> int:
         print(f"{r['decided_at']:%Y-%m-%d %H:%M:%S}  {r['line']}/{r['camera']}  part {r['part_id']}  lot {r['lot'] or '-'}  "
               f"{r['label']} ({'DEFECT' if r['is_defect'] else 'ok'}, {r['action']})  score {score} / {r['threshold']}  "
               f"model {r['model_id']}  event {r['event_id']}  evidence {r['evidence_ref'] or r['evidence_path'] or '-'}")
+        for f in r.get("feedback") or []:
+            print(f"    operator: {f['kind']} -> {f['label']} by {f['who'] or '-'} at {f['answered_at']}")
     return 0
 
 

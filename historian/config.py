@@ -64,7 +64,7 @@ class DaemonConfig(_Section):
 
     line: str
     camera: str
-    url: str  # http://host:8080 (the daemon's api.host/api.port)
+    url: str = Field(pattern=r"^https?://")  # http://host:8080 (the daemon's api.host/api.port)
     token: SecretStr | None = None  # its api.token
 
 

@@ -205,10 +205,14 @@ class Historian:
             self.metrics.batch_seconds.observe(time.monotonic() - started)
             self._count(res, len(rejected))
             self._ack(batch)
-            if self.uploader is not None:
-                for d in res.new_decisions:
-                    self.uploader.offer(d)
+            self._offer_evidence(res)
         store.close()
+
+    def _offer_evidence(self, res: WriteResult) -> None:
+        """The crops of the rows just committed (from MQTT or a replay) to the S3 uploader, if there is one."""
+        if self.uploader is not None:
+            for d in res.new_decisions:
+                self.uploader.offer(d)
 
     def _write_singly(self, store: Store, batch: list[Message]) -> WriteResult:
         total = WriteResult()
@@ -351,6 +355,7 @@ class Historian:
         if not records:
             return 0
         res = store.write(records, (), lambda d: crop_url(self.cfg, d))
+        self._offer_evidence(res)
         self.metrics.replayed.inc(res.inserted)
         if res.inserted:
             log.info("replay: %d row(s) added (%d were there already)", res.inserted, res.duplicates)

@@ -9,11 +9,10 @@ upload queue is bounded (``evidence.queue_max``: beyond it the row keeps the URL
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import urllib.request
 from typing import Any
 
+from edge.deliver.publisher import OrderedWorker
 from historian.config import EvidenceConfig, HistorianConfig
 from historian.records import Decision
 
@@ -35,7 +34,9 @@ def s3_key(cfg: EvidenceConfig, d: Decision) -> str:
 
 
 class S3Uploader:
-    """A thread that copies crops from daemons to S3 and points the rows at the copies."""
+    """Copies crops from daemons to S3 on one worker thread (edge/deliver/publisher.py's OrderedWorker) and points the
+    rows at the copies. ``offer`` never blocks the writer: beyond ``evidence.queue_max`` waiting crops a row keeps
+    the daemon's URL."""
 
     def __init__(self, cfg: HistorianConfig, store_factory: Any) -> None:
         import boto3  # the historian-s3 extra
@@ -48,25 +49,24 @@ class S3Uploader:
             aws_secret_access_key=s3.secret_key.get_secret_value() if s3.secret_key else None,
         )
         self.store = store_factory()
-        self.queue: queue.Queue[Decision | None] = queue.Queue(maxsize=cfg.evidence.queue_max)
+        self.worker = OrderedWorker(self._copy, "historian-s3", cfg.evidence.queue_max)
         self.uploaded = 0
         self.failed = 0
-        self._thread = threading.Thread(target=self._run, name="historian-s3", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self.worker.start()
 
-    def stop(self) -> None:
-        self.queue.put(None)
-        self._thread.join(timeout=10)
+    def stop(self, timeout: float = 10.0) -> None:
+        self.worker.stop(timeout)
 
     def offer(self, d: Decision) -> None:
         if crop_url(self.cfg, d) is None:
             return
-        try:
-            self.queue.put_nowait(d)
-        except queue.Full:
-            log.warning("evidence: upload queue full (%d); %s keeps the daemon's URL", self.queue.maxsize, d.event_id)
+        if self.worker.pending >= self.worker.max_pending:  # (the writer and the replay offer: at most one over)
+            log.warning("evidence: upload queue full (%d); %s keeps the daemon's URL", self.worker.max_pending,
+                        d.event_id)
+            return
+        self.worker.submit(d)
 
     def upload(self, d: Decision) -> str:
         url = crop_url(self.cfg, d)
@@ -84,14 +84,10 @@ class S3Uploader:
         self.store.set_evidence_ref(d.event_id, d.row["decided_at"], ref)
         return ref
 
-    def _run(self) -> None:
-        while True:
-            d = self.queue.get()
-            if d is None:
-                return
-            try:
-                self.upload(d)
-                self.uploaded += 1
-            except Exception as e:  # the row keeps the daemon's URL
-                self.failed += 1
-                log.warning("evidence of %s not copied to S3: %s", d.event_id, e)
+    def _copy(self, d: Decision) -> None:
+        try:
+            self.upload(d)
+            self.uploaded += 1
+        except Exception as e:  # the row keeps the daemon's URL
+            self.failed += 1
+            log.warning("evidence of %s not copied to S3: %s", d.event_id, e)

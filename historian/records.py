@@ -122,6 +122,10 @@ class Feedback:
     who: str | None
     label: str | None
     doc: dict[str, Any]
+    seq: int | None = None  # its place in the daemon's outbox (mqtt.publish_feedback)
+    feedback_id: str | None = None
+    model_id: str | None = None
+    verdict: str | None = None  # what the model said
 
 
 Record = Decision | LostNotice | ModelChange | Alarm | Feedback
@@ -224,9 +228,19 @@ def _alarm(doc: dict[str, Any], line: str, camera: str) -> Alarm:
 
 
 def _feedback(doc: dict[str, Any], line: str, camera: str) -> Feedback:
+    """An operator's answer about a decision (edge/feedback_mqtt.py)."""
     eid = doc.get("event_id") or doc.get("decision_id")
     if not eid or not doc.get("kind"):
         raise BadMessage("feedback without event_id and kind")
+    try:
+        eid = str(uuid.UUID(str(eid)))
+    except ValueError:
+        raise BadMessage(f"feedback: the decision id is not a UUID: {eid!r}") from None
     answered = _time(doc.get("answered_at") or doc.get("at"), "answered_at")
     assert answered is not None
-    return Feedback(line, camera, str(eid), answered, str(doc["kind"]), doc.get("who"), doc.get("label"), doc)
+    seq = doc.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+        raise BadMessage(f"seq is not an integer: {seq!r}")
+    text = {k: (str(doc[k]) if doc.get(k) is not None else None) for k in ("who", "label", "feedback_id", "model_id",
+                                                                          "verdict")}
+    return Feedback(line, camera, eid, answered, str(doc["kind"]), doc=doc, seq=seq, **text)

@@ -227,8 +227,9 @@ class Store:
         base = int(row[0]) if row else 0
         seen = {int(r[0]) for r in conn.execute(
             "SELECT seq FROM decisions WHERE line = %s AND camera = %s AND seq > %s "
+            "UNION SELECT seq FROM operator_feedback WHERE line = %s AND camera = %s AND seq > %s "
             "UNION SELECT notice_seq FROM lost_ranges WHERE line = %s AND camera = %s AND notice_seq > %s",
-            (line, camera, base, line, camera, base))}
+            (line, camera, base) * 3)}
         for first, last in conn.execute(
             "SELECT first_seq, last_seq FROM lost_ranges WHERE line = %s AND camera = %s AND last_seq > %s",
             (line, camera, base),
@@ -262,9 +263,11 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------------
     def part(self, part_id: str, line: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Every decision about ``part_id`` (on ``line``), newest first, with its views."""
+        """Every decision about ``part_id`` (on ``line``), newest first, with its views and the operators' answers."""
         q = ("SELECT d.*, (SELECT json_agg(v.* ORDER BY v.view) FROM views v WHERE v.event_id = d.event_id "
-             "AND v.decided_at = d.decided_at) AS views FROM decisions d WHERE d.part_id = %s"
+             "AND v.decided_at = d.decided_at) AS views, (SELECT json_agg(json_build_object('kind', f.kind, 'label', "
+             "f.label, 'who', f.who, 'answered_at', f.answered_at) ORDER BY f.answered_at) FROM operator_feedback f "
+             "WHERE f.event_id = d.event_id) AS feedback FROM decisions d WHERE d.part_id = %s"
              + (" AND d.line = %s" if line else "") + " ORDER BY d.decided_at DESC LIMIT %s")
         args: tuple[Any, ...] = (part_id, line, limit) if line else (part_id, limit)
 

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import free_port, port_open
+from tests.service import Service
 
 MOSQUITTO = os.environ.get("BOXINSPECT_MOSQUITTO") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -43,7 +44,7 @@ class BrokerError(RuntimeError):
     """The broker could not be started (the message carries the tail of its log)."""
 
 
-class Broker:
+class Broker(Service):
     """One Mosquitto process. ``start()`` returns once the port accepts connections."""
 
     def __init__(
@@ -181,28 +182,7 @@ class Broker:
         self.stop()
         return self.start(timeout)
 
-    def close(self) -> None:
-        """Stop and remove the working directory (if this object created it)."""
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Broker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- diagnostics ----------------------------------------------------------------------------
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
+    # -- diagnostics (close, with, log_text and log_tail: tests/service.py) ------------------------
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         auth = f", users={sorted(self.users)}" if self.users else ""

@@ -98,6 +98,7 @@ def edge_config(tmp_path: Path, model_path: Path | None = None, broker: Any = No
         "model": {"path": str(model_path if model_path is not None else tmp_path / "none.tflite")},
         "mqtt": mqtt,
         "evidence": {"dir": str(tmp_path / "evidence")},
+        "station": {"db_path": str(tmp_path / "station.sqlite3")},  # issue 26: the station records, not in the cwd
     }
     for key, value in over.items():
         data.setdefault(key, {})
@@ -426,14 +427,27 @@ def failing_golden(doc: dict[str, Any]) -> None:
         g["expected_score"] = 5.0
 
 
-def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True) -> dict[str, Any]:
+def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True,
+                 verdicts: bool = True) -> dict[str, Any]:
     """Apply ``change`` to the sidecar of ``model``. ``reseal`` recomputes package_sha256, as convert would
-    (a legitimately re-made package); without it the edit is a tampering the loader must refuse."""
-    from edge.judge.model_package import package_digest, sidecar_path
+    (a legitimately re-made package); without it the edit is a tampering the loader must refuse. ``verdicts``
+    (with ``reseal``): record the golden samples' verdicts again, as convert would; False is a sidecar resealed by
+    hand with its old verdicts (issue 24: refused when the threshold or labels no longer give them)."""
+    from edge.judge.model_package import ModelMetadata, package_digest, record_golden_verdicts, sidecar_path
 
     side = sidecar_path(model)
     doc = json.loads(side.read_text())
     change(doc)
+    if reseal and verdicts and any("expected_label" in g for g in doc.get("golden", [])):
+        from pydantic import ValidationError
+
+        try:
+            meta = ModelMetadata.model_validate(doc)
+        except ValidationError:
+            pass  # an invalid package (the test's point): the loader refuses it for that
+        else:
+            record_golden_verdicts(meta)
+            doc["golden"] = [g.model_dump(mode="json") for g in meta.golden]
     if reseal:
         doc["package_sha256"] = package_digest(doc)
     side.write_text(json.dumps(doc, indent=1))
@@ -654,7 +668,23 @@ def daemon_app(tmp_path: Path, tiny_model: Path, operator: dict[str, Any] | None
                       operator={"feedback_dir": str(tmp_path / "feedback"), **(operator or {})},
                       shadow={"dir": str(tmp_path / "shadow")})
     d = Daemon(cfg, load_model(cfg, cfg.model.path))
+    from edge.deliver.audit import Audit
+    from edge.deliver.station import StationStore
+
+    station = StationStore(cfg)  # issue 26: the history, counters and audit routes are in the matrix too
     state = ApiState(config=cfg, metrics=d.metrics, models=d.models, events=d.events, latest=d.latest,
-                     reload=d.reload, model_control=d.model_control)
+                     reload=d.reload, model_control=d.model_control, station=station, audit=Audit(station, None, "t/audit"))
     app = create_app(state)
     return app, TestClient(app, raise_server_exceptions=False)
+
+
+def epoch_s(v: Any) -> float:
+    """An event's time field (ISO 8601 or unix seconds) as unix seconds."""
+    from datetime import datetime
+
+    return float(v) if isinstance(v, (int, float)) else datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
+
+
+def element_text(driver: Any, element_id: str) -> str:
+    """The text of the page element ``element_id`` in a Selenium browser (also when hidden)."""
+    return driver.execute_script("return document.getElementById(arguments[0]).textContent", element_id) or ""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import free_port, port_open
+from tests.service import Service
 
 
 class PostgresError(RuntimeError):
@@ -50,7 +51,7 @@ def available() -> bool:
         return False
 
 
-class Postgres:
+class Postgres(Service):
     def __init__(self, port: int | None = None, workdir: str | Path | None = None, db: str = "boxinspect",
                  user: str = "boxinspect") -> None:
         self.host = "127.0.0.1"
@@ -116,12 +117,6 @@ class Postgres:
     def running(self) -> bool:
         return port_open(self.host, self.port)
 
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
-
     def size_bytes(self) -> int:
         import psycopg
 
@@ -130,14 +125,7 @@ class Postgres:
 
     def close(self) -> None:
         self.stop("immediate")
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Postgres:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.remove_dir()
 
 
 def _user_exists(name: str) -> bool:

@@ -280,9 +280,9 @@ def test_genicam_trigger_frames_become_parts_in_the_daemon(tmp_path, fake_camera
         assert isinstance(cap, Capture)
         wait_for(lambda: cap.state == CameraState.OK, 30, "the camera waiting for triggers")
         assert cap.software_trigger()  # the camera's own trigger (as a photo-eye on its line would)
-        wait_for(lambda: sink.results, 20, "the decision for the camera's trigger")
+        wait_for(lambda: sink.results, 60, "the decision for the camera's trigger")
         assert d.trigger("P-42")  # the line's trigger: fires the camera, the frame is P-42's
-        wait_for(lambda: len(sink.results) >= 2, 20, "the decision for the line's trigger")
+        wait_for(lambda: len(sink.results) >= 2, 60, "the decision for the line's trigger")
     finally:
         d.stop_requested.set()
         t.join(20)

@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import AUTH, TEST_TOKEN, DaemonProc, topic_base, wait_for
+from tests.helpers import AUTH, TEST_TOKEN, DaemonProc, epoch_s, topic_base, wait_for
 from tests.test_plant_daemon import plant_cfg
 
 SLOW = pytest.mark.slow
@@ -42,10 +41,6 @@ def _png_49mp() -> bytes:
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     assert ok
     return buf.tobytes()
-
-
-def _epoch(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) else datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
 
 
 class Arrivals:
@@ -168,7 +163,7 @@ def test_replay_flood_big_uploads_and_slow_bodies_at_once(tmp_path, int8_model, 
     commands = {p["event_id"]: (p, t) for p, t in arr.on("/reject")}
     rejects = [p for p, t in arr.on("/result") if p.get("action") == "reject" and t <= cutoff]
     lost = [e["event_id"] for e in rejects if e["event_id"] not in commands]
-    latencies = sorted(t - (_epoch(p["deadline_at"]) - DEADLINE_MS / 1000.0) for p, t in commands.values()
+    latencies = sorted(t - (epoch_s(p["deadline_at"]) - DEADLINE_MS / 1000.0) for p, t in commands.values()
                        if p.get("kind") == "model")
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None
     figures = {"load_s": LOAD_S, "decisions_during_load": during, "reject_decisions": len(rejects),

@@ -232,10 +232,15 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
     item.find_element(By.CSS_SELECTOR, f"button[data-label='{negative}']").click()
     wait_for((tmp_path / "feedback" / negative / f"{name}.jpg").is_file, 15, "the disagreement's label in feedback/", d=d)
     drv.find_element(By.ID, "m-promote").click()
+    wait_for(lambda: drv.execute_script("return document.getElementById('confirm-change').open"), 10, "the dialog")
+    assert cand_id in _text(drv, "confirm-text") and live_id in _text(drv, "confirm-text")  # issue 26: names both
+    drv.find_element(By.ID, "confirm-yes").click()
     wait_for(lambda: "Promoted" in _text(drv, "toast"), 60, "the promotion", d=d)
     assert live_model() == cand_id
     wait_for(lambda: drv.find_element(By.ID, "m-rollback").is_enabled(), 15, "the rollback button")
     drv.find_element(By.ID, "m-rollback").click()
+    wait_for(lambda: drv.execute_script("return document.getElementById('confirm-change').open"), 10, "the dialog")
+    drv.find_element(By.ID, "confirm-yes").click()
     wait_for(lambda: "Rolled back" in _text(drv, "toast"), 60, "the rollback", d=d)
     assert live_model() == live_id
 

@@ -109,12 +109,31 @@ def _data_command(sub: argparse._SubParsersAction, name: str, help: str, descrip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _add_train(sub)
+    _add_evaluate(sub)
+    register_cv(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = _data_command(sub, "train", "train a MobileNetV2 defect classifier (run directory out)",
                       TRAIN_DESCRIPTION, TRAIN_EPILOG, "run directory to create (e.g. runs/m1)")
     p.add_argument("--classes", default=None,
                    help="comma-separated class folders in index order (default: all sub-folders, sorted)")
     p.add_argument("--positive-class", default=None,
                    help="the defect class (default: 'defective' or 'damaged' if such a folder exists)")
+    _add_recipe_args(p)
+    _add_finetune_args(p)
+    _add_split_args(p)
+    p.add_argument("--save-phase1", action="store_true",
+                   help="also keep the frozen-backbone model as RUN/phase1/ (a run dir of its own, for comparison)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a run directory with a model")
+    p.add_argument("--quiet", action="store_true", help="no Keras progress bars (one log line per epoch stays)")
+    p.add_argument("--evaluate", action="store_true", help="run 'boxinspect evaluate' on the run afterwards")
+    p.set_defaults(func=_train)
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """train: the recipe, input size, crop, backbone, linear head, operating point and anomaly options."""
     p.add_argument("--recipe", choices=["linear", "finetune", "anomaly"], default="linear",
                    help="linear (default): frozen MobileNetV2 features + L2 logistic head, C by grouped CV, "
                         "threshold on out-of-fold scores; finetune: two-phase transfer learning; anomaly: from "
@@ -145,6 +164,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     _add_operating_args(p)
     _add_anomaly_args(p, train=True)
+
+
+def _add_finetune_args(p: argparse.ArgumentParser) -> None:
+    """train: the two phases of the finetune recipe and the class-imbalance correction."""
     p.add_argument("--epochs", type=int, default=25, help="phase 1 max epochs, backbone frozen (default 25)")
     p.add_argument("--fine-tune-epochs", type=int, default=10,
                    help="phase 2 max epochs, top blocks unfrozen (default 10; 0 = frozen backbone only)")
@@ -158,6 +181,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--balance", choices=["weights", "oversample", "none"], default="weights",
                    help="class imbalance: loss weights (default), oversample the minority (augmented), none")
     p.add_argument("--no-augment", action="store_true", help="switch off training augmentation")
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    """train: the train/val/test split and the seed."""
     p.add_argument("--val-frac", type=float, default=0.15, help="validation fraction (default 0.15)")
     p.add_argument("--test-frac", type=float, default=0.2, help="test fraction (default 0.2, >= 0.15 advised)")
     p.add_argument("--dup-threshold", type=int, default=6,
@@ -165,13 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-manifest", type=Path, default=None,
                    help="reuse this split.json (from another run) instead of making a new split")
     p.add_argument("--seed", type=int, default=0, help="seed for python/numpy/TensorFlow (default 0)")
-    p.add_argument("--save-phase1", action="store_true",
-                   help="also keep the frozen-backbone model as RUN/phase1/ (a run dir of its own, for comparison)")
-    p.add_argument("--overwrite", action="store_true", help="allow writing into a run directory with a model")
-    p.add_argument("--quiet", action="store_true", help="no Keras progress bars (one log line per epoch stays)")
-    p.add_argument("--evaluate", action="store_true", help="run 'boxinspect evaluate' on the run afterwards")
-    p.set_defaults(func=_train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="evaluate a run: report, plots, operating threshold",
                        description=EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", type=Path, help="run directory written by 'boxinspect train'")
@@ -185,7 +208,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="split to report (default test)")
     e.set_defaults(func=_evaluate)
-    register_cv(sub)
 
 
 CV_DESCRIPTION = """\

@@ -13,6 +13,7 @@ import base64
 import html
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -168,74 +169,107 @@ def _scores(model, split: split_mod.Split, name: str, root: Path, img_size: int,
 # ---------------------------------------------------------------- plots
 
 
+class _Figures:
+    """Report figures: each is laid out, written as out/KEY.png, closed and recorded under KEY (in order)."""
+
+    def __init__(self, out: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt = plt
+        self.out = out
+        self.files: dict[str, Path] = {}
+        out.mkdir(parents=True, exist_ok=True)
+
+    def save(self, fig, key: str) -> None:
+        fig.tight_layout()
+        self.files[key] = self.out / f"{key}.png"
+        fig.savefig(self.files[key], dpi=110)
+        self.plt.close(fig)
+
+
 def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np.ndarray, m: dict,
            history: dict, names: list[str], split: str) -> dict[str, Path]:
-    import matplotlib
+    figs = _Figures(out)
+    if len(np.unique(y)) == 2:
+        _plot_roc(figs, y, s, y_val, s_val, m, names, split)
+        _plot_pr(figs, y, s, m, names, split)
+    _plot_confusion(figs, m, names, split)
+    _plot_curves(figs, history)
+    _plot_scores(figs, y, s, m["threshold"], names, split)
+    return figs.files
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {}
-
-    def save(fig, key: str) -> None:
-        """Lay out, write out/KEY.png, close, and record it under KEY."""
-        fig.tight_layout()
-        files[key] = out / f"{key}.png"
-        fig.savefig(files[key], dpi=110)
-        plt.close(fig)
+def _plot_roc(figs: _Figures, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np.ndarray, m: dict,
+              names: list[str], split: str) -> None:
+    from sklearn.metrics import RocCurveDisplay
 
     thr = m["threshold"]
+    fig, ax = figs.plt.subplots(figsize=(4.9, 4.5))
+    RocCurveDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
+    if len(np.unique(y_val)) == 2:
+        RocCurveDisplay.from_predictions(y_val, s_val, ax=ax, name=f"val (n={len(y_val)})", curve_kwargs={"linestyle": "--"})
+    a = m["at_threshold"]
+    ax.plot(1 - a["specificity"], a["recall"], "o", color="red", label=f"threshold {thr:.3f}")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_title(f"ROC, positive = {names[1]}")
+    ax.legend(loc="lower right")
+    figs.save(fig, "roc")
 
-    if len(np.unique(y)) == 2:
-        fig, ax = plt.subplots(figsize=(4.9, 4.5))
-        RocCurveDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
-        if len(np.unique(y_val)) == 2:
-            RocCurveDisplay.from_predictions(y_val, s_val, ax=ax, name=f"val (n={len(y_val)})", curve_kwargs={"linestyle": "--"})
-        a = m["at_threshold"]
-        ax.plot(1 - a["specificity"], a["recall"], "o", color="red", label=f"threshold {thr:.3f}")
-        ax.plot([0, 1], [0, 1], ":", color="grey")
-        ax.set_title(f"ROC, positive = {names[1]}")
-        ax.legend(loc="lower right")
-        save(fig, "roc")
 
-        fig, ax = plt.subplots(figsize=(4.9, 4.5))
-        PrecisionRecallDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
-        ax.plot(a["recall"], a["precision"], "o", color="red", label=f"threshold {thr:.3f}")
-        ax.set_title(f"Precision-recall, positive = {names[1]}")
-        ax.legend(loc="lower left")
-        save(fig, "pr")
+def _plot_pr(figs: _Figures, y: np.ndarray, s: np.ndarray, m: dict, names: list[str], split: str) -> None:
+    from sklearn.metrics import PrecisionRecallDisplay
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    for ax, key, title in ((axes[0], "at_threshold", f"threshold {thr:.3f}"), (axes[1], "at_0.5", "threshold 0.5")):
+    fig, ax = figs.plt.subplots(figsize=(4.9, 4.5))
+    PrecisionRecallDisplay.from_predictions(y, s, ax=ax, name=f"{split} (n={len(y)})")
+    a = m["at_threshold"]
+    ax.plot(a["recall"], a["precision"], "o", color="red", label=f"threshold {m['threshold']:.3f}")
+    ax.set_title(f"Precision-recall, positive = {names[1]}")
+    ax.legend(loc="lower left")
+    figs.save(fig, "pr")
+
+
+def _plot_confusion(figs: _Figures, m: dict, names: list[str], split: str) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, axes = figs.plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, key, title in ((axes[0], "at_threshold", f"threshold {m['threshold']:.3f}"),
+                           (axes[1], "at_0.5", "threshold 0.5")):
         cm = np.array(m[key]["confusion_matrix"]["matrix"])
         ConfusionMatrixDisplay(cm, display_labels=names).plot(ax=ax, colorbar=False, cmap="Blues")
         ax.set_title(f"{split}, {title}")
-    save(fig, "confusion_matrix")
+    figs.save(fig, "confusion_matrix")
 
+
+def _plot_curves(figs: _Figures, history: dict) -> None:
+    """Loss and accuracy per epoch of each training phase in history.json (none: no figure)."""
     phases = [(k, v) for k, v in history.items() if isinstance(v, dict) and "history" in v]
-    if phases:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-            start = 0
-            for i, (pname, ph) in enumerate(phases):
-                h = ph["history"]
-                n = len(h.get(metric, []))
-                xs = np.arange(start + 1, start + n + 1)
-                colour = f"C{i}"
-                if n:
-                    ax.plot(xs, h[metric], "-", color=colour, label=f"{pname} train")
-                    ax.plot(xs, h.get("val_" + metric, [np.nan] * n), "--", color=colour, label=f"{pname} val")
-                if i > 0:
-                    ax.axvline(start + 0.5, color="grey", linestyle=":")
-                start += n
-            ax.set_xlabel("epoch")
-            ax.set_title(metric)
-            ax.legend()
-        save(fig, "curves")
+    if not phases:
+        return
+    fig, axes = figs.plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        start = 0
+        for i, (pname, ph) in enumerate(phases):
+            h = ph["history"]
+            n = len(h.get(metric, []))
+            xs = np.arange(start + 1, start + n + 1)
+            colour = f"C{i}"
+            if n:
+                ax.plot(xs, h[metric], "-", color=colour, label=f"{pname} train")
+                ax.plot(xs, h.get("val_" + metric, [np.nan] * n), "--", color=colour, label=f"{pname} val")
+            if i > 0:
+                ax.axvline(start + 0.5, color="grey", linestyle=":")
+            start += n
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    figs.save(fig, "curves")
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+
+def _plot_scores(figs: _Figures, y: np.ndarray, s: np.ndarray, thr: float, names: list[str], split: str) -> None:
+    fig, ax = figs.plt.subplots(figsize=(7, 3.8))
     bins = np.linspace(0, 1, 41)
     ax.hist(s[y == 0], bins=bins, alpha=0.6, label=names[0])
     ax.hist(s[y == 1], bins=bins, alpha=0.6, label=names[1])
@@ -244,8 +278,7 @@ def _plots(out: Path, y: np.ndarray, s: np.ndarray, y_val: np.ndarray, s_val: np
     ax.set_xlabel(f"score = P({names[1]})")
     ax.set_title(f"Score distribution, {split}")
     ax.legend()
-    save(fig, "scores")
-    return files
+    figs.save(fig, "scores")
 
 
 # ---------------------------------------------------------------- HTML
@@ -276,45 +309,13 @@ def _crop_section(m: dict, run_dir: Path) -> str:
 
 
 def _html(m: dict, files: dict[str, Path], cfg: dict, run_dir: Path) -> str:
-    a, h = m["at_threshold"], m["at_0.5"]
+    """The self-contained report page (plots inlined), section by section."""
+    return (_html_head(run_dir) + _html_summary(m) + _html_operating_point(m) + _crop_section(m, run_dir) + "\n"
+            + _html_metrics(m) + _html_plots_and_tables(m, files, cfg))
+
+
+def _html_head(run_dir: Path) -> str:
     esc = html.escape
-
-    def row(label: str, d: dict) -> str:
-        return (f"<tr><td>{esc(label)}</td><td>{d['threshold']:.3f}</td><td>{d['accuracy']:.3f}</td>"
-                f"<td>{d['precision']:.3f}</td><td>{d['recall']:.3f}</td><td>{d['specificity']:.3f}</td>"
-                f"<td>{d['f1']:.3f}</td><td>{d['macro_f1']:.3f}</td>"
-                f"<td>{d['confusion_matrix']['fn']}</td><td>{d['confusion_matrix']['fp']}</td></tr>")
-
-    trs = "".join(
-        f"<tr><td>{r['threshold']:.3f}</td><td>{r['recall']:.3f}</td><td>{r['precision']:.3f}</td>"
-        f"<td>{r['specificity']:.3f}</td><td>{r['missed_defects']}</td><td>{r['false_rejects']}</td>"
-        f"<td>{r['accuracy']:.3f}</td></tr>"
-        for r in m["threshold_table"]
-    )
-    imgs = "".join(
-        f"<figure>{_img_tag(p, k)}<figcaption>{esc(CAPTIONS.get(k, k))}</figcaption></figure>" for k, p in files.items()
-    )
-    counts = m.get("split_counts", {})
-    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-    if m.get("ci95", {}).get("roc_auc"):
-        lo, hi = m["ci95"]["roc_auc"]
-        auc += f" <small>(95% bootstrap CI {lo:.3f} to {hi:.3f})</small>"
-    sel = m["threshold_selection"]
-    op_li = "".join(f"<li><b>{esc(k)}</b> (n={r['n_good'] + r['n_defect']}): {esc(r['sentence'])}</li>"
-                    for k, r in m.get("operating_point", {}).items())
-    tr_rows = "".join(
-        f"<tr><td>{r['threshold']:.3f}</td><td>{r['rejected_per_1000_good']:.0f} "
-        f"({r['rejected_per_1000_good_ci95'][0]:.0f}-{r['rejected_per_1000_good_ci95'][1]:.0f})</td>"
-        f"<td>{r['missed_per_100_defects']:.0f} ({r['missed_per_100_defects_ci95'][0]:.0f}-"
-        f"{r['missed_per_100_defects_ci95'][1]:.0f})</td><td>{r['recall']:.3f}</td><td>{r['specificity']:.3f}</td></tr>"
-        for r in m.get("tradeoff", []))
-    cfg_rows = "".join(
-        f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(cfg.get(k)))}</td></tr>"
-        for k in ("data_dir", "classes", "positive_class", "recipe", "C_chosen", "flip_tta", "img_size", "crop", "alpha",
-                  "weights", "epochs",
-                  "fine_tune_epochs", "unfreeze_blocks", "learning_rate", "fine_tune_learning_rate", "balance",
-                  "augment", "seed", "wall_time_s")
-    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>boxinspect evaluation: {esc(run_dir.name)}</title>
 <style>
@@ -329,20 +330,58 @@ img {{ max-width: 1080px; border: 1px solid #ddd; }}
 .big {{ font-size: 1.25em; }}
 </style></head><body>
 <h1>Evaluation of run <code>{esc(run_dir.name)}</code></h1>
-<p>{esc(m['created_at'])} &middot; split <b>{esc(m['split'])}</b> (n={m['n']}, {m['n_positive']} {esc(m['positive_class'])})
+"""
+
+
+def _html_summary(m: dict) -> str:
+    """The split, the classes, the AUC (with its bootstrap CI) and how the operating threshold was chosen."""
+    esc = html.escape
+    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+    if m.get("ci95", {}).get("roc_auc"):
+        lo, hi = m["ci95"]["roc_auc"]
+        auc += f" <small>(95% bootstrap CI {lo:.3f} to {hi:.3f})</small>"
+    sel = m["threshold_selection"]
+    return f"""<p>{esc(m['created_at'])} &middot; split <b>{esc(m['split'])}</b> (n={m['n']}, {m['n_positive']} {esc(m['positive_class'])})
 &middot; classes {esc(', '.join(m['classes']))} &middot; positive class <b>{esc(m['positive_class'])}</b></p>
 <p class="big">ROC AUC <b>{auc}</b> &middot; operating threshold <b>{m['threshold']:.3f}</b>
 (rule: {esc(sel.get('rule') or f"defect recall >= {sel['target_recall']}")}, chosen on the
 {esc('out-of-fold scores of train+val' if sel.get('split') == 'oof' else 'validation split')}: recall
 {sel['recall']:.3f}{'; ' + esc(sel['fallback']) if sel.get('fallback') else ''})</p>
-<h2>Operating point in the line's terms</h2>
+"""
+
+
+def _html_operating_point(m: dict) -> str:
+    """The operating point in the line's terms and the trade-off table with its intervals."""
+    esc = html.escape
+    op_li = "".join(f"<li><b>{esc(k)}</b> (n={r['n_good'] + r['n_defect']}): {esc(r['sentence'])}</li>"
+                    for k, r in m.get("operating_point", {}).items())
+    tr_rows = "".join(
+        f"<tr><td>{r['threshold']:.3f}</td><td>{r['rejected_per_1000_good']:.0f} "
+        f"({r['rejected_per_1000_good_ci95'][0]:.0f}-{r['rejected_per_1000_good_ci95'][1]:.0f})</td>"
+        f"<td>{r['missed_per_100_defects']:.0f} ({r['missed_per_100_defects_ci95'][0]:.0f}-"
+        f"{r['missed_per_100_defects_ci95'][1]:.0f})</td><td>{r['recall']:.3f}</td><td>{r['specificity']:.3f}</td></tr>"
+        for r in m.get("tradeoff", []))
+    return f"""<h2>Operating point in the line's terms</h2>
 <ul>{op_li}</ul>
 <table><tr><th>threshold</th><th>good boxes rejected per 1,000 (95% CI)</th><th>defects missed per 100 (95% CI)</th>
 <th>recall</th><th>specificity</th></tr>{tr_rows}</table>
 <p><small>Trade-off on the {esc('out-of-fold scores (train+val)' if m.get('tradeoff_on') == 'oof' else m['split'] + ' split')};
 intervals are 95% Wilson intervals for the proportions.</small></p>
-{_crop_section(m, run_dir)}
-<h2>{esc(m['split'])} metrics</h2>
+"""
+
+
+def _html_metrics(m: dict) -> str:
+    """The split's metrics at the operating threshold and at 0.5, with both classification reports."""
+    a, h = m["at_threshold"], m["at_0.5"]
+    esc = html.escape
+
+    def row(label: str, d: dict) -> str:
+        return (f"<tr><td>{esc(label)}</td><td>{d['threshold']:.3f}</td><td>{d['accuracy']:.3f}</td>"
+                f"<td>{d['precision']:.3f}</td><td>{d['recall']:.3f}</td><td>{d['specificity']:.3f}</td>"
+                f"<td>{d['f1']:.3f}</td><td>{d['macro_f1']:.3f}</td>"
+                f"<td>{d['confusion_matrix']['fn']}</td><td>{d['confusion_matrix']['fp']}</td></tr>")
+
+    return f"""<h2>{esc(m['split'])} metrics</h2>
 <table><tr><th>at</th><th>threshold</th><th>accuracy</th><th>precision</th><th>recall</th><th>specificity</th>
 <th>F1 ({esc(m['positive_class'])})</th><th>macro F1</th><th>missed defects</th><th>false rejects</th></tr>
 {row('operating threshold', a)}{row('0.5', h)}</table>
@@ -350,13 +389,35 @@ intervals are 95% Wilson intervals for the proportions.</small></p>
 <pre>{esc(a['classification_report_text'])}</pre>
 <h3>Classification report at 0.5</h3>
 <pre>{esc(h['classification_report_text'])}</pre>
-<h2>Plots</h2>
+"""
+
+
+def _html_plots_and_tables(m: dict, files: dict[str, Path], cfg: dict) -> str:
+    """The plots (inlined PNGs), the threshold table, the split counts and the training configuration."""
+    esc = html.escape
+    imgs = "".join(
+        f"<figure>{_img_tag(p, k)}<figcaption>{esc(CAPTIONS.get(k, k))}</figcaption></figure>" for k, p in files.items()
+    )
+    trs = "".join(
+        f"<tr><td>{r['threshold']:.3f}</td><td>{r['recall']:.3f}</td><td>{r['precision']:.3f}</td>"
+        f"<td>{r['specificity']:.3f}</td><td>{r['missed_defects']}</td><td>{r['false_rejects']}</td>"
+        f"<td>{r['accuracy']:.3f}</td></tr>"
+        for r in m["threshold_table"]
+    )
+    cfg_rows = "".join(
+        f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(cfg.get(k)))}</td></tr>"
+        for k in ("data_dir", "classes", "positive_class", "recipe", "C_chosen", "flip_tta", "img_size", "crop", "alpha",
+                  "weights", "epochs",
+                  "fine_tune_epochs", "unfreeze_blocks", "learning_rate", "fine_tune_learning_rate", "balance",
+                  "augment", "seed", "wall_time_s")
+    )
+    return f"""<h2>Plots</h2>
 {imgs}
 <h2>Threshold table ({esc(m['split'])})</h2>
 <table><tr><th>threshold</th><th>recall</th><th>precision</th><th>specificity</th><th>missed defects</th>
 <th>false rejects</th><th>accuracy</th></tr>{trs}</table>
 <h2>Split (grouped by near-duplicate clusters)</h2>
-<pre>{esc(json.dumps(counts, indent=1))}</pre>
+<pre>{esc(json.dumps(m.get("split_counts", {}), indent=1))}</pre>
 <h2>Training configuration</h2>
 <table>{cfg_rows}</table>
 </body></html>
@@ -380,6 +441,34 @@ def _oof(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return np.array([int(r["y"]) for r in rows]), np.array([float(r["score"]) for r in rows])
 
 
+@dataclass
+class _Run:
+    """What evaluate reads from a run directory (and the data folder its images are in)."""
+
+    cfg: dict
+    history: dict
+    split: split_mod.Split
+    root: Path
+
+
+@dataclass
+class _Scored:
+    """The Keras scores evaluate works from: the evaluated split, the validation split, and the run's
+    out-of-fold scores (linear recipe) if it saved them."""
+
+    y: np.ndarray
+    s: np.ndarray
+    loaded: data_mod.Loaded
+    y_val: np.ndarray
+    s_val: np.ndarray
+    loaded_val: data_mod.Loaded
+    oof: tuple[np.ndarray, np.ndarray] | None
+
+    def tradeoff_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """The scores the trade-off is drawn on: the out-of-fold ones when present, else the evaluated split's."""
+        return (self.oof[0], self.oof[1]) if self.oof is not None else (self.y, self.s)
+
+
 def evaluate(run_dir: Path, target_recall: float | None = None, split: str = "test", data_dir: Path | None = None,
              cost_ratio: float | None = None) -> dict:
     """Evaluate ``run_dir``; writes metrics.json and report/ (PNGs + report.html) and returns the metrics.
@@ -389,11 +478,28 @@ def evaluate(run_dir: Path, target_recall: float | None = None, split: str = "te
     the validation split. Rule: ``target_recall`` or ``cost_ratio``; neither: ``operating.DEFAULT_COST_RATIO``.
     ``data_dir`` overrides the data folder recorded in train_config.json (if the data moved).
     """
-    from training import operating
-
     run_dir = Path(run_dir)
     if target_recall is not None and not 0 < target_recall <= 1:
         raise EvaluateError(f"target recall must be in (0, 1], got {target_recall}")
+    run = _load_run(run_dir, data_dir)
+    crop = crop_from_config(run.cfg)
+    sc = _score(run_dir, run, split, crop)
+    sel = _select_threshold(sc, target_recall, cost_ratio)
+    names = _names(run.cfg["classes"], run.cfg["positive_class"])
+    m = _metrics(run_dir, run, sc, split, sel, names, crop)
+    mv = multi_view_metrics(sc.loaded.paths, sc.y, sc.s, sc.loaded_val.paths, sc.y_val, sc.s_val, target_recall,
+                            cost_ratio)
+    if mv is not None:
+        m["multi_view"] = mv
+    _write_report(run_dir, run, sc, m, names, crop)
+    log.info("evaluated %s on %s (n=%d): AUC %s, threshold %.3f, recall %.3f, precision %.3f",
+             run_dir, split, len(sc.y), "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}", sel["threshold"],
+             m["at_threshold"]["recall"], m["at_threshold"]["precision"])
+    return m
+
+
+def _load_run(run_dir: Path, data_dir: Path | None) -> _Run:
+    """train_config.json, history.json (if any), split.json and the data folder; EvaluateError if incomplete."""
     try:
         cfg = json.loads((run_dir / "train_config.json").read_text())
         history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else {}
@@ -405,21 +511,29 @@ def evaluate(run_dir: Path, target_recall: float | None = None, split: str = "te
     root = Path(data_dir or cfg["data_dir"])
     if not root.is_dir():
         raise EvaluateError(f"data folder {root} not found (pass data_dir= if it moved)")
+    return _Run(cfg, history, sp, root)
 
+
+def _score(run_dir: Path, run: _Run, split: str, crop: CropSpec) -> _Scored:
+    """The run's Keras model on the validation split and on ``split``, and its out-of-fold scores."""
     import keras
 
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    positive = cfg["positive_class"]
-    names = _names(cfg["classes"], positive)
-    img_size = int(cfg["img_size"])
-
-    crop = crop_from_config(cfg)
-    y_val, s_val, loaded_val = _scores(model, sp, "val", root, img_size, positive, crop)
-    y, s, loaded = _scores(model, sp, split, root, img_size, positive, crop)
+    positive = run.cfg["positive_class"]
+    img_size = int(run.cfg["img_size"])
+    y_val, s_val, loaded_val = _scores(model, run.split, "val", run.root, img_size, positive, crop)
+    y, s, loaded = _scores(model, run.split, split, run.root, img_size, positive, crop)
     if len(y) == 0:
         raise EvaluateError(f"split {split!r} has no readable images")
-    oof = _oof(run_dir)
-    sel_y, sel_s, sel_split = (oof[0], oof[1], "oof") if oof is not None else (y_val, s_val, "val")
+    return _Scored(y, s, loaded, y_val, s_val, loaded_val, _oof(run_dir))
+
+
+def _select_threshold(sc: _Scored, target_recall: float | None, cost_ratio: float | None) -> dict:
+    """The operating threshold by the rule (training.operating.choose) on the out-of-fold scores, else on
+    the validation split; the dict records the rule, the fallback (if any) and the split it was chosen on."""
+    from training import operating
+
+    sel_y, sel_s, sel_split = (sc.oof[0], sc.oof[1], "oof") if sc.oof is not None else (sc.y_val, sc.s_val, "val")
     try:
         sel = operating.choose(sel_y, sel_s, target_recall, cost_ratio)
     except ValueError as e:
@@ -429,72 +543,85 @@ def evaluate(run_dir: Path, target_recall: float | None = None, split: str = "te
     sel.setdefault("precision", None)
     if sel["fallback"]:
         log.warning("threshold: %s", sel["fallback"])
-    thr = sel["threshold"]
+    return {**sel, "split": sel_split}
 
+
+def _metrics(run_dir: Path, run: _Run, sc: _Scored, split: str, sel: dict, names: list[str],
+             crop: CropSpec) -> dict:
+    """metrics.json's numbers: AUCs, the metrics at the threshold and at 0.5, the threshold table, bootstrap
+    intervals, the operating point in the line's terms and the trade-off."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    from training import operating
+
+    y, s, oof, thr = sc.y, sc.s, sc.oof, sel["threshold"]
     both = len(np.unique(y)) == 2
     m: dict = {
         "run": str(run_dir),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "split": split,
-        "classes": cfg["classes"],
-        "positive_class": positive,
+        "classes": run.cfg["classes"],
+        "positive_class": run.cfg["positive_class"],
         "n": int(len(y)),
         "n_positive": int(np.sum(y == 1)),
         "threshold": float(thr),
         "threshold_rule": "defect if score >= threshold",
-        "threshold_selection": {**sel, "split": sel_split},
+        "threshold_selection": sel,
         "roc_auc": float(roc_auc_score(y, s)) if both else None,
         "average_precision": float(average_precision_score(y, s)) if both else None,
         # the linear recipe fits on train + val, so its val AUC would be in-sample: report the OOF AUC instead
-        "val_roc_auc": (float(roc_auc_score(y_val, s_val)) if len(np.unique(y_val)) == 2 and oof is None
+        "val_roc_auc": (float(roc_auc_score(sc.y_val, sc.s_val)) if len(np.unique(sc.y_val)) == 2 and oof is None
                         else None),
         "oof_roc_auc": float(roc_auc_score(oof[0], oof[1])) if oof is not None else None,
         "at_threshold": binary_metrics(y, s, thr, names),
         "at_0.5": binary_metrics(y, s, 0.5, names),
         "threshold_table": threshold_table(y, s, list(TABLE_THRESHOLDS) + [thr]),
-        "split_counts": sp.counts(),
-        "img_size": img_size,
+        "split_counts": run.split.counts(),
+        "img_size": int(run.cfg["img_size"]),
         "crop": crop.model_dump(mode="json"),
-        "balance": cfg.get("balance"),
+        "balance": run.cfg.get("balance"),
     }
     m["ci95"] = bootstrap_ci(y, s, thr)
     op_rows = {split: operating.tradeoff_row(y, s, thr)}
     if oof is not None:
         op_rows["oof"] = operating.tradeoff_row(oof[0], oof[1], thr)
     m["operating_point"] = {k: {**r, "sentence": operating.sentence(r)} for k, r in op_rows.items()}
-    m["tradeoff"] = operating.tradeoff(oof[0] if oof is not None else y, oof[1] if oof is not None else s,
-                                       sorted(set(TABLE_THRESHOLDS) | {thr}))
+    m["tradeoff"] = operating.tradeoff(*sc.tradeoff_scores(), sorted(set(TABLE_THRESHOLDS) | {thr}))
     m["tradeoff_on"] = "oof" if oof is not None else split
     m["accuracy"] = m["at_threshold"]["accuracy"]
     m["classification_report_text"] = m["at_threshold"]["classification_report_text"]
-    if loaded.unreadable:
-        m["unreadable"] = [str(p) for p in loaded.unreadable]
-    mv = multi_view_metrics(loaded.paths, y, s, loaded_val.paths, y_val, s_val, target_recall, cost_ratio)
-    if mv is not None:
-        m["multi_view"] = mv
+    if sc.loaded.unreadable:
+        m["unreadable"] = [str(p) for p in sc.loaded.unreadable]
+    return m
 
+
+def _write_report(run_dir: Path, run: _Run, sc: _Scored, m: dict, names: list[str], crop: CropSpec) -> None:
+    """report/ (crop sheet, plots, trade-off, per-image scores, report.html), then metrics.json; adds the
+    crop summary and the report's files to ``m``."""
+    from training import operating
+
+    split, thr, report = m["split"], m["threshold_selection"]["threshold"], run_dir / "report"
     if crop.method != "none":
         from edge.judge.crops import fallback_warning, report_crops
 
-        stats = report_crops(loaded.paths, crop, run_dir / "report", root=root)
+        stats = report_crops(sc.loaded.paths, crop, report, root=run.root)
         m["crops"] = {**stats.to_dict(), "warning": fallback_warning(stats, crop)}
-    files = _plots(run_dir / "report", y, s, y_val, s_val, m, history, names, split)
-    files["tradeoff"] = run_dir / "report" / "tradeoff.png"
-    operating.plot_tradeoff(files["tradeoff"], oof[0] if oof is not None else y, oof[1] if oof is not None else s,
-                            thr, f"Trade-off ({'out-of-fold, train+val' if oof is not None else split})")
-    with open(run_dir / "report" / f"scores_{split}.csv", "w") as f:  # per-image scores, for error analysis
-        f.write("path,label,score,predicted_defect\n")
-        for p, lab, sc in zip(loaded.paths, loaded.labels, s.tolist(), strict=True):
-            f.write(f"{Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else p},{lab},"
-                    f"{sc:.6f},{int(sc >= thr)}\n")
+    files = _plots(report, sc.y, sc.s, sc.y_val, sc.s_val, m, run.history, names, split)
+    files["tradeoff"] = report / "tradeoff.png"
+    operating.plot_tradeoff(files["tradeoff"], *sc.tradeoff_scores(), thr,
+                            f"Trade-off ({'out-of-fold, train+val' if sc.oof is not None else split})")
+    _write_scores_csv(report / f"scores_{split}.csv", sc, run.root, thr)
     m["report"] = {k: str(p.relative_to(run_dir)) for k, p in files.items()}
-    (run_dir / "report" / "report.html").write_text(_html(m, files, cfg, run_dir))
+    (report / "report.html").write_text(_html(m, files, run.cfg, run_dir))
     m["report"]["html"] = "report/report.html"
     m["report"]["scores"] = f"report/scores_{split}.csv"
     (run_dir / "metrics.json").write_text(json.dumps(m, indent=1))
-    log.info("evaluated %s on %s (n=%d): AUC %s, threshold %.3f, recall %.3f, precision %.3f",
-             run_dir, split, len(y), "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}", thr,
-             m["at_threshold"]["recall"], m["at_threshold"]["precision"])
-    return m
+
+
+def _write_scores_csv(path: Path, sc: _Scored, root: Path, thr: float) -> None:
+    """Per-image scores of the evaluated split, for error analysis."""
+    with open(path, "w") as f:
+        f.write("path,label,score,predicted_defect\n")
+        for p, lab, score in zip(sc.loaded.paths, sc.loaded.labels, sc.s.tolist(), strict=True):
+            f.write(f"{Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else p},{lab},"
+                    f"{score:.6f},{int(score >= thr)}\n")

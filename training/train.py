@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -163,6 +164,22 @@ def train(cfg: TrainConfig) -> Path:
         from training.anomaly import train_anomaly
 
         return _report_crops(cfg, train_anomaly(cfg))
+    return _report_crops(cfg, _train_finetune(cfg, t_start))
+
+
+@dataclass
+class _FitData:
+    """What both phases of the finetune recipe train on: the split and the (balanced) datasets."""
+
+    split: split_mod.Split
+    counts: dict
+    class_weights: dict[int, float]
+    train: Any  # tf.data.Dataset of (x, y[, sample weight]), shuffled
+    val: Any  # tf.data.Dataset of (x, y)
+
+
+def _train_finetune(cfg: TrainConfig, t_start: float) -> Path:
+    """The two-phase recipe: frozen backbone, then the top blocks unfrozen; writes the run into cfg.out_dir."""
     if cfg.balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {BALANCE_MODES}, got {cfg.balance!r}")
     out = Path(cfg.out_dir)
@@ -184,6 +201,38 @@ def train(cfg: TrainConfig) -> Path:
     # Same seed and data -> the same model, run after run (checked: identical histories and thresholds).
     tf.config.experimental.enable_op_determinism()
 
+    data = _fit_data(cfg, images, out)
+    model, backbone = model_mod.build_inference_model(cfg.img_size, cfg.alpha, weights_path, cfg.dropout)
+    trainer = model_mod.training_model(model, cfg.seed, cfg.augment)
+    pretrained = weights_path is not None
+
+    history: dict = {}
+    history["phase1"] = _fit_phase(trainer, cfg, data, "phase1", cfg.learning_rate, cfg.epochs,
+                                   "backbone frozen" if pretrained else "whole network (random init)")
+    if cfg.save_phase1 and cfg.fine_tune_epochs > 0:
+        p1_cfg = TrainConfig(**{**asdict(cfg), "fine_tune_epochs": 0, "out_dir": out / "phase1"})
+        write_run(out / "phase1", model, p1_cfg, history, time.monotonic() - t_start, images, weights_path,
+                  data.class_weights, data.counts, data.split, note=f"snapshot after phase 1 of {out}")
+        log.info("phase-1 (frozen backbone) snapshot written to %s", out / "phase1")
+    if not pretrained:
+        log.info("random initialisation (--weights none): the whole backbone trains in both phases")
+    if cfg.fine_tune_epochs > 0:
+        if pretrained:
+            n = model_mod.unfreeze_top(backbone, cfg.unfreeze_blocks)
+            log.info("phase 2: %d backbone layers trainable (top %d blocks), lr %g", n, cfg.unfreeze_blocks,
+                     cfg.fine_tune_learning_rate)
+        history["phase2"] = _fit_phase(trainer, cfg, data, "phase2", cfg.fine_tune_learning_rate,
+                                       cfg.fine_tune_epochs, f"top {cfg.unfreeze_blocks} blocks unfrozen"
+                                       if pretrained else "whole network, lower learning rate")
+    backbone.trainable = False
+    wall = time.monotonic() - t_start
+    write_run(out, model, cfg, history, wall, images, weights_path, data.class_weights, data.counts, data.split)
+    log.info("trained in %.1f s (%s); run directory %s", wall, _fmt_time(wall), out)
+    return out
+
+
+def _fit_data(cfg: TrainConfig, images: data_mod.ImageSet, out: Path) -> _FitData:
+    """Split (saved as out/split.json), train and val arrays, the class-imbalance correction, the datasets."""
     split, pixels = prepare_split(cfg, images)
     counts = split.counts()
     log.info("split counts: %s", counts)
@@ -212,55 +261,27 @@ def train(cfg: TrainConfig) -> Path:
         log.info("class imbalance: not corrected (--balance none)")
     ds_tr = _dataset(x_tr, y_tr, cfg.batch_size, True, cfg.seed, sample_w)
     ds_va = _dataset(x_va, y_va, cfg.batch_size, False, cfg.seed)
+    return _FitData(split, counts, cw, ds_tr, ds_va)
 
-    model, backbone = model_mod.build_inference_model(cfg.img_size, cfg.alpha, weights_path, cfg.dropout)
-    trainer = model_mod.training_model(model, cfg.seed, cfg.augment)
 
-    def compile_(lr: float) -> None:
-        trainer.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
-            metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-        )
+def _fit_phase(trainer, cfg: TrainConfig, data: _FitData, phase: str, lr: float, epochs: int, note: str) -> dict:
+    """Compile ``trainer`` at ``lr`` and fit up to ``epochs`` with early stopping on val_loss (best weights
+    restored) and a log line per epoch; returns the phase's history.json entry."""
+    import keras
 
-    def callbacks(phase: str, epochs: int):
-        return [
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
-            _EpochLog.make(phase, epochs),
-        ]
-
-    history: dict = {}
-    t1 = time.monotonic()
-    compile_(cfg.learning_rate)
-    h1 = trainer.fit(ds_tr, validation_data=ds_va, epochs=cfg.epochs, callbacks=callbacks("phase1", cfg.epochs),
-                     verbose=_keras_verbose(cfg.verbose), shuffle=False)
-    history["phase1"] = _history(h1, cfg.learning_rate, time.monotonic() - t1,
-                                 "backbone frozen" if weights_path is not None else "whole network (random init)")
-    if cfg.save_phase1 and cfg.fine_tune_epochs > 0:
-        p1_cfg = TrainConfig(**{**asdict(cfg), "fine_tune_epochs": 0, "out_dir": out / "phase1"})
-        write_run(out / "phase1", model, p1_cfg, history, time.monotonic() - t_start, images, weights_path, cw,
-                   counts, split, note=f"snapshot after phase 1 of {out}")
-        log.info("phase-1 (frozen backbone) snapshot written to %s", out / "phase1")
-    pretrained = weights_path is not None
-    if not pretrained:
-        log.info("random initialisation (--weights none): the whole backbone trains in both phases")
-    if cfg.fine_tune_epochs > 0:
-        if pretrained:
-            n = model_mod.unfreeze_top(backbone, cfg.unfreeze_blocks)
-            log.info("phase 2: %d backbone layers trainable (top %d blocks), lr %g", n, cfg.unfreeze_blocks,
-                     cfg.fine_tune_learning_rate)
-        t2 = time.monotonic()
-        compile_(cfg.fine_tune_learning_rate)
-        h2 = trainer.fit(ds_tr, validation_data=ds_va, epochs=cfg.fine_tune_epochs,
-                         callbacks=callbacks("phase2", cfg.fine_tune_epochs), verbose=_keras_verbose(cfg.verbose), shuffle=False)
-        history["phase2"] = _history(h2, cfg.fine_tune_learning_rate, time.monotonic() - t2,
-                                     f"top {cfg.unfreeze_blocks} blocks unfrozen" if pretrained
-                                     else "whole network, lower learning rate")
-    backbone.trainable = False
-    wall = time.monotonic() - t_start
-    write_run(out, model, cfg, history, wall, images, weights_path, cw, counts, split)
-    log.info("trained in %.1f s (%s); run directory %s", wall, _fmt_time(wall), out)
-    return _report_crops(cfg, out)
+    t = time.monotonic()
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
+        _EpochLog.make(phase, epochs),
+    ]
+    h = trainer.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks,
+                    verbose=_keras_verbose(cfg.verbose), shuffle=False)
+    return _history(h, lr, time.monotonic() - t, note)
 
 
 def _report_crops(cfg: TrainConfig, out: Path) -> Path:

@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,28 @@ from training import split as split_mod
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _FitSet:
+    """The train+val images the head is fitted on: paths, labels (1 = positive), relative paths, CV groups."""
+
+    paths: list[Path]
+    y: np.ndarray
+    rel: list[str]
+    groups: np.ndarray
+
+
+@dataclass
+class _Head:
+    """The fitted head (training.linear.fit) and its operating point on the out-of-fold scores."""
+
+    fit: dict
+    oof_auc: float
+    op: dict
+    op_row: dict
+
+
 def train_linear(cfg) -> Path:
-    from training import linear
     from training import model as model_mod
-    from training.features import FeatureExtractor, FeatureSpec
 
     t_start = time.monotonic()
     out = Path(cfg.out_dir)
@@ -53,6 +72,46 @@ def train_linear(cfg) -> Path:
     split, _ = rundir.prepare_split(cfg, images)
     counts = split.counts()
     log.info("split counts: %s", counts)
+    fs = _fit_set(split, images)
+
+    t1 = time.monotonic()
+    x, keep = _features(cfg, weights_path, scales, fs.paths)
+    y, groups = fs.y[keep], fs.groups[keep]
+    rel = [r for r, k in zip(fs.rel, keep, strict=True) if k]
+    t_feat = time.monotonic() - t1
+
+    t2 = time.monotonic()
+    head = _fit_head(cfg, x, y, groups)
+    model = _folded_model(cfg, weights_path, scales, head.fit, x, fs.paths, keep)
+    t_fit = time.monotonic() - t2
+
+    out.mkdir(parents=True, exist_ok=True)
+    split.save(out / "split.json")
+    _write_oof(out / "oof_scores.csv", rel, y, groups, head.fit["oof"], images.positive_class)
+    operating_point = {
+        **{k: v for k, v in head.op.items() if k != "fallback"}, **head.op_row,
+        "sentence": operating.sentence(head.op_row), "chosen_on": "out-of-fold scores of train+val (grouped CV)",
+        "oof_roc_auc": head.oof_auc, "n": int(len(y)),
+    }
+    (out / "operating_point.json").write_text(json.dumps(operating_point, indent=1))
+    history = {
+        "linear": {
+            "note": "frozen backbone features, standardised, L2 logistic regression (class_weight balanced)",
+            "fit_on": ["train", "val"], "n": int(len(y)), "C": head.fit["C"],
+            "inner_cv_auc_by_C": {str(k): v for k, v in (head.fit["inner_auc"] or {}).items()} or None,
+            "oof_roc_auc": head.oof_auc, "features_seconds": round(t_feat, 1), "fit_seconds": round(t_fit, 1),
+        }
+    }
+    cw = rundir.class_weights(y)
+    wall = time.monotonic() - t_start
+    rundir.write_run(out, model, cfg, history, wall, images, weights_path, cw, counts, split)
+    _record_head(out / "train_config.json", head.fit["C"], operating_point)
+    log.info("trained in %.1f s (features %.1f s, head %.1f s); run directory %s", wall, t_feat, t_fit, out)
+    return out
+
+
+def _fit_set(split: split_mod.Split, images: data_mod.ImageSet) -> _FitSet:
+    """The train and val items of ``split``, with groups that keep near-duplicates and a part's views together."""
     fit_items = [it for it in split.items if it["split"] in ("train", "val")]
     if len({it["label"] for it in fit_items}) < 2:
         raise data_mod.DataError("train + val hold only one class")
@@ -60,8 +119,14 @@ def train_linear(cfg) -> Path:
     y = np.array([1 if it["label"] == images.positive_class else 0 for it in fit_items])
     rel = [it["path"] for it in fit_items]
     groups = split_mod.merge_groups([it["group"] for it in fit_items], split_mod.part_ids(rel))
+    return _FitSet(paths, y, rel, groups)
 
-    t1 = time.monotonic()
+
+def _features(cfg, weights_path: str, scales: list[int], paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen backbone features of the readable ``paths`` (averaged with the mirror's for flip_tta) and the
+    mask of which paths were readable."""
+    from training.features import FeatureExtractor, FeatureSpec
+
     # the box crop of the run (train_config.json, the model sidecar): features are computed on the same crops
     # convert, predict and the daemon make (edge.judge.model_package.model_input); only default crop parameters here
     crop = cfg.crop.method
@@ -76,21 +141,31 @@ def train_linear(cfg) -> Path:
                                                scales=multi)).features(paths)
         x, ok = (x + x2) / 2.0, [a and b for a, b in zip(ok, ok2, strict=True)]
     keep = np.array(ok)
-    x, y, groups = x[keep], y[keep], groups[keep]
-    rel = [r for r, k in zip(rel, keep, strict=True) if k]
-    t_feat = time.monotonic() - t1
+    return x[keep], keep
 
-    t2 = time.monotonic()
+
+def _fit_head(cfg, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> _Head:
+    """Standardise + L2 logistic regression, C by grouped CV; the threshold by the rule on its out-of-fold scores."""
+    from sklearn.metrics import roc_auc_score
+
+    from training import linear
+
     fit = linear.fit(x, y, groups, c=cfg.C, seed=cfg.seed)
     if fit["inner_auc"]:
         log.info("C by grouped %d-fold CV on %d images: %s -> C = %g", linear.INNER_FOLDS, len(y),
                  ", ".join(f"{c:g}: {a:.3f}" for c, a in fit["inner_auc"].items()), fit["C"])
-    from sklearn.metrics import roc_auc_score
-
     oof_auc = float(roc_auc_score(y, fit["oof"]))
     op = operating.choose(y, fit["oof"], cfg.target_recall, cfg.cost_ratio)
     op_row = operating.tradeoff_row(y, fit["oof"], op["threshold"])
     log.info("out-of-fold AUC %.3f on train+val; operating point: %s", oof_auc, operating.sentence(op_row))
+    return _Head(fit, oof_auc, op, op_row)
+
+
+def _folded_model(cfg, weights_path: str, scales: list[int], fit: dict, x: np.ndarray, paths: list[Path],
+                  keep: np.ndarray):
+    """The Keras model with the head folded into its Dense layer, checked against the fitted head."""
+    from training import linear
+    from training import model as model_mod
 
     kernel, bias = linear.folded_dense(fit["model"])
     model = model_mod.build_linear_model(cfg.img_size, cfg.alpha, weights_path, kernel, bias, cfg.flip_tta, scales)
@@ -103,36 +178,22 @@ def train_linear(cfg) -> Path:
         if want is not None and np.max(np.abs(want - got)) > 1e-3:
             raise RuntimeError(f"folded linear head disagrees with the fitted head (max diff "
                                f"{np.max(np.abs(want - got)):.4f}); please report this")
-    t_fit = time.monotonic() - t2
+    return model
 
-    out.mkdir(parents=True, exist_ok=True)
-    split.save(out / "split.json")
-    with open(out / "oof_scores.csv", "w", newline="") as fh:
+
+def _write_oof(path: Path, rel: list[str], y: np.ndarray, groups: np.ndarray, oof, positive: str) -> None:
+    """oof_scores.csv: every fitted image's out-of-fold score (evaluate chooses the threshold on these)."""
+    with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "y", "group", "score"])
-        for r, yy, g, s in zip(rel, y, groups, fit["oof"], strict=True):
-            w.writerow([r, images.positive_class if yy else "", int(yy), int(g), f"{s:.6f}"])
-    operating_point = {
-        **{k: v for k, v in op.items() if k != "fallback"}, **op_row,
-        "sentence": operating.sentence(op_row), "chosen_on": "out-of-fold scores of train+val (grouped CV)",
-        "oof_roc_auc": oof_auc, "n": int(len(y)),
-    }
-    (out / "operating_point.json").write_text(json.dumps(operating_point, indent=1))
-    history = {
-        "linear": {
-            "note": "frozen backbone features, standardised, L2 logistic regression (class_weight balanced)",
-            "fit_on": ["train", "val"], "n": int(len(y)), "C": fit["C"],
-            "inner_cv_auc_by_C": {str(k): v for k, v in (fit["inner_auc"] or {}).items()} or None,
-            "oof_roc_auc": oof_auc, "features_seconds": round(t_feat, 1), "fit_seconds": round(t_fit, 1),
-        }
-    }
-    cw = rundir.class_weights(y)
-    wall = time.monotonic() - t_start
-    rundir.write_run(out, model, cfg, history, wall, images, weights_path, cw, counts, split)
-    doc = json.loads((out / "train_config.json").read_text())
-    doc.update(recipe="linear", C_chosen=fit["C"], operating_point=operating_point,
+        for r, yy, g, s in zip(rel, y, groups, oof, strict=True):
+            w.writerow([r, positive if yy else "", int(yy), int(g), f"{s:.6f}"])
+
+
+def _record_head(config_path: Path, c: float, operating_point: dict) -> None:
+    """Add the recipe, the chosen C, the operating point and the head's description to train_config.json."""
+    doc = json.loads(config_path.read_text())
+    doc.update(recipe="linear", C_chosen=c, operating_point=operating_point,
                head={"type": "standardise + L2 logistic regression, folded into Dense(1, sigmoid)",
                      "fit_on": ["train", "val"]})
-    (out / "train_config.json").write_text(json.dumps(doc, indent=1))
-    log.info("trained in %.1f s (features %.1f s, head %.1f s); run directory %s", wall, t_feat, t_fit, out)
-    return out
+    config_path.write_text(json.dumps(doc, indent=1))

@@ -86,7 +86,19 @@ def draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, scal
     b.rng = sub["defect"]
     if defect == "water_stain":
         draw_water_stain(b)
-    # tape (the tape's own details come from the tape generator, the defect's from the defect's)
+    _draw_tape(b, defect, tape, tw, cross, sub)
+    _draw_late_defect(b, defect, crush, sub["defect"])
+    b.img *= c3((b.alpha > 0).astype(np.float32))
+    b.params["defect"] = defect
+    return b
+
+
+def _draw_tape(b: BoxDrawing, defect: str | None, tape: str, tw: float, cross: bool,
+               sub: dict[str, np.random.Generator]) -> None:
+    """The tape, or what a tape defect made of it (the tape's own details come from the tape generator, the
+    defect's from the defect's)."""
+    hard = b.hard
+    k = b.k
     b.rng = sub["tape"]
     if defect == "missing_tape":
         b.rng = sub["defect"]
@@ -112,7 +124,11 @@ def draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, scal
         if cross:
             for xe in (b.x0, b.x1 - tw):
                 _tape_cross(b, tape, tw, xe)
-    b.rng = sub["defect"]
+
+
+def _draw_late_defect(b: BoxDrawing, defect: str | None, crush: dict | None, rng: np.random.Generator) -> None:
+    """The defects drawn over the tape: a dent's shading, a tear."""
+    b.rng = rng
     if defect == "dent":
         if crush is not None:
             draw_crush_shading(b, crush)
@@ -120,9 +136,6 @@ def draw_box(rng: np.random.Generator, difficulty: str, defect: str | None, scal
             _dent_top(b)
     if defect == "tear":
         draw_tear(b)
-    b.img *= c3((b.alpha > 0).astype(np.float32))
-    b.params["defect"] = defect
-    return b
 
 
 def _dent_top(b: BoxDrawing) -> None:

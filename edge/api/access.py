@@ -38,6 +38,7 @@ from urllib.parse import unquote
 from fastapi import Depends, HTTPException, Request
 from starlette.routing import Match
 
+from edge.api.users import UsersFile
 from edge.runtime.principal import Principal, Role, current_principal
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,14 @@ HOW_TO_ENABLE = (
 )
 
 
+def has_credentials(cfg: Any) -> bool:
+    """A credential can exist: the API token, or named users (api.users_file, edge/api/users.py)."""
+    return cfg.api.token is not None or cfg.api.users_file is not None
+
+
 def access_summary(cfg: Any) -> dict[str, Any]:
     """For the page: whether actions can be enabled at all, how, and whether views need the credential."""
-    enabled = cfg.api.token is not None
+    enabled = has_credentials(cfg)
     return {"actions_enabled": enabled, "viewing": cfg.api.viewing, "how_to_enable": None if enabled else HOW_TO_ENABLE}
 
 
@@ -71,20 +77,22 @@ class Refusal:
 class Access:
     """The policy: who a request comes from (``identify``) and whether that may use a role (``refusal``)."""
 
-    def __init__(self, token: str | None, viewing: str = "open", engineer_without_token: bool = False) -> None:
+    def __init__(self, token: str | None, viewing: str = "open", engineer_without_token: bool = False,
+                 users: UsersFile | None = None) -> None:
         self._token = token.encode() if token else None
+        self.users = users  # issue 26: named users with their own tokens and roles
         self.viewing = viewing
         anon: set[Role] = set()
         if viewing == "open":
             anon.add(Role.VIEW)
-        if engineer_without_token and self._token is None:  # api.reload_without_token: an explicit opt-in
+        if engineer_without_token and self._token is None and users is None:  # api.reload_without_token: an explicit opt-in
             anon.add(Role.ENGINEER)
         self.anonymous_roles = frozenset(anon)
 
     @property
     def configured(self) -> bool:
         """A credential exists: actions can be enabled for someone."""
-        return self._token is not None
+        return self._token is not None or self.users is not None
 
     def identify(self, authorization: str | None, source: str = "", view_cookie: str | None = None) -> Principal | Refusal:
         """The principal behind an ``Authorization`` header (None: anonymous); a Refusal for a bad credential.
@@ -93,13 +101,19 @@ class Access:
         if not authorization:
             if view_cookie and self._token is not None and hmac.compare_digest(view_cookie.encode(), self._token):
                 return Principal("token (view cookie)", frozenset({Role.VIEW}), source)
+            user = self.users.find(view_cookie) if view_cookie and self.users is not None else None
+            if user is not None:  # a named user's token in the cookie: viewing only, like the API token's
+                return Principal(user.name, frozenset({Role.VIEW}), source)
             return Principal("anonymous", self.anonymous_roles, source)
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             return Refusal(401, "missing API token: send 'Authorization: Bearer <api.token>'")
-        if self._token is None or not hmac.compare_digest(value.strip().encode(), self._token):
+        if self._token is not None and hmac.compare_digest(value.strip().encode(), self._token):
+            return Principal("token", frozenset(Role), source)
+        user = self.users.find(value.strip()) if self.users is not None else None
+        if user is None:
             return Refusal(401, "invalid API token")
-        return Principal("token", frozenset(Role), source)
+        return Principal(user.name, user.roles, source)
 
     def refusal(self, who: Principal, role: Role) -> Refusal | None:
         """None if ``who`` may use ``role``; else why not (401 = send a credential, 403 = none would help here)."""
@@ -107,6 +121,8 @@ class Access:
             return None
         if not self.configured:
             return Refusal(403, f"this needs the {role.value} role and no credential is configured: {HOW_TO_ENABLE}")
+        if self.users is not None and who.name in self.users.names():  # a named user without the role: no credential of theirs helps
+            return Refusal(403, f"user {who.name} does not hold the {role.value} role")
         return Refusal(401, "missing API token: send 'Authorization: Bearer <api.token>'")
 
     def principal(self, request: Request) -> Principal:
@@ -125,21 +141,34 @@ class Access:
         if no is not None:
             raise HTTPException(no.status, no.detail, no.headers())
 
-    def require(self, role: Role) -> Any:
-        """``dependencies=[access.require(Role.X)]`` on a route: the guard checks it before the body; the
-        dependency checks again (for apps served without the guard) and documents it in the OpenAPI."""
-        return Depends(RoleCheck(self, role))
+
+def requires(role: Role) -> Any:
+    """``dependencies=[requires(Role.X)]`` on a route: the guard checks it before the body; the dependency checks
+    again (for apps served without the guard) and documents it in the OpenAPI."""
+    return Depends(RoleCheck(role))
+
+
+def app_access(request: Request) -> Access:
+    """FastAPI dependency: the app's policy (``create_app`` puts it on ``app.state.access``)."""
+    access: Access = request.app.state.access
+    return access
+
+
+def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller of this request."""
+    return app_access(request).principal(request)
 
 
 class RoleCheck:
-    """The dependency behind ``Access.require``; the guard reads ``role`` off the route."""
+    """The dependency behind ``requires``; the guard reads ``role`` off the route."""
 
-    def __init__(self, access: Access, role: Role) -> None:
-        self.access, self.role = access, role
+    def __init__(self, role: Role) -> None:
+        self.role = role
 
     def __call__(self, request: Request) -> Principal:
-        who = self.access.principal(request)
-        self.access.demand(who, self.role)
+        access = app_access(request)
+        who = access.principal(request)
+        access.demand(who, self.role)
         return who
 
 

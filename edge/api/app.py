@@ -9,6 +9,7 @@
 | edge/api/control.py      | POST /reload, POST /trigger                                          |
 | edge/api/models.py       | /model*, /ui/model, /ui/shadow* (the model's life cycle)             |
 | edge/api/operator.py     | the operator page at / and its /ui/* endpoints, /docs offline        |
+| edge/api/history.py      | /ui/history*, /ui/counters, /ui/trend, /ui/lot/reset, /ui/audit      |
 
 What the routers serve is ``ApiState`` (edge/api/state.py). Who may call what is decided by edge/api/access.py
 from the request head, before a body is read: with ``api.token`` set, everything but /healthz, /metrics and the
@@ -24,7 +25,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge import __version__
-from edge.api import control, events, health, inference, status
+from edge.api import control, events, health, history, inference, status
 from edge.api.access import HOW_TO_ENABLE, Access, AccessGuard
 from edge.api.bodies import install_validation_handler
 from edge.api.middleware import BodyLimit, CatchAll, rate_limited
@@ -55,23 +56,27 @@ def create_app(state: ApiState) -> FastAPI:
     app.state.decode_slots = decodes
     _install_middleware(app, state, access)
 
-    for r in (health.router(state), inference.router(state, access, decodes), status.router(state, access),
-              events.router(state, access), control.router(state, access)):
-        app.include_router(r)
+    for module in (health, inference, status, events, control):
+        app.include_router(module.router)
     from edge.api.operator import install_operator
 
-    install_operator(app, state, access, decodes)
+    install_operator(app, state)
     if state.model_control is not None:
-        from edge.api.models import router as models_router
+        from edge.api import models
 
-        app.include_router(models_router(state, state.model_control, access))
+        app.include_router(models.router)
+    if state.station is not None and state.audit is not None:  # issue 26: history, counters, lot reset, audit log
+        app.include_router(history.router)
     return app
 
 
 def _access(cfg: Config) -> Access:
     """Who may do what (edge/api/access.py): checked by AccessGuard from the request head, before any body is read."""
+    from edge.api.users import UsersFile  # issue 26: named users
+
+    users = UsersFile(cfg.api.users_file) if cfg.api.users_file is not None else None
     access = Access(cfg.api.token.get_secret_value() if cfg.api.token is not None else None, cfg.api.viewing,
-                    cfg.api.reload_without_token)
+                    cfg.api.reload_without_token, users)
     if not access.configured:
         log.warning("API: no credential configured: serving health, metrics and read-only views only; %s", HOW_TO_ENABLE)
     return access

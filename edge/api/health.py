@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from edge import __version__
-from edge.api.state import ApiState
+from edge.api.deps import State
 
 
 class Health(BaseModel):
@@ -22,34 +22,32 @@ class Readiness(BaseModel):
     reasons: list[str] = Field(default_factory=list)
 
 
-def router(state: ApiState) -> APIRouter:
-    r = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"])
 
-    @r.get(
-        "/healthz",
-        response_model=Health,
-        tags=["health"],
-        summary="Liveness: the process answers and the inspection loop is turning",
-        responses={503: {"model": Health, "description": "the inspection loop is hung; `reason` says where"}},
-    )
-    def healthz() -> JSONResponse:
-        if state.heartbeat is None:
-            return JSONResponse(Health().model_dump())
-        live = state.heartbeat.check()
-        body = Health(status="alive" if live.alive else "hung", reason=live.reason, loop_age_s=round(live.loop_age_s, 3))
-        return JSONResponse(body.model_dump(), status_code=200 if live.alive else 503)
 
-    @r.get(
-        "/readyz",
-        response_model=Readiness,
-        tags=["health"],
-        summary="Readiness: model loaded and self-tested, camera ok, MQTT connected",
-        responses={503: {"model": Readiness, "description": "not ready; `reasons` says why"}},
-        dependencies=[],
-    )
-    def readyz() -> JSONResponse:
-        reasons = state.not_ready_reasons()
-        body = Readiness(ready=not reasons, reasons=reasons).model_dump()
-        return JSONResponse(body, status_code=200 if not reasons else 503)
+@router.get(
+    "/healthz",
+    response_model=Health,
+    tags=["health"],
+    summary="Liveness: the process answers and the inspection loop is turning",
+    responses={503: {"model": Health, "description": "the inspection loop is hung; `reason` says where"}},
+)
+def healthz(state: State) -> JSONResponse:
+    if state.heartbeat is None:
+        return JSONResponse(Health().model_dump())
+    live = state.heartbeat.check()
+    body = Health(status="alive" if live.alive else "hung", reason=live.reason, loop_age_s=round(live.loop_age_s, 3))
+    return JSONResponse(body.model_dump(), status_code=200 if live.alive else 503)
 
-    return r
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    tags=["health"],
+    summary="Readiness: model loaded and self-tested, camera ok, MQTT connected",
+    responses={503: {"model": Readiness, "description": "not ready; `reasons` says why"}},
+    dependencies=[],
+)
+def readyz(state: State) -> JSONResponse:
+    reasons = state.not_ready_reasons()
+    body = Readiness(ready=not reasons, reasons=reasons).model_dump()
+    return JSONResponse(body, status_code=200 if not reasons else 503)

@@ -16,7 +16,6 @@ a Content-Security-Policy that allows this origin only: the page, its script and
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
 from edge.api import checks, decisions, labels, live
-from edge.api.access import Access
 from edge.api.page_state import OperatorState
 from edge.api.state import ApiState
 
@@ -52,7 +50,7 @@ def swagger_dir() -> Path | None:
     return d if (d / "swagger-ui-bundle.js").is_file() else None
 
 
-def install_operator(app: FastAPI, state: ApiState, access: Access, decodes: threading.BoundedSemaphore) -> None:
+def install_operator(app: FastAPI, state: ApiState) -> None:
     """Add the page, its endpoints, the offline /docs and the CSP header to ``app``."""
     cfg = state.config
     _install_headers(app)
@@ -64,19 +62,9 @@ def install_operator(app: FastAPI, state: ApiState, access: Access, decodes: thr
         op = OperatorState(cfg, state.metrics)
         state.operator = op
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for r in (page_router(), live.router(state, op), decisions.router(state, op),
-              checks.router(state, op, access, decodes), labels.router(state, op, access)):
-        app.include_router(r)
-
-
-def page_router() -> APIRouter:
-    r = APIRouter(tags=["operator page"])
-
-    @r.get("/", include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse((STATIC_DIR / "index.html").read_text(), headers={"Cache-Control": "no-store"})
-
-    return r
+    for module in (live, decisions, checks, labels):
+        app.include_router(module.router)
+    app.include_router(page)
 
 
 class SecurityHeaders:
@@ -116,3 +104,11 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> FileResponse:
         return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
+
+
+page = APIRouter(tags=["operator page"])
+
+
+@page.get("/", include_in_schema=False)
+def index() -> HTMLResponse:
+    return HTMLResponse((STATIC_DIR / "index.html").read_text(), headers={"Cache-Control": "no-store"})

@@ -71,83 +71,92 @@ def connection_cap(wanted: int) -> int:
     return wanted
 
 
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the connection cap, the request-head timeout and the body deadline; the limits
+    are class attributes that ``guarded_protocol`` sets on a subclass."""
+
+    max_connections = 64
+    header_timeout_s = 10.0
+    body_timeout_s = 30.0
+    body_min_rate = 20_000.0
+    _body_timer: asyncio.TimerHandle | None = None
+    _body_start = 0.0
+    _body_seen = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._body_timer is not None:
+            self._body_seen += len(data)
+        super().data_received(data)
+        self._arm_body_deadline()
+
+    def _arm_body_deadline(self) -> None:
+        """Issue 24: a request body must arrive within ``body_timeout_s`` plus its size at ``body_min_rate``,
+        however it trickles in (the head timer covers only the head)."""
+        if self._body_timer is not None or self.transport.is_closing():
+            return
+        if self.cycle is not None and self.conn.their_state is h11.SEND_BODY:
+            self._body_start, self._body_seen = self.loop.time(), 0
+            self._body_timer = self.loop.call_at(self._body_start + self.body_timeout_s, self._body_check)
+
+    def _body_check(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the app is not reading yet (waiting for a decode slot): not the client's fault
+            self._body_start += 1.0
+            self._body_timer = self.loop.call_at(now + 1.0, self._body_check)
+            return
+        deadline = self._body_start + self.body_timeout_s + self._body_seen / self.body_min_rate
+        if now < deadline:
+            self._body_timer = self.loop.call_at(deadline, self._body_check)
+            return
+        log.warning("API: closed a connection whose request body arrived too slowly (%d bytes in %.0f s; "
+                    "api.body_timeout_s, api.body_min_rate_bytes_s)", self._body_seen, now - self._body_start)
+        self.transport.close()
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            log.warning("API: connection refused: %d connections open (api.max_connections)", self.max_connections)
+            transport.abort()  # frees the descriptor now; connection_lost() removes us from the set
+            return
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.cycle is None and not self.transport.is_closing():  # no complete request head yet
+            log.info("API: closed a connection that sent no complete request within %g s", self.header_timeout_s)
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None and self.cycle is not None:
+            timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().connection_lost(exc)
+
+
 def guarded_protocol(max_connections: int, header_timeout_s: float, body_timeout_s: float = 30.0,
                      body_min_rate: float = 20_000.0) -> type[H11Protocol]:
     """An h11 protocol class for ``uvicorn.Config(http=...)`` that enforces the connection cap, the
     request-head timeout and the body deadline (see the module docstring).
 
-    uvicorn has no public hook for a body timeout, so this extends its ``H11Protocol`` (``cycle``, ``conn``,
-    ``flow``, ``connections``); tests/test_bounds.py runs real slow clients against it and fails if an uvicorn
-    upgrade changes what it relies on."""
-
-    class GuardedH11Protocol(H11Protocol):
-        _body_timer: asyncio.TimerHandle | None = None
-        _body_start = 0.0
-        _body_seen = 0
-
-        def data_received(self, data: bytes) -> None:
-            if self._body_timer is not None:
-                self._body_seen += len(data)
-            super().data_received(data)
-            self._arm_body_deadline()
-
-        def _arm_body_deadline(self) -> None:
-            """Issue 24: a request body must arrive within ``body_timeout_s`` plus its size at ``body_min_rate``,
-            however it trickles in (the head timer covers only the head)."""
-            if self._body_timer is not None or self.transport.is_closing():
-                return
-            if self.cycle is not None and self.conn.their_state is h11.SEND_BODY:
-                self._body_start, self._body_seen = self.loop.time(), 0
-                self._body_timer = self.loop.call_at(self._body_start + body_timeout_s, self._body_check)
-
-        def _body_check(self) -> None:
-            self._body_timer = None
-            if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
-                return
-            now = self.loop.time()
-            if self.flow.read_paused:  # the app is not reading yet (waiting for a decode slot): not the client's fault
-                self._body_start += 1.0
-                self._body_timer = self.loop.call_at(now + 1.0, self._body_check)
-                return
-            deadline = self._body_start + body_timeout_s + self._body_seen / body_min_rate
-            if now < deadline:
-                self._body_timer = self.loop.call_at(deadline, self._body_check)
-                return
-            log.warning("API: closed a connection whose request body arrived too slowly (%d bytes in %.0f s; "
-                        "api.body_timeout_s, api.body_min_rate_bytes_s)", self._body_seen, now - self._body_start)
-            self.transport.close()
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                log.warning("API: connection refused: %d connections open (api.max_connections)", max_connections)
-                transport.abort()  # frees the descriptor now; connection_lost() removes us from the set
-                return
-            self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(header_timeout_s, self._head_timeout)
-
-        def _head_timeout(self) -> None:
-            self._head_timer = None
-            if self.cycle is None and not self.transport.is_closing():  # no complete request head yet
-                log.info("API: closed a connection that sent no complete request within %g s", header_timeout_s)
-                self.transport.close()
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            timer = getattr(self, "_head_timer", None)
-            if timer is not None and self.cycle is not None:
-                timer.cancel()
-                self._head_timer = None
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            timer = getattr(self, "_head_timer", None)
-            if timer is not None:
-                timer.cancel()
-                self._head_timer = None
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
-            super().connection_lost(exc)
-
-    return GuardedH11Protocol
+    uvicorn has no public hook for a body timeout, so ``GuardedH11Protocol`` extends its ``H11Protocol``
+    (``cycle``, ``conn``, ``flow``, ``connections``); tests/test_bounds.py runs real slow clients against it and
+    fails if an uvicorn upgrade changes what it relies on."""
+    limits = {"max_connections": max_connections, "header_timeout_s": header_timeout_s,
+              "body_timeout_s": body_timeout_s, "body_min_rate": body_min_rate}
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), limits)
 
 
 def server_config(app: Any, api_cfg: Any) -> dict[str, Any]:

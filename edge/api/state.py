@@ -31,6 +31,8 @@ from edge.state import (
 )
 
 if TYPE_CHECKING:
+    from edge.deliver.audit import Audit
+    from edge.deliver.station import StationStore
     from edge.learn.feedback import FeedbackStore
     from edge.learn.shadow import Shadow
 
@@ -80,6 +82,13 @@ class ApiState:
     heartbeat: Heartbeat | None = None  # the inspection loop's pulse: /healthz fails when it stops
     operator: PageState | None = None  # the page's images, rates, feedback (edge/api/operator.py; made by create_app if None)
     model_control: ModelLifecycle | None = None  # candidate in shadow, retrain, promote, rollback (/model*, edge/learn/lifecycle.py)
+    station: StationStore | None = None  # issue 26: history, shift and lot counters (edge/deliver/station.py)
+    audit: Audit | None = None  # issue 26: who changed what (edge/deliver/audit.py); see edge/api/changes.py
+
+    def audited(self, action: str, what: str, before: Any = None, after: Any = None) -> None:
+        """Record a change in the audit trail (log, station records, retained <base>/audit), if there is one."""
+        if self.audit is not None:
+            self.audit.record(action, what, before, after)
 
     def threshold(self, model: LoadedModel) -> float:
         return model.threshold(self.config.model.threshold)
@@ -120,28 +129,26 @@ def config_summary(cfg: Config) -> dict[str, Any]:
     return summary
 
 
+def model_info(state: ApiState, model: LoadedModel | None) -> dict[str, Any]:
+    """The live model as ``/status`` shows it."""
+    if model is None:
+        return {"loaded": False}
+    clf = model.classifier
+    meta = clf.metadata
+    return {
+        "loaded": True, "model_id": clf.model_id, "path": str(clf.path), "runtime": clf.runtime_name,
+        "delegate": clf.delegate, "threshold": state.threshold(model), "labels": list(meta.labels),
+        "positive_class": meta.positive_class, "format": getattr(meta, "format", None),
+        "crop": meta.crop.model_dump(mode="json"), "self_test_passed": model.self_test_passed,
+        "self_test_failures": list(model.self_test_failures), "loaded_at": model.loaded_at,
+    }
+
+
 def status_of(state: ApiState) -> dict[str, Any]:
+    """The ``/status`` document: config without secrets, counters, camera, MQTT, model."""
     m = state.metrics
     value = m.value
     model = state.models.get()
-    model_info: dict[str, Any] = {"loaded": model is not None}
-    if model is not None:
-        clf = model.classifier
-        meta = clf.metadata
-        model_info.update(
-            model_id=clf.model_id,
-            path=str(clf.path),
-            runtime=clf.runtime_name,
-            delegate=clf.delegate,
-            threshold=state.threshold(model),
-            labels=list(meta.labels),
-            positive_class=meta.positive_class,
-            format=getattr(meta, "format", None),
-            crop=meta.crop.model_dump(mode="json"),
-            self_test_passed=model.self_test_passed,
-            self_test_failures=list(model.self_test_failures),
-            loaded_at=model.loaded_at,
-        )
     camera: dict[str, Any] = {"state": "not started"}
     if state.capture is not None:
         camera = {"state": state.capture.state, "frozen": bool(state.capture.frozen)}
@@ -173,7 +180,7 @@ def status_of(state: ApiState) -> dict[str, Any]:
         "not_ready_reasons": reasons,
         "line": state.config.line,
         "camera_id": state.config.camera,
-        "model": model_info,
+        "model": model_info(state, model),
         "camera": camera,
         "mqtt": mqtt,
         "counters": counters,

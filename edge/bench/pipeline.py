@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -200,13 +201,43 @@ def bench_pipeline(source: str, model: str, threads: int = 1, duration: float = 
                    broker: tuple[str, int] = ("127.0.0.1", 1883), overrides: dict[str, Any] | None = None,
                    workdir: Path | None = None) -> dict[str, Any]:
     """Stages (a)-(d) of ``bench pipeline``; returns the JSON-able result with the two ratios."""
-    import tempfile
-
-    from edge.config import DecisionConfig, RoiConfig
-    from edge.deliver.broker import DemoBroker
+    from edge.config import RoiConfig
 
     roi = roi or RoiConfig()
-    part = max(3.0, duration / 4)
+    stages = _bench_stages(source, model, threads, roi, max(3.0, duration / 4), overrides)
+    run = _bench_daemon(source, model, threads, duration, roi, broker, overrides, workdir)
+    daemon = analyse_trace(run.trace)
+    daemon["process"] = run.process
+    decode, invoke = stages["decode"], stages["invoke"]
+    ratios, must = _ratios(daemon, decode, invoke)
+    info = Classifier.load(model, num_threads=threads)
+    return {
+        "kind": "pipeline",
+        "source": str(source),
+        "model": str(model),
+        "model_id": info.model_id,
+        "format": info.metadata.format,
+        "input": f"{info.metadata.input.width}x{info.metadata.input.height} {info.metadata.input.dtype}",
+        "crop": info.metadata.crop.describe(),
+        "threads": threads,
+        "duration_s": duration,
+        "roi": {"x": roi.x, "y": roi.y, "width": roi.width, "height": roi.height},
+        "broker": f"{broker[0]}:{broker[1]} ({run.broker_kind})",
+        "overrides": overrides or {},
+        "machine": machine_info(),
+        "load_avg_1m_daemon": [run.load_before, run.load_after],
+        "stages": stages,
+        "daemon": daemon,
+        "ratios": ratios,
+        "must_show": must,
+    }
+
+
+def _bench_stages(source: str, model: str, threads: int, roi: Any, part: float,
+                  overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Stages (a) decode, (b) invoke and (c) preprocessing, each timed alone for ``part`` seconds."""
+    from edge.config import DecisionConfig
+
     clf = Classifier.load(model, num_threads=threads)
     rois = _roi_frames(source, roi, 600)
     if not rois:
@@ -221,7 +252,28 @@ def bench_pipeline(source: str, model: str, threads: int = 1, duration: float = 
         {"presence": {k.split(".", 2)[2]: v for k, v in (overrides or {}).items()
                       if k.startswith("decision.presence.")}}).presence
     pre = bench_preprocess(clf, rois, presence_cfg, part)
-    del clf
+    return {"decode": decode, "invoke": invoke, **pre}
+
+
+@dataclass
+class _DaemonRun:
+    """Stage (d): the daemon's trace and process figures, the broker it published to, the load around it."""
+
+    trace: dict[str, Any]
+    process: dict[str, Any]
+    broker_kind: str
+    load_before: float | None
+    load_after: float | None
+
+
+def _bench_daemon(source: str, model: str, threads: int, duration: float, roi: Any, broker: tuple[str, int],
+                  overrides: dict[str, Any] | None, workdir: Path | None) -> _DaemonRun:
+    """Stage (d): the daemon as its own process for ``duration`` s (after its warm-up), against ``broker``
+    (a demo broker is started there when none answers)."""
+    import tempfile
+
+    from edge.deliver.broker import DemoBroker
+
     mqtt = DemoBroker(*broker)
     kind = mqtt.start()
     try:
@@ -233,8 +285,13 @@ def bench_pipeline(source: str, model: str, threads: int = 1, duration: float = 
             load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     finally:
         mqtt.stop()
-    daemon = analyse_trace(tr)
-    daemon["process"] = child
+    return _DaemonRun(tr, child, kind, load_before, load_after)
+
+
+def _ratios(daemon: dict[str, Any], decode: dict[str, Any],
+            invoke: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The daemon's throughput over the slower of decode and invoke, its end-to-end p99 over invoke's p99,
+    and the two must-show verdicts (throughput >= 0.90 of the limit; e2e p99 <= 3 x invoke p99 + 5 ms)."""
     limit = min(decode["fps"], invoke["fps"])
     ratios: dict[str, Any] = {
         "throughput_over_limit": round(daemon["throughput_fps"] / limit, 3) if daemon["throughput_fps"] else None,
@@ -248,27 +305,7 @@ def bench_pipeline(source: str, model: str, threads: int = 1, duration: float = 
         "e2e_p99_le_3x_invoke_p99_plus_5ms": bool(e2e99 is not None and e2e99 <= 3 * invoke["p99_ms"] + 5.0),
         "e2e_budget_ms": round(3 * invoke["p99_ms"] + 5.0, 2),
     }
-    info = Classifier.load(model, num_threads=threads)
-    return {
-        "kind": "pipeline",
-        "source": str(source),
-        "model": str(model),
-        "model_id": info.model_id,
-        "format": info.metadata.format,
-        "input": f"{info.metadata.input.width}x{info.metadata.input.height} {info.metadata.input.dtype}",
-        "crop": info.metadata.crop.describe(),
-        "threads": threads,
-        "duration_s": duration,
-        "roi": {"x": roi.x, "y": roi.y, "width": roi.width, "height": roi.height},
-        "broker": f"{broker[0]}:{broker[1]} ({kind})",
-        "overrides": overrides or {},
-        "machine": machine_info(),
-        "load_avg_1m_daemon": [load_before, load_after],
-        "stages": {"decode": decode, "invoke": invoke, **pre},
-        "daemon": daemon,
-        "ratios": ratios,
-        "must_show": must,
-    }
+    return ratios, must
 
 
 def format_pipeline(res: dict[str, Any]) -> str:

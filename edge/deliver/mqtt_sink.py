@@ -235,7 +235,16 @@ class MqttSink:
         self.on_acked: Callable[[int, float], None] | None = None
         self.failed = 0  # failed attempts (they stay in the outbox)
         self._ssl_context: ssl.SSLContext | None = None
-        # Disk full: events the outbox could not store, oldest first (bounded); losses not yet on disk.
+        self._init_disk_full_state(cfg)
+        self._client = self._make_client()  # config errors first, before the outbox is locked
+        self.outbox = outbox or Outbox(
+            cfg.outbox_path, cfg.outbox_max_events, cfg.outbox_overflow, metrics, retention_s=cfg.outbox_retention_s
+        )
+        if metrics is not None:
+            metrics.mqtt_connected.set(0)
+
+    def _init_disk_full_state(self, cfg: MqttConfig) -> None:
+        """Disk full: events the outbox could not store, oldest first (bounded); losses not yet on disk."""
         self._held: collections.deque[_Held] = collections.deque()
         self._held_lock = threading.RLock()
         self._held_max = cfg.outbox_memory_max_events
@@ -246,12 +255,6 @@ class MqttSink:
         self._held_log = RateLimit(LOG_REPEAT_S)
         self._replay_log = RateLimit(LOG_REPEAT_S)
         self._replay_token: bytes | None = None
-        self._client = self._make_client()  # config errors first, before the outbox is locked
-        self.outbox = outbox or Outbox(
-            cfg.outbox_path, cfg.outbox_max_events, cfg.outbox_overflow, metrics, retention_s=cfg.outbox_retention_s
-        )
-        if metrics is not None:
-            metrics.mqtt_connected.set(0)
 
     # -- setup ----------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:

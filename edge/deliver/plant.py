@@ -9,7 +9,9 @@ The daemon calls, in this order of a part's life:
   ``trigger_refused(part_id, reason)`` if the decider refused it (the part then gets its timeout decision);
 - ``before_publish(decision, exit_at)`` before a decision is published: stamps deadline, slack and action;
   False means the part already got a timeout decision and this one must not be published;
-- ``after_publish(event)`` after it was published: reject command/pulse, SPC, OPC UA;
+- ``command(event)`` right after the decision is stamped, before its evidence and outbox write: the reject command
+  (on its own MQTT connection, edge/deliver/commands.py) and pulse;
+- ``after_publish(event)`` after it was published: SPC, OPC UA;
 - ``tick()`` from its loop: (re)announces Home Assistant discovery and the alarm state after each connect,
   refreshes the OPC UA status nodes;
 - ``stop()`` at shutdown, before the MQTT sink stops: parts still waiting get their timeout decisions.
@@ -26,7 +28,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from edge.deliver.commands import CommandChannel
 from edge.deliver.homeassistant import publish_discovery
+from edge.deliver.mqtt_sink import MqttSink
 from edge.deliver.reject import GpiodPulse, RejectOutput
 from edge.judge.deadline import DeadlineTracker, TriggerGate
 from edge.judge.decision import Decision
@@ -64,6 +68,7 @@ class Plant:
         self.sink: EventSink | None = None
         self.reject: RejectOutput | None = None
         self.opcua: OpcuaServer | None = None
+        self.commands: CommandChannel | None = None
         self._announced = False
         self._status_at = 0.0
         self._recent: deque[bool] = deque(maxlen=RATE_WINDOW)
@@ -77,7 +82,12 @@ class Plant:
     def start(self, sink: EventSink | None) -> None:
         cfg = self.cfg
         self.sink = sink
-        publish = sink.publish if (sink is not None and cfg.mqtt.enabled) else None
+        publish: Callable[[str, bytes, int, bool], bool] | None = (
+            sink.publish if (sink is not None and cfg.mqtt.enabled) else None)
+        if publish is not None and cfg.reject.mqtt and cfg.reject.mqtt_own_connection and isinstance(sink, MqttSink):
+            self.commands = CommandChannel(cfg.mqtt, f"{sink.client_id}-cmd", self.registry)
+            self.commands.start()
+            publish = self._publish_command
         pulse = GpiodPulse(cfg.reject.gpio) if cfg.reject.gpio.enabled else None
         if cfg.opcua.enabled:
             from edge.deliver.opcua import OpcuaServer
@@ -97,6 +107,8 @@ class Plant:
         self.tracker.stop()  # pending parts get their timeout decisions through the daemon, now
         if self.reject is not None:
             self.reject.close()
+        if self.commands is not None:
+            self.commands.stop()
         if self.opcua is not None:
             self.opcua.stop()
 
@@ -125,6 +137,12 @@ class Plant:
             return True  # stamped by the tracker
         return self.tracker.resolve(decision, exit_at)
 
+    def command(self, event: dict[str, Any]) -> None:
+        """The reject command and pulse of a stamped decision, first (issue 24): before its evidence JPEGs and its
+        outbox write, on the command connection, so neither a slow disk nor the event connection delays it."""
+        if self.reject is not None:
+            self.reject.handle(event)
+
     def after_publish(self, event: dict[str, Any]) -> None:
         c = self.counts
         c["decisions"] += 1
@@ -135,8 +153,6 @@ class Plant:
         self.last = event
         if event.get("kind") != "timeout":
             self._recent.append(bool(event.get("is_defect")))
-        if self.reject is not None:
-            self.reject.handle(event)
         if self.spc is not None and event.get("kind") != "timeout":
             changed = self.spc.update(bool(event.get("is_defect")))
             if changed is not None:
@@ -187,6 +203,12 @@ class Plant:
         }
 
     # -- helpers --------------------------------------------------------------------------------
+    def _publish_command(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        """On the command connection; while it is down, on the event connection (late beats never)."""
+        if self.commands is not None and self.commands.publish(topic, payload, qos, retain):
+            return True
+        return self._publish(topic, payload, qos, retain)
+
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
         return self.sink is not None and self.sink.publish(topic, payload, qos, retain)
 

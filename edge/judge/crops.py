@@ -18,7 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.judge.localize import CropSpec, Located, crop, load_background, locate_for_still
+from edge.judge.beltmodel import BeltModel
+from edge.judge.localize import CropSpec, Located, crop, load_background, load_belt, locate_for_still
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ def reason_key(reason: str) -> str:
     r = reason.lower()
     for key, words in (("fills_frame", (_FILLS,)), ("cluttered", ("cluttered",)),
                        ("faint", ("stands out only",)), ("too_small", ("min_area",)),
-                       ("nothing", ("nothing stands out",)), ("method_none", ("crop method none",))):
+                       ("nothing", ("nothing stands out",)), ("method_none", ("crop method none",)),
+                       ("empty_belt", ("learned empty belt",))):
         if any(w in r for w in words):
             return key
     return "other"
@@ -141,8 +143,8 @@ def fallback_warning(st: CropStats, spec: CropSpec) -> str | None:
             "--sheet crops.png` and look at the worst crops; for photos already centred on the box, train with --crop none")
 
 
-def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None,
-                 background: np.ndarray | None = None) -> tuple[list[CropRecord], list[np.ndarray]]:
+def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None, background: np.ndarray | None = None,
+                 belt: BeltModel | None = None) -> tuple[list[CropRecord], list[np.ndarray]]:
     """Locate the box in every readable file; the records (paths relative to ``root``) and small crops."""
     if background is None and spec.background_file:
         background = load_background(spec.background_file)
@@ -152,7 +154,7 @@ def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None,
         bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if bgr is None:
             continue
-        loc = locate_for_still(bgr, spec, background) if spec.method != "none" else Located(
+        loc = locate_for_still(bgr, spec, background, belt) if spec.method != "none" else Located(
             True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
         rel = Path(p).relative_to(root).as_posix() if root else str(p)
         records.append(record(rel, loc))
@@ -275,8 +277,14 @@ def _cmd_localize(args: Any) -> int:
     if not paths:
         log.error("localize: no images under %s", data)
         return 2
-    spec = CropSpec(method=args.crop, background_file=str(args.background) if args.background else None)
-    records, thumbs = locate_files(paths, spec, data)
+    spec = CropSpec(method=args.crop, background_file=str(args.background) if args.background else None,
+                    empty_belt=str(args.empty) if args.empty else None)
+    try:
+        belt = load_belt(args.empty, spec.work_size) if args.empty else None
+    except ValueError as e:
+        log.error("localize: --empty: %s", e)
+        return 2
+    records, thumbs = locate_files(paths, spec, data, belt=belt)
     add_truth(records, data)
     st = summarise(records)
     if args.json:
@@ -304,6 +312,9 @@ def register(sub: Any) -> None:
     p.add_argument("data", metavar="DATA", help="folder of images (searched recursively, e.g. DATA/<class>/*.jpg)")
     p.add_argument("--crop", choices=CROP_METHODS, default="auto", help="crop method (default auto, as train)")
     p.add_argument("--background", default=None, metavar="FILE", help="empty-belt reference image")
+    p.add_argument("--empty", default=None, metavar="DIR", help="folder of >= 8 frames of the EMPTY belt from the same "
+                   "camera (the belt moving between them): learn the belt's range per pixel and look for what lies "
+                   "outside it (what the daemon learns from frames with no box)")
     p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of crops, worst first")
     p.add_argument("--json", default=None, metavar="FILE", help="write per-image results as JSON")
     p.add_argument("--limit", type=int, default=48, metavar="N", help="images on the sheet (default 48)")

@@ -431,71 +431,79 @@ class ContinuousDecider:
         return fg.fraction >= EDGE_GROWTH * p.edge_best or p.since_edge_score >= EDGE_SCORE_EVERY
 
     def update(self, record: FrameRecord) -> Decision | None:
-        pc = self.presence_cfg
-        frame_index, captured_at, score = record.index, record.captured_at, record.score
         fg = self._foreground(record.roi)
         self._cache = None
-        p: _Passage | None
         if fg is not None and fg.restored and self._passage is not None:
             # What moved since the relearn was the object that had stood in the ROI (already decided, or
             # learned as background) leaving, plus the spot it uncovered: not a new box.
-            p = self._passage
             log.warning(
                 "presence: frames %d-%d were the object that stood in the ROI moving away; not decided again",
-                p.first, p.last,
+                self._passage.first, self._passage.last,
             )
             self._passage = None
-        fg_present = fg is not None and not fg.learning and fg.fraction >= pc.fg_min_fraction
-        if self.method != "foreground":
-            if score is None:
-                self._hyst = False
-            elif self._hyst:
-                self._hyst = score >= pc.score_off
-            else:
-                self._hyst = score >= pc.score_on
-        present = fg_present or (self.method != "foreground" and self._hyst)
-        self._present = present
-        p = self._passage
+        fg_present = fg is not None and not fg.learning and fg.fraction >= self.presence_cfg.fg_min_fraction
+        self._present = present = fg_present or self._score_hysteresis(record.score)
         if present:
-            if p is None:
-                p = self._passage = _Passage(first=frame_index, last=frame_index)
-            p.present += 1
-            p.absent = 0
-            p.last = frame_index
-            rec = _Record(frame_index, captured_at, score, fg.fraction if fg else 0.0, bool(fg and fg_present and fg.inside),
-                          record if score is not None else None)
-            p.records.append(rec)
-            if score is not None and rec.inside:
-                if not p.has_inside:  # only inside frames are used from now on: let the others' frames go
-                    for r in p.records[:-1]:
-                        r.src = None
-                p.has_inside = True
-            elif score is not None:
-                p.edge_best = max(p.edge_best, rec.fraction)
-                p.since_edge_score = 0
-            else:
-                p.since_edge_score += 1
-            if p.last - p.first + 1 >= self.max_passage_frames:
-                why = (
-                    f"something stayed in the ROI for {p.last - p.first + 1} frames ({p.first}-{p.last}): stopped "
-                    "belt, stuck box or a lighting change; deciding it now"
-                )
-                decision = self._close()
-                if self.fg is not None:
-                    self.fg.relearn(why)
-                else:
-                    log.warning("presence: %s", why)
-                return decision
-            return None
+            return self._in_view(record, fg, fg_present)
+        p = self._passage
         if p is None:
             return None
         p.absent += 1
-        if p.absent >= pc.gap_frames:
+        if p.absent >= self.presence_cfg.gap_frames:
             decision = self._close()
             if decision is not None and self.fg is not None:
                 self.fg.confirm()  # a normal passage: the background in use is right
             return decision
         return None
+
+    def _score_hysteresis(self, score: float | None) -> bool:
+        """Presence by score (methods other than ``foreground``): on at ``score_on``, off below ``score_off``."""
+        if self.method == "foreground":
+            return False
+        pc = self.presence_cfg
+        if score is None:
+            self._hyst = False
+        elif self._hyst:
+            self._hyst = score >= pc.score_off
+        else:
+            self._hyst = score >= pc.score_on
+        return self._hyst
+
+    def _in_view(self, record: FrameRecord, fg: Foreground | None, fg_present: bool) -> Decision | None:
+        """A frame with the box in view: open or extend the passage, keep its record; a passage that lasts too
+        long (stopped belt, stuck box, lighting change) is decided now."""
+        p = self._passage
+        if p is None:
+            p = self._passage = _Passage(first=record.index, last=record.index)
+        p.present += 1
+        p.absent = 0
+        p.last = record.index
+        score = record.score
+        rec = _Record(record.index, record.captured_at, score, fg.fraction if fg else 0.0,
+                      bool(fg and fg_present and fg.inside), record if score is not None else None)
+        p.records.append(rec)
+        if score is not None and rec.inside:
+            if not p.has_inside:  # only inside frames are used from now on: let the others' frames go
+                for r in p.records[:-1]:
+                    r.src = None
+            p.has_inside = True
+        elif score is not None:
+            p.edge_best = max(p.edge_best, rec.fraction)
+            p.since_edge_score = 0
+        else:
+            p.since_edge_score += 1
+        if p.last - p.first + 1 < self.max_passage_frames:
+            return None
+        why = (
+            f"something stayed in the ROI for {p.last - p.first + 1} frames ({p.first}-{p.last}): stopped "
+            "belt, stuck box or a lighting change; deciding it now"
+        )
+        decision = self._close()
+        if self.fg is not None:
+            self.fg.relearn(why)
+        else:
+            log.warning("presence: %s", why)
+        return decision
 
     def box_outline(self) -> tuple[int, int, int, int] | None:
         """Where the presence detector sees the box in the ROI while a passage is open: the bounding box of the

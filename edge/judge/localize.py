@@ -27,6 +27,11 @@ Methods (``CropSpec.method``):
   whole image; the daemon instead reports "no box" and never classifies the belt.
 * ``none``: the whole image (the model input is the stretched frame, as before crops existed).
 
+With a learned empty-belt model of the camera (:class:`edge.judge.beltmodel.BeltModel`, issue 25: the daemon learns
+one per view from frames with no box; stills get one from ``CropSpec.empty_belt``), ``auto`` asks it first
+(``Located.method`` ``belt``): what lies outside the belt's per-pixel range is the box, and nothing outside it is
+"no box"; only a model that sees the whole frame changed hands over to the methods above.
+
 Crop: the region's bounding box (axis-aligned, or the minimum-area rotated rectangle turned upright with
 ``rotated=True``), grown by ``margin`` of its longer side on every side, made square around its centre
 (``square=True``; pixels beyond the frame repeat the edge), then resized to the model input by the caller
@@ -46,12 +51,14 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.judge.beltmodel import BeltModel
+
 log = logging.getLogger(__name__)
 
 CropMethod = Literal["auto", "background", "texture", "salient", "none"]
 CROP_METHODS: tuple[str, ...] = ("auto", "background", "texture", "salient", "none")
 # the localiser's version: part of the training feature cache key (a changed localiser makes new crops)
-LOCALIZER_VERSION = 5
+LOCALIZER_VERSION = 6
 
 
 class CropSpec(BaseModel):
@@ -77,11 +84,16 @@ class CropSpec(BaseModel):
     texture_clutter: float = Field(default=1.0, ge=0.0)  # texture: max_clutter for the texture search (its mask
     # has no belt pattern left, so what else stands out must be as big as the box to call the scene cluttered)
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
+    empty_belt: str | None = None  # stills: a folder of >= 8 frames of the empty belt from the same camera (the
+    # belt moving between them): a learned BeltModel, used first by auto (what the daemon learns on the line)
+    belt_threshold: float = Field(default=12.0, gt=0.0)  # belt model: weighted Lab distance outside the learned
+    # empty belt's per-pixel range that counts as "not belt" (edge/judge/beltmodel.py)
 
     def describe(self) -> str:
         if self.method == "none":
             return "none (whole image)"
         extra = f", background {self.background_file}" if self.background_file else ""
+        extra += f", empty belt {self.empty_belt}" if self.empty_belt else ""
         return (f"{self.method} (margin {self.margin:g}, {'square' if self.square else 'tight'}"
                 f"{', rotated' if self.rotated else ''}{extra})")
 
@@ -350,14 +362,23 @@ def background_mask(bgr: np.ndarray, background: np.ndarray, spec: CropSpec) -> 
     return _clean(mask), scale
 
 
-def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None) -> Located:
+def locate(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None,
+           belt: BeltModel | None = None) -> Located:
     """Find the box in a BGR uint8 frame. Never falls back: ``found`` is False when no region qualifies.
+
+    With a learned empty-belt model of this camera (``belt``, method ``auto``) what lies outside the belt's
+    per-pixel range is the box, and nothing outside it is an empty belt (``found`` False); only when the
+    model sees the whole frame changed (light, a moved camera) do the other methods decide.
 
     ``auto`` with a region covering more than ``max_area`` (or touching 3-4 frame edges) returns
     ``method="whole"``: the box fills the frame. ``auto`` without a reference (or with one that differs from
     the whole frame) combines ``salient`` and ``texture`` (:func:`_reference_free`)."""
     if spec.method == "none":
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
+    if belt is not None and spec.method == "auto" and belt.fits(bgr):
+        learned = _locate_with(bgr, spec, "belt", belt=belt)
+        if not learned.whole:  # a box, or the empty belt
+            return learned
     if spec.method == "background" or (spec.method == "auto" and background is not None):
         if background is None:
             raise ValueError("crop method 'background' needs an empty-belt reference image (--background FILE)")
@@ -420,27 +441,39 @@ def _part_of(small: Located, big: Located) -> bool:
 
 
 _PART_RATIO = 1.6
+_BELT_JOIN = 20  # belt model: pieces closer than the work size / this are one box
 _OTHERS_MIN = 0.1  # what else stands out counts from regions of a tenth of the box up (not bolts, specks)
 _OVERRIDE_CONTRAST = 3.3  # auto: a texture box replaces salient's "fills the frame" / "cluttered" only above this
 _GUESS_CONTRAST = 1.5  # auto: where salient finds nothing, a texture box above this is the box
 
 
 def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.ndarray | None = None,
-                 checks: bool | None = None) -> Located:
+                 checks: bool | None = None, belt: BeltModel | None = None) -> Located:
     """One method's answer with the plausibility checks (``checks``, default: ``auto`` and ``texture``)."""
     checks = spec.method in ("auto", "texture") if checks is None else checks
-    if method == "background":
+    if method == "belt":
+        assert belt is not None
+        dist, scale = belt.distance(bgr)
+        mask = _clean((dist > spec.belt_threshold).astype(np.uint8))
+        # the learned belt leaves little but the box: join its pieces (faces split by a seam, a tape, a band
+        # that matches the belt) before the largest region is taken
+        k = max(5, int(round(max(mask.shape) / _BELT_JOIN)) | 1)
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disc), np.uint8)
+        _LAST.strength = dist / spec.belt_threshold
+    elif method == "background":
         assert background is not None
         mask, scale = background_mask(bgr, background, spec)
     elif method == "salient":
         mask, scale = salient_mask(bgr, spec)
     else:
         mask, scale = texture_mask(bgr, spec)
-    strength = getattr(_LAST, "strength", None) if method in ("salient", "texture") else None
+    strength = getattr(_LAST, "strength", None) if method in ("salient", "texture", "belt") else None
     region = _largest_region(mask)
     h, w = mask.shape
     if region is None:
-        return Located(False, method, reason="nothing stands out from the belt")
+        return Located(False, method, reason="nothing differs from the line's learned empty belt" if method == "belt"
+                       else "nothing stands out from the belt")
     area = float(region.sum()) / (h * w)
     x, y, bw, bh = cv2.boundingRect(region)
     edges = int(x <= 1) + int(y <= 1) + int(x + bw >= w - 1) + int(y + bh >= h - 1)
@@ -463,7 +496,7 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
         k = max(3, int(round(max(h, w) / 16)) | 1)
         near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         other = _other_area(mask & (1 - near), 0.25 * float(region.sum())) / (h * w)
-        if other > (spec.texture_clutter if method == "texture" else spec.max_clutter) * area:
+        if other > (spec.texture_clutter if method in ("texture", "belt") else spec.max_clutter) * area:
             return Located(True, "whole", whole, None, area,
                            f"{other:.1%} of the frame stands out besides the box ({area:.1%}): cluttered scene")
     inv = 1.0 / scale
@@ -475,12 +508,15 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
     return Located(True, method, bbox, ((cx, cy), (rw + inv, rh + inv), ang), area, contrast=contrast, others=others)
 
 
-def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None) -> Located:
+def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None,
+                     belt: BeltModel | None = None) -> Located:
     """:func:`locate` for still images (training, convert, predict): when no box is found the crop is the
     whole image, so every photo still gets a score (the daemon uses :func:`locate` and says "no box")."""
     if spec.method in ("background", "auto") and background is None and spec.background_file:
         background = load_background(spec.background_file)
-    loc = locate(bgr, spec, background)
+    if spec.method == "auto" and belt is None and spec.empty_belt:
+        belt = load_belt(spec.empty_belt, spec.work_size)
+    loc = locate(bgr, spec, background, belt)
     if not loc.found:
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, loc.reason)
     return loc
@@ -498,6 +534,25 @@ def load_background(path: str | Path) -> np.ndarray:
             raise ValueError(f"background reference {path} is not a readable image")
         _BACKGROUNDS[key] = img
     return _BACKGROUNDS[key]
+
+
+_BELTS: dict[tuple[str, int], BeltModel] = {}
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_belt(folder: str | Path, work_size: int = 256) -> BeltModel:
+    """Learn (once per process) the empty-belt model of a CropSpec's ``empty_belt`` folder."""
+    key = (str(folder), work_size)
+    if key not in _BELTS:
+        d = Path(folder)
+        paths = sorted(p for p in d.rglob("*") if p.suffix.lower() in _IMAGE_EXTS) if d.is_dir() else []
+        frames = [f for f in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if f is not None]
+        try:
+            _BELTS[key] = BeltModel.fit(frames, work_size)
+        except ValueError as e:
+            raise ValueError(f"empty belt {folder}: {e}") from e
+        log.info("belt model from %d empty-belt frames in %s", len(frames), folder)
+    return _BELTS[key]
 
 
 def crop(bgr: np.ndarray, loc: Located, spec: CropSpec) -> np.ndarray:

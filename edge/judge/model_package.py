@@ -30,6 +30,10 @@ keys sorted, no whitespace), and the sidecar holds the sha256 of the .tflite. So
 both files: an edited threshold (or any other sidecar field) no longer matches, and ``verify_package``
 refuses it with one line. The model id (``name@<package_sha256[:12]>``) changes with any change to either
 file. This module is the one place that validates a package; the classifier and the daemon call it.
+Issue 24: ``write_metadata`` records each golden sample's verdict (``expected_label``: its expected score at the
+threshold written); ``load_metadata`` refuses a package whose threshold or labels no longer give those verdicts (a
+sidecar resealed by hand with a wrong threshold). A deliberate forger can redo the verdicts too: signatures
+(edge/judge/signing.py, ``model.trusted_keys``) are the defence against that.
 
 No TensorFlow here: this module is imported on the edge.
 """
@@ -48,6 +52,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.judge.localize import NO_CROP, CropSpec, Located, crop, locate_for_still
+from edge.state import verdict
 
 SCHEMA_VERSION = 2  # 2: package_sha256 covers the sidecar
 SIDECAR_SUFFIX = ".json"
@@ -118,6 +123,10 @@ class GoldenSample(_Strict):
     label: str  # ground-truth label
     png_b64: str  # RGB image at the model input size, PNG (lossless), base64; decode with decode_golden()
     expected_score: float  # what the converted model returned for exactly this image
+    # issue 24: what the converted model decided on it at the package's threshold (write_metadata records it; not the
+    # ground truth). A package whose threshold or labels contradict these is refused (golden_verdict_mismatches).
+    # None: a package from before issue 24.
+    expected_label: str | None = None
 
 
 class FeaturesSpec(_Strict):
@@ -328,13 +337,43 @@ def load_metadata(model_path: str | Path) -> ModelMetadata:
             "threshold with model.threshold in the config, not in the sidecar)"
         )
     try:
-        return ModelMetadata.model_validate(raw)
+        meta = ModelMetadata.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"]) or "(root)"
         raise PackageError(
             f"invalid metadata sidecar {side}: {loc}: {first['msg']} ({e.error_count()} error(s))"
         ) from e
+    wrong = golden_verdict_mismatches(meta)
+    if wrong:
+        raise PackageError(
+            f"model package {side} contradicts its own golden verdicts ({len(wrong)} of {len(meta.golden)}; {wrong[0]}): "
+            "its threshold or labels were changed after convert; re-run convert (set a different threshold with "
+            "model.threshold in the config, not in the sidecar)"
+        )
+    return meta
+
+
+def record_golden_verdicts(meta: ModelMetadata) -> None:
+    """Each golden sample's ``expected_label``: what the converted model itself decides on it (its expected score at
+    the package's threshold; not the ground truth, which a model may get wrong)."""
+    labels = (meta.negative_class, meta.positive_class)
+    for g in meta.golden:
+        g.expected_label = verdict(g.expected_score, meta.threshold, labels)[0]
+
+
+def golden_verdict_mismatches(meta: ModelMetadata) -> list[str]:
+    """One line per golden sample whose recorded verdict the package's threshold and labels no longer give."""
+    labels = (meta.negative_class, meta.positive_class)
+    out = []
+    for i, g in enumerate(meta.golden):
+        if g.expected_label is None:
+            continue
+        got = verdict(g.expected_score, meta.threshold, labels)[0]
+        if got != g.expected_label:
+            out.append(f"golden[{i}] {g.name}: score {g.expected_score:.4f} is {got!r} at threshold {meta.threshold:.4f}, "
+                       f"convert decided {g.expected_label!r}")
+    return out
 
 
 def verify_package(model_path: str | Path, verify_hash: bool = True) -> ModelMetadata:
@@ -386,6 +425,7 @@ def resolve_model_name(model_dir: str | Path, name: str) -> Path:
 def write_metadata(meta: ModelMetadata, model_path: str | Path) -> Path:
     """Write the sidecar beside ``model_path`` with its package hash filled in (atomic replace)."""
     side = sidecar_path(model_path)
+    record_golden_verdicts(meta)  # issue 24: the verdicts at the threshold written now
     data = meta.model_dump(mode="json")
     data["schema_version"] = SCHEMA_VERSION
     data["package_sha256"] = package_digest(data)

@@ -40,21 +40,8 @@ def _emit(text: str, stream: TextIO | None = None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        clf = Classifier.load(args.model, num_threads=args.threads)
-    except ModelError as e:
-        _emit(f"error: {e}", sys.stderr)
-        return 2
-    background = getattr(args, "background", None)
-    if background:
-        if cv2.imread(str(background)) is None:
-            _emit(f"error: --background {background} is not a readable image", sys.stderr)
-            return 2
-        clf.metadata.crop = clf.metadata.crop.model_copy(update={"background_file": str(background)})
-    ref = clf.metadata.crop.background_file
-    if ref and clf.metadata.crop.method in ("background", "auto") and cv2.imread(ref) is None:
-        _emit(f"error: the model crops against the background image {ref}, which is not readable here; "
-              "pass --background FILE", sys.stderr)
+    clf = _load(args)
+    if clf is None:
         return 2
     threshold = effective_threshold(clf.threshold, args.threshold)
     text_out = sys.stderr if args.json_out == "-" else sys.stdout
@@ -67,8 +54,38 @@ def main(args: argparse.Namespace) -> int:
     if not files:
         _emit("error: no images found in " + " ".join(args.images), sys.stderr)
         return 1
+    rows = _classify(clf, files, threshold, text_out)
+    ok = sum(1 for r in rows if r["error"] is None)
+    n_defect = sum(1 for r in rows if r["is_defect"])
+    _emit(f"# {ok} classified, {n_defect} {clf.metadata.positive_class}, {len(rows) - ok} unreadable", text_out)
+    _write_results(args, clf, threshold, rows)
+    return 0 if ok else 1
+
+
+def _load(args: argparse.Namespace) -> Classifier | None:
+    """The model package with its crop's background image checked (or --background's); None after saying why."""
+    try:
+        clf = Classifier.load(args.model, num_threads=args.threads)
+    except ModelError as e:
+        _emit(f"error: {e}", sys.stderr)
+        return None
+    background = getattr(args, "background", None)
+    if background:
+        if cv2.imread(str(background)) is None:
+            _emit(f"error: --background {background} is not a readable image", sys.stderr)
+            return None
+        clf.metadata.crop = clf.metadata.crop.model_copy(update={"background_file": str(background)})
+    ref = clf.metadata.crop.background_file
+    if ref and clf.metadata.crop.method in ("background", "auto") and cv2.imread(ref) is None:
+        _emit(f"error: the model crops against the background image {ref}, which is not readable here; "
+              "pass --background FILE", sys.stderr)
+        return None
+    return clf
+
+
+def _classify(clf: Classifier, files: list[Path], threshold: float, text_out: TextIO) -> list[dict[str, Any]]:
+    """One result row per file (FIELDS), printed as it comes; an unreadable file gets its reason as ``error``."""
     rows: list[dict[str, Any]] = []
-    ok = 0
     width = max(len(str(f)) for f in files)
     for f in files:
         img = cv2.imread(str(f), cv2.IMREAD_COLOR) if f.is_file() else None
@@ -79,13 +96,14 @@ def main(args: argparse.Namespace) -> int:
                          "latency_ms": None, "error": reason})
             continue
         pred = clf.predict(img, threshold=threshold)
-        ok += 1
         _emit(f"{str(f):{width}s}  {pred.label:12s} {pred.score:.4f}  {pred.latency_ms:7.2f} ms", text_out)
         rows.append({"path": str(f), "label": pred.label, "score": round(pred.score, 6),
                      "is_defect": pred.is_defect, "latency_ms": round(pred.latency_ms, 3), "error": None})
-    n_defect = sum(1 for r in rows if r["is_defect"])
-    _emit(f"# {ok} classified, {n_defect} {clf.metadata.positive_class}, {len(rows) - ok} unreadable", text_out)
+    return rows
 
+
+def _write_results(args: argparse.Namespace, clf: Classifier, threshold: float, rows: list[dict[str, Any]]) -> None:
+    """--json (a file, or '-' for stdout) and --csv."""
     if args.json_out:
         doc = {"model": clf.model_id, "threshold": threshold, "runtime": clf.runtime_name,
                "delegate": clf.delegate, "results": rows}
@@ -99,4 +117,3 @@ def main(args: argparse.Namespace) -> int:
             w = csv.DictWriter(fh, fieldnames=FIELDS)
             w.writeheader()
             w.writerows(rows)
-    return 0 if ok else 1

@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ import cv2
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edge.runtime.principal import provenance
+from edge.runtime.principal import actor, provenance
 from edge.runtime.ratelimit import TokenBucket
 from edge.runtime.timeutil import iso_utc
 
@@ -169,6 +170,7 @@ class FeedbackStore:
         self.disk_bytes = Gauge("boxinspect_feedback_bytes", "Bytes of labelled crops on disk", registry=registry)
         self.disk_bytes.set_function(lambda: sum(lbl.size for lbl in list(self._labels.values())))
         self.rate: TokenBucket | None = None
+        self.listeners: list[Callable[[dict[str, Any]], object]] = []  # told of every saved record (edge/feedback_mqtt.py)
         self._scan()
         self.enforce()
 
@@ -197,6 +199,7 @@ class FeedbackStore:
         now = time.time()
         rec = dict(record, kind=kind, label=cls, id=name, created_at=iso_utc(now), schema=FEEDBACK_SCHEMA,
                    **provenance())
+        rec["who"] = actor(rec.get("who"))  # issue 26: never null
         folder = self.root / cls
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
@@ -214,6 +217,8 @@ class FeedbackStore:
         self.answers.labels(kind=kind).inc()
         self.enforce()
         log.info("feedback: %s -> %s/%s.jpg (%s)", kind, cls, name, rec.get("who") or "anonymous")
+        for listener in self.listeners:
+            listener(rec)
         return rec
 
     def counts(self) -> dict[str, int]:

@@ -212,6 +212,32 @@ def _metrics_at(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, flo
     return {k: float(v) for k, v in fold_metrics(y, s, threshold).items()}
 
 
+@dataclass
+class _Extracted:
+    """One pass over the labelled images: for each readable one (its index in ``keep``) the features, the
+    live model's score and the dHash; the unreadable files; the wall time."""
+
+    feats: list[np.ndarray] = field(default_factory=list)
+    live: list[float] = field(default_factory=list)
+    hashes: list[np.ndarray] = field(default_factory=list)
+    keep: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Fitted:
+    """The new head (the fitted scaler + logistic regression, training.linear.fit), its CV metrics at the
+    chosen threshold, and the live model's AUC on the same labels."""
+
+    fit: dict[str, Any]
+    cv: CVMetrics
+    threshold: float
+    rule: str
+    live_auc: float | None
+    seconds: float
+
+
 def retrain(
     package: Path,
     label_dirs: list[Path],
@@ -229,11 +255,48 @@ def retrain(
     """Fit a new head for ``package`` on the labelled folders and write a head-only candidate package into
     ``out_dir`` (see the module docstring). RetrainError (one sentence) for unusable input; ModelError if the
     package cannot be loaded. ``progress(stage, done, total)`` is called as features are extracted."""
-    from sklearn.metrics import roc_auc_score
-
-    from training import linear, operating
-
     t0, c0 = time.monotonic(), time.process_time()
+    _check_options(target_recall, cost_ratio, min_per_class)
+    clf = _load_parent(package, num_threads)
+    meta = clf.metadata
+    labels = list(meta.labels)
+    found = list_labelled(list(label_dirs), labels)
+    counts = _enough_labels(found, labels, min_per_class)
+    assert meta.features is not None  # _load_parent refused a package without
+    log.info("retrain %s on %d labelled images (%s) from %d folder(s); backbone %s", clf.model_id,
+             len(found.paths), ", ".join(f"{c} {n}" for c, n in counts.items()), len(found.sources),
+             meta.features.backbone_sha256[:12])
+
+    ex = _extract(clf, package, found, num_threads, progress)
+    if ex.skipped:
+        counts = {c: sum(1 for i in ex.keep if found.labels[i] == c) for c in labels}
+        short = {c: k for c, k in counts.items() if k < min_per_class}
+        if short:
+            raise RetrainError(f"not enough readable labels: {short} (need {min_per_class} per class)")
+    x = np.stack(ex.feats).astype(np.float64)
+    y = np.array([1 if found.labels[i] == meta.positive_class else 0 for i in ex.keep])
+    rel = [f"{found.labels[i]}/{found.paths[i].name}" for i in ex.keep]
+    groups = image_groups(rel, np.stack(ex.hashes))
+    log.info("groups: %d near-duplicate/part groups for %d images", len(np.unique(groups)), len(y))
+
+    fitted = _fit_head(x, y, groups, counts, ex.live, C=C, seed=seed, target_recall=target_recall,
+                       cost_ratio=cost_ratio, progress=progress)
+    head = _linear_head(fitted.fit["model"], clf.model_id, counts, found.sources)
+    result = _write_candidate(clf, head, fitted.cv, fitted.threshold, fitted.rule, Path(out_dir), name, found, ex.keep)
+    result.counts, result.live_auc, result.skipped = counts, fitted.live_auc, ex.skipped
+    result.inner_auc = {f"{c:g}": float(a) for c, a in (fitted.fit["inner_auc"] or {}).items()}
+    result.features_seconds, result.fit_seconds = round(ex.seconds, 2), round(fitted.seconds, 2)
+    result.seconds = round(time.monotonic() - t0, 2)
+    result.cpu_seconds = round(time.process_time() - c0, 2)
+    result.peak_rss_mb = round(peak_rss_mb(), 1)
+    _write_report(result)
+    log.info("wrote candidate %s (%s) in %.1f s (features %.1f s for %d images, fit %.1f s), peak memory %.0f MiB",
+             result.candidate, result.model_id, result.seconds, ex.seconds, len(y), fitted.seconds,
+             result.peak_rss_mb)
+    return result
+
+
+def _check_options(target_recall: float | None, cost_ratio: float | None, min_per_class: int) -> None:
     if target_recall is not None and cost_ratio is not None:
         raise RetrainError("give a target recall or a cost ratio, not both")
     if target_recall is not None and not 0 < target_recall <= 1:
@@ -242,13 +305,19 @@ def retrain(
         raise RetrainError(f"cost ratio must be > 0, got {cost_ratio}")
     if min_per_class < 2:
         raise RetrainError(f"min_per_class must be at least 2, got {min_per_class}")
+
+
+def _load_parent(package: Path, num_threads: int) -> Classifier:
+    """The deployed package; RetrainError when it has no features output to fit a head on."""
     clf = Classifier.load(package, num_threads=num_threads)
-    meta = clf.metadata
-    if meta.features is None:
+    if clf.metadata.features is None:
         raise RetrainError(f"{package} has no features output (converted before on-device retraining): "
                            "re-run boxinspect convert with this version, then deploy that package")
-    labels = list(meta.labels)
-    found = list_labelled(list(label_dirs), labels)
+    return clf
+
+
+def _enough_labels(found: _Labelled, labels: list[str], min_per_class: int) -> dict[str, int]:
+    """Images per class; RetrainError (saying what to do) when a class has fewer than ``min_per_class``."""
     counts = {c: found.labels.count(c) for c in labels}
     short = {c: n for c, n in counts.items() if n < min_per_class}
     if short:
@@ -256,20 +325,18 @@ def retrain(
             "not enough labels to retrain: " + ", ".join(f"{c} has {n}" for c, n in short.items())
             + f" (need at least {min_per_class} per class; label more boxes on the operator page, or lower "
             "--min-per-class at the price of a noisier estimate)")
-    log.info("retrain %s on %d labelled images (%s) from %d folder(s); backbone %s", clf.model_id,
-             len(found.paths), ", ".join(f"{c} {n}" for c, n in counts.items()), len(found.sources),
-             meta.features.backbone_sha256[:12])
+    return counts
 
-    # features, live scores and hashes: one decode, one invoke per image
+
+def _extract(clf: Classifier, package: Path, found: _Labelled, num_threads: int,
+             progress: Callable[[str, int, int], None] | None) -> _Extracted:
+    """Features, live scores and hashes: one decode, one invoke per image, with a progress line every
+    PROGRESS_EVERY images; unreadable images are skipped (and listed)."""
     from training.data import read_bgr, resize
     from training.split import image_hashes
 
     t1 = time.monotonic()
-    feats: list[np.ndarray] = []
-    live: list[float] = []
-    hashes: list[np.ndarray] = []
-    keep: list[int] = []
-    skipped: list[str] = []
+    ex = _Extracted()
     n = len(found.paths)
 
     def one(p: Path) -> tuple[float, np.ndarray, np.ndarray] | None:
@@ -288,30 +355,29 @@ def retrain(
         for i, got in enumerate(pool.map(one, found.paths)):
             if got is None:
                 log.warning("skipping unreadable image %s", found.paths[i])
-                skipped.append(str(found.paths[i]))
+                ex.skipped.append(str(found.paths[i]))
             else:
-                live.append(got[0])
-                feats.append(got[1])
-                hashes.append(got[2])
-                keep.append(i)
+                ex.live.append(got[0])
+                ex.feats.append(got[1])
+                ex.hashes.append(got[2])
+                ex.keep.append(i)
             done = i + 1
             if done % PROGRESS_EVERY == 0 or done == n:
                 el = time.monotonic() - t1
                 log.info("features %d/%d (%.0f s, ~%.0f s left)", done, n, el, el / done * (n - done))
                 if progress is not None:
                     progress("features", done, n)
-    t_feat = time.monotonic() - t1
-    if skipped:
-        counts = {c: sum(1 for i in keep if found.labels[i] == c) for c in labels}
-        short = {c: k for c, k in counts.items() if k < min_per_class}
-        if short:
-            raise RetrainError(f"not enough readable labels: {short} (need {min_per_class} per class)")
-    x = np.stack(feats).astype(np.float64)
-    y = np.array([1 if found.labels[i] == meta.positive_class else 0 for i in keep])
-    rel = [f"{found.labels[i]}/{found.paths[i].name}" for i in keep]
-    groups = image_groups(rel, np.stack(hashes))
-    n_groups = len(np.unique(groups))
-    log.info("groups: %d near-duplicate/part groups for %d images", n_groups, len(y))
+    ex.seconds = time.monotonic() - t1
+    return ex
+
+
+def _fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, counts: dict[str, int], live: list[float], *,
+              C: float | None, seed: int, target_recall: float | None, cost_ratio: float | None,
+              progress: Callable[[str, int, int], None] | None) -> _Fitted:
+    """The head with C by grouped CV, the threshold by the rule on the out-of-fold scores, the CV metrics there."""
+    from sklearn.metrics import roc_auc_score
+
+    from training import linear, operating
 
     t2 = time.monotonic()
     if progress is not None:
@@ -330,7 +396,7 @@ def retrain(
     t_fit = time.monotonic() - t2
     k_folds = len(linear.inner_splits(y, groups, seed=seed))
     cv = CVMetrics(
-        n=int(len(y)), counts=counts, folds=k_folds, groups=n_groups, auc=float(m["roc_auc"]),
+        n=int(len(y)), counts=counts, folds=k_folds, groups=len(np.unique(groups)), auc=float(m["roc_auc"]),
         macro_f1=float(m["macro_f1"]), recall=float(m["recall"]), specificity=float(m["specificity"]),
         threshold=thr, rule=str(op["rule"]), C=float(fit["C"]),
         note=f"out-of-fold scores of the grouped {k_folds}-fold CV that chose C (on-device retrain)",
@@ -339,27 +405,24 @@ def retrain(
     log.info("candidate head: CV AUC %.3f (live model on the same labels: %s); threshold %.3f (%s): %s",
              cv.auc, f"{live_auc:.3f}" if live_auc is not None else "n/a", thr, op["rule"],
              operating.sentence(operating.tradeoff_row(y, oof, thr)))
+    return _Fitted(fit, cv, thr, str(op["rule"]), live_auc, t_fit)
 
-    model = fit["model"]
+
+def _linear_head(model: Any, parent_model_id: str, counts: dict[str, int], sources: list[str]) -> LinearHead:
+    """The sidecar's ``head`` from the fitted pipeline (its scaler first, its logistic regression last)."""
     scaler, lr = model[0], model[-1]
-    head = LinearHead(
+    return LinearHead(
         mean=[float(v) for v in scaler.mean_], scale=[float(v) for v in scaler.scale_],
         weights=[float(v) for v in lr.coef_.ravel()], bias=float(lr.intercept_[0]),
-        parent_model_id=clf.model_id, trained_at=utc_now(), trained_on=counts, sources=found.sources,
+        parent_model_id=parent_model_id, trained_at=utc_now(), trained_on=counts, sources=sources,
     )
-    result = _write_candidate(clf, head, cv, thr, str(op["rule"]), Path(out_dir), name, found, keep)
-    result.counts, result.live_auc, result.skipped = counts, live_auc, skipped
-    result.inner_auc = {f"{c:g}": float(a) for c, a in (fit["inner_auc"] or {}).items()}
-    result.features_seconds, result.fit_seconds = round(t_feat, 2), round(t_fit, 2)
-    result.seconds = round(time.monotonic() - t0, 2)
-    result.cpu_seconds = round(time.process_time() - c0, 2)
-    result.peak_rss_mb = round(peak_rss_mb(), 1)
+
+
+def _write_report(result: RetrainResult) -> None:
+    """``<name>.retrain.json`` beside the candidate (its path recorded in ``result.report``)."""
     report = result.candidate.with_name(result.candidate.name[: -len(".tflite")] + ".retrain.json")
     result.report = report
     report.write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
-    log.info("wrote candidate %s (%s) in %.1f s (features %.1f s for %d images, fit %.1f s), peak memory %.0f MiB",
-             result.candidate, result.model_id, result.seconds, t_feat, len(y), t_fit, result.peak_rss_mb)
-    return result
 
 
 def _write_candidate(clf: Classifier, head: LinearHead, cv: CVMetrics, thr: float, rule: str, out_dir: Path,

@@ -117,14 +117,17 @@ def capture_native_stderr() -> None:
 
 
 def _pump(read_fd: int) -> None:
-    native = logging.getLogger(NATIVE_LOGGER)
+    from edge.runtime.nativelog import as_template, limit_native_logger
+
+    native = limit_native_logger(logging.getLogger(NATIVE_LOGGER))  # issue 24: a corrupt stream's decoder must not flood the journal
     with open(read_fd, encoding="utf-8", errors="replace") as pipe:
         for line in pipe:
             line = line.rstrip()
             if line:
                 level = (logging.ERROR if line.startswith(("ERROR", "Error", "FATAL", "Traceback", "E0", "E1", "F0", "F1"))
                          else logging.WARNING if line.startswith(("WARNING", "W0", "W1")) else logging.INFO)
-                native.log(level, line)
+                template, args = as_template(line)
+                native.log(level, template, *args)
 
 
 def early_format(config_path: str | None, environ: dict[str, str] | None = None) -> str:

@@ -24,6 +24,19 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.started = time.time()
+        self._frames_and_decisions(r)
+        self._camera(r)
+        self._delivery(r)
+        self._model(r)
+        self._shadow(r)
+        self.uptime = Gauge("boxinspect_uptime_seconds", "Seconds since start", registry=r)
+        self.uptime.set_function(lambda: time.time() - self.started)
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (from /proc; Linux)
+        ProcessCollector(registry=r)
+        self.set_camera_state(CameraState.DISCONNECTED)
+
+    def _frames_and_decisions(self, r: CollectorRegistry) -> None:
+        """Frames read, scored and dropped; the localiser; decisions and scores."""
         self.frames_captured = Counter("boxinspect_frames_captured", "Frames read from the source", registry=r)
         self.frames_processed = Counter("boxinspect_frames_processed", "Frames run through the model", registry=r)
         self.frames_dropped = Counter(
@@ -54,10 +67,22 @@ class Metrics:
         self.decisions = Counter("boxinspect_decisions", "Box decisions by label", ["label"], registry=r)
         self.defects = Counter("boxinspect_defects", "Defective boxes found", registry=r)
         self.scores = Histogram("boxinspect_score", "Box scores (probability of the defect class)", buckets=SCORE_BUCKETS, registry=r)
+
+    def _camera(self, r: CollectorRegistry) -> None:
+        """The camera's state and picture, and what a GenICam stream lost (edge/capture/genicam.py)."""
         self.camera_state = Gauge("boxinspect_camera_state", "1 for the current camera state", ["state"], registry=r)
         self.camera_frozen = Gauge("boxinspect_camera_frozen", "1 while the picture is frozen", registry=r)
         self.frame_brightness = Gauge("boxinspect_frame_brightness", "Mean grey level of the latest frame (0-255)", registry=r)
         self.frame_sharpness = Gauge("boxinspect_frame_sharpness", "Variance of the Laplacian of the latest frame", registry=r)
+        # GenICam cameras (edge/capture/genicam.py): what the GigE Vision / USB3 Vision stream lost
+        self.camera_lost_packets = Counter(
+            "boxinspect_camera_lost_packets", "Stream packets the camera sent that never arrived (GenICam)", registry=r)
+        self.camera_incomplete_frames = Counter(
+            "boxinspect_camera_incomplete_frames", "Frames dropped because packets were missing or late (GenICam)",
+            registry=r)
+
+    def _delivery(self, r: CollectorRegistry) -> None:
+        """MQTT and the outbox: what was published, failed, dropped or lost; refused triggers."""
         self.mqtt_connected = Gauge("boxinspect_mqtt_connected", "1 while connected to the broker", registry=r)
         self.outbox_depth = Gauge("boxinspect_outbox_depth", "Defect events on disk waiting for PUBACK", registry=r)
         self.events_published = Counter("boxinspect_events_published", "Defect events acknowledged by the broker", registry=r)
@@ -82,6 +107,9 @@ class Metrics:
             "boxinspect_triggers_rejected", "Trigger messages refused as malformed, by reason (docs/EVENTS.md)", ["reason"],
             registry=r,
         )
+
+    def _model(self, r: CollectorRegistry) -> None:
+        """The model in use and its reloads."""
         self.model_info = Info("boxinspect_model", "The model in use", registry=r)
         self.model_ready = Gauge("boxinspect_model_ready", "1 when the model is loaded and its self-test passed", registry=r)
         self.reloads = Counter("boxinspect_model_reloads", "Model reloads by outcome", ["outcome"], registry=r)
@@ -89,6 +117,9 @@ class Metrics:
             "boxinspect_model_invoke_p50_seconds", "Median model invoke time in the self-test of the model in use "
             "(NaN without one); far above docs/BENCHMARKS.md's figure: the runtime lacks XNNPACK", registry=r)
         self.model_invoke_p50.set(float("nan"))
+
+    def _shadow(self, r: CollectorRegistry) -> None:
+        """Shadow mode (edge/learn/shadow.py): a candidate model judges every decided box beside the live one."""
         # shadow mode (edge/learn/shadow.py): a candidate model judges every decided box beside the live one
         self.shadow_boxes = Counter(
             "boxinspect_shadow_boxes", "Decided boxes the shadow candidate judged", registry=r)
@@ -104,17 +135,6 @@ class Metrics:
         self.shadow_skipped = Counter(
             "boxinspect_shadow_skipped", "Decided boxes not judged in shadow because its queue was full (shadow.queue)",
             registry=r)
-        # GenICam cameras (edge/capture/genicam.py): what the GigE Vision / USB3 Vision stream lost
-        self.camera_lost_packets = Counter(
-            "boxinspect_camera_lost_packets", "Stream packets the camera sent that never arrived (GenICam)", registry=r)
-        self.camera_incomplete_frames = Counter(
-            "boxinspect_camera_incomplete_frames", "Frames dropped because packets were missing or late (GenICam)",
-            registry=r)
-        self.uptime = Gauge("boxinspect_uptime_seconds", "Seconds since start", registry=r)
-        self.uptime.set_function(lambda: time.time() - self.started)
-        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (from /proc; Linux)
-        ProcessCollector(registry=r)
-        self.set_camera_state(CameraState.DISCONNECTED)
 
     @staticmethod
     def value(metric: Counter | Gauge, **labels: str) -> float:

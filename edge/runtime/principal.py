@@ -42,3 +42,13 @@ def provenance() -> dict[str, Any]:
     """Who gave a label and from where, for its record (issue 24): the principal's name and client address."""
     who = current_principal.get()
     return {"principal": who.name if who else None, "from": who.source if who else None}
+
+
+def actor(claimed: str | None = None) -> str:
+    """Who a change is recorded under (issue 26: never null): a named user's own name; with the shared token or
+    anonymously, the name the caller gave (``who`` in the request), else the principal's name."""
+    who = current_principal.get()
+    name = who.name if who is not None else "anonymous"
+    if claimed and (name == "anonymous" or name.startswith("token")):
+        return claimed
+    return name

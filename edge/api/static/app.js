@@ -5,6 +5,8 @@ const TOKEN_KEY = "boxinspect-token";
 const $ = (id) => document.getElementById(id);
 let summary = null;
 let promoteNeedsConfirm = false;
+let lastModelDoc = null; // issue 26: the last /ui/model, for the confirmation dialogs
+let confirmAction = null;
 let labels = ["ok", "defective"]; // (negative, positive), from the model
 let queueItem = null;
 let lastDecisionsKey = "";
@@ -29,16 +31,6 @@ function when(iso) {
   if (!iso) return "";
   const t = new Date(iso);
   return isNaN(t) ? iso : t.toLocaleTimeString();
-}
-
-let toastTimer = null;
-function toast(text, bad = false) {
-  const t = $("toast");
-  t.textContent = text;
-  t.className = bad ? "bad" : "good";
-  t.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
 }
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
@@ -146,6 +138,7 @@ function renderSummary(s) {
   const loc = Object.entries(c.localizer || {}).filter(([k]) => !k.startsWith("box/"));
   $("c-crop").textContent = loc.length ? loc.map(([k, v]) => `${k} ${v}`).join(", ") : "none";
   $("c-nobox").textContent = c.no_box_frames === null || c.no_box_frames === undefined ? "–" : c.no_box_frames;
+  renderShiftLot(s);
 
   const f = s.feedback;
   $("fb-new").textContent = f.new_since_model === null ? "–" : f.new_since_model;
@@ -378,6 +371,7 @@ function renderModel(d) {
     (Object.keys(la.disagreeing_sources || {}).length ? " · most from " + Object.entries(la.disagreeing_sources).map(([k, v]) => `${k}: ${v}`).join(", ") : "") : "";
   promoteNeedsConfirm = !!(rv && rv.needs_confirmation);
   $("m-rollback").disabled = !d.previous;
+  lastModelDoc = d; // issue 26: the confirmation dialog names the models from it
   $("m-retrain").disabled = r.state === "running";
   const list = d.disagreements || [];
   $("dis-count").textContent = list.length ? `(${list.length})` : "";
@@ -448,12 +442,14 @@ function wire() {
   $("check-current").addEventListener("click", async () => {
     try { showCheck(await act("/ui/check/current", {})); } catch (e) { /* toast says why */ }
   });
-  $("reload").addEventListener("click", async () => {
+  $("reload").addEventListener("click", () => askConfirm(
+    `Reload the model: ${liveModelId() || "no model"} (live now) is replaced by the package loaded again from the ` +
+    "model path (or the one last promoted); its id shows after its self-test.", "", async () => {
     try {
-      const r = await act("/reload", {});
+      const r = await act("/reload", { confirm: liveModelId() });
       toast(r.ok ? `Model reloaded: ${r.model_id}` : `Reload refused: ${r.reason}`, !r.ok);
     } catch (e) { /* toast says why */ }
-  });
+  }));
   $("trigger").addEventListener("click", async () => {
     try {
       const r = await act("/trigger", {});
@@ -462,11 +458,24 @@ function wire() {
   });
   $("m-retrain").addEventListener("click", () => modelAction("/model/retrain", {}, () => "Retrain started: the candidate runs in shadow when it is ready"));
   $("m-promote").addEventListener("click", () => {
-    // issue 24: a candidate that disagrees with live on too many recent parts is promoted only on confirmation
-    if (promoteNeedsConfirm && !window.confirm($("review-warning").textContent + "\n\nPromote anyway?")) return;
-    modelAction("/model/promote", { confirm: promoteNeedsConfirm }, (d) => `Promoted: ${d.live.model_id} is live`);
+    // issue 24: the review's warning shows in the dialog; issue 26: the dialog names both models, the request the live one
+    const d = lastModelDoc || {}, live = liveModelId();
+    askConfirm(`Promote ${(d.candidate || {}).model_id} to replace ${live}?`,
+      promoteNeedsConfirm ? $("review-warning").textContent : "",
+      () => modelAction("/model/promote", { confirm: live }, (r) => `Promoted: ${r.live.model_id} is live`));
   });
-  $("m-rollback").addEventListener("click", () => modelAction("/model/rollback", {}, (d) => `Rolled back: ${d.live.model_id} is live`));
+  $("m-rollback").addEventListener("click", () => {
+    const d = lastModelDoc || {}, live = liveModelId();
+    askConfirm(`Roll back from ${live} to ${(d.previous || {}).model_id}?`, "",
+      () => modelAction("/model/rollback", { confirm: live }, (r) => `Rolled back: ${r.live.model_id} is live`));
+  });
+  $("confirm-no").addEventListener("click", () => $("confirm-change").close());
+  $("confirm-yes").addEventListener("click", () => {
+    const go = confirmAction;
+    confirmAction = null;
+    $("confirm-change").close();
+    if (go) go();
+  });
   $("m-load").addEventListener("click", () => {
     const path = $("m-candidate").value.trim();
     if (path) modelAction("/model/candidate", { path }, (d) => `${d.candidate.model_id} runs in shadow`);
@@ -489,3 +498,33 @@ decisionsLoop();
 queueLoop();
 liveLoop();
 modelLoop();
+
+// ---------------------------------------------------------------- issue 26: confirmations, shift and lot
+
+function liveModelId() {
+  return (lastModelDoc && lastModelDoc.live && lastModelDoc.live.model_id) || (summary && summary.model && summary.model.model_id) || null;
+}
+
+// A model change runs only after the dialog (naming both models) is confirmed; the request names the live model,
+// and the daemon refuses it (409) if another one is live by then.
+function askConfirm(text, warning, action) {
+  $("confirm-text").textContent = text;
+  $("confirm-warning").textContent = warning || "";
+  $("confirm-warning").hidden = !warning;
+  confirmAction = action;
+  $("confirm-change").showModal();
+  $("confirm-no").focus();
+}
+
+function periodText(p) {
+  if (!p) return "–";
+  return `${p.name}: ${p.boxes} box(es), ${p.ng} NG, yield ${p.n ? pct(p.yield) : "–"} (n = ${p.n})`;
+}
+
+function renderShiftLot(s) {
+  const box = $("shift-lot");
+  if (!box) return;
+  box.hidden = !s.shift;
+  $("c-shift").textContent = periodText(s.shift);
+  $("c-lot").textContent = periodText(s.lot);
+}
