@@ -48,9 +48,10 @@ def _rebuilt_scorer(run: ct.RunInfo, runner: Runner, train: list[ct.Item], group
     if method == "patchcore":
         idx = np.load(run.run_dir / "bank_index.npy")
         bank = np.ascontiguousarray(p[idx[:, 0]].reshape(len(idx), -1, p.shape[-1])[np.arange(len(idx)), idx[:, 1]])
-        scorer = an.AnomalyScorer(method, 1.0, patchcore=an.PatchCore(bank, groups[idx[:, 0]]))
+        scorer = an.AnomalyScorer(method, 1.0, patchcore=an.PatchCore(bank, groups[idx[:, 0]]),
+                                  border=int(cfg.get("border", 0)))
     else:
-        scorer = ta.fit_scorer(method, p, groups, int(run.config.get("seed", 0)))
+        scorer = ta.fit_scorer(method, p, groups, int(run.config.get("seed", 0)), border=int(cfg.get("border", 0)))
     d = ta.held_out_good(method, scorer, p, groups, int(run.config.get("seed", 0)))
     thr = an.frr_threshold(d, groups, float(cfg["threshold"]["target_frr"]), seed=int(run.config.get("seed", 0)))
     scorer.threshold_distance = thr["distance"]
@@ -94,7 +95,7 @@ def convert_anomaly(run: ct.RunInfo, fmt: str, out: Path | None, representative_
             bank_rows=scorer.bank_rows, threshold_distance=thr["distance"], threshold_rule=thr,
             patches_output_name=str(runner._patches["name"]) if runner._patches is not None else "",
             patches_output_position=int(runner.patches_position or 0), grid=tuple(int(v) for v in grid),
-            layers=list(run.config["anomaly"].get("layers", [])))
+            layers=list(run.config["anomaly"].get("layers", [])), border=scorer.border)
         write_metadata(meta, out)
     finally:
         if tmp.exists():

@@ -138,7 +138,9 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="linear (default): frozen MobileNetV2 features + L2 logistic head, C by grouped CV, "
                         "threshold on out-of-fold scores; finetune: two-phase transfer learning; anomaly: from "
                         "GOOD parts only (DATA/ok only, or both classes with defects for evaluation only): "
-                        "patch features + PatchCore memory bank, threshold at --target-frr (training/anomaly.py)")
+                        "patch features + PatchCore memory bank, threshold at --target-frr (training/anomaly.py); "
+                        "its crop is the box turned upright and cut tight (margin 0.02 unless --crop-margin sets "
+                        "another), and the grid's edge ring is left out of the score")
     p.add_argument("--img-size", type=int, default=None,
                    help=f"square input size in px (default {LINEAR_IMG_SIZE} for linear, 160 for finetune)")
     p.add_argument("--crop", choices=["auto", "background", "salient", "none"], default="auto",

@@ -134,6 +134,10 @@ class FeatureExtractor:
                                                         self.spec.scales or None)
         return self._model
 
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """One RGB image -> the model's uint8 input (crop, resize); a subclass may crop differently."""
+        return prepare_pixels(rgb, self.spec.img_size, self.spec.crop)
+
     def features_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Features of already-prepared uint8 pixels (N, S, S, 3); mirrored first if the spec says so."""
         x = pixels[:, :, ::-1, :] if self.spec.flip else pixels
@@ -160,7 +164,7 @@ class FeatureExtractor:
                     if rgb is None:
                         ok[i] = False
                         continue
-                    arrays.append(prepare_pixels(rgb, self.spec.img_size, self.spec.crop))
+                    arrays.append(self.prepare(rgb))
                     keep.append(i)
                 if arrays:
                     f = self.features_of_pixels(np.stack(arrays))

@@ -214,8 +214,11 @@ class AnomalyScorer:
     threshold_distance: float
     patchcore: PatchCore | None = None
     padim: Padim | None = None
+    border: int = 0  # rings of grid cells along the crop's edge left out of its distance (still in the map)
 
     def __post_init__(self) -> None:
+        if self.border < 0:
+            raise ValueError(f"border must be >= 0, got {self.border}")
         self._bank_sq = (np.einsum("ij,ij->i", self.patchcore.bank, self.patchcore.bank)
                          if self.patchcore is not None else None)
 
@@ -228,10 +231,17 @@ class AnomalyScorer:
         assert self.padim is not None
         return self.padim.cell_distances(p)
 
+    def crop_distance(self, cells: np.ndarray) -> float:
+        """The crop's distance: its largest cell distance inside ``border`` rings of edge cells (with the recipe's
+        upright, tight crop the edge cells are the box's outline and the belt beyond it, which vary between good
+        parts more than anything on the box; docs/RESULTS.md, "Good parts only")."""
+        b = min(self.border, (min(cells.shape) - 1) // 2)
+        return float((cells[b:cells.shape[0] - b, b:cells.shape[1] - b] if b else cells).max())
+
     def score_map(self, patches: np.ndarray) -> tuple[float, np.ndarray]:
         """(package score in [0, 1), cell distances (H, W)) of one patch map."""
         cells = self.cell_distances(patches)
-        return normalise(float(cells.max()), self.threshold_distance), cells
+        return normalise(self.crop_distance(cells), self.threshold_distance), cells
 
     @property
     def bank_bytes(self) -> int:
@@ -248,7 +258,7 @@ class AnomalyScorer:
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         arrays: dict[str, np.ndarray] = {"threshold_distance": np.array(self.threshold_distance, np.float64),
-                                         "method": np.array(self.method)}
+                                         "method": np.array(self.method), "border": np.array(self.border, np.int64)}
         if self.patchcore is not None:
             arrays.update(bank=self.patchcore.bank.astype(np.float32), source=self.patchcore.source)
         if self.padim is not None:
@@ -263,11 +273,12 @@ class AnomalyScorer:
             with np.load(path, allow_pickle=False) as z:
                 method = str(z["method"])
                 thr = float(z["threshold_distance"])
+                border = int(z["border"]) if "border" in z.files else 0  # banks before the border rule: none
                 if method == "patchcore":
                     return cls(method, thr, patchcore=PatchCore(np.ascontiguousarray(z["bank"], np.float32),
-                                                                np.asarray(z["source"], np.int64)))
+                                                                np.asarray(z["source"], np.int64)), border=border)
                 if method == "padim":
-                    return cls(method, thr, padim=Padim(z["channels"], z["mean"], z["inv_cov"]))
+                    return cls(method, thr, padim=Padim(z["channels"], z["mean"], z["inv_cov"]), border=border)
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"{path}: not an anomaly bank ({type(e).__name__}: {e})") from e
         raise ValueError(f"{path}: unknown anomaly method {method!r} (known: {', '.join(METHODS)})")
@@ -276,13 +287,19 @@ class AnomalyScorer:
 # ---------------------------------------------------------------- the heatmap an event carries
 
 
-def heat_grid(cells: np.ndarray, threshold_distance: float) -> dict[str, Any]:
+def heat_grid(cells: np.ndarray, threshold_distance: float, border: int = 0) -> dict[str, Any]:
     """The coarse anomaly map of one decision, for its event: cell distances in percent of the threshold
-    distance (100 = at the threshold; the crop is a defect when any cell reaches 100), row-major."""
+    distance (100 = at the threshold; the crop is a defect when any cell inside the scorer's ``border`` reaches
+    100), row-major. ``max`` is the largest value the decision counts (inside ``border`` rings of edge cells;
+    every cell when 0); ``border`` is given when not 0."""
     h, w = cells.shape
     pct = np.clip(np.rint(100.0 * np.asarray(cells, np.float64) / float(threshold_distance)), 0, 999).astype(int)
-    return {"rows": int(h), "cols": int(w), "unit": "percent of the threshold distance",
-            "values": pct.ravel().tolist(), "max": int(pct.max())}
+    b = min(border, (min(h, w) - 1) // 2)
+    out: dict[str, Any] = {"rows": int(h), "cols": int(w), "unit": "percent of the threshold distance",
+                           "values": pct.ravel().tolist(), "max": int(pct[b:h - b, b:w - b].max())}
+    if b:
+        out["border"] = int(b)
+    return out
 
 
 def head_cells(spatial: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
@@ -304,8 +321,9 @@ def load_package_scorer(model_path: str | Path, spec: Any, verify_hash: bool = T
         raise ValueError(f"{path}: sha256 mismatch with the sidecar: the bank is not the one this package was "
                          "converted with; re-run convert")
     scorer = AnomalyScorer.from_file(path)
-    if scorer.method != spec.method or not math.isclose(scorer.threshold_distance, spec.threshold_distance,
-                                                        rel_tol=1e-9):
-        raise ValueError(f"{path}: method/threshold ({scorer.method}, {scorer.threshold_distance:g}) differ from the "
-                         f"sidecar's ({spec.method}, {spec.threshold_distance:g})")
+    if scorer.method != spec.method or scorer.border != spec.border or not math.isclose(
+            scorer.threshold_distance, spec.threshold_distance, rel_tol=1e-9):
+        raise ValueError(f"{path}: method/border/threshold ({scorer.method}, {scorer.border}, "
+                         f"{scorer.threshold_distance:g}) differ from the sidecar's ({spec.method}, {spec.border}, "
+                         f"{spec.threshold_distance:g})")
     return scorer

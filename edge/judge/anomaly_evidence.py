@@ -38,6 +38,7 @@ class Heat:
     score: float  # the package score of this crop
     cells: np.ndarray  # (H, W) cell distances
     threshold_distance: float
+    border: int  # edge rings the score leaves out (edge/judge/anomaly.py AnomalyScorer.border)
     model_input: np.ndarray  # RGB, the model's input size
     region: tuple[float, float, float, float] | None  # the model input's square in the ROI crop (fractions)
 
@@ -47,18 +48,28 @@ def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None) -> tuple[
     score, cells, rgb = clf.score_map(roi, located)
     if cells is None or clf.anomaly is None:
         return score, None
-    return score, Heat(score, cells, clf.anomaly.threshold_distance, rgb, region(roi.shape, located, clf.metadata.crop))
+    return score, Heat(score, cells, clf.anomaly.threshold_distance, clf.anomaly.border, rgb,
+                       region(roi.shape, located, clf.metadata.crop))
 
 
 def region(shape: tuple[int, ...], located: Located | None, spec: CropSpec) -> tuple[float, float, float, float] | None:
-    """The square around the located box (its margin included) in fractions of the ROI crop; None: the whole crop."""
+    """The model input's extent around the located box (its margin included; a square unless ``spec.square`` is
+    off) in fractions of the ROI crop; None: the whole crop. An upright-turned crop (``spec.rotated``, the anomaly
+    recipe's) is drawn over its turned rectangle's extent, without the turn: approximate; the model input PNG shows
+    the map exactly."""
     if located is None or located.whole or located.bbox is None or spec.method == "none":
         return None
     h, w = shape[:2]
     x0, y0, x1, y1 = (float(v) for v in located.bbox)
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * spec.margin)
+    if spec.rotated and located.rotated is not None:
+        (cx, cy), (rw, rh), _ = located.rotated
+        x0, y0, x1, y1 = cx - max(rw, rh) / 2, cy - min(rw, rh) / 2, cx + max(rw, rh) / 2, cy + min(rw, rh) / 2
+    m = spec.margin * max(x1 - x0, y1 - y0)  # as localize.crop: on each side, a share of the longer side
+    half_w, half_h = (x1 - x0) / 2 + m, (y1 - y0) / 2 + m
+    if spec.square:
+        half_w = half_h = max(half_w, half_h)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return ((cx - side / 2) / w, (cy - side / 2) / h, (cx + side / 2) / w, (cy + side / 2) / h)
+    return ((cx - half_w) / w, (cy - half_h) / h, (cx + half_w) / w, (cy + half_h) / h)
 
 
 def attach(event: dict[str, Any], heat: Heat | None, evidence: EvidenceStore | None) -> None:
@@ -66,7 +77,7 @@ def attach(event: dict[str, Any], heat: Heat | None, evidence: EvidenceStore | N
     this decision was saved)."""
     if heat is None:
         return
-    m: dict[str, Any] = heat_grid(heat.cells, heat.threshold_distance)
+    m: dict[str, Any] = heat_grid(heat.cells, heat.threshold_distance, heat.border)
     m["score"] = round(float(heat.score), 6)
     m["region"] = [round(v, 4) for v in heat.region] if heat.region else None
     m["input"] = None

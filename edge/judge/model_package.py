@@ -210,6 +210,7 @@ class AnomalySpec(_Strict):
     grid: tuple[int, int, int]  # rows, cols, channels of the patch map
     layers: list[str] = Field(default_factory=list)  # the backbone layers the patch vectors come from
     score: str = "d / (d + threshold_distance), d = largest cell distance to the bank; defect iff score >= 0.5"
+    border: int = Field(default=0, ge=0)  # rings of edge cells left out of d (edge/judge/anomaly.py crop_distance)
 
 
 class ModelMetadata(_Strict):

@@ -83,7 +83,7 @@ def retrain_anomaly(package: Path, label_dirs: list[Path], out_dir: Path, *, tar
     rel = [f"{found.paths[i].parent.name}/{found.paths[i].name}" for i in keep]
     groups = image_groups(rel, hashes)
     method = meta.anomaly.method
-    scorer = ta.fit_scorer(method, patches, groups, seed)
+    scorer = ta.fit_scorer(method, patches, groups, seed, border=meta.anomaly.border)
     d = ta.held_out_good(method, scorer, patches, groups, seed)
     rule = float(target_frr if target_frr is not None else meta.anomaly.threshold_rule.get("target_frr",
                                                                                            an.DEFAULT_TARGET_FRR))

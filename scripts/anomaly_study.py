@@ -1,0 +1,156 @@
+"""Settings study for the anomaly recipe (issue 29) on a DEVELOPMENT set, never on the evaluation folds.
+
+    nice -n 10 .venv/bin/python scripts/anomaly_study.py DEV_DATA OUT.json [CROP...]
+
+DEV_DATA is a synth line-scene set rendered with its own seed (docs/RESULTS.md uses seed 7; the evaluation set
+is seed 3), so the settings chosen here are fixed before the evaluation folds are scored. For every crop
+variant it featurises the crops once (raw ``block_6_expand_relu`` and ``block_13_expand_relu`` maps, cached in
+OUT's folder) and then scores every scoring variant on 5 grouped folds (good parts of the training folds only),
+printing the per-part (max over views) AUC, mean and sd over the folds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.judge import anomaly as an
+from edge.judge import localize
+from training import data as data_mod
+from training.parts import fuse_parts
+from training.split import part_ids
+
+log = logging.getLogger("anomaly_study")
+WEIGHTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "weights"
+LAYERS = ("6+13",)
+CROPS = {
+    "square": localize.CropSpec(method="auto"),
+    "upright_tight": localize.CropSpec(method="auto", rotated=True, square=False, margin=0.02),
+    "upright_square": localize.CropSpec(method="auto", rotated=True),
+}
+
+
+def raw_features(paths: list[Path], spec: localize.CropSpec, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    if cache.exists():
+        z = np.load(cache)
+        return z["mid"], z["deep"]
+    import keras
+
+    from training import model as model_mod
+
+    wp = model_mod.resolve_weights(str(next(WEIGHTS.glob("*0.35_224*.h5"))), 0.35, 224)
+    bb = model_mod.build_backbone(224, 0.35, wp)
+    m = keras.Model(bb.input, [bb.get_layer(n).output for n in ("block_6_expand_relu", "block_13_expand_relu")])
+    mids, deeps = [], []
+    for i in range(0, len(paths), 16):
+        batch = []
+        for p in paths[i:i + 16]:
+            bgr = cv2.imread(str(p))
+            c = localize.crop(bgr, localize.locate_for_still(bgr, spec), spec)
+            batch.append(data_mod.resize(cv2.cvtColor(c, cv2.COLOR_BGR2RGB), 224))
+        x = np.stack(batch).astype(np.float32) / 127.5 - 1.0
+        a, b = m.predict(x, verbose=0)
+        mids.append(a.astype(np.float16))
+        deeps.append(b.astype(np.float16))
+    mid, deep = np.concatenate(mids), np.concatenate(deeps)
+    np.savez(cache, mid=mid, deep=deep)
+    return mid, deep
+
+
+def _box(x: np.ndarray, k: int) -> np.ndarray:
+    """k x k average over the spatial axes (N, H, W, C), same size, padding not counted (Keras
+    AveragePooling2D(k, strides=1, padding="same"), as the shipped graph does)."""
+    r = k // 2
+    n, h, w, c = x.shape
+    xp = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    ones = np.pad(np.ones((1, h, w, 1), np.float32), ((0, 0), (r, r), (r, r), (0, 0)))
+    tot, cnt = np.zeros_like(x), np.zeros((1, h, w, 1), np.float32)
+    for dy in range(k):
+        for dx in range(k):
+            tot += xp[:, dy:dy + h, dx:dx + w]
+            cnt += ones[:, dy:dy + h, dx:dx + w]
+    return tot / cnt
+
+
+def patch_maps(mid: np.ndarray, deep: np.ndarray, layers: str, smooth: int) -> np.ndarray:
+    mid = mid.astype(np.float32)
+    deep = deep.astype(np.float32)
+    n, h, w, c = mid.shape
+    mid = _box(mid, smooth) if smooth > 1 else mid
+    mid = mid.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    deep = _box(deep, smooth) if smooth > 1 else deep
+    if layers == "6+13":
+        return np.concatenate([mid, deep], axis=-1)
+    if layers == "13":
+        return deep
+    return mid
+
+
+def image_score(cell: np.ndarray, rule: str, blur: float) -> float:
+    if blur > 0:
+        cell = cv2.GaussianBlur(cell.astype(np.float32), (0, 0), blur)
+    if rule == "inner":  # the shipped rule: the largest cell inside the edge ring (border 1)
+        return float(cell[1:-1, 1:-1].max())
+    flat = np.sort(cell.ravel())[::-1]
+    if rule == "max":
+        return float(flat[0])
+    k = int(rule.split("top")[1])
+    return float(flat[:k].mean())
+
+
+def evaluate(maps: np.ndarray, y: np.ndarray, groups: np.ndarray, parts: list[str], view: np.ndarray,
+             coreset: float, per_view: bool, rules: list[str], blurs: list[float]) -> dict[str, list[float]]:
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    res: dict[str, list[float]] = {}
+    for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(maps, y, groups):
+        good = tr[y[tr] == 0]
+        cells = np.zeros((len(te),) + maps.shape[1:3], np.float32)
+        for v in (np.unique(view) if per_view else [None]):
+            g = good if v is None else good[view[good] == v]
+            t = np.arange(len(te)) if v is None else np.nonzero(view[te] == v)[0]
+            pc = an.PatchCore.fit(maps[g], groups[g], ratio=coreset, max_size=100000 if coreset >= 1 else 10000)
+            for i in t:
+                cells[i] = pc.cell_distances(maps[te[i]])
+        for rule, blur in itertools.product(rules, blurs):
+            s = np.array([image_score(c, rule, blur) for c in cells])
+            yp, sp = fuse_parts([parts[i] for i in te], y[te], s, "max")
+            res.setdefault(f"{rule}|blur{blur:g}", []).append(float(roc_auc_score(yp, sp)))
+    return res
+
+
+def main(data_dir: str, out: str, crops: tuple[str, ...] = tuple(CROPS)) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    images = data_mod.scan(Path(data_dir), None, None)
+    y = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
+    rel = [images.rel(p) for p in images.paths]
+    parts = part_ids(rel)
+    groups = np.unique(parts, return_inverse=True)[1]
+    view = np.array([0 if r.endswith("_top.jpg") else 1 for r in rel])
+    results: dict[str, dict[str, float]] = {}
+    for crop_name, spec in CROPS.items():
+        if crop_name not in crops:
+            continue
+        mid, deep = raw_features(images.paths, spec, Path(out).parent / f"study-{crop_name}.npz")
+        for layers, smooth, coreset, per_view in itertools.product(LAYERS, (3,), (0.1,), (False, True)):
+            maps = patch_maps(mid, deep, layers, smooth)
+            r = evaluate(maps, y, groups, parts, view, coreset, per_view, ["max", "inner", "top3", "top10"], [0.0, 1.0])
+            for k, v in r.items():
+                name = f"{crop_name}|L{layers}|s{smooth}|c{coreset:g}|pv{int(per_view)}|{k}"
+                results[name] = {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1))}
+                log.info("%-60s %.3f +- %.3f", name, np.mean(v), np.std(v, ddof=1))
+            prev = json.loads(Path(out).read_text()) if Path(out).exists() else {}
+            Path(out).write_text(json.dumps({**prev, **results}, indent=1))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2], tuple(sys.argv[3:]) or tuple(CROPS))
