@@ -1,8 +1,8 @@
 """What the line learns from: the retrained head's CV AUC on the crops the daemon keeps (docs/RESULTS.md, issue 23).
 
-    nice -n 10 python scripts/evidence_crops_auc.py MODEL --work runs/crops --json docs/results/evidence_crops_auc.json
+    nice -n 10 python studies/evidence_crops_auc.py MODEL --work runs/crops --json docs/results/evidence_crops_auc.json
     # the same on another checkout's daemon (e.g. before issue 23), with the same labels:
-    nice -n 10 python scripts/evidence_crops_auc.py MODEL --work runs/crops-old --code /tmp/old-checkout ...
+    nice -n 10 python studies/evidence_crops_auc.py MODEL --work runs/crops-old --code /tmp/old-checkout ...
 
 1. A generated conveyor video (``boxinspect synth``'s ``make_video``: ``--boxes`` boxes, ``--seed``), its ground
    truth beside it.

@@ -1,6 +1,6 @@
 """Settings study for the anomaly recipe (issue 29) on a DEVELOPMENT set, never on the evaluation folds.
 
-    nice -n 10 .venv/bin/python scripts/anomaly_study.py DEV_DATA OUT.json [CROP...]
+    nice -n 10 .venv/bin/python studies/anomaly_study.py DEV_DATA OUT.json [CROP...]
 
 DEV_DATA is a synth line-scene set rendered with its own seed (docs/RESULTS.md uses seed 7; the evaluation set
 is seed 3), so the settings chosen here are fixed before the evaluation folds are scored. For every crop
