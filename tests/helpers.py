@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -255,6 +256,17 @@ class Publisher(_PahoClient):
         assert to is not None, "Publisher.send: no topic"
         data = json.dumps(payload) if isinstance(payload, dict) else payload
         self.client.publish(to, data, qos=1, retain=retain).wait_for_publish(5)
+
+
+@contextmanager
+def serving(tmp_path: Path, cfg: dict[str, Any], **kw: Any) -> Iterator[DaemonProc]:
+    """The daemon as a process with its API answering; stopped on the way out."""
+    d = DaemonProc(tmp_path, cfg, **kw).start()
+    try:
+        d.wait_api()
+        yield d
+    finally:
+        d.stop()
 
 
 class DaemonProc:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.helpers import DaemonProc, edit_sidecar, package_copies, wait_for
+from tests.helpers import DaemonProc, edit_sidecar, package_copies, serving, wait_for
 from tests.test_daemon import SLOW, base_cfg, positive_class
 
 pytestmark = SLOW
@@ -48,12 +48,8 @@ def daemon(tmp_path, int8_model, synth_video, mosquitto):
     cfg = base_cfg(tmp_path, live, video, gt, mosquitto, api={"token": TOKEN},
                    operator={"feedback_dir": str(tmp_path / "feedback")}, shadow={"dir": str(tmp_path / "shadow")})
     cfg["model"]["threshold"] = None  # the model's own threshold: OK and defect boxes both appear
-    d = DaemonProc(tmp_path, cfg).start()
-    try:
-        d.wait_api()
+    with serving(tmp_path, cfg) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture

@@ -24,7 +24,15 @@ import httpx
 import pytest
 
 from edge.capture.roi import BAD_BGR, OK_BGR, VERDICT_TEXT_BGR
-from tests.helpers import DaemonProc, Subscriber, edit_sidecar, package_copies, tiny_daemon_cfg, wait_for
+from tests.helpers import (
+    DaemonProc,
+    Subscriber,
+    edit_sidecar,
+    package_copies,
+    serving,
+    tiny_daemon_cfg,
+    wait_for,
+)
 from tests.test_daemon import SLOW
 from tests.test_operator_browser import Requests, browser  # noqa: F401 (registers its fixture here)
 
@@ -53,12 +61,8 @@ def station_daemon(tmp_path, tiny_model, mosquitto):
     )
     cfg["api"]["token"] = TOKEN
     cfg["model"]["dir"] = str(ng.parent)
-    d = DaemonProc(tmp_path, cfg).start()
-    try:
-        d.wait_api()
+    with serving(tmp_path, cfg) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 // The operator page: plain JS, no build step, talks only to the daemon that served it.
 "use strict";
 
-const TOKEN_KEY = "boxinspect-token";
-const $ = (id) => document.getElementById(id);
 let summary = null;
 let promoteNeedsConfirm = false;
 let lastModelDoc = null; // issue 26: the last /ui/model, for the confirmation dialogs
@@ -25,15 +23,12 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %"; }
-function num(x, d = 3) { return x === null || x === undefined ? "–" : Number(x).toFixed(d); }
 function when(iso) {
   if (!iso) return "";
   const t = new Date(iso);
   return isNaN(t) ? iso : t.toLocaleTimeString();
 }
 
-function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
 function showTokenForm(show) {
   $("token-form").hidden = !show;
@@ -52,7 +47,7 @@ function refreshTokenState() {
 
 async function getJSON(path) {
   // api.viewing: token (issue 24): the page's reads carry the token too; its images get it from the view cookie
-  const r = await fetch(path, { cache: "no-store", headers: token() ? { "Authorization": "Bearer " + token() } : {} });
+  const r = await fetch(path, { cache: "no-store", headers: authHeaders() });
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return r.json();
 }

@@ -1,5 +1,13 @@
-// What the operator page (app.js) and the history page (history.js) share; loaded before either.
+// What the operator page (app.js), the history page (history.js) and the station view (station.js) share;
+// loaded before each of them.
 "use strict";
+
+const TOKEN_KEY = "boxinspect-token"; // the API token for this browser session (sessionStorage), shared by the pages
+const $ = (id) => document.getElementById(id);
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+function authHeaders() { return token() ? { "Authorization": "Bearer " + token() } : {}; }
+function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %"; }
+function num(x, d = 3) { return x === null || x === undefined ? "–" : Number(x).toFixed(d); }
 
 // A short message at the bottom of the page (#toast), red when bad; gone after 6 s.
 let toastTimer = null;

@@ -2,9 +2,7 @@
 // Plain JS, no build step, no external origin; the token (a named user's or api.token) is kept for the session.
 "use strict";
 
-const TOKEN_KEY = "boxinspect-token";
 const PAGE = 25;
-const $ = (id) => document.getElementById(id);
 let offset = 0;
 let total = 0;
 
@@ -23,11 +21,7 @@ function svg(tag, attrs) {
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
   return e;
 }
-function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %"; }
-function num(x, d = 3) { return x === null || x === undefined ? "–" : Number(x).toFixed(d); }
 function when(iso) { const t = new Date(iso); return iso && !isNaN(t) ? t.toLocaleString() : (iso || ""); }
-function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
-function headers() { return token() ? { "Authorization": "Bearer " + token() } : {}; }
 function short(v) {
   if (v === null || v === undefined || (typeof v === "object" && !Object.keys(v).length)) return "–";
   if (typeof v === "object" && "boxes" in v) return `${v.name}: ${v.boxes} box(es), ${v.ng} NG (n = ${v.n})`;
@@ -35,7 +29,7 @@ function short(v) {
 }
 
 async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store", headers: headers() });
+  const r = await fetch(path, { cache: "no-store", headers: authHeaders() });
   if (r.status === 401 || r.status === 403) { $("token-form").hidden = false; throw new Error("refused"); }
   if (!r.ok) throw new Error(path + ": " + r.status);
   return r.json();
@@ -192,7 +186,7 @@ function wire() {
     ev.preventDefault();
     const body = { reason: $("lot-reason").value.trim() };
     if ($("lot-name").value.trim()) body.lot = $("lot-name").value.trim();
-    const r = await fetch("/ui/lot/reset", { method: "POST", headers: { ...headers(), "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const r = await fetch("/ui/lot/reset", { method: "POST", headers: { ...authHeaders(), "Content-Type": "application/json" }, body: JSON.stringify(body) });
     const data = await r.json().catch(() => null);
     if (!r.ok) { toast("Refused: " + ((data && data.detail) || r.status), true); return; }
     toast(`Lot ${data.ended.name} ended (${data.ended.boxes} boxes); ${data.lot.name} started`);

@@ -2,9 +2,7 @@
 // Every tile shows the age of its data; past station.stale_after_s it is greyed out: "no data since HH:MM:SS".
 "use strict";
 
-const TOKEN_KEY = "boxinspect-token"; // shared with the operator page (sessionStorage)
 const SOUND_KEY = "boxinspect-station-sound";
-const $ = (id) => document.getElementById(id);
 const cfg = { staleAfter: 3, stream: true };
 const seen = { live: null, result: null, counters: null, alarm: null }; // ms of the newest data of each tile
 let station = null;
@@ -13,10 +11,7 @@ let soundOn = false;
 let lastAlarmKey = "";
 let lastBeep = 0;
 
-function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
-function authHeaders() { return token() ? { "Authorization": "Bearer " + token() } : {}; }
 function hms(ms) { return new Date(ms).toLocaleTimeString([], { hour12: false }); }
-function num(x, d = 3) { return x === null || x === undefined ? "–" : Number(x).toFixed(d); }
 
 async function getJSON(path) {
   const r = await fetch(path, { cache: "no-store", headers: authHeaders() });
@@ -24,15 +19,6 @@ async function getJSON(path) {
   return r.json();
 }
 
-let toastTimer = null;
-function toast(text, bad = false) {
-  const t = $("toast");
-  t.textContent = text;
-  t.className = bad ? "bad" : "";
-  t.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.hidden = true; }, 5000);
-}
 
 // ---------------------------------------------------------------- staleness: every tile, every 250 ms
 function tick() {
