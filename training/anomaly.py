@@ -321,22 +321,14 @@ def _evaluate(scorer: an.AnomalyScorer, feats: PatchFeatures, y: np.ndarray, te:
 def train_anomaly(cfg: Any) -> Path:
     """Fit the anomaly recipe per ``cfg`` (a training.train.TrainConfig); returns the run directory."""
     from training import model as model_mod
-    from training import rundir
 
     t_start = time.monotonic()
     out = Path(cfg.out_dir)
-    if (out / "model.keras").exists() and not cfg.overwrite:
-        raise FileExistsError(f"{out} already holds a model.keras; choose another --out or pass --overwrite")
-    method = cfg.anomaly_method
-    if method not in an.METHODS:
-        raise ValueError(f"--anomaly-method must be one of {', '.join(an.METHODS)} to train, got {method!r}")
-    if cfg.crop.method != "none":
-        cfg.crop = aligned_crop(cfg.crop)
-        log.info("crop: %s (the anomaly recipe turns the box upright and cuts it tight)", cfg.crop.describe())
+    _check_anomaly_options(cfg, out)
     images, has_defects = scan(cfg.data_dir, cfg.positive_class)
     y = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
     log.info("data: %s, %d good%s; recipe anomaly (%s), fitted on good parts only", images.root, int((y == 0).sum()),
-             f", {int(y.sum())} {images.positive_class} (evaluation only)" if has_defects else "", method)
+             f", {int(y.sum())} {images.positive_class} (evaluation only)" if has_defects else "", cfg.anomaly_method)
     weights_path = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
     if weights_path is None:
         raise data_mod.DataError("the anomaly recipe needs pretrained weights (frozen random features are useless)")
@@ -352,17 +344,8 @@ def train_anomaly(cfg: Any) -> Path:
         raise data_mod.DataError(f"{int((~feats.ok).sum())} image(s) could not be featurised")
     t_feat = time.monotonic() - t1
     t2 = time.monotonic()
-    scorer = fit_scorer(method, feats.patches[tr], groups[tr], cfg.seed, coreset_max=cfg.coreset_max,
-                        border=border_of(cfg.crop.method))
-    d_tr = held_out_good(method, scorer, feats.patches[tr], groups[tr], cfg.seed)
-    thr = an.frr_threshold(d_tr, groups[tr], cfg.target_frr, seed=cfg.seed)
-    scorer.threshold_distance = thr["distance"]
-    log.info("%s on %d good crops (%d groups): %s; threshold distance %.3f (95%% CI %.3f-%.3f) for FRR %g "
-             "(expected FRR 95%% CI %.4f-%.4f)", method, len(tr), len(np.unique(groups[tr])),
-             f"bank {scorer.bank_rows} patches" if scorer.patchcore is not None else "per-cell Gaussians",
-             thr["distance"], *thr["distance_ci95"], cfg.target_frr, *thr["frr_ci95"])
-    rel = [images.rel(p) for p in images.paths]
-    test = _evaluate(scorer, feats, y, te, rel)
+    scorer, thr = _fit_and_threshold(cfg, feats, groups, tr)
+    test = _evaluate(scorer, feats, y, te, [images.rel(p) for p in images.paths])
     log.info("held-out test: %s", json.dumps({k: v for k, v in test.items() if not isinstance(v, dict)}))
     t_fit = time.monotonic() - t2
 
@@ -372,21 +355,57 @@ def train_anomaly(cfg: Any) -> Path:
     (out / BANK_FILE).write_bytes(scorer.to_bytes())
     np.save(out / "bank_index.npy", _bank_index(scorer, feats, tr))
     wall = time.monotonic() - t_start
-    history = {"anomaly": {"method": method, "n_good_fit": int(len(tr)), "features_seconds": round(t_feat, 1),
+    history = {"anomaly": {"method": cfg.anomaly_method, "n_good_fit": int(len(tr)), "features_seconds": round(t_feat, 1),
                            "fit_seconds": round(t_fit, 1)}}
+    _write_anomaly_run(out, cfg, model, history, wall, images, weights_path, split, scorer, thr, len(tr),
+                       has_defects, test)
+    log.info("trained in %.1f s (features %.1f s, fit %.1f s); run directory %s", wall, t_feat, t_fit, out)
+    return out
+
+
+def _check_anomaly_options(cfg: Any, out: Path) -> None:
+    """Refuse what cannot run (an existing model, an unknown method); turn a box crop into the recipe's aligned one."""
+    if (out / "model.keras").exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} already holds a model.keras; choose another --out or pass --overwrite")
+    if cfg.anomaly_method not in an.METHODS:
+        raise ValueError(f"--anomaly-method must be one of {', '.join(an.METHODS)} to train, got {cfg.anomaly_method!r}")
+    if cfg.crop.method != "none":
+        cfg.crop = aligned_crop(cfg.crop)
+        log.info("crop: %s (the anomaly recipe turns the box upright and cuts it tight)", cfg.crop.describe())
+
+
+def _fit_and_threshold(cfg: Any, feats: Any, groups: np.ndarray, tr: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The scorer on the good training crops, and its threshold for ``target_frr`` from held-out good groups."""
+    method = cfg.anomaly_method
+    scorer = fit_scorer(method, feats.patches[tr], groups[tr], cfg.seed, coreset_max=cfg.coreset_max,
+                        border=border_of(cfg.crop.method))
+    d_tr = held_out_good(method, scorer, feats.patches[tr], groups[tr], cfg.seed)
+    thr = an.frr_threshold(d_tr, groups[tr], cfg.target_frr, seed=cfg.seed)
+    scorer.threshold_distance = thr["distance"]
+    log.info("%s on %d good crops (%d groups): %s; threshold distance %.3f (95%% CI %.3f-%.3f) for FRR %g "
+             "(expected FRR 95%% CI %.4f-%.4f)", method, len(tr), len(np.unique(groups[tr])),
+             f"bank {scorer.bank_rows} patches" if scorer.patchcore is not None else "per-cell Gaussians",
+             thr["distance"], *thr["distance_ci95"], cfg.target_frr, *thr["frr_ci95"])
+    return scorer, thr
+
+
+def _write_anomaly_run(out: Path, cfg: Any, model: Any, history: dict[str, Any], wall: float, images: Any,
+                       weights_path: Path, split: Any, scorer: Any, thr: dict[str, Any], n_good: int,
+                       has_defects: bool, test: dict[str, Any]) -> None:
+    """The run directory as the other recipes write it, plus the anomaly settings and metrics."""
+    from training import rundir
+
     rundir.write_run(out, model, cfg, history, wall, images, weights_path, {0: 1.0, 1: 1.0}, split.counts(), split)
     doc = json.loads((out / "train_config.json").read_text())
     doc.update(recipe="anomaly", output="(pooled features (1280,), patch map (14, 14, 288)); score in numpy",
-               anomaly={"method": method, "layers": list(PATCH_LAYERS), "threshold": thr, "bank_file": BANK_FILE,
-                        "border": scorer.border,
-                        "bank_rows": scorer.bank_rows, "train_good": int(len(tr)), "has_defects": has_defects})
+               anomaly={"method": cfg.anomaly_method, "layers": list(PATCH_LAYERS), "threshold": thr,
+                        "bank_file": BANK_FILE, "border": scorer.border,
+                        "bank_rows": scorer.bank_rows, "train_good": int(n_good), "has_defects": has_defects})
     (out / "train_config.json").write_text(json.dumps(doc, indent=1))
     metrics = {"recipe": "anomaly", "threshold": 0.5, "threshold_distance": thr["distance"], "threshold_rule": thr,
                "threshold_selection": {"split": "train (held-out good, leave-one-group-out)",
                                        "target_frr": cfg.target_frr}, "test": test}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    log.info("trained in %.1f s (features %.1f s, fit %.1f s); run directory %s", wall, t_feat, t_fit, out)
-    return out
 
 
 def _bank_index(scorer: an.AnomalyScorer, feats: PatchFeatures, tr: np.ndarray) -> np.ndarray:

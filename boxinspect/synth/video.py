@@ -108,6 +108,17 @@ def plan_video(n_boxes: int = 16, defect_rate: float = 0.4, seed: int = 0, fps: 
         prev_left = start_x + x0
         tracks.append({"id": i, "start_x": start_x, "cy": cy, "ext": (x0, y0, x1, y1), "defect": defect,
                        "params": sp.params})
+    n_frames, boxes_gt = _ground_truth(tracks, speed, layout)
+    gt = {"fps": fps, "frame_count": int(n_frames), "frame_size": [layout.width, layout.height],
+          "roi": layout.roi, "seed": seed, "difficulty": difficulty, "belt_speed_px_per_frame": round(speed, 3),
+          "scene": params.to_dict(), "boxes": boxes_gt}
+    return VideoPlan(layout, scene, tracks, gt, seed, difficulty)
+
+
+def _ground_truth(tracks: list[dict[str, Any]], speed: float, layout: Any) -> tuple[int, list[dict[str, Any]]]:
+    """The video's length (until the last box has left the ROI, plus a tail) and each box's frames: entering,
+    leaving, centred, and fully inside the ROI. Adds each track's on-screen frames."""
+    s, rx, ry = layout.roi_side, layout.roi_x, layout.roi_y
     last = tracks[-1]
     t = 0
     while last["start_x"] + last["ext"][0] + int(round(speed * t)) < rx + s:  # until the last box has left
@@ -136,10 +147,7 @@ def plan_video(n_boxes: int = 16, defect_rate: float = 0.4, seed: int = 0, fps: 
         })
         on_screen = np.nonzero((right > 0) & (left < layout.width))[0]
         tr["frames"] = (int(on_screen[0]), int(on_screen[-1]))
-    gt = {"fps": fps, "frame_count": int(n_frames), "frame_size": [layout.width, layout.height],
-          "roi": layout.roi, "seed": seed, "difficulty": difficulty, "belt_speed_px_per_frame": round(speed, 3),
-          "scene": params.to_dict(), "boxes": boxes_gt}
-    return VideoPlan(layout, scene, tracks, gt, seed, difficulty)
+    return int(n_frames), boxes_gt
 
 
 def video_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
