@@ -2,9 +2,9 @@
 
 The previous release is commit 548d7c7 (the repository has no tags): its edge/, boxinspect/, training/ and
 convert/ are taken with ``git archive`` into a temp dir and run with this venv (``PYTHONPATH`` puts them in front
-of this checkout). That daemon runs with its broker away, decides three parts (triggered mode, the tiny model)
+of this checkout), with the model package of that release (its tiny fixture). That daemon runs with its broker away, decides three parts (triggered mode, the tiny model)
 and stops, leaving three defect events in its outbox. Then this release's daemon starts on the same state
-directory with the broker up: the same three events arrive, and the outbox file carries this release's schema
+directory and package with the broker up: the same three events arrive, and the outbox file carries this release's schema
 version. (Outside a git checkout with that commit, the test is skipped and says why.)
 """
 
@@ -35,7 +35,7 @@ PREVIOUS_RELEASE = "548d7c7"
 def previous_release(into: Path) -> Path:
     """The previous release's Python packages, unpacked into ``into`` (skip if the commit is not there)."""
     tar = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS_RELEASE,
-                          "edge", "boxinspect", "training", "convert"], capture_output=True)
+                          "edge", "boxinspect", "training", "convert", "tests/fixtures"], capture_output=True)
     if tar.returncode != 0:
         pytest.skip(f"commit {PREVIOUS_RELEASE} not available here: {tar.stderr.decode().strip()[:200]}")
     with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as t:
@@ -56,11 +56,14 @@ def _event_ids(log: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_events_left_by_the_previous_release_reach_the_broker_after_the_upgrade(tmp_path, tiny_model):
+def test_events_left_by_the_previous_release_reach_the_broker_after_the_upgrade(tmp_path):
     code = previous_release(tmp_path / "previous")
+    # the model package deployed with the previous release (its own tiny fixture): the old daemon reads it, and the
+    # upgraded daemon must read it too (a plant upgrades the software and keeps its model)
+    package = code / "tests" / "fixtures" / "tiny_int8.tflite"
     broker = Broker()  # chosen now, started only after the old daemon has gone
     cfg = tiny_daemon_cfg(
-        tmp_path, tiny_model,
+        tmp_path, package,
         decision={"mode": "triggered"},
         mqtt={"enabled": True, "host": broker.host, "port": broker.port, "outbox_path": "outbox.sqlite3",
               "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},

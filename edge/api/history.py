@@ -174,7 +174,7 @@ def lot_reset(state: State, store: Store, audit: Trail, body: LotReset) -> dict[
 
 
 @router.get("/ui/audit", summary="The audit trail, newest first: who, when, what, before and after", dependencies=VIEW)
-def audit_log(store: Store, audit: Trail, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+def audit_log(store: Store, audit: Trail, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10_000_000),
               action: str | None = Query(None, max_length=40)) -> dict[str, Any]:
     return {"items": store.audit(limit, offset, action), "topic": audit.topic}
 
