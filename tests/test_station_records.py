@@ -30,6 +30,7 @@ from tests.helpers import (
     wait_for,
 )
 from tests.test_daemon import SLOW
+from tests.test_operator_browser import browser  # noqa: F401  (the Chromium fixture)
 
 pytestmark = SLOW
 
@@ -67,7 +68,7 @@ def station_cfg(workdir: Path, ok: Path, **over: Any) -> dict[str, Any]:
     return cfg
 
 
-def test_history_filters_csv_images_and_counters_survive_a_restart(tmp_path, tiny_model):
+def test_history_filters_csv_images_and_counters_survive_a_restart(tmp_path, tiny_model, browser):  # noqa: F811
     ok, _ = station_packages(tiny_model, tmp_path / "models")
     cfg = station_cfg(tmp_path, ok, station={"timezone": "Europe/Berlin",
                                               "shifts": [{"name": "early", "start": "06:00"},
@@ -138,6 +139,14 @@ def test_history_filters_csv_images_and_counters_survive_a_restart(tmp_path, tin
         d.wait_api()
         s = api.get("/ui/summary").json()
         assert (s["shift"]["boxes"], s["shift"]["ng"], s["lot"]["name"], s["lot"]["boxes"]) == (6, 4, "4712", 1)
+        # and what the operator sees after the restart: the page's shift and lot rows, with their n
+        browser.get(d.base + "/")
+        browser.execute_script("sessionStorage.setItem('boxinspect-token', arguments[0])", TEST_TOKEN)
+        browser.get(d.base + "/")
+        shift = wait_for(lambda: ("box(es)" in (x := browser.find_element("id", "c-shift").text)) and x, 30,
+                         "the page's shift row", d=d)
+        assert ": 6 box(es), 4 NG" in shift and "(n = 6)" in shift, shift
+        assert browser.find_element("id", "c-lot").text.startswith("4712: 1 box(es)")
         assert s["counters"]["boxes"] == 0  # the process counters start again; the shift's do not
         # the history is kept within the evidence retention: evidence.max_files rows after the start's pass
         h = api.get("/ui/history").json()
