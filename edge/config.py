@@ -307,6 +307,14 @@ class ShiftConfig(_Section):
     start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
+class StackLightGpio(_Section):
+    """One stack-light lamp on a GPIO line, held on while its alarm is active (libgpiod v2, extra ``plant``)."""
+
+    chip: str = "/dev/gpiochip0"  # the GPIO character device
+    line: int = Field(ge=0, le=1023)  # the line's offset on that chip
+    active_low: bool = False  # the lamp's relay switches on a low level
+
+
 class StationConfig(_Section):
     """The station at the line (issue 26). The records (edge/deliver/station.py): the decision history, shift and lot
     counters and the audit trail, in one SQLite file beside the outbox; decisions are kept within the evidence
@@ -330,6 +338,8 @@ class StationConfig(_Section):
     # alarm -> MQTT topic of a stack light: {"alarm", "active", ...} retained on each change (needs mqtt.enabled).
     # Alarms: "ng" (an NG part not yet acknowledged), "spc" (the SPC alarm active and not yet acknowledged).
     outputs: dict[Literal["ng", "spc"], str] = Field(default_factory=dict)
+    # alarm -> a GPIO line held active while the alarm is (a lamp of the stack light, no PLC in between)
+    gpio: dict[Literal["ng", "spc"], StackLightGpio] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod

@@ -568,3 +568,39 @@ def test_opcua_users_from_a_file(tmp_path: Path) -> None:
     users.write_text("plc:plaintext\n")
     with pytest.raises(UsersFileError, match="line 1"):
         load_users(users)
+
+
+def test_stack_light_lamps_follow_the_station_alarms_on_gpio_lines(tmp_path: Path) -> None:
+    """issue 26: ``station.gpio`` holds a lamp's line active while its alarm is (an NG not yet acknowledged), and
+    inactive after the acknowledgement; a line that cannot be had leaves the station working without that lamp."""
+    from edge.api.state import ApiState
+    from edge.api.station import AckRequest, StationState
+    from edge.runtime.metrics import Metrics
+    from edge.state import ModelSlot
+    from tests.helpers import edge_config
+
+    chip = FakeChip()
+    cfg = edge_config(tmp_path, station={"gpio": {"ng": {"chip": "/dev/gpiochip3", "line": 5},
+                                                                  "spc": {"line": 6, "active_low": True}}})
+    state = ApiState(config=cfg, metrics=Metrics(), models=ModelSlot(None))
+    station = StationState(state, request_lines=chip.request_lines)
+    station.start_outputs()
+    station.stop_outputs()  # the test drives the updates itself
+    assert sorted(station.lamps) == ["ng", "spc"] and [r[0] for r in chip.requests] == ["/dev/gpiochip3", "/dev/gpiochip0"]
+    station.update_outputs()
+    assert chip.request.values == [(5, "INACTIVE"), (6, "INACTIVE")]  # no alarm: both lamps off
+    state.events.add({"event_id": "e1", "is_defect": True, "label": "defective", "decided_at": "2026-12-06T03:00:00Z"})
+    station.update_outputs()
+    station.update_outputs()  # no change: nothing more reaches the chip
+    assert chip.request.values[2:] == [(5, "ACTIVE")]
+    station.acknowledge(AckRequest(alarm="ng"), "otto")
+    station.update_outputs()
+    assert chip.request.values[3:] == [(5, "INACTIVE")]
+
+    def no_chip(path: str, config: dict, consumer: str | None = None) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    broken = StationState(state, request_lines=no_chip)
+    broken.start_outputs()
+    broken.stop_outputs()
+    assert broken.lamps == {}

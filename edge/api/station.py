@@ -35,6 +35,7 @@ from edge.api.access import principal
 from edge.api.deps import OPERATE, VIEW, State
 from edge.api.page_state import OperatorState
 from edge.api.state import ApiState
+from edge.deliver.stacklight import GpiodLamp
 from edge.runtime.principal import Principal
 from edge.runtime.timeutil import iso_utc
 
@@ -74,8 +75,10 @@ def _tile(e: dict[str, Any]) -> dict[str, Any]:
 class StationState:
     """NG parts waiting for an acknowledgement, the SPC alarm's acknowledgement, and the stack-light outputs."""
 
-    def __init__(self, state: ApiState) -> None:
+    def __init__(self, state: ApiState, request_lines: Callable[..., Any] | None = None) -> None:
         self.state = state
+        self._request_lines = request_lines  # tests: a fake chip (gpiod's request_lines)
+        self.lamps: dict[str, GpiodLamp] = {}  # station.gpio: alarm -> its stack-light lamp
         self._lock = threading.Lock()
         self._ng_floor: tuple[str, str] | None = None  # (event_id, decided_at) of the newest NG acknowledged
         self._spc_acked: str | None = None  # the SPC activation ("since") acknowledged
@@ -166,12 +169,17 @@ class StationState:
 
     # -- stack light ---------------------------------------------------------------------------------------
     def update_outputs(self) -> None:
-        """Publish each configured alarm's state (retained) when it changed since the last publish."""
+        """Each stack-light lamp on or off with its alarm; each configured alarm's state published (retained) when it
+        changed since the last publish."""
         outputs = self.state.config.station.outputs
         sink = self.state.sink
-        if not outputs or sink is None:
+        if not (outputs and sink is not None) and not self.lamps:
             return
         alarms = self.alarms()
+        for alarm, lamp in self.lamps.items():
+            lamp.set(bool(alarms[alarm]["active"]))
+        if not outputs or sink is None:
+            return
         for alarm, topic in outputs.items():
             a = alarms[alarm]
             if self._published.get(alarm) == a["active"]:
@@ -191,8 +199,18 @@ class StationState:
             except Exception:  # the stack light must never take the API down; say why and go on
                 log.exception("station: stack-light output failed")
 
+    def stop_outputs(self) -> None:
+        """End the output thread (the lamps keep their last state)."""
+        self._stop.set()
+
     def start_outputs(self) -> None:
-        if self.state.config.station.outputs:
+        cfg = self.state.config.station
+        for alarm, g in cfg.gpio.items():
+            try:
+                self.lamps[alarm] = GpiodLamp(alarm, g, self._request_lines)
+            except RuntimeError as e:  # the station works on without that lamp; the log says why, once
+                log.error("stack light: %s (the %s lamp stays off)", e, alarm)
+        if cfg.outputs or self.lamps:
             threading.Thread(target=self.run_outputs, name="station-outputs", daemon=True).start()
 
 

@@ -42,24 +42,31 @@ class PulseOutput(Protocol):
     def close(self) -> None: ...
 
 
+def request_output_line(chip: str, line: int, active_low: bool, request_lines: Callable[..., Any] | None,
+                        consumer: str, key: str) -> tuple[Any, Any, Any]:
+    """One GPIO line as an output, inactive, through libgpiod v2 (``request_lines`` defaults to
+    ``gpiod.request_lines``): the request and the active and inactive values. Errors name ``key``."""
+    try:
+        import gpiod
+        from gpiod.line import Direction, Value
+    except ImportError as e:  # the optional extra is missing
+        raise RuntimeError(f"{key}: the python package gpiod is not installed (pip install 'boxinspect[plant]')") from e
+    settings = gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.INACTIVE, active_low=active_low)
+    request = request_lines or gpiod.request_lines
+    try:
+        return request(chip, config={line: settings}, consumer=consumer), Value.ACTIVE, Value.INACTIVE
+    except OSError as e:
+        raise RuntimeError(f"{key}: cannot request line {line} of {chip}: {e.strerror or e}") from None
+
+
 class GpiodPulse:
     """A GPIO line pulsed through libgpiod v2. ``request_lines`` defaults to ``gpiod.request_lines``."""
 
     def __init__(self, cfg: GpioConfig, request_lines: Callable[..., Any] | None = None, consumer: str = "boxinspect") -> None:
-        try:
-            import gpiod
-            from gpiod.line import Direction, Value
-        except ImportError as e:  # the optional extra is missing
-            raise RuntimeError("reject.gpio: the python package gpiod is not installed (pip install 'boxinspect[plant]')") from e
-        self._active_value, self._inactive_value = Value.ACTIVE, Value.INACTIVE
         self.cfg = cfg
         self.line = cfg.line
-        settings = gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.INACTIVE, active_low=cfg.active_low)
-        request = request_lines or gpiod.request_lines
-        try:
-            self._request = request(cfg.chip, config={cfg.line: settings}, consumer=consumer)
-        except OSError as e:
-            raise RuntimeError(f"reject.gpio: cannot request line {cfg.line} of {cfg.chip}: {e.strerror or e}") from None
+        self._request, self._active_value, self._inactive_value = request_output_line(
+            cfg.chip, cfg.line, cfg.active_low, request_lines, consumer, "reject.gpio")
         self._lock = threading.Lock()
         self._until = 0.0
         self._timer: threading.Timer | None = None
