@@ -43,7 +43,11 @@ def quiet_native_libraries(level: OpencvLevel = "error") -> str:
     if own is None:
         names = {"silent": "LOG_LEVEL_SILENT", "fatal": "LOG_LEVEL_FATAL", "error": "LOG_LEVEL_ERROR",
                  "warning": "LOG_LEVEL_WARNING", "info": "LOG_LEVEL_INFO", "debug": "LOG_LEVEL_DEBUG"}
-        cv2.utils.logging.setLogLevel(getattr(cv2.utils.logging, names[level]))
+        utils_logging = getattr(cv2.utils, "logging", None)  # OpenCV >= 4.9's Python binding
+        if utils_logging is not None:
+            utils_logging.setLogLevel(getattr(utils_logging, names[level]))
+        else:  # older bindings (the floors' 4.8): OpenCV reads its variable when it first logs
+            os.environ["OPENCV_LOG_LEVEL"] = level.upper()
     ffmpeg = os.environ.get("OPENCV_FFMPEG_LOGLEVEL")
     if ffmpeg is None and level in ("silent", "fatal", "error"):
         ffmpeg = os.environ["OPENCV_FFMPEG_LOGLEVEL"] = str(AV_LOG_FATAL)  # read when the first capture opens
