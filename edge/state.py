@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,6 +182,8 @@ class LatestFrame:
 
 class ReloadResult(BaseModel):
     """The outcome of a reload; also the body of the POST /reload response."""
+
+    model_config = ConfigDict(protected_namespaces=())  # a field named model_id: no warning on pydantic < 2.10
 
     ok: bool
     path: str

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, File, HTTPException, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge.api.deps import OPERATE, Decodes, State
 from edge.api.upload import DECODE_WAIT_S, decode_upload
 
 
 class PredictResult(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())  # a field named model_id: no warning on pydantic < 2.10
+
     label: str
     score: float = Field(description="probability of the positive (defect) class")
     is_defect: bool
