@@ -166,6 +166,7 @@ def genicam_cfg(**genicam: Any) -> SourceConfig:
                         reconnect_initial_s=0.2, reconnect_max_s=1.0, genicam=genicam)
 
 
+@pytest.mark.slow  # a fake GigE Vision camera process and its network stream: the full lane
 def test_genicam_finds_the_camera_sets_and_reads_back_its_settings(fake_camera, caplog):
     from edge.capture.genicam import open_genicam
 
@@ -211,6 +212,7 @@ def test_genicam_finds_the_camera_sets_and_reads_back_its_settings(fake_camera, 
     assert src is None and "refused pixel format BayerXY8" in why
 
 
+@pytest.mark.slow  # a fake GigE Vision camera process and its network stream: the full lane
 def test_genicam_software_trigger_one_frame_per_trigger_and_a_camera_restart(fake_camera):
     metrics = Metrics()
     cap = Capture(genicam_cfg(trigger="software", pixel_format="Mono8"), metrics).start()
@@ -239,6 +241,7 @@ def test_genicam_software_trigger_one_frame_per_trigger_and_a_camera_restart(fak
         cap.stop()
 
 
+@pytest.mark.slow  # a fake GigE Vision camera process and its network stream: the full lane
 def test_genicam_lost_packets_and_incomplete_frames_are_counted(fake_camera):
     fake_camera.kill()
     fake_camera.start(lost_per_mille=5)  # ~55 packets a 320x240 frame: about one frame in four incomplete
@@ -260,6 +263,7 @@ def test_genicam_lost_packets_and_incomplete_frames_are_counted(fake_camera):
         cap.stop()
 
 
+@pytest.mark.slow  # a fake GigE Vision camera process and its network stream: the full lane
 def test_genicam_trigger_frames_become_parts_in_the_daemon(tmp_path, fake_camera):
     """A frame the camera took on its own trigger is a part named by the camera's count; a part announced by
     the line (MQTT, POST /trigger) fires the camera and keeps the line's id."""

@@ -230,6 +230,7 @@ def test_bench_pipeline_measures_every_stage_and_the_events_to_their_puback(tmp_
     json.dumps(res)  # the JSON a device sends us
 
 
+@pytest.mark.slow  # runs the daemon as its own process: the full lane
 def test_bench_idle_measures_the_daemon_on_a_still_belt_at_the_idle_rate(tiny_model, synth_video, mosquitto):
     """`bench idle`: the daemon (its own process, realtime pace) on the still-belt video; the CPU figure comes with
     the camera's counters over the same window, which show the idle rate at work (frames grabbed, not decoded)."""
