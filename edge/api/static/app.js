@@ -424,15 +424,7 @@ async function modelAction(path, body, done) {
 // ---------------------------------------------------------------- wiring
 function wire() {
   $("token-button").addEventListener("click", () => showTokenForm($("token-form").hidden));
-  $("token-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const v = $("token-input").value.trim();
-    if (v) sessionStorage.setItem(TOKEN_KEY, v);
-    $("token-input").value = "";
-    showTokenForm(false);
-    refreshTokenState();
-    toast("Token kept for this session");
-  });
+  $("token-form").addEventListener("submit", onTokenSubmit(() => { showTokenForm(false); refreshTokenState(); }));
   $("token-forget").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); refreshTokenState(); });
 
   $("check-file").addEventListener("change", (ev) => checkFile(ev.target.files[0]));

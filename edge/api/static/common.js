@@ -19,3 +19,16 @@ function toast(text, bad = false) {
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
 }
+
+// The token form (#token-form, #token-input): keep the token for this browser session, then ``after()`` (each page
+// hides its form and refreshes what depends on the token).
+function onTokenSubmit(after) {
+  return (ev) => {
+    ev.preventDefault();
+    const v = $("token-input").value.trim();
+    if (v) sessionStorage.setItem(TOKEN_KEY, v);
+    $("token-input").value = "";
+    after();
+    toast("Token kept for this session");
+  };
+}

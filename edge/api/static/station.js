@@ -205,17 +205,12 @@ function wire() {
   $("sound").addEventListener("click", () => setSound(!soundOn));
   $("kiosk").addEventListener("click", kiosk);
   $("token-button").addEventListener("click", () => showTokenForm($("token-form").hidden));
-  $("token-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const v = $("token-input").value.trim();
-    if (v) sessionStorage.setItem(TOKEN_KEY, v);
-    $("token-input").value = "";
+  $("token-form").addEventListener("submit", onTokenSubmit(() => {
     showTokenForm(false);
     $("token-input").blur(); // the keys go to the station again (A acknowledges)
     if (!$("ack-ng").disabled) $("ack-ng").focus();
     refreshCookie();
-    toast("Token kept for this session");
-  });
+  }));
   document.addEventListener("keydown", (ev) => {
     const t = ev.target;
     if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA") || ev.ctrlKey || ev.altKey || ev.metaKey) return;
