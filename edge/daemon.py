@@ -91,6 +91,7 @@ from edge.state import (
 if TYPE_CHECKING:
     import numpy as np
 
+BELT_PENDING_MAX = 2  # empty-belt frames queued for learning (a few a second at camera pace); more wait (edge/judge/beltmodel.py)
 log = logging.getLogger(__name__)
 trigger_log = logging.getLogger("edge.triggers")  # client-caused lines: rate-limited (edge/runtime/ratelimit.py)
 
@@ -301,6 +302,8 @@ class Daemon:
         self._view_rois = {v.view: v.roi for v in cfg.sources}  # several views (cfg.sources): the ROI per view
         self._crop_fallback_logged = False
         self.belts = BeltLearners()  # each view's empty belt, learned from frames with no box (edge/judge/beltmodel.py)
+        # learning it (features ~2 ms, a refit ~0.1 s) runs on its own thread, not in the frame loop
+        self._belt_worker = OrderedWorker(lambda job: self.belts.learn(*job), name="belt", max_pending=BELT_PENDING_MAX)
 
     @classmethod
     def from_config(cls, cfg: Config, model: LoadedModel, *, max_frames: int | None = None) -> Daemon:
@@ -371,6 +374,7 @@ class Daemon:
         if self.capture is None:
             raise RuntimeError("no frame source (capture) was given to the daemon")
         self._publisher.start()
+        self._belt_worker.start()
         if self.sink is not None:
             self.sink.start()  # the model doc was handed to it in __init__: retained from the first connect
         self.plant.start(self.sink)
@@ -591,8 +595,12 @@ class Daemon:
     def _offer_belt(self, record: FrameRecord) -> None:
         """A frame with no box teaches the view's empty-belt model (only a model that crops ``auto`` uses it)."""
         model = self.models.get()
-        if model is not None and model.classifier.metadata.crop.method == "auto":
-            self.belts.offer(record.view, record.roi)
+        if model is None or model.classifier.metadata.crop.method != "auto":
+            return
+        if not self.belts.wants(record.view):
+            return
+        if not self._belt_worker.submit((record.view, record.roi)):  # not running (no run()): learn here
+            self.belts.learn(record.view, record.roi)
 
     def _locate(self, clf: Classifier, roi: np.ndarray, view: str | None = None) -> Located | None:
         """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI).
@@ -1006,6 +1014,7 @@ class Daemon:
                 log.exception("stopping the plant integration failed")
             # every decision made so far is published (evidence, outbox) before the sink drains and stops
             self._publisher.stop(max(1.0, deadline - time.monotonic() - 2.0))
+            self._belt_worker.stop(1.0)
             if self.sink is not None:
                 if cfg.mqtt.enabled and self.sink.outbox_depth:
                     # Also while disconnected: the broker may be back before the deadline.

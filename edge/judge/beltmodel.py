@@ -180,10 +180,18 @@ class BeltLearners:
 
     def offer(self, view: str | None, bgr: np.ndarray) -> None:
         """A frame of ``view`` that shows no box (the presence detector or the localiser says so)."""
+        if self.wants(view):
+            self.learn(view, bgr)
+
+    def wants(self, view: str | None) -> bool:
+        """Count one frame of ``view`` with no box offered; True for every ``every``-th (the one to learn from)."""
         n = self._offered.get(view, 0)
         self._offered[view] = n + 1
-        if n % self._every == 0:
-            self._by_view.setdefault(view, BeltLearner(**self._learner)).observe(bgr)
+        return n % self._every == 0
+
+    def learn(self, view: str | None, bgr: np.ndarray) -> None:
+        """Learn from a frame ``wants`` chose (features, and a refit when one is due: run it off the frame loop)."""
+        self._by_view.setdefault(view, BeltLearner(**self._learner)).observe(bgr)
 
     def model(self, view: str | None) -> BeltModel | None:
         """The view's current model (None until it has seen ``MIN_FRAMES`` empty frames)."""
