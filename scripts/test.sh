@@ -8,7 +8,7 @@
 #                                  int8 test model (a few minutes each, niced), compared (tests/determinism.py)
 # Pass -n 0 to run in one process (a later -n wins).
 # Other arguments go to pytest (bash scripts/test.sh --fast -k api).
-# Tests use a real Mosquitto: the one on 127.0.0.1:1883 if running, else they start their own
+# Tests use a real Mosquitto: each session (each xdist worker) starts its own on a free port, never one found on 1883
 # (needs the mosquitto binary: apt-get install -y mosquitto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,7 @@ for a in "$@"; do
   if [ "$next_is_repeat" = 1 ]; then repeat=$a; next_is_repeat=0; continue; fi
   if [ "$a" = "--fast" ]; then fast=1; elif [ "$a" = "--repeat" ]; then next_is_repeat=1; else args+=("$a"); fi
 done
+bash scripts/system-deps.sh
 bash scripts/setup-venv.sh edge,train,dev
 export TF_CPP_MIN_LOG_LEVEL=2
 if [ "$repeat" != 0 ]; then

@@ -211,21 +211,12 @@ def few_boxes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-class _External:
-    """The broker .ci/run started on 127.0.0.1:1883."""
-
-    host = "127.0.0.1"
-    port = 1883
-
-
 @pytest.fixture(scope="session")
 def mosquitto():
-    """A real Mosquitto: the one .ci/run starts on 127.0.0.1:1883, else one started here on a free port."""
-    from tests.helpers import port_open
+    """A real Mosquitto of this test session's own, on a free port.
 
-    if port_open("127.0.0.1", 1883):
-        yield _External()
-        return
+    Never one found on 127.0.0.1:1883: that broker belongs to someone else (a CI run, another suite), who may stop
+    it mid-test, and another suite's daemons publish into it."""
     from tests.broker import Broker
 
     b = Broker()
