@@ -11,18 +11,6 @@ let lastDecisionsKey = "";
 let everyShown = null; // the collection interval last taken from the daemon
 
 // ---------------------------------------------------------------- helpers
-function el(tag, attrs, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (k.startsWith("data-")) e.setAttribute(k, v);
-    else e[k] = v;
-  }
-  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return e;
-}
-
 function when(iso) {
   if (!iso) return "";
   const t = new Date(iso);
@@ -43,13 +31,6 @@ function refreshTokenState() {
   if (access && !access.actions_enabled) $("token-state").textContent = "read-only: " + access.how_to_enable;
   document.cookie = "boxinspect_view=" + encodeURIComponent(token()) + "; path=/; SameSite=Strict" + (token() ? "" : "; max-age=0");
   $("token-button").hidden = !need;
-}
-
-async function getJSON(path) {
-  // api.viewing: token (issue 24): the page's reads carry the token too; its images get it from the view cookie
-  const r = await fetch(path, { cache: "no-store", headers: authHeaders() });
-  if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
-  return r.json();
 }
 
 // Every action goes through here: it sends the token and says plainly when the daemon refused it.

@@ -32,3 +32,26 @@ function onTokenSubmit(after) {
     toast("Token kept for this session");
   };
 }
+
+// An element: ``class``, ``on<event>`` listeners, ``data-*`` attributes, other keys as properties; children as nodes
+// or text.
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k.startsWith("data-")) e.setAttribute(k, v);
+    else e[k] = v;
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// A read of the daemon's JSON with the session's token (api.viewing: token); a refusal (401, 403) opens the page's
+// token form, and any non-2xx throws with the path and status.
+async function getJSON(path) {
+  const r = await fetch(path, { cache: "no-store", headers: authHeaders() });
+  if (r.status === 401 || r.status === 403) $("token-form").hidden = false;
+  if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+  return r.json();
+}

@@ -6,16 +6,6 @@ const PAGE = 25;
 let offset = 0;
 let total = 0;
 
-function el(tag, attrs, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return e;
-}
 function svg(tag, attrs) {
   const e = document.createElementNS($("trend").namespaceURI, tag); // the SVG namespace, from the page's own svg
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
@@ -26,13 +16,6 @@ function short(v) {
   if (v === null || v === undefined || (typeof v === "object" && !Object.keys(v).length)) return "–";
   if (typeof v === "object" && "boxes" in v) return `${v.name}: ${v.boxes} box(es), ${v.ng} NG (n = ${v.n})`;
   return typeof v === "object" ? JSON.stringify(v) : String(v);
-}
-
-async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store", headers: authHeaders() });
-  if (r.status === 401 || r.status === 403) { $("token-form").hidden = false; throw new Error("refused"); }
-  if (!r.ok) throw new Error(path + ": " + r.status);
-  return r.json();
 }
 
 function refreshToken() {

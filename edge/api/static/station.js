@@ -13,13 +13,6 @@ let lastBeep = 0;
 
 function hms(ms) { return new Date(ms).toLocaleTimeString([], { hour12: false }); }
 
-async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store", headers: authHeaders() });
-  if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
-  return r.json();
-}
-
-
 // ---------------------------------------------------------------- staleness: every tile, every 250 ms
 function tick() {
   const now = Date.now();
