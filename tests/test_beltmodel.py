@@ -16,7 +16,7 @@ import pytest
 from boxinspect.synth.belt import render_belt_part
 from edge.judge.beltmodel import MIN_FRAMES, BeltLearner, BeltLearners, BeltModel
 from edge.judge.crops import outcome
-from edge.judge.localize import CropSpec, iou, locate, locate_for_still
+from edge.judge.localize import CropSpec, crop, iou, locate, locate_for_still
 
 AUTO = CropSpec()
 SEED, LINE, LINES = 17, 1, 4
@@ -160,3 +160,103 @@ def test_daemon_learns_the_empty_belt_and_crops_with_it(tmp_path: Path, scenes: 
     assert learned is not None and learned.frame_shape == (h, w)
     counts = localizer_counts(d.metrics)
     assert set(counts) == {"box/belt"} and counts["box/belt"] >= 2, counts  # measured: 3
+
+
+@pytest.fixture(scope="module")
+def belt_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synth belt data set: 2 lines, 8 empty-belt frames per camera in DATA/empty/line<L>/<view>/."""
+    from boxinspect.synth.belt import make_belt_dataset
+
+    data = tmp_path_factory.mktemp("beltdata") / "belt"
+    make_belt_dataset(data, n_per_class=4, seed=19, n_lines=2, frame_size=SIZE, progress=False, empty_frames=MIN_FRAMES)
+    return data
+
+
+def test_synth_writes_each_cameras_empty_belt_and_localize_picks_the_camera(belt_data: Path, tmp_path: Path):
+    import json
+
+    from training.data import discover_classes
+
+    for line in ("line0", "line1"):
+        for view in ("top", "oblique"):
+            assert len(list((belt_data / "empty" / line / view).glob("*.jpg"))) == MIN_FRAMES
+    assert discover_classes(belt_data) == ["defective", "ok"]  # the empty frames are no class
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "crops.json"
+    cmd = [sys.executable, "-m", "boxinspect.cli", "localize", str(belt_data), "--json", str(out)]
+    r = subprocess.run([*cmd, "--empty", str(belt_data / "empty")], cwd=repo, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    images = json.loads(out.read_text())["images"]
+    assert len(images) == 16  # 8 parts x 2 views; DATA/empty/ is not searched
+    # each image judged against its own line's and view's empty belt (4 cameras of one size in the folder)
+    assert [im["method"] for im in images] == ["belt"] * 16
+    assert np.mean([im["iou"] >= 0.8 for im in images]) >= 0.75, [round(im["iou"], 2) for im in images]
+
+
+def test_a_belt_set_picks_the_camera_a_frame_comes_from(belt_data: Path):
+    from edge.judge.localize import load_belt
+
+    belts = load_belt(belt_data / "empty")
+    assert sorted(belts.models) == ["line0/oblique", "line0/top", "line1/oblique", "line1/top"]
+    doc = __import__("json").loads((belt_data / "parts.json").read_text())
+    for part in doc["parts"]:
+        for view, t in part["views"].items():
+            img = cv2.imread(str(belt_data / t["file"]))
+            assert belts.pick(img) is belts.models[f"line{part['line']}/{view}"], (part["part"], view)
+    assert belts.pick(cv2.resize(img, (320, 180))) is None  # no camera of that size
+
+
+def test_training_crops_with_the_empty_belt(belt_data: Path):
+    """--empty reaches the training crop: the feature extractor's crop is the belt model's (what the daemon that
+    learned the belt crops), not the reference-free one, and the feature cache key differs."""
+    from training.features import FeatureSpec, crop_rgb
+
+    empty = str(belt_data / "empty")
+    spec = CropSpec(empty_belt=empty)
+    doc = __import__("json").loads((belt_data / "parts.json").read_text())
+    differ = 0
+    for part in doc["parts"]:
+        t = part["views"]["oblique"]
+        bgr = cv2.imread(str(belt_data / t["file"]))
+        loc = locate_for_still(bgr, spec)
+        assert loc.method == "belt"
+        want = cv2.cvtColor(crop(bgr, loc, spec), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        got = crop_rgb(rgb, "auto", empty)
+        assert got.shape == want.shape and np.array_equal(got, want)
+        differ += int(crop_rgb(rgb, "auto").shape != want.shape)
+    assert differ >= 4  # without the belt the crops differ (measured: 8 of 8)
+    assert FeatureSpec(96, 0.35, None, crop="auto", empty_belt=empty).key() != FeatureSpec(96, 0.35, None,
+                                                                                            crop="auto").key()
+
+
+@pytest.mark.slow
+def test_cv_with_empty_crops_every_image_with_the_learned_belt(belt_data: Path, tmp_path: Path, weights_path: Path):
+    import json
+
+    repo = Path(__file__).resolve().parents[1]
+    base = [sys.executable, "-m", "boxinspect.cli", "cv", str(belt_data), "--crop", "auto", "--folds", "2",
+            "--repeats", "1", "--img-size", "96", "--weights", str(weights_path), "--C", "0.1"]
+    r = subprocess.run([*base, "--out", str(tmp_path / "cv"), "--empty", str(belt_data / "empty")], cwd=repo,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert summary["config"]["empty_belt"] == str((belt_data / "empty").resolve())
+    methods = [im["method"] for im in json.loads((tmp_path / "cv" / "crops.json").read_text())["images"]]
+    assert methods == ["belt"] * 16
+    (tmp_path / "none").mkdir()
+    bad = subprocess.run([*base, "--out", str(tmp_path / "cv2"), "--empty", str(tmp_path / "none")], cwd=repo,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and f"at least {MIN_FRAMES}" in bad.stderr
+
+
+def test_train_and_evaluate_check_the_empty_folder(belt_data: Path, tmp_path: Path):
+    repo = Path(__file__).resolve().parents[1]
+    cli = [sys.executable, "-m", "boxinspect.cli"]
+    r = subprocess.run([*cli, "train", str(belt_data), "--out", str(tmp_path / "r"), "--crop", "none", "--empty",
+                        str(belt_data / "empty")], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--empty needs --crop auto" in r.stderr
+    r = subprocess.run([*cli, "train", str(belt_data), "--out", str(tmp_path / "r"), "--empty", str(tmp_path)],
+                       cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and f"at least {MIN_FRAMES}" in r.stderr

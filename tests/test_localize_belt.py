@@ -55,7 +55,7 @@ def test_old_line_scenes_do_not_regress():
 def test_localize_command_lists_every_image_and_draws_the_sheet(tmp_path: Path):
     repo_root = Path(__file__).resolve().parents[1]
     data = tmp_path / "belt"
-    make_belt_dataset(data, n_per_class=3, seed=2, progress=False)
+    make_belt_dataset(data, n_per_class=3, seed=2, progress=False, empty_frames=0)
     out_json, sheet = tmp_path / "crops.json", tmp_path / "crops.png"
     r = subprocess.run([sys.executable, "-m", "boxinspect.cli", "localize", str(data), "--sheet", str(sheet),
                         "--json", str(out_json)], cwd=repo_root, capture_output=True, text=True, timeout=300)

@@ -210,7 +210,8 @@ def cv_features(cfg: Any, paths: list[Path]) -> tuple[PatchFeatures, np.ndarray]
     wp = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
     if wp is None:
         raise data_mod.DataError("the anomaly recipe needs pretrained weights (--weights)")
-    f = patch_features(paths, cfg.img_size, cfg.alpha, wp, aligned_crop(CropSpec(method=cfg.crop)))
+    crop = aligned_crop(CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt))
+    f = patch_features(paths, cfg.img_size, cfg.alpha, wp, crop)
     return f, f.ok
 
 

@@ -152,6 +152,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", type=Path, default=None, metavar="FILE",
                    help="empty-belt reference image for --crop background/auto (stills; the daemon uses its "
                         "own running background)")
+    p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
     p.add_argument("--crop-margin", type=float, default=0.08, metavar="FRAC",
                    help="margin around the box, share of its longer side (default 0.08)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
@@ -194,6 +195,26 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for python/numpy/TensorFlow (default 0)")
 
 
+EMPTY_HELP = ("with --crop auto: a folder of >= 8 frames of the EMPTY belt from the same fixed camera (the belt moving "
+              "between them), or one such sub-folder per camera (DIR/<line>/<view>/*.png, as `boxinspect synth "
+              "--scenes belt` writes DATA/empty/). The crop learns the belt's range per pixel and takes what lies "
+              "outside it as the box (each image against the camera it matches best), as the daemon does once it "
+              "has learned its belt; recorded in the run (crop.empty_belt). Check it first: boxinspect localize "
+              "DATA --empty DIR")
+
+
+def _empty_belt(path: Path | None, crop: str) -> str | None:
+    """The --empty folder, checked (>= 8 frames per camera; needs --crop auto), as recorded; raises ValueError."""
+    if path is None:
+        return None
+    if crop != "auto":
+        raise ValueError(f"--empty needs --crop auto (got --crop {crop})")
+    from edge.judge.localize import load_belt
+
+    load_belt(path.resolve())
+    return str(path.resolve())
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="evaluate a run: report, plots, operating threshold",
                        description=EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,6 +228,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                     help="instead: the threshold minimising RATIO x missed defects + false rejects")
     e.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="split to report (default test)")
+    e.add_argument("--empty", type=Path, default=None, metavar="DIR",
+                   help="the empty-belt frames the run's crop learned its belt from (--empty of train), where they "
+                        "are now (the run records the folder it was trained with; default: that one)")
     e.set_defaults(func=_evaluate)
 
 
@@ -275,6 +299,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
                    help="linear: average the features of each image and its horizontal mirror")
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     p.add_argument("--crop", default="none", help="crop to the box first (edge.judge.localize method; default none)")
+    p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
     p.add_argument("--scaling", choices=["global", "standard"], default="global",
@@ -307,10 +332,11 @@ def _cv(args: argparse.Namespace) -> int:
 
     try:
         img_size, scales = img_size_and_scales(args.img_size, args.scales, LINEAR_IMG_SIZE)
+        empty = _empty_belt(args.empty, args.crop)
     except ValueError as e:
         log.error("%s", e)
         return 2
-    cfg = CVConfig(
+    cfg = CVConfig(empty_belt=empty,
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
         seed=args.seed, img_size=img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
         scales=scales,
@@ -355,7 +381,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.background is not None and not args.background.is_file():
         log.error("--background %s: no such file", args.background)
         return 2
-    crop = CropSpec(method=args.crop, margin=args.crop_margin,
+    try:
+        empty = _empty_belt(args.empty, args.crop)
+    except ValueError as e:
+        log.error("--empty: %s", e)
+        return 2
+    crop = CropSpec(method=args.crop, margin=args.crop_margin, empty_belt=empty,
                     background_file=str(args.background.resolve()) if args.background else None)
 
     try:
@@ -400,7 +431,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     try:
         m = evaluate(args.run, target_recall=args.target_recall, split=args.split,
-                     cost_ratio=getattr(args, "cost_ratio", None))
+                     cost_ratio=getattr(args, "cost_ratio", None), empty_belt=getattr(args, "empty", None))
     except EvaluateError as e:
         log.error("%s", e)
         return 2

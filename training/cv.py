@@ -56,6 +56,7 @@ class CVConfig:
     flip_tta: bool = False
     scales: list[int] | None = None  # linear: mean of the pooled features at these sizes (largest = img_size)
     crop: str = "none"
+    empty_belt: str | None = None  # crop: a folder of empty-belt frames (CropSpec.empty_belt, --empty DIR)
     C: float | None = None  # None = inner grouped CV
     scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
     target_recall: float | None = None  # neither: training.operating.DEFAULT_COST_RATIO
@@ -125,11 +126,12 @@ def linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.nd
     wp = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
     scales = model_mod.check_scales(cfg.scales, cfg.img_size)
     multi = scales if len(scales) > 1 else ()
-    spec = FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=False, crop=cfg.crop, scales=multi)
+    spec = FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=False, crop=cfg.crop, scales=multi,
+                       empty_belt=cfg.empty_belt)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
         x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=True, crop=cfg.crop,
-                                               scales=multi)).features(paths)
+                                               scales=multi, empty_belt=cfg.empty_belt)).features(paths)
         x = (x + x2) / 2.0
         ok = [a and b for a, b in zip(ok, ok2, strict=True)]
     return x, np.array(ok)
@@ -400,7 +402,7 @@ def _crop_report(cfg: CVConfig, images: data_mod.ImageSet, out: Path) -> dict | 
     from edge.judge.crops import fallback_warning, report_crops
     from edge.judge.localize import CropSpec
 
-    spec = CropSpec(method=cfg.crop)  # type: ignore[arg-type]
+    spec = CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt)  # type: ignore[arg-type]
     st = report_crops(images.paths, spec, out, root=images.root)
     return {**st.to_dict(), "warning": fallback_warning(st, spec)}
 

@@ -470,19 +470,30 @@ class _Scored:
 
 
 def evaluate(run_dir: Path, target_recall: float | None = None, split: str = "test", data_dir: Path | None = None,
-             cost_ratio: float | None = None) -> dict:
+             cost_ratio: float | None = None, empty_belt: Path | None = None) -> dict:
     """Evaluate ``run_dir``; writes metrics.json and report/ (PNGs + report.html) and returns the metrics.
 
     The operating threshold comes from the run's out-of-fold scores (``oof_scores.csv``, written by the
     linear recipe: every train+val image scored by a model that did not see it) when present, else from
     the validation split. Rule: ``target_recall`` or ``cost_ratio``; neither: ``operating.DEFAULT_COST_RATIO``.
-    ``data_dir`` overrides the data folder recorded in train_config.json (if the data moved).
+    ``data_dir`` overrides the data folder recorded in train_config.json (if the data moved), ``empty_belt``
+    the crop's empty-belt folder (``crop.empty_belt``, if those frames moved).
     """
     run_dir = Path(run_dir)
     if target_recall is not None and not 0 < target_recall <= 1:
         raise EvaluateError(f"target recall must be in (0, 1], got {target_recall}")
     run = _load_run(run_dir, data_dir)
     crop = crop_from_config(run.cfg)
+    if empty_belt is not None:
+        if crop.method != "auto":
+            raise EvaluateError(f"--empty needs a run cropped with auto (this one: {crop.method})")
+        from edge.judge.localize import load_belt
+
+        try:
+            load_belt(Path(empty_belt).resolve())
+        except ValueError as e:
+            raise EvaluateError(f"--empty: {e}") from e
+        crop = crop.model_copy(update={"empty_belt": str(Path(empty_belt).resolve())})
     sc = _score(run_dir, run, split, crop)
     sel = _select_threshold(sc, target_recall, cost_ratio)
     names = _names(run.cfg["classes"], run.cfg["positive_class"])

@@ -55,6 +55,7 @@ class FeatureSpec:
     # mean of the pooled features at these input sizes (the largest = img_size, the others resized inside the
     # model, as model.keras does); () = one size, img_size
     scales: tuple[int, ...] = ()
+    empty_belt: str | None = None  # crop: the learned empty belt's folder (CropSpec.empty_belt); None: none
 
     def key(self) -> str:
         w = "none"
@@ -67,19 +68,25 @@ class FeatureSpec:
             from edge.judge.localize import LOCALIZER_VERSION
 
             raw += f"|localizer={LOCALIZER_VERSION}"
+        if self.empty_belt and self.crop != "none":  # other crops: the folder and what is in it
+            from edge.judge.localize import empty_belt_folders
+
+            files = sorted(f"{p}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
+                           for ps in empty_belt_folders(self.empty_belt).values() for p in ps)
+            raw += "|empty=" + hashlib.sha1("\n".join([self.empty_belt, *files]).encode()).hexdigest()
         if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
             raw += "|scales=" + ",".join(str(s) for s in sorted(self.scales))
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
-def prepare_pixels(rgb: np.ndarray, size: int, crop: str = "none") -> np.ndarray:
-    """Crop (if asked) and resize one RGB image exactly like training does."""
+def prepare_pixels(rgb: np.ndarray, size: int, crop: str = "none", empty_belt: str | None = None) -> np.ndarray:
+    """Crop (if asked; with the learned empty belt of ``empty_belt``) and resize one RGB image like training does."""
     if crop != "none":
-        rgb = crop_rgb(rgb, crop)
+        rgb = crop_rgb(rgb, crop, empty_belt)
     return data_mod.resize(rgb, size)
 
 
-def crop_rgb(rgb: np.ndarray, method: str) -> np.ndarray:
+def crop_rgb(rgb: np.ndarray, method: str, empty_belt: str | None = None) -> np.ndarray:
     """Crop an RGB image to the box with edge.judge.localize (the same code the edge uses)."""
     import cv2
 
@@ -87,7 +94,7 @@ def crop_rgb(rgb: np.ndarray, method: str) -> np.ndarray:
         from edge.judge import localize
     except ImportError as e:  # pragma: no cover - depends on edge/judge/localize.py being present
         raise ValueError(f"crop method {method!r} needs edge/judge/localize.py, which is not available: {e}") from e
-    spec = localize.CropSpec(method=method)
+    spec = localize.CropSpec(method=method, empty_belt=empty_belt)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     return cv2.cvtColor(localize.crop(bgr, localize.locate_for_still(bgr, spec), spec), cv2.COLOR_BGR2RGB)
 
@@ -136,7 +143,7 @@ class FeatureExtractor:
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB image -> the model's uint8 input (crop, resize); a subclass may crop differently."""
-        return prepare_pixels(rgb, self.spec.img_size, self.spec.crop)
+        return prepare_pixels(rgb, self.spec.img_size, self.spec.crop, self.spec.empty_belt)
 
     def features_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Features of already-prepared uint8 pixels (N, S, S, 3); mirrored first if the spec says so."""

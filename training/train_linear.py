@@ -129,16 +129,16 @@ def _features(cfg, weights_path: str, scales: list[int], paths: list[Path]) -> t
 
     # the box crop of the run (train_config.json, the model sidecar): features are computed on the same crops
     # convert, predict and the daemon make (edge.judge.model_package.model_input); only default crop parameters here
-    crop = cfg.crop.method
-    if cfg.crop != type(cfg.crop)(method=crop):
-        raise ValueError("the linear recipe crops with the default crop parameters (--crop METHOD only); "
-                         "--crop-margin and --background need --recipe finetune")
+    crop, empty = cfg.crop.method, cfg.crop.empty_belt
+    if cfg.crop != type(cfg.crop)(method=crop, empty_belt=empty):
+        raise ValueError("the linear recipe crops with the default crop parameters (--crop METHOD and --empty "
+                         "only); --crop-margin and --background need --recipe finetune")
     multi = scales if len(scales) > 1 else ()
-    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop, scales=multi)
+    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop, scales=multi, empty_belt=empty)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
         x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True, crop=crop,
-                                               scales=multi)).features(paths)
+                                               scales=multi, empty_belt=empty)).features(paths)
         x, ok = (x + x2) / 2.0, [a and b for a, b in zip(ok, ok2, strict=True)]
     keep = np.array(ok)
     return x[keep], keep

@@ -15,7 +15,8 @@ reference-free box localiser fail.
 
 A data set holds several *lines* (``n_lines``): each is one fixed camera geometry, belt and rail layout per view,
 shared by its parts, so a per-pixel median of a line's photos is its empty belt. Parts go to lines in turn.
-Files are ``<class>/<part>_<view>.<ext>``; ``parts.json`` holds per part the label, defect, line and per view
+Files are ``<class>/<part>_<view>.<ext>``, and ``empty/line<L>/<view>/<k>.<ext>``: each camera's empty belt at
+other phases (for ``--empty DATA/empty`` in localize, train, cv, evaluate); ``parts.json`` holds per part the label, defect, line and per view
 the box's bounding box ``[x0, y0, x1, y1]`` (x1/y1 exclusive), rotated rectangle and frame share, as
 :mod:`boxinspect.synth.line` writes it (the same ``line_sheet`` and ground-truth readers work).
 """
@@ -38,6 +39,7 @@ from boxinspect.synth.dataset import OneCvThread, child_rng
 from boxinspect.synth.layout import CLASSES, DEFECTS, Layout, log
 from boxinspect.synth.line import box_truth, oblique_view, part_name, top_view
 from boxinspect.synth.sprite import draw_box, finish_sprite
+from edge.judge.localize import EMPTY_DIR
 
 BELT_FRAME = (960, 540)  # (width, height)
 BELT_AREA_RANGE = (0.02, 0.25)  # share of the frame the box body covers (log-uniform)
@@ -264,9 +266,33 @@ def render_belt_part(seed: int, index: int, label: str, defect: str | None, line
     return out
 
 
+EMPTY_START = 100000  # render indices of the empty-belt frames (other belt phases and noise than any part's)
+
+
+def write_empty_belts(out: Path, seed: int, n_lines: int, frame_size: tuple[int, int], n: int, ext: str = "jpg") -> int:
+    """Write ``n`` frames of each line's empty belt per view: ``out/<EMPTY_DIR>/line<L>/<view>/<k>.<ext>`` (what a
+    fixed camera sees between boxes, the belt at other phases; for ``--empty``); the number written."""
+    written = 0
+    for line in range(n_lines):
+        for k in range(n):
+            r = render_belt_part(seed, EMPTY_START + line + k * n_lines, "ok", None, line, frame_size, empty=True)
+            for view, img in r["empty"].items():
+                d = out / EMPTY_DIR / f"line{line}" / view
+                d.mkdir(parents=True, exist_ok=True)
+                q = int(r["truth"]["views"][view]["scene"]["jpeg_quality"])
+                path = d / f"{k:03d}.{ext}"
+                if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, q] if ext == "jpg" else []):
+                    raise OSError(f"could not write {path}")
+                written += 1
+    return written
+
+
 def make_belt_dataset(out: Path, n_per_class: int = 100, seed: int = 0, n_lines: int = 4,
-                      frame_size: tuple[int, int] = BELT_FRAME, ext: str = "jpg", progress: bool = True) -> dict:
-    """Write patterned-belt scenes: ``out/<class>/<part>_<view>.<ext>`` and ``out/parts.json``; a summary."""
+                      frame_size: tuple[int, int] = BELT_FRAME, ext: str = "jpg", progress: bool = True,
+                      empty_frames: int = 16) -> dict:
+    """Write patterned-belt scenes: ``out/<class>/<part>_<view>.<ext>``, ``out/parts.json`` and ``empty_frames``
+    frames of each line's empty belt per view in ``out/empty/line<L>/<view>/`` (:func:`write_empty_belts`);
+    a summary."""
     if n_per_class < 1 or n_lines < 1:
         raise ValueError("n_per_class and n_lines must be >= 1")
     out = Path(out)
@@ -290,10 +316,12 @@ def make_belt_dataset(out: Path, n_per_class: int = 100, seed: int = 0, n_lines:
                 parts.append({"part": part, **r["truth"]})
                 if progress and (len(parts) % max(1, total // 10) == 0 or len(parts) == total):
                     log.info("synth belt scenes: %d/%d parts (%.0f s)", len(parts), total, time.time() - t0)
+        n_empty = write_empty_belts(out, seed, n_lines, frame_size, empty_frames, ext) if empty_frames > 0 else 0
     counts = {c: sum(1 for p in parts if p["label"] == c) for c in CLASSES}
     summary = {"out": str(out), "n_parts": len(parts), "n_images": 2 * len(parts), "views": ["top", "oblique"],
                "counts": counts, "frame_size": list(frame_size), "seed": seed, "n_lines": n_lines,
                "scenes": "belt", "classes": list(CLASSES), "positive_class": "defective",
+               "empty_belt": {"dir": EMPTY_DIR, "frames_per_camera": empty_frames, "n_frames": n_empty},
                "seconds": round(time.time() - t0, 2)}
     manifest = {k: v for k, v in summary.items() if k not in ("seconds", "out")}
     manifest["parts"] = parts

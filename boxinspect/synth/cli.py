@@ -89,7 +89,8 @@ def _cmd_line(args: argparse.Namespace, out: Path, t0: float) -> int:
         raise ValueError(f"--video renders the ROI conveyor; it does not combine with --scenes {args.scenes}")
     if args.scenes == "belt":
         summary = make_belt_dataset(out, n_per_class=args.n_per_class, seed=args.seed)
-        what = f"patterned-belt scenes on {summary['n_lines']} lines"
+        what = (f"patterned-belt scenes on {summary['n_lines']} lines ({summary['empty_belt']['n_frames']} "
+                f"empty-belt frames in {out / 'empty'}/line<L>/<view>: pass --empty {out / 'empty'})")
     else:
         summary = make_line_dataset(out, n_per_class=args.n_per_class, seed=args.seed, difficulty=args.difficulty)
         what = "line scenes"
@@ -113,7 +114,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenes", choices=("roi", "line", "belt"), default="roi",
                    help="roi (default): box-centred ROI images; line: wide belt scenes, 2 views per part; belt: "
                         "960x540 patterned-belt line scenes (slats, rollers, rails, shadows; box 2-25%% of the "
-                        "frame; 2 views per part; the boxes' ground truth in parts.json)")
+                        "frame; 2 views per part; the boxes' ground truth in parts.json; 16 frames of each camera's "
+                        "empty belt in DIR/empty/line<L>/<view>/ for --empty DIR/empty)")
     p.add_argument("--difficulty", choices=LINE_DIFFICULTIES, default="easy",
                    help="easy: large, high-contrast defects; hard: smaller, subtler defects and more clutter; "
                         "mixed (line scenes only): each part easy or hard")

@@ -7,6 +7,10 @@ per pixel (at the localiser's work scale, in Lab), the range the belt took over 
 (an envelope: a low and a high quantile, widened by a small neighbourhood and a noise floor). A box is what lies
 outside that range; a darkening that keeps the colour (the box's own shadow, an overhead shadow) counts little.
 
+Version 7 adds a finer texture scale (:func:`_fine_contrast`: ribs and fine slats the work scale does not resolve)
+and says where the frame is shadow-like (``distance_and_shadow``: the localiser's hysteresis does not grow into it);
+:class:`BeltSet` holds several cameras' models (``--empty DIR`` with a sub-folder per line and view).
+
 Learn it from frames with no box (``BeltModel.fit(frames)``, the daemon's empty frames through
 :class:`BeltLearner`), or from photos of the same line that each hold a box somewhere (``trim``: the box is
 at any one pixel in only a few photos, so trimmed quantiles still describe the belt).
@@ -33,7 +37,10 @@ _DARK = 0.35  # weight of a darkening in L (shadows) against a brightening or a 
 _LIGHT = 0.8  # weight of a brightening in L
 _WINDOWS = (9, 17)  # px at work scale: the local contrast's windows (belt periods differ: a window narrower
 # than the period finds a smooth stretch of belt, e.g. the middle of a roller, in some phase)
-_C = 3 + len(_WINDOWS)  # where B, G, R start in the features
+_FINE = 3.0  # the fine contrast is taken at this multiple of the work scale (at most the frame's own): a ribbed
+# belt's ribs or a fine slat pattern (a few frame px) are finer than the work scale resolves
+_FINE_WINDOW = 5  # px at the fine scale
+_C = 3 + len(_WINDOWS) + 1  # where B, G, R start in the features (after L, a, b and the contrasts)
 _SMOOTH = 35.0  # Lab units per unit of log(the belt's least local contrast / the pixel's): a smooth box face
 # on a belt whose pattern is never smooth there
 _SMOOTH_FLOOR = 1.25  # a local contrast down to the belt's least / this is belt
@@ -43,8 +50,8 @@ _SHADOW_WEIGHT = 0.15  # what a shadow-like darkening counts
 
 def _work_features(bgr: np.ndarray, work_size: int) -> np.ndarray:
     """Per pixel at work scale: L, a, b, the local contrast (sd / mean of the grey level over a window about
-    a belt period wide: a shadow scales both, a box face is smooth where a roller or slat belt is not) and B,
-    G, R (the shadow test); (h, w, 8) float32."""
+    a belt period wide: a shadow scales both, a box face is smooth where a roller or slat belt is not), the same
+    at a finer scale (:func:`_fine_contrast`) and B, G, R (the shadow test); (h, w, 9) float32."""
     scale = min(1.0, work_size / max(bgr.shape[0], bgr.shape[1]))
     small = bgr if scale == 1.0 else cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), 1.0)
@@ -55,7 +62,23 @@ def _work_features(bgr: np.ndarray, work_size: int) -> np.ndarray:
         mean = cv2.blur(grey, (w, w))
         sd = np.sqrt(np.maximum(cv2.blur(grey * grey, (w, w)) - mean * mean, 0.0))
         contrast.append(sd / (mean + 8.0))
+    contrast.append(_fine_contrast(bgr, scale, (small.shape[1], small.shape[0])))
     return np.dstack([lab, *contrast, small.astype(np.float32)]).astype(np.float32)
+
+
+def _fine_contrast(bgr: np.ndarray, scale: float, size: tuple[int, int]) -> np.ndarray:
+    """The local contrast (sd / mean of the grey level over ``_FINE_WINDOW`` px) at ``_FINE`` x the work scale,
+    averaged down to the work size ``size`` (w, h): a ribbed belt's texture, which a box face lacks and a
+    shadow on the belt keeps."""
+    fine = min(1.0, _FINE * scale)
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    if fine < 1.0:
+        grey = cv2.resize(grey, None, fx=fine, fy=fine, interpolation=cv2.INTER_AREA)
+    g = grey.astype(np.float32)
+    w = _FINE_WINDOW
+    mean = cv2.blur(g, (w, w))
+    sd = np.sqrt(np.maximum(cv2.blur(g * g, (w, w)) - mean * mean, 0.0))
+    return np.asarray(cv2.resize(sd / (mean + 8.0), size, interpolation=cv2.INTER_AREA), np.float32)
 
 
 def _kth_smallest(values: Sequence[np.ndarray], k: int) -> np.ndarray:
@@ -73,7 +96,7 @@ def _kth_smallest(values: Sequence[np.ndarray], k: int) -> np.ndarray:
 class BeltModel:
     """Per-pixel Lab envelope of an empty belt at ``work_size`` for frames of ``frame_shape`` (h, w)."""
 
-    lo: np.ndarray  # (h, w, 8) float32, work scale (see _work_features)
+    lo: np.ndarray  # (h, w, 9) float32, work scale (see _work_features)
     hi: np.ndarray
     frame_shape: tuple[int, int]
     work_size: int
@@ -121,7 +144,22 @@ class BeltModel:
         """How far each pixel lies outside the envelope (Lab units, weighted; work scale) and that scale."""
         if not self.fits(bgr):
             raise ValueError(f"frame {bgr.shape[:2]} is not from this belt model's camera {self.frame_shape}")
-        x = _work_features(bgr, self.work_size)
+        d, _, scale = self.distance_and_shadow(bgr)
+        return d, scale
+
+    def distance_and_shadow(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """:meth:`distance`, and where the frame is the belt darkened at its own colour ratios (a shadow; bool)."""
+        if not self.fits(bgr):
+            raise ValueError(f"frame {bgr.shape[:2]} is not from this belt model's camera {self.frame_shape}")
+        scale = min(1.0, self.work_size / max(bgr.shape[0], bgr.shape[1]))
+        d, shadow = self._distance(_work_features(bgr, self.work_size))
+        return d, shadow, scale
+
+    def distance_of(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`distance` of a frame already turned into :func:`_work_features` (at this model's work size)."""
+        return self._distance(x)[0]
+
+    def _distance(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         below = np.maximum(self.lo[..., :3] - x[..., :3], 0.0)
         above = np.maximum(x[..., :3] - self.hi[..., :3], 0.0)
         ratio = x[..., _C:] / np.maximum(self.lo[..., _C:], 12.0)
@@ -133,8 +171,31 @@ class BeltModel:
         drop = np.log((self.lo[..., 3:_C] + 0.01) / (x[..., 3:_C] + 0.01)).max(axis=2)
         smooth = _SMOOTH * np.maximum(drop - np.log(_SMOOTH_FLOOR), 0.0)
         d = np.sqrt(dl * dl + chroma * chroma + smooth * smooth)
-        scale = min(1.0, self.work_size / max(bgr.shape[0], bgr.shape[1]))
-        return np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.float32), scale
+        return np.asarray(cv2.GaussianBlur(d, (0, 0), 1.0), np.float32), shadow & (smooth < 1.0)
+
+
+@dataclass
+class BeltSet:
+    """The empty belts of several cameras (a data set from several lines and views), by name. A still goes to
+    the camera of its size whose empty belt it matches best (the lowest median distance outside the envelope:
+    the box covers at most a quarter of the frame, so the median pixel is belt, and another camera's belt
+    differs almost everywhere)."""
+
+    models: dict[str, BeltModel]
+
+    def pick(self, bgr: np.ndarray) -> BeltModel | None:
+        """The model of ``bgr``'s camera (None: no camera of its size)."""
+        same = [m for m in self.models.values() if m.fits(bgr)]
+        if len(same) <= 1:
+            return same[0] if same else None
+        feats: dict[int, np.ndarray] = {}
+        best, best_d = same[0], np.inf
+        for m in same:
+            x = feats.setdefault(m.work_size, _work_features(bgr, m.work_size))
+            d = float(np.median(m.distance_of(x)))
+            if d < best_d:
+                best, best_d = m, d
+        return best
 
 
 class BeltLearner:

@@ -18,8 +18,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.judge.beltmodel import BeltModel
-from edge.judge.localize import CropSpec, Located, crop, load_background, load_belt, locate_for_still
+from edge.judge.beltmodel import BeltModel, BeltSet
+from edge.judge.localize import (
+    EMPTY_DIR,
+    CropSpec,
+    Located,
+    crop,
+    load_background,
+    load_belt,
+    locate_for_still,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +152,7 @@ def fallback_warning(st: CropStats, spec: CropSpec) -> str | None:
 
 
 def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None, background: np.ndarray | None = None,
-                 belt: BeltModel | None = None) -> tuple[list[CropRecord], list[np.ndarray]]:
+                 belt: BeltModel | BeltSet | None = None) -> tuple[list[CropRecord], list[np.ndarray]]:
     """Locate the box in every readable file; the records (paths relative to ``root``) and small crops."""
     if background is None and spec.background_file:
         background = load_background(spec.background_file)
@@ -259,6 +267,10 @@ crop would be the whole frame). The same code crops for train, convert, predict 
 --json lists per image: path, found, method, box [x0, y0, x1, y1] and reason (and iou when DATA holds a synth
 parts.json with the known boxes). --sheet draws a contact sheet, worst first: each frame with its box beside the
 crop the model would see. More than 20% whole-frame fallbacks gets a warning that says what to do.
+
+--empty DIR: frames of the EMPTY belt (the belt moving between them): DIR/*.png for one camera, or one
+sub-folder per camera (DIR/<line>/<view>/*.png, as `boxinspect synth --scenes belt` writes DATA/empty/); each
+image is judged against the camera whose empty belt it matches best. DATA/empty/ itself is not searched.
 """
 
 
@@ -272,17 +284,19 @@ def _cmd_localize(args: Any) -> int:
     if args.background is not None and not Path(args.background).is_file():
         log.error("localize: --background %s: no such file", args.background)
         return 2
-    exts = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-    paths = sorted(p for p in data.rglob("*") if p.suffix.lower() in exts and not p.name.startswith("."))
-    if not paths:
-        log.error("localize: no images under %s", data)
-        return 2
     spec = CropSpec(method=args.crop, background_file=str(args.background) if args.background else None,
                     empty_belt=str(args.empty) if args.empty else None)
     try:
         belt = load_belt(args.empty, spec.work_size) if args.empty else None
     except ValueError as e:
         log.error("localize: --empty: %s", e)
+        return 2
+    exts = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+    skip = [(data / EMPTY_DIR).resolve()] + ([Path(args.empty).resolve()] if args.empty else [])
+    paths = sorted(p for p in data.rglob("*") if p.suffix.lower() in exts and not p.name.startswith(".")
+                   and not any(p.resolve().is_relative_to(s) for s in skip))
+    if not paths:
+        log.error("localize: no images under %s", data)
         return 2
     records, thumbs = locate_files(paths, spec, data, belt=belt)
     add_truth(records, data)
@@ -313,8 +327,9 @@ def register(sub: Any) -> None:
     p.add_argument("--crop", choices=CROP_METHODS, default="auto", help="crop method (default auto, as train)")
     p.add_argument("--background", default=None, metavar="FILE", help="empty-belt reference image")
     p.add_argument("--empty", default=None, metavar="DIR", help="folder of >= 8 frames of the EMPTY belt from the same "
-                   "camera (the belt moving between them): learn the belt's range per pixel and look for what lies "
-                   "outside it (what the daemon learns from frames with no box)")
+                   "camera (the belt moving between them), or one such sub-folder per camera (DIR/<line>/<view>/): "
+                   "learn the belt's range per pixel and look for what lies outside it (what the daemon learns "
+                   "from frames with no box)")
     p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of crops, worst first")
     p.add_argument("--json", default=None, metavar="FILE", help="write per-image results as JSON")
     p.add_argument("--limit", type=int, default=48, metavar="N", help="images on the sheet (default 48)")

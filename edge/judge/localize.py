@@ -29,8 +29,10 @@ Methods (``CropSpec.method``):
 
 With a learned empty-belt model of the camera (:class:`edge.judge.beltmodel.BeltModel`, issue 25: the daemon learns
 one per view from frames with no box; stills get one from ``CropSpec.empty_belt``), ``auto`` asks it first
-(``Located.method`` ``belt``): what lies outside the belt's per-pixel range is the box, and nothing outside it is
-"no box"; only a model that sees the whole frame changed hands over to the methods above.
+(``Located.method`` ``belt``): what lies outside the belt's per-pixel range is the box (with what touches it at half
+that distance and is not a shadow: its shaded faces), and nothing outside it is "no box"; only a model that sees the
+whole frame changed hands over to the methods above. ``CropSpec.empty_belt`` may hold several cameras
+(:class:`edge.judge.beltmodel.BeltSet`): a still goes to the one whose empty belt it matches best.
 
 Crop: the region's bounding box (axis-aligned, or the minimum-area rotated rectangle turned upright with
 ``rotated=True``), grown by ``margin`` of its longer side on every side, made square around its centre
@@ -51,14 +53,17 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.judge.beltmodel import BeltModel
+from edge.judge.beltmodel import MIN_FRAMES, BeltModel, BeltSet
 
 log = logging.getLogger(__name__)
 
 CropMethod = Literal["auto", "background", "texture", "salient", "none"]
 CROP_METHODS: tuple[str, ...] = ("auto", "background", "texture", "salient", "none")
+# a data set's folder of empty-belt frames, one sub-folder per camera (<line>/<view>/, as synth --scenes belt
+# writes it): not a class (no images directly in it); `localize DATA` does not search it
+EMPTY_DIR = "empty"
 # the localiser's version: part of the training feature cache key (a changed localiser makes new crops)
-LOCALIZER_VERSION = 6
+LOCALIZER_VERSION = 7
 
 
 class CropSpec(BaseModel):
@@ -85,7 +90,8 @@ class CropSpec(BaseModel):
     # has no belt pattern left, so what else stands out must be as big as the box to call the scene cluttered)
     background_file: str | None = None  # stills: the empty-belt reference image used for "background"
     empty_belt: str | None = None  # stills: a folder of >= 8 frames of the empty belt from the same camera (the
-    # belt moving between them): a learned BeltModel, used first by auto (what the daemon learns on the line)
+    # belt moving between them), or one sub-folder of such frames per camera (DIR/<line>/<view>/, as synth
+    # --scenes belt writes DATA/empty/): learned BeltModels, used first by auto (what the daemon learns on the line)
     belt_threshold: float = Field(default=12.0, gt=0.0)  # belt model: weighted Lab distance outside the learned
     # empty belt's per-pixel range that counts as "not belt" (edge/judge/beltmodel.py)
 
@@ -441,10 +447,21 @@ def _part_of(small: Located, big: Located) -> bool:
 
 
 _PART_RATIO = 1.6
+_BELT_LOW = 0.5  # belt model: what lies this far outside the range (times the threshold) and is not a shadow
+# is box where it touches what lies beyond the threshold (a box's shaded faces, a grey face beside its band)
 _BELT_JOIN = 20  # belt model: pieces closer than the work size / this are one box
 _OTHERS_MIN = 0.1  # what else stands out counts from regions of a tenth of the box up (not bolts, specks)
 _OVERRIDE_CONTRAST = 3.3  # auto: a texture box replaces salient's "fills the frame" / "cluttered" only above this
 _GUESS_CONTRAST = 1.5  # auto: where salient finds nothing, a texture box above this is the box
+
+
+def _grow(seeds: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Hysteresis: the ``seeds`` mask (uint8 0/1) and every 8-connected piece of ``low`` (bool) that touches it."""
+    if not seeds.any():
+        return seeds
+    _, lab = cv2.connectedComponents(low.astype(np.uint8), connectivity=8)
+    keep = np.unique(lab[seeds > 0])
+    return (np.isin(lab, keep[keep > 0]) | (seeds > 0)).astype(np.uint8)
 
 
 def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.ndarray | None = None,
@@ -453,8 +470,9 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
     checks = spec.method in ("auto", "texture") if checks is None else checks
     if method == "belt":
         assert belt is not None
-        dist, scale = belt.distance(bgr)
-        mask = _clean((dist > spec.belt_threshold).astype(np.uint8))
+        dist, shadow, scale = belt.distance_and_shadow(bgr)
+        mask = _grow(_clean((dist > spec.belt_threshold).astype(np.uint8)),
+                     (dist > _BELT_LOW * spec.belt_threshold) & ~shadow)
         # the learned belt leaves little but the box: join its pieces (faces split by a seam, a tape, a band
         # that matches the belt) before the largest region is taken
         k = max(5, int(round(max(mask.shape) / _BELT_JOIN)) | 1)
@@ -509,19 +527,36 @@ def _locate_with(bgr: np.ndarray, spec: CropSpec, method: str, background: np.nd
 
 
 def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None,
-                     belt: BeltModel | None = None) -> Located:
+                     belt: BeltModel | BeltSet | None = None) -> Located:
     """:func:`locate` for still images (training, convert, predict): when no box is found the crop is the
-    whole image, so every photo still gets a score (the daemon uses :func:`locate` and says "no box")."""
+    whole image, so every photo still gets a score (the daemon uses :func:`locate` and says "no box").
+    ``belt`` (or ``spec.empty_belt``) may hold several cameras: the one the frame matches is used."""
     if spec.method in ("background", "auto") and background is None and spec.background_file:
         background = load_background(spec.background_file)
     if spec.method == "auto" and belt is None and spec.empty_belt:
-        belt = load_belt(spec.empty_belt, spec.work_size)
+        belt = _still_belt(spec)
+    if isinstance(belt, BeltSet):
+        belt = belt.pick(bgr)
     loc = locate(bgr, spec, background, belt)
     if not loc.found:
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, loc.reason)
     return loc
 
 
+def _still_belt(spec: CropSpec) -> BeltSet | None:
+    """The recorded ``empty_belt`` folder's models; where it is missing (a package taken to another machine:
+    predict, convert elsewhere) a warning once and no model, so the reference-free search crops."""
+    assert spec.empty_belt is not None
+    if not Path(spec.empty_belt).is_dir():
+        if spec.empty_belt not in _MISSING_BELTS:
+            _MISSING_BELTS.add(spec.empty_belt)
+            log.warning("empty belt %s (recorded in the crop) is not here: cropping without the learned belt",
+                        spec.empty_belt)
+        return None
+    return load_belt(spec.empty_belt, spec.work_size)
+
+
+_MISSING_BELTS: set[str] = set()
 _BACKGROUNDS: dict[str, np.ndarray] = {}
 
 
@@ -536,22 +571,42 @@ def load_background(path: str | Path) -> np.ndarray:
     return _BACKGROUNDS[key]
 
 
-_BELTS: dict[tuple[str, int], BeltModel] = {}
+_BELTS: dict[tuple[str, int], BeltSet] = {}
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def load_belt(folder: str | Path, work_size: int = 256) -> BeltModel:
-    """Learn (once per process) the empty-belt model of a CropSpec's ``empty_belt`` folder."""
+def empty_belt_folders(folder: str | Path) -> dict[str, list[Path]]:
+    """The cameras of an ``empty_belt`` folder: every folder in it (itself included) that holds images directly
+    is one camera (e.g. ``DIR/*.png`` for one camera; ``DIR/<line>/<view>/*.png`` as ``synth --scenes belt``
+    writes them), by its path relative to ``folder`` ("." for ``folder`` itself)."""
+    d = Path(folder)
+    groups: dict[str, list[Path]] = {}
+    if d.is_dir():
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.suffix.lower() in _IMAGE_EXTS and not p.name.startswith("."):
+                groups.setdefault(p.parent.relative_to(d).as_posix(), []).append(p)
+    return groups
+
+
+def load_belt(folder: str | Path, work_size: int = 256) -> BeltSet:
+    """Learn (once per process) the empty-belt models of a CropSpec's ``empty_belt`` folder: one per camera
+    folder (:func:`empty_belt_folders`), each from >= ``MIN_FRAMES`` frames of one size."""
     key = (str(folder), work_size)
     if key not in _BELTS:
-        d = Path(folder)
-        paths = sorted(p for p in d.rglob("*") if p.suffix.lower() in _IMAGE_EXTS) if d.is_dir() else []
-        frames = [f for f in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if f is not None]
-        try:
-            _BELTS[key] = BeltModel.fit(frames, work_size)
-        except ValueError as e:
-            raise ValueError(f"empty belt {folder}: {e}") from e
-        log.info("belt model from %d empty-belt frames in %s", len(frames), folder)
+        groups = empty_belt_folders(folder)
+        if not groups:
+            raise ValueError(f"empty belt {folder}: a belt model needs at least {MIN_FRAMES} frames of one camera, "
+                             "got 0")
+        models: dict[str, BeltModel] = {}
+        for name, paths in groups.items():
+            frames = [f for f in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if f is not None]
+            try:
+                models[name] = BeltModel.fit(frames, work_size)
+            except ValueError as e:
+                raise ValueError(f"empty belt {Path(folder) / name}: {e}") from e
+        _BELTS[key] = BeltSet(models)
+        log.info("belt models of %d camera(s) from %d empty-belt frames in %s", len(models),
+                 sum(len(p) for p in groups.values()), folder)
     return _BELTS[key]
 
 
