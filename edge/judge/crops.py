@@ -284,6 +284,10 @@ def _cmd_localize(args: Any) -> int:
     except ValueError as e:
         log.error("localize: --empty: %s", e)
         return 2
+    if spec.method == "auto" and belt is None and not args.background and not args.no_self_belt:
+        from edge.judge.selfbelt import learn_stills
+
+        learn_stills(paths, spec)
     records, thumbs = locate_files(paths, spec, data, belt=belt)
     add_truth(records, data)
     st = summarise(records)
@@ -315,6 +319,10 @@ def register(sub: Any) -> None:
     p.add_argument("--empty", default=None, metavar="DIR", help="folder of >= 8 frames of the EMPTY belt from the same "
                    "camera (the belt moving between them): learn the belt's range per pixel and look for what lies "
                    "outside it (what the daemon learns from frames with no box)")
+    p.add_argument("--no-self-belt", action="store_true",
+                   help="do not learn each camera's belt from these photos themselves (default with auto and no "
+                        "--background/--empty: photos grouped by camera, groups of >= 8 photos get a belt model "
+                        "learned with their boxes masked; edge/judge/selfbelt.py)")
     p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of crops, worst first")
     p.add_argument("--json", default=None, metavar="FILE", help="write per-image results as JSON")
     p.add_argument("--limit", type=int, default=48, metavar="N", help="images on the sheet (default 48)")
