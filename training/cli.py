@@ -108,6 +108,30 @@ def _data_command(sub: argparse._SubParsersAction, name: str, help: str, descrip
     return p
 
 
+SELF_BELT_HELP = ("do not learn each camera's empty belt from the data set's own photos. By default, with --crop "
+                  "auto and no --background/--empty, photos are grouped by camera (frame size and view) and each "
+                  "group of >= 8 photos gets a belt model learned from its photos with their boxes masked "
+                  "(edge/judge/selfbelt.py; docs/RESULTS.md); smaller groups use the reference-free search")
+
+
+def _add_self_belt_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-self-belt", action="store_true", help=SELF_BELT_HELP)
+
+
+def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> None:
+    """Learn the data set's belts from its own photos when the crop is auto with no reference given."""
+    if (crop_method != "auto" or getattr(args, "no_self_belt", False) or getattr(args, "background", None)
+            or getattr(args, "empty", None)):
+        return
+    from edge.judge.localize import CropSpec
+    from edge.judge.selfbelt import learn_stills
+    from training.data import IMAGE_EXTENSIONS
+
+    root = Path(data)
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    learn_stills(paths, CropSpec(method="auto"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_evaluate(sub)
@@ -129,6 +153,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="allow writing into a run directory with a model")
     p.add_argument("--quiet", action="store_true", help="no Keras progress bars (one log line per epoch stays)")
     p.add_argument("--evaluate", action="store_true", help="run 'boxinspect evaluate' on the run afterwards")
+    _add_self_belt_arg(p)
     p.set_defaults(func=_train)
 
 
@@ -231,6 +256,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--empty", type=Path, default=None, metavar="DIR",
                    help="the empty-belt frames the run's crop learned its belt from (--empty of train), where they "
                         "are now (the run records the folder it was trained with; default: that one)")
+    _add_self_belt_arg(e)
     e.set_defaults(func=_evaluate)
 
 
@@ -321,6 +347,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
                    help="run only these folds (1-based, in run order: repeat 1 is 1..folds); the summary is then "
                         "per-fold only unless every image got a score")
     _add_operating_args(p)
+    _add_self_belt_arg(p)
     p.set_defaults(func=_cv)
 
 
@@ -353,6 +380,7 @@ def _cv(args: argparse.Namespace) -> int:
             bad = [v for v in cfg.only_folds if not 1 <= v <= args.folds * args.repeats]
             if bad:
                 raise ValueError(f"--only-folds: {bad} outside 1..{args.folds * args.repeats}")
+        self_belt(args.data, args.crop, args)
         s = run_cv(cfg)
     except (DataError, SplitError, WeightsError, ValueError) as e:
         log.error("%s", e)
@@ -411,6 +439,7 @@ def _train(args: argparse.Namespace) -> int:
         coreset_max=args.coreset_max,
     )
     try:
+        self_belt(args.data, args.crop, args)
         run = train(cfg)
     except (DataError, SplitError, WeightsError, FileExistsError, ValueError) as e:
         log.error("%s", e)
@@ -418,7 +447,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"run directory: {run}")
     if args.evaluate:
         return _evaluate(argparse.Namespace(run=run, target_recall=args.target_recall, split="test",
-                                            cost_ratio=args.cost_ratio))
+                                            cost_ratio=args.cost_ratio, no_self_belt=True))  # learned above
     if args.recipe == "anomaly":  # its test-side metrics are in RUN/metrics.json already
         print(f"next: boxinspect convert {run}")
         return 0
@@ -429,6 +458,14 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import EvaluateError, evaluate
 
+    try:
+        cfg = json.loads((Path(args.run) / "train_config.json").read_text())
+        crop = cfg.get("crop") or {}
+        self_belt(Path(cfg["data_dir"]), crop.get("method", "none"),
+                  argparse.Namespace(background=crop.get("background_file"), empty=crop.get("empty_belt"),
+                                     no_self_belt=getattr(args, "no_self_belt", False)))
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("self-learned belt skipped: %s", e)
     try:
         m = evaluate(args.run, target_recall=args.target_recall, split=args.split,
                      cost_ratio=getattr(args, "cost_ratio", None), empty_belt=getattr(args, "empty", None))

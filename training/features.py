@@ -65,9 +65,10 @@ class FeatureSpec:
             w = f"{p.name}:{st.st_size}:{int(st.st_mtime)}"
         raw = f"v1|{self.img_size}|{self.alpha}|{w}|flip={int(self.flip)}|crop={self.crop}"
         if self.crop != "none":  # a changed localiser makes other crops: its version is part of the key
-            from edge.judge.localize import LOCALIZER_VERSION
+            from edge.judge.localize import LOCALIZER_VERSION, stills_tag
 
             raw += f"|localizer={LOCALIZER_VERSION}"
+            raw += f"|selfbelt={stills_tag()}" if stills_tag() else ""  # crops from the data set's own belt
         if self.empty_belt and self.crop != "none":  # other crops: the folder and what is in it
             from edge.judge.localize import empty_belt_folders
 

@@ -81,6 +81,9 @@ def _fine_contrast(bgr: np.ndarray, scale: float, size: tuple[int, int]) -> np.n
     return np.asarray(cv2.resize(sd / (mean + 8.0), size, interpolation=cv2.INTER_AREA), np.float32)
 
 
+work_features = _work_features  # public: edge/judge/selfbelt.py stacks these for many photos of one camera
+
+
 def _kth_smallest(values: Sequence[np.ndarray], k: int) -> np.ndarray:
     """Per element, the ``k``-th smallest (0: the minimum) of ``values``: a running insertion network over the
     k + 1 smallest (k is small: a few frames trimmed), far cheaper than a partition of the whole stack."""
@@ -128,7 +131,14 @@ class BeltModel:
         if not 0.0 <= trim < 0.5:
             raise ValueError("trim must be in [0, 0.5)")
         k = int(trim * n)
-        lo, hi = _kth_smallest(feats, k), -_kth_smallest([-f for f in feats], k)
+        return cls.from_envelope(_kth_smallest(feats, k), -_kth_smallest([-f for f in feats], k), frame_shape,
+                                 work_size, n)
+
+    @classmethod
+    def from_envelope(cls, lo: np.ndarray, hi: np.ndarray, frame_shape: tuple[int, int], work_size: int,
+                      n: int) -> BeltModel:
+        """The model of a per-pixel range of features (low, high), widened by the neighbourhood and noise floor
+        (edge/judge/selfbelt.py takes the range over each photo's pixels outside its box)."""
         ker = np.ones((2 * _GROW + 1, 2 * _GROW + 1), np.uint8)
         lo = np.dstack([cv2.erode(lo[..., c].astype(np.float32), ker) for c in range(lo.shape[2])])
         hi = np.dstack([cv2.dilate(hi[..., c].astype(np.float32), ker) for c in range(hi.shape[2])])

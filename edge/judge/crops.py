@@ -298,6 +298,10 @@ def _cmd_localize(args: Any) -> int:
     if not paths:
         log.error("localize: no images under %s", data)
         return 2
+    if spec.method == "auto" and belt is None and not args.background and not args.no_self_belt:
+        from edge.judge.selfbelt import learn_stills
+
+        learn_stills(paths, spec)
     records, thumbs = locate_files(paths, spec, data, belt=belt)
     add_truth(records, data)
     st = summarise(records)
@@ -330,6 +334,10 @@ def register(sub: Any) -> None:
                    "camera (the belt moving between them), or one such sub-folder per camera (DIR/<line>/<view>/): "
                    "learn the belt's range per pixel and look for what lies outside it (what the daemon learns "
                    "from frames with no box)")
+    p.add_argument("--no-self-belt", action="store_true",
+                   help="do not learn each camera's belt from these photos themselves (default with auto and no "
+                        "--background/--empty: photos grouped by camera, groups of >= 8 photos get a belt model "
+                        "learned with their boxes masked; edge/judge/selfbelt.py)")
     p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of crops, worst first")
     p.add_argument("--json", default=None, metavar="FILE", help="write per-image results as JSON")
     p.add_argument("--limit", type=int, default=48, metavar="N", help="images on the sheet (default 48)")

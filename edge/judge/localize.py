@@ -42,6 +42,7 @@ Crop: the region's bounding box (axis-aligned, or the minimum-area rotated recta
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import warnings
@@ -537,6 +538,10 @@ def locate_for_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | N
         belt = _still_belt(spec)
     if isinstance(belt, BeltSet):
         belt = belt.pick(bgr)
+    if _STILLS and spec.method == "auto" and belt is None and background is None:
+        known = _STILLS.get(_still_key(bgr, spec))
+        if known is not None:  # located beforehand with its data set's own belt (edge/judge/selfbelt.py)
+            return known
     loc = locate(bgr, spec, background, belt)
     if not loc.found:
         return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, loc.reason)
@@ -557,6 +562,37 @@ def _still_belt(spec: CropSpec) -> BeltSet | None:
 
 
 _MISSING_BELTS: set[str] = set()
+
+
+_STILLS: dict[str, Located] = {}  # photo (content + search settings) -> where it was located beforehand
+
+
+def _still_key(bgr: np.ndarray, spec: CropSpec) -> str:
+    search = spec.model_dump_json(exclude={"margin", "square", "rotated"})
+    return hashlib.blake2b(bgr.tobytes() + str(bgr.shape).encode() + search.encode(), digest_size=16).hexdigest()
+
+
+def remember_still(bgr: np.ndarray, spec: CropSpec, loc: Located) -> None:
+    """From now on :func:`locate_for_still` answers ``loc`` for this exact photo (``auto``, no reference given):
+    edge/judge/selfbelt.py locates a data set's photos with a belt learned from the data set itself, once, and
+    training, cv and ``localize`` then crop them so wherever they read them."""
+    _STILLS[_still_key(bgr, spec)] = loc
+
+
+def forget_stills() -> None:
+    """Drop every photo :func:`remember_still` recorded."""
+    _STILLS.clear()
+
+
+def stills_tag() -> str:
+    """A short digest of what :func:`remember_still` recorded ("" when nothing): part of a feature cache key, so
+    crops made with a data set's own belt are not mixed with crops made without it."""
+    if not _STILLS:
+        return ""
+    raw = "|".join(f"{k}:{v.bbox}:{v.method}" for k, v in sorted(_STILLS.items()))
+    return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+
+
 _BACKGROUNDS: dict[str, np.ndarray] = {}
 
 
