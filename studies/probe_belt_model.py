@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ms": {k: 1000 * float(np.median(v)) for k, v in times.items()}}
 
 
-def _summary(rows: list[dict[str, Any]], name: str) -> str:
+def summary(rows: list[dict[str, Any]], name: str) -> str:
     ok = [r for r in rows if name in r]
     if not ok:
         return "n/a"
@@ -146,18 +146,23 @@ def _summary(rows: list[dict[str, Any]], name: str) -> str:
             f"p10/25/50 {q[0]:.2f}/{q[1]:.2f}/{q[2]:.2f} whole {np.mean(whole):5.1%}")
 
 
-def report(res: dict[str, Any]) -> None:
-    rows = res["rows"]
+def by_view_and_kind(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """All rows, then the rows of each view and of each belt kind."""
     groups: dict[str, list[dict[str, Any]]] = {"all": rows}
     for key in ("view", "kind"):
         for val in sorted({r[key] for r in rows}):
             groups[f"{key}={val}"] = [r for r in rows if r[key] == val]
+    return groups
+
+
+def report(res: dict[str, Any]) -> None:
+    groups = by_view_and_kind(res["rows"])
     print(f"seed {res['seed']} size {res['size']} lines {res['lines']}; locate ms (median) {res['ms']}")  # noqa: T201
     for g, rs in groups.items():
         for name in ("v5", "empties", "photos"):
             if not any(name in r for r in rs):
                 continue
-            print(f"  {g:14s} {name:8s} {_summary(rs, name)}")  # noqa: T201
+            print(f"  {g:14s} {name:8s} {summary(rs, name)}")  # noqa: T201
     em = res["empties"]
     for name in ("v5", "empties"):
         if not any(name in r for r in em):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -32,6 +33,9 @@ from boxinspect.synth.belt import render_belt_part
 from boxinspect.synth.layout import DEFECTS
 from edge.judge import localize, selfbelt
 from edge.judge.beltmodel import BeltModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_belt_model import by_view_and_kind, summary
 
 VIEWS = ("top", "oblique")
 CACHE = Path("runs/selfprobe")
@@ -149,25 +153,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "fit_s": fit_s, "rows": rows}
 
 
-def _summary(rows: list[dict[str, Any]], name: str) -> str:
-    iou = np.array([r[name][0] for r in rows])
-    whole = np.array([r[name][1] for r in rows])
-    q = np.percentile(iou, [10, 50])
-    return (f"n={len(rows):3d} IoU>=0.8 {np.mean(iou >= 0.8):5.1%} >=0.5 {np.mean(iou >= 0.5):5.1%} "
-            f"p10/50 {q[0]:.2f}/{q[1]:.2f} whole {np.mean(whole):5.1%}")
-
-
 def report(res: dict[str, Any]) -> None:
-    rows = res["rows"]
-    groups: dict[str, list[dict[str, Any]]] = {"all": rows}
-    for key in ("view", "kind"):
-        for val in sorted({r[key] for r in rows}):
-            groups[f"{key}={val}"] = [r for r in rows if r[key] == val]
+    groups = by_view_and_kind(res["rows"])
     print(f"seed {res['seed']} size {res['size']} lines {res['lines']} parts {res['parts']} "  # noqa: T201
           f"purity {res['purity']} fit {res['fit_s']:.1f}s")
     for g, rs in groups.items():
         for name in ("v5", "empties", "self", "self_true"):
-            print(f"  {g:14s} {name:9s} {_summary(rs, name)}")  # noqa: T201
+            print(f"  {g:14s} {name:9s} {summary(rs, name)}")  # noqa: T201
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.judge.images import read_bgr
 from edge.judge.localize import NO_CROP, CropSpec, load_background, locate_for_still
 from edge.judge.model_package import model_input
 
@@ -101,20 +102,6 @@ def scan(data_dir: Path, classes: list[str] | None = None, positive_class: str |
             "%d classes; the model is binary: %r against all others", len(classes), positive
         )
     return images
-
-
-def read_bgr(path: Path) -> np.ndarray | None:
-    """Decode an image file to BGR uint8 (H, W, 3), OpenCV's order, or ``None`` if OpenCV cannot read it."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # also copes with non-ASCII paths
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        return None
-    return img
 
 
 def read_rgb(path: Path) -> np.ndarray | None:

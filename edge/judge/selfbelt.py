@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from edge.judge.beltmodel import BeltModel, work_features
+from edge.judge.images import read_bgr
 from edge.judge.localize import CropSpec, Located, locate_for_still, remember_still
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def learn_stills(paths: Sequence[Path], spec: CropSpec) -> StillsReport:
     readable: list[Path] = []
     report = StillsReport()
     for p in paths:
-        bgr = _read(p)
+        bgr = read_bgr(p)
         if bgr is None:
             report.unreadable += 1
             continue
@@ -256,21 +257,11 @@ def learn_stills(paths: Sequence[Path], spec: CropSpec) -> StillsReport:
         if len(g) < MIN_PHOTOS:
             report.too_few += len(g)
             continue
-        photos = [np.asarray(_read(readable[i])) for i in g]
+        photos = [np.asarray(read_bgr(readable[i])) for i in g]
         _remember_camera(photos, spec)
         report.modelled += len(g)
     log.info("self-learned belt: %s", report.sentence())
     return report
-
-
-def _read(path: Path) -> np.ndarray | None:
-    """Decode as training does (training/data.py read_bgr: bytes, then OpenCV), so the pixels are the same."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if img is None or img.size == 0 else np.asarray(img)
 
 
 def _remember_camera(photos: list[np.ndarray], spec: CropSpec) -> None:
