@@ -311,6 +311,15 @@ def test_missing_model_and_bad_config_name_the_problem(tmp_path):
     assert "mqtt.port" in res.stderr and "sorce" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_free_port_never_hands_out_a_port_an_outgoing_connection_could_take():
+    """CI once failed with "api: cannot listen ... Address already in use": a bind-to-0 port, taken by the daemon's own
+    MQTT client before its API bound it. Ports for listeners come from outside the kernel's ephemeral range."""
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = {free_port() for _ in range(200)}
+    assert not any(low <= p <= high for p in ports), sorted(p for p in ports if low <= p <= high)[:5]
+    assert len(ports) > 150  # drawn at random, so parallel workers rarely pick the same one
+
+
 @SLOW
 def test_api_port_in_use_stops_startup_with_a_clear_message(tmp_path, int8_model, synth_video):
     import socket

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import shutil
 import socket
 import subprocess
@@ -18,11 +19,35 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _listen_ports() -> range:
+    """Ports the kernel never hands to an outgoing connection: those below its ephemeral range (Linux), else above."""
+    try:
+        low, high = (int(v) for v in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default range
+    return range(20000, low) if low - 20000 >= 2000 else range(high + 1, 65536)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the usual bind-to-0 trick): for tests and benchmarks."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port free now, for tests and benchmarks to give a listener they start next.
+
+    Bind-to-0 would return a port from the kernel's ephemeral range, which the next outgoing connection (the
+    daemon's own MQTT client, say) may take before the listener binds it: "Address already in use" about once in
+    a few thousand starts. So the port is drawn at random from outside that range and checked by binding it.
+    """
+    ports, rng = _listen_ports(), random.SystemRandom()
+    for _ in range(100):
+        port = rng.choice(ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free TCP port on {host} in {ports.start}-{ports.stop - 1} after 100 tries")
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
