@@ -19,6 +19,10 @@ Threshold: from good parts only. Every training good crop is scored by the bank 
 views and near-duplicates: leave-one-group-out, cheap for a bank, since the bank rows remember their group),
 and the threshold is the distance whose false-reject rate on good parts is ``target_frr`` (default 1 in 1,000),
 with its bootstrap CI (edge/judge/anomaly.py ``frr_threshold``).
+
+Views (``--anomaly-banks per-view``): a multi-view data set (``<part>_<view>.jpg``) can get one bank per view name,
+each fitted on that view's good crops with its own threshold, next to the pooled bank (every view), which scores a
+crop of no view or of a view without a bank. ``bank_index.<view>.npy`` lets convert rebuild each view's bank.
 """
 
 from __future__ import annotations

@@ -17,7 +17,11 @@ towards 1 far above it, so the package threshold is 0.5, the daemon's threshold 
 threshold) and its override work unchanged, and a higher score is more defect-like, as for every package.
 
 The bank (``<package>.bank.npz``) lives beside the .tflite; the sidecar's ``anomaly`` block names it with its
-sha256, so the package hash (edge/judge/model_package.py) covers the bank and the scoring rule.
+sha256, so the package hash (edge/judge/model_package.py) covers the bank and the scoring rule. A package trained
+with one bank per view (``AnomalyScorer.views``) holds them in the same file next to the pooled bank, each with its
+own threshold distance (the sidecar's ``anomaly.views``); a crop is scored by its view's bank, and a crop of no view
+or of a view the package has no bank for by the pooled bank (a fallback, not a refusal: predict of a single photo,
+a renamed camera and the golden samples keep working; the daemon says at load which sources fall back).
 """
 
 from __future__ import annotations
