@@ -292,13 +292,14 @@ def _cv_fold_banks(cfg: Any, feats: PatchFeatures, groups: np.ndarray, good: np.
     thr: dict[str, Any] = {}
     if not vnames or te_views is None or not set(te_views.astype(str)) <= set(vnames):  # the pooled bank is used
         scorer, thr = fit_thresholded(method, feats.patches[good], groups[good], **kw)
-    info: dict[str, Any] = {"n_good_fit": int(len(good)), "bank_rows": scorer.bank_rows,
-                            "threshold_distance": thr.get("distance"), "expected_frr_ci95": thr.get("frr_ci95")}
-    for v in vnames:
+    info: dict[str, Any] = {"n_good_fit": int(len(good)), "bank_rows": scorer.bank_rows}
+    if thr:
+        info.update(threshold_distance=thr["distance"], expected_frr_ci95=thr["frr_ci95"])
+    for v in vnames:  # flat keys (the CV summary averages every numeric key over the folds)
         g = good[feats.views[good] == v]  # type: ignore[index]
         scorer.views[v], vt = fit_thresholded(method, feats.patches[g], groups[g], **kw)
-        info.setdefault("views", {})[v] = {"n_good_fit": int(len(g)), "bank_rows": scorer.views[v].bank_rows,
-                                           "threshold_distance": vt["distance"], "expected_frr_ci95": vt["frr_ci95"]}
+        info.update({f"n_good_fit_{v}": int(len(g)), f"bank_rows_{v}": scorer.views[v].bank_rows,
+                     f"threshold_distance_{v}": vt["distance"], f"expected_frr_ci95_{v}": vt["frr_ci95"]})
     s = view_scores(scorer, feats.patches[te], te_views)
     return s, 0.5, {**info, "fit_s": round(time.monotonic() - t0, 1)}
 
