@@ -24,6 +24,7 @@ import numpy as np
 from convert import common as ct
 from edge.judge import anomaly as an
 from edge.judge.classifier import Runner
+from edge.judge.fusion import part_and_view
 from edge.judge.model_package import AnomalySpec, GoldenSample, encode_golden, sha256_file, write_metadata
 from training.quiet import native_output_to_log
 
@@ -34,9 +35,29 @@ def _patches(runner: Runner, x: np.ndarray) -> np.ndarray:
     return np.stack([runner.run_patches(img)[1] for img in x]) if len(x) else np.zeros((0, 1, 1, 1), np.float32)
 
 
+def _rebuild_one(run: ct.RunInfo, p: np.ndarray, groups: np.ndarray, index_file: str) -> tuple[an.AnomalyScorer, dict]:
+    """One bank (or Gaussians) from the converted model's patch maps ``p`` of its good crops: PatchCore takes the
+    rows the run chose (``index_file``: image into ``p``, cell), PaDiM refits; the threshold by the run's rule."""
+    from training import anomaly as ta
+
+    cfg = run.config["anomaly"]
+    method, seed, border = cfg["method"], int(run.config.get("seed", 0)), int(cfg.get("border", 0))
+    if method == "patchcore":
+        idx = np.load(run.run_dir / index_file)
+        bank = np.ascontiguousarray(p[idx[:, 0]].reshape(len(idx), -1, p.shape[-1])[np.arange(len(idx)), idx[:, 1]])
+        scorer = an.AnomalyScorer(method, 1.0, patchcore=an.PatchCore(bank, groups[idx[:, 0]]), border=border)
+    else:
+        scorer = ta.fit_scorer(method, p, groups, seed, border=border)
+    d = ta.held_out_good(method, scorer, p, groups, seed)
+    thr = an.frr_threshold(d, groups, float(cfg["threshold"]["target_frr"]), seed=seed)
+    scorer.threshold_distance = thr["distance"]
+    return scorer, thr
+
+
 def _rebuilt_scorer(run: ct.RunInfo, runner: Runner, train: list[ct.Item], groups: np.ndarray,
                     h: int, w: int) -> tuple[an.AnomalyScorer, dict]:
-    """The bank (or Gaussians) and threshold in the converted model's feature space."""
+    """The bank (or Gaussians) and threshold in the converted model's feature space; and every view's, when the
+    run holds one bank per view (``bank_index.<view>.npy``: rows into that view's training crops, in order)."""
     from training import anomaly as ta
 
     cfg = run.config["anomaly"]
@@ -44,20 +65,16 @@ def _rebuilt_scorer(run: ct.RunInfo, runner: Runner, train: list[ct.Item], group
     if len(kept) != len(train):
         raise ct.ConvertError("training images of the anomaly run are missing or unreadable: cannot rebuild its bank")
     p = _patches(runner, x)
-    method = cfg["method"]
-    if method == "patchcore":
-        idx = np.load(run.run_dir / "bank_index.npy")
-        bank = np.ascontiguousarray(p[idx[:, 0]].reshape(len(idx), -1, p.shape[-1])[np.arange(len(idx)), idx[:, 1]])
-        scorer = an.AnomalyScorer(method, 1.0, patchcore=an.PatchCore(bank, groups[idx[:, 0]]),
-                                  border=int(cfg.get("border", 0)))
-    else:
-        scorer = ta.fit_scorer(method, p, groups, int(run.config.get("seed", 0)), border=int(cfg.get("border", 0)))
-    d = ta.held_out_good(method, scorer, p, groups, int(run.config.get("seed", 0)))
-    thr = an.frr_threshold(d, groups, float(cfg["threshold"]["target_frr"]), seed=int(run.config.get("seed", 0)))
-    scorer.threshold_distance = thr["distance"]
-    log.info("bank rebuilt from the converted model: %s; threshold distance %.3f (Keras run: %.3f)",
+    scorer, thr = _rebuild_one(run, p, groups, "bank_index.npy")
+    views = ta.view_names([it.path.name for it in train])
+    for v in cfg.get("views") or {}:
+        m = views == v
+        scorer.views[v] = _rebuild_one(run, p[m], groups[m], f"bank_index.{v}.npy")[0]
+    log.info("bank rebuilt from the converted model: %s; threshold distance %.3f (Keras run: %.3f)%s",
              f"{scorer.bank_rows} patches" if scorer.patchcore is not None else "per-cell Gaussians",
-             thr["distance"], cfg["threshold"]["distance"])
+             thr["distance"], cfg["threshold"]["distance"],
+             "".join(f"; view {v}: {sc.bank_rows} patches, threshold distance {sc.threshold_distance:.3f} (Keras run: "
+                     f"{cfg['views'][v]:.3f})" for v, sc in scorer.views.items()))
     return scorer, thr
 
 
@@ -95,7 +112,7 @@ def convert_anomaly(run: ct.RunInfo, fmt: str, out: Path | None, representative_
             bank_rows=scorer.bank_rows, threshold_distance=thr["distance"], threshold_rule=thr,
             patches_output_name=str(runner._patches["name"]) if runner._patches is not None else "",
             patches_output_position=int(runner.patches_position or 0), grid=tuple(int(v) for v in grid),
-            layers=list(run.config["anomaly"].get("layers", [])), border=scorer.border)
+            layers=list(run.config["anomaly"].get("layers", [])), border=scorer.border, views=scorer.view_thresholds)
         write_metadata(meta, out)
     finally:
         if tmp.exists():
@@ -120,8 +137,9 @@ def _gate(run: ct.RunInfo, model, runner: Runner, scorer: an.AnomalyScorer, ev: 
     keras_scorer = an.AnomalyScorer.from_file(run.run_dir / run.config["anomaly"]["bank_file"])
     with native_output_to_log("Keras predict"):
         kp = np.asarray(model.predict(ev.x.astype(np.float32), batch_size=16, verbose=0)[1])
-    ks = an.normalise(ta.crop_distances(keras_scorer, kp), keras_scorer.threshold_distance)
-    ts = np.array([scorer.score_map(p)[0] for p in _patches(runner, ev.x)])
+    views = ta.view_names([it.path.name for it in ev.items])  # per-view banks: each crop by its view's
+    ks = ta.view_scores(keras_scorer, kp, views)
+    ts = ta.view_scores(scorer, _patches(runner, ev.x), views)
     km, tm = ct.split_metrics(y, np.asarray(ks), 0.5), ct.split_metrics(y, ts, 0.5)
     f1_drop = km.macro_f1 - tm.macro_f1
     auc_drop = (km.auc - tm.auc) if (km.auc is not None and tm.auc is not None) else 0.0
@@ -138,7 +156,7 @@ def _golden(run: ct.RunInfo, runner: Runner, scorer: an.AnomalyScorer, ev: ct.Ev
     golden = []
     for cls in (run.positive_class, next(c for c in run.classes if c != run.positive_class)):
         for i in [i for i, it in enumerate(ev.items) if it.label == cls][:ct.GOLDEN_PER_CLASS]:
-            s = scorer.score_map(runner.run_patches(ev.x[i])[1])[0]
+            s = scorer.score_map(runner.run_patches(ev.x[i])[1], part_and_view(ev.items[i].path.name)[1])[0]
             golden.append(GoldenSample(name=ev.items[i].path.name, label=cls, png_b64=encode_golden(ev.x[i]),
                                        expected_score=float(s)))
     return golden

@@ -184,7 +184,22 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
             failures = list(clf.self_test())
         except Exception as e:  # a self-test that crashes is a failed self-test, not a crashed daemon
             failures = [f"self-test crashed: {type(e).__name__}: {e}"]
+    _note_view_banks(cfg, clf)
     return LoadedModel(clf, tuple(failures))
+
+
+def _note_view_banks(cfg: Config, clf: Classifier) -> None:
+    """An anomaly package with one bank per view scores each source by the bank of its ``view`` name; a source of
+    another name (or the single ``source``) is scored by the pooled bank: said once, at load (docs/RESULTS.md)."""
+    banks = getattr(clf.anomaly, "views", None) or {}
+    if not banks:
+        return
+    names: list[str] = [v.view for v in cfg.sources]
+    other = [n for n in names if n not in banks]
+    if other or not names:
+        log.warning("%s has a bank per view (%s); %s scored by its pooled bank (name the sources' view as in "
+                    "training to use theirs)", clf.model_id, ", ".join(sorted(banks)),
+                    f"view(s) {', '.join(other)}" if names else "the single source is")
 
 
 
@@ -552,11 +567,11 @@ class Daemon:
         if box is not None:  # for the operator page: the box in frame pixels (drawn only when the page asks)
             self.latest.set_box(box)
         if self.shadow.wants_features(clf):  # a head-only candidate on this backbone: the same one invoke
-            score, record.features = clf.score_features(record.roi, record.located)
-        elif getattr(clf, "anomaly", None) is not None:  # an anomaly package: the score and its map
-            score, record.heat = heat_of(clf, record.roi, record.located)
+            score, record.features = clf.score_features(record.roi, record.located, record.view)
+        elif getattr(clf, "anomaly", None) is not None:  # an anomaly package: the score and its map (per-view
+            score, record.heat = heat_of(clf, record.roi, record.located, record.view)  # banks: this view's)
         else:
-            score = clf.score(record.roi, record.located)
+            score = clf.score(record.roi, record.located, record.view)
         record.score = float(score)
         self._scored = True
         self.metrics.inference_seconds.observe(time.perf_counter() - t0)

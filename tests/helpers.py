@@ -493,7 +493,7 @@ class FakeClassifier:
             sha256="0" * 64, package_sha256="0" * 64, crop=NO_CROP,
         )
 
-    def score(self, bgr: np.ndarray, located: Any = None) -> float:
+    def score(self, bgr: np.ndarray, located: Any = None, view: str | None = None) -> float:
         return float(self.score_fn(bgr))
 
     def self_test(self) -> list[str]:

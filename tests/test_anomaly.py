@@ -17,6 +17,7 @@ from edge.judge import anomaly as an
 from edge.judge.classifier import Classifier, ModelError
 from tests.helpers import (
     DaemonProc,
+    Publisher,
     Subscriber,
     cache_lock,
     first_occurrences,
@@ -237,3 +238,108 @@ def test_bench_model_times_an_anomaly_package(anomaly_package, tmp_path, capsys)
     [r] = res["results"]
     for key in ("invoke", "preprocess_invoke"):
         assert 0 < r[key]["min_ms"] <= r[key]["median_ms"] <= r[key]["p99_ms"]
+
+
+# ---------------------------------------------------------------- one bank per view (third pass)
+
+
+def test_per_view_banks_score_each_view_by_its_own_bank_and_fall_back_to_the_pooled_one():
+    rng = np.random.default_rng(4)
+    top, obl = rng.normal(0, 1, (12, 4, 4, 8)), rng.normal(5, 1, (12, 4, 4, 8))
+
+    def scorer(maps: np.ndarray, thr: float) -> an.AnomalyScorer:
+        return an.AnomalyScorer("patchcore", thr, patchcore=an.PatchCore.fit(maps, np.arange(len(maps)), 1.0, min_size=1))
+
+    pooled = scorer(np.concatenate([top, obl]), 2.0)
+    pooled.views = {"top": scorer(top, 1.5), "oblique": scorer(obl, 3.0)}
+    back = an.AnomalyScorer.from_file(_write(pooled))
+    assert back.view_thresholds == {"oblique": 3.0, "top": 1.5} and back.bank_rows == pooled.bank_rows
+    q = rng.normal(5, 1, (4, 4, 8)).astype(np.float32)  # an oblique-like crop
+    s_obl, cells = back.score_map(q, "oblique")
+    assert s_obl == pytest.approx(an.normalise(cells.max(), 3.0))
+    assert np.allclose(cells, pooled.views["oblique"].cell_distances(q))
+    s_top = back.score_map(q, "top")[0]
+    assert s_top > s_obl  # the top bank has never seen an oblique-like patch: it is far from it
+    assert back.score_map(q, "side")[0] == back.score_map(q, None)[0] == pooled.score_map(q)[0]  # the pooled bank
+    with pytest.raises(ValueError, match="views of its own"):
+        an.AnomalyScorer("patchcore", 1.0, patchcore=pooled.patchcore, views={"top": pooled})
+
+
+@pytest.fixture(scope="module")
+def per_view_package(model_cache: Path, weights_path: Path) -> Path:
+    """Trained on the GOOD parts of synth line scenes (two views per part, ``<part>_<view>.jpg``) with one bank
+    per view (``--anomaly-banks per-view``), converted to fp16."""
+    from boxinspect.synth.line import make_line_dataset
+    from convert.tflite import convert_run
+    from edge.judge.localize import NO_CROP
+    from training.train import TrainConfig, train
+
+    root = model_cache / "anomaly_views"
+    out = root / "run" / "model_fp16.tflite"
+    with cache_lock(root):
+        if not Path(str(out) + ".json").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            make_line_dataset(root / "lines", n_per_class=30, seed=5, frame_size=(320, 240), progress=False)
+            (root / "data").mkdir(parents=True)
+            (root / "data" / "ok").symlink_to(root / "lines" / "ok", target_is_directory=True)
+            train(TrainConfig(data_dir=root / "data", out_dir=root / "run", recipe="anomaly", img_size=128,
+                              weights=str(weights_path), crop=NO_CROP, target_frr=0.01, anomaly_banks="per-view"))
+            convert_run(root / "run", "fp16", out=out)
+    return out
+
+
+@pytest.mark.slow
+def test_a_per_view_package_scores_by_view_under_its_hash(per_view_package: Path):
+    from training.data import read_bgr
+
+    clf = Classifier.load(per_view_package)
+    assert clf.anomaly is not None and clf.metadata.anomaly is not None
+    assert set(clf.anomaly.views) == {"top", "oblique"}
+    assert clf.metadata.anomaly.views == clf.anomaly.view_thresholds
+    assert clf.self_test() == []  # golden samples are named <part>_<view>.jpg: each scored by its view's bank
+    root = per_view_package.parents[1]
+    bgr = read_bgr(next((root / "lines" / "defective").glob("*_oblique.jpg")))
+    s_view = clf.score(bgr, view="oblique")
+    rgb = clf.preprocess(bgr)
+    sc = clf.anomaly.views["oblique"]
+    cells = sc.cell_distances(clf.runner.run_patches(rgb)[1])
+    assert s_view == pytest.approx(an.normalise(sc.crop_distance(cells), sc.threshold_distance), abs=1e-9)
+    assert s_view != clf.score(bgr, view="top")
+    assert clf.score(bgr, view="side") == clf.score(bgr) != s_view  # unknown view or none: the pooled bank
+    train_cfg = json.loads((per_view_package.parent / "train_config.json").read_text())
+    assert set(train_cfg["anomaly"]["views"]) == {"top", "oblique"}
+
+
+@pytest.mark.slow
+def test_daemon_scores_each_source_by_its_views_bank_and_the_evidence_rescores(tmp_path, per_view_package,
+                                                                               mosquitto):
+    from boxinspect.synth.line import render_line_part
+    from tests.test_daemon import base_cfg, write_still_video
+
+    part = render_line_part(5, 40, "defective", "tear", kit=None)
+    views = {v: cv2.resize(part["views"][v], (320, 240)) for v in ("top", "oblique")}
+    videos = {v: write_still_video(tmp_path / f"{v}.mp4", f) for v, f in views.items()}
+    cfg = base_cfg(tmp_path, per_view_package, videos["top"], {"roi": {"x": 0, "y": 0, "width": 320, "height": 240}},
+                   mosquitto, decision={"mode": "triggered", "trigger_frames": 3, "fusion": "max"},
+                   evidence={"dir": str(tmp_path / "evidence"), "ok_sample_rate": 1.0})
+    del cfg["source"], cfg["roi"]
+    cfg["sources"] = [{"view": v, "source": {"uri": str(p), "pace": "realtime", "loop": True}} for v, p in videos.items()]
+    pub = Publisher(mosquitto.host, mosquitto.port, f"{topic_base(cfg)}/trigger")
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        d.wait_triggers()
+        pub.send({"part_id": "P-1"})
+        wait_for(lambda: len(d.get("/events").json()) >= 1, 90, "a fused decision", d=d)
+        [event] = d.get("/events").json()
+    finally:
+        pub.close()
+        d.stop()
+    clf = Classifier.load(per_view_package)
+    m = event["anomaly_map"]
+    assert m["view"] in ("top", "oblique") and set(event["views"]) == {"top", "oblique"}
+    rgb = cv2.cvtColor(cv2.imread(m["input"]), cv2.COLOR_BGR2RGB)
+    again = clf.score_rgb(rgb, m["view"])  # re-scoring the stored evidence by the view's bank
+    assert again == pytest.approx(m["score"], abs=2e-6)
+    assert (again >= clf.threshold) == (m["score"] >= clf.threshold)
+    assert clf.score_rgb(rgb) != pytest.approx(m["score"], abs=2e-6)  # the pooled bank would not have given it
+    assert an.normalise(m["max"] / 100.0, 1.0) == pytest.approx(again, abs=0.01)  # the map is that view's

@@ -88,12 +88,12 @@ HANG_LAUNCHER = textwrap.dedent(
     real_score = Classifier.score
     calls = [0]
 
-    def score(self, bgr, located=None):
+    def score(self, bgr, located=None, view=None):
         calls[0] += 1
         if calls[0] > hang_after:
             print("TEST HOOK: score() now blocks forever", flush=True)
             threading.Event().wait()
-        return real_score(self, bgr, located)
+        return real_score(self, bgr, located, view)
 
     Classifier.score = score
     from boxinspect.cli import main

@@ -19,6 +19,10 @@ Threshold: from good parts only. Every training good crop is scored by the bank 
 views and near-duplicates: leave-one-group-out, cheap for a bank, since the bank rows remember their group),
 and the threshold is the distance whose false-reject rate on good parts is ``target_frr`` (default 1 in 1,000),
 with its bootstrap CI (edge/judge/anomaly.py ``frr_threshold``).
+
+Views (``--anomaly-banks per-view``): a multi-view data set (``<part>_<view>.jpg``) can get one bank per view name,
+each fitted on that view's good crops with its own threshold, next to the pooled bank (every view), which scores a
+crop of no view or of a view without a bank. ``bank_index.<view>.npy`` lets convert rebuild each view's bank.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ BANK_FILE = "anomaly_bank.npz"
 ALIGNED_CROP = {"rotated": True, "square": False}
 ALIGNED_MARGIN = 0.02  # unless the run asked for another margin (--crop-margin)
 BORDER = 1  # with it, the outer ring of the 14 x 14 grid is left out of the crop's distance (border_of)
+BANKS = ("one", "per-view")  # --anomaly-banks: one bank for every view, or one per view name (and a pooled one)
+MIN_VIEW_GOOD = 20  # a view gets its own bank only with at least this many good training crops
 
 
 def aligned_crop(spec: CropSpec) -> CropSpec:
@@ -95,6 +101,7 @@ class PatchFeatures:
     pooled: np.ndarray  # (N, 1280) float32
     patches: np.ndarray  # (N, H, W, D) float32
     ok: np.ndarray  # (N,) bool: readable
+    views: np.ndarray | None = None  # (N,) view name of each file ("" none; view_names), when the caller knows it
 
 
 def patch_features(paths: list[Path], img_size: int, alpha: float, weights_path: str, crop: CropSpec,
@@ -146,6 +153,42 @@ def border_of(crop_method: str) -> int:
     """Edge rings left out of a crop's distance: ``BORDER`` with the aligned (upright, tight) crop, none on a
     whole image (``--crop none``: box-centred photos, whose edge cells are not the box's outline)."""
     return 0 if crop_method == "none" else BORDER
+
+
+def view_names(rel: list[str]) -> np.ndarray:
+    """The view of each file (``<part>_<view>.jpg``, edge/judge/fusion.py ``part_and_view``); "" for none."""
+    from edge.judge.fusion import part_and_view
+
+    return np.array([part_and_view(r)[1] or "" for r in rel], dtype=object)
+
+
+def banked_views(views: np.ndarray | None, good: np.ndarray, banks: str) -> list[str]:
+    """The views that get a bank of their own: with ``banks`` "per-view", every named view with at least
+    ``MIN_VIEW_GOOD`` good training crops (of the rows ``good``) when there are two or more such views."""
+    if banks not in BANKS:
+        raise ValueError(f"--anomaly-banks must be one of {', '.join(BANKS)}, got {banks!r}")
+    if banks == "one" or views is None:
+        return []
+    names, counts = np.unique(views[good].astype(str), return_counts=True)
+    keep = [str(v) for v, c in zip(names, counts, strict=True) if v and c >= MIN_VIEW_GOOD]
+    return keep if len(keep) >= 2 else []
+
+
+def fit_thresholded(method: str, patches: np.ndarray, groups: np.ndarray, target_frr: float, seed: int = 0,
+                    coreset_max: int = 10000, border: int = 0,
+                    n_boot: int = 300) -> tuple[an.AnomalyScorer, dict[str, Any]]:
+    """A scorer on good crops and its threshold (held-out good distances at ``target_frr``), set on it."""
+    scorer = fit_scorer(method, patches, groups, seed, coreset_max=coreset_max, border=border)
+    d = held_out_good(method, scorer, patches, groups, seed)
+    thr = an.frr_threshold(d, groups, target_frr, n_boot=n_boot, seed=seed)
+    scorer.threshold_distance = thr["distance"]
+    return scorer, thr
+
+
+def view_scores(scorer: an.AnomalyScorer, patches: np.ndarray, views: np.ndarray | None) -> np.ndarray:
+    """Package scores ``d / (d + d_thr)`` of patch maps, each by its view's bank (``AnomalyScorer.for_view``)."""
+    vs = [None] * len(patches) if views is None else [str(v) or None for v in views]
+    return np.array([scorer.score_map(p, v)[0] for p, v in zip(patches, vs, strict=True)])
 
 
 def fit_scorer(method: str, patches: np.ndarray, groups: np.ndarray, seed: int = 0,
@@ -212,6 +255,7 @@ def cv_features(cfg: Any, paths: list[Path]) -> tuple[PatchFeatures, np.ndarray]
         raise data_mod.DataError("the anomaly recipe needs pretrained weights (--weights)")
     crop = aligned_crop(CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt))
     f = patch_features(paths, cfg.img_size, cfg.alpha, wp, crop)
+    f.views = view_names([p.name for p in paths])
     return f, f.ok
 
 
@@ -228,15 +272,36 @@ def cv_fold(cfg: Any, feats: PatchFeatures, y: np.ndarray, groups: np.ndarray, t
         d_te = PooledGaussian(feats.pooled[good]).distances(feats.pooled[te])
         bank = 0
     else:
-        scorer = fit_scorer(method, feats.patches[good], groups[good], seed,
-                            coreset_max=getattr(cfg, "coreset_max", 10000), border=border_of(cfg.crop))
-        d_tr = held_out_good(method, scorer, feats.patches[good], groups[good], seed)
-        d_te = crop_distances(scorer, feats.patches[te])
-        bank = scorer.bank_rows
+        return _cv_fold_banks(cfg, feats, groups, good, te, seed, t0)
     thr = an.frr_threshold(d_tr, groups[good], target, n_boot=100, seed=seed)
     s = an.normalise(d_te, thr["distance"])
     return np.asarray(s), 0.5, {"n_good_fit": int(len(good)), "bank_rows": bank, "fit_s": round(time.monotonic() - t0, 1),
                                 "threshold_distance": thr["distance"], "expected_frr_ci95": thr["frr_ci95"]}
+
+
+def _cv_fold_banks(cfg: Any, feats: PatchFeatures, groups: np.ndarray, good: np.ndarray, te: np.ndarray, seed: int,
+                   t0: float) -> tuple[np.ndarray, float, dict]:
+    """``cv_fold`` for a PatchCore/PaDiM scorer: one bank, or one per view (``--anomaly-banks per-view``; a test
+    crop of a view without a bank of its own is scored by the pooled bank, as the package does)."""
+    method = getattr(cfg, "anomaly_method", "patchcore")
+    kw = {"target_frr": getattr(cfg, "target_frr", an.DEFAULT_TARGET_FRR), "seed": seed, "n_boot": 100,
+          "coreset_max": getattr(cfg, "coreset_max", 10000), "border": border_of(cfg.crop)}
+    vnames = banked_views(feats.views, good, getattr(cfg, "anomaly_banks", "one"))
+    te_views = feats.views[te] if feats.views is not None else None
+    scorer = an.AnomalyScorer(method, 1.0)
+    thr: dict[str, Any] = {}
+    if not vnames or te_views is None or not set(te_views.astype(str)) <= set(vnames):  # the pooled bank is used
+        scorer, thr = fit_thresholded(method, feats.patches[good], groups[good], **kw)
+    info: dict[str, Any] = {"n_good_fit": int(len(good)), "bank_rows": scorer.bank_rows}
+    if thr:
+        info.update(threshold_distance=thr["distance"], expected_frr_ci95=thr["frr_ci95"])
+    for v in vnames:  # flat keys (the CV summary averages every numeric key over the folds)
+        g = good[feats.views[good] == v]  # type: ignore[index]
+        scorer.views[v], vt = fit_thresholded(method, feats.patches[g], groups[g], **kw)
+        info.update({f"n_good_fit_{v}": int(len(g)), f"bank_rows_{v}": scorer.views[v].bank_rows,
+                     f"threshold_distance_{v}": vt["distance"], f"expected_frr_ci95_{v}": vt["frr_ci95"]})
+    s = view_scores(scorer, feats.patches[te], te_views)
+    return s, 0.5, {**info, "fit_s": round(time.monotonic() - t0, 1)}
 
 
 # ---------------------------------------------------------------- data with good parts only
@@ -300,7 +365,7 @@ def _evaluate(scorer: an.AnomalyScorer, feats: PatchFeatures, y: np.ndarray, te:
 
     if not len(te):
         return {"n": 0}
-    s = an.normalise(crop_distances(scorer, feats.patches[te]), scorer.threshold_distance)
+    s = view_scores(scorer, feats.patches[te], feats.views[te] if feats.views is not None else None)
     yt = y[te]
     out: dict[str, Any] = {"n": int(len(te)), "n_good": int((yt == 0).sum()), "n_defect": int((yt == 1).sum())}
     k = int(np.sum(s[yt == 0] >= 0.5))
@@ -341,6 +406,7 @@ def train_anomaly(cfg: Any) -> Path:
         raise data_mod.DataError(f"only {len(tr)} good training images: the anomaly recipe needs at least 20")
     t1 = time.monotonic()
     feats = patch_features(images.paths, cfg.img_size, cfg.alpha, weights_path, cfg.crop)
+    feats.views = view_names([p.name for p in images.paths])
     if not feats.ok.all():
         raise data_mod.DataError(f"{int((~feats.ok).sum())} image(s) could not be featurised")
     t_feat = time.monotonic() - t1
@@ -355,6 +421,8 @@ def train_anomaly(cfg: Any) -> Path:
     split.save(out / "split.json")
     (out / BANK_FILE).write_bytes(scorer.to_bytes())
     np.save(out / "bank_index.npy", _bank_index(scorer, feats, tr))
+    for v, sc in scorer.views.items():  # rows into that view's good training crops (tr of that view, in order)
+        np.save(out / f"bank_index.{v}.npy", _bank_index(sc, feats, tr))
     wall = time.monotonic() - t_start
     history = {"anomaly": {"method": cfg.anomaly_method, "n_good_fit": int(len(tr)), "features_seconds": round(t_feat, 1),
                            "fit_seconds": round(t_fit, 1)}}
@@ -378,11 +446,14 @@ def _check_anomaly_options(cfg: Any, out: Path) -> None:
 def _fit_and_threshold(cfg: Any, feats: Any, groups: np.ndarray, tr: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """The scorer on the good training crops, and its threshold for ``target_frr`` from held-out good groups."""
     method = cfg.anomaly_method
-    scorer = fit_scorer(method, feats.patches[tr], groups[tr], cfg.seed, coreset_max=cfg.coreset_max,
-                        border=border_of(cfg.crop.method))
-    d_tr = held_out_good(method, scorer, feats.patches[tr], groups[tr], cfg.seed)
-    thr = an.frr_threshold(d_tr, groups[tr], cfg.target_frr, seed=cfg.seed)
-    scorer.threshold_distance = thr["distance"]
+    kw = {"target_frr": cfg.target_frr, "seed": cfg.seed, "coreset_max": cfg.coreset_max,
+          "border": border_of(cfg.crop.method)}
+    scorer, thr = fit_thresholded(method, feats.patches[tr], groups[tr], **kw)
+    for v in banked_views(feats.views, tr, getattr(cfg, "anomaly_banks", "one")):
+        g = tr[feats.views[tr] == v]
+        scorer.views[v], vt = fit_thresholded(method, feats.patches[g], groups[g], **kw)
+        log.info("view %s: its own bank on %d good crops, %d patches; threshold distance %.3f", v, len(g),
+                 scorer.views[v].bank_rows, vt["distance"])
     log.info("%s on %d good crops (%d groups): %s; threshold distance %.3f (95%% CI %.3f-%.3f) for FRR %g "
              "(expected FRR 95%% CI %.4f-%.4f)", method, len(tr), len(np.unique(groups[tr])),
              f"bank {scorer.bank_rows} patches" if scorer.patchcore is not None else "per-cell Gaussians",
@@ -400,7 +471,7 @@ def _write_anomaly_run(out: Path, cfg: Any, model: Any, history: dict[str, Any],
     doc = json.loads((out / "train_config.json").read_text())
     doc.update(recipe="anomaly", output="(pooled features (1280,), patch map (14, 14, 288)); score in numpy",
                anomaly={"method": cfg.anomaly_method, "layers": list(PATCH_LAYERS), "threshold": thr,
-                        "bank_file": BANK_FILE, "border": scorer.border,
+                        "bank_file": BANK_FILE, "border": scorer.border, "views": scorer.view_thresholds,
                         "bank_rows": scorer.bank_rows, "train_good": int(n_good), "has_defects": has_defects})
     (out / "train_config.json").write_text(json.dumps(doc, indent=1))
     metrics = {"recipe": "anomaly", "threshold": 0.5, "threshold_distance": thr["distance"], "threshold_rule": thr,

@@ -307,6 +307,11 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
     p.add_argument("--coreset-max", type=int, default=10000, metavar="N",
                    help="anomaly (patchcore): at most N patch vectors in the bank (default 10000; 10%% of the "
                         "training patches when fewer). Smaller banks score faster (docs/BENCHMARKS.md)")
+    p.add_argument("--anomaly-banks", choices=["one", "per-view"], default="one",
+                   help="anomaly: one bank for every view (default), or per-view: a bank (and threshold) per view "
+                        "name of the files (<part>_<view>.jpg, e.g. top, oblique; each needs >= 20 good crops) next "
+                        "to the pooled one; the daemon scores a crop by its source's view's bank, and a crop of no "
+                        "view or of another view by the pooled bank (docs/RESULTS.md, issue 29, third pass)")
 
 
 def register_cv(sub: argparse._SubParsersAction) -> None:
@@ -373,6 +378,7 @@ def _cv(args: argparse.Namespace) -> int:
         fine_tune_learning_rate=args.fine_tune_lr, unfreeze_blocks=args.unfreeze_blocks,
         label_smoothing=args.label_smoothing, patience=args.patience, resume=args.resume,
         anomaly_method=args.anomaly_method, target_frr=args.target_frr, coreset_max=args.coreset_max,
+        anomaly_banks=args.anomaly_banks,
     )
     try:
         if args.only_folds:
@@ -436,7 +442,7 @@ def _train(args: argparse.Namespace) -> int:
         val_frac=args.val_frac, test_frac=args.test_frac, dup_threshold=args.dup_threshold,
         split_manifest=args.split_manifest, seed=args.seed, overwrite=args.overwrite, save_phase1=args.save_phase1,
         verbose=0 if args.quiet else "auto", anomaly_method=args.anomaly_method, target_frr=args.target_frr,
-        coreset_max=args.coreset_max,
+        coreset_max=args.coreset_max, anomaly_banks=args.anomaly_banks,
     )
     try:
         self_belt(args.data, args.crop, args)

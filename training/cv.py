@@ -79,6 +79,7 @@ class CVConfig:
     anomaly_method: str = "patchcore"  # anomaly recipe: patchcore | padim | pooled_gaussian (the baseline)
     target_frr: float = 0.001  # anomaly recipe: the threshold's false-reject rate on good parts
     coreset_max: int = 10000  # anomaly (patchcore): largest bank
+    anomaly_banks: str = "one"  # anomaly: one bank, or "per-view" (training/anomaly.py banked_views)
 
     def to_json(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

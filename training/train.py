@@ -73,6 +73,7 @@ class TrainConfig:
     anomaly_method: str = "patchcore"  # anomaly recipe (training/anomaly.py): patchcore | padim
     target_frr: float = 0.001  # anomaly recipe: false-reject rate of good parts the threshold is set at
     coreset_max: int = 10000  # anomaly (patchcore): largest bank
+    anomaly_banks: str = "one"  # anomaly: one bank, or "per-view" (training/anomaly.py banked_views)
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -67,6 +67,9 @@ def bench_anomaly(model: str | Path | None, banks: tuple[int, ...] = DEFAULT_BAN
             inv.append((time.perf_counter() - t0) * 1000.0)
         out["model"] = {"path": str(model), "model_id": clf.model_id, "format": clf.metadata.format,
                         "threads": threads, "shipped_bank_rows": clf.anomaly.bank_rows if clf.anomaly else 0,
+                        # one bank per view (a crop is scored by one of them): their rows, and all banks' memory
+                        "view_bank_rows": {v: sc.bank_rows for v, sc in clf.anomaly.views.items()} if clf.anomaly else {},
+                        "banks_mb": round(clf.anomaly.bank_bytes / 1e6, 2) if clf.anomaly else 0.0,
                         "invoke": latency_stats(inv)}
     return out
 
@@ -80,7 +83,9 @@ def format_anomaly(res: dict[str, Any]) -> str:
         m = res["model"]
         lines.append(f"invoke of {m['model_id']} ({m['format']}, {m['threads']} threads): p50 "
                      f"{m['invoke']['median_ms']:.2f} ms, p99 {m['invoke']['p99_ms']:.2f} ms; shipped bank "
-                     f"{m['shipped_bank_rows']} rows")
+                     f"{m['shipped_bank_rows']} rows"
+                     + "".join(f", view {v} {n} rows" for v, n in m.get("view_bank_rows", {}).items())
+                     + f" ({m.get('banks_mb', 0):.2f} MB in all)")
     return "\n".join(lines)
 
 

@@ -17,14 +17,18 @@ towards 1 far above it, so the package threshold is 0.5, the daemon's threshold 
 threshold) and its override work unchanged, and a higher score is more defect-like, as for every package.
 
 The bank (``<package>.bank.npz``) lives beside the .tflite; the sidecar's ``anomaly`` block names it with its
-sha256, so the package hash (edge/judge/model_package.py) covers the bank and the scoring rule.
+sha256, so the package hash (edge/judge/model_package.py) covers the bank and the scoring rule. A package trained
+with one bank per view (``AnomalyScorer.views``) holds them in the same file next to the pooled bank, each with its
+own threshold distance (the sidecar's ``anomaly.views``); a crop is scored by its view's bank, and a crop of no view
+or of a view the package has no bank for by the pooled bank (a fallback, not a refusal: predict of a single photo,
+a renamed camera and the golden samples keep working; the daemon says at load which sources fall back).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -215,12 +219,23 @@ class AnomalyScorer:
     patchcore: PatchCore | None = None
     padim: Padim | None = None
     border: int = 0  # rings of grid cells along the crop's edge left out of its distance (still in the map)
+    # one bank per view name (``<part>_<view>.jpg`` in training, the source's ``view`` on the line): each a scorer
+    # of its own, with its own threshold from that view's held-out good crops. This scorer's own bank (all views
+    # pooled) scores a crop of no view or of a view the package has no bank for (``for_view``).
+    views: dict[str, AnomalyScorer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.border < 0:
             raise ValueError(f"border must be >= 0, got {self.border}")
+        if any(v.views for v in self.views.values()):
+            raise ValueError("a per-view scorer cannot hold views of its own")
         self._bank_sq = (np.einsum("ij,ij->i", self.patchcore.bank, self.patchcore.bank)
                          if self.patchcore is not None else None)
+
+    def for_view(self, view: str | None) -> AnomalyScorer:
+        """The scorer of a crop seen by ``view``: that view's bank when the package has one, else the pooled bank
+        (a crop of no view, or of a view unknown to the package: a fallback, never a refusal)."""
+        return self.views.get(view, self) if view is not None else self
 
     def cell_distances(self, patches: np.ndarray) -> np.ndarray:
         """(H, W) distances of one patch map (H, W, D) (float32)."""
@@ -238,50 +253,75 @@ class AnomalyScorer:
         b = min(self.border, (min(cells.shape) - 1) // 2)
         return float((cells[b:cells.shape[0] - b, b:cells.shape[1] - b] if b else cells).max())
 
-    def score_map(self, patches: np.ndarray) -> tuple[float, np.ndarray]:
-        """(package score in [0, 1), cell distances (H, W)) of one patch map."""
-        cells = self.cell_distances(patches)
-        return normalise(self.crop_distance(cells), self.threshold_distance), cells
+    def score_map(self, patches: np.ndarray, view: str | None = None) -> tuple[float, np.ndarray]:
+        """(package score in [0, 1), cell distances (H, W)) of one patch map, seen by ``view`` (``for_view``)."""
+        sc = self.for_view(view)
+        cells = sc.cell_distances(patches)
+        return normalise(sc.crop_distance(cells), sc.threshold_distance), cells
 
     @property
     def bank_bytes(self) -> int:
-        if self.patchcore is not None:
-            return int(self.patchcore.bank.nbytes + (self._bank_sq.nbytes if self._bank_sq is not None else 0))
-        assert self.padim is not None
-        return int(self.padim.mean.nbytes + self.padim.inv_cov.nbytes)
+        """Memory of the bank(s): the pooled one and every view's."""
+        own = (int(self.patchcore.bank.nbytes + (self._bank_sq.nbytes if self._bank_sq is not None else 0))
+               if self.patchcore is not None else
+               int(self.padim.mean.nbytes + self.padim.inv_cov.nbytes) if self.padim is not None else 0)
+        return own + sum(v.bank_bytes for v in self.views.values())
 
     @property
     def bank_rows(self) -> int:
+        """Patch vectors in the pooled bank (each view's: ``views[v].bank_rows``)."""
         return int(len(self.patchcore.bank)) if self.patchcore is not None else 0
 
+    @property
+    def view_thresholds(self) -> dict[str, float]:
+        """{view: its threshold distance}: what the sidecar's ``anomaly.views`` records ({} for one bank)."""
+        return {v: float(sc.threshold_distance) for v, sc in sorted(self.views.items())}
+
     # -------------------------------------------------------- file (npz, no pickle)
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
+    def _arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {"threshold_distance": np.array(self.threshold_distance, np.float64),
                                          "method": np.array(self.method), "border": np.array(self.border, np.int64)}
         if self.patchcore is not None:
             arrays.update(bank=self.patchcore.bank.astype(np.float32), source=self.patchcore.source)
         if self.padim is not None:
             arrays.update(channels=self.padim.channels, mean=self.padim.mean, inv_cov=self.padim.inv_cov)
+        return {prefix + k: v for k, v in arrays.items()}
+
+    def to_bytes(self) -> bytes:
+        """The bank file: the pooled scorer's arrays, and per view ``view.<name>.<array>`` with ``views`` naming them."""
+        buf = io.BytesIO()
+        arrays = self._arrays()
+        if self.views:
+            arrays["views"] = np.array(sorted(self.views))
+            for v, sc in self.views.items():
+                arrays.update(sc._arrays(f"view.{v}."))
         np.savez(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
+    def _of_arrays(cls, z: Any, prefix: str = "") -> AnomalyScorer:
+        method = str(z[prefix + "method"])
+        thr = float(z[prefix + "threshold_distance"])
+        border = int(z[prefix + "border"]) if prefix + "border" in z.files else 0  # banks before the border rule
+        if method == "patchcore":
+            return cls(method, thr, patchcore=PatchCore(np.ascontiguousarray(z[prefix + "bank"], np.float32),
+                                                        np.asarray(z[prefix + "source"], np.int64)), border=border)
+        if method == "padim":
+            return cls(method, thr, padim=Padim(z[prefix + "channels"], z[prefix + "mean"], z[prefix + "inv_cov"]),
+                       border=border)
+        raise ValueError(f"unknown anomaly method {method!r} (known: {', '.join(METHODS)})")
+
+    @classmethod
     def from_file(cls, path: str | Path) -> AnomalyScorer:
-        """Read a bank file; ValueError (one line) when it is not one."""
+        """Read a bank file (one bank, or a pooled bank and one per view); ValueError (one line) when it is not one."""
         try:
             with np.load(path, allow_pickle=False) as z:
-                method = str(z["method"])
-                thr = float(z["threshold_distance"])
-                border = int(z["border"]) if "border" in z.files else 0  # banks before the border rule: none
-                if method == "patchcore":
-                    return cls(method, thr, patchcore=PatchCore(np.ascontiguousarray(z["bank"], np.float32),
-                                                                np.asarray(z["source"], np.int64)), border=border)
-                if method == "padim":
-                    return cls(method, thr, padim=Padim(z["channels"], z["mean"], z["inv_cov"]), border=border)
+                scorer = cls._of_arrays(z)
+                views = [str(v) for v in z["views"]] if "views" in z.files else []  # banks before per-view: none
+                scorer.views = {v: cls._of_arrays(z, f"view.{v}.") for v in views}
+                return scorer
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"{path}: not an anomaly bank ({type(e).__name__}: {e})") from e
-        raise ValueError(f"{path}: unknown anomaly method {method!r} (known: {', '.join(METHODS)})")
 
 
 # ---------------------------------------------------------------- the heatmap an event carries
@@ -326,4 +366,9 @@ def load_package_scorer(model_path: str | Path, spec: Any, verify_hash: bool = T
         raise ValueError(f"{path}: method/border/threshold ({scorer.method}, {scorer.border}, "
                          f"{scorer.threshold_distance:g}) differ from the sidecar's ({spec.method}, {spec.border}, "
                          f"{spec.threshold_distance:g})")
+    views = dict(getattr(spec, "views", {}) or {})
+    if set(scorer.views) != set(views) or any(not math.isclose(scorer.views[v].threshold_distance, t, rel_tol=1e-9)
+                                              for v, t in views.items()):
+        raise ValueError(f"{path}: per-view banks {scorer.view_thresholds or 'none'} differ from the sidecar's "
+                         f"{views or 'none'}")
     return scorer

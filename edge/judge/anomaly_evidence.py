@@ -7,14 +7,15 @@ adds the map of its representative record (the frame that decided, whose crop is
 
     "anomaly_map": {"rows": 14, "cols": 14, "unit": "percent of the threshold distance",
                     "values": [...], "max": 137, "score": 0.578, "region": [x0, y0, x1, y1] | null,
-                    "input": path | null}
+                    "input": path | null, "view": "top"}
 
 ``values`` is the coarse grid row-major (100 = at the threshold: the crop is a defect when a cell reaches 100),
 ``region`` the part of the ROI crop the model input covers (fractions of its width and height; null = all of
 it), so the operator page can draw the grid over the crop; ``score`` the package score of that crop (the
 representative record's score: ``decided_on.representative_score`` of the event); ``input`` the lossless PNG of
 the model input in the evidence folder: scoring it again with the same package gives ``score`` exactly, so the
-decision on the evidence can be re-made. Other packages add nothing (their score has no map).
+decision on the evidence can be re-made; ``view`` (only when the package holds one bank per view and this view
+has one) names the bank that scored it, and re-scoring passes it (``Classifier.score_rgb(rgb, view)``). Other packages add nothing (their score has no map).
 """
 
 from __future__ import annotations
@@ -41,15 +42,18 @@ class Heat:
     border: int  # edge rings the score leaves out (edge/judge/anomaly.py AnomalyScorer.border)
     model_input: np.ndarray  # RGB, the model's input size
     region: tuple[float, float, float, float] | None  # the model input's square in the ROI crop (fractions)
+    view: str | None = None  # the view that saw it: a package with one bank per view scored it by that bank
 
 
-def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None) -> tuple[float, Heat | None]:
-    """(score, its map or None) of one ROI crop: the score ``clf.score(roi, located)`` gives."""
-    score, cells, rgb = clf.score_map(roi, located)
+def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None,
+            view: str | None = None) -> tuple[float, Heat | None]:
+    """(score, its map or None) of one ROI crop seen by ``view``: the score ``clf.score(roi, located, view)`` gives."""
+    score, cells, rgb = clf.score_map(roi, located, view)
     if cells is None or clf.anomaly is None:
         return score, None
-    return score, Heat(score, cells, clf.anomaly.threshold_distance, clf.anomaly.border, rgb,
-                       region(roi.shape, located, clf.metadata.crop))
+    sc = clf.anomaly.for_view(view)
+    return score, Heat(score, cells, sc.threshold_distance, sc.border, rgb, region(roi.shape, located, clf.metadata.crop),
+                       view if sc is not clf.anomaly else None)
 
 
 def region(shape: tuple[int, ...], located: Located | None, spec: CropSpec) -> tuple[float, float, float, float] | None:
@@ -81,6 +85,8 @@ def attach(event: dict[str, Any], heat: Heat | None, evidence: EvidenceStore | N
     m["score"] = round(float(heat.score), 6)
     m["region"] = [round(v, 4) for v in heat.region] if heat.region else None
     m["input"] = None
+    if heat.view is not None:  # scored by that view's bank: re-scoring the input needs the view
+        m["view"] = heat.view
     if evidence is not None and event.get("evidence"):
         m["input"] = evidence.save_png(f"{event['event_id']}_input", cv2.cvtColor(heat.model_input, cv2.COLOR_RGB2BGR))
     event["anomaly_map"] = m

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge.judge.anomaly import AnomalyScorer, load_package_scorer
+from edge.judge.fusion import part_and_view
 from edge.judge.localize import Located
 from edge.judge.model_package import (
     ModelMetadata,
@@ -308,20 +309,22 @@ class Classifier:
         return model_input(bgr, self.metadata.crop, m.height, m.width, m.resize, background=background,
                            located=located)
 
-    def score(self, bgr: np.ndarray, located: Located | None = None) -> float:
+    def score(self, bgr: np.ndarray, located: Located | None = None, view: str | None = None) -> float:
         """P(positive class) for a BGR uint8 image of any size (OpenCV order), cropped as the package says
-        (at ``located`` if given, else wherever the localiser finds the box, else the whole image)."""
+        (at ``located`` if given, else wherever the localiser finds the box, else the whole image). ``view``: the
+        camera/view that saw it (an anomaly package with one bank per view scores it by that view's bank)."""
         if self._head is not None or self.anomaly is not None:
-            return self.score_features(bgr, located)[0]
+            return self.score_features(bgr, located, view)[0]
         return self.runner.run(self.preprocess(bgr, located))
 
-    def score_map(self, bgr: np.ndarray, located: Located | None = None) -> tuple[float, np.ndarray | None, np.ndarray]:
+    def score_map(self, bgr: np.ndarray, located: Located | None = None,
+                  view: str | None = None) -> tuple[float, np.ndarray | None, np.ndarray]:
         """(score, anomaly cell distances (H, W) or None, the model input RGB) for a BGR image, one invoke: the map
         of an anomaly package (edge/judge/anomaly.py; None for other packages)."""
         rgb = self.preprocess(bgr, located)
         if self.anomaly is None:
             return self.score_rgb(rgb), None, rgb
-        s, cells = self.anomaly.score_map(self.runner.run_patches(rgb)[1])
+        s, cells = self.anomaly.score_map(self.runner.run_patches(rgb)[1], view)
         return s, cells, rgb
 
     @property
@@ -343,31 +346,32 @@ class Classifier:
         z = float(np.dot(np.asarray(features, np.float64), w) + b)
         return 1.0 / (1.0 + float(np.exp(-min(max(z, -500.0), 500.0))))
 
-    def score_features(self, bgr: np.ndarray, located: Located | None = None) -> tuple[float, np.ndarray | None]:
+    def score_features(self, bgr: np.ndarray, located: Located | None = None,
+                       view: str | None = None) -> tuple[float, np.ndarray | None]:
         """(score, pooled features float32 (D,) or None) for a BGR image, from ONE invoke; the score is what
         :meth:`score` returns (the head's for a head-only package)."""
-        return self.score_features_rgb(self.preprocess(bgr, located))
+        return self.score_features_rgb(self.preprocess(bgr, located), view)
 
-    def score_features_rgb(self, rgb: np.ndarray) -> tuple[float, np.ndarray | None]:
+    def score_features_rgb(self, rgb: np.ndarray, view: str | None = None) -> tuple[float, np.ndarray | None]:
         """:meth:`score_features` for an RGB image already at the model input size."""
         if self.anomaly is not None:
             feat, patches = self.runner.run_patches(rgb)
-            return self.anomaly.score_map(patches)[0], feat
+            return self.anomaly.score_map(patches, view)[0], feat
         s, feat = self.runner.run_features(rgb)
         if self._head is not None and feat is not None:
             s = self.head_score(feat)
         return s, feat
 
-    def score_rgb(self, rgb: np.ndarray) -> float:
+    def score_rgb(self, rgb: np.ndarray, view: str | None = None) -> float:
         """Score an RGB image already at the model input size (golden samples, convert's evaluation)."""
         if self._head is not None or self.anomaly is not None:
-            return self.score_features_rgb(rgb)[0]
+            return self.score_features_rgb(rgb, view)[0]
         return self.runner.run(rgb)
 
-    def predict(self, bgr: np.ndarray, threshold: float | None = None) -> Prediction:
+    def predict(self, bgr: np.ndarray, threshold: float | None = None, view: str | None = None) -> Prediction:
         thr = effective_threshold(self.threshold, threshold)
         t0 = time.perf_counter()
-        s = self.score(bgr)
+        s = self.score(bgr, view=view)
         latency = (time.perf_counter() - t0) * 1000.0
         label, defect = verdict(s, thr, (self.metadata.negative_class, self.metadata.positive_class))
         return Prediction(label=label, score=s, is_defect=defect, latency_ms=latency)
@@ -383,7 +387,7 @@ class Classifier:
         for i, g in enumerate(meta.golden):
             try:
                 images.append(decode_golden(g.png_b64))
-                got = self.score_rgb(images[-1])
+                got = self.score_rgb(images[-1], part_and_view(g.name)[1])  # per-view banks: the sample's view
             except Exception as e:
                 failures.append(f"golden[{i}] {g.name}: could not run ({_one_line(e)})")
                 continue

@@ -211,6 +211,9 @@ class AnomalySpec(_Strict):
     layers: list[str] = Field(default_factory=list)  # the backbone layers the patch vectors come from
     score: str = "d / (d + threshold_distance), d = largest cell distance to the bank; defect iff score >= 0.5"
     border: int = Field(default=0, ge=0)  # rings of edge cells left out of d (edge/judge/anomaly.py crop_distance)
+    # one bank per view (edge/judge/anomaly.py AnomalyScorer.views): {view name: its threshold distance}; a crop of
+    # another view (or none) is scored by the pooled bank and ``threshold_distance``. {} = one bank for every view
+    views: dict[str, float] = Field(default_factory=dict)
 
 
 class ModelMetadata(_Strict):

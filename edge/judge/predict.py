@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import cv2
 
 from edge.judge.classifier import Classifier, ModelError
+from edge.judge.fusion import part_and_view
 from edge.state import effective_threshold
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def _classify(clf: Classifier, files: list[Path], threshold: float, text_out: Te
             rows.append({"path": str(f), "label": None, "score": None, "is_defect": None,
                          "latency_ms": None, "error": reason})
             continue
-        pred = clf.predict(img, threshold=threshold)
+        pred = clf.predict(img, threshold=threshold, view=part_and_view(f)[1])  # <part>_<view>.jpg: per-view banks
         _emit(f"{str(f):{width}s}  {pred.label:12s} {pred.score:.4f}  {pred.latency_ms:7.2f} ms", text_out)
         rows.append({"path": str(f), "label": pred.label, "score": round(pred.score, 6),
                      "is_defect": pred.is_defect, "latency_ms": round(pred.latency_ms, 3), "error": None})

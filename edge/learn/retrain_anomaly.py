@@ -98,7 +98,7 @@ def retrain_anomaly(package: Path, label_dirs: list[Path], out_dir: Path, *, tar
               for g in meta.golden]
     spec = meta.anomaly.model_copy(update={"bank_file": bank.name, "bank_sha256": sha256_file(bank),
                                            "bank_rows": scorer.bank_rows, "threshold_distance": thr["distance"],
-                                           "threshold_rule": thr})
+                                           "threshold_rule": thr, "views": {}})  # one bank (retrain pools views)
     new = meta.model_copy(update={
         "name": name, "anomaly": spec, "golden": golden, "metrics": None, "cv_metrics": None, "created_at": utc_now(),
         "threshold_source": f"retrain --recipe anomaly: {thr['rule']}",

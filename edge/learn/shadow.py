@@ -316,7 +316,7 @@ class Shadow:
             score = float(clf.head_score(rec.features))  # a dot product on the live invoke's features
             fast = True
         else:
-            score = float(clf.score(rec.roi, rec.located))  # a second invoke on the same crop, here in the worker
+            score = float(clf.score(rec.roi, rec.located, rec.view))  # a second invoke, here in the worker
             fast = False
         if not np.isfinite(score):
             raise ModelError(f"candidate {clf.model_id} returned a non-finite score")
