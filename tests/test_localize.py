@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -134,3 +135,32 @@ def test_training_and_edge_give_the_same_tensor(int8_model: Path, tmp_path: Path
     whole = clf.preprocess(cv2.imread(str(files[0])))
     clf.metadata.crop = CropSpec()
     assert not np.array_equal(whole, clf.preprocess(cv2.imread(str(files[0]))))
+
+
+def test_row_profiles_leave_the_warning_filters_alone(monkeypatch: pytest.MonkeyPatch):
+    """A box covering whole rows leaves those rows with no belt pixel: their profile is interpolated without an
+    all-NaN median, so nothing warns and nothing touches the process's warning filters (``catch_warnings`` is
+    process-wide: the daemon's loop and the API's /predict locate on two threads at once)."""
+    from edge.judge import localize
+
+    r = np.random.default_rng(0).normal(100.0, 5.0, (40, 60)).astype(np.float32)
+    keep = np.ones_like(r, bool)
+    keep[10:20] = False  # rows with no belt pixel
+    keep[:, 30] = False  # a column with none
+
+    def touched(*_a: object, **_k: object) -> None:
+        raise AssertionError("_profile changed the process's warning filters")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an all-NaN median would raise here
+        monkeypatch.setattr(warnings, "catch_warnings", touched)
+        monkeypatch.setattr(warnings, "simplefilter", touched)
+        rows, cols = localize._profile(r, keep, 1), localize._profile(r, keep, 0)
+        nothing = localize._profile(r, np.zeros_like(keep), 1)
+        monkeypatch.undo()
+    assert rows.shape == (40, 1) and cols.shape == (1, 60)
+    assert np.isfinite(rows).all() and np.isfinite(cols).all()
+    # an uncovered row is its own median; a covered one lies between its neighbours' (interpolated)
+    assert rows[5, 0] == pytest.approx(float(np.median(np.delete(r[5], 30))))
+    assert min(rows[9, 0], rows[20, 0]) - 1e-4 <= rows[15, 0] <= max(rows[9, 0], rows[20, 0]) + 1e-4
+    assert np.allclose(nothing[:, 0], np.median(r, axis=1))  # nothing kept at all: the plain median

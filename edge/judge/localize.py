@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -220,17 +219,19 @@ _TEXTURE_DARK = 0.45  # texture: weight of a darkening (shadows) against a brigh
 
 def _profile(r: np.ndarray, keep: np.ndarray | None, axis: int) -> np.ndarray:
     """The median of ``r`` along ``axis`` over the ``keep`` pixels; where too few are kept (a box covers most of
-    that row or column) the profile is interpolated from the neighbouring rows or columns."""
+    that row or column) the profile is interpolated from the neighbouring rows or columns. Only rows or columns
+    with enough kept pixels are reduced, so no all-NaN slice reaches ``nanmedian`` and no warning needs silencing
+    (``warnings.catch_warnings`` changes the whole process's filters: not safe with the daemon's two threads)."""
     if keep is None:
         return np.asarray(np.median(r, axis=axis, keepdims=True), np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        prof = np.nanmedian(np.where(keep, r, np.nan), axis=axis)
-    good = (keep.sum(axis=axis) >= 0.3 * r.shape[axis]) & np.isfinite(prof)
+    good = keep.sum(axis=axis) >= max(1.0, 0.3 * r.shape[axis])
     if not good.any():
-        prof = np.median(r, axis=axis)
-    elif not good.all():
-        idx = np.arange(prof.size)
+        return np.expand_dims(np.median(r, axis=axis), axis)
+    idx = np.arange(good.size)
+    kept = np.take(np.where(keep, r, np.nan), idx[good], axis=1 - axis)
+    prof = np.zeros(good.size, kept.dtype)
+    prof[good] = np.nanmedian(kept, axis=axis)
+    if not good.all():
         prof = np.interp(idx, idx[good], prof[good])
     return np.expand_dims(prof, axis)
 
