@@ -314,16 +314,13 @@ def test_a_per_view_package_scores_by_view_under_its_hash(per_view_package: Path
 def test_daemon_scores_each_source_by_its_views_bank_and_the_evidence_rescores(tmp_path, per_view_package,
                                                                                mosquitto):
     from boxinspect.synth.line import render_line_part
-    from tests.test_daemon import base_cfg, write_still_video
+    from tests.test_daemon import views_cfg
 
     part = render_line_part(5, 40, "defective", "tear", kit=None)
     views = {v: cv2.resize(part["views"][v], (320, 240)) for v in ("top", "oblique")}
-    videos = {v: write_still_video(tmp_path / f"{v}.mp4", f) for v, f in views.items()}
-    cfg = base_cfg(tmp_path, per_view_package, videos["top"], {"roi": {"x": 0, "y": 0, "width": 320, "height": 240}},
-                   mosquitto, decision={"mode": "triggered", "trigger_frames": 3, "fusion": "max"},
-                   evidence={"dir": str(tmp_path / "evidence"), "ok_sample_rate": 1.0})
-    del cfg["source"], cfg["roi"]
-    cfg["sources"] = [{"view": v, "source": {"uri": str(p), "pace": "realtime", "loop": True}} for v, p in videos.items()]
+    cfg = views_cfg(tmp_path, per_view_package, views, mosquitto,
+                    decision={"mode": "triggered", "trigger_frames": 3, "fusion": "max"},
+                    evidence={"dir": str(tmp_path / "evidence"), "ok_sample_rate": 1.0})
     pub = Publisher(mosquitto.host, mosquitto.port, f"{topic_base(cfg)}/trigger")
     d = DaemonProc(tmp_path, cfg).start()
     try:

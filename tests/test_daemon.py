@@ -421,6 +421,18 @@ def write_still_video(path: Path, frame: Any, n: int = 30, fps: int = 15) -> Pat
     return path
 
 
+def views_cfg(tmp_path: Path, model: Path, frames: dict[str, Any], broker: Broker | None, **over: Any) -> dict[str, Any]:
+    """A daemon config with one source per view (``frames``: view -> the still frame its camera sees, as a looping
+    video in ``tmp_path``); ``over`` as for :func:`base_cfg` (e.g. ``decision`` for triggered mode)."""
+    videos = {v: write_still_video(tmp_path / f"{v}.mp4", f) for v, f in frames.items()}
+    h, w = next(iter(frames.values())).shape[:2]
+    cfg = base_cfg(tmp_path, model, next(iter(videos.values())), {"roi": {"x": 0, "y": 0, "width": w, "height": h}},
+                   broker, **over)
+    del cfg["source"], cfg["roi"]
+    cfg["sources"] = [{"view": v, "source": {"uri": str(p), "pace": "realtime", "loop": True}} for v, p in videos.items()]
+    return cfg
+
+
 @SLOW
 def test_no_box_is_never_classified(tmp_path, crop_model):
     """Triggered on an empty belt, a model that crops to the box says "no box": counted, visible in /status,
@@ -458,12 +470,8 @@ def test_two_views_in_triggered_mode_give_one_fused_event_per_part(tmp_path, cro
     from boxinspect.synth import render_line_part
 
     part = render_line_part(6, 1, "defective", "tear")
-    videos = {v: write_still_video(tmp_path / f"{v}.mp4", part["views"][v]) for v in ("top", "oblique")}
-    h, w = part["views"]["top"].shape[:2]
-    cfg = base_cfg(tmp_path, crop_model, videos["top"], {"roi": {"x": 0, "y": 0, "width": w, "height": h}},
-                   mosquitto, decision={"mode": "triggered", "trigger_frames": 2, "fusion": "max"})
-    del cfg["source"], cfg["roi"]
-    cfg["sources"] = [{"view": v, "source": {"uri": str(p), "pace": "realtime", "loop": True}} for v, p in videos.items()]
+    cfg = views_cfg(tmp_path, crop_model, {v: part["views"][v] for v in ("top", "oblique")}, mosquitto,
+                    decision={"mode": "triggered", "trigger_frames": 2, "fusion": "max"})
     base = topic_base(cfg)
     sub = Subscriber(mosquitto.host, mosquitto.port, f"{base}/defect")
     pub = Publisher(mosquitto.host, mosquitto.port, f"{base}/trigger")

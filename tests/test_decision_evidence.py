@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 
 from tests.helpers import DaemonProc, Publisher, Subscriber, first_occurrences, topic_base, wait_for
-from tests.test_daemon import SLOW, base_cfg, write_still_video
+from tests.test_daemon import SLOW, base_cfg, views_cfg
 
 pytestmark = SLOW
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "edge" / "event.schema.json").read_text())
@@ -115,14 +115,10 @@ def test_a_fused_decision_carries_one_evidence_entry_per_view(tmp_path, crop_mod
     from boxinspect.synth import render_line_part
 
     part = render_line_part(6, 1, "defective", "tear")
-    videos = {v: write_still_video(tmp_path / f"{v}.mp4", part["views"][v]) for v in ("top", "oblique")}
-    h, w = part["views"]["top"].shape[:2]
-    cfg = base_cfg(tmp_path, crop_model, videos["top"], {"roi": {"x": 0, "y": 0, "width": w, "height": h}},
-                   mosquitto, decision={"mode": "triggered", "trigger_frames": 3, "fusion": "max"},
-                   evidence={"dir": str(tmp_path / "evidence"), "ok_sample_rate": 1.0})
+    cfg = views_cfg(tmp_path, crop_model, {v: part["views"][v] for v in ("top", "oblique")}, mosquitto,
+                    decision={"mode": "triggered", "trigger_frames": 3, "fusion": "max"},
+                    evidence={"dir": str(tmp_path / "evidence"), "ok_sample_rate": 1.0})
     cfg["model"]["threshold"] = None
-    del cfg["source"], cfg["roi"]
-    cfg["sources"] = [{"view": v, "source": {"uri": str(p), "pace": "realtime", "loop": True}} for v, p in videos.items()]
     pub = Publisher(mosquitto.host, mosquitto.port, f"{topic_base(cfg)}/trigger")
     d = DaemonProc(tmp_path, cfg).start()
     try:
