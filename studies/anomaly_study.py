@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,25 +37,35 @@ CROPS = {
 }
 
 
-def raw_features(paths: list[Path], spec: localize.CropSpec, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    if cache.exists():
-        z = np.load(cache)
-        return z["mid"], z["deep"]
+def patch_model() -> Any:
+    """The 0.35 backbone with its two patch layers (block 6 and block 13 expand) as outputs."""
     import keras
 
     from training import model as model_mod
 
     wp = model_mod.resolve_weights(str(next(WEIGHTS.glob("*0.35_224*.h5"))), 0.35, 224)
     bb = model_mod.build_backbone(224, 0.35, wp)
-    m = keras.Model(bb.input, [bb.get_layer(n).output for n in ("block_6_expand_relu", "block_13_expand_relu")])
+    return keras.Model(bb.input, [bb.get_layer(n).output for n in ("block_6_expand_relu", "block_13_expand_relu")])
+
+
+def crops_rgb(paths: list[Path], spec: localize.CropSpec) -> list[np.ndarray]:
+    """Each still's crop as the localiser cuts it, RGB at 224 px."""
+    out = []
+    for p in paths:
+        bgr = cv2.imread(str(p))
+        c = localize.crop(bgr, localize.locate_for_still(bgr, spec), spec)
+        out.append(data_mod.resize(cv2.cvtColor(c, cv2.COLOR_BGR2RGB), 224))
+    return out
+
+
+def raw_features(paths: list[Path], spec: localize.CropSpec, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    if cache.exists():
+        z = np.load(cache)
+        return z["mid"], z["deep"]
+    m = patch_model()
     mids, deeps = [], []
     for i in range(0, len(paths), 16):
-        batch = []
-        for p in paths[i:i + 16]:
-            bgr = cv2.imread(str(p))
-            c = localize.crop(bgr, localize.locate_for_still(bgr, spec), spec)
-            batch.append(data_mod.resize(cv2.cvtColor(c, cv2.COLOR_BGR2RGB), 224))
-        x = np.stack(batch).astype(np.float32) / 127.5 - 1.0
+        x = np.stack(crops_rgb(paths[i:i + 16], spec)).astype(np.float32) / 127.5 - 1.0
         a, b = m.predict(x, verbose=0)
         mids.append(a.astype(np.float16))
         deeps.append(b.astype(np.float16))
@@ -126,14 +137,20 @@ def evaluate(maps: np.ndarray, y: np.ndarray, groups: np.ndarray, parts: list[st
     return res
 
 
-def main(data_dir: str, out: str, crops: tuple[str, ...] = tuple(CROPS)) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+def load_set(data_dir: str) -> tuple[data_mod.ImageSet, np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """A line data set: its images, labels (1 = defective), part ids, their group index and view (0 = top)."""
     images = data_mod.scan(Path(data_dir), None, None)
     y = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
     rel = [images.rel(p) for p in images.paths]
     parts = part_ids(rel)
     groups = np.unique(parts, return_inverse=True)[1]
     view = np.array([0 if r.endswith("_top.jpg") else 1 for r in rel])
+    return images, y, parts, groups, view
+
+
+def main(data_dir: str, out: str, crops: tuple[str, ...] = tuple(CROPS)) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    images, y, parts, groups, view = load_set(data_dir)
     results: dict[str, dict[str, float]] = {}
     for crop_name, spec in CROPS.items():
         if crop_name not in crops:
@@ -157,22 +174,11 @@ def third_features(paths: list[Path], cache: Path) -> dict[str, np.ndarray]:
     """The shipped crop's raw maps, the same of the mirrored crop, and each cell's Lab mean (14 x 14 x 3), cached."""
     if cache.exists():
         return dict(np.load(cache))
-    import keras
-
-    from training import model as model_mod
-
     spec = CROPS["upright_tight"]
-    wp = model_mod.resolve_weights(str(next(WEIGHTS.glob("*0.35_224*.h5"))), 0.35, 224)
-    bb = model_mod.build_backbone(224, 0.35, wp)
-    m = keras.Model(bb.input, [bb.get_layer(n).output for n in ("block_6_expand_relu", "block_13_expand_relu")])
+    m = patch_model()
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("mid", "deep", "mid_f", "deep_f", "lab")}
     for i in range(0, len(paths), 16):
-        batch = []
-        for p in paths[i:i + 16]:
-            bgr = cv2.imread(str(p))
-            c = localize.crop(bgr, localize.locate_for_still(bgr, spec), spec)
-            batch.append(data_mod.resize(cv2.cvtColor(c, cv2.COLOR_BGR2RGB), 224))
-        rgb = np.stack(batch)
+        rgb = np.stack(crops_rgb(paths[i:i + 16], spec))
         lab = np.stack([cv2.cvtColor(b, cv2.COLOR_RGB2LAB) for b in rgb]).astype(np.float32)
         out["lab"].append(lab.reshape(len(rgb), 14, 16, 14, 16, 3).mean(axis=(2, 4)).astype(np.float16))
         for suffix, x in (("", rgb), ("_f", rgb[:, :, ::-1])):
@@ -244,12 +250,7 @@ def third(data_dir: str, out: str, variants: tuple[str, ...] = THIRD_VARIANTS) -
     from sklearn.model_selection import StratifiedGroupKFold
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    images = data_mod.scan(Path(data_dir), None, None)
-    y = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
-    rel = [images.rel(p) for p in images.paths]
-    parts = part_ids(rel)
-    groups = np.unique(parts, return_inverse=True)[1]
-    view = np.array([0 if r.endswith("_top.jpg") else 1 for r in rel])
+    images, y, parts, groups, view = load_set(data_dir)
     f = third_features(images.paths, Path(out).parent / "study-third.npz")
     folds = [(tr, te) for r in range(2)
              for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=r).split(y, y, groups)]
