@@ -173,7 +173,7 @@ def fold_metrics(parts: list[str], y: np.ndarray, s: np.ndarray) -> dict[str, fl
     return res
 
 
-def load(data: Path, self_belt: bool, out: Path) -> tuple[cv_mod._Data, np.ndarray, np.ndarray]:
+def load(data: Path, self_belt: bool, out: Path) -> tuple[cv_mod.CVData, np.ndarray, np.ndarray]:
     """The cv's data (groups), pooled features (square crop) and patch maps (upright tight crop); kept in
     OUT/<data name>.pkl so a second study of the same data skips the self-learned belt and the features."""
     import pickle
@@ -187,7 +187,7 @@ def load(data: Path, self_belt: bool, out: Path) -> tuple[cv_mod._Data, np.ndarr
         from training.cli import self_belt as learn
 
         learn(data, "auto", argparse.Namespace(no_self_belt=False, background=None, empty=None))
-    d = cv_mod._load_data(cfg)
+    d = cv_mod.load_data(cfg)
     t0 = time.monotonic()
     x, ok = cv_mod.linear_features(cfg, d.images.paths)
     feats, ok2 = anomaly.cv_features(cfg, d.images.paths)

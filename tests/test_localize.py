@@ -137,30 +137,25 @@ def test_training_and_edge_give_the_same_tensor(int8_model: Path, tmp_path: Path
     assert not np.array_equal(whole, clf.preprocess(cv2.imread(str(files[0]))))
 
 
-def test_row_profiles_leave_the_warning_filters_alone(monkeypatch: pytest.MonkeyPatch):
-    """A box covering whole rows leaves those rows with no belt pixel: their profile is interpolated without an
-    all-NaN median, so nothing warns and nothing touches the process's warning filters (``catch_warnings`` is
-    process-wide: the daemon's loop and the API's /predict locate on two threads at once)."""
-    from edge.judge import localize
-
-    r = np.random.default_rng(0).normal(100.0, 5.0, (40, 60)).astype(np.float32)
-    keep = np.ones_like(r, bool)
-    keep[10:20] = False  # rows with no belt pixel
-    keep[:, 30] = False  # a column with none
+def test_the_texture_search_leaves_the_warning_filters_alone(monkeypatch: pytest.MonkeyPatch):
+    """A box covering whole rows of a slatted belt leaves those rows with no belt pixel: the texture search
+    interpolates their profile without an all-NaN median, so nothing warns and nothing touches the process's
+    warning filters (``catch_warnings`` is process-wide, and the daemon's loop and the API's /predict locate on two
+    threads at once)."""
+    rng = np.random.default_rng(0)
+    frame = np.full((360, 640, 3), 120, np.uint8)
+    frame[:, ::24] = 60  # dark gaps between slats: a periodic belt
+    frame = np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8)
+    frame[120:260, :] = (230, 230, 225)  # a box wider than the view: these rows hold no belt at all
+    frame[120:260, 300:340] = (40, 120, 230)  # its band
 
     def touched(*_a: object, **_k: object) -> None:
-        raise AssertionError("_profile changed the process's warning filters")
+        raise AssertionError("locating changed the process's warning filters")
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an all-NaN median would raise here
         monkeypatch.setattr(warnings, "catch_warnings", touched)
         monkeypatch.setattr(warnings, "simplefilter", touched)
-        rows, cols = localize._profile(r, keep, 1), localize._profile(r, keep, 0)
-        nothing = localize._profile(r, np.zeros_like(keep), 1)
+        located = [locate(frame, CropSpec(method=m)) for m in ("texture", "auto")]
         monkeypatch.undo()
-    assert rows.shape == (40, 1) and cols.shape == (1, 60)
-    assert np.isfinite(rows).all() and np.isfinite(cols).all()
-    # an uncovered row is its own median; a covered one lies between its neighbours' (interpolated)
-    assert rows[5, 0] == pytest.approx(float(np.median(np.delete(r[5], 30))))
-    assert min(rows[9, 0], rows[20, 0]) - 1e-4 <= rows[15, 0] <= max(rows[9, 0], rows[20, 0]) + 1e-4
-    assert np.allclose(nothing[:, 0], np.median(r, axis=1))  # nothing kept at all: the plain median
+    assert all(loc.method for loc in located), located

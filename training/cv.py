@@ -236,7 +236,7 @@ def _finetune_rescore(cfg: CVConfig, images: data_mod.ImageSet, te: np.ndarray, 
 
 
 @dataclass
-class _Data:
+class CVData:
     """The readable images of a CV run with their labels, parts and groups (one entry per image)."""
 
     images: data_mod.ImageSet
@@ -258,7 +258,7 @@ class _Folds:
     fold_of: np.ndarray  # (repeats, images), -1 where not scored
     n_run: int = 0
 
-    def record(self, d: _Data, r: int, f: int, te: np.ndarray, s: np.ndarray | None, m: dict) -> None:
+    def record(self, d: CVData, r: int, f: int, te: np.ndarray, s: np.ndarray | None, m: dict) -> None:
         """Keep fold (r, f)'s metrics row and, when scored, its test scores and per-part metrics."""
         self.rows.append(m)
         if s is None:
@@ -279,7 +279,7 @@ def _check_config(cfg: CVConfig) -> None:
         raise ValueError("--flip-tta, --scales and --crop are measured with the linear recipe only")
 
 
-def _load_data(cfg: CVConfig) -> _Data:
+def load_data(cfg: CVConfig) -> CVData:
     """Scan the data set, drop unreadable images, and group near-duplicates (and the views of a part)."""
     images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
     rel = [images.rel(p) for p in images.paths]
@@ -300,10 +300,10 @@ def _load_data(cfg: CVConfig) -> _Data:
     log.info("cv: %d images (%d %s), %d groups (near-duplicates%s), %d x %d folds, recipe %s",
              len(y), int(y.sum()), images.positive_class, len(np.unique(groups)),
              " + parts of multi-view files" if cfg.views else "", cfg.repeats, cfg.folds, cfg.recipe)
-    return _Data(images, rel, y, parts, groups, bool(multiview), list(loaded.unreadable))
+    return CVData(images, rel, y, parts, groups, bool(multiview), list(loaded.unreadable))
 
 
-def _kept_fold(cfg: CVConfig, d: _Data, out: Path, r: int, f: int, te: np.ndarray, m: dict,
+def _kept_fold(cfg: CVConfig, d: CVData, out: Path, r: int, f: int, te: np.ndarray, m: dict,
                sc: dict[str, float] | None) -> np.ndarray | None:
     """The test scores of fold (r, f) finished by an earlier run (None if that run kept none)."""
     number = r * cfg.folds + f + 1
@@ -320,7 +320,7 @@ def _kept_fold(cfg: CVConfig, d: _Data, out: Path, r: int, f: int, te: np.ndarra
     return s
 
 
-def _new_fold(cfg: CVConfig, d: _Data, x: np.ndarray | None, out: Path, r: int, f: int, tr: np.ndarray,
+def _new_fold(cfg: CVConfig, d: CVData, x: np.ndarray | None, out: Path, r: int, f: int, tr: np.ndarray,
               te: np.ndarray) -> tuple[np.ndarray, dict]:
     """Train and score fold (r, f); its metrics row and scores are appended to OUT before returning."""
     seed = cfg.seed + r
@@ -340,7 +340,7 @@ def _new_fold(cfg: CVConfig, d: _Data, x: np.ndarray | None, out: Path, r: int, 
     return s, m
 
 
-def _run_folds(cfg: CVConfig, d: _Data, x: np.ndarray | None, out: Path, t0: float) -> _Folds:
+def _run_folds(cfg: CVConfig, d: CVData, x: np.ndarray | None, out: Path, t0: float) -> _Folds:
     """Every fold of every repeat: kept from an earlier run (--resume), skipped (--only-folds) or run."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -380,7 +380,7 @@ def _run_folds(cfg: CVConfig, d: _Data, x: np.ndarray | None, out: Path, t0: flo
     return folds
 
 
-def _partial_summary(cfg: CVConfig, d: _Data, folds: _Folds, out: Path, t0: float) -> dict:
+def _partial_summary(cfg: CVConfig, d: CVData, folds: _Folds, out: Path, t0: float) -> dict:
     """A partial run (--only-folds, or folds finished before their scores were kept): per-fold metrics only;
     the pooled operating point needs every image scored once."""
     mv = d.multiview
@@ -408,7 +408,7 @@ def _crop_report(cfg: CVConfig, images: data_mod.ImageSet, out: Path) -> dict | 
     return {**st.to_dict(), "warning": fallback_warning(st, spec)}
 
 
-def _summary(cfg: CVConfig, d: _Data, folds: _Folds, t0: float, crops: dict | None = None) -> dict:
+def _summary(cfg: CVConfig, d: CVData, folds: _Folds, t0: float, crops: dict | None = None) -> dict:
     """The full summary: per-fold mean +- sd and the operating point on all out-of-fold scores (repeat 0:
     every image scored once, by a model that did not see it), in the line's terms."""
     from sklearn.metrics import roc_auc_score
@@ -436,7 +436,7 @@ def _summary(cfg: CVConfig, d: _Data, folds: _Folds, t0: float, crops: dict | No
     }
 
 
-def _write_oof(path: Path, d: _Data, folds: _Folds) -> None:
+def _write_oof(path: Path, d: CVData, folds: _Folds) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "y", "part", "group", "repeat", "fold", "score"])
@@ -455,7 +455,7 @@ def run_cv(cfg: CVConfig) -> dict:
     if not cfg.resume:
         (out / "folds.jsonl").unlink(missing_ok=True)
         (out / FOLD_SCORES).unlink(missing_ok=True)
-    d = _load_data(cfg)
+    d = load_data(cfg)
     crops = _crop_report(cfg, d.images, out)
     x = None
     if cfg.recipe in ("linear", "anomaly"):
