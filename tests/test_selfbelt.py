@@ -17,7 +17,7 @@ import pytest
 
 from boxinspect.synth.belt import render_belt_part
 from edge.judge import selfbelt
-from edge.judge.localize import CropSpec, forget_stills, iou, locate_for_still
+from edge.judge.localize import CropSpec, forget_stills, iou, locate_for_still, stills_tag
 
 AUTO = CropSpec()
 SEED, LINES, SIZE, PARTS = 17, 4, (640, 360), 10
@@ -99,3 +99,40 @@ def test_stills_are_located_with_their_own_belt_and_the_localize_command_says_so
     assert methods.count("belt") >= 2 * PARTS - 2, methods
     subprocess.run([*cmd, "--no-self-belt"], cwd=repo, check=True, capture_output=True, timeout=600)
     assert "belt" not in [r["method"] for r in json.loads(out.read_text())["images"]]
+
+
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_the_anomaly_recipe_crops_without_the_self_learned_belt_unless_asked_and_the_linear_recipe_with_it(
+        parts: dict[int, list[dict]], tmp_path: Path, clean_stills: None, command: str):
+    """Issue 29, fourth pass: on the dev line scenes the self-learned belt cost the patch bank AUC, so the anomaly
+    recipe skips it by default; the linear recipe keeps it. Parsed by the real CLI, learned by the real code."""
+    from boxinspect.cli import build_parser
+    from training.cli import _evaluate_self_belt, self_belt
+
+    _write(parts[1], tmp_path)
+    probe = cv2.imread(str(tmp_path / "ok" / "p00_top.png"))
+
+    def learned(*extra: str) -> bool:
+        forget_stills()
+        args = build_parser().parse_args([command, str(tmp_path), "--out", str(tmp_path / "run"), "--crop", "auto",
+                                          *extra])
+        did = self_belt(args.data, args.crop, args)
+        assert did == bool(stills_tag()), "self_belt must say whether it learned a belt"
+        return did and locate_for_still(probe, AUTO).method == "belt"
+
+    assert not learned("--recipe", "anomaly")
+    assert locate_for_still(probe, AUTO).method != "belt"  # the reference-free search, as the daemon's stills
+    assert learned("--recipe", "linear")
+    if command == "train":  # the switches (the same code for cv; each learned belt costs seconds)
+        assert learned("--recipe", "anomaly", "--self-belt")  # forced on
+        assert not learned("--no-self-belt")  # the linear recipe (the default) switched off
+        run = tmp_path / "run"  # evaluate crops as train did: what train recorded, whatever the recipe's default
+        run.mkdir()
+        for recipe, recorded in (("linear", False), ("anomaly", True)):
+            (run / "train_config.json").write_text(json.dumps(
+                {"data_dir": str(tmp_path), "recipe": recipe, "crop": {"method": "auto"}, "extra": {"self_belt": recorded}}))
+            forget_stills()
+            _evaluate_self_belt(run, build_parser().parse_args(["evaluate", str(run)]))
+            assert bool(stills_tag()) is recorded, (recipe, recorded)
+    with pytest.raises(SystemExit):  # one or the other
+        build_parser().parse_args([command, str(tmp_path), "--out", "x", "--self-belt", "--no-self-belt"])

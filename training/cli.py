@@ -109,20 +109,37 @@ def _data_command(sub: argparse._SubParsersAction, name: str, help: str, descrip
 
 
 SELF_BELT_HELP = ("do not learn each camera's empty belt from the data set's own photos. By default, with --crop "
-                  "auto and no --background/--empty, photos are grouped by camera (frame size and view) and each "
-                  "group of >= 8 photos gets a belt model learned from its photos with their boxes masked "
-                  "(edge/judge/selfbelt.py; docs/RESULTS.md); smaller groups use the reference-free search")
+                  "auto and no --background/--empty, the linear and finetune recipes group the photos by camera "
+                  "(frame size and view) and each group of >= 8 photos gets a belt model learned from its photos "
+                  "with their boxes masked (edge/judge/selfbelt.py; docs/RESULTS.md); smaller groups use the "
+                  "reference-free search. The anomaly recipe skips it unless --self-belt")
+SELF_BELT_ON_HELP = ("anomaly recipe: learn the self-learned belt anyway (off by default for it: on the dev line scenes "
+                     "it cost the patch bank AUC, docs/RESULTS.md 'issue 29, fourth pass'); other recipes: the default")
 
 
 def _add_self_belt_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-self-belt", action="store_true", help=SELF_BELT_HELP)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-self-belt", action="store_true", help=SELF_BELT_HELP)
+    g.add_argument("--self-belt", action="store_true", help=SELF_BELT_ON_HELP)
 
 
-def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> None:
-    """Learn the data set's belts from its own photos when the crop is auto with no reference given."""
+def wants_self_belt(crop_method: str, args: argparse.Namespace) -> bool:
+    """Whether to learn the data set's belts from its own photos: only for --crop auto with no reference given,
+    not when --no-self-belt says so, and for the anomaly recipe only when --self-belt asks for it (its patch bank
+    scored better on the localiser's own crops on the dev set: docs/RESULTS.md, issue 29, fourth pass)."""
     if (crop_method != "auto" or getattr(args, "no_self_belt", False) or getattr(args, "background", None)
             or getattr(args, "empty", None)):
-        return
+        return False
+    if getattr(args, "recipe", None) == "anomaly" and not getattr(args, "self_belt", False):
+        log.info("self-learned belt: off for the anomaly recipe (--self-belt to learn it)")
+        return False
+    return True
+
+
+def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> bool:
+    """Learn the data set's belts from its own photos when :func:`wants_self_belt` says so; whether it did."""
+    if not wants_self_belt(crop_method, args):
+        return False
     from edge.judge.localize import CropSpec
     from edge.judge.selfbelt import learn_stills
     from training.data import IMAGE_EXTENSIONS
@@ -130,6 +147,7 @@ def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> None:
     root = Path(data)
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
     learn_stills(paths, CropSpec(method="auto"))
+    return True
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -165,7 +183,8 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
                         "GOOD parts only (DATA/ok only, or both classes with defects for evaluation only): "
                         "patch features + PatchCore memory bank, threshold at --target-frr (training/anomaly.py); "
                         "its crop is the box turned upright and cut tight (margin 0.02 unless --crop-margin sets "
-                        "another), and the grid's edge ring is left out of the score")
+                        "another), the grid's edge ring is left out of the score, and --crop auto does not learn the "
+                        "self-learned belt (--self-belt to force it)")
     p.add_argument("--img-size", type=int, default=None,
                    help=f"square input size in px (default {LINEAR_IMG_SIZE} for linear, 160 for finetune)")
     p.add_argument("--crop", choices=["auto", "background", "salient", "none"], default="auto",
@@ -318,7 +337,8 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p = _data_command(sub, "cv", "repeated grouped cross-validation of a recipe (mean +- sd, out-of-fold scores)",
                       CV_DESCRIPTION, CV_EPILOG, "output folder (summary.json, oof_scores.csv, cv.png)")
     p.add_argument("--recipe", choices=["linear", "finetune", "anomaly"], default="linear",
-                   help="default linear; anomaly: fitted on the good parts of the training folds only")
+                   help="default linear; anomaly: fitted on the good parts of the training folds only (with --crop "
+                        "auto: no self-learned belt unless --self-belt, as train)")
     _add_anomaly_args(p, train=False)
     p.add_argument("--folds", type=int, default=5, help="folds per repeat (default 5)")
     p.add_argument("--repeats", type=int, default=2, help="repeats with different shuffles (default 2)")
@@ -445,7 +465,7 @@ def _train(args: argparse.Namespace) -> int:
         coreset_max=args.coreset_max, anomaly_banks=args.anomaly_banks,
     )
     try:
-        self_belt(args.data, args.crop, args)
+        cfg.extra["self_belt"] = self_belt(args.data, args.crop, args)  # recorded: evaluate crops alike
         run = train(cfg)
     except (DataError, SplitError, WeightsError, FileExistsError, ValueError) as e:
         log.error("%s", e)
@@ -453,7 +473,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"run directory: {run}")
     if args.evaluate:
         return _evaluate(argparse.Namespace(run=run, target_recall=args.target_recall, split="test",
-                                            cost_ratio=args.cost_ratio, no_self_belt=True))  # learned above
+                                            cost_ratio=args.cost_ratio, no_self_belt=True,
+                                            self_belt=False))  # learned above, if at all
     if args.recipe == "anomaly":  # its test-side metrics are in RUN/metrics.json already
         print(f"next: boxinspect convert {run}")
         return 0
@@ -461,17 +482,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_self_belt(run: Path, args: argparse.Namespace) -> None:
+    """Crop the run's images as train did: the self-learned belt when train learned one (train_config.json
+    extra.self_belt; runs without that record: the recipe's default), unless --no-self-belt."""
+    try:
+        cfg = json.loads((run / "train_config.json").read_text())
+        crop = cfg.get("crop") or {}
+        learned = (cfg.get("extra") or {}).get("self_belt")
+        self_belt(Path(cfg["data_dir"]), crop.get("method", "none"),
+                  argparse.Namespace(background=crop.get("background_file"), empty=crop.get("empty_belt"),
+                                     recipe=cfg.get("recipe"), self_belt=learned is True or args.self_belt,
+                                     no_self_belt=args.no_self_belt or learned is False))
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("self-learned belt skipped: %s", e)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import EvaluateError, evaluate
 
-    try:
-        cfg = json.loads((Path(args.run) / "train_config.json").read_text())
-        crop = cfg.get("crop") or {}
-        self_belt(Path(cfg["data_dir"]), crop.get("method", "none"),
-                  argparse.Namespace(background=crop.get("background_file"), empty=crop.get("empty_belt"),
-                                     no_self_belt=getattr(args, "no_self_belt", False)))
-    except (OSError, ValueError, KeyError) as e:
-        log.warning("self-learned belt skipped: %s", e)
+    _evaluate_self_belt(Path(args.run), args)
     try:
         m = evaluate(args.run, target_recall=args.target_recall, split=args.split,
                      cost_ratio=getattr(args, "cost_ratio", None), empty_belt=getattr(args, "empty", None))
