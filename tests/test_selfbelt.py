@@ -107,7 +107,7 @@ def test_the_anomaly_recipe_crops_without_the_self_learned_belt_unless_asked_and
     """Issue 29, fourth pass: on the dev line scenes the self-learned belt cost the patch bank AUC, so the anomaly
     recipe skips it by default; the linear recipe keeps it. Parsed by the real CLI, learned by the real code."""
     from boxinspect.cli import build_parser
-    from training.cli import _evaluate_self_belt, self_belt
+    from training.cli import evaluate_self_belt, self_belt
 
     _write(parts[1], tmp_path)
     probe = cv2.imread(str(tmp_path / "ok" / "p00_top.png"))
@@ -132,7 +132,7 @@ def test_the_anomaly_recipe_crops_without_the_self_learned_belt_unless_asked_and
             (run / "train_config.json").write_text(json.dumps(
                 {"data_dir": str(tmp_path), "recipe": recipe, "crop": {"method": "auto"}, "extra": {"self_belt": recorded}}))
             forget_stills()
-            _evaluate_self_belt(run, build_parser().parse_args(["evaluate", str(run)]))
+            evaluate_self_belt(run, build_parser().parse_args(["evaluate", str(run)]))
             assert bool(stills_tag()) is recorded, (recipe, recorded)
     with pytest.raises(SystemExit):  # one or the other
         build_parser().parse_args([command, str(tmp_path), "--out", "x", "--self-belt", "--no-self-belt"])

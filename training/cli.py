@@ -482,7 +482,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_self_belt(run: Path, args: argparse.Namespace) -> None:
+def evaluate_self_belt(run: Path, args: argparse.Namespace) -> None:
     """Crop the run's images as train did: the self-learned belt when train learned one (train_config.json
     extra.self_belt; runs without that record: the recipe's default), unless --no-self-belt."""
     try:
@@ -500,7 +500,7 @@ def _evaluate_self_belt(run: Path, args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import EvaluateError, evaluate
 
-    _evaluate_self_belt(Path(args.run), args)
+    evaluate_self_belt(Path(args.run), args)
     try:
         m = evaluate(args.run, target_recall=args.target_recall, split=args.split,
                      cost_ratio=getattr(args, "cost_ratio", None), empty_belt=getattr(args, "empty", None))
