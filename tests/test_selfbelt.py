@@ -6,7 +6,10 @@ set's own photos")."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -136,3 +139,55 @@ def test_the_anomaly_recipe_crops_without_the_self_learned_belt_unless_asked_and
             assert bool(stills_tag()) is recorded, (recipe, recorded)
     with pytest.raises(SystemExit):  # one or the other
         build_parser().parse_args([command, str(tmp_path), "--out", "x", "--self-belt", "--no-self-belt"])
+
+
+# a fresh process learns the data set's belts (the CLI's path) and prints every photo's remembered box: the crops
+_LEARN = ("import argparse, sys\n"
+          "from pathlib import Path\n"
+          "from edge.judge import localize\n"
+          "from training.cli import self_belt\n"
+          "self_belt(Path(sys.argv[1]), 'auto', argparse.Namespace())\n"
+          "for k, v in sorted(localize._STILLS.items()):\n"
+          "    print(k, v.method, v.bbox)\n")
+
+
+def _with_empty_frames(parts: list[dict], root: Path, n: int = selfbelt.MIN_PHOTOS) -> list[Path]:
+    """Write the parts (``_write``) and ``n`` frames of line 1's empty belt per view under root/empty/line1/<view>/
+    (as synth --scenes belt writes DATA/empty/); the photos' paths."""
+    paths = _write(parts, root)
+    for k in range(n):
+        r = render_belt_part(SEED, 1000 + k, "ok", None, 1, SIZE, empty=True)
+        for v in VIEWS:
+            p = root / "empty" / "line1" / v / f"{k:03d}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(p), r["empty"][v])
+    return paths
+
+
+def test_two_processes_learn_the_same_belts_and_crops(parts: dict[int, list[dict]], tmp_path: Path):
+    """The self-learned belt is part of the feature cache key: two runs on the same folder must crop alike,
+    whatever the hash seed (set and dict order) of the process. Both processes run at once (the test's time)."""
+    _with_empty_frames(parts[1], tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    procs = [subprocess.Popen([sys.executable, "-c", _LEARN, str(tmp_path)], cwd=repo, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONHASHSEED": seed}) for seed in ("1", "2")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    crops = [o.splitlines() for o, _ in outs]
+    assert len(crops[0]) == 2 * PARTS and sum(" belt " in c for c in crops[0]) >= PARTS, crops[0]
+    assert crops[0] == crops[1]
+
+
+def test_the_belt_is_learned_from_the_photos_not_from_data_empty(parts: dict[int, list[dict]], tmp_path: Path,
+                                                                clean_stills: None, caplog: pytest.LogCaptureFixture):
+    """train, cv and evaluate learn from the same photos `localize DATA` locates: DATA/empty/ (the empty-belt
+    frames synth --scenes belt writes, for --empty) is not among them, so the crops do not depend on it."""
+    photos = _with_empty_frames(parts[1], tmp_path)
+    assert selfbelt.data_photos(tmp_path) == sorted(photos)
+    caplog.set_level(logging.INFO, logger="edge.judge.selfbelt")
+    from training.cli import self_belt
+
+    self_belt(tmp_path, "auto", argparse.Namespace())
+    said = [r.getMessage() for r in caplog.records if r.name == "edge.judge.selfbelt"]
+    assert any(f"themselves for {2 * PARTS} photo(s)" in m for m in said), said

@@ -112,7 +112,8 @@ SELF_BELT_HELP = ("do not learn each camera's empty belt from the data set's own
                   "auto and no --background/--empty, the linear and finetune recipes group the photos by camera "
                   "(frame size and view) and each group of >= 8 photos gets a belt model learned from its photos "
                   "with their boxes masked (edge/judge/selfbelt.py; docs/RESULTS.md); smaller groups use the "
-                  "reference-free search. The anomaly recipe skips it unless --self-belt")
+                  "reference-free search. DATA/empty/ (empty-belt frames, for --empty) is not learned from. "
+                  "The anomaly recipe skips it unless --self-belt")
 SELF_BELT_ON_HELP = ("anomaly recipe: learn the self-learned belt anyway (off by default for it: on the dev line scenes "
                      "it cost the patch bank AUC, docs/RESULTS.md 'issue 29, fourth pass'); other recipes: the default")
 
@@ -137,16 +138,14 @@ def wants_self_belt(crop_method: str, args: argparse.Namespace) -> bool:
 
 
 def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> bool:
-    """Learn the data set's belts from its own photos when :func:`wants_self_belt` says so; whether it did."""
+    """Learn the data set's belts from its own photos (``selfbelt.data_photos``: DATA/empty/ is not among them, as
+    for ``boxinspect localize``) when :func:`wants_self_belt` says so; whether it did."""
     if not wants_self_belt(crop_method, args):
         return False
     from edge.judge.localize import CropSpec
-    from edge.judge.selfbelt import learn_stills
-    from training.data import IMAGE_EXTENSIONS
+    from edge.judge.selfbelt import data_photos, learn_stills
 
-    root = Path(data)
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-    learn_stills(paths, CropSpec(method="auto"))
+    learn_stills(data_photos(Path(data)), CropSpec(method="auto"))
     return True
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from edge.judge.beltmodel import BeltModel, BeltSet
 from edge.judge.localize import (
-    EMPTY_DIR,
     CropSpec,
     Located,
     crop,
@@ -291,10 +290,9 @@ def _cmd_localize(args: Any) -> int:
     except ValueError as e:
         log.error("localize: --empty: %s", e)
         return 2
-    exts = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-    skip = [(data / EMPTY_DIR).resolve()] + ([Path(args.empty).resolve()] if args.empty else [])
-    paths = sorted(p for p in data.rglob("*") if p.suffix.lower() in exts and not p.name.startswith(".")
-                   and not any(p.resolve().is_relative_to(s) for s in skip))
+    from edge.judge.selfbelt import data_photos
+
+    paths = data_photos(data, [Path(args.empty)] if args.empty else [])
     if not paths:
         log.error("localize: no images under %s", data)
         return 2

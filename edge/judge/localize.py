@@ -609,7 +609,7 @@ def load_background(path: str | Path) -> np.ndarray:
 
 
 _BELTS: dict[tuple[str, int], BeltSet] = {}
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def empty_belt_folders(folder: str | Path) -> dict[str, list[Path]]:
@@ -620,7 +620,7 @@ def empty_belt_folders(folder: str | Path) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = {}
     if d.is_dir():
         for p in sorted(d.rglob("*")):
-            if p.is_file() and p.suffix.lower() in _IMAGE_EXTS and not p.name.startswith("."):
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
                 groups.setdefault(p.parent.relative_to(d).as_posix(), []).append(p)
     return groups
 

@@ -30,7 +30,15 @@ import numpy as np
 
 from edge.judge.beltmodel import BeltModel, work_features
 from edge.judge.images import read_bgr
-from edge.judge.localize import CropSpec, Located, locate_for_still, remember_still
+from edge.judge.localize import (
+    EMPTY_DIR,
+    IMAGE_EXTS,
+    CropSpec,
+    Located,
+    locate_for_still,
+    remember_still,
+    stills_tag,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +223,18 @@ def _model(stack: MaskedStack, leave_out: int | None, shape: tuple[int, int], sp
     return BeltModel.from_envelope(*stack.envelope(leave_out), shape, spec.work_size, n)
 
 
+def data_photos(data: Path, skip: Sequence[Path] = ()) -> list[Path]:
+    """The photos of a data folder, sorted: every image file under ``data`` (any depth, no hidden files) except
+    those under ``data/empty/`` (empty-belt frames are ``--empty``'s input, not the data set's photos) and under
+    the folders in ``skip``. What the self-learned belt learns from for train, cv, evaluate and ``localize``
+    alike, so every command crops a photo the same way."""
+    root = Path(data)
+    out = [root / EMPTY_DIR, *(Path(s) for s in skip)]
+    skips = [s.resolve() for s in out]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not p.name.startswith(".") and not any(p.resolve().is_relative_to(s) for s in skips))
+
+
 @dataclass
 class StillsReport:
     """What :func:`learn_stills` did: the camera groups found, which got a belt model, which were too small."""
@@ -223,6 +243,8 @@ class StillsReport:
     modelled: int = 0  # photos located with their camera's own belt
     too_few: int = 0  # photos in groups under MIN_PHOTOS (the reference-free search decides for them)
     unreadable: int = 0
+    photos: int = 0  # photos given
+    digest: str = ""  # localize.stills_tag() after learning: equal digests, equal crops (compare two runs by it)
 
     def sentence(self) -> str:
         with_model = sum(1 for n in self.cameras if n >= MIN_PHOTOS)
@@ -231,18 +253,19 @@ class StillsReport:
         if self.too_few:
             s += (f"; {self.too_few} photo(s) in groups under {MIN_PHOTOS} photos use the reference-free search "
                   "(give more photos of that camera, or --empty DIR)")
-        return s
+        return s + f" (crops digest {self.digest or '-'} of {self.photos} photo(s))"
 
 
 def learn_stills(paths: Sequence[Path], spec: CropSpec) -> StillsReport:
     """Group a data set's photos by camera, learn each group's belt from its own photos (groups of at least
     ``MIN_PHOTOS``), and have :func:`edge.judge.localize.locate_for_still` answer each of those photos with
     where that belt put its box (the model of the other photos of its camera). Photos are read twice (a
-    thumbnail pass, then one camera at a time) so memory stays at one camera's photos."""
+    thumbnail pass, then one camera at a time) so memory stays at one camera's photos. The report's ``digest``
+    (:func:`edge.judge.localize.stills_tag`, in the log line) is equal for two runs exactly when they crop alike."""
     thumbs: list[np.ndarray] = []
     shapes: list[tuple[int, int]] = []
     readable: list[Path] = []
-    report = StillsReport()
+    report = StillsReport(photos=len(paths))
     for p in paths:
         bgr = read_bgr(p)
         if bgr is None:
@@ -260,6 +283,7 @@ def learn_stills(paths: Sequence[Path], spec: CropSpec) -> StillsReport:
         photos = [np.asarray(read_bgr(readable[i])) for i in g]
         _remember_camera(photos, spec)
         report.modelled += len(g)
+    report.digest = stills_tag()
     log.info("self-learned belt: %s", report.sentence())
     return report
 
