@@ -10,7 +10,7 @@ known box (synth ``parts.json``, by ``crops.add_truth``). Then the policies, non
 * ``self``: the self-learned belt (today's default);
 * ``free_then_self``: the reference-free box; the self-learned belt's where the search falls back (whole frame);
 * ``self_then_free``: the self-learned belt's box; the reference-free one where it gives the whole frame;
-* ``confident_free``: the reference-free box where it is confident (``localize._confident``: a texture box that
+* ``confident_free``: the reference-free box where it is confident (``localize.confident``: a texture box that
   stands out clearly with little else, or a salient box), else the self-learned belt's;
 * ``tight_group``: per camera group, the self-learned belt where the group's photos are alike
   (:func:`group_spread` <= ``--spread``, default ``MAX_SPREAD``: one fixed camera), else the reference-free search;
@@ -44,12 +44,12 @@ MAX_SPREAD = 7.5
 
 
 def group_spread(thumbs: list[np.ndarray], group: list[int]) -> float:
-    """How alike a camera group's photos are: the median pairwise thumbnail distance (``selfbelt._distances``,
+    """How alike a camera group's photos are: the median pairwise thumbnail distance (``selfbelt.thumbnail_distances``,
     the grouping's own) over the group. One fixed camera's photos differ where the box is; photos joined because
     their belts look alike (line scenes: another belt per part) differ more."""
     if len(group) < 2:
         return 0.0
-    d = selfbelt._distances(np.stack([thumbs[i] for i in group]))
+    d = selfbelt.thumbnail_distances(np.stack([thumbs[i] for i in group]))
     return float(np.median(d[np.triu_indices(len(group), 1)]))
 
 
@@ -57,7 +57,7 @@ def _row(loc: localize.Located) -> dict[str, Any]:
     box = not loc.whole and loc.bbox is not None
     return {"method": loc.method, "whole": not box, "bbox": list(loc.bbox) if box and loc.bbox else None,
             "contrast": round(loc.contrast, 3), "others": round(loc.others, 3),
-            "confident": bool(loc.method == "salient" or localize._confident(loc))}
+            "confident": bool(loc.method == "salient" or localize.confident(loc))}
 
 
 def _ious(data: Path, paths: list[Path], locs: list[localize.Located]) -> list[float]:

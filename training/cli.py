@@ -142,9 +142,13 @@ def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> bool:
     for ``boxinspect localize``) when :func:`wants_self_belt` says so; whether it did."""
     if not wants_self_belt(crop_method, args):
         return False
-    from edge.judge.localize import CropSpec
+    from edge.judge.localize import EMPTY_DIR, CropSpec
     from edge.judge.selfbelt import data_photos, learn_stills
 
+    if (Path(data) / EMPTY_DIR).is_dir():
+        log.info("self-learned belt: %s holds empty-belt frames, which it does not learn from; --empty %s uses them "
+                 "(better crops where they match the cameras: docs/RESULTS.md)", Path(data) / EMPTY_DIR,
+                 Path(data) / EMPTY_DIR)
     learn_stills(data_photos(Path(data)), CropSpec(method="auto"))
     return True
 

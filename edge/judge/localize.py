@@ -424,6 +424,9 @@ def _confident(loc: Located, contrast: float = 0.0) -> bool:
         and loc.contrast >= (contrast or _OVERRIDE_CONTRAST)
 
 
+confident = _confident  # public: studies/self_belt_policy.py asks it of the reference-free answer
+
+
 def _small_inside(loc: Located, shape: tuple[int, ...]) -> bool:
     """A box found well inside the frame (no edge within 2% of it) and smaller than a quarter of it, that stands
     out strongly (``_OVERRIDE_CONTRAST``) with little else standing out: what a box on a belt between rails looks

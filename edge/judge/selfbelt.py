@@ -64,7 +64,7 @@ def thumbnail(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(small, cv2.COLOR_BGR2LAB).astype(np.float32)
 
 
-def _distances(thumbs: np.ndarray) -> np.ndarray:
+def thumbnail_distances(thumbs: np.ndarray) -> np.ndarray:
     """Pairwise median per-pixel Lab distance of (n, h, w, 3) thumbnails: (n, n) float32."""
     n = len(thumbs)
     flat = thumbs.reshape(n, -1, 3)
@@ -109,7 +109,7 @@ def group_cameras(thumbs: Sequence[np.ndarray], shapes: Sequence[tuple[int, int]
     groups: list[list[int]] = []
     for idx in by_size.values():
         t = np.stack([thumbs[i] for i in idx])
-        for g in _average_linkage(_distances(t), threshold):
+        for g in _average_linkage(thumbnail_distances(t), threshold):
             groups.append([idx[k] for k in g])
     return sorted(groups, key=lambda g: (-len(g), g[0]))
 
