@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.judge.images import IMAGE_EXTS as IMAGE_EXTENSIONS
 from edge.judge.images import read_bgr
 from edge.judge.localize import NO_CROP, CropSpec, load_background, locate_for_still
 from edge.judge.model_package import model_input
@@ -20,7 +21,6 @@ from edge.judge.model_package import model_input
 log = logging.getLogger(__name__)
 
 HASH_SIZE = 64  # px the images are reduced to before the dHash (which works on 32x32 anyway)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_POSITIVE_NAMES = ("defective", "damaged")
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# the still-image files a data set, the feedback folders and the localiser's folders are made of
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
 
 def read_bgr(path: Path) -> np.ndarray | None:
     """Decode an image file to BGR uint8 (H, W, 3), OpenCV's order, or ``None`` if OpenCV cannot read it."""

@@ -54,6 +54,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.judge.beltmodel import MIN_FRAMES, BeltModel, BeltSet
+from edge.judge.images import IMAGE_EXTS
 
 log = logging.getLogger(__name__)
 
@@ -409,29 +410,26 @@ def _reference_free(bgr: np.ndarray, spec: CropSpec) -> Located:
         # salient region that spans the frame was the belt's rails and edges around it)
         return second if _small_inside(second, bgr.shape) else first
     if first.found and not first.whole:
-        return second if _part_of(first, second) and _confident(second) else first
-    if _confident(second, _GUESS_CONTRAST if not first.found else _OVERRIDE_CONTRAST):
+        return second if _part_of(first, second) and confident(second) else first
+    if confident(second, _GUESS_CONTRAST if not first.found else _OVERRIDE_CONTRAST):
         return second
     if first.found:  # salient called the scene cluttered and the texture search is not sure either
         return first
     return Located(False, "texture", area_frac=second.area_frac, reason=f"{first.reason}; texture: {second.reason}")
 
 
-def _confident(loc: Located, contrast: float = 0.0) -> bool:
+def confident(loc: Located, contrast: float = 0.0) -> bool:
     """A texture box that stands out strongly (``contrast``, default ``_OVERRIDE_CONTRAST``) with little else
     standing out."""
     return loc.found and not loc.whole and loc.bbox is not None and loc.others <= 0.5 \
         and loc.contrast >= (contrast or _OVERRIDE_CONTRAST)
 
 
-confident = _confident  # public: studies/self_belt_policy.py asks it of the reference-free answer
-
-
 def _small_inside(loc: Located, shape: tuple[int, ...]) -> bool:
     """A box found well inside the frame (no edge within 2% of it) and smaller than a quarter of it, that stands
     out strongly (``_OVERRIDE_CONTRAST``) with little else standing out: what a box on a belt between rails looks
     like to the texture search, and what a box-centred photo's labels and prints do not."""
-    if not _confident(loc) or loc.bbox is None:
+    if not confident(loc) or loc.bbox is None:
         return False
     h, w = shape[:2]
     x0, y0, x1, y1 = loc.bbox
@@ -612,7 +610,6 @@ def load_background(path: str | Path) -> np.ndarray:
 
 
 _BELTS: dict[tuple[str, int], BeltSet] = {}
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def empty_belt_folders(folder: str | Path) -> dict[str, list[Path]]:

@@ -29,10 +29,9 @@ import cv2
 import numpy as np
 
 from edge.judge.beltmodel import BeltModel, work_features
-from edge.judge.images import read_bgr
+from edge.judge.images import IMAGE_EXTS, read_bgr
 from edge.judge.localize import (
     EMPTY_DIR,
-    IMAGE_EXTS,
     CropSpec,
     Located,
     locate_for_still,

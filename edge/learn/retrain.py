@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from edge.judge.classifier import Classifier, ModelError
+from edge.judge.images import IMAGE_EXTS
 from edge.judge.model_package import (
     CVMetrics,
     GoldenSample,
@@ -80,7 +81,6 @@ from edge.runtime.versions import installed_versions
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_PER_CLASS = 20  # below this a 5-fold grouped CV has ~4 images of a class per test fold
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 HASH_SIZE = 64  # the image is reduced to this before the dHash (as training/cv.py)
 PROGRESS_EVERY = 100
 
@@ -150,7 +150,7 @@ def list_labelled(label_dirs: list[Path], labels: list[str]) -> _Labelled:
             if not folder.is_dir():
                 continue
             for p in sorted(folder.iterdir()):
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
                     paths.append(p)
                     labs.append(cls)
         log.info("labels: %d image(s) in %s", len(paths) - n0, d)
