@@ -48,10 +48,7 @@ def _rebuild_one(run: ct.RunInfo, p: np.ndarray, groups: np.ndarray, index_file:
         scorer = an.AnomalyScorer(method, 1.0, patchcore=an.PatchCore(bank, groups[idx[:, 0]]), border=border)
     else:
         scorer = ta.fit_scorer(method, p, groups, seed, border=border)
-    d = ta.held_out_good(method, scorer, p, groups, seed)
-    thr = an.frr_threshold(d, groups, float(cfg["threshold"]["target_frr"]), seed=seed)
-    scorer.threshold_distance = thr["distance"]
-    return scorer, thr
+    return scorer, ta.set_threshold(method, scorer, p, groups, float(cfg["threshold"]["target_frr"]), seed)
 
 
 def _rebuilt_scorer(run: ct.RunInfo, runner: Runner, train: list[ct.Item], groups: np.ndarray,

@@ -191,7 +191,7 @@ def load_model(cfg: Config, path: str | Path) -> LoadedModel:
 def _note_view_banks(cfg: Config, clf: Classifier) -> None:
     """An anomaly package with one bank per view scores each source by the bank of its ``view`` name; a source of
     another name (or the single ``source``) is scored by the pooled bank: said once, at load (docs/RESULTS.md)."""
-    banks = getattr(clf.anomaly, "views", None) or {}
+    banks = clf.anomaly.views if clf.anomaly is not None else {}
     if not banks:
         return
     names: list[str] = [v.view for v in cfg.sources]

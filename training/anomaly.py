@@ -179,10 +179,17 @@ def fit_thresholded(method: str, patches: np.ndarray, groups: np.ndarray, target
                     n_boot: int = 300) -> tuple[an.AnomalyScorer, dict[str, Any]]:
     """A scorer on good crops and its threshold (held-out good distances at ``target_frr``), set on it."""
     scorer = fit_scorer(method, patches, groups, seed, coreset_max=coreset_max, border=border)
+    return scorer, set_threshold(method, scorer, patches, groups, target_frr, seed, n_boot)
+
+
+def set_threshold(method: str, scorer: an.AnomalyScorer, patches: np.ndarray, groups: np.ndarray, target_frr: float,
+                  seed: int = 0, n_boot: int = 300) -> dict[str, Any]:
+    """Set ``scorer``'s threshold distance at ``target_frr`` on the held-out distances of the good crops it was
+    fitted on (``held_out_good``); the rule with its CI (``frr_threshold``). Train, convert and retrain alike."""
     d = held_out_good(method, scorer, patches, groups, seed)
     thr = an.frr_threshold(d, groups, target_frr, n_boot=n_boot, seed=seed)
     scorer.threshold_distance = thr["distance"]
-    return scorer, thr
+    return thr
 
 
 def view_scores(scorer: an.AnomalyScorer, patches: np.ndarray, views: np.ndarray | None) -> np.ndarray:

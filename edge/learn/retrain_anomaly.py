@@ -84,11 +84,9 @@ def retrain_anomaly(package: Path, label_dirs: list[Path], out_dir: Path, *, tar
     groups = image_groups(rel, hashes)
     method = meta.anomaly.method
     scorer = ta.fit_scorer(method, patches, groups, seed, border=meta.anomaly.border)
-    d = ta.held_out_good(method, scorer, patches, groups, seed)
     rule = float(target_frr if target_frr is not None else meta.anomaly.threshold_rule.get("target_frr",
                                                                                            an.DEFAULT_TARGET_FRR))
-    thr = an.frr_threshold(d, groups, rule, seed=seed)
-    scorer.threshold_distance = thr["distance"]
+    thr = ta.set_threshold(method, scorer, patches, groups, rule, seed)
     name = name or f"{re.sub(r'-bank-[0-9TZ]+$', '', meta.name)}-bank-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     dst = candidate_path(clf.path, out_dir, name)
     bank = dst.with_name(f"{name}.bank.npz")
