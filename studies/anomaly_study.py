@@ -7,6 +7,15 @@ is seed 3), so the settings chosen here are fixed before the evaluation folds ar
 variant it featurises the crops once (raw ``block_6_expand_relu`` and ``block_13_expand_relu`` maps, cached in
 OUT's folder) and then scores every scoring variant on 5 grouped folds (good parts of the training folds only),
 printing the per-part (max over views) AUC, mean and sd over the folds.
+
+    ... DEV OUT.json --third [VARIANT...]   # third pass: one bank per view, z-score, k = 3, Lab, mirror
+    ... DEV OUT.json --fifth [VARIANT...]   # fifth pass: FIFTH_VARIANTS, "pooled", "a&b" / "z:a&b" ensembles
+    ... DEV OUT.json --fifth-types OUT_OF_FIFTH.scores.npz   # per defect type, per-part AUC (mean fusion)
+    ... MERGED.json --fifth-report FIFTH.json...   # one JSON of every run's per-fold rows, a table per dev set
+
+The fifth pass cuts the shipped crop once per photo (cached raw pixels) and runs one any-size backbone per
+input variant (cached); every variant is scored on the same 10 grouped folds (5 x 2) with paired differences
+to ``base`` (the shipped recipe) and the folds up.
 """
 
 from __future__ import annotations
@@ -376,8 +385,8 @@ def _crop_d(pc: an.PatchCore, maps: list[np.ndarray], i: int, group: int | None)
 
 
 def fifth_patch_scores(maps: list[np.ndarray], rot: list[np.ndarray] | None, tta: bool, y: np.ndarray,
-                       groups: np.ndarray, tr: np.ndarray, te: np.ndarray) -> np.ndarray:
-    """Normalised scores d / (d + d_thr) of the test crops; ``rot``: the 180-degree-turned crops' maps, added to the
+                       groups: np.ndarray, tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised scores d / (d + d_thr) of the test crops (``_both``); ``rot``: the 180-degree-turned crops' maps, added to the
     bank (train time) and, with ``tta``, the test distance is the smaller of crop and turned crop."""
     good = tr[y[tr] == 0]
     bank_maps = [maps[i] for i in good] + ([rot[i] for i in good] if rot is not None else [])
@@ -394,7 +403,7 @@ def fifth_patch_scores(maps: list[np.ndarray], rot: list[np.ndarray] | None, tta
 
 
 def fifth_pooled_scores(pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, tr: np.ndarray,
-                        te: np.ndarray) -> np.ndarray:
+                        te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pooled-vector Mahalanobis baseline on the same crop, normalised by its own good-only threshold."""
     from training.anomaly import PooledGaussian, _pooled_held_out
 
@@ -404,11 +413,13 @@ def fifth_pooled_scores(pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, t
     return _both(PooledGaussian(pooled[good]).distances(pooled[te]), d_tr, thr)
 
 
-def _both(d: np.ndarray, d_tr: np.ndarray, thr: float) -> np.ndarray:
-    """(2, n): the package score d / (d + d_thr), and the z-score of log d against the held-out good training
-    crops' log-distances (an ensemble prefixed ``z:`` averages these instead)."""
+def _both(d: np.ndarray, d_tr: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """((2, n): the package score d / (d + d_thr) and the z-score of log d against the held-out good training
+    crops' log-distances (an ensemble prefixed ``z:`` averages these instead); the training crops' own z-scores,
+    for the ensemble's threshold)."""
     lg = np.log(np.maximum(d_tr, 1e-9))
-    return np.stack([np.asarray(an.normalise(d, thr)), (np.log(np.maximum(d, 1e-9)) - lg.mean()) / lg.std()])
+    z_tr = (lg - lg.mean()) / lg.std()
+    return np.stack([np.asarray(an.normalise(d, thr)), (np.log(np.maximum(d, 1e-9)) - lg.mean()) / lg.std()]), z_tr
 
 
 # name -> (feature set, layers, 180-degree bank, test-time min); ensembles are "a&b" (mean of normalised scores)
@@ -427,7 +438,8 @@ FIFTH_ENSEMBLES = ("base&pooled", "base&s320", "rotbank&pooled", "base&s320&pool
                    "z:rotbank&pooled", "z:base&s320&pooled")
 
 
-def _fifth_member(name: str, feats: Any, y: np.ndarray, groups: np.ndarray, folds: list) -> list[np.ndarray]:
+def _fifth_member(name: str, feats: Any, y: np.ndarray, groups: np.ndarray,
+                  folds: list) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per fold, the test crops' normalised scores of one variant (``pooled``: the Mahalanobis baseline)."""
     if name.startswith("pooled"):  # "pooled": from the 224 px crop, "pooled320": from the 320 px one
         p = feats("sq" + (name[6:] or "224"))["pooled"]
@@ -457,29 +469,48 @@ def fifth(data_dir: str, out: str, variants: tuple[str, ...]) -> None:
 
     folds = [(tr, te) for r in range(2)
              for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=r).split(y, y, groups)]
-    scores: dict[str, list[np.ndarray]] = {}
+    scores: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     res: dict[str, dict[str, list[float]]] = {}
     for name in variants:
         for member in name.removeprefix("z:").split("&"):
             if member not in scores:
                 scores[member] = _fifth_member(member, feats, y, groups, folds)
         s_folds = [_combined(scores, name, k) for k in range(len(folds))]
-        for (_, te), s in zip(folds, s_folds, strict=True):
+        for (tr, te), s in zip(folds, s_folds, strict=True):
             for rule in ("max", "mean"):
                 yp, sp = fuse_parts([parts[i] for i in te], y[te], s, rule)
                 res.setdefault(name, {}).setdefault(rule, []).append(float(roc_auc_score(yp, sp)))
             res[name].setdefault("view", []).append(float(roc_auc_score(y[te], s)))
+            frr, rec = _at_threshold(scores, name, len(res[name]["view"]) - 1, y, groups, tr, te)
+            res[name].setdefault("frr", []).append(frr)
+            res[name].setdefault("recall", []).append(rec)
         _fifth_log(res, name)
         np.savez(Path(out).with_suffix(".scores.npz"), te=np.concatenate([te for _, te in folds]),
                  **{n: np.concatenate([_combined(scores, n, k) for k in range(len(folds))]) for n in res})
         Path(out).write_text(json.dumps({"data": data_dir, "folds": res, "summary": _fifth_summary(res)}, indent=1))
 
 
-def _combined(scores: dict[str, list[np.ndarray]], name: str, k: int) -> np.ndarray:
+def _combined(scores: dict[str, list[tuple[np.ndarray, np.ndarray]]], name: str, k: int) -> np.ndarray:
     """Fold ``k``'s test scores of a variant or ensemble: the mean of its members' package scores, or with ``z:``
     the mean of their log-distance z-scores."""
     row = 1 if name.startswith("z:") else 0
-    return np.asarray(np.mean([scores[m][k][row] for m in name.removeprefix("z:").split("&")], axis=0))
+    return np.asarray(np.mean([scores[m][k][0][row] for m in name.removeprefix("z:").split("&")], axis=0))
+
+
+def _at_threshold(scores: dict[str, list[tuple[np.ndarray, np.ndarray]]], name: str, k: int, y: np.ndarray,
+                  groups: np.ndarray, tr: np.ndarray, te: np.ndarray) -> tuple[float, float]:
+    """(FRR on the held-out good views, recall on the defective ones) at the shipped rule's threshold (target FRR
+    0.001): score 0.5 for a single member or an ``a&b`` mean; for ``z:`` ensembles the combined distance
+    exp(mean z) of the held-out good training crops through the same ``frr_threshold``."""
+    s = _combined(scores, name, k)
+    if name.startswith("z:"):
+        good = tr[y[tr] == 0]
+        d_tr = np.exp(np.mean([scores[m][k][1] for m in name.removeprefix("z:").split("&")], axis=0))
+        thr = an.frr_threshold(d_tr, groups[good], 0.001, n_boot=2)["distance"]
+        hit = np.exp(s) >= thr
+    else:
+        hit = s >= 0.5
+    return float(hit[y[te] == 0].mean()), float(hit[y[te] == 1].mean())
 
 
 def _fifth_summary(res: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, Any]]:
@@ -495,7 +526,7 @@ def _fifth_summary(res: dict[str, dict[str, list[float]]]) -> dict[str, dict[str
 
 def _fifth_log(res: dict[str, dict[str, list[float]]], name: str) -> None:
     s = _fifth_summary(res)[name]
-    parts = [f"{r} {s[r][0]:.3f}+-{s[r][1]:.3f}" for r in ("view", "max", "mean")]
+    parts = [f"{r} {s[r][0]:.3f}+-{s[r][1]:.3f}" for r in ("view", "max", "mean", "frr", "recall")]
     parts += [f"d_{r} {s[k][0]:+.3f}+-{s[k][1]:.3f} ({s[k][2]}/10 up)" for r in ("view", "max", "mean")
               if (k := f"d_{r}") in s]
     log.info("%-22s %s", name, "  ".join(parts))
@@ -529,10 +560,33 @@ def fifth_types(data_dir: str, scores_npz: str, rule: str = "mean") -> dict[str,
     return out
 
 
+def fifth_report(out: str, runs: list[str]) -> None:
+    """Merge ``fifth`` outputs (several runs of one or more dev sets; a later run's row replaces an earlier one of
+    the same name and data) into one JSON of per-fold rows, and log a markdown table per dev set."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    merged: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        doc = json.loads(Path(r).read_text())
+        d = merged.setdefault(doc["data"], {"folds": {}, "summary": {}})
+        d["folds"].update(doc["folds"])
+        d["summary"].update(doc["summary"])
+    Path(out).write_text(json.dumps(merged, indent=1))
+    for data, d in merged.items():
+        log.info("\n%s\n| variant | per view | per part max | per part mean | paired view | paired max | paired mean |\n"
+                 "|---|---|---|---|---|---|---|", data)
+        for name, sm in d["summary"].items():
+            cells = [f"{sm[r][0]:.3f} ± {sm[r][1]:.3f}" for r in ("view", "max", "mean")]
+            cells += [f"{sm[k][0]:+.3f} ± {sm[k][1]:.3f} ({sm[k][2]}/10)" if (k := f"d_{r}") in sm else "-"
+                      for r in ("view", "max", "mean")]
+            log.info("| %s | %s |", name, " | ".join(cells))
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    if sys.argv[3:4] == ["--fifth-types"]:
+    if sys.argv[2:3] == ["--fifth-report"]:
+        fifth_report(sys.argv[1], sys.argv[3:])
+    elif sys.argv[3:4] == ["--fifth-types"]:
         Path(sys.argv[2]).write_text(json.dumps(fifth_types(sys.argv[1], sys.argv[4]), indent=1))
     elif sys.argv[3:4] == ["--fifth"]:
         fifth(sys.argv[1], sys.argv[2], tuple(sys.argv[4:]) or (*FIFTH_VARIANTS, "pooled", *FIFTH_ENSEMBLES))
