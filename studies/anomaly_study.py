@@ -405,10 +405,10 @@ def fifth_patch_scores(maps: list[np.ndarray], rot: list[np.ndarray] | None, tta
 def fifth_pooled_scores(pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, tr: np.ndarray,
                         te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pooled-vector Mahalanobis baseline on the same crop, normalised by its own good-only threshold."""
-    from training.anomaly import PooledGaussian, _pooled_held_out
+    from training.anomaly import PooledGaussian, pooled_held_out
 
     good = tr[y[tr] == 0]
-    d_tr = _pooled_held_out(pooled[good], groups[good])
+    d_tr = pooled_held_out(pooled[good], groups[good])
     thr = an.frr_threshold(d_tr, groups[good], 0.001, n_boot=2)["distance"]
     return _both(PooledGaussian(pooled[good]).distances(pooled[te]), d_tr, thr)
 
