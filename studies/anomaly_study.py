@@ -7,6 +7,15 @@ is seed 3), so the settings chosen here are fixed before the evaluation folds ar
 variant it featurises the crops once (raw ``block_6_expand_relu`` and ``block_13_expand_relu`` maps, cached in
 OUT's folder) and then scores every scoring variant on 5 grouped folds (good parts of the training folds only),
 printing the per-part (max over views) AUC, mean and sd over the folds.
+
+    ... DEV OUT.json --third [VARIANT...]   # third pass: one bank per view, z-score, k = 3, Lab, mirror
+    ... DEV OUT.json --fifth [VARIANT...]   # fifth pass: FIFTH_VARIANTS, "pooled", "a&b" / "z:a&b" ensembles
+    ... DEV OUT.json --fifth-types OUT_OF_FIFTH.scores.npz   # per defect type, per-part AUC (mean fusion)
+    ... MERGED.json --fifth-report FIFTH.json...   # one JSON of every run's per-fold rows, a table per dev set
+
+The fifth pass cuts the shipped crop once per photo (cached raw pixels) and runs one any-size backbone per
+input variant (cached); every variant is scored on the same 10 grouped folds (5 x 2) with paired differences
+to ``base`` (the shipped recipe) and the folds up.
 """
 
 from __future__ import annotations
@@ -274,10 +283,314 @@ def third(data_dir: str, out: str, variants: tuple[str, ...] = THIRD_VARIANTS) -
                                         indent=1))
 
 
+# ---------------------------------------------------------------- fifth pass (2026-12-06): aspect, 180-degree turns, size,
+# a finer layer, and the pooled Mahalanobis in an ensemble. The located crop is cut once per photo and kept (raw
+# pixels); every variant's features come from one backbone built for any input size.
+
+FIFTH_LAYERS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu")
+FIFTH_FEATS = ("sq224", "rot224", "sq320", "rot320", "asp224", "asprot224")
+
+
+def fifth_crops(paths: list[Path], cache: Path) -> list[np.ndarray]:
+    """The shipped crop (upright, tight, margin 0.02; no self-learned belt, as cv now does), RGB, native size."""
+    import pickle
+
+    if cache.exists():
+        return list(pickle.loads(cache.read_bytes()))
+    spec = CROPS["upright_tight"]
+    out = []
+    for p in paths:
+        bgr = cv2.imread(str(p))
+        out.append(cv2.cvtColor(localize.crop(bgr, localize.locate_for_still(bgr, spec), spec), cv2.COLOR_BGR2RGB))
+    cache.write_bytes(pickle.dumps(out))
+    return out
+
+
+def _aspect_resize(rgb: np.ndarray, long_side: int) -> np.ndarray:
+    """Long side (horizontal in the upright crop) to ``long_side`` px, the short side kept in proportion and rounded
+    to whole 16 px cells (at least 4 cells): every cell covers about the same share of the box's length."""
+    h, w = rgb.shape[:2]
+    hh = int(max(64, 16 * round(h * long_side / max(w, 1) / 16)))
+    ww = long_side if w >= h else int(max(64, 16 * round(w * long_side / max(h, 1) / 16)))
+    interp = cv2.INTER_AREA if (h > hh or w > ww) else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (ww, hh), interpolation=interp)
+
+
+def _fifth_input(rgb: np.ndarray, feat: str) -> np.ndarray:
+    size = int(feat[-3:])
+    x = _aspect_resize(rgb, size) if feat.startswith("asp") else data_mod.resize(rgb, size)
+    return x[::-1, ::-1] if "rot" in feat else x
+
+
+def fifth_features(crops: list[np.ndarray], feat: str, cache: Path) -> dict[str, Any]:
+    """Raw maps of the four layers (object arrays: the aspect-kept grids differ per crop), cached."""
+    import pickle
+
+    if cache.exists():
+        return dict(pickle.loads(cache.read_bytes()))
+    import keras
+
+    from training import model as model_mod
+
+    wp = model_mod.resolve_weights(str(next(WEIGHTS.glob("*0.35_224*.h5"))), 0.35, 224)
+    bb = model_mod.build_backbone(224, 0.35, wp, any_size=True)
+    m = keras.Model(bb.input, [bb.get_layer(n).output for n in FIFTH_LAYERS])
+    xs = [_fifth_input(c, feat) for c in crops]
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("b3", "mid", "deep", "pooled")}
+    i = 0
+    while i < len(xs):  # batches of equal shape
+        j = i
+        while j < len(xs) and j - i < 16 and xs[j].shape == xs[i].shape:
+            j += 1
+        b3, mid, deep, top = m.predict(np.stack(xs[i:j]).astype(np.float32) / 127.5 - 1.0, verbose=0)
+        for k, a in (("b3", b3), ("mid", mid), ("deep", deep)):
+            out[k].extend(list(a.astype(np.float16)))
+        out["pooled"].extend(list(top.mean(axis=(1, 2))))
+        i = j
+    res = {"b3": out["b3"], "mid": out["mid"], "deep": out["deep"], "pooled": np.stack(out["pooled"])}
+    cache.write_bytes(pickle.dumps(res))
+    return res
+
+
+def fifth_maps(f: dict[str, Any], layers: str) -> list[np.ndarray]:
+    """Per crop (H/16, W/16, D) patch map: ``6+13`` as shipped (3 x 3 smoothing, block 6 averaged to stride 16),
+    ``3+6+13`` adds block 3 (stride 4, smoothed 3 x 3, averaged 4 x 4 into the same grid)."""
+    out = []
+    for i in range(len(f["deep"])):
+        m = patch_maps(f["mid"][i][None], f["deep"][i][None], "6+13", 3)[0]
+        if layers == "6@28":  # block 6 at its native stride 8, block 13 repeated 2 x 2: a 28 x 28 grid
+            mid = _box(f["mid"][i][None].astype(np.float32), 3)[0]
+            deep = _box(f["deep"][i][None].astype(np.float32), 3)[0].repeat(2, axis=0).repeat(2, axis=1)
+            m = np.concatenate([mid, deep], axis=-1)
+        if layers == "3+6+13":
+            b3 = _box(f["b3"][i][None].astype(np.float32), 3)[0]
+            h, w, c = b3.shape
+            m = np.concatenate([m, b3.reshape(h // 4, 4, w // 4, 4, c).mean(axis=(1, 3))], axis=-1)
+        out.append(m)
+    return out
+
+
+def _fit_bank(maps: list[np.ndarray], groups: np.ndarray) -> an.PatchCore:
+    """The shipped PatchCore fit (coreset 10 %, 1,000-10,000 rows) over crops whose grids may differ in size."""
+    flat = np.concatenate([m.reshape(-1, m.shape[-1]) for m in maps]).astype(np.float32)
+    src = np.concatenate([np.full(m.shape[0] * m.shape[1], g, np.int64) for m, g in zip(maps, groups, strict=True)])
+    n = int(min(len(flat), max(1000, min(10000, round(0.1 * len(flat))))))
+    idx = an.greedy_coreset(flat, n)
+    return an.PatchCore(np.ascontiguousarray(flat[idx]), src[idx], idx)
+
+
+def _crop_d(pc: an.PatchCore, maps: list[np.ndarray], i: int, group: int | None) -> float:
+    sc = an.AnomalyScorer("patchcore", 1.0, border=2 if maps[i].shape[0] >= 28 else 1)  # the same outer ring
+    return sc.crop_distance(pc.cell_distances(maps[i], group))
+
+
+def fifth_patch_scores(maps: list[np.ndarray], rot: list[np.ndarray] | None, tta: bool, y: np.ndarray,
+                       groups: np.ndarray, tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised scores d / (d + d_thr) of the test crops (``_both``); ``rot``: the 180-degree-turned crops' maps, added to the
+    bank (train time) and, with ``tta``, the test distance is the smaller of crop and turned crop."""
+    good = tr[y[tr] == 0]
+    bank_maps = [maps[i] for i in good] + ([rot[i] for i in good] if rot is not None else [])
+    bank_groups = np.concatenate([groups[good]] * (2 if rot is not None else 1))
+    pc = _fit_bank(bank_maps, bank_groups)
+    d_tr = np.array([_crop_d(pc, maps, i, int(groups[i])) for i in good])
+    if tta and rot is not None:
+        d_tr = np.minimum(d_tr, [_crop_d(pc, rot, i, int(groups[i])) for i in good])
+    thr = an.frr_threshold(d_tr, groups[good], 0.001, n_boot=2)["distance"]
+    d = np.array([_crop_d(pc, maps, i, None) for i in te])
+    if tta and rot is not None:
+        d = np.minimum(d, [_crop_d(pc, rot, i, None) for i in te])
+    return _both(d, d_tr, thr)
+
+
+def fifth_pooled_scores(pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, tr: np.ndarray,
+                        te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled-vector Mahalanobis baseline on the same crop, normalised by its own good-only threshold."""
+    from training.anomaly import PooledGaussian, pooled_held_out
+
+    good = tr[y[tr] == 0]
+    d_tr = pooled_held_out(pooled[good], groups[good])
+    thr = an.frr_threshold(d_tr, groups[good], 0.001, n_boot=2)["distance"]
+    return _both(PooledGaussian(pooled[good]).distances(pooled[te]), d_tr, thr)
+
+
+def _both(d: np.ndarray, d_tr: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """((2, n): the package score d / (d + d_thr) and the z-score of log d against the held-out good training
+    crops' log-distances (an ensemble prefixed ``z:`` averages these instead); the training crops' own z-scores,
+    for the ensemble's threshold)."""
+    lg = np.log(np.maximum(d_tr, 1e-9))
+    z_tr = (lg - lg.mean()) / lg.std()
+    return np.stack([np.asarray(an.normalise(d, thr)), (np.log(np.maximum(d, 1e-9)) - lg.mean()) / lg.std()]), z_tr
+
+
+# name -> (feature set, layers, 180-degree bank, test-time min); ensembles are "a&b" (mean of normalised scores)
+FIFTH_VARIANTS: dict[str, tuple[str, str, bool, bool]] = {
+    "base": ("sq224", "6+13", False, False),
+    "rotbank": ("sq224", "6+13", True, False),
+    "rottta": ("sq224", "6+13", True, True),
+    "aspect": ("asp224", "6+13", False, False),
+    "aspect+rot": ("asp224", "6+13", True, False),
+    "s320": ("sq320", "6+13", False, False),
+    "s320+rot": ("sq320", "6+13", True, False),
+    "b3": ("sq224", "3+6+13", False, False),
+    "g28": ("sq224", "6@28", False, False),
+}
+FIFTH_ENSEMBLES = ("base&pooled", "base&s320", "rotbank&pooled", "base&s320&pooled", "s320&pooled320", "z:base&pooled",
+                   "z:rotbank&pooled", "z:base&s320&pooled")
+
+
+def _fifth_member(name: str, feats: Any, y: np.ndarray, groups: np.ndarray,
+                  folds: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per fold, the test crops' normalised scores of one variant (``pooled``: the Mahalanobis baseline)."""
+    if name.startswith("pooled"):  # "pooled": from the 224 px crop, "pooled320": from the 320 px one
+        p = feats("sq" + (name[6:] or "224"))["pooled"]
+        return [fifth_pooled_scores(p, y, groups, tr, te) for tr, te in folds]
+    fs, layers, rot, tta = FIFTH_VARIANTS[name]
+    maps = fifth_maps(feats(fs), layers)
+    rmaps = fifth_maps(feats(fs.replace("sq", "rot").replace("asp", "asprot")), layers) if rot else None
+    return [fifth_patch_scores(maps, rmaps, tta, y, groups, tr, te) for tr, te in folds]
+
+
+def fifth(data_dir: str, out: str, variants: tuple[str, ...]) -> None:
+    """Variants and ensembles on 10 grouped folds (5 x 2 repeats) of a dev set: per view and per-part AUC (max,
+    mean), paired differences against ``base`` (the shipped recipe) with the folds up."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    images, y, parts, groups, view = load_set(data_dir)
+    cdir = Path(out).parent
+    crops = fifth_crops(images.paths, cdir / "fifth-crops.pkl")
+    cache: dict[str, dict[str, Any]] = {}
+
+    def feats(fs: str) -> dict[str, Any]:
+        if fs not in cache:
+            cache[fs] = fifth_features(crops, fs, cdir / f"fifth-{fs}.pkl")
+        return cache[fs]
+
+    folds = [(tr, te) for r in range(2)
+             for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=r).split(y, y, groups)]
+    scores: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    res: dict[str, dict[str, list[float]]] = {}
+    for name in variants:
+        for member in name.removeprefix("z:").split("&"):
+            if member not in scores:
+                scores[member] = _fifth_member(member, feats, y, groups, folds)
+        s_folds = [_combined(scores, name, k) for k in range(len(folds))]
+        for (tr, te), s in zip(folds, s_folds, strict=True):
+            for rule in ("max", "mean"):
+                yp, sp = fuse_parts([parts[i] for i in te], y[te], s, rule)
+                res.setdefault(name, {}).setdefault(rule, []).append(float(roc_auc_score(yp, sp)))
+            res[name].setdefault("view", []).append(float(roc_auc_score(y[te], s)))
+            frr, rec = _at_threshold(scores, name, len(res[name]["view"]) - 1, y, groups, tr, te)
+            res[name].setdefault("frr", []).append(frr)
+            res[name].setdefault("recall", []).append(rec)
+        _fifth_log(res, name)
+        np.savez(Path(out).with_suffix(".scores.npz"), te=np.concatenate([te for _, te in folds]),
+                 **{n: np.concatenate([_combined(scores, n, k) for k in range(len(folds))]) for n in res})
+        Path(out).write_text(json.dumps({"data": data_dir, "folds": res, "summary": _fifth_summary(res)}, indent=1))
+
+
+def _combined(scores: dict[str, list[tuple[np.ndarray, np.ndarray]]], name: str, k: int) -> np.ndarray:
+    """Fold ``k``'s test scores of a variant or ensemble: the mean of its members' package scores, or with ``z:``
+    the mean of their log-distance z-scores."""
+    row = 1 if name.startswith("z:") else 0
+    return np.asarray(np.mean([scores[m][k][0][row] for m in name.removeprefix("z:").split("&")], axis=0))
+
+
+def _at_threshold(scores: dict[str, list[tuple[np.ndarray, np.ndarray]]], name: str, k: int, y: np.ndarray,
+                  groups: np.ndarray, tr: np.ndarray, te: np.ndarray) -> tuple[float, float]:
+    """(FRR on the held-out good views, recall on the defective ones) at the shipped rule's threshold (target FRR
+    0.001): score 0.5 for a single member or an ``a&b`` mean; for ``z:`` ensembles the combined distance
+    exp(mean z) of the held-out good training crops through the same ``frr_threshold``."""
+    s = _combined(scores, name, k)
+    if name.startswith("z:"):
+        good = tr[y[tr] == 0]
+        d_tr = np.exp(np.mean([scores[m][k][1] for m in name.removeprefix("z:").split("&")], axis=0))
+        thr = an.frr_threshold(d_tr, groups[good], 0.001, n_boot=2)["distance"]
+        hit = np.exp(s) >= thr
+    else:
+        hit = s >= 0.5
+    return float(hit[y[te] == 0].mean()), float(hit[y[te] == 1].mean())
+
+
+def _fifth_summary(res: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for n, d in res.items():
+        out[n] = {r: [float(np.mean(v)), float(np.std(v, ddof=1))] for r, v in d.items()}
+        if "base" in res and n != "base":
+            for r in ("view", "max", "mean"):
+                dd = np.array(d[r]) - np.array(res["base"][r])
+                out[n][f"d_{r}"] = [float(dd.mean()), float(dd.std(ddof=1)), int((dd > 0).sum()), int((dd < 0).sum())]
+    return out
+
+
+def _fifth_log(res: dict[str, dict[str, list[float]]], name: str) -> None:
+    s = _fifth_summary(res)[name]
+    parts = [f"{r} {s[r][0]:.3f}+-{s[r][1]:.3f}" for r in ("view", "max", "mean", "frr", "recall")]
+    parts += [f"d_{r} {s[k][0]:+.3f}+-{s[k][1]:.3f} ({s[k][2]}/10 up)" for r in ("view", "max", "mean")
+              if (k := f"d_{r}") in s]
+    log.info("%-22s %s", name, "  ".join(parts))
+
+
+def fifth_types(data_dir: str, scores_npz: str, rule: str = "mean") -> dict[str, dict[str, float]]:
+    """Per defect type (parts.json), each type's parts against all good parts, per-part AUC (``rule`` fusion) of
+    every variant in a scores file ``fifth`` wrote, pooled over the 10 folds' test scores (each part scored
+    twice, once per repeat; the AUC is taken per repeat and averaged)."""
+    from sklearn.metrics import roc_auc_score
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    images, y, parts, _, _ = load_set(data_dir)
+    kind = {p["part"]: p.get("defect") or "good" for p in json.loads((Path(data_dir) / "parts.json").read_text())["parts"]}
+    z = np.load(scores_npz)
+    te = z["te"]
+    half = len(te) // 2  # the two repeats, each covering every crop once
+    out: dict[str, dict[str, float]] = {}
+    for name in [n for n in z.files if n != "te"]:
+        by_type: dict[str, list[float]] = {}
+        for r in range(2):
+            idx = te[r * half:(r + 1) * half]
+            yp, sp = fuse_parts([parts[i] for i in idx], y[idx], z[name][r * half:(r + 1) * half], rule)
+            pnames = list(dict.fromkeys(parts[i] for i in idx))  # fuse_parts keeps first-seen order
+            ptype = np.array([kind[p] for p in pnames])
+            for t in sorted(set(ptype) - {"good"}):
+                m = (ptype == t) | (ptype == "good")
+                by_type.setdefault(t, []).append(float(roc_auc_score(yp[m], sp[m])))
+        out[name] = {t: float(np.mean(v)) for t, v in by_type.items()}
+        log.info("%-22s %s", name, "  ".join(f"{t} {v:.2f}" for t, v in out[name].items()))
+    return out
+
+
+def fifth_report(out: str, runs: list[str]) -> None:
+    """Merge ``fifth`` outputs (several runs of one or more dev sets; a later run's row replaces an earlier one of
+    the same name and data) into one JSON of per-fold rows, and log a markdown table per dev set."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    merged: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        doc = json.loads(Path(r).read_text())
+        d = merged.setdefault(doc["data"], {"folds": {}, "summary": {}})
+        d["folds"].update(doc["folds"])
+        d["summary"].update(doc["summary"])
+    Path(out).write_text(json.dumps(merged, indent=1))
+    for data, d in merged.items():
+        log.info("\n%s\n| variant | per view | per part max | per part mean | paired view | paired max | paired mean |\n"
+                 "|---|---|---|---|---|---|---|", data)
+        for name, sm in d["summary"].items():
+            cells = [f"{sm[r][0]:.3f} ± {sm[r][1]:.3f}" for r in ("view", "max", "mean")]
+            cells += [f"{sm[k][0]:+.3f} ± {sm[k][1]:.3f} ({sm[k][2]}/10)" if (k := f"d_{r}") in sm else "-"
+                      for r in ("view", "max", "mean")]
+            log.info("| %s | %s |", name, " | ".join(cells))
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    if sys.argv[3:4] == ["--third"]:
+    if sys.argv[2:3] == ["--fifth-report"]:
+        fifth_report(sys.argv[1], sys.argv[3:])
+    elif sys.argv[3:4] == ["--fifth-types"]:
+        Path(sys.argv[2]).write_text(json.dumps(fifth_types(sys.argv[1], sys.argv[4]), indent=1))
+    elif sys.argv[3:4] == ["--fifth"]:
+        fifth(sys.argv[1], sys.argv[2], tuple(sys.argv[4:]) or (*FIFTH_VARIANTS, "pooled", *FIFTH_ENSEMBLES))
+    elif sys.argv[3:4] == ["--third"]:
         third(sys.argv[1], sys.argv[2], tuple(sys.argv[4:]) or THIRD_VARIANTS)
     else:
         main(sys.argv[1], sys.argv[2], tuple(sys.argv[3:]) or tuple(CROPS))

@@ -242,7 +242,9 @@ class PooledGaussian:
         return np.sqrt(np.maximum(self.lw.mahalanobis(np.asarray(x, np.float64)), 0.0))
 
 
-def _pooled_held_out(x: np.ndarray, groups: np.ndarray, folds: int = 5) -> np.ndarray:
+def pooled_held_out(x: np.ndarray, groups: np.ndarray, folds: int = 5) -> np.ndarray:
+    """A Mahalanobis distance for every good crop from a Gaussian fitted without its group (grouped folds): what the
+    pooled baseline's threshold is set on (studies/anomaly_study.py uses it too)."""
     from sklearn.model_selection import GroupKFold
 
     out = np.full(len(x), np.nan)
@@ -275,7 +277,7 @@ def cv_fold(cfg: Any, feats: PatchFeatures, y: np.ndarray, groups: np.ndarray, t
     good = tr[y[tr] == 0]
     t0 = time.monotonic()
     if method == "pooled_gaussian":
-        d_tr = _pooled_held_out(feats.pooled[good], groups[good])
+        d_tr = pooled_held_out(feats.pooled[good], groups[good])
         d_te = PooledGaussian(feats.pooled[good]).distances(feats.pooled[te])
         bank = 0
     else:
