@@ -18,6 +18,12 @@ policies: the learned box where its confidence passes ``--conf``, else today's `
     python studies/learned_box.py features DATA... --cache runs/lbox/feat
     python studies/learned_box.py fit --train runs/lbox/train/* --head logreg --out runs/lbox/head.pkl
     python studies/learned_box.py eval DATA... --head runs/lbox/head.pkl [--policy rows.json] [--json out.json]
+    python studies/learned_box.py empty DATA... --head HEAD     # false boxes on DATA/empty/ (synth belt sets)
+    python studies/learned_box.py bench DATA... --head HEAD     # ms per frame: features, head, decode
+    python studies/learned_box.py litert                        # the backbone part as a LiteRT model, ms per frame
+
+Run from the repository root with ``PYTHONPATH=.`` and one thread (``OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1
+TF_NUM_INTEROP_THREADS=1``), under ``nice -n 10``. Results: docs/RESULTS.md "A learned box finder".
 """
 from __future__ import annotations
 
@@ -334,6 +340,35 @@ def empties(data: Path, head: Any, a: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def litert_cost(shape: tuple[int, int], n: int, out: Path) -> dict[str, float]:
+    """ms per frame of the backbone up to the three maps (float32 LiteRT, one thread, fixed input shape): what a
+    full-frame backbone in the model package would cost; the head is extra (see ``bench``)."""
+    import tensorflow as tf
+
+    run = _backbone()
+
+    @tf.function(input_signature=[tf.TensorSpec([1, shape[0], shape[1], 3], tf.float32)])
+    def fixed(x: Any) -> Any:
+        return run(x)
+
+    blob = tf.lite.TFLiteConverter.from_concrete_functions([fixed.get_concrete_function()], fixed).convert()
+    out.write_bytes(blob)
+    interp = tf.lite.Interpreter(model_content=blob, num_threads=1)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    x = np.random.default_rng(0).uniform(-1, 1, (1, shape[0], shape[1], 3)).astype(np.float32)
+    interp.set_tensor(inp, x)
+    interp.invoke()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        interp.set_tensor(inp, x)
+        interp.invoke()
+    res = {"ms": 1000 * (time.perf_counter() - t0) / n, "bytes": len(blob), "h": shape[0], "w": shape[1]}
+    log.info("LiteRT backbone to block_13_expand at %dx%d: %.1f ms per frame, %.2f MB", shape[1], shape[0],
+             res["ms"], len(blob) / 1e6)
+    return res
+
+
 def _seeds(text: str) -> list[int]:
     lo, _, hi = text.partition("-")
     return list(range(int(lo), int(hi or lo) + 1))
@@ -346,7 +381,7 @@ def _args() -> argparse.Namespace:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--seeds", type=_seeds, required=True, help="e.g. 1000-1009 (training seeds only)")
     r.add_argument("--parts", type=int, default=10, help="parts per class per seed")
-    for name in ("features", "fit", "eval", "bench", "empty"):
+    for name in ("features", "fit", "eval", "bench", "empty", "litert"):
         p = sub.add_parser(name)
         p.add_argument("data", type=Path, nargs="*")
         p.add_argument("--cache", type=Path, default=Path("runs/lbox/feat"))
@@ -381,8 +416,11 @@ def main() -> None:
     else:
         saved = pickle.loads(Path(a.head).read_bytes())
         head, a.ctx = saved["head"], saved.get("ctx", "none")
-        if a.cmd == "bench":
+        if a.cmd == "bench":  # ms per frame; litert: the backbone alone as a LiteRT model
             res: dict[str, Any] = {d.name: bench(d, head, a.long, a.n, a.ctx) for d in a.data}
+        elif a.cmd == "litert":
+            res = {f"{h}x{w}": litert_cost((h, w), a.n, a.cache / f"backbone_{w}x{h}.tflite")
+                   for h, w in ((352, 640), (480, 640))}
         elif a.cmd == "empty":
             res = {d.name: empties(d, head, a) for d in a.data}
         else:
