@@ -15,6 +15,7 @@ no-box share, per set and per view. ``--policy`` rows (a ``self_belt_policy.py -
 policies: the learned box where its confidence passes ``--conf``, else today's ``free`` / ``self`` answer.
 
     python studies/learned_box.py render --out runs/lbox/train --seeds 1000-1009 --parts 10
+    python studies/learned_box.py render --out runs/lbox/train --seeds 1020-1029 --belt-size 1280x720 640x480
     python studies/learned_box.py features DATA... --cache runs/lbox/feat
     python studies/learned_box.py fit --train runs/lbox/train/* --head logreg --out runs/lbox/head.pkl
     python studies/learned_box.py eval DATA... --head runs/lbox/head.pkl [--policy rows.json] [--json out.json]
@@ -148,18 +149,23 @@ def features(data: Path, cache: Path, long: int) -> Path:
     return out
 
 
-def render(out: Path, seeds: list[int], parts: int) -> None:
-    """Training scenes (TRAINING seeds only): per seed a belt set and a mixed line set, ``parts`` per class."""
-    from boxinspect.synth.belt import make_belt_dataset
+def render(out: Path, seeds: list[int], parts: int, sizes: list[str]) -> None:
+    """Training scenes (TRAINING seeds only): per seed a belt set and a mixed line set, ``parts`` per class; with
+    ``sizes`` (``WxH``, taken in turn by seed) belt sets only, named ``beltsz<seed>``."""
+    from boxinspect.synth.belt import BELT_FRAME, make_belt_dataset
     from boxinspect.synth.line import make_line_dataset
 
-    banned = {3, 21, 7, 31, 32}
+    banned = {3, 21, 7, 31, 32, 3001, 3002, 3003, 3004}
     for s in seeds:
         if s in banned:
             raise SystemExit(f"seed {s} is a dev or held-out seed")
-        if not (out / f"belt{s}" / "parts.json").exists():
-            make_belt_dataset(out / f"belt{s}", n_per_class=parts, seed=s, empty_frames=0, progress=False)
-        if not (out / f"line{s}" / "parts.json").exists():
+        name, size = f"belt{s}", BELT_FRAME
+        if sizes:
+            w, h = sizes[s % len(sizes)].split("x")
+            name, size = f"beltsz{s}", (int(w), int(h))
+        if not (out / name / "parts.json").exists():
+            make_belt_dataset(out / name, n_per_class=parts, seed=s, frame_size=size, empty_frames=0, progress=False)
+        if not sizes and not (out / f"line{s}" / "parts.json").exists():
             make_line_dataset(out / f"line{s}", n_per_class=parts, seed=s, difficulty="mixed", progress=False)
         log.info("rendered seed %d", s)
 
@@ -381,6 +387,7 @@ def _args() -> argparse.Namespace:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--seeds", type=_seeds, required=True, help="e.g. 1000-1009 (training seeds only)")
     r.add_argument("--parts", type=int, default=10, help="parts per class per seed")
+    r.add_argument("--belt-size", nargs="*", default=[], help="WxH, in turn by seed: belt sets of these sizes only")
     for name in ("features", "fit", "eval", "bench", "empty", "litert"):
         p = sub.add_parser(name)
         p.add_argument("data", type=Path, nargs="*")
@@ -404,7 +411,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if a.cmd == "render":
-        render(a.out, a.seeds, a.parts)
+        render(a.out, a.seeds, a.parts, a.belt_size)
     elif a.cmd == "features":
         for d in a.data:
             features(d, a.cache, a.long)
