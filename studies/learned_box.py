@@ -22,6 +22,7 @@ policies: the learned box where its confidence passes ``--conf``, else today's `
     python studies/learned_box.py empty DATA... --head HEAD     # false boxes on DATA/empty/ (synth belt sets)
     python studies/learned_box.py bench DATA... --head HEAD     # ms per frame: features, head, decode
     python studies/learned_box.py litert                        # the backbone part as a LiteRT model, ms per frame
+    python studies/learned_box.py numpyhgb DATA... --head HEAD  # the HGB head in plain numpy: ms per frame
 
 Run from the repository root with ``PYTHONPATH=.`` and one thread (``OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1
 TF_NUM_INTEROP_THREADS=1``), under ``nice -n 10``. Results: docs/RESULTS.md "A learned box finder".
@@ -375,6 +376,50 @@ def litert_cost(shape: tuple[int, int], n: int, out: Path) -> dict[str, float]:
     return res
 
 
+def hgb_arrays(head: Any) -> dict[str, np.ndarray]:
+    """An sklearn HGB classifier as flat arrays (what a model package could hold; no sklearn on the edge)."""
+    nodes = [t[0].nodes for t in head._predictors]
+    offs = np.cumsum([0] + [len(n) for n in nodes[:-1]])
+    allnodes = np.concatenate(nodes)
+    shift = np.repeat(offs, [len(n) for n in nodes])
+    return {"feature": allnodes["feature_idx"].astype(np.int32), "thr": allnodes["num_threshold"].astype(np.float32),
+            "left": (allnodes["left"] + shift).astype(np.int32), "right": (allnodes["right"] + shift).astype(np.int32),
+            "leaf": allnodes["is_leaf"].astype(bool), "value": allnodes["value"].astype(np.float32),
+            "roots": offs.astype(np.int32), "base": np.float32(np.ravel(head._baseline_prediction)[0])}
+
+
+def hgb_numpy(arr: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """P(box) per row of x: every tree walked at once, one level per step (numpy only)."""
+    idx = np.repeat(arr["roots"][:, None], len(x), axis=1)
+    cols = np.arange(len(x))[None, :]
+    while True:
+        leaf = arr["leaf"][idx]
+        if leaf.all():
+            break
+        go_left = x[cols, arr["feature"][idx]] <= arr["thr"][idx]
+        idx = np.where(leaf, idx, np.where(go_left, arr["left"][idx], arr["right"][idx]))
+    raw = arr["base"] + arr["value"][idx].sum(axis=0)
+    return 1.0 / (1.0 + np.exp(-raw))
+
+
+def hgb_numpy_cost(data: Path, head: Any, a: argparse.Namespace) -> dict[str, float]:
+    """ms per frame of :func:`hgb_numpy` on the cached cells of ``data``, and its largest difference to sklearn."""
+    arr = hgb_arrays(head)
+    z = np.load(features(data, a.cache, a.long))
+    fs = [z[f"f{i}"] for i in range(min(a.n, len(z.files) // 2))]
+    diff, t = 0.0, 0.0
+    for f in fs:
+        x = f.reshape(-1, f.shape[-1]).astype(np.float32)
+        t0 = time.perf_counter()
+        p = hgb_numpy(arr, x)
+        t += time.perf_counter() - t0
+        diff = max(diff, float(np.abs(p - head.predict_proba(x)[:, 1]).max()))
+    res = {"ms": 1000 * t / len(fs), "max_abs_diff": diff, "nodes": int(len(arr["leaf"]))}
+    log.info("%s: HGB in numpy %.1f ms per frame (%d nodes), max |p - sklearn| %.2g", data.name, res["ms"],
+             res["nodes"], diff)
+    return res
+
+
 def _seeds(text: str) -> list[int]:
     lo, _, hi = text.partition("-")
     return list(range(int(lo), int(hi or lo) + 1))
@@ -388,7 +433,7 @@ def _args() -> argparse.Namespace:
     r.add_argument("--seeds", type=_seeds, required=True, help="e.g. 1000-1009 (training seeds only)")
     r.add_argument("--parts", type=int, default=10, help="parts per class per seed")
     r.add_argument("--belt-size", nargs="*", default=[], help="WxH, in turn by seed: belt sets of these sizes only")
-    for name in ("features", "fit", "eval", "bench", "empty", "litert"):
+    for name in ("features", "fit", "eval", "bench", "empty", "litert", "numpyhgb"):
         p = sub.add_parser(name)
         p.add_argument("data", type=Path, nargs="*")
         p.add_argument("--cache", type=Path, default=Path("runs/lbox/feat"))
@@ -428,6 +473,8 @@ def main() -> None:
         elif a.cmd == "litert":
             res = {f"{h}x{w}": litert_cost((h, w), a.n, a.cache / f"backbone_{w}x{h}.tflite")
                    for h, w in ((352, 640), (480, 640))}
+        elif a.cmd == "numpyhgb":
+            res = {d.name: hgb_numpy_cost(d, head, a) for d in a.data}
         elif a.cmd == "empty":
             res = {d.name: empties(d, head, a) for d in a.data}
         else:
