@@ -242,6 +242,33 @@ def test_genicam_software_trigger_one_frame_per_trigger_and_a_camera_restart(fak
 
 
 @pytest.mark.slow  # a fake GigE Vision camera process and its network stream: the full lane
+def test_genicam_a_discovery_miss_retries_instead_of_opening_a_camera_that_sends_nothing(fake_camera, monkeypatch):
+    """Discovery can miss a camera that just restarted (CI saw it under load). Opening it by its id instead gave a
+    camera that answered but never sent a frame: triggered, it waited for ever looking healthy. Now the capture
+    retries until discovery finds it, and the triggers get their frames."""
+    import edge.capture.genicam as genicam
+
+    real, misses = genicam.find_camera, [3]
+
+    def missing_at_first(aravis: Any, wanted: str) -> tuple[str, str] | None:
+        if misses[0] > 0:
+            misses[0] -= 1
+            return None
+        return real(aravis, wanted)
+
+    monkeypatch.setattr(genicam, "find_camera", missing_at_first)
+    cap = Capture(genicam_cfg(trigger="software", pixel_format="Mono8"), Metrics()).start()
+    try:
+        wait_for(lambda: cap.state == CameraState.OK, 60, "the camera open once discovery finds it")
+        assert misses == [0]
+        for _ in range(3):
+            assert cap.software_trigger()
+            assert wait_for(lambda: cap.read(timeout=0.5), 10, "the frame of a trigger").trigger is not None
+    finally:
+        cap.stop()
+
+
+@pytest.mark.slow  # a fake GigE Vision camera process and its network stream: the full lane
 def test_genicam_lost_packets_and_incomplete_frames_are_counted(fake_camera):
     fake_camera.kill()
     fake_camera.start(lost_per_mille=5)  # ~55 packets a 320x240 frame: about one frame in four incomplete

@@ -24,6 +24,7 @@ GigE Vision camera (``arv-fake-gv-camera-0.8``) that speaks the real GVCP/GVSP p
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -257,6 +258,15 @@ class GenICamSource(Source):
             close()
 
 
+def _is_address(wanted: str) -> bool:
+    """True for an IP address (a camera on another subnet answers to it without discovery)."""
+    try:
+        ipaddress.ip_address(wanted)
+    except ValueError:
+        return False
+    return True
+
+
 def open_genicam(cfg: SourceConfig, read_timeout_s: float, metrics: Metrics | None = None) -> tuple[Source | None, str]:
     """Find, configure and start the camera in ``cfg.uri``: (source, "") or (None, why not)."""
     wanted = cfg.uri.strip()
@@ -265,6 +275,11 @@ def open_genicam(cfg: SourceConfig, read_timeout_s: float, metrics: Metrics | No
     except GiMissing as e:
         return None, str(e)
     found = find_camera(Aravis, wanted)
+    if found is None and not _is_address(wanted):
+        # Not discovered (yet: a camera just restarted, or discovery answered late under load). Opening a GigE Vision
+        # camera by its id then gives a control channel whose stream delivers no frames (measured on Aravis' fake
+        # camera), and a triggered camera would wait for ever looking healthy; the reconnect loop retries instead.
+        return None, f"GenICam camera {safe_uri(wanted)} not discovered on any interface (yet); retrying"
     target, name = found if found is not None else (wanted, wanted)  # an address not discovered: try it directly
     try:
         camera = Aravis.Camera.new(target)
