@@ -95,6 +95,8 @@ def with_context(f: np.ndarray, ctx: str) -> np.ndarray:
     """Optional context per cell: ``median``: minus the frame's median cell (the belt, most of the frame);
     ``blur``: plus the 5x5-cell mean; ``both``."""
     x = f.astype(np.float32)
+    if ctx.endswith("-nolab"):  # without the cell's mean Lab (the last 3 features): the product graph has none
+        x, ctx = x[..., :-3], ctx[: -len("-nolab")]
     parts = [x]
     if ctx in ("median", "both"):
         parts.append(x - np.median(x.reshape(-1, x.shape[-1]), axis=0))
@@ -389,7 +391,8 @@ def _args() -> argparse.Namespace:
         p.add_argument("--conf", type=float, nargs="*", default=[0.7])
         p.add_argument("--policy", type=Path, help="eval: a self_belt_policy.py JSON with the free/self rows")
         p.add_argument("--json", type=Path)
-        p.add_argument("--ctx", default="none", choices=("none", "median", "blur", "both"), help="fit: context")
+        p.add_argument("--ctx", default="none", choices=("none", "median", "blur", "both", "none-nolab", "blur-nolab"),
+                       help="fit: context (-nolab: without the cell's mean Lab)")
         p.add_argument("--n", type=int, default=20, help="bench: frames")
     return ap.parse_args()
 
