@@ -51,8 +51,9 @@ def render(out: Path, seeds: list[int], parts: int, sizes: list[str] | None = No
 
 
 def build(out: Path, seeds: list[int], parts: int, work: Path, weights: Path, cells: int = 200, epochs: int = 20,
-          kinds: tuple[str, ...] = ("belt", "line")) -> Path:
-    """Render, train and export the finder to ``out`` (float32 .tflite); returns ``out``."""
+          kinds: tuple[str, ...] = ("belt", "line"), seed: int = 0) -> Path:
+    """Render, train and export the finder to ``out`` (float32 .tflite); returns ``out``. ``seed``: of the cell
+    sampling and the head's initialisation (not of the scenes)."""
     from convert.common import convert_bytes
     from training.boxfinder import feature_model, finder_model, fit_head, training_cells
 
@@ -60,8 +61,8 @@ def build(out: Path, seeds: list[int], parts: int, work: Path, weights: Path, ce
     sets = render(work, seeds, parts, kinds=kinds)
     log.info("%d training sets under %s (%.0f s)", len(sets), work, time.monotonic() - t0)
     fmodel = feature_model(weights)
-    x, y = training_cells(fmodel, sets, cells)
-    head = fit_head(x, y, epochs=epochs)
+    x, y = training_cells(fmodel, sets, cells, seed=seed)
+    head = fit_head(x, y, epochs=epochs, seed=seed)
     blob = convert_bytes(finder_model(fmodel, head), "float32", None)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(blob)
@@ -101,7 +102,7 @@ def _cmd_build(args: Any) -> int:
         return 2
     kinds = tuple(k for k in ("belt", "line") if k in args.scenes)
     build(Path(args.out), args.seeds, args.parts, Path(args.work), weights, args.cells, args.epochs,
-          kinds)
+          kinds, args.seed)
     return 0
 
 
@@ -124,4 +125,5 @@ def register(sub: Any) -> None:
                    "default: the offline copy training/model.py finds, e.g. ../shared/weights/)")
     b.add_argument("--cells", type=int, default=200, help="positive cells per photo (and as many negatives)")
     b.add_argument("--epochs", type=int, default=20, help="at most this many epochs (early stopping on 10%% of cells)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the cell sampling and the head (default 0)")
     b.set_defaults(func=_cmd_build)

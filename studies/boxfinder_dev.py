@@ -3,7 +3,7 @@
 Runs the edge BoxFinder (LiteRT, no TensorFlow) on every photo of each DATA (a synth set with ``parts.json``),
 decodes the probability grid at each ``--thr`` and scores as ``studies/learned_box.py eval`` does: IoU >= 0.8
 share (a "no box" counts as a miss), IoU >= 0.5 share, "no box" share, per set and per view; plus ms per frame
-(grid only, after one warm-up). DEV sets only (line 7, belt 31, belt 32); the held-out sets are not for tuning.
+(grid only, after one warm-up); ``--empty``: boxes found on the empty-belt frames. DEV sets only (line 7, belt 31, belt 32); the held-out sets are not for tuning.
 
     PYTHONPATH=. python studies/boxfinder_dev.py /work/wt/s35self/runs/{line7,belt31,belt32} \
         --finder runs/boxfinder/finder10.tflite --thr 0.5 0.7 0.8 0.85 0.9 --json runs/boxfinder/dev.json
@@ -49,6 +49,16 @@ def score_set(data: Path, finder: BoxFinder, thrs: list[float]) -> dict[str, Any
     return out
 
 
+def empty_set(data: Path, finder: BoxFinder, thrs: list[float]) -> dict[str, Any]:
+    """False boxes on a synth belt set's empty-belt frames (``DATA/empty/**``): frames with a box, per threshold."""
+    frames = sorted(p for p in (data / "empty").rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    grids = [(finder.probabilities(img), img.shape[:2])
+             for img in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in frames)]
+    out = {str(t): sum(decode(g, shape, t).box is not None for g, shape in grids) for t in thrs}
+    log.info("%s empty belt: %d frames, frames with a box per threshold %s", data.name, len(frames), out)
+    return {"frames": len(frames), "boxes": out}
+
+
 def _stats(rs: list[dict[str, Any]]) -> dict[str, float]:
     if not rs:
         return {"iou08": 0.0, "iou05": 0.0, "nobox": 0.0, "n": 0}
@@ -63,10 +73,11 @@ def main() -> None:
     ap.add_argument("--thr", type=float, nargs="+", default=[0.85])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--empty", action="store_true", help="count boxes on DATA/empty/** (empty belt) instead")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     finder = BoxFinder(a.finder, num_threads=a.threads)
-    res = {d.name: score_set(d, finder, a.thr) for d in a.data}
+    res = {d.name: empty_set(d, finder, a.thr) if a.empty else score_set(d, finder, a.thr) for d in a.data}
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
 

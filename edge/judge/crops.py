@@ -344,7 +344,8 @@ def _cmd_localize(args: Any) -> int:
     warn = fallback_warning(st, spec)
     if warn:
         log.warning("%s", warn)
-    print(f"crop {spec.describe()}: {st.sentence()}")  # noqa: T201 - the CLI's summary
+    first = f"learned finder {args.finder} (box on {st.methods.get('learned', 0)}), else " if finder else ""
+    print(f"crop {first}{spec.describe()}: {st.sentence()}")  # noqa: T201 - the CLI's summary
     for p in (args.json, args.sheet):
         if p:
             print(f"wrote {p}")  # noqa: T201
