@@ -24,6 +24,7 @@ EPILOG = """\
 typical flow:
   boxinspect synth --out data/synth --video           # synthetic boxes on a belt (+ conveyor video)
   boxinspect localize data/synth --sheet crops.png   # where the box crop lands, worst first (before training)
+  boxinspect boxfinder build --out runs/finder.tflite  # the learned box finder (localize --finder)
   boxinspect train data/synth --out runs/m1           # MobileNetV2 transfer learning
   boxinspect evaluate runs/m1                         # report, plots, operating threshold
   boxinspect convert runs/m1 --format int8            # TFLite + metadata + accuracy gate
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, type=_log_level, help="DEBUG, INFO (default), WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from boxinspect import dataset, demo, synth
+    from boxinspect import boxfinder, dataset, demo, synth
     from convert import cli as convert_cli
     from edge import cli as edge_cli
     from edge.judge import crops as crops_cli
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert_cli.register(sub)
     edge_cli.register(sub)
     crops_cli.register(sub)
+    boxfinder.register(sub)
     signing_cli.register(sub)
     dataset.register(sub)
     demo.register(sub)

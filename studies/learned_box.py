@@ -41,6 +41,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from boxinspect.boxfinder import render
+from edge.judge.boxfinder import input_size
+from training.boxfinder import cell_labels, sample_cells, truths
+
 log = logging.getLogger("learned_box")
 WEIGHTS = Path("../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
 LAYERS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu")
@@ -73,9 +77,7 @@ def _backbone() -> Any:
 
 def _resize(img: np.ndarray, long: int) -> np.ndarray:
     """Resize so the long side is ``long`` and both sides are multiples of 32 (the backbone's stride)."""
-    h, w = img.shape[:2]
-    s = long / max(h, w)
-    nh, nw = max(32, round(h * s / 32) * 32), max(32, round(w * s / 32) * 32)
+    nh, nw = input_size(*img.shape[:2], long)
     return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
 
 
@@ -89,17 +91,12 @@ def cell_features(img_bgr: np.ndarray, long: int) -> np.ndarray:
     return np.concatenate([maps, lab.astype(np.float32) / 100.0], axis=2).astype(np.float16)
 
 
-def truths(data: Path) -> list[dict[str, Any]]:
-    """Per photo of a synth data set: file, view, frame bbox and rotated rectangle, from ``parts.json``."""
-    man = json.loads((data / "parts.json").read_text())
-    return [{"file": v["file"], "view": view, "bbox": v["bbox"], "rotated": v["rotated"]}
-            for p in man["parts"] for view, v in p["views"].items()]
-
-
 def with_context(f: np.ndarray, ctx: str) -> np.ndarray:
     """Optional context per cell: ``median``: minus the frame's median cell (the belt, most of the frame);
     ``blur``: plus the 5x5-cell mean; ``both``."""
     x = f.astype(np.float32)
+    if ctx.endswith("-nolab"):  # without the cell's mean Lab (the last 3 features): the product graph has none
+        x, ctx = x[..., :-3], ctx[: -len("-nolab")]
     parts = [x]
     if ctx in ("median", "both"):
         parts.append(x - np.median(x.reshape(-1, x.shape[-1]), axis=0))
@@ -108,23 +105,6 @@ def with_context(f: np.ndarray, ctx: str) -> np.ndarray:
 
         parts.append(uniform_filter(x, size=(5, 5, 1), mode="nearest"))
     return np.concatenate(parts, axis=2) if len(parts) > 1 else x
-
-
-def cell_labels(t: dict[str, Any], frame: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
-    """(gh, gw) bool: cell centre inside the box's rotated rectangle (clipped to its bounding box)."""
-    fh, fw = frame
-    gh, gw = grid
-    r = t["rotated"]
-    pts = cv2.boxPoints(((r["cx"], r["cy"]), (r["w"], r["h"]), r["angle"]))
-    mask = np.zeros((fh, fw), np.uint8)
-    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
-    x0, y0, x1, y1 = t["bbox"]
-    clip = np.zeros_like(mask)
-    clip[y0:y1, x0:x1] = 1
-    mask &= clip
-    ys = ((np.arange(gh) + 0.5) * fh / gh).astype(int)
-    xs = ((np.arange(gw) + 0.5) * fw / gw).astype(int)
-    return mask[np.ix_(ys, xs)].astype(bool)
 
 
 def cache_path(cache: Path, data: Path, long: int) -> Path:
@@ -150,48 +130,13 @@ def features(data: Path, cache: Path, long: int) -> Path:
     return out
 
 
-def render(out: Path, seeds: list[int], parts: int, sizes: list[str]) -> None:
-    """Training scenes (TRAINING seeds only): per seed a belt set and a mixed line set, ``parts`` per class; with
-    ``sizes`` (``WxH``, taken in turn by seed) belt sets only, named ``beltsz<seed>``."""
-    from boxinspect.synth.belt import BELT_FRAME, make_belt_dataset
-    from boxinspect.synth.line import make_line_dataset
-
-    banned = {3, 21, 7, 31, 32, 3001, 3002, 3003, 3004}
-    for s in seeds:
-        if s in banned:
-            raise SystemExit(f"seed {s} is a dev or held-out seed")
-        name, size = f"belt{s}", BELT_FRAME
-        if sizes:
-            w, h = sizes[s % len(sizes)].split("x")
-            name, size = f"beltsz{s}", (int(w), int(h))
-        if not (out / name / "parts.json").exists():
-            make_belt_dataset(out / name, n_per_class=parts, seed=s, frame_size=size, empty_frames=0, progress=False)
-        if not sizes and not (out / f"line{s}" / "parts.json").exists():
-            make_line_dataset(out / f"line{s}", n_per_class=parts, seed=s, difficulty="mixed", progress=False)
-        log.info("rendered seed %d", s)
-
-
-def _sample(f: np.ndarray, y: np.ndarray, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to n positive cells, n negatives: half from a ring around the box (its edges, rails, shadow), half
-    anywhere else."""
-    flat, lab = f.reshape(-1, f.shape[-1]), y.reshape(-1)
-    ring = cv2.dilate(y.astype(np.uint8), np.ones((7, 7), np.uint8)).reshape(-1).astype(bool) & ~lab
-    far = ~lab & ~ring
-    pick = []
-    for pool, k in ((lab, n), (ring, n // 2), (far, n - min(n // 2, int(ring.sum())))):
-        idx = np.flatnonzero(pool)
-        pick.append(rng.choice(idx, size=min(k, idx.size), replace=False))
-    sel = np.concatenate(pick)
-    return flat[sel].astype(np.float32), lab[sel]
-
-
 def training_cells(npzs: list[Path], n: int, ctx: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for p in npzs:
         z = np.load(p)
         for k in (k for k in z.files if k.startswith("f")):
-            x, y = _sample(with_context(z[k], ctx), z["y" + k[1:]], rng, n)
+            x, y = sample_cells(with_context(z[k], ctx), z["y" + k[1:]], rng, n)
             xs.append(x)
             ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
@@ -446,7 +391,8 @@ def _args() -> argparse.Namespace:
         p.add_argument("--conf", type=float, nargs="*", default=[0.7])
         p.add_argument("--policy", type=Path, help="eval: a self_belt_policy.py JSON with the free/self rows")
         p.add_argument("--json", type=Path)
-        p.add_argument("--ctx", default="none", choices=("none", "median", "blur", "both"), help="fit: context")
+        p.add_argument("--ctx", default="none", choices=("none", "median", "blur", "both", "none-nolab", "blur-nolab"),
+                       help="fit: context (-nolab: without the cell's mean Lab)")
         p.add_argument("--n", type=int, default=20, help="bench: frames")
     return ap.parse_args()
 

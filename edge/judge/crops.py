@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edge.judge.beltmodel import BeltModel, BeltSet
+from edge.judge.boxfinder import BoxFinder
 from edge.judge.localize import (
     CropSpec,
     Located,
@@ -52,7 +53,7 @@ class CropRecord:
 
     path: str
     found: bool  # a box was cropped (not the whole frame)
-    method: str  # background, texture, salient, or whole
+    method: str  # background, texture, salient, learned (--finder), or whole
     box: list[int] | None  # x0, y0, x1, y1 in image pixels (x1/y1 exclusive), None for the whole frame
     reason: str  # why the whole frame ("" when a box was cropped)
     iou: float | None = None  # against known ground truth (synth parts.json), when there is one
@@ -150,9 +151,21 @@ def fallback_warning(st: CropStats, spec: CropSpec) -> str | None:
             "--sheet crops.png` and look at the worst crops; for photos already centred on the box, train with --crop none")
 
 
+def learned_first(bgr: np.ndarray, finder: BoxFinder) -> Located | None:
+    """The learned finder's box as a :class:`Located` (method ``learned``), or None where it says "no box"."""
+    got = finder.find(bgr)
+    if got.box is None:
+        log.debug("learned finder: no box (%s)", got.reason)
+        return None
+    x0, y0, x1, y1 = got.box
+    return Located(True, "learned", got.box, None, (x1 - x0) * (y1 - y0) / (bgr.shape[0] * bgr.shape[1]))
+
+
 def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None, background: np.ndarray | None = None,
-                 belt: BeltModel | BeltSet | None = None) -> tuple[list[CropRecord], list[np.ndarray]]:
-    """Locate the box in every readable file; the records (paths relative to ``root``) and small crops."""
+                 belt: BeltModel | BeltSet | None = None,
+                 finder: BoxFinder | None = None) -> tuple[list[CropRecord], list[np.ndarray]]:
+    """Locate the box in every readable file; the records (paths relative to ``root``) and small crops. With a
+    ``finder``, its box first, and ``spec``'s search only where it finds none."""
     if background is None and spec.background_file:
         background = load_background(spec.background_file)
     records: list[CropRecord] = []
@@ -161,8 +174,10 @@ def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None, ba
         bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if bgr is None:
             continue
-        loc = locate_for_still(bgr, spec, background, belt) if spec.method != "none" else Located(
-            True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
+        loc = learned_first(bgr, finder) if finder is not None else None
+        if loc is None:
+            loc = locate_for_still(bgr, spec, background, belt) if spec.method != "none" else Located(
+                True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
         rel = Path(p).relative_to(root).as_posix() if root else str(p)
         records.append(record(rel, loc))
         thumbs.append(_thumb(bgr, loc, spec))
@@ -270,7 +285,23 @@ crop the model would see. More than 20% whole-frame fallbacks gets a warning tha
 --empty DIR: frames of the EMPTY belt (the belt moving between them): DIR/*.png for one camera, or one
 sub-folder per camera (DIR/<line>/<view>/*.png, as `boxinspect synth --scenes belt` writes DATA/empty/); each
 image is judged against the camera whose empty belt it matches best. DATA/empty/ itself is not searched.
+
+--finder F.tflite: the learned box finder (`boxinspect boxfinder build`) answers first; where it finds no box
+the --crop search answers (records of the finder say method "learned").
 """
+
+
+def _finder(path: str | None) -> BoxFinder | None:
+    """The ``--finder`` model, or None (none given, or it cannot be loaded: logged)."""
+    if not path:
+        return None
+    from edge.judge.classifier import ModelError
+
+    try:
+        return BoxFinder(path)
+    except (ModelError, ValueError) as e:
+        log.error("localize: --finder: %s", e)
+        return None
 
 
 def _cmd_localize(args: Any) -> int:
@@ -300,7 +331,10 @@ def _cmd_localize(args: Any) -> int:
         from edge.judge.selfbelt import learn_stills
 
         learn_stills(paths, spec)
-    records, thumbs = locate_files(paths, spec, data, belt=belt)
+    finder = _finder(args.finder)
+    if args.finder and finder is None:
+        return 2
+    records, thumbs = locate_files(paths, spec, data, belt=belt, finder=finder)
     add_truth(records, data)
     st = summarise(records)
     if args.json:
@@ -310,7 +344,8 @@ def _cmd_localize(args: Any) -> int:
     warn = fallback_warning(st, spec)
     if warn:
         log.warning("%s", warn)
-    print(f"crop {spec.describe()}: {st.sentence()}")  # noqa: T201 - the CLI's summary
+    first = f"learned finder {args.finder} (box on {st.methods.get('learned', 0)}), else " if finder else ""
+    print(f"crop {first}{spec.describe()}: {st.sentence()}")  # noqa: T201 - the CLI's summary
     for p in (args.json, args.sheet):
         if p:
             print(f"wrote {p}")  # noqa: T201
@@ -336,6 +371,9 @@ def register(sub: Any) -> None:
                    help="do not learn each camera's belt from these photos themselves (default with auto and no "
                         "--background/--empty: photos grouped by camera, groups of >= 8 photos get a belt model "
                         "learned with their boxes masked; edge/judge/selfbelt.py)")
+    p.add_argument("--finder", default=None, metavar="F.tflite",
+                   help="a learned box finder (`boxinspect boxfinder build`): its box first (method learned in "
+                        "--json), the --crop search only where it finds no box (edge/judge/boxfinder.py)")
     p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of crops, worst first")
     p.add_argument("--json", default=None, metavar="FILE", help="write per-image results as JSON")
     p.add_argument("--limit", type=int, default=48, metavar="N", help="images on the sheet (default 48)")

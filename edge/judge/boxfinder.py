@@ -1,0 +1,136 @@
+"""A learned box finder (issue 25): one LiteRT model gives a box-probability grid for the whole frame.
+
+The model (built by ``boxinspect boxfinder build``, training/boxfinder.py) is the frozen MobileNetV2 alpha 0.35 on
+the whole frame, three of its intermediate maps on one stride-8 grid, their 5x5-cell mean, and a small MLP head as
+1x1 convolutions ending in a sigmoid: output (1, H/8, W/8, 1), P(the cell's centre lies on the box). Its input is
+RGB float32 in [-1, 1]. A model exported with a dynamic input (shape signature (1, -1, -1, 3), the default) sees
+the frame resized to a long side of :data:`LONG_SIDE` px with both sides rounded to multiples of :data:`STRIDE_ROUND`
+(640x352 for 16:9, 640x480 for 4:3: exactly what the study ``studies/learned_box.py`` measured); a model with a
+fixed input sees the frame resized to that input.
+
+Decoding is numpy/OpenCV (:func:`decode`): the grid resized bilinearly to the frame, thresholded at
+:data:`THRESHOLD`, the 8-connected component with the largest probability mass is the box and its bounding box the
+answer; nothing above the threshold, or a best component under :data:`MIN_AREA` of the frame, is "no box"
+(``box`` None, with the reason). No TensorFlow here (tests/test_layering.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.judge.classifier import ModelError, interpreter_class
+
+log = logging.getLogger(__name__)
+
+LONG_SIDE = 640  # px: the long side of the frame the backbone sees (dynamic-input models)
+STRIDE_ROUND = 32  # both sides of the model input are multiples of the backbone's stride
+DEFAULT_INPUT = (352, 640)  # (h, w) a dynamic-input model is first allocated at (a 16:9 frame's input)
+GRID_STRIDE = 8  # px of model input per cell of the probability grid
+THRESHOLD = 0.85  # a frame pixel is "box" when its (bilinearly resized) probability is at least this;
+# the study's frozen threshold for its MLP + 5x5-mean head (docs/RESULTS.md "A learned box finder")
+MIN_AREA = 0.004  # share of the frame: a smaller best component is "no box" (the smallest synth box is ~2%)
+
+
+@dataclass(frozen=True)
+class FoundBox:
+    """One frame's answer. ``box`` is (x0, y0, x1, y1) in frame pixels (x1/y1 exclusive) or None for "no box";
+    ``mass`` the summed probability of the chosen component (frame pixels), ``confidence`` its mean probability;
+    ``reason`` says why there is no box ("" when there is one)."""
+
+    box: tuple[int, int, int, int] | None
+    mass: float
+    confidence: float
+    reason: str
+
+    @property
+    def found(self) -> bool:
+        return self.box is not None
+
+
+def input_size(h: int, w: int, long: int = LONG_SIDE) -> tuple[int, int]:
+    """(height, width) a dynamic-input model sees for an ``h`` x ``w`` frame: long side ``long``, both sides
+    rounded to multiples of :data:`STRIDE_ROUND` (at least one stride)."""
+    s = long / max(h, w)
+    r = STRIDE_ROUND
+    return max(r, round(h * s / r) * r), max(r, round(w * s / r) * r)
+
+
+def model_input(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The model's input for a BGR frame: resized (area) to ``size`` (h, w), RGB, float32 in [-1, 1], batch 1."""
+    small = cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    x = np.ascontiguousarray(small[:, :, ::-1], dtype=np.float32)[None]
+    return np.asarray(x / np.float32(127.5) - np.float32(1.0), np.float32)
+
+
+def decode(prob: np.ndarray, frame: tuple[int, int], threshold: float = THRESHOLD,
+           min_area: float = MIN_AREA) -> FoundBox:
+    """Probability grid (gh, gw) -> the box in a frame of ``frame`` = (height, width) pixels (module docstring)."""
+    fh, fw = frame
+    big = cv2.resize(np.asarray(prob, np.float32), (fw, fh), interpolation=cv2.INTER_LINEAR)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats((big >= threshold).astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return FoundBox(None, 0.0, 0.0, f"nothing above the threshold {threshold:g} (max {float(big.max()):.2f})")
+    mass = np.bincount(lab.reshape(-1), weights=big.reshape(-1), minlength=n)[1:]
+    best = int(np.argmax(mass)) + 1
+    x, y, w, h, area = (int(v) for v in stats[best])
+    if area < min_area * fh * fw:
+        return FoundBox(None, float(mass[best - 1]), float(mass[best - 1] / area),
+                        f"best component {area / (fh * fw):.2%} of the frame < min_area {min_area:.1%}")
+    return FoundBox((x, y, x + w, y + h), float(mass[best - 1]), float(mass[best - 1] / area), "")
+
+
+class BoxFinder:
+    """A box-finder .tflite ready to run on BGR frames (thread-safe). ModelError when the file is not one."""
+
+    def __init__(self, path: str | Path, num_threads: int = 2, runtime: str = "auto",
+                 threshold: float = THRESHOLD, min_area: float = MIN_AREA):
+        self.path = Path(path)
+        self.threshold, self.min_area = float(threshold), float(min_area)
+        self.runtime_name, cls = interpreter_class(runtime)
+        try:
+            self._interp: Any = cls(model_path=str(self.path), num_threads=int(num_threads))
+            ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+            if len(ins) != 1 or len(outs) != 1 or len(ins[0]["shape"]) != 4 or len(outs[0]["shape"]) != 4:
+                raise ModelError(f"{self.path}: not a box finder (expected one (1, H, W, 3) input and one "
+                                 f"(1, h, w, 1) output, got {len(ins)} input(s) and {len(outs)} output(s))")
+            sig = [int(v) for v in ins[0].get("shape_signature", ins[0]["shape"])]
+            self.dynamic = sig[1] < 0 or sig[2] < 0
+            if self.dynamic:  # stored as (1, 1, 1, 3), too small for the backbone's strides
+                self._interp.resize_tensor_input(ins[0]["index"], [1, *DEFAULT_INPUT, 3])
+            self._interp.allocate_tensors()
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"{self.path}: corrupt or unsupported .tflite ({type(e).__name__}: {e})") from e
+        self._in, self._out = self._interp.get_input_details()[0], self._interp.get_output_details()[0]
+        self._shape: tuple[int, int] = (int(self._in["shape"][1]), int(self._in["shape"][2]))
+        self._lock = threading.Lock()
+
+    def size_for(self, frame: tuple[int, int]) -> tuple[int, int]:
+        """The model input (h, w) for a frame of (height, width)."""
+        return input_size(*frame) if self.dynamic else self._shape
+
+    def probabilities(self, bgr: np.ndarray) -> np.ndarray:
+        """The (gh, gw) float32 probability grid of one BGR frame."""
+        size = self.size_for(bgr.shape[:2])
+        x = model_input(bgr, size)
+        with self._lock:
+            if size != self._shape:
+                self._interp.resize_tensor_input(self._in["index"], [1, size[0], size[1], 3])
+                self._interp.allocate_tensors()
+                self._shape = size
+            self._interp.set_tensor(self._in["index"], x)
+            self._interp.invoke()
+            out = np.array(self._interp.get_tensor(self._out["index"]), np.float32)
+        return out[0, :, :, 0]
+
+    def find(self, bgr: np.ndarray) -> FoundBox:
+        """The box in one BGR frame, or None with the reason (:func:`decode`)."""
+        return decode(self.probabilities(bgr), bgr.shape[:2], self.threshold, self.min_area)
