@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from edge.judge.boxfinder import BoxFinder, decode
+from edge.judge.crops import known_views
 from edge.judge.localize import iou
-from training.boxfinder import truths
 
 log = logging.getLogger("boxfinder_dev")
 
@@ -30,7 +30,7 @@ log = logging.getLogger("boxfinder_dev")
 def score_set(data: Path, finder: BoxFinder, thrs: list[float]) -> dict[str, Any]:
     rows: dict[str, list[dict[str, Any]]] = {str(t): [] for t in thrs}
     ms = []
-    for t in truths(data):
+    for t in known_views(data):
         bgr = cv2.imread(str(data / t["file"]), cv2.IMREAD_COLOR)
         t0 = time.perf_counter()
         prob = finder.probabilities(bgr)

@@ -43,7 +43,8 @@ import numpy as np
 
 from boxinspect.boxfinder import render
 from edge.judge.boxfinder import input_size
-from training.boxfinder import cell_labels, sample_cells, truths
+from edge.judge.crops import known_views
+from training.boxfinder import cell_labels, sample_cells
 
 log = logging.getLogger("learned_box")
 WEIGHTS = Path("../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
@@ -119,7 +120,7 @@ def features(data: Path, cache: Path, long: int) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     t0 = time.monotonic()
-    ts = truths(data)
+    ts = known_views(data)
     for i, t in enumerate(ts):
         img = cv2.imread(str(data / t["file"]), cv2.IMREAD_COLOR)
         f = cell_features(img, long)
@@ -198,7 +199,7 @@ def predict_set(data: Path, head: Any, cache: Path, long: int, ctx: str) -> list
     man = json.loads((data / "parts.json").read_text())
     fw, fh = man["frame_size"]
     return [{"path": t["file"], "view": t["view"], "truth": t["bbox"], "frame": (fh, fw),
-             "prob": prob_map(head, z[f"f{i}"], ctx)} for i, t in enumerate(truths(data))]
+             "prob": prob_map(head, z[f"f{i}"], ctx)} for i, t in enumerate(known_views(data))]
 
 
 def learned_rows(preds: list[dict[str, Any]], thr: float) -> list[dict[str, Any]]:
@@ -258,7 +259,7 @@ def _log_summary(name: str, summ: dict[str, dict[str, Any]]) -> None:
 
 def bench(data: Path, head: Any, long: int, n: int, ctx: str) -> dict[str, float]:
     """ms per frame: read excluded; backbone + cell features, head, decode (after one warm-up frame)."""
-    ts = truths(data)[: n + 1]
+    ts = known_views(data)[: n + 1]
     imgs = [cv2.imread(str(data / t["file"]), cv2.IMREAD_COLOR) for t in ts]
     prob_map(head, cell_features(imgs[0], long), ctx)
     tf_, th, td = 0.0, 0.0, 0.0

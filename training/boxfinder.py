@@ -16,7 +16,6 @@ are trained as they run. The edge side (edge/judge/boxfinder.py) resizes and dec
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge.judge.boxfinder import input_size, model_input
+from edge.judge.crops import known_views
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,6 @@ LAYERS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu")
 HIDDEN = 64  # ReLU units of the head (the study's MLP)
 CONTEXT = 5  # cells: the side of the mean-context window
 L2 = 1e-3  # weight decay of the head's hidden layer (the study's sklearn alpha)
-
-
-def truths(data: Path) -> list[dict[str, Any]]:
-    """Per photo of a synth data set: file, view, frame bbox and rotated rectangle, from ``parts.json``."""
-    man = json.loads((data / "parts.json").read_text())
-    return [{"file": v["file"], "view": view, "bbox": v["bbox"], "rotated": v["rotated"]}
-            for p in man["parts"] for view, v in p["views"].items()]
 
 
 def cell_labels(t: dict[str, Any], frame: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
@@ -137,7 +130,7 @@ def training_cells(fmodel: Any, sets: list[Path], cells: int, seed: int = 0) -> 
     xs, ys = [], []
     t0, n = time.monotonic(), 0
     for data in sets:
-        for t in truths(data):
+        for t in known_views(data):
             bgr = cv2.imread(str(data / t["file"]), cv2.IMREAD_COLOR)
             f = photo_features(fmodel, bgr)
             x, y = sample_cells(f, cell_labels(t, bgr.shape[:2], f.shape[:2]), rng, cells)

@@ -195,14 +195,24 @@ def _thumb(bgr: np.ndarray, loc: Located, spec: CropSpec, side: int = 128) -> np
     return np.hstack([f, c])
 
 
+def known_views(data_dir: Path) -> list[dict[str, Any]]:
+    """Per photo of a synth data set (its ``parts.json``): file, view, frame bbox and rotated rectangle (None in a
+    manifest without one); [] when there is no ``parts.json``."""
+    man = Path(data_dir) / "parts.json"
+    if not man.is_file():
+        return []
+    return [{"file": v["file"], "view": view, "bbox": v["bbox"], "rotated": v.get("rotated")}
+            for p in json.loads(man.read_text())["parts"] for view, v in p["views"].items()]
+
+
 def add_truth(records: list[CropRecord], data_dir: Path) -> bool:
     """Fill ``iou`` from a synth ``parts.json`` in ``data_dir`` (known boxes); False when there is none."""
     from edge.judge.localize import iou
 
-    man = Path(data_dir) / "parts.json"
-    if not man.is_file():
+    views = known_views(data_dir)
+    if not views:
         return False
-    truth = {v["file"]: v["bbox"] for p in json.loads(man.read_text())["parts"] for v in p["views"].values()}
+    truth = {v["file"]: v["bbox"] for v in views}
     for r in records:
         if r.path in truth:
             r.iou = round(iou(r.box, truth[r.path]), 4) if r.box else 0.0
@@ -327,13 +337,13 @@ def _cmd_localize(args: Any) -> int:
     if not paths:
         log.error("localize: no images under %s", data)
         return 2
+    finder = _finder(args.finder)  # before the belt is learned (minutes): a bad --finder stops at once
+    if args.finder and finder is None:
+        return 2
     if spec.method == "auto" and belt is None and not args.background and not args.no_self_belt:
         from edge.judge.selfbelt import learn_stills
 
         learn_stills(paths, spec)
-    finder = _finder(args.finder)
-    if args.finder and finder is None:
-        return 2
     records, thumbs = locate_files(paths, spec, data, belt=belt, finder=finder)
     add_truth(records, data)
     st = summarise(records)
