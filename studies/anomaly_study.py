@@ -366,7 +366,18 @@ def fifth_maps(f: dict[str, Any], layers: str) -> list[np.ndarray]:
             b3 = _box(f["b3"][i][None].astype(np.float32), 3)[0]
             h, w, c = b3.shape
             m = np.concatenate([m, b3.reshape(h // 4, 4, w // 4, 4, c).mean(axis=(1, 3))], axis=-1)
+        if layers.endswith("+std"):
+            m = m.astype(np.float32)
+        if "+pos" in layers:  # sixth pass: the cell's place in the upright crop, scaled, as two more channels
+            lam = float(layers.split("+pos")[1])
+            h, w = m.shape[:2]
+            rr, cc = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
+            m = np.concatenate([m, lam * np.stack([rr, cc], axis=-1).astype(m.dtype)], axis=-1)
         out.append(m)
+    if layers.endswith("+std"):  # sixth pass: every channel to unit sd over all crops (label-free), so no layer's
+        flat = np.concatenate([m.reshape(-1, m.shape[-1]) for m in out])  # loud channels rule the distance
+        mu, sd = flat.mean(axis=0), flat.std(axis=0) + 1e-3 * flat.std(axis=0).mean()
+        out = [((m - mu) / sd).astype(np.float32) for m in out]
     return out
 
 
@@ -433,6 +444,10 @@ FIFTH_VARIANTS: dict[str, tuple[str, str, bool, bool]] = {
     "s320+rot": ("sq320", "6+13", True, False),
     "b3": ("sq224", "3+6+13", False, False),
     "g28": ("sq224", "6@28", False, False),
+    # sixth pass (2026-12-07): the cell's position as two channels scaled by lambda (nearest-neighbour distances of
+    # good cells are ~4 on dev7), so a plain patch where good parts have tape (missing_tape) is far from the bank
+    **{f"pos{lam}": ("sq224", f"6+13+pos{lam}", False, False) for lam in (5, 10, 20, 40)},
+    "std": ("sq224", "6+13+std", False, False),
 }
 FIFTH_ENSEMBLES = ("base&pooled", "base&s320", "rotbank&pooled", "base&s320&pooled", "s320&pooled320", "z:base&pooled",
                    "z:rotbank&pooled", "z:base&s320&pooled")
