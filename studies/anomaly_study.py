@@ -12,6 +12,7 @@ printing the per-part (max over views) AUC, mean and sd over the folds.
     ... DEV OUT.json --fifth [VARIANT...]   # fifth pass: FIFTH_VARIANTS, "pooled", "a&b" / "z:a&b" ensembles
     ... DEV OUT.json --fifth-types OUT_OF_FIFTH.scores.npz   # per defect type, per-part AUC (mean fusion)
     ... MERGED.json --fifth-report FIFTH.json...   # one JSON of every run's per-fold rows, a table per dev set
+    ... DEV OUT.json --curve [CAP [N...]]   # sixth pass: per-part AUC against N good training parts (0: all)
 
 The fifth pass cuts the shipped crop once per photo (cached raw pixels) and runs one any-size backbone per
 input variant (cached); every variant is scored on the same 10 grouped folds (5 x 2) with paired differences
@@ -547,6 +548,51 @@ def _fifth_log(res: dict[str, dict[str, list[float]]], name: str) -> None:
     log.info("%-22s %s", name, "  ".join(parts))
 
 
+def curve(data_dir: str, out: str, sizes: tuple[int, ...] = (60, 120, 240, 0), cap: int = 10000) -> None:
+    """Sixth pass: per-part AUC against the number of GOOD training parts. The same 10 grouped folds (5 x 2) of a
+    large dev set; in each fold the bank is fitted on a random subset of ``sizes`` good training parts (0 = all of
+    them; nested subsets, seed = fold) and scores the same test parts. ``cap``: the coreset's row limit."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    images, y, parts, groups, view = load_set(data_dir)
+    cdir = Path(out).parent
+    maps = fifth_maps(fifth_features(fifth_crops(images.paths, cdir / "fifth-crops.pkl"), "sq224",
+                                     cdir / "fifth-sq224.pkl"), "6+13")
+    folds = [(tr, te) for r in range(2)
+             for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=r).split(y, y, groups)]
+    res: dict[str, dict[str, list[float]]] = {}
+    for k, (tr, te) in enumerate(folds):
+        good_groups = np.random.default_rng(k).permutation(np.unique(groups[tr][y[tr] == 0]))
+        for n in sizes:
+            keep = good_groups[:n] if n else good_groups
+            sub = tr[(y[tr] == 0) & np.isin(groups[tr], keep)]
+            pc = _fit_bank([maps[i] for i in sub], groups[sub]) if cap == 10000 else _fit_bank_cap(maps, sub, groups, cap)
+            s = np.array([_crop_d(pc, maps, i, None) for i in te])
+            row = res.setdefault(f"{n or 'all'}", {})
+            row.setdefault("n_good_parts", []).append(float(len(keep)))
+            row.setdefault("bank_rows", []).append(float(len(pc.bank)))
+            row.setdefault("view", []).append(float(roc_auc_score(y[te], s)))
+            for rule in ("max", "mean"):
+                yp, sp = fuse_parts([parts[i] for i in te], y[te], s, rule)
+                row.setdefault(rule, []).append(float(roc_auc_score(yp, sp)))
+            log.info("fold %d, %s good parts (%d crops, bank %d): per part mean %.3f", k, n or "all", len(sub),
+                     len(pc.bank), row["mean"][-1])
+        Path(out).write_text(json.dumps({"data": data_dir, "cap": cap, "rows": res}, indent=1))
+    for n, row in res.items():
+        log.info("%s good parts (%.0f): view %.3f+-%.3f max %.3f+-%.3f mean %.3f+-%.3f", n, np.mean(row["n_good_parts"]),
+                 *[f(np.array(row[r])) for r in ("view", "max", "mean") for f in (np.mean, lambda a: a.std(ddof=1))])
+
+
+def _fit_bank_cap(maps: list[np.ndarray], sub: np.ndarray, groups: np.ndarray, cap: int) -> an.PatchCore:
+    """``_fit_bank`` with another coreset row limit (10 % of the patches, at least 1,000, at most ``cap``)."""
+    flat = np.concatenate([maps[i].reshape(-1, maps[i].shape[-1]) for i in sub]).astype(np.float32)
+    n = int(min(len(flat), max(1000, min(cap, round(0.1 * len(flat))))))
+    idx = an.greedy_coreset(flat, n)
+    return an.PatchCore(np.ascontiguousarray(flat[idx]), np.repeat(groups[sub], maps[sub[0]].shape[0] ** 2)[idx], idx)
+
+
 def fifth_types(data_dir: str, scores_npz: str, rule: str = "mean") -> dict[str, dict[str, float]]:
     """Per defect type (parts.json), each type's parts against all good parts, per-part AUC (``rule`` fusion) of
     every variant in a scores file ``fifth`` wrote, pooled over the 10 folds' test scores (each part scored
@@ -599,7 +645,10 @@ def fifth_report(out: str, runs: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    if sys.argv[2:3] == ["--fifth-report"]:
+    if sys.argv[3:4] == ["--curve"]:
+        curve(sys.argv[1], sys.argv[2], tuple(int(a) for a in sys.argv[5:]) or (60, 120, 240, 0),
+              int(sys.argv[4]) if len(sys.argv) > 4 else 10000)
+    elif sys.argv[2:3] == ["--fifth-report"]:
         fifth_report(sys.argv[1], sys.argv[3:])
     elif sys.argv[3:4] == ["--fifth-types"]:
         Path(sys.argv[2]).write_text(json.dumps(fifth_types(sys.argv[1], sys.argv[4]), indent=1))
