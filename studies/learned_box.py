@@ -41,7 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from boxinspect.boxfinder import render
+from boxinspect.boxfinder import render, sizes_arg
 from edge.judge.boxfinder import input_size
 from edge.judge.crops import known_views
 from training.boxfinder import cell_labels, sample_cells
@@ -378,7 +378,8 @@ def _args() -> argparse.Namespace:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--seeds", type=_seeds, required=True, help="e.g. 1000-1009 (training seeds only)")
     r.add_argument("--parts", type=int, default=10, help="parts per class per seed")
-    r.add_argument("--belt-size", nargs="*", default=[], help="WxH, in turn by seed: belt sets of these sizes only")
+    r.add_argument("--belt-size", nargs="*", default=[], help="WxH, in turn by seed: belt sets of these sizes only "
+                   "(named belt<seed>_<W>x<H> since 2026-12-07, beltsz<seed> before)")
     for name in ("features", "fit", "eval", "bench", "empty", "litert", "numpyhgb"):
         p = sub.add_parser(name)
         p.add_argument("data", type=Path, nargs="*")
@@ -403,7 +404,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if a.cmd == "render":
-        render(a.out, a.seeds, a.parts, a.belt_size)
+        sizes = sizes_arg(",".join(a.belt_size)) if a.belt_size else None
+        render(a.out, a.seeds, a.parts, sizes, kinds=("belt",) if sizes else ("belt", "line"))
     elif a.cmd == "features":
         for d in a.data:
             features(d, a.cache, a.long)

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from boxinspect import cli
+from boxinspect.boxfinder import BANNED_SEEDS, record_path, render, sizes_arg
 from edge.judge.boxfinder import MIN_AREA, THRESHOLD, decode, input_size
 
 # ---------------------------------------------------------------- decoding (numpy/OpenCV only)
@@ -65,6 +67,36 @@ def test_input_size_keeps_the_aspect_in_multiples_of_32() -> None:
     assert input_size(1000, 500) == (640, 320)
 
 
+# ---------------------------------------------------------------- frame sizes of the training scenes
+
+
+def test_sizes_flag_parses_and_a_bad_value_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sizes_arg("960x540, 640X480,1280x720") == [(960, 540), (640, 480), (1280, 720)]
+    for bad in ("960x540,640", "960-540", "x480", "960x540,64x48", "960x540,,640x480", "99999x540"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["boxfinder", "build", "--out", "never.tflite", "--sizes", bad])
+        assert e.value.code == 2, bad
+        err = capsys.readouterr().err
+        assert "argument --sizes" in err and ("not a frame size" in err or "each side" in err), (bad, err)
+
+
+def test_render_gives_each_seed_the_frame_size_asked_for(tmp_path: Path) -> None:
+    import cv2
+
+    sizes = [(960, 540), (640, 480), (1280, 720)]
+    sets = render(tmp_path, [1102, 1103, 1104], 1, sizes=sizes, kinds=("belt",))
+    assert [d.name for d in sets] == ["belt1102", "belt1103_640x480", "belt1104_1280x720"]
+    want = dict(zip([d.name for d in sets], sizes, strict=True))
+    for d in sets:
+        man = json.loads((d / "parts.json").read_text())
+        assert tuple(man["frame_size"]) == want[d.name]
+        shapes = {cv2.imread(str(d / v["file"])).shape[:2] for p in man["parts"] for v in p["views"].values()}
+        assert shapes == {want[d.name][::-1]}, (d.name, shapes)  # (h, w) of every photo
+    with pytest.raises(SystemExit, match="4101"):
+        render(tmp_path, [4101], 1, kinds=("belt",))  # a dev seed of the frame-size check
+    assert {4101, 4102} <= BANNED_SEEDS
+
+
 # ---------------------------------------------------------------- a real build, the edge side without TensorFlow
 
 NO_TF = """
@@ -88,11 +120,13 @@ print(json.dumps({"runtime": finder.runtime_name, "dynamic": finder.dynamic, "io
 
 @pytest.fixture(scope="module")
 def small_finder(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> tuple[Path, Path]:
-    """A finder trained on 8 belt photos of training seed 1100 (3 epochs), and seed 1101's belt set beside it."""
-    from boxinspect.boxfinder import build, render
+    """A finder trained on 16 belt photos of training seeds 1100 (960x540) and 1102 (640x480) (3 epochs), and
+    seed 1101's belt set (960x540) beside it."""
+    from boxinspect.boxfinder import build
 
     d = tmp_path_factory.mktemp("boxfinder")
-    model = build(d / "finder.tflite", [1100], 2, d / "train", weights_path, cells=200, epochs=3, kinds=("belt",))
+    model = build(d / "finder.tflite", [1100, 1102], 2, d / "train", weights_path, cells=200, epochs=3,
+                  kinds=("belt",), sizes=[(960, 540), (640, 480)])
     aside = render(d / "aside", [1101], 2, kinds=("belt",))[0]
     return model, aside
 
@@ -107,8 +141,22 @@ def test_a_small_build_finds_boxes_of_an_unseen_seed_without_tensorflow(small_fi
     assert res["dynamic"] and res["runtime"] != "tensorflow"
     ious = np.array(res["ious"])
     assert len(ious) == 8
-    # measured: IoU 0.54-0.95 on all 8 (median 0.89) with this 8-photo, 3-epoch build
+    # measured: IoU 0.52-0.95 on all 8 (median 0.89) with this 16-photo (two frame sizes), 3-epoch build
     assert (ious >= 0.5).sum() >= 6, ious
+
+
+@pytest.mark.slow
+def test_the_build_record_names_the_frame_sizes_it_trained_on(small_finder: tuple[Path, Path]) -> None:
+    import hashlib
+
+    model, _ = small_finder
+    rec = json.loads(record_path(model).read_text())
+    assert rec["kind"] == "boxfinder" and rec["seeds"] == [1100, 1102] and rec["sizes"] == ["960x540", "640x480"]
+    assert [(r["set"], r["frame_size"], r["photos"]) for r in rec["rendered"]] == [
+        ("belt1100", "960x540", 8), ("belt1102_640x480", "640x480", 8)]
+    assert rec["photos_per_frame_size"] == {"960x540": 8, "640x480": 8}
+    assert rec["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert rec["decode"]["threshold"] == THRESHOLD
 
 
 @pytest.mark.slow
