@@ -160,6 +160,10 @@ def read_run(run_dir: Path) -> RunInfo:
 
 
 def _crop(cfg: dict, run_dir: Path) -> CropSpec:
+    if cfg.get("finder"):  # train --finder: the package, predict and the daemon do not run the finder yet
+        raise ConvertError(f"{run_dir} was cropped with a learned box finder (train --finder "
+                           f"{cfg['finder'].get('path')}); packages do not carry the finder yet, so the edge would "
+                           "crop otherwise than training did: convert a run trained without --finder")
     try:
         return crop_from_config(cfg)
     except ValidationError as e:

@@ -173,3 +173,103 @@ def test_localize_uses_the_finder_first(small_finder: tuple[Path, Path], tmp_pat
     assert sum(i["iou"] >= 0.5 for i in learned) >= 6
     bad = subprocess.run([*cmd[:6], str(aside / "parts.json")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--finder" in bad.stderr  # not a model: said plainly
+
+
+# ---------------------------------------------------------------- train / cv with --finder (the same small build)
+
+
+@pytest.fixture(scope="module")
+def finder_set(small_finder: tuple[Path, Path]) -> Path:
+    """A belt set the small finder never saw (seed 1105, 6 parts per class: 24 photos) for train and cv."""
+    from boxinspect.boxfinder import render
+
+    return render(small_finder[0].parent / "set", [1105], 6, kinds=("belt",))[0]
+
+
+def test_the_feature_cache_key_holds_the_finders_content(tmp_path: Path) -> None:
+    from training.features import FeatureSpec
+
+    a, b = tmp_path / "a.tflite", tmp_path / "b.tflite"
+    a.write_bytes(b"finder one")
+    b.write_bytes(b"finder two")
+    base = FeatureSpec(96, 0.35, None, crop="auto")
+    keys = {base.key(), FeatureSpec(96, 0.35, None, crop="auto", finder=str(a)).key(),
+            FeatureSpec(96, 0.35, None, crop="auto", finder=str(b)).key()}
+    assert len(keys) == 3  # without, with a, with b: three caches
+    b.write_bytes(b"finder one")  # the same content under another name: the same crops, the same cache
+    assert FeatureSpec(96, 0.35, None, crop="auto", finder=str(b)).key() == \
+        FeatureSpec(96, 0.35, None, crop="auto", finder=str(a)).key()
+
+
+def test_evaluate_refuses_a_run_whose_finder_is_missing_or_changed(tmp_path: Path) -> None:
+    from edge.judge.crops import finder_record
+    from training.evaluate import EvaluateError, run_finder
+
+    f = tmp_path / "finder.tflite"
+    f.write_bytes(b"finder one")
+    cfg = {"finder": finder_record(f)}
+    assert run_finder(cfg) == str(f.resolve()) and run_finder({"finder": None}) is None
+    f.write_bytes(b"finder two")
+    with pytest.raises(EvaluateError, match="--finder"):
+        run_finder(cfg)
+    f.unlink()
+    with pytest.raises(EvaluateError, match="missing or changed"):
+        run_finder(cfg)
+
+
+@pytest.mark.slow
+def test_cv_and_train_crop_with_the_finder_first(small_finder: tuple[Path, Path], finder_set: Path, tmp_path: Path,
+                                                 weights_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.judge.crops import finder_sha256
+    from training.cv import CVConfig, run_cv
+    from training.features import FeatureSpec
+    from training.model import resolve_weights
+    from training.train import TrainConfig, train
+
+    model = small_finder[0]
+    cache = tmp_path / "features"
+    monkeypatch.setenv("BOXINSPECT_FEATURE_CACHE", str(cache))
+    s = run_cv(CVConfig(data_dir=finder_set, out_dir=tmp_path / "cv", folds=2, repeats=1, img_size=96,
+                        weights=str(weights_path), crop="auto", C=1.0, finder=str(model)))
+    crops = s["crops"]
+    assert crops["n"] == 24 and crops["finder"]["sha256"] == finder_sha256(model)
+    # measured: the 8-photo build finds a box on most photos of an unseen seed (IoU >= 0.5 on 8 of 8 of seed 1101)
+    assert crops["methods"].get("learned", 0) >= 16, crops["methods"]
+    assert crops["methods"].get("learned", 0) + sum(v for k, v in crops["methods"].items() if k != "learned") == 24
+    doc = json.loads((tmp_path / "cv" / "crops.json").read_text())
+    assert doc["finder"]["sha256"] == finder_sha256(model)
+    assert sum(i["method"] == "learned" for i in doc["images"]) == crops["methods"]["learned"]
+    wp = resolve_weights(str(weights_path), 0.35, 96)
+    with_finder = FeatureSpec(96, 0.35, wp, crop="auto", finder=str(model)).key()
+    assert with_finder != FeatureSpec(96, 0.35, wp, crop="auto").key()
+    assert [p.stem for p in cache.glob("*.npz")] == [with_finder]  # the run's features went to the finder's key
+
+    run = train(TrainConfig(data_dir=finder_set, out_dir=tmp_path / "run", img_size=96, weights=str(weights_path),
+                            C=1.0, finder=str(model)))
+    cfg = json.loads((run / "train_config.json").read_text())
+    assert cfg["finder"] == {"path": str(model.resolve()), "sha256": finder_sha256(model)}
+    assert cfg["crop"]["method"] == "auto" and cfg["crops"]["methods"].get("learned", 0) >= 16
+
+    from training.evaluate import evaluate
+
+    m = evaluate(run)  # crops its split with the recorded finder, as train did
+    assert m["crops"]["methods"].get("learned", 0) >= m["crops"]["n"] // 2 > 0, m["crops"]
+
+    from convert.common import ConvertError, read_run
+
+    with pytest.raises(ConvertError, match="finder"):  # the package cannot crop like this run yet: said plainly
+        read_run(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["cv", "train"])
+def test_a_bad_finder_stops_train_and_cv_with_one_line(command: str, finder_set: Path, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "boxinspect.cli", command, str(finder_set), "--out", str(tmp_path / "out"),
+            "--crop", "auto"]
+    for bad in (finder_set / "parts.json", tmp_path / "missing.tflite"):
+        r = subprocess.run([*base, "--finder", str(bad)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        errors = [ln for ln in r.stderr.splitlines() if "ERROR" in ln or "error" in ln.lower()]
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert len(errors) == 1 and "--finder" in errors[0], r.stderr[-2000:]
+        assert not (tmp_path / "out").exists()  # stopped before any work

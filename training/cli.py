@@ -200,6 +200,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="empty-belt reference image for --crop background/auto (stills; the daemon uses its "
                         "own running background)")
     p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
+    p.add_argument("--finder", default=None, metavar="F.tflite", help=FINDER_HELP)
     p.add_argument("--crop-margin", type=float, default=0.08, metavar="FRAC",
                    help="margin around the box, share of its longer side (default 0.08)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
@@ -248,6 +249,27 @@ EMPTY_HELP = ("with --crop auto: a folder of >= 8 frames of the EMPTY belt from 
               "outside it as the box (each image against the camera it matches best), as the daemon does once it "
               "has learned its belt; recorded in the run (crop.empty_belt). Check it first: boxinspect localize "
               "DATA --empty DIR")
+
+
+FINDER_HELP = ("a learned box finder (`boxinspect boxfinder build`, opt-in): each image is cropped to the finder's box "
+               "first, and the --crop search runs only where the finder finds no box (as `localize --finder`). The "
+               "crop report counts its boxes as method learned; the run records the file's path and sha256, and the "
+               "feature cache key holds that hash. Linear (and, for train, finetune) recipe; needs a crop method "
+               "(cv: add --crop auto). convert refuses such a run for now: packages, predict and the daemon do not "
+               "run the finder yet (docs/wip/learned_box_product.md)")
+
+
+def finder_arg(path: str | None, crop: str) -> str | None:
+    """The --finder file resolved, checked first (it loads as a box finder; a crop method is set), before any
+    slow step; raises ValueError with one line naming --finder."""
+    if not path:
+        return None
+    if crop == "none":
+        raise ValueError("--finder needs a crop method: add --crop auto (the search where the finder finds no box)")
+    from edge.judge.crops import open_finder
+
+    open_finder(path)
+    return str(Path(path).resolve())
 
 
 def _empty_belt(path: Path | None, crop: str) -> str | None:
@@ -354,6 +376,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     p.add_argument("--crop", default="none", help="crop to the box first (edge.judge.localize method; default none)")
     p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
+    p.add_argument("--finder", default=None, metavar="F.tflite", help=FINDER_HELP)
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
     p.add_argument("--scaling", choices=["global", "standard"], default="global",
@@ -388,10 +411,11 @@ def _cv(args: argparse.Namespace) -> int:
     try:
         img_size, scales = img_size_and_scales(args.img_size, args.scales, LINEAR_IMG_SIZE)
         empty = _empty_belt(args.empty, args.crop)
+        finder = finder_arg(args.finder, args.crop)
     except ValueError as e:
         log.error("%s", e)
         return 2
-    cfg = CVConfig(empty_belt=empty,
+    cfg = CVConfig(empty_belt=empty, finder=finder,
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
         seed=args.seed, img_size=img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
         scales=scales,
@@ -443,6 +467,11 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as e:
         log.error("--empty: %s", e)
         return 2
+    try:
+        finder = finder_arg(args.finder, args.crop)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
     crop = CropSpec(method=args.crop, margin=args.crop_margin, empty_belt=empty,
                     background_file=str(args.background.resolve()) if args.background else None)
 
@@ -457,7 +486,7 @@ def _train(args: argparse.Namespace) -> int:
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         positive_class=args.positive_class,
         img_size=img_size, alpha=args.alpha, scales=scales,
-        weights=args.weights, crop=crop, recipe=args.recipe, C=args.C, flip_tta=args.flip_tta,
+        weights=args.weights, crop=crop, finder=finder, recipe=args.recipe, C=args.C, flip_tta=args.flip_tta,
         target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
         batch_size=args.batch_size, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,

@@ -57,6 +57,7 @@ class CVConfig:
     scales: list[int] | None = None  # linear: mean of the pooled features at these sizes (largest = img_size)
     crop: str = "none"
     empty_belt: str | None = None  # crop: a folder of empty-belt frames (CropSpec.empty_belt, --empty DIR)
+    finder: str | None = None  # a learned box finder .tflite answering before the crop search (--finder)
     C: float | None = None  # None = inner grouped CV
     scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
     target_recall: float | None = None  # neither: training.operating.DEFAULT_COST_RATIO
@@ -128,11 +129,12 @@ def linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.nd
     scales = model_mod.check_scales(cfg.scales, cfg.img_size)
     multi = scales if len(scales) > 1 else ()
     spec = FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=False, crop=cfg.crop, scales=multi,
-                       empty_belt=cfg.empty_belt)
+                       empty_belt=cfg.empty_belt, finder=cfg.finder)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
         x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=True, crop=cfg.crop,
-                                               scales=multi, empty_belt=cfg.empty_belt)).features(paths)
+                                               scales=multi, empty_belt=cfg.empty_belt,
+                                               finder=cfg.finder)).features(paths)
         x = (x + x2) / 2.0
         ok = [a and b for a, b in zip(ok, ok2, strict=True)]
     return x, np.array(ok)
@@ -277,6 +279,9 @@ def _check_config(cfg: CVConfig) -> None:
         raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
     if cfg.recipe == "finetune" and (cfg.flip_tta or cfg.crop != "none" or (cfg.scales and len(cfg.scales) > 1)):
         raise ValueError("--flip-tta, --scales and --crop are measured with the linear recipe only")
+    if cfg.finder and (cfg.recipe != "linear" or cfg.crop == "none"):
+        raise ValueError("--finder is measured with the linear recipe and a crop method only (--crop auto: the "
+                         "search where the finder finds no box)")
 
 
 def load_data(cfg: CVConfig) -> CVData:
@@ -400,12 +405,12 @@ def _crop_report(cfg: CVConfig, images: data_mod.ImageSet, out: Path) -> dict | 
     """How the localiser did on the data, before the folds (OUT/crops.json, OUT/crops.png); None with no crop."""
     if cfg.crop == "none":
         return None
-    from edge.judge.crops import fallback_warning, report_crops
+    from edge.judge.crops import fallback_warning, finder_record, report_crops
     from edge.judge.localize import CropSpec
 
     spec = CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt)  # type: ignore[arg-type]
-    st = report_crops(images.paths, spec, out, root=images.root)
-    return {**st.to_dict(), "warning": fallback_warning(st, spec)}
+    st = report_crops(images.paths, spec, out, root=images.root, finder=cfg.finder)
+    return {**st.to_dict(), "warning": fallback_warning(st, spec), "finder": finder_record(cfg.finder)}
 
 
 def _summary(cfg: CVConfig, d: CVData, folds: _Folds, t0: float, crops: dict | None = None) -> dict:

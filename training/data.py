@@ -13,9 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.judge.crops import locate_still, open_finder
 from edge.judge.images import IMAGE_EXTS as IMAGE_EXTENSIONS
 from edge.judge.images import read_bgr
-from edge.judge.localize import NO_CROP, CropSpec, load_background, locate_for_still
+from edge.judge.localize import NO_CROP, CropSpec, load_background
 from edge.judge.model_package import model_input
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,16 @@ class Loaded:
     whole: int = 0  # images whose crop is the whole image (no box found, or it fills the frame)
 
 
-def load_images(paths: list[Path], labels: list[str], size: int, crop: CropSpec | None = None) -> Loaded:
+def load_images(paths: list[Path], labels: list[str], size: int, crop: CropSpec | None = None,
+                finder: str | None = None) -> Loaded:
     """Decode, crop and resize images with the edge's own function (:func:`edge.judge.model_package.model_input`),
-    so a training tensor is exactly what the edge feeds the model; unreadable files are logged and skipped."""
+    so a training tensor is exactly what the edge feeds the model; unreadable files are logged and skipped.
+    ``finder``: a learned box finder file answering first (:func:`edge.judge.crops.locate_still`); it needs a
+    crop method (its margins; the search where the finder finds no box)."""
     spec = crop or NO_CROP
+    if finder and spec.method == "none":
+        raise ValueError("--finder needs a crop method (--crop auto: the search where the finder finds no box)")
+    box_finder = open_finder(finder) if finder else None
     keep_paths: list[Path] = []
     keep_labels: list[str] = []
     arrays: list[np.ndarray] = []
@@ -143,7 +150,7 @@ def load_images(paths: list[Path], labels: list[str], size: int, crop: CropSpec 
         if bgr is None:
             bad.append(Path(p))
             continue
-        loc = locate_for_still(bgr, spec, background) if spec.method != "none" else None
+        loc = locate_still(bgr, spec, background, finder=box_finder) if spec.method != "none" else None
         whole += int(loc is None or loc.whole)
         arrays.append(model_input(bgr, spec, size, size, "area", located=loc))
         keep_paths.append(Path(p))

@@ -154,10 +154,10 @@ def _names(classes: list[str], positive: str) -> list[str]:
 
 
 def _scores(model, split: split_mod.Split, name: str, root: Path, img_size: int, positive: str,
-            crop: CropSpec | None = None):
+            crop: CropSpec | None = None, finder: str | None = None):
     items = split.select(name)
     loaded = data_mod.load_images([root / it["path"] for it in items], [it["label"] for it in items], img_size,
-                                  crop)
+                                  crop, finder)
     if len(loaded.paths) == 0:
         return np.zeros(0), np.zeros(0), loaded
     with native_output_to_log("Keras predict"):
@@ -449,6 +449,22 @@ class _Run:
     history: dict
     split: split_mod.Split
     root: Path
+    finder: str | None = None  # the learned box finder the run was cropped with (train --finder), checked
+
+
+def run_finder(cfg: dict) -> str | None:
+    """The learned box finder recorded in train_config.json (train --finder), or None; EvaluateError when it is
+    missing or its content changed (the images would be cropped otherwise than in training)."""
+    rec = cfg.get("finder")
+    if not rec:
+        return None
+    from edge.judge.crops import finder_sha256
+
+    path = Path(rec["path"])
+    if not path.is_file() or finder_sha256(path) != rec["sha256"]:
+        raise EvaluateError(f"--finder: the run was cropped with the learned finder {path} (sha256 "
+                            f"{rec['sha256'][:12]}...), which is missing or changed here")
+    return str(path)
 
 
 @dataclass
@@ -522,7 +538,7 @@ def _load_run(run_dir: Path, data_dir: Path | None) -> _Run:
     root = Path(data_dir or cfg["data_dir"])
     if not root.is_dir():
         raise EvaluateError(f"data folder {root} not found (pass data_dir= if it moved)")
-    return _Run(cfg, history, sp, root)
+    return _Run(cfg, history, sp, root, run_finder(cfg))
 
 
 def _score(run_dir: Path, run: _Run, split: str, crop: CropSpec) -> _Scored:
@@ -532,8 +548,8 @@ def _score(run_dir: Path, run: _Run, split: str, crop: CropSpec) -> _Scored:
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     positive = run.cfg["positive_class"]
     img_size = int(run.cfg["img_size"])
-    y_val, s_val, loaded_val = _scores(model, run.split, "val", run.root, img_size, positive, crop)
-    y, s, loaded = _scores(model, run.split, split, run.root, img_size, positive, crop)
+    y_val, s_val, loaded_val = _scores(model, run.split, "val", run.root, img_size, positive, crop, run.finder)
+    y, s, loaded = _scores(model, run.split, split, run.root, img_size, positive, crop, run.finder)
     if len(y) == 0:
         raise EvaluateError(f"split {split!r} has no readable images")
     return _Scored(y, s, loaded, y_val, s_val, loaded_val, _oof(run_dir))
@@ -615,7 +631,7 @@ def _write_report(run_dir: Path, run: _Run, sc: _Scored, m: dict, names: list[st
     if crop.method != "none":
         from edge.judge.crops import fallback_warning, report_crops
 
-        stats = report_crops(sc.loaded.paths, crop, report, root=run.root)
+        stats = report_crops(sc.loaded.paths, crop, report, root=run.root, finder=run.finder)
         m["crops"] = {**stats.to_dict(), "warning": fallback_warning(stats, crop)}
     files = _plots(report, sc.y, sc.s, sc.y_val, sc.s_val, m, run.history, names, split)
     files["tradeoff"] = report / "tradeoff.png"

@@ -2,8 +2,8 @@
 
 A frozen-backbone recipe only needs the pooled backbone output of every image once. The cache is keyed by
 the image file's content hash (SHA-1 of its bytes) and by everything that changes the feature: input size,
-width multiplier (alpha), the weight file (name + size + mtime), mirrored or not, the crop method and the
-scales (several input sizes averaged, ``training.model.pooled_features``). One
+width multiplier (alpha), the weight file (name + size + mtime), mirrored or not, the crop method, the
+learned box finder's sha256 (``--finder``) and the scales (several input sizes averaged, ``training.model.pooled_features``). One
 ``.npz`` per key under the cache folder (default ``~/.cache/boxinspect/features``, or
 ``$BOXINSPECT_FEATURE_CACHE``), written atomically, so repeated cross-validation of a linear head costs
 seconds after the first pass.
@@ -56,6 +56,7 @@ class FeatureSpec:
     # model, as model.keras does); () = one size, img_size
     scales: tuple[int, ...] = ()
     empty_belt: str | None = None  # crop: the learned empty belt's folder (CropSpec.empty_belt); None: none
+    finder: str | None = None  # a learned box finder .tflite answering before the crop search (--finder); None: none
 
     def key(self) -> str:
         w = "none"
@@ -75,29 +76,38 @@ class FeatureSpec:
             files = sorted(f"{p}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
                            for ps in empty_belt_folders(self.empty_belt).values() for p in ps)
             raw += "|empty=" + hashlib.sha1("\n".join([self.empty_belt, *files]).encode()).hexdigest()
+        if self.finder:  # other crops: the finder's content (and the localiser version of its fallback)
+            from edge.judge.crops import finder_sha256
+            from edge.judge.localize import LOCALIZER_VERSION
+
+            raw += f"|finder={finder_sha256(self.finder)}|localizer={LOCALIZER_VERSION}"
         if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
             raw += "|scales=" + ",".join(str(s) for s in sorted(self.scales))
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
-def prepare_pixels(rgb: np.ndarray, size: int, crop: str = "none", empty_belt: str | None = None) -> np.ndarray:
-    """Crop (if asked; with the learned empty belt of ``empty_belt``) and resize one RGB image like training does."""
-    if crop != "none":
-        rgb = crop_rgb(rgb, crop, empty_belt)
+def prepare_pixels(rgb: np.ndarray, size: int, crop: str = "none", empty_belt: str | None = None,
+                   finder: str | None = None) -> np.ndarray:
+    """Crop (if asked; with the learned empty belt of ``empty_belt``, the ``finder``'s box first) and resize one
+    RGB image like training does."""
+    if crop != "none" or finder:
+        rgb = crop_rgb(rgb, crop, empty_belt, finder)
     return data_mod.resize(rgb, size)
 
 
-def crop_rgb(rgb: np.ndarray, method: str, empty_belt: str | None = None) -> np.ndarray:
-    """Crop an RGB image to the box with edge.judge.localize (the same code the edge uses)."""
+def crop_rgb(rgb: np.ndarray, method: str, empty_belt: str | None = None, finder: str | None = None) -> np.ndarray:
+    """Crop an RGB image to the box with edge.judge.localize (the same code the edge uses); with a ``finder``
+    file, its box first (edge.judge.crops.locate_still)."""
     import cv2
 
     try:
-        from edge.judge import localize
+        from edge.judge import crops, localize
     except ImportError as e:  # pragma: no cover - depends on edge/judge/localize.py being present
         raise ValueError(f"crop method {method!r} needs edge/judge/localize.py, which is not available: {e}") from e
     spec = localize.CropSpec(method=method, empty_belt=empty_belt)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    return cv2.cvtColor(localize.crop(bgr, localize.locate_for_still(bgr, spec), spec), cv2.COLOR_BGR2RGB)
+    loc = crops.locate_still(bgr, spec, finder=crops.open_finder(finder) if finder else None)
+    return cv2.cvtColor(localize.crop(bgr, loc, spec), cv2.COLOR_BGR2RGB)
 
 
 class FeatureExtractor:
@@ -144,7 +154,7 @@ class FeatureExtractor:
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB image -> the model's uint8 input (crop, resize); a subclass may crop differently."""
-        return prepare_pixels(rgb, self.spec.img_size, self.spec.crop, self.spec.empty_belt)
+        return prepare_pixels(rgb, self.spec.img_size, self.spec.crop, self.spec.empty_belt, self.spec.finder)
 
     def features_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Features of already-prepared uint8 pixels (N, S, S, 3); mirrored first if the spec says so."""
@@ -162,7 +172,8 @@ class FeatureExtractor:
             log.info("features: %d of %d images not cached (%s); computing at %s px%s%s", len(todo), len(paths),
                      self.cache_file.name, " + ".join(str(s) for s in (self.spec.scales or (self.spec.img_size,))),
                      ", mirrored" if self.spec.flip else "",
-                     f", crop {self.spec.crop}" if self.spec.crop != "none" else "")
+                     (f", crop {self.spec.crop}" if self.spec.crop != "none" else "")
+                     + (f", learned finder {self.spec.finder} first" if self.spec.finder else ""))
             chunk = 128
             for s in range(0, len(todo), chunk):
                 idx = todo[s:s + chunk]

@@ -65,13 +65,14 @@ def prepare_split(cfg: TrainConfig, images: data_mod.ImageSet):
         unlisted = [p for p in images.paths if images.rel(p) not in listed]
         if unlisted:
             log.warning("%d image(s) in %s are not in the manifest and are not used", len(unlisted), images.root)
-        loaded = data_mod.load_images(paths, [it["label"] for it in split.items], cfg.img_size, cfg.crop)
+        loaded = data_mod.load_images(paths, [it["label"] for it in split.items], cfg.img_size, cfg.crop,
+                                      cfg.finder)
         keep = {images.rel(p) for p in loaded.paths}
         split.items = [it for it in split.items if it["path"] in keep]
         split.info["reused_from"] = str(cfg.split_manifest)
         split.info["unreadable"] = [images.rel(p) for p in loaded.unreadable]
     else:
-        loaded = data_mod.load_images(images.paths, images.labels, cfg.img_size, cfg.crop)
+        loaded = data_mod.load_images(images.paths, images.labels, cfg.img_size, cfg.crop, cfg.finder)
         if len(loaded.paths) == 0:
             raise data_mod.DataError(f"no readable images in {images.root}")
         t = time.monotonic()

@@ -38,6 +38,9 @@ class TrainConfig:
     positive_class: str | None = None  # None = "defective" or "damaged" if present, else error
     img_size: int = DEFAULT_IMG_SIZE
     crop: CropSpec = field(default_factory=CropSpec)  # find and crop the box (edge/judge/localize.py); default auto
+    # a learned box finder .tflite (--finder): its box first, the crop search only where it finds none; recorded
+    # in train_config.json as {"path", "sha256"} (edge/judge/crops.py locate_still); None: the search alone
+    finder: str | None = None
     alpha: float = 0.35
     weights: str = "imagenet"  # "imagenet" | "none" | path to a MobileNetV2 no-top .h5
     epochs: int = 25  # phase 1 (frozen backbone), with early stopping
@@ -81,6 +84,9 @@ class TrainConfig:
             if isinstance(v, Path):
                 d[k] = str(v)
         d["crop"] = self.crop.model_dump(mode="json")
+        from edge.judge.crops import finder_record
+
+        d["finder"] = finder_record(self.finder)
         return d
 
 
@@ -157,6 +163,9 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
     if cfg.recipe != "linear" and cfg.scales and len(cfg.scales) > 1:
         raise ValueError("several --scales are a linear-recipe option (the finetune recipe has one input size)")
+    if cfg.finder and (cfg.recipe == "anomaly" or cfg.crop.method == "none"):
+        raise ValueError("--finder needs the linear or finetune recipe and a crop method (--crop auto: the search "
+                         "where the finder finds no box)")
     if cfg.recipe == "linear":
         from training.train_linear import train_linear
 
@@ -294,7 +303,7 @@ def _report_crops(cfg: TrainConfig, out: Path) -> Path:
 
     split = split_mod.load_split(out / "split.json")
     root = Path(cfg.data_dir).resolve()
-    stats = report_crops([root / it["path"] for it in split.items], cfg.crop, out, root=root)
+    stats = report_crops([root / it["path"] for it in split.items], cfg.crop, out, root=root, finder=cfg.finder)
     doc = json.loads((out / "train_config.json").read_text())
     doc["crops"] = {**stats.to_dict(), "warning": fallback_warning(stats, cfg.crop)}
     (out / "train_config.json").write_text(json.dumps(doc, indent=1))

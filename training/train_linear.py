@@ -134,11 +134,12 @@ def _features(cfg, weights_path: str, scales: list[int], paths: list[Path]) -> t
         raise ValueError("the linear recipe crops with the default crop parameters (--crop METHOD and --empty "
                          "only); --crop-margin and --background need --recipe finetune")
     multi = scales if len(scales) > 1 else ()
-    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop, scales=multi, empty_belt=empty)
+    spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop, scales=multi, empty_belt=empty,
+                       finder=cfg.finder)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
         x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True, crop=crop,
-                                               scales=multi, empty_belt=empty)).features(paths)
+                                               scales=multi, empty_belt=empty, finder=cfg.finder)).features(paths)
         x, ok = (x + x2) / 2.0, [a and b for a, b in zip(ok, ok2, strict=True)]
     keep = np.array(ok)
     return x[keep], keep
@@ -171,7 +172,7 @@ def _folded_model(cfg, weights_path: str, scales: list[int], fit: dict, x: np.nd
     model = model_mod.build_linear_model(cfg.img_size, cfg.alpha, weights_path, kernel, bias, cfg.flip_tta, scales)
     # The folded Dense layer must reproduce scaler + logistic regression (checked on up to 16 images).
     n_chk = min(16, len(paths))
-    chk = data_mod.load_images(paths[:n_chk], [""] * n_chk, cfg.img_size, cfg.crop)
+    chk = data_mod.load_images(paths[:n_chk], [""] * n_chk, cfg.img_size, cfg.crop, cfg.finder)
     if len(chk.paths):
         want = fit["model"].predict_proba(x[:len(chk.paths)])[:, 1] if keep[:n_chk].all() else None
         got = model.predict(chk.pixels.astype(np.float32), verbose=0).ravel()

@@ -161,11 +161,56 @@ def learned_first(bgr: np.ndarray, finder: BoxFinder) -> Located | None:
     return Located(True, "learned", got.box, None, (x1 - x0) * (y1 - y0) / (bgr.shape[0] * bgr.shape[1]))
 
 
+def locate_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None,
+                 belt: BeltModel | BeltSet | None = None, finder: BoxFinder | None = None) -> Located:
+    """One still's box as every still-cropping place takes it (localize, train, cv, evaluate): with a ``finder``
+    its box first (method ``learned``), ``spec``'s search only where it finds none; the whole frame with
+    method ``none``."""
+    loc = learned_first(bgr, finder) if finder is not None else None
+    if loc is not None:
+        return loc
+    if spec.method == "none":
+        return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
+    return locate_for_still(bgr, spec, background, belt)
+
+
+_FINDERS: dict[tuple[str, str], BoxFinder] = {}  # (resolved path, sha256) -> loaded finder (train/cv crop many)
+
+
+def finder_sha256(path: str | Path) -> str:
+    """The finder file's sha256 (recorded with a run; part of the feature cache key)."""
+    from edge.judge.model_package import sha256_file
+
+    return sha256_file(path)
+
+
+def open_finder(path: str | Path) -> BoxFinder:
+    """The ``--finder`` model, loaded once per file content; ValueError (one line naming ``--finder``) when the
+    file is missing or not a box finder."""
+    from edge.judge.classifier import ModelError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--finder {p}: no such file")
+    key = (str(p.resolve()), finder_sha256(p))
+    if key not in _FINDERS:
+        try:
+            _FINDERS[key] = BoxFinder(p)
+        except (ModelError, ValueError) as e:
+            raise ValueError("--finder: " + " ".join(str(e).split())) from e  # one line
+    return _FINDERS[key]
+
+
+def finder_record(path: str | Path | None) -> dict[str, str] | None:
+    """What a run records about its ``--finder`` (path and sha256), or None without one."""
+    return None if not path else {"path": str(Path(path).resolve()), "sha256": finder_sha256(path)}
+
+
 def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None, background: np.ndarray | None = None,
                  belt: BeltModel | BeltSet | None = None,
                  finder: BoxFinder | None = None) -> tuple[list[CropRecord], list[np.ndarray]]:
     """Locate the box in every readable file; the records (paths relative to ``root``) and small crops. With a
-    ``finder``, its box first, and ``spec``'s search only where it finds none."""
+    ``finder``, its box first, and ``spec``'s search only where it finds none (:func:`locate_still`)."""
     if background is None and spec.background_file:
         background = load_background(spec.background_file)
     records: list[CropRecord] = []
@@ -174,10 +219,7 @@ def locate_files(paths: list[Path], spec: CropSpec, root: Path | None = None, ba
         bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if bgr is None:
             continue
-        loc = learned_first(bgr, finder) if finder is not None else None
-        if loc is None:
-            loc = locate_for_still(bgr, spec, background, belt) if spec.method != "none" else Located(
-                True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "crop method none")
+        loc = locate_still(bgr, spec, background, belt, finder)
         rel = Path(p).relative_to(root).as_posix() if root else str(p)
         records.append(record(rel, loc))
         thumbs.append(_thumb(bgr, loc, spec))
@@ -258,26 +300,31 @@ def crop_sheet(records: list[CropRecord], thumbs: list[np.ndarray], path: Path, 
     return path
 
 
-def write_json(records: list[CropRecord], st: CropStats, spec: CropSpec, path: Path) -> Path:
+def write_json(records: list[CropRecord], st: CropStats, spec: CropSpec, path: Path,
+               finder: dict[str, str] | None = None) -> Path:
     doc = {"crop": spec.model_dump(mode="json"), "summary": st.to_dict(),
            "images": [{k: v for k, v in asdict(r).items() if k != "iou" or v is not None} for r in records]}
+    if finder:
+        doc["finder"] = finder
     Path(path).write_text(json.dumps(doc, indent=1))
     return Path(path)
 
 
 def report_crops(paths: list[Path], spec: CropSpec, out_dir: Path, root: Path | None = None,
-                 sheet: bool = True) -> CropStats:
-    """What train / cv / evaluate call: locate every image, write ``out_dir/crops.json`` (and
-    ``crops.png``, worst first), log the summary and, above 20% fallbacks, the warning."""
-    records, thumbs = locate_files(paths, spec, root)
+                 sheet: bool = True, finder: str | None = None) -> CropStats:
+    """What train / cv / evaluate call: locate every image (the ``finder`` file's box first, when given), write
+    ``out_dir/crops.json`` (and ``crops.png``, worst first), log the summary and, above 20% fallbacks, the
+    warning."""
+    records, thumbs = locate_files(paths, spec, root, finder=open_finder(finder) if finder else None)
     if root is not None:
         add_truth(records, root)
     st = summarise(records)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(records, st, spec, out_dir / "crops.json")
+    write_json(records, st, spec, out_dir / "crops.json", finder_record(finder))
     if sheet and records:
         crop_sheet(records, thumbs, out_dir / "crops.png", limit=24)  # the report embeds it: the worst 24
-    log.info("crop %s: %s", spec.describe(), st.sentence())
+    first = f"learned finder {finder} (box on {st.methods.get('learned', 0)}), else " if finder else ""
+    log.info("crop %s%s: %s", first, spec.describe(), st.sentence())
     warn = fallback_warning(st, spec)
     if warn:
         log.warning("%s", warn)
@@ -305,12 +352,10 @@ def _finder(path: str | None) -> BoxFinder | None:
     """The ``--finder`` model, or None (none given, or it cannot be loaded: logged)."""
     if not path:
         return None
-    from edge.judge.classifier import ModelError
-
     try:
-        return BoxFinder(path)
-    except (ModelError, ValueError) as e:
-        log.error("localize: --finder: %s", e)
+        return open_finder(path)
+    except ValueError as e:
+        log.error("localize: %s", e)
         return None
 
 
