@@ -273,3 +273,38 @@ def test_a_bad_finder_stops_train_and_cv_with_one_line(command: str, finder_set:
         assert r.returncode == 2, r.stderr[-2000:]
         assert len(errors) == 1 and "--finder" in errors[0], r.stderr[-2000:]
         assert not (tmp_path / "out").exists()  # stopped before any work
+
+
+@pytest.mark.slow
+def test_the_self_learned_belt_is_learned_only_when_the_finder_misses_a_photo(
+        small_finder: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import argparse
+    import logging
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from edge.judge.crops import learned_first, open_finder
+    from edge.judge.images import read_bgr
+    from edge.judge.localize import forget_stills
+    from training.cli import self_belt
+
+    model, aside = small_finder
+    finder = open_finder(model)
+    boxed = [p for p in sorted(aside.rglob("*.jpg")) if learned_first(np.asarray(read_bgr(p)), finder) is not None]
+    assert len(boxed) >= 4  # measured: 8 of 8
+    data = tmp_path / "data"
+    (data / "ok").mkdir(parents=True)
+    for p in boxed:
+        shutil.copy(p, data / "ok" / p.name)
+    args = argparse.Namespace(finder=str(model), recipe="linear", no_self_belt=False, background=None, empty=None)
+    forget_stills()
+    with caplog.at_level(logging.INFO, logger="training.cli"):
+        assert self_belt(data, "auto", args) is False  # every photo boxed: the search (and its belt) never runs
+    assert f"finder gave a box on all {len(boxed)} photos" in caplog.text
+    cv2.imwrite(str(data / "ok" / "zz_plain.jpg"), np.full((540, 960, 3), 128, np.uint8))  # nothing to box
+    with caplog.at_level(logging.INFO, logger="training.cli"):
+        assert self_belt(data, "auto", args) is True
+    assert "found no box on" in caplog.text and "zz_plain.jpg" in caplog.text
+    forget_stills()

@@ -145,11 +145,30 @@ def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> bool:
     from edge.judge.localize import EMPTY_DIR, CropSpec
     from edge.judge.selfbelt import data_photos, learn_stills
 
+    finder = getattr(args, "finder", None)
+    if finder and finder_boxes_all(data_photos(Path(data)), finder):
+        return False
     if (Path(data) / EMPTY_DIR).is_dir():
         log.info("self-learned belt: %s holds empty-belt frames, which it does not learn from; --empty %s uses them "
                  "(better crops where they match the cameras: docs/RESULTS.md)", Path(data) / EMPTY_DIR,
                  Path(data) / EMPTY_DIR)
     learn_stills(data_photos(Path(data)), CropSpec(method="auto"))
+    return True
+
+
+def finder_boxes_all(paths: list[Path], finder: str) -> bool:
+    """Whether the ``--finder`` gives a box on every readable photo: then no photo reaches the --crop search and
+    the self-learned belt (minutes) would never be asked, so it is not learned. Stops at the first miss."""
+    from edge.judge.crops import learned_first, open_finder
+    from edge.judge.images import read_bgr
+
+    f = open_finder(finder)
+    for p in paths:
+        bgr = read_bgr(p)
+        if bgr is not None and learned_first(bgr, f) is None:
+            log.info("self-learned belt: the finder found no box on %s, so the belts are learned for the search", p)
+            return False
+    log.info("self-learned belt: not learned, the finder gave a box on all %d photos", len(paths))
     return True
 
 
@@ -252,7 +271,8 @@ EMPTY_HELP = ("with --crop auto: a folder of >= 8 frames of the EMPTY belt from 
 
 
 FINDER_HELP = ("a learned box finder (`boxinspect boxfinder build`, opt-in): each image is cropped to the finder's box "
-               "first, and the --crop search runs only where the finder finds no box (as `localize --finder`). The "
+               "first, and the --crop search runs only where the finder finds no box (as `localize --finder`; the "
+               "self-learned belt is learned only when the finder misses a photo). The "
                "crop report counts its boxes as method learned; the run records the file's path and sha256, and the "
                "feature cache key holds that hash. Linear (and, for train, finetune) recipe; needs a crop method "
                "(cv: add --crop auto). convert refuses such a run for now: packages, predict and the daemon do not "
