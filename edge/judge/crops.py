@@ -8,8 +8,10 @@ frame (a box-centred photo; that one is fine and counted apart). Only OpenCV and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import weakref
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,14 +153,29 @@ def fallback_warning(st: CropStats, spec: CropSpec) -> str | None:
             "--sheet crops.png` and look at the worst crops; for photos already centred on the box, train with --crop none")
 
 
+_FOUND: weakref.WeakKeyDictionary[BoxFinder, dict[str, Located | None]] = weakref.WeakKeyDictionary()
+_FOUND_MAX = 50_000  # answers kept per finder (a few hundred bytes each); cleared when full
+
+
 def learned_first(bgr: np.ndarray, finder: BoxFinder) -> Located | None:
-    """The learned finder's box as a :class:`Located` (method ``learned``), or None where it says "no box"."""
+    """The learned finder's box as a :class:`Located` (method ``learned``), or None where it says "no box".
+    Remembered per finder and photo content: train and cv ask for the same photo in the self-belt check, the crop
+    report and the features, and the finder runs once."""
+    memo = _FOUND.setdefault(finder, {})
+    key = hashlib.blake2b(bgr.tobytes() + str(bgr.shape).encode(), digest_size=16).hexdigest()
+    if key in memo:
+        return memo[key]
     got = finder.find(bgr)
+    loc = None
     if got.box is None:
         log.debug("learned finder: no box (%s)", got.reason)
-        return None
-    x0, y0, x1, y1 = got.box
-    return Located(True, "learned", got.box, None, (x1 - x0) * (y1 - y0) / (bgr.shape[0] * bgr.shape[1]))
+    else:
+        x0, y0, x1, y1 = got.box
+        loc = Located(True, "learned", got.box, None, (x1 - x0) * (y1 - y0) / (bgr.shape[0] * bgr.shape[1]))
+    if len(memo) >= _FOUND_MAX:
+        memo.clear()
+    memo[key] = loc
+    return loc
 
 
 def locate_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None,
