@@ -78,6 +78,8 @@ def _rebuilt_scorer(run: ct.RunInfo, runner: Runner, train: list[ct.Item], group
 def convert_anomaly(run: ct.RunInfo, fmt: str, out: Path | None, representative_count: int, gate: bool,
                     max_f1_drop: float, max_auc_drop: float) -> Path:
     """``convert_run`` for an anomaly run (same steps, the bank instead of a score output)."""
+    if run.finder is not None:  # train refuses --finder with the anomaly recipe; a hand-edited run is refused here
+        raise ct.ConvertError(f"{run.run_dir}: an anomaly run cropped with a learned box finder cannot be packaged")
     model, keras_path, h, w = ct.load_keras(run)
     out = Path(out) if out else run.run_dir / f"model_{fmt}.tflite"
     by_split = ct.items_by_split(run)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from pydantic import ValidationError
 
 from edge.judge.backbone import backbone_digest
 from edge.judge.classifier import Runner
+from edge.judge.crops import locate_still, open_finder, recorded_finder
 from edge.judge.localize import NO_CROP, CropSpec, crop_from_config
 from edge.judge.model_package import (
     PREPROCESSING_TEXT,
     CVMetrics,
     FeaturesSpec,
+    FinderSpec,
     GoldenSample,
     InputSpec,
     ModelMetadata,
@@ -91,6 +94,7 @@ class RunInfo:
     target_recall: float | None = None  # the evaluate rule that chose the threshold on val, if recorded:
     cost_ratio: float | None = None  # a target recall or a cost ratio (training.operating.choose)
     crop: CropSpec = field(default_factory=lambda: NO_CROP)  # the run's box crop (train_config.json), applied before every model input
+    finder: Path | None = None  # the learned box finder the run cropped with (train --finder), checked; the package carries it
 
 
 def _read_json(path: Path) -> dict:
@@ -156,23 +160,45 @@ def read_run(run_dir: Path) -> RunInfo:
         run_dir=run_dir, config=cfg, classes=classes, positive_class=positive,
         img_size=_img_size(cfg) or (0, 0), items=items, threshold=threshold, threshold_source=source,
         data_dir=str(data_dir) if data_dir else None, target_recall=target_recall, cost_ratio=cost_ratio, crop=_crop(cfg, run_dir),
+        finder=_finder(cfg, run_dir),
     )
 
 
 def _crop(cfg: dict, run_dir: Path) -> CropSpec:
-    if cfg.get("finder"):  # train --finder: the package, predict and the daemon do not run the finder yet
-        raise ConvertError(f"{run_dir} was cropped with a learned box finder (train --finder "
-                           f"{cfg['finder'].get('path')}); packages do not carry the finder yet, so the edge would "
-                           "crop otherwise than training did: convert a run trained without --finder")
     try:
         return crop_from_config(cfg)
     except ValidationError as e:
         raise ConvertError(f"{run_dir}/train_config.json: invalid crop: {e.errors()[0]['msg']}") from e
 
 
-def load_items(items: list[Item], h: int, w: int, crop: CropSpec) -> tuple[list[Item], np.ndarray]:
-    """Read, crop and preprocess items exactly like the edge does (the same ``model_input``); unreadable
-    files are skipped with a warning."""
+def _finder(cfg: dict, run_dir: Path) -> Path | None:
+    """The learned box finder the run cropped with (train --finder), checked against its recorded sha256: the
+    package carries it (:func:`copy_finder`), so the edge crops as training did."""
+    try:
+        found = recorded_finder(cfg.get("finder"))
+    except ValueError as e:
+        raise ConvertError(f"{run_dir}: {e}: restore the file the run was trained with") from e
+    return Path(found) if found else None
+
+
+def copy_finder(run: RunInfo, out: Path) -> FinderSpec | None:
+    """Put the run's learned box finder beside the package ``out`` (``<stem>.finder``) and describe it for the
+    sidecar; None for a run without one."""
+    if run.finder is None:
+        return None
+    dest = out.with_name(out.stem + ".finder")
+    shutil.copyfile(run.finder, dest)
+    box_finder = open_finder(run.finder)
+    log.info("the package carries the learned box finder %s (from %s)", dest.name, run.finder)
+    return FinderSpec(file=dest.name, sha256=sha256_file(dest), size_bytes=dest.stat().st_size,
+                      threshold=box_finder.threshold, min_area=box_finder.min_area, source=str(run.finder))
+
+
+def load_items(items: list[Item], h: int, w: int, crop: CropSpec,
+               finder: Path | None = None) -> tuple[list[Item], np.ndarray]:
+    """Read, crop and preprocess items exactly like the edge does (the same ``model_input``; with the run's
+    learned box ``finder``, its box first: ``locate_still``); unreadable files are skipped with a warning."""
+    box_finder = open_finder(finder) if finder is not None and crop.method != "none" else None
     kept, arrays = [], []
     for it in items:
         bgr = read_bgr(it.path)
@@ -180,7 +206,8 @@ def load_items(items: list[Item], h: int, w: int, crop: CropSpec) -> tuple[list[
             log.warning("skipping unreadable image %s", it.path)
             continue
         kept.append(it)
-        arrays.append(model_input(bgr, crop, h, w, RESIZE))
+        located = locate_still(bgr, crop, finder=box_finder) if box_finder is not None else None
+        arrays.append(model_input(bgr, crop, h, w, RESIZE, located=located))
     return kept, (np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8))
 
 
@@ -388,17 +415,18 @@ def calibration_images(
         raise ConvertError(f"{run.run_dir}/split.json has no 'train' items to calibrate int8")
     rng = random.Random(0)
     chosen = rng.sample(train_items, min(count, len(train_items)))
-    _, rep = load_items(chosen, h, w, run.crop)
+    _, rep = load_items(chosen, h, w, run.crop, run.finder)
     if len(rep) == 0:
         raise ConvertError("no readable training images for int8 calibration")
     log.info("calibrating int8 on %d training images", len(rep))
     return rep
 
 
-def load_eval_set(by_split: dict[str, list[Item]], h: int, w: int, gate: bool, crop: CropSpec) -> EvalSet:
+def load_eval_set(by_split: dict[str, list[Item]], h: int, w: int, gate: bool, crop: CropSpec,
+                  finder: Path | None = None) -> EvalSet:
     """Step 3: the images the gate evaluates on (test split, else val)."""
     eval_split = "test" if by_split.get("test") else "val"
-    eval_items, eval_x = load_items(by_split.get(eval_split, []), h, w, crop)
+    eval_items, eval_x = load_items(by_split.get(eval_split, []), h, w, crop, finder)
     if eval_split != "test":
         log.warning("split.json has no test items; evaluating on %r instead", eval_split)
     if len(eval_items) == 0 and gate:
@@ -427,7 +455,7 @@ def recalibrated_threshold(
     from training import operating
 
     assert run.target_recall is not None or run.cost_ratio is not None
-    val_items, val_x = load_items(by_split["val"], h, w, run.crop)
+    val_items, val_x = load_items(by_split["val"], h, w, run.crop, run.finder)
     sel = operating.choose(labels01(run, val_items), np.array([runner.run(x) for x in val_x]),
                            run.target_recall, run.cost_ratio)
     threshold = float(sel["threshold"])
@@ -496,7 +524,7 @@ def _split_counts(run: RunInfo) -> dict[str, dict[str, int]]:
 def build_metadata(
     run: RunInfo, fmt: str, out: Path, keras_path: Path, runner: Runner, h: int, w: int, threshold: float,
     threshold_source: str, metrics: PackageMetrics | None, rep_n: int, golden: list[GoldenSample],
-    features: FeaturesSpec | None = None,
+    features: FeaturesSpec | None = None, finder: FinderSpec | None = None,
 ) -> ModelMetadata:
     """Step 8: the sidecar for the (already renamed) ``out``."""
     return ModelMetadata(
@@ -530,6 +558,7 @@ def build_metadata(
         golden_tolerance=_golden_tolerance(fmt, runner.output_quant),
         features=features,
         cv_metrics=_cv_metrics(run),
+        finder=finder,
     )
 
 

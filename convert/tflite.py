@@ -51,6 +51,7 @@ from convert.common import (
     calibration_images,
     compare_models,
     convert_bytes,
+    copy_finder,
     features_spec_of,
     gate_allows,
     gate_rejection,
@@ -144,7 +145,7 @@ def _inputs(run: RunInfo, fmt: str, representative_count: int, gate: bool, recal
             "threshold on out-of-fold scores (its head was fitted on val), so it cannot be re-chosen on val: "
             "use --format fp16 if int8 is rejected"
         )
-    ev = load_eval_set(by_split, h, w, gate, run.crop)
+    ev = load_eval_set(by_split, h, w, gate, run.crop, run.finder)
     return _Inputs(run, model, keras_path, h, w, by_split, rep, ev)
 
 
@@ -166,7 +167,8 @@ def _package(inp: _Inputs, fmt: str, out: Path, recalibrate_threshold: bool, gat
         features = features_spec_of(runner, tmp, head_layer) if head_layer else None
         tmp.replace(out)
         meta = build_metadata(run, fmt, out, inp.keras_path, runner, inp.h, inp.w, threshold, threshold_source,
-                              outcome.metrics, 0 if inp.rep is None else len(inp.rep), golden, features)
+                              outcome.metrics, 0 if inp.rep is None else len(inp.rep), golden, features,
+                              copy_finder(run, out))
         write_metadata(meta, out)
     finally:
         if tmp.exists():

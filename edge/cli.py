@@ -225,6 +225,11 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--background", default=None, metavar="FILE",
                    help="empty-belt reference image for a package cropped with 'background' (overrides the one "
                         "recorded at training)")
+    p.add_argument("--crops", action="store_true",
+                   help="the images are the model's crops already (the daemon's evidence <id>_crop.png, the "
+                        "feedback folder): score them as they are, without the box search. Re-scoring a kept crop "
+                        "this way gives the score the daemon recorded; searched again, a crop can be cropped "
+                        "once more (a learned box finder or the search boxing a part of it)")
     p.add_argument("--json", dest="json_out", default=None, help="also write results as JSON to this file ('-' = stdout)")
     p.add_argument("--csv", dest="csv_out", default=None, help="also write results as CSV to this file")
     p.set_defaults(func=_predict)

@@ -57,7 +57,7 @@ from edge.deliver.station import StationStore
 from edge.judge.anomaly_evidence import attach, heat_of
 from edge.judge.beltmodel import BeltLearners
 from edge.judge.classifier import Classifier, ModelError
-from edge.judge.crops import count_located
+from edge.judge.crops import count_located, learned_box
 from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
 from edge.judge.localize import Located, locate
 from edge.judge.model_package import PackageError, resolve_model_name
@@ -618,12 +618,18 @@ class Daemon:
             self.belts.learn(record.view, record.roi)
 
     def _locate(self, clf: Classifier, roi: np.ndarray, view: str | None = None) -> Located | None:
-        """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI).
-        ``background`` and ``auto`` difference against the presence detector's learned empty belt when there
-        is one; without it they look for the region that stands out from the ROI's border."""
+        """Where the box is in the ROI, with the model's own crop (None: the model takes the whole ROI): the
+        package's learned box finder first when it carries one (as training cropped: edge/judge/crops.locate_still),
+        then its crop search. ``background`` and ``auto`` difference against the presence detector's learned empty
+        belt when there is one; without it they look for the region that stands out from the ROI's border."""
         spec = clf.metadata.crop
         if spec.method == "none":
             return None
+        if clf.finder is not None:  # the package's learned box finder answers first, as in training
+            learned = learned_box(roi, clf.finder, spec)
+            if learned is not None:
+                count_located(self.metrics, learned)
+                return learned
         background = self.decider.background() if spec.method in ("background", "auto") else None
         if spec.method == "background" and background is None:
             if not self._crop_fallback_logged:

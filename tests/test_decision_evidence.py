@@ -3,8 +3,8 @@ generated conveyor video (and a two-view run with the crop model), a real Mosqui
 
 - the aggregate of the recorded per-frame scores (``decided_on``) equals the decision's score;
 - the representative frame is one of the frames that entered the decision;
-- re-scoring its stored crop file with the live package (``boxinspect predict``, as a user would) gives back that
-  frame's recorded score within the package's golden tolerance, and the decision's verdict. The file re-scored
+- re-scoring its stored crop file with the live package (``boxinspect predict --crops``, as a user would) gives back
+  that frame's recorded score within the package's golden tolerance, and the decision's verdict. The file re-scored
   is the lossless ``_crop.png`` (evidence.lossless_crop, on by default): JPEG's rounding alone moves the small
   test model's score by up to 0.33 (docs/RESULTS.md), so ``_crop.jpg``, the same crop for people, is checked to
   be that crop (same size), not re-scored.
@@ -31,8 +31,9 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "edge" / "event.schem
 
 
 def predict(model: Path, images: list[str]) -> dict[str, dict[str, Any]]:
-    """``boxinspect predict MODEL IMAGES --json -``: path -> result row."""
-    out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "predict", str(model), *images, "--json", "-"],
+    """``boxinspect predict MODEL CROPS --crops --json -``: path -> result row. ``--crops``: the kept crops are the
+    model's crops already, scored as they are (searched again, a crop can be cropped once more)."""
+    out = subprocess.run([sys.executable, "-m", "boxinspect.cli", "predict", str(model), *images, "--crops", "--json", "-"],
                          capture_output=True, text=True, timeout=300, check=True)
     return {r["path"]: r for r in json.loads(out.stdout)["results"]}
 

@@ -377,6 +377,27 @@ def test_feedback_and_queue_survive_a_restart(tmp_path):
     assert FeedbackStore(tmp_path / "fb").counts() == {"ok": 1, "defective": 1}  # the queue is not a class
 
 
+def test_a_kept_feedback_crop_names_itself_and_a_data_set_photo_does_not(tmp_path):
+    """Retrain scores a crop the store kept as it is (``already_cropped``: it is the model's crop) and searches any
+    other image: the store's record beside the crop is what tells them apart."""
+    import shutil
+
+    from edge.learn.feedback import FeedbackStore, is_kept_crop
+
+    crop = np.full((40, 60, 3), 120, np.uint8)
+    FeedbackStore(tmp_path / "fb").save("a1", "ok", "false_reject", crop, crop, {"decision_id": "a1"})
+    kept = tmp_path / "fb" / "ok" / "a1.jpg"
+    assert is_kept_crop(kept)
+    photo = tmp_path / "data" / "ok" / "p1.jpg"  # a folder-per-class data set: no record
+    photo.parent.mkdir(parents=True)
+    shutil.copy(kept, photo)
+    assert not is_kept_crop(photo)
+    photo.with_suffix(".json").write_text('{"crop": "ok/other.jpg"}')  # a record of another file
+    assert not is_kept_crop(photo)
+    photo.with_suffix(".json").write_text("not json")
+    assert not is_kept_crop(photo)
+
+
 def test_live_frame_draws_the_located_box(tmp_path, int8_model, loaded):
     client, state = _app(tmp_path, int8_model, loaded, roi={"x": 100, "y": 50, "width": 300, "height": 250})
     frame = np.full((360, 640, 3), 90, np.uint8)

@@ -6,6 +6,10 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.judge.localize import CropSpec
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +150,7 @@ def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> bool:
     from edge.judge.selfbelt import data_photos, learn_stills
 
     finder = getattr(args, "finder", None)
-    if finder and finder_boxes_all(data_photos(Path(data)), finder):
+    if finder and finder_boxes_all(data_photos(Path(data)), finder, CropSpec(method=crop_method)):
         return False
     if (Path(data) / EMPTY_DIR).is_dir():
         log.info("self-learned belt: %s holds empty-belt frames, which it does not learn from; --empty %s uses them "
@@ -156,7 +160,7 @@ def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> bool:
     return True
 
 
-def finder_boxes_all(paths: list[Path], finder: str) -> bool:
+def finder_boxes_all(paths: list[Path], finder: str, spec: CropSpec) -> bool:
     """Whether the ``--finder`` gives a box on every readable photo: then no photo reaches the --crop search and
     the self-learned belt (minutes) would never be asked, so it is not learned. Stops at the first miss."""
     from edge.judge.crops import learned_first, open_finder
@@ -165,7 +169,7 @@ def finder_boxes_all(paths: list[Path], finder: str) -> bool:
     f = open_finder(finder)
     for p in paths:
         bgr = read_bgr(p)
-        if bgr is not None and learned_first(bgr, f) is None:
+        if bgr is not None and learned_first(bgr, f, spec) is None:
             log.info("self-learned belt: the finder found no box on %s, so the belts are learned for the search", p)
             return False
     log.info("self-learned belt: not learned, the finder gave a box on all %d photos", len(paths))
@@ -275,8 +279,8 @@ FINDER_HELP = ("a learned box finder (`boxinspect boxfinder build`, opt-in): eac
                "self-learned belt is learned only when the finder misses a photo). The "
                "crop report counts its boxes as method learned; the run records the file's path and sha256, and the "
                "feature cache key holds that hash. Linear (and, for train, finetune) recipe; needs a crop method "
-               "(cv: add --crop auto). convert refuses such a run for now: packages, predict and the daemon do not "
-               "run the finder yet (docs/wip/learned_box_product.md)")
+               "(cv: add --crop auto). convert puts the finder in the package (<name>.finder beside the .tflite, "
+               "its sha256 in the sidecar), so predict and the daemon crop as training did")
 
 
 def finder_arg(path: str | None, crop: str) -> str | None:

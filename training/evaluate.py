@@ -455,16 +455,12 @@ class _Run:
 def run_finder(cfg: dict) -> str | None:
     """The learned box finder recorded in train_config.json (train --finder), or None; EvaluateError when it is
     missing or its content changed (the images would be cropped otherwise than in training)."""
-    rec = cfg.get("finder")
-    if not rec:
-        return None
-    from edge.judge.crops import finder_sha256
+    from edge.judge.crops import recorded_finder
 
-    path = Path(rec["path"])
-    if not path.is_file() or finder_sha256(path) != rec["sha256"]:
-        raise EvaluateError(f"--finder: the run was cropped with the learned finder {path} (sha256 "
-                            f"{rec['sha256'][:12]}...), which is missing or changed here")
-    return str(path)
+    try:
+        return recorded_finder(cfg.get("finder"))
+    except ValueError as e:
+        raise EvaluateError(str(e)) from e
 
 
 @dataclass

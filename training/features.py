@@ -76,11 +76,12 @@ class FeatureSpec:
             files = sorted(f"{p}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
                            for ps in empty_belt_folders(self.empty_belt).values() for p in ps)
             raw += "|empty=" + hashlib.sha1("\n".join([self.empty_belt, *files]).encode()).hexdigest()
-        if self.finder:  # other crops: the finder's content (and the localiser version of its fallback)
-            from edge.judge.crops import finder_sha256
+        if self.finder:  # other crops: the finder's content, how its box is taken, the localiser of its fallback
+            from edge.judge.crops import LEARNED_RULE_VERSION, finder_sha256
             from edge.judge.localize import LOCALIZER_VERSION
 
             raw += f"|finder={finder_sha256(self.finder)}|localizer={LOCALIZER_VERSION}"
+            raw += f"|learned_rule={LEARNED_RULE_VERSION}" if LEARNED_RULE_VERSION > 1 else ""
         if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
             raw += "|scales=" + ",".join(str(s) for s in sorted(self.scales))
         return hashlib.sha1(raw.encode()).hexdigest()[:16]

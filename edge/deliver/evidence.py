@@ -2,7 +2,7 @@
 
 Files are ``<dir>/<YYYY-MM-DD>/<event_id>_frame.jpg`` (the full frame) and ``..._crop.jpg`` (the image the
 model was given: the box crop, or the ROI for a model that takes the whole ROI), dated in UTC; with
-``lossless_crop`` also ``..._crop.png``, the same crop pixel for pixel, so ``boxinspect predict`` on it gives back
+``lossless_crop`` also ``..._crop.png``, the same crop pixel for pixel, so ``boxinspect predict --crops`` on it gives back
 the recorded score exactly (JPEG's rounding moves a small int8 model's score by up to 0.33: docs/RESULTS.md). Each is encoded in memory, written to a hidden temporary file and renamed into
 place, so a reader never sees half a JPEG. The store keeps an in-memory index (built once at start by
 scanning ``dir``), so retention costs nothing per save beyond deleting what has to go.

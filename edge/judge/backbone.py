@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.judge.classifier import RUNTIMES, ModelError, interpreter_class
+from edge.judge.interpreter import RUNTIMES, ModelError, interpreter_class
 
 
 def _plain_interpreter(path: Path, runtime: str) -> Any:

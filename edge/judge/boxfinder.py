@@ -25,7 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.judge.classifier import ModelError, interpreter_class
+from edge.judge.interpreter import ModelError, interpreter_class
+from edge.judge.model_package import FinderSpec, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +135,16 @@ class BoxFinder:
     def find(self, bgr: np.ndarray) -> FoundBox:
         """The box in one BGR frame, or None with the reason (:func:`decode`)."""
         return decode(self.probabilities(bgr), bgr.shape[:2], self.threshold, self.min_area)
+
+
+def load_package_finder(model_path: str | Path, spec: FinderSpec, verify_hash: bool = True, num_threads: int = 2,
+                        runtime: str = "auto") -> BoxFinder:
+    """The box finder a package names (its sidecar's ``finder``), beside the .tflite, checked against its sha256 and
+    run with the package's decode constants. ModelError (one line) when it is missing, altered or not a finder."""
+    path = Path(model_path).with_name(spec.file)
+    if not path.is_file():
+        raise ModelError(f"learned box finder {path} not found (convert writes it beside the .tflite; copy both)")
+    if verify_hash and sha256_file(path) != spec.sha256:
+        raise ModelError(f"{path}: sha256 mismatch with the sidecar: the learned box finder is not the one this "
+                         "package was converted with; re-run convert")
+    return BoxFinder(path, num_threads, runtime, threshold=spec.threshold, min_area=spec.min_area)

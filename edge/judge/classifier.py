@@ -9,11 +9,9 @@ shared by the daemon loop and the API.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,11 @@ from typing import Any
 import numpy as np
 
 from edge.judge.anomaly import AnomalyScorer, load_package_scorer
+from edge.judge.boxfinder import BoxFinder, load_package_finder
+from edge.judge.crops import locate_still
 from edge.judge.fusion import part_and_view
+from edge.judge.interpreter import ModelError as ModelError  # re-exported: callers have always caught it here
+from edge.judge.interpreter import interpreter_class
 from edge.judge.localize import Located
 from edge.judge.model_package import (
     ModelMetadata,
@@ -34,18 +36,7 @@ from edge.state import effective_threshold, verdict
 
 log = logging.getLogger(__name__)
 
-RUNTIMES: dict[str, str] = {
-    "litert": "ai_edge_litert.interpreter",
-    "tflite_runtime": "tflite_runtime.interpreter",
-    "tensorflow": "tensorflow.lite",
-}
-
-
 SELF_TEST_TIMED_PASSES = 3  # timed runs of the golden samples after the checked one (invoke p50 of the self-test)
-
-
-class ModelError(RuntimeError):
-    """A model that cannot be loaded or run. The message is one line saying why."""
 
 
 @dataclass
@@ -54,22 +45,6 @@ class Prediction:
     score: float  # P(positive class)
     is_defect: bool
     latency_ms: float  # preprocess + invoke
-
-
-def interpreter_class(runtime: str) -> tuple[str, Callable[..., Any]]:
-    """Return (runtime name, Interpreter class); ModelError naming every runtime that failed."""
-    names = list(RUNTIMES) if runtime == "auto" else [runtime]
-    errors = []
-    for name in names:
-        if name not in RUNTIMES:
-            raise ModelError(f"unknown runtime {name!r} (choose auto, {', '.join(RUNTIMES)})")
-        try:
-            if name == "tensorflow":  # tf.lite is an API alias, not the tensorflow.lite package
-                return name, importlib.import_module("tensorflow").lite.Interpreter
-            return name, importlib.import_module(RUNTIMES[name]).Interpreter
-        except Exception as e:  # ImportError, or a runtime built against another numpy
-            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    raise ModelError("no TFLite runtime available (" + "; ".join(errors) + "); pip install ai-edge-litert")
 
 
 def _one_line(e: BaseException) -> str:
@@ -251,6 +226,8 @@ class Classifier:
         self.self_test_invoke_p50_s: float | None = None
         # anomaly package: its patch map scored against the bank of good parts (edge/judge/anomaly.py)
         self.anomaly: AnomalyScorer | None = None
+        # the learned box finder the package carries (train --finder): its box first, the crop search where it finds none
+        self.finder: BoxFinder | None = None
 
     @property
     def runtime_name(self) -> str:
@@ -293,19 +270,25 @@ class Classifier:
                 clf.anomaly = load_package_scorer(p, meta.anomaly, verify_hash)
             except ValueError as e:
                 raise ModelError(str(e)) from e
+        if meta.finder is not None:
+            clf.finder = load_package_finder(p, meta.finder, verify_hash, num_threads, runtime)
         log.info(
-            "loaded %s (%s, input %dx%d %s, threshold %.3f%s) runtime=%s delegate=%s threads=%d",
+            "loaded %s (%s, input %dx%d %s, threshold %.3f%s%s) runtime=%s delegate=%s threads=%d",
             clf.model_id, meta.format, runner.width, runner.height, meta.input.dtype, clf.threshold,
             (f", head-only on {meta.head.parent_model_id or 'its backbone'}" if meta.head is not None
              else ", features output" if meta.features is not None else ""),
+            f", learned box finder {meta.finder.file} first" if meta.finder is not None else "",
             clf.runtime_name, clf.delegate, num_threads,
         )
         return clf
 
     def preprocess(self, bgr: np.ndarray, located: Located | None = None,
                    background: np.ndarray | None = None) -> np.ndarray:
-        """The model input for a BGR image: the package's crop (``metadata.crop``), then resize to the input."""
+        """The model input for a BGR image: the package's crop (``metadata.crop``; its learned box finder's box
+        first, when it carries one), then resize to the input."""
         m = self.metadata.input
+        if located is None and self.finder is not None and self.metadata.crop.method != "none":
+            located = locate_still(bgr, self.metadata.crop, background, finder=self.finder, remember=False)
         return model_input(bgr, self.metadata.crop, m.height, m.width, m.resize, background=background,
                            located=located)
 
@@ -368,10 +351,12 @@ class Classifier:
             return self.score_features_rgb(rgb, view)[0]
         return self.runner.run(rgb)
 
-    def predict(self, bgr: np.ndarray, threshold: float | None = None, view: str | None = None) -> Prediction:
+    def predict(self, bgr: np.ndarray, threshold: float | None = None, view: str | None = None,
+                located: Located | None = None) -> Prediction:
+        """The verdict for one image (``located``: where its box is, e.g. ``already_cropped`` for a kept crop)."""
         thr = effective_threshold(self.threshold, threshold)
         t0 = time.perf_counter()
-        s = self.score(bgr, view=view)
+        s = self.score(bgr, located, view=view)
         latency = (time.perf_counter() - t0) * 1000.0
         label, defect = verdict(s, thr, (self.metadata.negative_class, self.metadata.positive_class))
         return Prediction(label=label, score=s, is_defect=defect, latency_ms=latency)

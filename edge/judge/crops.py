@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edge.judge.beltmodel import BeltModel, BeltSet
-from edge.judge.boxfinder import BoxFinder
+from edge.judge.boxfinder import BoxFinder, FoundBox
 from edge.judge.localize import (
     CropSpec,
     Located,
@@ -153,37 +153,76 @@ def fallback_warning(st: CropStats, spec: CropSpec) -> str | None:
             "--sheet crops.png` and look at the worst crops; for photos already centred on the box, train with --crop none")
 
 
-_FOUND: weakref.WeakKeyDictionary[BoxFinder, dict[str, Located | None]] = weakref.WeakKeyDictionary()
+_FOUND: weakref.WeakKeyDictionary[BoxFinder, dict[str, FoundBox]] = weakref.WeakKeyDictionary()
 _FOUND_MAX = 50_000  # answers kept per finder (a few hundred bytes each); cleared when full
+FILLS_KEEP = 0.9  # a learned box whose crop (margin, square) would keep this share of the image or more fills it
+# how a learned box becomes a crop (part of the feature cache key): 1 every box cropped; 2 FILLS_KEEP (the box fills
+# the frame: the whole image, as the search says for box-centred photos; a kept crop re-scores as it was scored)
+LEARNED_RULE_VERSION = 2
 
 
-def learned_first(bgr: np.ndarray, finder: BoxFinder) -> Located | None:
-    """The learned finder's box as a :class:`Located` (method ``learned``), or None where it says "no box".
-    Remembered per finder and photo content: train and cv ask for the same photo in the self-belt check, the crop
-    report and the features, and the finder runs once."""
-    memo = _FOUND.setdefault(finder, {})
-    key = hashlib.blake2b(bgr.tobytes() + str(bgr.shape).encode(), digest_size=16).hexdigest()
-    if key in memo:
-        return memo[key]
-    got = finder.find(bgr)
-    loc = None
+def kept_share(box: tuple[int, int, int, int], shape: tuple[int, ...], spec: CropSpec) -> float:
+    """The share of an image of ``shape`` that :func:`~edge.judge.localize.crop` around ``box`` would keep."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    bw, bh = x1 - x0, y1 - y0
+    m = spec.margin * max(bw, bh)
+    if spec.square:
+        half = max(bw, bh) / 2 + m
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        x0, x1, y0, y1 = cx - half, cx + half, cy - half, cy + half
+    else:
+        x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
+    h, w = shape[:2]
+    kept = max(0.0, min(x1, w) - max(x0, 0.0)) * max(0.0, min(y1, h) - max(y0, 0.0))
+    return kept / float(h * w)
+
+
+def as_located(got: FoundBox, shape: tuple[int, ...], spec: CropSpec) -> Located | None:
+    """The finder's answer as a :class:`Located` (method ``learned``), or None for "no box". A box whose crop would
+    keep :data:`FILLS_KEEP` of the image or more fills the frame: the whole image (a box-centred photo, or the
+    evidence crop of a decision, which re-scores as it was scored)."""
     if got.box is None:
         log.debug("learned finder: no box (%s)", got.reason)
-    else:
-        x0, y0, x1, y1 = got.box
-        loc = Located(True, "learned", got.box, None, (x1 - x0) * (y1 - y0) / (bgr.shape[0] * bgr.shape[1]))
-    if len(memo) >= _FOUND_MAX:
-        memo.clear()
-    memo[key] = loc
-    return loc
+        return None
+    x0, y0, x1, y1 = got.box
+    area = (x1 - x0) * (y1 - y0) / (shape[0] * shape[1])
+    keep = kept_share(got.box, shape, spec)
+    if keep >= FILLS_KEEP:
+        return Located(True, "whole", (0, 0, shape[1], shape[0]), None, 1.0,
+                       f"learned box's crop keeps {keep:.0%} of the image: the box {_FILLS}")
+    return Located(True, "learned", got.box, None, area)
+
+
+def learned_box(bgr: np.ndarray, finder: BoxFinder, spec: CropSpec) -> Located | None:
+    """:func:`as_located` of the finder's answer on ``bgr``. Not remembered: what the daemon calls on each new
+    frame."""
+    return as_located(finder.find(bgr), bgr.shape, spec)
+
+
+def learned_first(bgr: np.ndarray, finder: BoxFinder, spec: CropSpec) -> Located | None:
+    """:func:`learned_box`, the finder's answer remembered per finder and photo content: train and cv ask for the
+    same photo in the self-belt check, the crop report and the features, and the finder runs once."""
+    memo = _FOUND.setdefault(finder, {})
+    key = hashlib.blake2b(bgr.tobytes() + str(bgr.shape).encode(), digest_size=16).hexdigest()
+    got = memo.get(key)
+    if got is None:
+        got = finder.find(bgr)
+        if len(memo) >= _FOUND_MAX:
+            memo.clear()
+        memo[key] = got
+    return as_located(got, bgr.shape, spec)
 
 
 def locate_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None = None,
-                 belt: BeltModel | BeltSet | None = None, finder: BoxFinder | None = None) -> Located:
-    """One still's box as every still-cropping place takes it (localize, train, cv, evaluate): with a ``finder``
-    its box first (method ``learned``), ``spec``'s search only where it finds none; the whole frame with
-    method ``none``."""
-    loc = learned_first(bgr, finder) if finder is not None else None
+                 belt: BeltModel | BeltSet | None = None, finder: BoxFinder | None = None,
+                 remember: bool = True) -> Located:
+    """One still's box as every still-cropping place takes it (localize, train, cv, evaluate, convert, predict):
+    with a ``finder`` its box first (method ``learned``), ``spec``'s search only where it finds none; the whole
+    frame with method ``none``. ``remember``: keep the finder's answer per photo content (:func:`learned_first`;
+    train and cv ask for a photo several times), False where each image comes once (predict, the API)."""
+    loc = None
+    if finder is not None:
+        loc = learned_first(bgr, finder, spec) if remember else learned_box(bgr, finder, spec)
     if loc is not None:
         return loc
     if spec.method == "none":
@@ -204,7 +243,7 @@ def finder_sha256(path: str | Path) -> str:
 def open_finder(path: str | Path) -> BoxFinder:
     """The ``--finder`` model, loaded once per file content; ValueError (one line naming ``--finder``) when the
     file is missing or not a box finder."""
-    from edge.judge.classifier import ModelError
+    from edge.judge.interpreter import ModelError
 
     p = Path(path)
     if not p.is_file():
@@ -216,6 +255,18 @@ def open_finder(path: str | Path) -> BoxFinder:
         except (ModelError, ValueError) as e:
             raise ValueError("--finder: " + " ".join(str(e).split())) from e  # one line
     return _FINDERS[key]
+
+
+def recorded_finder(rec: dict[str, str] | None) -> str | None:
+    """The finder file a run recorded (:func:`finder_record`), or None; ValueError (one line naming ``--finder``)
+    when it is missing or its content changed: the images would be cropped otherwise than in training."""
+    if not rec:
+        return None
+    path = Path(rec["path"])
+    if not path.is_file() or finder_sha256(path) != rec["sha256"]:
+        raise ValueError(f"--finder: the run was cropped with the learned finder {path} (sha256 "
+                         f"{rec['sha256'][:12]}...), which is missing or changed here")
+    return str(path)
 
 
 def finder_record(path: str | Path | None) -> dict[str, str] | None:

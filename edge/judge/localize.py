@@ -647,6 +647,13 @@ def load_belt(folder: str | Path, work_size: int = 256) -> BeltSet:
     return _BELTS[key]
 
 
+def already_cropped(bgr: np.ndarray) -> Located:
+    """An image that is already the model's crop (the daemon's evidence ``_crop.png``, a feedback crop): taken
+    whole, no box search. A crop searched again can give a crop of the crop (a finder or the search boxes a part
+    of it), so what re-scores a kept crop passes this."""
+    return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "already the model's crop")
+
+
 def crop(bgr: np.ndarray, loc: Located, spec: CropSpec) -> np.ndarray:
     """The BGR crop around a located box (margin, square, optionally upright); the frame if ``loc.whole``."""
     if loc.whole or loc.bbox is None:

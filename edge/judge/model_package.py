@@ -216,6 +216,21 @@ class AnomalySpec(_Strict):
     views: dict[str, float] = Field(default_factory=dict)
 
 
+class FinderSpec(_Strict):
+    """The learned box finder a package crops with (``train --finder``, issue 25): its box first, the ``crop``
+    search only where it finds none (edge/judge/crops.py ``locate_still``), in convert, predict and the daemon alike.
+    The finder's .tflite lies beside the package as ``file`` (``<name>.finder``: not ``*.tflite``, so ``model.dir``
+    lists models only); its sha256 is here, so ``package_sha256`` covers it. ``threshold`` / ``min_area``: the
+    decode constants the run cropped with (edge/judge/boxfinder.py)."""
+
+    file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file name in the package's folder
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(gt=0)
+    threshold: float = Field(gt=0, lt=1)
+    min_area: float = Field(ge=0, lt=1)
+    source: str = ""  # the file the run was trained with (for humans)
+
+
 class ModelMetadata(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -242,6 +257,7 @@ class ModelMetadata(_Strict):
     head: LinearHead | None = None  # head-only package: this head on the features replaces the score output
     cv_metrics: CVMetrics | None = None
     anomaly: AnomalySpec | None = None  # anomaly package: the patch map scored against a bank of good parts
+    finder: FinderSpec | None = None  # the learned box finder beside the package, answering before the crop search
     # sha256 of this sidecar without this field (see package_digest); write_metadata fills it in
     package_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
 

@@ -14,6 +14,7 @@ import cv2
 
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.fusion import part_and_view
+from edge.judge.localize import already_cropped
 from edge.state import effective_threshold
 
 log = logging.getLogger(__name__)
@@ -45,22 +46,31 @@ def main(args: argparse.Namespace) -> int:
     if clf is None:
         return 2
     threshold = effective_threshold(clf.threshold, args.threshold)
+    crops = bool(getattr(args, "crops", False))
     text_out = sys.stderr if args.json_out == "-" else sys.stdout
     _emit(
         f"# model {clf.model_id} ({clf.metadata.format}) runtime={clf.runtime_name} delegate={clf.delegate} "
-        f"threshold={threshold:.3f} crop={clf.metadata.crop.describe()}",
+        f"threshold={threshold:.3f} crop={_crop_text(clf, crops)}",
         text_out,
     )
     files = collect_images(args.images)
     if not files:
         _emit("error: no images found in " + " ".join(args.images), sys.stderr)
         return 1
-    rows = _classify(clf, files, threshold, text_out)
+    rows = _classify(clf, files, threshold, text_out, crops)
     ok = sum(1 for r in rows if r["error"] is None)
     n_defect = sum(1 for r in rows if r["is_defect"])
     _emit(f"# {ok} classified, {n_defect} {clf.metadata.positive_class}, {len(rows) - ok} unreadable", text_out)
     _write_results(args, clf, threshold, rows)
     return 0 if ok else 1
+
+
+def _crop_text(clf: Classifier, crops: bool) -> str:
+    """How the images are cropped, for the header line."""
+    if crops:
+        return "none (--crops: the images are the model's crops already)"
+    finder = clf.metadata.finder
+    return clf.metadata.crop.describe() + (f", learned box finder {finder.file} first" if finder is not None else "")
 
 
 def _load(args: argparse.Namespace) -> Classifier | None:
@@ -84,7 +94,8 @@ def _load(args: argparse.Namespace) -> Classifier | None:
     return clf
 
 
-def _classify(clf: Classifier, files: list[Path], threshold: float, text_out: TextIO) -> list[dict[str, Any]]:
+def _classify(clf: Classifier, files: list[Path], threshold: float, text_out: TextIO,
+              crops: bool = False) -> list[dict[str, Any]]:
     """One result row per file (FIELDS), printed as it comes; an unreadable file gets its reason as ``error``."""
     rows: list[dict[str, Any]] = []
     width = max(len(str(f)) for f in files)
@@ -96,7 +107,8 @@ def _classify(clf: Classifier, files: list[Path], threshold: float, text_out: Te
             rows.append({"path": str(f), "label": None, "score": None, "is_defect": None,
                          "latency_ms": None, "error": reason})
             continue
-        pred = clf.predict(img, threshold=threshold, view=part_and_view(f)[1])  # <part>_<view>.jpg: per-view banks
+        pred = clf.predict(img, threshold=threshold, view=part_and_view(f)[1],  # <part>_<view>.jpg: per-view banks
+                           located=already_cropped(img) if crops else None)
         _emit(f"{str(f):{width}s}  {pred.label:12s} {pred.score:.4f}  {pred.latency_ms:7.2f} ms", text_out)
         rows.append({"path": str(f), "label": pred.label, "score": round(pred.score, 6),
                      "is_defect": pred.is_defect, "latency_ms": round(pred.latency_ms, 3), "error": None})

@@ -58,7 +58,7 @@ class FrameRecord:
     def model_crop(self) -> np.ndarray:
         """The image the model was given, before the resize to its input: the box crop around ``located``
         (``crop`` of edge/judge/localize.py), or the whole ROI when the model takes the ROI. This is the evidence
-        ``_crop.jpg``: ``boxinspect predict`` on it reproduces ``score`` (within the package's golden tolerance)."""
+        ``_crop.jpg``: ``boxinspect predict --crops`` on it reproduces ``score`` (within the package's golden tolerance)."""
         if self.located is None or self.crop_spec is None or self.located.whole or self.located.bbox is None:
             return self.roi
         return crop(self.roi, self.located, self.crop_spec)

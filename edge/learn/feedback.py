@@ -123,6 +123,16 @@ def delete_crop(directory: Path, name: str, what: str) -> None:
             log.warning("%s: cannot delete %s%s: %s", what, name, suffix, e)
 
 
+def is_kept_crop(path: Path) -> bool:
+    """Whether ``path`` is a crop this store kept: its record ``<stem>.json`` beside it names it as ``crop``. Such an
+    image is the model's crop already (what the model saw), so retrain scores it as it is, without a box search."""
+    try:
+        doc = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("crop"), str) and Path(doc["crop"]).name == path.name
+
+
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

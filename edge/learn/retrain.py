@@ -18,7 +18,8 @@ Steps:
   2. list ``<dir>/<class>/*.jpg|png|...`` in every label dir (the operator page's ``feedback/`` and any
      folder-per-class data set; class folders are the package's labels; dot-folders are skipped);
   3. for every image: the model input exactly as the daemon makes it (``model_input``: the package's box
-     crop, then resize), one invoke -> (live score, features); and a dHash of the image for the groups;
+     crop, then resize; a crop the feedback store kept, named by its record, is the model's crop already and is
+     only resized), one invoke -> (live score, features); and a dHash of the image for the groups;
   4. refuse when a class has fewer than ``min_per_class`` images (:class:`RetrainError`, one sentence);
   5. groups = near-duplicate clusters (dHash over the 8 dihedral transforms, training/split.py) joined with
      the views of one part (``<part>_<view>.jpg``), so CV never tests on a copy of a training image;
@@ -65,6 +66,7 @@ import numpy as np
 
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.images import IMAGE_EXTS
+from edge.judge.localize import already_cropped
 from edge.judge.model_package import (
     CVMetrics,
     GoldenSample,
@@ -76,6 +78,7 @@ from edge.judge.model_package import (
     utc_now,
     write_metadata,
 )
+from edge.learn.feedback import is_kept_crop
 from edge.runtime.versions import installed_versions
 
 log = logging.getLogger(__name__)
@@ -193,8 +196,11 @@ def candidate_path(parent: Path, out_dir: Path, name: str) -> Path:
 
 
 def write_candidate(parent: Path, dst: Path, meta: ModelMetadata) -> Classifier:
-    """Link the parent's .tflite to ``dst``, write ``meta`` beside it, load it and run its self-test (RetrainError)."""
+    """Link the parent's .tflite to ``dst`` (and its learned box finder, when it carries one), write ``meta`` beside
+    it, load it and run its self-test (RetrainError)."""
     _link_or_copy(parent, dst)
+    if meta.finder is not None:  # the candidate crops as its parent did: the same finder file beside it
+        _link_or_copy(parent.with_name(meta.finder.file), dst.with_name(meta.finder.file))
     write_metadata(meta, dst)
     try:
         cand = Classifier.load(dst, num_threads=1)
@@ -340,11 +346,12 @@ def _extract(clf: Classifier, package: Path, found: _Labelled, num_threads: int,
     n = len(found.paths)
 
     def one(p: Path) -> tuple[float, np.ndarray, np.ndarray] | None:
-        """Decode, the daemon's crop (most of the cost: the box search), one invoke, the dHash."""
+        """Decode, the daemon's crop (most of the cost: the box search; none for a kept feedback crop, which is
+        the model's crop already), one invoke, the dHash."""
         bgr = read_bgr(p)
         if bgr is None:
             return None
-        s, f = clf.score_features(bgr)
+        s, f = clf.score_features(bgr, already_cropped(bgr) if is_kept_crop(p) else None)
         if f is None or not np.all(np.isfinite(f)):
             raise ModelError(f"{package}: no finite features for {p}")
         return s, f, image_hashes(resize(bgr[:, :, ::-1], HASH_SIZE))

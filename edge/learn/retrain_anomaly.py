@@ -25,6 +25,7 @@ import numpy as np
 
 from edge.judge import anomaly as an
 from edge.judge.classifier import Classifier
+from edge.judge.localize import already_cropped
 from edge.judge.model_package import (
     GoldenSample,
     TrainingDataSummary,
@@ -32,6 +33,7 @@ from edge.judge.model_package import (
     sha256_file,
     utc_now,
 )
+from edge.learn.feedback import is_kept_crop
 from edge.learn.retrain import (
     HASH_SIZE,
     RetrainError,
@@ -56,7 +58,8 @@ def _good_patches(clf: Classifier, paths: list[Path]) -> tuple[np.ndarray, np.nd
         if bgr is None:
             log.warning("skipping unreadable image %s", p)
             continue
-        maps.append(clf.runner.run_patches(clf.preprocess(bgr))[1])
+        located = already_cropped(bgr) if is_kept_crop(p) else None  # a kept feedback crop is the model's crop
+        maps.append(clf.runner.run_patches(clf.preprocess(bgr, located))[1])
         hashes.append(image_hashes(resize(bgr[:, :, ::-1], HASH_SIZE)))
         keep.append(i)
     return np.stack(maps), np.stack(hashes), keep
