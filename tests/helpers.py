@@ -490,8 +490,9 @@ class FakeClassifier:
         self.delegate = "none"
         self.metadata = SimpleNamespace(
             name="fake", labels=list(labels), negative_class=labels[0], positive_class=labels[1], format="fake",
-            sha256="0" * 64, package_sha256="0" * 64, crop=NO_CROP,
+            sha256="0" * 64, package_sha256="0" * 64, crop=NO_CROP, finder=None,
         )
+        self.finder = None  # no learned box finder: the package's crop search alone
 
     def score(self, bgr: np.ndarray, located: Any = None, view: str | None = None) -> float:
         return float(self.score_fn(bgr))

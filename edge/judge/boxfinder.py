@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.judge.interpreter import ModelError, interpreter_class
+from edge.judge.interpreter import ModelError, check_tflite, interpreter_class
 from edge.judge.model_package import FinderSpec, sha256_file
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class BoxFinder:
         self.path = Path(path)
         self.threshold, self.min_area = float(threshold), float(min_area)
         self.runtime_name, cls = interpreter_class(runtime)
+        check_tflite(self.path)
         try:
             self._interp: Any = cls(model_path=str(self.path), num_threads=int(num_threads))
             ins, outs = self._interp.get_input_details(), self._interp.get_output_details()

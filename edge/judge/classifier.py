@@ -23,7 +23,7 @@ from edge.judge.boxfinder import BoxFinder, load_package_finder
 from edge.judge.crops import locate_still
 from edge.judge.fusion import part_and_view
 from edge.judge.interpreter import ModelError as ModelError  # re-exported: callers have always caught it here
-from edge.judge.interpreter import interpreter_class
+from edge.judge.interpreter import check_tflite, interpreter_class
 from edge.judge.localize import Located
 from edge.judge.model_package import (
     ModelMetadata,
@@ -63,6 +63,7 @@ class Runner:
         self.path = Path(path)
         self.num_threads = int(num_threads)
         self.runtime_name, interp_cls = interpreter_class(runtime)
+        check_tflite(self.path)
         try:
             self._interp = interp_cls(model_path=str(self.path), num_threads=self.num_threads)
             self._interp.allocate_tensors()
