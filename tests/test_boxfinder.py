@@ -98,6 +98,24 @@ def test_render_gives_each_seed_the_frame_size_asked_for(tmp_path: Path) -> None
     assert {4101, 4102} <= BANNED_SEEDS
 
 
+def test_a_learned_box_that_fills_the_frame_is_the_whole_image() -> None:
+    """A box whose crop (margin, square) would keep >= 90% of the image is "the box fills the frame" (the whole
+    image, counted apart from fallbacks), as the search says for box-centred photos; a smaller one is cropped."""
+    from edge.judge.boxfinder import FoundBox
+    from edge.judge.crops import FILLS_KEEP, as_located, kept_share, reason_key
+    from edge.judge.localize import CropSpec
+
+    spec, shape = CropSpec(), (480, 640, 3)
+    big, small = (40, 20, 600, 470), (200, 150, 360, 300)
+    assert kept_share(big, shape, spec) >= FILLS_KEEP > kept_share(small, shape, spec)
+    whole = as_located(FoundBox(big, 1.0, 1.0, ""), shape, spec)
+    assert whole is not None and whole.whole and whole.bbox == (0, 0, 640, 480)
+    assert reason_key(whole.reason) == "fills_frame"
+    boxed = as_located(FoundBox(small, 1.0, 1.0, ""), shape, spec)
+    assert boxed is not None and boxed.method == "learned" and boxed.bbox == small
+    assert as_located(FoundBox(None, 0.0, 0.0, "nothing above the threshold"), shape, spec) is None
+
+
 # ---------------------------------------------------------------- a real build, the edge side without TensorFlow
 
 NO_TF = """

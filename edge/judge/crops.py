@@ -26,6 +26,7 @@ from edge.judge.localize import (
     CropSpec,
     Located,
     crop,
+    grown,
     load_background,
     load_belt,
     locate_for_still,
@@ -163,15 +164,7 @@ LEARNED_RULE_VERSION = 2
 
 def kept_share(box: tuple[int, int, int, int], shape: tuple[int, ...], spec: CropSpec) -> float:
     """The share of an image of ``shape`` that :func:`~edge.judge.localize.crop` around ``box`` would keep."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    bw, bh = x1 - x0, y1 - y0
-    m = spec.margin * max(bw, bh)
-    if spec.square:
-        half = max(bw, bh) / 2 + m
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        x0, x1, y0, y1 = cx - half, cx + half, cy - half, cy + half
-    else:
-        x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
+    x0, y0, x1, y1 = grown(float(box[0]), float(box[1]), float(box[2]), float(box[3]), spec)
     h, w = shape[:2]
     kept = max(0.0, min(x1, w) - max(x0, 0.0)) * max(0.0, min(y1, h) - max(y0, 0.0))
     return kept / float(h * w)

@@ -654,6 +654,18 @@ def already_cropped(bgr: np.ndarray) -> Located:
     return Located(True, "whole", (0, 0, bgr.shape[1], bgr.shape[0]), None, 1.0, "already the model's crop")
 
 
+def grown(x0: float, y0: float, x1: float, y1: float, spec: CropSpec) -> tuple[float, float, float, float]:
+    """A box grown to its crop window: ``spec.margin`` of its longer side on every side, squared around its centre
+    when ``spec.square`` (what :func:`crop` cuts, before the frame's edge is padded)."""
+    bw, bh = x1 - x0, y1 - y0
+    m = spec.margin * max(bw, bh)
+    if spec.square:
+        side = max(bw, bh) + 2 * m
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
+    return x0 - m, y0 - m, x1 + m, y1 + m
+
+
 def crop(bgr: np.ndarray, loc: Located, spec: CropSpec) -> np.ndarray:
     """The BGR crop around a located box (margin, square, optionally upright); the frame if ``loc.whole``."""
     if loc.whole or loc.bbox is None:
@@ -668,14 +680,7 @@ def crop(bgr: np.ndarray, loc: Located, spec: CropSpec) -> np.ndarray:
         x0, y0, x1, y1 = cx - rw / 2, cy - rh / 2, cx + rw / 2, cy + rh / 2
     else:
         x0, y0, x1, y1 = (float(v) for v in loc.bbox)
-    bw, bh = x1 - x0, y1 - y0
-    m = spec.margin * max(bw, bh)
-    if spec.square:
-        side = max(bw, bh) + 2 * m
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        x0, x1, y0, y1 = cx - side / 2, cx + side / 2, cy - side / 2, cy + side / 2
-    else:
-        x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
+    x0, y0, x1, y1 = grown(x0, y0, x1, y1, spec)
     ix0, iy0 = int(round(x0)), int(round(y0))
     ix1, iy1 = ix0 + max(1, int(round(x1 - x0))), iy0 + max(1, int(round(y1 - y0)))  # square stays square
     h, w = bgr.shape[:2]
