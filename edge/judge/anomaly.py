@@ -352,14 +352,9 @@ def load_package_scorer(model_path: str | Path, spec: Any, verify_hash: bool = T
     """The scorer of an anomaly package: the bank file named by the sidecar's ``anomaly`` block (an
     ``edge.judge.model_package.AnomalySpec``), beside the .tflite, checked against its sha256 and threshold. ValueError
     (one line) when it is missing, altered or not the bank the sidecar describes."""
-    from edge.judge.model_package import sha256_file
+    from edge.judge.model_package import companion_file
 
-    path = Path(model_path).with_name(spec.bank_file)
-    if not path.is_file():
-        raise ValueError(f"anomaly bank {path} not found (convert writes it beside the .tflite; copy both)")
-    if verify_hash and sha256_file(path) != spec.bank_sha256:
-        raise ValueError(f"{path}: sha256 mismatch with the sidecar: the bank is not the one this package was "
-                         "converted with; re-run convert")
+    path = companion_file(model_path, spec.bank_file, spec.bank_sha256, "anomaly bank", verify_hash)  # PackageError
     scorer = AnomalyScorer.from_file(path)
     if scorer.method != spec.method or scorer.border != spec.border or not math.isclose(
             scorer.threshold_distance, spec.threshold_distance, rel_tol=1e-9):

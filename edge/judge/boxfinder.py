@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edge.judge.interpreter import ModelError, check_tflite, interpreter_class
-from edge.judge.model_package import FinderSpec, sha256_file
+from edge.judge.model_package import FinderSpec, PackageError, companion_file
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,8 @@ def load_package_finder(model_path: str | Path, spec: FinderSpec, verify_hash: b
                         runtime: str = "auto") -> BoxFinder:
     """The box finder a package names (its sidecar's ``finder``), beside the .tflite, checked against its sha256 and
     run with the package's decode constants. ModelError (one line) when it is missing, altered or not a finder."""
-    path = Path(model_path).with_name(spec.file)
-    if not path.is_file():
-        raise ModelError(f"learned box finder {path} not found (convert writes it beside the .tflite; copy both)")
-    if verify_hash and sha256_file(path) != spec.sha256:
-        raise ModelError(f"{path}: sha256 mismatch with the sidecar: the learned box finder is not the one this "
-                         "package was converted with; re-run convert")
+    try:
+        path = companion_file(model_path, spec.file, spec.sha256, "learned box finder", verify_hash)
+    except PackageError as e:
+        raise ModelError(str(e)) from e
     return BoxFinder(path, num_threads, runtime, threshold=spec.threshold, min_area=spec.min_area)

@@ -412,6 +412,18 @@ def verify_package(model_path: str | Path, verify_hash: bool = True) -> ModelMet
     return meta
 
 
+def companion_file(model_path: str | Path, name: str, sha256: str, what: str, verify_hash: bool = True) -> Path:
+    """A file a package's sidecar names beside its .tflite (an anomaly bank, a learned box finder), checked against
+    the sha256 the sidecar holds. PackageError (one line) when it is missing or not the file convert wrote."""
+    path = Path(model_path).with_name(name)
+    if not path.is_file():
+        raise PackageError(f"{what} {path} not found (convert writes it beside the .tflite; copy both)")
+    if verify_hash and sha256_file(path) != sha256:
+        raise PackageError(f"{path}: sha256 mismatch with the sidecar: the {what} is not the one this package was "
+                           "converted with; re-run convert")
+    return path
+
+
 MAX_MODEL_NAME = 255
 
 
