@@ -59,7 +59,7 @@ from edge.judge.beltmodel import BeltLearners
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.crops import count_located, learned_box
 from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
-from edge.judge.localize import Located, locate
+from edge.judge.localize import CropSpec, Located, locate
 from edge.judge.model_package import PackageError, resolve_model_name
 from edge.judge.records import FrameRecord
 from edge.judge.signing import check_signature
@@ -625,11 +625,15 @@ class Daemon:
         spec = clf.metadata.crop
         if spec.method == "none":
             return None
-        if clf.finder is not None:  # the package's learned box finder answers first, as in training
-            learned = learned_box(roi, clf.finder, spec)
-            if learned is not None:
-                count_located(self.metrics, learned)
-                return learned
+        # the package's learned box finder answers first, as in training; the search only where it finds none
+        located = learned_box(roi, clf.finder, spec) if clf.finder is not None else None
+        if located is None:
+            located = self._search(roi, spec, view)
+        count_located(self.metrics, located)  # per outcome and reason (boxinspect_localizer_frames)
+        return located
+
+    def _search(self, roi: np.ndarray, spec: CropSpec, view: str | None) -> Located:
+        """The package's crop search in the ROI, against the presence detector's empty belt where it has one."""
         background = self.decider.background() if spec.method in ("background", "auto") else None
         if spec.method == "background" and background is None:
             if not self._crop_fallback_logged:
@@ -637,9 +641,7 @@ class Daemon:
                 log.warning("crop 'background': no learned empty belt (triggered mode, or presence by score); "
                             "using the reference-free 'salient' search instead")
             spec = spec.model_copy(update={"method": "salient"})
-        located = locate(roi, spec, background, self.belts.model(view) if spec.method == "auto" else None)
-        count_located(self.metrics, located)  # per outcome and reason (boxinspect_localizer_frames)
-        return located
+        return locate(roi, spec, background, self.belts.model(view) if spec.method == "auto" else None)
 
     def _frame_error(self, frame: Frame, e: Exception) -> None:
         """Log a failing frame with its traceback, then at most once a minute with a count."""

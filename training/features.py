@@ -81,7 +81,7 @@ class FeatureSpec:
             from edge.judge.localize import LOCALIZER_VERSION
 
             raw += f"|finder={finder_sha256(self.finder)}|localizer={LOCALIZER_VERSION}"
-            raw += f"|learned_rule={LEARNED_RULE_VERSION}" if LEARNED_RULE_VERSION > 1 else ""
+            raw += f"|learned_rule={LEARNED_RULE_VERSION}"
         if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
             raw += "|scales=" + ",".join(str(s) for s in sorted(self.scales))
         return hashlib.sha1(raw.encode()).hexdigest()[:16]

@@ -158,7 +158,7 @@ _FOUND: weakref.WeakKeyDictionary[BoxFinder, dict[str, FoundBox]] = weakref.Weak
 _FOUND_MAX = 50_000  # answers kept per finder (a few hundred bytes each); cleared when full
 FILLS_KEEP = 0.9  # a learned box whose crop (margin, square) would keep this share of the image or more fills it
 # how a learned box becomes a crop (part of the feature cache key): 1 every box cropped; 2 FILLS_KEEP (the box fills
-# the frame: the whole image, as the search says for box-centred photos; a kept crop re-scores as it was scored)
+# the frame: the whole image, as the search says for box-centred photos)
 LEARNED_RULE_VERSION = 2
 
 
@@ -172,8 +172,8 @@ def kept_share(box: tuple[int, int, int, int], shape: tuple[int, ...], spec: Cro
 
 def as_located(got: FoundBox, shape: tuple[int, ...], spec: CropSpec) -> Located | None:
     """The finder's answer as a :class:`Located` (method ``learned``), or None for "no box". A box whose crop would
-    keep :data:`FILLS_KEEP` of the image or more fills the frame: the whole image (a box-centred photo, or the
-    evidence crop of a decision, which re-scores as it was scored)."""
+    keep :data:`FILLS_KEEP` of the image or more fills the frame: the whole image (a box-centred photo, not
+    shrunk by the margin with its border smeared). A kept crop is never searched: ``localize.already_cropped``."""
     if got.box is None:
         log.debug("learned finder: no box (%s)", got.reason)
         return None
@@ -223,7 +223,7 @@ def locate_still(bgr: np.ndarray, spec: CropSpec, background: np.ndarray | None 
     return locate_for_still(bgr, spec, background, belt)
 
 
-_FINDERS: dict[tuple[str, str], BoxFinder] = {}  # (resolved path, sha256) -> loaded finder (train/cv crop many)
+_FINDERS: dict[tuple[str, int, int], BoxFinder] = {}  # (resolved path, size, mtime_ns) -> loaded finder
 
 
 def finder_sha256(path: str | Path) -> str:
@@ -234,14 +234,16 @@ def finder_sha256(path: str | Path) -> str:
 
 
 def open_finder(path: str | Path) -> BoxFinder:
-    """The ``--finder`` model, loaded once per file content; ValueError (one line naming ``--finder``) when the
-    file is missing or not a box finder."""
+    """The ``--finder`` model, loaded once per file (path, size and modification time: train and cv ask for it per
+    image, so the file is not read again); ValueError (one line naming ``--finder``) when the file is missing or not
+    a box finder."""
     from edge.judge.interpreter import ModelError
 
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--finder {p}: no such file")
-    key = (str(p.resolve()), finder_sha256(p))
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _FINDERS:
         try:
             _FINDERS[key] = BoxFinder(p)
