@@ -66,6 +66,8 @@ def test_input_size_keeps_the_aspect_in_multiples_of_32() -> None:
     assert input_size(720, 1280) == (352, 640)
     assert input_size(480, 640) == (480, 640)
     assert input_size(1000, 500) == (640, 320)
+    assert input_size(300, 300) == (288, 288) and input_size(200, 150) == (192, 160)  # never enlarged
+    assert input_size(10, 10) == (32, 32)  # at least one stride
 
 
 # ---------------------------------------------------------------- frame sizes of the training scenes
@@ -314,11 +316,11 @@ def test_the_self_learned_belt_is_learned_only_when_the_finder_misses_a_photo(
         shutil.copy(p, data / "ok" / p.name)
     args = argparse.Namespace(finder=str(model), recipe="linear", no_self_belt=False, background=None, empty=None)
     forget_stills()
-    with caplog.at_level(logging.INFO, logger="training.cli"):
+    with caplog.at_level(logging.INFO, logger="edge.judge.crops"):
         assert self_belt(data, "auto", args) is False  # every photo boxed: the search (and its belt) never runs
     assert f"finder gave a box on all {len(boxed)} photos" in caplog.text
     cv2.imwrite(str(data / "ok" / "zz_plain.jpg"), np.full((540, 960, 3), 128, np.uint8))  # nothing to box
-    with caplog.at_level(logging.INFO, logger="training.cli"):
+    with caplog.at_level(logging.INFO, logger="edge.judge.crops"):
         assert self_belt(data, "auto", args) is True
     assert "found no box on" in caplog.text and "zz_plain.jpg" in caplog.text
     forget_stills()

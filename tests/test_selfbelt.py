@@ -96,7 +96,8 @@ def test_stills_are_located_with_their_own_belt_and_the_localize_command_says_so
 
     out = tmp_path / "crops.json"
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "boxinspect.cli", "localize", str(tmp_path / "ok"), "--json", str(out)]
+    cmd = [sys.executable, "-m", "boxinspect.cli", "localize", str(tmp_path / "ok"), "--json", str(out), "--finder",
+           "none"]  # the search alone (the built-in finder would answer first)
     subprocess.run(cmd, cwd=repo, check=True, capture_output=True, timeout=600)
     methods = [r["method"] for r in json.loads(out.read_text())["images"]]
     assert methods.count("belt") >= 2 * PARTS - 2, methods

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edge.judge.localize import CropSpec
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -150,29 +150,16 @@ def self_belt(data: Path, crop_method: str, args: argparse.Namespace) -> bool:
     from edge.judge.selfbelt import data_photos, learn_stills
 
     finder = getattr(args, "finder", None)
-    if finder and finder_boxes_all(data_photos(Path(data)), finder, CropSpec(method=crop_method)):
-        return False
+    if finder:
+        from edge.judge.crops import finder_boxes_all, open_finder
+
+        if finder_boxes_all(data_photos(Path(data)), open_finder(finder), CropSpec(method=crop_method)):
+            return False
     if (Path(data) / EMPTY_DIR).is_dir():
         log.info("self-learned belt: %s holds empty-belt frames, which it does not learn from; --empty %s uses them "
                  "(better crops where they match the cameras: docs/RESULTS.md)", Path(data) / EMPTY_DIR,
                  Path(data) / EMPTY_DIR)
     learn_stills(data_photos(Path(data)), CropSpec(method="auto"))
-    return True
-
-
-def finder_boxes_all(paths: list[Path], finder: str, spec: CropSpec) -> bool:
-    """Whether the ``--finder`` gives a box on every readable photo: then no photo reaches the --crop search and
-    the self-learned belt (minutes) would never be asked, so it is not learned. Stops at the first miss."""
-    from edge.judge.crops import learned_first, open_finder
-    from edge.judge.images import read_bgr
-
-    f = open_finder(finder)
-    for p in paths:
-        bgr = read_bgr(p)
-        if bgr is not None and learned_first(bgr, f, spec) is None:
-            log.info("self-learned belt: the finder found no box on %s, so the belts are learned for the search", p)
-            return False
-    log.info("self-learned belt: not learned, the finder gave a box on all %d photos", len(paths))
     return True
 
 
@@ -215,15 +202,15 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help=f"square input size in px (default {LINEAR_IMG_SIZE} for linear, 160 for finetune)")
     p.add_argument("--crop", choices=["auto", "background", "salient", "none"], default="auto",
                    help="find the box and crop it before resizing (edge/judge/localize.py; recorded in the run and the "
-                        "model package, so convert, predict and the daemon crop alike). auto (default): "
-                        "background difference if --background is given, else the region that stands out from "
-                        "the image border; the whole image when the box fills the frame or none is found. "
-                        "none: the whole image")
+                        "model package, so convert, predict and the daemon crop alike). auto (default): the "
+                        "built-in learned box finder first (see --finder), else background difference if "
+                        "--background is given, else the region that stands out from the image border; the whole "
+                        "image when the box fills the frame or none is found. none: the whole image")
     p.add_argument("--background", type=Path, default=None, metavar="FILE",
                    help="empty-belt reference image for --crop background/auto (stills; the daemon uses its "
                         "own running background)")
     p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
-    p.add_argument("--finder", default=None, metavar="F.tflite", help=FINDER_HELP)
+    p.add_argument("--finder", default=None, metavar="F.tflite|none", help=FINDER_HELP)
     p.add_argument("--crop-margin", type=float, default=0.08, metavar="FRAC",
                    help="margin around the box, share of its longer side (default 0.08)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
@@ -274,25 +261,35 @@ EMPTY_HELP = ("with --crop auto: a folder of >= 8 frames of the EMPTY belt from 
               "DATA --empty DIR")
 
 
-FINDER_HELP = ("a learned box finder (`boxinspect boxfinder build`, opt-in): each image is cropped to the finder's box "
-               "first, and the --crop search runs only where the finder finds no box (as `localize --finder`; the "
-               "self-learned belt is learned only when the finder misses a photo). The "
-               "crop report counts its boxes as method learned; the run records the file's path and sha256, and the "
-               "feature cache key holds that hash. Linear (and, for train, finetune) recipe; needs a crop method "
-               "(cv: add --crop auto). convert puts the finder in the package (<name>.finder beside the .tflite, "
-               "its sha256 in the sidecar), so predict and the daemon crop as training did")
+FINDER_HELP = ("the learned box finder: each image is cropped to the finder's box first, and the --crop search runs "
+               "only where the finder finds no box (as `localize`; the self-learned belt is learned only when the "
+               "finder misses a photo). Default with --crop auto and no --background / --empty: the built-in finder "
+               "(edge/assets/boxfinder.tflite, trained on rendered belt and line scenes with known boxes; "
+               "docs/RESULTS.md \"The built-in learned box finder\"), for the linear recipe (train: and finetune). "
+               "F.tflite: your own (`boxinspect boxfinder build`); none: the --crop search alone. The crop report "
+               "counts its boxes as method learned; the run records the file's path and sha256, and the feature cache "
+               "key holds that hash. convert puts the finder in the package (<name>.finder beside the .tflite, its "
+               "sha256 in the sidecar), so predict and the daemon crop as training did")
 
 
-def finder_arg(path: str | None, crop: str) -> str | None:
-    """The --finder file resolved, checked first (it loads as a box finder; a crop method is set), before any
-    slow step; raises ValueError with one line naming --finder."""
+def finder_arg(value: str | None, crop: str, recipe_takes_it: bool = True,
+               reference: bool = False) -> str | None:
+    """The --finder file resolved and checked (it loads as a box finder; a crop method is set), before any slow
+    step; raises ValueError with one line naming --finder. Absent: the built-in finder with --crop auto when the
+    recipe takes a finder and no empty-belt reference (--background / --empty) was given (that reference is the
+    user's own camera, which the crop then trusts); ``none``: no finder."""
+    from edge.judge.crops import finder_choice, open_finder
+
+    if value is None and not recipe_takes_it:
+        return None
+    path = finder_choice(value, crop, reference)
     if not path:
         return None
     if crop == "none":
         raise ValueError("--finder needs a crop method: add --crop auto (the search where the finder finds no box)")
-    from edge.judge.crops import open_finder
-
     open_finder(path)
+    if value is None:
+        log.info("crop: the built-in learned box finder first (%s; --finder none for the --crop search alone)", path)
     return str(Path(path).resolve())
 
 
@@ -400,7 +397,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
     p.add_argument("--crop", default="none", help="crop to the box first (edge.judge.localize method; default none)")
     p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
-    p.add_argument("--finder", default=None, metavar="F.tflite", help=FINDER_HELP)
+    p.add_argument("--finder", default=None, metavar="F.tflite|none", help=FINDER_HELP)
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
     p.add_argument("--scaling", choices=["global", "standard"], default="global",
@@ -435,7 +432,8 @@ def _cv(args: argparse.Namespace) -> int:
     try:
         img_size, scales = img_size_and_scales(args.img_size, args.scales, LINEAR_IMG_SIZE)
         empty = _empty_belt(args.empty, args.crop)
-        finder = finder_arg(args.finder, args.crop)
+        finder = args.finder = finder_arg(args.finder, args.crop, recipe_takes_it=args.recipe == "linear",
+                                          reference=args.empty is not None)
     except ValueError as e:
         log.error("%s", e)
         return 2
@@ -492,7 +490,8 @@ def _train(args: argparse.Namespace) -> int:
         log.error("--empty: %s", e)
         return 2
     try:
-        finder = finder_arg(args.finder, args.crop)
+        finder = args.finder = finder_arg(args.finder, args.crop, recipe_takes_it=args.recipe != "anomaly",
+                                          reference=args.empty is not None or args.background is not None)
     except ValueError as e:
         log.error("%s", e)
         return 2

@@ -4,8 +4,9 @@ The model (built by ``boxinspect boxfinder build``, training/boxfinder.py) is th
 the whole frame, three of its intermediate maps on one stride-8 grid, their 5x5-cell mean, and a small MLP head as
 1x1 convolutions ending in a sigmoid: output (1, H/8, W/8, 1), P(the cell's centre lies on the box). Its input is
 RGB float32 in [-1, 1]. A model exported with a dynamic input (shape signature (1, -1, -1, 3), the default) sees
-the frame resized to a long side of :data:`LONG_SIDE` px with both sides rounded to multiples of :data:`STRIDE_ROUND`
-(640x352 for 16:9, 640x480 for 4:3: exactly what the study ``studies/learned_box.py`` measured); a model with a
+the frame resized to a long side of :data:`LONG_SIDE` px (a smaller frame keeps its own size) with both sides
+rounded to multiples of :data:`STRIDE_ROUND` (640x352 for 16:9, 640x480 for 4:3: exactly what the study
+``studies/learned_box.py`` measured); a model with a
 fixed input sees the frame resized to that input.
 
 Decoding is numpy/OpenCV (:func:`decode`): the grid resized bilinearly to the frame, thresholded at
@@ -37,6 +38,10 @@ GRID_STRIDE = 8  # px of model input per cell of the probability grid
 THRESHOLD = 0.85  # a frame pixel is "box" when its (bilinearly resized) probability is at least this;
 # the study's frozen threshold for its MLP + 5x5-mean head (docs/RESULTS.md "A learned box finder")
 MIN_AREA = 0.004  # share of the frame: a smaller best component is "no box" (the smallest synth box is ~2%)
+BUILTIN = Path(__file__).resolve().parents[1] / "assets" / "boxfinder.tflite"  # the finder `train`, `cv` and
+# `localize` use with --crop auto unless told otherwise (--finder none / F.tflite): built by `boxinspect boxfinder
+# build` with its defaults; its build record (seeds, sizes, sha256) is BUILTIN.json beside it (docs/RESULTS.md
+# "The built-in learned box finder")
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,12 @@ class FoundBox:
 
 
 def input_size(h: int, w: int, long: int = LONG_SIDE) -> tuple[int, int]:
-    """(height, width) a dynamic-input model sees for an ``h`` x ``w`` frame: long side ``long``, both sides
-    rounded to multiples of :data:`STRIDE_ROUND` (at least one stride)."""
-    s = long / max(h, w)
+    """(height, width) a dynamic-input model sees for an ``h`` x ``w`` frame: long side ``long``, or the frame's
+    own long side when that is smaller (a frame is never enlarged: a daemon ROI of 200-544 px, the box 16-50% of
+    it, is boxed at IoU >= 0.8 on 95-98% at its own size against 86-94% enlarged to 640, and 1.5-9x faster; dev,
+    docs/RESULTS.md "The built-in learned box finder"); both sides rounded to multiples of :data:`STRIDE_ROUND`
+    (at least one stride)."""
+    s = min(long, max(h, w)) / max(h, w)
     r = STRIDE_ROUND
     return max(r, round(h * s / r) * r), max(r, round(w * s / r) * r)
 

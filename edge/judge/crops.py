@@ -158,8 +158,9 @@ _FOUND: weakref.WeakKeyDictionary[BoxFinder, dict[str, FoundBox]] = weakref.Weak
 _FOUND_MAX = 50_000  # answers kept per finder (a few hundred bytes each); cleared when full
 FILLS_KEEP = 0.9  # a learned box whose crop (margin, square) would keep this share of the image or more fills it
 # how a learned box becomes a crop (part of the feature cache key): 1 every box cropped; 2 FILLS_KEEP (the box fills
-# the frame: the whole image, as the search says for box-centred photos)
-LEARNED_RULE_VERSION = 2
+# the frame: the whole image, as the search says for box-centred photos); 3 a frame smaller than the finder's long
+# side is no longer enlarged to it (boxfinder.input_size)
+LEARNED_RULE_VERSION = 3
 
 
 def kept_share(box: tuple[int, int, int, int], shape: tuple[int, ...], spec: CropSpec) -> float:
@@ -250,6 +251,38 @@ def open_finder(path: str | Path) -> BoxFinder:
         except (ModelError, ValueError) as e:
             raise ValueError("--finder: " + " ".join(str(e).split())) from e  # one line
     return _FINDERS[key]
+
+
+def finder_boxes_all(paths: list[Path], finder: BoxFinder, spec: CropSpec) -> bool:
+    """Whether the finder gives a box on every readable photo: then no photo reaches the --crop search and the
+    self-learned belt (minutes) would never be asked, so it need not be learned. Stops at the first miss."""
+    from edge.judge.images import read_bgr
+
+    for p in paths:
+        bgr = read_bgr(p)
+        if bgr is not None and learned_first(bgr, finder, spec) is None:
+            log.info("self-learned belt: the finder found no box on %s, so the belts are learned for the search", p)
+            return False
+    log.info("self-learned belt: not learned, the finder gave a box on all %d photos", len(paths))
+    return True
+
+
+def finder_choice(value: str | None, crop: str, reference: bool = False) -> str | None:
+    """The finder a command crops with: ``--finder`` absent -> the built-in finder (:data:`boxfinder.BUILTIN`) when
+    the crop is ``auto`` (the default) and no empty-belt ``reference`` of the user's own camera was given
+    (--background / --empty: the crop then trusts it), none otherwise; ``none`` -> no finder (the --crop search
+    alone); anything else is a path (checked by :func:`open_finder` where it is used)."""
+    if value is None:
+        if crop != "auto" or reference:
+            return None
+        from edge.judge.boxfinder import BUILTIN
+
+        if not BUILTIN.is_file():  # an install without its package data: say so, crop as before
+            log.warning("the built-in box finder %s is missing (a broken install?): cropping with the --crop search "
+                        "alone", BUILTIN)
+            return None
+        return str(BUILTIN)
+    return None if value.strip().lower() == "none" else value
 
 
 def recorded_finder(rec: dict[str, str] | None) -> str | None:
@@ -406,8 +439,11 @@ crop the model would see. More than 20% whole-frame fallbacks gets a warning tha
 sub-folder per camera (DIR/<line>/<view>/*.png, as `boxinspect synth --scenes belt` writes DATA/empty/); each
 image is judged against the camera whose empty belt it matches best. DATA/empty/ itself is not searched.
 
---finder F.tflite: the learned box finder (`boxinspect boxfinder build`) answers first; where it finds no box
-the --crop search answers (records of the finder say method "learned").
+--finder: the learned box finder answers first; where it finds no box the --crop search answers (records of the
+finder say method "learned"). With --crop auto (the default) it is the built-in finder, a model trained on
+rendered belt and line scenes with known boxes (edge/assets/boxfinder.tflite; docs/RESULTS.md "The built-in
+learned box finder"); --finder F.tflite uses your own (`boxinspect boxfinder build`), --finder none the search
+alone.
 """
 
 
@@ -445,10 +481,12 @@ def _cmd_localize(args: Any) -> int:
     if not paths:
         log.error("localize: no images under %s", data)
         return 2
-    finder = _finder(args.finder)  # before the belt is learned (minutes): a bad --finder stops at once
-    if args.finder and finder is None:
+    finder_path = finder_choice(args.finder, spec.method, reference=bool(args.background or args.empty))
+    finder = _finder(finder_path)  # before the belt is learned (minutes): a bad --finder stops at once
+    if finder_path and finder is None:
         return 2
-    if spec.method == "auto" and belt is None and not args.background and not args.no_self_belt:
+    if (spec.method == "auto" and belt is None and not args.background and not args.no_self_belt
+            and not (finder is not None and finder_boxes_all(paths, finder, spec))):
         from edge.judge.selfbelt import learn_stills
 
         learn_stills(paths, spec)
@@ -456,13 +494,13 @@ def _cmd_localize(args: Any) -> int:
     add_truth(records, data)
     st = summarise(records)
     if args.json:
-        write_json(records, st, spec, Path(args.json))
+        write_json(records, st, spec, Path(args.json), finder_record(finder_path) if finder else None)
     if args.sheet and records:
         crop_sheet(records, thumbs, Path(args.sheet), limit=args.limit)
     warn = fallback_warning(st, spec)
     if warn:
         log.warning("%s", warn)
-    first = f"learned finder {args.finder} (box on {st.methods.get('learned', 0)}), else " if finder else ""
+    first = f"learned finder {finder_path} (box on {st.methods.get('learned', 0)}), else " if finder else ""
     print(f"crop {first}{spec.describe()}: {st.sentence()}")  # noqa: T201 - the CLI's summary
     for p in (args.json, args.sheet):
         if p:
@@ -489,9 +527,11 @@ def register(sub: Any) -> None:
                    help="do not learn each camera's belt from these photos themselves (default with auto and no "
                         "--background/--empty: photos grouped by camera, groups of >= 8 photos get a belt model "
                         "learned with their boxes masked; edge/judge/selfbelt.py)")
-    p.add_argument("--finder", default=None, metavar="F.tflite",
-                   help="a learned box finder (`boxinspect boxfinder build`): its box first (method learned in "
-                        "--json), the --crop search only where it finds no box (edge/judge/boxfinder.py)")
+    p.add_argument("--finder", default=None, metavar="F.tflite|none",
+                   help="the learned box finder: its box first (method learned in --json), the --crop search only "
+                        "where it finds no box (edge/judge/boxfinder.py). Default with --crop auto: the built-in "
+                        "finder (edge/assets/boxfinder.tflite); a file from `boxinspect boxfinder build`; none: the "
+                        "--crop search alone")
     p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of crops, worst first")
     p.add_argument("--json", default=None, metavar="FILE", help="write per-image results as JSON")
     p.add_argument("--limit", type=int, default=48, metavar="N", help="images on the sheet (default 48)")
