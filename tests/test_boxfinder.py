@@ -472,5 +472,8 @@ def test_retrain_keeps_the_parents_finder(finder_package: tuple[Path, Path], fin
     res = retrain(pkg, [finder_set], tmp_path / "cand", min_per_class=10, C=1.0)
     cand = Classifier.load(res.candidate)
     assert cand.metadata.head is not None and cand.finder is not None and cand.self_test() == []
-    assert cand.metadata.finder == Classifier.load(pkg).metadata.finder
+    live = Classifier.load(pkg)
+    assert cand.metadata.finder == live.metadata.finder
     assert res.candidate.with_name("belt.finder").read_bytes() == pkg.with_name("belt.finder").read_bytes()
+    assert cand.finder is live.finder  # one interpreter for the live model and its shadow candidate (~60 MB saved)
+    assert Classifier.load(pkg, num_threads=1).finder is not live.finder  # other settings: its own
