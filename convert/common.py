@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from edge.judge.backbone import backbone_digest
+from edge.judge.boxfinder import BoxFinder, golden_region
 from edge.judge.classifier import Runner
 from edge.judge.crops import locate_still, open_finder, recorded_finder
 from edge.judge.localize import NO_CROP, CropSpec, crop_from_config
@@ -28,6 +29,7 @@ from edge.judge.model_package import (
     PREPROCESSING_TEXT,
     CVMetrics,
     FeaturesSpec,
+    FinderGolden,
     FinderSpec,
     GoldenSample,
     InputSpec,
@@ -181,17 +183,41 @@ def _finder(cfg: dict, run_dir: Path) -> Path | None:
     return Path(found) if found else None
 
 
-def copy_finder(run: RunInfo, out: Path) -> FinderSpec | None:
+FINDER_GOLDEN_N = 2  # finder golden samples per package (each a <= 256 px PNG region, ~100-150 kB in base64)
+
+
+def copy_finder(run: RunInfo, out: Path, photos: list[Path] | None = None) -> FinderSpec | None:
     """Put the run's learned box finder beside the package ``out`` (``<stem>.finder``) and describe it for the
-    sidecar; None for a run without one."""
+    sidecar, with golden samples from ``photos`` (the evaluation photos; :func:`finder_golden`); None for a run
+    without one."""
     if run.finder is None:
         return None
     dest = out.with_name(out.stem + ".finder")
     shutil.copyfile(run.finder, dest)
     box_finder = open_finder(run.finder)
-    log.info("the package carries the learned box finder %s (from %s)", dest.name, run.finder)
+    golden = finder_golden(box_finder, photos or [])
+    log.info("the package carries the learned box finder %s (from %s; %d golden sample(s))", dest.name, run.finder,
+             len(golden))
     return FinderSpec(file=dest.name, sha256=sha256_file(dest), size_bytes=dest.stat().st_size,
-                      threshold=box_finder.threshold, min_area=box_finder.min_area, source=str(run.finder))
+                      threshold=box_finder.threshold, min_area=box_finder.min_area, source=str(run.finder),
+                      golden=golden)
+
+
+def finder_golden(box_finder: BoxFinder, photos: list[Path], n: int = FINDER_GOLDEN_N) -> list[FinderGolden]:
+    """The finder's golden samples: for the first ``n`` photos (in order) where it finds a box, the region around
+    that box (``boxfinder.golden_region``) and the box it finds on exactly that region."""
+    golden: list[FinderGolden] = []
+    for p in photos:
+        bgr = read_bgr(p)
+        found = None if bgr is None else box_finder.find(bgr).box
+        if bgr is None or found is None:
+            continue
+        region = golden_region(bgr, found)
+        golden.append(FinderGolden(name=p.name, png_b64=encode_golden(region[:, :, ::-1]),
+                                   box=box_finder.find(region).box))
+        if len(golden) == n:
+            break
+    return golden
 
 
 def load_items(items: list[Item], h: int, w: int, crop: CropSpec,

@@ -168,7 +168,7 @@ def _package(inp: _Inputs, fmt: str, out: Path, recalibrate_threshold: bool, gat
         tmp.replace(out)
         meta = build_metadata(run, fmt, out, inp.keras_path, runner, inp.h, inp.w, threshold, threshold_source,
                               outcome.metrics, 0 if inp.rep is None else len(inp.rep), golden, features,
-                              copy_finder(run, out))
+                              copy_finder(run, out, [it.path for it in inp.ev.items]))
         write_metadata(meta, out)
     finally:
         if tmp.exists():

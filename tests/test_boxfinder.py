@@ -411,6 +411,35 @@ def test_a_package_whose_finder_is_missing_or_altered_does_not_load(finder_packa
 
 
 @pytest.mark.slow
+def test_the_self_test_runs_the_finders_golden_samples(finder_package: tuple[Path, Path], finder_set: Path,
+                                                         tmp_path: Path) -> None:
+    """convert records the finder's box on small regions of test photos; the self-test (start-up, reload, the arm64
+    check) finds them again, and says so when the finder no longer does."""
+    import shutil
+
+    from edge.judge.classifier import Classifier
+    from edge.judge.model_package import decode_golden, load_metadata
+    from tests.helpers import edit_sidecar, package_copies
+
+    pkg, _ = finder_package
+    meta = load_metadata(pkg)
+    assert meta.finder is not None and len(meta.finder.golden) == 2
+    assert all(g.name in {p.name for p in _photos(finder_set)} and g.box is not None for g in meta.finder.golden)
+    assert all(max(decode_golden(g.png_b64).shape[:2]) <= 256 for g in meta.finder.golden)
+    assert "golden" not in Classifier.load(pkg).metadata.summary()["finder"]  # /status stays small
+    copy = package_copies(pkg, tmp_path / "models")[0]
+    shutil.copy(pkg.with_name("belt.finder"), copy.with_name("belt.finder"))
+
+    def moved(doc: dict) -> None:  # the recorded box shifted by half its width: a finder that boxes elsewhere
+        x0, y0, x1, y1 = doc["finder"]["golden"][0]["box"]
+        doc["finder"]["golden"][0]["box"] = [x0 + (x1 - x0) // 2, y0, x1 + (x1 - x0) // 2, y1]
+
+    edit_sidecar(copy, moved)
+    failures = Classifier.load(copy).self_test()
+    assert len(failures) == 1 and failures[0].startswith("finder golden[0]"), failures
+
+
+@pytest.mark.slow
 def test_predict_crops_with_the_packages_finder(finder_package: tuple[Path, Path], finder_set: Path) -> None:
     from edge.judge.classifier import Classifier
     from edge.judge.images import read_bgr

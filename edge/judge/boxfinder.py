@@ -28,7 +28,15 @@ import cv2
 import numpy as np
 
 from edge.judge.interpreter import ModelError, check_tflite, interpreter_class
-from edge.judge.model_package import FinderSpec, PackageError, companion_file
+from edge.judge.localize import iou
+from edge.judge.model_package import (
+    FINDER_GOLDEN_IOU,
+    FinderGolden,
+    FinderSpec,
+    PackageError,
+    companion_file,
+    decode_golden,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +180,35 @@ def load_package_finder(model_path: str | Path, spec: FinderSpec, verify_hash: b
             finder = BoxFinder(path, num_threads, runtime, threshold=spec.threshold, min_area=spec.min_area)
             _SHARED[key] = finder
     return finder
+
+
+GOLDEN_SIDE = 256  # px: the longest side of a finder golden sample (a region around the box, like a daemon ROI)
+
+
+def golden_region(bgr: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A finder golden sample's image: the square around ``box`` twice its longer side (clipped to the frame),
+    shrunk to at most :data:`GOLDEN_SIDE` px."""
+    x0, y0, x1, y1 = box
+    h, w = bgr.shape[:2]
+    side = min(2 * max(x1 - x0, y1 - y0), h, w)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    rx, ry = int(np.clip(cx - side // 2, 0, w - side)), int(np.clip(cy - side // 2, 0, h - side))
+    region = bgr[ry:ry + side, rx:rx + side]
+    if side > GOLDEN_SIDE:
+        region = cv2.resize(region, (GOLDEN_SIDE, GOLDEN_SIDE), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(region)
+
+
+def golden_failures(finder: BoxFinder, golden: list[FinderGolden]) -> list[str]:
+    """The finder's self-test: one message per golden sample whose box it no longer finds ([] = pass)."""
+    out = []
+    for i, g in enumerate(golden):
+        try:
+            got = finder.find(np.ascontiguousarray(decode_golden(g.png_b64)[:, :, ::-1])).box  # RGB -> BGR
+        except Exception as e:  # a corrupt sample or a finder that cannot run: said, not raised
+            out.append(f"finder golden[{i}] {g.name}: could not run ({type(e).__name__}: {e})")
+            continue
+        if (got is None) != (g.box is None) or (got is not None and g.box is not None
+                                                 and iou(got, g.box) < FINDER_GOLDEN_IOU):
+            out.append(f"finder golden[{i}] {g.name}: box {got}, expected {g.box} (IoU >= {FINDER_GOLDEN_IOU:g})")
+    return out

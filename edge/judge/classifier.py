@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge.judge.anomaly import AnomalyScorer, load_package_scorer
-from edge.judge.boxfinder import BoxFinder, load_package_finder
+from edge.judge.boxfinder import BoxFinder, golden_failures, load_package_finder
 from edge.judge.crops import locate_still
 from edge.judge.fusion import part_and_view
 from edge.judge.interpreter import ModelError as ModelError  # re-exported: callers have always caught it here
@@ -383,13 +383,15 @@ class Classifier:
                 )
         if not any("could not run" in f for f in failures):  # every sample ran: time them again
             self.self_test_invoke_p50_s = self._time_invokes(images)
+        if self.finder is not None and meta.finder is not None:  # the learned box finder finds its boxes again
+            failures += golden_failures(self.finder, meta.finder.golden)
         speed = ("" if self.self_test_invoke_p50_s is None else
                  f" (invoke p50 {self.self_test_invoke_p50_s * 1000:.2f} ms, delegate {self.delegate})")
+        n = len(meta.golden) + (len(meta.finder.golden) if self.finder is not None and meta.finder else 0)
         if failures:
-            log.warning("self-test of %s: %d/%d golden samples failed%s", self.model_id, len(failures),
-                        len(meta.golden), speed)
+            log.warning("self-test of %s: %d/%d golden samples failed%s", self.model_id, len(failures), n, speed)
         else:
-            log.info("self-test of %s: %d golden samples pass%s", self.model_id, len(meta.golden), speed)
+            log.info("self-test of %s: %d golden samples pass%s", self.model_id, n, speed)
         return failures
 
     def _time_invokes(self, images: list[np.ndarray], passes: int = SELF_TEST_TIMED_PASSES) -> float:

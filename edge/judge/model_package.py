@@ -216,6 +216,20 @@ class AnomalySpec(_Strict):
     views: dict[str, float] = Field(default_factory=dict)
 
 
+class FinderGolden(_Strict):
+    """A golden sample of the learned box finder: a small BGR region of a test photo around its box (PNG, lossless)
+    and the box the finder gave on exactly that image when the package was made (None: no box). The self-test
+    runs the finder on it again where the package is loaded (another CPU, another LiteRT build) and wants the same
+    box (IoU >= :data:`FINDER_GOLDEN_IOU`)."""
+
+    name: str  # source file name, for humans
+    png_b64: str  # BGR region as PNG (decode_golden gives RGB), base64
+    box: tuple[int, int, int, int] | None  # x0, y0, x1, y1 in the region's pixels (x1/y1 exclusive)
+
+
+FINDER_GOLDEN_IOU = 0.9  # a finder golden sample passes when the box found again overlaps the recorded one this much
+
+
 class FinderSpec(_Strict):
     """The learned box finder a package crops with (``train --finder``, issue 25): its box first, the ``crop``
     search only where it finds none (edge/judge/crops.py ``locate_still``), in convert, predict and the daemon alike.
@@ -229,6 +243,7 @@ class FinderSpec(_Strict):
     threshold: float = Field(gt=0, lt=1)
     min_area: float = Field(ge=0, lt=1)
     source: str = ""  # the file the run was trained with (for humans)
+    golden: list[FinderGolden] = Field(default_factory=list)  # the finder's self-test (empty: a package from before)
 
 
 class ModelMetadata(_Strict):
@@ -289,7 +304,8 @@ class ModelMetadata(_Strict):
 
     def summary(self) -> dict[str, Any]:
         """The metadata without the golden images (for logs, /status and the like)."""
-        d = self.model_dump(mode="json", exclude={"golden", "head", "anomaly"})
+        d = self.model_dump(mode="json", exclude={"golden": True, "head": True, "anomaly": True,
+                                                  "finder": {"golden"}})
         if self.anomaly is not None:
             d["anomaly"] = self.anomaly.model_dump(mode="json", exclude={"threshold_rule"})
         d["golden_count"] = len(self.golden)
