@@ -104,8 +104,11 @@ import sys
 from edge.judge.classifier import Classifier
 clf = Classifier.load(sys.argv[1])
 failures = clf.self_test()
+finder = clf.metadata.finder
 print("    runner:", type(clf.runner).__name__, "| golden samples:", len(clf.metadata.golden),
-      "| tolerance:", clf.metadata.golden_tolerance, "| failures:", failures or "none")
+      "| tolerance:", clf.metadata.golden_tolerance,
+      "| learned box finder golden samples:", len(finder.golden) if finder else "- (no finder)",
+      "| failures:", failures or "none")
 sys.exit(1 if failures else 0)
 PY
 
