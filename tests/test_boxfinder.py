@@ -504,5 +504,5 @@ def test_retrain_keeps_the_parents_finder(finder_package: tuple[Path, Path], fin
     live = Classifier.load(pkg)
     assert cand.metadata.finder == live.metadata.finder
     assert res.candidate.with_name("belt.finder").read_bytes() == pkg.with_name("belt.finder").read_bytes()
-    assert cand.finder is live.finder  # one interpreter for the live model and its shadow candidate (~60 MB saved)
+    assert cand.finder is live.finder  # one interpreter for the live model and its shadow candidate
     assert Classifier.load(pkg, num_threads=1).finder is not live.finder  # other settings: its own

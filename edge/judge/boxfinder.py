@@ -49,8 +49,8 @@ THRESHOLD = 0.85  # a frame pixel is "box" when its (bilinearly resized) probabi
 MIN_AREA = 0.004  # share of the frame: a smaller best component is "no box" (the smallest synth box is ~2%)
 BUILTIN = Path(__file__).resolve().parents[1] / "assets" / "boxfinder.tflite"  # the finder `train`, `cv` and
 # `localize` use with --crop auto unless told otherwise (--finder none / F.tflite): built by `boxinspect boxfinder
-# build` with its defaults; its build record (seeds, sizes, sha256) is BUILTIN.json beside it (docs/RESULTS.md
-# "The built-in learned box finder")
+# build` with its defaults; its build record (seeds, sizes, sha256) is boxfinder.tflite.json beside it
+# (edge/assets/README.md; docs/RESULTS.md "The built-in learned box finder")
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class BoxFinder:
 
 
 # loaded package finders by content and settings: the live model and a shadow candidate that carries the same finder
-# (retrain links the parent's) share one interpreter (~60-70 MB resident each) while both are in use
+# (retrain links the parent's) share one interpreter (its tensors are tens of MB at a 640 px frame) while both live
 _SHARED: weakref.WeakValueDictionary[tuple[str, float, float, int, str], BoxFinder] = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
 
