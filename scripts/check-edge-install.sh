@@ -44,6 +44,15 @@ if "$venv/bin/python" -c "import tensorflow" 2>/dev/null; then
   echo "FAIL: the edge install pulled TensorFlow"; exit 1
 fi
 echo "edge venv: no tensorflow ($(pylist "$venv/bin/python" | grep -ciE '^tensorflow') tensorflow packages)"
+# the installed package (not this source tree: run from elsewhere) carries the built-in learned box finder that
+# `localize` / `train --crop auto` crop with (edge/assets, package data in pyproject.toml)
+( cd "$work" && "$venv/bin/python" -c '
+import sys
+from edge.judge.boxfinder import BUILTIN, BoxFinder
+assert sys.prefix in str(BUILTIN), f"{BUILTIN} is not in the venv"
+BoxFinder(BUILTIN)
+print("edge venv: the built-in box finder loads from", BUILTIN.relative_to(sys.prefix))' ) \
+  || { echo "FAIL: the edge install has no loadable built-in box finder (edge/assets: package data)"; exit 1; }
 pylist "$venv/bin/python" | grep -iE '^(fastapi|starlette|pydantic|pydantic.settings|paho.mqtt|numpy|opencv.python.headless|ai.edge.litert|uvicorn|prometheus.client)==' | tr '\n' ' '
 echo
 imgs=(.cache/test-models/*/synth/defective/*.jpg)
