@@ -100,11 +100,10 @@ def test_finder_none_is_the_search_alone(unseen: dict[str, Path], tmp_path: Path
 
 
 @pytest.mark.slow
-def test_cv_and_train_record_the_built_in_finder(unseen: dict[str, Path], tmp_path: Path, weights_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cv_and_train_record_the_built_in_finder(unseen: dict[str, Path], tmp_path: Path,
+                                                 weights_path: Path) -> None:
     from edge.judge.crops import finder_sha256
 
-    monkeypatch.setenv("BOXINSPECT_FEATURE_CACHE", str(tmp_path / "features"))
     env = {**ENV, "BOXINSPECT_FEATURE_CACHE": str(tmp_path / "features")}
     small = ["--img-size", "96", "--weights", str(weights_path), "--C", "1"]
     want = {"path": str(BUILTIN.resolve()), "sha256": finder_sha256(BUILTIN)}

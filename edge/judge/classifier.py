@@ -383,11 +383,12 @@ class Classifier:
                 )
         if not any("could not run" in f for f in failures):  # every sample ran: time them again
             self.self_test_invoke_p50_s = self._time_invokes(images)
-        if self.finder is not None and meta.finder is not None:  # the learned box finder finds its boxes again
-            failures += golden_failures(self.finder, meta.finder.golden)
+        finder_golden = meta.finder.golden if self.finder is not None and meta.finder is not None else []
+        if self.finder is not None:  # the learned box finder finds its boxes again
+            failures += golden_failures(self.finder, finder_golden)
         speed = ("" if self.self_test_invoke_p50_s is None else
                  f" (invoke p50 {self.self_test_invoke_p50_s * 1000:.2f} ms, delegate {self.delegate})")
-        n = len(meta.golden) + (len(meta.finder.golden) if self.finder is not None and meta.finder else 0)
+        n = len(meta.golden) + len(finder_golden)
         if failures:
             log.warning("self-test of %s: %d/%d golden samples failed%s", self.model_id, len(failures), n, speed)
         else:
