@@ -13,6 +13,8 @@ printing the per-part (max over views) AUC, mean and sd over the folds.
     ... DEV OUT.json --fifth-types OUT_OF_FIFTH.scores.npz   # per defect type, per-part AUC (mean fusion)
     ... MERGED.json --fifth-report FIFTH.json...   # one JSON of every run's per-fold rows, a table per dev set
     ... DEV OUT.json --curve [CAP [N...]]   # sixth pass: per-part AUC against N good training parts (0: all)
+    ... DEV OUT.json --fifth base cp cpp rw lin linsq "z:base&lin"   # seventh pass: self-made defects (CutPaste),
+                                            # PatchCore's reweighting, the linear head on the aligned / square crop
 
 The fifth pass cuts the shipped crop once per photo (cached raw pixels) and runs one any-size backbone per
 input variant (cached); every variant is scored on the same 10 grouped folds (5 x 2) with paired differences
@@ -292,13 +294,14 @@ FIFTH_LAYERS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_r
 FIFTH_FEATS = ("sq224", "rot224", "sq320", "rot320", "asp224", "asprot224")
 
 
-def fifth_crops(paths: list[Path], cache: Path) -> list[np.ndarray]:
-    """The shipped crop (upright, tight, margin 0.02; no self-learned belt, as cv now does), RGB, native size."""
+def fifth_crops(paths: list[Path], cache: Path, crop: str = "upright_tight") -> list[np.ndarray]:
+    """The shipped crop (upright, tight, margin 0.02; no self-learned belt, as cv now does), RGB, native size;
+    ``crop="square"``: the linear recipe's square crop of the same located box."""
     import pickle
 
     if cache.exists():
         return list(pickle.loads(cache.read_bytes()))
-    spec = CROPS["upright_tight"]
+    spec = CROPS[crop]
     out = []
     for p in paths:
         bgr = cv2.imread(str(p))
@@ -329,6 +332,13 @@ def fifth_features(crops: list[np.ndarray], feat: str, cache: Path) -> dict[str,
 
     if cache.exists():
         return dict(pickle.loads(cache.read_bytes()))
+    res = backbone_features([_fifth_input(c, feat) for c in crops])
+    cache.write_bytes(pickle.dumps(res))
+    return res
+
+
+def backbone_features(xs: list[np.ndarray]) -> dict[str, Any]:
+    """Raw maps of the four layers and the pooled vector of RGB inputs (any size; equal shapes batched)."""
     import keras
 
     from training import model as model_mod
@@ -336,7 +346,6 @@ def fifth_features(crops: list[np.ndarray], feat: str, cache: Path) -> dict[str,
     wp = model_mod.resolve_weights(str(next(WEIGHTS.glob("*0.35_224*.h5"))), 0.35, 224)
     bb = model_mod.build_backbone(224, 0.35, wp, any_size=True)
     m = keras.Model(bb.input, [bb.get_layer(n).output for n in FIFTH_LAYERS])
-    xs = [_fifth_input(c, feat) for c in crops]
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("b3", "mid", "deep", "pooled")}
     i = 0
     while i < len(xs):  # batches of equal shape
@@ -348,9 +357,7 @@ def fifth_features(crops: list[np.ndarray], feat: str, cache: Path) -> dict[str,
             out[k].extend(list(a.astype(np.float16)))
         out["pooled"].extend(list(top.mean(axis=(1, 2))))
         i = j
-    res = {"b3": out["b3"], "mid": out["mid"], "deep": out["deep"], "pooled": np.stack(out["pooled"])}
-    cache.write_bytes(pickle.dumps(res))
-    return res
+    return {"b3": out["b3"], "mid": out["mid"], "deep": out["deep"], "pooled": np.stack(out["pooled"])}
 
 
 def fifth_maps(f: dict[str, Any], layers: str) -> list[np.ndarray]:
@@ -397,9 +404,11 @@ def _crop_d(pc: an.PatchCore, maps: list[np.ndarray], i: int, group: int | None)
 
 
 def fifth_patch_scores(maps: list[np.ndarray], rot: list[np.ndarray] | None, tta: bool, y: np.ndarray,
-                       groups: np.ndarray, tr: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                       groups: np.ndarray, tr: np.ndarray, te: np.ndarray,
+                       crop_d: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Normalised scores d / (d + d_thr) of the test crops (``_both``); ``rot``: the 180-degree-turned crops' maps, added to the
     bank (train time) and, with ``tta``, the test distance is the smaller of crop and turned crop."""
+    _crop_d = crop_d or globals()["_crop_d"]
     good = tr[y[tr] == 0]
     bank_maps = [maps[i] for i in good] + ([rot[i] for i in good] if rot is not None else [])
     bank_groups = np.concatenate([groups[good]] * (2 if rot is not None else 1))
@@ -457,6 +466,15 @@ FIFTH_ENSEMBLES = ("base&pooled", "base&s320", "rotbank&pooled", "base&s320&pool
 def _fifth_member(name: str, feats: Any, y: np.ndarray, groups: np.ndarray,
                   folds: list) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per fold, the test crops' normalised scores of one variant (``pooled``: the Mahalanobis baseline)."""
+    if name in ("lin", "linsq"):  # seventh pass: the supervised linear head on the aligned / the square crop
+        p = feats("sq224" if name == "lin" else "square224")["pooled"]
+        return [linear_scores(p, y, groups, tr, te) for tr, te in folds]
+    if name == "rw":  # seventh pass: PatchCore's own reweighting of the largest cell (Roth et al. 2022, eq. 7)
+        maps = fifth_maps(feats("sq224"), "6+13")
+        return [fifth_patch_scores(maps, None, False, y, groups, tr, te, crop_d=_crop_d_rw) for tr, te in folds]
+    if name in ("cp", "cpp"):  # seventh pass: heads trained on good crops vs their pasted copies
+        return [seventh_scores(name, feats("sq224"), feats("aug224"), y, groups, tr, te, k)
+                for k, (tr, te) in enumerate(folds)]
     if name.startswith("pooled"):  # "pooled": from the 224 px crop, "pooled320": from the 320 px one
         p = feats("sq" + (name[6:] or "224"))["pooled"]
         return [fifth_pooled_scores(p, y, groups, tr, te) for tr, te in folds]
@@ -480,7 +498,13 @@ def fifth(data_dir: str, out: str, variants: tuple[str, ...]) -> None:
 
     def feats(fs: str) -> dict[str, Any]:
         if fs not in cache:
-            cache[fs] = fifth_features(crops, fs, cdir / f"fifth-{fs}.pkl")
+            if fs == "aug224":
+                cache[fs] = seventh_features(crops, cdir / "seventh-aug224.pkl")
+            elif fs == "square224":  # seventh pass: the linear recipe's square crop, for the crop comparison
+                sq = fifth_crops(images.paths, cdir / "fifth-crops-square.pkl", "square")
+                cache[fs] = fifth_features(sq, "sq224", cdir / "fifth-square224.pkl")
+            else:
+                cache[fs] = fifth_features(crops, fs, cdir / f"fifth-{fs}.pkl")
         return cache[fs]
 
     folds = [(tr, te) for r in range(2)
@@ -640,6 +664,154 @@ def fifth_report(out: str, runs: list[str]) -> None:
             cells += [f"{sm[k][0]:+.3f} ± {sm[k][1]:.3f} ({sm[k][2]}/10)" if (k := f"d_{r}") in sm else "-"
                       for r in ("view", "max", "mean")]
             log.info("| %s | %s |", name, " | ".join(cells))
+
+
+
+# ---------------------------------------------------------------- seventh pass (2026-12-07): self-made defects (CutPaste)
+# Li et al. 2021 (CutPaste): a good crop with a patch of itself cut out and pasted elsewhere (a rectangle of 2-15 %
+# of the area, aspect 0.3-3.3) or a thin rotated "scar" is a defect made from good parts only; a classifier good vs
+# pasted learns what a local irregularity looks like. Here on frozen features: "cp" a logistic head on the pooled
+# vector, "cpp" one on the patch cells (pasted cells vs good cells; a crop's score is its largest inner cell).
+AUG_K = 4  # pasted copies per crop: two rectangles, two scars
+
+
+def _paste(x: np.ndarray, rng: np.random.Generator, scar: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(the 224 px crop with a pasted patch inside the grid's inner cells, each 14 x 14 cell's share pasted)."""
+    n = x.shape[0]
+    if scar:
+        w, h, angle = rng.uniform(2, 16) * n / 256, rng.uniform(10, 25) * n / 256, rng.uniform(-45, 45)
+    else:
+        area, ar = rng.uniform(0.02, 0.15) * n * n, float(np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3))))
+        w, h, angle = float(np.sqrt(area * ar)), float(np.sqrt(area / ar)), 0.0
+    r = min(0.5 * float(np.hypot(w, h)), n / 2 - n / 14)
+    lo, hi = n / 14 + r, n - n / 14 - r
+    cx, cy = (rng.uniform(lo, hi) if hi > lo else n / 2 for _ in range(2))
+    sx, sy = (rng.uniform(r, n - r) for _ in range(2))
+    mask = np.zeros((n, n), np.uint8)
+    cv2.fillPoly(mask, [cv2.boxPoints(((cx, cy), (w, h), angle)).astype(np.int32)], 1)
+    moved = cv2.warpAffine(x, np.float32([[1, 0, cx - sx], [0, 1, cy - sy]]), (n, n), borderMode=cv2.BORDER_REFLECT)
+    moved = np.clip(moved * rng.uniform(0.9, 1.1, 3) + rng.uniform(-10, 10, 3), 0, 255).astype(np.uint8)
+    out = np.where(mask[..., None] > 0, moved, x)
+    return out, mask.reshape(14, n // 14, 14, n // 14).mean(axis=(1, 3))
+
+
+def seventh_features(crops: list[np.ndarray], cache: Path) -> dict[str, Any]:
+    """Backbone features of AUG_K pasted copies of every crop (row i * AUG_K + k), with each copy's cell cover."""
+    import pickle
+
+    if cache.exists():
+        return dict(pickle.loads(cache.read_bytes()))
+    xs, cover = [], []
+    for i, c in enumerate(crops):
+        rng = np.random.default_rng(1000 + i)
+        for k in range(AUG_K):
+            x, cv = _paste(data_mod.resize(c, 224), rng, scar=k % 2 == 1)
+            xs.append(x)
+            cover.append(cv)
+    res = {**backbone_features(xs), "cover": np.stack(cover)}
+    cache.write_bytes(pickle.dumps(res))
+    return res
+
+
+def _aug_rows(idx: np.ndarray) -> np.ndarray:
+    return (idx[:, None] * AUG_K + np.arange(AUG_K)).ravel()
+
+
+def _pooled_head(pooled: np.ndarray, aug: np.ndarray, fit_idx: np.ndarray) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate([pooled[fit_idx], aug[_aug_rows(fit_idx)]])
+    t = np.r_[np.zeros(len(fit_idx)), np.ones(len(fit_idx) * AUG_K)]
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(x, t)
+
+
+def _cell_head(maps: list[np.ndarray], amaps: list[np.ndarray], cover: np.ndarray, fit_idx: np.ndarray,
+               seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    neg = np.concatenate([maps[i][1:-1, 1:-1].reshape(-1, maps[i].shape[-1]) for i in fit_idx]).astype(np.float32)
+    neg = neg[np.random.default_rng(seed).permutation(len(neg))[:20000]]
+    rows = _aug_rows(fit_idx)
+    pos = np.concatenate([amaps[j][cover[j] >= 0.25] for j in rows]).astype(np.float32)
+    t = np.r_[np.zeros(len(neg)), np.ones(len(pos))]
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=3000, class_weight="balanced")).fit(
+        np.concatenate([neg, pos]), t)
+
+
+def _cell_score(head: Any, m: np.ndarray) -> float:
+    inner = m[1:-1, 1:-1]
+    return float(head.decision_function(inner.reshape(-1, inner.shape[-1]).astype(np.float32)).max())
+
+
+def seventh_scores(kind: str, base: dict[str, Any], aug: dict[str, Any], y: np.ndarray, groups: np.ndarray,
+                   tr: np.ndarray, te: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """One fold of a self-made-defect member (``cp``: pooled head, ``cpp``: cell head): the test crops' scores as
+    ``_both`` gives them (row 0 a squashed score, row 1 a z-score against the held-out good training crops, each
+    scored by a head fitted without its group), and the training good crops' held-out z-scores."""
+    from sklearn.model_selection import GroupKFold
+
+    good = tr[y[tr] == 0]
+    if kind == "cp":
+        def fit(idx: np.ndarray) -> Any:
+            return _pooled_head(base["pooled"], aug["pooled"], idx)
+
+        def score(head: Any, idx: np.ndarray) -> np.ndarray:
+            return np.asarray(head.decision_function(base["pooled"][idx]))
+    else:
+        maps, amaps = fifth_maps(base, "6+13"), fifth_maps(aug, "6+13")
+
+        def fit(idx: np.ndarray) -> Any:
+            return _cell_head(maps, amaps, aug["cover"], idx, fold)
+
+        def score(head: Any, idx: np.ndarray) -> np.ndarray:
+            return np.array([_cell_score(head, maps[i]) for i in idx])
+    s_tr = np.zeros(len(good))
+    for a, b in GroupKFold(3).split(good, groups=groups[good]):
+        s_tr[b] = score(fit(good[a]), good[b])
+    s = score(fit(good), te)
+    z_tr = (s_tr - s_tr.mean()) / s_tr.std()
+    return np.stack([1 / (1 + np.exp(-s)), (s - s_tr.mean()) / s_tr.std()]), z_tr
+
+
+
+def _crop_d_rw(pc: an.PatchCore, maps: list[np.ndarray], i: int, group: int | None, b: int = 9) -> float:
+    """The largest inner cell's nearest-bank distance times PatchCore's weight 1 - softmax(its distances to its
+    nearest bank row m* and m*'s b - 1 nearest bank rows)[m*] (anomalib's form): a cell whose nearest row sits in a
+    sparse part of the bank counts more (rows of ``group`` left out, as for the threshold)."""
+    inner = maps[i][1:-1, 1:-1].astype(np.float32)
+    q = inner.reshape(-1, inner.shape[-1])
+    bank = pc.bank
+    keep = np.ones(len(bank), bool) if group is None else pc.source != group
+    d2 = (q * q).sum(1)[:, None] - 2 * q @ bank.T + (bank * bank).sum(1)[None, :]
+    d2[:, ~keep] = np.inf
+    near = d2.argmin(axis=1)
+    c = int(d2[np.arange(len(q)), near].argmax())
+    m = bank[near[c]]
+    dm = ((bank - m) ** 2).sum(1)
+    dm[~keep] = np.inf
+    support = np.argsort(dm)[:b]
+    dist = np.sqrt(np.maximum(((bank[support] - q[c]) ** 2).sum(1), 0.0))
+    e = np.exp(dist - dist.max())
+    w = 1.0 - float(e[0] / e.sum())
+    return w * float(dist[0])
+
+
+
+def linear_scores(pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, tr: np.ndarray,
+                  te: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One fold of the product's linear head (training/linear.py: C by inner grouped CV, both classes), as
+    ``_both`` rows: the probability and the logit's z-score against the training good crops' inner OOF logits."""
+    from training import linear
+
+    r = linear.fit(pooled[tr], y[tr], groups[tr])
+    s = np.asarray(r["model"].decision_function(pooled[te]))
+    p_oof = np.clip(r["oof"][y[tr] == 0], 1e-9, 1 - 1e-9)
+    s_tr = np.log(p_oof / (1 - p_oof))
+    return np.stack([1 / (1 + np.exp(-s)), (s - s_tr.mean()) / s_tr.std()]), (s_tr - s_tr.mean()) / s_tr.std()
 
 
 if __name__ == "__main__":

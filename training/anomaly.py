@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from edge.judge import anomaly as an
-from edge.judge.localize import CropSpec
+from edge.judge.localize import CropSpec, shaped
 from training import data as data_mod
 from training import split as split_mod
 
@@ -50,22 +50,18 @@ CV_METHODS = (*an.METHODS, "pooled_gaussian")  # the last one is the baseline, m
 BANK_FILE = "anomaly_bank.npz"
 # The crop the bank sees: the box turned upright (its minimum-area rectangle, long side horizontal) and cut
 # tight (a 2 % margin, no square padding), so every cell of the 14 x 14 grid is box, not belt, at one scale and
-# orientation (PatchCore compares cells of different crops; misalignment and belt cells are false anomalies).
-# Chosen on a development set before the evaluation folds were scored (docs/RESULTS.md, "Good parts only").
-ALIGNED_CROP = {"rotated": True, "square": False}
-ALIGNED_MARGIN = 0.02  # unless the run asked for another margin (--crop-margin)
+# orientation (PatchCore compares cells of different crops; misalignment and belt cells are false anomalies):
+# edge.judge.localize's "aligned" crop shape. Chosen on a development set before the evaluation folds were scored
+# (docs/RESULTS.md, "Good parts only").
 BORDER = 1  # with it, the outer ring of the 14 x 14 grid is left out of the crop's distance (border_of)
 BANKS = ("one", "per-view")  # --anomaly-banks: one bank for every view, or one per view name (and a pooled one)
 MIN_VIEW_GOOD = 20  # a view gets its own bank only with at least this many good training crops
 
 
 def aligned_crop(spec: CropSpec) -> CropSpec:
-    """The anomaly recipe's crop for a requested one: upright and tight (``ALIGNED_CROP``, margin ``ALIGNED_MARGIN``
-    when the request kept the default margin); ``none`` stays none."""
-    if spec.method == "none":
-        return spec
-    margin = ALIGNED_MARGIN if spec.margin == CropSpec().margin else spec.margin
-    return spec.model_copy(update={**ALIGNED_CROP, "margin": margin})
+    """The anomaly recipe's crop for a requested one: upright and tight (``localize.shaped(spec, "aligned")``: margin
+    0.02 when the request kept the default margin); ``none`` stays none."""
+    return shaped(spec, "aligned")
 
 
 # ---------------------------------------------------------------- the graph

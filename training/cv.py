@@ -27,6 +27,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from training import split as split_mod
 from training.data import HASH_SIZE
 from training.parts import FUSIONS, fuse_parts, is_multiview
 from training.split import part_ids
+
+if TYPE_CHECKING:
+    from edge.judge.localize import CropShape
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class CVConfig:
     crop: str = "none"
     empty_belt: str | None = None  # crop: a folder of empty-belt frames (CropSpec.empty_belt, --empty DIR)
     finder: str | None = None  # a learned box finder .tflite answering before the crop search (--finder)
+    crop_shape: CropShape = "square"  # linear: the crop's shape around a found box (edge.judge.localize.shaped)
     C: float | None = None  # None = inner grouped CV
     scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
     target_recall: float | None = None  # neither: training.operating.DEFAULT_COST_RATIO
@@ -129,12 +134,12 @@ def linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.nd
     scales = model_mod.check_scales(cfg.scales, cfg.img_size)
     multi = scales if len(scales) > 1 else ()
     spec = FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=False, crop=cfg.crop, scales=multi,
-                       empty_belt=cfg.empty_belt, finder=cfg.finder)
+                       empty_belt=cfg.empty_belt, finder=cfg.finder, shape=cfg.crop_shape)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
         x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=True, crop=cfg.crop,
                                                scales=multi, empty_belt=cfg.empty_belt,
-                                               finder=cfg.finder)).features(paths)
+                                               finder=cfg.finder, shape=cfg.crop_shape)).features(paths)
         x = (x + x2) / 2.0
         ok = [a and b for a, b in zip(ok, ok2, strict=True)]
     return x, np.array(ok)
@@ -279,6 +284,8 @@ def _check_config(cfg: CVConfig) -> None:
         raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
     if cfg.recipe == "finetune" and (cfg.flip_tta or cfg.crop != "none" or (cfg.scales and len(cfg.scales) > 1)):
         raise ValueError("--flip-tta, --scales and --crop are measured with the linear recipe only")
+    if cfg.crop_shape != "square" and cfg.recipe != "linear":
+        raise ValueError("--crop-shape is for the linear recipe (the anomaly recipe always cuts the aligned crop)")
     if cfg.finder and (cfg.recipe != "linear" or cfg.crop == "none"):
         raise ValueError("--finder is measured with the linear recipe and a crop method only (--crop auto: the "
                          "search where the finder finds no box)")
@@ -406,9 +413,10 @@ def _crop_report(cfg: CVConfig, images: data_mod.ImageSet, out: Path) -> dict | 
     if cfg.crop == "none":
         return None
     from edge.judge.crops import fallback_warning, finder_record, report_crops
-    from edge.judge.localize import CropSpec
+    from edge.judge.localize import CropSpec, shaped
 
-    spec = CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt)  # type: ignore[arg-type]
+    shape = cfg.crop_shape if cfg.recipe == "linear" else "square"
+    spec = shaped(CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt), shape)  # type: ignore[arg-type]
     st = report_crops(images.paths, spec, out, root=images.root, finder=cfg.finder)
     return {**st.to_dict(), "warning": fallback_warning(st, spec), "finder": finder_record(cfg.finder)}
 

@@ -18,10 +18,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training import data as data_mod
+
+if TYPE_CHECKING:
+    from edge.judge.localize import CropShape
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class FeatureSpec:
     scales: tuple[int, ...] = ()
     empty_belt: str | None = None  # crop: the learned empty belt's folder (CropSpec.empty_belt); None: none
     finder: str | None = None  # a learned box finder .tflite answering before the crop search (--finder); None: none
+    shape: CropShape = "square"  # the crop's shape around the box (edge.judge.localize.shaped)
 
     def key(self) -> str:
         w = "none"
@@ -82,30 +87,33 @@ class FeatureSpec:
 
             raw += f"|finder={finder_sha256(self.finder)}|localizer={LOCALIZER_VERSION}"
             raw += f"|learned_rule={LEARNED_RULE_VERSION}"
+        if self.shape != "square" and self.crop != "none":  # the square crop keeps the key it always had
+            raw += f"|shape={self.shape}"
         if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
             raw += "|scales=" + ",".join(str(s) for s in sorted(self.scales))
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
 def prepare_pixels(rgb: np.ndarray, size: int, crop: str = "none", empty_belt: str | None = None,
-                   finder: str | None = None) -> np.ndarray:
-    """Crop (if asked; with the learned empty belt of ``empty_belt``, the ``finder``'s box first) and resize one
-    RGB image like training does."""
+                   finder: str | None = None, shape: CropShape = "square") -> np.ndarray:
+    """Crop (if asked; with the learned empty belt of ``empty_belt``, the ``finder``'s box first, cut in ``shape``)
+    and resize one RGB image like training does."""
     if crop != "none" or finder:
-        rgb = crop_rgb(rgb, crop, empty_belt, finder)
+        rgb = crop_rgb(rgb, crop, empty_belt, finder, shape)
     return data_mod.resize(rgb, size)
 
 
-def crop_rgb(rgb: np.ndarray, method: str, empty_belt: str | None = None, finder: str | None = None) -> np.ndarray:
-    """Crop an RGB image to the box with edge.judge.localize (the same code the edge uses); with a ``finder``
-    file, its box first (edge.judge.crops.locate_still)."""
+def crop_rgb(rgb: np.ndarray, method: str, empty_belt: str | None = None, finder: str | None = None,
+             shape: CropShape = "square") -> np.ndarray:
+    """Crop an RGB image to the box with edge.judge.localize (the same code the edge uses), cut in ``shape``; with a
+    ``finder`` file, its box first (edge.judge.crops.locate_still)."""
     import cv2
 
     try:
         from edge.judge import crops, localize
     except ImportError as e:  # pragma: no cover - depends on edge/judge/localize.py being present
         raise ValueError(f"crop method {method!r} needs edge/judge/localize.py, which is not available: {e}") from e
-    spec = localize.CropSpec(method=method, empty_belt=empty_belt)
+    spec = localize.shaped(localize.CropSpec(method=method, empty_belt=empty_belt), shape)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     loc = crops.locate_still(bgr, spec, finder=crops.open_finder(finder) if finder else None)
     return cv2.cvtColor(localize.crop(bgr, loc, spec), cv2.COLOR_BGR2RGB)
@@ -155,7 +163,8 @@ class FeatureExtractor:
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB image -> the model's uint8 input (crop, resize); a subclass may crop differently."""
-        return prepare_pixels(rgb, self.spec.img_size, self.spec.crop, self.spec.empty_belt, self.spec.finder)
+        return prepare_pixels(rgb, self.spec.img_size, self.spec.crop, self.spec.empty_belt, self.spec.finder,
+                              self.spec.shape)
 
     def features_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Features of already-prepared uint8 pixels (N, S, S, 3); mirrored first if the spec says so."""
@@ -174,6 +183,7 @@ class FeatureExtractor:
                      self.cache_file.name, " + ".join(str(s) for s in (self.spec.scales or (self.spec.img_size,))),
                      ", mirrored" if self.spec.flip else "",
                      (f", crop {self.spec.crop}" if self.spec.crop != "none" else "")
+                     + (f" ({self.spec.shape})" if self.spec.crop != "none" and self.spec.shape != "square" else "")
                      + (f", learned finder {self.spec.finder} first" if self.spec.finder else ""))
             chunk = 128
             for s in range(0, len(todo), chunk):

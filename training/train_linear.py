@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.judge.localize import shape_of, shaped
 from training import data as data_mod
 from training import operating, rundir
 from training import split as split_mod
@@ -129,17 +130,18 @@ def _features(cfg, weights_path: str, scales: list[int], paths: list[Path]) -> t
 
     # the box crop of the run (train_config.json, the model sidecar): features are computed on the same crops
     # convert, predict and the daemon make (edge.judge.model_package.model_input); only default crop parameters here
-    crop, empty = cfg.crop.method, cfg.crop.empty_belt
-    if cfg.crop != type(cfg.crop)(method=crop, empty_belt=empty):
-        raise ValueError("the linear recipe crops with the default crop parameters (--crop METHOD and --empty "
-                         "only); --crop-margin and --background need --recipe finetune")
+    crop, empty, shape = cfg.crop.method, cfg.crop.empty_belt, shape_of(cfg.crop)
+    if cfg.crop != shaped(type(cfg.crop)(method=crop, empty_belt=empty), shape):
+        raise ValueError("the linear recipe crops with the default crop parameters (--crop METHOD, --crop-shape and "
+                         "--empty only); --crop-margin and --background need --recipe finetune")
     multi = scales if len(scales) > 1 else ()
     spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop, scales=multi, empty_belt=empty,
-                       finder=cfg.finder)
+                       finder=cfg.finder, shape=shape)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
         x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True, crop=crop,
-                                               scales=multi, empty_belt=empty, finder=cfg.finder)).features(paths)
+                                               scales=multi, empty_belt=empty, finder=cfg.finder,
+                                               shape=shape)).features(paths)
         x, ok = (x + x2) / 2.0, [a and b for a, b in zip(ok, ok2, strict=True)]
     keep = np.array(ok)
     return x[keep], keep

@@ -63,6 +63,8 @@ class FoundBox:
     mass: float
     confidence: float
     reason: str
+    # the chosen component's minimum-area rectangle (cv2.minAreaRect, frame px): an upright crop turns by it
+    rotated: tuple[tuple[float, float], tuple[float, float], float] | None = None
 
     @property
     def found(self) -> bool:
@@ -101,7 +103,9 @@ def decode(prob: np.ndarray, frame: tuple[int, int], threshold: float = THRESHOL
     if area < min_area * fh * fw:
         return FoundBox(None, float(mass[best - 1]), float(mass[best - 1] / area),
                         f"best component {area / (fh * fw):.2%} of the frame < min_area {min_area:.1%}")
-    return FoundBox((x, y, x + w, y + h), float(mass[best - 1]), float(mass[best - 1] / area), "")
+    (cx, cy), (rw, rh), ang = cv2.minAreaRect(cv2.findNonZero((lab == best).astype(np.uint8)))
+    return FoundBox((x, y, x + w, y + h), float(mass[best - 1]), float(mass[best - 1] / area), "",
+                    ((float(cx), float(cy)), (float(rw), float(rh)), float(ang)))
 
 
 class BoxFinder:

@@ -30,6 +30,7 @@ from edge.judge.localize import (
     load_background,
     load_belt,
     locate_for_still,
+    shape_of,
 )
 
 log = logging.getLogger(__name__)
@@ -159,12 +160,17 @@ _FOUND_MAX = 50_000  # answers kept per finder (a few hundred bytes each); clear
 FILLS_KEEP = 0.9  # a learned box whose crop (margin, square) would keep this share of the image or more fills it
 # how a learned box becomes a crop (part of the feature cache key): 1 every box cropped; 2 FILLS_KEEP (the box fills
 # the frame: the whole image, as the search says for box-centred photos); 3 a frame smaller than the finder's long
-# side is no longer enlarged to it (boxfinder.input_size)
-LEARNED_RULE_VERSION = 3
+# side is no longer enlarged to it (boxfinder.input_size); 4 the box carries its rotated rectangle (an upright crop
+# turns by it), and whether it fills the frame is judged on the square crop whatever the crop's shape
+LEARNED_RULE_VERSION = 4
 
 
 def kept_share(box: tuple[int, int, int, int], shape: tuple[int, ...], spec: CropSpec) -> float:
-    """The share of an image of ``shape`` that :func:`~edge.judge.localize.crop` around ``box`` would keep."""
+    """The share of an image of ``shape`` that the square crop (``spec``'s own when it is square, else the default
+    margin) around ``box`` would keep: whether a box fills the frame does not depend on the crop's shape (a tight
+    upright crop keeps less of a box-centred photo, which is still a box-centred photo)."""
+    if shape_of(spec) != "square":
+        spec = spec.model_copy(update={"rotated": False, "square": True, "margin": CropSpec().margin})
     x0, y0, x1, y1 = grown(float(box[0]), float(box[1]), float(box[2]), float(box[3]), spec)
     h, w = shape[:2]
     kept = max(0.0, min(x1, w) - max(x0, 0.0)) * max(0.0, min(y1, h) - max(y0, 0.0))
@@ -184,7 +190,7 @@ def as_located(got: FoundBox, shape: tuple[int, ...], spec: CropSpec) -> Located
     if keep >= FILLS_KEEP:
         return Located(True, "whole", (0, 0, shape[1], shape[0]), None, 1.0,
                        f"learned box's crop keeps {keep:.0%} of the image: the box {_FILLS}")
-    return Located(True, "learned", got.box, None, area)
+    return Located(True, "learned", got.box, got.rotated, area)
 
 
 def learned_box(bgr: np.ndarray, finder: BoxFinder, spec: CropSpec) -> Located | None:

@@ -107,6 +107,29 @@ class CropSpec(BaseModel):
 
 NO_CROP = CropSpec(method="none")
 
+# The crop's shape around a located box. "square": the box's bounding box, margin 0.08, padded to a square (the
+# linear recipe's crop before 2026-12-07). "aligned": the box's minimum-area rectangle turned upright (long side
+# horizontal) and cut tight (margin 0.02), stretched to the input: every crop shows the box at one orientation and
+# scale (the anomaly recipe's crop; the linear recipe's default since docs/RESULTS.md "An upright crop for the
+# linear head"). A whole frame is the same either way.
+CropShape = Literal["square", "aligned"]
+CROP_SHAPES: tuple[CropShape, ...] = ("square", "aligned")
+ALIGNED_MARGIN = 0.02
+
+
+def shaped(spec: CropSpec, shape: CropShape) -> CropSpec:
+    """``spec`` cut in ``shape``: "aligned" turns it upright and tight (margin :data:`ALIGNED_MARGIN` when ``spec``
+    kept the default margin); "square" and ``none`` leave it as it is."""
+    if shape == "square" or spec.method == "none":
+        return spec
+    margin = ALIGNED_MARGIN if spec.margin == CropSpec().margin else spec.margin
+    return spec.model_copy(update={"rotated": True, "square": False, "margin": margin})
+
+
+def shape_of(spec: CropSpec) -> CropShape:
+    """The shape a crop spec cuts (the inverse of :func:`shaped` for its two shapes)."""
+    return "aligned" if spec.rotated and not spec.square else "square"
+
 
 @dataclass
 class Located:
