@@ -301,11 +301,15 @@ def fifth_crops(paths: list[Path], cache: Path, crop: str = "upright_tight") -> 
 
     if cache.exists():
         return list(pickle.loads(cache.read_bytes()))
-    spec = CROPS[crop]
+    from edge.judge import boxfinder, crops
+
+    finder = crops.open_finder(str(boxfinder.BUILTIN)) if crop == "finder" else None
+    spec = CROPS["upright_tight" if crop == "finder" else crop]
     out = []
     for p in paths:
         bgr = cv2.imread(str(p))
-        out.append(cv2.cvtColor(localize.crop(bgr, localize.locate_for_still(bgr, spec), spec), cv2.COLOR_BGR2RGB))
+        loc = crops.locate_still(bgr, spec, finder=finder) if finder else localize.locate_for_still(bgr, spec)
+        out.append(cv2.cvtColor(localize.crop(bgr, loc, spec), cv2.COLOR_BGR2RGB))
     cache.write_bytes(pickle.dumps(out))
     return out
 
@@ -466,8 +470,11 @@ FIFTH_ENSEMBLES = ("base&pooled", "base&s320", "rotbank&pooled", "base&s320&pool
 def _fifth_member(name: str, feats: Any, y: np.ndarray, groups: np.ndarray,
                   folds: list) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per fold, the test crops' normalised scores of one variant (``pooled``: the Mahalanobis baseline)."""
-    if name in ("lin", "linsq"):  # seventh pass: the supervised linear head on the aligned / the square crop
-        p = feats("sq224" if name == "lin" else "square224")["pooled"]
+    if name == "fbase":  # seventh pass: the shipped bank on crops turned by the built-in finder's rectangle
+        maps = fifth_maps(feats("fnd224"), "6+13")
+        return [fifth_patch_scores(maps, None, False, y, groups, tr, te) for tr, te in folds]
+    if name in ("lin", "linsq", "flin"):  # seventh pass: the supervised linear head on the aligned / square crop
+        p = feats({"lin": "sq224", "linsq": "square224", "flin": "fnd224"}[name])["pooled"]
         return [linear_scores(p, y, groups, tr, te) for tr, te in folds]
     if name == "rw":  # seventh pass: PatchCore's own reweighting of the largest cell (Roth et al. 2022, eq. 7)
         maps = fifth_maps(feats("sq224"), "6+13")
@@ -500,6 +507,9 @@ def fifth(data_dir: str, out: str, variants: tuple[str, ...]) -> None:
         if fs not in cache:
             if fs == "aug224":
                 cache[fs] = seventh_features(crops, cdir / "seventh-aug224.pkl")
+            elif fs == "fnd224":  # seventh pass: the shipped crop turned by the built-in finder's rectangle
+                fc = fifth_crops(images.paths, cdir / "fifth-crops-finder.pkl", "finder")
+                cache[fs] = fifth_features(fc, "sq224", cdir / "fifth-fnd224.pkl")
             elif fs == "square224":  # seventh pass: the linear recipe's square crop, for the crop comparison
                 sq = fifth_crops(images.paths, cdir / "fifth-crops-square.pkl", "square")
                 cache[fs] = fifth_features(sq, "sq224", cdir / "fifth-square224.pkl")
