@@ -1,6 +1,6 @@
 """The crop's shape around a found box (issue 25): ``square`` (bounding box, margin 0.08, padded square) or
-``aligned`` (the box's minimum-area rectangle turned upright, cut tight at margin 0.02), for the linear recipe
-(``--crop-shape``) as for the anomaly recipe. The built-in finder gives the rotated rectangle of its box, so the
+``aligned`` (the box's minimum-area rectangle turned upright, cut tight at margin 0.02: the default of ``train``,
+``cv`` and ``localize`` since 2026-12-07), for the linear recipe (``--crop-shape``) as for the anomaly recipe. The built-in finder gives the rotated rectangle of its box, so the
 aligned crop turns by it; the shape is part of the feature cache key, recorded in the run and the package, and the
 run's folded model is checked on pixels cropped the way convert, predict and the daemon crop them.
 
@@ -96,10 +96,21 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render(tmp_path_factory.mktemp("shape"), [1109], 6, kinds=("line",))[0]  # 24 photos, 2 views a part
 
 
+def test_localize_shows_the_crop_train_cuts(scenes: Path, tmp_path: Path) -> None:
+    shapes = {}
+    for extra in ([], ["--crop-shape", "square"]):
+        out = tmp_path / f"crops{len(extra)}.json"
+        r = subprocess.run([*CLI, "localize", str(scenes), "--json", str(out), "--sheet", str(tmp_path / "s.png"),
+                            *extra], capture_output=True, text=True, timeout=300, env=ENV)
+        assert r.returncode == 0, r.stderr[-2000:]
+        shapes[len(extra)] = shape_of(CropSpec(**json.loads(out.read_text())["crop"]))
+    assert shapes == {0: "aligned", 2: "square"}  # the default is train's default
+
+
 @pytest.mark.slow
-def test_train_and_cv_crop_upright_when_asked(scenes: Path, tmp_path: Path, weights_path: Path) -> None:
+def test_train_and_cv_crop_upright_by_default(scenes: Path, tmp_path: Path, weights_path: Path) -> None:
     env = {**ENV, "BOXINSPECT_FEATURE_CACHE": str(tmp_path / "features")}
-    small = ["--img-size", "96", "--weights", str(weights_path), "--C", "1", "--crop-shape", "aligned"]
+    small = ["--img-size", "96", "--weights", str(weights_path), "--C", "1"]  # the default crop shape
     r = subprocess.run([*CLI, "cv", str(scenes), "--out", str(tmp_path / "cv"), "--crop", "auto", "--folds", "2",
                         "--repeats", "1", *small], capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -10,9 +10,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
-# --crop-shape of the linear recipe (edge.judge.localize.shaped): the box upright and tight, chosen on four dev sets
-# and confirmed once on the held-out scenes (docs/RESULTS.md "An upright crop for the linear head")
-DEFAULT_CROP_SHAPE = "aligned"
 SCALES_HELP = ("linear: the model averages the pooled features at these input sizes, e.g. 224,288: its one input "
                "is the largest, the smaller ones are resized inside the model through the same backbone "
                "(cost: one backbone pass per size; docs/RESULTS.md). Sets the input size (leave --img-size out)")
@@ -189,7 +186,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     """train: the recipe, input size, crop, backbone, linear head, operating point and anomaly options."""
-    from edge.judge.localize import CROP_SHAPES
+    from edge.judge.localize import CROP_SHAPES, DEFAULT_SHAPE
     p.add_argument("--recipe", choices=["linear", "finetune", "anomaly"], default="linear",
                    help="linear (default): frozen MobileNetV2 features + L2 logistic head, C by grouped CV, "
                         "threshold on out-of-fold scores; finetune: two-phase transfer learning; anomaly: from "
@@ -211,7 +208,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
                         "own running background)")
     p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
     p.add_argument("--finder", default=None, metavar="F.tflite|none", help=FINDER_HELP)
-    p.add_argument("--crop-shape", choices=CROP_SHAPES, default=DEFAULT_CROP_SHAPE, help=CROP_SHAPE_HELP)
+    p.add_argument("--crop-shape", choices=CROP_SHAPES, default=DEFAULT_SHAPE, help=CROP_SHAPE_HELP)
     p.add_argument("--crop-margin", type=float, default=0.08, metavar="FRAC",
                    help="margin around the box, share of its longer side (default 0.08)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
@@ -387,7 +384,7 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
 
 
 def register_cv(sub: argparse._SubParsersAction) -> None:
-    from edge.judge.localize import CROP_SHAPES
+    from edge.judge.localize import CROP_SHAPES, DEFAULT_SHAPE
 
     p = _data_command(sub, "cv", "repeated grouped cross-validation of a recipe (mean +- sd, out-of-fold scores)",
                       CV_DESCRIPTION, CV_EPILOG, "output folder (summary.json, oof_scores.csv, cv.png)")
@@ -407,7 +404,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", default="none", help="crop to the box first (edge.judge.localize method; default none)")
     p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
     p.add_argument("--finder", default=None, metavar="F.tflite|none", help=FINDER_HELP)
-    p.add_argument("--crop-shape", choices=CROP_SHAPES, default=DEFAULT_CROP_SHAPE, help=CROP_SHAPE_HELP)
+    p.add_argument("--crop-shape", choices=CROP_SHAPES, default=DEFAULT_SHAPE, help=CROP_SHAPE_HELP)
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
     p.add_argument("--scaling", choices=["global", "standard"], default="global",

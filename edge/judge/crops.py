@@ -31,6 +31,7 @@ from edge.judge.localize import (
     load_belt,
     locate_for_still,
     shape_of,
+    shaped,
 )
 
 log = logging.getLogger(__name__)
@@ -474,8 +475,8 @@ def _cmd_localize(args: Any) -> int:
     if args.background is not None and not Path(args.background).is_file():
         log.error("localize: --background %s: no such file", args.background)
         return 2
-    spec = CropSpec(method=args.crop, background_file=str(args.background) if args.background else None,
-                    empty_belt=str(args.empty) if args.empty else None)
+    spec = shaped(CropSpec(method=args.crop, background_file=str(args.background) if args.background else None,
+                           empty_belt=str(args.empty) if args.empty else None), args.crop_shape)
     try:
         belt = load_belt(args.empty, spec.work_size) if args.empty else None
     except ValueError as e:
@@ -517,7 +518,7 @@ def _cmd_localize(args: Any) -> int:
 def register(sub: Any) -> None:
     import argparse
 
-    from edge.judge.localize import CROP_METHODS
+    from edge.judge.localize import CROP_METHODS, CROP_SHAPES, DEFAULT_SHAPE
 
     p = sub.add_parser("localize", help="check where the localiser finds the box in a folder of images",
                        description=LOCALIZE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -538,6 +539,9 @@ def register(sub: Any) -> None:
                         "where it finds no box (edge/judge/boxfinder.py). Default with --crop auto: the built-in "
                         "finder (edge/assets/boxfinder.tflite); a file from `boxinspect boxfinder build`; none: the "
                         "--crop search alone")
+    p.add_argument("--crop-shape", choices=CROP_SHAPES, default=DEFAULT_SHAPE,
+                   help="the crop's shape on the sheet, as train cuts it: aligned (default: the box turned upright, "
+                        "cut tight) or square (its bounding box plus a margin, padded to a square)")
     p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of crops, worst first")
     p.add_argument("--json", default=None, metavar="FILE", help="write per-image results as JSON")
     p.add_argument("--limit", type=int, default=48, metavar="N", help="images on the sheet (default 48)")
