@@ -105,24 +105,14 @@ def test_guess_kind_and_masking(tmp_path: Path) -> None:
     assert safe_uri("rtsp://user:pw@cam/stream") == "rtsp://***@cam/stream"
 
 
-def test_stream_disappears_and_recovers_without_restart() -> None:
+def test_stream_disappears_and_recovers_without_restart(caplog: pytest.LogCaptureFixture) -> None:
     """stalled (open, no frames), then disconnected (server gone), then ok again on the same port."""
+    caplog.set_level(logging.INFO, logger="edge.capture.frames")  # every state change is logged where it is made
     server = MjpegServer()
     server.start()
     m = Metrics()
     cfg = SourceConfig(uri=server.url, stall_timeout_s=0.4, reconnect_initial_s=0.1, reconnect_max_s=0.4)
     cap = Capture(cfg, m)
-    seen: list[str] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            if not seen or seen[-1] != cap.state:
-                seen.append(cap.state)
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     cap.start()
     try:
         assert cap.kind == "rtsp"
@@ -162,12 +152,14 @@ def test_stream_disappears_and_recovers_without_restart() -> None:
         cap.stop()  # the camera still sends: compare the counter and the stats once no frame can arrive between
         assert metric(m, "boxinspect_frames_captured_total", default=None) == cap.stats()["frames"]
     finally:
-        stop.set()
         cap.stop()
         server.stop()
-    # Collapse the observed sequence: it must pass through all three states in this order.
-    joined = " ".join(seen)
-    assert "ok stalled" in joined and "disconnected ok" in joined, joined
+    # The state changes as the capture made them (its log, not a polling thread that a loaded machine may not
+    # schedule during a short stall): through all three states, in this order.
+    states = [r.getMessage().removeprefix("capture: camera ").split(" (was")[0] for r in caplog.records
+              if r.name == "edge.capture.frames" and r.getMessage().startswith("capture: camera ")]
+    rest = iter(states)  # stalled, ok, disconnected, ok must appear in this order (other changes may come between)
+    assert all(any(s == want for s in rest) for want in ("stalled", "ok", "disconnected", "ok")), states
 
 
 def test_file_fast_delivers_every_frame_in_order(tmp_path: Path) -> None:

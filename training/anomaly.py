@@ -329,14 +329,13 @@ def scan(data_dir: Path, positive_class: str | None = None) -> tuple[data_mod.Im
                              f"{', '.join(GOOD_NAMES)} (found {classes or 'no class folders'})")
 
 
-def _groups(images: data_mod.ImageSet, dup_threshold: int) -> np.ndarray:
-    from training.data import HASH_SIZE
+def _groups(images: data_mod.ImageSet, dup_threshold: int, crop: CropSpec) -> np.ndarray:
+    """Near-duplicates judged on the crops the bank will see (``split.crop_hashes``), joined with the parts' views."""
     from training.split import part_ids
 
-    loaded = data_mod.load_images(images.paths, images.labels, HASH_SIZE)
+    loaded, hashes = split_mod.crop_hashes(images.paths, images.labels, crop if crop.method != "none" else None)
     if loaded.unreadable:
         raise data_mod.DataError(f"{len(loaded.unreadable)} unreadable image(s), e.g. {loaded.unreadable[0]}")
-    hashes = np.stack([split_mod.image_hashes(px) for px in loaded.pixels])
     dup = split_mod.near_duplicate_groups(hashes, dup_threshold)
     return split_mod.merge_groups(dup.tolist(), part_ids([images.rel(p) for p in images.paths]))
 
@@ -403,7 +402,7 @@ def train_anomaly(cfg: Any) -> Path:
     weights_path = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
     if weights_path is None:
         raise data_mod.DataError("the anomaly recipe needs pretrained weights (frozen random features are useless)")
-    groups = _groups(images, cfg.dup_threshold)
+    groups = _groups(images, cfg.dup_threshold, cfg.crop)
     split = _split(images, y, groups, cfg.test_frac, cfg.seed)
     tr = np.array([i for i, it in enumerate(split.items) if it["split"] == "train" and y[i] == 0])
     te = np.array([i for i, it in enumerate(split.items) if it["split"] == "test"], dtype=int)

@@ -34,12 +34,11 @@ import numpy as np
 from training import data as data_mod
 from training import operating
 from training import split as split_mod
-from training.data import HASH_SIZE
 from training.parts import FUSIONS, fuse_parts, is_multiview
 from training.split import part_ids
 
 if TYPE_CHECKING:
-    from edge.judge.localize import CropShape
+    from edge.judge.localize import CropShape, CropSpec
 
 log = logging.getLogger(__name__)
 
@@ -291,15 +290,27 @@ def _check_config(cfg: CVConfig) -> None:
                          "search where the finder finds no box)")
 
 
+def _hash_crop(cfg: CVConfig) -> tuple[CropSpec | None, str | None]:
+    """The crop (and finder) the recipe's model sees, for judging near-duplicates on it: the linear recipe's crop in
+    its shape with its finder, the anomaly recipe's aligned crop; None for the whole image."""
+    if cfg.crop == "none" or cfg.recipe == "finetune":
+        return None, None
+    from edge.judge.localize import CropSpec, shaped
+
+    spec = CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt)  # type: ignore[arg-type]
+    if cfg.recipe == "anomaly":
+        return shaped(spec, "aligned"), None
+    return shaped(spec, cfg.crop_shape), cfg.finder
+
+
 def load_data(cfg: CVConfig) -> CVData:
     """Scan the data set, drop unreadable images, and group near-duplicates (and the views of a part)."""
     images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
     rel = [images.rel(p) for p in images.paths]
     y_all = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
 
-    loaded = data_mod.load_images(images.paths, images.labels, HASH_SIZE)
+    loaded, hashes = split_mod.crop_hashes(images.paths, images.labels, *_hash_crop(cfg))
     keep = np.array([p not in set(loaded.unreadable) for p in images.paths])
-    hashes = np.stack([split_mod.image_hashes(px) for px in loaded.pixels])
     dup = split_mod.near_duplicate_groups(hashes, cfg.dup_threshold)
     idx_keep = np.nonzero(keep)[0]
     rel = [rel[i] for i in idx_keep]

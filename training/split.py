@@ -17,11 +17,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from edge.judge.fusion import part_keys
+
+if TYPE_CHECKING:
+    from edge.judge.localize import CropSpec
+    from training.data import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,20 @@ def near_duplicate_groups(hashes: np.ndarray, threshold: int = DEFAULT_DUP_THRES
         return np.arange(n, dtype=np.int64)
     ii, jj = np.nonzero(np.triu(hamming_matrix(hashes) <= threshold, k=1))
     return connected_groups(n, ii, jj)
+
+
+def crop_hashes(paths: list[Path], labels: list[str], crop: CropSpec | None = None,
+                finder: str | None = None) -> tuple[Loaded, np.ndarray]:
+    """The readable images (small, cropped as the model will see them: ``crop`` with the ``finder``'s box first)
+    and their transform-invariant dHashes. Near-duplicates are judged on what the model sees: on a fixed camera every
+    whole frame is mostly the same belt, and frame hashes linked different boxes into a few big groups (synth belt
+    scenes: 100 parts in 46-71 groups, one of 90 photos; with crops: one group per part), while the crops of
+    web photos keep their true duplicates (``train`` has always hashed its crops)."""
+    from training.data import HASH_SIZE, load_images
+
+    loaded = load_images(paths, labels, HASH_SIZE, crop, finder)
+    hashes = np.stack([image_hashes(px) for px in loaded.pixels]) if len(loaded.pixels) else np.zeros((0, 8), np.uint64)
+    return loaded, hashes
 
 
 def merge_groups(*labelings: list) -> np.ndarray:
