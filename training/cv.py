@@ -291,8 +291,10 @@ def _check_config(cfg: CVConfig) -> None:
 
 
 def _hash_crop(cfg: CVConfig) -> tuple[CropSpec | None, str | None]:
-    """The crop (and finder) the recipe's model sees, for judging near-duplicates on it: the linear recipe's crop in
-    its shape with its finder, the anomaly recipe's aligned crop; None for the whole image."""
+    """The box the recipe's model sees, for judging near-duplicates on it: the linear recipe's box (its finder first)
+    cut square whatever ``crop_shape`` says, so runs that differ only in the crop's shape share their groups and folds
+    (paired differences; upright tight crops of different boxes look more alike and merge more); the anomaly
+    recipe's aligned crop; None for the whole image."""
     if cfg.crop == "none" or cfg.recipe == "finetune":
         return None, None
     from edge.judge.localize import CropSpec, shaped
@@ -300,7 +302,7 @@ def _hash_crop(cfg: CVConfig) -> tuple[CropSpec | None, str | None]:
     spec = CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt)  # type: ignore[arg-type]
     if cfg.recipe == "anomaly":
         return shaped(spec, "aligned"), None
-    return shaped(spec, cfg.crop_shape), cfg.finder
+    return spec, cfg.finder
 
 
 def load_data(cfg: CVConfig) -> CVData:
