@@ -333,7 +333,8 @@ CV_DESCRIPTION = """\
 Repeated, stratified, grouped cross-validation of a training recipe: the yardstick for choosing recipes
 and the operating threshold (never one small split).
 
-Groups: near-duplicate clusters (the same dHash rule as train's split) merged with parts: files named
+Groups: near-duplicate clusters (the same dHash rule as train's split, on the crop of the box with --crop, so a
+fixed camera's belt does not link different boxes) merged with parts: files named
 <part>_<view>.<ext> (several views of one part) always stay in one fold, and a multi-view data set also
 gets per-part metrics with the view scores fused by max, mean and noisy-OR.
 
