@@ -87,6 +87,10 @@ def test_crop_shape_is_for_the_linear_recipe(tmp_path: Path) -> None:
     r = subprocess.run([*CLI, "cv", str(tmp_path), "--out", str(tmp_path / "o"), "--recipe", "anomaly", "--crop",
                         "auto", "--crop-shape", "aligned"], capture_output=True, text=True, timeout=120, env=ENV)
     assert r.returncode == 2 and "--crop-shape" in r.stderr
+    from training.cli import cv_crop_shape
+
+    assert cv_crop_shape(None, "linear") == "aligned"  # the default where it applies
+    assert cv_crop_shape(None, "anomaly") == cv_crop_shape(None, "finetune") == "square"  # not asked: no refusal
 
 
 @pytest.fixture(scope="module")

@@ -187,6 +187,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     """train: the recipe, input size, crop, backbone, linear head, operating point and anomaly options."""
     from edge.judge.localize import CROP_SHAPES, DEFAULT_SHAPE
+
     p.add_argument("--recipe", choices=["linear", "finetune", "anomaly"], default="linear",
                    help="linear (default): frozen MobileNetV2 features + L2 logistic head, C by grouped CV, "
                         "threshold on out-of-fold scores; finetune: two-phase transfer learning; anomaly: from "
@@ -384,6 +385,14 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
                         "view or of another view by the pooled bank (docs/RESULTS.md, issue 29, third pass)")
 
 
+def cv_crop_shape(asked: str | None, recipe: str) -> str:
+    """cv's crop shape: as asked, else the linear recipe's default (the other recipes cut their own crop; asking
+    them for one is refused by training.cv)."""
+    from edge.judge.localize import DEFAULT_SHAPE
+
+    return asked or (DEFAULT_SHAPE if recipe == "linear" else "square")
+
+
 def register_cv(sub: argparse._SubParsersAction) -> None:
     from edge.judge.localize import CROP_SHAPES, DEFAULT_SHAPE
 
@@ -405,7 +414,8 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", default="none", help="crop to the box first (edge.judge.localize method; default none)")
     p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
     p.add_argument("--finder", default=None, metavar="F.tflite|none", help=FINDER_HELP)
-    p.add_argument("--crop-shape", choices=CROP_SHAPES, default=DEFAULT_SHAPE, help=CROP_SHAPE_HELP)
+    p.add_argument("--crop-shape", choices=CROP_SHAPES, default=None,
+                   help=CROP_SHAPE_HELP.replace("aligned (default)", f"{DEFAULT_SHAPE} (default)", 1))
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: fixed inverse L2 strength (default: chosen by inner grouped CV per fold)")
     p.add_argument("--scaling", choices=["global", "standard"], default="global",
@@ -449,7 +459,7 @@ def _cv(args: argparse.Namespace) -> int:
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
         seed=args.seed, img_size=img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
         scales=scales,
-        crop=args.crop, crop_shape=args.crop_shape, C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
+        crop=args.crop, crop_shape=cv_crop_shape(args.crop_shape, args.recipe), C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         dup_threshold=args.dup_threshold, positive_class=args.positive_class, views=not args.no_views,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.lr,
         fine_tune_learning_rate=args.fine_tune_lr, unfreeze_blocks=args.unfreeze_blocks,
