@@ -271,7 +271,7 @@ FINDER_HELP = ("the learned box finder: each image is cropped to the finder's bo
                "sha256 in the sidecar), so predict and the daemon crop as training did")
 CROP_SHAPE_HELP = ("the crop's shape around a found box (linear recipe): aligned (default): the box turned upright (long "
                    "side horizontal) and cut tight (margin 0.02), as the anomaly recipe crops, so every crop shows "
-                   "the box at one orientation and scale (per part +0.04-0.05 AUC on held-out line and belt scenes, "
+                   "the box at one orientation and scale (per part +0.03-0.04 AUC on held-out line and belt scenes, "
                    "docs/RESULTS.md); square: its bounding box plus a 0.08 margin, padded to a square (the default "
                    "before). A whole frame is the same either way. Recorded in the run and the package, so convert, "
                    "predict and the daemon crop alike")
