@@ -162,12 +162,12 @@ def _the_package_crops_upright(run: Path, scenes: Path, tmp_path: Path) -> None:
 def test_cv_folds_do_not_depend_on_the_crop_shape() -> None:
     """cv judges near-duplicates on the square crop of the box whatever the shape, so two runs that differ only in
     --crop-shape share their groups and folds (their paired difference compares like with like)."""
-    from training.cv import CVConfig, _hash_crop
+    from training.cv import CVConfig, hash_crop
 
     def hashed(shape: str) -> tuple[CropSpec | None, str | None]:
-        return _hash_crop(CVConfig(data_dir=Path("d"), out_dir=Path("o"), crop="auto", crop_shape=shape, finder="f"))
+        return hash_crop(CVConfig(data_dir=Path("d"), out_dir=Path("o"), crop="auto", crop_shape=shape, finder="f"))
 
     assert hashed("aligned") == hashed("square") == (CropSpec(method="auto"), "f")
-    assert _hash_crop(CVConfig(data_dir=Path("d"), out_dir=Path("o"), recipe="anomaly", crop="auto"))[0] == shaped(
+    assert hash_crop(CVConfig(data_dir=Path("d"), out_dir=Path("o"), recipe="anomaly", crop="auto"))[0] == shaped(
         CropSpec(method="auto"), "aligned")  # the anomaly recipe's own crop
-    assert _hash_crop(CVConfig(data_dir=Path("d"), out_dir=Path("o"))) == (None, None)  # no crop: the whole image
+    assert hash_crop(CVConfig(data_dir=Path("d"), out_dir=Path("o"))) == (None, None)  # no crop: the whole image

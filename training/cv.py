@@ -290,7 +290,7 @@ def _check_config(cfg: CVConfig) -> None:
                          "search where the finder finds no box)")
 
 
-def _hash_crop(cfg: CVConfig) -> tuple[CropSpec | None, str | None]:
+def hash_crop(cfg: CVConfig) -> tuple[CropSpec | None, str | None]:
     """The box the recipe's model sees, for judging near-duplicates on it: the linear recipe's box (its finder first)
     cut square whatever ``crop_shape`` says, so runs that differ only in the crop's shape share their groups and folds
     (paired differences; upright tight crops of different boxes look more alike and merge more); the anomaly
@@ -311,7 +311,7 @@ def load_data(cfg: CVConfig) -> CVData:
     rel = [images.rel(p) for p in images.paths]
     y_all = np.array([1 if lab == images.positive_class else 0 for lab in images.labels])
 
-    loaded, hashes = split_mod.crop_hashes(images.paths, images.labels, *_hash_crop(cfg))
+    loaded, hashes = split_mod.crop_hashes(images.paths, images.labels, *hash_crop(cfg))
     keep = np.array([p not in set(loaded.unreadable) for p in images.paths])
     dup = split_mod.near_duplicate_groups(hashes, cfg.dup_threshold)
     idx_keep = np.nonzero(keep)[0]
