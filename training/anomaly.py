@@ -333,7 +333,7 @@ def _groups(images: data_mod.ImageSet, dup_threshold: int, crop: CropSpec) -> np
     """Near-duplicates judged on the crops the bank will see (``split.crop_hashes``), joined with the parts' views."""
     from training.split import part_ids
 
-    loaded, hashes = split_mod.crop_hashes(images.paths, images.labels, crop if crop.method != "none" else None)
+    loaded, hashes = split_mod.crop_hashes(images.paths, images.labels, crop)
     if loaded.unreadable:
         raise data_mod.DataError(f"{len(loaded.unreadable)} unreadable image(s), e.g. {loaded.unreadable[0]}")
     dup = split_mod.near_duplicate_groups(hashes, dup_threshold)

@@ -428,8 +428,8 @@ def _crop_report(cfg: CVConfig, images: data_mod.ImageSet, out: Path) -> dict | 
     from edge.judge.crops import fallback_warning, finder_record, report_crops
     from edge.judge.localize import CropSpec, shaped
 
-    shape = cfg.crop_shape if cfg.recipe == "linear" else "square"
-    spec = shaped(CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt), shape)  # type: ignore[arg-type]
+    # _check_config leaves a shape other than square to the linear recipe
+    spec = shaped(CropSpec(method=cfg.crop, empty_belt=cfg.empty_belt), cfg.crop_shape)  # type: ignore[arg-type]
     st = report_crops(images.paths, spec, out, root=images.root, finder=cfg.finder)
     return {**st.to_dict(), "warning": fallback_warning(st, spec), "finder": finder_record(cfg.finder)}
 

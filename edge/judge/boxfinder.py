@@ -103,9 +103,10 @@ def decode(prob: np.ndarray, frame: tuple[int, int], threshold: float = THRESHOL
     if area < min_area * fh * fw:
         return FoundBox(None, float(mass[best - 1]), float(mass[best - 1] / area),
                         f"best component {area / (fh * fw):.2%} of the frame < min_area {min_area:.1%}")
-    (cx, cy), (rw, rh), ang = cv2.minAreaRect(cv2.findNonZero((lab == best).astype(np.uint8)))
+    # the component's pixels inside its own bounding box (not a whole-frame pass: decode runs per scored frame)
+    (cx, cy), (rw, rh), ang = cv2.minAreaRect(cv2.findNonZero((lab[y:y + h, x:x + w] == best).astype(np.uint8)))
     return FoundBox((x, y, x + w, y + h), float(mass[best - 1]), float(mass[best - 1] / area), "",
-                    ((float(cx), float(cy)), (float(rw), float(rh)), float(ang)))
+                    ((float(cx + x), float(cy + y)), (float(rw), float(rh)), float(ang)))
 
 
 class BoxFinder:
