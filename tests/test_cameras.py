@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,22 @@ def test_the_documented_presets_parse_where_their_elements_exist():
 # ------------------------------------------------------------------------------------------ GenICam
 
 
+def die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the test worker dies (PR_SET_PDEATHSIG), so a worker that
+    crashes leaves no camera on the machine's one GVCP port."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+def kill_orphans() -> None:
+    """Kill fake cameras of our serial left by a worker that died: called under the camera lock, so none is in use."""
+    pattern = f"{FAKE_GV} -i 127.0.0.1 -s {FAKE_SERIAL}"
+    if subprocess.run(["pkill", "-KILL", "-f", pattern], check=False).returncode == 0:
+        wait_for(lambda: subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 1, 10,
+                 "an orphaned fake camera to go")
+
+
 class FakeCamera:
     """Aravis' fake GigE Vision camera on the loopback (GVCP port 3956: one per machine, so a file lock keeps
     parallel workers and worktrees from starting two). ``lost_per_mille``: GVSP packets it drops on purpose."""
@@ -126,7 +143,7 @@ class FakeCamera:
         if lost_per_mille:
             cmd += ["-r", str(lost_per_mille)]
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         Aravis = need_gi("Aravis")
 
         def answers() -> bool:
@@ -154,6 +171,7 @@ def fake_camera() -> Iterator[FakeCamera]:
         pytest.skip(f"{FAKE_GV} not installed (apt install aravis-tools)")
     need_gi("Aravis")
     with cache_lock(Path(tempfile.gettempdir()) / "boxinspect-fake-gv-camera"):
+        kill_orphans()
         cam = FakeCamera()
         try:
             yield cam.start()
@@ -239,6 +257,32 @@ def test_genicam_software_trigger_one_frame_per_trigger_and_a_camera_restart(fak
         assert f.trigger is not None and cap.stats()["reconnects"] >= 1
     finally:
         cap.stop()
+
+
+def lose_the_camera_in(mode: str, fake_camera: FakeCamera) -> subprocess.CompletedProcess[str]:
+    """``tests/aravis_lost.py MODE`` while the fake camera dies under it (see that file)."""
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "aravis_lost.py"), mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    first = proc.stdout.readline()  # "opened", or "" if it died opening
+    assert first.strip() == "opened", (first, proc.communicate(timeout=30))
+    fake_camera.kill()
+    out, err = proc.communicate("killed\n", timeout=90)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err)
+
+
+@pytest.mark.slow  # a fake GigE Vision camera process and its network stream: the full lane
+def test_a_lost_camera_is_let_go_of_without_a_handler_on_aravis_heartbeat_thread(fake_camera):
+    """The abort that killed a test worker now and then, made certain: a Python ``control-lost`` handler still
+    running when the camera is let go of aborts the process inside GLib. The product's source has no such handler,
+    notices the loss by polling, and lives on."""
+    hazard = lose_the_camera_in("handler", fake_camera)
+    assert hazard.returncode == -signal.SIGTRAP, (hazard.returncode, hazard.stdout, hazard.stderr[-2000:])
+    assert "Resource deadlock avoided" in hazard.stderr and "survived" not in hazard.stdout
+    fake_camera.start()
+    product = lose_the_camera_in("source", fake_camera)
+    assert product.returncode == 0, (product.returncode, product.stdout, product.stderr[-2000:])
+    assert "survived" in product.stdout and "control lost" in product.stderr
 
 
 @pytest.mark.slow  # a fake GigE Vision camera process and its network stream: the full lane

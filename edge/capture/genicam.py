@@ -11,7 +11,14 @@ Trigger mode (``genicam.trigger: software | hardware``): the camera takes one fr
 or a rising edge on ``trigger_line``). Each such frame carries a ``TriggerStamp``: the camera's frame count (the
 GigE Vision block id; one per trigger) and the host time the frame arrived (``at``; ``camera_ns`` is the camera's
 own timestamp). While no trigger comes the source checks the camera answers, so a stopped belt is neither a stall
-nor a disconnect; a camera that stops answering is (``control-lost`` or a failed register read).
+nor a disconnect; a camera that stops answering is (its control channel lost, or a failed register read).
+
+Control loss is polled (``GvDevice.is_controller``), never handled through Aravis' ``control-lost`` signal. That
+signal is emitted on the device's heartbeat thread; a Python handler there holds a wrapper of the device, and if the
+reader lets go of the lost camera meanwhile, the wrapper's release is the device's last reference, its finalizer
+joins the heartbeat thread from that same thread and GLib aborts the process ("Resource deadlock avoided during
+pthread_join"). It killed a test worker in one full test run of four here; ``tests/aravis_lost.py`` reproduces it
+every time.
 
 Frames whose packets did not all arrive are dropped (an incomplete frame would be classified as a smeared box)
 and counted in ``boxinspect_camera_incomplete_frames_total``; the stream's missing packets in
@@ -167,12 +174,12 @@ class GenICamSource(Source):
         self.awaits_trigger = g.trigger != "off"
         self.read_timeout_s = read_timeout_s
         self.lost = threading.Event()
+        self.gige = bool(camera.is_gv_device())
         self.lost_packets = 0
         self.incomplete = 0
         self.settings = read_back(camera)
         self.fps = None if self.awaits_trigger else float(self.settings["fps"]) or None
         self.pixel_format = str(self.settings["pixel_format"])
-        camera.get_device().connect("control-lost", lambda *_: self.lost.set())
         self.stream = camera.create_stream(None, None)
         if self.stream is None:
             raise ValueError("the camera gave no stream")
@@ -191,7 +198,7 @@ class GenICamSource(Source):
         answers; (False, None) when the camera is lost or (free run) sent nothing within the read timeout."""
         self.stamp = None
         deadline = time.monotonic() + (TRIGGER_POLL_S if self.awaits_trigger else self.read_timeout_s)
-        while not self.lost.is_set():
+        while not self._control_lost():
             left = deadline - time.monotonic()
             buf = self.stream.timeout_pop_buffer(max(1, int(left * 1e6))) if left > 0 else None
             self._count_losses()
@@ -212,10 +219,17 @@ class GenICamSource(Source):
         log.warning("capture: GenICam camera %s: control lost (no heartbeat answer)", self.name)
         return False, None
 
+    def _control_lost(self) -> bool:
+        """True once a GigE Vision camera's heartbeat has lost control of it, or a register read failed (polled: see
+        the module docstring for why this is not a ``control-lost`` handler)."""
+        if not self.lost.is_set() and self.gige and not self.camera.get_device().is_controller():
+            self.lost.set()
+        return self.lost.is_set()
+
     def _answers(self) -> bool:
         try:
             self.camera.get_device().get_integer_feature_value("Width")
-            return not self.lost.is_set()
+            return not self._control_lost()
         except Exception as e:  # GLib.Error: timeout on the control channel
             log.warning("capture: GenICam camera %s does not answer: %s", self.name, e)
             self.lost.set()
