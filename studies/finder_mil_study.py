@@ -1,0 +1,122 @@
+"""The patch head (``mil``, studies/hybrid_study.py) re-tested on the product's crop (issue 25; dev sets only).
+
+The 2026-12-06 patch-evidence study found ``mil`` +0.12 per part on dev but -0.14 on held-out belt 21, and guessed
+why: patch evidence needs a tight, upright crop, which the square search crop of the time was not. Since then the
+built-in finder gives the box's rotated rectangle (median polygon IoU 0.977 on dev line scenes) and the linear
+default crops upright. This re-runs the same variants with both heads on that crop: pooled features exactly as
+``boxinspect cv --crop auto`` (finder, ``--crop-shape aligned``) and the anomaly recipe's 14 x 14 x 288 patch maps of
+the very same pixels.
+
+    W=weights.h5 python studies/finder_mil_study.py OUT.json DATA [DATA ...]
+
+Folds: stratified grouped over parts, 5 x 2, the same for every variant (studies/aug_study.py's).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from aug_study import load
+from hybrid_study import fold_scores
+
+log = logging.getLogger("finder_mil_study")
+
+
+def features(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled (the linear recipe's) and patch features of the product's crop of every photo (kept in $CACHE/<data
+    name>.npz when CACHE is set)."""
+    cache = Path(os.environ["CACHE"]) / f"{paths[0].parents[1].name}.npz" if os.environ.get("CACHE") else None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            return z["pooled"], z["patches"].astype(np.float32)
+    pooled, patches = _features(paths)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, pooled=pooled, patches=patches.astype(np.float16))
+    return pooled, patches
+
+
+def _features(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    from edge.judge.crops import finder_choice
+    from training import anomaly
+    from training import model as model_mod
+    from training.features import FeatureExtractor, FeatureSpec
+
+    wp = model_mod.resolve_weights(os.environ.get("W", "imagenet"), 0.35, 224)
+    fx = FeatureExtractor(FeatureSpec(224, 0.35, wp, flip=False, crop="auto", finder=finder_choice(None, "auto"),
+                                      shape="aligned"))
+    pix = np.stack([fx.prepare(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)) for p in paths])
+    pooled = fx.features_of_pixels(pix)
+    _, patches = anomaly.build_patch_model(224, 0.35, wp).predict(pix.astype(np.float32), batch_size=16, verbose=0)
+    return pooled, np.asarray(patches, np.float32)
+
+
+VARIANTS = set(os.environ.get("VARIANTS", "mil,pooled").split(","))
+
+
+def pooled_variants(x: np.ndarray, patches: np.ndarray, y: np.ndarray, part: np.ndarray, views: np.ndarray,
+                    tr: np.ndarray, te: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The linear head on more pooled evidence: the mid-level patch maps' inner cells max- (and mean-) pooled beside
+    the backbone's vector; and one head per camera view."""
+    from training import linear
+
+    inner = patches[:, 1:-1, 1:-1, :]
+    mx, mn = inner.max(axis=(1, 2)), inner.mean(axis=(1, 2))
+    out = {"linear": linear.fit(x[tr], y[tr], part[tr], seed=seed)["model"].predict_proba(x[te])[:, 1]}
+    if "pooled" not in VARIANTS:
+        return out
+    for name, f in (("lin+midmax", np.c_[x, mx]), ("lin+midmax+mean", np.c_[x, mx, mn]), ("midmax", mx)):
+        out[name] = linear.fit(f[tr], y[tr], part[tr], seed=seed)["model"].predict_proba(f[te])[:, 1]
+    per_view = np.zeros(len(te))
+    for v in np.unique(views):
+        a, b = tr[views[tr] == v], views[te] == v
+        per_view[b] = linear.fit(x[a], y[a], part[a], seed=seed)["model"].predict_proba(x[te][b])[:, 1]
+    out["per_view"] = per_view
+    return out
+
+
+def study(ds: Path) -> dict:
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    paths, y, part = load(ds)
+    views = np.array([p.stem.rsplit("_", 1)[1] for p in paths])
+    x, patches = features(paths)
+    rows: dict[str, list[float]] = {}
+    for rep in range(2):
+        for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=rep).split(paths, y, part):
+            scores = fold_scores(x, patches, y, part, tr, te, rep, {"mil"}) if "mil" in VARIANTS else {}
+            scores.update(pooled_variants(x, patches, y, part, views, tr, te, rep))
+            ps = np.unique(part[te])
+            yp = [y[part == q][0] for q in ps]
+            for v, s in scores.items():
+                full = np.zeros(len(y))
+                full[te] = s
+                rows.setdefault(v, []).append(float(roc_auc_score(yp, [full[part == q].mean() for q in ps])))
+            log.info("%s fold %d: %s", ds.name, len(rows["linear"]), {v: round(a[-1], 3) for v, a in rows.items()})
+    base = np.array(rows["linear"])
+    out = {}
+    for v, a in rows.items():
+        a_, d = np.array(a), np.array(a) - base
+        out[v] = {"mean": float(a_.mean()), "sd": float(a_.std(ddof=1)), "d": float(d.mean()),
+                  "d_sd": float(d.std(ddof=1)), "up": int((d > 0).sum()), "n": len(d), "folds": a}
+        log.info("| %s | %s | %.3f ± %.3f | %+.3f ± %.3f (%d/%d) |", ds.name, v, a_.mean(), a_.std(ddof=1), d.mean(),
+                 d.std(ddof=1), (d > 0).sum(), len(d))
+    return out
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    res = {Path(d).name: study(Path(d)) for d in sys.argv[2:]}
+    Path(sys.argv[1]).write_text(json.dumps(res, indent=1))
