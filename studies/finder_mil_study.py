@@ -84,18 +84,35 @@ def pooled_variants(x: np.ndarray, patches: np.ndarray, y: np.ndarray, part: np.
     return out
 
 
+def load_any(ds: Path) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:
+    """(paths, labels, part of each photo (fused per part), fold groups). Synth line scenes: parts are the groups.
+    Other photos (parcel-damage): each photo its own part, grouped as ``boxinspect cv`` groups them (near-duplicates
+    judged on the crop)."""
+    if (ds / "parts.json").is_file():
+        paths, y, part = load(ds)
+        return paths, y, part, part
+    from edge.judge.crops import finder_choice
+    from training import cv as cv_mod
+
+    cfg = cv_mod.CVConfig(data_dir=ds, out_dir=Path("/tmp"), crop="auto", finder=finder_choice(None, "auto"),
+                          crop_shape="aligned", weights=os.environ.get("W", "imagenet"))
+    d = cv_mod.load_data(cfg)
+    return list(d.images.paths), np.asarray(d.y), np.arange(len(d.y)), np.asarray(d.groups)
+
+
 def study(ds: Path) -> dict:
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
 
-    paths, y, part = load(ds)
-    views = np.array([p.stem.rsplit("_", 1)[1] for p in paths])
+    paths, y, part, groups = load_any(ds)
+    views = np.array([p.stem.rsplit("_", 1)[-1] for p in paths]) if (ds / "parts.json").is_file() \
+        else np.zeros(len(paths), str)
     x, patches = features(paths)
     rows: dict[str, list[float]] = {}
     for rep in range(2):
-        for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=rep).split(paths, y, part):
-            scores = fold_scores(x, patches, y, part, tr, te, rep, {"mil"}) if "mil" in VARIANTS else {}
-            scores.update(pooled_variants(x, patches, y, part, views, tr, te, rep))
+        for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=rep).split(paths, y, groups):
+            scores = fold_scores(x, patches, y, groups, tr, te, rep, {"mil"}) if "mil" in VARIANTS else {}
+            scores.update(pooled_variants(x, patches, y, groups, views, tr, te, rep))
             ps = np.unique(part[te])
             yp = [y[part == q][0] for q in ps]
             for v, s in scores.items():

@@ -40,10 +40,10 @@ from edge.judge import anomaly as an
 from edge.judge.localize import CropSpec, shaped
 from training import data as data_mod
 from training import split as split_mod
+from training.model import PATCH_LAYERS
 
 log = logging.getLogger(__name__)
 
-PATCH_LAYERS = ("block_6_expand_relu", "block_13_expand_relu")
 GOOD_NAMES = ("ok", "good", "intact")
 POOLED_DIM = 1280
 CV_METHODS = (*an.METHODS, "pooled_gaussian")  # the last one is the baseline, measured in CV only
@@ -76,16 +76,11 @@ def build_patch_model(img_size: int, alpha: float, weights_path: str | None) -> 
 
     backbone = model_mod.build_backbone(img_size, alpha, weights_path)
     backbone.trainable = False
-    outs = [backbone.get_layer(n).output for n in PATCH_LAYERS] + [backbone.output]
-    trunk = keras.Model(backbone.input, outs, name=model_mod.BACKBONE_NAME)
     inputs = keras.Input(shape=(img_size, img_size, 3), dtype="float32", name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_plus1")(inputs)
-    mid, deep, top = trunk(x, training=False)
+    mid, deep, top = model_mod.trunk(backbone)(x, training=False)
     pooled = layers.GlobalAveragePooling2D(name="gap")(top)
-    mid = layers.AveragePooling2D(3, strides=1, padding="same", name="mid_smooth")(mid)
-    mid = layers.AveragePooling2D(2, name="mid_to_stride16")(mid)
-    deep = layers.AveragePooling2D(3, strides=1, padding="same", name="deep_smooth")(deep)
-    patches = layers.Concatenate(name="patches")([mid, deep])
+    patches = model_mod.patch_map(mid, deep)
     return keras.Model(inputs, [pooled, patches], name="boxinspect_mobilenetv2_anomaly")
 
 

@@ -7,9 +7,18 @@ import json
 import logging
 from pathlib import Path
 
+from training.model import POOLINGS  # no TensorFlow at import
+
 log = logging.getLogger(__name__)
 
 LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
+LINEAR_POOLING = "gap+mid"  # the linear recipe's default --pooling (docs/RESULTS.md "Mid-level pooling")
+POOLING_HELP = ("linear: the feature vector the head reads. gap+mid (default): the backbone's last map averaged "
+                "(1280 numbers), and the largest and the mean response of two mid-level blocks over the crop's inner "
+                "cells (+576), so a tear or dent that moves a few cells is not averaged away (+0.01-0.03 per part on "
+                "held-out synth scenes, +0.005 on parcel-damage; docs/RESULTS.md \"Mid-level pooling\"). gap: the "
+                "average alone (before 2026-12-07; needed with --scales or --flip-tta). Recorded in the run, so "
+                "convert, predict and the daemon compute the same vector")
 SCALES_HELP = ("linear: the model averages the pooled features at these input sizes, e.g. 224,288: its one input "
                "is the largest, the smaller ones are resized inside the model through the same backbone "
                "(cost: one backbone pass per size; docs/RESULTS.md). Sets the input size (leave --img-size out)")
@@ -220,6 +229,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: the model averages the features of the image and its mirror (2x compute)")
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
+    p.add_argument("--pooling", choices=POOLINGS, default=None, help=POOLING_HELP)
     _add_operating_args(p)
     _add_anomaly_args(p, train=True)
 
@@ -385,6 +395,14 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
                         "view or of another view by the pooled bank (docs/RESULTS.md, issue 29, third pass)")
 
 
+def pooling_for(asked: str | None, recipe: str, scales: list[int] | None, flip_tta: bool) -> str:
+    """--pooling as asked, else the linear recipe's default (gap where the default cannot apply: other recipes,
+    several --scales, --flip-tta); an explicit choice the run cannot take is refused by train / cv."""
+    if asked:
+        return asked
+    return LINEAR_POOLING if recipe == "linear" and not flip_tta and not (scales and len(scales) > 1) else "gap"
+
+
 def cv_crop_shape(asked: str | None, recipe: str) -> str:
     """cv's crop shape: as asked, else the linear recipe's default (the other recipes cut their own crop; asking
     them for one is refused by training.cv)."""
@@ -411,6 +429,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: average the features of each image and its horizontal mirror")
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
+    p.add_argument("--pooling", choices=POOLINGS, default=None, help=POOLING_HELP)
     p.add_argument("--crop", default="none", help="crop to the box first (edge.judge.localize method; default none)")
     p.add_argument("--empty", type=Path, default=None, metavar="DIR", help=EMPTY_HELP)
     p.add_argument("--finder", default=None, metavar="F.tflite|none", help=FINDER_HELP)
@@ -458,7 +477,7 @@ def _cv(args: argparse.Namespace) -> int:
     cfg = CVConfig(empty_belt=empty, finder=finder,
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
         seed=args.seed, img_size=img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
-        scales=scales,
+        scales=scales, pooling=pooling_for(args.pooling, args.recipe, scales, args.flip_tta),
         crop=args.crop, crop_shape=cv_crop_shape(args.crop_shape, args.recipe), C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         dup_threshold=args.dup_threshold, positive_class=args.positive_class, views=not args.no_views,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.lr,
@@ -529,6 +548,7 @@ def _train(args: argparse.Namespace) -> int:
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         positive_class=args.positive_class,
         img_size=img_size, alpha=args.alpha, scales=scales,
+        pooling=pooling_for(args.pooling, args.recipe, scales, args.flip_tta),
         weights=args.weights, crop=crop, finder=finder, recipe=args.recipe, C=args.C, flip_tta=args.flip_tta,
         target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,

@@ -62,6 +62,7 @@ class CVConfig:
     empty_belt: str | None = None  # crop: a folder of empty-belt frames (CropSpec.empty_belt, --empty DIR)
     finder: str | None = None  # a learned box finder .tflite answering before the crop search (--finder)
     crop_shape: CropShape = "square"  # linear: the crop's shape around a found box (edge.judge.localize.shaped)
+    pooling: str = "gap"  # linear: the feature vector (training.model.POOLINGS)
     C: float | None = None  # None = inner grouped CV
     scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
     target_recall: float | None = None  # neither: training.operating.DEFAULT_COST_RATIO
@@ -132,8 +133,9 @@ def linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.nd
     wp = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
     scales = model_mod.check_scales(cfg.scales, cfg.img_size)
     multi = scales if len(scales) > 1 else ()
+    model_mod.check_pooling(cfg.pooling, scales, cfg.flip_tta)
     spec = FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=False, crop=cfg.crop, scales=multi,
-                       empty_belt=cfg.empty_belt, finder=cfg.finder, shape=cfg.crop_shape)
+                       empty_belt=cfg.empty_belt, finder=cfg.finder, shape=cfg.crop_shape, pooling=cfg.pooling)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
         x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, wp, flip=True, crop=cfg.crop,
@@ -283,6 +285,8 @@ def _check_config(cfg: CVConfig) -> None:
         raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
     if cfg.recipe == "finetune" and (cfg.flip_tta or cfg.crop != "none" or (cfg.scales and len(cfg.scales) > 1)):
         raise ValueError("--flip-tta, --scales and --crop are measured with the linear recipe only")
+    if cfg.pooling != "gap" and cfg.recipe != "linear":
+        raise ValueError("--pooling is for the linear recipe")
     if cfg.crop_shape != "square" and cfg.recipe != "linear":
         raise ValueError("--crop-shape is for the linear recipe (the anomaly recipe always cuts the aligned crop)")
     if cfg.finder and (cfg.recipe != "linear" or cfg.crop == "none"):

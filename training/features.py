@@ -62,6 +62,7 @@ class FeatureSpec:
     empty_belt: str | None = None  # crop: the learned empty belt's folder (CropSpec.empty_belt); None: none
     finder: str | None = None  # a learned box finder .tflite answering before the crop search (--finder); None: none
     shape: CropShape = "square"  # the crop's shape around the box (edge.judge.localize.shaped)
+    pooling: str = "gap"  # the feature vector (training.model.POOLINGS)
 
     def key(self) -> str:
         w = "none"
@@ -89,6 +90,8 @@ class FeatureSpec:
             raw += f"|learned_rule={LEARNED_RULE_VERSION}"
         if self.shape != "square" and self.crop != "none":  # the square crop keeps the key it always had
             raw += f"|shape={self.shape}"
+        if self.pooling != "gap":  # "gap" keeps the key it always had
+            raw += f"|pooling={self.pooling}"
         if len(self.scales) > 1:  # one size keeps the key it always had (existing caches stay valid)
             raw += "|scales=" + ",".join(str(s) for s in sorted(self.scales))
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
@@ -158,7 +161,7 @@ class FeatureExtractor:
 
             # the same graph as model.keras upstream of its head (one function builds both)
             self._model = model_mod.build_feature_model(self.spec.img_size, self.spec.alpha, self.spec.weights_path,
-                                                        self.spec.scales or None)
+                                                        self.spec.scales or None, pooling=self.spec.pooling)
         return self._model
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:

@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_ENV = "BOXINSPECT_WEIGHTS"
 BACKBONE_NAME = "mobilenetv2"
+# Two intermediate MobileNetV2 blocks (stride 8 and 16): the anomaly recipe's patch map, and the "gap+mid" pooling.
+PATCH_LAYERS = ("block_6_expand_relu", "block_13_expand_relu")
+# The linear recipe's feature vector (--pooling): "gap" the global average of the backbone's last map (1280);
+# "gap+mid" that, and the max and the mean over the inner cells of the patch map (+ 2 x 288): a local defect (a
+# tear, a dent) moves a few mid-level cells, which the global average dilutes (docs/RESULTS.md "Mid-level pooling").
+POOLINGS = ("gap", "gap+mid")
 
 
 class WeightsError(RuntimeError):
@@ -199,7 +205,49 @@ def check_scales(scales: list[int] | tuple[int, ...] | None, img_size: int) -> t
     return sc
 
 
-def pooled_features(x: Any, backbone: Any, scales: tuple[int, ...], flip_tta: bool = False) -> Any:
+def patch_map(mid: Any, deep: Any) -> Any:
+    """The patch map (S/16, S/16, 288) of the two ``PATCH_LAYERS`` outputs: each smoothed 3 x 3, the stride-8 one
+    brought to stride 16. One definition for the anomaly recipe's graph and the "gap+mid" pooling."""
+    from keras import layers
+
+    mid = layers.AveragePooling2D(3, strides=1, padding="same", name="mid_smooth")(mid)
+    mid = layers.AveragePooling2D(2, name="mid_to_stride16")(mid)
+    deep = layers.AveragePooling2D(3, strides=1, padding="same", name="deep_smooth")(deep)
+    return layers.Concatenate(name="patches")([mid, deep])
+
+
+def trunk(backbone: Any) -> Any:
+    """The backbone with three outputs: the two ``PATCH_LAYERS`` maps and its last map."""
+    import keras
+
+    outs = [backbone.get_layer(n).output for n in PATCH_LAYERS] + [backbone.output]
+    return keras.Model(backbone.input, outs, name=BACKBONE_NAME)
+
+
+def check_pooling(pooling: str, scales: tuple[int, ...], flip_tta: bool) -> None:
+    """ValueError naming --pooling for an unknown pooling or one combined with --scales / --flip-tta."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling != "gap" and (len(scales) > 1 or flip_tta):
+        raise ValueError(f"--pooling {pooling} takes one input size and no --flip-tta")
+    if pooling != "gap" and scales[-1] < 48:
+        raise ValueError(f"--pooling {pooling} needs an input of at least 48 px (a 3 x 3 patch map), got {scales[-1]}")
+
+
+def mid_pooled(x: Any, backbone: Any) -> Any:
+    """The "gap+mid" feature vector of the rescaled input ``x``: [GAP(last map), max, mean of the patch map's inner
+    cells (its outer ring left out: at the crop's edge the cells see belt)]."""
+    from keras import layers
+
+    mid, deep, top = trunk(backbone)(x, training=False)
+    inner = layers.Cropping2D(1, name="patches_inner")(patch_map(mid, deep))
+    return layers.Concatenate(name="gap_mid")([layers.GlobalAveragePooling2D(name="gap")(top),
+                                               layers.GlobalMaxPooling2D(name="mid_max")(inner),
+                                               layers.GlobalAveragePooling2D(name="mid_mean")(inner)])
+
+
+def pooled_features(x: Any, backbone: Any, scales: tuple[int, ...], flip_tta: bool = False,
+                    pooling: str = "gap") -> Any:
     """The linear recipe's feature vector of the rescaled input ``x`` (largest scale, square): global-average-
     pooled backbone output, averaged over ``scales`` (each smaller size resized inside the model, bilinear,
     the SAME backbone) and, with ``flip_tta``, over the horizontal mirror. One function for the features
@@ -207,6 +255,9 @@ def pooled_features(x: Any, backbone: Any, scales: tuple[int, ...], flip_tta: bo
     import keras
     from keras import layers
 
+    check_pooling(pooling, scales, flip_tta)
+    if pooling == "gap+mid":
+        return mid_pooled(x, backbone)
     views = [("", x)]
     if flip_tta:
         views.append(("_mirror", keras.ops.flip(x, axis=2)))
@@ -223,7 +274,7 @@ def pooled_features(x: Any, backbone: Any, scales: tuple[int, ...], flip_tta: bo
 
 
 def _features_graph(img_size: int, alpha: float, weights_path: str | None, scales: tuple[int, ...] | None,
-                    flip_tta: bool) -> tuple[Any, Any]:
+                    flip_tta: bool, pooling: str = "gap") -> tuple[Any, Any]:
     """(input, pooled features) of the linear recipe's graph: rescaling -> frozen backbone -> ``pooled_features``."""
     import keras
     from keras import layers
@@ -233,20 +284,20 @@ def _features_graph(img_size: int, alpha: float, weights_path: str | None, scale
     backbone.trainable = False
     inputs = keras.Input(shape=(img_size, img_size, 3), dtype="float32", name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_minus1_plus1")(inputs)
-    return inputs, pooled_features(x, backbone, sc, flip_tta)
+    return inputs, pooled_features(x, backbone, sc, flip_tta, pooling)
 
 
 def build_feature_model(img_size: int, alpha: float, weights_path: str | None,
-                        scales: tuple[int, ...] | None = None, flip_tta: bool = False) -> Any:
+                        scales: tuple[int, ...] | None = None, flip_tta: bool = False, pooling: str = "gap") -> Any:
     """RGB in [0, 255] (img_size px) -> pooled features: model.keras of the linear recipe without its head."""
     import keras
 
-    inputs, f = _features_graph(img_size, alpha, weights_path, scales, flip_tta)
+    inputs, f = _features_graph(img_size, alpha, weights_path, scales, flip_tta, pooling)
     return keras.Model(inputs, f, name="features")
 
 
 def build_linear_model(img_size: int, alpha: float, weights_path: str, kernel, bias: float, flip_tta: bool = False,
-                       scales: tuple[int, ...] | None = None):
+                       scales: tuple[int, ...] | None = None, pooling: str = "gap"):
     """Inference model of the linear recipe: rescaling -> frozen MobileNetV2 -> GAP -> Dense(1, sigmoid).
 
     ``kernel`` (D,) and ``bias`` are the standardisation folded into the logistic regression
@@ -255,12 +306,13 @@ def build_linear_model(img_size: int, alpha: float, weights_path: str, kernel, b
     several ``scales`` (the largest = ``img_size``, the model's one input) the pooled features at every
     scale are averaged: the smaller sizes are resized inside the model and run through the same backbone,
     so the edge's preprocessing (resize the crop to the input size) and the features output stay as they are.
+    ``pooling`` "gap+mid" widens the features with the patch map's max and mean (:func:`mid_pooled`).
     """
     import keras
     import numpy as np
     from keras import layers
 
-    inputs, f = _features_graph(img_size, alpha, weights_path, scales, flip_tta)
+    inputs, f = _features_graph(img_size, alpha, weights_path, scales, flip_tta, pooling)
     dense = layers.Dense(1, activation="sigmoid", name="p_defect")
     outputs = dense(f)
     dense.set_weights([np.asarray(kernel, np.float32).reshape(-1, 1), np.array([bias], np.float32)])

@@ -70,6 +70,7 @@ class TrainConfig:
     # linear: the model averages the pooled features at these input sizes (the largest = img_size, the model's
     # one input; the others resized inside the model, same backbone); None = img_size only
     scales: list[int] | None = None
+    pooling: str = "gap"  # linear: the feature vector (training.model.POOLINGS)
     target_recall: float | None = None  # linear: operating threshold on out-of-fold scores (default 0.95)
     cost_ratio: float | None = None  # linear: ... or minimising cost_ratio x missed + false rejects
     extra: dict = field(default_factory=dict)  # free-form notes stored with the config
@@ -163,6 +164,8 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"recipe must be one of {RECIPES}, got {cfg.recipe!r}")
     if cfg.recipe != "linear" and cfg.scales and len(cfg.scales) > 1:
         raise ValueError("several --scales are a linear-recipe option (the finetune recipe has one input size)")
+    if cfg.pooling != "gap" and cfg.recipe != "linear":
+        raise ValueError("--pooling is for the linear recipe")
     if cfg.finder and (cfg.recipe == "anomaly" or cfg.crop.method == "none"):
         raise ValueError("--finder needs the linear or finetune recipe and a crop method (--crop auto: the search "
                          "where the finder finds no box)")

@@ -59,6 +59,7 @@ def train_linear(cfg) -> Path:
     if (out / "model.keras").exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} already holds a model.keras; choose another --out or pass --overwrite")
     scales = model_mod.check_scales(cfg.scales, cfg.img_size)
+    model_mod.check_pooling(cfg.pooling, scales, cfg.flip_tta)
     images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
     log.info("data: %s, classes %s, positive %r, %d files; recipe linear (frozen features + logistic head)",
              images.root, images.classes, images.positive_class, len(images.paths))
@@ -136,7 +137,7 @@ def _features(cfg, weights_path: str, scales: list[int], paths: list[Path]) -> t
                          "--empty only); --crop-margin and --background need --recipe finetune")
     multi = scales if len(scales) > 1 else ()
     spec = FeatureSpec(cfg.img_size, cfg.alpha, weights_path, crop=crop, scales=multi, empty_belt=empty,
-                       finder=cfg.finder, shape=shape)
+                       finder=cfg.finder, shape=shape, pooling=cfg.pooling)
     x, ok = FeatureExtractor(spec).features(paths)
     if cfg.flip_tta:
         x2, ok2 = FeatureExtractor(FeatureSpec(cfg.img_size, cfg.alpha, weights_path, flip=True, crop=crop,
@@ -171,7 +172,8 @@ def _folded_model(cfg, weights_path: str, scales: list[int], fit: dict, x: np.nd
     from training import model as model_mod
 
     kernel, bias = linear.folded_dense(fit["model"])
-    model = model_mod.build_linear_model(cfg.img_size, cfg.alpha, weights_path, kernel, bias, cfg.flip_tta, scales)
+    model = model_mod.build_linear_model(cfg.img_size, cfg.alpha, weights_path, kernel, bias, cfg.flip_tta, scales,
+                                         cfg.pooling)
     # The folded Dense layer must reproduce scaler + logistic regression (checked on up to 16 images).
     n_chk = min(16, len(paths))
     chk = data_mod.load_images(paths[:n_chk], [""] * n_chk, cfg.img_size, cfg.crop, cfg.finder)
