@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -74,20 +75,30 @@ def study(ds: Path) -> dict:
                     s = np.mean([fit["model"].predict_proba(feats[v][te])[:, 1] for v in VARIANTS], axis=0)
                     rows["hvr+tta"].append(part_auc(s, y[te], part[te]))
             log.info("%s fold %d: %s", ds.name, len(rows["base"]), {a: round(v[-1], 3) for a, v in rows.items()})
-    base = np.array(rows["base"])
+    return paired(ds.name, rows, "base")
+
+
+def paired(name: str, rows: dict[str, list[float]], base_arm: str) -> dict:
+    """Per arm: mean and sd of its fold AUCs, and its paired difference to ``base_arm`` (folds where it is higher)."""
+    base = np.array(rows[base_arm])
     out = {}
     for arm, v in rows.items():
         a, d = np.array(v), np.array(v) - base
         out[arm] = {"mean": float(a.mean()), "sd": float(a.std(ddof=1)), "d": float(d.mean()),
                     "d_sd": float(d.std(ddof=1)), "up": int((d > 0).sum()), "n": len(d), "folds": v}
-        log.info("| %s | %s | %.3f ± %.3f | %+.3f ± %.3f (%d/%d) |", ds.name, arm, a.mean(), a.std(ddof=1), d.mean(),
+        log.info("| %s | %s | %.3f ± %.3f | %+.3f ± %.3f (%d/%d) |", name, arm, a.mean(), a.std(ddof=1), d.mean(),
                  d.std(ddof=1), (d > 0).sum(), len(d))
     return out
 
 
-if __name__ == "__main__":
+def main(study_one: Callable[[Path], dict], doc: str | None) -> None:
+    """``OUT.json DATA [DATA ...]``: ``study_one`` of every DATA, written to OUT.json by data set name."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    res = {Path(d).name: study(Path(d)) for d in sys.argv[2:]}
+        sys.exit(doc)
+    res = {Path(d).name: study_one(Path(d)) for d in sys.argv[2:]}
     Path(sys.argv[1]).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main(study, __doc__)

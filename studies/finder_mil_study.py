@@ -14,7 +14,6 @@ Folds: stratified grouped over parts, 5 x 2, the same for every variant (studies
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aug_study import load
+from aug_study import load, main, paired, part_auc
 from hybrid_study import fold_scores
 
 log = logging.getLogger("finder_mil_study")
@@ -101,7 +100,6 @@ def load_any(ds: Path) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:
 
 
 def study(ds: Path) -> dict:
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
 
     paths, y, part, groups = load_any(ds)
@@ -113,27 +111,11 @@ def study(ds: Path) -> dict:
         for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=rep).split(paths, y, groups):
             scores = fold_scores(x, patches, y, groups, tr, te, rep, {"mil"}) if "mil" in VARIANTS else {}
             scores.update(pooled_variants(x, patches, y, groups, views, tr, te, rep))
-            ps = np.unique(part[te])
-            yp = [y[part == q][0] for q in ps]
             for v, s in scores.items():
-                full = np.zeros(len(y))
-                full[te] = s
-                rows.setdefault(v, []).append(float(roc_auc_score(yp, [full[part == q].mean() for q in ps])))
+                rows.setdefault(v, []).append(part_auc(s, y[te], part[te]))
             log.info("%s fold %d: %s", ds.name, len(rows["linear"]), {v: round(a[-1], 3) for v, a in rows.items()})
-    base = np.array(rows["linear"])
-    out = {}
-    for v, a in rows.items():
-        a_, d = np.array(a), np.array(a) - base
-        out[v] = {"mean": float(a_.mean()), "sd": float(a_.std(ddof=1)), "d": float(d.mean()),
-                  "d_sd": float(d.std(ddof=1)), "up": int((d > 0).sum()), "n": len(d), "folds": a}
-        log.info("| %s | %s | %.3f ± %.3f | %+.3f ± %.3f (%d/%d) |", ds.name, v, a_.mean(), a_.std(ddof=1), d.mean(),
-                 d.std(ddof=1), (d > 0).sum(), len(d))
-    return out
+    return paired(ds.name, rows, "linear")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    res = {Path(d).name: study(Path(d)) for d in sys.argv[2:]}
-    Path(sys.argv[1]).write_text(json.dumps(res, indent=1))
+    main(study, __doc__)

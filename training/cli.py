@@ -7,12 +7,12 @@ import json
 import logging
 from pathlib import Path
 
-from training.model import POOLINGS  # no TensorFlow at import
+from training.model import POOLINGS, Pooling  # no TensorFlow at import
 
 log = logging.getLogger(__name__)
 
 LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
-LINEAR_POOLING = "gap+mid"  # the linear recipe's default --pooling (docs/RESULTS.md "Mid-level pooling")
+LINEAR_POOLING: Pooling = "gap+mid"  # the linear recipe's default --pooling (docs/RESULTS.md "Mid-level pooling")
 POOLING_HELP = ("linear: the feature vector the head reads. gap+mid (default): the backbone's last map averaged "
                 "(1280 numbers), and the largest and the mean response of two mid-level blocks over the crop's inner "
                 "cells (+576), so a tear or dent that moves a few cells is not averaged away (+0.01-0.03 per part on "
@@ -395,7 +395,7 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
                         "view or of another view by the pooled bank (docs/RESULTS.md, issue 29, third pass)")
 
 
-def pooling_for(asked: str | None, recipe: str, scales: list[int] | None, flip_tta: bool) -> str:
+def pooling_for(asked: Pooling | None, recipe: str, scales: list[int] | None, flip_tta: bool) -> Pooling:
     """--pooling as asked, else the linear recipe's default (gap where the default cannot apply: other recipes,
     several --scales, --flip-tta); an explicit choice the run cannot take is refused by train / cv."""
     if asked:

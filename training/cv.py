@@ -39,6 +39,7 @@ from training.split import part_ids
 
 if TYPE_CHECKING:
     from edge.judge.localize import CropShape, CropSpec
+    from training.model import Pooling
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class CVConfig:
     empty_belt: str | None = None  # crop: a folder of empty-belt frames (CropSpec.empty_belt, --empty DIR)
     finder: str | None = None  # a learned box finder .tflite answering before the crop search (--finder)
     crop_shape: CropShape = "square"  # linear: the crop's shape around a found box (edge.judge.localize.shaped)
-    pooling: str = "gap"  # linear: the feature vector (training.model.POOLINGS)
+    pooling: Pooling = "gap"  # linear: the feature vector (training.model.POOLINGS)
     C: float | None = None  # None = inner grouped CV
     scaling: str = "global"  # linear: feature scaling before the logistic head (training.linear.SCALINGS)
     target_recall: float | None = None  # neither: training.operating.DEFAULT_COST_RATIO

@@ -26,6 +26,7 @@ from training import data as data_mod
 
 if TYPE_CHECKING:
     from edge.judge.localize import CropShape
+    from training.model import Pooling
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class FeatureSpec:
     empty_belt: str | None = None  # crop: the learned empty belt's folder (CropSpec.empty_belt); None: none
     finder: str | None = None  # a learned box finder .tflite answering before the crop search (--finder); None: none
     shape: CropShape = "square"  # the crop's shape around the box (edge.judge.localize.shaped)
-    pooling: str = "gap"  # the feature vector (training.model.POOLINGS)
+    pooling: Pooling = "gap"  # the feature vector (training.model.POOLINGS)
 
     def key(self) -> str:
         w = "none"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ PATCH_LAYERS = ("block_6_expand_relu", "block_13_expand_relu")
 # The linear recipe's feature vector (--pooling): "gap" the global average of the backbone's last map (1280);
 # "gap+mid" that, and the max and the mean over the inner cells of the patch map (+ 2 x 288): a local defect (a
 # tear, a dent) moves a few mid-level cells, which the global average dilutes (docs/RESULTS.md "Mid-level pooling").
-POOLINGS = ("gap", "gap+mid")
+Pooling = Literal["gap", "gap+mid"]
+POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
 
 
 class WeightsError(RuntimeError):
@@ -224,7 +225,7 @@ def trunk(backbone: Any) -> Any:
     return keras.Model(backbone.input, outs, name=BACKBONE_NAME)
 
 
-def check_pooling(pooling: str, scales: tuple[int, ...], flip_tta: bool) -> None:
+def check_pooling(pooling: Pooling | str, scales: tuple[int, ...], flip_tta: bool) -> None:
     """ValueError naming --pooling for an unknown pooling or one combined with --scales / --flip-tta."""
     if pooling not in POOLINGS:
         raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
@@ -247,7 +248,7 @@ def mid_pooled(x: Any, backbone: Any) -> Any:
 
 
 def pooled_features(x: Any, backbone: Any, scales: tuple[int, ...], flip_tta: bool = False,
-                    pooling: str = "gap") -> Any:
+                    pooling: Pooling = "gap") -> Any:
     """The linear recipe's feature vector of the rescaled input ``x`` (largest scale, square): global-average-
     pooled backbone output, averaged over ``scales`` (each smaller size resized inside the model, bilinear,
     the SAME backbone) and, with ``flip_tta``, over the horizontal mirror. One function for the features
@@ -274,7 +275,7 @@ def pooled_features(x: Any, backbone: Any, scales: tuple[int, ...], flip_tta: bo
 
 
 def _features_graph(img_size: int, alpha: float, weights_path: str | None, scales: tuple[int, ...] | None,
-                    flip_tta: bool, pooling: str = "gap") -> tuple[Any, Any]:
+                    flip_tta: bool, pooling: Pooling = "gap") -> tuple[Any, Any]:
     """(input, pooled features) of the linear recipe's graph: rescaling -> frozen backbone -> ``pooled_features``."""
     import keras
     from keras import layers
@@ -288,7 +289,8 @@ def _features_graph(img_size: int, alpha: float, weights_path: str | None, scale
 
 
 def build_feature_model(img_size: int, alpha: float, weights_path: str | None,
-                        scales: tuple[int, ...] | None = None, flip_tta: bool = False, pooling: str = "gap") -> Any:
+                        scales: tuple[int, ...] | None = None, flip_tta: bool = False,
+                        pooling: Pooling = "gap") -> Any:
     """RGB in [0, 255] (img_size px) -> pooled features: model.keras of the linear recipe without its head."""
     import keras
 
@@ -297,7 +299,7 @@ def build_feature_model(img_size: int, alpha: float, weights_path: str | None,
 
 
 def build_linear_model(img_size: int, alpha: float, weights_path: str, kernel, bias: float, flip_tta: bool = False,
-                       scales: tuple[int, ...] | None = None, pooling: str = "gap"):
+                       scales: tuple[int, ...] | None = None, pooling: Pooling = "gap"):
     """Inference model of the linear recipe: rescaling -> frozen MobileNetV2 -> GAP -> Dense(1, sigmoid).
 
     ``kernel`` (D,) and ``bias`` are the standardisation folded into the logistic regression

@@ -19,6 +19,7 @@ import numpy as np
 from edge.judge.localize import CropSpec
 from training import data as data_mod
 from training import split as split_mod
+from training.model import Pooling
 from training.rundir import class_weights, prepare_split, write_run
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class TrainConfig:
     # linear: the model averages the pooled features at these input sizes (the largest = img_size, the model's
     # one input; the others resized inside the model, same backbone); None = img_size only
     scales: list[int] | None = None
-    pooling: str = "gap"  # linear: the feature vector (training.model.POOLINGS)
+    pooling: Pooling = "gap"  # linear: the feature vector (training.model.POOLINGS)
     target_recall: float | None = None  # linear: operating threshold on out-of-fold scores (default 0.95)
     cost_ratio: float | None = None  # linear: ... or minimising cost_ratio x missed + false rejects
     extra: dict = field(default_factory=dict)  # free-form notes stored with the config
