@@ -15,8 +15,8 @@ LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
 LINEAR_POOLING: Pooling = "gap+mid"  # the linear recipe's default --pooling (docs/RESULTS.md "Mid-level pooling")
 POOLING_HELP = ("linear: the feature vector the head reads. gap+mid (default): the backbone's last map averaged "
                 "(1280 numbers), and the largest and the mean response of two mid-level blocks over the crop's inner "
-                "cells (+576), so a tear or dent that moves a few cells is not averaged away (+0.01-0.03 per part on "
-                "held-out synth scenes, +0.005 on parcel-damage; docs/RESULTS.md \"Mid-level pooling\"). gap: the "
+                "cells (+576), so a tear or dent that moves a few cells is not averaged away (+0.04 per part on the "
+                "held-out synth scenes with `cv`, +0.005 per photo on parcel-damage; docs/RESULTS.md \"Mid-level pooling\"). gap: the "
                 "average alone (before 2026-12-07; needed with --scales or --flip-tta). Recorded in the run, so "
                 "convert, predict and the daemon compute the same vector")
 SCALES_HELP = ("linear: the model averages the pooled features at these input sizes, e.g. 224,288: its one input "
