@@ -111,6 +111,11 @@ def study(ds: Path) -> dict:
         for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=rep).split(paths, y, groups):
             scores = fold_scores(x, patches, y, groups, tr, te, rep, {"mil"}) if "mil" in VARIANTS else {}
             scores.update(pooled_variants(x, patches, y, groups, views, tr, te, rep))
+            if "midstack" in VARIANTS:  # the same stacks with the gap+mid vector as the supervised head's
+                inner = patches[:, 1:-1, 1:-1, :]
+                xm = np.c_[x, inner.max(axis=(1, 2)), inner.mean(axis=(1, 2))]
+                stacked = fold_scores(xm, patches, y, groups, tr, te, rep, {"mil"})
+                scores.update({f"m:{k}": v for k, v in stacked.items() if k not in ("pc", "pc_sup", "mil")})
             for v, s in scores.items():
                 rows.setdefault(v, []).append(part_auc(s, y[te], part[te]))
             log.info("%s fold %d: %s", ds.name, len(rows["linear"]), {v: round(a[-1], 3) for v, a in rows.items()})
