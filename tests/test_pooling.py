@@ -97,8 +97,9 @@ def test_a_gap_mid_run_packages_and_scores_as_it_trained(scenes: Path, tmp_path:
 def test_the_linear_recipe_pools_mid_level_cells_by_default() -> None:
     from training.cli import pooling_for
 
-    assert pooling_for(None, "linear", None, False) == "gap+mid"
-    assert pooling_for("gap", "linear", None, False) == "gap"  # asked for: kept
+    assert pooling_for(None, "linear", 224, None, False) == "gap+mid"
+    assert pooling_for("gap", "linear", 224, None, False) == "gap"  # asked for: kept
     # where the default cannot apply it falls back to the average; asked for there, train / cv refuse it (above)
-    assert pooling_for(None, "linear", [160, 224], False) == pooling_for(None, "linear", None, True) == "gap"
-    assert pooling_for(None, "anomaly", None, False) == pooling_for(None, "finetune", None, False) == "gap"
+    assert pooling_for(None, "linear", 224, [160, 224], False) == pooling_for(None, "linear", 224, None, True) == "gap"
+    assert pooling_for(None, "linear", 32, None, False) == "gap"  # too small for a 3 x 3 patch map
+    assert pooling_for(None, "anomaly", 224, None, False) == pooling_for(None, "finetune", 160, None, False) == "gap"

@@ -395,12 +395,22 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
                         "view or of another view by the pooled bank (docs/RESULTS.md, issue 29, third pass)")
 
 
-def pooling_for(asked: Pooling | None, recipe: str, scales: list[int] | None, flip_tta: bool) -> Pooling:
-    """--pooling as asked, else the linear recipe's default (gap where the default cannot apply: other recipes,
-    several --scales, --flip-tta); an explicit choice the run cannot take is refused by train / cv."""
+def pooling_for(asked: Pooling | None, recipe: str, img_size: int, scales: list[int] | None,
+                flip_tta: bool) -> Pooling:
+    """--pooling as asked, else the linear recipe's default where training.model.check_pooling takes it for this run
+    (not with several --scales, --flip-tta or a small --img-size), else gap; an explicit choice the run cannot take is
+    refused by train / cv."""
+    from training.model import check_pooling, check_scales
+
     if asked:
         return asked
-    return LINEAR_POOLING if recipe == "linear" and not flip_tta and not (scales and len(scales) > 1) else "gap"
+    if recipe != "linear":
+        return "gap"
+    try:
+        check_pooling(LINEAR_POOLING, check_scales(scales, img_size), flip_tta)
+    except ValueError:
+        return "gap"
+    return LINEAR_POOLING
 
 
 def cv_crop_shape(asked: str | None, recipe: str) -> str:
@@ -477,7 +487,7 @@ def _cv(args: argparse.Namespace) -> int:
     cfg = CVConfig(empty_belt=empty, finder=finder,
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
         seed=args.seed, img_size=img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
-        scales=scales, pooling=pooling_for(args.pooling, args.recipe, scales, args.flip_tta),
+        scales=scales, pooling=pooling_for(args.pooling, args.recipe, img_size, scales, args.flip_tta),
         crop=args.crop, crop_shape=cv_crop_shape(args.crop_shape, args.recipe), C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         dup_threshold=args.dup_threshold, positive_class=args.positive_class, views=not args.no_views,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, learning_rate=args.lr,
@@ -548,7 +558,7 @@ def _train(args: argparse.Namespace) -> int:
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         positive_class=args.positive_class,
         img_size=img_size, alpha=args.alpha, scales=scales,
-        pooling=pooling_for(args.pooling, args.recipe, scales, args.flip_tta),
+        pooling=pooling_for(args.pooling, args.recipe, img_size, scales, args.flip_tta),
         weights=args.weights, crop=crop, finder=finder, recipe=args.recipe, C=args.C, flip_tta=args.flip_tta,
         target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
