@@ -10,6 +10,7 @@ log = logging.getLogger("convert")
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from convert.common import ThresholdRule
     from convert.tflite import ConvertError, GateError, convert_run
 
     src = Path(args.run)
@@ -23,7 +24,8 @@ def _convert(args: argparse.Namespace) -> int:
             gate=not args.no_gate,
             max_f1_drop=args.max_f1_drop,
             max_auc_drop=args.max_auc_drop,
-            recalibrate_threshold=args.recalibrate_threshold,
+            threshold_rule=(ThresholdRule.RECALIBRATE if args.recalibrate_threshold
+                            else ThresholdRule.KEEP if args.keep_threshold else None),
         )
     except GateError as e:
         print(f"REJECTED: {e}")
@@ -33,8 +35,9 @@ def _convert(args: argparse.Namespace) -> int:
                 "and it changes too many decisions there. Use fp16 instead: "
                 f"`boxinspect convert {run_dir} --format fp16` (float16 weights, float32 arithmetic: the same "
                 "decisions as Keras in docs/RESULTS.md, half the size of float32, as fast as float32 on CPUs "
-                "without int8 acceleration). `--recalibrate-threshold` re-chooses the int8 model's own "
-                "threshold for the same recall target, if int8 speed is needed (measure it with boxinspect bench)."
+                "without int8 acceleration). For a run with evaluate's metrics.json, `--recalibrate-threshold` "
+                "re-chooses the int8 model's own threshold for the same recall target on the validation split, if "
+                "int8 speed is needed (measure it with boxinspect bench)."
             )
         return 1
     except ConvertError as e:
@@ -73,9 +76,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-gate", action="store_true", help="write the model even if it loses accuracy")
     p.add_argument("--max-f1-drop", type=float, default=0.01, help="allowed macro F1 loss (default 0.01; judged at 4 decimals, a drop equal to it passes)")
     p.add_argument("--max-auc-drop", type=float, default=0.01, help="allowed AUC loss (default 0.01; judged at 4 decimals, a drop equal to it passes)")
-    p.add_argument("--recalibrate-threshold", action="store_true",
-                   help="choose this model's threshold with evaluate's rule (recall target on validation) "
-                        "instead of copying the Keras threshold; quantisation can shift scores")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--recalibrate-threshold", action="store_true",
+                      help="choose this model's threshold with evaluate's rule (recall target on validation, with "
+                           "labels; needs metrics.json from `boxinspect evaluate`) instead of carrying the run's over")
+    rule.add_argument("--keep-threshold", action="store_true",
+                      help="int8: ship the run's threshold as it is. By default int8 maps it onto its own score "
+                           "scale (quantisation can move every score of a head the same way): a line from the Keras "
+                           "logit to the int8 logit, fitted on the calibration images, no labels. "
+                           "The sidecar's threshold_source says which was used")
     p.add_argument("--sign-key", metavar="PRIVATE_KEY",
                    help="sign the package with this Ed25519 key (MODEL.sig; see `boxinspect sign --help`)")
     p.set_defaults(func=_convert)

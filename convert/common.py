@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,30 @@ log = logging.getLogger(__name__)
 FORMATS = ("int8", "fp16", "float32")
 RESIZE = "area"
 GOLDEN_PER_CLASS = 3
+MAP_UNSATURATED = (0.01, 0.99)  # line_threshold fits on the images both models score inside this range
+MAP_MIN_PAIRS = 20  # and needs this many of them
 GATE_DECIMALS = 4  # a drop is judged at this many decimals, as the verdict prints it (module docstring)
+
+
+class ThresholdRule(str, Enum):
+    """Which threshold a converted model ships with (the sidecar's ``threshold_source`` says which was used).
+
+    KEEP: the run's own threshold, copied (fp16 and float32 score like Keras).
+    MAP: the run's threshold carried onto the int8 model's score scale, without labels: a line from the Keras logit
+    to the int8 logit is fitted on the calibration images (``line_threshold``) and the Keras threshold is mapped
+    through it. Quantisation can move every score of a linear head the same way, so a copied threshold changes
+    decisions the Keras model would not; the default for int8. (An isotonic fit and quantile matching were tried
+    too: docs/RESULTS.md "int8 threshold".)
+    RECALIBRATE: evaluate's rule (recall target or cost ratio) re-applied to the converted model's validation scores,
+    with labels; needs metrics.json from ``boxinspect evaluate``."""
+
+    KEEP = "keep"
+    MAP = "map"
+    RECALIBRATE = "recalibrate"
+
+
+def default_threshold_rule(fmt: str) -> ThresholdRule:
+    return ThresholdRule.MAP if fmt == "int8" else ThresholdRule.KEEP
 
 
 def gate_allows(drop: float, limit: float) -> bool:
@@ -492,6 +516,45 @@ def recalibrated_threshold(
     log.info("threshold recalibrated on %d validation images: %.4f (Keras %.4f)", len(val_items),
              threshold, run.threshold)
     return threshold, source
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1.0 - p))
+
+
+def line_threshold(reference: np.ndarray, converted: np.ndarray, threshold: float) -> float | None:
+    """``threshold`` on the reference scores carried onto the converted scores: a straight line fitted (least
+    squares) from the reference logit to the converted logit, over the images neither model saturates (scores
+    within ``MAP_UNSATURATED``); None with fewer than ``MAP_MIN_PAIRS`` such images or a line that does not rise."""
+    lo, hi = MAP_UNSATURATED
+    keep = (reference > lo) & (reference < hi) & (converted > lo) & (converted < hi)
+    if keep.sum() < MAP_MIN_PAIRS:
+        return None
+    slope, intercept = np.polyfit(_logit(reference[keep]), _logit(converted[keep]), 1)
+    if slope <= 0:
+        return None
+    return float(1.0 / (1.0 + np.exp(-(slope * _logit(np.float64(threshold)) + intercept))))
+
+
+def mapped_threshold(run: RunInfo, model: Any, runner: Runner, rep: np.ndarray, fmt: str) -> tuple[float, str]:
+    """Step 5 (default for int8): the run's threshold carried onto the converted model's score scale (ThresholdRule.MAP),
+    fitted on the calibration images without their labels. Keeps the run's threshold, with a warning, when the
+    fit cannot place it."""
+    with native_output_to_log("Keras predict"):
+        keras_scores = np.asarray(model.predict(rep.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
+    conv_scores = np.array([runner.run(x) for x in rep], dtype=np.float64)
+    mapped = line_threshold(keras_scores, conv_scores, run.threshold)
+    if mapped is None:
+        log.warning("the %s scores of %d calibration images do not place the threshold %.4f; keeping it", fmt,
+                    len(rep), run.threshold)
+        return run.threshold, run.threshold_source
+    source = (f"{run.threshold_source}, mapped onto this {fmt} model's scores ({run.threshold:.4f} -> {mapped:.4f}: "
+              f"a line from the Keras logit to the {fmt} logit fitted on {len(rep)} calibration images, no labels)")
+    log.info("threshold %.4f mapped onto the %s model's scores: %.4f (%d calibration images; the same decision "
+             "as Keras on %.1f%% of them, %.1f%% with the threshold copied)", run.threshold, fmt, mapped, len(rep),
+             100 * np.mean((keras_scores >= run.threshold) == (conv_scores >= mapped)),
+             100 * np.mean((keras_scores >= run.threshold) == (conv_scores >= run.threshold)))
+    return mapped, source
 
 
 def compare_models(

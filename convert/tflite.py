@@ -3,6 +3,7 @@
 Formats:
   int8     full-integer quantisation, uint8 input (the raw RGB frame, no float math) and uint8 output,
            calibrated on images from the TRAINING split. The edge default: about 2x faster than float32.
+           Its threshold is the run's, mapped onto the int8 score scale on the same images (ThresholdRule.MAP).
   fp16     float16 weights (half the size), float32 compute on CPU.
   float32  no optimisation; the reference.
 Dynamic-range quantisation is deliberately not offered: measured slower than float32 on x86 and ARM with
@@ -47,11 +48,13 @@ from convert.common import (
     GateOutcome,
     Item,
     RunInfo,
+    ThresholdRule,
     build_metadata,
     calibration_images,
     compare_models,
     convert_bytes,
     copy_finder,
+    default_threshold_rule,
     features_spec_of,
     gate_allows,
     gate_rejection,
@@ -59,6 +62,7 @@ from convert.common import (
     items_by_split,
     load_eval_set,
     load_keras,
+    mapped_threshold,
     read_run,
     recalibrated_threshold,
     with_features,
@@ -96,7 +100,7 @@ def convert_run(
     gate: bool = True,
     max_f1_drop: float = 0.01,
     max_auc_drop: float = 0.01,
-    recalibrate_threshold: bool = False,
+    threshold_rule: ThresholdRule | None = None,
 ) -> Path:
     """Convert ``run_dir/model.keras`` to ``out`` (default ``run_dir/model_<fmt>.tflite``) + sidecar.
 
@@ -105,14 +109,14 @@ def convert_run(
     (judged at 4 decimals, a drop equal to the limit passes: ``gate_allows``). With ``gate=False`` the
     verdict is still recorded in the sidecar (``metrics.gate_passed``) but not enforced.
 
-    ``recalibrate_threshold``: instead of copying the Keras threshold from metrics.json, apply the rule
-    evaluate used to choose it (highest threshold with recall >= target on the validation split) to the
-    TFLite model's own validation scores. Quantisation can shift scores systematically; this keeps the
-    operating point (the recall target) rather than the number. The gate then compares each model at its
-    own threshold.
+    ``threshold_rule`` (ThresholdRule; default MAP for int8, KEEP otherwise): MAP carries the run's threshold onto
+    the int8 model's score scale without labels (quantisation can shift a linear head's scores systematically);
+    RECALIBRATE applies the rule evaluate used to choose it (highest threshold with recall >= target on the
+    validation split) to the TFLite model's own validation scores, keeping the operating point (the recall
+    target) rather than the number; KEEP copies it. The gate compares each model at its own threshold.
 
     Steps: load Keras model -> calibration images (int8) -> eval images -> convert to a temp file ->
-    (recalibrate threshold) -> compare Keras vs TFLite (gate) -> golden samples -> rename + sidecar ->
+    (map or recalibrate the threshold) -> compare Keras vs TFLite (gate) -> golden samples -> rename + sidecar ->
     reject if the gate failed.
     """
     if fmt not in FORMATS:
@@ -122,36 +126,39 @@ def convert_run(
         from convert.anomaly import convert_anomaly
 
         return convert_anomaly(run, fmt, out, representative_count, gate, max_f1_drop, max_auc_drop)
-    inp = _inputs(run, fmt, representative_count, gate, recalibrate_threshold)
+    rule = threshold_rule or default_threshold_rule(fmt)
+    inp = _inputs(run, fmt, representative_count, gate, rule)
     out = Path(out) if out else run.run_dir / f"model_{fmt}.tflite"
     log.info("converting %s to %s", inp.keras_path, fmt)
-    meta, outcome = _package(inp, fmt, out, recalibrate_threshold, gate, max_f1_drop, max_auc_drop)
+    meta, outcome = _package(inp, fmt, out, rule, gate, max_f1_drop, max_auc_drop)
     if gate and not outcome.passed:
         raise gate_rejection(out, fmt, outcome, max_f1_drop, max_auc_drop)
     log.info("wrote %s (%d bytes, sha256 %s) and %s", out, meta.size_bytes, meta.sha256[:12], sidecar_path(out).name)
     return out
 
 
-def _inputs(run: RunInfo, fmt: str, representative_count: int, gate: bool, recalibrate_threshold: bool) -> _Inputs:
-    """Load the Keras model, the calibration images (int8) and the evaluation set; ConvertError when
-    ``recalibrate_threshold`` cannot apply to this run."""
+def _inputs(run: RunInfo, fmt: str, representative_count: int, gate: bool, rule: ThresholdRule) -> _Inputs:
+    """Load the Keras model, the calibration images (int8) and the evaluation set; ConvertError when the
+    threshold ``rule`` cannot apply to this run."""
+    if rule is ThresholdRule.MAP and fmt != "int8":
+        raise ConvertError(f"the threshold is mapped onto int8 scores only; {fmt} scores like Keras (keep it)")
     model, keras_path, h, w = load_keras(run)
     by_split = items_by_split(run)
     rep = calibration_images(run, by_split, fmt, h, w, representative_count)
-    if recalibrate_threshold and ((run.target_recall is None and run.cost_ratio is None) or not by_split.get("val")):
+    if rule is ThresholdRule.RECALIBRATE and ((run.target_recall is None and run.cost_ratio is None) or not by_split.get("val")):
         raise ConvertError(
             "--recalibrate-threshold needs metrics.json with a validation threshold_selection (from "
             "`boxinspect evaluate`) and validation items in split.json; a run of the linear recipe chose its "
             "threshold on out-of-fold scores (its head was fitted on val), so it cannot be re-chosen on val: "
-            "use --format fp16 if int8 is rejected"
+            "int8 maps it onto its own scores by default; use --format fp16 if int8 is still rejected"
         )
     ev = load_eval_set(by_split, h, w, gate, run.crop, run.finder)
     return _Inputs(run, model, keras_path, h, w, by_split, rep, ev)
 
 
-def _package(inp: _Inputs, fmt: str, out: Path, recalibrate_threshold: bool, gate: bool, max_f1_drop: float,
+def _package(inp: _Inputs, fmt: str, out: Path, rule: ThresholdRule, gate: bool, max_f1_drop: float,
              max_auc_drop: float) -> tuple[ModelMetadata, GateOutcome]:
-    """Convert to a temp file, load it, (recalibrate the threshold,) compare it with Keras, take the golden
+    """Convert to a temp file, load it, (map or recalibrate the threshold,) compare it with Keras, take the golden
     samples, then rename it to ``out`` and write its sidecar (also when the gate failed: the caller rejects)."""
     run = inp.run
     export, head_layer = with_features(inp.model)
@@ -160,8 +167,10 @@ def _package(inp: _Inputs, fmt: str, out: Path, recalibrate_threshold: bool, gat
         with native_output_to_log("LiteRT"):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
             runner = Runner(tmp, num_threads=2)
         threshold, threshold_source = run.threshold, run.threshold_source
-        if recalibrate_threshold:
+        if rule is ThresholdRule.RECALIBRATE:
             threshold, threshold_source = recalibrated_threshold(run, runner, inp.by_split, fmt, inp.h, inp.w)
+        elif rule is ThresholdRule.MAP and inp.rep is not None:
+            threshold, threshold_source = mapped_threshold(run, inp.model, runner, inp.rep, fmt)
         outcome = compare_models(run, inp.model, runner, inp.ev, fmt, threshold, gate, max_f1_drop, max_auc_drop)
         golden = golden_samples_of(run, runner, inp.ev)
         features = features_spec_of(runner, tmp, head_layer) if head_layer else None

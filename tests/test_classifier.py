@@ -32,7 +32,8 @@ def _assert_one_line(e: pytest.ExceptionInfo) -> str:
 def test_load_reports_runtime_delegate_and_threshold(int8_model: Path, tiny_run: Path):
     clf = Classifier.load(int8_model, num_threads=1)
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert clf.threshold == pytest.approx(metrics["threshold"])
+    assert clf.threshold == pytest.approx(clf.metadata.threshold)  # int8: the run's, mapped onto its scores
+    assert clf.metadata.metrics is not None and clf.metadata.metrics.keras_threshold == pytest.approx(metrics["threshold"])
     assert clf.runtime_name == "litert"
     assert clf.delegate == "XNNPACK"
     assert clf.model_id == f"{clf.metadata.name}@{clf.metadata.package_sha256[:12]}"

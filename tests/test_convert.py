@@ -31,7 +31,10 @@ def test_sidecar_describes_the_package(int8_model: Path, tiny_run: Path):
 
     assert meta.format == "int8"
     assert meta.labels == cfg["classes"] and meta.positive_class == cfg["positive_class"]
-    assert meta.threshold == pytest.approx(metrics["threshold"]) and meta.threshold_source == "metrics.json"
+    # int8 ships the run's threshold mapped onto its own scores (ThresholdRule.MAP), and says so
+    assert meta.metrics is not None and meta.metrics.keras_threshold == pytest.approx(metrics["threshold"])
+    assert meta.threshold_source.startswith("metrics.json, mapped onto this int8 model's scores")
+    assert f"{metrics['threshold']:.4f} -> {meta.threshold:.4f}" in meta.threshold_source
     assert meta.sha256 == sha256_file(int8_model) and meta.size_bytes == int8_model.stat().st_size
     assert (meta.input.height, meta.input.width) == (cfg["img_size"], cfg["img_size"])
     assert meta.input.dtype == "uint8" and meta.output.dtype == "uint8" and meta.input.colour_order == "RGB"
@@ -143,10 +146,11 @@ def test_cli_registration_does_not_import_tensorflow(repo_root: Path):
 
 def test_recalibrated_threshold_reproduces_evaluate_on_identical_scores(tiny_run: Path, tmp_path: Path):
     """float32 scores equal Keras, so evaluate's rule re-applied to them must give evaluate's threshold."""
+    from convert.common import ThresholdRule
     from convert.tflite import convert_run
 
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    out = convert_run(tiny_run, "float32", out=tmp_path / "f.tflite", recalibrate_threshold=True)
+    out = convert_run(tiny_run, "float32", out=tmp_path / "f.tflite", threshold_rule=ThresholdRule.RECALIBRATE)
     meta = load_metadata(out)
     assert meta.threshold_source.startswith("recalibrated for this float32 model")
     assert meta.metrics is not None and meta.metrics.keras_threshold == pytest.approx(metrics["threshold"])
@@ -192,6 +196,42 @@ def test_gate_passes_a_drop_equal_to_its_limit(tiny_run: Path, int8_model: Path,
     again = load_metadata(ok).metrics
     assert again is not None and again.gate_passed and again.tflite.macro_f1 == meta.metrics.tflite.macro_f1
     assert not gate_allows(measured, limit - 0.0001)
+
+
+def test_line_threshold_follows_a_shift_of_every_score() -> None:
+    """int8 can move every score of a head the same way (a linear head on line scenes: docs/RESULTS.md). The
+    threshold mapped onto the moved scores, without labels, keeps Keras' decisions where the copied one does not;
+    too few images, or scores that do not rise with Keras', map nothing."""
+    from convert.common import line_threshold
+
+    keras = np.random.default_rng(0).uniform(0.01, 0.99, 400)
+
+    def moved(p: np.ndarray | float) -> np.ndarray:  # every logit 0.7 lower, on uint8's output steps
+        return np.round(256 / (1 + np.exp(0.7 - np.log(np.divide(p, 1 - np.asarray(p)))))) / 256
+
+    converted = moved(keras)
+    t = 0.46
+    mapped = line_threshold(keras, converted, t)
+    assert mapped is not None and mapped == pytest.approx(float(moved(t)), abs=2 / 256)
+    copied_agreement = np.mean((keras >= t) == (converted >= t))
+    assert np.mean((keras >= t) == (converted >= mapped)) >= 0.99 > 0.9 > copied_agreement
+    assert line_threshold(keras[:19], converted[:19], t) is None  # too few images to fit a line
+    assert line_threshold(keras, 1 - converted, t) is None  # scores that fall as Keras' rise: no mapping
+
+
+def test_int8_keeps_the_threshold_when_asked(tiny_run: Path, int8_model: Path, tmp_path: Path) -> None:
+    """--keep-threshold ships the run's threshold as it is; the default int8 package's is mapped (and differs)."""
+    from convert.common import ThresholdRule
+    from convert.tflite import convert_run
+
+    kept = load_metadata(convert_run(tiny_run, "int8", out=tmp_path / "k.tflite", gate=False,
+                                     threshold_rule=ThresholdRule.KEEP))
+    mapped = load_metadata(int8_model)
+    assert kept.threshold == pytest.approx(json.loads((tiny_run / "metrics.json").read_text())["threshold"])
+    assert kept.threshold_source == "metrics.json" and kept.sha256 == mapped.sha256  # the same model bytes
+    assert abs(mapped.threshold - kept.threshold) > 0.01
+    assert kept.metrics is not None and mapped.metrics is not None
+    assert mapped.metrics.agreement >= kept.metrics.agreement
 
 
 def test_int8_fixture_keeps_its_margin(int8_model: Path) -> None:
