@@ -66,8 +66,9 @@ class ThresholdRule(str, Enum):
     KEEP: the run's own threshold, copied (fp16 and float32 score like Keras).
     MAP: the run's threshold carried onto the int8 model's score scale, without labels: a line from the Keras logit
     to the int8 logit is fitted on the calibration images (``line_threshold``) and the Keras threshold is mapped
-    through it. Quantisation can move every score of a linear head the same way, so a copied threshold changes
-    decisions the Keras model would not; the default for int8. (An isotonic fit and quantile matching were tried
+    through it, if that reproduces Keras' decisions on those images more often than the copied threshold (else
+    the threshold is kept). Quantisation can move every score of a linear head the same way, so a copied threshold
+    changes decisions the Keras model would not; the default for int8. (An isotonic fit and quantile matching were tried
     too: docs/RESULTS.md "int8 threshold".)
     RECALIBRATE: evaluate's rule (recall target or cost ratio) re-applied to the converted model's validation scores,
     with labels; needs metrics.json from ``boxinspect evaluate``."""
@@ -538,8 +539,9 @@ def line_threshold(reference: np.ndarray, converted: np.ndarray, threshold: floa
 
 def mapped_threshold(run: RunInfo, model: Any, runner: Runner, rep: np.ndarray, fmt: str) -> tuple[float, str]:
     """Step 5 (default for int8): the run's threshold carried onto the converted model's score scale (ThresholdRule.MAP),
-    fitted on the calibration images without their labels. Keeps the run's threshold, with a warning, when the
-    fit cannot place it."""
+    fitted on the calibration images without their labels. Keeps the run's threshold, and says why, when the fit
+    cannot place it or when the mapped threshold does not reproduce Keras' decisions on those images more often
+    than the copied one."""
     with native_output_to_log("Keras predict"):
         keras_scores = np.asarray(model.predict(rep.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
     conv_scores = np.array([runner.run(x) for x in rep], dtype=np.float64)
@@ -548,12 +550,18 @@ def mapped_threshold(run: RunInfo, model: Any, runner: Runner, rep: np.ndarray, 
         log.warning("the %s scores of %d calibration images do not place the threshold %.4f; keeping it", fmt,
                     len(rep), run.threshold)
         return run.threshold, run.threshold_source
+    keras_says = keras_scores >= run.threshold
+    same_mapped = int(np.sum(keras_says == (conv_scores >= mapped)))
+    same_copied = int(np.sum(keras_says == (conv_scores >= run.threshold)))
+    log.info("threshold %.4f mapped onto the %s model's scores: %.4f; the same decision as Keras on %d of %d "
+             "calibration images, %d with the threshold copied", run.threshold, fmt, mapped, same_mapped, len(rep),
+             same_copied)
+    if same_mapped <= same_copied:
+        log.info("keeping the threshold %.4f: mapping it does not reproduce more of Keras' decisions", run.threshold)
+        return run.threshold, run.threshold_source
     source = (f"{run.threshold_source}, mapped onto this {fmt} model's scores ({run.threshold:.4f} -> {mapped:.4f}: "
-              f"a line from the Keras logit to the {fmt} logit fitted on {len(rep)} calibration images, no labels)")
-    log.info("threshold %.4f mapped onto the %s model's scores: %.4f (%d calibration images; the same decision "
-             "as Keras on %.1f%% of them, %.1f%% with the threshold copied)", run.threshold, fmt, mapped, len(rep),
-             100 * np.mean((keras_scores >= run.threshold) == (conv_scores >= mapped)),
-             100 * np.mean((keras_scores >= run.threshold) == (conv_scores >= run.threshold)))
+              f"a line from the Keras logit to the {fmt} logit fitted on {len(rep)} calibration images, no labels; "
+              f"Keras' decision on {same_mapped} of them, {same_copied} copied)")
     return mapped, source
 
 

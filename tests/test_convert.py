@@ -219,6 +219,35 @@ def test_line_threshold_follows_a_shift_of_every_score() -> None:
     assert line_threshold(keras, 1 - converted, t) is None  # scores that fall as Keras' rise: no mapping
 
 
+class _Scores:
+    """Stands in for the Keras model and the LiteRT runner in mapped_threshold: the rule is what is tested. The
+    "images" are row numbers into fixed scores."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = scores
+
+    def predict(self, x: np.ndarray, **_: object) -> np.ndarray:
+        return self.scores[x[:, 0].astype(int)]
+
+    def run(self, x: np.ndarray) -> float:
+        return float(self.scores[int(x[0])])
+
+
+def test_mapped_threshold_is_used_only_where_it_reproduces_more_decisions() -> None:
+    from types import SimpleNamespace
+
+    from convert.common import mapped_threshold
+
+    keras = np.random.default_rng(1).uniform(0.01, 0.99, 300)
+    shifted = 1 / (1 + np.exp(0.7 - np.log(keras / (1 - keras))))
+    run = SimpleNamespace(threshold=0.46, threshold_source="operating_point.json")
+    rows = np.arange(len(keras), dtype=np.float32)[:, None]
+    t, source = mapped_threshold(run, _Scores(keras), _Scores(shifted), rows, "int8")  # type: ignore[arg-type]
+    assert t < 0.4 and source.startswith("operating_point.json, mapped onto this int8 model's scores (0.4600 -> ")
+    # scores the conversion did not move: mapping changes no decision, so the run's threshold ships as it is
+    assert mapped_threshold(run, _Scores(keras), _Scores(keras.copy()), rows, "int8") == (0.46, "operating_point.json")  # type: ignore[arg-type]
+
+
 def test_int8_keeps_the_threshold_when_asked(tiny_run: Path, int8_model: Path, tmp_path: Path) -> None:
     """--keep-threshold ships the run's threshold as it is; the default int8 package's is mapped (and differs)."""
     from convert.common import ThresholdRule
