@@ -519,6 +519,13 @@ def recalibrated_threshold(
     return threshold, source
 
 
+def scores_of(model: Any, runner: Runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Keras model's and the converted model's scores of the same preprocessed images."""
+    with native_output_to_log("Keras predict"):  # TensorFlow's C++ "E0000 ... NodeDef mentions attribute" lines
+        keras_scores = np.asarray(model.predict(x.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
+    return keras_scores, np.array([runner.run(img) for img in x], dtype=np.float64)
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
@@ -542,9 +549,7 @@ def mapped_threshold(run: RunInfo, model: Any, runner: Runner, rep: np.ndarray, 
     fitted on the calibration images without their labels. Keeps the run's threshold, and says why, when the fit
     cannot place it or when the mapped threshold does not reproduce Keras' decisions on those images more often
     than the copied one."""
-    with native_output_to_log("Keras predict"):
-        keras_scores = np.asarray(model.predict(rep.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
-    conv_scores = np.array([runner.run(x) for x in rep], dtype=np.float64)
+    keras_scores, conv_scores = scores_of(model, runner, rep)
     mapped = line_threshold(keras_scores, conv_scores, run.threshold)
     if mapped is None:
         log.warning("the %s scores of %d calibration images do not place the threshold %.4f; keeping it", fmt,
@@ -574,9 +579,7 @@ def compare_models(
         log.warning("no evaluation images: package has no metrics and no gate was run")
         return GateOutcome(None, True, 0.0, 0.0)
     y = labels01(run, ev.items)
-    with native_output_to_log("Keras predict"):  # TensorFlow's C++ "E0000 ... NodeDef mentions attribute" lines
-        keras_scores = np.asarray(model.predict(ev.x.astype(np.float32), batch_size=32, verbose=0)).reshape(-1)
-    tfl_scores = np.array([runner.run(x) for x in ev.x], dtype=np.float64)
+    keras_scores, tfl_scores = scores_of(model, runner, ev.x)
     if not np.all(np.isfinite(tfl_scores)):
         raise ConvertError(f"converted {fmt} model produced non-finite outputs; refusing it")
     km = split_metrics(y, keras_scores, run.threshold)
