@@ -62,18 +62,28 @@ def _features(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 VARIANTS = set(os.environ.get("VARIANTS", "mil,pooled").split(","))
 
 
+def inner_cells(patches: np.ndarray) -> np.ndarray:
+    """(N, cells, C): the patch maps' inner cells (the outer ring left out, as training.model.mid_pooled does)."""
+    return patches[:, 1:-1, 1:-1, :].reshape(len(patches), -1, patches.shape[-1])
+
+
+def gap_mid(x: np.ndarray, patches: np.ndarray) -> np.ndarray:
+    """The linear default's "gap+mid" vector in numpy: GAP features, then the inner cells' max and mean."""
+    inner = inner_cells(patches)
+    return np.c_[x, inner.max(axis=1), inner.mean(axis=1)]
+
+
 def pooled_variants(x: np.ndarray, patches: np.ndarray, y: np.ndarray, part: np.ndarray, views: np.ndarray,
                     tr: np.ndarray, te: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """The linear head on more pooled evidence: the mid-level patch maps' inner cells max- (and mean-) pooled beside
     the backbone's vector; and one head per camera view."""
     from training import linear
 
-    inner = patches[:, 1:-1, 1:-1, :]
-    mx, mn = inner.max(axis=(1, 2)), inner.mean(axis=(1, 2))
+    mx = inner_cells(patches).max(axis=1)
     out = {"linear": linear.fit(x[tr], y[tr], part[tr], seed=seed)["model"].predict_proba(x[te])[:, 1]}
     if "pooled" not in VARIANTS:
         return out
-    for name, f in (("lin+midmax", np.c_[x, mx]), ("lin+midmax+mean", np.c_[x, mx, mn]), ("midmax", mx)):
+    for name, f in (("lin+midmax", np.c_[x, mx]), ("lin+midmax+mean", gap_mid(x, patches)), ("midmax", mx)):
         out[name] = linear.fit(f[tr], y[tr], part[tr], seed=seed)["model"].predict_proba(f[te])[:, 1]
     per_view = np.zeros(len(te))
     for v in np.unique(views):
@@ -112,9 +122,7 @@ def study(ds: Path) -> dict:
             scores = fold_scores(x, patches, y, groups, tr, te, rep, {"mil"}) if "mil" in VARIANTS else {}
             scores.update(pooled_variants(x, patches, y, groups, views, tr, te, rep))
             if "midstack" in VARIANTS:  # the same stacks with the gap+mid vector as the supervised head's
-                inner = patches[:, 1:-1, 1:-1, :]
-                xm = np.c_[x, inner.max(axis=(1, 2)), inner.mean(axis=(1, 2))]
-                stacked = fold_scores(xm, patches, y, groups, tr, te, rep, {"mil"})
+                stacked = fold_scores(gap_mid(x, patches), patches, y, groups, tr, te, rep, {"mil"})
                 scores.update({f"m:{k}": v for k, v in stacked.items() if k not in ("pc", "pc_sup", "mil")})
             for v, s in scores.items():
                 rows.setdefault(v, []).append(part_auc(s, y[te], part[te]))

@@ -22,17 +22,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aug_study import main, paired, part_auc
-from finder_mil_study import features, load_any
+from finder_mil_study import features, gap_mid, inner_cells, load_any
 
 log = logging.getLogger("pool_stats_study")
 
 
 def arms(x: np.ndarray, patches: np.ndarray) -> dict[str, np.ndarray]:
-    inner = patches[:, 1:-1, 1:-1, :].reshape(len(x), -1, patches.shape[-1])
+    inner = inner_cells(patches)
     mx, mn, sd = inner.max(axis=1), inner.mean(axis=1), inner.std(axis=1)
     gem = np.cbrt(np.mean(np.clip(inner, 0, None) ** 3, axis=1))
     top3 = np.sort(inner, axis=1)[:, -3:, :].mean(axis=1)
-    base = np.c_[x, mx, mn]
+    base = gap_mid(x, patches)
     return {"gap+mid": base, "+std": np.c_[base, sd], "gem3": np.c_[x, mx, gem], "top3": np.c_[x, top3, mn],
             "sqrt": np.sqrt(np.clip(base, 0, None))}
 

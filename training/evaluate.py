@@ -407,9 +407,7 @@ def _html_plots_and_tables(m: dict, files: dict[str, Path], cfg: dict) -> str:
     cfg_rows = "".join(
         f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(cfg.get(k)))}</td></tr>"
         for k in ("data_dir", "classes", "positive_class", "recipe", "C_chosen", "flip_tta", "pooling", "img_size", "crop",
-                  "alpha",
-                  "weights", "epochs",
-                  "fine_tune_epochs", "unfreeze_blocks", "learning_rate", "fine_tune_learning_rate", "balance",
+                  "alpha", "weights", "epochs", "fine_tune_epochs", "unfreeze_blocks", "learning_rate", "fine_tune_learning_rate", "balance",
                   "augment", "seed", "wall_time_s")
     )
     return f"""<h2>Plots</h2>
