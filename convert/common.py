@@ -563,7 +563,9 @@ def mapped_threshold(run: RunInfo, model: Any, runner: Runner, rep: np.ndarray, 
              same_copied)
     if same_mapped <= same_copied:
         log.info("keeping the threshold %.4f: mapping it does not reproduce more of Keras' decisions", run.threshold)
-        return run.threshold, run.threshold_source
+        return run.threshold, (f"{run.threshold_source}, kept for this {fmt} model (mapped onto its scores it would "
+                               f"be {mapped:.4f}, Keras' decision on {same_mapped} of {len(rep)} calibration images, "
+                               f"{same_copied} copied)")
     source = (f"{run.threshold_source}, mapped onto this {fmt} model's scores ({run.threshold:.4f} -> {mapped:.4f}: "
               f"a line from the Keras logit to the {fmt} logit fitted on {len(rep)} calibration images, no labels; "
               f"Keras' decision on {same_mapped} of them, {same_copied} copied)")
