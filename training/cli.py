@@ -13,6 +13,11 @@ log = logging.getLogger(__name__)
 
 LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
 LINEAR_POOLING: Pooling = "gap+mid"  # the linear recipe's default --pooling (docs/RESULTS.md "Mid-level pooling")
+WEIGHTS_HELP = (
+    "the backbone's weights: imagenet (default; Keras cache or download), boxes (built in: the ImageNet backbone "
+    "fine-tuned once on rendered conveyor boxes; on rendered line and belt scenes per part AUC +0.05 to +0.16, on the "
+    "real parcel-damage photos -0.03: compare both with `boxinspect cv` on your own parts before choosing; "
+    "docs/RESULTS.md \"A backbone adapted to boxes\"), none (random init), or PATH to a MobileNetV2 no-top .h5")
 POOLING_HELP = ("linear: the feature vector the head reads. gap+mid (default): the backbone's last map averaged "
                 "(1280 numbers), and the largest and the mean response of two mid-level blocks over the crop's inner "
                 "cells (+576), so a tear or dent that moves a few cells is not averaged away (+0.04 per part on the "
@@ -222,8 +227,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-margin", type=float, default=0.08, metavar="FRAC",
                    help="margin around the box, share of its longer side (default 0.08)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet (default, Keras cache/download), none (random init), or PATH to a no-top .h5")
+    p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: inverse L2 strength (default: chosen by inner grouped CV on train+val)")
     p.add_argument("--flip-tta", action="store_true",
@@ -435,7 +439,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of repeat 1; repeat r uses seed + r - 1")
     p.add_argument("--img-size", type=int, default=None, help="square input size in px (default 224)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
-    p.add_argument("--weights", default="imagenet", help="imagenet (default), none, or PATH to a no-top .h5")
+    p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: average the features of each image and its horizontal mirror")
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)

@@ -15,6 +15,9 @@ from typing import Any, Literal, get_args
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# `--weights boxes`: MobileNetV2 alpha 0.35, ImageNet weights fine-tuned once on rendered line and belt parts
+# (training/assets/README.md: how it was built; docs/RESULTS.md "A backbone adapted to boxes": what it does)
+BOXES_WEIGHTS = Path(__file__).resolve().parent / "assets" / "backbone_boxes.weights.h5"
 WEIGHTS_ENV = "BOXINSPECT_WEIGHTS"
 BACKBONE_NAME = "mobilenetv2"
 # Two intermediate MobileNetV2 blocks (stride 8 and 16): the anomaly recipe's patch map, and the "gap+mid" pooling.
@@ -58,13 +61,18 @@ def _keras_cache_dir() -> Path:
 
 
 def resolve_weights(weights: str, alpha: float, img_size: int) -> str | None:
-    """Turn ``imagenet`` / ``none`` / PATH into a weight file path for MobileNetV2 (or None = random).
+    """Turn ``imagenet`` / ``boxes`` / ``none`` / PATH into a weight file path for MobileNetV2 (or None = random).
 
     ``imagenet`` uses Keras' own cache and download (``keras.utils.get_file``). The trunk without top does
-    not depend on the input size, so a cached file for 224 px serves any size.
+    not depend on the input size, so a cached file for 224 px serves any size. ``boxes``: the built-in backbone
+    adapted to boxes on rendered conveyor lines (:data:`BOXES_WEIGHTS`, alpha 0.35 only).
     """
     if weights.lower() == "none":
         return None
+    if weights.lower() == "boxes":
+        if alpha != 0.35:
+            raise WeightsError(f"--weights boxes is a MobileNetV2 alpha 0.35 backbone; got --alpha {alpha:g}")
+        return str(BOXES_WEIGHTS)
     if weights.lower() != "imagenet":
         p = Path(weights).expanduser()
         if not p.is_file():
