@@ -51,3 +51,69 @@ def test_boxes_is_the_imagenet_trunk_fine_tuned_from_block_7(weights_path: Path)
     changed = [_block(a.name) for a, b in zip(boxes.layers, imagenet.layers, strict=True)
                if not all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))]
     assert len(changed) > 10 and min(changed) == from_block  # blocks before it (and every BatchNorm) untouched
+
+
+# ---------------------------------------------------------------- --weights auto (training/backbones.py)
+
+
+def test_auto_keeps_the_backbone_whose_head_scores_better_out_of_fold() -> None:
+    from training import backbones
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    groups = np.arange(80)
+    noise = rng.normal(size=(80, 16))
+    signal = noise + 1.5 * y[:, None] * (rng.uniform(size=16) > 0.5)  # separates the classes: out-of-fold AUC ~1
+    got = backbones.choose(np.stack([noise, signal]), y, groups)
+    assert got.weights == "boxes" and got.oof_auc["boxes"] > 0.9 > got.oof_auc["imagenet"]
+    assert backbones.choose(np.stack([signal, noise]), y, groups).weights == "imagenet"
+    assert backbones.choose(np.stack([signal, signal]), y, groups).weights == "imagenet"  # a tie: imagenet
+    assert "backbone boxes" in got.sentence()
+
+
+def test_auto_is_the_linear_recipes_choice_only(tmp_path: Path) -> None:
+    from training.cli import weights_for
+    from training.cv import CVConfig, run_cv
+
+    assert weights_for("auto", "linear") == "auto" and weights_for("auto", "anomaly") == "imagenet"
+    assert weights_for("boxes", "anomaly") == "boxes"
+    with pytest.raises(ValueError, match="--weights auto is the linear recipe's choice"):
+        run_cv(CVConfig(data_dir=tmp_path, out_dir=tmp_path / "o", recipe="anomaly", weights="auto"))
+    with pytest.raises(WeightsError, match="needs one backbone"):
+        resolve_weights("auto", 0.35, 224)
+
+
+@pytest.mark.slow  # two feature passes and a Keras model
+def test_train_and_cv_with_auto_choose_a_backbone_and_record_it(tmp_path: Path, weights_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import keras
+
+    from boxinspect.synth import make_dataset
+    from training.cv import CVConfig, run_cv
+    from training.train import TrainConfig, train
+
+    (tmp_path / "keras" / "models").mkdir(parents=True)  # imagenet offline: the official file in Keras' cache
+    shutil.copy(weights_path, tmp_path / "keras" / "models" / weights_path.name)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    data = tmp_path / "data"
+    make_dataset(data, n_per_class=24, size=96, seed=5, progress=False)
+    run = train(TrainConfig(data_dir=data, out_dir=tmp_path / "run", img_size=96, weights="auto"))
+    chosen = json.loads((run / "history.json").read_text())["linear"]["backbone"]
+    assert chosen["weights"] in ("imagenet", "boxes") and set(chosen["oof_auc_by_weights"]) == {"imagenet", "boxes"}
+    assert chosen["oof_auc_by_weights"][chosen["weights"]] == max(chosen["oof_auc_by_weights"].values())
+    # the model carries the chosen backbone: its last convolution is the chosen file's
+    from training.model import build_backbone
+
+    want = build_backbone(96, 0.35, resolve_weights(chosen["weights"], 0.35, 96)).get_layer("Conv_1").get_weights()
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    def layers(m):  # every layer, nested models' too (public API: Model.layers)
+        for layer in m.layers:
+            yield layer
+            yield from layers(layer) if hasattr(layer, "layers") else ()
+
+    conv = next(layer for layer in layers(model) if layer.name == "Conv_1")
+    assert all(np.array_equal(a, b) for a, b in zip(conv.get_weights(), want, strict=True))
+    s = run_cv(CVConfig(data_dir=data, out_dir=tmp_path / "cv", img_size=96, weights="auto", folds=3, repeats=1))
+    assert sum(s["backbones"].values()) == 3 and all("weights" in r for r in s["folds"])

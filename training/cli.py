@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from training.backbones import AUTO  # numpy only at import
 from training.model import POOLINGS, Pooling  # no TensorFlow at import
 
 log = logging.getLogger(__name__)
@@ -14,10 +15,12 @@ log = logging.getLogger(__name__)
 LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
 LINEAR_POOLING: Pooling = "gap+mid"  # the linear recipe's default --pooling (docs/RESULTS.md "Mid-level pooling")
 WEIGHTS_HELP = (
-    "the backbone's weights: imagenet (default; Keras cache or download), boxes (built in: the ImageNet backbone "
-    "fine-tuned once on rendered conveyor boxes; on rendered line and belt scenes per part AUC +0.05 to +0.16, on the "
-    "real parcel-damage photos -0.03: compare both with `boxinspect cv` on your own parts before choosing; "
-    "docs/RESULTS.md \"A backbone adapted to boxes\"), none (random init), or PATH to a MobileNetV2 no-top .h5")
+    "the backbone's weights. auto (default): the linear recipe fits its head on both imagenet and boxes features and "
+    "keeps the backbone whose head scores better out of fold on the training data (a second feature pass; other "
+    "recipes: imagenet); imagenet (Keras cache or download); boxes (built in: the ImageNet backbone fine-tuned once on "
+    "rendered conveyor boxes; per part AUC +0.07 to +0.31 on held-out rendered line and belt scenes, -0.03 on the "
+    "real parcel-damage photos; docs/RESULTS.md \"A backbone adapted to boxes\"); none (random init); or PATH to a "
+    "MobileNetV2 no-top .h5")
 POOLING_HELP = ("linear: the feature vector the head reads. gap+mid (default): the backbone's last map averaged "
                 "(1280 numbers), and the largest and the mean response of two mid-level blocks over the crop's inner "
                 "cells (+576), so a tear or dent that moves a few cells is not averaged away (+0.04 per part on the "
@@ -227,7 +230,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-margin", type=float, default=0.08, metavar="FRAC",
                    help="margin around the box, share of its longer side (default 0.08)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
-    p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
+    p.add_argument("--weights", default=AUTO, help=WEIGHTS_HELP)
     p.add_argument("--C", type=float, default=None, dest="C",
                    help="linear: inverse L2 strength (default: chosen by inner grouped CV on train+val)")
     p.add_argument("--flip-tta", action="store_true",
@@ -399,6 +402,14 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
                         "view or of another view by the pooled bank (docs/RESULTS.md, issue 29, third pass)")
 
 
+def weights_for(asked: str, recipe: str) -> str:
+    """--weights as asked; ``auto`` (training/backbones.py) is the linear recipe's choice, imagenet for the others."""
+    if asked.lower() == AUTO and recipe != "linear":
+        log.info("--weights auto: imagenet (the choice between backbones is the linear recipe's)")
+        return "imagenet"
+    return asked
+
+
 def pooling_for(asked: Pooling | None, recipe: str, img_size: int, scales: list[int] | None,
                 flip_tta: bool) -> Pooling:
     """--pooling as asked, else the linear recipe's default where training.model.check_pooling takes it for this run
@@ -439,7 +450,7 @@ def register_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of repeat 1; repeat r uses seed + r - 1")
     p.add_argument("--img-size", type=int, default=None, help="square input size in px (default 224)")
     p.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
-    p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
+    p.add_argument("--weights", default=AUTO, help=WEIGHTS_HELP)
     p.add_argument("--flip-tta", action="store_true",
                    help="linear: average the features of each image and its horizontal mirror")
     p.add_argument("--scales", type=scales_arg, default=None, metavar="PX,PX", help=SCALES_HELP)
@@ -490,7 +501,8 @@ def _cv(args: argparse.Namespace) -> int:
         return 2
     cfg = CVConfig(empty_belt=empty, finder=finder,
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
-        seed=args.seed, img_size=img_size, alpha=args.alpha, weights=args.weights, flip_tta=args.flip_tta,
+        seed=args.seed, img_size=img_size, alpha=args.alpha, weights=weights_for(args.weights, args.recipe),
+        flip_tta=args.flip_tta,
         scales=scales, pooling=pooling_for(args.pooling, args.recipe, img_size, scales, args.flip_tta),
         crop=args.crop, crop_shape=cv_crop_shape(args.crop_shape, args.recipe), C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         dup_threshold=args.dup_threshold, positive_class=args.positive_class, views=not args.no_views,
@@ -563,7 +575,8 @@ def _train(args: argparse.Namespace) -> int:
         positive_class=args.positive_class,
         img_size=img_size, alpha=args.alpha, scales=scales,
         pooling=pooling_for(args.pooling, args.recipe, img_size, scales, args.flip_tta),
-        weights=args.weights, crop=crop, finder=finder, recipe=args.recipe, C=args.C, flip_tta=args.flip_tta,
+        weights=weights_for(args.weights, args.recipe), crop=crop, finder=finder, recipe=args.recipe, C=args.C,
+        flip_tta=args.flip_tta,
         target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
         batch_size=args.batch_size, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,

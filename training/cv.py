@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from training import backbones, operating
 from training import data as data_mod
-from training import operating
 from training import split as split_mod
 from training.parts import FUSIONS, fuse_parts, is_multiview
 from training.split import part_ids
@@ -114,7 +114,7 @@ def fold_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
 
 
 def mean_sd(rows: list[dict]) -> dict:
-    keys = [k for k in rows[0] if k not in ("threshold", "n", "repeat", "fold")]
+    keys = [k for k, v in rows[0].items() if k not in ("threshold", "n", "repeat", "fold") and isinstance(v, int | float)]
     out = {}
     for k in keys:
         v = np.array([r[k] for r in rows], dtype=np.float64)
@@ -128,10 +128,19 @@ def mean_sd(rows: list[dict]) -> dict:
 
 
 def linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, D), readable mask); with ``--weights auto`` the features of every candidate backbone stacked,
+    (len(backbones.CANDIDATES), n, D), so each fold chooses on its own training part."""
+    if not backbones.is_auto(cfg.weights):
+        return _linear_features(cfg, cfg.weights, paths)
+    both = [_linear_features(cfg, w, paths) for w in backbones.CANDIDATES]
+    return np.stack([x for x, _ in both]), np.logical_and.reduce([ok for _, ok in both])
+
+
+def _linear_features(cfg: CVConfig, weights: str, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     from training import model as model_mod
     from training.features import FeatureExtractor, FeatureSpec
 
-    wp = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
+    wp = model_mod.resolve_weights(weights, cfg.alpha, cfg.img_size)
     scales = model_mod.check_scales(cfg.scales, cfg.img_size)
     multi = scales if len(scales) > 1 else ()
     model_mod.check_pooling(cfg.pooling, scales, cfg.flip_tta)
@@ -150,10 +159,16 @@ def linear_features(cfg: CVConfig, paths: list[Path]) -> tuple[np.ndarray, np.nd
 def _linear_fold(cfg: CVConfig, x, y, groups, tr, te, seed) -> tuple[np.ndarray, float, dict]:
     from training import linear
 
-    fit = linear.fit(x[tr], y[tr], groups[tr], c=cfg.C, seed=seed, scaling=cfg.scaling)
+    info: dict = {}
+    if x.ndim == 3:  # --weights auto: the backbone chosen on this fold's training part only
+        choice = backbones.choose(x[:, tr], y[tr], groups[tr], c=cfg.C, seed=seed, scaling=cfg.scaling)
+        fit, x = choice.fit, x[backbones.CANDIDATES.index(choice.weights)]
+        info = {"weights": choice.weights, "oof_auc_by_weights": choice.oof_auc}
+    else:
+        fit = linear.fit(x[tr], y[tr], groups[tr], c=cfg.C, seed=seed, scaling=cfg.scaling)
     s = fit["model"].predict_proba(x[te])[:, 1]
     thr = operating.choose(y[tr], fit["oof"], cfg.target_recall, cfg.cost_ratio)["threshold"]
-    return s, thr, {"C": fit["C"]}
+    return s, thr, {"C": fit["C"], **info}
 
 
 def _finetune_fold(cfg: CVConfig, images: data_mod.ImageSet, rel: list[str], y, groups, tr, te, seed,
@@ -288,6 +303,8 @@ def _check_config(cfg: CVConfig) -> None:
         raise ValueError("--flip-tta, --scales and --crop are measured with the linear recipe only")
     if cfg.pooling != "gap" and cfg.recipe != "linear":
         raise ValueError("--pooling is for the linear recipe")
+    if backbones.is_auto(cfg.weights) and cfg.recipe != "linear":
+        raise ValueError("--weights auto is the linear recipe's choice; pass --weights imagenet or boxes")
     if cfg.crop_shape != "square" and cfg.recipe != "linear":
         raise ValueError("--crop-shape is for the linear recipe (the anomaly recipe always cuts the aligned crop)")
     if cfg.finder and (cfg.recipe != "linear" or cfg.crop == "none"):
@@ -402,7 +419,8 @@ def _run_folds(cfg: CVConfig, d: CVData, x: np.ndarray | None, out: Path, t0: fl
             log.info("fold %d/%d (repeat %d, fold %d): AUC %.3f, macro F1 %.3f, recall %.3f, specificity %.3f "
                      "at %.3f%s (%.0f s; %.0f s elapsed, ~%.0f s left)", number, n_total, r + 1, f + 1,
                      m["roc_auc"], m["macro_f1"], m["recall"], m["specificity"], m["threshold"],
-                     f", C {m['C']:g}" if "C" in m else "", time.monotonic() - tf0, el,
+                     (f", C {m['C']:g}" if "C" in m else "") + (f", backbone {m['weights']}" if "weights" in m else ""),
+                     time.monotonic() - tf0, el,
                      el / folds.n_run * max(todo, 0))
     folds.rows.sort(key=lambda m: (m["repeat"], m["fold"]))
     if not folds.rows:
@@ -464,6 +482,9 @@ def _summary(cfg: CVConfig, d: CVData, folds: _Folds, t0: float, crops: dict | N
         "folds_per_part": folds.part_rows if mv else None,
         "wall_time_s": round(time.monotonic() - t0, 1),
         "crops": crops,
+        # --weights auto: how many folds chose each backbone on their training part
+        "backbones": {w: sum(r.get("weights") == w for r in folds.rows) for w in backbones.CANDIDATES}
+        if any("weights" in r for r in folds.rows) else None,
     }
 
 
@@ -519,6 +540,8 @@ def format_summary(s: dict) -> str:
            f"specificity {ms(pv, 'specificity')} ({pv['roc_auc']['n_folds']} folds)")
     if s.get("per_part"):
         txt += " | per part AUC " + ", ".join(f"{r} {ms(d, 'roc_auc')}" for r, d in s["per_part"].items())
+    if s.get("backbones"):
+        txt += " | backbone chosen in " + ", ".join(f"{n} fold(s): {w}" for w, n in s["backbones"].items() if n)
     return txt
 
 

@@ -69,6 +69,9 @@ def resolve_weights(weights: str, alpha: float, img_size: int) -> str | None:
     """
     if weights.lower() == "none":
         return None
+    if weights.lower() == "auto":
+        raise WeightsError("--weights auto chooses between imagenet and boxes by the linear recipe's inner CV "
+                           "(training/backbones.py); this step needs one backbone: pass --weights imagenet or boxes")
     if weights.lower() == "boxes":
         if alpha != 0.35:
             raise WeightsError(f"--weights boxes is a MobileNetV2 alpha 0.35 backbone; got --alpha {alpha:g}")

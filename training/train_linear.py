@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.judge.localize import shape_of, shaped
+from training import backbones, operating, rundir
 from training import data as data_mod
-from training import operating, rundir
 from training import split as split_mod
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,9 @@ def train_linear(cfg) -> Path:
     images = data_mod.scan(cfg.data_dir, cfg.classes, cfg.positive_class)
     log.info("data: %s, classes %s, positive %r, %d files; recipe linear (frozen features + logistic head)",
              images.root, images.classes, images.positive_class, len(images.paths))
-    weights_path = model_mod.resolve_weights(cfg.weights, cfg.alpha, cfg.img_size)
-    if weights_path is None:
+    candidates = backbones.CANDIDATES if backbones.is_auto(cfg.weights) else (cfg.weights,)
+    weight_paths = {w: model_mod.resolve_weights(w, cfg.alpha, cfg.img_size) for w in candidates}
+    if None in weight_paths.values():
         raise data_mod.DataError("the linear recipe needs pretrained weights (frozen random features are "
                                  "useless); pass --weights or use --recipe finetune")
     import keras
@@ -77,13 +78,16 @@ def train_linear(cfg) -> Path:
     fs = _fit_set(split, images)
 
     t1 = time.monotonic()
-    x, keep = _features(cfg, weights_path, scales, fs.paths)
+    feats = {w: _features(cfg, str(p), scales, fs.paths) for w, p in weight_paths.items()}
+    keep = np.logical_and.reduce([k for _, k in feats.values()])
     y, groups = fs.y[keep], fs.groups[keep]
     rel = [r for r, k in zip(fs.rel, keep, strict=True) if k]
     t_feat = time.monotonic() - t1
 
     t2 = time.monotonic()
-    head = _fit_head(cfg, x, y, groups)
+    weights, choice = _choose_backbone(cfg, {w: x[keep[k]] for w, (x, k) in feats.items()}, y, groups)
+    weights_path, x = str(weight_paths[weights]), feats[weights][0][keep[feats[weights][1]]]
+    head = _fit_head(cfg, x, y, groups, choice.fit if choice else None)
     model = _folded_model(cfg, weights_path, scales, head.fit, x, fs.paths, keep)
     t_fit = time.monotonic() - t2
 
@@ -102,6 +106,7 @@ def train_linear(cfg) -> Path:
             "fit_on": ["train", "val"], "n": int(len(y)), "C": head.fit["C"],
             "inner_cv_auc_by_C": {str(k): v for k, v in (head.fit["inner_auc"] or {}).items()} or None,
             "oof_roc_auc": head.oof_auc, "features_seconds": round(t_feat, 1), "fit_seconds": round(t_fit, 1),
+            "backbone": {"weights": weights, "oof_auc_by_weights": choice.oof_auc if choice else None},
         }
     }
     cw = rundir.class_weights(y)
@@ -148,13 +153,24 @@ def _features(cfg, weights_path: str, scales: list[int], paths: list[Path]) -> t
     return x[keep], keep
 
 
-def _fit_head(cfg, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> _Head:
-    """Standardise + L2 logistic regression, C by grouped CV; the threshold by the rule on its out-of-fold scores."""
+def _choose_backbone(cfg, xs: dict[str, np.ndarray], y: np.ndarray,
+                     groups: np.ndarray) -> tuple[str, backbones.Choice | None]:
+    """The one backbone asked for, or with --weights auto the candidate whose head scores better out of fold."""
+    if len(xs) == 1:
+        return next(iter(xs)), None
+    choice = backbones.choose(np.stack([xs[w] for w in backbones.CANDIDATES]), y, groups, c=cfg.C, seed=cfg.seed)
+    log.info("--weights auto: %s", choice.sentence())
+    return choice.weights, choice
+
+
+def _fit_head(cfg, x: np.ndarray, y: np.ndarray, groups: np.ndarray, fit: dict | None = None) -> _Head:
+    """Standardise + L2 logistic regression, C by grouped CV (``fit``: already fitted so); the threshold by the rule
+    on its out-of-fold scores."""
     from sklearn.metrics import roc_auc_score
 
     from training import linear
 
-    fit = linear.fit(x, y, groups, c=cfg.C, seed=cfg.seed)
+    fit = fit or linear.fit(x, y, groups, c=cfg.C, seed=cfg.seed)
     if fit["inner_auc"]:
         log.info("C by grouped %d-fold CV on %d images: %s -> C = %g", linear.INNER_FOLDS, len(y),
                  ", ".join(f"{c:g}: {a:.3f}" for c, a in fit["inner_auc"].items()), fit["C"])
