@@ -79,14 +79,15 @@ def train_linear(cfg) -> Path:
 
     t1 = time.monotonic()
     feats = {w: _features(cfg, str(p), scales, fs.paths) for w, p in weight_paths.items()}
-    keep = np.logical_and.reduce([k for _, k in feats.values()])
+    keep = np.logical_and.reduce([k for _, k in feats.values()])  # readable: the same files for every backbone
+    xs = {w: x[keep[k]] for w, (x, k) in feats.items()}  # each backbone's rows of the kept files
     y, groups = fs.y[keep], fs.groups[keep]
     rel = [r for r, k in zip(fs.rel, keep, strict=True) if k]
     t_feat = time.monotonic() - t1
 
     t2 = time.monotonic()
-    weights, choice = _choose_backbone(cfg, {w: x[keep[k]] for w, (x, k) in feats.items()}, y, groups)
-    weights_path, x = str(weight_paths[weights]), feats[weights][0][keep[feats[weights][1]]]
+    weights, choice = _choose_backbone(cfg, xs, y, groups)
+    weights_path, x = str(weight_paths[weights]), xs[weights]
     head = _fit_head(cfg, x, y, groups, choice.fit if choice else None)
     model = _folded_model(cfg, weights_path, scales, head.fit, x, fs.paths, keep)
     t_fit = time.monotonic() - t2
