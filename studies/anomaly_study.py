@@ -482,6 +482,12 @@ def _fifth_member(name: str, feats: Any, y: np.ndarray, groups: np.ndarray,
     if name in ("cp", "cpp"):  # seventh pass: heads trained on good crops vs their pasted copies
         return [seventh_scores(name, feats("sq224"), feats("aug224"), y, groups, tr, te, k)
                 for k, (tr, te) in enumerate(folds)]
+    if name.startswith("spade"):  # eighth pass: "spade10" (all cells of the 10 nearest), "spade10r2" (within 2)
+        kk, _, rr = name[5:].partition("r")
+        f = feats("sq224")
+        maps = np.stack(fifth_maps(f, "6+13"))
+        return [spade_scores(maps, f["pooled"], y, groups, tr, te, int(kk), int(rr) if rr else None)
+                for tr, te in folds]
     if name.startswith("pooled"):  # "pooled": from the 224 px crop, "pooled320": from the 320 px one
         p = feats("sq" + (name[6:] or "224"))["pooled"]
         return [fifth_pooled_scores(p, y, groups, tr, te) for tr, te in folds]
@@ -809,6 +815,37 @@ def _crop_d_rw(pc: an.PatchCore, maps: list[np.ndarray], i: int, group: int | No
     w = 1.0 - float(e[0] / e.sum())
     return w * float(dist[0])
 
+
+
+def _spade_d(maps: np.ndarray, pooled: np.ndarray, bank: np.ndarray, i: int, k: int, r: int | None) -> float:
+    """Eighth pass: crop ``i``'s distance against only its ``k`` nearest good crops by pooled vector (``bank``,
+    indices), and their 180-degree turns; ``r``: each cell compared with the cells within ``r`` rows / columns of
+    its own place (None: all their cells). The largest inner cell, as shipped."""
+    near = bank[np.argsort(((pooled[bank] - pooled[i]) ** 2).sum(axis=1))[:k]]
+    ref = np.concatenate([maps[near], maps[near][:, ::-1, ::-1]]).astype(np.float32)  # (2k, H, W, D)
+    m = maps[i].astype(np.float32)
+    h, w, d = m.shape
+    if r is None:
+        flat = ref.reshape(-1, d)
+        d2 = (m.reshape(-1, d) ** 2).sum(1)[:, None] - 2 * m.reshape(-1, d) @ flat.T + (flat ** 2).sum(1)[None]
+        cells = np.sqrt(np.maximum(d2.min(axis=1), 0)).reshape(h, w)
+    else:
+        cells = np.zeros((h, w), np.float32)
+        for a in range(1, h - 1):
+            for b in range(1, w - 1):
+                win = ref[:, max(0, a - r):a + r + 1, max(0, b - r):b + r + 1].reshape(-1, d)
+                cells[a, b] = np.sqrt(((win - m[a, b]) ** 2).sum(axis=1).min())
+    return float(cells[1:-1, 1:-1].max())
+
+
+def spade_scores(maps: np.ndarray, pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, tr: np.ndarray,
+                 te: np.ndarray, k: int, r: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Eighth pass (SPADE, Cohen & Hoshen 2020): one fold's ``_both`` rows; a training good crop's distance leaves
+    out its own group's crops, as the shipped threshold does."""
+    good = tr[y[tr] == 0]
+    d_tr = np.array([_spade_d(maps, pooled, good[groups[good] != groups[i]], i, k, r) for i in good])
+    thr = an.frr_threshold(d_tr, groups[good], 0.001, n_boot=2)["distance"]
+    return _both(np.array([_spade_d(maps, pooled, good, i, k, r) for i in te]), d_tr, thr)
 
 
 def linear_scores(pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, tr: np.ndarray,
