@@ -71,12 +71,13 @@ def test_auto_keeps_the_backbone_whose_head_scores_better_out_of_fold() -> None:
     assert "backbone boxes" in got.sentence()
 
 
-def test_auto_is_the_linear_recipes_choice_only(tmp_path: Path) -> None:
+def test_auto_is_chosen_by_the_linear_recipe_and_fixed_for_the_others(tmp_path: Path) -> None:
     from training.cli import weights_for
     from training.cv import CVConfig, run_cv
 
-    assert weights_for("auto", "linear") == "auto" and weights_for("auto", "anomaly") == "imagenet"
-    assert weights_for("boxes", "anomaly") == "boxes"
+    assert weights_for("auto", "linear", 0.35) == "auto" and weights_for("auto", "anomaly", 0.35) == "boxes"
+    assert weights_for("auto", "finetune", 0.35) == "imagenet" and weights_for("auto", "linear", 1.0) == "imagenet"
+    assert weights_for("imagenet", "anomaly", 0.35) == "imagenet" and weights_for("boxes", "linear", 0.35) == "boxes"
     with pytest.raises(ValueError, match="--weights auto is the linear recipe's choice"):
         run_cv(CVConfig(data_dir=tmp_path, out_dir=tmp_path / "o", recipe="anomaly", weights="auto"))
     with pytest.raises(WeightsError, match="needs one backbone"):

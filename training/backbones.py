@@ -19,6 +19,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+BOXES_ALPHA = 0.35  # the width multiplier of the boxes backbone (training/assets/)
 CANDIDATES = ("imagenet", "boxes")  # in this order in every stacked feature array; the first wins a tie
 
 

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from training.backbones import AUTO  # numpy only at import
+from training.backbones import AUTO, BOXES_ALPHA  # numpy only at import
 from training.model import POOLINGS, Pooling  # no TensorFlow at import
 
 log = logging.getLogger(__name__)
@@ -16,11 +16,11 @@ LINEAR_IMG_SIZE = 224  # chosen by cross-validation (docs/RESULTS.md)
 LINEAR_POOLING: Pooling = "gap+mid"  # the linear recipe's default --pooling (docs/RESULTS.md "Mid-level pooling")
 WEIGHTS_HELP = (
     "the backbone's weights. auto (default): the linear recipe fits its head on both imagenet and boxes features and "
-    "keeps the backbone whose head scores better out of fold on the training data (a second feature pass; other "
-    "recipes: imagenet); imagenet (Keras cache or download); boxes (built in: the ImageNet backbone fine-tuned once on "
-    "rendered conveyor boxes; per part AUC +0.07 to +0.31 on held-out rendered line and belt scenes, -0.03 on the "
-    "real parcel-damage photos; docs/RESULTS.md \"A backbone adapted to boxes\"); none (random init); or PATH to a "
-    "MobileNetV2 no-top .h5")
+    "keeps the backbone whose head scores better out of fold on the training data (a second feature pass); the "
+    "anomaly recipe takes boxes; finetune, or an --alpha other than 0.35, imagenet. imagenet: Keras cache or "
+    "download. boxes: built in, the ImageNet backbone fine-tuned once on rendered conveyor boxes (held-out rendered "
+    "scenes: linear per part AUC +0.07 to +0.31, anomaly +0.05; the real parcel-damage photos: linear -0.03, anomaly "
+    "-0.01; docs/RESULTS.md \"A backbone adapted to boxes\"). none: random init. Or PATH to a MobileNetV2 no-top .h5")
 POOLING_HELP = ("linear: the feature vector the head reads. gap+mid (default): the backbone's last map averaged "
                 "(1280 numbers), and the largest and the mean response of two mid-level blocks over the crop's inner "
                 "cells (+576), so a tear or dent that moves a few cells is not averaged away (+0.04 per part on the "
@@ -402,12 +402,14 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
                         "view or of another view by the pooled bank (docs/RESULTS.md, issue 29, third pass)")
 
 
-def weights_for(asked: str, recipe: str) -> str:
-    """--weights as asked; ``auto`` (training/backbones.py) is the linear recipe's choice, imagenet for the others."""
-    if asked.lower() == AUTO and recipe != "linear":
-        log.info("--weights auto: imagenet (the choice between backbones is the linear recipe's)")
-        return "imagenet"
-    return asked
+def weights_for(asked: str, recipe: str, alpha: float) -> str:
+    """--weights as asked; ``auto``: the linear recipe chooses by inner CV (training/backbones.py), the anomaly
+    recipe (no defects to choose by) takes boxes, finetune and any alpha but 0.35 (the boxes backbone's) imagenet."""
+    if asked.lower() != AUTO or (recipe == "linear" and alpha == BOXES_ALPHA):
+        return asked
+    weights = "boxes" if recipe == "anomaly" and alpha == BOXES_ALPHA else "imagenet"
+    log.info("--weights auto: %s (recipe %s, alpha %g)", weights, recipe, alpha)
+    return weights
 
 
 def pooling_for(asked: Pooling | None, recipe: str, img_size: int, scales: list[int] | None,
@@ -501,7 +503,7 @@ def _cv(args: argparse.Namespace) -> int:
         return 2
     cfg = CVConfig(empty_belt=empty, finder=finder,
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
-        seed=args.seed, img_size=img_size, alpha=args.alpha, weights=weights_for(args.weights, args.recipe),
+        seed=args.seed, img_size=img_size, alpha=args.alpha, weights=weights_for(args.weights, args.recipe, args.alpha),
         flip_tta=args.flip_tta,
         scales=scales, pooling=pooling_for(args.pooling, args.recipe, img_size, scales, args.flip_tta),
         crop=args.crop, crop_shape=cv_crop_shape(args.crop_shape, args.recipe), C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
@@ -575,7 +577,7 @@ def _train(args: argparse.Namespace) -> int:
         positive_class=args.positive_class,
         img_size=img_size, alpha=args.alpha, scales=scales,
         pooling=pooling_for(args.pooling, args.recipe, img_size, scales, args.flip_tta),
-        weights=weights_for(args.weights, args.recipe), crop=crop, finder=finder, recipe=args.recipe, C=args.C,
+        weights=weights_for(args.weights, args.recipe, args.alpha), crop=crop, finder=finder, recipe=args.recipe, C=args.C,
         flip_tta=args.flip_tta,
         target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
