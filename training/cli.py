@@ -19,7 +19,7 @@ WEIGHTS_HELP = (
     "keeps the backbone whose head scores better out of fold on the training data (a second feature pass); the "
     "anomaly recipe takes boxes; finetune, or an --alpha other than 0.35, imagenet. imagenet: Keras cache or "
     "download. boxes: built in, the ImageNet backbone fine-tuned once on rendered conveyor boxes (held-out rendered "
-    "scenes: linear per part AUC +0.07 to +0.31, anomaly +0.05; the real parcel-damage photos: linear -0.03, anomaly "
+    "scenes: linear per part AUC +0.09 to +0.35, anomaly +0.08; the real parcel-damage photos: linear -0.03, anomaly "
     "-0.01; docs/RESULTS.md \"A backbone adapted to boxes\"). none: random init. Or PATH to a MobileNetV2 no-top .h5")
 POOLING_HELP = ("linear: the feature vector the head reads. gap+mid (default): the backbone's last map averaged "
                 "(1280 numbers), and the largest and the mean response of two mid-level blocks over the crop's inner "
