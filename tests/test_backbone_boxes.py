@@ -72,7 +72,7 @@ def test_auto_keeps_the_backbone_whose_head_scores_better_out_of_fold() -> None:
 
 
 def test_auto_is_chosen_by_the_linear_recipe_and_fixed_for_the_others(tmp_path: Path) -> None:
-    from training.cli import weights_for
+    from training.backbones import for_recipe as weights_for
     from training.cv import CVConfig, run_cv
 
     assert weights_for("auto", "linear", 0.35) == "auto" and weights_for("auto", "anomaly", 0.35) == "boxes"

@@ -3,7 +3,7 @@ inner grouped CV the head already runs (issue 25).
 
 Two frozen backbones are candidates: the ImageNet MobileNetV2 and the built-in one adapted to boxes
 (``--weights boxes``, training/assets/). Neither wins everywhere: on rendered line and belt scenes the adapted one
-is far ahead (per part AUC +0.07 to +0.31 held-out), on the real parcel-damage photos it is behind (-0.03), so a
+is far ahead (per part AUC +0.09 to +0.35 held-out), on the real parcel-damage photos it is behind (-0.03), so a
 line's own labelled parts decide. Both feature sets are computed; the head is fitted on each with C by inner
 grouped CV; the backbone whose head has the higher out-of-fold AUC on the training data is kept (ImageNet on a
 tie). Training costs a second feature pass; the package holds one backbone, so the edge pays nothing.
@@ -38,6 +38,16 @@ class Choice:
 
 def is_auto(weights: str) -> bool:
     return weights.lower() == AUTO
+
+
+def for_recipe(asked: str, recipe: str, alpha: float) -> str:
+    """--weights as asked; ``auto``: the linear recipe chooses by inner CV (:func:`choose`), the anomaly recipe (no
+    defects to choose by) takes boxes, finetune and any alpha but :data:`BOXES_ALPHA` imagenet."""
+    if not is_auto(asked) or (recipe == "linear" and alpha == BOXES_ALPHA):
+        return asked
+    weights = "boxes" if recipe == "anomaly" and alpha == BOXES_ALPHA else "imagenet"
+    log.info("--weights auto: %s (recipe %s, alpha %g)", weights, recipe, alpha)
+    return weights
 
 
 def choose(xs: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float | None = None, seed: int = 0,

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from training.backbones import AUTO, BOXES_ALPHA  # numpy only at import
+from training.backbones import AUTO, for_recipe  # numpy only at import
 from training.model import POOLINGS, Pooling  # no TensorFlow at import
 
 log = logging.getLogger(__name__)
@@ -402,16 +402,6 @@ def _add_anomaly_args(p: argparse.ArgumentParser, train: bool) -> None:
                         "view or of another view by the pooled bank (docs/RESULTS.md, issue 29, third pass)")
 
 
-def weights_for(asked: str, recipe: str, alpha: float) -> str:
-    """--weights as asked; ``auto``: the linear recipe chooses by inner CV (training/backbones.py), the anomaly
-    recipe (no defects to choose by) takes boxes, finetune and any alpha but 0.35 (the boxes backbone's) imagenet."""
-    if asked.lower() != AUTO or (recipe == "linear" and alpha == BOXES_ALPHA):
-        return asked
-    weights = "boxes" if recipe == "anomaly" and alpha == BOXES_ALPHA else "imagenet"
-    log.info("--weights auto: %s (recipe %s, alpha %g)", weights, recipe, alpha)
-    return weights
-
-
 def pooling_for(asked: Pooling | None, recipe: str, img_size: int, scales: list[int] | None,
                 flip_tta: bool) -> Pooling:
     """--pooling as asked, else the linear recipe's default where training.model.check_pooling takes it for this run
@@ -503,7 +493,7 @@ def _cv(args: argparse.Namespace) -> int:
         return 2
     cfg = CVConfig(empty_belt=empty, finder=finder,
         data_dir=args.data, out_dir=args.out, recipe=args.recipe, folds=args.folds, repeats=args.repeats,
-        seed=args.seed, img_size=img_size, alpha=args.alpha, weights=weights_for(args.weights, args.recipe, args.alpha),
+        seed=args.seed, img_size=img_size, alpha=args.alpha, weights=for_recipe(args.weights, args.recipe, args.alpha),
         flip_tta=args.flip_tta,
         scales=scales, pooling=pooling_for(args.pooling, args.recipe, img_size, scales, args.flip_tta),
         crop=args.crop, crop_shape=cv_crop_shape(args.crop_shape, args.recipe), C=args.C, scaling=args.scaling, target_recall=args.target_recall, cost_ratio=args.cost_ratio,
@@ -577,7 +567,7 @@ def _train(args: argparse.Namespace) -> int:
         positive_class=args.positive_class,
         img_size=img_size, alpha=args.alpha, scales=scales,
         pooling=pooling_for(args.pooling, args.recipe, img_size, scales, args.flip_tta),
-        weights=weights_for(args.weights, args.recipe, args.alpha), crop=crop, finder=finder, recipe=args.recipe, C=args.C,
+        weights=for_recipe(args.weights, args.recipe, args.alpha), crop=crop, finder=finder, recipe=args.recipe, C=args.C,
         flip_tta=args.flip_tta,
         target_recall=args.target_recall, cost_ratio=args.cost_ratio,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,

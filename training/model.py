@@ -73,7 +73,9 @@ def resolve_weights(weights: str, alpha: float, img_size: int) -> str | None:
         raise WeightsError("--weights auto chooses between imagenet and boxes by the linear recipe's inner CV "
                            "(training/backbones.py); this step needs one backbone: pass --weights imagenet or boxes")
     if weights.lower() == "boxes":
-        if alpha != 0.35:  # training.backbones.BOXES_ALPHA
+        from training.backbones import BOXES_ALPHA
+
+        if alpha != BOXES_ALPHA:
             raise WeightsError(f"--weights boxes is a MobileNetV2 alpha 0.35 backbone; got --alpha {alpha:g}")
         return str(BOXES_WEIGHTS)
     if weights.lower() != "imagenet":
