@@ -28,6 +28,7 @@ from edge.judge.crops import locate_still, open_finder, recorded_finder
 from edge.judge.localize import NO_CROP, CropSpec, crop_from_config
 from edge.judge.model_package import (
     PREPROCESSING_TEXT,
+    CellsSpec,
     CVMetrics,
     FeaturesSpec,
     FinderGolden,
@@ -357,6 +358,54 @@ def with_features(model: Any) -> tuple[Any, str]:
     return keras.Model(model.inputs, [model.outputs[0], feats], name=f"{model.name}with_features"), head.name
 
 
+GAP_LAYER = "gap"  # training/model.py: the global average pooling of the backbone's last map, first in the features
+
+
+def with_cells(export: Any, model: Any, head_layer: str) -> tuple[Any, bool]:
+    """``export`` (:func:`with_features`) with one more output: the map the features' global average pools (the
+    input of ``model``'s "gap" layer), for the head's map of every decision (edge/judge/head_map.py). Only where the
+    features start with that average: the features are the "gap" output itself, or the "gap_mid" concatenation
+    whose first part it is (--pooling gap+mid). Otherwise (flip TTA, several scales, no head) (export, False)."""
+    import keras
+
+    try:
+        gap = model.get_layer(GAP_LAYER)
+        feats = model.get_layer(head_layer).input if head_layer else None
+    except ValueError:
+        feats = None
+    if feats is None or len(gap.input.shape) != 4:
+        log.info("no cells output: the features are not the global average of one feature map")
+        return export, False
+    for lyr in model.layers:  # a Dropout before the head is the identity at inference (the finetune recipe's)
+        if isinstance(lyr, keras.layers.Dropout) and lyr.output is feats:
+            feats = lyr.input
+    starts = feats is gap.output
+    if not starts:
+        try:
+            first = model.get_layer("gap_mid").input[0]
+            starts = first is gap.output and feats is model.get_layer("gap_mid").output
+        except (ValueError, IndexError, TypeError):
+            starts = False
+    if not starts:
+        log.info("no cells output: the features do not start with the global average (%s)", feats.shape)
+        return export, False
+    return keras.Model(export.inputs, [*export.outputs, gap.input], name=f"{export.name}_cells"), True
+
+
+def cells_spec_of(runner: Runner, model: Any, head_layer: str) -> CellsSpec | None:
+    """The sidecar's ``cells`` for the converted map output, with the Keras head's weights (None: no map output)."""
+    detail = runner.map_detail
+    if detail is None or runner.patches_position is None:
+        return None
+    name, (rows, cols, channels), dtype, q = detail
+    kernel, bias = model.get_layer(head_layer).get_weights()
+    return CellsSpec(output_name=name, output_position=runner.patches_position, rows=rows, cols=cols,
+                     channels=channels, dtype=str(dtype),
+                     quantization=QuantParams(scale=q[0], zero_point=q[1]) if q else None,
+                     weights=[float(v) for v in np.asarray(kernel, np.float64).reshape(-1)],
+                     bias=float(np.asarray(bias).reshape(-1)[0]))
+
+
 def features_spec_of(runner: Runner, path: Path, layer: str) -> FeaturesSpec | None:
     if runner.features_position is None or runner.features_name is None:
         return None
@@ -626,7 +675,7 @@ def _split_counts(run: RunInfo) -> dict[str, dict[str, int]]:
 def build_metadata(
     run: RunInfo, fmt: str, out: Path, keras_path: Path, runner: Runner, h: int, w: int, threshold: float,
     threshold_source: str, metrics: PackageMetrics | None, rep_n: int, golden: list[GoldenSample],
-    features: FeaturesSpec | None = None, finder: FinderSpec | None = None,
+    features: FeaturesSpec | None = None, finder: FinderSpec | None = None, cells: CellsSpec | None = None,
 ) -> ModelMetadata:
     """Step 8: the sidecar for the (already renamed) ``out``."""
     return ModelMetadata(
@@ -661,6 +710,7 @@ def build_metadata(
         features=features,
         cv_metrics=_cv_metrics(run),
         finder=finder,
+        cells=cells,
     )
 
 

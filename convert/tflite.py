@@ -51,6 +51,7 @@ from convert.common import (
     ThresholdRule,
     build_metadata,
     calibration_images,
+    cells_spec_of,
     compare_models,
     convert_bytes,
     copy_finder,
@@ -65,6 +66,7 @@ from convert.common import (
     mapped_threshold,
     read_run,
     recalibrated_threshold,
+    with_cells,
     with_features,
     write_tmp,
 )
@@ -162,6 +164,7 @@ def _package(inp: _Inputs, fmt: str, out: Path, rule: ThresholdRule, gate: bool,
     samples, then rename it to ``out`` and write its sidecar (also when the gate failed: the caller rejects)."""
     run = inp.run
     export, head_layer = with_features(inp.model)
+    export, has_cells = with_cells(export, inp.model, head_layer)
     tmp = write_tmp(out, convert_bytes(export, fmt, inp.rep))
     try:
         with native_output_to_log("LiteRT"):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
@@ -174,10 +177,11 @@ def _package(inp: _Inputs, fmt: str, out: Path, rule: ThresholdRule, gate: bool,
         outcome = compare_models(run, inp.model, runner, inp.ev, fmt, threshold, gate, max_f1_drop, max_auc_drop)
         golden = golden_samples_of(run, runner, inp.ev)
         features = features_spec_of(runner, tmp, head_layer) if head_layer else None
+        cells = cells_spec_of(runner, inp.model, head_layer) if has_cells and features else None
         tmp.replace(out)
         meta = build_metadata(run, fmt, out, inp.keras_path, runner, inp.h, inp.w, threshold, threshold_source,
                               outcome.metrics, 0 if inp.rep is None else len(inp.rep), golden, features,
-                              copy_finder(run, out, [it.path for it in inp.ev.items]))
+                              copy_finder(run, out, [it.path for it in inp.ev.items]), cells)
         write_metadata(meta, out)
     finally:
         if tmp.exists():

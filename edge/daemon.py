@@ -54,11 +54,11 @@ from edge.deliver.mqtt_sink import MqttSink
 from edge.deliver.plant import Plant
 from edge.deliver.publisher import OrderedWorker
 from edge.deliver.station import StationStore
-from edge.judge.anomaly_evidence import attach, heat_of
 from edge.judge.beltmodel import BeltLearners
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.crops import count_located, learned_box
 from edge.judge.decision import ContinuousDecider, Decision, MultiViewDecider, TriggeredDecider
+from edge.judge.heatmap import attach, heat_of
 from edge.judge.localize import CropSpec, Located, locate
 from edge.judge.model_package import PackageError, resolve_model_name
 from edge.judge.records import FrameRecord
@@ -566,10 +566,12 @@ class Daemon:
         box = record.box_in_frame(roi_box(record.frame.shape, roi_cfg)[:2])
         if box is not None:  # for the operator page: the box in frame pixels (drawn only when the page asks)
             self.latest.set_box(box)
-        if self.shadow.wants_features(clf):  # a head-only candidate on this backbone: the same one invoke
+        if getattr(clf, "map_kind", None) is not None:  # the score, its map (per-view banks: this view's) and
+            score, features, record.heat = heat_of(clf, record.roi, record.located, record.view)  # the features
+            if self.shadow.wants_features(clf):  # a head-only candidate on this backbone: the same one invoke
+                record.features = features
+        elif self.shadow.wants_features(clf):
             score, record.features = clf.score_features(record.roi, record.located, record.view)
-        elif getattr(clf, "anomaly", None) is not None:  # an anomaly package: the score and its map (per-view
-            score, record.heat = heat_of(clf, record.roi, record.located, record.view)  # banks: this view's)
         else:
             score = clf.score(record.roi, record.located, record.view)
         record.score = float(score)
@@ -734,8 +736,8 @@ class Daemon:
     def _save_evidence(self, decision: Decision, event: dict[str, Any]) -> None:
         """The evidence JPEGs: the representative record's crop (``_crop.jpg``, the image the model was given)
         and its frame (``_frame.jpg``). Several views: one pair per view (``<event_id>_<view>``); the event's own
-        ``evidence`` is the representative view's. An anomaly package's map of the representative record goes
-        into the event (with evidence or without; edge/judge/anomaly_evidence.py)."""
+        ``evidence`` is the representative view's. The map of the representative record (a package with one) goes
+        into the event (with evidence or without; edge/judge/heatmap.py)."""
         if decision.evidence is None:
             return
         rep = decision.evidence.representative

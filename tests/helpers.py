@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -437,6 +438,14 @@ def failing_golden(doc: dict[str, Any]) -> None:
     assert doc["golden"], "the fixture model has golden samples"
     for g in doc["golden"]:
         g["expected_score"] = 5.0
+
+
+def label_dir(src: Path, dst: Path, paths: list[Path] | None = None) -> Path:
+    """A folder-per-class copy of images (the layout of the operator page's feedback/)."""
+    for p in paths if paths is not None else sorted(src.rglob("*.png")) + sorted(src.rglob("*.jpg")):
+        (dst / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, dst / p.parent.name / p.name)
+    return dst
 
 
 def edit_sidecar(model: Path, change: Callable[[dict[str, Any]], None], reseal: bool = True,

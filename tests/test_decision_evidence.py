@@ -23,6 +23,10 @@ import cv2
 import jsonschema
 import pytest
 
+from edge.judge.classifier import Classifier
+from edge.judge.heatmap import Heat, attach, heat_of
+from edge.judge.localize import already_cropped
+from edge.judge.model_package import MapKind
 from tests.helpers import DaemonProc, Publisher, Subscriber, first_occurrences, topic_base, wait_for
 from tests.test_daemon import SLOW, base_cfg, views_cfg
 
@@ -85,11 +89,33 @@ def check_what_decided(events: list[dict[str, Any]], model: Path) -> None:
         assert got["is_defect"] == (rep_score >= e["threshold"])
         if not e.get("views"):
             assert aggregate(on["scores"], on["aggregate"]) == pytest.approx(e["score"], abs=2e-6)
+    check_maps(events, model)
     for e in events:
         if e.get("views"):  # the part's score is its views' fused; its own evidence is the representative view's
             scores = [v["score"] for v in e["views"].values() if v["score"] is not None]
             assert e["score"] == pytest.approx(max(scores), abs=1e-6)
             assert e["decided_on"] in [v["decided_on"] for v in e["views"].values() if not v["no_box"]]
+
+
+def check_maps(events: list[dict[str, Any]], model: Path) -> None:
+    """Issue 29: a package with a map (a supervised one: its head on every cell, edge/judge/head_map.py) puts the
+    representative crop's map in every event, and re-scoring the stored model input gives that map and score."""
+    clf = Classifier.load(model)
+    assert clf.map_kind is MapKind.HEAD
+    for e in events:
+        m = e["anomaly_map"]
+        assert m["kind"] == "head" and m["score"] == pytest.approx(e["decided_on"]["representative_score"], abs=1e-6)
+        bgr = cv2.imread(m["input"])
+        _, _, heat = heat_of(clf, bgr, already_cropped(bgr))  # the stored input is the model's crop already
+        assert heat is not None and heat.score == pytest.approx(m["score"], abs=2e-6)
+        assert attach_map(heat)["values"] == m["values"] and max(m["values"]) == m["max"]
+
+
+def attach_map(heat: Heat) -> dict[str, Any]:
+    """The event's map of ``heat`` (no evidence store: only the grid)."""
+    event: dict[str, Any] = {}
+    attach(event, heat, None)
+    return dict(event["anomaly_map"])
 
 
 def test_every_decision_keeps_and_shows_what_decided_it(tmp_path, int8_model, synth_video, mosquitto):

@@ -131,6 +131,22 @@ def _click_defect_decision(driver, d: DaemonProc) -> str:
     return event_id
 
 
+RED_CELLS_JS = """
+const c = document.getElementById('d-heat'), px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+let n = 0; for (let i = 0; i < px.length; i += 4) if (px[i + 3] > 0 && px[i] > 200 && px[i + 1] < 60) n++;
+return n;"""
+
+
+def _check_the_map_is_drawn(driver) -> None:
+    """Issue 29: the open decision's map (a supervised package's: its head on every cell) is drawn over the crop;
+    a cell at or above the threshold (100 %) is painted red."""
+    wait_for(lambda: "where the head sees a defect" in _text(driver, "d-heat-caption"), 15, "the map's caption")
+    largest = int(_text(driver, "d-heat-caption").split("largest ")[1].split(" %")[0])
+    assert driver.execute_script("return !document.getElementById('d-heat').hidden")
+    if largest >= 100:
+        wait_for(lambda: driver.execute_script(RED_CELLS_JS) > 0, 10, "red cells on the map")
+
+
 def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, int8_model):
     from selenium.webdriver.common.by import By
 
@@ -151,6 +167,7 @@ def test_operator_page_in_a_real_browser(daemon, browser, tmp_path, synth_data, 
 
     # An action without the token is refused: nothing is written, the page says so and asks for the token.
     _click_defect_decision(drv, d)
+    _check_the_map_is_drawn(drv)
     drv.find_element(By.CSS_SELECTOR, "#d-answers button[data-kind='false_reject']").click()
     wait_for(lambda: "Refused" in _text(drv, "toast"), 15, "the refusal message")
     assert drv.find_element(By.ID, "token-form").is_displayed()

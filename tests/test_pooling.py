@@ -76,6 +76,7 @@ def test_a_gap_mid_run_packages_and_scores_as_it_trained(scenes: Path, tmp_path:
     from convert.tflite import convert_run
     from edge.judge.classifier import Classifier
     from edge.judge.images import read_bgr
+    from edge.judge.model_package import MapKind
 
     env = {**ENV, "BOXINSPECT_FEATURE_CACHE": str(tmp_path / "features")}
     run = tmp_path / "run"
@@ -92,6 +93,15 @@ def test_a_gap_mid_run_packages_and_scores_as_it_trained(scenes: Path, tmp_path:
         bgr = np.asarray(read_bgr(p))
         want = float(model.predict(clf.preprocess(bgr)[None].astype(np.float32), verbose=0).ravel()[0])
         assert clf.score(bgr) == pytest.approx(want, abs=1e-4)
+        # issue 29: its map (the head on every cell of the last map, the mid-level part shared) averages to the score
+        got = clf.score_all(bgr)
+        assert got.kind is MapKind.HEAD and got.cells is not None and got.cells.shape == (3, 3)
+        _, feat, fmap = clf.runner.run_outputs(got.rgb)
+        assert clf.metadata.cells is not None and feat is not None and fmap is not None
+        w = np.asarray(clf.metadata.cells.weights)
+        direct = fmap @ w[:1280] + feat[1280:] @ w[1280:] + clf.metadata.cells.bias  # the head on each cell
+        np.testing.assert_allclose(got.cells - got.cells.mean(), direct - direct.mean(), atol=1e-3)
+        assert 1 / (1 + np.exp(-direct.mean())) == pytest.approx(got.score, abs=1e-4)
 
 
 def test_the_linear_recipe_pools_mid_level_cells_by_default() -> None:

@@ -21,24 +21,16 @@ from edge.judge.backbone import backbone_digest
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.model_package import load_metadata, sha256_file, sidecar_path
 from edge.learn.retrain import RetrainError, retrain
-from tests.helpers import edit_sidecar
+from tests.helpers import edit_sidecar, label_dir
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _label_dir(src: Path, dst: Path, paths: list[Path] | None = None) -> Path:
-    """A folder-per-class copy of images (the layout of the operator page's feedback/)."""
-    for p in paths if paths is not None else sorted(src.rglob("*.png")) + sorted(src.rglob("*.jpg")):
-        (dst / p.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(p, dst / p.parent.name / p.name)
-    return dst
 
 
 @pytest.fixture(scope="module")
 def tiny_candidate(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, few_boxes: Path):
     """A head-only candidate of the committed tiny package, fitted on a few synthetic boxes."""
     tmp = tmp_path_factory.mktemp("retrain")
-    labels = _label_dir(few_boxes, tmp / "feedback")
+    labels = label_dir(few_boxes, tmp / "feedback")
     res = retrain(tiny_model, [labels], tmp / "candidates", min_per_class=4)
     return res
 
@@ -126,7 +118,7 @@ def test_a_changed_head_is_a_new_model_and_a_tampered_one_is_refused(tiny_candid
 
 
 def test_retrain_refuses_too_few_labels_with_one_sentence(tiny_model: Path, few_boxes: Path, tmp_path: Path):
-    labels = _label_dir(few_boxes, tmp_path / "feedback")
+    labels = label_dir(few_boxes, tmp_path / "feedback")
     with pytest.raises(RetrainError) as e:
         retrain(tiny_model, [labels], tmp_path / "out", min_per_class=5)
     msg = str(e.value)
@@ -138,7 +130,7 @@ def test_retrain_refuses_too_few_labels_with_one_sentence(tiny_model: Path, few_
 
 def test_retrain_cli_and_no_tensorflow(tiny_model: Path, few_boxes: Path, tmp_path: Path):
     """The console command end to end, in a fresh interpreter that must not import TensorFlow."""
-    labels = _label_dir(few_boxes, tmp_path / "feedback")
+    labels = label_dir(few_boxes, tmp_path / "feedback")
     out = tmp_path / "cands"
     code = (
         "import sys, runpy\n"
@@ -218,7 +210,7 @@ def test_retrain_on_synthetic_boxes_gives_a_sane_candidate(tensorflow_here: None
         files = sorted((synth_data / cls).glob("*"))
         fit += files[0::2]
         held += files[1::2][:60]
-    res = retrain(int8_model, [_label_dir(synth_data, tmp_path / "labels", fit)], tmp_path / "cand",
+    res = retrain(int8_model, [label_dir(synth_data, tmp_path / "labels", fit)], tmp_path / "cand",
                   cost_ratio=2.0)
     assert res.counts == {"defective": 125, "ok": 125}
     assert 0.9 < res.cv.auc <= 1.0 and res.cv.folds == 5 and res.cv.n == 250

@@ -5,7 +5,9 @@ Two timings per setting, both on the model's golden samples (random input if it 
   pre+invoke  Classifier.score() on a 640x480 BGR frame: resize + colour conversion + quantisation + invoke
 An anomaly package (issue 29) has no score output: its "invoke" is set input + invoke (the patch map is not read)
 and its "pre+invoke" includes reading the patch map and scoring it against the package's bank (numpy), i.e. the
-whole per-crop cost; ``bench anomaly`` gives the scoring alone per bank size.
+whole per-crop cost; ``bench anomaly`` gives the scoring alone per bank size. A package with a map (an anomaly
+package, or a supervised one with the ``cells`` output, edge/judge/head_map.py) adds
+  pre+invoke+map  what the daemon runs per frame: the score, the features and the map of the crop (heatmap.heat_of)
 Only the median/p90/p99 of many runs after a warm-up mean anything; never compare single runs.
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from edge.bench.common import emit, machine_info
 from edge.judge.classifier import Classifier, ModelError
+from edge.judge.heatmap import heat_of
 from edge.judge.model_package import decode_golden
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,18 @@ def latency_stats(ms: list[float]) -> dict[str, Any]:
     }
 
 
+def _timed(fn: Any, items: list[Any], runs: int, warmup: int) -> dict[str, Any]:
+    """Latency of ``fn(item)`` over ``runs`` calls cycling through ``items``, after ``warmup`` untimed ones."""
+    for i in range(warmup):
+        fn(items[i % len(items)])
+    ms = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        fn(items[i % len(items)])
+        ms.append((time.perf_counter() - t0) * 1000)
+    return latency_stats(ms)
+
+
 def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: int = 20) -> dict[str, Any]:
     """Time ``model`` at each thread count; returns a JSON-able dict (machine, model, results)."""
     rows = []
@@ -57,22 +72,11 @@ def bench_model(model: str | Path, threads: list[int], runs: int = 200, warmup: 
         tensors = [clf.runner.set_input(s) for s in samples]
         frames = [cv2.resize(cv2.cvtColor(s, cv2.COLOR_RGB2BGR), (FRAME_W, FRAME_H)) for s in samples]
         invoke = clf.runner.invoke_only if clf.anomaly is not None else clf.runner.invoke
-        for i in range(warmup):
-            invoke(tensors[i % len(tensors)])
-        inv, full = [], []
-        for i in range(runs):
-            x = tensors[i % len(tensors)]
-            t0 = time.perf_counter()
-            invoke(x)
-            inv.append((time.perf_counter() - t0) * 1000)
-        for i in range(warmup):
-            clf.score(frames[i % len(frames)])
-        for i in range(runs):
-            f = frames[i % len(frames)]
-            t0 = time.perf_counter()
-            clf.score(f)
-            full.append((time.perf_counter() - t0) * 1000)
-        rows.append({"threads": t, "invoke": latency_stats(inv), "preprocess_invoke": latency_stats(full)})
+        row: dict[str, Any] = {"threads": t, "invoke": _timed(invoke, tensors, runs, warmup),
+                               "preprocess_invoke": _timed(clf.score, frames, runs, warmup)}
+        if clf.map_kind is not None:  # the daemon's per-frame path: score, features and the map (edge/judge/heatmap.py)
+            row["preprocess_invoke_map"] = _timed(lambda f, c=clf: heat_of(c, f, None), frames, runs, warmup)
+        rows.append(row)
         log.debug("threads=%d done", t)
     assert clf is not None
     return {
@@ -160,12 +164,17 @@ def format_table(res: dict[str, Any]) -> str:
         "",
         f"{'threads':>7s} | {'invoke median':>13s} {'p90':>7s} {'p99':>7s} | {'pre+invoke median':>17s} {'p90':>7s} {'p99':>7s}",
     ]
+    with_map = any("preprocess_invoke_map" in r for r in res["results"])
+    if with_map:
+        lines[-1] += f" | {'+map median':>11s} {'p90':>7s} {'p99':>7s}"
     for r in res["results"]:
         a, b = r["invoke"], r["preprocess_invoke"]
-        lines.append(
-            f"{r['threads']:>7d} | {a['median_ms']:>10.2f} ms {a['p90_ms']:>7.2f} {a['p99_ms']:>7.2f} | "
-            f"{b['median_ms']:>14.2f} ms {b['p90_ms']:>7.2f} {b['p99_ms']:>7.2f}"
-        )
+        line = (f"{r['threads']:>7d} | {a['median_ms']:>10.2f} ms {a['p90_ms']:>7.2f} {a['p99_ms']:>7.2f} | "
+                f"{b['median_ms']:>14.2f} ms {b['p90_ms']:>7.2f} {b['p99_ms']:>7.2f}")
+        if "preprocess_invoke_map" in r:
+            c = r["preprocess_invoke_map"]
+            line += f" | {c['median_ms']:>8.2f} ms {c['p90_ms']:>7.2f} {c['p99_ms']:>7.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -342,12 +342,6 @@ def heat_grid(cells: np.ndarray, threshold_distance: float, border: int = 0) -> 
     return out
 
 
-def head_cells(spatial: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
-    """A supervised package's comparable map: its linear head applied to every cell of the last feature map
-    (class activation map), as the logit of each cell; (H, W)."""
-    return np.asarray(spatial, np.float64) @ np.asarray(weights, np.float64) + float(bias)
-
-
 def load_package_scorer(model_path: str | Path, spec: Any, verify_hash: bool = True) -> AnomalyScorer:
     """The scorer of an anomaly package: the bank file named by the sidecar's ``anomaly`` block (an
     ``edge.judge.model_package.AnomalySpec``), beside the .tflite, checked against its sha256 and threshold. ValueError

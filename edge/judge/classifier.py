@@ -22,10 +22,12 @@ from edge.judge.anomaly import AnomalyScorer, load_package_scorer
 from edge.judge.boxfinder import BoxFinder, golden_failures, load_package_finder
 from edge.judge.crops import locate_still
 from edge.judge.fusion import part_and_view
+from edge.judge.head_map import cell_logits
 from edge.judge.interpreter import ModelError as ModelError  # re-exported: callers have always caught it here
 from edge.judge.interpreter import check_tflite, interpreter_class
 from edge.judge.localize import Located
 from edge.judge.model_package import (
+    MapKind,
     ModelMetadata,
     PackageError,
     decode_golden,
@@ -40,11 +42,33 @@ SELF_TEST_TIMED_PASSES = 3  # timed runs of the golden samples after the checked
 
 
 @dataclass
+class Scored:
+    """One crop scored with everything the invoke gave: the score, the pooled features, and the map of where it
+    came from (``kind`` "anomaly": cell distances to the bank of good parts, edge/judge/anomaly.py; "head": cell
+    logits, edge/judge/head_map.py; None: the package has no map)."""
+
+    score: float
+    features: np.ndarray | None
+    cells: np.ndarray | None
+    kind: MapKind | None
+    rgb: np.ndarray  # the model input
+
+
+@dataclass
 class Prediction:
     label: str
     score: float  # P(positive class)
     is_defect: bool
     latency_ms: float  # preprocess + invoke
+
+
+def _check_cells(p: Path, meta: ModelMetadata, runner: Runner) -> None:
+    """ModelError unless the .tflite's map output is the one the sidecar's ``cells`` describes."""
+    spec, got = meta.cells, runner.map_detail
+    assert spec is not None
+    if got is None or runner.patches_position != spec.output_position or got[1] != (spec.rows, spec.cols, spec.channels):
+        raise ModelError(f"{p}: no cells output at position {spec.output_position} of shape "
+                         f"{(spec.rows, spec.cols, spec.channels)} (the sidecar's), got {got and got[1]}")
 
 
 def _one_line(e: BaseException) -> str:
@@ -72,7 +96,8 @@ class Runner:
                 f"{self.path}: corrupt or unsupported .tflite for runtime {self.runtime_name} ({_one_line(e)})"
             ) from e
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
-        # an anomaly package (edge/judge/anomaly.py) has a patch-map output (1, H, W, C) instead of a score
+        # a map output (1, H, W, C): an anomaly package's patch map (edge/judge/anomaly.py), scored in numpy instead
+        # of a score output, or a supervised package's last feature map beside its score (edge/judge/head_map.py)
         self._patches = next((o for o in outs if len(o["shape"]) == 4), None)
         self.patches_position: int | None = None
         if self._patches is not None:
@@ -172,6 +197,30 @@ class Runner:
                     if self._feat is not None else None)
         return feat, patches
 
+    @property
+    def map_detail(self) -> tuple[str, tuple[int, int, int], np.dtype, tuple[float, int] | None] | None:
+        """(name, (H, W, C), dtype, quantisation) of the map output; None without one."""
+        if self._patches is None:
+            return None
+        h, w, c = (int(v) for v in self._patches["shape"][1:])
+        return str(self._patches["name"]), (h, w, c), np.dtype(self._patches["dtype"]), self._quant(self._patches)
+
+    def run_outputs(self, rgb: np.ndarray, want_map: bool = True
+                    ) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
+        """(score or None for a model without a score output, pooled features (D,) or None, map (H, W, C) or None
+        (also when not ``want_map``)), dequantised float, from one invoke of an RGB input (thread-safe)."""
+        tensor = self.set_input(rgb)
+        has_score = self._out is not self._patches
+        with self._lock:
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+            out = self._interp.get_tensor(self._out["index"]).reshape(-1) if has_score else None
+            feat = (self._dequant(self._interp.get_tensor(self._feat["index"]).reshape(-1), self._feat)
+                    if self._feat is not None else None)
+            fmap = (self._dequant(self._interp.get_tensor(self._patches["index"])[0], self._patches)
+                    if want_map and self._patches is not None else None)
+        return (None if out is None else self._score_of(out)), feat, fmap
+
     def _dequant(self, raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         q = self._quant(detail)
         if q is None or raw.dtype == np.float32:
@@ -193,12 +242,7 @@ class Runner:
             out = self._interp.get_tensor(self._out["index"]).reshape(-1)
             feat = (self._interp.get_tensor(self._feat["index"]).reshape(-1).copy()
                     if features and self._feat is not None else None)
-        if out.size != 1:
-            raise ModelError(f"{self.path}: expected one output value, got {out.size}")
-        value = float(out[0])
-        if self.output_quant is not None and self.output_dtype != np.float32:
-            scale, zp = self.output_quant
-            value = (value - zp) * scale
+        value = self._score_of(out)
         if feat is not None:
             if self.features_quant is not None and self.features_dtype != np.float32:
                 scale, zp = self.features_quant
@@ -206,6 +250,16 @@ class Runner:
             else:
                 feat = feat.astype(np.float32, copy=False)
         return value, feat
+
+    def _score_of(self, out: np.ndarray) -> float:
+        """The dequantised value of the score output's tensor."""
+        if out.size != 1:
+            raise ModelError(f"{self.path}: expected one output value, got {out.size}")
+        value = float(out[0])
+        if self.output_quant is not None and self.output_dtype != np.float32:
+            scale, zp = self.output_quant
+            value = (value - zp) * scale
+        return value
 
     def run_features(self, rgb: np.ndarray) -> tuple[float, np.ndarray | None]:
         return self.invoke_features(self.set_input(rgb))
@@ -229,6 +283,10 @@ class Classifier:
         self.anomaly: AnomalyScorer | None = None
         # the learned box finder the package carries (train --finder): its box first, the crop search where it finds none
         self.finder: BoxFinder | None = None
+        # supervised package with a map output: the head its cells are scored with (edge/judge/head_map.py)
+        self._cells_head: tuple[np.ndarray, float] | None = None
+        if metadata.cells is not None:
+            self._cells_head = self._head or (np.asarray(metadata.cells.weights, np.float64), metadata.cells.bias)
 
     @property
     def runtime_name(self) -> str:
@@ -271,6 +329,8 @@ class Classifier:
                 clf.anomaly = load_package_scorer(p, meta.anomaly, verify_hash)
             except ValueError as e:
                 raise ModelError(str(e)) from e
+        if meta.cells is not None:
+            _check_cells(p, meta, runner)
         if meta.finder is not None:
             clf.finder = load_package_finder(p, meta.finder, verify_hash, num_threads, runtime)
         log.info(
@@ -301,15 +361,34 @@ class Classifier:
             return self.score_features(bgr, located, view)[0]
         return self.runner.run(self.preprocess(bgr, located))
 
-    def score_map(self, bgr: np.ndarray, located: Located | None = None,
-                  view: str | None = None) -> tuple[float, np.ndarray | None, np.ndarray]:
-        """(score, anomaly cell distances (H, W) or None, the model input RGB) for a BGR image, one invoke: the map
-        of an anomaly package (edge/judge/anomaly.py; None for other packages)."""
-        rgb = self.preprocess(bgr, located)
-        if self.anomaly is None:
-            return self.score_rgb(rgb), None, rgb
-        s, cells = self.anomaly.score_map(self.runner.run_patches(rgb)[1], view)
-        return s, cells, rgb
+    @property
+    def map_kind(self) -> MapKind | None:
+        """What :meth:`score_all` maps: an anomaly package's distances, a supervised one's cell logits, or None."""
+        return MapKind.ANOMALY if self.anomaly is not None else MapKind.HEAD if self._cells_head else None
+
+    def score_all(self, bgr: np.ndarray, located: Located | None = None, view: str | None = None) -> Scored:
+        """The score (as :meth:`score`), pooled features and map of a BGR image, one invoke."""
+        return self.score_all_rgb(self.preprocess(bgr, located), view)
+
+    def score_all_rgb(self, rgb: np.ndarray, view: str | None = None) -> Scored:
+        """:meth:`score_all` for an RGB image already at the model input size."""
+        kind = self.map_kind
+        if kind is MapKind.ANOMALY:
+            assert self.anomaly is not None
+            feat, patches = self.runner.run_patches(rgb)
+            s, cells = self.anomaly.score_map(patches, view)
+            return Scored(s, feat, cells, kind, rgb)
+        if kind is None:
+            s, feat = self.score_features_rgb(rgb, view)
+            return Scored(s, feat, None, None, rgb)
+        assert self._cells_head is not None
+        out, feat, fmap = self.runner.run_outputs(rgb)
+        if feat is None or fmap is None:
+            raise ModelError(f"{self.model_id}: the map needs the features and cells outputs")
+        score = self.head_score(feat) if self._head is not None else out
+        if score is None:
+            raise ModelError(f"{self.model_id}: no score output and no head")
+        return Scored(score, feat, cell_logits(fmap, self._cells_head[0], score), kind, rgb)
 
     @property
     def has_features(self) -> bool:
@@ -341,10 +420,12 @@ class Classifier:
         if self.anomaly is not None:
             feat, patches = self.runner.run_patches(rgb)
             return self.anomaly.score_map(patches, view)[0], feat
-        s, feat = self.runner.run_features(rgb)
-        if self._head is not None and feat is not None:
-            s = self.head_score(feat)
-        return s, feat
+        if self._head is not None:  # on any .tflite with features (an anomaly package's too: it has no score output)
+            feat = self.runner.run_outputs(rgb, want_map=False)[1]
+            if feat is None:
+                raise ModelError(f"{self.model_id}: a head-only package needs the features output")
+            return self.head_score(feat), feat
+        return self.runner.run_features(rgb)
 
     def score_rgb(self, rgb: np.ndarray, view: str | None = None) -> float:
         """Score an RGB image already at the model input size (golden samples, convert's evaluation)."""

@@ -44,6 +44,7 @@ import base64
 import hashlib
 import json
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,6 +195,33 @@ class LinearHead(_Strict):
         return float(out) if np.ndim(out) == 0 else out
 
 
+class MapKind(str, Enum):
+    """What a decision's map shows (the event's ``anomaly_map.kind``, edge/judge/heatmap.py)."""
+
+    ANOMALY = "anomaly"  # an anomaly package: each cell's distance to the nearest good patch (edge/judge/anomaly.py)
+    HEAD = "head"  # a supervised package: its head applied to each cell of the last feature map (edge/judge/head_map.py)
+
+
+class CellsSpec(_Strict):
+    """A supervised package's map (issue 29): the .tflite's last feature map (the input of the head's global average
+    pooling, one vector per cell) as an extra output. The head applied to each cell gives the cell's logit (a class
+    activation map, edge/judge/head_map.py): ``z_cell = cell . w[:channels] + (f[channels:] . w[channels:] + b)``,
+    with ``f`` the pooled features output (the global average is its first ``channels`` values; the rest, the
+    mid-level pooling of ``gap+mid``, is the same for every cell). The mean of the cell logits is the crop's logit,
+    so the map shows where the score comes from. ``weights``/``bias``: the .tflite's own Dense head; a head-only
+    package maps with its sidecar head instead."""
+
+    output_name: str
+    output_position: int = Field(ge=0)  # position among the interpreter's outputs
+    rows: int = Field(gt=0)
+    cols: int = Field(gt=0)
+    channels: int = Field(gt=1)  # the first ``channels`` values of the features are the global average of the map
+    dtype: Literal["uint8", "int8", "float32"]
+    quantization: QuantParams | None = None
+    weights: list[float]  # the .tflite's head on the features (len = features.dim)
+    bias: float
+
+
 class AnomalySpec(_Strict):
     """An anomaly package (``train --recipe anomaly``, issue 29): the .tflite's patch-map output is scored in numpy
     against a bank of good patches (edge/judge/anomaly.py). The bank file lies beside the .tflite; its sha256 is here,
@@ -273,6 +301,7 @@ class ModelMetadata(_Strict):
     cv_metrics: CVMetrics | None = None
     anomaly: AnomalySpec | None = None  # anomaly package: the patch map scored against a bank of good parts
     finder: FinderSpec | None = None  # the learned box finder beside the package, answering before the crop search
+    cells: CellsSpec | None = None  # supervised package: the last feature map, for the head's map (None: no map)
     # sha256 of this sidecar without this field (see package_digest); write_metadata fills it in
     package_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
 
@@ -286,6 +315,9 @@ class ModelMetadata(_Strict):
             if len(self.head.weights) != self.features.dim:
                 raise ValueError(f"head has {len(self.head.weights)} weights, features output has "
                                  f"{self.features.dim} values")
+        if self.cells is not None and (self.features is None or len(self.cells.weights) != self.features.dim
+                                       or self.cells.channels > self.features.dim):
+            raise ValueError("cells needs the features output, weights of its length and at most as many channels")
         return self
 
     @property

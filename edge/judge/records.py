@@ -31,7 +31,7 @@ from edge.judge.localize import CropSpec, Located, crop
 
 if TYPE_CHECKING:
     from edge.capture.frames import Frame
-    from edge.judge.anomaly_evidence import Heat
+    from edge.judge.heatmap import Heat
 
 
 @dataclass
@@ -49,7 +49,7 @@ class FrameRecord:
     view: str | None = None  # several views: which camera
     no_box: bool = False  # a score was wanted but the localiser found no box (never classified)
     extras: dict[str, np.ndarray | bytes] = field(default_factory=dict)  # optional attachments (heatmap, ...)
-    heat: Heat | None = None  # anomaly package: the map of this record's crop (edge/judge/anomaly_evidence.py)
+    heat: Heat | None = None  # a package with a map: the map of this record's crop (edge/judge/heatmap.py)
 
     @classmethod
     def of_frame(cls, frame: Frame, roi: np.ndarray) -> FrameRecord:

@@ -194,12 +194,20 @@ function openDecision(d) {
   $("detail").showModal();
 }
 
-// Anomaly packages: the decision's map (edge/judge/anomaly_evidence.py) over the crop, where the model input lies in it.
-// A cell's colour grows with its distance: transparent when far below the threshold, red from 100 % on.
+// The decision's map (edge/judge/heatmap.py) over the crop, where the model input lies in it: an anomaly package's
+// distances to the good parts, or a supervised head's score of each cell. A cell's colour grows with its value:
+// transparent when far below the threshold, red from 100 % on.
+function heatCaption(map) {
+  if (!map) return "crop";
+  return map.kind === "head"
+    ? `crop · where the head sees a defect (each cell scored by the head; largest ${map.max} % of the threshold)`
+    : `crop · anomaly map (unlike the good parts; largest cell ${map.max} % of the threshold)`;
+}
+
 function drawHeat(map) {
   const canvas = $("d-heat"), img = $("d-crop");
   canvas.hidden = !map;
-  $("d-heat-caption").textContent = map ? `crop · anomaly map (largest cell ${map.max} % of the threshold)` : "crop";
+  $("d-heat-caption").textContent = heatCaption(map);
   if (!map) return;
   const paint = () => {
     canvas.width = img.clientWidth; canvas.height = img.clientHeight;

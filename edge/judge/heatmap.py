@@ -1,21 +1,31 @@
-"""Where the defect is: the anomaly map of a decision, from the loop to its event and evidence (issue 29).
+"""Where the defect is: the map of a decision, from the loop to its event and evidence (issue 29).
 
-The daemon scores a crop with :func:`heat_of` (one invoke, as ``Classifier.score``); for an anomaly package it
-also keeps the cell distances and the model input of that crop (references, no copy) in the frame's record
+The daemon scores a crop with :func:`heat_of` (one invoke, as ``Classifier.score``); for a package with a map it
+also keeps the map and the model input of that crop (references, no copy) in the frame's record
 (``FrameRecord.heat``, edge/judge/records.py). The decision carries its records; when it is published :func:`attach`
 adds the map of its representative record (the frame that decided, whose crop is the evidence) to the event
 
-    "anomaly_map": {"rows": 14, "cols": 14, "unit": "percent of the threshold distance",
+    "anomaly_map": {"kind": "anomaly" | "head", "rows": 14, "cols": 14, "unit": "...",
                     "values": [...], "max": 137, "score": 0.578, "region": [x0, y0, x1, y1] | null,
                     "input": path | null, "view": "top"}
 
-``values`` is the coarse grid row-major (100 = at the threshold: the crop is a defect when a cell reaches 100),
+Two kinds (``MapKind``), one unit: ``values`` is the coarse grid row-major, each cell in percent of the threshold
+(100 = at it).
+
+* ``anomaly`` (an anomaly package, edge/judge/anomaly.py): a cell's distance to the nearest good patch in percent of
+  the threshold distance; the crop is a defect when a cell (inside ``border``) reaches 100.
+* ``head`` (a supervised package whose .tflite has the ``cells`` output, edge/judge/head_map.py): the head applied
+  to each cell of the last feature map, as its odds in percent of the package threshold's odds; the crop's logit
+  is the mean of the cells' logits, so the crop is a defect when their geometric mean reaches 100. (An anomaly
+  score ``d / (d + d_thr)`` has odds ``d / d_thr``: the two units are one.)
+
 ``region`` the part of the ROI crop the model input covers (fractions of its width and height; null = all of
 it), so the operator page can draw the grid over the crop; ``score`` the package score of that crop (the
 representative record's score: ``decided_on.representative_score`` of the event); ``input`` the lossless PNG of
-the model input in the evidence folder: scoring it again with the same package gives ``score`` exactly, so the
-decision on the evidence can be re-made; ``view`` (only when the package holds one bank per view and this view
-has one) names the bank that scored it, and re-scoring passes it (``Classifier.score_rgb(rgb, view)``). Other packages add nothing (their score has no map).
+the model input in the evidence folder: scoring it again with the same package gives ``score`` and the same map, so
+the decision on the evidence can be re-made; ``view`` (only when the package holds one bank per view and this view
+has one) names the bank that scored it, and re-scoring passes it (``Classifier.score_rgb(rgb, view)``). Packages
+without a map (converted before maps, or a model whose features are not a global average) add nothing.
 """
 
 from __future__ import annotations
@@ -28,32 +38,44 @@ import numpy as np
 
 from edge.judge.anomaly import heat_grid
 from edge.judge.classifier import Classifier
+from edge.judge.head_map import odds_ratio
 from edge.judge.localize import CropSpec, Located
+from edge.judge.model_package import MapKind
 
 if TYPE_CHECKING:  # the store is handed in by the daemon; judge/ does not import deliver/
     from edge.deliver.evidence import EvidenceStore
 
 
+UNITS = {MapKind.ANOMALY: "percent of the threshold distance",
+         MapKind.HEAD: "percent of the threshold's odds (the head's score of each cell)"}
+
+
 @dataclass
 class Heat:
     score: float  # the package score of this crop
-    cells: np.ndarray  # (H, W) cell distances
-    threshold_distance: float
-    border: int  # edge rings the score leaves out (edge/judge/anomaly.py AnomalyScorer.border)
+    ratio: np.ndarray  # (H, W) each cell over the threshold (1 = at it): anomaly d / d_thr, head odds / threshold odds
+    kind: MapKind
+    border: int  # edge rings the score leaves out (edge/judge/anomaly.py AnomalyScorer.border; 0 for a head)
     model_input: np.ndarray  # RGB, the model's input size
     region: tuple[float, float, float, float] | None  # the model input's square in the ROI crop (fractions)
     view: str | None = None  # the view that saw it: a package with one bank per view scored it by that bank
 
 
 def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None,
-            view: str | None = None) -> tuple[float, Heat | None]:
-    """(score, its map or None) of one ROI crop seen by ``view``: the score ``clf.score(roi, located, view)`` gives."""
-    score, cells, rgb = clf.score_map(roi, located, view)
-    if cells is None or clf.anomaly is None:
-        return score, None
+            view: str | None = None) -> tuple[float, np.ndarray | None, Heat | None]:
+    """(score, pooled features or None, its map or None) of one ROI crop seen by ``view``, one invoke: the score
+    ``clf.score(roi, located, view)`` gives."""
+    got = clf.score_all(roi, located, view)
+    if got.cells is None or got.kind is None:
+        return got.score, got.features, None
+    where = region(roi.shape, located, clf.metadata.crop)
+    if got.kind is MapKind.HEAD:  # cell logits -> odds over the package threshold's odds (edge/judge/head_map.py)
+        return got.score, got.features, Heat(got.score, odds_ratio(got.cells, clf.threshold), got.kind, 0, got.rgb,
+                                             where)
+    assert clf.anomaly is not None
     sc = clf.anomaly.for_view(view)
-    return score, Heat(score, cells, sc.threshold_distance, sc.border, rgb, region(roi.shape, located, clf.metadata.crop),
-                       view if sc is not clf.anomaly else None)
+    return got.score, got.features, Heat(got.score, got.cells / sc.threshold_distance, got.kind, sc.border, got.rgb,
+                                         where, view if sc is not clf.anomaly else None)
 
 
 def region(shape: tuple[int, ...], located: Located | None, spec: CropSpec) -> tuple[float, float, float, float] | None:
@@ -81,7 +103,8 @@ def attach(event: dict[str, Any], heat: Heat | None, evidence: EvidenceStore | N
     this decision was saved)."""
     if heat is None:
         return
-    m: dict[str, Any] = heat_grid(heat.cells, heat.threshold_distance, heat.border)
+    m: dict[str, Any] = heat_grid(heat.ratio, 1.0, heat.border)
+    m["kind"], m["unit"] = heat.kind.value, UNITS[heat.kind]
     m["score"] = round(float(heat.score), 6)
     m["region"] = [round(v, 4) for v in heat.region] if heat.region else None
     m["input"] = None
