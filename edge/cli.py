@@ -176,12 +176,19 @@ one part stay in one fold; the threshold minimises cost-ratio x missed defects +
 (default cost ratio 2), or meets --target-recall. The result is a CANDIDATE package in --out: the
 same .tflite (hardlinked) and a sidecar carrying the new head, its threshold and its CV metrics.
 Nothing deployed changes: run the candidate in shadow, then promote it (operator page, or the API),
-or point model.path at it."""
+or point model.path at it.
+
+--recipe anomaly fits a new bank of good parts instead (LABEL_DIR/<good class>/ alone, e.g. what
+collection mode fills) for an anomaly package (train --recipe anomaly). The default recipe, head, also
+runs on an anomaly package: a supervised head on its backbone, the switch from good parts only once both
+classes have labels. The daemon runs the same from its labels: POST /model/retrain {"recipe": "head" or
+"anomaly"} (none: the live package's own), and the operator page offers the head once every class has 20."""
 
 RETRAIN_EPILOG = """\
 examples:
   boxinspect retrain /opt/models/model_int8.tflite /var/lib/boxinspect/feedback --out /var/lib/boxinspect/candidates
   boxinspect retrain model_int8.tflite feedback/ data/line/ --out candidates/ --target-recall 0.95
+  boxinspect retrain anomaly_fp16.tflite feedback/ --out candidates/ --recipe anomaly --target-frr 0.01
 
 It refuses (exit 2, one sentence) when a class has fewer than --min-per-class images, and when the
 package was converted before on-device retraining existed (no features output: convert it again).
@@ -271,7 +278,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _add_retrain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "retrain",
-        help="fit a new head for a deployed model from labelled boxes, on the device (no TensorFlow)",
+        help="fit a new head (--recipe anomaly: a new bank of good parts) for a deployed model from labelled boxes, "
+             "on the device (no TensorFlow)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=RETRAIN_DESCRIPTION,
         epilog=RETRAIN_EPILOG,
@@ -295,9 +303,11 @@ def _add_retrain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                         "(default 2; beside a running daemon on a 2-core device use 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the CV folds (default 0)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON ('-' = stdout)")
-    p.add_argument("--recipe", choices=["head", "anomaly"], default="head",
-                   help="head (default): a new logistic head from both classes; anomaly: a new bank of good parts "
-                        "from LABEL_DIR/<good class>/ alone, for an anomaly package (edge/learn/retrain_anomaly.py)")
+    p.add_argument("--recipe", choices=["head", "anomaly"], default="head",  # edge/learn/recipes.py Recipe (imported lazily)
+                   help="head (default): a new logistic head from both classes (on an anomaly package too: the switch "
+                        "to a supervised head); anomaly: a new bank of good parts from LABEL_DIR/<good class>/ alone, "
+                        "for an anomaly package (edge/learn/retrain_anomaly.py). The daemon: POST /model/retrain "
+                        "{\"recipe\": ...}")
     p.add_argument("--target-frr", type=float, default=None, metavar="RATE",
                    help="anomaly: the threshold's false-reject rate on good parts (default: the package's own)")
     p.set_defaults(func=_retrain)

@@ -237,7 +237,7 @@ def test_a_package_without_features_still_loads(tensorflow_here: None, tiny_run:
     old = tmp_path / "old.tflite"
     old.write_bytes(convert_bytes(model, "float32", None))  # the convert step without the features output
     doc = json.loads(sidecar_path(float_model).read_text())
-    doc.update(features=None, cv_metrics=None, sha256=sha256_file(old), size_bytes=old.stat().st_size)
+    doc.update(features=None, cells=None, cv_metrics=None, sha256=sha256_file(old), size_bytes=old.stat().st_size)
     del doc["package_sha256"]
     write_metadata(ModelMetadata.model_validate(doc), old)
     clf = Classifier.load(old, num_threads=1)

@@ -2,6 +2,9 @@
 /model/candidate``, ``POST /model/retrain``, ``POST /model/promote``, ``POST /model/rollback``, and the disagreement
 queue ``GET /ui/shadow/{name}.jpg``, ``POST /ui/shadow/{name}`` (label a disagreement). Actions need the engineer
 role and, like ``POST /reload``, are refused without a token unless ``api.reload_without_token``.
+``POST /model/retrain`` takes a recipe (edge/learn/recipes.py): ``head`` (a supervised head on both classes, on any
+package with a features output, an anomaly package included: the switch the page suggests) or ``anomaly`` (a new
+bank of good parts; anomaly packages only); none: the live package's own.
 The work is edge/learn/lifecycle.py's ``ModelControl``; this module only maps it to HTTP.
 """
 
@@ -21,6 +24,7 @@ from edge.api.state import ApiState
 from edge.learn.feedback import FeedbackError
 from edge.learn.lifecycle import ControlError, without_paths
 from edge.learn.poison import PromoteNeedsConfirmation, candidate_review, check_promote
+from edge.learn.recipes import Recipe
 from edge.runtime.principal import actor
 
 
@@ -30,10 +34,18 @@ class CandidateRequest(BaseModel):
 
 
 class RetrainRequest(BaseModel):
-    target_recall: float | None = Field(default=None, gt=0, le=1, description="pick the threshold for this recall")
-    cost_ratio: float | None = Field(default=None, gt=0, le=1000, description="a missed defect costs N false rejects")
-    min_per_class: int | None = Field(default=None, ge=2, le=100_000,
-                                      description="refuse when a class has fewer labelled images (default: retrain's)")
+    recipe: Recipe | None = Field(default=None, description=(
+        "head: a supervised logistic head on both classes, on the live backbone (on an anomaly package: the switch to "
+        "a supervised head); anomaly: a new bank of good parts from feedback/<good class>/ (anomaly packages only, "
+        "else 422); omitted: the live package's own recipe"))
+    target_recall: float | None = Field(default=None, gt=0, le=1,
+                                        description="head: pick the threshold for this recall")
+    cost_ratio: float | None = Field(default=None, gt=0, le=1000,
+                                     description="head: a missed defect costs N false rejects")
+    target_frr: float | None = Field(default=None, gt=0, lt=1, description=(
+        "anomaly: the threshold's false-reject rate on good parts (default: the package's own rule)"))
+    min_per_class: int | None = Field(default=None, ge=2, le=100_000, description=(
+        "refuse when a class (anomaly: the good class) has fewer labelled images (default: the recipe's, 20)"))
 
 
 class ActionRequest(BaseModel):
@@ -75,12 +87,14 @@ def get_model(control: Control) -> dict[str, Any]:
 
 
 @router.get("/ui/model", summary="The operator page's Model panel: GET /model without file paths, plus the "
-            "disagreement queue (read-only, open like the page)", tags=["operator page"])
+            "disagreement queue and, while an anomaly package is live, the suggestion to train a supervised head "
+            "(read-only, open like the page)", tags=["operator page"])
 def ui_model(state: State, control: Control, limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
     cfg = state.config
     d: dict[str, Any] = without_paths(control.doc())
     d["disagreements"] = control.shadow.store.items(limit)
     d["review"] = candidate_review(d, cfg)  # issue 24: CV next to the recent parts, and the warning
+    d["suggestion"] = control.suggestion()  # issue 29: label counts toward a supervised head, then the switch
     return d
 
 
@@ -100,13 +114,23 @@ def drop(state: State, control: Control) -> JSONResponse:
 
 
 @router.post("/model/retrain", status_code=202, dependencies=ENGINEER,
-             summary="Retrain the head from the operator's labels in the background; GET /model shows the progress",
-             responses={404: {"description": "retrain not available in this install"}, 409: {"description": "already running"}})
+             summary="Retrain from the operator's labels in the background, by a recipe (a supervised head, or a new "
+                     "bank of good parts for an anomaly package); the candidate runs in shadow; GET /model shows the "
+                     "progress",
+             responses={404: {"description": "retrain not available in this install"}, 409: {"description": "already running"},
+                        422: {"description": "the recipe or an option does not fit the live package"}})
 def retrain(state: State, control: Control, body: RetrainRequest | None = None) -> JSONResponse:
     b = body or RetrainRequest()
-    resp = run(state, lambda: control.start_retrain(b.target_recall, b.cost_ratio, b.min_per_class))
+    job: dict[str, Any] = {}
+
+    def start() -> dict[str, Any]:
+        job.update(control.start_retrain(b.target_recall, b.cost_ratio, b.min_per_class, b.recipe, b.target_frr))
+        return job
+
+    resp = run(state, start)
     resp.status_code = 202
-    state.audited("retrain", "retrain started from the operator's labels", live_id(state), b.model_dump(exclude_none=True))
+    state.audited("retrain", f"retrain ({job['recipe']} recipe) started from the operator's labels", live_id(state),
+                  b.model_dump(mode="json", exclude_none=True))
     return resp
 
 

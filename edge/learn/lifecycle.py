@@ -1,7 +1,10 @@
 """The model's life cycle on the device: load a candidate into shadow, retrain in the background, promote, roll back.
 
 ``ModelControl`` loads a candidate (a .tflite inside ``model.dir`` or a retrain candidate) and hands it to the
-shadow worker (edge/learn/shadow.py); runs ``boxinspect retrain`` in the background (edge/learn/retrain.py);
+shadow worker (edge/learn/shadow.py); runs ``boxinspect retrain`` in the background, by either recipe
+(edge/learn/recipes.py: a head, edge/learn/retrain.py, or a new bank of good parts for an anomaly package,
+edge/learn/retrain_anomaly.py); while an anomaly package is live, suggests a supervised head once every class has
+enough labels (``suggestion``);
 promotes the candidate through the daemon's atomic reload + self-test and rolls back to the previous package in
 one call. Every promotion and rollback is logged with both models' metrics and the shadow statistics, recorded in
 ``<shadow.dir>/active.json`` (so it survives a restart) and published on the retained ``<base>/model`` topic
@@ -18,12 +21,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.judge.classifier import ModelError
 from edge.judge.model_package import PackageError, resolve_model_name
 from edge.learn.feedback import atomic_write
 from edge.learn.poison import label_audit
+from edge.learn.recipes import Recipe, default_recipe, head_suggestion, model_kind
 from edge.learn.shadow import Candidate, Shadow
 from edge.runtime.hostcheck import retrain_missing
 from edge.runtime.timeutil import iso_utc
@@ -37,6 +41,14 @@ log = logging.getLogger(__name__)
 
 CANDIDATES_DIR = "candidates"
 METRIC_KEYS = ("n", "auc", "recall", "specificity", "macro_f1", "accuracy", "threshold")
+
+
+class Progress(Protocol):
+    def __call__(self, text: str, done: int | None = None, total: int | None = None) -> None: ...
+
+
+# (package, label dirs, out dir, progress) -> the retrain's result: RetrainResult (head) or the candidate's path (anomaly)
+Fitter = Callable[[Path, list[Path], Path, Progress], Any]
 
 
 class ControlError(ValueError):
@@ -77,6 +89,7 @@ def model_summary(model: LoadedModel | None, override: float | None = None) -> d
         "threshold": model.threshold(override),
         "self_test_passed": model.self_test_passed,
         "loaded_at": model.loaded_at,
+        "kind": model_kind(clf.metadata).value,  # what it learned from: good parts only, or a supervised head
         "metrics": package_metrics(model),
     }
 
@@ -212,59 +225,48 @@ class ModelControl:
             self.shadow.set_candidate(None)
         return self.doc()
 
-    # -- retrain (edge/learn/retrain.py) in the background ------------------------------------------------------------
+    # -- retrain (edge/learn/retrain.py, retrain_anomaly.py) in the background ------------------------------------
     def start_retrain(self, target_recall: float | None = None, cost_ratio: float | None = None,
-                      min_per_class: int | None = None) -> dict[str, Any]:
-        try:
-            retrain_mod = importlib.import_module("edge.learn.retrain")
-        except ImportError as e:
-            raise ControlError(f"retrain is not available in this install ({e})", 404) from None
-        missing = retrain_missing()  # the lean edge install: the page says what to install
-        if missing:
-            raise ControlError(missing, 501)
+                      min_per_class: int | None = None, recipe: Recipe | None = None,
+                      target_frr: float | None = None) -> dict[str, Any]:
+        """Start a retrain from the labelled folders: ``recipe`` None is the live package's own (edge/learn/recipes.py).
+        ControlError: 404/501 retrain not installed, 503 no live model, 422 a recipe or option that does not fit it,
+        409 already running."""
         live = self.models.get()
         if live is None:
             raise ControlError("no live model to retrain from", 503)
+        chosen = recipe if recipe is not None else default_recipe(live.classifier.metadata)
+        fit = fitter(chosen, live, min_per_class=min_per_class, target_recall=target_recall, cost_ratio=cost_ratio,
+                     target_frr=target_frr)
+        missing = retrain_missing()  # the lean edge install: the page says what to install
+        if missing:
+            raise ControlError(missing, 501)
         with self._lock:
             if self._retrain_thread is not None and self._retrain_thread.is_alive():
                 raise ControlError("a retrain is already running (GET /model shows its progress)", 409)
             out = self.candidate_dir / time.strftime("%Y%m%d-%H%M%S")
-            self.retrain_job = {"state": "running", "started_at": iso_utc(), "progress": "starting",
-                                "base_model_id": live.classifier.model_id, "out_dir": str(out)}
-            kwargs: dict[str, Any] = {}
-            if target_recall is not None:
-                kwargs["target_recall"] = target_recall
-            if cost_ratio is not None:
-                kwargs["cost_ratio"] = cost_ratio
-            if min_per_class is not None:
-                kwargs["min_per_class"] = min_per_class
-            t = threading.Thread(target=self._retrain, args=(retrain_mod, Path(live.classifier.path), out, kwargs),
+            self.retrain_job = {"state": "running", "recipe": chosen.value, "started_at": iso_utc(),
+                                "progress": "starting", "base_model_id": live.classifier.model_id, "out_dir": str(out)}
+            t = threading.Thread(target=self._retrain, args=(fit, Path(live.classifier.path), out),
                                  name="retrain", daemon=True)
             self._retrain_thread = t
             t.start()
+        log.info("retrain (%s recipe) of %s started", chosen.value, live.classifier.model_id)
         return dict(self.retrain_job)
 
-    def _retrain(self, mod: Any, package: Path, out: Path, kwargs: dict[str, Any]) -> None:
+    def _progress(self, text: str, done: int | None = None, total: int | None = None) -> None:
+        self.retrain_job["progress"] = str(text)[:200] + (f" ({done}/{total})" if total else "")
+
+    def _retrain(self, fit: Fitter, package: Path, out: Path) -> None:
         t0 = time.monotonic()
-
-        def progress(text: str, done: int | None = None, total: int | None = None) -> None:
-            self.retrain_job["progress"] = str(text)[:200] + (f" ({done}/{total})" if total else "")
-
         try:
-            fn = mod.retrain
-            try:
-                import inspect
-
-                if "progress" in inspect.signature(fn).parameters:
-                    kwargs["progress"] = progress
-            except (TypeError, ValueError):
-                pass
-            progress("extracting features and fitting the head")
-            result = fn(package, [d for d in self.feedback_dirs() if Path(d).is_dir()], out, **kwargs)
+            self._progress("reading the labelled crops")
+            result = fit(package, [d for d in self.feedback_dirs() if Path(d).is_dir()], out, self._progress)
             cand_path = Path(getattr(result, "candidate", None) or result)
             report = _as_dict(result)
+            report["recipe"] = self.retrain_job.get("recipe")
             report["label_audit"] = label_audit(Path(self.cfg.operator.feedback_dir))  # issue 24 (edge/learn/poison.py)
-            progress("loading the candidate")
+            self._progress("loading the candidate")
             self.load_candidate(cand_path, "retrain", report)
             self.retrain_job.update(state="done", progress="candidate running in shadow", finished_at=iso_utc(),
                                     seconds=round(time.monotonic() - t0, 2), candidate=str(cand_path), report=report)
@@ -273,6 +275,13 @@ class ModelControl:
             self.retrain_job.update(state="failed", finished_at=iso_utc(), seconds=round(time.monotonic() - t0, 2),
                                     error=" ".join(str(e).split())[:500] or type(e).__name__)
             log.error("retrain failed: %s", self.retrain_job["error"])
+
+    def suggestion(self) -> dict[str, Any] | None:
+        """The Model panel's banner while an anomaly package is live (edge/learn/recipes.py ``head_suggestion``)."""
+        cand = self.shadow.candidate
+        s = head_suggestion(self.models.get(), cand.model if cand is not None else None,
+                            self.retrain_job.get("state") == "running", self.feedback_dirs())
+        return None if s is None else s.model_dump(mode="json")
 
     # -- promote and roll back -------------------------------------------------------------------------------
     def promote(self, who: str | None = None) -> dict[str, Any]:
@@ -356,6 +365,35 @@ class ModelControl:
             "retrain": dict(self.retrain_job),
             "history": list(self.history)[::-1],
         }
+
+
+def _module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ControlError(f"retrain is not available in this install ({e})", 404) from None
+
+
+def fitter(recipe: Recipe, live: LoadedModel, *, min_per_class: int | None, target_recall: float | None,
+           cost_ratio: float | None, target_frr: float | None) -> Fitter:
+    """The retrain ``recipe`` with its options for the ``live`` package; ControlError (422) when they do not fit it."""
+    if recipe is Recipe.ANOMALY:
+        if getattr(live.classifier.metadata, "anomaly", None) is None:
+            raise ControlError(f"recipe anomaly needs an anomaly package live (train --recipe anomaly); "
+                               f"{live.classifier.model_id} decides with a supervised head: retrain it with recipe head", 422)
+        if target_recall is not None or cost_ratio is not None:
+            raise ControlError("target_recall and cost_ratio are the head recipe's; recipe anomaly takes target_frr", 422)
+        anomaly = _module("edge.learn.retrain_anomaly")
+        kw_a: dict[str, Any] = {"target_frr": target_frr}
+        if min_per_class is not None:
+            kw_a["min_good"] = min_per_class
+        return lambda package, dirs, out, progress: anomaly.retrain_anomaly(package, dirs, out, progress=progress, **kw_a)
+    if target_frr is not None:
+        raise ControlError("target_frr is the anomaly recipe's; recipe head takes target_recall or cost_ratio", 422)
+    head = _module("edge.learn.retrain")
+    kw_h = {k: v for k, v in (("target_recall", target_recall), ("cost_ratio", cost_ratio),
+                              ("min_per_class", min_per_class)) if v is not None}
+    return lambda package, dirs, out, progress: head.retrain(package, dirs, out, progress=progress, **kw_h)
 
 
 PATH_KEYS = ("path", "out_dir", "report", "candidate", "package", "label_dirs", "sources")

@@ -437,11 +437,12 @@ def _write_candidate(clf: Classifier, head: LinearHead, cv: CVMetrics, thr: floa
     meta = clf.metadata
     name = name or _candidate_name(meta.name)
     dst = candidate_path(clf.path, out_dir, name)
-    # golden samples: the parent's images, re-scored through the new head with the parent's interpreter
+    # golden samples: the parent's images, re-scored through the new head with the parent's interpreter (its
+    # features as the parent computes them: also an anomaly package's, whose .tflite has no score output)
     folded = head.folded()
     golden = []
     for g in meta.golden:
-        _, f = clf.runner.run_features(decode_golden(g.png_b64))
+        _, f = clf.score_features_rgb(decode_golden(g.png_b64))
         assert f is not None
         z = float(np.dot(f.astype(np.float64), folded[0]) + folded[1])
         golden.append(GoldenSample(name=g.name, label=g.label, png_b64=g.png_b64,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from edge.judge.model_package import (
 from edge.learn.feedback import is_kept_crop
 from edge.learn.retrain import (
     HASH_SIZE,
+    PROGRESS_EVERY,
     RetrainError,
     candidate_path,
     image_groups,
@@ -48,12 +50,15 @@ log = logging.getLogger(__name__)
 DEFAULT_MIN_GOOD = 20
 
 
-def _good_patches(clf: Classifier, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def _good_patches(clf: Classifier, paths: list[Path], progress: Callable[[str, int, int], None] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     from training.data import read_bgr, resize
     from training.split import image_hashes
 
     maps, hashes, keep = [], [], []
     for i, p in enumerate(paths):
+        if progress is not None and i % PROGRESS_EVERY == 0:
+            progress("patch maps of the good crops", i, len(paths))
         bgr = read_bgr(p)
         if bgr is None:
             log.warning("skipping unreadable image %s", p)
@@ -67,9 +72,10 @@ def _good_patches(clf: Classifier, paths: list[Path]) -> tuple[np.ndarray, np.nd
 
 def retrain_anomaly(package: Path, label_dirs: list[Path], out_dir: Path, *, target_frr: float | None = None,
                     min_good: int = DEFAULT_MIN_GOOD, name: str | None = None, num_threads: int = 1,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Fit a new bank on the good crops of ``label_dirs`` (``<dir>/<negative class>/``); returns the candidate's
-    .tflite. RetrainError (one sentence) when it cannot."""
+    .tflite. RetrainError (one sentence) when it cannot. ``progress(stage, done, total)``: as retrain's (the daemon's
+    retrain job shows it)."""
     from training import anomaly as ta
 
     t0 = time.monotonic()
@@ -82,7 +88,9 @@ def retrain_anomaly(package: Path, label_dirs: list[Path], out_dir: Path, *, tar
     if len(found.paths) < min_good:
         raise RetrainError(f"{len(found.paths)} good image(s) in {', '.join(map(str, label_dirs))}/"
                            f"{meta.negative_class}: at least {min_good} are needed")
-    patches, hashes, keep = _good_patches(clf, found.paths)
+    patches, hashes, keep = _good_patches(clf, found.paths, progress)
+    if progress is not None:
+        progress("fitting the bank", len(found.paths), len(found.paths))
     rel = [f"{found.paths[i].parent.name}/{found.paths[i].name}" for i in keep]
     groups = image_groups(rel, hashes)
     method = meta.anomaly.method

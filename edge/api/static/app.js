@@ -326,13 +326,14 @@ async function setCollection(withEnabled) {
 }
 
 // ---------------------------------------------------------------- model: live vs candidate, shadow, disagreements
-const METRIC_ROWS = [["model_id", "model"], ["source", "metrics from"], ["auc", "AUC"], ["recall", "recall"],
-  ["specificity", "specificity"], ["macro_f1", "macro F1"], ["n", "images"], ["threshold", "threshold"]];
+const METRIC_ROWS = [["model_id", "model"], ["kind", "kind"], ["source", "metrics from"], ["auc", "AUC"],
+  ["recall", "recall"], ["specificity", "specificity"], ["macro_f1", "macro F1"], ["n", "images"], ["threshold", "threshold"]];
 let lastDisKey = "";
 
 function metricCell(m, key) {
   if (!m) return "–";
   if (key === "model_id") return m.model_id;
+  if (key === "kind") return m.kind || "–"; // issue 29: anomaly (good parts only) or supervised head
   const v = key === "threshold" ? m.threshold : (m.metrics || {})[key];
   if (v === null || v === undefined) return "–";
   return typeof v === "number" && key !== "n" ? num(v, 3) : String(v);
@@ -349,8 +350,10 @@ function renderModel(d) {
       (sh.errors ? ` · ${sh.errors} error(s)` : "") + (sh.skipped ? ` · ${sh.skipped} skipped` : "")
     : "No candidate in shadow.";
   const r = d.retrain || {};
-  $("retrain-state").textContent = r.state === "running" ? `Retrain running: ${r.progress || ""}`
-    : r.state === "done" ? `Last retrain: done in ${num(r.seconds, 1)} s` : r.state === "failed" ? `Last retrain failed: ${r.error}` : "";
+  const recipe = r.recipe ? ` (${r.recipe} recipe)` : "";
+  $("retrain-state").textContent = r.state === "running" ? `Retrain${recipe} running: ${r.progress || ""}`
+    : r.state === "done" ? `Last retrain${recipe}: done in ${num(r.seconds, 1)} s`
+    : r.state === "failed" ? `Last retrain${recipe} failed: ${r.error}` : "";
   $("m-promote").disabled = !d.candidate;
   // issue 24: the review (edge/learn/poison.py): labels that disagree with live, the recent parts, and the warning
   const rv = d.review;
@@ -363,6 +366,7 @@ function renderModel(d) {
   $("m-rollback").disabled = !d.previous;
   lastModelDoc = d; // issue 26: the confirmation dialog names the models from it
   $("m-retrain").disabled = r.state === "running";
+  renderSuggestion(d.suggestion, r.state === "running");
   const list = d.disagreements || [];
   $("dis-count").textContent = list.length ? `(${list.length})` : "";
   $("dis-empty").hidden = list.length > 0;
@@ -384,6 +388,15 @@ function renderModel(d) {
         el("span", { class: "muted" }, when((x.decision || {}).decided_at))),
       buttons);
   }));
+}
+
+// issue 29: while an anomaly package is live, the label counts toward a supervised head; once every class has
+// enough, the button trains one (POST /model/retrain {"recipe": "head"}) to run in shadow beside the live model.
+function renderSuggestion(s, running) {
+  $("head-suggestion").hidden = !s;
+  $("head-suggestion-text").textContent = s ? s.text : "";
+  $("m-switch-head").hidden = !(s && s.action === "switch_to_head");
+  $("m-switch-head").disabled = running;
 }
 
 async function labelDisagreement(name, label) {
@@ -439,6 +452,8 @@ function wire() {
     } catch (e) { /* toast says why */ }
   });
   $("m-retrain").addEventListener("click", () => modelAction("/model/retrain", {}, () => "Retrain started: the candidate runs in shadow when it is ready"));
+  $("m-switch-head").addEventListener("click", () => modelAction("/model/retrain", { recipe: "head" },
+    () => "Supervised head retrain started: it runs in shadow beside the live model when it is ready"));
   $("m-promote").addEventListener("click", () => {
     // issue 24: the review's warning shows in the dialog; issue 26: the dialog names both models, the request the live one
     const d = lastModelDoc || {}, live = liveModelId();
