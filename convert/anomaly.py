@@ -89,7 +89,10 @@ def convert_anomaly(run: ct.RunInfo, fmt: str, out: Path | None, representative_
     groups = np.array([it["group"] for it in split["items"] if it["split"] == "train"])
     ev = ct.load_eval_set(by_split, h, w, gate, run.crop)
     log.info("converting %s (anomaly, %s) to %s", keras_path, run.config["anomaly"]["method"], fmt)
-    tmp = ct.write_tmp(out, ct.convert_bytes(model, fmt, rep))
+    # the last feature map too (the pooled features' source): a supervised head retrained on this package later
+    # (the switch, edge/learn/recipes.py) draws its map from it (edge/judge/head_map.py)
+    export, has_cells = ct.with_cells(model, model, "")
+    tmp = ct.write_tmp(out, ct.convert_bytes(export, fmt, rep))
     bank_path = out.with_name(out.stem + ".bank.npz")
     try:
         with native_output_to_log("LiteRT"):
@@ -106,6 +109,7 @@ def convert_anomaly(run: ct.RunInfo, fmt: str, out: Path | None, representative_
         meta.golden_tolerance = 0.02 if fmt == "int8" else 0.01  # scores, not the patch output's quantisation step
         meta.output.meaning = "patch map (1, H, W, C); the score is computed in numpy against the bank (anomaly)"
         grid = runner._patches["shape"][1:] if runner._patches is not None else (0, 0, 0)
+        meta.cells = ct.cells_spec_of(runner, model, "") if has_cells and features else None
         meta.anomaly = AnomalySpec(
             method=scorer.method, bank_file=bank_path.name, bank_sha256=sha256_file(bank_path),
             bank_rows=scorer.bank_rows, threshold_distance=thr["distance"], threshold_rule=thr,

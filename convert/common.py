@@ -365,12 +365,13 @@ def with_cells(export: Any, model: Any, head_layer: str) -> tuple[Any, bool]:
     """``export`` (:func:`with_features`) with one more output: the map the features' global average pools (the
     input of ``model``'s "gap" layer), for the head's map of every decision (edge/judge/head_map.py). Only where the
     features start with that average: the features are the "gap" output itself, or the "gap_mid" concatenation
-    whose first part it is (--pooling gap+mid). Otherwise (flip TTA, several scales, no head) (export, False)."""
+    whose first part it is (--pooling gap+mid). Otherwise (flip TTA, several scales) (export, False). No
+    ``head_layer``: an anomaly model, whose features are the "gap" output."""
     import keras
 
     try:
         gap = model.get_layer(GAP_LAYER)
-        feats = model.get_layer(head_layer).input if head_layer else None
+        feats = model.get_layer(head_layer).input if head_layer else gap.output
     except ValueError:
         feats = None
     if feats is None or len(gap.input.shape) != 4:
@@ -393,17 +394,23 @@ def with_cells(export: Any, model: Any, head_layer: str) -> tuple[Any, bool]:
 
 
 def cells_spec_of(runner: Runner, model: Any, head_layer: str) -> CellsSpec | None:
-    """The sidecar's ``cells`` for the converted map output, with the Keras head's weights (None: no map output)."""
-    detail = runner.map_detail
-    if detail is None or runner.patches_position is None:
+    """The sidecar's ``cells`` for the converted map output (the coarsest map: an anomaly package's patch map is
+    finer), with the Keras head's weights (none for an anomaly package: a head-only package on it brings its own);
+    None: no map output."""
+    if not runner.map_positions:
         return None
+    position = runner.map_positions[0]
+    detail = runner.map_detail(position)
+    assert detail is not None
     name, (rows, cols, channels), dtype, q = detail
-    kernel, bias = model.get_layer(head_layer).get_weights()
-    return CellsSpec(output_name=name, output_position=runner.patches_position, rows=rows, cols=cols,
-                     channels=channels, dtype=str(dtype),
-                     quantization=QuantParams(scale=q[0], zero_point=q[1]) if q else None,
-                     weights=[float(v) for v in np.asarray(kernel, np.float64).reshape(-1)],
-                     bias=float(np.asarray(bias).reshape(-1)[0]))
+    weights: list[float] = []
+    bias = 0.0
+    if head_layer:
+        kernel, b = model.get_layer(head_layer).get_weights()
+        weights, bias = [float(v) for v in np.asarray(kernel, np.float64).reshape(-1)], float(np.asarray(b).reshape(-1)[0])
+    return CellsSpec(output_name=name, output_position=position, rows=rows, cols=cols, channels=channels,
+                     dtype=str(dtype), quantization=QuantParams(scale=q[0], zero_point=q[1]) if q else None,
+                     weights=weights, bias=bias)
 
 
 def features_spec_of(runner: Runner, path: Path, layer: str) -> FeaturesSpec | None:

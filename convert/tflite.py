@@ -164,7 +164,7 @@ def _package(inp: _Inputs, fmt: str, out: Path, rule: ThresholdRule, gate: bool,
     samples, then rename it to ``out`` and write its sidecar (also when the gate failed: the caller rejects)."""
     run = inp.run
     export, head_layer = with_features(inp.model)
-    export, has_cells = with_cells(export, inp.model, head_layer)
+    export, has_cells = with_cells(export, inp.model, head_layer) if head_layer else (export, False)
     tmp = write_tmp(out, convert_bytes(export, fmt, inp.rep))
     try:
         with native_output_to_log("LiteRT"):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."

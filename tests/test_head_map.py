@@ -22,6 +22,7 @@ from edge.judge.heatmap import heat_of
 from edge.judge.model_package import MapKind
 from edge.learn.retrain import retrain
 from tests.helpers import label_dir
+from tests.test_anomaly import anomaly_package  # noqa: F401  (registers the module-scoped fixture here)
 
 
 def _images(folder: Path, n: int) -> list[Path]:
@@ -48,7 +49,8 @@ def test_the_committed_package_carries_a_map_that_averages_to_its_score(tiny_mod
 
 def _head_on_each_cell(clf: Classifier, rgb: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
     """The head applied to each cell in place of the pooled average, computed from the outputs directly."""
-    _, feat, fmap = clf.runner.run_outputs(rgb)
+    assert clf.metadata.cells is not None
+    _, feat, fmap = clf.runner.run_outputs(rgb, clf.metadata.cells.output_position)
     assert feat is not None and fmap is not None
     c = fmap.shape[-1]
     return fmap.astype(np.float64) @ weights[:c] + float(feat[c:].astype(np.float64) @ weights[c:]) + bias
@@ -111,3 +113,18 @@ def test_the_map_points_at_the_defective_half(float_model: Path, synth_data: Pat
         right += int((side_l > side_r) == left)
     # 38 of 40 on this machine; chance gives 20 (30 or more by chance: p < 0.001)
     assert right >= 30, f"the defective half scored higher in {right} of 40 crops"
+
+
+@pytest.mark.slow
+def test_a_head_retrained_on_an_anomaly_package_maps_with_its_head(anomaly_package: Path, synth_data: Path,  # noqa: F811
+                                                                   tmp_path: Path):
+    """The switch (edge/learn/recipes.py): a supervised head on an anomaly package's backbone. The anomaly package
+    exports the last feature map too (without a head of its own: its map is the patch distances), so the head maps."""
+    live = Classifier.load(anomaly_package)
+    assert live.map_kind is MapKind.ANOMALY and live.metadata.cells is not None and not live.metadata.cells.weights
+    labels = label_dir(synth_data, tmp_path / "feedback",
+                       _images(synth_data / "defective", 24) + _images(synth_data / "ok", 24))
+    cand = Classifier.load(retrain(anomaly_package, [labels], tmp_path / "cand", min_per_class=20).candidate)
+    assert cand.anomaly is None and cand.metadata.head is not None and cand.map_kind is MapKind.HEAD
+    w, b = cand.metadata.head.folded()
+    _check_float_map(cand, _images(synth_data / "defective", 4) + _images(synth_data / "ok", 4), w, b)

@@ -96,8 +96,9 @@ def test_a_gap_mid_run_packages_and_scores_as_it_trained(scenes: Path, tmp_path:
         # issue 29: its map (the head on every cell of the last map, the mid-level part shared) averages to the score
         got = clf.score_all(bgr)
         assert got.kind is MapKind.HEAD and got.cells is not None and got.cells.shape == (3, 3)
-        _, feat, fmap = clf.runner.run_outputs(got.rgb)
-        assert clf.metadata.cells is not None and feat is not None and fmap is not None
+        assert clf.metadata.cells is not None
+        _, feat, fmap = clf.runner.run_outputs(got.rgb, clf.metadata.cells.output_position)
+        assert feat is not None and fmap is not None
         w = np.asarray(clf.metadata.cells.weights)
         direct = fmap @ w[:1280] + feat[1280:] @ w[1280:] + clf.metadata.cells.bias  # the head on each cell
         np.testing.assert_allclose(got.cells - got.cells.mean(), direct - direct.mean(), atol=1e-3)

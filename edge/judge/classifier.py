@@ -64,9 +64,10 @@ class Prediction:
 
 def _check_cells(p: Path, meta: ModelMetadata, runner: Runner) -> None:
     """ModelError unless the .tflite's map output is the one the sidecar's ``cells`` describes."""
-    spec, got = meta.cells, runner.map_detail
+    spec = meta.cells
     assert spec is not None
-    if got is None or runner.patches_position != spec.output_position or got[1] != (spec.rows, spec.cols, spec.channels):
+    got = runner.map_detail(spec.output_position)
+    if got is None or got[1] != (spec.rows, spec.cols, spec.channels):
         raise ModelError(f"{p}: no cells output at position {spec.output_position} of shape "
                          f"{(spec.rows, spec.cols, spec.channels)} (the sidecar's), got {got and got[1]}")
 
@@ -96,13 +97,16 @@ class Runner:
                 f"{self.path}: corrupt or unsupported .tflite for runtime {self.runtime_name} ({_one_line(e)})"
             ) from e
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
-        # a map output (1, H, W, C): an anomaly package's patch map (edge/judge/anomaly.py), scored in numpy instead
-        # of a score output, or a supervised package's last feature map beside its score (edge/judge/head_map.py)
-        self._patches = next((o for o in outs if len(o["shape"]) == 4), None)
+        # map outputs (1, H, W, C): an anomaly package's patch map (edge/judge/anomaly.py), scored in numpy instead of
+        # a score output, and the last feature map (the sidecar's ``cells``, edge/judge/head_map.py) a head's map is
+        # made of. With both, the patch map is the finer grid (stride 16; the last map is stride 32).
+        all_outs = list(outs)
+        self._maps = {i: o for i, o in enumerate(all_outs) if len(o["shape"]) == 4}
+        self._patches = max(self._maps.values(), key=lambda o: int(o["shape"][1] * o["shape"][2]), default=None)
         self.patches_position: int | None = None
         if self._patches is not None:
-            self.patches_position = [o["index"] for o in outs].index(self._patches["index"])
-            outs = [o for o in outs if o is not self._patches]
+            self.patches_position = [o["index"] for o in all_outs].index(self._patches["index"])
+            outs = [o for o in outs if len(o["shape"]) != 4]
         if len(ins) != 1 or len(outs) not in (1, 2):
             raise ModelError(f"{self.path}: expected 1 input and 1 or 2 output tensors (score, features), got "
                              f"{len(ins)} and {len(outs)}")
@@ -121,7 +125,7 @@ class Runner:
         self.features_name: str | None = None if self._feat is None else str(self._feat["name"])
         self.features_dim = 0 if self._feat is None else sizes[self.features_position]  # type: ignore[index]
         if self._out is self._patches and self._feat is not None:  # its position among the interpreter's outputs
-            self.features_position = 1 - int(self.patches_position or 0)
+            self.features_position = [o["index"] for o in all_outs].index(self._feat["index"])
         self.features_dtype = None if self._feat is None else np.dtype(self._feat["dtype"])
         self.features_quant = None if self._feat is None else self._quant(self._feat)
         shape = tuple(int(x) for x in self._in["shape"])
@@ -198,27 +202,33 @@ class Runner:
         return feat, patches
 
     @property
-    def map_detail(self) -> tuple[str, tuple[int, int, int], np.dtype, tuple[float, int] | None] | None:
-        """(name, (H, W, C), dtype, quantisation) of the map output; None without one."""
-        if self._patches is None:
-            return None
-        h, w, c = (int(v) for v in self._patches["shape"][1:])
-        return str(self._patches["name"]), (h, w, c), np.dtype(self._patches["dtype"]), self._quant(self._patches)
+    def map_positions(self) -> list[int]:
+        """Positions (among the interpreter's outputs) of the map outputs, coarsest grid first."""
+        return sorted(self._maps, key=lambda i: int(self._maps[i]["shape"][1] * self._maps[i]["shape"][2]))
 
-    def run_outputs(self, rgb: np.ndarray, want_map: bool = True
+    def map_detail(self, position: int) -> tuple[str, tuple[int, int, int], np.dtype, tuple[float, int] | None] | None:
+        """(name, (H, W, C), dtype, quantisation) of the map output at ``position``; None: no map output there."""
+        o = self._maps.get(position)
+        if o is None:
+            return None
+        h, w, c = (int(v) for v in o["shape"][1:])
+        return str(o["name"]), (h, w, c), np.dtype(o["dtype"]), self._quant(o)
+
+    def run_outputs(self, rgb: np.ndarray, map_position: int | None = None
                     ) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
-        """(score or None for a model without a score output, pooled features (D,) or None, map (H, W, C) or None
-        (also when not ``want_map``)), dequantised float, from one invoke of an RGB input (thread-safe)."""
+        """(score or None for a model without a score output, pooled features (D,) or None, the map output at
+        ``map_position`` (H, W, C) or None), dequantised float, from one invoke of an RGB input (thread-safe)."""
         tensor = self.set_input(rgb)
         has_score = self._out is not self._patches
+        fmap_out = self._maps.get(map_position) if map_position is not None else None
         with self._lock:
             self._interp.set_tensor(self._in["index"], tensor)
             self._interp.invoke()
             out = self._interp.get_tensor(self._out["index"]).reshape(-1) if has_score else None
             feat = (self._dequant(self._interp.get_tensor(self._feat["index"]).reshape(-1), self._feat)
                     if self._feat is not None else None)
-            fmap = (self._dequant(self._interp.get_tensor(self._patches["index"])[0], self._patches)
-                    if want_map and self._patches is not None else None)
+            fmap = (self._dequant(self._interp.get_tensor(fmap_out["index"])[0], fmap_out)
+                    if fmap_out is not None else None)
         return (None if out is None else self._score_of(out)), feat, fmap
 
     def _dequant(self, raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -285,7 +295,7 @@ class Classifier:
         self.finder: BoxFinder | None = None
         # supervised package with a map output: the head its cells are scored with (edge/judge/head_map.py)
         self._cells_head: tuple[np.ndarray, float] | None = None
-        if metadata.cells is not None:
+        if metadata.cells is not None and (self._head is not None or metadata.cells.weights):
             self._cells_head = self._head or (np.asarray(metadata.cells.weights, np.float64), metadata.cells.bias)
 
     @property
@@ -382,7 +392,8 @@ class Classifier:
             s, feat = self.score_features_rgb(rgb, view)
             return Scored(s, feat, None, None, rgb)
         assert self._cells_head is not None
-        out, feat, fmap = self.runner.run_outputs(rgb)
+        assert self.metadata.cells is not None
+        out, feat, fmap = self.runner.run_outputs(rgb, self.metadata.cells.output_position)
         if feat is None or fmap is None:
             raise ModelError(f"{self.model_id}: the map needs the features and cells outputs")
         score = self.head_score(feat) if self._head is not None else out
@@ -421,7 +432,7 @@ class Classifier:
             feat, patches = self.runner.run_patches(rgb)
             return self.anomaly.score_map(patches, view)[0], feat
         if self._head is not None:  # on any .tflite with features (an anomaly package's too: it has no score output)
-            feat = self.runner.run_outputs(rgb, want_map=False)[1]
+            feat = self.runner.run_outputs(rgb)[1]
             if feat is None:
                 raise ModelError(f"{self.model_id}: a head-only package needs the features output")
             return self.head_score(feat), feat

@@ -209,7 +209,8 @@ class CellsSpec(_Strict):
     with ``f`` the pooled features output (the global average is its first ``channels`` values; the rest, the
     mid-level pooling of ``gap+mid``, is the same for every cell). The mean of the cell logits is the crop's logit,
     so the map shows where the score comes from. ``weights``/``bias``: the .tflite's own Dense head; a head-only
-    package maps with its sidecar head instead."""
+    package maps with its sidecar head instead. An anomaly package exports it too, without weights (its own map is
+    the patch distances): a supervised head retrained on it (the switch, edge/learn/recipes.py) maps with it."""
 
     output_name: str
     output_position: int = Field(ge=0)  # position among the interpreter's outputs
@@ -218,7 +219,7 @@ class CellsSpec(_Strict):
     channels: int = Field(gt=1)  # the first ``channels`` values of the features are the global average of the map
     dtype: Literal["uint8", "int8", "float32"]
     quantization: QuantParams | None = None
-    weights: list[float]  # the .tflite's head on the features (len = features.dim)
+    weights: list[float]  # the .tflite's head on the features (len = features.dim); [] for an anomaly package
     bias: float
 
 
@@ -315,9 +316,10 @@ class ModelMetadata(_Strict):
             if len(self.head.weights) != self.features.dim:
                 raise ValueError(f"head has {len(self.head.weights)} weights, features output has "
                                  f"{self.features.dim} values")
-        if self.cells is not None and (self.features is None or len(self.cells.weights) != self.features.dim
+        if self.cells is not None and (self.features is None or len(self.cells.weights) not in (0, self.features.dim)
                                        or self.cells.channels > self.features.dim):
-            raise ValueError("cells needs the features output, weights of its length and at most as many channels")
+            raise ValueError("cells needs the features output, weights of its length (or none) and at most as many "
+                             "channels")
         return self
 
     @property
