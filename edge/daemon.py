@@ -567,7 +567,8 @@ class Daemon:
         if box is not None:  # for the operator page: the box in frame pixels (drawn only when the page asks)
             self.latest.set_box(box)
         if getattr(clf, "map_kind", None) is not None:  # the score, its map (per-view banks: this view's) and
-            score, features, record.heat = heat_of(clf, record.roi, record.located, record.view)  # the features
+            score, features, record.heat = heat_of(clf, record.roi, record.located, record.view,  # the features
+                                                   model.threshold(self.cfg.model.threshold))
             if self.shadow.wants_features(clf):  # a head-only candidate on this backbone: the same one invoke
                 record.features = features
         elif self.shadow.wants_features(clf):

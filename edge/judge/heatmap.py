@@ -15,7 +15,7 @@ Two kinds (``MapKind``), one unit: ``values`` is the coarse grid row-major, each
 * ``anomaly`` (an anomaly package, edge/judge/anomaly.py): a cell's distance to the nearest good patch in percent of
   the threshold distance; the crop is a defect when a cell (inside ``border``) reaches 100.
 * ``head`` (a supervised package whose .tflite has the ``cells`` output, edge/judge/head_map.py): the head applied
-  to each cell of the last feature map, as its odds in percent of the package threshold's odds; the crop's logit
+  to each cell of the last feature map, as its odds in percent of the decision threshold's odds (the event's ``threshold``); the crop's logit
   is the mean of the cells' logits, so the crop is a defect when their geometric mean reaches 100. (An anomaly
   score ``d / (d + d_thr)`` has odds ``d / d_thr``: the two units are one.)
 
@@ -61,16 +61,17 @@ class Heat:
     view: str | None = None  # the view that saw it: a package with one bank per view scored it by that bank
 
 
-def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None,
-            view: str | None = None) -> tuple[float, np.ndarray | None, Heat | None]:
+def heat_of(clf: Classifier, roi: np.ndarray, located: Located | None, view: str | None = None,
+            threshold: float | None = None) -> tuple[float, np.ndarray | None, Heat | None]:
     """(score, pooled features or None, its map or None) of one ROI crop seen by ``view``, one invoke: the score
-    ``clf.score(roi, located, view)`` gives."""
+    ``clf.score(roi, located, view)`` gives. ``threshold``: the one the decision applies (a config override; None: the
+    package's), the 100 of a head's map (an anomaly map's 100 is the bank's threshold distance)."""
     got = clf.score_all(roi, located, view)
     if got.cells is None or got.kind is None:
         return got.score, got.features, None
     where = region(roi.shape, located, clf.metadata.crop)
-    if got.kind is MapKind.HEAD:  # cell logits -> odds over the package threshold's odds (edge/judge/head_map.py)
-        return got.score, got.features, Heat(got.score, odds_ratio(got.cells, clf.threshold), got.kind, 0, got.rgb,
+    if got.kind is MapKind.HEAD:  # cell logits -> odds over the decision threshold's odds (edge/judge/head_map.py)
+        return got.score, got.features, Heat(got.score, odds_ratio(got.cells, clf.threshold if threshold is None else threshold), got.kind, 0, got.rgb,
                                              where)
     assert clf.anomaly is not None
     sc = clf.anomaly.for_view(view)
