@@ -15,9 +15,9 @@ Two kinds (``MapKind``), one unit: ``values`` is the coarse grid row-major, each
 * ``anomaly`` (an anomaly package, edge/judge/anomaly.py): a cell's distance to the nearest good patch in percent of
   the threshold distance; the crop is a defect when a cell (inside ``border``) reaches 100.
 * ``head`` (a supervised package whose .tflite has the ``cells`` output, edge/judge/head_map.py): the head applied
-  to each cell of the last feature map, as its odds in percent of the decision threshold's odds (the event's ``threshold``); the crop's logit
-  is the mean of the cells' logits, so the crop is a defect when their geometric mean reaches 100. (An anomaly
-  score ``d / (d + d_thr)`` has odds ``d / d_thr``: the two units are one.)
+  to each cell of the last feature map, as its odds in percent of the decision threshold's odds (the event's
+  ``threshold``); the crop's logit is the mean of the cells' logits, so the crop is a defect when their geometric
+  mean reaches 100. (An anomaly score ``d / (d + d_thr)`` has odds ``d / d_thr``: the two units are one.)
 
 ``region`` the part of the ROI crop the model input covers (fractions of its width and height; null = all of
 it), so the operator page can draw the grid over the crop; ``score`` the package score of that crop (the
