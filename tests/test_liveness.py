@@ -85,17 +85,20 @@ HANG_LAUNCHER = textwrap.dedent(
     from edge.judge.classifier import Classifier
 
     hang_after = int(sys.argv.pop(1))
-    real_score = Classifier.score
     calls = [0]
 
-    def score(self, bgr, located=None, view=None):
-        calls[0] += 1
-        if calls[0] > hang_after:
-            print("TEST HOOK: score() now blocks forever", flush=True)
-            threading.Event().wait()
-        return real_score(self, bgr, located, view)
+    def hanging(real):
+        # the loop's model call: score(), or score_all() for a package with a map (edge/judge/heatmap.py)
+        def call(self, *args, **kwargs):
+            calls[0] += 1
+            if calls[0] > hang_after:
+                print(f"TEST HOOK: {real.__name__}() now blocks forever", flush=True)
+                threading.Event().wait()
+            return real(self, *args, **kwargs)
+        return call
 
-    Classifier.score = score
+    Classifier.score = hanging(Classifier.score)
+    Classifier.score_all = hanging(Classifier.score_all)
     from boxinspect.cli import main
     sys.exit(main(sys.argv[1:]))
     """
@@ -137,7 +140,7 @@ def test_hung_loop_turns_healthz_red_and_stops_the_watchdog(tmp_path, int8_model
         r = d.get("/healthz")
         assert r.status_code == 200 and r.json()["status"] == "alive", r.text
         wait_for(lambda: "WATCHDOG=1" in _drain(sock), 30, "a WATCHDOG=1 ping", d=d)
-        # then score() blocks: /healthz goes 503 and names where the loop is stuck
+        # then the model call blocks: /healthz goes 503 and names where the loop is stuck
         wait_for(lambda: "TEST HOOK" in d.log(), START_TIMEOUT, "the model to hang", d=d)
 
         def red() -> httpx.Response | None:
