@@ -440,6 +440,12 @@ def failing_golden(doc: dict[str, Any]) -> None:
         g["expected_score"] = 5.0
 
 
+def sample_images(folder: Path, n: int) -> list[Path]:
+    """``n`` image files spread evenly over ``folder`` (recursively, sorted): the same ones on every machine."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    return files[:: max(1, len(files) // n)][:n]
+
+
 def label_dir(src: Path, dst: Path, paths: list[Path] | None = None) -> Path:
     """A folder-per-class copy of images (the layout of the operator page's feedback/)."""
     for p in paths if paths is not None else sorted(src.rglob("*.png")) + sorted(src.rglob("*.jpg")):

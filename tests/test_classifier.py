@@ -14,13 +14,7 @@ import pytest
 
 from edge.judge.classifier import Classifier, ModelError
 from edge.judge.model_package import decode_golden, load_metadata, package_digest, sidecar_path
-from tests.helpers import edit_sidecar, package_copies
-
-
-def _images(folder: Path, n: int) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    step = max(1, len(files) // n)
-    return files[::step][:n]
+from tests.helpers import edit_sidecar, package_copies, sample_images
 
 
 def _assert_one_line(e: pytest.ExceptionInfo) -> str:
@@ -136,7 +130,7 @@ def test_golden_samples_are_at_input_size(float_model: Path):
 
 def test_score_accepts_any_size_grey_and_bgra(tiny_model: Path, few_boxes: Path):
     clf = Classifier.load(tiny_model)
-    img = cv2.imread(str(_images(few_boxes, 1)[0]))
+    img = cv2.imread(str(sample_images(few_boxes, 1)[0]))
     base = clf.score(img)
     assert 0.0 <= base <= 1.0
     big = cv2.resize(img, (640, 480), interpolation=cv2.INTER_LINEAR)
@@ -149,7 +143,7 @@ def test_score_accepts_any_size_grey_and_bgra(tiny_model: Path, few_boxes: Path)
 
 def test_predict_label_follows_threshold(tiny_model: Path, few_boxes: Path):
     clf = Classifier.load(tiny_model)
-    img = cv2.imread(str(_images(few_boxes, 1)[0]))
+    img = cv2.imread(str(sample_images(few_boxes, 1)[0]))
     p = clf.predict(img)
     assert p.is_defect == (p.score >= clf.threshold)
     assert p.label == (clf.metadata.positive_class if p.is_defect else clf.metadata.negative_class)
@@ -160,7 +154,7 @@ def test_predict_label_follows_threshold(tiny_model: Path, few_boxes: Path):
 
 def test_int8_agrees_with_float(int8_model: Path, float_model: Path, synth_data: Path):
     q, f = Classifier.load(int8_model), Classifier.load(float_model)
-    files = _images(synth_data, 120)
+    files = sample_images(synth_data, 120)
     assert len(files) >= 100
     same = 0
     for path in files:
@@ -174,7 +168,7 @@ def test_int8_agrees_with_float(int8_model: Path, float_model: Path, synth_data:
 
 def test_one_classifier_is_safe_across_threads(tiny_model: Path, few_boxes: Path):
     clf = Classifier.load(tiny_model, num_threads=2)
-    imgs = [cv2.imread(str(p)) for p in _images(few_boxes, 8)]
+    imgs = [cv2.imread(str(p)) for p in sample_images(few_boxes, 8)]
     expected = [clf.score(i) for i in imgs]
     results: dict[int, list[float]] = {}
 
@@ -219,6 +213,6 @@ def test_tensorflow_fallback_runtime_gives_the_same_scores(tiny_model: Path, few
     pytest.importorskip("tensorflow")
     lite, tf = Classifier.load(tiny_model), Classifier.load(tiny_model, runtime="tensorflow")
     assert tf.runtime_name == "tensorflow" and tf.self_test() == []
-    for path in _images(few_boxes, 4):
+    for path in sample_images(few_boxes, 4):
         img = cv2.imread(str(path))
         assert tf.score(img) == pytest.approx(lite.score(img), abs=1 / 128)

@@ -21,13 +21,8 @@ from edge.judge.classifier import Classifier
 from edge.judge.heatmap import heat_of
 from edge.judge.model_package import MapKind
 from edge.learn.retrain import retrain
-from tests.helpers import label_dir
+from tests.helpers import label_dir, sample_images
 from tests.test_anomaly import anomaly_package  # noqa: F401  (registers the module-scoped fixture here)
-
-
-def _images(folder: Path, n: int) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
-    return files[:: max(1, len(files) // n)][:n]
 
 
 def _sigmoid(z: float) -> float:
@@ -39,7 +34,7 @@ def test_the_committed_package_carries_a_map_that_averages_to_its_score(tiny_mod
     spec = clf.metadata.cells
     assert spec is not None and clf.map_kind is MapKind.HEAD
     assert spec.channels == 1280 and len(spec.weights) == clf.metadata.features.dim  # type: ignore[union-attr]
-    for img in _images(few_boxes / "defective", 3) + _images(few_boxes / "ok", 3):
+    for img in sample_images(few_boxes / "defective", 3) + sample_images(few_boxes / "ok", 3):
         bgr = cv2.imread(str(img))
         got = clf.score_all(bgr)
         assert got.kind is MapKind.HEAD and got.cells is not None and got.cells.shape == (spec.rows, spec.cols)
@@ -73,19 +68,19 @@ def test_a_float_package_map_is_its_head_on_every_cell(float_model: Path, synth_
     clf = Classifier.load(float_model)
     spec = clf.metadata.cells
     assert spec is not None and clf.map_kind is MapKind.HEAD
-    _check_float_map(clf, _images(synth_data / "defective", 6) + _images(synth_data / "ok", 6),
+    _check_float_map(clf, sample_images(synth_data / "defective", 6) + sample_images(synth_data / "ok", 6),
                      np.asarray(spec.weights), spec.bias)
 
 
 @pytest.mark.slow
 def test_a_head_only_candidate_maps_with_its_own_head(float_model: Path, synth_data: Path, tmp_path: Path):
     labels = label_dir(synth_data, tmp_path / "feedback",
-                       _images(synth_data / "defective", 24) + _images(synth_data / "ok", 24))
+                       sample_images(synth_data / "defective", 24) + sample_images(synth_data / "ok", 24))
     res = retrain(float_model, [labels], tmp_path / "cand", min_per_class=20)
     cand = Classifier.load(res.candidate)
     assert cand.metadata.head is not None and cand.map_kind is MapKind.HEAD
     w, b = cand.metadata.head.folded()
-    _check_float_map(cand, _images(synth_data / "defective", 4) + _images(synth_data / "ok", 4), w, b)
+    _check_float_map(cand, sample_images(synth_data / "defective", 4) + sample_images(synth_data / "ok", 4), w, b)
 
 
 def _halves(defect: np.ndarray, good: np.ndarray, defect_left: bool) -> np.ndarray:
@@ -101,8 +96,8 @@ def test_the_map_points_at_the_defective_half(float_model: Path, synth_data: Pat
     """Half a defective box beside half a good one, on either side: over many pairs the defective side's cells
     score higher far more often than not (a map that shows nothing would be right half the time)."""
     clf = Classifier.load(float_model)
-    bad = [cv2.imread(str(p)) for p in _images(synth_data / "defective", 40)]
-    good = [cv2.imread(str(p)) for p in _images(synth_data / "ok", 40)]
+    bad = [cv2.imread(str(p)) for p in sample_images(synth_data / "defective", 40)]
+    good = [cv2.imread(str(p)) for p in sample_images(synth_data / "ok", 40)]
     right = 0
     for i, (b, g) in enumerate(zip(bad, good, strict=True)):
         left = i % 2 == 0
@@ -123,8 +118,8 @@ def test_a_head_retrained_on_an_anomaly_package_maps_with_its_head(anomaly_packa
     live = Classifier.load(anomaly_package)
     assert live.map_kind is MapKind.ANOMALY and live.metadata.cells is not None and not live.metadata.cells.weights
     labels = label_dir(synth_data, tmp_path / "feedback",
-                       _images(synth_data / "defective", 24) + _images(synth_data / "ok", 24))
+                       sample_images(synth_data / "defective", 24) + sample_images(synth_data / "ok", 24))
     cand = Classifier.load(retrain(anomaly_package, [labels], tmp_path / "cand", min_per_class=20).candidate)
     assert cand.anomaly is None and cand.metadata.head is not None and cand.map_kind is MapKind.HEAD
     w, b = cand.metadata.head.folded()
-    _check_float_map(cand, _images(synth_data / "defective", 4) + _images(synth_data / "ok", 4), w, b)
+    _check_float_map(cand, sample_images(synth_data / "defective", 4) + sample_images(synth_data / "ok", 4), w, b)

@@ -111,23 +111,12 @@ def bench_shadow(model: str | Path, candidate: str | Path, threads: int = 2, run
     fast = head_on_backbone_of(cand, live)
     feats = [live.score_features_rgb(s)[1] for s in samples] if live.has_features else []
 
-    def timed(fn: Any, n: int) -> dict[str, Any]:
-        for i in range(warmup):
-            fn(i)
-        ms = []
-        for i in range(n):
-            t0 = time.perf_counter()
-            fn(i)
-            ms.append((time.perf_counter() - t0) * 1000)
-        return latency_stats(ms)
-
-    k = len(samples)
     rows: dict[str, Any] = {
-        "live_invoke": timed(lambda i: live.score_rgb(samples[i % k]), runs),
-        "live_invoke_with_features": timed(lambda i: live.score_features_rgb(samples[i % k]), runs)
+        "live_invoke": _timed(live.score_rgb, samples, runs, warmup),
+        "live_invoke_with_features": _timed(live.score_features_rgb, samples, runs, warmup)
         if live.has_features else None,
-        "candidate_invoke": timed(lambda i: cand.score_rgb(samples[i % k]), runs),
-        "candidate_head_on_live_features": timed(lambda i: cand.head_score(feats[i % k]), runs * 10)
+        "candidate_invoke": _timed(cand.score_rgb, samples, runs, warmup),
+        "candidate_head_on_live_features": _timed(cand.head_score, feats, runs * 10, warmup)
         if fast and feats else None,
     }
     return {"model_id": live.model_id, "candidate_id": cand.model_id, "threads": threads, "runs": runs,

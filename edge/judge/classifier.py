@@ -178,7 +178,9 @@ class Runner:
         if self._out is self._patches:
             raise ModelError(f"{self.path}: an anomaly model has no score output (its score is computed from the "
                              "patch map: Classifier, edge/judge/anomaly.py)")
-        return self._invoke(tensor, features=False)[0]
+        score = self._read(tensor, False, None)[0]
+        assert score is not None  # not an anomaly model: it has a score output
+        return score
 
     def invoke_only(self, tensor: np.ndarray) -> None:
         """Set the prepared input and invoke, reading no output: the model's own time, for any kind of model
@@ -192,13 +194,8 @@ class Runner:
         invoke (thread-safe)."""
         if self._patches is None:
             raise ModelError(f"{self.path}: the model has no patch-map output")
-        tensor = self.set_input(rgb)
-        with self._lock:
-            self._interp.set_tensor(self._in["index"], tensor)
-            self._interp.invoke()
-            patches = self._dequant(self._interp.get_tensor(self._patches["index"])[0], self._patches)
-            feat = (self._dequant(self._interp.get_tensor(self._feat["index"]).reshape(-1), self._feat)
-                    if self._feat is not None else None)
+        _, feat, patches = self.run_outputs(rgb, self.patches_position)
+        assert patches is not None
         return feat, patches
 
     @property
@@ -218,7 +215,13 @@ class Runner:
                     ) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
         """(score or None for a model without a score output, pooled features (D,) or None, the map output at
         ``map_position`` (H, W, C) or None), dequantised float, from one invoke of an RGB input (thread-safe)."""
-        tensor = self.set_input(rgb)
+        return self._read(self.set_input(rgb), True, map_position)
+
+    def _read(self, tensor: np.ndarray, features: bool, map_position: int | None
+              ) -> tuple[float | None, np.ndarray | None, np.ndarray | None]:
+        """Set the prepared input, invoke, and read (dequantised) the score (None: the model has no score output),
+        the features when asked and the model has them, and the map output at ``map_position`` (thread-safe): every
+        reader of outputs goes through here."""
         has_score = self._out is not self._patches
         fmap_out = self._maps.get(map_position) if map_position is not None else None
         with self._lock:
@@ -226,7 +229,7 @@ class Runner:
             self._interp.invoke()
             out = self._interp.get_tensor(self._out["index"]).reshape(-1) if has_score else None
             feat = (self._dequant(self._interp.get_tensor(self._feat["index"]).reshape(-1), self._feat)
-                    if self._feat is not None else None)
+                    if features and self._feat is not None else None)
             fmap = (self._dequant(self._interp.get_tensor(fmap_out["index"])[0], fmap_out)
                     if fmap_out is not None else None)
         return (None if out is None else self._score_of(out)), feat, fmap
@@ -243,23 +246,10 @@ class Runner:
     def invoke_features(self, tensor: np.ndarray) -> tuple[float, np.ndarray | None]:
         """Like :meth:`invoke`, and also the dequantised features output (float32 (D,); None if the model has
         none), from the same invoke."""
-        return self._invoke(tensor, features=True)
-
-    def _invoke(self, tensor: np.ndarray, features: bool) -> tuple[float, np.ndarray | None]:
-        with self._lock:
-            self._interp.set_tensor(self._in["index"], tensor)
-            self._interp.invoke()
-            out = self._interp.get_tensor(self._out["index"]).reshape(-1)
-            feat = (self._interp.get_tensor(self._feat["index"]).reshape(-1).copy()
-                    if features and self._feat is not None else None)
-        value = self._score_of(out)
-        if feat is not None:
-            if self.features_quant is not None and self.features_dtype != np.float32:
-                scale, zp = self.features_quant
-                feat = (feat.astype(np.float32) - np.float32(zp)) * np.float32(scale)
-            else:
-                feat = feat.astype(np.float32, copy=False)
-        return value, feat
+        score, feat, _ = self._read(tensor, True, None)
+        if score is None:
+            raise ModelError(f"{self.path}: an anomaly model has no score output")
+        return score, feat
 
     def _score_of(self, out: np.ndarray) -> float:
         """The dequantised value of the score output's tensor."""
